@@ -1,0 +1,1 @@
+//! Runnable examples for saas-foundation; see `examples/README.md`.

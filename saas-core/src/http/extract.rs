@@ -1,0 +1,40 @@
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+
+use crate::TenantContext;
+
+/// Extracts the [`TenantContext`] that [`TenantLayer`](super::TenantLayer)
+/// resolved for this request.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantContext);
+
+/// The route is not behind a [`TenantLayer`](super::TenantLayer): a wiring
+/// bug, answered with 500 so it is never mistaken for "no tenant".
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("this route is not behind a TenantLayer; add the layer to the router")]
+pub struct MissingTenantLayer;
+
+impl IntoResponse for MissingTenantLayer {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": "missing_tenant_layer", "message": self.to_string() }
+        });
+        (http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = MissingTenantLayer;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<TenantContext>()
+            .cloned()
+            .map(Tenant)
+            .ok_or(MissingTenantLayer)
+    }
+}
