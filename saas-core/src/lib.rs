@@ -22,7 +22,7 @@ pub use identity::{
     VerificationKey, VerifiedToken,
 };
 pub use resolve::{
-    AuthMode, HeaderResolver, HostResolver, InMemoryTenantLookup, PathPrefixResolver,
+    AuthMode, HeaderResolver, HostResolver, InMemoryTenantLookup, PathPrefixResolver, RequestInfo,
     RequestRejection, RequestResolver, ResolveError, TenantLookup, TenantResolver, TenantSummary,
     TokenClaimResolver,
 };

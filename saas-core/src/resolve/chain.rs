@@ -96,43 +96,31 @@ impl RequestResolver {
         let token = self.authenticate(headers)?;
         let request = RequestInfo::new(uri, headers).with_token(token.as_ref());
 
+        // A token bound to a tenant is the anchor: that tenant is looked up
+        // first and every other source is only compared with it, so a token
+        // for tenant A can neither be served as B nor probe whether B exists.
         let mut chosen: Option<(&'static str, TenantSummary)> = None;
+        if let Some(bound) = token.as_ref().and_then(|t| t.tenant.as_ref()) {
+            chosen = Some(("token", self.find(bound, "token").await?));
+        }
         for resolver in &inner.resolvers {
             let Some(key) = resolver.resolve(&request)? else {
                 continue;
             };
             let source = resolver.source();
-            if let Some((first, tenant)) = &chosen {
-                // Compare after lookup: an id and a slug may name one tenant.
-                if !names(&key, tenant) {
-                    return Err(RequestRejection::Conflict {
-                        first,
-                        second: source,
-                    });
+            match &chosen {
+                // Compared by key, without a lookup: an id and a slug of the
+                // same tenant agree.
+                Some((first, tenant)) => {
+                    if !names(&key, tenant) {
+                        return Err(RequestRejection::Conflict {
+                            first,
+                            second: source,
+                        });
+                    }
                 }
-                continue;
+                None => chosen = Some((source, self.find(&key, source).await?)),
             }
-            let found = inner
-                .lookup
-                .find(&key)
-                .await
-                .map_err(RequestRejection::Lookup)?
-                .ok_or(RequestRejection::UnknownTenant {
-                    source_name: source,
-                })?;
-            chosen = Some((source, found));
-        }
-
-        // A token bound to a tenant only ever serves that tenant, whether or
-        // not the chain consults the token itself.
-        if let (Some(bound), Some((first, tenant))) =
-            (token.as_ref().and_then(|t| t.tenant.as_ref()), &chosen)
-            && !names(bound, tenant)
-        {
-            return Err(RequestRejection::Conflict {
-                first,
-                second: "token",
-            });
         }
 
         let Some((_, tenant)) = chosen else {
@@ -155,6 +143,21 @@ impl RequestResolver {
             ctx = ctx.with_principal(token.principal());
         }
         Ok(ctx)
+    }
+
+    async fn find(
+        &self,
+        key: &crate::TenantKey,
+        source: &'static str,
+    ) -> Result<TenantSummary, RequestRejection> {
+        self.inner
+            .lookup
+            .find(key)
+            .await
+            .map_err(RequestRejection::Lookup)?
+            .ok_or(RequestRejection::UnknownTenant {
+                source_name: source,
+            })
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Option<VerifiedToken>, AuthError> {

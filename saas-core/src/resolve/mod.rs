@@ -7,8 +7,11 @@
 //!
 //! **The conflict rule:** every source that names a tenant must name the
 //! same one. A token for tenant A sent to `b.example.com` is rejected, never
-//! served as A or as B. Sources are compared after lookup, so a token naming
-//! a tenant by id and a host naming it by slug agree.
+//! served as A or as B. A token that names a tenant is the anchor: its tenant
+//! is looked up first and the other sources are only compared with it, so
+//! the answer does not reveal whether the other tenant exists. Sources are
+//! compared with the looked-up tenant, so an id and a slug of the same tenant
+//! agree.
 
 mod chain;
 mod lookup;
