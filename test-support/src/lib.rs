@@ -99,8 +99,14 @@ pub fn service_url(service: Service, test: &str) -> Option<String> {
 
 /// Returns early from the calling test when `service` is not configured.
 ///
-/// ```ignore
-/// let url = saas_test_support::require_service!(Service::Postgres);
+/// ```no_run
+/// use saas_test_support::{Service, require_service};
+///
+/// fn my_postgres_test() {
+///     let url = require_service!(Service::Postgres);
+///     // … connect to `url` …
+///     # let _ = url;
+/// }
 /// ```
 #[macro_export]
 macro_rules! require_service {
