@@ -13,7 +13,8 @@ mod rounding;
 
 pub use calendar::{BillingCalendar, Cadence, Interval, Period};
 pub use charge::{
-    Charge, ChargeComponent, ChargeLine, ChargeModel, LimitApplied, Tier, TierTable, TierTableBuilder,
+    Charge, ChargeComponent, ChargeLine, ChargeModel, LimitApplied, Tier, TierTable,
+    TierTableBuilder,
 };
 pub use currency::Currency;
 pub use error::BillingError;

@@ -1,0 +1,16 @@
+//! Integration tests of saas-billing's public API: worked examples with
+//! literal numbers, property tests, and the no-floating-point check.
+
+// Helpers outside #[test] functions unwrap too; a panic is a test failure.
+#![allow(clippy::unwrap_used)]
+
+#[path = "billing/calendar.rs"]
+mod calendar;
+#[path = "billing/charge.rs"]
+mod charge;
+#[path = "billing/money.rs"]
+mod money;
+#[path = "billing/no_float.rs"]
+mod no_float;
+#[path = "billing/properties.rs"]
+mod properties;
