@@ -1,1 +1,19 @@
 #![doc = include_str!("../README.md")]
+
+pub mod catalog;
+mod error;
+mod placement;
+mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+#[cfg(feature = "postgres")]
+pub use catalog::PostgresCatalog;
+#[cfg(feature = "sqlite")]
+pub use catalog::SqliteCatalog;
+pub use catalog::{Catalog, CatalogLookup, DynCatalog, InMemoryCatalog};
+pub use error::TenancyError;
+pub use placement::{ClusterName, Placement, Strategy, TenantObjectName};
+pub use record::{
+    ListOptions, MAX_DISPLAY_NAME_LEN, NewTenant, TenantPage, TenantRecord, transition_allowed,
+};

@@ -1,0 +1,104 @@
+//! The tenant catalog: who the tenants are and where they live.
+
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "_sql")]
+mod row;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use saas_core::{TenantId, TenantKey, TenantLookup, TenantSlug, TenantStatus, TenantSummary};
+
+use crate::error::TenancyError;
+use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord};
+
+pub use memory::InMemoryCatalog;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresCatalog;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteCatalog;
+
+/// Stores tenant records.
+///
+/// Behaviour contract (checked by [`crate::testing::catalog`]):
+/// - `create` stores the record as given; a second tenant with the same
+///   slug or id is [`TenancyError::AlreadyExists`], also when two creates
+///   race (exactly one wins);
+/// - `get` / `get_by_slug` return `Ok(None)` for unknown tenants;
+/// - `list` returns tenants ordered by id, `limit` at a time, filtered by
+///   the options, with `next` set while more may follow;
+/// - `set_status` applies [`transition_allowed`](crate::transition_allowed)
+///   atomically against the stored status (a concurrent change cannot be
+///   overwritten by a stale decision), updates `updated_at`, and returns
+///   the new record; unknown tenants are [`TenancyError::TenantNotFound`].
+#[async_trait]
+pub trait Catalog: Send + Sync + fmt::Debug {
+    /// Adds a tenant.
+    async fn create(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError>;
+
+    /// The tenant with `id`.
+    async fn get(&self, id: TenantId) -> Result<Option<TenantRecord>, TenancyError>;
+
+    /// The tenant with `slug`.
+    async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>, TenancyError>;
+
+    /// A page of tenants.
+    async fn list(&self, options: &ListOptions) -> Result<TenantPage, TenancyError>;
+
+    /// Moves a tenant to `to`.
+    async fn set_status(
+        &self,
+        id: TenantId,
+        to: TenantStatus,
+    ) -> Result<TenantRecord, TenancyError>;
+}
+
+/// A shareable catalog.
+pub type DynCatalog = Arc<dyn Catalog>;
+
+/// Makes any [`Catalog`] the [`TenantLookup`] of the request layer. The
+/// resolved context carries the tenant's [`Placement`](crate::Placement) in
+/// its extensions.
+#[derive(Debug, Clone)]
+pub struct CatalogLookup {
+    catalog: DynCatalog,
+}
+
+impl CatalogLookup {
+    /// Wraps `catalog`.
+    pub fn new(catalog: DynCatalog) -> Self {
+        Self { catalog }
+    }
+}
+
+#[async_trait]
+impl TenantLookup for CatalogLookup {
+    async fn find(&self, key: &TenantKey) -> Result<Option<TenantSummary>, saas_core::Error> {
+        let record = match key {
+            TenantKey::Id(id) => self.catalog.get(*id).await?,
+            TenantKey::Slug(slug) => self.catalog.get_by_slug(slug).await?,
+        };
+        Ok(record.map(|r| r.summary()))
+    }
+}
+
+/// Applies the transition rule, shared by every backend.
+pub(crate) fn check_transition(
+    record: &TenantRecord,
+    to: TenantStatus,
+) -> Result<(), TenancyError> {
+    if crate::record::transition_allowed(record.status, to) {
+        Ok(())
+    } else {
+        Err(TenancyError::InvalidTransition {
+            tenant: record.id,
+            from: record.status,
+            to,
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! Errors of the tenancy crate.
+
+use saas_core::{ErrorKind, TenantId, TenantStatus};
+
+/// Everything that can go wrong in `saas-tenancy`, by meaning.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenancyError {
+    /// No tenant with this id or slug.
+    #[error("no tenant {0}")]
+    TenantNotFound(String),
+    /// A tenant with this slug (or id) exists already.
+    #[error("a tenant with slug {slug:?} (or the same id) already exists")]
+    AlreadyExists {
+        /// The contested slug.
+        slug: String,
+    },
+    /// The tenant's status does not allow the change.
+    #[error("tenant {tenant} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its current status.
+        from: TenantStatus,
+        /// The requested status.
+        to: TenantStatus,
+    },
+    /// The tenant exists but may not be served in its current status.
+    #[error("tenant {tenant} is {status}; scoped access is refused")]
+    TenantNotServable {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its status.
+        status: TenantStatus,
+    },
+    /// Invalid input (a name, a page size, a configuration value).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A cluster name that is not configured.
+    #[error("cluster {0:?} is not configured")]
+    UnknownCluster(String),
+    /// The catalog holds a value this version cannot read.
+    #[error("catalog row is corrupt: {0}")]
+    Corrupt(String),
+    /// The operation is not supported by this backend or placement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Waiting for a connection took longer than allowed.
+    #[error("timed out waiting for a connection: {0}")]
+    Timeout(String),
+    /// The database failed.
+    #[cfg(feature = "_sql")]
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl TenancyError {
+    /// The shared error kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TenancyError::TenantNotFound(_) => ErrorKind::NotFound,
+            TenancyError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            TenancyError::InvalidTransition { .. } => ErrorKind::Conflict,
+            TenancyError::TenantNotServable { .. } => ErrorKind::Forbidden,
+            TenancyError::InvalidInput(_) | TenancyError::UnknownCluster(_) => {
+                ErrorKind::InvalidInput
+            }
+            TenancyError::Corrupt(_) => ErrorKind::Internal,
+            TenancyError::Unsupported(_) => ErrorKind::Unsupported,
+            TenancyError::Timeout(_) => ErrorKind::Timeout,
+            #[cfg(feature = "_sql")]
+            TenancyError::Database(e) => database_kind(e),
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+}
+
+#[cfg(feature = "_sql")]
+fn database_kind(e: &sqlx::Error) -> ErrorKind {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            ErrorKind::Unavailable
+        }
+        sqlx::Error::PoolTimedOut => ErrorKind::Timeout,
+        sqlx::Error::Database(db) if db.is_unique_violation() => ErrorKind::AlreadyExists,
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() || db.is_check_violation() => {
+            ErrorKind::InvalidInput
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // serialization_failure, deadlock_detected, admin shutdown, cannot connect now
+            Some("40001" | "40P01" | "57P01" | "57P03") => ErrorKind::Unavailable,
+            // insufficient_privilege: RLS WITH CHECK failures and role limits
+            Some("42501") => ErrorKind::Forbidden,
+            _ => ErrorKind::Internal,
+        },
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(feature = "_sql")]
+impl From<sqlx::Error> for TenancyError {
+    fn from(e: sqlx::Error) -> Self {
+        TenancyError::Database(e)
+    }
+}
+
+impl From<TenancyError> for saas_core::Error {
+    fn from(e: TenancyError) -> Self {
+        saas_core::Error::new(e.kind(), e.to_string()).with_source(e)
+    }
+}

@@ -1,0 +1,8 @@
+//! saas-tenancy's integration tests: one binary, one module per area.
+
+// Tests fail loudly on unexpected errors; unwrap is the point here.
+#![allow(clippy::unwrap_used)]
+
+mod catalog;
+mod fixtures;
+mod model;
