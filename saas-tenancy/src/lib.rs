@@ -3,6 +3,8 @@
 pub mod catalog;
 mod error;
 mod placement;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 #[cfg(feature = "testing")]
 pub mod testing;

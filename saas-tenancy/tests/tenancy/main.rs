@@ -6,3 +6,5 @@
 mod catalog;
 mod fixtures;
 mod model;
+mod pg_env;
+mod pg_isolation;

@@ -1,0 +1,481 @@
+//! PostgreSQL placements: rows with RLS, a schema per tenant, a database
+//! per tenant — chosen per tenant, on one or several clusters.
+
+mod registry;
+mod sql;
+mod tx;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use saas_core::{TenantContext, TenantId};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgPool, Postgres};
+
+pub use registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
+pub use sql::{
+    POLICY_NAME, SqlIdent, TENANT_SETTING, TenantTable, current_tenant_expr,
+    row_security_statements,
+};
+pub use tx::TenantTx;
+
+use crate::catalog::DynCatalog;
+use crate::error::TenancyError;
+use crate::placement::{ClusterName, Placement, TenantObjectName};
+use crate::record::{NewTenant, TenantRecord};
+
+/// One PostgreSQL server (cluster) and how to reach it.
+#[derive(Debug, Clone)]
+pub struct PgClusterConfig {
+    /// The name placements refer to.
+    pub name: ClusterName,
+    /// Connection to the shared database as a role that may create roles,
+    /// schemas and databases (used for setup and provisioning only).
+    pub admin: PgConnectOptions,
+    /// The role scoped transactions run as: it owns nothing and cannot
+    /// bypass RLS ([`PgTenancy::setup`] creates it).
+    pub runtime_role: SqlIdent,
+    /// Connections of the shared runtime pool (row and schema tenants).
+    pub max_connections: u32,
+}
+
+impl PgClusterConfig {
+    /// A cluster named `name` reached with `admin`, running tenant work as
+    /// `runtime_role`.
+    pub fn new(name: ClusterName, admin: PgConnectOptions, runtime_role: SqlIdent) -> Self {
+        Self {
+            name,
+            admin,
+            runtime_role,
+            max_connections: 10,
+        }
+    }
+}
+
+struct Cluster {
+    config: PgClusterConfig,
+    admin: PgPool,
+    runtime: PgPool,
+}
+
+/// Scoped access to tenants on PostgreSQL, for every placement.
+///
+/// `begin(&ctx)` is the only way to a tenant's data: it reads the tenant
+/// from the catalog (a missing, suspended or deleted tenant is a typed
+/// error) and opens a [`TenantTx`] scoped by its placement, in the same
+/// round trip as `BEGIN`.
+#[derive(Clone)]
+pub struct PgTenancy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: DynCatalog,
+    clusters: HashMap<ClusterName, Cluster>,
+    tables: Vec<TenantTable>,
+    tenant_migrator: Option<Arc<Migrator>>,
+    registry: PoolRegistry,
+}
+
+/// Builds a [`PgTenancy`].
+pub struct PgTenancyBuilder {
+    catalog: DynCatalog,
+    clusters: Vec<PgClusterConfig>,
+    tables: Vec<TenantTable>,
+    tenant_migrator: Option<Arc<Migrator>>,
+    limits: PoolLimits,
+}
+
+impl PgTenancy {
+    /// Starts a builder over `catalog`.
+    pub fn builder(catalog: DynCatalog) -> PgTenancyBuilder {
+        PgTenancyBuilder {
+            catalog,
+            clusters: Vec::new(),
+            tables: Vec::new(),
+            tenant_migrator: None,
+            limits: PoolLimits::default(),
+        }
+    }
+
+    fn cluster(&self, name: &ClusterName) -> Result<&Cluster, TenancyError> {
+        self.inner
+            .clusters
+            .get(name)
+            .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
+    }
+
+    /// Creates the runtime role of every cluster and enforces RLS on the
+    /// declared shared tables. Idempotent; run it after the shared
+    /// migrations (the tables must exist).
+    pub async fn setup(&self) -> Result<(), TenancyError> {
+        for cluster in self.inner.clusters.values() {
+            let runtime = &cluster.config.runtime_role;
+            let mut tx = cluster.admin.begin().await?;
+            // Role creation races between processes; serialise it.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.setup'))")
+                .await?;
+            tx.execute(AssertSqlSafe(sql::create_runtime_role(runtime)))
+                .await?;
+            for table in &self.inner.tables {
+                // The runtime role needs to reach the table's schema.
+                let schema: Option<String> = sqlx::query_scalar(
+                    "SELECT n.nspname::text FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.oid = to_regclass($1)",
+                )
+                .bind(table.table.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let schema = schema.ok_or_else(|| {
+                    TenancyError::InvalidInput(format!(
+                        "tenant table {} does not exist; run the shared migrations first",
+                        table.table
+                    ))
+                })?;
+                let schema = format!("\"{}\"", schema.replace('"', "\"\""));
+                tx.execute(AssertSqlSafe(format!(
+                    "GRANT USAGE ON SCHEMA {schema} TO {}",
+                    runtime.quoted()
+                )))
+                .await?;
+                for statement in sql::row_security_statements(table, runtime) {
+                    tx.execute(AssertSqlSafe(statement)).await?;
+                }
+                // …and the sequences behind its serial/identity columns.
+                let sequences: Vec<String> = sqlx::query_scalar(
+                    "SELECT s.oid::regclass::text FROM pg_depend d \
+                     JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+                     WHERE d.refobjid = to_regclass($1) AND d.deptype IN ('a', 'i')",
+                )
+                .bind(table.table.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                for sequence in sequences {
+                    // `regclass::text` is quoted by PostgreSQL itself.
+                    tx.execute(AssertSqlSafe(format!(
+                        "GRANT USAGE, SELECT ON SEQUENCE {sequence} TO {}",
+                        runtime.quoted()
+                    )))
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a tenant to the catalog, creates its schema or database and
+    /// applies the tenant migrations, then marks it active.
+    pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        let record = self.inner.catalog.create(tenant).await?;
+        self.finish_provisioning(&record).await?;
+        self.inner
+            .catalog
+            .set_status(record.id, saas_core::TenantStatus::Active)
+            .await
+    }
+
+    async fn finish_provisioning(&self, record: &TenantRecord) -> Result<(), TenancyError> {
+        match &record.placement {
+            Placement::Shared { cluster } => {
+                self.cluster(cluster)?;
+                Ok(())
+            }
+            Placement::Schema { cluster, schema } => {
+                self.provision_schema(self.cluster(cluster)?, schema).await
+            }
+            Placement::Database { cluster, database } => {
+                self.provision_database(self.cluster(cluster)?, database)
+                    .await
+            }
+        }
+    }
+
+    async fn provision_schema(
+        &self,
+        cluster: &Cluster,
+        schema: &TenantObjectName,
+    ) -> Result<(), TenancyError> {
+        let mut conn = cluster.admin.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision.{}'))",
+            schema.as_str()
+        );
+        tx.execute(AssertSqlSafe(lock)).await?;
+        for statement in sql::create_schema_statements(schema, &cluster.config.runtime_role) {
+            tx.execute(AssertSqlSafe(statement)).await?;
+        }
+        let s = schema.quoted();
+        tx.execute(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
+            .await?;
+        if let Some(migrator) = &self.inner.tenant_migrator {
+            migrator
+                .run(&mut *tx)
+                .await
+                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
+        }
+        for statement in sql::grant_schema_objects(&s, &s) {
+            tx.execute(AssertSqlSafe(statement)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn provision_database(
+        &self,
+        cluster: &Cluster,
+        database: &TenantObjectName,
+    ) -> Result<(), TenancyError> {
+        let d = database.quoted();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(database.as_str())
+                .fetch_one(&cluster.admin)
+                .await?;
+        if !exists {
+            // CREATE DATABASE cannot run in a transaction; a concurrent
+            // provisioner losing the race gets duplicate_database (42P04).
+            match cluster
+                .admin
+                .execute(AssertSqlSafe(format!("CREATE DATABASE {d}")))
+                .await
+            {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let runtime = cluster.config.runtime_role.quoted();
+        cluster
+            .admin
+            .execute(AssertSqlSafe(format!(
+                "REVOKE ALL ON DATABASE {d} FROM PUBLIC"
+            )))
+            .await?;
+        cluster
+            .admin
+            .execute(AssertSqlSafe(format!(
+                "GRANT CONNECT, TEMPORARY ON DATABASE {d} TO {runtime}"
+            )))
+            .await?;
+        let options = tenant_database_options(cluster.config.admin.clone(), database);
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        let mut tx = conn.begin().await?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision'))")
+            .await?;
+        if let Some(migrator) = &self.inner.tenant_migrator {
+            migrator
+                .run(&mut *tx)
+                .await
+                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
+        }
+        for statement in sql::grant_schema_objects("public", &runtime) {
+            tx.execute(AssertSqlSafe(statement)).await?;
+        }
+        tx.commit().await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Opens a transaction scoped to the context's tenant.
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+        let record = self.servable(ctx.tenant_id()).await?;
+        let tenant = record.id;
+        match &record.placement {
+            Placement::Shared { cluster } => {
+                let pool = &self.cluster(cluster)?.runtime;
+                let tx = pool
+                    .begin_with(AssertSqlSafe(sql::begin_row(tenant)))
+                    .await?;
+                Ok(TenantTx::new(tx, tenant, record.placement.clone(), None))
+            }
+            Placement::Schema { cluster, schema } => {
+                let pool = &self.cluster(cluster)?.runtime;
+                let tx = pool
+                    .begin_with(AssertSqlSafe(sql::begin_schema(schema)))
+                    .await?;
+                Ok(TenantTx::new(tx, tenant, record.placement.clone(), None))
+            }
+            Placement::Database { cluster, database } => {
+                let cluster = self.cluster(cluster)?;
+                let options = tenant_database_options(
+                    cluster
+                        .config
+                        .admin
+                        .clone()
+                        .username(cluster.config.runtime_role.as_str()),
+                    database,
+                );
+                let lease = self.inner.registry.lease(tenant, || options).await?;
+                let tx = lease
+                    .pool()
+                    .begin_with(AssertSqlSafe(sql::begin_row(tenant)))
+                    .await?;
+                Ok(TenantTx::new(
+                    tx,
+                    tenant,
+                    record.placement.clone(),
+                    Some(lease),
+                ))
+            }
+        }
+    }
+
+    /// A scoped handle for a single request. On PostgreSQL the scope is
+    /// transaction-local by design (nothing can outlive it on the pooled
+    /// connection), so this is [`begin`](Self::begin): commit writes.
+    pub async fn acquire(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+        self.begin(ctx).await
+    }
+
+    async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        let record = self
+            .inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        if !record.status.is_servable() {
+            return Err(TenancyError::TenantNotServable {
+                tenant: id,
+                status: record.status,
+            });
+        }
+        Ok(record)
+    }
+
+    /// **Escape hatch**: an unscoped admin connection for cross-tenant
+    /// work (reports, fleet operations). Logged at `warn` with `reason` so
+    /// every use is visible and greppable (`unscoped_admin_connection`).
+    pub async fn unscoped_admin_connection(
+        &self,
+        cluster: &ClusterName,
+        reason: &str,
+    ) -> Result<PoolConnection<Postgres>, TenancyError> {
+        tracing::warn!(cluster = %cluster, reason, "unscoped_admin_connection");
+        Ok(self.cluster(cluster)?.admin.acquire().await?)
+    }
+
+    /// The runtime pool of a cluster, as used by row and schema tenants.
+    /// Plain use of it sees no tenant rows: scopes never outlive their
+    /// transactions.
+    pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
+        Ok(&self.cluster(cluster)?.runtime)
+    }
+
+    /// Gauges of the tenant-database pool registry.
+    pub async fn pool_stats(&self) -> PoolStats {
+        self.inner.registry.stats().await
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &DynCatalog {
+        &self.inner.catalog
+    }
+}
+
+/// Connection options for a tenant database: its own name, and the default
+/// `public` schema whatever search path the shared database uses.
+fn tenant_database_options(
+    base: PgConnectOptions,
+    database: &TenantObjectName,
+) -> PgConnectOptions {
+    base.database(database.as_str())
+        .options([("search_path", "public")])
+}
+
+impl std::fmt::Debug for PgTenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTenancy")
+            .field("clusters", &self.inner.clusters.keys().collect::<Vec<_>>())
+            .field("tables", &self.inner.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PgTenancyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTenancyBuilder")
+            .field("clusters", &self.clusters)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgTenancyBuilder {
+    /// Adds a cluster.
+    pub fn cluster(mut self, config: PgClusterConfig) -> Self {
+        self.clusters.push(config);
+        self
+    }
+
+    /// Declares a shared table of row-strategy tenants.
+    pub fn tenant_table(mut self, table: TenantTable) -> Self {
+        self.tables.push(table);
+        self
+    }
+
+    /// The migrations applied to every schema and database tenant, inside
+    /// the provisioning transaction (each tenant has its own
+    /// `_sqlx_migrations` ledger). The migrator's own database-wide lock is
+    /// turned off: provisioning holds a per-tenant advisory lock instead,
+    /// so tenants of one database do not wait for each other.
+    pub fn tenant_migrations(mut self, mut migrator: Migrator) -> Self {
+        migrator.set_locking(false);
+        self.tenant_migrator = Some(Arc::new(migrator));
+        self
+    }
+
+    /// Limits for database-per-tenant pools.
+    pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connects the pools (lazily) and validates the configuration.
+    pub fn build(self) -> Result<PgTenancy, TenancyError> {
+        if self.clusters.is_empty() {
+            return Err(TenancyError::InvalidInput(
+                "no clusters configured; add one with .cluster(..)".to_owned(),
+            ));
+        }
+        let mut clusters = HashMap::new();
+        for config in self.clusters {
+            let admin = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_lazy_with(config.admin.clone());
+            let runtime = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .connect_lazy_with(config.admin.clone().username(config.runtime_role.as_str()));
+            let name = config.name.clone();
+            if clusters
+                .insert(
+                    name.clone(),
+                    Cluster {
+                        config,
+                        admin,
+                        runtime,
+                    },
+                )
+                .is_some()
+            {
+                return Err(TenancyError::InvalidInput(format!(
+                    "cluster {name} is configured twice"
+                )));
+            }
+        }
+        Ok(PgTenancy {
+            inner: Arc::new(Inner {
+                catalog: self.catalog,
+                clusters,
+                tables: self.tables,
+                tenant_migrator: self.tenant_migrator,
+                registry: PoolRegistry::new(self.limits)?,
+            }),
+        })
+    }
+}

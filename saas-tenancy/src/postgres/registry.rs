@@ -1,0 +1,270 @@
+//! Pools for database-per-tenant placements under one connection budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use saas_core::TenantId;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::TenancyError;
+
+/// Limits of the [`PoolRegistry`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolLimits {
+    /// Connections all tenant-database pools may hold together.
+    pub budget: u32,
+    /// Connections one tenant's pool may hold.
+    pub per_tenant: u32,
+    /// How long a caller waits for budget before [`TenancyError::Timeout`].
+    pub acquire_timeout: Duration,
+    /// Pools unused this long are closed when budget is needed or on
+    /// [`PoolRegistry::evict_idle`].
+    pub idle_pool_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            budget: 50,
+            per_tenant: 5,
+            acquire_timeout: Duration::from_secs(5),
+            idle_pool_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl PoolLimits {
+    /// `budget` connections in all, at most `per_tenant` for one tenant.
+    pub fn new(budget: u32, per_tenant: u32) -> Self {
+        Self {
+            budget,
+            per_tenant,
+            ..Self::default()
+        }
+    }
+
+    /// How long a caller waits for budget.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long an unused pool is kept.
+    pub fn with_idle_pool_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_pool_timeout = timeout;
+        self
+    }
+}
+
+/// A snapshot of the registry's gauges and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Tenant pools open now.
+    pub open_pools: usize,
+    /// Connections those pools hold now.
+    pub connections: u32,
+    /// Connections reserved (open pools × per-tenant cap); never above the budget.
+    pub reserved: u32,
+    /// Pools closed to make room or because they were idle.
+    pub evictions: u64,
+    /// Times a caller had to wait for budget.
+    pub waits: u64,
+    /// Times a caller gave up waiting.
+    pub timeouts: u64,
+}
+
+struct Entry {
+    pool: PgPool,
+    leases: Arc<AtomicUsize>,
+    last_used: Instant,
+}
+
+/// Keeps one pool per tenant database, LRU-evicting unused pools so that
+/// `open pools × per_tenant ≤ budget` always holds. A pool in use (a lease
+/// is alive) is never evicted.
+pub struct PoolRegistry {
+    limits: PoolLimits,
+    pools: Mutex<HashMap<TenantId, Entry>>,
+    freed: Arc<Notify>,
+    evictions: AtomicU64,
+    waits: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// A tenant pool checked out of the registry; keeps it from eviction.
+pub struct PoolLease {
+    pool: PgPool,
+    leases: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl PoolLease {
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        self.leases.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for PoolLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolLease").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PoolRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolRegistry")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolRegistry {
+    /// A registry with `limits`; the per-tenant cap must fit the budget.
+    pub fn new(limits: PoolLimits) -> Result<Self, TenancyError> {
+        if limits.per_tenant == 0 || limits.per_tenant > limits.budget {
+            return Err(TenancyError::InvalidInput(format!(
+                "per-tenant pool size {} must be between 1 and the budget {}",
+                limits.per_tenant, limits.budget
+            )));
+        }
+        Ok(Self {
+            limits,
+            pools: Mutex::new(HashMap::new()),
+            freed: Arc::new(Notify::new()),
+            evictions: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        })
+    }
+
+    /// The pool for `tenant`, opening it (lazily connecting with
+    /// `options`) if needed; waits up to the acquire timeout for budget.
+    pub async fn lease(
+        &self,
+        tenant: TenantId,
+        options: impl FnOnce() -> PgConnectOptions,
+    ) -> Result<PoolLease, TenancyError> {
+        let deadline = Instant::now() + self.limits.acquire_timeout;
+        let mut options = Some(options);
+        let mut waited = false;
+        loop {
+            // Register interest before checking, so a release in between
+            // is not missed.
+            let freed = self.freed.notified();
+            let victim = {
+                let mut pools = self.pools.lock().await;
+                if let Some(entry) = pools.get_mut(&tenant) {
+                    entry.last_used = Instant::now();
+                    return Ok(self.lease_of(entry));
+                }
+                let reserved = pools.len() as u32 * self.limits.per_tenant;
+                if reserved + self.limits.per_tenant <= self.limits.budget {
+                    let make = options.take().ok_or_else(|| {
+                        TenancyError::InvalidInput("pool options already used".to_owned())
+                    })?;
+                    let pool = PgPoolOptions::new()
+                        .max_connections(self.limits.per_tenant)
+                        .min_connections(0)
+                        .acquire_timeout(self.limits.acquire_timeout)
+                        .idle_timeout(Some(self.limits.idle_pool_timeout))
+                        .connect_lazy_with(make());
+                    let entry = pools.entry(tenant).or_insert(Entry {
+                        pool,
+                        leases: Arc::new(AtomicUsize::new(0)),
+                        last_used: Instant::now(),
+                    });
+                    return Ok(self.lease_of(entry));
+                }
+                // Least recently used pool that nobody holds.
+                let victim = pools
+                    .iter()
+                    .filter(|(_, e)| e.leases.load(Ordering::Acquire) == 0)
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(id, _)| *id);
+                victim.and_then(|id| pools.remove(&id))
+            };
+            if let Some(entry) = victim {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                entry.pool.close().await;
+                continue;
+            }
+            if !waited {
+                waited = true;
+                self.waits.fetch_add(1, Ordering::Relaxed);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(TenancyError::Timeout(format!(
+                    "all {} tenant-database connections are in use; raise the budget or retry",
+                    self.limits.budget
+                )));
+            }
+        }
+    }
+
+    fn lease_of(&self, entry: &Entry) -> PoolLease {
+        entry.leases.fetch_add(1, Ordering::AcqRel);
+        PoolLease {
+            pool: entry.pool.clone(),
+            leases: Arc::clone(&entry.leases),
+            freed: Arc::clone(&self.freed),
+        }
+    }
+
+    /// Closes pools unused for longer than the idle timeout.
+    pub async fn evict_idle(&self) -> usize {
+        let idle: Vec<Entry> = {
+            let mut pools = self.pools.lock().await;
+            let limit = self.limits.idle_pool_timeout;
+            let ids: Vec<TenantId> = pools
+                .iter()
+                .filter(|(_, e)| {
+                    e.leases.load(Ordering::Acquire) == 0 && e.last_used.elapsed() >= limit
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pools.remove(id)).collect()
+        };
+        for entry in &idle {
+            entry.pool.close().await;
+        }
+        self.evictions
+            .fetch_add(idle.len() as u64, Ordering::Relaxed);
+        idle.len()
+    }
+
+    /// Closes `tenant`'s pool (before dropping its database).
+    pub async fn close(&self, tenant: TenantId) {
+        let entry = self.pools.lock().await.remove(&tenant);
+        if let Some(entry) = entry {
+            entry.pool.close().await;
+        }
+    }
+
+    /// Gauges and counters.
+    pub async fn stats(&self) -> PoolStats {
+        let pools = self.pools.lock().await;
+        PoolStats {
+            open_pools: pools.len(),
+            connections: pools.values().map(|e| e.pool.size()).sum(),
+            reserved: pools.len() as u32 * self.limits.per_tenant,
+            evictions: self.evictions.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
+    }
+}

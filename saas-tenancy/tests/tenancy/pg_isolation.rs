@@ -1,0 +1,282 @@
+//! Scoped access on PostgreSQL: every placement, and the ways a tenant
+//! could leak into another tenant's data or connection.
+
+use std::time::Duration;
+
+use saas_core::{TenantContext, TenantStatus};
+use saas_tenancy::postgres::PoolLimits;
+use saas_tenancy::{Placement, Strategy, TenancyError};
+use sqlx::{Executor, PgConnection};
+
+use crate::pg_env::PgEnv;
+
+async fn add_note(env: &PgEnv, ctx: &TenantContext, body: &str) {
+    let mut tx = env.tenancy.begin(ctx).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+        .bind(ctx.tenant_id())
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn notes(env: &PgEnv, ctx: &TenantContext) -> Vec<String> {
+    let mut tx = env.tenancy.acquire(ctx).await.unwrap();
+    let mut bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    bodies.sort();
+    bodies
+}
+
+/// What a plain connection of the runtime pool carries.
+async fn leftover_state(conn: &mut PgConnection) -> (Option<String>, String, String) {
+    sqlx::query_as(
+        "SELECT NULLIF(current_setting('saas.tenant_id', true), ''), \
+         current_user::text, current_setting('search_path')",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_placement_serves_the_same_code_in_isolation() {
+    let Some(mut env) = PgEnv::new("pg_isolation::every_placement").await else {
+        return;
+    };
+    let row_a = env.tenant("row-a", Strategy::Shared).await;
+    let row_b = env.tenant("row-b", Strategy::Shared).await;
+    let schema_c = env.tenant("schema-c", Strategy::Schema).await;
+    let db_d = env.tenant("db-d", Strategy::Database).await;
+    let all = [&row_a, &row_b, &schema_c, &db_d];
+    for ctx in all {
+        for i in 0..2 {
+            add_note(&env, ctx, &format!("{} #{i}", ctx.slug())).await;
+        }
+    }
+    for ctx in all {
+        let expected = vec![format!("{} #0", ctx.slug()), format!("{} #1", ctx.slug())];
+        assert_eq!(notes(&env, ctx).await, expected, "{}", ctx.slug());
+    }
+    let tx = env.tenancy.begin(&db_d).await.unwrap();
+    assert!(matches!(tx.placement(), Placement::Database { .. }));
+    drop(tx);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn row_security_refuses_cross_tenant_writes() {
+    let Some(mut env) = PgEnv::new("pg_isolation::row_writes").await else {
+        return;
+    };
+    let a = env.tenant("a", Strategy::Shared).await;
+    let b = env.tenant("b", Strategy::Shared).await;
+    add_note(&env, &a, "a1").await;
+    add_note(&env, &b, "b1").await;
+
+    // Inserting a row for B from A's scope: WITH CHECK refuses it.
+    let mut tx = env.tenancy.begin(&a).await.unwrap();
+    let err = sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'forged')")
+        .bind(b.tenant_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "42501", "row-level security violation");
+    drop(tx);
+
+    // Updating or deleting everything only touches A's rows.
+    let mut tx = env.tenancy.begin(&a).await.unwrap();
+    let updated = sqlx::query("UPDATE notes SET body = 'mine'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 1);
+    // Moving A's row to B is a write into B: refused.
+    let moved = sqlx::query("UPDATE notes SET tenant_id = $1")
+        .bind(b.tenant_id())
+        .execute(&mut *tx)
+        .await;
+    assert!(moved.is_err());
+    drop(tx);
+    let mut tx = env.tenancy.begin(&a).await.unwrap();
+    let deleted = sqlx::query("DELETE FROM notes")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(deleted, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(notes(&env, &b).await, vec!["b1".to_owned()]);
+    assert!(notes(&env, &a).await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn schema_tenants_cannot_reach_each_other() {
+    let Some(mut env) = PgEnv::new("pg_isolation::schema").await else {
+        return;
+    };
+    let a = env.tenant("a", Strategy::Schema).await;
+    let b = env.tenant("b", Strategy::Schema).await;
+    add_note(&env, &a, "secret of a").await;
+    let a_schema = env
+        .tenancy
+        .begin(&a)
+        .await
+        .unwrap()
+        .placement()
+        .object_name()
+        .unwrap()
+        .quoted();
+
+    // B names A's schema explicitly: the database refuses.
+    let mut tx = env.tenancy.begin(&b).await.unwrap();
+    let sql = format!("SELECT body FROM {a_schema}.notes");
+    let err = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).unwrap(),
+        "42501"
+    );
+    drop(tx);
+    // …and the shared row tables are invisible to a schema tenant's role.
+    let mut tx = env.tenancy.begin(&b).await.unwrap();
+    let shared = format!("SELECT count(*) FROM \"{}\".notes", env.shared_schema);
+    assert!(
+        sqlx::query(sqlx::AssertSqlSafe(shared))
+            .fetch_one(&mut *tx)
+            .await
+            .is_err()
+    );
+    drop(tx);
+    assert!(notes(&env, &b).await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn no_tenant_state_survives_on_pooled_connections() {
+    let Some(mut env) = PgEnv::new("pg_isolation::connection_state").await else {
+        return;
+    };
+    let row = env.tenant("row", Strategy::Shared).await;
+    let schema = env.tenant("schema", Strategy::Schema).await;
+    add_note(&env, &row, "r").await;
+
+    // Commit, rollback, an error mid-transaction, a cancelled future, and
+    // a panic while holding a scoped transaction.
+    for ctx in [&row, &schema] {
+        env.tenancy
+            .begin(ctx)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        env.tenancy
+            .begin(ctx)
+            .await
+            .unwrap()
+            .rollback()
+            .await
+            .unwrap();
+        let mut tx = env.tenancy.begin(ctx).await.unwrap();
+        assert!(tx.execute("SELECT 1/0").await.is_err());
+        drop(tx);
+        let mut tx = env.tenancy.begin(ctx).await.unwrap();
+        let slow = tx.execute("SELECT pg_sleep(5)");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slow)
+                .await
+                .is_err()
+        );
+        drop(tx);
+        let tenancy = env.tenancy.clone();
+        let ctx = ctx.clone();
+        let panicked = tokio::spawn(async move {
+            let mut tx = tenancy.begin(&ctx).await.unwrap();
+            tx.execute("SELECT 1").await.unwrap();
+            panic!("handler bug while holding a scoped transaction");
+        })
+        .await;
+        assert!(panicked.unwrap_err().is_panic());
+    }
+
+    // Plain use of the runtime pool afterwards: no tenant, no rows. The pool
+    // has 2 connections, so these are the connections used above.
+    let pool = env.tenancy.runtime_pool(&env.cluster).unwrap().clone();
+    for _ in 0..4 {
+        let mut conn = pool.acquire().await.unwrap();
+        let (tenant, user, search_path) = leftover_state(&mut conn).await;
+        assert_eq!(tenant, None, "tenant setting leaked");
+        assert_eq!(user, env.runtime_role, "role leaked");
+        assert!(search_path.contains(&env.shared_schema), "{search_path}");
+        let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(visible, 0, "rows visible without a tenant");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn suspended_and_unknown_tenants_get_no_handle() {
+    let Some(mut env) = PgEnv::new("pg_isolation::status").await else {
+        return;
+    };
+    let a = env.tenant("a", Strategy::Shared).await;
+    env.tenancy
+        .catalog()
+        .set_status(a.tenant_id(), TenantStatus::Suspended)
+        .await
+        .unwrap();
+    let err = env.tenancy.begin(&a).await.unwrap_err();
+    assert!(matches!(
+        err,
+        TenancyError::TenantNotServable {
+            status: TenantStatus::Suspended,
+            ..
+        }
+    ));
+    let stranger = TenantContext::new(saas_core::TenantId::new(), a.slug().clone());
+    assert!(matches!(
+        env.tenancy.begin(&stranger).await.unwrap_err(),
+        TenancyError::TenantNotFound(_)
+    ));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn tenant_database_pools_stay_within_the_budget() {
+    let limits = PoolLimits::new(2, 1).with_acquire_timeout(Duration::from_millis(300));
+    let Some(mut env) = PgEnv::with_limits("pg_isolation::budget", limits).await else {
+        return;
+    };
+    let t1 = env.tenant("d1", Strategy::Database).await;
+    let t2 = env.tenant("d2", Strategy::Database).await;
+    let t3 = env.tenant("d3", Strategy::Database).await;
+    let h1 = env.tenancy.begin(&t1).await.unwrap();
+    let h2 = env.tenancy.begin(&t2).await.unwrap();
+    // Budget full and both pools in use: the third caller waits, then fails.
+    let err = env.tenancy.begin(&t3).await.unwrap_err();
+    assert!(matches!(err, TenancyError::Timeout(_)), "{err:?}");
+    let stats = env.tenancy.pool_stats().await;
+    assert_eq!(stats.timeouts, 1);
+    assert!(stats.reserved <= 2 && stats.open_pools == 2);
+    // Releasing one lets the third in by evicting the least recently used.
+    drop(h1);
+    let h3 = env.tenancy.begin(&t3).await.unwrap();
+    let stats = env.tenancy.pool_stats().await;
+    assert_eq!(stats.evictions, 1);
+    assert!(stats.reserved <= 2 && stats.connections <= 2, "{stats:?}");
+    drop((h2, h3));
+    env.cleanup().await;
+}
