@@ -1,6 +1,7 @@
 //! PostgreSQL placements: rows with RLS, a schema per tenant, a database
 //! per tenant — chosen per tenant, on one or several clusters.
 
+mod conn;
 mod registry;
 mod sql;
 mod tx;
@@ -14,6 +15,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgPool, Postgres};
 
+pub use conn::TenantConn;
 pub use registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
 pub use sql::{
     POLICY_NAME, SqlIdent, TENANT_SETTING, TenantTable, current_tenant_expr,
@@ -54,6 +56,22 @@ impl PgClusterConfig {
     }
 }
 
+/// How tenant scopes are attached to connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScopeMode {
+    /// Row and schema tenants share one runtime pool per cluster; the scope
+    /// is set per transaction (in the `BEGIN` round trip) or per checkout
+    /// (reset before reuse). Scales to any number of active tenants; a
+    /// scoped single statement costs one extra round trip.
+    #[default]
+    Shared,
+    /// Every active tenant gets a small pool whose connections carry its
+    /// scope from their startup packet, so scoped work costs what unscoped
+    /// work costs. Pools share the [`PoolLimits`] budget and are evicted
+    /// least-recently-used: best when the set of busy tenants fits it.
+    TenantPools,
+}
+
 struct Cluster {
     config: PgClusterConfig,
     admin: PgPool,
@@ -77,6 +95,7 @@ struct Inner {
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry,
+    mode: ScopeMode,
 }
 
 /// Builds a [`PgTenancy`].
@@ -86,6 +105,7 @@ pub struct PgTenancyBuilder {
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
+    mode: ScopeMode,
 }
 
 impl PgTenancy {
@@ -97,6 +117,7 @@ impl PgTenancy {
             tables: Vec::new(),
             tenant_migrator: None,
             limits: PoolLimits::default(),
+            mode: ScopeMode::default(),
         }
     }
 
@@ -285,51 +306,70 @@ impl PgTenancy {
     pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
         let record = self.servable(ctx.tenant_id()).await?;
         let tenant = record.id;
-        match &record.placement {
-            Placement::Shared { cluster } => {
-                let pool = &self.cluster(cluster)?.runtime;
-                let tx = pool
-                    .begin_with(AssertSqlSafe(sql::begin_row(tenant)))
-                    .await?;
-                Ok(TenantTx::new(tx, tenant, record.placement.clone(), None))
-            }
-            Placement::Schema { cluster, schema } => {
-                let pool = &self.cluster(cluster)?.runtime;
-                let tx = pool
-                    .begin_with(AssertSqlSafe(sql::begin_schema(schema)))
-                    .await?;
-                Ok(TenantTx::new(tx, tenant, record.placement.clone(), None))
-            }
-            Placement::Database { cluster, database } => {
-                let cluster = self.cluster(cluster)?;
-                let options = tenant_database_options(
-                    cluster
-                        .config
-                        .admin
-                        .clone()
-                        .username(cluster.config.runtime_role.as_str()),
-                    database,
-                );
-                let lease = self.inner.registry.lease(tenant, || options).await?;
-                let tx = lease
-                    .pool()
-                    .begin_with(AssertSqlSafe(sql::begin_row(tenant)))
-                    .await?;
-                Ok(TenantTx::new(
-                    tx,
-                    tenant,
-                    record.placement.clone(),
-                    Some(lease),
-                ))
-            }
+        let placement = record.placement.clone();
+        if let Some(lease) = self.tenant_pool(&record).await? {
+            let tx = lease.pool().begin().await?;
+            return Ok(TenantTx::new(tx, tenant, placement, Some(lease)));
         }
+        let pool = &self.cluster(placement.cluster())?.runtime;
+        let begin = match &placement {
+            Placement::Schema { schema, .. } => sql::begin_schema(schema),
+            _ => sql::begin_row(tenant),
+        };
+        let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
+        Ok(TenantTx::new(tx, tenant, placement, None))
     }
 
-    /// A scoped handle for a single request. On PostgreSQL the scope is
-    /// transaction-local by design (nothing can outlive it on the pooled
-    /// connection), so this is [`begin`](Self::begin): commit writes.
-    pub async fn acquire(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
-        self.begin(ctx).await
+    /// A scoped connection for single statements, each committing on its
+    /// own (see [`TenantConn`] for how the scope is kept and removed).
+    pub async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
+        let record = self.servable(ctx.tenant_id()).await?;
+        let tenant = record.id;
+        let placement = record.placement.clone();
+        if let Some(lease) = self.tenant_pool(&record).await? {
+            let conn = lease.pool().acquire().await?;
+            return Ok(TenantConn::new(conn, false, tenant, placement, Some(lease)));
+        }
+        let pool = &self.cluster(placement.cluster())?.runtime;
+        let scope = match &placement {
+            Placement::Schema { schema, .. } => sql::scope_session_schema(schema, tenant),
+            _ => sql::scope_session_row(tenant),
+        };
+        // Wrapped before the scope is set, so that even a cancellation
+        // right here resets the connection before it is reused.
+        let mut conn = TenantConn::new(pool.acquire().await?, true, tenant, placement, None);
+        conn.execute(AssertSqlSafe(scope)).await?;
+        Ok(conn)
+    }
+
+    /// The tenant's own pool, when its placement or the scope mode uses one.
+    async fn tenant_pool(&self, record: &TenantRecord) -> Result<Option<PoolLease>, TenancyError> {
+        let placement = &record.placement;
+        let dedicated = matches!(placement, Placement::Database { .. })
+            || self.inner.mode == ScopeMode::TenantPools;
+        if !dedicated {
+            return Ok(None);
+        }
+        let cluster = self.cluster(placement.cluster())?;
+        let runtime = cluster
+            .config
+            .admin
+            .clone()
+            .username(cluster.config.runtime_role.as_str());
+        let tenant = record.id.to_string();
+        let options = match placement {
+            Placement::Shared { .. } => runtime.options([(TENANT_SETTING, tenant.as_str())]),
+            Placement::Schema { schema, .. } => runtime.options([
+                ("role", schema.as_str()),
+                ("search_path", schema.as_str()),
+                (TENANT_SETTING, tenant.as_str()),
+            ]),
+            Placement::Database { database, .. } => tenant_database_options(runtime, database)
+                .options([(TENANT_SETTING, tenant.as_str())]),
+        };
+        Ok(Some(
+            self.inner.registry.lease(record.id, || options).await?,
+        ))
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
@@ -430,7 +470,15 @@ impl PgTenancyBuilder {
         self
     }
 
-    /// Limits for database-per-tenant pools.
+    /// How scopes are attached to connections (default
+    /// [`ScopeMode::Shared`]).
+    pub fn scope_mode(mut self, mode: ScopeMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Limits for per-tenant pools (database tenants, and every tenant with
+    /// [`ScopeMode::TenantPools`]).
     pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
         self.limits = limits;
         self
@@ -475,6 +523,7 @@ impl PgTenancyBuilder {
                 tables: self.tables,
                 tenant_migrator: self.tenant_migrator,
                 registry: PoolRegistry::new(self.limits)?,
+                mode: self.mode,
             }),
         })
     }

@@ -178,3 +178,18 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
          ELSE ALTER ROLE {q} NOSUPERUSER NOBYPASSRLS NOINHERIT; END IF; END $$"
     )
 }
+
+/// Puts a row tenant's scope on a session (undone by `RESET ALL`).
+pub(super) fn scope_session_row(tenant: TenantId) -> String {
+    format!("SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
+}
+
+/// Puts a schema tenant's scope on a session (undone by
+/// `RESET ROLE; RESET ALL`).
+pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
+    let s = schema.quoted();
+    format!(
+        "SET ROLE {s}; SET search_path TO {s}; \
+         SELECT set_config('{TENANT_SETTING}', '{tenant}', false)"
+    )
+}

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use saas_core::{TenantContext, TenantSlug};
-use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, PoolLimits, SqlIdent, TenantTable};
+use saas_tenancy::postgres::{
+    PgClusterConfig, PgTenancy, PoolLimits, ScopeMode, SqlIdent, TenantTable,
+};
 use saas_tenancy::{ClusterName, DynCatalog, NewTenant, PostgresCatalog, Strategy, TenantRecord};
 use saas_test_support::{Service, service_url, unique_name};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -40,11 +42,15 @@ fn tenant_migrator() -> Migrator {
 }
 
 impl PgEnv {
-    pub(crate) async fn new(test: &str) -> Option<Self> {
-        Self::with_limits(test, PoolLimits::default()).await
+    pub(crate) async fn new(test: &str, mode: ScopeMode) -> Option<Self> {
+        Self::with_limits(test, mode, PoolLimits::default()).await
     }
 
-    pub(crate) async fn with_limits(test: &str, limits: PoolLimits) -> Option<Self> {
+    pub(crate) async fn with_limits(
+        test: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+    ) -> Option<Self> {
         let url = service_url(Service::Postgres, test)?;
         let shared_schema = unique_name("saas_shared");
         let runtime_role = unique_name("saas_rt");
@@ -87,6 +93,7 @@ impl PgEnv {
             .tenant_table(TenantTable::new("notes").unwrap())
             .tenant_migrations(tenant_migrator())
             .pool_limits(limits)
+            .scope_mode(mode)
             .build()
             .unwrap();
         tenancy.setup().await.unwrap();

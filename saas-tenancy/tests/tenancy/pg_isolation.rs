@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use saas_core::{TenantContext, TenantStatus};
-use saas_tenancy::postgres::PoolLimits;
+use saas_tenancy::postgres::{PoolLimits, ScopeMode};
 use saas_tenancy::{Placement, Strategy, TenancyError};
 use sqlx::{Executor, PgConnection};
 
@@ -22,12 +22,11 @@ async fn add_note(env: &PgEnv, ctx: &TenantContext, body: &str) {
 }
 
 async fn notes(env: &PgEnv, ctx: &TenantContext) -> Vec<String> {
-    let mut tx = env.tenancy.acquire(ctx).await.unwrap();
+    let mut conn = env.tenancy.acquire(ctx).await.unwrap();
     let mut bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
     bodies.sort();
     bodies
 }
@@ -43,9 +42,8 @@ async fn leftover_state(conn: &mut PgConnection) -> (Option<String>, String, Str
     .unwrap()
 }
 
-#[tokio::test]
-async fn every_placement_serves_the_same_code_in_isolation() {
-    let Some(mut env) = PgEnv::new("pg_isolation::every_placement").await else {
+async fn every_placement_serves_the_same_code_in_isolation(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::every_placement", mode).await else {
         return;
     };
     let row_a = env.tenant("row-a", Strategy::Shared).await;
@@ -68,9 +66,8 @@ async fn every_placement_serves_the_same_code_in_isolation() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn row_security_refuses_cross_tenant_writes() {
-    let Some(mut env) = PgEnv::new("pg_isolation::row_writes").await else {
+async fn row_security_refuses_cross_tenant_writes(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::row_writes", mode).await else {
         return;
     };
     let a = env.tenant("a", Strategy::Shared).await;
@@ -117,9 +114,8 @@ async fn row_security_refuses_cross_tenant_writes() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn schema_tenants_cannot_reach_each_other() {
-    let Some(mut env) = PgEnv::new("pg_isolation::schema").await else {
+async fn schema_tenants_cannot_reach_each_other(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::schema", mode).await else {
         return;
     };
     let a = env.tenant("a", Strategy::Schema).await;
@@ -161,9 +157,8 @@ async fn schema_tenants_cannot_reach_each_other() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn no_tenant_state_survives_on_pooled_connections() {
-    let Some(mut env) = PgEnv::new("pg_isolation::connection_state").await else {
+async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::connection_state", mode).await else {
         return;
     };
     let row = env.tenant("row", Strategy::Shared).await;
@@ -199,11 +194,38 @@ async fn no_tenant_state_survives_on_pooled_connections() {
         );
         drop(tx);
         let tenancy = env.tenancy.clone();
-        let ctx = ctx.clone();
+        let owned = ctx.clone();
         let panicked = tokio::spawn(async move {
-            let mut tx = tenancy.begin(&ctx).await.unwrap();
+            let mut tx = tenancy.begin(&owned).await.unwrap();
             tx.execute("SELECT 1").await.unwrap();
             panic!("handler bug while holding a scoped transaction");
+        })
+        .await;
+        assert!(panicked.unwrap_err().is_panic());
+
+        // The same for single-statement connections.
+        let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+        conn.execute("SELECT 1").await.unwrap();
+        drop(conn);
+        let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+        assert!(conn.execute("SELECT 1/0").await.is_err());
+        drop(conn);
+        let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+        let slow = conn.execute("SELECT pg_sleep(5)");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slow)
+                .await
+                .is_err()
+        );
+        drop(conn);
+        // Cancelled while the scope itself is being set.
+        let _ = tokio::time::timeout(Duration::from_micros(1), env.tenancy.acquire(ctx)).await;
+        let tenancy = env.tenancy.clone();
+        let owned = ctx.clone();
+        let panicked = tokio::spawn(async move {
+            let mut conn = tenancy.acquire(&owned).await.unwrap();
+            conn.execute("SELECT 1").await.unwrap();
+            panic!("handler bug while holding a scoped connection");
         })
         .await;
         assert!(panicked.unwrap_err().is_panic());
@@ -227,9 +249,8 @@ async fn no_tenant_state_survives_on_pooled_connections() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn suspended_and_unknown_tenants_get_no_handle() {
-    let Some(mut env) = PgEnv::new("pg_isolation::status").await else {
+async fn suspended_and_unknown_tenants_get_no_handle(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::status", mode).await else {
         return;
     };
     let a = env.tenant("a", Strategy::Shared).await;
@@ -254,10 +275,9 @@ async fn suspended_and_unknown_tenants_get_no_handle() {
     env.cleanup().await;
 }
 
-#[tokio::test]
-async fn tenant_database_pools_stay_within_the_budget() {
+async fn tenant_database_pools_stay_within_the_budget(mode: ScopeMode) {
     let limits = PoolLimits::new(2, 1).with_acquire_timeout(Duration::from_millis(300));
-    let Some(mut env) = PgEnv::with_limits("pg_isolation::budget", limits).await else {
+    let Some(mut env) = PgEnv::with_limits("pg_isolation::budget", mode, limits).await else {
         return;
     };
     let t1 = env.tenant("d1", Strategy::Database).await;
@@ -280,3 +300,54 @@ async fn tenant_database_pools_stay_within_the_budget() {
     drop((h2, h3));
     env.cleanup().await;
 }
+
+async fn acquire_statements_commit_on_their_own(mode: ScopeMode) {
+    let Some(mut env) = PgEnv::new("pg_isolation::acquire", mode).await else {
+        return;
+    };
+    let row = env.tenant("row", Strategy::Shared).await;
+    let schema = env.tenant("schema", Strategy::Schema).await;
+    for ctx in [&row, &schema] {
+        let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+        sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'autocommitted')")
+            .bind(ctx.tenant_id())
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(notes(&env, ctx).await, vec!["autocommitted".to_owned()]);
+    }
+    env.cleanup().await;
+}
+
+/// One test per behaviour and scope mode.
+macro_rules! both_modes {
+    ($($name:ident),+) => {
+        mod shared_mode {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::ScopeMode::Shared).await;
+                }
+            )+
+        }
+        mod tenant_pools_mode {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::ScopeMode::TenantPools).await;
+                }
+            )+
+        }
+    };
+}
+
+both_modes!(
+    acquire_statements_commit_on_their_own,
+    every_placement_serves_the_same_code_in_isolation,
+    row_security_refuses_cross_tenant_writes,
+    schema_tenants_cannot_reach_each_other,
+    no_tenant_state_survives_on_pooled_connections,
+    suspended_and_unknown_tenants_get_no_handle,
+    tenant_database_pools_stay_within_the_budget
+);

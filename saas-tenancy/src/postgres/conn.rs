@@ -1,0 +1,121 @@
+use std::ops::{Deref, DerefMut};
+
+use saas_core::TenantId;
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor, PgConnection, Postgres};
+
+use super::registry::PoolLease;
+use crate::placement::Placement;
+
+/// A connection scoped to one tenant, for single statements that each
+/// commit on their own. Use it wherever sqlx takes an executor:
+/// `sqlx::query(..).fetch_all(&mut *conn)`.
+///
+/// With [`ScopeMode::Shared`](super::ScopeMode::Shared) the scope is a
+/// session setting put on a shared runtime connection at checkout and
+/// removed (`RESET ROLE; RESET ALL`) before the connection can serve anyone else — on
+/// drop, including cancellation and panics; a connection whose reset
+/// fails is closed, not reused. With
+/// [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools) and for
+/// database placements the connection belongs to the tenant's own pool
+/// and never serves another tenant.
+///
+/// The same caveat as [`TenantTx`](super::TenantTx) applies to raw SQL
+/// that deliberately changes the scope.
+pub struct TenantConn {
+    conn: Option<PoolConnection<Postgres>>,
+    needs_reset: bool,
+    tenant: TenantId,
+    placement: Placement,
+    // Dropped after `conn` has gone back to the tenant pool.
+    _lease: Option<PoolLease>,
+}
+
+impl TenantConn {
+    pub(super) fn new(
+        conn: PoolConnection<Postgres>,
+        needs_reset: bool,
+        tenant: TenantId,
+        placement: Placement,
+        lease: Option<PoolLease>,
+    ) -> Self {
+        Self {
+            conn: Some(conn),
+            needs_reset,
+            tenant,
+            placement,
+            _lease: lease,
+        }
+    }
+
+    /// The tenant this connection is scoped to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// Where the tenant's data lives.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    fn conn(&self) -> &PgConnection {
+        // `conn` is only taken in `drop`.
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("TenantConn used after drop"),
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut PgConnection {
+        match &mut self.conn {
+            Some(c) => c,
+            None => unreachable!("TenantConn used after drop"),
+        }
+    }
+}
+
+impl Drop for TenantConn {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !self.needs_reset {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    // `role` is exempt from RESET ALL; reset it explicitly.
+                    if conn.execute("RESET ROLE; RESET ALL").await.is_err() {
+                        // Never hand a connection with unknown state back.
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
+        }
+    }
+}
+
+impl Deref for TenantConn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn()
+    }
+}
+
+impl DerefMut for TenantConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn_mut()
+    }
+}
+
+impl std::fmt::Debug for TenantConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantConn")
+            .field("tenant", &self.tenant)
+            .field("placement", &self.placement)
+            .finish_non_exhaustive()
+    }
+}
