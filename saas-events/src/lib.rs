@@ -1,1 +1,36 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod delivery;
+mod envelope;
+mod error;
+mod memory;
+mod names;
+mod trace;
+mod traits;
+
+pub mod middleware;
+pub mod router;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use delivery::{Acknowledger, Delivery, DeliveryStream, Subscription};
+pub use envelope::{
+    CLOUDEVENTS_JSON, DEFAULT_MAX_PAYLOAD_BYTES, Data, Event, ExtensionValue,
+    MAX_EXTENSION_NAME_LEN, SPEC_VERSION,
+};
+pub use error::{BoxError, EventError};
+pub use memory::{InMemoryBus, InMemoryConfig};
+pub use names::{MAX_NAME_LEN, validate_name};
+pub use trace::TraceContext;
+pub use traits::{Capabilities, Publisher, StartFrom, SubscribeOptions, Subscriber};
+
+// The main public types cross tasks; keep them Send + Sync.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Event>();
+    assert_send_sync::<EventError>();
+    assert_send_sync::<InMemoryBus>();
+    assert_send_sync::<Delivery>();
+};
