@@ -1,6 +1,7 @@
 //! PostgreSQL placements: rows with RLS, a schema per tenant, a database
 //! per tenant — chosen per tenant, on one or several clusters.
 
+mod cache;
 mod conn;
 mod registry;
 mod sql;
@@ -9,7 +10,7 @@ mod tx;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use saas_core::{TenantContext, TenantId};
+use saas_core::{SharedClock, SystemClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -22,6 +23,8 @@ pub use sql::{
     row_security_statements,
 };
 pub use tx::TenantTx;
+
+use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
@@ -96,6 +99,7 @@ struct Inner {
     tenant_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry,
     mode: ScopeMode,
+    records: RecordCache,
 }
 
 /// Builds a [`PgTenancy`].
@@ -106,6 +110,8 @@ pub struct PgTenancyBuilder {
     tenant_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
     mode: ScopeMode,
+    record_ttl: chrono::Duration,
+    clock: SharedClock,
 }
 
 impl PgTenancy {
@@ -118,6 +124,8 @@ impl PgTenancy {
             tenant_migrator: None,
             limits: PoolLimits::default(),
             mode: ScopeMode::default(),
+            record_ttl: chrono::Duration::seconds(1),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -373,12 +381,19 @@ impl PgTenancy {
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        let record = match self.inner.records.get(id) {
+            Some(record) => record,
+            None => {
+                let record = self
+                    .inner
+                    .catalog
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+                self.inner.records.put(record.clone());
+                record
+            }
+        };
         if !record.status.is_servable() {
             return Err(TenancyError::TenantNotServable {
                 tenant: id,
@@ -386,6 +401,24 @@ impl PgTenancy {
             });
         }
         Ok(record)
+    }
+
+    /// Changes a tenant's status in the catalog and drops this instance's
+    /// cached copy, so the change applies here at once (other processes
+    /// see it within the record TTL).
+    pub async fn set_status(
+        &self,
+        id: TenantId,
+        to: saas_core::TenantStatus,
+    ) -> Result<TenantRecord, TenancyError> {
+        let result = self.inner.catalog.set_status(id, to).await;
+        self.inner.records.forget(id);
+        result
+    }
+
+    /// Drops the cached catalog record of `id` (after changing it elsewhere).
+    pub fn forget_record(&self, id: TenantId) {
+        self.inner.records.forget(id);
     }
 
     /// **Escape hatch**: an unscoped admin connection for cross-tenant
@@ -484,8 +517,29 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// How long a tenant's catalog record (placement and status) is reused
+    /// before it is read again (default 1 s; zero reads it on every
+    /// `begin`/`acquire`). A suspension made through another process takes
+    /// effect here within this time; through
+    /// [`PgTenancy::set_status`], at once.
+    pub fn record_ttl(mut self, ttl: chrono::Duration) -> Self {
+        self.record_ttl = ttl;
+        self
+    }
+
+    /// The clock the record cache reads.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Connects the pools (lazily) and validates the configuration.
     pub fn build(self) -> Result<PgTenancy, TenancyError> {
+        if self.record_ttl < chrono::Duration::zero() {
+            return Err(TenancyError::InvalidInput(
+                "record TTL must not be negative".to_owned(),
+            ));
+        }
         if self.clusters.is_empty() {
             return Err(TenancyError::InvalidInput(
                 "no clusters configured; add one with .cluster(..)".to_owned(),
@@ -524,6 +578,7 @@ impl PgTenancyBuilder {
                 tenant_migrator: self.tenant_migrator,
                 registry: PoolRegistry::new(self.limits)?,
                 mode: self.mode,
+                records: RecordCache::new(self.record_ttl, self.clock),
             }),
         })
     }

@@ -59,3 +59,12 @@ where
         panic!("conformance test task was cancelled: {e}");
     }
 }
+
+#[cfg(feature = "postgres")]
+pub mod pg;
+
+/// A name for a throw-away database object (schema, role): `prefix_`
+/// followed by a fresh v7 UUID in hex, so parallel tests never collide.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
-use saas_core::{TenantContext, TenantStatus};
+use std::sync::Arc;
+
+use saas_core::{ManualClock, TenantContext, TenantStatus};
 use saas_tenancy::postgres::{PoolLimits, ScopeMode};
 use saas_tenancy::{Placement, Strategy, TenancyError};
 use sqlx::{Executor, PgConnection};
 
-use crate::pg_env::PgEnv;
+use saas_tenancy::testing::pg::PgSandbox;
 
-async fn add_note(env: &PgEnv, ctx: &TenantContext, body: &str) {
+use crate::pg_env::{sandbox, sandbox_with_clock, sandbox_with_limits};
+
+async fn add_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
     let mut tx = env.tenancy.begin(ctx).await.unwrap();
     sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
         .bind(ctx.tenant_id())
@@ -21,7 +25,7 @@ async fn add_note(env: &PgEnv, ctx: &TenantContext, body: &str) {
     tx.commit().await.unwrap();
 }
 
-async fn notes(env: &PgEnv, ctx: &TenantContext) -> Vec<String> {
+async fn notes(env: &PgSandbox, ctx: &TenantContext) -> Vec<String> {
     let mut conn = env.tenancy.acquire(ctx).await.unwrap();
     let mut bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
         .fetch_all(&mut *conn)
@@ -43,13 +47,13 @@ async fn leftover_state(conn: &mut PgConnection) -> (Option<String>, String, Str
 }
 
 async fn every_placement_serves_the_same_code_in_isolation(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::every_placement", mode).await else {
+    let Some(mut env) = sandbox("pg_isolation::every_placement", mode).await else {
         return;
     };
-    let row_a = env.tenant("row-a", Strategy::Shared).await;
-    let row_b = env.tenant("row-b", Strategy::Shared).await;
-    let schema_c = env.tenant("schema-c", Strategy::Schema).await;
-    let db_d = env.tenant("db-d", Strategy::Database).await;
+    let row_a = env.tenant("row-a", Strategy::Shared).await.unwrap();
+    let row_b = env.tenant("row-b", Strategy::Shared).await.unwrap();
+    let schema_c = env.tenant("schema-c", Strategy::Schema).await.unwrap();
+    let db_d = env.tenant("db-d", Strategy::Database).await.unwrap();
     let all = [&row_a, &row_b, &schema_c, &db_d];
     for ctx in all {
         for i in 0..2 {
@@ -67,11 +71,11 @@ async fn every_placement_serves_the_same_code_in_isolation(mode: ScopeMode) {
 }
 
 async fn row_security_refuses_cross_tenant_writes(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::row_writes", mode).await else {
+    let Some(mut env) = sandbox("pg_isolation::row_writes", mode).await else {
         return;
     };
-    let a = env.tenant("a", Strategy::Shared).await;
-    let b = env.tenant("b", Strategy::Shared).await;
+    let a = env.tenant("a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("b", Strategy::Shared).await.unwrap();
     add_note(&env, &a, "a1").await;
     add_note(&env, &b, "b1").await;
 
@@ -115,11 +119,11 @@ async fn row_security_refuses_cross_tenant_writes(mode: ScopeMode) {
 }
 
 async fn schema_tenants_cannot_reach_each_other(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::schema", mode).await else {
+    let Some(mut env) = sandbox("pg_isolation::schema", mode).await else {
         return;
     };
-    let a = env.tenant("a", Strategy::Schema).await;
-    let b = env.tenant("b", Strategy::Schema).await;
+    let a = env.tenant("a", Strategy::Schema).await.unwrap();
+    let b = env.tenant("b", Strategy::Schema).await.unwrap();
     add_note(&env, &a, "secret of a").await;
     let a_schema = env
         .tenancy
@@ -158,11 +162,11 @@ async fn schema_tenants_cannot_reach_each_other(mode: ScopeMode) {
 }
 
 async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::connection_state", mode).await else {
+    let Some(mut env) = sandbox("pg_isolation::connection_state", mode).await else {
         return;
     };
-    let row = env.tenant("row", Strategy::Shared).await;
-    let schema = env.tenant("schema", Strategy::Schema).await;
+    let row = env.tenant("row", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("schema", Strategy::Schema).await.unwrap();
     add_note(&env, &row, "r").await;
 
     // Commit, rollback, an error mid-transaction, a cancelled future, and
@@ -250,12 +254,19 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
 }
 
 async fn suspended_and_unknown_tenants_get_no_handle(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::status", mode).await else {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let Some(mut env) =
+        sandbox_with_clock("pg_isolation::status", mode, Arc::new(clock.clone())).await
+    else {
         return;
     };
-    let a = env.tenant("a", Strategy::Shared).await;
+    let a = env.tenant("a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("b", Strategy::Schema).await.unwrap();
+    add_note(&env, &a, "a1").await;
+    add_note(&env, &b, "b1").await;
+
+    // Through this tenancy: refused at once, for begin and acquire.
     env.tenancy
-        .catalog()
         .set_status(a.tenant_id(), TenantStatus::Suspended)
         .await
         .unwrap();
@@ -267,6 +278,27 @@ async fn suspended_and_unknown_tenants_get_no_handle(mode: ScopeMode) {
             ..
         }
     ));
+    assert!(env.tenancy.acquire(&a).await.is_err());
+
+    // Through another process (the catalog directly): refused once the
+    // cached record has expired, never later than the TTL.
+    env.tenancy
+        .catalog()
+        .set_status(b.tenant_id(), TenantStatus::Suspended)
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::milliseconds(1001));
+    assert!(matches!(
+        env.tenancy.acquire(&b).await.unwrap_err(),
+        TenancyError::TenantNotServable { .. }
+    ));
+    // Data kept: resumed tenants see their rows again.
+    env.tenancy
+        .set_status(b.tenant_id(), TenantStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(notes(&env, &b).await, vec!["b1".to_owned()]);
+
     let stranger = TenantContext::new(saas_core::TenantId::new(), a.slug().clone());
     assert!(matches!(
         env.tenancy.begin(&stranger).await.unwrap_err(),
@@ -277,12 +309,12 @@ async fn suspended_and_unknown_tenants_get_no_handle(mode: ScopeMode) {
 
 async fn tenant_database_pools_stay_within_the_budget(mode: ScopeMode) {
     let limits = PoolLimits::new(2, 1).with_acquire_timeout(Duration::from_millis(300));
-    let Some(mut env) = PgEnv::with_limits("pg_isolation::budget", mode, limits).await else {
+    let Some(mut env) = sandbox_with_limits("pg_isolation::budget", mode, limits).await else {
         return;
     };
-    let t1 = env.tenant("d1", Strategy::Database).await;
-    let t2 = env.tenant("d2", Strategy::Database).await;
-    let t3 = env.tenant("d3", Strategy::Database).await;
+    let t1 = env.tenant("d1", Strategy::Database).await.unwrap();
+    let t2 = env.tenant("d2", Strategy::Database).await.unwrap();
+    let t3 = env.tenant("d3", Strategy::Database).await.unwrap();
     let h1 = env.tenancy.begin(&t1).await.unwrap();
     let h2 = env.tenancy.begin(&t2).await.unwrap();
     // Budget full and both pools in use: the third caller waits, then fails.
@@ -302,11 +334,11 @@ async fn tenant_database_pools_stay_within_the_budget(mode: ScopeMode) {
 }
 
 async fn acquire_statements_commit_on_their_own(mode: ScopeMode) {
-    let Some(mut env) = PgEnv::new("pg_isolation::acquire", mode).await else {
+    let Some(mut env) = sandbox("pg_isolation::acquire", mode).await else {
         return;
     };
-    let row = env.tenant("row", Strategy::Shared).await;
-    let schema = env.tenant("schema", Strategy::Schema).await;
+    let row = env.tenant("row", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("schema", Strategy::Schema).await.unwrap();
     for ctx in [&row, &schema] {
         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
         sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'autocommitted')")

@@ -1,0 +1,196 @@
+//! A disposable multi-tenant PostgreSQL setup (feature `testing` +
+//! `postgres`): its own shared schema, runtime role, catalog and a `notes`
+//! table for every placement, and every tenant schema, role and database it
+//! provisions — all dropped by [`PgSandbox::cleanup`]. Used by this crate's
+//! tests and benchmarks, and by hosts that want to try the strategies.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::postgres::{PgClusterConfig, PgTenancy, PoolLimits, ScopeMode, SqlIdent, TenantTable};
+use crate::{ClusterName, DynCatalog, NewTenant, PostgresCatalog, Strategy, TenantRecord};
+use saas_core::{TenantContext, TenantSlug};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
+
+/// A disposable tenancy setup on one PostgreSQL server.
+#[derive(Debug)]
+pub struct PgSandbox {
+    /// The tenancy under test.
+    pub tenancy: PgTenancy,
+    /// An admin pool on the shared schema.
+    pub admin: PgPool,
+    /// The shared schema (row tenants' tables, the catalog).
+    pub shared_schema: String,
+    /// The runtime role.
+    pub runtime_role: String,
+    /// The cluster name (`main`).
+    pub cluster: ClusterName,
+    tenants: Vec<TenantRecord>,
+}
+
+/// The `notes` table of row tenants.
+pub const NOTES_SHARED: &str = "CREATE TABLE notes (\
+    tenant_id uuid NOT NULL, id bigserial, body text NOT NULL, \
+    PRIMARY KEY (tenant_id, id))";
+/// The `notes` table of schema and database tenants.
+pub const NOTES_TENANT: &str = "CREATE TABLE notes (\
+    tenant_id uuid NOT NULL, id bigserial, body text NOT NULL, \
+    PRIMARY KEY (tenant_id, id))";
+
+fn tenant_migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "notes".into(),
+        MigrationType::Simple,
+        NOTES_TENANT.into_sql_str(),
+        false,
+    )])
+}
+
+impl PgSandbox {
+    /// A sandbox on the server at `url`.
+    pub async fn new(url: &str, mode: ScopeMode) -> Result<Self, crate::TenancyError> {
+        Self::with_limits(url, mode, PoolLimits::default()).await
+    }
+
+    /// A sandbox with explicit pool limits.
+    pub async fn with_limits(
+        url: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+    ) -> Result<Self, crate::TenancyError> {
+        Self::with_clock(url, mode, limits, Arc::new(saas_core::SystemClock)).await
+    }
+
+    /// A sandbox whose tenancy reads `clock` (for its record cache).
+    pub async fn with_clock(
+        url: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+        clock: saas_core::SharedClock,
+    ) -> Result<Self, crate::TenancyError> {
+        let shared_schema = super::unique_name("saas_shared");
+        let runtime_role = super::unique_name("saas_rt");
+        let base = PgConnectOptions::from_str(url)?;
+        let admin_options = base
+            .clone()
+            .options([("search_path", shared_schema.as_str())]);
+
+        let bootstrap = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        bootstrap
+            .execute(AssertSqlSafe(format!("CREATE SCHEMA \"{shared_schema}\"")))
+            .await?;
+        bootstrap.close().await;
+
+        let admin = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(admin_options.clone())
+            .await?;
+        admin.execute(NOTES_SHARED).await?;
+        let catalog = PostgresCatalog::new(admin.clone());
+        catalog.migrate().await?;
+        let catalog: DynCatalog = Arc::new(catalog);
+
+        let cluster = ClusterName::new("main")?;
+        let mut config = PgClusterConfig::new(
+            cluster.clone(),
+            admin_options,
+            SqlIdent::new(runtime_role.clone())?,
+        );
+        // A small pool, so connections are reused between tenants.
+        config.max_connections = 2;
+        let tenancy = PgTenancy::builder(catalog)
+            .cluster(config)
+            .tenant_table(TenantTable::new("notes")?)
+            .tenant_migrations(tenant_migrator())
+            .pool_limits(limits)
+            .scope_mode(mode)
+            .clock(clock)
+            .build()?;
+        tenancy.setup().await?;
+        Ok(Self {
+            tenancy,
+            admin,
+            shared_schema,
+            runtime_role,
+            cluster,
+            tenants: Vec::new(),
+        })
+    }
+
+    /// Provisions a tenant and returns its context.
+    pub async fn tenant(
+        &mut self,
+        slug: &str,
+        strategy: Strategy,
+    ) -> Result<TenantContext, crate::TenancyError> {
+        let new = NewTenant::new(
+            TenantSlug::parse(slug)
+                .map_err(|e| crate::TenancyError::InvalidInput(e.to_string()))?,
+            slug.to_uppercase(),
+            strategy,
+            self.cluster.clone(),
+        )?;
+        let record = self.tenancy.provision(new).await?;
+        self.tenants.push(record.clone());
+        Ok(TenantContext::new(record.id, record.slug))
+    }
+
+    /// Drops everything the test created.
+    pub async fn cleanup(self) {
+        let Self {
+            tenancy,
+            admin,
+            shared_schema,
+            runtime_role,
+            tenants,
+            cluster,
+        } = self;
+        if let Ok(pool) = tenancy.runtime_pool(&cluster) {
+            pool.close().await;
+        }
+        for t in &tenants {
+            if let Some(name) = t.placement.object_name() {
+                let q = name.quoted();
+                match t.placement.strategy() {
+                    Strategy::Schema => {
+                        let _ = admin
+                            .execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {q} CASCADE")))
+                            .await;
+                        let _ = admin
+                            .execute(AssertSqlSafe(format!("DROP ROLE IF EXISTS {q}")))
+                            .await;
+                    }
+                    Strategy::Database => {
+                        let _ = admin
+                            .execute(AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {q} WITH (FORCE)"
+                            )))
+                            .await;
+                    }
+                    Strategy::Shared => {}
+                }
+            }
+        }
+        drop(tenancy);
+        let _ = admin
+            .execute(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{shared_schema}\" CASCADE"
+            )))
+            .await;
+        let _ = admin
+            .execute(AssertSqlSafe(format!("DROP OWNED BY \"{runtime_role}\"")))
+            .await;
+        let _ = admin
+            .execute(AssertSqlSafe(format!(
+                "DROP ROLE IF EXISTS \"{runtime_role}\""
+            )))
+            .await;
+        admin.close().await;
+    }
+}
