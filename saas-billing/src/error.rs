@@ -3,6 +3,8 @@
 use saas_core::ErrorKind;
 
 use crate::currency::Currency;
+use crate::ids::InvoiceId;
+use crate::subscription::{SubscriptionEvent, SubscriptionStatus};
 
 /// Everything that can go wrong in `saas-billing`.
 ///
@@ -83,14 +85,97 @@ pub enum BillingError {
         /// What was being computed.
         what: &'static str,
     },
+
+    /// A catalog entry (product, plan version, price, entitlement) breaks
+    /// a rule; found by a builder's `build()`.
+    #[error("invalid catalog entry {item}: {reason}")]
+    InvalidCatalog {
+        /// The entry at fault (`"plan pro v2"`, `"price seats"`…).
+        item: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// The subscription's status does not allow this event (see
+    /// [`SubscriptionStatus::apply`] for the table).
+    #[error("illegal subscription transition: {event} in status {from}")]
+    IllegalTransition {
+        /// The status the subscription was in (and stays in).
+        from: SubscriptionStatus,
+        /// The refused event.
+        event: SubscriptionEvent,
+    },
+
+    /// An idempotency key was reused with a different payload. The first
+    /// payload stays recorded; nothing of the second was applied.
+    #[error("idempotency key {key:?} was already used with a different payload")]
+    IdempotencyConflict {
+        /// The reused key.
+        key: String,
+    },
+
+    /// A finalized invoice cannot change.
+    #[error("invoice {invoice} is finalized and cannot be changed")]
+    InvoiceFinalized {
+        /// The invoice.
+        invoice: InvoiceId,
+    },
+
+    /// A record was changed by someone else since it was read (optimistic
+    /// concurrency); read it again and retry.
+    #[error("{what} {id} changed concurrently: expected version {expected}, found {found}")]
+    StaleVersion {
+        /// The kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+        /// The version the caller read.
+        expected: u64,
+        /// The version stored.
+        found: u64,
+    },
+
+    /// The record asked for does not exist (for this tenant).
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// The kind of record (`"subscription"`, `"invoice"`, `"plan version"`…).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+
+    /// The record to create exists already.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// The kind of record.
+        what: &'static str,
+        /// Its id (for an invoice: subscription and period).
+        id: String,
+    },
+
+    /// A storage backend failed. Stores keep their own error types and
+    /// convert them to this variant, classified by kind (never by message).
+    #[error("{backend} store failed: {message}")]
+    Backend {
+        /// The backend (`"postgres"`, `"sqlite"`…).
+        backend: &'static str,
+        /// Whether the same call may succeed later (connection lost,
+        /// serialization failure).
+        retryable: bool,
+        /// What failed, without secrets.
+        message: String,
+    },
 }
 
 impl BillingError {
     /// The workspace-wide kind of this error.
     ///
-    /// Everything here is caused by the caller's input, so all variants map
-    /// to [`ErrorKind::InvalidInput`] except [`BillingError::UnsupportedCurrency`]
-    /// ([`ErrorKind::Unsupported`]). None is worth retrying unchanged.
+    /// Input errors map to [`ErrorKind::InvalidInput`];
+    /// [`BillingError::UnsupportedCurrency`] to [`ErrorKind::Unsupported`];
+    /// idempotency conflicts, illegal transitions, finalized invoices and
+    /// stale versions to [`ErrorKind::Conflict`]; `NotFound` and
+    /// `AlreadyExists` to their namesakes; a retryable backend failure to
+    /// [`ErrorKind::Unavailable`], another to [`ErrorKind::Internal`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             BillingError::UnsupportedCurrency { .. } => ErrorKind::Unsupported,
@@ -99,7 +184,18 @@ impl BillingError {
             | BillingError::InvalidInput { .. }
             | BillingError::InvalidTierTable { .. }
             | BillingError::UnknownCurrency { .. }
-            | BillingError::DateOutOfRange { .. } => ErrorKind::InvalidInput,
+            | BillingError::DateOutOfRange { .. }
+            | BillingError::InvalidCatalog { .. } => ErrorKind::InvalidInput,
+            BillingError::IllegalTransition { .. }
+            | BillingError::IdempotencyConflict { .. }
+            | BillingError::InvoiceFinalized { .. }
+            | BillingError::StaleVersion { .. } => ErrorKind::Conflict,
+            BillingError::NotFound { .. } => ErrorKind::NotFound,
+            BillingError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            BillingError::Backend {
+                retryable: true, ..
+            } => ErrorKind::Unavailable,
+            BillingError::Backend { .. } => ErrorKind::Internal,
         }
     }
 
@@ -112,6 +208,20 @@ impl BillingError {
 
     pub(crate) fn overflow(operation: &'static str) -> Self {
         BillingError::Overflow { operation }
+    }
+
+    pub(crate) fn catalog(item: impl Into<String>, reason: impl Into<String>) -> Self {
+        BillingError::InvalidCatalog {
+            item: item.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        BillingError::NotFound {
+            what,
+            id: id.to_string(),
+        }
     }
 }
 
@@ -131,6 +241,27 @@ mod tests {
                 .kind()
                 .is_retryable()
         );
+    }
+
+    #[test]
+    fn conflicts_and_lookups() {
+        let conflict = BillingError::IdempotencyConflict { key: "k".into() };
+        assert_eq!(conflict.kind(), ErrorKind::Conflict);
+        let illegal = BillingError::IllegalTransition {
+            from: SubscriptionStatus::Canceled,
+            event: SubscriptionEvent::Resume,
+        };
+        assert_eq!(illegal.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            BillingError::not_found("invoice", "x").kind(),
+            ErrorKind::NotFound
+        );
+        let down = BillingError::Backend {
+            backend: "postgres",
+            retryable: true,
+            message: "connection reset".into(),
+        };
+        assert!(down.kind().is_retryable());
     }
 
     #[test]

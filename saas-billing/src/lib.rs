@@ -7,9 +7,21 @@ mod allocate;
 mod calendar;
 mod charge;
 mod currency;
+mod engine;
+mod entitlement;
 mod error;
+mod events;
+mod ids;
+mod invoice;
+mod metering;
 mod money;
+mod plan;
 mod rounding;
+pub mod store;
+mod subscription;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use calendar::{BillingCalendar, Cadence, Interval, Period};
 pub use charge::{
@@ -17,9 +29,32 @@ pub use charge::{
     TierTableBuilder,
 };
 pub use currency::Currency;
+pub use engine::{BillingConfig, BillingEngine, BillingStores, CycleReport};
+pub use entitlement::{Decision, Entitlement, EntitlementChecker, EntitlementValue};
 pub use error::BillingError;
+pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
+pub use ids::{FeatureKey, InvoiceId, MeterKey, PlanId, PriceKey, ProductId, SubscriptionId};
+pub use invoice::{
+    Invoice, InvoiceDraft, InvoiceLine, InvoiceStatus, LicensedBasis, LineKind, RatingInput,
+    UsageCorrection, rate,
+};
+pub use metering::{
+    Aggregate, Aggregation, MAX_IDEMPOTENCY_KEY_LEN, Meter, UsageEvent, Window, aggregate,
+};
 pub use money::Money;
+pub use plan::{
+    Catalog, CatalogBuilder, MAX_TRIAL_DAYS, PlanRef, PlanVersion, PlanVersionBuilder, Price,
+    PriceKind, Product,
+};
 pub use rounding::RoundingMode;
+pub use store::{
+    IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore,
+};
+pub use subscription::{
+    CancelMode, ChangeDirection, ChangeTiming, NewSubscription, PeriodBasis, PlanChange,
+    PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription, SubscriptionEvent,
+    SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
+};
 
 /// Re-exported so callers name the same `Decimal` and `Tz` types as the API.
 pub use chrono_tz::Tz;
@@ -34,4 +69,8 @@ const _: () = {
     assert_send_sync::<Charge>();
     assert_send_sync::<ChargeLine>();
     assert_send_sync::<BillingError>();
+    assert_send_sync::<Subscription>();
+    assert_send_sync::<Invoice>();
+    assert_send_sync::<BillingEngine>();
+    assert_send_sync::<EntitlementChecker>();
 };

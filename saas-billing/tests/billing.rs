@@ -1,5 +1,6 @@
 //! Integration tests of saas-billing's public API: worked examples with
-//! literal numbers, property tests, and the no-floating-point check.
+//! literal numbers, property tests, the store conformance suites and the
+//! no-floating-point check.
 
 // Helpers outside #[test] functions unwrap too; a panic is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -8,9 +9,19 @@
 mod calendar;
 #[path = "billing/charge.rs"]
 mod charge;
+#[path = "billing/fixtures.rs"]
+mod fixtures;
+#[path = "billing/invoicing.rs"]
+mod invoicing;
+#[path = "billing/metering.rs"]
+mod metering;
 #[path = "billing/money.rs"]
 mod money;
 #[path = "billing/no_float.rs"]
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/stores.rs"]
+mod stores;
+#[path = "billing/subscriptions.rs"]
+mod subscriptions;

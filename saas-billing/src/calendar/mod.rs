@@ -235,7 +235,7 @@ fn days_in_month(year: i32, month: u32) -> Result<u32, BillingError> {
 
 /// The wall-clock time in `tz` at `instant`, without chrono's panicking
 /// conversion at the edges of its range.
-fn to_local(tz: Tz, instant: DateTime<Utc>) -> Result<NaiveDateTime, BillingError> {
+pub(crate) fn to_local(tz: Tz, instant: DateTime<Utc>) -> Result<NaiveDateTime, BillingError> {
     let utc = instant.naive_utc();
     let offset = tz.offset_from_utc_datetime(&utc).fix();
     TimeDelta::try_seconds(i64::from(offset.local_minus_utc()))
@@ -246,7 +246,7 @@ fn to_local(tz: Tz, instant: DateTime<Utc>) -> Result<NaiveDateTime, BillingErro
 /// The instant of a wall-clock time in `tz`, by the rules on
 /// [`BillingCalendar`]: gaps shift forward by their length, overlaps take
 /// the earlier instant.
-fn resolve_local(tz: Tz, local: NaiveDateTime) -> Result<DateTime<Utc>, BillingError> {
+pub(crate) fn resolve_local(tz: Tz, local: NaiveDateTime) -> Result<DateTime<Utc>, BillingError> {
     let offset_seconds = match tz.offset_from_local_datetime(&local) {
         LocalResult::Single(offset) => offset.fix().local_minus_utc(),
         // The earlier instant is the one with the larger UTC offset.

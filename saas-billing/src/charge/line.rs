@@ -8,7 +8,8 @@ use crate::money::Money;
 use crate::rounding::RoundingMode;
 
 /// One step of a charge's computation, with its exact (unrounded) amount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChargeComponent {
     /// A fixed fee, whatever the quantity.
@@ -219,6 +220,14 @@ impl ChargeLine {
     /// The amount to bill, rounded to the currency's minor unit.
     pub fn amount(&self) -> Money {
         self.amount
+    }
+
+    /// The exact amount after limits, before rounding.
+    pub fn limited_subtotal(&self) -> Money {
+        match self.limit {
+            Some(LimitApplied::Minimum(m) | LimitApplied::Maximum(m)) => m,
+            None => self.subtotal,
+        }
     }
 }
 

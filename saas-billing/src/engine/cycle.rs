@@ -1,0 +1,311 @@
+//! The billing cycle: trial ends, period drafts, finalization.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use saas_core::TenantId;
+
+use super::BillingEngine;
+use crate::calendar::Period;
+use crate::error::BillingError;
+use crate::events::BillingEvent;
+use crate::ids::{InvoiceId, MeterKey, SubscriptionId};
+use crate::invoice::{
+    Invoice, InvoiceLine, InvoiceStatus, LicensedBasis, RatingInput, UsageCorrection, rate,
+};
+use crate::metering::{Aggregate, UsageEvent, Window, aggregate};
+use crate::plan::{PlanVersion, PriceKind};
+use crate::subscription::{Subscription, SubscriptionStatus};
+
+const BATCH: usize = 100;
+
+/// What one run of the billing cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Drafts this run created (a draft another run created is not listed).
+    pub drafts_created: Vec<InvoiceId>,
+    /// Invoices this run finalized.
+    pub finalized: Vec<InvoiceId>,
+    /// Subscriptions whose trial ended.
+    pub trials_ended: Vec<SubscriptionId>,
+}
+
+impl BillingEngine {
+    /// Does everything due at the clock's current time, for every tenant:
+    /// ends trials; for each period that has ended (or the end of service)
+    /// creates its draft invoice and moves the subscription to the next
+    /// period, applying scheduled changes and cancellations; finalizes
+    /// drafts whose grace for late usage is over, after sealing their
+    /// period and re-rating their usage.
+    ///
+    /// Safe to run concurrently with itself: the invoice store lets one
+    /// draft per subscription and period through and subscription updates
+    /// are optimistic, so racing runs produce one invoice, not two.
+    ///
+    /// # Errors
+    /// The first store or rating failure; work done before it stays done
+    /// and a later run continues from there.
+    pub async fn run_billing_cycle(&self) -> Result<CycleReport, BillingError> {
+        let now = self.clock.now();
+        let mut report = CycleReport::default();
+        loop {
+            let due = self.stores.subscriptions.due(now, BATCH).await?;
+            let full = due.len() == BATCH;
+            for sub in due {
+                self.advance(sub.tenant_id, sub.id, now, &mut report)
+                    .await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        loop {
+            let drafts = self.stores.invoices.drafts_due(now, BATCH).await?;
+            let full = drafts.len() == BATCH;
+            for draft in drafts {
+                self.finalize_draft(draft, now, &mut report).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn advance(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), BillingError> {
+        // Bounded: each pass either saves progress or stops.
+        for _ in 0..10_000 {
+            let mut sub = self.stores.subscriptions.get(tenant, id).await?;
+            let before = sub.status;
+            let mut changed = sub.end_trial_if_due(now)?;
+            let mut created = None;
+            if !sub.closed {
+                let period = sub.current_period()?;
+                let end = sub.ended_at.map_or(period.end(), |e| e.min(period.end()));
+                if sub.ended_at.is_some_and(|e| e <= period.start()) {
+                    sub.closed = true;
+                    changed = true;
+                } else if now >= end {
+                    created = self.create_draft(&sub, period, end, now).await?;
+                    sub.close_period()?;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+            let saved = match self.stores.subscriptions.update(sub).await {
+                Ok(saved) => saved,
+                Err(BillingError::StaleVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            report.drafts_created.extend(created);
+            if before == SubscriptionStatus::Trialing && saved.status == SubscriptionStatus::Active
+            {
+                report.trials_ended.push(id);
+            }
+            if before != saved.status {
+                self.events
+                    .publish(BillingEvent::SubscriptionStatusChanged {
+                        tenant_id: tenant,
+                        subscription_id: id,
+                        from: before,
+                        to: saved.status,
+                        at: now,
+                    })
+                    .await;
+            }
+            if saved.closed {
+                self.entitlements.remove(tenant);
+            } else {
+                self.load_entitlements(&saved)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rates and stores the draft of the current period; `None` when
+    /// another run stored it first.
+    async fn create_draft(
+        &self,
+        sub: &Subscription,
+        period: Period,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InvoiceId>, BillingError> {
+        let basis_plan = self.catalog.plan(&sub.basis.plan)?;
+        let usage_plan = self.catalog.plan(&sub.plan)?;
+        let (usage, corrections) = self.usage_inputs(sub, period.index(), usage_plan).await?;
+        let input = RatingInput {
+            period,
+            currency: sub.currency,
+            rounding: self.config.rounding,
+            licensed: sub.basis.billable.then_some(LicensedBasis {
+                plan: basis_plan,
+                seats: sub.basis.seats,
+            }),
+            adjustments: &sub.pending_lines,
+            usage_plan,
+            usage: &usage,
+            corrections: &corrections,
+        };
+        let draft = rate(&input, &*self.clock)?;
+        let invoice = Invoice {
+            id: InvoiceId::new(),
+            tenant_id: sub.tenant_id,
+            subscription_id: sub.id,
+            period_index: period.index(),
+            period_start: period.start(),
+            period_end: end,
+            plan: sub.plan.clone(),
+            currency: sub.currency,
+            status: InvoiceStatus::Draft,
+            lines: draft.lines,
+            total: draft.total,
+            created_at: now,
+            finalize_after: end.checked_add_signed(self.config.late_usage_grace).ok_or(
+                BillingError::DateOutOfRange {
+                    what: "a finalization time",
+                },
+            )?,
+            finalized_at: None,
+        };
+        match self.stores.invoices.create(invoice).await {
+            Ok(invoice) => Ok(Some(invoice.id)),
+            Err(BillingError::AlreadyExists { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn finalize_draft(
+        &self,
+        draft: Invoice,
+        now: DateTime<Utc>,
+        report: &mut CycleReport,
+    ) -> Result<(), BillingError> {
+        let (tenant, id) = (draft.tenant_id, draft.subscription_id);
+        let sub = self.stores.subscriptions.get(tenant, id).await?;
+        self.stores
+            .usage
+            .seal(tenant, id, draft.period_index)
+            .await?;
+        let usage_plan = self.catalog.plan(&draft.plan)?;
+        let (usage, corrections) = self
+            .usage_inputs(&sub, draft.period_index, usage_plan)
+            .await?;
+        let kept: Vec<InvoiceLine> = draft
+            .lines
+            .iter()
+            .filter(|l| !l.kind.is_usage())
+            .cloned()
+            .collect();
+        let period = sub.calendar.period(draft.period_index)?;
+        let input = RatingInput {
+            period,
+            currency: draft.currency,
+            rounding: self.config.rounding,
+            licensed: None,
+            adjustments: &kept,
+            usage_plan,
+            usage: &usage,
+            corrections: &corrections,
+        };
+        let rated = rate(&input, &*self.clock)?;
+        match self
+            .stores
+            .invoices
+            .finalize(tenant, draft.id, rated.lines, now)
+            .await
+        {
+            Ok(invoice) => {
+                report.finalized.push(invoice.id);
+                self.events
+                    .publish(BillingEvent::InvoiceFinalized {
+                        tenant_id: tenant,
+                        subscription_id: id,
+                        invoice_id: invoice.id,
+                        period_index: invoice.period_index,
+                        total: invoice.total,
+                        at: now,
+                    })
+                    .await;
+                Ok(())
+            }
+            Err(BillingError::InvoiceFinalized { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The usage billed in period `n`'s invoice: aggregates of period `n`
+    /// and corrections for late usage of earlier periods.
+    async fn usage_inputs(
+        &self,
+        sub: &Subscription,
+        n: i64,
+        plan: &PlanVersion,
+    ) -> Result<(BTreeMap<MeterKey, Vec<Aggregate>>, Vec<UsageCorrection>), BillingError> {
+        let stored = self
+            .stores
+            .usage
+            .billed_in(sub.tenant_id, sub.id, n)
+            .await?;
+        let window = Window::BillingPeriod(sub.calendar);
+        let meters: Vec<&MeterKey> = plan
+            .prices()
+            .iter()
+            .filter_map(|p| match p.kind() {
+                PriceKind::Metered { meter } => Some(meter),
+                _ => None,
+            })
+            .collect();
+        let mut usage = BTreeMap::new();
+        let current: Vec<&UsageEvent> = stored
+            .iter()
+            .filter(|u| u.period == n)
+            .map(|u| &u.event)
+            .collect();
+        for key in &meters {
+            let meter = self.catalog.meter(key)?;
+            usage.insert(
+                (*key).clone(),
+                aggregate(meter, current.iter().copied(), window)?,
+            );
+        }
+        let mut late: BTreeMap<i64, Vec<&UsageEvent>> = BTreeMap::new();
+        for u in stored.iter().filter(|u| u.period < n && u.period >= 0) {
+            late.entry(u.period).or_default().push(&u.event);
+        }
+        let mut corrections = Vec::new();
+        for (period, events) in late {
+            let prior = self
+                .stores
+                .usage
+                .for_period(sub.tenant_id, sub.id, period, n)
+                .await?;
+            for key in &meters {
+                let meter = self.catalog.meter(key)?;
+                let before = aggregate(meter, prior.iter().map(|u| &u.event), window)?;
+                let after = aggregate(
+                    meter,
+                    prior.iter().map(|u| &u.event).chain(events.iter().copied()),
+                    window,
+                )?;
+                if before != after {
+                    corrections.push(UsageCorrection {
+                        meter: (*key).clone(),
+                        period,
+                        before,
+                        after,
+                    });
+                }
+            }
+        }
+        Ok((usage, corrections))
+    }
+}

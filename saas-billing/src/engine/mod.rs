@@ -1,0 +1,395 @@
+//! The billing engine: subscriptions, usage and the billing cycle over the
+//! stores, with time from an injected clock.
+
+mod cycle;
+mod usage;
+
+pub use cycle::CycleReport;
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use rust_decimal::Decimal;
+use saas_core::{SharedClock, TenantId};
+
+use crate::entitlement::{Decision, EntitlementChecker};
+use crate::error::BillingError;
+use crate::events::{BillingEvent, BillingEventSink, NoopEventSink};
+use crate::ids::SubscriptionId;
+use crate::invoice::Invoice;
+use crate::plan::Catalog;
+use crate::rounding::RoundingMode;
+use crate::store::{
+    InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore, InvoiceStore,
+    SubscriptionStore, UsageStore,
+};
+use crate::subscription::{
+    CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, ProrationPolicy, Subscription,
+    SubscriptionEvent,
+};
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BillingConfig {
+    /// Timing of upgrades and downgrades.
+    pub proration: ProrationPolicy,
+    /// Rounding of every line.
+    pub rounding: RoundingMode,
+    /// How long after a period ends its draft waits for late usage before
+    /// it is finalized. Usage arriving later is billed as a correction on
+    /// the next invoice.
+    pub late_usage_grace: TimeDelta,
+    /// How far in the future (by the clock) a usage timestamp may be.
+    pub max_clock_skew: TimeDelta,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            proration: ProrationPolicy::default(),
+            rounding: RoundingMode::HalfEven,
+            late_usage_grace: TimeDelta::hours(24),
+            max_clock_skew: TimeDelta::minutes(5),
+        }
+    }
+}
+
+impl BillingConfig {
+    /// Sets the proration policy.
+    pub fn with_proration(mut self, policy: ProrationPolicy) -> Self {
+        self.proration = policy;
+        self
+    }
+
+    /// Sets the rounding mode.
+    pub fn with_rounding(mut self, rounding: RoundingMode) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// Sets the grace for late usage.
+    pub fn with_late_usage_grace(mut self, grace: TimeDelta) -> Self {
+        self.late_usage_grace = grace;
+        self
+    }
+}
+
+/// The three stores the engine uses.
+#[derive(Debug, Clone)]
+pub struct BillingStores {
+    /// Subscriptions.
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// Usage events.
+    pub usage: Arc<dyn UsageStore>,
+    /// Invoices.
+    pub invoices: Arc<dyn InvoiceStore>,
+}
+
+impl BillingStores {
+    /// Fresh in-memory stores.
+    pub fn in_memory() -> BillingStores {
+        BillingStores {
+            subscriptions: Arc::new(InMemorySubscriptionStore::new()),
+            usage: Arc::new(InMemoryUsageStore::new()),
+            invoices: Arc::new(InMemoryInvoiceStore::new()),
+        }
+    }
+}
+
+/// Runs billing: every operation reads the time from the injected clock,
+/// changes a subscription through its pure operations and saves it with
+/// optimistic concurrency (retrying a few times on `StaleVersion`), then
+/// publishes domain events.
+#[derive(Debug, Clone)]
+pub struct BillingEngine {
+    catalog: Arc<Catalog>,
+    stores: BillingStores,
+    clock: SharedClock,
+    events: Arc<dyn BillingEventSink>,
+    entitlements: Arc<EntitlementChecker>,
+    config: BillingConfig,
+}
+
+const RETRIES: usize = 5;
+
+impl BillingEngine {
+    /// An engine with the default config and no event sink.
+    pub fn new(catalog: Arc<Catalog>, stores: BillingStores, clock: SharedClock) -> BillingEngine {
+        BillingEngine {
+            entitlements: Arc::new(EntitlementChecker::new(clock.clone())),
+            catalog,
+            stores,
+            clock,
+            events: Arc::new(NoopEventSink),
+            config: BillingConfig::default(),
+        }
+    }
+
+    /// Sets the event sink.
+    pub fn with_event_sink(mut self, sink: Arc<dyn BillingEventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Sets the config.
+    pub fn with_config(mut self, config: BillingConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &BillingStores {
+        &self.stores
+    }
+
+    /// The entitlement checker the engine keeps up to date.
+    pub fn entitlements(&self) -> &EntitlementChecker {
+        &self.entitlements
+    }
+
+    /// `check(tenant, feature, amount)` on the tenant's current plan.
+    pub fn check(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
+        self.entitlements.check(tenant, feature, amount)
+    }
+
+    /// Creates and stores a subscription.
+    ///
+    /// # Errors
+    /// As [`Subscription::create`]; `AlreadyExists` for a used id.
+    pub async fn create_subscription(
+        &self,
+        new: NewSubscription,
+    ) -> Result<Subscription, BillingError> {
+        let now = self.clock.now();
+        let sub = Subscription::create(new, &self.catalog, now)?;
+        let sub = self.stores.subscriptions.insert(sub).await?;
+        self.load_entitlements(&sub)?;
+        self.events
+            .publish(BillingEvent::SubscriptionCreated {
+                tenant_id: sub.tenant_id,
+                subscription_id: sub.id,
+                plan: sub.plan.clone(),
+                status: sub.status,
+                at: now,
+            })
+            .await;
+        Ok(sub)
+    }
+
+    /// A subscription. `NotFound` if absent or another tenant's.
+    ///
+    /// # Errors
+    /// From the store.
+    pub async fn subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Subscription, BillingError> {
+        self.stores.subscriptions.get(tenant, id).await
+    }
+
+    /// A subscription's invoices by period.
+    ///
+    /// # Errors
+    /// From the store.
+    pub async fn invoices(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Vec<Invoice>, BillingError> {
+        self.stores.invoices.list(tenant, id).await
+    }
+
+    /// Changes plan and/or seats by the configured [`ProrationPolicy`].
+    ///
+    /// # Errors
+    /// As [`Subscription::change_plan`]; `StaleVersion` after repeated races.
+    pub async fn change_plan(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        change: PlanChange,
+    ) -> Result<(Subscription, PlanChangeOutcome), BillingError> {
+        let (policy, rounding) = (self.config.proration, self.config.rounding);
+        let to = change.plan.clone();
+        let mut from = None;
+        let (sub, outcome) = self
+            .mutate(tenant, id, |sub, catalog, now| {
+                from = Some(sub.plan.clone());
+                sub.change_plan(change.clone(), catalog, policy, now, rounding)
+            })
+            .await?;
+        self.load_entitlements(&sub)?;
+        if let Some(from) = from {
+            self.events
+                .publish(BillingEvent::SubscriptionChanged {
+                    tenant_id: tenant,
+                    subscription_id: id,
+                    from,
+                    to,
+                    direction: outcome.direction,
+                    timing: outcome.timing,
+                    at: self.clock.now(),
+                })
+                .await;
+        }
+        Ok((sub, outcome))
+    }
+
+    /// Cancels now or at period end.
+    ///
+    /// # Errors
+    /// As [`Subscription::cancel`].
+    pub async fn cancel(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        mode: CancelMode,
+    ) -> Result<Subscription, BillingError> {
+        let rounding = self.config.rounding;
+        let (sub, ()) = self
+            .mutate(tenant, id, |sub, catalog, now| {
+                sub.cancel(mode, catalog, now, rounding)
+            })
+            .await?;
+        if sub.ended_at.is_some() {
+            self.entitlements.remove(tenant);
+        }
+        self.events
+            .publish(BillingEvent::SubscriptionCanceled {
+                tenant_id: tenant,
+                subscription_id: id,
+                at_period_end: mode == CancelMode::AtPeriodEnd,
+                at: self.clock.now(),
+            })
+            .await;
+        Ok(sub)
+    }
+
+    /// Undoes a cancellation at period end.
+    ///
+    /// # Errors
+    /// As [`Subscription::keep`].
+    pub async fn keep(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Subscription, BillingError> {
+        Ok(self.mutate(tenant, id, |sub, _, _| sub.keep()).await?.0)
+    }
+
+    /// Pauses now (crediting the unused rest of the period).
+    ///
+    /// # Errors
+    /// As [`Subscription::pause`].
+    pub async fn pause(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Subscription, BillingError> {
+        let rounding = self.config.rounding;
+        self.with_status_event(tenant, id, |sub, catalog, now| {
+            sub.pause(catalog, now, rounding)
+        })
+        .await
+    }
+
+    /// Resumes now (debiting the rest of the period).
+    ///
+    /// # Errors
+    /// As [`Subscription::resume`].
+    pub async fn resume(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Subscription, BillingError> {
+        let rounding = self.config.rounding;
+        self.with_status_event(tenant, id, |sub, catalog, now| {
+            sub.resume(catalog, now, rounding)
+        })
+        .await
+    }
+
+    /// Applies a payment or dunning event (see [`Subscription::apply`]).
+    ///
+    /// # Errors
+    /// As [`Subscription::apply`].
+    pub async fn apply_event(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        event: SubscriptionEvent,
+    ) -> Result<Subscription, BillingError> {
+        self.with_status_event(tenant, id, |sub, _, _| sub.apply(event).map(|_| ()))
+            .await
+    }
+
+    async fn with_status_event(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        mut f: impl FnMut(
+            &mut Subscription,
+            &Catalog,
+            chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), BillingError>,
+    ) -> Result<Subscription, BillingError> {
+        let mut before = None;
+        let (sub, ()) = self
+            .mutate(tenant, id, |sub, catalog, now| {
+                before = Some(sub.status);
+                f(sub, catalog, now)
+            })
+            .await?;
+        if let Some(from) = before.filter(|s| *s != sub.status) {
+            self.events
+                .publish(BillingEvent::SubscriptionStatusChanged {
+                    tenant_id: tenant,
+                    subscription_id: id,
+                    from,
+                    to: sub.status,
+                    at: self.clock.now(),
+                })
+                .await;
+        }
+        Ok(sub)
+    }
+
+    /// Reads, changes (on a copy) and saves a subscription, retrying on
+    /// `StaleVersion`.
+    async fn mutate<T>(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        mut f: impl FnMut(
+            &mut Subscription,
+            &Catalog,
+            chrono::DateTime<chrono::Utc>,
+        ) -> Result<T, BillingError>,
+    ) -> Result<(Subscription, T), BillingError> {
+        let mut last = None;
+        for _ in 0..RETRIES {
+            let mut sub = self.stores.subscriptions.get(tenant, id).await?;
+            let out = f(&mut sub, &self.catalog, self.clock.now())?;
+            match self.stores.subscriptions.update(sub).await {
+                Ok(saved) => return Ok((saved, out)),
+                Err(e @ BillingError::StaleVersion { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| BillingError::not_found("subscription", id)))
+    }
+
+    fn load_entitlements(&self, sub: &Subscription) -> Result<(), BillingError> {
+        let plan = self.catalog.plan(&sub.plan)?;
+        self.entitlements
+            .set_plan(sub.tenant_id, plan.entitlements(), sub.calendar);
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! Per-tenant entitlement counters for the request hot path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use saas_core::{Clock, SharedClock, TenantId};
+
+use super::{Decision, Entitlement, EntitlementValue};
+use crate::calendar::BillingCalendar;
+use crate::ids::{FeatureKey, MeterKey};
+
+/// Answers `check(tenant, feature, amount)` from memory.
+///
+/// The host (or [`BillingEngine`](crate::BillingEngine)) loads each
+/// tenant's plan-version entitlements with [`set_plan`](Self::set_plan) and
+/// feeds it usage with [`record_usage`](Self::record_usage); quotas reset
+/// when the tenant's billing period (from its calendar and the injected
+/// clock) rolls over. A check takes a read lock, one hash lookup by `&str`
+/// and one uncontended mutex: no allocation.
+///
+/// Counters live in this process only: several API servers each need the
+/// usage recorded through them *and* others (reload with
+/// [`set_used`](Self::set_used) from the usage store), so a quota enforced
+/// across servers is approximate by the replication delay.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use saas_billing::{dec, BillingCalendar, Cadence, Entitlement, EntitlementChecker, FeatureKey, MeterKey};
+/// use saas_core::{ManualClock, TenantId};
+/// use std::sync::Arc;
+///
+/// let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+/// let checker = EntitlementChecker::new(Arc::new(ManualClock::new(start)));
+/// let tenant = TenantId::new();
+/// let calendar = BillingCalendar::new(start, chrono_tz::UTC, Cadence::monthly());
+/// checker.set_plan(tenant, &[Entitlement::flag(FeatureKey::new("sso")?)], calendar);
+/// assert!(checker.check(tenant, "sso", dec!(1)).is_allowed());
+/// assert!(!checker.check(tenant, "scim", dec!(1)).is_allowed());
+/// # Ok::<(), saas_billing::BillingError>(())
+/// ```
+#[derive(Debug)]
+pub struct EntitlementChecker {
+    clock: SharedClock,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantGrants>>>,
+}
+
+#[derive(Debug)]
+struct TenantGrants {
+    calendar: BillingCalendar,
+    features: HashMap<FeatureKey, Grant>,
+}
+
+#[derive(Debug)]
+struct Grant {
+    entitlement: Entitlement,
+    state: Mutex<Usage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    /// Quotas: usage in the period ending at `period_end`. Limits: the
+    /// quantity held.
+    used: Decimal,
+    period_end: Option<DateTime<Utc>>,
+}
+
+impl EntitlementChecker {
+    /// An empty checker reading time from `clock`.
+    pub fn new(clock: SharedClock) -> EntitlementChecker {
+        EntitlementChecker {
+            clock,
+            tenants: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Sets (or replaces) a tenant's entitlements. Usage already counted
+    /// for a feature that stays is kept, so a mid-period plan change does
+    /// not reset quotas.
+    pub fn set_plan(
+        &self,
+        tenant: TenantId,
+        entitlements: &[Entitlement],
+        calendar: BillingCalendar,
+    ) {
+        let old = self.grants(tenant);
+        let features = entitlements
+            .iter()
+            .map(|e| {
+                let kept = old
+                    .as_ref()
+                    .and_then(|o| o.features.get(e.feature()))
+                    .map(|g| *lock(&g.state));
+                let usage = kept.unwrap_or(Usage {
+                    used: Decimal::ZERO,
+                    period_end: None,
+                });
+                let grant = Grant {
+                    entitlement: e.clone(),
+                    state: Mutex::new(usage),
+                };
+                (e.feature().clone(), grant)
+            })
+            .collect();
+        let grants = Arc::new(TenantGrants { calendar, features });
+        self.tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant, grants);
+    }
+
+    /// Forgets a tenant (its subscription ended): every check is denied.
+    pub fn remove(&self, tenant: TenantId) {
+        self.tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tenant);
+    }
+
+    /// Whether `amount` more of `feature` may be used now, without using
+    /// it. Unknown tenants and features are denied.
+    pub fn check(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
+        self.with_grant(tenant, feature, |grant, usage| {
+            grant.entitlement.decide(usage.used, amount)
+        })
+    }
+
+    /// Checks and, if allowed, counts `amount` against the feature in one
+    /// step (two racing callers cannot both take the last unit).
+    pub fn try_consume(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
+        self.with_grant(tenant, feature, |grant, usage| {
+            let decision = grant.entitlement.decide(usage.used, amount);
+            if decision.is_allowed() && grant.entitlement.max().is_some() {
+                usage.used = usage.used.saturating_add(amount);
+            }
+            decision
+        })
+    }
+
+    /// Sets the counted amount (a limit's current holding, or a quota's
+    /// usage reloaded from the usage store).
+    pub fn set_used(&self, tenant: TenantId, feature: &str, used: Decimal) {
+        self.with_grant(tenant, feature, |_, usage| {
+            usage.used = used;
+            Decision::deny_unknown()
+        });
+    }
+
+    /// Counts recorded usage of `meter` against every quota on it, allowed
+    /// or not (usage is a fact). Returns the first quota now over its
+    /// limit, if any, with its limit.
+    pub fn record_usage(
+        &self,
+        tenant: TenantId,
+        meter: &MeterKey,
+        amount: Decimal,
+    ) -> Option<(FeatureKey, Decimal)> {
+        let grants = self.grants(tenant)?;
+        let now = self.clock.now();
+        let mut exceeded = None;
+        for (key, grant) in &grants.features {
+            let EntitlementValue::Quota {
+                meter: m,
+                per_period,
+            } = &grant.entitlement.value
+            else {
+                continue;
+            };
+            if m != meter {
+                continue;
+            }
+            let mut usage = lock(&grant.state);
+            roll(&grants.calendar, &grant.entitlement, &mut usage, now);
+            let before = usage.used;
+            usage.used = usage.used.saturating_add(amount);
+            if before <= *per_period && usage.used > *per_period && exceeded.is_none() {
+                exceeded = Some((key.clone(), *per_period));
+            }
+        }
+        exceeded
+    }
+
+    fn grants(&self, tenant: TenantId) -> Option<Arc<TenantGrants>> {
+        self.tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tenant)
+            .cloned()
+    }
+
+    fn with_grant(
+        &self,
+        tenant: TenantId,
+        feature: &str,
+        f: impl FnOnce(&Grant, &mut Usage) -> Decision,
+    ) -> Decision {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(grants) = tenants.get(&tenant) else {
+            return Decision::deny_unknown();
+        };
+        let Some(grant) = grants.features.get(feature) else {
+            return Decision::deny_unknown();
+        };
+        let mut usage = lock(&grant.state);
+        roll(
+            &grants.calendar,
+            &grant.entitlement,
+            &mut usage,
+            self.clock.now(),
+        );
+        f(grant, &mut usage)
+    }
+}
+
+/// Resets a quota's counter when its period has ended.
+fn roll(
+    calendar: &BillingCalendar,
+    entitlement: &Entitlement,
+    usage: &mut Usage,
+    now: DateTime<Utc>,
+) {
+    if !matches!(entitlement.value, EntitlementValue::Quota { .. }) {
+        return;
+    }
+    match usage.period_end {
+        Some(end) if now < end => {}
+        _ => {
+            let first = usage.period_end.is_none();
+            // An unrepresentable date leaves the counter as it is.
+            if let Ok(period) = calendar.period_containing(now) {
+                usage.period_end = Some(period.end());
+                if !first {
+                    usage.used = Decimal::ZERO;
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,167 @@
+//! Invoices: lines that explain themselves, one invoice per subscription
+//! and period, draft until finalized and immutable after.
+
+mod rating;
+
+pub use rating::{InvoiceDraft, LicensedBasis, RatingInput, UsageCorrection, rate};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use saas_core::TenantId;
+use serde::{Deserialize, Serialize};
+
+use crate::charge::ChargeComponent;
+use crate::currency::Currency;
+use crate::error::BillingError;
+use crate::ids::{InvoiceId, MeterKey, PriceKey, SubscriptionId};
+use crate::money::Money;
+use crate::plan::PlanRef;
+
+/// What an invoice line bills.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LineKind {
+    /// A recurring or per-seat price for the period.
+    Licensed,
+    /// Credit for the unused rest of the period on a plan left early.
+    ProrationCredit,
+    /// Charge for the rest of the period on a plan joined mid-period.
+    ProrationDebit,
+    /// Usage of a meter in this invoice's period.
+    Usage {
+        /// The meter.
+        meter: MeterKey,
+    },
+    /// Usage of an earlier, already finalized period that arrived late:
+    /// the difference its rating makes to that period.
+    UsageCorrection {
+        /// The meter.
+        meter: MeterKey,
+        /// The index of the period the usage belongs to.
+        period: i64,
+    },
+}
+
+impl LineKind {
+    /// Whether the line is rated from usage (re-rated at finalization).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            LineKind::Usage { .. } | LineKind::UsageCorrection { .. }
+        )
+    }
+}
+
+/// One line of an invoice, with everything needed to explain its amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvoiceLine {
+    /// What it bills.
+    pub kind: LineKind,
+    /// Human-readable text.
+    pub description: String,
+    /// The plan price it comes from.
+    pub price: Option<PriceKey>,
+    /// Quantity rated (seats, units; for a correction, the added quantity).
+    pub quantity: Decimal,
+    /// For proration: the exact amount of a whole period.
+    pub full_period_amount: Option<Money>,
+    /// The charge's steps: tiers with their unit prices, packages, flat fees.
+    pub components: Vec<ChargeComponent>,
+    /// For proration: remaining seconds / seconds in the period.
+    pub proration: Option<Decimal>,
+    /// Start of the time this line pays for.
+    pub service_start: DateTime<Utc>,
+    /// End (exclusive) of the time this line pays for.
+    pub service_end: DateTime<Utc>,
+    /// The line's amount, rounded to the minor unit (negative for credits).
+    pub amount: Money,
+}
+
+/// Draft or finalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InvoiceStatus {
+    /// Still changing: usage arriving within the grace period re-rates it.
+    Draft,
+    /// Issued; immutable.
+    Finalized,
+}
+
+/// The invoice of one subscription for one billing period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invoice {
+    /// Its id.
+    pub id: InvoiceId,
+    /// The tenant billed.
+    pub tenant_id: TenantId,
+    /// The subscription billed.
+    pub subscription_id: SubscriptionId,
+    /// The billing period's index; unique per subscription.
+    pub period_index: i64,
+    /// The period's start.
+    pub period_start: DateTime<Utc>,
+    /// The period's end (exclusive), or the subscription's end if earlier.
+    pub period_end: DateTime<Utc>,
+    /// The plan version usage is rated on.
+    pub plan: PlanRef,
+    /// The currency of every line.
+    pub currency: Currency,
+    /// Draft or finalized.
+    pub status: InvoiceStatus,
+    /// The lines.
+    pub lines: Vec<InvoiceLine>,
+    /// The sum of the (rounded) line amounts.
+    pub total: Money,
+    /// When the draft was created.
+    pub created_at: DateTime<Utc>,
+    /// The earliest time it may be finalized (period end plus the grace
+    /// for late usage).
+    pub finalize_after: DateTime<Utc>,
+    /// When it was finalized.
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+impl Invoice {
+    /// Replaces the lines of a draft and recomputes the total.
+    ///
+    /// # Errors
+    /// [`BillingError::InvoiceFinalized`] if finalized; `CurrencyMismatch`
+    /// or `Overflow` from the total.
+    pub fn set_lines(&mut self, lines: Vec<InvoiceLine>) -> Result<(), BillingError> {
+        self.ensure_draft()?;
+        self.total = total_of(self.currency, &lines)?;
+        self.lines = lines;
+        Ok(())
+    }
+
+    /// Marks the draft finalized at `at`.
+    ///
+    /// # Errors
+    /// [`BillingError::InvoiceFinalized`] if already finalized.
+    pub fn finalize(&mut self, at: DateTime<Utc>) -> Result<(), BillingError> {
+        self.ensure_draft()?;
+        self.status = InvoiceStatus::Finalized;
+        self.finalized_at = Some(at);
+        Ok(())
+    }
+
+    /// Whether it is finalized.
+    pub fn is_finalized(&self) -> bool {
+        self.status == InvoiceStatus::Finalized
+    }
+
+    fn ensure_draft(&self) -> Result<(), BillingError> {
+        if self.is_finalized() {
+            Err(BillingError::InvoiceFinalized { invoice: self.id })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The sum of rounded line amounts.
+pub(crate) fn total_of(currency: Currency, lines: &[InvoiceLine]) -> Result<Money, BillingError> {
+    Money::checked_sum(currency, lines.iter().map(|l| l.amount))
+}

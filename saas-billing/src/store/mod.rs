@@ -1,0 +1,200 @@
+//! Storage traits, written so a SQL store can implement each method as one
+//! transaction, and their in-memory implementations.
+//!
+//! Every method's documentation lists its contract; the conformance suite
+//! in [`crate::testing`] (feature `testing`) checks exactly those points.
+
+mod memory;
+
+pub use memory::{InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use saas_core::TenantId;
+use serde::Serialize;
+
+use crate::error::BillingError;
+use crate::ids::{InvoiceId, SubscriptionId};
+use crate::invoice::{Invoice, InvoiceLine};
+use crate::metering::UsageEvent;
+use crate::subscription::Subscription;
+
+/// Subscriptions, with optimistic concurrency.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new subscription with version 1 and returns it.
+    /// - `AlreadyExists` if the id is taken.
+    async fn insert(&self, subscription: Subscription) -> Result<Subscription, BillingError>;
+
+    /// The subscription.
+    /// - `NotFound` if absent *or owned by another tenant*.
+    async fn get(&self, tenant: TenantId, id: SubscriptionId)
+    -> Result<Subscription, BillingError>;
+
+    /// Replaces the stored subscription if its version equals the given
+    /// one, bumping the version by 1; returns the stored value.
+    /// - `NotFound` if absent or owned by another tenant.
+    /// - `StaleVersion` (no change) if the version differs.
+    async fn update(&self, subscription: Subscription) -> Result<Subscription, BillingError>;
+
+    /// Up to `limit` subscriptions with work due: `next_due_at() <= at`,
+    /// ordered by that instant then id, across tenants.
+    async fn due(&self, at: DateTime<Utc>, limit: usize)
+    -> Result<Vec<Subscription>, BillingError>;
+
+    /// A tenant's subscriptions, ordered by creation time then id.
+    async fn list(&self, tenant: TenantId) -> Result<Vec<Subscription>, BillingError>;
+}
+
+/// A usage event to store, with the index of the billing period its
+/// timestamp falls in (computed by the caller from the subscription's
+/// calendar; negative before the first paid period, e.g. in a trial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The event.
+    pub event: UsageEvent,
+    /// The period of its timestamp.
+    pub period: i64,
+}
+
+/// A stored usage event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredUsage {
+    /// The event as first recorded.
+    pub event: UsageEvent,
+    /// The period of its timestamp.
+    pub period: i64,
+    /// The period whose invoice bills it: `period`, or — when that period
+    /// was already sealed on arrival — the first unsealed one (a correction).
+    pub billed_in: i64,
+    /// Arrival order within the store.
+    pub sequence: u64,
+}
+
+/// What ingesting one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IngestOutcome {
+    /// Stored now, billed in that period's invoice.
+    Recorded {
+        /// The period whose invoice bills it.
+        billed_in: i64,
+    },
+    /// The same event (same key, same payload) was stored before; nothing
+    /// changed.
+    Duplicate {
+        /// The period whose invoice bills the original.
+        billed_in: i64,
+    },
+}
+
+/// Usage events, idempotent per tenant and key.
+#[async_trait]
+pub trait UsageStore: Send + Sync + std::fmt::Debug {
+    /// Stores a batch, one outcome per record, in order.
+    /// - The idempotency check and the insert happen in one critical
+    ///   section (one transaction): two racing ingestions of one key store
+    ///   it once.
+    /// - Same tenant and key, same payload: `Ok(Duplicate)`, nothing stored.
+    /// - Same tenant and key, different payload: `Err(IdempotencyConflict)`
+    ///   for that record only; the first payload stays.
+    /// - Keys are per tenant: another tenant may use the same key.
+    /// - `billed_in` is `period` unless `period >= 0` and the subscription
+    ///   is sealed through `period`; then it is `sealed_through + 1`.
+    ///   Sealing and assignment are serialized with each other.
+    async fn ingest(
+        &self,
+        batch: Vec<UsageRecord>,
+    ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError>;
+
+    /// Seals the subscription's periods up to `through` (monotonic: a lower
+    /// value changes nothing) and returns the sealed-through index.
+    async fn seal(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        through: i64,
+    ) -> Result<i64, BillingError>;
+
+    /// The sealed-through index, if any period is sealed.
+    async fn sealed_through(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<Option<i64>, BillingError>;
+
+    /// Events billed in `invoice_period`'s invoice, in arrival order.
+    async fn billed_in(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        invoice_period: i64,
+    ) -> Result<Vec<StoredUsage>, BillingError>;
+
+    /// Events whose timestamp falls in `period` and that are billed in an
+    /// invoice before `billed_before`, in arrival order.
+    async fn for_period(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        period: i64,
+        billed_before: i64,
+    ) -> Result<Vec<StoredUsage>, BillingError>;
+}
+
+/// Invoices: one per subscription and period.
+#[async_trait]
+pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new draft.
+    /// - `AlreadyExists` if the subscription already has an invoice for
+    ///   that period (checked atomically: of two racing creations exactly
+    ///   one succeeds — a unique index in SQL) or the id is taken.
+    /// - `InvalidInput` if it is not a draft.
+    async fn create(&self, invoice: Invoice) -> Result<Invoice, BillingError>;
+
+    /// The invoice. `NotFound` if absent or owned by another tenant.
+    async fn get(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, BillingError>;
+
+    /// The subscription's invoice for `period`, if any.
+    async fn find(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        period: i64,
+    ) -> Result<Option<Invoice>, BillingError>;
+
+    /// Replaces a draft's lines (the total is recomputed).
+    /// - `InvoiceFinalized` (no change) if it is finalized.
+    /// - `NotFound` as for `get`.
+    async fn update_draft(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        lines: Vec<InvoiceLine>,
+    ) -> Result<Invoice, BillingError>;
+
+    /// Replaces a draft's lines and finalizes it at `at`, atomically.
+    /// - `InvoiceFinalized` (no change) if it is already finalized.
+    /// - `NotFound` as for `get`.
+    async fn finalize(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        lines: Vec<InvoiceLine>,
+        at: DateTime<Utc>,
+    ) -> Result<Invoice, BillingError>;
+
+    /// Up to `limit` drafts with `finalize_after <= at`, oldest first.
+    async fn drafts_due(
+        &self,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Invoice>, BillingError>;
+
+    /// A subscription's invoices by period.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<Vec<Invoice>, BillingError>;
+}

@@ -1,0 +1,204 @@
+//! Subscriptions: a customer on a plan version, its status and billing
+//! calendar, and the pure operations that change it.
+//!
+//! Every operation takes the current instant (read by the caller from an
+//! injected [`saas_core::Clock`]) and either changes the subscription or
+//! returns a typed error and leaves it untouched.
+//!
+//! Billing model: a period's invoice is created at the period's end. It
+//! bills the licensed prices (recurring, per seat) the period *started*
+//! on for the whole period, the proration credits and debits of changes
+//! made during it, and the period's metered usage (in arrears). A
+//! mid-period upgrade therefore shows the old plan's full price, a credit
+//! for its unused time and a debit for the new plan's remaining time, as
+//! Stripe's invoices do.
+
+mod ops;
+mod proration;
+mod requests;
+mod status;
+
+pub use proration::{ChangeDirection, ChangeTiming, ProrationPolicy, proration_fraction};
+pub use requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
+pub use status::{SubscriptionEvent, SubscriptionStatus, TRANSITIONS};
+
+use chrono::{DateTime, Utc};
+use saas_core::TenantId;
+use serde::Serialize;
+
+use crate::calendar::{BillingCalendar, Period};
+use crate::currency::Currency;
+use crate::error::BillingError;
+use crate::ids::SubscriptionId;
+use crate::invoice::InvoiceLine;
+use crate::plan::PlanRef;
+
+/// What the licensed line of the current period bills: the plan and seats
+/// the period started on, and whether it is billed at all (not when the
+/// subscription was paused at the period's start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeriodBasis {
+    /// The plan version.
+    pub plan: PlanRef,
+    /// Seats.
+    pub seats: u32,
+    /// Whether the licensed prices are billed for this period.
+    pub billable: bool,
+}
+
+/// A change scheduled for the end of the current period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduledChange {
+    /// The plan version to switch to.
+    pub plan: PlanRef,
+    /// The seats to switch to.
+    pub seats: u32,
+}
+
+/// One subscription. Stores persist it whole and compare
+/// [`version`](Self::version) on update (optimistic concurrency).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    pub(crate) id: SubscriptionId,
+    pub(crate) tenant_id: TenantId,
+    pub(crate) plan: PlanRef,
+    pub(crate) currency: Currency,
+    pub(crate) seats: u32,
+    pub(crate) status: SubscriptionStatus,
+    pub(crate) calendar: BillingCalendar,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) trial_end: Option<DateTime<Utc>>,
+    pub(crate) current_period: i64,
+    pub(crate) basis: PeriodBasis,
+    pub(crate) accruing: bool,
+    pub(crate) pending_lines: Vec<InvoiceLine>,
+    pub(crate) scheduled_change: Option<ScheduledChange>,
+    pub(crate) cancel_at_period_end: bool,
+    pub(crate) canceled_at: Option<DateTime<Utc>>,
+    pub(crate) ended_at: Option<DateTime<Utc>>,
+    pub(crate) closed: bool,
+    pub(crate) version: u64,
+}
+
+impl Subscription {
+    /// Its id.
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    /// The tenant (customer) subscribed.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// The plan version it is on now.
+    pub fn plan(&self) -> &PlanRef {
+        &self.plan
+    }
+
+    /// The currency it is billed in.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// Seats (the quantity of per-seat prices).
+    pub fn seats(&self) -> u32 {
+        self.seats
+    }
+
+    /// Its status.
+    pub fn status(&self) -> SubscriptionStatus {
+        self.status
+    }
+
+    /// Its billing calendar (anchor, customer time zone, cadence).
+    pub fn calendar(&self) -> &BillingCalendar {
+        &self.calendar
+    }
+
+    /// When it was created.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    /// When its trial ends (the calendar's anchor), if it had one.
+    pub fn trial_end(&self) -> Option<DateTime<Utc>> {
+        self.trial_end
+    }
+
+    /// The index of the oldest period not yet invoiced.
+    pub fn current_period_index(&self) -> i64 {
+        self.current_period
+    }
+
+    /// The oldest period not yet invoiced.
+    ///
+    /// # Errors
+    /// `DateOutOfRange` at the edges of chrono's range.
+    pub fn current_period(&self) -> Result<Period, BillingError> {
+        self.calendar.period(self.current_period)
+    }
+
+    /// What the current period's licensed line bills.
+    pub fn basis(&self) -> &PeriodBasis {
+        &self.basis
+    }
+
+    /// Proration lines waiting for the current period's invoice.
+    pub fn pending_lines(&self) -> &[InvoiceLine] {
+        &self.pending_lines
+    }
+
+    /// The change scheduled for the end of the current period.
+    pub fn scheduled_change(&self) -> Option<&ScheduledChange> {
+        self.scheduled_change.as_ref()
+    }
+
+    /// Whether it cancels at the end of the current period.
+    pub fn cancel_at_period_end(&self) -> bool {
+        self.cancel_at_period_end
+    }
+
+    /// When cancellation was requested.
+    pub fn canceled_at(&self) -> Option<DateTime<Utc>> {
+        self.canceled_at
+    }
+
+    /// When service ended (cancellation time, or the period end for a
+    /// cancellation at period end).
+    pub fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.ended_at
+    }
+
+    /// Whether its final invoice has been created: nothing is due anymore.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The store's version, bumped by every successful update.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When the billing cycle next has work for it (trial end, period end,
+    /// end of service); `None` once closed. Stores index on this.
+    pub fn next_due_at(&self) -> Option<DateTime<Utc>> {
+        if self.closed {
+            return None;
+        }
+        if self.status == SubscriptionStatus::Trialing {
+            return self.trial_end;
+        }
+        let end = self.current_period().ok()?.end();
+        Some(self.ended_at.map_or(end, |ended| ended.min(end)))
+    }
+
+    /// Whether the customer is served at `at` (trialing, active, past due;
+    /// not paused, unpaid, ended or incomplete).
+    pub fn is_served(&self, at: DateTime<Utc>) -> bool {
+        matches!(
+            self.status,
+            SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        ) && self.ended_at.is_none_or(|end| at < end)
+    }
+}

@@ -1,0 +1,344 @@
+//! The pure operations on a subscription.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::proration::proration_lines;
+use super::requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
+use super::{
+    ChangeDirection, ChangeTiming, PeriodBasis, ProrationPolicy, ScheduledChange, Subscription,
+    SubscriptionEvent, SubscriptionStatus,
+};
+use crate::calendar::BillingCalendar;
+use crate::currency::Currency;
+use crate::error::BillingError;
+use crate::plan::{Catalog, PlanRef, PlanVersion};
+use crate::rounding::RoundingMode;
+
+impl Subscription {
+    /// Creates a subscription at `now`. With a trial of N days, it is
+    /// `trialing` and its calendar is anchored at the trial's end (N × 24
+    /// hours later): the first paid period starts then, and usage during
+    /// the trial is recorded but not billed.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown plan version; `InvalidInput` if the plan
+    /// is not sold in the currency or seats is 0; `DateOutOfRange`.
+    pub fn create(
+        new: NewSubscription,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+    ) -> Result<Subscription, BillingError> {
+        let plan = catalog.plan(&new.plan)?;
+        check_sellable(plan, new.currency, new.seats)?;
+        let trial_days = match new.trial {
+            Trial::PlanDefault => plan.trial_days(),
+            Trial::Days(days) => days,
+            Trial::None => 0,
+        };
+        let trial_end = if trial_days == 0 {
+            None
+        } else {
+            Some(
+                now.checked_add_signed(TimeDelta::days(i64::from(trial_days)))
+                    .ok_or(BillingError::DateOutOfRange {
+                        what: "a trial end",
+                    })?,
+            )
+        };
+        let status = match (trial_end, new.require_payment) {
+            (Some(_), _) => SubscriptionStatus::Trialing,
+            (None, true) => SubscriptionStatus::Incomplete,
+            (None, false) => SubscriptionStatus::Active,
+        };
+        Ok(Subscription {
+            id: new.id,
+            tenant_id: new.tenant_id,
+            plan: new.plan.clone(),
+            currency: new.currency,
+            seats: new.seats,
+            status,
+            calendar: BillingCalendar::new(trial_end.unwrap_or(now), new.time_zone, plan.cadence()),
+            created_at: now,
+            trial_end,
+            current_period: 0,
+            basis: PeriodBasis {
+                plan: new.plan,
+                seats: new.seats,
+                billable: true,
+            },
+            accruing: true,
+            pending_lines: Vec::new(),
+            scheduled_change: None,
+            cancel_at_period_end: false,
+            canceled_at: None,
+            ended_at: None,
+            closed: false,
+            version: 0,
+        })
+    }
+
+    /// Applies an event with no other effect (payments, dunning, trial
+    /// end, incomplete expiry) by the transition table.
+    ///
+    /// # Errors
+    /// `IllegalTransition`; `InvalidInput` for an event that has its own
+    /// operation (pause, resume, cancel, change plan).
+    pub fn apply(&mut self, event: SubscriptionEvent) -> Result<SubscriptionStatus, BillingError> {
+        use SubscriptionEvent as E;
+        if matches!(
+            event,
+            E::Pause | E::Resume | E::Cancel | E::ScheduleCancel | E::ChangePlan
+        ) {
+            return Err(BillingError::invalid(
+                "event",
+                format!("{event} has its own operation"),
+            ));
+        }
+        self.status = self.status.apply(event)?;
+        Ok(self.status)
+    }
+
+    /// Cancels now or at period end.
+    ///
+    /// # Errors
+    /// `IllegalTransition` from a terminal or otherwise excluded status.
+    pub fn cancel(
+        &mut self,
+        mode: CancelMode,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+        rounding: RoundingMode,
+    ) -> Result<(), BillingError> {
+        match mode {
+            CancelMode::AtPeriodEnd => {
+                self.status.apply(SubscriptionEvent::ScheduleCancel)?;
+                self.cancel_at_period_end = true;
+            }
+            CancelMode::Immediately { prorate } => {
+                let next = self.status.apply(SubscriptionEvent::Cancel)?;
+                if prorate {
+                    self.prorate(catalog, now, true, rounding)?;
+                }
+                self.status = next;
+                self.accruing = false;
+                self.ended_at = Some(now);
+            }
+        }
+        self.canceled_at = Some(now);
+        Ok(())
+    }
+
+    /// Undoes a cancellation scheduled at period end.
+    ///
+    /// # Errors
+    /// `IllegalTransition` if the status forbids it; `InvalidInput` if no
+    /// cancellation is scheduled.
+    pub fn keep(&mut self) -> Result<(), BillingError> {
+        self.status.apply(SubscriptionEvent::ScheduleCancel)?;
+        if !self.cancel_at_period_end {
+            return Err(BillingError::invalid(
+                "subscription",
+                "no cancellation is scheduled",
+            ));
+        }
+        self.cancel_at_period_end = false;
+        self.canceled_at = None;
+        Ok(())
+    }
+
+    /// Pauses now: the unused rest of the period is credited, and periods
+    /// starting while paused are not billed.
+    ///
+    /// # Errors
+    /// `IllegalTransition`.
+    pub fn pause(
+        &mut self,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+        rounding: RoundingMode,
+    ) -> Result<(), BillingError> {
+        let next = self.status.apply(SubscriptionEvent::Pause)?;
+        self.prorate(catalog, now, true, rounding)?;
+        self.accruing = false;
+        self.status = next;
+        Ok(())
+    }
+
+    /// Resumes now: the rest of the period is debited.
+    ///
+    /// # Errors
+    /// `IllegalTransition`.
+    pub fn resume(
+        &mut self,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+        rounding: RoundingMode,
+    ) -> Result<(), BillingError> {
+        let next = self.status.apply(SubscriptionEvent::Resume)?;
+        self.accruing = true;
+        self.prorate(catalog, now, false, rounding)?;
+        self.status = next;
+        Ok(())
+    }
+
+    /// Changes plan version and/or seats, by `policy`. The change is an
+    /// upgrade when the new licensed amount per period is higher.
+    ///
+    /// # Errors
+    /// `IllegalTransition`; `NotFound` for an unknown plan version;
+    /// `InvalidInput` for another currency or cadence, or zero seats.
+    pub fn change_plan(
+        &mut self,
+        change: PlanChange,
+        catalog: &Catalog,
+        policy: ProrationPolicy,
+        now: DateTime<Utc>,
+        rounding: RoundingMode,
+    ) -> Result<PlanChangeOutcome, BillingError> {
+        self.status.apply(SubscriptionEvent::ChangePlan)?;
+        let old = catalog.plan(&self.plan)?;
+        let new = catalog.plan(&change.plan)?;
+        check_sellable(new, self.currency, change.seats)?;
+        if new.cadence() != old.cadence() {
+            return Err(BillingError::invalid(
+                "plan",
+                "changing the billing cadence is not supported",
+            ));
+        }
+        let before = old.licensed_amount(self.currency, self.seats)?;
+        let after = new.licensed_amount(self.currency, change.seats)?;
+        let direction = if after.amount() > before.amount() {
+            ChangeDirection::Upgrade
+        } else {
+            ChangeDirection::Downgrade
+        };
+        let timing = policy.timing(direction);
+        match timing {
+            ChangeTiming::AtPeriodEnd => {
+                self.scheduled_change = Some(ScheduledChange {
+                    plan: change.plan,
+                    seats: change.seats,
+                });
+            }
+            ChangeTiming::ImmediateWithProration => {
+                self.prorate(catalog, now, true, rounding)?;
+                self.switch(change.plan, change.seats, now)?;
+                self.prorate(catalog, now, false, rounding)?;
+            }
+            ChangeTiming::ImmediateWithoutProration => {
+                self.switch(change.plan, change.seats, now)?
+            }
+        }
+        Ok(PlanChangeOutcome { direction, timing })
+    }
+
+    /// Switches plan now; before the period started (a trial), the
+    /// period's basis follows.
+    fn switch(
+        &mut self,
+        plan: PlanRef,
+        seats: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), BillingError> {
+        if now <= self.current_period()?.start() {
+            self.basis.plan = plan.clone();
+            self.basis.seats = seats;
+        }
+        self.plan = plan;
+        self.seats = seats;
+        self.scheduled_change = None;
+        Ok(())
+    }
+
+    /// Adds credit (or debit) lines for the current plan over the rest of
+    /// the current period, if it is accruing and the period has started.
+    fn prorate(
+        &mut self,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+        credit: bool,
+        rounding: RoundingMode,
+    ) -> Result<(), BillingError> {
+        let period = self.current_period()?;
+        if now <= period.start() {
+            // Nothing billed yet: the period's basis simply follows.
+            self.basis.billable = !credit;
+            return Ok(());
+        }
+        if !self.accruing {
+            return Ok(());
+        }
+        let plan = catalog.plan(&self.plan)?;
+        let lines = proration_lines(
+            plan,
+            self.currency,
+            self.seats,
+            &period,
+            now,
+            credit,
+            rounding,
+        )?;
+        self.pending_lines.extend(lines);
+        Ok(())
+    }
+
+    /// Ends the trial if `now` has reached it. Returns whether it did.
+    pub(crate) fn end_trial_if_due(&mut self, now: DateTime<Utc>) -> Result<bool, BillingError> {
+        match self.trial_end {
+            Some(end) if self.status == SubscriptionStatus::Trialing && now >= end => {
+                self.status = self.status.apply(SubscriptionEvent::TrialEnded)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// After the current period's invoice exists: moves to the next
+    /// period, applying a scheduled change or cancellation.
+    pub(crate) fn close_period(&mut self) -> Result<(), BillingError> {
+        let period = self.current_period()?;
+        if self.ended_at.is_some_and(|end| end <= period.end()) {
+            self.closed = true;
+            self.pending_lines.clear();
+            return Ok(());
+        }
+        if let Some(change) = self.scheduled_change.take() {
+            self.plan = change.plan;
+            self.seats = change.seats;
+        }
+        if self.cancel_at_period_end {
+            self.status = self.status.apply(SubscriptionEvent::Cancel)?;
+            self.ended_at = Some(period.end());
+            self.closed = true;
+            self.pending_lines.clear();
+            return Ok(());
+        }
+        self.current_period =
+            self.current_period
+                .checked_add(1)
+                .ok_or(BillingError::DateOutOfRange {
+                    what: "a period index",
+                })?;
+        self.accruing = self.status != SubscriptionStatus::Paused;
+        self.basis = PeriodBasis {
+            plan: self.plan.clone(),
+            seats: self.seats,
+            billable: self.accruing,
+        };
+        self.pending_lines.clear();
+        Ok(())
+    }
+}
+
+fn check_sellable(plan: &PlanVersion, currency: Currency, seats: u32) -> Result<(), BillingError> {
+    if !plan.sells_in(currency) {
+        return Err(BillingError::invalid(
+            "currency",
+            format!("{} is not sold in {currency}", plan.reference()),
+        ));
+    }
+    if seats == 0 {
+        return Err(BillingError::invalid("seats", "at least one seat"));
+    }
+    Ok(())
+}

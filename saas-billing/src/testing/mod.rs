@@ -1,0 +1,85 @@
+//! Conformance suites for the stores and a simulated-clock harness
+//! (feature `testing`).
+//!
+//! Each suite is a set of plain `pub async fn`s over a store trait object;
+//! a macro stamps out one named `#[tokio::test]` per behaviour for a
+//! backend. A factory returns `None` to skip (a SQL backend without its
+//! database configured):
+//!
+//! ```text
+//! async fn usage_store() -> Option<Arc<dyn UsageStore>> { … }
+//! saas_billing::usage_store_conformance!(usage_store);
+//! ```
+
+pub mod fixtures;
+mod harness;
+pub mod invoices;
+pub mod subscriptions;
+pub mod usage;
+
+pub use harness::BillingHarness;
+
+/// One `#[tokio::test]` per subscription-store behaviour, for the store
+/// returned by `$factory` (`async fn() -> Option<Arc<dyn SubscriptionStore>>`).
+#[macro_export]
+macro_rules! subscription_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, subscriptions;
+            insert_then_get,
+            duplicate_insert_is_already_exists,
+            other_tenants_subscription_is_not_found,
+            update_bumps_version_and_refuses_stale,
+            concurrent_updates_one_wins,
+            due_lists_by_next_due_at,
+            list_is_per_tenant
+        );
+    };
+}
+
+/// One `#[tokio::test]` per usage-store behaviour, for the store returned
+/// by `$factory` (`async fn() -> Option<Arc<dyn UsageStore>>`).
+#[macro_export]
+macro_rules! usage_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, usage;
+            same_key_same_payload_is_recorded_once,
+            same_key_other_payload_is_a_conflict,
+            keys_are_per_tenant,
+            batch_outcomes_follow_the_batch,
+            racing_ingestions_store_once,
+            sealed_periods_bill_late_usage_in_the_next,
+            seal_is_monotonic,
+            queries_filter_by_tenant_and_subscription
+        );
+    };
+}
+
+/// One `#[tokio::test]` per invoice-store behaviour, for the store
+/// returned by `$factory` (`async fn() -> Option<Arc<dyn InvoiceStore>>`).
+#[macro_export]
+macro_rules! invoice_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, invoices;
+            create_then_get_and_find,
+            one_invoice_per_subscription_and_period,
+            racing_creations_store_one,
+            finalized_invoices_are_immutable,
+            drafts_due_are_unfinalized_and_due,
+            other_tenants_invoice_is_not_found
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance {
+    ($factory:path, $suite:ident; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(store) = $factory().await else { return };
+                $crate::testing::$suite::$name(store).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,216 @@
+//! Billing cycles over time, racing runs, quotas and domain events.
+
+use saas_billing::{
+    BillingEvent, Currency, MeterKey, NewSubscription, SubscriptionStatus, Trial, UsageEvent, dec,
+};
+use saas_core::TenantId;
+
+use crate::fixtures::{at, harness, plan, usd};
+
+#[tokio::test]
+async fn anchored_on_jan_31_through_a_leap_year() {
+    let mut h = harness(at(2024, 1, 31, 0));
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), Currency::USD).trial(Trial::None);
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    h.advance_months(13).await.unwrap();
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    let bounds: Vec<_> = invoices
+        .iter()
+        .map(|i| (i.period_start, i.period_end))
+        .collect();
+    assert_eq!(invoices.len(), 13);
+    assert_eq!(bounds[0], (at(2024, 1, 31, 0), at(2024, 2, 29, 0)));
+    assert_eq!(bounds[1], (at(2024, 2, 29, 0), at(2024, 3, 31, 0)));
+    assert_eq!(bounds[2], (at(2024, 3, 31, 0), at(2024, 4, 30, 0)));
+    assert_eq!(bounds[11], (at(2024, 12, 31, 0), at(2025, 1, 31, 0)));
+    assert_eq!(bounds[12], (at(2025, 1, 31, 0), at(2025, 2, 28, 0)));
+    assert!(invoices.iter().all(|i| i.total == usd(dec!(30.00))));
+    // Each draft is finalized on the next run after its grace.
+    assert!(invoices[..12].iter().all(|i| i.is_finalized()));
+    assert!(!invoices[12].is_finalized());
+    let finalized = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, BillingEvent::InvoiceFinalized { .. }))
+        .count();
+    assert_eq!(finalized, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_for_one_period_make_one_invoice() {
+    let h = harness(at(2024, 1, 1, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(NewSubscription::new(
+            tenant,
+            plan("basic", 1),
+            Currency::USD,
+        ))
+        .await
+        .unwrap();
+    h.set_time(at(2024, 2, 1, 0));
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = h.engine().clone();
+            tokio::spawn(async move { engine.run_billing_cycle().await })
+        })
+        .collect();
+    let mut created = 0;
+    for run in runs {
+        created += run.await.unwrap().unwrap().drafts_created.len();
+    }
+    assert_eq!(created, 1);
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].total, usd(dec!(30.00)));
+    let sub = h.engine().subscription(tenant, sub.id()).await.unwrap();
+    assert_eq!(sub.current_period_index(), 1);
+}
+
+#[tokio::test]
+async fn quota_exhausted_exactly_at_the_limit() {
+    let h = harness(at(2024, 1, 1, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(NewSubscription::new(
+            tenant,
+            plan("basic", 1),
+            Currency::USD,
+        ))
+        .await
+        .unwrap();
+    let checker = h.engine().entitlements();
+    // 10,000 API calls a period.
+    assert!(
+        checker
+            .try_consume(tenant, "api_calls", dec!(9999))
+            .is_allowed()
+    );
+    let last = checker.try_consume(tenant, "api_calls", dec!(1));
+    assert!(last.is_allowed());
+    assert_eq!(last.remaining(), Some(dec!(0)));
+    let over = checker.check(tenant, "api_calls", dec!(1));
+    assert!(!over.is_allowed());
+    assert_eq!(over.remaining(), Some(dec!(0)));
+    assert_eq!(over.limit(), Some(dec!(10000)));
+    // Static limit and flags.
+    assert!(h.engine().check(tenant, "seats", dec!(3)).is_allowed());
+    assert!(!h.engine().check(tenant, "seats", dec!(4)).is_allowed());
+    assert!(h.engine().check(tenant, "export", dec!(1)).is_allowed());
+    assert!(!h.engine().check(tenant, "sso", dec!(1)).is_allowed());
+    // Recorded usage: 100 tokens a period; reaching 100 is fine, 101 is not.
+    let tokens = |v, key: &str| {
+        UsageEvent::new(
+            tenant,
+            sub.id(),
+            MeterKey::new("tokens").unwrap(),
+            v,
+            at(2024, 1, 1, 0),
+            key,
+        )
+    };
+    h.engine()
+        .record_usage(tokens(dec!(60), "t1"))
+        .await
+        .unwrap();
+    h.engine()
+        .record_usage(tokens(dec!(40), "t2"))
+        .await
+        .unwrap();
+    assert!(
+        !h.events()
+            .iter()
+            .any(|e| matches!(e, BillingEvent::QuotaExceeded { .. }))
+    );
+    assert_eq!(
+        h.engine().check(tenant, "tokens", dec!(0)).remaining(),
+        Some(dec!(0))
+    );
+    h.engine()
+        .record_usage(tokens(dec!(1), "t3"))
+        .await
+        .unwrap();
+    let exceeded: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, BillingEvent::QuotaExceeded { .. }))
+        .collect();
+    assert_eq!(exceeded.len(), 1);
+    // The next period starts afresh.
+    h.set_time(at(2024, 2, 1, 0));
+    assert_eq!(
+        checker.check(tenant, "api_calls", dec!(1)).remaining(),
+        Some(dec!(9999))
+    );
+}
+
+#[tokio::test]
+async fn harness_records_domain_events_in_order() {
+    let mut h = harness(at(2024, 1, 1, 0));
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), Currency::USD).trial(Trial::Days(7));
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    h.advance_to(at(2024, 1, 8, 0)).await.unwrap();
+    h.set_time(at(2024, 1, 20, 0));
+    h.engine()
+        .change_plan(
+            tenant,
+            sub.id(),
+            saas_billing::PlanChange {
+                plan: plan("pro", 1),
+                seats: 1,
+            },
+        )
+        .await
+        .unwrap();
+    h.engine()
+        .cancel(
+            tenant,
+            sub.id(),
+            saas_billing::CancelMode::Immediately { prorate: true },
+        )
+        .await
+        .unwrap();
+    h.advance_to(at(2024, 1, 22, 0)).await.unwrap();
+    let kinds: Vec<&str> = h
+        .events()
+        .iter()
+        .map(|e| match e {
+            BillingEvent::SubscriptionCreated { .. } => "created",
+            BillingEvent::SubscriptionStatusChanged {
+                to: SubscriptionStatus::Active,
+                ..
+            } => "active",
+            BillingEvent::SubscriptionChanged { .. } => "changed",
+            BillingEvent::SubscriptionCanceled { .. } => "canceled",
+            BillingEvent::InvoiceFinalized { .. } => "finalized",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "active", "changed", "canceled", "finalized"]
+    );
+    // Final invoice: Jan 8 → Feb 8 is 31 days (2,678,400 s). Basic 30.00 in
+    // full; upgrade on Jan 20 with 19 days (1,641,600 s) left: −18.39 and
+    // +55.16 +3.06; cancel on Jan 20 too, crediting pro's 19 days: −55.16 −3.06.
+    let invoice = &h.engine().invoices(tenant, sub.id()).await.unwrap()[0];
+    let amounts: Vec<_> = invoice.lines.iter().map(|l| l.amount.amount()).collect();
+    assert_eq!(
+        amounts,
+        [
+            dec!(30.00),
+            dec!(-18.39),
+            dec!(55.16),
+            dec!(3.06),
+            dec!(-55.16),
+            dec!(-3.06),
+            dec!(0.00)
+        ]
+    );
+    assert_eq!(invoice.total, usd(dec!(11.61)));
+    assert_eq!(invoice.period_end, at(2024, 1, 20, 0));
+}
