@@ -10,6 +10,9 @@
 //! ```
 
 pub mod catalog;
+pub mod leak;
+#[cfg(feature = "postgres")]
+pub mod pg_leak;
 
 use std::fmt;
 use std::future::Future;

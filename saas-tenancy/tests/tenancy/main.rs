@@ -5,6 +5,7 @@
 
 mod catalog;
 mod fixtures;
+mod leak;
 mod model;
 mod pg_env;
 mod pg_isolation;
