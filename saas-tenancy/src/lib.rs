@@ -2,10 +2,15 @@
 
 pub mod catalog;
 mod error;
+mod ident;
 mod placement;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod record;
+#[cfg(feature = "_sql")]
+pub mod registry;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -15,6 +20,7 @@ pub use catalog::PostgresCatalog;
 pub use catalog::SqliteCatalog;
 pub use catalog::{Catalog, CatalogLookup, DynCatalog, InMemoryCatalog};
 pub use error::TenancyError;
+pub use ident::{SqlIdent, TenantTable};
 pub use placement::{ClusterName, Placement, Strategy, TenantObjectName};
 pub use record::{
     ListOptions, MAX_DISPLAY_NAME_LEN, NewTenant, TenantPage, TenantRecord, transition_allowed,

@@ -4,7 +4,7 @@ use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, Postgres};
 
-use super::registry::PoolLease;
+use super::PgPoolLease;
 use crate::placement::Placement;
 
 /// A connection scoped to one tenant, for single statements that each
@@ -28,7 +28,7 @@ pub struct TenantConn {
     tenant: TenantId,
     placement: Placement,
     // Dropped after `conn` has gone back to the tenant pool.
-    _lease: Option<PoolLease>,
+    _lease: Option<PgPoolLease>,
 }
 
 impl TenantConn {
@@ -37,7 +37,7 @@ impl TenantConn {
         needs_reset: bool,
         tenant: TenantId,
         placement: Placement,
-        lease: Option<PoolLease>,
+        lease: Option<PgPoolLease>,
     ) -> Self {
         Self {
             conn: Some(conn),

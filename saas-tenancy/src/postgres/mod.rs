@@ -3,7 +3,6 @@
 
 mod cache;
 mod conn;
-mod registry;
 mod sql;
 mod tx;
 
@@ -16,12 +15,14 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgPool, Postgres};
 
+pub use crate::ident::{SqlIdent, TenantTable};
+pub use crate::registry::{PoolLimits, PoolStats};
 pub use conn::TenantConn;
-pub use registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
-pub use sql::{
-    POLICY_NAME, SqlIdent, TENANT_SETTING, TenantTable, current_tenant_expr,
-    row_security_statements,
-};
+
+/// A PostgreSQL tenant pool checked out of the registry.
+pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
+type PoolRegistry = crate::registry::PoolRegistry<Postgres>;
+pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
 pub use tx::TenantTx;
 
 use cache::RecordCache;
@@ -351,7 +352,10 @@ impl PgTenancy {
     }
 
     /// The tenant's own pool, when its placement or the scope mode uses one.
-    async fn tenant_pool(&self, record: &TenantRecord) -> Result<Option<PoolLease>, TenancyError> {
+    async fn tenant_pool(
+        &self,
+        record: &TenantRecord,
+    ) -> Result<Option<PgPoolLease>, TenancyError> {
         let placement = &record.placement;
         let dedicated = matches!(placement, Placement::Database { .. })
             || self.inner.mode == ScopeMode::TenantPools;
@@ -376,7 +380,10 @@ impl PgTenancy {
                 .options([(TENANT_SETTING, tenant.as_str())]),
         };
         Ok(Some(
-            self.inner.registry.lease(record.id, || options).await?,
+            self.inner
+                .registry
+                .lease(record.id, |limits| limits.pg_pool(options))
+                .await?,
         ))
     }
 

@@ -3,7 +3,7 @@ use std::ops::{Deref, DerefMut};
 use saas_core::TenantId;
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::registry::PoolLease;
+use super::PgPoolLease;
 use crate::error::TenancyError;
 use crate::placement::Placement;
 
@@ -29,7 +29,7 @@ pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
     placement: Placement,
-    _lease: Option<PoolLease>,
+    _lease: Option<PgPoolLease>,
 }
 
 impl TenantTx {
@@ -37,7 +37,7 @@ impl TenantTx {
         tx: Transaction<'static, Postgres>,
         tenant: TenantId,
         placement: Placement,
-        lease: Option<PoolLease>,
+        lease: Option<PgPoolLease>,
     ) -> Self {
         Self {
             tx,

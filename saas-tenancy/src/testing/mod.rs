@@ -65,6 +65,8 @@ where
 
 #[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// A name for a throw-away database object (schema, role): `prefix_`
 /// followed by a fresh v7 UUID in hex, so parallel tests never collide.

@@ -127,15 +127,15 @@ impl LeakTarget for PgLeakTarget {
         Ok(done.rows_affected())
     }
 
-    async fn unscoped_count(&self) -> Result<i64, String> {
+    async fn unscoped_count(&self) -> Result<Option<i64>, String> {
         let pool = self.tenancy.runtime_pool(&self.cluster).map_err(text)?;
         match sqlx::query_scalar(AssertSqlSafe(self.count.clone()))
             .fetch_one(pool)
             .await
         {
-            Ok(n) => Ok(n),
+            Ok(n) => Ok(Some(n)),
             // No such table where a tenant-less connection looks: nothing seen.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(0),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Some(0)),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -9,7 +9,7 @@ use saas_tenancy::postgres::{ScopeMode, SqlIdent};
 use saas_tenancy::testing::leak::run_leak_harness;
 use saas_tenancy::testing::pg_leak::PgLeakTarget;
 
-fn cases() -> u32 {
+pub(crate) fn cases() -> u32 {
     std::env::var("SAAS_LEAK_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -9,3 +9,4 @@ mod leak;
 mod model;
 mod pg_env;
 mod pg_isolation;
+mod sqlite_isolation;

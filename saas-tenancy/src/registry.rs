@@ -1,4 +1,4 @@
-//! Pools for database-per-tenant placements under one connection budget.
+//! Per-tenant pools under one connection budget, for any sqlx database.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use saas_core::TenantId;
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, Notify};
 
 use crate::error::TenancyError;
@@ -61,6 +60,19 @@ impl PoolLimits {
     }
 }
 
+impl PoolLimits {
+    /// A lazily connecting PostgreSQL pool sized by these limits.
+    #[cfg(feature = "postgres")]
+    pub fn pg_pool(&self, options: sqlx::postgres::PgConnectOptions) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(self.per_tenant)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Some(self.idle_pool_timeout))
+            .connect_lazy_with(options)
+    }
+}
+
 /// A snapshot of the registry's gauges and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -78,8 +90,8 @@ pub struct PoolStats {
     pub timeouts: u64,
 }
 
-struct Entry {
-    pool: PgPool,
+struct Entry<DB: Database> {
+    pool: Pool<DB>,
     leases: Arc<AtomicUsize>,
     last_used: Instant,
 }
@@ -87,9 +99,9 @@ struct Entry {
 /// Keeps one pool per tenant database, LRU-evicting unused pools so that
 /// `open pools × per_tenant ≤ budget` always holds. A pool in use (a lease
 /// is alive) is never evicted.
-pub struct PoolRegistry {
+pub struct PoolRegistry<DB: Database> {
     limits: PoolLimits,
-    pools: Mutex<HashMap<TenantId, Entry>>,
+    pools: Mutex<HashMap<TenantId, Entry<DB>>>,
     freed: Arc<Notify>,
     evictions: AtomicU64,
     waits: AtomicU64,
@@ -97,33 +109,33 @@ pub struct PoolRegistry {
 }
 
 /// A tenant pool checked out of the registry; keeps it from eviction.
-pub struct PoolLease {
-    pool: PgPool,
+pub struct PoolLease<DB: Database> {
+    pool: Pool<DB>,
     leases: Arc<AtomicUsize>,
     freed: Arc<Notify>,
 }
 
-impl PoolLease {
+impl<DB: Database> PoolLease<DB> {
     /// The pool.
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Pool<DB> {
         &self.pool
     }
 }
 
-impl Drop for PoolLease {
+impl<DB: Database> Drop for PoolLease<DB> {
     fn drop(&mut self) {
         self.leases.fetch_sub(1, Ordering::AcqRel);
         self.freed.notify_waiters();
     }
 }
 
-impl std::fmt::Debug for PoolLease {
+impl<DB: Database> std::fmt::Debug for PoolLease<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolLease").finish_non_exhaustive()
     }
 }
 
-impl std::fmt::Debug for PoolRegistry {
+impl<DB: Database> std::fmt::Debug for PoolRegistry<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolRegistry")
             .field("limits", &self.limits)
@@ -131,7 +143,7 @@ impl std::fmt::Debug for PoolRegistry {
     }
 }
 
-impl PoolRegistry {
+impl<DB: Database> PoolRegistry<DB> {
     /// A registry with `limits`; the per-tenant cap must fit the budget.
     pub fn new(limits: PoolLimits) -> Result<Self, TenancyError> {
         if limits.per_tenant == 0 || limits.per_tenant > limits.budget {
@@ -150,15 +162,21 @@ impl PoolRegistry {
         })
     }
 
-    /// The pool for `tenant`, opening it (lazily connecting with
-    /// `options`) if needed; waits up to the acquire timeout for budget.
+    /// The limits (open pools with at most `per_tenant` connections).
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
+    /// The pool for `tenant`, opening it with `open` if needed (which must
+    /// connect lazily and hold at most [`PoolLimits::per_tenant`]
+    /// connections); waits up to the acquire timeout for budget.
     pub async fn lease(
         &self,
         tenant: TenantId,
-        options: impl FnOnce() -> PgConnectOptions,
-    ) -> Result<PoolLease, TenancyError> {
+        open: impl FnOnce(&PoolLimits) -> Pool<DB>,
+    ) -> Result<PoolLease<DB>, TenancyError> {
         let deadline = Instant::now() + self.limits.acquire_timeout;
-        let mut options = Some(options);
+        let mut open = Some(open);
         let mut waited = false;
         loop {
             // Register interest before checking, so a release in between
@@ -172,15 +190,10 @@ impl PoolRegistry {
                 }
                 let reserved = pools.len() as u32 * self.limits.per_tenant;
                 if reserved + self.limits.per_tenant <= self.limits.budget {
-                    let make = options.take().ok_or_else(|| {
-                        TenancyError::InvalidInput("pool options already used".to_owned())
+                    let open = open.take().ok_or_else(|| {
+                        TenancyError::InvalidInput("pool opener already used".to_owned())
                     })?;
-                    let pool = PgPoolOptions::new()
-                        .max_connections(self.limits.per_tenant)
-                        .min_connections(0)
-                        .acquire_timeout(self.limits.acquire_timeout)
-                        .idle_timeout(Some(self.limits.idle_pool_timeout))
-                        .connect_lazy_with(make());
+                    let pool = open(&self.limits);
                     let entry = pools.entry(tenant).or_insert(Entry {
                         pool,
                         leases: Arc::new(AtomicUsize::new(0)),
@@ -216,7 +229,7 @@ impl PoolRegistry {
         }
     }
 
-    fn lease_of(&self, entry: &Entry) -> PoolLease {
+    fn lease_of(&self, entry: &Entry<DB>) -> PoolLease<DB> {
         entry.leases.fetch_add(1, Ordering::AcqRel);
         PoolLease {
             pool: entry.pool.clone(),
@@ -227,7 +240,7 @@ impl PoolRegistry {
 
     /// Closes pools unused for longer than the idle timeout.
     pub async fn evict_idle(&self) -> usize {
-        let idle: Vec<Entry> = {
+        let idle: Vec<Entry<DB>> = {
             let mut pools = self.pools.lock().await;
             let limit = self.limits.idle_pool_timeout;
             let ids: Vec<TenantId> = pools

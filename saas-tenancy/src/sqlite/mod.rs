@@ -1,0 +1,395 @@
+//! SQLite placements: rows in a shared database file, or a database file
+//! per tenant.
+//!
+//! SQLite has no row-level security, so isolation is built into the
+//! connections a tenant gets: every scoped connection belongs to the
+//! tenant's own small pool and `ATTACH` is refused on it. In a shared file
+//! the rows of a declared table `notes` live in a physical table
+//! (`notes_rows` by default, see [`TenantTable::stored_as`]), and each
+//! tenant connection gets a temporary view `notes` of its own rows with
+//! `INSTEAD OF` triggers that keep writes inside the tenant. Application
+//! SQL names `notes` as usual — the same SQL as for a tenant database file
+//! — and cannot forget the tenant filter.
+//!
+//! **Not protected:** SQL that names the physical table (`notes_rows`)
+//! bypasses the view, and `DROP VIEW temp.notes` removes it for the rest of
+//! the connection's life. Never build table names from request data;
+//! reserve the physical names for migrations. Two SQLite limitations of
+//! views with `INSTEAD OF` triggers apply to shared placements: `RETURNING`
+//! is not available, and `rows_affected()` of an `UPDATE`/`DELETE` is 0 —
+//! count with `SELECT total_changes()` before and after if you need it.
+
+mod guard;
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use saas_core::{SharedClock, SystemClock, TenantContext, TenantStatus};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+
+use crate::catalog::DynCatalog;
+use crate::error::TenancyError;
+use crate::ident::TenantTable;
+use crate::placement::{ClusterName, Placement};
+use crate::record::{NewTenant, TenantRecord};
+use crate::registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
+
+/// One SQLite "cluster": a shared database file for row tenants and a
+/// directory for tenant database files.
+#[derive(Debug, Clone)]
+pub struct SqliteClusterConfig {
+    /// The name placements refer to.
+    pub name: ClusterName,
+    /// The shared database file (its tables are created by the host's
+    /// shared migrations).
+    pub shared_file: PathBuf,
+    /// Where `t_<id>.sqlite` files of database tenants live.
+    pub tenant_dir: PathBuf,
+}
+
+/// Scoped access to tenants on SQLite.
+#[derive(Clone)]
+pub struct SqliteTenancy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: DynCatalog,
+    clusters: HashMap<ClusterName, SqliteClusterConfig>,
+    tables: Vec<TenantTable>,
+    tenant_migrator: Option<Arc<Migrator>>,
+    registry: PoolRegistry<Sqlite>,
+    clock: SharedClock,
+}
+
+/// Builds a [`SqliteTenancy`].
+pub struct SqliteTenancyBuilder {
+    catalog: DynCatalog,
+    clusters: Vec<SqliteClusterConfig>,
+    tables: Vec<TenantTable>,
+    tenant_migrator: Option<Arc<Migrator>>,
+    limits: PoolLimits,
+}
+
+/// A scoped SQLite connection (statements commit on their own).
+pub struct SqliteTenantConn {
+    conn: PoolConnection<Sqlite>,
+    record: TenantRecord,
+    _lease: PoolLease<Sqlite>,
+}
+
+/// A scoped SQLite transaction; dropped without commit, it rolls back.
+pub struct SqliteTenantTx {
+    tx: Transaction<'static, Sqlite>,
+    record: TenantRecord,
+    _lease: PoolLease<Sqlite>,
+}
+
+impl SqliteTenancy {
+    /// Starts a builder over `catalog`.
+    pub fn builder(catalog: DynCatalog) -> SqliteTenancyBuilder {
+        SqliteTenancyBuilder {
+            catalog,
+            clusters: Vec::new(),
+            tables: Vec::new(),
+            tenant_migrator: None,
+            limits: PoolLimits::new(20, 2),
+        }
+    }
+
+    fn cluster(&self, name: &ClusterName) -> Result<&SqliteClusterConfig, TenancyError> {
+        self.inner
+            .clusters
+            .get(name)
+            .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
+    }
+
+    /// Adds a tenant to the catalog, creates its database file (database
+    /// placements) and applies the tenant migrations, then marks it active.
+    /// Schema placements do not exist on SQLite.
+    pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        if let Placement::Schema { .. } = tenant.placement() {
+            return Err(TenancyError::Unsupported(
+                "SQLite has no schemas; place the tenant Shared or Database".to_owned(),
+            ));
+        }
+        self.cluster(tenant.placement().cluster())?;
+        let record = self.inner.catalog.create(tenant).await?;
+        if let Placement::Database { cluster, database } = &record.placement {
+            let file = self
+                .cluster(cluster)?
+                .tenant_dir
+                .join(format!("{database}.sqlite"));
+            let options = SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let mut conn = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+            if let Some(migrator) = &self.inner.tenant_migrator {
+                migrator.run(&mut conn).await.map_err(|e| {
+                    TenancyError::InvalidInput(format!("tenant migration failed: {e}"))
+                })?;
+            }
+            <SqliteConnection as sqlx::Connection>::close(conn).await?;
+        }
+        self.inner
+            .catalog
+            .set_status(record.id, TenantStatus::Active)
+            .await
+    }
+
+    async fn servable(&self, ctx: &TenantContext) -> Result<TenantRecord, TenancyError> {
+        let id = ctx.tenant_id();
+        let record = self
+            .inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        if !record.status.is_servable() {
+            return Err(TenancyError::TenantNotServable {
+                tenant: id,
+                status: record.status,
+            });
+        }
+        Ok(record)
+    }
+
+    async fn lease(&self, record: &TenantRecord) -> Result<PoolLease<Sqlite>, TenancyError> {
+        let cluster = self.cluster(record.placement.cluster())?.clone();
+        let (file, shared) = match &record.placement {
+            Placement::Shared { .. } => (cluster.shared_file.clone(), true),
+            Placement::Database { database, .. } => {
+                (cluster.tenant_dir.join(format!("{database}.sqlite")), false)
+            }
+            Placement::Schema { .. } => {
+                return Err(TenancyError::Unsupported(
+                    "SQLite has no schemas".to_owned(),
+                ));
+            }
+        };
+        let tenant = record.id;
+        let tables: Vec<guard::ViewSpec> = if shared {
+            self.view_specs()?
+        } else {
+            Vec::new()
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        self.inner
+            .registry
+            .lease(tenant, move |limits| {
+                SqlitePoolOptions::new()
+                    .max_connections(limits.per_tenant)
+                    .min_connections(0)
+                    .acquire_timeout(limits.acquire_timeout)
+                    .idle_timeout(Some(limits.idle_pool_timeout))
+                    .after_connect(move |conn, _| {
+                        let tables = tables.clone();
+                        Box::pin(async move {
+                            guard::forbid_attach(conn).await?;
+                            guard::install_tenant_views(conn, tenant, &tables)
+                                .await
+                                .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))
+                        })
+                    })
+                    .connect_lazy_with(options)
+            })
+            .await
+    }
+
+    fn view_specs(&self) -> Result<Vec<guard::ViewSpec>, TenancyError> {
+        self.inner
+            .tables
+            .iter()
+            .map(|t| Ok((t.table.clone(), t.physical()?, t.tenant_column.clone())))
+            .collect()
+    }
+
+    /// Checks every cluster's shared file: each declared table's physical
+    /// table exists, has the tenant column and a primary key. Run it at
+    /// startup, after the shared migrations, so a mistake is reported here
+    /// rather than as a connection that cannot be opened.
+    pub async fn setup(&self) -> Result<(), TenancyError> {
+        let specs = self.view_specs()?;
+        for cluster in self.inner.clusters.values() {
+            let options = SqliteConnectOptions::new()
+                .filename(&cluster.shared_file)
+                .create_if_missing(false);
+            let mut conn = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+            // Installing the views on a throw-away connection checks
+            // exactly what tenant connections will do.
+            let checked =
+                guard::install_tenant_views(&mut conn, saas_core::TenantId::new(), &specs).await;
+            <SqliteConnection as sqlx::Connection>::close(conn).await?;
+            checked?;
+        }
+        Ok(())
+    }
+
+    /// A scoped connection for single statements.
+    pub async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
+        let record = self.servable(ctx).await?;
+        let lease = self.lease(&record).await?;
+        let conn = lease.pool().acquire().await?;
+        Ok(SqliteTenantConn {
+            conn,
+            record,
+            _lease: lease,
+        })
+    }
+
+    /// A scoped transaction.
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
+        let record = self.servable(ctx).await?;
+        let lease = self.lease(&record).await?;
+        let tx = lease.pool().begin().await?;
+        Ok(SqliteTenantTx {
+            tx,
+            record,
+            _lease: lease,
+        })
+    }
+
+    /// Gauges of the tenant pool registry.
+    pub async fn pool_stats(&self) -> PoolStats {
+        self.inner.registry.stats().await
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &DynCatalog {
+        &self.inner.catalog
+    }
+
+    /// The clock this tenancy was built with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+}
+
+impl SqliteTenancyBuilder {
+    /// Adds a cluster.
+    pub fn cluster(mut self, config: SqliteClusterConfig) -> Self {
+        self.clusters.push(config);
+        self
+    }
+
+    /// Declares a shared table of row tenants (it needs a primary key).
+    pub fn tenant_table(mut self, table: TenantTable) -> Self {
+        self.tables.push(table);
+        self
+    }
+
+    /// Migrations applied to every tenant database file.
+    pub fn tenant_migrations(mut self, migrator: Migrator) -> Self {
+        self.tenant_migrator = Some(Arc::new(migrator));
+        self
+    }
+
+    /// Limits of the per-tenant pools (default: 20 connections in all, 2
+    /// per tenant).
+    pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Validates the configuration.
+    pub fn build(self) -> Result<SqliteTenancy, TenancyError> {
+        if self.clusters.is_empty() {
+            return Err(TenancyError::InvalidInput(
+                "no clusters configured; add one with .cluster(..)".to_owned(),
+            ));
+        }
+        let mut clusters = HashMap::new();
+        for c in self.clusters {
+            if clusters.insert(c.name.clone(), c).is_some() {
+                return Err(TenancyError::InvalidInput(
+                    "a cluster is configured twice".to_owned(),
+                ));
+            }
+        }
+        Ok(SqliteTenancy {
+            inner: Arc::new(Inner {
+                catalog: self.catalog,
+                clusters,
+                tables: self.tables,
+                tenant_migrator: self.tenant_migrator,
+                registry: PoolRegistry::new(self.limits)?,
+                clock: Arc::new(SystemClock),
+            }),
+        })
+    }
+}
+
+macro_rules! scoped_handle {
+    ($ty:ident, $field:ident) => {
+        impl $ty {
+            /// The tenant's catalog record.
+            pub fn record(&self) -> &TenantRecord {
+                &self.record
+            }
+        }
+
+        impl Deref for $ty {
+            type Target = SqliteConnection;
+            fn deref(&self) -> &SqliteConnection {
+                &self.$field
+            }
+        }
+
+        impl DerefMut for $ty {
+            fn deref_mut(&mut self) -> &mut SqliteConnection {
+                &mut self.$field
+            }
+        }
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("tenant", &self.record.id)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+scoped_handle!(SqliteTenantConn, conn);
+scoped_handle!(SqliteTenantTx, tx);
+
+impl SqliteTenantTx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), TenancyError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), TenancyError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+impl std::fmt::Debug for SqliteTenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTenancy")
+            .field("clusters", &self.inner.clusters)
+            .field("tables", &self.inner.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SqliteTenancyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTenancyBuilder")
+            .field("clusters", &self.clusters)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,226 @@
+//! A disposable SQLite tenancy (features `testing` + `sqlite`): a temporary
+//! directory with a catalog file, a shared file holding `notes` for row
+//! tenants, and one file per database tenant — removed by
+//! [`SqliteSandbox::cleanup`]. Also the leak harness's SQLite target.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use saas_core::{TenantContext, TenantId, TenantSlug};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Executor, SqlSafeStr};
+
+use super::leak::{LeakRow, LeakTarget};
+use crate::sqlite::{SqliteClusterConfig, SqliteTenancy};
+use crate::{
+    ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenancyError, TenantTable,
+};
+
+/// The `notes` table of a tenant database file.
+pub const SQLITE_NOTES: &str = "CREATE TABLE notes (\
+    tenant_id BLOB NOT NULL, id INTEGER NOT NULL, body TEXT NOT NULL, \
+    PRIMARY KEY (tenant_id, id))";
+
+/// The physical table behind `notes` in the shared file.
+pub const SQLITE_NOTES_SHARED: &str = "CREATE TABLE notes_rows (\
+    tenant_id BLOB NOT NULL, id INTEGER NOT NULL, body TEXT NOT NULL, \
+    PRIMARY KEY (tenant_id, id))";
+
+/// A disposable SQLite tenancy.
+#[derive(Debug)]
+pub struct SqliteSandbox {
+    /// The tenancy under test.
+    pub tenancy: SqliteTenancy,
+    /// The temporary directory holding every file.
+    pub dir: PathBuf,
+    /// The shared database file.
+    pub shared_file: PathBuf,
+    /// The cluster name (`local`).
+    pub cluster: ClusterName,
+}
+
+impl SqliteSandbox {
+    /// A new sandbox in a fresh temporary directory.
+    pub async fn new() -> Result<Self, TenancyError> {
+        let dir = std::env::temp_dir().join(super::unique_name("saas_sqlite"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TenancyError::InvalidInput(format!("cannot create {dir:?}: {e}")))?;
+        let shared_file = dir.join("shared.sqlite");
+        let options = |file: PathBuf| {
+            SqliteConnectOptions::new()
+                .filename(file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+        };
+        let shared = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(shared_file.clone()))
+            .await?;
+        shared.execute(SQLITE_NOTES_SHARED).await?;
+        shared.close().await;
+        let catalog_pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(dir.join("catalog.sqlite")))
+            .await?;
+        let catalog = SqliteCatalog::new(catalog_pool);
+        catalog.migrate().await?;
+        let catalog: DynCatalog = Arc::new(catalog);
+        let cluster = ClusterName::new("local")?;
+        let migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "notes".into(),
+            MigrationType::Simple,
+            SQLITE_NOTES.into_sql_str(),
+            false,
+        )]);
+        let tenancy = SqliteTenancy::builder(catalog)
+            .cluster(SqliteClusterConfig {
+                name: cluster.clone(),
+                shared_file: shared_file.clone(),
+                tenant_dir: dir.clone(),
+            })
+            .tenant_table(TenantTable::new("notes")?)
+            .tenant_migrations(migrator)
+            .build()?;
+        tenancy.setup().await?;
+        Ok(Self {
+            tenancy,
+            dir,
+            shared_file,
+            cluster,
+        })
+    }
+
+    /// Provisions a tenant and returns its context.
+    pub async fn tenant(
+        &self,
+        slug: &str,
+        strategy: Strategy,
+    ) -> Result<TenantContext, TenancyError> {
+        let slug =
+            TenantSlug::parse(slug).map_err(|e| TenancyError::InvalidInput(e.to_string()))?;
+        let new = NewTenant::new(slug, "sandbox tenant", strategy, self.cluster.clone())?;
+        let record = self.tenancy.provision(new).await?;
+        Ok(TenantContext::new(record.id, record.slug))
+    }
+
+    /// Removes the directory and every file in it.
+    pub async fn cleanup(self) {
+        drop(self.tenancy);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The leak harness's target on a [`SqliteTenancy`] and the sandbox's
+/// `notes` table. SQLite offers no tenant-less scoped connection, so
+/// `unscoped_count` is not applicable.
+#[derive(Debug)]
+pub struct SqliteLeakTarget {
+    tenancy: SqliteTenancy,
+}
+
+impl SqliteLeakTarget {
+    /// A target on `tenancy`.
+    pub fn new(tenancy: SqliteTenancy) -> Self {
+        Self { tenancy }
+    }
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Rows changed on this connection so far, triggers included: the way to
+/// count rows changed through a tenant view, whose `rows_affected()` SQLite
+/// reports as 0.
+pub async fn total_changes(conn: &mut sqlx::SqliteConnection) -> Result<u64, String> {
+    let n: i64 = sqlx::query_scalar("SELECT total_changes()")
+        .fetch_one(conn)
+        .await
+        .map_err(text)?;
+    u64::try_from(n).map_err(text)
+}
+
+#[async_trait]
+impl LeakTarget for SqliteLeakTarget {
+    async fn insert(
+        &self,
+        ctx: &TenantContext,
+        claimed: TenantId,
+        key: i64,
+        value: &str,
+    ) -> Result<bool, String> {
+        let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
+        let result = sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, ?, ?)")
+            .bind(claimed)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await;
+        match result {
+            Ok(_) => {
+                tx.commit().await.map_err(text)?;
+                Ok(true)
+            }
+            // SQLITE_CONSTRAINT_TRIGGER: the view's trigger refused a row of another tenant.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("1811") => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
+        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        sqlx::query_as("SELECT tenant_id, id, body FROM notes")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(text)
+    }
+
+    async fn read_key(&self, ctx: &TenantContext, key: i64) -> Result<Vec<LeakRow>, String> {
+        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        sqlx::query_as("SELECT tenant_id, id, body FROM notes WHERE id = ?")
+            .bind(key)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(text)
+    }
+
+    async fn update_all(&self, ctx: &TenantContext, value: &str) -> Result<u64, String> {
+        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        let before = total_changes(&mut conn).await?;
+        sqlx::query("UPDATE notes SET body = ?")
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(text)?;
+        Ok(total_changes(&mut conn).await? - before)
+    }
+
+    async fn delete_key(&self, ctx: &TenantContext, key: i64) -> Result<u64, String> {
+        let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
+        let before = total_changes(&mut tx).await?;
+        sqlx::query("DELETE FROM notes WHERE id = ?")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(text)?;
+        let affected = total_changes(&mut tx).await? - before;
+        tx.commit().await.map_err(text)?;
+        Ok(affected)
+    }
+
+    async fn unscoped_count(&self) -> Result<Option<i64>, String> {
+        Ok(None)
+    }
+
+    async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {
+        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        sqlx::query("DELETE FROM notes")
+            .execute(&mut *conn)
+            .await
+            .map_err(text)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Scoped access on SQLite: shared files behind tenant views, one file per
+//! tenant, ATTACH refused, and the leak harness on both placements.
+
+use std::sync::Arc;
+
+use saas_core::TenantStatus;
+use saas_tenancy::testing::leak::run_leak_harness;
+use saas_tenancy::testing::sqlite::{SqliteLeakTarget, SqliteSandbox, total_changes};
+use saas_tenancy::{NewTenant, Strategy, TenancyError};
+use sqlx::Executor;
+
+#[tokio::test]
+async fn row_tenants_share_a_file_but_not_rows() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let a = sandbox.tenant("a", Strategy::Shared).await.unwrap();
+    let b = sandbox.tenant("b", Strategy::Shared).await.unwrap();
+
+    // The tenant column may be omitted: the view's trigger fills it in.
+    for (ctx, body) in [(&a, "a1"), (&b, "b1")] {
+        let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
+        sqlx::query("INSERT INTO notes (id, body) VALUES (1, ?)")
+            .bind(body)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let mut conn = sandbox.tenancy.acquire(&a).await.unwrap();
+    let rows: Vec<(saas_core::TenantId, String)> =
+        sqlx::query_as("SELECT tenant_id, body FROM notes")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(a.tenant_id(), "a1".to_owned())]);
+
+    // A row claiming B is refused; so is moving A's row to B.
+    let err = sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, 2, 'forged')")
+        .bind(b.tenant_id())
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_database_error().unwrap().code().unwrap(), "1811");
+    assert!(
+        sqlx::query("UPDATE notes SET tenant_id = ?")
+            .bind(b.tenant_id())
+            .execute(&mut *conn)
+            .await
+            .is_err()
+    );
+    // Updates and deletes without a WHERE touch only A's rows.
+    // (Counted with total_changes(): SQLite reports 0 rows_affected for
+    // writes through a view's INSTEAD OF triggers.)
+    let before = total_changes(&mut conn).await.unwrap();
+    conn.execute("UPDATE notes SET body = 'mine'")
+        .await
+        .unwrap();
+    assert_eq!(total_changes(&mut conn).await.unwrap() - before, 1);
+    let before = total_changes(&mut conn).await.unwrap();
+    conn.execute("DELETE FROM notes").await.unwrap();
+    assert_eq!(total_changes(&mut conn).await.unwrap() - before, 1);
+    drop(conn);
+
+    let mut conn = sandbox.tenancy.acquire(&b).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["b1".to_owned()]);
+    drop(conn);
+    sandbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn attach_is_refused_on_every_tenant_connection() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let row = sandbox.tenant("row", Strategy::Shared).await.unwrap();
+    let db = sandbox.tenant("db", Strategy::Database).await.unwrap();
+    let other = sandbox.tenant("other", Strategy::Database).await.unwrap();
+    let other_file = sandbox.dir.join(format!(
+        "{}.sqlite",
+        saas_tenancy::TenantObjectName::for_tenant(other.tenant_id())
+    ));
+    assert!(other_file.exists());
+    for ctx in [&row, &db] {
+        let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
+        let sql = format!("ATTACH DATABASE '{}' AS theirs", other_file.display());
+        let err = conn.execute(sqlx::AssertSqlSafe(sql)).await.unwrap_err();
+        assert!(err.as_database_error().is_some(), "{err}");
+    }
+    sandbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn database_tenants_live_in_their_own_files() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let a = sandbox.tenant("a", Strategy::Database).await.unwrap();
+    let b = sandbox.tenant("b", Strategy::Database).await.unwrap();
+    let mut tx = sandbox.tenancy.begin(&a).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, 1, 'a1')")
+        .bind(a.tenant_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = sandbox.tenancy.acquire(&b).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    drop(conn);
+    assert_eq!(sandbox.tenancy.pool_stats().await.open_pools, 2);
+    sandbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn schemas_do_not_exist_and_suspended_tenants_are_refused() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let new = NewTenant::new(
+        saas_core::TenantSlug::parse("s").unwrap(),
+        "S",
+        Strategy::Schema,
+        sandbox.cluster.clone(),
+    )
+    .unwrap();
+    assert!(matches!(
+        sandbox.tenancy.provision(new).await.unwrap_err(),
+        TenancyError::Unsupported(_)
+    ));
+    let a = sandbox.tenant("a", Strategy::Shared).await.unwrap();
+    sandbox
+        .tenancy
+        .catalog()
+        .set_status(a.tenant_id(), TenantStatus::Suspended)
+        .await
+        .unwrap();
+    assert!(matches!(
+        sandbox.tenancy.acquire(&a).await.unwrap_err(),
+        TenancyError::TenantNotServable { .. }
+    ));
+    sandbox.cleanup().await;
+}
+
+fn harness(strategy: Strategy) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = runtime.block_on(SqliteSandbox::new()).unwrap();
+    let tenants = runtime.block_on(async {
+        let mut tenants = Vec::new();
+        for slug in ["leak-a", "leak-b", "leak-c"] {
+            tenants.push(sandbox.tenant(slug, strategy).await.unwrap());
+        }
+        tenants
+    });
+    let target = Arc::new(SqliteLeakTarget::new(sandbox.tenancy.clone()));
+    let result = run_leak_harness(runtime.handle(), target, tenants, crate::leak::cases());
+    runtime.block_on(sandbox.cleanup());
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+fn leak_harness_shared_file() {
+    harness(Strategy::Shared);
+}
+
+#[test]
+fn leak_harness_database_files() {
+    harness(Strategy::Database);
+}
