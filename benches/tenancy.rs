@@ -85,9 +85,9 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
     let tenant = row.tenant_id();
 
     for (label, ctx) in [
-        ("row (RLS)", &row),
-        ("schema", &schema),
         ("database", &database),
+        ("schema", &schema),
+        ("row (RLS)", &row),
     ] {
         let single = compare(
             ROUNDS,

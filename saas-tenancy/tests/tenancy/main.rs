@@ -3,6 +3,7 @@
 // Tests fail loudly on unexpected errors; unwrap is the point here.
 #![allow(clippy::unwrap_used)]
 
+mod adversarial;
 mod catalog;
 mod fixtures;
 mod leak;
