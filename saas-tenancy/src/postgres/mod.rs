@@ -1,8 +1,10 @@
 //! PostgreSQL placements: rows with RLS, a schema per tenant, a database
 //! per tenant — chosen per tenant, on one or several clusters.
 
+mod audit;
 mod cache;
 mod conn;
+mod provision;
 mod sql;
 mod tx;
 
@@ -13,10 +15,11 @@ use saas_core::{SharedClock, SystemClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgPool, Postgres};
+use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres};
 
 pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::registry::{PoolLimits, PoolStats};
+pub use audit::{AuditFinding, Weakness};
 pub use conn::TenantConn;
 
 /// A PostgreSQL tenant pool checked out of the registry.
@@ -30,7 +33,7 @@ use cache::RecordCache;
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::placement::{ClusterName, Placement, TenantObjectName};
-use crate::record::{NewTenant, TenantRecord};
+use crate::record::TenantRecord;
 
 /// One PostgreSQL server (cluster) and how to reach it.
 #[derive(Debug, Clone)]
@@ -194,120 +197,6 @@ impl PgTenancy {
             }
             tx.commit().await?;
         }
-        Ok(())
-    }
-
-    /// Adds a tenant to the catalog, creates its schema or database and
-    /// applies the tenant migrations, then marks it active.
-    pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
-        let record = self.inner.catalog.create(tenant).await?;
-        self.finish_provisioning(&record).await?;
-        self.inner
-            .catalog
-            .set_status(record.id, saas_core::TenantStatus::Active)
-            .await
-    }
-
-    async fn finish_provisioning(&self, record: &TenantRecord) -> Result<(), TenancyError> {
-        match &record.placement {
-            Placement::Shared { cluster } => {
-                self.cluster(cluster)?;
-                Ok(())
-            }
-            Placement::Schema { cluster, schema } => {
-                self.provision_schema(self.cluster(cluster)?, schema).await
-            }
-            Placement::Database { cluster, database } => {
-                self.provision_database(self.cluster(cluster)?, database)
-                    .await
-            }
-        }
-    }
-
-    async fn provision_schema(
-        &self,
-        cluster: &Cluster,
-        schema: &TenantObjectName,
-    ) -> Result<(), TenancyError> {
-        let mut conn = cluster.admin.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let lock = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision.{}'))",
-            schema.as_str()
-        );
-        tx.execute(AssertSqlSafe(lock)).await?;
-        for statement in sql::create_schema_statements(schema, &cluster.config.runtime_role) {
-            tx.execute(AssertSqlSafe(statement)).await?;
-        }
-        let s = schema.quoted();
-        tx.execute(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
-            .await?;
-        if let Some(migrator) = &self.inner.tenant_migrator {
-            migrator
-                .run(&mut *tx)
-                .await
-                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
-        }
-        for statement in sql::grant_schema_objects(&s, &s) {
-            tx.execute(AssertSqlSafe(statement)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn provision_database(
-        &self,
-        cluster: &Cluster,
-        database: &TenantObjectName,
-    ) -> Result<(), TenancyError> {
-        let d = database.quoted();
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(database.as_str())
-                .fetch_one(&cluster.admin)
-                .await?;
-        if !exists {
-            // CREATE DATABASE cannot run in a transaction; a concurrent
-            // provisioner losing the race gets duplicate_database (42P04).
-            match cluster
-                .admin
-                .execute(AssertSqlSafe(format!("CREATE DATABASE {d}")))
-                .await
-            {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let runtime = cluster.config.runtime_role.quoted();
-        cluster
-            .admin
-            .execute(AssertSqlSafe(format!(
-                "REVOKE ALL ON DATABASE {d} FROM PUBLIC"
-            )))
-            .await?;
-        cluster
-            .admin
-            .execute(AssertSqlSafe(format!(
-                "GRANT CONNECT, TEMPORARY ON DATABASE {d} TO {runtime}"
-            )))
-            .await?;
-        let options = tenant_database_options(cluster.config.admin.clone(), database);
-        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-        let mut tx = conn.begin().await?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision'))")
-            .await?;
-        if let Some(migrator) = &self.inner.tenant_migrator {
-            migrator
-                .run(&mut *tx)
-                .await
-                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
-        }
-        for statement in sql::grant_schema_objects("public", &runtime) {
-            tx.execute(AssertSqlSafe(statement)).await?;
-        }
-        tx.commit().await?;
-        conn.close().await?;
         Ok(())
     }
 

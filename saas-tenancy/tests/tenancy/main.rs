@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod adversarial;
+mod audit;
 mod catalog;
 mod fixtures;
 mod leak;
