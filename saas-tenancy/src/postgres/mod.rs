@@ -4,6 +4,7 @@
 mod audit;
 mod cache;
 mod conn;
+mod lifecycle;
 mod provision;
 mod sql;
 mod tx;

@@ -8,6 +8,7 @@ mod audit;
 mod catalog;
 mod fixtures;
 mod leak;
+mod lifecycle;
 mod model;
 mod pg_env;
 mod pg_isolation;

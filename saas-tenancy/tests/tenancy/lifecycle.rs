@@ -1,0 +1,104 @@
+//! Deleting tenants: the data is gone for every placement, including rows
+//! in tables added after the tenancy was configured.
+
+use saas_core::TenantStatus;
+use saas_tenancy::postgres::ScopeMode;
+use saas_tenancy::{Strategy, TenancyError, TenantObjectName};
+use sqlx::Executor;
+
+use crate::pg_env::sandbox;
+
+#[tokio::test]
+async fn deleting_removes_the_data_of_every_placement() {
+    let Some(mut env) = sandbox("lifecycle::delete", ScopeMode::Shared).await else {
+        return;
+    };
+    let gone = env.tenant("gone", Strategy::Shared).await.unwrap();
+    let kept = env.tenant("kept", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("schema", Strategy::Schema).await.unwrap();
+    let database = env.tenant("database", Strategy::Database).await.unwrap();
+
+    // A tenant table the tenancy was never told about, with a foreign key
+    // into a declared one (so the delete must find an order).
+    env.admin
+        .execute(
+            "CREATE TABLE comments (tenant_id uuid NOT NULL, note_id bigint NOT NULL, \
+             text text NOT NULL, FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    for ctx in [&gone, &kept] {
+        let id: i64 =
+            sqlx::query_scalar("INSERT INTO notes (tenant_id, body) VALUES ($1, 'n') RETURNING id")
+                .bind(ctx.tenant_id())
+                .fetch_one(&env.admin)
+                .await
+                .unwrap();
+        sqlx::query("INSERT INTO comments VALUES ($1, $2, 'c')")
+            .bind(ctx.tenant_id())
+            .bind(id)
+            .execute(&env.admin)
+            .await
+            .unwrap();
+    }
+
+    for ctx in [&gone, &schema, &database] {
+        let record = env.tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
+        assert_eq!(record.status, TenantStatus::Deleted);
+        // Again: nothing to do, still fine.
+        env.tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
+        assert!(matches!(
+            env.tenancy.begin(ctx).await.unwrap_err(),
+            TenancyError::TenantNotServable { .. }
+        ));
+    }
+
+    let count = |table: &'static str, ctx: saas_core::TenantId| {
+        let admin = env.admin.clone();
+        async move {
+            let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1");
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .bind(ctx)
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+        }
+    };
+    // The admin pool is a superuser here; it sees through RLS.
+    assert_eq!(count("notes", gone.tenant_id()).await, 0);
+    assert_eq!(count("comments", gone.tenant_id()).await, 0);
+    assert_eq!(count("notes", kept.tenant_id()).await, 1);
+    assert_eq!(count("comments", kept.tenant_id()).await, 1);
+
+    let schema_name = TenantObjectName::for_tenant(schema.tenant_id());
+    let db_name = TenantObjectName::for_tenant(database.tenant_id());
+    let (schemas, roles, databases): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = $1), \
+                (SELECT count(*) FROM pg_roles WHERE rolname = $1), \
+                (SELECT count(*) FROM pg_database WHERE datname = $2)",
+    )
+    .bind(schema_name.as_str())
+    .bind(db_name.as_str())
+    .fetch_one(&env.admin)
+    .await
+    .unwrap();
+    assert_eq!((schemas, roles, databases), (0, 0, 0));
+
+    env.admin.execute("DROP TABLE comments").await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_deletes_of_one_tenant_do_not_interleave() {
+    let Some(mut env) = sandbox("lifecycle::concurrent", ScopeMode::Shared).await else {
+        return;
+    };
+    let t = env.tenant("twice", Strategy::Schema).await.unwrap();
+    let (a, b) = tokio::join!(
+        env.tenancy.delete_tenant(t.tenant_id()),
+        env.tenancy.delete_tenant(t.tenant_id())
+    );
+    assert_eq!(a.unwrap().status, TenantStatus::Deleted);
+    assert_eq!(b.unwrap().status, TenantStatus::Deleted);
+    env.cleanup().await;
+}
