@@ -1,93 +1,218 @@
-//! Quickstart: issue a token, resolve the tenant of a request, print the
-//! tenant context — and watch the conflict rule refuse a token used on
-//! another tenant's host.
+//! Quickstart: a small multi-tenant SaaS on embedded SQLite, end to end.
 //!
-//! Run with `cargo run --example quickstart`. No server needed.
+//! Three tenants — two sharing tables, one with a database file of its own —
+//! sign in with JWTs, create projects through tenant-scoped connections,
+//! call a metered API, hit the free plan's project limit, get an invoice,
+//! and every change lands in an audit log through the event bus.
+//!
+//! Run with `cargo run --example quickstart`. No server needed; everything
+//! lives in a temporary directory that is removed at the end.
+
+mod setup;
 
 use std::error::Error;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use saas_core::{
-    Algorithm, HostResolver, InMemoryTenantLookup, JwtVerifier, KeySet, RequestResolver,
-    SigningKey, TenantId, TenantKey, TenantSlug, TenantSummary, TokenClaimResolver, TokenClaims,
-    TokenIssuer, VerificationKey,
-};
+use chrono::{Duration, TimeZone, Utc};
+use saas_billing::{Decimal, MeterKey, UsageEvent};
+use saas_core::{Clock, TenantContext, TenantKey, TokenClaims};
+use saas_events::router::{ReceivedEvent, Router, handler_fn};
+use saas_events::{Event, EventError, SubscribeOptions};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct ProjectCreated {
+    name: String,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    // Keys: one HS256 secret here; RS256/ES256/EdDSA and JWKS work the same.
-    let secret = b"quickstart-secret-of-at-least-32-bytes";
-    let issuer = TokenIssuer::builder(SigningKey::hmac(Some("k1"), Algorithm::HS256, secret)?)
-        .issuer("https://auth.quickstart.test")
-        .audience("quickstart-api")
-        .build()?;
-    let verifier = JwtVerifier::builder(KeySet::new().with(VerificationKey::hmac(
-        Some("k1"),
-        Algorithm::HS256,
-        secret,
-    )?)?)
-    .issuer("https://auth.quickstart.test")
-    .audience("quickstart-api")
-    .build()?;
+    let app = setup::App::start().await?;
+    println!("== saas-foundation quickstart ({})", app.dir.display());
 
-    // Two tenants in an in-memory lookup (the tenancy catalog plugs in here).
-    let lookup = Arc::new(InMemoryTenantLookup::new());
-    let acme = TenantId::new();
-    let globex = TenantId::new();
-    lookup.insert(TenantSummary::active(acme, TenantSlug::parse("acme")?))?;
-    lookup.insert(TenantSummary::active(globex, TenantSlug::parse("globex")?))?;
-
-    let resolver = RequestResolver::builder(lookup)
-        .verifier(verifier)
-        .resolver(HostResolver::new("quickstart.test")?)
-        .resolver(TokenClaimResolver)
-        .build()?;
-
-    let token = issuer.issue(
-        &TokenClaims::new("alice@acme")
-            .tenant(TenantKey::Id(acme))
-            .role("admin")
-            .scope("projects:write"),
-    )?;
-    println!("issued a token for alice@acme ({} bytes)", token.len());
-
-    let ctx = resolver
-        .resolve(
-            &"https://acme.quickstart.test/projects".parse()?,
-            &bearer(&token)?,
+    // Every change is published; an audit-log consumer group receives all
+    // tenants' events and writes one line per event.
+    let audit = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&audit);
+    let router = Router::new().route(
+        "com.example.project.created",
+        handler_fn(move |event: ReceivedEvent| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let created: ProjectCreated = event.data_as()?;
+                let tenant = event
+                    .event()
+                    .tenant_id()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                sink.lock()
+                    .map_err(|_| EventError::handler("audit log poisoned"))?
+                    .push(format!(
+                        "tenant {tenant} created project {:?}",
+                        created.name
+                    ));
+                Ok(())
+            }
+        }),
+    );
+    let running = router
+        .run(
+            &app.bus,
+            "projects",
+            SubscribeOptions::new().with_group("audit-log"),
         )
         .await?;
-    let principal = ctx.principal().ok_or("the context has no principal")?;
-    println!(
-        "acme.quickstart.test -> tenant {} ({}), subject {}, roles {:?}, scopes {:?}",
-        ctx.slug(),
-        ctx.tenant_id(),
-        principal.subject,
-        principal.roles,
-        principal.scopes
-    );
 
-    match resolver
-        .resolve(
-            &"https://globex.quickstart.test/projects".parse()?,
-            &bearer(&token)?,
-        )
-        .await
-    {
-        Ok(_) => return Err("a token for acme was accepted on globex's host".into()),
-        Err(rejection) => println!(
-            "globex.quickstart.test with acme's token -> HTTP {}: {rejection}",
-            rejection.status()
-        ),
+    let mut published = 0;
+    for tenant in &app.tenants {
+        // 1. Identity: a token for a user of this tenant, verified on a
+        //    request to the tenant's own host.
+        let token = app.issuer.issue(
+            &TokenClaims::new(format!("owner@{}", tenant.slug))
+                .tenant(TenantKey::Id(tenant.ctx.tenant_id()))
+                .role("owner"),
+        )?;
+        let ctx = app
+            .resolve(
+                &format!("https://{}.quickstart.test/projects", tenant.slug),
+                &token,
+            )
+            .await?;
+        println!(
+            "\n-- {} ({}, plan {}): signed in as {}",
+            ctx.slug(),
+            tenant.placement,
+            tenant.plan,
+            ctx.principal().map(|p| p.subject.as_str()).unwrap_or("?")
+        );
+
+        // 2. Tenant-scoped data, limited by the plan.
+        for name in ["website", "mobile app", "api", "data pipeline"] {
+            let decision =
+                app.billing
+                    .entitlements()
+                    .try_consume(ctx.tenant_id(), "projects", Decimal::ONE);
+            if !decision.is_allowed() {
+                println!(
+                    "   project {name:?} refused: the {} plan allows {} projects",
+                    tenant.plan,
+                    decision.limit().unwrap_or_default()
+                );
+                continue;
+            }
+            create_project(&app, &ctx, name).await?;
+            app.bus_publisher
+                .publish(
+                    "projects",
+                    Event::new(
+                        Some(ctx.tenant_id()),
+                        "com.example.project.created",
+                        "/quickstart",
+                        &ProjectCreated {
+                            name: name.to_owned(),
+                        },
+                    )?,
+                )
+                .await?;
+            published += 1;
+        }
+        let visible = list_projects(&app, &ctx).await?;
+        println!("   sees {} projects: {visible:?}", visible.len());
+
+        // 3. Metered API calls, recorded idempotently.
+        let now = app.clock.now();
+        for call in 0..tenant.api_calls {
+            let event = UsageEvent::new(
+                ctx.tenant_id(),
+                tenant.subscription,
+                MeterKey::new("api_calls")?,
+                Decimal::ONE,
+                now,
+                format!("call-{call}"),
+            );
+            app.billing.record_usage(event).await?;
+        }
+        let quota = app
+            .billing
+            .check(ctx.tenant_id(), "api_calls", Decimal::ONE);
+        println!(
+            "   made {} API calls; quota left: {}",
+            tenant.api_calls,
+            quota
+                .remaining()
+                .map_or("unlimited".to_owned(), |r| r.to_string())
+        );
     }
+
+    // 4. The month ends: the billing cycle invoices every subscription.
+    app.clock.set(
+        Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0)
+            .single()
+            .ok_or("date")?
+            + Duration::hours(25),
+    );
+    app.billing.run_billing_cycle().await?;
+    println!("\n-- invoices for January 2026");
+    for tenant in &app.tenants {
+        let invoices = app
+            .billing
+            .invoices(tenant.ctx.tenant_id(), tenant.subscription)
+            .await?;
+        for invoice in invoices {
+            println!(
+                "   {}: {} ({:?})",
+                tenant.slug, invoice.total, invoice.status
+            );
+            for line in &invoice.lines {
+                println!("      {:<40} {}", line.description, line.amount);
+            }
+        }
+    }
+
+    // 5. The audit log, fed through the event bus (delivery is
+    //    asynchronous: wait, boundedly, for every published event).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while audit.lock().map_err(|_| "audit log poisoned")?.len() < published
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    running.shutdown().await;
+    let lines = audit.lock().map_err(|_| "audit log poisoned")?.clone();
+    println!("\n-- audit log ({} events)", lines.len());
+    for line in &lines {
+        println!("   {line}");
+    }
+    app.stop().await;
     Ok(())
 }
 
-fn bearer(token: &str) -> Result<http::HeaderMap, Box<dyn Error>> {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {token}").parse()?,
-    );
-    Ok(headers)
+async fn create_project(
+    app: &setup::App,
+    ctx: &TenantContext,
+    name: &str,
+) -> Result<(), Box<dyn Error>> {
+    let mut tx = app.tenancy.begin(ctx).await?;
+    // No tenant in the SQL: the scoped connection adds and enforces it.
+    let next: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM projects")
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES (?, ?, ?)")
+        .bind(ctx.tenant_id())
+        .bind(next)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn list_projects(
+    app: &setup::App,
+    ctx: &TenantContext,
+) -> Result<Vec<String>, Box<dyn Error>> {
+    let mut conn = app.tenancy.acquire(ctx).await?;
+    Ok(sqlx::query_scalar("SELECT name FROM projects ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?)
 }
