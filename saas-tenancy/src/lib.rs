@@ -21,7 +21,7 @@ pub use catalog::SqliteCatalog;
 pub use catalog::{Catalog, CatalogLookup, DynCatalog, InMemoryCatalog};
 pub use error::TenancyError;
 pub use ident::{SqlIdent, TenantTable};
-pub use placement::{ClusterName, Placement, Strategy, TenantObjectName};
+pub use placement::{ClusterName, Placement, PlacementPolicy, Strategy, TenantObjectName};
 pub use record::{
     ListOptions, MAX_DISPLAY_NAME_LEN, NewTenant, TenantPage, TenantRecord, transition_allowed,
 };

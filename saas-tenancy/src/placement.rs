@@ -252,3 +252,17 @@ impl Placement {
         }
     }
 }
+
+/// How a new tenant's cluster is chosen when the host does not name one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PlacementPolicy {
+    /// Always this cluster.
+    Explicit(ClusterName),
+    /// Each cluster in turn (by name order), per process.
+    #[default]
+    RoundRobin,
+    /// The cluster with the fewest tenants in the catalog (deleted tenants
+    /// not counted); ties go to the first by name.
+    FewestTenants,
+}

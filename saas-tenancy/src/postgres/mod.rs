@@ -3,6 +3,7 @@
 
 mod audit;
 mod cache;
+mod clusters;
 mod conn;
 mod lifecycle;
 mod provision;
@@ -33,7 +34,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
-use crate::placement::{ClusterName, Placement, TenantObjectName};
+use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
 use crate::record::TenantRecord;
 
 /// One PostgreSQL server (cluster) and how to reach it.
@@ -105,6 +106,8 @@ struct Inner {
     registry: PoolRegistry,
     mode: ScopeMode,
     records: RecordCache,
+    policy: PlacementPolicy,
+    next_cluster: std::sync::atomic::AtomicUsize,
 }
 
 /// Builds a [`PgTenancy`].
@@ -117,6 +120,7 @@ pub struct PgTenancyBuilder {
     mode: ScopeMode,
     record_ttl: chrono::Duration,
     clock: SharedClock,
+    policy: PlacementPolicy,
 }
 
 impl PgTenancy {
@@ -131,6 +135,7 @@ impl PgTenancy {
             mode: ScopeMode::default(),
             record_ttl: chrono::Duration::seconds(1),
             clock: Arc::new(SystemClock),
+            policy: PlacementPolicy::default(),
         }
     }
 
@@ -424,6 +429,13 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// How [`PgTenancy::new_tenant`] chooses a cluster (default
+    /// round-robin).
+    pub fn placement_policy(mut self, policy: PlacementPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// The clock the record cache reads.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -476,6 +488,8 @@ impl PgTenancyBuilder {
                 registry: PoolRegistry::new(self.limits)?,
                 mode: self.mode,
                 records: RecordCache::new(self.record_ttl, self.clock),
+                policy: self.policy,
+                next_cluster: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

@@ -13,3 +13,4 @@ mod model;
 mod pg_env;
 mod pg_isolation;
 mod sqlite_isolation;
+mod two_servers;

@@ -1,0 +1,200 @@
+//! Tenants spread over two real PostgreSQL servers by a placement policy.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use saas_core::{TenantContext, TenantSlug};
+use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
+use saas_tenancy::testing::pg::{NOTES_SHARED, NOTES_TENANT};
+use saas_tenancy::testing::unique_name;
+use saas_tenancy::{ClusterName, DynCatalog, PlacementPolicy, PostgresCatalog, Strategy};
+use saas_test_support::{Service, service_url};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
+
+struct Server {
+    name: ClusterName,
+    admin: PgPool,
+    options: PgConnectOptions,
+    schema: String,
+}
+
+async fn server(url: &str, name: &str) -> Server {
+    let schema = unique_name("saas_two");
+    let base = PgConnectOptions::from_str(url).unwrap();
+    let bootstrap = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(base.clone())
+        .await
+        .unwrap();
+    bootstrap
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .await
+        .unwrap();
+    bootstrap.close().await;
+    let options = base.options([("search_path", schema.as_str())]);
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    admin.execute(NOTES_SHARED).await.unwrap();
+    Server {
+        name: ClusterName::new(name).unwrap(),
+        admin,
+        options,
+        schema,
+    }
+}
+
+fn tenancy(
+    catalog: DynCatalog,
+    servers: &[&Server],
+    role: &str,
+    policy: PlacementPolicy,
+) -> PgTenancy {
+    let mut builder = PgTenancy::builder(catalog)
+        .tenant_table(TenantTable::new("notes").unwrap())
+        .tenant_migrations(Migrator::with_migrations(vec![Migration::new(
+            1,
+            "notes".into(),
+            MigrationType::Simple,
+            NOTES_TENANT.into_sql_str(),
+            false,
+        )]))
+        .placement_policy(policy);
+    for s in servers {
+        builder = builder.cluster(PgClusterConfig::new(
+            s.name.clone(),
+            s.options.clone(),
+            SqlIdent::new(role).unwrap(),
+        ));
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn tenants_spread_over_two_servers_stay_isolated() {
+    let Some(url1) = service_url(Service::Postgres, "two_servers") else {
+        return;
+    };
+    let Some(url2) = service_url(Service::Postgres2, "two_servers") else {
+        return;
+    };
+    let one = server(&url1, "one").await;
+    let two = server(&url2, "two").await;
+    let role = unique_name("saas_rt");
+    let catalog = PostgresCatalog::new(one.admin.clone());
+    catalog.migrate().await.unwrap();
+    let catalog: DynCatalog = Arc::new(catalog);
+    let round_robin = tenancy(
+        Arc::clone(&catalog),
+        &[&one, &two],
+        &role,
+        PlacementPolicy::RoundRobin,
+    );
+    round_robin.setup().await.unwrap();
+
+    let mut tenants = Vec::new();
+    for (i, strategy) in [
+        Strategy::Schema,
+        Strategy::Schema,
+        Strategy::Shared,
+        Strategy::Shared,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let new = round_robin
+            .new_tenant(TenantSlug::parse(&format!("t{i}")).unwrap(), "T", strategy)
+            .await
+            .unwrap();
+        let record = round_robin.provision(new).await.unwrap();
+        tenants.push(record);
+    }
+    let on = |name: &str| {
+        tenants
+            .iter()
+            .filter(|t| t.placement.cluster().as_str() == name)
+            .count()
+    };
+    assert_eq!((on("one"), on("two")), (2, 2), "round-robin alternates");
+
+    for t in &tenants {
+        let ctx = TenantContext::new(t.id, t.slug.clone());
+        let mut tx = round_robin.begin(&ctx).await.unwrap();
+        sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+            .bind(t.id)
+            .bind(t.slug.as_str())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    for t in &tenants {
+        let ctx = TenantContext::new(t.id, t.slug.clone());
+        let mut conn = round_robin.acquire(&ctx).await.unwrap();
+        let seen: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(seen, vec![t.slug.to_string()]);
+        // The data is physically on the tenant's server.
+        let server = if t.placement.cluster().as_str() == "one" {
+            &one
+        } else {
+            &two
+        };
+        let where_sql = match t.placement.object_name() {
+            Some(schema) => format!("SELECT count(*) FROM {}.notes", schema.quoted()),
+            None => format!("SELECT count(*) FROM notes WHERE tenant_id = '{}'", t.id),
+        };
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(where_sql))
+            .fetch_one(&server.admin)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{} is on {}", t.slug, t.placement.cluster());
+    }
+
+    // Fewest tenants: after deleting one on `two`, the next goes there.
+    let on_two = tenants
+        .iter()
+        .find(|t| t.placement.cluster().as_str() == "two")
+        .unwrap();
+    round_robin.delete_tenant(on_two.id).await.unwrap();
+    let fewest = tenancy(
+        Arc::clone(&catalog),
+        &[&one, &two],
+        &role,
+        PlacementPolicy::FewestTenants,
+    );
+    assert_eq!(fewest.choose_cluster().await.unwrap().as_str(), "two");
+    let explicit = tenancy(
+        Arc::clone(&catalog),
+        &[&one, &two],
+        &role,
+        PlacementPolicy::Explicit(ClusterName::new("one").unwrap()),
+    );
+    assert_eq!(explicit.choose_cluster().await.unwrap().as_str(), "one");
+
+    for t in &tenants {
+        round_robin.delete_tenant(t.id).await.unwrap();
+    }
+    for s in [&one, &two] {
+        s.admin
+            .execute(AssertSqlSafe(format!(
+                "DROP SCHEMA \"{}\" CASCADE",
+                s.schema
+            )))
+            .await
+            .unwrap();
+        s.admin
+            .execute(AssertSqlSafe(format!(
+                "DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+            )))
+            .await
+            .unwrap();
+        s.admin.close().await;
+    }
+}
