@@ -260,6 +260,22 @@ impl SqliteTenancy {
         })
     }
 
+    /// **Escape hatch**: an unscoped connection to a cluster's shared file
+    /// (every tenant's rows, no views) for cross-tenant admin work. Logged
+    /// at `warn` with `reason` so every use is visible and greppable
+    /// (`unscoped_admin_connection`).
+    pub async fn unscoped_admin_connection(
+        &self,
+        cluster: &ClusterName,
+        reason: &str,
+    ) -> Result<SqliteConnection, TenancyError> {
+        tracing::warn!(cluster = %cluster, reason, "unscoped_admin_connection");
+        let options = SqliteConnectOptions::new()
+            .filename(&self.cluster(cluster)?.shared_file)
+            .create_if_missing(false);
+        Ok(<SqliteConnection as sqlx::Connection>::connect_with(&options).await?)
+    }
+
     /// Gauges of the tenant pool registry.
     pub async fn pool_stats(&self) -> PoolStats {
         self.inner.registry.stats().await

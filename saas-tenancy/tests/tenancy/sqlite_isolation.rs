@@ -66,6 +66,18 @@ async fn row_tenants_share_a_file_but_not_rows() {
         .unwrap();
     assert_eq!(left, vec!["b1".to_owned()]);
     drop(conn);
+
+    // The deliberate escape hatch sees every tenant's rows in the table.
+    let mut admin = sandbox
+        .tenancy
+        .unscoped_admin_connection(&sandbox.cluster, "test: count all rows")
+        .await
+        .unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM notes_rows")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(all, 1, "only b1 is left");
     sandbox.cleanup().await;
 }
 
