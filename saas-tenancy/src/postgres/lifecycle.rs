@@ -17,7 +17,9 @@ impl PgTenancy {
     ///
     /// - row placements: every table of the cluster's shared schemas that
     ///   has a tenant column is found in the database (not a hand-kept
-    ///   list) and the tenant's rows are deleted in one transaction;
+    ///   list) — the shared schemas being those on the admin connection's
+    ///   `search_path` — and the tenant's rows are deleted in one
+    ///   transaction;
     /// - schema placements: the schema (`CASCADE`) and its role are dropped;
     /// - database placements: the tenant pool is closed and the database
     ///   dropped (`WITH (FORCE)`).
@@ -89,7 +91,7 @@ impl PgTenancy {
         }
     }
 
-    fn tenant_columns(&self) -> Vec<String> {
+    pub(super) fn tenant_columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = self
             .inner
             .tables
@@ -105,8 +107,8 @@ impl PgTenancy {
     }
 }
 
-/// Deletes `tenant`'s rows from every table outside system and tenant
-/// schemas that has one of `columns`, in one transaction. Tables are found
+/// Deletes `tenant`'s rows from every table of the search-path schemas
+/// (tenant schemas excluded) that has one of `columns`, in one transaction. Tables are found
 /// in the catalog of the database, so a table added later is covered.
 async fn delete_rows(
     conn: &mut PgConnection,
@@ -126,8 +128,7 @@ async fn delete_rows(
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped \
          WHERE c.relkind IN ('r', 'p') AND a.attname = ANY($1) \
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-           AND n.nspname NOT LIKE 'pg\\_%' \
+           AND n.nspname = ANY (current_schemas(false)) \
            AND n.nspname !~ '^t_[0-9a-f]{32}$' \
          ORDER BY 1",
     )

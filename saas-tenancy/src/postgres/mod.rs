@@ -8,6 +8,7 @@ mod conn;
 mod lifecycle;
 mod provision;
 mod sql;
+mod transfer;
 mod tx;
 
 use std::collections::HashMap;
@@ -195,7 +196,7 @@ impl PgTenancy {
                 for sequence in sequences {
                     // `regclass::text` is quoted by PostgreSQL itself.
                     tx.execute(AssertSqlSafe(format!(
-                        "GRANT USAGE, SELECT ON SEQUENCE {sequence} TO {}",
+                        "GRANT USAGE, SELECT, UPDATE ON SEQUENCE {sequence} TO {}",
                         runtime.quoted()
                     )))
                     .await?;

@@ -13,4 +13,5 @@ mod model;
 mod pg_env;
 mod pg_isolation;
 mod sqlite_isolation;
+mod transfer;
 mod two_servers;

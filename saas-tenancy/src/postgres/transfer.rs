@@ -1,0 +1,229 @@
+//! Export and import of a tenant's data as a [`TenantArchive`].
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use saas_core::{TenantContext, TenantId, TenantStatus};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+use super::{PgTenancy, TENANT_SETTING, tenant_database_options};
+use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
+use crate::error::TenancyError;
+use crate::placement::Placement;
+
+/// Passes an import makes when foreign keys require an order.
+const IMPORT_PASSES: usize = 8;
+
+/// Tables of a placement: (bare name, qualified name, tenant column).
+type TableList = Vec<(String, String, Option<String>)>;
+
+impl PgTenancy {
+    /// Exports a tenant's data: for row tenants every table with a tenant
+    /// column (found in the database), for schema and database tenants
+    /// every table of the tenant except the migration ledger.
+    pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
+        let record = self
+            .inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        if matches!(
+            record.status,
+            TenantStatus::Deleting | TenantStatus::Deleted
+        ) {
+            return Err(TenancyError::TenantNotServable {
+                tenant: id,
+                status: record.status,
+            });
+        }
+        let cluster = self.cluster(record.placement.cluster())?;
+        let columns = self.tenant_columns();
+        let mut conn = match &record.placement {
+            Placement::Database { database, .. } => {
+                let options = tenant_database_options(cluster.config.admin.clone(), database);
+                PgConnection::connect_with(&options).await?
+            }
+            _ => PgConnection::connect_with(&cluster.config.admin).await?,
+        };
+        let mut tx = conn.begin().await?;
+        // Owners are subject to forced RLS: read as the tenant.
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(TENANT_SETTING)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let schema_filter = match &record.placement {
+            Placement::Shared { .. } => None,
+            Placement::Schema { schema, .. } => Some(schema.as_str().to_owned()),
+            Placement::Database { .. } => Some("public".to_owned()),
+        };
+        let tables = list_tables(&mut tx, schema_filter.as_deref(), &columns).await?;
+        let mut manifest = ArchiveManifest {
+            format: ARCHIVE_FORMAT,
+            source_tenant: id,
+            exported_at: Utc::now(),
+            tables: Vec::new(),
+        };
+        let mut files = BTreeMap::new();
+        for (name, qualified, column) in tables {
+            // Names come from PostgreSQL's catalog, quoted by it.
+            let sql = match &column {
+                Some(c) => format!(
+                    "SELECT row_to_json(t)::text FROM {qualified} t WHERE {} = $1",
+                    quote(c)
+                ),
+                None => format!("SELECT row_to_json(t)::text FROM {qualified} t"),
+            };
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            if column.is_some() {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            let mut data = String::new();
+            for row in &rows {
+                data.push_str(row);
+                data.push('\n');
+            }
+            manifest.tables.push(ArchivedTable {
+                table: name.clone(),
+                tenant_column: column,
+                rows: rows.len() as u64,
+                sha256: sha256_hex(data.as_bytes()),
+            });
+            files.insert(name, data);
+        }
+        tx.commit().await?;
+        conn.close().await?;
+        Ok(TenantArchive { manifest, files })
+    }
+
+    /// Imports an archive into the (empty) tenant of `ctx`, whatever its
+    /// placement, through the tenant's own scoped transaction: the tenant
+    /// column is rewritten to the target tenant, sequences are moved past
+    /// the imported keys. The archive is verified first; any failure rolls
+    /// the whole import back. Returns the number of rows imported.
+    pub async fn import_tenant(
+        &self,
+        ctx: &TenantContext,
+        archive: &TenantArchive,
+    ) -> Result<u64, TenancyError> {
+        archive.verify()?;
+        let target = ctx.tenant_id().to_string();
+        let mut batches = Vec::new();
+        for table in &archive.manifest.tables {
+            let data = archive
+                .files
+                .get(&table.table)
+                .map(String::as_str)
+                .unwrap_or("");
+            let mut rows = Vec::new();
+            for line in data.lines() {
+                let mut row: Value = serde_json::from_str(line)
+                    .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
+                if let (Some(column), Some(object)) = (&table.tenant_column, row.as_object_mut()) {
+                    object.insert(column.clone(), Value::from(target.clone()));
+                }
+                rows.push(row);
+            }
+            batches.push((table.table.clone(), Value::Array(rows)));
+        }
+        let mut tx = self.begin(ctx).await?;
+        let mut pending = batches;
+        let mut imported = 0u64;
+        for _ in 0..IMPORT_PASSES {
+            let mut blocked = Vec::new();
+            for (table, rows) in pending {
+                let t = quote(&table);
+                let sql = format!(
+                    "INSERT INTO {t} SELECT * FROM json_populate_recordset(NULL::{t}, $1::json)"
+                );
+                tx.execute("SAVEPOINT saas_import").await?;
+                match sqlx::query(AssertSqlSafe(sql))
+                    .bind(&rows)
+                    .execute(&mut *tx)
+                    .await
+                {
+                    Ok(done) => {
+                        tx.execute("RELEASE SAVEPOINT saas_import").await?;
+                        imported += done.rows_affected();
+                        advance_sequences(&mut tx, &table).await?;
+                    }
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                        tx.execute("ROLLBACK TO SAVEPOINT saas_import").await?;
+                        blocked.push((table, rows));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if blocked.is_empty() {
+                tx.commit().await?;
+                return Ok(imported);
+            }
+            pending = blocked;
+        }
+        Err(TenancyError::InvalidInput(
+            "the archive's rows reference rows that are not in it".to_owned(),
+        ))
+    }
+}
+
+/// Quotes an identifier validated by the archive (`[a-z0-9_]`).
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn list_tables(
+    conn: &mut PgConnection,
+    schema: Option<&str>,
+    columns: &[String],
+) -> Result<TableList, TenancyError> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT c.relname::text, c.oid::regclass::text, \
+                (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
+                   AND a.attname = ANY($2) AND NOT a.attisdropped LIMIT 1) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND c.relname <> '_sqlx_migrations' \
+           AND CASE WHEN $1::text IS NOT NULL THEN n.nspname = $1 \
+                    ELSE n.nspname = ANY (current_schemas(false)) \
+                     AND n.nspname !~ '^t_[0-9a-f]{32}$' END \
+         ORDER BY 1",
+    )
+    .bind(schema)
+    .bind(columns)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Row tenants export only tables that carry their id.
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, column)| schema.is_some() || column.is_some())
+        .collect())
+}
+
+/// Moves every serial/identity sequence of `table` past its largest value
+/// (never backwards: a shared sequence serves other tenants too).
+async fn advance_sequences(conn: &mut PgConnection, table: &str) -> Result<(), TenancyError> {
+    let sequences: Vec<(String, String)> = sqlx::query_as(
+        "SELECT quote_ident(a.attname), pg_get_serial_sequence(quote_ident($1), a.attname) \
+         FROM pg_attribute a WHERE a.attrelid = to_regclass(quote_ident($1)) \
+           AND a.attnum > 0 AND NOT a.attisdropped \
+           AND pg_get_serial_sequence(quote_ident($1), a.attname) IS NOT NULL",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    let t = quote(table);
+    for (column, sequence) in sequences {
+        // Both names come from PostgreSQL's catalog functions.
+        let sql = format!(
+            "SELECT setval($1::regclass, greatest((SELECT coalesce(max({column}), 1) FROM {t}), \
+             (SELECT last_value FROM {sequence})))"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&sequence)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
