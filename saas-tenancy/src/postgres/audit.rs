@@ -309,7 +309,7 @@ impl PgTenancy {
 }
 
 /// The highest successful migration in a ledger table, `None` if absent.
-async fn current_version(
+pub(super) async fn current_version(
     conn: &mut PgConnection,
     ledger: &str,
 ) -> Result<Option<i64>, TenancyError> {

@@ -6,6 +6,7 @@ mod cache;
 mod clusters;
 mod conn;
 mod lifecycle;
+mod migrate;
 mod provision;
 mod sql;
 mod transfer;
@@ -24,6 +25,7 @@ pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::registry::{PoolLimits, PoolStats};
 pub use audit::{AuditFinding, Weakness};
 pub use conn::TenantConn;
+pub use migrate::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;

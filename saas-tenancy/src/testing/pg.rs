@@ -28,6 +28,8 @@ pub struct PgSandbox {
     /// The cluster name (`main`).
     pub cluster: ClusterName,
     tenants: Vec<TenantRecord>,
+    config: PgClusterConfig,
+    catalog: DynCatalog,
 }
 
 /// The `notes` table of row tenants.
@@ -39,14 +41,15 @@ pub const NOTES_TENANT: &str = "CREATE TABLE notes (\
     tenant_id uuid NOT NULL, id bigserial, body text NOT NULL, \
     PRIMARY KEY (tenant_id, id))";
 
-fn tenant_migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
+/// The sandbox's tenant migrations: version 1 creates `notes`.
+pub fn tenant_migrations() -> Vec<Migration> {
+    vec![Migration::new(
         1,
         "notes".into(),
         MigrationType::Simple,
         NOTES_TENANT.into_sql_str(),
         false,
-    )])
+    )]
 }
 
 impl PgSandbox {
@@ -104,10 +107,10 @@ impl PgSandbox {
         );
         // A small pool, so connections are reused between tenants.
         config.max_connections = 2;
-        let tenancy = PgTenancy::builder(catalog)
-            .cluster(config)
+        let tenancy = PgTenancy::builder(Arc::clone(&catalog))
+            .cluster(config.clone())
             .tenant_table(TenantTable::new("notes")?)
-            .tenant_migrations(tenant_migrator())
+            .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
             .pool_limits(limits)
             .scope_mode(mode)
             .clock(clock)
@@ -120,7 +123,22 @@ impl PgSandbox {
             runtime_role,
             cluster,
             tenants: Vec::new(),
+            config,
+            catalog,
         })
+    }
+
+    /// Another tenancy over the same catalog and cluster, with other tenant
+    /// migrations (to test migrating the fleet to a new version).
+    pub fn tenancy_with_migrations(
+        &self,
+        migrations: Vec<Migration>,
+    ) -> Result<PgTenancy, crate::TenancyError> {
+        PgTenancy::builder(Arc::clone(&self.catalog))
+            .cluster(self.config.clone())
+            .tenant_table(TenantTable::new("notes")?)
+            .tenant_migrations(Migrator::with_migrations(migrations))
+            .build()
     }
 
     /// Provisions a tenant and returns its context.
@@ -150,6 +168,7 @@ impl PgSandbox {
             runtime_role,
             tenants,
             cluster,
+            ..
         } = self;
         if let Ok(pool) = tenancy.runtime_pool(&cluster) {
             pool.close().await;

@@ -1,0 +1,339 @@
+//! Tenant migrations across the fleet: bounded fan-out, canaries first,
+//! a per-tenant ledger, skip-and-report, resumable.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use saas_core::{TenantId, TenantStatus};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+use super::audit::current_version;
+use super::{PgTenancy, sql, tenant_database_options};
+use crate::error::TenancyError;
+use crate::placement::Placement;
+use crate::record::{ListOptions, TenantRecord};
+
+/// A progress callback (e.g. to drive a CLI progress bar).
+pub type ProgressFn = Arc<dyn Fn(&MigrationProgress) + Send + Sync>;
+
+/// How a fleet migration runs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MigrationOptions {
+    /// Tenants migrated at once (default 4; keep it within the admin
+    /// connections you can spare).
+    pub concurrency: usize,
+    /// Tenants migrated first, one by one; if one fails, nothing else runs
+    /// (default 1).
+    pub canaries: usize,
+    /// Stop at the first failure instead of skipping and reporting.
+    pub stop_on_first_failure: bool,
+    /// Called after each tenant.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for MigrationOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            canaries: 1,
+            stop_on_first_failure: false,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MigrationOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationOptions")
+            .field("concurrency", &self.concurrency)
+            .field("canaries", &self.canaries)
+            .field("stop_on_first_failure", &self.stop_on_first_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrationOptions {
+    /// Sets the concurrency (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the number of canary tenants.
+    pub fn with_canaries(mut self, n: usize) -> Self {
+        self.canaries = n;
+        self
+    }
+
+    /// Stops at the first failure.
+    pub fn stop_on_first_failure(mut self) -> Self {
+        self.stop_on_first_failure = true;
+        self
+    }
+
+    /// Reports progress to `f`.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+}
+
+/// One tenant done.
+#[derive(Debug, Clone)]
+pub struct MigrationProgress {
+    /// Tenants finished so far.
+    pub done: usize,
+    /// Tenants to migrate.
+    pub total: usize,
+    /// This tenant.
+    pub tenant: TenantId,
+    /// Its result: the version reached, or the error.
+    pub outcome: Result<i64, String>,
+}
+
+/// What a fleet migration did.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationReport {
+    /// Schema and database tenants considered.
+    pub total: usize,
+    /// Tenants that had migrations applied.
+    pub migrated: Vec<TenantId>,
+    /// Tenants that were already at the latest version.
+    pub up_to_date: Vec<TenantId>,
+    /// Tenants whose migration failed (left unchanged), with the error.
+    pub failed: Vec<(TenantId, String)>,
+    /// Tenants not attempted (a canary failed, or stop-on-first-failure).
+    pub not_attempted: Vec<TenantId>,
+}
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS saas_tenant_migrations (\
+    id bigserial PRIMARY KEY, tenant_id uuid NOT NULL, version bigint, \
+    status text NOT NULL CHECK (status IN ('applied', 'current', 'failed')), \
+    error text, started_at timestamptz NOT NULL, finished_at timestamptz NOT NULL)";
+
+impl PgTenancy {
+    /// Applies the tenant migrations to every active or suspended schema
+    /// and database tenant. Each tenant migrates in one transaction under
+    /// its advisory lock (a failure leaves it unchanged), and its result
+    /// is appended to the `saas_tenant_migrations` ledger of its cluster.
+    /// A run killed at any point is resumed by running again: each tenant's
+    /// `_sqlx_migrations` table says what it has, so nothing is applied
+    /// twice.
+    pub async fn migrate_tenants(
+        &self,
+        options: MigrationOptions,
+    ) -> Result<MigrationReport, TenancyError> {
+        for cluster in self.inner.clusters.values() {
+            let mut tx = cluster.admin.begin().await?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.ledger'))")
+                .await?;
+            tx.execute(LEDGER).await?;
+            tx.commit().await?;
+        }
+        let tenants = self.migratable_tenants().await?;
+        let mut report = MigrationReport {
+            total: tenants.len(),
+            ..MigrationReport::default()
+        };
+        let canaries = options.canaries.min(tenants.len());
+        let (first, rest) = tenants.split_at(canaries);
+        let mut done = 0;
+        for (i, record) in first.iter().enumerate() {
+            let outcome = self.migrate_logged(record).await;
+            done += 1;
+            let failed = outcome.is_err();
+            self.note(&options, &mut report, record.id, outcome, done);
+            if failed {
+                report
+                    .not_attempted
+                    .extend(tenants[i + 1..].iter().map(|t| t.id));
+                return Ok(report);
+            }
+        }
+        // Bounded fan-out in this task: at most `concurrency` tenants at once.
+        let mut running = FuturesUnordered::new();
+        let mut queue = rest.iter();
+        let mut stopped = false;
+        loop {
+            while !stopped && running.len() < options.concurrency.max(1) {
+                let Some(record) = queue.next() else { break };
+                running.push(async move { (record.id, self.migrate_logged(record).await) });
+            }
+            let Some((id, outcome)) = running.next().await else {
+                break;
+            };
+            done += 1;
+            if outcome.is_err() && options.stop_on_first_failure {
+                stopped = true;
+            }
+            self.note(&options, &mut report, id, outcome, done);
+        }
+        report.not_attempted.extend(queue.map(|t| t.id));
+        Ok(report)
+    }
+
+    fn note(
+        &self,
+        options: &MigrationOptions,
+        report: &mut MigrationReport,
+        tenant: TenantId,
+        outcome: Result<(i64, bool), TenancyError>,
+        done: usize,
+    ) {
+        let progress = match outcome {
+            Ok((version, changed)) => {
+                if changed {
+                    report.migrated.push(tenant);
+                } else {
+                    report.up_to_date.push(tenant);
+                }
+                Ok(version)
+            }
+            Err(e) => {
+                report.failed.push((tenant, e.to_string()));
+                Err(e.to_string())
+            }
+        };
+        tracing::info!(%tenant, done, total = report.total, ok = progress.is_ok(), "tenant migration");
+        if let Some(f) = &options.progress {
+            f(&MigrationProgress {
+                done,
+                total: report.total,
+                tenant,
+                outcome: progress,
+            });
+        }
+    }
+
+    async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
+        let mut all = Vec::new();
+        let mut options = ListOptions::default().with_limit(1000);
+        loop {
+            let page = self.inner.catalog.list(&options).await?;
+            all.extend(page.tenants.into_iter().filter(|t| {
+                t.placement.object_name().is_some()
+                    && matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)
+            }));
+            match page.next {
+                Some(next) => options = options.with_after(Some(next)),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Migrates one tenant and appends the result to the ledger.
+    async fn migrate_logged(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
+        let started = Utc::now();
+        let outcome = self.migrate_one(record).await;
+        let (version, status, error) = match &outcome {
+            Ok((v, true)) => (Some(*v), "applied", None),
+            Ok((v, false)) => (Some(*v), "current", None),
+            Err(e) => (None, "failed", Some(e.to_string())),
+        };
+        let cluster = self.cluster(record.placement.cluster())?;
+        log(&cluster.admin, record.id, version, status, error, started).await?;
+        outcome
+    }
+
+    async fn migrate_one(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
+        let Some(migrator) = self.inner.tenant_migrator.clone() else {
+            return Ok((0, false));
+        };
+        let cluster = self.cluster(record.placement.cluster())?;
+        match &record.placement {
+            Placement::Schema { schema, .. } => {
+                // Pooled admin connections: the search path is transaction-local.
+                let mut conn = cluster.admin.acquire().await?;
+                let s = schema.quoted();
+                let ledger = format!("{s}._sqlx_migrations");
+                let grants = sql::grant_schema_objects(&s, &s);
+                migrate_in(
+                    &mut conn,
+                    &migrator,
+                    schema.as_str(),
+                    Some(&s),
+                    &ledger,
+                    &grants,
+                )
+                .await
+            }
+            Placement::Database { database, .. } => {
+                let options = tenant_database_options(cluster.config.admin.clone(), database);
+                let mut conn = PgConnection::connect_with(&options).await?;
+                let runtime = cluster.config.runtime_role.quoted();
+                let grants = sql::grant_schema_objects("public", &runtime);
+                let result = migrate_in(
+                    &mut conn,
+                    &migrator,
+                    database.as_str(),
+                    None,
+                    "_sqlx_migrations",
+                    &grants,
+                )
+                .await;
+                let _ = conn.close().await;
+                result
+            }
+            Placement::Shared { .. } => Ok((0, false)),
+        }
+    }
+}
+
+/// Migrates one tenant in one transaction on `conn`: returns the version
+/// reached and whether anything was applied.
+async fn migrate_in(
+    conn: &mut PgConnection,
+    migrator: &sqlx::migrate::Migrator,
+    lock_key: &str,
+    search_path: Option<&str>,
+    ledger: &str,
+    grants: &[String],
+) -> Result<(i64, bool), TenancyError> {
+    let mut tx = conn.begin().await?;
+    // The same lock provisioning takes: one operation per tenant at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision.' || $1))")
+        .bind(lock_key)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(s) = search_path {
+        tx.execute(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
+            .await?;
+    }
+    let before = current_version(&mut tx, ledger).await?.unwrap_or(0);
+    migrator
+        .run(&mut *tx)
+        .await
+        .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
+    let after = current_version(&mut tx, ledger).await?.unwrap_or(0);
+    for statement in grants {
+        tx.execute(AssertSqlSafe(statement.clone())).await?;
+    }
+    tx.commit().await?;
+    Ok((after, after > before))
+}
+
+async fn log(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    version: Option<i64>,
+    status: &str,
+    error: Option<String>,
+    started: DateTime<Utc>,
+) -> Result<(), TenancyError> {
+    sqlx::query(
+        "INSERT INTO saas_tenant_migrations \
+         (tenant_id, version, status, error, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, now())",
+    )
+    .bind(tenant)
+    .bind(version)
+    .bind(status)
+    .bind(error)
+    .bind(started)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

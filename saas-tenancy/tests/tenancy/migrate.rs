@@ -1,0 +1,168 @@
+//! Fleet migrations: every tenant reaches the latest version exactly once,
+//! even when a run is killed midway; failures are skipped and reported;
+//! a failing canary stops the run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use saas_tenancy::Strategy;
+use saas_tenancy::postgres::{MigrationOptions, ScopeMode, Weakness};
+use saas_tenancy::testing::pg::{PgSandbox, tenant_migrations};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType};
+
+use crate::pg_env::sandbox;
+
+fn migration(version: i64, sql: &'static str) -> Migration {
+    Migration::new(
+        version,
+        format!("v{version}").into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )
+}
+
+async fn versions(env: &PgSandbox, schema: &str) -> Vec<i64> {
+    let sql = format!("SELECT version FROM {schema}._sqlx_migrations ORDER BY version");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&env.admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_run_resumes_and_applies_each_migration_once() {
+    let Some(mut env) = sandbox("migrate::resume", ScopeMode::Shared).await else {
+        return;
+    };
+    let mut schemas = Vec::new();
+    for i in 0..12 {
+        let strategy = if i % 4 == 3 {
+            Strategy::Database
+        } else {
+            Strategy::Schema
+        };
+        let ctx = env.tenant(&format!("m{i}"), strategy).await.unwrap();
+        if strategy == Strategy::Schema {
+            schemas.push(saas_tenancy::TenantObjectName::for_tenant(ctx.tenant_id()).quoted());
+        }
+    }
+    let mut v2 = tenant_migrations();
+    // Slow enough that the run can be killed part-way; not idempotent, so
+    // applying it twice would fail.
+    v2.push(migration(
+        2,
+        "SELECT pg_sleep(0.05); ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false",
+    ));
+    let fleet = env.tenancy_with_migrations(v2).unwrap();
+    assert!(
+        fleet
+            .audit()
+            .await
+            .unwrap()
+            .iter()
+            .any(|f| f.weakness == Weakness::MigrationsBehind),
+        "the drift is visible before the run"
+    );
+
+    // Kill the run as soon as a few tenants are done.
+    let finished = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&finished);
+    let options = MigrationOptions::default()
+        .with_concurrency(2)
+        .with_progress(Arc::new(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+    let killed =
+        tokio::time::timeout(Duration::from_millis(250), fleet.migrate_tenants(options)).await;
+    assert!(killed.is_err(), "the first run was cut short");
+    let before_resume = finished.load(Ordering::SeqCst);
+    assert!(before_resume < 12, "some tenants were left for the resume");
+
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.total, 12);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.migrated.len() + report.up_to_date.len(), 12);
+    for schema in &schemas {
+        assert_eq!(versions(&env, schema).await, vec![1, 2], "{schema}");
+    }
+    // A third run has nothing to do, and the drift is gone.
+    let again = fleet
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.up_to_date.len(), 12);
+    assert!(
+        !fleet
+            .audit()
+            .await
+            .unwrap()
+            .iter()
+            .any(|f| f.weakness == Weakness::MigrationsBehind)
+    );
+    // The ledger recorded every attempt.
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM saas_tenant_migrations WHERE status = 'failed'")
+            .fetch_one(&env.admin)
+            .await
+            .unwrap();
+    assert_eq!(failed, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() {
+    let Some(mut env) = sandbox("migrate::failures", ScopeMode::Shared).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            env.tenant(&format!("f{i}"), Strategy::Schema)
+                .await
+                .unwrap()
+                .tenant_id(),
+        );
+    }
+    // Break one tenant: its notes table is gone, so v2 fails there.
+    let broken = saas_tenancy::TenantObjectName::for_tenant(ids[2]).quoted();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {broken}.notes")))
+        .execute(&env.admin)
+        .await
+        .unwrap();
+    let mut v2 = tenant_migrations();
+    v2.push(migration(2, "ALTER TABLE notes ADD COLUMN pinned boolean"));
+    let fleet = env.tenancy_with_migrations(v2).unwrap();
+
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.migrated.len(), 3);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, ids[2]);
+    // The failed tenant is unchanged (transactional DDL): still at v1.
+    assert_eq!(versions(&env, &broken).await, vec![1]);
+
+    // With the broken tenant as the canary, nothing else is attempted.
+    let mut v3 = tenant_migrations();
+    v3.push(migration(2, "ALTER TABLE notes ADD COLUMN pinned boolean"));
+    v3.push(migration(
+        3,
+        "ALTER TABLE notes ADD COLUMN archived boolean",
+    ));
+    let fleet = env.tenancy_with_migrations(v3).unwrap();
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default().with_canaries(3))
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.migrated.len(), 2, "the canaries before it");
+    assert_eq!(report.not_attempted.len(), 1);
+    env.cleanup().await;
+}
