@@ -1,15 +1,23 @@
-//! Scoped access vs the plain app-enforced query, per placement and scope
-//! mode. Run: `cargo bench -p saas-benches --bench tenancy` (PostgreSQL
-//! from `SAAS_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
-//! Writes `target/bench-reports/tenancy.md`.
+//! Tenancy benchmarks. Run: `cargo bench -p saas-benches --bench tenancy`
+//! (PostgreSQL from `SAAS_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); `-- scoped` or
+//! `-- migrations` runs one part. Writes `target/bench-reports/tenancy.md`.
+//!
+//! - scoped access vs the plain app-enforced query, per placement and mode;
+//! - migrating 1,000 schema tenants (`SAAS_BENCH_TENANTS` changes it) with
+//!   an `ALTER TABLE`, vs the same statements run by hand in a loop.
 
 #![allow(clippy::unwrap_used)]
 
 use saas_benches::{Comparison, compare};
 use saas_core::TenantContext;
 use saas_tenancy::Strategy;
-use saas_tenancy::postgres::ScopeMode;
-use saas_tenancy::testing::pg::PgSandbox;
+use std::time::Instant;
+
+use saas_tenancy::postgres::{MigrationOptions, ScopeMode};
+use saas_tenancy::testing::pg::{PgSandbox, tenant_migrations};
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
@@ -174,17 +182,94 @@ async fn three_statements(
     }
 }
 
+/// Migrates N schema tenants with the library and by hand; returns a
+/// markdown section.
+async fn migrations(url: &str) -> String {
+    let tenants: usize = std::env::var("SAAS_BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut sandbox = PgSandbox::new(url, ScopeMode::Shared).await.unwrap();
+    let started = Instant::now();
+    let mut schemas = Vec::new();
+    for i in 0..tenants {
+        let ctx = sandbox
+            .tenant(&format!("m{i}"), Strategy::Schema)
+            .await
+            .unwrap();
+        schemas.push(saas_tenancy::TenantObjectName::for_tenant(ctx.tenant_id()).quoted());
+    }
+    let provisioning = started.elapsed();
+
+    // Baseline: the same ALTER TABLE, by hand, one schema after another.
+    let started = Instant::now();
+    for s in &schemas {
+        sandbox
+            .admin
+            .execute(AssertSqlSafe(format!(
+                "ALTER TABLE {s}.notes ADD COLUMN by_hand boolean"
+            )))
+            .await
+            .unwrap();
+    }
+    let by_hand = started.elapsed();
+
+    let mut v2 = tenant_migrations();
+    v2.push(Migration::new(
+        2,
+        "pinned".into(),
+        MigrationType::Simple,
+        "ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false".into_sql_str(),
+        false,
+    ));
+    let fleet = sandbox.tenancy_with_migrations(v2).unwrap();
+    let started = Instant::now();
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default().with_concurrency(4))
+        .await
+        .unwrap();
+    let library = started.elapsed();
+    assert_eq!(report.migrated.len(), tenants, "{:?}", report.failed);
+    sandbox.cleanup().await;
+
+    let ratio = Comparison {
+        baseline: by_hand,
+        candidate: library,
+    };
+    format!(
+        "\n| fleet migration | seconds | ratio |\n|---|---:|---:|\n\
+         | provisioning {tenants} schema tenants | {:.1} | |\n\
+         | ALTER TABLE by hand, one schema after another | {:.1} | 1.000× |\n\
+         | `migrate_tenants` (ledger, locks, grants, concurrency 4) | {:.1} | {} |\n",
+        provisioning.as_secs_f64(),
+        by_hand.as_secs_f64(),
+        library.as_secs_f64(),
+        ratio.ratio_text()
+    )
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         // `cargo test --benches` lists benchmarks; nothing to list here.
         return;
     }
+    let only = |part: &str| {
+        let parts = ["scoped", "migrations"];
+        let chosen: Vec<&String> = args
+            .iter()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        chosen.is_empty() || chosen.iter().any(|a| *a == part)
+    };
     let url = std::env::var("SAAS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let mut rows = Vec::new();
-    for mode in [ScopeMode::Shared, ScopeMode::TenantPools] {
-        run_mode(&url, mode, &mut rows).await;
+    if only("scoped") {
+        for mode in [ScopeMode::Shared, ScopeMode::TenantPools] {
+            run_mode(&url, mode, &mut rows).await;
+        }
     }
     let mut report = String::from(
         "| case | baseline µs/op | scoped µs/op | ratio | target |\n|---|---:|---:|---:|---|\n",
@@ -198,6 +283,9 @@ async fn main() {
             r.result.ratio_text(),
             r.target
         ));
+    }
+    if only("migrations") {
+        report.push_str(&migrations(&url).await);
     }
     println!("{report}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-reports");

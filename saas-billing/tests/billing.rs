@@ -21,6 +21,10 @@ mod money;
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/sql_scenario.rs"]
+mod sql_scenario;
+#[path = "billing/sql_stores.rs"]
+mod sql_stores;
 #[path = "billing/stores.rs"]
 mod stores;
 #[path = "billing/subscriptions.rs"]

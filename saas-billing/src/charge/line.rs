@@ -8,7 +8,7 @@ use crate::money::Money;
 use crate::rounding::RoundingMode;
 
 /// One step of a charge's computation, with its exact (unrounded) amount.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChargeComponent {

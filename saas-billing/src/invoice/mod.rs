@@ -54,7 +54,7 @@ impl LineKind {
 }
 
 /// One line of an invoice, with everything needed to explain its amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceLine {
     /// What it bills.
     pub kind: LineKind,
@@ -90,7 +90,7 @@ pub enum InvoiceStatus {
 }
 
 /// The invoice of one subscription for one billing period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     /// Its id.
     pub id: InvoiceId,

@@ -123,11 +123,21 @@ pub fn aggregate<'a>(
     window: Window,
 ) -> Result<Vec<Aggregate>, BillingError> {
     let mut buckets: BTreeMap<(DateTime<Utc>, Group), (DateTime<Utc>, Acc)> = BTreeMap::new();
+    // Events mostly arrive in time order: reuse the last window's bounds
+    // while they contain the event (computing bounds walks the calendar).
+    let mut last: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
     for event in events {
         if event.meter != *meter.key() {
             continue;
         }
-        let (start, end) = window.bounds(event.timestamp)?;
+        let (start, end) = match last {
+            Some((start, end)) if start <= event.timestamp && event.timestamp < end => (start, end),
+            _ => {
+                let bounds = window.bounds(event.timestamp)?;
+                last = Some(bounds);
+                bounds
+            }
+        };
         let group = meter
             .group_by_properties()
             .iter()

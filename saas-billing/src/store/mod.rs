@@ -1,10 +1,18 @@
-//! Storage traits, written so a SQL store can implement each method as one
-//! transaction, and their in-memory implementations.
+//! Storage traits, written so a SQL store implements each method as one
+//! transaction, their in-memory implementations, and the PostgreSQL
+//! ([`postgres`], feature `postgres`) and SQLite ([`sqlite`], feature
+//! `sqlite`) stores.
 //!
 //! Every method's documentation lists its contract; the conformance suite
 //! in [`crate::testing`] (feature `testing`) checks exactly those points.
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "_sql")]
+mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 pub use memory::{InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore};
 

@@ -24,7 +24,7 @@ pub use status::{SubscriptionEvent, SubscriptionStatus, TRANSITIONS};
 
 use chrono::{DateTime, Utc};
 use saas_core::TenantId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar::{BillingCalendar, Period};
 use crate::currency::Currency;
@@ -36,7 +36,7 @@ use crate::plan::PlanRef;
 /// What the licensed line of the current period bills: the plan and seats
 /// the period started on, and whether it is billed at all (not when the
 /// subscription was paused at the period's start).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodBasis {
     /// The plan version.
     pub plan: PlanRef,
@@ -47,7 +47,7 @@ pub struct PeriodBasis {
 }
 
 /// A change scheduled for the end of the current period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledChange {
     /// The plan version to switch to.
     pub plan: PlanRef,
@@ -57,7 +57,11 @@ pub struct ScheduledChange {
 
 /// One subscription. Stores persist it whole and compare
 /// [`version`](Self::version) on update (optimistic concurrency).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Its serde form is the storage format stores keep it in;
+/// deserializing does not re-validate it, so only read back what a store
+/// wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub(crate) id: SubscriptionId,
     pub(crate) tenant_id: TenantId,

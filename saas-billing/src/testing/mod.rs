@@ -4,23 +4,28 @@
 //! Each suite is a set of plain `pub async fn`s over a store trait object;
 //! a macro stamps out one named `#[tokio::test]` per behaviour for a
 //! backend. A factory returns `None` to skip (a SQL backend without its
-//! database configured):
+//! database configured), and either the store or the store with a
+//! [`Cleanup`] that runs after the test, even a failed one (drop the
+//! test's schema, delete its file):
 //!
 //! ```text
 //! async fn usage_store() -> Option<Arc<dyn UsageStore>> { … }
+//! // or: async fn usage_store() -> Option<(Arc<dyn UsageStore>, Cleanup)> { … }
 //! saas_billing::usage_store_conformance!(usage_store);
 //! ```
 
+mod cleanup;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
 pub mod subscriptions;
 pub mod usage;
 
+pub use cleanup::{Cleanup, StoreFixture, run_with_cleanup};
 pub use harness::BillingHarness;
 
 /// One `#[tokio::test]` per subscription-store behaviour, for the store
-/// returned by `$factory` (`async fn() -> Option<Arc<dyn SubscriptionStore>>`).
+/// returned by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`]).
 #[macro_export]
 macro_rules! subscription_store_conformance {
     ($factory:path) => {
@@ -37,7 +42,7 @@ macro_rules! subscription_store_conformance {
 }
 
 /// One `#[tokio::test]` per usage-store behaviour, for the store returned
-/// by `$factory` (`async fn() -> Option<Arc<dyn UsageStore>>`).
+/// by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`]).
 #[macro_export]
 macro_rules! usage_store_conformance {
     ($factory:path) => {
@@ -55,7 +60,7 @@ macro_rules! usage_store_conformance {
 }
 
 /// One `#[tokio::test]` per invoice-store behaviour, for the store
-/// returned by `$factory` (`async fn() -> Option<Arc<dyn InvoiceStore>>`).
+/// returned by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`]).
 #[macro_export]
 macro_rules! invoice_store_conformance {
     ($factory:path) => {
@@ -77,8 +82,10 @@ macro_rules! __conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let Some(store) = $factory().await else { return };
-                $crate::testing::$suite::$name(store).await;
+                let Some(fixture) = $factory().await else { return };
+                let (store, cleanup) = $crate::testing::StoreFixture::split(fixture);
+                $crate::testing::run_with_cleanup($crate::testing::$suite::$name(store), cleanup)
+                    .await;
             }
         )+
     };

@@ -1,0 +1,407 @@
+//! Billing throughput. Run: `cargo bench -p saas-benches --bench billing`
+//! (PostgreSQL from `SAAS_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`). Prints a markdown table and
+//! writes `target/bench-reports/billing.md`.
+//!
+//! - Durable idempotent ingestion through `PostgresUsageStore::ingest`
+//!   beside a plain bulk `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
+//!   NOTHING` of the same rows into an identical table (same columns,
+//!   keys and indexes), alternating rounds, same batch size and writers.
+//! - The same replayed (every key already stored).
+//! - In-memory ingestion, aggregation, and entitlement checks on one core.
+//!
+//! Rates are computed in integers (events per second).
+
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use saas_billing::store::InMemoryUsageStore;
+use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::{
+    Aggregation, BillingCalendar, Cadence, Catalog, Charge, Currency, Decimal, EntitlementChecker,
+    Meter, MeterKey, Money, PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, Tz,
+    UsageEvent, UsageRecord, UsageStore, Window, aggregate,
+};
+use saas_core::{ManualClock, TenantId};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const TENANTS: usize = 64;
+const BATCH: usize = 2_000;
+const WRITERS: usize = 2;
+const EVENTS_PER_ROUND: usize = 60_000;
+const ROUNDS: usize = 4;
+const AGGREGATED_EVENTS: usize = 1_000_000;
+const CHECKS: u64 = 5_000_000;
+
+struct Line {
+    case: &'static str,
+    rate: u64,
+    baseline: Option<u64>,
+    target: &'static str,
+}
+
+fn rate(count: u64, elapsed: Duration) -> u64 {
+    let nanos = elapsed.as_nanos().max(1);
+    u64::try_from(u128::from(count) * 1_000_000_000 / nanos).unwrap_or(u64::MAX)
+}
+
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// `count` events spread over January, round-robin over the tenants.
+fn records(subs: &[(TenantId, SubscriptionId)], prefix: &str, count: usize) -> Vec<UsageRecord> {
+    let calls = MeterKey::new("calls").unwrap();
+    (0..count)
+        .map(|i| {
+            let (tenant, sub) = subs[i % subs.len()];
+            let at = start() + TimeDelta::milliseconds(i64::try_from(i).unwrap() * 40);
+            let event = UsageEvent::new(
+                tenant,
+                sub,
+                calls.clone(),
+                Decimal::ONE,
+                at,
+                format!("{prefix}-{i}"),
+            )
+            .with_property("region", if i.is_multiple_of(3) { "eu" } else { "us" });
+            UsageRecord { event, period: 0 }
+        })
+        .collect()
+}
+
+/// The baseline: the store's insert statement, minus idempotency
+/// resolution and seal locking, into `usage_plain`.
+async fn plain_insert(pool: &PgPool, batch: &[UsageRecord]) {
+    let mut tenants = Vec::with_capacity(batch.len());
+    let mut keys = Vec::with_capacity(batch.len());
+    let mut subs = Vec::with_capacity(batch.len());
+    let mut meters = Vec::with_capacity(batch.len());
+    let mut values: Vec<Decimal> = Vec::with_capacity(batch.len());
+    let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(batch.len());
+    let mut nanos: Vec<i32> = Vec::with_capacity(batch.len());
+    let mut props = Vec::with_capacity(batch.len());
+    let mut periods = Vec::with_capacity(batch.len());
+    for r in batch {
+        let e = &r.event;
+        tenants.push(*e.tenant_id.as_uuid());
+        keys.push(e.idempotency_key.as_str());
+        subs.push(*e.subscription_id.as_uuid());
+        meters.push(e.meter.as_str());
+        values.push(e.value);
+        times.push(e.timestamp);
+        nanos.push(i32::try_from(e.timestamp.timestamp_subsec_nanos()).unwrap());
+        props.push(serde_json::to_string(&e.properties).unwrap());
+        periods.push(r.period);
+    }
+    sqlx::query(
+        "INSERT INTO usage_plain (tenant_id, idempotency_key, subscription_id, meter, value, \
+         occurred_at, occurred_nanos, properties, period, billed_in) \
+         SELECT t, k, s, m, v, o, n, p::jsonb, pe, pe \
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::numeric[], \
+                     $6::timestamptz[], $7::int4[], $8::text[], $9::int8[]) \
+              AS u(t, k, s, m, v, o, n, p, pe) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+    )
+    .bind(&tenants)
+    .bind(&keys)
+    .bind(&subs)
+    .bind(&meters)
+    .bind(&values)
+    .bind(&times)
+    .bind(&nanos)
+    .bind(&props)
+    .bind(&periods)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Runs the batches on `WRITERS` concurrent tasks; returns the elapsed time.
+async fn timed_store(store: &Arc<dyn UsageStore>, batches: Vec<Vec<UsageRecord>>) -> Duration {
+    let mut lanes: Vec<Vec<Vec<UsageRecord>>> = (0..WRITERS).map(|_| Vec::new()).collect();
+    for (i, b) in batches.into_iter().enumerate() {
+        lanes[i % WRITERS].push(b);
+    }
+    let began = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .map(|lane| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for batch in lane {
+                    let out = store.ingest(batch).await.unwrap();
+                    assert!(out.iter().all(Result::is_ok));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    began.elapsed()
+}
+
+async fn timed_plain(pool: &PgPool, batches: Arc<Vec<Vec<UsageRecord>>>) -> Duration {
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (pool, batches) = (pool.clone(), batches.clone());
+            tokio::spawn(async move {
+                for batch in batches.iter().skip(w).step_by(WRITERS) {
+                    plain_insert(&pool, batch).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    began.elapsed()
+}
+
+fn chunks(records: &[UsageRecord]) -> Vec<Vec<UsageRecord>> {
+    records.chunks(BATCH).map(<[UsageRecord]>::to_vec).collect()
+}
+
+async fn durable(url: &str, lines: &mut Vec<Line>) {
+    let schema = format!("bench_billing_{}", std::process::id());
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    admin
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .await
+        .unwrap();
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(WRITERS).unwrap() + 1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let stores = PostgresBillingStores::new(pool.clone());
+    stores.migrate().await.unwrap();
+    pool.execute("CREATE TABLE usage_plain (LIKE billing_usage_events INCLUDING ALL)")
+        .await
+        .unwrap();
+    let store: Arc<dyn UsageStore> = Arc::new(stores.usage());
+    let subs: Vec<_> = (0..TENANTS)
+        .map(|_| (TenantId::new(), SubscriptionId::new()))
+        .collect();
+
+    let (mut store_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
+    let mut first_round = Vec::new();
+    for round in 0..=ROUNDS {
+        let rows = records(&subs, &format!("r{round}"), EVENTS_PER_ROUND);
+        let plain = timed_plain(&pool, Arc::new(chunks(&rows))).await;
+        let ours = timed_store(&store, chunks(&rows)).await;
+        if round == 0 {
+            first_round = rows; // warm-up, not counted; replayed below
+        } else {
+            plain_time += plain;
+            store_time += ours;
+        }
+    }
+    let total = u64::try_from(EVENTS_PER_ROUND * ROUNDS).unwrap();
+    lines.push(Line {
+        case: "PostgreSQL ingestion, new events (store vs plain INSERT … ON CONFLICT DO NOTHING)",
+        rate: rate(total, store_time),
+        baseline: Some(rate(total, plain_time)),
+        target: "≥ 50,000/s",
+    });
+    let plain = timed_plain(&pool, Arc::new(chunks(&first_round))).await;
+    let ours = timed_store(&store, chunks(&first_round)).await;
+    let replayed = u64::try_from(first_round.len()).unwrap();
+    lines.push(Line {
+        case: "PostgreSQL ingestion, replayed events (all duplicates)",
+        rate: rate(replayed, ours),
+        baseline: Some(rate(replayed, plain)),
+        target: "—",
+    });
+    pool.close().await;
+    admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+        .await
+        .unwrap();
+}
+
+async fn in_memory_ingestion(lines: &mut Vec<Line>) {
+    let subs: Vec<_> = (0..TENANTS)
+        .map(|_| (TenantId::new(), SubscriptionId::new()))
+        .collect();
+    let rows = records(&subs, "m", 500_000);
+    let store = InMemoryUsageStore::new();
+    let batches = chunks(&rows);
+    let began = Instant::now();
+    for batch in batches {
+        black_box(store.ingest(batch).await.unwrap());
+    }
+    lines.push(Line {
+        case: "In-memory store ingestion (one task)",
+        rate: rate(500_000, began.elapsed()),
+        baseline: None,
+        target: "—",
+    });
+}
+
+fn aggregation(lines: &mut Vec<Line>) {
+    let subs = [(TenantId::new(), SubscriptionId::new())];
+    let rows = records(&subs, "a", AGGREGATED_EVENTS);
+    let events: Vec<UsageEvent> = rows.into_iter().map(|r| r.event).collect();
+    let calendar = BillingCalendar::new(start(), Tz::UTC, Cadence::monthly());
+    let count = Meter::new(MeterKey::new("calls").unwrap(), Aggregation::Count);
+    let by_region =
+        Meter::new(MeterKey::new("calls").unwrap(), Aggregation::Sum).group_by("region");
+    let n = u64::try_from(events.len()).unwrap();
+    let best = |meter: &Meter, window: Window| {
+        (0..3)
+            .map(|_| {
+                let began = Instant::now();
+                black_box(aggregate(meter, &events, window).unwrap());
+                began.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    lines.push(Line {
+        case: "In-memory aggregation: count per billing period (one core)",
+        rate: rate(n, best(&count, Window::BillingPeriod(calendar))),
+        baseline: None,
+        target: "≥ 5,000,000/s",
+    });
+    lines.push(Line {
+        case: "In-memory aggregation: sum by region per day (one core)",
+        rate: rate(n, best(&by_region, Window::Day(Tz::UTC))),
+        baseline: None,
+        target: "—",
+    });
+}
+
+fn entitlements(lines: &mut Vec<Line>) {
+    let app = ProductId::new("app").unwrap();
+    let catalog = Catalog::builder()
+        .product(Product::new(app.clone(), "App"))
+        .meter(Meter::new(
+            MeterKey::new("calls").unwrap(),
+            Aggregation::Count,
+        ))
+        .plan(
+            PlanVersion::builder(PlanId::new("pro").unwrap(), 1, app)
+                .recurring(
+                    "base",
+                    "Pro",
+                    [Charge::flat(Money::new(Decimal::from(90), Currency::USD)).unwrap()],
+                )
+                .quota("api_calls", "calls", Decimal::from(1_000_000_000_000_i64))
+                .flag("sso")
+                .limit("seats", Decimal::from(50))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let plan = catalog
+        .plan(&PlanRef::new(PlanId::new("pro").unwrap(), 1))
+        .unwrap();
+    let clock = ManualClock::new(start() + TimeDelta::days(3));
+    let checker = EntitlementChecker::new(Arc::new(clock));
+    let tenants: Vec<TenantId> = (0..1_000).map(|_| TenantId::new()).collect();
+    let calendar = BillingCalendar::new(start(), Tz::UTC, Cadence::monthly());
+    for t in &tenants {
+        checker.set_plan(*t, plan.entitlements(), calendar);
+    }
+    let features = ["api_calls", "sso", "seats"];
+    let began = Instant::now();
+    let mut allowed = 0u64;
+    for i in 0..CHECKS {
+        let i = usize::try_from(i).unwrap();
+        let t = tenants[i % tenants.len()];
+        let d = checker.check(black_box(t), black_box(features[i % 3]), Decimal::ONE);
+        allowed += u64::from(d.is_allowed());
+    }
+    assert_eq!(allowed, CHECKS);
+    lines.push(Line {
+        case: "Entitlement check (quota, flag, limit; 1,000 tenants; one core)",
+        rate: rate(CHECKS, began.elapsed()),
+        baseline: None,
+        target: "≥ 1,000,000/s",
+    });
+    let began = Instant::now();
+    for i in 0..CHECKS {
+        let i = usize::try_from(i).unwrap();
+        black_box(checker.try_consume(tenants[i % tenants.len()], "api_calls", Decimal::ONE));
+    }
+    lines.push(Line {
+        case: "Quota try_consume (one core)",
+        rate: rate(CHECKS, began.elapsed()),
+        baseline: None,
+        target: "—",
+    });
+}
+
+fn table(lines: &[Line]) -> String {
+    let mut out = String::from(
+        "| case | events or checks per second | baseline per second | store / baseline | target |\n\
+         |---|---:|---:|---:|---|\n",
+    );
+    for l in lines {
+        let (base, ratio) = match l.baseline {
+            Some(b) => {
+                let milli = u128::from(l.rate) * 1000 / u128::from(b.max(1));
+                (grouped(b), format!("{}.{:03}×", milli / 1000, milli % 1000))
+            }
+            None => ("—".to_owned(), "—".to_owned()),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            l.case,
+            grouped(l.rate),
+            base,
+            ratio,
+            l.target
+        ));
+    }
+    out
+}
+
+fn main() {
+    let url = std::env::var("SAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let mut lines = Vec::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(durable(&url, &mut lines));
+    runtime.block_on(in_memory_ingestion(&mut lines));
+    aggregation(&mut lines);
+    entitlements(&mut lines);
+    let report = table(&lines);
+    println!("{report}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("billing.md"), report).unwrap();
+}
