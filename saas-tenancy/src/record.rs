@@ -222,6 +222,20 @@ pub struct TenantPage {
     pub next: Option<TenantId>,
 }
 
+impl TenantPage {
+    /// A page from up to `limit + 1` records read in id order: the extra
+    /// record only tells that another page follows.
+    pub(crate) fn from_overfetch(mut tenants: Vec<TenantRecord>, limit: usize) -> Self {
+        let next = if tenants.len() > limit {
+            tenants.truncate(limit);
+            tenants.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Self { tenants, next }
+    }
+}
+
 /// Whether a tenant may move from `from` to `to`.
 ///
 /// ```text

@@ -65,20 +65,14 @@ impl Catalog for InMemoryCatalog {
     async fn list(&self, options: &ListOptions) -> Result<TenantPage, TenancyError> {
         options.validate()?;
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut tenants: Vec<TenantRecord> = s
+        let tenants: Vec<TenantRecord> = s
             .by_id
             .values()
             .filter(|r| options.matches(r))
             .take(options.limit + 1)
             .cloned()
             .collect();
-        let next = if tenants.len() > options.limit {
-            tenants.truncate(options.limit);
-            tenants.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(TenantPage { tenants, next })
+        Ok(TenantPage::from_overfetch(tenants, options.limit))
     }
 
     async fn set_status(

@@ -87,6 +87,32 @@ impl TenantLookup for CatalogLookup {
     }
 }
 
+/// The tenant with `id` if it may be served: unknown tenants are
+/// [`TenancyError::TenantNotFound`], tenants in any status but active are
+/// [`TenancyError::TenantNotServable`].
+pub(crate) async fn servable(
+    catalog: &dyn Catalog,
+    id: TenantId,
+) -> Result<TenantRecord, TenancyError> {
+    let record = catalog
+        .get(id)
+        .await?
+        .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+    check_servable(record)
+}
+
+/// Refuses a record whose status may not be served.
+pub(crate) fn check_servable(record: TenantRecord) -> Result<TenantRecord, TenancyError> {
+    if record.status.is_servable() {
+        Ok(record)
+    } else {
+        Err(TenancyError::TenantNotServable {
+            tenant: record.id,
+            status: record.status,
+        })
+    }
+}
+
 /// Applies the transition rule, shared by every backend.
 pub(crate) fn check_transition(
     record: &TenantRecord,

@@ -133,17 +133,11 @@ impl Catalog for SqliteCatalog {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        let mut tenants = rows
+        let tenants = rows
             .iter()
             .map(|r| StoredTenant::read(r)?.into_record())
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if tenants.len() > options.limit {
-            tenants.truncate(options.limit);
-            tenants.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(TenantPage { tenants, next })
+        Ok(TenantPage::from_overfetch(tenants, options.limit))
     }
 
     async fn set_status(

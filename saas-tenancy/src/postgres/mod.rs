@@ -286,26 +286,17 @@ impl PgTenancy {
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = match self.inner.records.get(id) {
-            Some(record) => record,
-            None => {
-                let record = self
-                    .inner
-                    .catalog
-                    .get(id)
-                    .await?
-                    .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-                self.inner.records.put(record.clone());
-                record
-            }
-        };
-        if !record.status.is_servable() {
-            return Err(TenancyError::TenantNotServable {
-                tenant: id,
-                status: record.status,
-            });
+        if let Some(record) = self.inner.records.get(id) {
+            return crate::catalog::check_servable(record);
         }
-        Ok(record)
+        let record = self
+            .inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        self.inner.records.put(record.clone());
+        crate::catalog::check_servable(record)
     }
 
     /// Changes a tenant's status in the catalog and drops this instance's

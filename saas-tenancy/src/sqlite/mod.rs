@@ -145,20 +145,7 @@ impl SqliteTenancy {
     }
 
     async fn servable(&self, ctx: &TenantContext) -> Result<TenantRecord, TenancyError> {
-        let id = ctx.tenant_id();
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        if !record.status.is_servable() {
-            return Err(TenancyError::TenantNotServable {
-                tenant: id,
-                status: record.status,
-            });
-        }
-        Ok(record)
+        crate::catalog::servable(&*self.inner.catalog, ctx.tenant_id()).await
     }
 
     async fn lease(&self, record: &TenantRecord) -> Result<PoolLease<Sqlite>, TenancyError> {
