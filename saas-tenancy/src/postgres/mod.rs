@@ -336,6 +336,14 @@ impl PgTenancy {
         Ok(&self.cluster(cluster)?.runtime)
     }
 
+    /// Closes tenant pools unused for longer than
+    /// [`PoolLimits::idle_pool_timeout`] (call it periodically, e.g. from a
+    /// background task); returns how many were closed. Pools are also
+    /// evicted least-recently-used whenever the budget is needed.
+    pub async fn evict_idle_pools(&self) -> usize {
+        self.inner.registry.evict_idle().await
+    }
+
     /// Gauges of the tenant-database pool registry.
     pub async fn pool_stats(&self) -> PoolStats {
         self.inner.registry.stats().await

@@ -333,6 +333,26 @@ async fn tenant_database_pools_stay_within_the_budget(mode: ScopeMode) {
     env.cleanup().await;
 }
 
+async fn idle_tenant_pools_are_closed(mode: ScopeMode) {
+    let limits = PoolLimits::new(4, 1).with_idle_pool_timeout(Duration::from_millis(50));
+    let Some(mut env) = sandbox_with_limits("pg_isolation::idle", mode, limits).await else {
+        return;
+    };
+    let busy = env.tenant("busy", Strategy::Database).await.unwrap();
+    let idle = env.tenant("idle", Strategy::Database).await.unwrap();
+    drop(env.tenancy.begin(&idle).await.unwrap());
+    let held = env.tenancy.begin(&busy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // The idle pool goes; the one in use stays whatever its age.
+    assert_eq!(env.tenancy.evict_idle_pools().await, 1);
+    let stats = env.tenancy.pool_stats().await;
+    assert_eq!((stats.open_pools, stats.evictions), (1, 1));
+    held.commit().await.unwrap();
+    // The evicted tenant simply gets a new pool.
+    assert!(env.tenancy.begin(&idle).await.is_ok());
+    env.cleanup().await;
+}
+
 async fn acquire_statements_commit_on_their_own(mode: ScopeMode) {
     let Some(mut env) = sandbox("pg_isolation::acquire", mode).await else {
         return;
@@ -375,6 +395,7 @@ macro_rules! both_modes {
 }
 
 both_modes!(
+    idle_tenant_pools_are_closed,
     acquire_statements_commit_on_their_own,
     every_placement_serves_the_same_code_in_isolation,
     row_security_refuses_cross_tenant_writes,
