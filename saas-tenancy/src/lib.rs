@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod catalog;
 mod error;
+mod hooks;
 mod ident;
 mod placement;
 #[cfg(feature = "postgres")]
@@ -21,6 +22,7 @@ pub use catalog::PostgresCatalog;
 pub use catalog::SqliteCatalog;
 pub use catalog::{Catalog, CatalogLookup, DynCatalog, InMemoryCatalog};
 pub use error::TenancyError;
+pub use hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use ident::{SqlIdent, TenantTable};
 pub use placement::{ClusterName, Placement, PlacementPolicy, Strategy, TenantObjectName};
 pub use record::{

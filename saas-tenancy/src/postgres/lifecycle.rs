@@ -49,7 +49,17 @@ impl PgTenancy {
         let result = self.delete_data(&record).await;
         let _ = lock.close().await;
         result?;
-        self.set_status(id, TenantStatus::Deleted).await
+        let record = self
+            .inner
+            .catalog
+            .set_status(id, TenantStatus::Deleted)
+            .await?;
+        self.forget_record(id);
+        self.inner
+            .hooks
+            .on_event(&crate::hooks::LifecycleEvent::Deleted(record.clone()))
+            .await?;
+        Ok(record)
     }
 
     async fn delete_data(&self, record: &TenantRecord) -> Result<(), TenancyError> {

@@ -37,6 +37,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
+use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
 use crate::record::TenantRecord;
 
@@ -111,6 +112,7 @@ struct Inner {
     records: RecordCache,
     policy: PlacementPolicy,
     next_cluster: std::sync::atomic::AtomicUsize,
+    hooks: Arc<dyn LifecycleHooks>,
 }
 
 /// Builds a [`PgTenancy`].
@@ -124,6 +126,7 @@ pub struct PgTenancyBuilder {
     record_ttl: chrono::Duration,
     clock: SharedClock,
     policy: PlacementPolicy,
+    hooks: Arc<dyn LifecycleHooks>,
 }
 
 impl PgTenancy {
@@ -139,6 +142,7 @@ impl PgTenancy {
             record_ttl: chrono::Duration::seconds(1),
             clock: Arc::new(SystemClock),
             policy: PlacementPolicy::default(),
+            hooks: Arc::new(NoHooks),
         }
     }
 
@@ -307,9 +311,22 @@ impl PgTenancy {
         id: TenantId,
         to: saas_core::TenantStatus,
     ) -> Result<TenantRecord, TenancyError> {
+        let before = self.inner.catalog.get(id).await?;
         let result = self.inner.catalog.set_status(id, to).await;
         self.inner.records.forget(id);
-        result
+        let record = result?;
+        if let Some(before) = before
+            && before.status != record.status
+        {
+            self.inner
+                .hooks
+                .on_event(&LifecycleEvent::StatusChanged {
+                    record: record.clone(),
+                    from: before.status,
+                })
+                .await?;
+        }
+        Ok(record)
     }
 
     /// Drops the cached catalog record of `id` (after changing it elsewhere).
@@ -438,6 +455,12 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// Host code run after each lifecycle step (default: none).
+    pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
     /// The clock the record cache reads.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -492,6 +515,7 @@ impl PgTenancyBuilder {
                 records: RecordCache::new(self.record_ttl, self.clock),
                 policy: self.policy,
                 next_cluster: std::sync::atomic::AtomicUsize::new(0),
+                hooks: self.hooks,
             }),
         })
     }

@@ -13,10 +13,16 @@ impl PgTenancy {
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         let record = self.inner.catalog.create(tenant).await?;
         self.finish_provisioning(&record).await?;
-        self.inner
+        let record = self
+            .inner
             .catalog
             .set_status(record.id, saas_core::TenantStatus::Active)
-            .await
+            .await?;
+        self.inner
+            .hooks
+            .on_event(&crate::hooks::LifecycleEvent::Provisioned(record.clone()))
+            .await?;
+        Ok(record)
     }
 
     async fn finish_provisioning(&self, record: &TenantRecord) -> Result<(), TenancyError> {

@@ -7,7 +7,9 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::postgres::{PgClusterConfig, PgTenancy, PoolLimits, ScopeMode, SqlIdent, TenantTable};
+use crate::postgres::{
+    PgClusterConfig, PgTenancy, PgTenancyBuilder, PoolLimits, ScopeMode, SqlIdent, TenantTable,
+};
 use crate::{ClusterName, DynCatalog, NewTenant, PostgresCatalog, Strategy, TenantRecord};
 use saas_core::{TenantContext, TenantSlug};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -134,11 +136,20 @@ impl PgSandbox {
         &self,
         migrations: Vec<Migration>,
     ) -> Result<PgTenancy, crate::TenancyError> {
-        PgTenancy::builder(Arc::clone(&self.catalog))
+        self.tenancy_with(|b| b.tenant_migrations(Migrator::with_migrations(migrations)))
+    }
+
+    /// Another tenancy over the same catalog, cluster, table and tenant
+    /// migrations, adjusted by `configure` (hooks, policies…).
+    pub fn tenancy_with(
+        &self,
+        configure: impl FnOnce(PgTenancyBuilder) -> PgTenancyBuilder,
+    ) -> Result<PgTenancy, crate::TenancyError> {
+        let builder = PgTenancy::builder(Arc::clone(&self.catalog))
             .cluster(self.config.clone())
             .tenant_table(TenantTable::new("notes")?)
-            .tenant_migrations(Migrator::with_migrations(migrations))
-            .build()
+            .tenant_migrations(Migrator::with_migrations(tenant_migrations()));
+        configure(builder).build()
     }
 
     /// Provisions a tenant and returns its context.

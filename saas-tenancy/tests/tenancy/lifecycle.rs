@@ -102,3 +102,65 @@ async fn concurrent_deletes_of_one_tenant_do_not_interleave() {
     assert_eq!(b.unwrap().status, TenantStatus::Deleted);
     env.cleanup().await;
 }
+
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl saas_tenancy::LifecycleHooks for Recorder {
+    async fn on_event(&self, event: &saas_tenancy::LifecycleEvent) -> Result<(), TenancyError> {
+        use saas_tenancy::LifecycleEvent as E;
+        let line = match event {
+            E::Provisioned(r) => format!("provisioned {}", r.slug),
+            E::StatusChanged { record, from } => {
+                format!("{} {from} -> {}", record.slug, record.status)
+            }
+            E::Deleted(r) => format!("deleted {}", r.slug),
+            _ => "other".to_owned(),
+        };
+        self.0.lock().unwrap().push(line);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn hooks_see_every_lifecycle_step() {
+    let Some(env) = sandbox("lifecycle::hooks", ScopeMode::Shared).await else {
+        return;
+    };
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let tenancy = env.tenancy_with(|b| b.hooks(recorder.clone())).unwrap();
+    let new = tenancy
+        .new_tenant(
+            saas_core::TenantSlug::parse("hooked").unwrap(),
+            "H",
+            Strategy::Schema,
+        )
+        .await
+        .unwrap();
+    let record = tenancy.provision(new).await.unwrap();
+    tenancy
+        .set_status(record.id, TenantStatus::Suspended)
+        .await
+        .unwrap();
+    tenancy
+        .set_status(record.id, TenantStatus::Suspended)
+        .await
+        .unwrap();
+    tenancy
+        .set_status(record.id, TenantStatus::Active)
+        .await
+        .unwrap();
+    tenancy.delete_tenant(record.id).await.unwrap();
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        vec![
+            "provisioned hooked",
+            "hooked active -> suspended",
+            "hooked suspended -> active",
+            "hooked active -> deleting",
+            "deleted hooked",
+        ]
+    );
+    env.cleanup().await;
+}
