@@ -10,14 +10,47 @@ use crate::record::{NewTenant, TenantRecord};
 impl PgTenancy {
     /// Adds a tenant to the catalog, creates its schema or database and
     /// applies the tenant migrations, then marks it active.
+    ///
+    /// A second provision of the same slug is
+    /// [`TenancyError::AlreadyExists`] before anything is created. If the
+    /// process dies midway, the tenant stays `provisioning`; finish it with
+    /// [`PgTenancy::retry_provisioning`] (every step is idempotent).
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         let record = self.inner.catalog.create(tenant).await?;
+        self.activate(record).await
+    }
+
+    /// Finishes provisioning a tenant left `provisioning` by a crash or an
+    /// error; an already active tenant is returned as is.
+    pub async fn retry_provisioning(
+        &self,
+        id: saas_core::TenantId,
+    ) -> Result<TenantRecord, TenancyError> {
+        let record = self
+            .inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        match record.status {
+            saas_core::TenantStatus::Provisioning => self.activate(record).await,
+            saas_core::TenantStatus::Active => Ok(record),
+            status => Err(TenancyError::InvalidTransition {
+                tenant: id,
+                from: status,
+                to: saas_core::TenantStatus::Active,
+            }),
+        }
+    }
+
+    async fn activate(&self, record: TenantRecord) -> Result<TenantRecord, TenancyError> {
         self.finish_provisioning(&record).await?;
         let record = self
             .inner
             .catalog
             .set_status(record.id, saas_core::TenantStatus::Active)
             .await?;
+        self.forget_record(record.id);
         self.inner
             .hooks
             .on_event(&crate::hooks::LifecycleEvent::Provisioned(record.clone()))

@@ -164,3 +164,61 @@ async fn hooks_see_every_lifecycle_step() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn provisioning_is_exclusive_per_slug_and_resumable() {
+    let Some(env) = sandbox("lifecycle::provisioning", ScopeMode::Shared).await else {
+        return;
+    };
+    let tenancy = env.tenancy_with(|b| b).unwrap();
+    let slug = || saas_core::TenantSlug::parse("contested").unwrap();
+    let a = tenancy
+        .new_tenant(slug(), "A", Strategy::Schema)
+        .await
+        .unwrap();
+    let b = tenancy
+        .new_tenant(slug(), "B", Strategy::Schema)
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(tenancy.provision(a), tenancy.provision(b));
+    let (won, lost) = match (ra, rb) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("exactly one provision must win: {other:?}"),
+    };
+    assert!(
+        matches!(lost, TenancyError::AlreadyExists { .. }),
+        "{lost:?}"
+    );
+    assert_eq!(won.status, TenantStatus::Active);
+    let schemas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+            .fetch_one(&env.admin)
+            .await
+            .unwrap();
+    assert!(schemas >= 1);
+
+    // A crash between the catalog row and the storage: the tenant is left
+    // `provisioning`; retrying finishes it, and retrying again is harmless.
+    let crashed = saas_tenancy::NewTenant::new(
+        saas_core::TenantSlug::parse("crashed").unwrap(),
+        "C",
+        Strategy::Schema,
+        env.cluster.clone(),
+    )
+    .unwrap();
+    let record = env.tenancy.catalog().create(crashed).await.unwrap();
+    assert_eq!(record.status, TenantStatus::Provisioning);
+    let ctx = saas_core::TenantContext::new(record.id, record.slug.clone());
+    assert!(tenancy.begin(&ctx).await.is_err(), "not servable yet");
+    let done = tenancy.retry_provisioning(record.id).await.unwrap();
+    assert_eq!(done.status, TenantStatus::Active);
+    assert_eq!(
+        tenancy.retry_provisioning(record.id).await.unwrap().status,
+        TenantStatus::Active
+    );
+    tenancy.begin(&ctx).await.unwrap().commit().await.unwrap();
+    for id in [won.id, record.id] {
+        tenancy.delete_tenant(id).await.unwrap();
+    }
+    env.cleanup().await;
+}
