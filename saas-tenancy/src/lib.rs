@@ -5,6 +5,7 @@ pub mod catalog;
 mod error;
 mod hooks;
 mod ident;
+pub mod migration;
 mod placement;
 #[cfg(feature = "postgres")]
 pub mod postgres;

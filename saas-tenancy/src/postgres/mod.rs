@@ -22,10 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres};
 
 pub use crate::ident::{SqlIdent, TenantTable};
+pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
 pub use crate::registry::{PoolLimits, PoolStats};
 pub use audit::{AuditFinding, Weakness};
 pub use conn::TenantConn;
-pub use migrate::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;

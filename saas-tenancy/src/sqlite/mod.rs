@@ -20,6 +20,7 @@
 //! count with `SELECT total_changes()` before and after if you need it.
 
 mod guard;
+mod ops;
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};

@@ -28,6 +28,35 @@ pub const SQLITE_NOTES_SHARED: &str = "CREATE TABLE notes_rows (\
     tenant_id BLOB NOT NULL, id INTEGER NOT NULL, body TEXT NOT NULL, \
     PRIMARY KEY (tenant_id, id))";
 
+/// The sandbox's tenant-file migrations: version 1 creates `notes`.
+pub fn sqlite_migrations() -> Vec<Migration> {
+    vec![Migration::new(
+        1,
+        "notes".into(),
+        MigrationType::Simple,
+        SQLITE_NOTES.into_sql_str(),
+        false,
+    )]
+}
+
+fn build(
+    catalog: &DynCatalog,
+    cluster: &ClusterName,
+    shared_file: &std::path::Path,
+    dir: &std::path::Path,
+    migrations: Vec<Migration>,
+) -> Result<SqliteTenancy, TenancyError> {
+    SqliteTenancy::builder(Arc::clone(catalog))
+        .cluster(SqliteClusterConfig {
+            name: cluster.clone(),
+            shared_file: shared_file.to_path_buf(),
+            tenant_dir: dir.to_path_buf(),
+        })
+        .tenant_table(TenantTable::new("notes")?)
+        .tenant_migrations(Migrator::with_migrations(migrations))
+        .build()
+}
+
 /// A disposable SQLite tenancy.
 #[derive(Debug)]
 pub struct SqliteSandbox {
@@ -39,6 +68,7 @@ pub struct SqliteSandbox {
     pub shared_file: PathBuf,
     /// The cluster name (`local`).
     pub cluster: ClusterName,
+    catalog: DynCatalog,
 }
 
 impl SqliteSandbox {
@@ -68,29 +98,30 @@ impl SqliteSandbox {
         catalog.migrate().await?;
         let catalog: DynCatalog = Arc::new(catalog);
         let cluster = ClusterName::new("local")?;
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "notes".into(),
-            MigrationType::Simple,
-            SQLITE_NOTES.into_sql_str(),
-            false,
-        )]);
-        let tenancy = SqliteTenancy::builder(catalog)
-            .cluster(SqliteClusterConfig {
-                name: cluster.clone(),
-                shared_file: shared_file.clone(),
-                tenant_dir: dir.clone(),
-            })
-            .tenant_table(TenantTable::new("notes")?)
-            .tenant_migrations(migrator)
-            .build()?;
+        let tenancy = build(&catalog, &cluster, &shared_file, &dir, sqlite_migrations())?;
         tenancy.setup().await?;
         Ok(Self {
             tenancy,
             dir,
             shared_file,
             cluster,
+            catalog,
         })
+    }
+
+    /// Another tenancy over the same catalog and files, with other tenant
+    /// migrations (to test migrating tenant files to a new version).
+    pub fn tenancy_with_migrations(
+        &self,
+        migrations: Vec<Migration>,
+    ) -> Result<SqliteTenancy, TenancyError> {
+        build(
+            &self.catalog,
+            &self.cluster,
+            &self.shared_file,
+            &self.dir,
+            migrations,
+        )
     }
 
     /// Provisions a tenant and returns its context.

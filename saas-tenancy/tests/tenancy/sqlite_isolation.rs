@@ -183,3 +183,77 @@ fn leak_harness_shared_file() {
 fn leak_harness_database_files() {
     harness(Strategy::Database);
 }
+
+#[tokio::test]
+async fn tenant_files_migrate_and_tenants_delete() {
+    use saas_tenancy::migration::MigrationOptions;
+    use saas_tenancy::testing::sqlite::sqlite_migrations;
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType};
+
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let row = sandbox.tenant("row", Strategy::Shared).await.unwrap();
+    let keep = sandbox.tenant("keep", Strategy::Shared).await.unwrap();
+    let files: Vec<_> = [
+        sandbox.tenant("f1", Strategy::Database).await.unwrap(),
+        sandbox.tenant("f2", Strategy::Database).await.unwrap(),
+        sandbox.tenant("f3", Strategy::Database).await.unwrap(),
+    ]
+    .into();
+    for ctx in [&row, &keep] {
+        let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
+        conn.execute("INSERT INTO notes (id, body) VALUES (1, 'x')")
+            .await
+            .unwrap();
+    }
+
+    // Break one file: its notes table is gone, so v2 fails there only.
+    let mut conn = sandbox.tenancy.acquire(&files[1]).await.unwrap();
+    conn.execute("DROP TABLE notes").await.unwrap();
+    drop(conn);
+    let mut v2 = sqlite_migrations();
+    v2.push(Migration::new(
+        2,
+        "pinned".into(),
+        MigrationType::Simple,
+        "ALTER TABLE notes ADD COLUMN pinned INTEGER".into_sql_str(),
+        false,
+    ));
+    let fleet = sandbox.tenancy_with_migrations(v2).unwrap();
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default().with_canaries(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.migrated.len(), report.failed.len()),
+        (2, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.failed[0].0, files[1].tenant_id());
+    let again = fleet
+        .migrate_tenants(MigrationOptions::default().with_canaries(0))
+        .await
+        .unwrap();
+    assert_eq!(again.up_to_date.len(), 2, "nothing applied twice");
+
+    // Delete a row tenant and a file tenant.
+    fleet.delete_tenant(row.tenant_id()).await.unwrap();
+    fleet.delete_tenant(files[0].tenant_id()).await.unwrap();
+    fleet.delete_tenant(files[0].tenant_id()).await.unwrap();
+    let mut admin = fleet
+        .unscoped_admin_connection(&sandbox.cluster, "test: check deletion")
+        .await
+        .unwrap();
+    let left: Vec<saas_core::TenantId> = sqlx::query_scalar("SELECT tenant_id FROM notes_rows")
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![keep.tenant_id()]);
+    let file = sandbox.dir.join(format!(
+        "{}.sqlite",
+        saas_tenancy::TenantObjectName::for_tenant(files[0].tenant_id())
+    ));
+    assert!(!file.exists());
+    assert!(fleet.acquire(&files[0]).await.is_err());
+    sandbox.cleanup().await;
+}
