@@ -1,0 +1,326 @@
+//! Event throughput per backend, side by side, each against a baseline
+//! measured in the same run. Run: `cargo bench -p saas-benches --bench events`.
+//! Services from `SAAS_TEST_POSTGRES_URL` / `SAAS_TEST_NATS_URL` /
+//! `SAAS_TEST_REDIS_URL` (a missing
+//! one is skipped with a line). Set `SAAS_EVENTS_BENCH_N` to scale.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use saas_core::TenantId;
+use saas_events::nats::{NatsBus, NatsConfig};
+use saas_events::postgres::{
+    OutboxLocation, OutboxRelay, PgOutbox, PgOutboxPublisher, RelayConfig, StaticLocations,
+};
+use saas_events::redis::{RedisBus, RedisConfig};
+use saas_events::{
+    Capabilities, Event, EventError, InMemoryBus, Publisher, SubscribeOptions, Subscriber,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor};
+
+struct Row {
+    case: &'static str,
+    events: u64,
+    took: Duration,
+    baseline: (&'static str, Duration),
+    target: u64,
+}
+
+fn per_sec(events: u64, took: Duration) -> u64 {
+    (events as f64 / took.as_secs_f64().max(1e-9)) as u64
+}
+
+fn n(default: u64) -> u64 {
+    let scale: u64 = std::env::var("SAAS_EVENTS_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    default * scale / 100
+}
+
+fn events(count: u64) -> Vec<Event> {
+    let tenant = TenantId::new();
+    (0..count)
+        .map(|i| Event::new(tenant, "bench.event", "/bench", &i).unwrap())
+        .collect()
+}
+
+/// Counts what a relay forwards.
+#[derive(Debug, Default, Clone)]
+struct Counter(Arc<AtomicU64>);
+
+#[async_trait]
+impl Publisher for Counter {
+    async fn publish(&self, _: &str, _: Event) -> Result<(), EventError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn publish_batch(&self, _: &str, events: Vec<Event>) -> Result<(), EventError> {
+        self.0.fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// Publish in batches of 1,000, receive and ack every event.
+async fn in_memory() -> Row {
+    let count = n(500_000);
+    let bus = InMemoryBus::new();
+    let mut sub = bus
+        .subscribe("bench", SubscribeOptions::new())
+        .await
+        .unwrap();
+    let batch = events(count);
+    let start = Instant::now();
+    let publisher = bus.clone();
+    let producer = tokio::spawn(async move {
+        let mut batch = batch;
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().saturating_sub(1000));
+            publisher.publish_batch("bench", rest).await.unwrap();
+        }
+    });
+    for _ in 0..count {
+        sub.next().await.unwrap().unwrap().ack().await.unwrap();
+    }
+    producer.await.unwrap();
+    let took = start.elapsed();
+    // Baseline: the same events through a bare tokio channel.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let batch = events(count);
+    let base_start = Instant::now();
+    for event in batch {
+        tx.send(Arc::new(event)).unwrap();
+    }
+    for _ in 0..count {
+        rx.recv().await.unwrap();
+    }
+    Row {
+        case: "in-memory publish → receive → ack",
+        events: count,
+        took,
+        baseline: ("tokio mpsc send → recv", base_start.elapsed()),
+        target: 1_000_000,
+    }
+}
+
+/// Four writers commit transactions of 100 events; one relay forwards
+/// them; timed until the last event is forwarded.
+async fn outbox(url: &str) -> Row {
+    let count = n(100_000);
+    let schema = format!("bench_events_{}", std::process::id());
+    let base: PgConnectOptions = url.parse().unwrap();
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(base.clone())
+        .await
+        .unwrap();
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect_with(base.options([("search_path", schema.as_str())]))
+        .await
+        .unwrap();
+    let outbox = PgOutbox::new();
+    outbox
+        .create_table(&mut pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    pool.execute("CREATE TABLE plain (LIKE saas_events_outbox INCLUDING ALL)")
+        .await
+        .unwrap();
+
+    let write = |table_sql: Option<&'static str>| {
+        let pool = pool.clone();
+        let outbox = outbox.clone();
+        async move {
+            let mut writers = Vec::new();
+            for _ in 0..4 {
+                let publisher = PgOutboxPublisher::new(outbox.clone(), pool.clone());
+                let pool = pool.clone();
+                writers.push(tokio::spawn(async move {
+                    for _ in 0..count / 400 {
+                        let batch = events(100);
+                        match table_sql {
+                            None => publisher.publish_batch("bench", batch).await.unwrap(),
+                            Some(sql) => {
+                                let bodies: Vec<String> = batch
+                                    .iter()
+                                    .map(|e| String::from_utf8(e.to_json().unwrap()).unwrap())
+                                    .collect();
+                                sqlx::query(sql).bind(bodies).execute(&pool).await.unwrap();
+                            }
+                        }
+                    }
+                }));
+            }
+            for w in writers {
+                w.await.unwrap();
+            }
+        }
+    };
+    // Baseline: the same rows inserted into a plain table, no relay.
+    let base_start = Instant::now();
+    write(Some(
+        "INSERT INTO plain (topic, event) SELECT 'bench', e FROM unnest($1::text[]) e",
+    ))
+    .await;
+    let baseline = base_start.elapsed();
+
+    let counter = Counter::default();
+    let location = OutboxLocation::new("bench", pool.clone(), Some(schema.clone())).unwrap();
+    let relay = OutboxRelay::new(
+        Arc::new(StaticLocations(vec![location])),
+        Arc::new(counter.clone()),
+        RelayConfig::default()
+            .with_batch_size(2000)
+            .with_poll_interval(Duration::from_millis(1)),
+    )
+    .spawn();
+    let total = (count / 400) * 400;
+    let start = Instant::now();
+    write(None).await;
+    while counter.0.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = start.elapsed();
+    relay.shutdown().await;
+    pool.close().await;
+    admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .unwrap();
+    Row {
+        case: "outbox commit → relay forward (4 writers, tx of 100)",
+        events: total,
+        took,
+        baseline: ("same rows into a plain table", baseline),
+        target: 20_000,
+    }
+}
+
+/// JetStream publish with the stream's ack for every event, 1,000 in flight.
+async fn nats(url: &str) -> Row {
+    let count = n(100_000);
+    let prefix = format!("bench{}", std::process::id());
+    let bus = NatsBus::connect(url, NatsConfig::default().with_prefix(&prefix).unwrap())
+        .await
+        .unwrap();
+    bus.publish("bench", events(1).remove(0)).await.unwrap();
+    let start = Instant::now();
+    for _ in 0..count / 1000 {
+        bus.publish_batch("bench", events(1000)).await.unwrap();
+    }
+    let took = start.elapsed();
+    bus.delete_topic("bench").await.unwrap();
+    // Baseline: core NATS publish of the same bytes (no persistence, no ack).
+    let client = async_nats::connect(url).await.unwrap();
+    let bodies: Vec<bytes::Bytes> = events(count)
+        .iter()
+        .map(|e| bytes::Bytes::from(e.to_json().unwrap()))
+        .collect();
+    let base_start = Instant::now();
+    for body in bodies {
+        client
+            .publish(format!("{prefix}.core"), body)
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    Row {
+        case: "NATS JetStream publish, acked",
+        events: (count / 1000) * 1000,
+        took,
+        baseline: ("core NATS publish + flush", base_start.elapsed()),
+        target: 50_000,
+    }
+}
+
+/// Redis Streams publish: pipelines of 1,000 XADDs, each acknowledged.
+async fn redis_streams(url: &str) -> Row {
+    let count = n(100_000);
+    let prefix = format!("bench{}", std::process::id());
+    let bus = RedisBus::connect(url, RedisConfig::default().with_prefix(&prefix).unwrap())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for _ in 0..count / 1000 {
+        bus.publish_batch("bench", events(1000)).await.unwrap();
+    }
+    let took = start.elapsed();
+    bus.delete_topic("bench").await.unwrap();
+    // Baseline: the same bytes XADDed raw, same pipelining.
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:raw");
+    let base_start = Instant::now();
+    for _ in 0..count / 1000 {
+        let mut pipe = redis::pipe();
+        for event in events(1000) {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("event")
+                .arg(event.to_json().unwrap())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let baseline = base_start.elapsed();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    Row {
+        case: "Redis Streams publish (pipelines of 1,000)",
+        events: (count / 1000) * 1000,
+        took,
+        baseline: ("raw XADD pipeline, same bytes", baseline),
+        target: 50_000,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut rows = vec![in_memory().await];
+    match std::env::var("SAAS_TEST_POSTGRES_URL") {
+        Ok(url) => rows.push(outbox(&url).await),
+        Err(_) => println!("skipped outbox: set SAAS_TEST_POSTGRES_URL"),
+    }
+    match std::env::var("SAAS_TEST_NATS_URL") {
+        Ok(url) => rows.push(nats(&url).await),
+        Err(_) => println!("skipped NATS: set SAAS_TEST_NATS_URL"),
+    }
+    match std::env::var("SAAS_TEST_REDIS_URL") {
+        Ok(url) => rows.push(redis_streams(&url).await),
+        Err(_) => println!("skipped Redis: set SAAS_TEST_REDIS_URL"),
+    }
+    println!("| case | events | events/s | target | baseline | baseline events/s |");
+    println!("| --- | ---: | ---: | ---: | --- | ---: |");
+    for row in rows {
+        let rate = per_sec(row.events, row.took);
+        let verdict = if rate >= row.target { "met" } else { "MISSED" };
+        println!(
+            "| {} | {} | {} | ≥ {} ({verdict}) | {} | {} |",
+            row.case,
+            row.events,
+            rate,
+            row.target,
+            row.baseline.0,
+            per_sec(row.events, row.baseline.1)
+        );
+    }
+}

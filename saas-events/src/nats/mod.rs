@@ -1,0 +1,354 @@
+//! The NATS JetStream backend (feature `nats`).
+//!
+//! - One stream per topic, created on first use, capturing the subjects
+//!   `<prefix>.<topic>.<tenant>` (`_` for tenant-less events), so a tenant
+//!   filter is a subject filter evaluated by the server.
+//! - Publishing waits for the stream's ack; the `Nats-Msg-Id` header is the
+//!   event id, so a publish retried within the duplicate window is stored
+//!   once.
+//! - A consumer group is a durable pull consumer named after the group and
+//!   its tenant filter; a subscription without a group is an ephemeral
+//!   consumer deleted when closed.
+//! - `ack` acks, `nack(delay)` naks with that delay, a dropped delivery is
+//!   nak'ed at once; the attempt number is JetStream's delivery count.
+//!
+//! The encoded event (JSON, binary data base64-encoded) must fit the
+//! server's `max_payload` (1 MB unless configured up to 64 MB); a larger
+//! one fails with [`EventError::PayloadTooLarge`] carrying the server's
+//! limit. With the default server setting a 1 MiB payload does not fit, so
+//! raise `max_payload` on the server to carry 1 MiB events.
+//!
+//! Per-key order is not offered: JetStream redelivers a nak'ed message
+//! while later ones flow, so [`Capabilities::ordering_per_key`] is `false`.
+
+mod consumer;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use saas_core::{SharedClock, SystemClock};
+
+use crate::delivery::Subscription;
+use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
+use crate::error::EventError;
+use crate::names::validate_name;
+use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
+
+pub(crate) fn nats_error(retryable: bool, error: impl Into<crate::BoxError>) -> EventError {
+    EventError::Backend {
+        backend: "nats",
+        retryable,
+        source: error.into(),
+    }
+}
+
+/// Settings of a [`NatsBus`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct NatsConfig {
+    /// Prefix of subjects (`<prefix>.<topic>.<tenant>`) and stream names
+    /// (default `saas_events`; letters, digits, `_` and `-`).
+    pub prefix: String,
+    /// How long a delivery may stay unsettled before JetStream redelivers
+    /// it (default 30 s).
+    pub ack_wait: Duration,
+    /// The window in which a repeated event id is dropped (default 2 min).
+    pub duplicate_window: Duration,
+    /// Largest payload accepted (default 1 MiB; the server's `max_payload`
+    /// must fit the encoded event).
+    pub max_payload_bytes: usize,
+    /// Messages a group consumer pulls at once (default 1, so a delivery
+    /// nobody holds goes to whichever consumer asks next).
+    pub group_pull_batch: usize,
+    /// Messages a private subscription pulls at once (default 256).
+    pub private_pull_batch: usize,
+    /// Stamps events published without a time.
+    pub clock: SharedClock,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "saas_events".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            duplicate_window: Duration::from_secs(120),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            group_pull_batch: 1,
+            private_pull_batch: 256,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Sets the prefix.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] unless it is 1–32 ASCII letters, digits,
+    /// `_` or `-`.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, EventError> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(EventError::InvalidName {
+                name: prefix.chars().take(32).collect(),
+                reason: "a prefix is 1-32 ASCII letters, digits, `_` or `-`",
+            });
+        }
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the ack wait.
+    pub fn with_ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Sets the payload limit.
+    pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("prefix", &self.prefix)
+            .field("ack_wait", &self.ack_wait)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: NatsConfig,
+    streams: Mutex<HashSet<String>>,
+}
+
+/// A [`Publisher`] and [`Subscriber`] on NATS JetStream. Clones share the
+/// connection.
+///
+/// ```no_run
+/// use saas_events::nats::{NatsBus, NatsConfig};
+/// use saas_events::{Event, Publisher, SubscribeOptions, Subscriber};
+///
+/// # async fn run() -> Result<(), saas_events::EventError> {
+/// let bus = NatsBus::connect("nats://127.0.0.1:4222", NatsConfig::default()).await?;
+/// let mut sub = bus.subscribe("orders", SubscribeOptions::new().with_group("mailer")).await?;
+/// bus.publish("orders", Event::new(None, "order.placed", "/shop", &42)?).await?;
+/// if let Some(delivery) = sub.next().await {
+///     delivery?.ack().await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+impl NatsBus {
+    /// Connects to the server at `url`.
+    ///
+    /// # Errors
+    /// A retryable backend error if the server cannot be reached.
+    pub async fn connect(url: &str, config: NatsConfig) -> Result<Self, EventError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| nats_error(true, e))?;
+        Ok(Self::new(client, config))
+    }
+
+    /// Uses an existing client.
+    pub fn new(client: async_nats::Client, config: NatsConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                js: jetstream::new(client.clone()),
+                client,
+                config,
+                streams: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// The JetStream stream holding `topic` (for inspection and cleanup).
+    pub fn stream_name(&self, topic: &str) -> String {
+        // A bijective escape: `_` → `__`, `.` → `_d`; stream names may not
+        // contain dots.
+        let mut name = format!("{}_", self.inner.config.prefix);
+        for c in topic.chars() {
+            match c {
+                '_' => name.push_str("__"),
+                '.' => name.push_str("_d"),
+                c => name.push(c),
+            }
+        }
+        name
+    }
+
+    fn subject(&self, topic: &str, event: &Event) -> String {
+        let tenant = event
+            .tenant_id()
+            .map_or_else(|| "_".to_owned(), |t| t.simple());
+        format!("{}.{topic}.{tenant}", self.inner.config.prefix)
+    }
+
+    async fn stream(&self, topic: &str) -> Result<stream::Stream, EventError> {
+        let name = self.stream_name(topic);
+        let stream = self
+            .inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{}.{topic}.*", self.inner.config.prefix)],
+                duplicate_window: self.inner.config.duplicate_window,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_error(true, e))?;
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name);
+        Ok(stream)
+    }
+
+    async fn ensure_stream(&self, topic: &str) -> Result<(), EventError> {
+        let known = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&self.stream_name(topic));
+        if !known {
+            self.stream(topic).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the stream of `topic` with its consumers and messages.
+    ///
+    /// # Errors
+    /// A backend error (a missing stream is not one).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), EventError> {
+        validate_name(topic)?;
+        let name = self.stream_name(topic);
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&name);
+        match self.inner.js.delete_stream(&name).await {
+            Ok(_) => Ok(()),
+            // Already gone is fine; anything else is reported.
+            Err(e) if self.inner.js.get_stream(&name).await.is_ok() => Err(nats_error(true, e)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn encode(
+        &self,
+        topic: &str,
+        mut event: Event,
+    ) -> Result<(String, async_nats::HeaderMap, Bytes), EventError> {
+        event.check_payload_size(self.inner.config.max_payload_bytes)?;
+        event.stamp_time(&*self.inner.config.clock);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id());
+        let subject = self.subject(topic, &event);
+        let body = event.to_json()?;
+        // The server refuses messages over its `max_payload` (1 MB by
+        // default): say so in the crate's terms, before sending anything.
+        let server_limit = self.inner.client.max_payload();
+        if server_limit > 0 && body.len() > server_limit {
+            return Err(EventError::PayloadTooLarge {
+                size: body.len(),
+                limit: server_limit,
+            });
+        }
+        Ok((subject, headers, Bytes::from(body)))
+    }
+}
+
+#[async_trait]
+impl Publisher for NatsBus {
+    async fn publish(&self, topic: &str, event: Event) -> Result<(), EventError> {
+        self.publish_batch(topic, vec![event]).await
+    }
+
+    /// Sends every event before waiting for the acks (one connection keeps
+    /// them in order).
+    async fn publish_batch(&self, topic: &str, events: Vec<Event>) -> Result<(), EventError> {
+        validate_name(topic)?;
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            encoded.push(self.encode(topic, event)?);
+        }
+        self.ensure_stream(topic).await?;
+        let mut acks = Vec::with_capacity(encoded.len());
+        for (subject, headers, body) in encoded {
+            let ack = self
+                .inner
+                .js
+                .publish_with_headers(subject, headers, body)
+                .await
+                .map_err(|e| nats_error(true, e))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| nats_error(true, e))?;
+        }
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities(&self.inner.config)
+    }
+}
+
+fn capabilities(config: &NatsConfig) -> Capabilities {
+    Capabilities {
+        ordering_per_key: false,
+        consumer_groups: true,
+        persistence: true,
+        delayed_delivery: true,
+        replay: true,
+        max_payload_bytes: config.max_payload_bytes,
+    }
+}
+
+#[async_trait]
+impl Subscriber for NatsBus {
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, EventError> {
+        validate_name(topic)?;
+        if let Some(group) = &options.group {
+            validate_name(group)?;
+        }
+        let stream = self.stream(topic).await?;
+        consumer::subscribe(&self.inner.config, stream, topic, options).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities(&self.inner.config)
+    }
+}

@@ -1,0 +1,117 @@
+//! Where outbox tables live, as the relay sees them.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+
+use crate::error::EventError;
+
+/// Checks an SQL identifier we generate statements with: 1–63 lowercase
+/// ASCII letters, digits and `_`, not starting with a digit. Always quoted
+/// when used, so this is defence in depth.
+pub(crate) fn check_ident(name: &str, what: &'static str) -> Result<(), EventError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::InvalidName {
+            name: name.chars().take(63).collect(),
+            reason: what,
+        })
+    }
+}
+
+/// One outbox table the relay drains: a pool that may read and delete
+/// every row of it (an owner or admin role — row-level security must not
+/// hide rows from the relay), and the schema holding it.
+#[derive(Clone)]
+pub struct OutboxLocation {
+    name: String,
+    pool: PgPool,
+    schema: Option<String>,
+}
+
+impl OutboxLocation {
+    /// A location named `name` (for logs and metrics), reached through
+    /// `pool`, whose table lives in `schema` (`None`: the pool's
+    /// `search_path` decides, e.g. `public` of a tenant database).
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] if `schema` is not a lowercase SQL
+    /// identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub fn new(
+        name: impl Into<String>,
+        pool: PgPool,
+        schema: Option<String>,
+    ) -> Result<Self, EventError> {
+        if let Some(schema) = &schema {
+            check_ident(schema, "a schema must be a lowercase SQL identifier")?;
+        }
+        Ok(Self {
+            name: name.into(),
+            pool,
+            schema,
+        })
+    }
+
+    /// The location's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pool used to drain it.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema, if given.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The quoted, schema-qualified table name.
+    pub(crate) fn qualified(&self, table: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{table}\""),
+            None => format!("\"{table}\""),
+        }
+    }
+}
+
+impl fmt::Debug for OutboxLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxLocation")
+            .field("name", &self.name)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The set of outbox tables a relay drains, asked for again on every pass
+/// so tenants provisioned later are picked up.
+///
+/// A host with tenants in several placements implements it from its tenant
+/// catalog: the shared schema once for all row tenants, each schema
+/// tenant's schema, each database tenant's database.
+#[async_trait]
+pub trait OutboxLocations: Send + Sync + fmt::Debug {
+    /// The current locations.
+    async fn locations(&self) -> Result<Vec<OutboxLocation>, EventError>;
+}
+
+/// A fixed list of locations.
+#[derive(Debug, Clone, Default)]
+pub struct StaticLocations(pub Vec<OutboxLocation>);
+
+#[async_trait]
+impl OutboxLocations for StaticLocations {
+    async fn locations(&self) -> Result<Vec<OutboxLocation>, EventError> {
+        Ok(self.0.clone())
+    }
+}

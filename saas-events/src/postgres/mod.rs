@@ -1,0 +1,43 @@
+//! The PostgreSQL transactional outbox (feature `postgres`).
+//!
+//! [`PgOutbox::publish`] writes an event into an outbox table **inside the
+//! caller's transaction** (any `&mut sqlx::PgConnection`, so a
+//! `saas_tenancy::postgres::TenantTx` works): the event exists if and only
+//! if the transaction commits. The table is named without a schema, so it
+//! resolves through the connection's `search_path` — the shared schema for
+//! row tenants (add it to the tenancy's tenant tables so RLS covers it),
+//! the tenant's schema or the tenant's database otherwise.
+//!
+//! An [`OutboxRelay`] moves committed rows to any [`Publisher`](crate::Publisher)
+//! (an [`InMemoryBus`](crate::InMemoryBus) to deliver to in-process
+//! subscribers, a broker backend to forward). It learns where outbox tables
+//! are from an [`OutboxLocations`] implementation supplied by the host (or
+//! by a tenancy integration), so this crate does not depend on
+//! `saas-tenancy`.
+//!
+//! # Why the relay never skips a late commit
+//!
+//! Sequence numbers are handed out at `INSERT` but become visible at
+//! `COMMIT`, so a transaction holding sequence 5 can commit after one
+//! holding 6 was relayed; a relay that remembers "everything up to 6 is
+//! done" would skip 5 forever. This relay keeps no high-water mark: a row
+//! is pending exactly while it exists, and the relay deletes the rows it
+//! delivered in the same transaction that read them. Each batch takes a
+//! transaction-scoped advisory lock on its table (`pg_try_advisory_xact_lock`),
+//! so several relay processes never work one table at once — no event is
+//! delivered twice concurrently and per-tenant (per-table) order is kept.
+//! A relay that crashes after forwarding but before committing forwards the
+//! batch again (at-least-once; consumers deduplicate by event id).
+//!
+//! Delivered rows are deleted in batches (`DELETE … WHERE seq = ANY(…)`),
+//! so the table stays as small as the backlog and autovacuum keeps up; no
+//! `delivered` flag accumulates dead rows.
+
+mod error;
+mod location;
+mod outbox;
+mod relay;
+
+pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
+pub use outbox::{DEFAULT_OUTBOX_TABLE, PgOutbox, PgOutboxPublisher};
+pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};

@@ -1,0 +1,228 @@
+//! NATS JetStream: the conformance suite against the CI server, and a
+//! broker restarted twice mid-stream (a server process of the test's own).
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use saas_core::TenantId;
+use saas_events::nats::{NatsBus, NatsConfig};
+use saas_events::testing::unique_topic;
+use saas_events::{Event, Publisher, SubscribeOptions, Subscriber};
+use saas_test_support::{Service, service_url, unique_name};
+
+use crate::support::{Guarded, OnDrop};
+
+async fn nats_backend() -> Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)> {
+    let url = service_url(Service::Nats, "saas-events NATS conformance")?;
+    // A prefix per test: its streams are its own, deleted afterwards.
+    let prefix = unique_name("ev");
+    let config = NatsConfig::default().with_prefix(&prefix).unwrap();
+    let bus = NatsBus::connect(&url, config).await.unwrap();
+    let cleanup_url = url.clone();
+    let guard = OnDrop::new(move || async move {
+        let Ok(client) = async_nats::connect(&cleanup_url).await else {
+            return;
+        };
+        let js = async_nats::jetstream::new(client);
+        let mut names = js.stream_names();
+        let mut doomed = Vec::new();
+        while let Some(Ok(name)) = futures_util::StreamExt::next(&mut names).await {
+            if name.starts_with(&format!("{prefix}_")) {
+                doomed.push(name);
+            }
+        }
+        for name in doomed {
+            let _ = js.delete_stream(&name).await;
+        }
+    });
+    let publisher = Guarded {
+        inner: bus.clone(),
+        _guard: guard,
+    };
+    Some((Arc::new(publisher), Arc::new(bus)))
+}
+
+// Every behaviour but `large_payload`: the CI server keeps NATS's default
+// 1 MB `max_payload`, under a 1 MiB event (see `oversize_is_a_typed_error`).
+mod conformance {
+    saas_events::conformance_tests!(@each super::nats_backend();
+        round_trip, concurrent_publishers, topic_isolation, nack_redelivery,
+        per_key_order, consumer_groups, close_and_resume, dead_lettering,
+        redrive_dead_letters, delayed_retry, crash_mid_handler, tenant_isolation,
+        headers_and_trace);
+}
+
+/// A message over the server's limit fails as `PayloadTooLarge`, naming
+/// the server's limit, and nothing is published.
+#[tokio::test]
+async fn oversize_is_a_typed_error() {
+    let Some((p, _s)) = nats_backend().await else {
+        return;
+    };
+    let topic = unique_topic("oversize");
+    let big = Event::new_binary(
+        None,
+        "t",
+        "/t",
+        "application/octet-stream",
+        vec![7; 900_000],
+    )
+    .unwrap();
+    match p.publish(&topic, big).await {
+        Err(saas_events::EventError::PayloadTooLarge { size, limit }) => assert!(size > limit),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct OwnServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    fn start(port: u16, dir: std::path::PathBuf) -> Self {
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH");
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_connect(url: &str) -> NatsBus {
+    for _ in 0..100 {
+        if let Ok(bus) = NatsBus::connect(url, NatsConfig::default()).await {
+            return bus;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nats-server at {url} did not come up");
+}
+
+/// Publish, kill the server, restart it on the same store, twice; a
+/// durable group receives every event published before each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarted_twice_loses_nothing() {
+    if service_url(Service::Nats, "nats broker_restarted_twice_loses_nothing").is_none() {
+        return;
+    }
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique_name("saas_events_nats"));
+    let mut server = OwnServer::start(port, dir);
+    let url = format!("nats://127.0.0.1:{port}");
+    let topic = unique_topic("restart");
+    let options = SubscribeOptions::new().with_group("survivor");
+    let mut expected = HashSet::new();
+    let mut received = HashSet::new();
+    let tenant = TenantId::new();
+    for round in 0..3u32 {
+        let bus = wait_connect(&url).await;
+        let mut sub = bus.subscribe(&topic, options.clone()).await.unwrap();
+        let events: Vec<Event> = (0..50)
+            .map(|n| Event::new(tenant, "test.restart", "/tests", &(round * 100 + n)).unwrap())
+            .collect();
+        expected.extend(events.iter().map(|e| e.id().to_owned()));
+        bus.publish_batch(&topic, events).await.unwrap();
+        // Take a few, then the broker dies with the rest stored.
+        for _ in 0..10 {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            received.insert(delivery.event().id().to_owned());
+            delivery.ack().await.unwrap();
+        }
+        drop(sub);
+        drop(bus);
+        if round < 2 {
+            server.stop();
+            server.spawn();
+        }
+    }
+    let bus = wait_connect(&url).await;
+    let mut sub = bus.subscribe(&topic, options).await.unwrap();
+    while !expected.is_subset(&received) {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("every stored event after the restarts")
+            .unwrap()
+            .unwrap();
+        received.insert(delivery.event().id().to_owned());
+        delivery.ack().await.unwrap();
+    }
+}
+
+/// The same event id published twice is stored once.
+#[tokio::test]
+async fn duplicate_event_ids_are_stored_once() {
+    let Some((p, s)) = nats_backend().await else {
+        return;
+    };
+    let topic = unique_topic("dedup");
+    let mut sub = s.subscribe(&topic, SubscribeOptions::new()).await.unwrap();
+    let event = Event::new(None, "test.dedup", "/tests", &1).unwrap();
+    p.publish(&topic, event.clone()).await.unwrap();
+    p.publish(&topic, event.clone()).await.unwrap();
+    let sentinel = Event::new(None, "test.dedup", "/tests", &2).unwrap();
+    p.publish(&topic, sentinel.clone()).await.unwrap();
+    let mut ids = Vec::new();
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        ids.push(delivery.event().id().to_owned());
+        delivery.ack().await.unwrap();
+        if ids.last().map(String::as_str) == Some(sentinel.id()) {
+            break;
+        }
+    }
+    assert_eq!(ids, vec![event.id().to_owned(), sentinel.id().to_owned()]);
+}
