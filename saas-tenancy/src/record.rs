@@ -259,6 +259,7 @@ pub fn transition_allowed(from: TenantStatus, to: TenantStatus) -> bool {
         )
 }
 
+#[cfg(feature = "_sql")]
 pub(crate) fn parse_status(s: &str) -> Result<TenantStatus, TenancyError> {
     use TenantStatus::*;
     Ok(match s {
@@ -273,6 +274,7 @@ pub(crate) fn parse_status(s: &str) -> Result<TenantStatus, TenancyError> {
 }
 
 /// Every status from which `to` may be reached (including `to` itself).
+#[cfg(feature = "_sql")]
 pub(crate) fn allowed_from(to: TenantStatus) -> Vec<TenantStatus> {
     use TenantStatus::*;
     [Provisioning, Active, Suspended, Moving, Deleting, Deleted]

@@ -90,6 +90,7 @@ impl TenantLookup for CatalogLookup {
 /// The tenant with `id` if it may be served: unknown tenants are
 /// [`TenancyError::TenantNotFound`], tenants in any status but active are
 /// [`TenancyError::TenantNotServable`].
+#[cfg(feature = "sqlite")]
 pub(crate) async fn servable(
     catalog: &dyn Catalog,
     id: TenantId,
@@ -102,6 +103,7 @@ pub(crate) async fn servable(
 }
 
 /// Refuses a record whose status may not be served.
+#[cfg(feature = "_sql")]
 pub(crate) fn check_servable(record: TenantRecord) -> Result<TenantRecord, TenancyError> {
     if record.status.is_servable() {
         Ok(record)
