@@ -9,6 +9,7 @@
 //!   CI can never pass by skipping.
 
 use std::fmt;
+use std::io::Write as _;
 
 /// Set to `1` to turn a missing service into a test failure.
 pub const REQUIRE_SERVICES_VAR: &str = "SAAS_TEST_REQUIRE_SERVICES";
@@ -90,7 +91,9 @@ pub fn service_url(service: Service, test: &str) -> Option<String> {
     match decide(service, url, require, test) {
         Availability::Url(url) => Some(url),
         Availability::Skip(msg) => {
-            println!("{msg}");
+            // Straight to the stderr handle: the test harness captures
+            // `println!`/`eprintln!` of passing tests, and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "{msg}");
             None
         }
         Availability::Fail(msg) => panic!("{msg}"),
