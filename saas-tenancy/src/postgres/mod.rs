@@ -265,28 +265,28 @@ impl PgTenancy {
             return Ok(None);
         }
         let cluster = self.cluster(placement.cluster())?;
-        let runtime = cluster
-            .config
-            .admin
-            .clone()
-            .username(cluster.config.runtime_role.as_str());
-        let tenant = record.id.to_string();
-        let options = match placement {
-            Placement::Shared { .. } => runtime.options([(TENANT_SETTING, tenant.as_str())]),
-            Placement::Schema { schema, .. } => runtime.options([
-                ("role", schema.as_str()),
-                ("search_path", schema.as_str()),
-                (TENANT_SETTING, tenant.as_str()),
-            ]),
-            Placement::Database { database, .. } => tenant_database_options(runtime, database)
-                .options([(TENANT_SETTING, tenant.as_str())]),
+        // The options are built only when the pool is opened, not on every
+        // checkout of an open pool (this is the request path).
+        let open = |limits: &PoolLimits| {
+            let runtime = cluster
+                .config
+                .admin
+                .clone()
+                .username(cluster.config.runtime_role.as_str());
+            let tenant = record.id.to_string();
+            let options = match placement {
+                Placement::Shared { .. } => runtime.options([(TENANT_SETTING, tenant.as_str())]),
+                Placement::Schema { schema, .. } => runtime.options([
+                    ("role", schema.as_str()),
+                    ("search_path", schema.as_str()),
+                    (TENANT_SETTING, tenant.as_str()),
+                ]),
+                Placement::Database { database, .. } => tenant_database_options(runtime, database)
+                    .options([(TENANT_SETTING, tenant.as_str())]),
+            };
+            limits.pg_pool(options)
         };
-        Ok(Some(
-            self.inner
-                .registry
-                .lease(record.id, |limits| limits.pg_pool(options))
-                .await?,
-        ))
+        Ok(Some(self.inner.registry.lease(record.id, open).await?))
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{SharedClock, SystemClock, TenantContext, TenantStatus};
+use saas_core::{TenantContext, TenantStatus};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -66,7 +66,6 @@ struct Inner {
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry<Sqlite>,
-    clock: SharedClock,
 }
 
 /// Builds a [`SqliteTenancy`].
@@ -273,11 +272,6 @@ impl SqliteTenancy {
     pub fn catalog(&self) -> &DynCatalog {
         &self.inner.catalog
     }
-
-    /// The clock this tenancy was built with.
-    pub fn clock(&self) -> &SharedClock {
-        &self.inner.clock
-    }
 }
 
 impl SqliteTenancyBuilder {
@@ -328,7 +322,6 @@ impl SqliteTenancyBuilder {
                 tables: self.tables,
                 tenant_migrator: self.tenant_migrator,
                 registry: PoolRegistry::new(self.limits)?,
-                clock: Arc::new(SystemClock),
             }),
         })
     }
