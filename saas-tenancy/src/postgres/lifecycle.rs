@@ -132,19 +132,15 @@ async fn delete_rows(
         .bind(tenant.to_string())
         .execute(&mut *tx)
         .await?;
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.oid::regclass::text, quote_ident(a.attname) \
-         FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped \
-         WHERE c.relkind IN ('r', 'p') AND a.attname = ANY($1) \
-           AND n.nspname = ANY (current_schemas(false)) \
-           AND n.nspname !~ '^t_[0-9a-f]{32}$' \
-         ORDER BY 1",
-    )
-    .bind(columns)
-    .fetch_all(&mut *tx)
-    .await?;
+    // The same discovery export uses: search-path schemas, tenant schemas
+    // excluded, tables that carry a tenant column.
+    let tables: Vec<(String, String)> = super::transfer::list_tables(&mut tx, None, columns)
+        .await?
+        .into_iter()
+        .filter_map(|(_, qualified, column)| {
+            column.map(|c| (qualified, super::transfer::quote(&c)))
+        })
+        .collect();
     let mut pending = tables;
     for _ in 0..DELETE_PASSES {
         let mut blocked = Vec::new();

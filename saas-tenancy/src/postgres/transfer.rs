@@ -170,11 +170,11 @@ impl PgTenancy {
 }
 
 /// Quotes an identifier validated by the archive (`[a-z0-9_]`).
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-async fn list_tables(
+pub(super) async fn list_tables(
     conn: &mut PgConnection,
     schema: Option<&str>,
     columns: &[String],
