@@ -139,6 +139,23 @@ impl BillingEngine {
         end: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<InvoiceId>, BillingError> {
+        let invoice = self.rate_open_period(sub, period, end, now).await?;
+        match self.stores.invoices.create(invoice).await {
+            Ok(invoice) => Ok(Some(invoice.id)),
+            Err(BillingError::AlreadyExists { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rates `sub`'s period `period` as served until `end`, as a draft
+    /// that is not stored.
+    pub(super) async fn rate_open_period(
+        &self,
+        sub: &Subscription,
+        period: Period,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice, BillingError> {
         let basis_plan = self.catalog.plan(&sub.basis.plan)?;
         let usage_plan = self.catalog.plan(&sub.plan)?;
         let (usage, corrections) = self.usage_inputs(sub, period.index(), usage_plan).await?;
@@ -156,7 +173,7 @@ impl BillingEngine {
             corrections: &corrections,
         };
         let draft = rate(&input, &*self.clock)?;
-        let invoice = Invoice {
+        Ok(Invoice {
             id: InvoiceId::new(),
             tenant_id: sub.tenant_id,
             subscription_id: sub.id,
@@ -175,12 +192,7 @@ impl BillingEngine {
                 },
             )?,
             finalized_at: None,
-        };
-        match self.stores.invoices.create(invoice).await {
-            Ok(invoice) => Ok(Some(invoice.id)),
-            Err(BillingError::AlreadyExists { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        })
     }
 
     async fn finalize_draft(

@@ -2,6 +2,7 @@
 //! stores, with time from an injected clock.
 
 mod cycle;
+mod preview;
 mod usage;
 
 pub use cycle::CycleReport;

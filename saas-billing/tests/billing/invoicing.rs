@@ -214,3 +214,59 @@ async fn harness_records_domain_events_in_order() {
     assert_eq!(invoice.total, usd(dec!(11.61)));
     assert_eq!(invoice.period_end, at(2024, 1, 20, 0));
 }
+
+#[tokio::test]
+async fn upcoming_invoice_previews_the_open_period_without_storing_it() {
+    let h = harness(at(2024, 1, 1, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(
+            NewSubscription::new(tenant, plan("pro", 1), Currency::USD).trial(Trial::None),
+        )
+        .await
+        .unwrap();
+    h.set_time(at(2024, 1, 15, 0));
+    for n in 0..200 {
+        let call = UsageEvent::new(
+            tenant,
+            sub.id(),
+            MeterKey::new("calls").unwrap(),
+            dec!(1),
+            at(2024, 1, 14, 0),
+            format!("call-{n}"),
+        );
+        h.engine().record_usage(call).await.unwrap();
+    }
+    // 90.00 base + 1 seat × 5.00 + 200 calls × 0.005.
+    let preview = h.engine().upcoming_invoice(tenant, sub.id()).await.unwrap();
+    assert_eq!(preview.total, usd(dec!(96.00)));
+    assert_eq!(
+        (preview.period_start, preview.period_end),
+        (at(2024, 1, 1, 0), at(2024, 2, 1, 0))
+    );
+    assert!(!preview.is_finalized());
+    assert!(
+        h.engine()
+            .invoices(tenant, sub.id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Another tenant cannot preview it.
+    let other = h.engine().upcoming_invoice(TenantId::new(), sub.id()).await;
+    assert!(matches!(
+        other,
+        Err(saas_billing::BillingError::NotFound { .. })
+    ));
+
+    // The period's real invoice, when the period ends, bills what the
+    // preview showed.
+    h.set_time(at(2024, 2, 1, 0));
+    h.engine().run_billing_cycle().await.unwrap();
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].total, preview.total);
+    assert_eq!(invoices[0].lines, preview.lines);
+}
