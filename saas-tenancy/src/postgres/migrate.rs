@@ -209,7 +209,7 @@ async fn migrate_in(
     }
     let before = current_version(&mut tx, ledger).await?.unwrap_or(0);
     migrator
-        .run(&mut *tx)
+        .run_direct(None, &mut *tx, false)
         .await
         .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
     let after = current_version(&mut tx, ledger).await?.unwrap_or(0);

@@ -94,7 +94,7 @@ impl PgTenancy {
             .await?;
         if let Some(migrator) = &self.inner.tenant_migrator {
             migrator
-                .run(&mut *tx)
+                .run_direct(None, &mut *tx, false)
                 .await
                 .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
         }
@@ -149,7 +149,7 @@ impl PgTenancy {
             .await?;
         if let Some(migrator) = &self.inner.tenant_migrator {
             migrator
-                .run(&mut *tx)
+                .run_direct(None, &mut *tx, false)
                 .await
                 .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
         }

@@ -132,9 +132,12 @@ impl SqliteTenancy {
                 .journal_mode(SqliteJournalMode::Wal);
             let mut conn = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
             if let Some(migrator) = &self.inner.tenant_migrator {
-                migrator.run(&mut conn).await.map_err(|e| {
-                    TenancyError::InvalidInput(format!("tenant migration failed: {e}"))
-                })?;
+                migrator
+                    .run_direct(None, &mut conn, false)
+                    .await
+                    .map_err(|e| {
+                        TenancyError::InvalidInput(format!("tenant migration failed: {e}"))
+                    })?;
             }
             <SqliteConnection as sqlx::Connection>::close(conn).await?;
         }

@@ -104,7 +104,7 @@ impl SqliteTenancy {
         let mut conn = SqliteConnection::connect_with(&options).await?;
         let before = file_version(&mut conn).await;
         let result = migrator
-            .run(&mut conn)
+            .run_direct(None, &mut conn, false)
             .await
             .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")));
         let after = file_version(&mut conn).await;

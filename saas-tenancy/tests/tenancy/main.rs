@@ -13,6 +13,7 @@ mod migrate;
 mod model;
 mod pg_env;
 mod pg_isolation;
+mod send;
 mod sqlite_isolation;
 mod transfer;
 mod two_servers;
