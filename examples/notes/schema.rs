@@ -1,0 +1,68 @@
+//! The app's tables. The same statements create them in the shared schema
+//! (for row tenants, under row-level security) and in every schema or
+//! database tenant (as the tenant migration).
+
+use saas_events::postgres::{DEFAULT_OUTBOX_TABLE, PgOutbox};
+use saas_tenancy::TenancyError;
+use saas_tenancy::postgres::TenantTable;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
+
+/// Every tenant table has a `tenant_id` column leading its keys, so row
+/// tenants share them safely and an index serves each tenant's rows.
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS projects (
+    tenant_id uuid NOT NULL,
+    id uuid NOT NULL,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    tenant_id uuid NOT NULL,
+    id uuid NOT NULL,
+    project_id uuid NOT NULL,
+    body text NOT NULL CHECK (length(body) BETWEEN 1 AND 10000),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    tenant_id uuid NOT NULL,
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    subject text,
+    occurred_at timestamptz,
+    PRIMARY KEY (tenant_id, event_id)
+);
+";
+
+/// The tables the tenancy scopes: row-level security for row tenants.
+pub(crate) fn tenant_tables() -> Result<Vec<TenantTable>, TenancyError> {
+    ["projects", "notes", "audit_log", DEFAULT_OUTBOX_TABLE]
+        .into_iter()
+        .map(TenantTable::new)
+        .collect()
+}
+
+fn all_statements() -> String {
+    format!("{TABLES}\n{};", PgOutbox::new().create_table_sql())
+}
+
+/// Creates the shared tables (idempotent), before the tenancy's setup
+/// generates their policies.
+pub(crate) async fn create_shared_tables(admin: &PgPool) -> Result<(), sqlx::Error> {
+    admin.execute(AssertSqlSafe(all_statements())).await?;
+    Ok(())
+}
+
+/// The tenant migration for schema and database tenants.
+pub(crate) fn tenant_migrations() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "notes tables".into(),
+        MigrationType::Simple,
+        AssertSqlSafe(all_statements()).into_sql_str(),
+        false,
+    )])
+}
