@@ -6,6 +6,8 @@ mod envelope;
 mod error;
 mod memory;
 mod names;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql_ident;
 mod trace;
 mod traits;
 
@@ -20,6 +22,9 @@ pub mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub mod router;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

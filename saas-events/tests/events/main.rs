@@ -10,4 +10,6 @@ mod outbox;
 mod outbox_tenancy;
 mod redis_streams;
 mod router;
+mod sqlite_outbox;
+mod sqlite_outbox_tenancy;
 mod support;
