@@ -17,6 +17,7 @@ use chrono::{Duration, TimeZone, Utc};
 use saas_billing::{Decimal, MeterKey, UsageEvent};
 use saas_core::{Clock, TenantContext, TenantKey, TokenClaims};
 use saas_events::router::{ReceivedEvent, Router, handler_fn};
+use saas_events::sqlite::{OutboxRelay, RelayConfig};
 use saas_events::{Event, EventError, SubscribeOptions};
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +31,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let app = setup::App::start().await?;
     println!("== saas-foundation quickstart ({})", app.dir.display());
 
-    // Every change is published; an audit-log consumer group receives all
-    // tenants' events and writes one line per event.
+    // Every change is published to the transactional outbox in the same
+    // tenant transaction as the change; a relay forwards committed events
+    // to the bus, where an audit-log consumer group receives all tenants'
+    // events and writes one line per event.
     let audit = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&audit);
     let router = Router::new().route(
@@ -63,6 +66,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .await?;
 
+    let relay = OutboxRelay::new(
+        Arc::new(app.outbox_locations().await?),
+        Arc::new(app.bus.clone()),
+        RelayConfig::default().with_poll_interval(std::time::Duration::from_millis(20)),
+    )
+    .spawn();
     let mut published = 0;
     for tenant in &app.tenants {
         // 1. Identity: a token for a user of this tenant, verified on a
@@ -101,19 +110,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 continue;
             }
             create_project(&app, &ctx, name).await?;
-            app.bus_publisher
-                .publish(
-                    "projects",
-                    Event::new(
-                        Some(ctx.tenant_id()),
-                        "com.example.project.created",
-                        "/quickstart",
-                        &ProjectCreated {
-                            name: name.to_owned(),
-                        },
-                    )?,
-                )
-                .await?;
             published += 1;
         }
         let visible = list_projects(&app, &ctx).await?;
@@ -177,6 +173,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    relay.shutdown().await;
     running.shutdown().await;
     let lines = audit.lock().map_err(|_| "audit log poisoned")?.clone();
     println!("\n-- audit log ({} events)", lines.len());
@@ -184,6 +181,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("   {line}");
     }
     app.stop().await;
+    if lines.len() != published {
+        return Err(format!("{published} events published, {} audited", lines.len()).into());
+    }
     Ok(())
 }
 
@@ -203,6 +203,16 @@ async fn create_project(
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    // The event leaves if and only if the project is committed.
+    let event = Event::new(
+        Some(ctx.tenant_id()),
+        "com.example.project.created",
+        "/quickstart",
+        &ProjectCreated {
+            name: name.to_owned(),
+        },
+    )?;
+    app.outbox.publish(&mut tx, "projects", event).await?;
     tx.commit().await?;
     Ok(())
 }

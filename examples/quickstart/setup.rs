@@ -14,18 +14,21 @@ use saas_core::{
     Algorithm, HostResolver, JwtVerifier, KeySet, ManualClock, RequestResolver, SigningKey,
     TenantContext, TenantSlug, TokenClaimResolver, TokenIssuer, VerificationKey,
 };
-use saas_events::{InMemoryBus, Publisher};
+use saas_events::InMemoryBus;
+use saas_events::sqlite::{OutboxLocation, SqliteOutbox, StaticLocations};
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
 use saas_tenancy::{
     CatalogLookup, ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenantTable,
 };
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Executor, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Executor, SqlSafeStr, SqlitePool};
 
 const SECRET: &[u8] = b"quickstart-secret-of-at-least-32-bytes";
 const PROJECTS: &str = "CREATE TABLE projects (tenant_id BLOB NOT NULL, id INTEGER NOT NULL, \
                         name TEXT NOT NULL, PRIMARY KEY (tenant_id, id))";
+/// Where the shared file keeps every row tenant's outbox rows.
+const OUTBOX_ROWS: &str = "saas_events_outbox_rows";
 const PROJECTS_SHARED: &str = "CREATE TABLE projects_rows (tenant_id BLOB NOT NULL, \
                                id INTEGER NOT NULL, name TEXT NOT NULL, PRIMARY KEY (tenant_id, id))";
 
@@ -48,7 +51,9 @@ pub(crate) struct App {
     pub(crate) billing: BillingEngine,
     pub(crate) clock: ManualClock,
     pub(crate) bus: InMemoryBus,
-    pub(crate) bus_publisher: Arc<dyn Publisher>,
+    pub(crate) outbox: SqliteOutbox,
+    /// An unscoped pool on the shared file, for the relay.
+    shared: SqlitePool,
     pub(crate) tenants: Vec<DemoTenant>,
 }
 
@@ -69,7 +74,12 @@ impl App {
             .connect_with(file("shared.sqlite"))
             .await?;
         shared.execute(PROJECTS_SHARED).await?;
-        shared.close().await;
+        // The outbox is a tenant table too: in the shared file each tenant
+        // writes only its own events.
+        let outbox = SqliteOutbox::new();
+        shared
+            .execute(AssertSqlSafe(outbox.create_table_sql_as(OUTBOX_ROWS)?))
+            .await?;
         let catalog = SqliteCatalog::new(
             SqlitePoolOptions::new()
                 .connect_with(file("catalog.sqlite"))
@@ -85,13 +95,23 @@ impl App {
                 tenant_dir: dir.clone(),
             })
             .tenant_table(TenantTable::new("projects")?)
-            .tenant_migrations(Migrator::with_migrations(vec![Migration::new(
-                1,
-                "projects".into(),
-                MigrationType::Simple,
-                PROJECTS.into_sql_str(),
-                false,
-            )]))
+            .tenant_table(TenantTable::new(outbox.table())?)
+            .tenant_migrations(Migrator::with_migrations(vec![
+                Migration::new(
+                    1,
+                    "projects".into(),
+                    MigrationType::Simple,
+                    PROJECTS.into_sql_str(),
+                    false,
+                ),
+                Migration::new(
+                    2,
+                    "outbox".into(),
+                    MigrationType::Simple,
+                    AssertSqlSafe(outbox.create_table_sql()).into_sql_str(),
+                    false,
+                ),
+            ]))
             .build()?;
         tenancy.setup().await?;
 
@@ -155,7 +175,6 @@ impl App {
         );
 
         let bus = InMemoryBus::new();
-        let bus_publisher: Arc<dyn Publisher> = Arc::new(bus.clone());
 
         let mut app = Self {
             dir,
@@ -165,7 +184,8 @@ impl App {
             billing,
             clock,
             bus,
-            bus_publisher,
+            outbox,
+            shared,
             tenants: Vec::new(),
         };
         for (slug, strategy, plan, api_calls) in [
@@ -232,7 +252,33 @@ impl App {
         Ok(self.resolver.resolve(&url.parse()?, &headers).await?)
     }
 
+    /// Every outbox the relay drains: the shared file's (all row tenants)
+    /// and each database tenant's own file.
+    pub(crate) async fn outbox_locations(&self) -> Result<StaticLocations, Box<dyn Error>> {
+        let mut locations =
+            vec![OutboxLocation::new("shared", self.shared.clone()).with_table(OUTBOX_ROWS)?];
+        for tenant in &self.tenants {
+            let record = self
+                .tenancy
+                .catalog()
+                .get(tenant.ctx.tenant_id())
+                .await?
+                .ok_or("tenant vanished")?;
+            if let Some(database) = record.placement.object_name() {
+                let file = self.dir.join(format!("{}.sqlite", database.as_str()));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(SqliteConnectOptions::new().filename(file))
+                    .await?;
+                locations
+                    .push(OutboxLocation::new(tenant.slug.clone(), pool).with_tenant(record.id));
+            }
+        }
+        Ok(StaticLocations(locations))
+    }
+
     pub(crate) async fn stop(self) {
+        self.shared.close().await;
         drop(self.tenancy);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -383,3 +383,33 @@ async fn audit_events(client: &Client, count: usize) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The quickstart (an example, which `cargo test` builds next to this
+/// test's binary) runs with no server and reports what the README says.
+#[test]
+fn quickstart_runs_and_reports() {
+    let deps = std::env::current_exe().unwrap();
+    let debug = deps.parent().and_then(|d| d.parent()).unwrap();
+    let binary = debug
+        .join("examples")
+        .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} was not built", binary.display());
+    let output = Command::new(binary).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "project \"data pipeline\" refused: the free plan allows 3 projects",
+        "acme: 54.00 USD (Finalized)",
+        "API calls                                5.00 USD",
+        "-- audit log (10 events)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+}
