@@ -13,25 +13,21 @@ use rust_decimal::Decimal;
 use saas_billing::{Currency, NewSubscription};
 use saas_core::http::{Tenant, TenantLayer};
 use saas_core::{RequestResolver, TenantKey, TenantSlug, TokenClaims, TokenIssuer};
-use saas_events::Event;
-use saas_events::postgres::PgOutbox;
-use saas_tenancy::postgres::{PgTenancy, TenantTx};
 use saas_tenancy::{ClusterName, NewTenant, Strategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::audit::TOPIC;
 use super::billing::{Billing, plan_ref};
 use super::error::ApiError;
+use super::store::NotesStore;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) tenancy: Arc<PgTenancy>,
+    pub(crate) store: Arc<dyn NotesStore>,
     pub(crate) billing: Billing,
     pub(crate) issuer: Arc<TokenIssuer>,
-    pub(crate) outbox: PgOutbox,
     pub(crate) strategy: Strategy,
     pub(crate) cluster: ClusterName,
 }
@@ -83,7 +79,7 @@ async fn sign_up(
     let slug = TenantSlug::parse(&req.slug).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = plan_ref(&req.plan)?;
     let new = NewTenant::new(slug.clone(), req.name, app.strategy, app.cluster.clone())?;
-    let record = app.tenancy.provision(new).await?;
+    let record = app.store.provision(new).await?;
     let subscription = match app
         .billing
         .engine
@@ -93,7 +89,7 @@ async fn sign_up(
         Ok(sub) => sub,
         Err(e) => {
             // No tenant without a subscription: undo the provisioning.
-            if let Err(undo) = app.tenancy.delete_tenant(record.id).await {
+            if let Err(undo) = app.store.delete(record.id).await {
                 tracing::error!(error = %undo, tenant = %record.id, "could not undo a sign-up");
             }
             return Err(e.into());
@@ -141,93 +137,34 @@ fn check_text(what: &str, text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Publishes `event_type` about `subject` through the outbox, inside `tx`:
-/// it leaves if and only if the transaction commits.
-async fn publish(
-    app: &AppState,
-    tx: &mut TenantTx,
-    event_type: &str,
-    subject: String,
-    data: &Value,
-) -> Result<(), ApiError> {
-    let event =
-        Event::new(Some(tx.tenant_id()), event_type, "/notes-api", data)?.with_subject(subject);
-    app.outbox.publish(tx, TOPIC, event).await?;
-    Ok(())
-}
-
 async fn create_project(
     State(app): State<AppState>,
     Tenant(ctx): Tenant,
     Json(req): Json<NewProject>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_text("a project name", &req.name, 200)?;
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    // One project creation at a time per tenant, so two concurrent
-    // requests cannot both pass the plan's limit.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-        .bind(ctx.tenant_id())
-        .execute(&mut *tx)
-        .await?;
-    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-        .fetch_one(&mut *tx)
-        .await?;
-    let (plan, decision) = app
-        .billing
-        .may_add_project(ctx.tenant_id(), Decimal::from(used))
-        .await?;
-    if !decision.is_allowed() {
-        let limit = decision.limit().unwrap_or_default();
-        return Err(ApiError::forbidden(
+    let (plan, limit) = app.billing.project_limit(ctx.tenant_id()).await?;
+    let check = move |used: i64| {
+        let decision = limit.decide(Decimal::from(used), Decimal::ONE);
+        if decision.is_allowed() {
+            return Ok(());
+        }
+        let max = decision.limit().unwrap_or_default();
+        Err(ApiError::forbidden(
             "plan_limit",
-            format!("the {plan} plan allows {limit} projects; upgrade to pro for more"),
-        ));
-    }
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3)")
-        .bind(ctx.tenant_id())
-        .bind(id)
-        .bind(&req.name)
-        .execute(&mut *tx)
-        .await?;
-    let project = json!({ "id": id, "name": req.name });
-    publish(
-        &app,
-        &mut tx,
-        "com.example.notes.project.created",
-        format!("projects/{id}"),
-        &project,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(project)))
+            format!("the {plan} plan allows {max} projects; upgrade to pro for more"),
+        ))
+    };
+    let project = app.store.create_project(&ctx, &req.name, &check).await?;
+    Ok((StatusCode::CREATED, Json(json!(project))))
 }
 
 async fn list_projects(
     State(app): State<AppState>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, name FROM projects ORDER BY created_at, id")
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let projects: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, name)| json!({ "id": id, "name": name }))
-        .collect();
+    let projects = app.store.projects(&ctx).await?;
     Ok(Json(json!({ "projects": projects })))
-}
-
-/// The project's name, if the tenant can see it. Row tenants see only their
-/// rows (RLS); schema and database tenants only their own tables.
-async fn find_project(tx: &mut TenantTx, id: Uuid) -> Result<String, ApiError> {
-    sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))
 }
 
 async fn get_project(
@@ -235,10 +172,7 @@ async fn get_project(
     Tenant(ctx): Tenant,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    let name = find_project(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(Json(json!({ "id": id, "name": name })))
+    Ok(Json(json!(app.store.project(&ctx, id).await?)))
 }
 
 async fn add_note(
@@ -248,27 +182,8 @@ async fn add_note(
     Json(req): Json<NewNote>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_text("a note", &req.body, 10_000)?;
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    find_project(&mut tx, project).await?;
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO notes (tenant_id, id, project_id, body) VALUES ($1, $2, $3, $4)")
-        .bind(ctx.tenant_id())
-        .bind(id)
-        .bind(project)
-        .bind(&req.body)
-        .execute(&mut *tx)
-        .await?;
-    let note = json!({ "id": id, "project_id": project, "body": req.body });
-    publish(
-        &app,
-        &mut tx,
-        "com.example.notes.note.added",
-        format!("notes/{id}"),
-        &note,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(note)))
+    let note = app.store.add_note(&ctx, project, &req.body).await?;
+    Ok((StatusCode::CREATED, Json(json!(note))))
 }
 
 async fn list_notes(
@@ -276,18 +191,7 @@ async fn list_notes(
     Tenant(ctx): Tenant,
     Path(project): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    find_project(&mut tx, project).await?;
-    let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, body FROM notes WHERE project_id = $1 ORDER BY created_at, id")
-            .bind(project)
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    let notes: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, body)| json!({ "id": id, "body": body }))
-        .collect();
+    let notes = app.store.notes(&ctx, project).await?;
     Ok(Json(json!({ "notes": notes })))
 }
 
@@ -309,21 +213,6 @@ async fn audit_log(
     State(app): State<AppState>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Value>, ApiError> {
-    let mut tx = app.tenancy.begin(&ctx).await?;
-    let rows: Vec<(
-        String,
-        Option<String>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    )> = sqlx::query_as(
-        "SELECT event_type, subject, occurred_at FROM audit_log \
-             ORDER BY occurred_at, event_id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let events: Vec<Value> = rows
-        .into_iter()
-        .map(|(kind, subject, at)| json!({ "type": kind, "subject": subject, "time": at }))
-        .collect();
+    let events = app.store.audit_log(&ctx).await?;
     Ok(Json(json!({ "events": events })))
 }

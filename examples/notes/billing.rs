@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use saas_billing::{
-    Aggregation, BillingEngine, Catalog, Charge, Currency, Decision, Meter, MeterKey, Money,
+    Aggregation, BillingEngine, Catalog, Charge, Currency, Entitlement, Meter, MeterKey, Money,
     PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, TierTable, UsageEvent, dec,
 };
 use saas_core::{SharedClock, TenantId};
@@ -123,12 +123,11 @@ impl Billing {
         Ok(())
     }
 
-    /// Whether the tenant's plan lets it have one more project than `used`.
-    pub(crate) async fn may_add_project(
+    /// The tenant's plan name and its limit on projects.
+    pub(crate) async fn project_limit(
         &self,
         tenant: TenantId,
-        used: Decimal,
-    ) -> Result<(String, Decision), ApiError> {
+    ) -> Result<(String, Entitlement), ApiError> {
         let id = self.subscription(tenant).await?;
         let sub = self.engine.subscription(tenant, id).await?;
         let plan = self.engine.catalog().plan(sub.plan())?;
@@ -136,10 +135,8 @@ impl Billing {
             .entitlements()
             .iter()
             .find(|e| e.feature().as_str() == PROJECTS)
+            .cloned()
             .ok_or_else(|| ApiError::forbidden("plan_limit", "the plan includes no projects"))?;
-        Ok((
-            sub.plan().plan.as_str().to_owned(),
-            limit.decide(used, Decimal::ONE),
-        ))
+        Ok((sub.plan().plan.as_str().to_owned(), limit))
     }
 }

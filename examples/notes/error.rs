@@ -95,3 +95,9 @@ impl From<sqlx::Error> for ApiError {
         Self::internal(&e)
     }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.message)
+    }
+}

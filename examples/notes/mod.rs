@@ -19,7 +19,9 @@ mod api;
 mod audit;
 mod billing;
 mod error;
+mod outboxes;
 mod schema;
 mod server;
+mod store;
 
 pub use server::{Mode, NotesConfig, run};

@@ -66,3 +66,44 @@ pub(crate) fn tenant_migrations() -> Migrator {
         false,
     )])
 }
+
+/// The same tables on SQLite, for tenants with a database file each.
+const SQLITE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS projects (
+    tenant_id BLOB NOT NULL,
+    id BLOB NOT NULL,
+    name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    tenant_id BLOB NOT NULL,
+    id BLOB NOT NULL,
+    project_id BLOB NOT NULL,
+    body TEXT NOT NULL CHECK (length(body) BETWEEN 1 AND 10000),
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    tenant_id BLOB NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    subject TEXT,
+    occurred_at TEXT,
+    PRIMARY KEY (tenant_id, event_id)
+);
+";
+
+/// The tenant migration for SQLite database-file tenants.
+pub(crate) fn sqlite_tenant_migrations() -> Migrator {
+    let sql = format!(
+        "{SQLITE_TABLES}\n{};",
+        saas_events::sqlite::SqliteOutbox::new().create_table_sql()
+    );
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "notes tables".into(),
+        MigrationType::Simple,
+        AssertSqlSafe(sql).into_sql_str(),
+        false,
+    )])
+}

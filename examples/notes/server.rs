@@ -2,26 +2,35 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_billing::BillingEngine;
 use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::store::sqlite::SqliteBillingStores;
+use saas_billing::{BillingEngine, BillingStores};
 use saas_core::{
     Algorithm, HeaderResolver, HostResolver, JwtVerifier, KeySet, RequestResolver, SharedClock,
     SigningKey, SystemClock, TokenClaimResolver, TokenIssuer, VerificationKey,
 };
 use saas_events::InMemoryBus;
-use saas_events::postgres::{OutboxRelay, PgOutbox, RelayConfig};
+use saas_events::postgres as pg_events;
+use saas_events::sqlite as lite_events;
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
-use saas_tenancy::{CatalogLookup, ClusterName, DynCatalog, PostgresCatalog, Strategy};
+use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
+use saas_tenancy::{
+    CatalogLookup, ClusterName, DynCatalog, PostgresCatalog, SqliteCatalog, Strategy,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use super::api::{AppState, router};
-use super::audit::{CatalogOutboxes, start_audit_writer};
+use super::audit::start_audit_writer;
 use super::billing::{Billing, price_list};
+use super::outboxes::{PgCatalogOutboxes, SqliteCatalogOutboxes};
 use super::schema;
+use super::store::{NotesStore, PgStore, SqliteStore};
 
 /// Where new tenants are placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +67,11 @@ pub struct NotesConfig {
     /// Where new tenants are placed.
     pub mode: Mode,
     /// The PostgreSQL database holding the catalog, the billing tables and
-    /// the shared tenant tables; connected to as an administrator.
-    pub database_url: String,
+    /// the shared tenant tables; connected to as an administrator. `None`
+    /// (database mode only): SQLite files in `data_dir` instead.
+    pub database_url: Option<String>,
+    /// Where the SQLite files live when there is no server.
+    pub data_dir: PathBuf,
     /// The login-less role scoped queries run as (created if missing).
     pub runtime_role: String,
     /// The address to listen on.
@@ -70,7 +82,9 @@ pub struct NotesConfig {
 
 impl NotesConfig {
     /// Reads `NOTES_DATABASE_URL` (default
-    /// `postgres://postgres@127.0.0.1:5432/postgres`), `NOTES_LISTEN`
+    /// `postgres://postgres@127.0.0.1:5432/postgres`; in database mode,
+    /// unset means SQLite files in `NOTES_DATA_DIR`, default
+    /// `notes-data`), `NOTES_LISTEN`
     /// (default `127.0.0.1:3000`), `NOTES_RUNTIME_ROLE` (default
     /// `notes_runtime`) and `NOTES_JWT_SECRET` (default: a random secret,
     /// so tokens do not outlive the process).
@@ -87,16 +101,52 @@ impl NotesConfig {
         };
         Ok(Self {
             mode,
-            database_url: var(
-                "NOTES_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres",
-            ),
+            database_url: match (std::env::var("NOTES_DATABASE_URL"), mode) {
+                (Ok(url), _) => Some(url),
+                (Err(_), Mode::Database) => None,
+                (Err(_), _) => Some(DEFAULT_POSTGRES.to_owned()),
+            },
+            data_dir: var("NOTES_DATA_DIR", "notes-data").into(),
             runtime_role: var("NOTES_RUNTIME_ROLE", "notes_runtime"),
             listen: var("NOTES_LISTEN", "127.0.0.1:3000")
                 .parse()
                 .map_err(|e| format!("NOTES_LISTEN: {e}"))?,
             jwt_secret,
         })
+    }
+}
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// What differs between the PostgreSQL and the SQLite wiring.
+struct Backend {
+    catalog: DynCatalog,
+    store: Arc<dyn NotesStore>,
+    billing: BillingStores,
+    cluster: ClusterName,
+    relay: Relay,
+    description: String,
+}
+
+/// The running relay and what to close after it.
+enum Relay {
+    Pg(pg_events::RelayHandle, Arc<PgCatalogOutboxes>, PgPool),
+    Sqlite(lite_events::RelayHandle, Arc<SqliteCatalogOutboxes>),
+}
+
+impl Relay {
+    async fn shutdown(self) {
+        match self {
+            Relay::Pg(handle, outboxes, admin) => {
+                handle.shutdown().await;
+                outboxes.close().await;
+                admin.close().await;
+            }
+            Relay::Sqlite(handle, outboxes) => {
+                handle.shutdown().await;
+                outboxes.close().await;
+            }
+        }
     }
 }
 
@@ -107,63 +157,18 @@ impl NotesConfig {
 /// Anything that fails during setup, or the listener failing.
 pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let admin_options: PgConnectOptions = config.database_url.parse()?;
-    let admin = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.clone())
-        .await?;
-
-    // Catalog, billing tables and the shared tenant tables.
-    let catalog = PostgresCatalog::new(admin.clone());
-    catalog.migrate().await?;
-    let catalog: DynCatalog = Arc::new(catalog);
-    let billing_stores = PostgresBillingStores::new(admin.clone());
-    billing_stores.migrate().await?;
-    schema::create_shared_tables(&admin).await?;
-
-    // Tenancy: the same tables for every placement.
-    let cluster = ClusterName::new("main")?;
-    let runtime = SqlIdent::new(config.runtime_role.clone())?;
-    let mut builder = PgTenancy::builder(Arc::clone(&catalog))
-        .cluster(PgClusterConfig::new(
-            cluster.clone(),
-            admin_options.clone(),
-            runtime.clone(),
-        ))
-        .tenant_migrations(schema::tenant_migrations())
-        .clock(Arc::clone(&clock));
-    for table in schema::tenant_tables()? {
-        builder = builder.tenant_table(table);
-    }
-    let tenancy = Arc::new(builder.build()?);
-    tenancy.setup().await?;
-    admin
-        .execute(AssertSqlSafe(format!(
-            "GRANT USAGE, SELECT ON SEQUENCE saas_events_outbox_seq_seq TO {}",
-            runtime.quoted()
-        )))
-        .await?;
-
-    let engine = BillingEngine::new(
-        Arc::new(price_list()?),
-        billing_stores.billing_stores(),
-        Arc::clone(&clock),
-    );
-
-    // Events: outbox → relay → bus → audit writer.
     let bus = InMemoryBus::new();
-    let audit_writer = start_audit_writer(&bus, Arc::clone(&tenancy), Arc::clone(&catalog)).await?;
-    let outboxes = Arc::new(CatalogOutboxes::new(
-        Arc::clone(&catalog),
-        admin.clone(),
-        admin_options,
-    ));
-    let relay = OutboxRelay::new(
-        Arc::clone(&outboxes) as _,
-        Arc::new(bus.clone()),
-        RelayConfig::default().with_poll_interval(Duration::from_millis(100)),
+    let backend = match &config.database_url {
+        Some(url) => postgres_backend(&config, url, &clock, &bus).await?,
+        None => sqlite_backend(&config, &clock, &bus).await?,
+    };
+    let audit_writer = start_audit_writer(
+        &bus,
+        Arc::clone(&backend.store),
+        Arc::clone(&backend.catalog),
     )
-    .spawn();
+    .await?;
+    let engine = BillingEngine::new(Arc::new(price_list()?), backend.billing, Arc::clone(&clock));
 
     // Identity: HS256 tokens; the tenant from `X-Tenant`, the subdomain of
     // `localhost`, or the token itself.
@@ -181,36 +186,167 @@ pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
     )?)?)
     .audience("notes-api")
     .build()?;
-    let resolver = RequestResolver::builder(Arc::new(CatalogLookup::new(Arc::clone(&catalog))))
-        .verifier(verifier)
-        .resolver(HeaderResolver::new("x-tenant")?)
-        .resolver(HostResolver::new("localhost")?)
-        .resolver(TokenClaimResolver)
-        .build()?;
+    let resolver =
+        RequestResolver::builder(Arc::new(CatalogLookup::new(Arc::clone(&backend.catalog))))
+            .verifier(verifier)
+            .resolver(HeaderResolver::new("x-tenant")?)
+            .resolver(HostResolver::new("localhost")?)
+            .resolver(TokenClaimResolver)
+            .build()?;
 
     let state = AppState {
-        tenancy: Arc::clone(&tenancy),
+        store: backend.store,
         billing: Billing::new(engine, clock),
         issuer: Arc::new(issuer),
-        outbox: PgOutbox::new(),
         strategy: config.mode.strategy(),
-        cluster,
+        cluster: backend.cluster,
     };
     let app = router(state, resolver);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    print_usage(config.mode, addr);
+    print_usage(config.mode, addr, &backend.description);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
 
     tracing::info!("shutting down");
-    relay.shutdown().await;
+    backend.relay.shutdown().await;
     audit_writer.shutdown().await;
-    outboxes.close().await;
-    admin.close().await;
     println!("{}: stopped", config.mode.binary());
     Ok(())
+}
+
+/// Catalog, billing, shared tables and tenants on one PostgreSQL server.
+async fn postgres_backend(
+    config: &NotesConfig,
+    url: &str,
+    clock: &SharedClock,
+    bus: &InMemoryBus,
+) -> Result<Backend, Box<dyn Error>> {
+    let admin_options: PgConnectOptions = url.parse()?;
+    let admin = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(admin_options.clone())
+        .await?;
+    let catalog = PostgresCatalog::new(admin.clone());
+    catalog.migrate().await?;
+    let catalog: DynCatalog = Arc::new(catalog);
+    let billing = PostgresBillingStores::new(admin.clone());
+    billing.migrate().await?;
+    schema::create_shared_tables(&admin).await?;
+
+    // Tenancy: the same tables for every placement.
+    let cluster = ClusterName::new("main")?;
+    let runtime = SqlIdent::new(config.runtime_role.clone())?;
+    let mut builder = PgTenancy::builder(Arc::clone(&catalog))
+        .cluster(PgClusterConfig::new(
+            cluster.clone(),
+            admin_options.clone(),
+            runtime.clone(),
+        ))
+        .tenant_migrations(schema::tenant_migrations())
+        .clock(Arc::clone(clock));
+    for table in schema::tenant_tables()? {
+        builder = builder.tenant_table(table);
+    }
+    let tenancy = Arc::new(builder.build()?);
+    tenancy.setup().await?;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "GRANT USAGE, SELECT ON SEQUENCE saas_events_outbox_seq_seq TO {}",
+            runtime.quoted()
+        )))
+        .await?;
+
+    // Events: outbox → relay → bus.
+    let outboxes = Arc::new(PgCatalogOutboxes::new(
+        Arc::clone(&catalog),
+        admin.clone(),
+        admin_options,
+    ));
+    let relay = pg_events::OutboxRelay::new(
+        Arc::clone(&outboxes) as _,
+        Arc::new(bus.clone()),
+        pg_events::RelayConfig::default().with_poll_interval(Duration::from_millis(100)),
+    )
+    .spawn();
+    Ok(Backend {
+        catalog,
+        store: Arc::new(PgStore::new(tenancy)),
+        billing: billing.billing_stores(),
+        cluster,
+        relay: Relay::Pg(relay, outboxes, admin),
+        description: "PostgreSQL".to_owned(),
+    })
+}
+
+/// No server: the catalog, billing and one file per tenant in a directory.
+async fn sqlite_backend(
+    config: &NotesConfig,
+    clock: &SharedClock,
+    bus: &InMemoryBus,
+) -> Result<Backend, Box<dyn Error>> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)?;
+    let file = |name: &str| {
+        SqliteConnectOptions::new()
+            .filename(dir.join(name))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+    };
+    let catalog = SqliteCatalog::new(
+        SqlitePoolOptions::new()
+            .connect_with(file("catalog.sqlite"))
+            .await?,
+    );
+    catalog.migrate().await?;
+    let catalog: DynCatalog = Arc::new(catalog);
+    let billing = SqliteBillingStores::new(
+        SqlitePoolOptions::new()
+            .connect_with(file("billing.sqlite"))
+            .await?,
+    );
+    billing.migrate().await?;
+
+    // Every tenant gets a file of its own here; the cluster's shared file
+    // (for row tenants) only has to exist.
+    SqlitePoolOptions::new()
+        .connect_with(file("shared.sqlite"))
+        .await?
+        .close()
+        .await;
+    let cluster = ClusterName::new("local")?;
+    let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
+        .cluster(SqliteClusterConfig {
+            name: cluster.clone(),
+            shared_file: dir.join("shared.sqlite"),
+            tenant_dir: dir.clone(),
+        })
+        .tenant_migrations(schema::sqlite_tenant_migrations())
+        .build()?;
+    tenancy.setup().await?;
+
+    let outboxes = Arc::new(SqliteCatalogOutboxes::new(
+        Arc::clone(&catalog),
+        dir.clone(),
+    ));
+    let relay = lite_events::OutboxRelay::new(
+        Arc::clone(&outboxes) as _,
+        Arc::new(bus.clone()),
+        lite_events::RelayConfig::default()
+            .with_poll_interval(Duration::from_millis(100))
+            .with_clock(Arc::clone(clock)),
+    )
+    .spawn();
+    Ok(Backend {
+        catalog,
+        store: Arc::new(SqliteStore::new(Arc::new(tenancy))),
+        billing: billing.billing_stores(),
+        cluster,
+        relay: Relay::Sqlite(relay, outboxes),
+        description: format!("SQLite files in {}", dir.display()),
+    })
 }
 
 async fn shutdown_signal() {
@@ -236,9 +372,10 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_usage(mode: Mode, addr: SocketAddr) {
+fn print_usage(mode: Mode, addr: SocketAddr, storage: &str) {
     let base = format!("http://{addr}");
     println!("{} listening on {base} (Ctrl-C stops it)", mode.binary());
+    println!("storage: {storage}");
     println!(
         "\nTry it:\n\
          curl -s -X POST {base}/signup -H 'content-type: application/json' \\\n  \

@@ -194,15 +194,17 @@ async fn create_project(
 ) -> Result<(), Box<dyn Error>> {
     let mut tx = app.tenancy.begin(ctx).await?;
     // No tenant in the SQL: the scoped connection adds and enforces it.
-    let next: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM projects")
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES (?, ?, ?)")
-        .bind(ctx.tenant_id())
-        .bind(next)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    // One statement that writes from its start: a read followed by a write
+    // in a deferred SQLite transaction fails with "database is locked" if
+    // another writer (the outbox relay) committed in between.
+    sqlx::query(
+        "INSERT INTO projects (tenant_id, id, name) \
+         SELECT ?, coalesce(max(id), 0) + 1, ? FROM projects",
+    )
+    .bind(ctx.tenant_id())
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
     // The event leaves if and only if the project is committed.
     let event = Event::new(
         Some(ctx.tenant_id()),

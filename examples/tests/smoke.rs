@@ -115,10 +115,11 @@ struct App {
 }
 
 impl App {
-    fn start(binary: &str, scratch: &Scratch) -> Self {
+    /// Starts `binary` with `env` on a free port.
+    fn start(binary: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary)
-            .env("NOTES_DATABASE_URL", &scratch.url)
-            .env("NOTES_RUNTIME_ROLE", &scratch.role)
+            .env_remove("NOTES_DATABASE_URL")
+            .envs(env.iter().copied())
             .env("NOTES_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -164,6 +165,20 @@ impl App {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl App {
+    /// Runs the scenario against the app, then stops it with Ctrl-C if the
+    /// scenario passed (a failed one kills it).
+    async fn drive(self) -> Result<(), tokio::task::JoinError> {
+        let result = tokio::spawn(drive(reqwest::Client::new(), self.base.clone())).await;
+        if result.is_ok() {
+            tokio::task::spawn_blocking(move || self.interrupt())
+                .await
+                .unwrap();
+        }
+        result
     }
 }
 
@@ -238,18 +253,45 @@ async fn smoke(binary: &str, test: &str) {
         return;
     };
     let scratch = Scratch::new(&url).await;
-    let app = App::start(binary, &scratch);
-    let http = reqwest::Client::new();
-    let result = tokio::spawn(drive(http, app.base.clone())).await;
-    if result.is_ok() {
-        app.interrupt();
-    } else {
-        drop(app);
-    }
+    let app = App::start(
+        binary,
+        &[
+            ("NOTES_DATABASE_URL", &scratch.url),
+            ("NOTES_RUNTIME_ROLE", &scratch.role),
+        ],
+    );
+    let result = app.drive().await;
     scratch.drop_all().await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// With no `NOTES_DATABASE_URL`, `notes-database` keeps each tenant in a
+/// SQLite file of its own — the same API, the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_app_on_sqlite_files_without_a_server() {
+    let dir = std::env::temp_dir().join(unique_name("notes_sqlite"));
+    let dir_text = dir.to_string_lossy().into_owned();
+    let app = App::start(
+        env!("CARGO_BIN_EXE_notes-database"),
+        &[("NOTES_DATA_DIR", &dir_text)],
+    );
+    let result = app.drive().await;
+    let tenant_files = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".sqlite"))
+                .count()
+        })
+        .unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    // catalog, billing, the (unused) shared file, and one file per tenant.
+    assert_eq!(tenant_files, 5);
 }
 
 async fn drive(http: reqwest::Client, base: String) {
