@@ -14,5 +14,6 @@ mod model;
 mod pg_env;
 mod pg_isolation;
 mod sqlite_isolation;
+mod sqlite_lifecycle;
 mod transfer;
 mod two_servers;
