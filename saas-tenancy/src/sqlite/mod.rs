@@ -23,6 +23,7 @@ mod guard;
 mod lifecycle;
 mod lock;
 mod ops;
+mod transfer;
 
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 

@@ -15,5 +15,6 @@ mod pg_env;
 mod pg_isolation;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
+mod sqlite_transfer;
 mod transfer;
 mod two_servers;
