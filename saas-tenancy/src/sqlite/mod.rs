@@ -19,12 +19,14 @@
 //! is not available, and `rows_affected()` of an `UPDATE`/`DELETE` is 0 —
 //! count with `SELECT total_changes()` before and after if you need it.
 
+mod audit;
 mod guard;
 mod lifecycle;
 mod lock;
 mod ops;
 mod transfer;
 
+pub use crate::audit::{AuditFinding, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 
 use std::collections::HashMap;

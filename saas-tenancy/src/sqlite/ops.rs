@@ -228,7 +228,7 @@ impl SqliteTenancy {
 }
 
 /// The highest applied migration of a tenant file (0 before the first).
-async fn file_version(conn: &mut SqliteConnection) -> i64 {
+pub(super) async fn file_version(conn: &mut SqliteConnection) -> i64 {
     sqlx::query_scalar::<_, Option<i64>>("SELECT max(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(conn)
         .await

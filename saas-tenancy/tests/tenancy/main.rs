@@ -13,6 +13,7 @@ mod migrate;
 mod model;
 mod pg_env;
 mod pg_isolation;
+mod sqlite_audit;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_transfer;
