@@ -160,7 +160,8 @@ impl SqliteTenancy {
     /// Imports an archive (from a SQLite or PostgreSQL tenant of any
     /// placement) into the empty tenant of `ctx`, through the tenant's own
     /// scoped transaction: a shared tenant's rows go through its views, so
-    /// they cannot land in another tenant. The archive is verified
+    /// they cannot land in another tenant, and tables of the shared file
+    /// without a tenant column are refused. The archive is verified
     /// completely first; every table and column it names must exist in the
     /// tenant (names are never taken from the archive alone); the tenant
     /// column is rewritten to the target tenant; any failure rolls the
@@ -171,13 +172,17 @@ impl SqliteTenancy {
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
-        let (_guard, _) = self.lock_tenant(ctx.tenant_id()).await?;
+        let (_guard, record) = self.lock_tenant(ctx.tenant_id()).await?;
+        let shared = matches!(record.placement, Placement::Shared { .. });
         let mut tx = self.begin(ctx).await?;
         let target = ctx.tenant_id().as_uuid().as_bytes().to_vec();
         let mut pending = Vec::new();
         for table in &archive.manifest.tables {
             let columns = target_columns(&mut tx, &table.table).await?;
             let mut tenant_columns = self.tenant_columns();
+            if shared {
+                self.check_shared_target(&table.table, &columns, &tenant_columns)?;
+            }
             tenant_columns.extend(table.tenant_column.clone());
             let data = archive
                 .files
@@ -225,6 +230,34 @@ impl SqliteTenancy {
         Err(TenancyError::InvalidInput(
             "the archive's rows reference rows that are not in it".to_owned(),
         ))
+    }
+}
+
+impl SqliteTenancy {
+    /// In a shared file, an import writes only to tables that carry the
+    /// tenant, and to declared tables only through their views: never to
+    /// a table every tenant shares, nor around a view.
+    fn check_shared_target(
+        &self,
+        table: &str,
+        columns: &[(String, String)],
+        tenant_columns: &[String],
+    ) -> Result<(), TenancyError> {
+        let physical = self
+            .inner
+            .tables
+            .iter()
+            .any(|t| t.physical().is_ok_and(|p| p.as_str() == table));
+        let carries_tenant = columns
+            .iter()
+            .any(|(name, _)| tenant_columns.contains(name));
+        if physical || !carries_tenant {
+            return Err(TenancyError::InvalidInput(format!(
+                "the archive's table {table} is not a tenant table of the shared file \
+                 (or names a view's physical table); nothing was imported"
+            )));
+        }
+        Ok(())
     }
 }
 

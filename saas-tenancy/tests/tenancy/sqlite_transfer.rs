@@ -166,6 +166,50 @@ async fn sqlite_archives_move_between_placements_and_only_carry_their_tenant() {
         assert!(notes(&sandbox, &victim).await.is_empty());
     }
 
+    // A shared tenant's import never writes to a table every tenant shares,
+    // nor around a view by naming its physical table.
+    let mut admin = sandbox
+        .tenancy
+        .unscoped_admin_connection(&sandbox.cluster, "test: a table without tenants")
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE plans (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let victim = sandbox
+        .tenant("victim-global", Strategy::Shared)
+        .await
+        .unwrap();
+    for (name, row) in [
+        ("plans", "{\"id\":1,\"name\":\"free for all\"}\n"),
+        ("notes_rows", "{\"id\":9,\"body\":\"around the view\"}\n"),
+    ] {
+        let mut global = archive.clone();
+        global.files.insert(name.to_owned(), row.to_owned());
+        let mut entry = global.manifest.tables[0].clone();
+        entry.table = name.to_owned();
+        entry.tenant_column = None;
+        global.manifest.tables.push(entry);
+        reseal(&mut global, name);
+        let err = sandbox
+            .tenancy
+            .import_tenant(&victim, &global)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TenancyError::InvalidInput(m) if m.contains("not a tenant table")),
+            "{err}"
+        );
+    }
+    let plans: i64 = sqlx::query_scalar("SELECT count(*) FROM plans")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(plans, 0);
+    drop(admin);
+    assert!(notes(&sandbox, &victim).await.is_empty());
+
     // A forged archive whose rows claim the neighbour, with the tenant
     // column left out of the manifest: the rows still land in the target.
     let mut forged = archive.clone();
