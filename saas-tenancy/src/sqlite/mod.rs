@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::TenantContext;
+use saas_core::{SharedClock, SystemClock, TenantContext};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -75,6 +75,7 @@ struct Inner {
     registry: PoolRegistry<Sqlite>,
     hooks: Arc<dyn LifecycleHooks>,
     locks: lock::TenantLocks,
+    clock: SharedClock,
 }
 
 /// Builds a [`SqliteTenancy`].
@@ -85,6 +86,7 @@ pub struct SqliteTenancyBuilder {
     tenant_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
     hooks: Arc<dyn LifecycleHooks>,
+    clock: SharedClock,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -111,6 +113,7 @@ impl SqliteTenancy {
             tenant_migrator: None,
             limits: PoolLimits::new(20, 2),
             hooks: Arc::new(NoHooks),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -283,6 +286,12 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// The clock operations read (the export time of archives).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<SqliteTenancy, TenancyError> {
         if self.clusters.is_empty() {
@@ -307,6 +316,7 @@ impl SqliteTenancyBuilder {
                 registry: PoolRegistry::new(self.limits)?,
                 hooks: self.hooks,
                 locks: lock::TenantLocks::new(),
+                clock: self.clock,
             }),
         })
     }

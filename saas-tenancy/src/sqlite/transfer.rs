@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::Utc;
 use saas_core::{TenantContext, TenantId, TenantStatus};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteRow};
@@ -102,7 +101,7 @@ impl SqliteTenancy {
             manifest: ArchiveManifest {
                 format: ARCHIVE_FORMAT,
                 source_tenant: id,
-                exported_at: Utc::now(),
+                exported_at: self.inner.clock.now(),
                 tables,
             },
             files,

@@ -5,7 +5,7 @@
 use saas_core::TenantContext;
 use saas_tenancy::archive::TenantArchive;
 use saas_tenancy::postgres::ScopeMode;
-use saas_tenancy::testing::sqlite::SqliteSandbox;
+use saas_tenancy::testing::sqlite::{SqliteSandbox, sqlite_migrations};
 use saas_tenancy::{Strategy, TenancyError};
 use sha2::{Digest, Sha256};
 
@@ -65,11 +65,16 @@ async fn sqlite_archives_move_between_placements_and_only_carry_their_tenant() {
     write(&sandbox, &neighbour, &[(1, "theirs")]).await;
     let expected = notes(&sandbox, &source).await;
 
-    let archive = sandbox
-        .tenancy
-        .export_tenant(source.tenant_id())
-        .await
+    // The export time comes from the injected clock.
+    let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2031, 5, 6, 7, 8, 9).unwrap();
+    let clocked = sandbox
+        .builder(sqlite_migrations())
+        .unwrap()
+        .clock(std::sync::Arc::new(saas_core::ManualClock::new(at)))
+        .build()
         .unwrap();
+    let archive = clocked.export_tenant(source.tenant_id()).await.unwrap();
+    assert_eq!(archive.manifest.exported_at, at);
     assert_eq!(archive.manifest.tables.len(), 1);
     assert_eq!(
         archive.manifest.tables[0].table, "notes",
