@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod archive;
+mod audit;
 pub mod catalog;
 mod error;
 mod hooks;
@@ -17,6 +18,7 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use audit::{AuditFinding, Weakness};
 #[cfg(feature = "postgres")]
 pub use catalog::PostgresCatalog;
 #[cfg(feature = "sqlite")]

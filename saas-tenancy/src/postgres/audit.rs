@@ -1,66 +1,13 @@
 //! `audit()`: does the deployed database really isolate tenants?
 
-use std::fmt;
-
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::{Cluster, POLICY_NAME, PgTenancy, tenant_database_options};
+use crate::audit::finding;
+pub use crate::audit::{AuditFinding, Weakness};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::record::ListOptions;
-
-/// One isolation weakness found by [`PgTenancy::audit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditFinding {
-    /// What is wrong.
-    pub weakness: Weakness,
-    /// The object concerned (role, table, tenant, database).
-    pub subject: String,
-    /// What to do about it.
-    pub fix: String,
-}
-
-/// The kinds of weakness the audit looks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Weakness {
-    /// The runtime role does not exist.
-    RuntimeRoleMissing,
-    /// The runtime role is a superuser or has `BYPASSRLS`.
-    RuntimeRoleBypassesRls,
-    /// The runtime role owns a table (owners skip RLS unless it is forced).
-    RuntimeRoleOwnsTables,
-    /// A declared tenant table is missing.
-    TenantTableMissing,
-    /// A tenant table does not have row-level security enabled.
-    RlsDisabled,
-    /// A tenant table does not force row-level security on its owner.
-    RlsNotForced,
-    /// A tenant table lacks the library's isolation policy.
-    PolicyMissing,
-    /// A table has the tenant column but is not declared (no isolation).
-    UndeclaredTenantTable,
-    /// A primary or unique key of a tenant table lacks the tenant column.
-    UniqueKeyWithoutTenant,
-    /// A tenant's schema or database is behind the tenant migrations.
-    MigrationsBehind,
-    /// A tenant schema or database is reachable by `PUBLIC`.
-    ReachableByPublic,
-}
-
-impl fmt::Display for AuditFinding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} on {}: {}", self.weakness, self.subject, self.fix)
-    }
-}
-
-fn finding(weakness: Weakness, subject: impl Into<String>, fix: impl Into<String>) -> AuditFinding {
-    AuditFinding {
-        weakness,
-        subject: subject.into(),
-        fix: fix.into(),
-    }
-}
 
 impl PgTenancy {
     /// Inspects every cluster and every schema and database tenant and

@@ -19,8 +19,15 @@
 //! is not available, and `rows_affected()` of an `UPDATE`/`DELETE` is 0 —
 //! count with `SELECT total_changes()` before and after if you need it.
 
+mod audit;
 mod guard;
+mod lifecycle;
+mod lock;
 mod ops;
+mod transfer;
+
+pub use crate::audit::{AuditFinding, Weakness};
+pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -28,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{TenantContext, TenantStatus};
+use saas_core::{SharedClock, SystemClock, TenantContext};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -38,7 +45,7 @@ use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::ident::TenantTable;
 use crate::placement::{ClusterName, Placement};
-use crate::record::{NewTenant, TenantRecord};
+use crate::record::TenantRecord;
 use crate::registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
 
 /// One SQLite "cluster": a shared database file for row tenants and a
@@ -66,6 +73,9 @@ struct Inner {
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry<Sqlite>,
+    hooks: Arc<dyn LifecycleHooks>,
+    locks: lock::TenantLocks,
+    clock: SharedClock,
 }
 
 /// Builds a [`SqliteTenancy`].
@@ -75,6 +85,8 @@ pub struct SqliteTenancyBuilder {
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
+    hooks: Arc<dyn LifecycleHooks>,
+    clock: SharedClock,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -100,6 +112,8 @@ impl SqliteTenancy {
             tables: Vec::new(),
             tenant_migrator: None,
             limits: PoolLimits::new(20, 2),
+            hooks: Arc::new(NoHooks),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -108,43 +122,6 @@ impl SqliteTenancy {
             .clusters
             .get(name)
             .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
-    }
-
-    /// Adds a tenant to the catalog, creates its database file (database
-    /// placements) and applies the tenant migrations, then marks it active.
-    /// Schema placements do not exist on SQLite.
-    pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
-        if let Placement::Schema { .. } = tenant.placement() {
-            return Err(TenancyError::Unsupported(
-                "SQLite has no schemas; place the tenant Shared or Database".to_owned(),
-            ));
-        }
-        self.cluster(tenant.placement().cluster())?;
-        let record = self.inner.catalog.create(tenant).await?;
-        if let Placement::Database { cluster, database } = &record.placement {
-            let file = self
-                .cluster(cluster)?
-                .tenant_dir
-                .join(format!("{database}.sqlite"));
-            let options = SqliteConnectOptions::new()
-                .filename(&file)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal);
-            let mut conn = <SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
-            if let Some(migrator) = &self.inner.tenant_migrator {
-                migrator
-                    .run_direct(None, &mut conn, false)
-                    .await
-                    .map_err(|e| {
-                        TenancyError::InvalidInput(format!("tenant migration failed: {e}"))
-                    })?;
-            }
-            <SqliteConnection as sqlx::Connection>::close(conn).await?;
-        }
-        self.inner
-            .catalog
-            .set_status(record.id, TenantStatus::Active)
-            .await
     }
 
     async fn servable(&self, ctx: &TenantContext) -> Result<TenantRecord, TenancyError> {
@@ -303,6 +280,18 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// Host code called after each lifecycle step (default: none).
+    pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The clock operations read (the export time of archives).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<SqliteTenancy, TenancyError> {
         if self.clusters.is_empty() {
@@ -325,6 +314,9 @@ impl SqliteTenancyBuilder {
                 tables: self.tables,
                 tenant_migrator: self.tenant_migrator,
                 registry: PoolRegistry::new(self.limits)?,
+                hooks: self.hooks,
+                locks: lock::TenantLocks::new(),
+                clock: self.clock,
             }),
         })
     }

@@ -10,6 +10,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row, SqliteConnection};
 use super::SqliteTenancy;
 use super::guard::tenant_literal;
 use crate::error::TenancyError;
+use crate::hooks::LifecycleEvent;
 use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
 use crate::placement::Placement;
 use crate::record::{ListOptions, TenantRecord};
@@ -113,18 +114,16 @@ impl SqliteTenancy {
         Ok((after, after > before))
     }
 
-    /// Deletes a tenant's data and marks it deleted: for row tenants the
-    /// rows of every table of the shared file that has a declared tenant
-    /// column (found in the file, not a hand-kept list), in one
-    /// `BEGIN IMMEDIATE` transaction; for database tenants the pool is
-    /// closed and the file (with its WAL) removed. Idempotent.
+    /// Deletes a tenant's data, marks it deleted and calls the hooks with
+    /// [`LifecycleEvent::Deleted`]: for row tenants the rows of every table
+    /// of the shared file that has a declared tenant column (found in the
+    /// file, not a hand-kept list), in one `BEGIN IMMEDIATE` transaction;
+    /// for database tenants the pool is closed and the file (with its WAL)
+    /// removed. Idempotent and safe to retry after a crash (the tenant
+    /// stays `deleting` until the data is gone), and serialised per tenant
+    /// with the other operations.
     pub async fn delete_tenant(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        let (_guard, record) = self.lock_tenant(id).await?;
         if record.status == TenantStatus::Deleted {
             return Ok(record);
         }
@@ -163,10 +162,16 @@ impl SqliteTenancy {
             }
             Placement::Schema { .. } => {}
         }
-        self.inner
+        let record = self
+            .inner
             .catalog
             .set_status(id, TenantStatus::Deleted)
-            .await
+            .await?;
+        self.inner
+            .hooks
+            .on_event(&LifecycleEvent::Deleted(record.clone()))
+            .await?;
+        Ok(record)
     }
 
     async fn delete_rows(
@@ -223,7 +228,7 @@ impl SqliteTenancy {
 }
 
 /// The highest applied migration of a tenant file (0 before the first).
-async fn file_version(conn: &mut SqliteConnection) -> i64 {
+pub(super) async fn file_version(conn: &mut SqliteConnection) -> i64 {
     sqlx::query_scalar::<_, Option<i64>>("SELECT max(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(conn)
         .await

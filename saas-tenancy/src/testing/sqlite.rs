@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Executor, SqlSafeStr};
 
 use super::leak::{LeakRow, LeakTarget};
-use crate::sqlite::{SqliteClusterConfig, SqliteTenancy};
+use crate::sqlite::{SqliteClusterConfig, SqliteTenancy, SqliteTenancyBuilder};
 use crate::{
     ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenancyError, TenantTable,
 };
@@ -39,22 +39,21 @@ pub fn sqlite_migrations() -> Vec<Migration> {
     )]
 }
 
-fn build(
+fn builder(
     catalog: &DynCatalog,
     cluster: &ClusterName,
     shared_file: &std::path::Path,
     dir: &std::path::Path,
     migrations: Vec<Migration>,
-) -> Result<SqliteTenancy, TenancyError> {
-    SqliteTenancy::builder(Arc::clone(catalog))
+) -> Result<SqliteTenancyBuilder, TenancyError> {
+    Ok(SqliteTenancy::builder(Arc::clone(catalog))
         .cluster(SqliteClusterConfig {
             name: cluster.clone(),
             shared_file: shared_file.to_path_buf(),
             tenant_dir: dir.to_path_buf(),
         })
         .tenant_table(TenantTable::new("notes")?)
-        .tenant_migrations(Migrator::with_migrations(migrations))
-        .build()
+        .tenant_migrations(Migrator::with_migrations(migrations)))
 }
 
 /// A disposable SQLite tenancy.
@@ -98,7 +97,8 @@ impl SqliteSandbox {
         catalog.migrate().await?;
         let catalog: DynCatalog = Arc::new(catalog);
         let cluster = ClusterName::new("local")?;
-        let tenancy = build(&catalog, &cluster, &shared_file, &dir, sqlite_migrations())?;
+        let tenancy =
+            builder(&catalog, &cluster, &shared_file, &dir, sqlite_migrations())?.build()?;
         tenancy.setup().await?;
         Ok(Self {
             tenancy,
@@ -115,7 +115,16 @@ impl SqliteSandbox {
         &self,
         migrations: Vec<Migration>,
     ) -> Result<SqliteTenancy, TenancyError> {
-        build(
+        self.builder(migrations)?.build()
+    }
+
+    /// A builder over the same catalog and files with `notes` declared and
+    /// `migrations` as the tenant migrations, to add hooks or tables to.
+    pub fn builder(
+        &self,
+        migrations: Vec<Migration>,
+    ) -> Result<SqliteTenancyBuilder, TenancyError> {
+        builder(
             &self.catalog,
             &self.cluster,
             &self.shared_file,

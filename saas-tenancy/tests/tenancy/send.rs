@@ -36,8 +36,15 @@ async fn sqlite_operations_are_send(
     n: NewTenant,
     id: TenantId,
     ctx: TenantContext,
+    a: TenantArchive,
 ) {
     assert_send(&t.provision(n));
+    assert_send(&t.retry_provisioning(id));
+    assert_send(&t.suspend(id));
+    assert_send(&t.resume(id));
+    assert_send(&t.export_tenant(id));
+    assert_send(&t.import_tenant(&ctx, &a));
+    assert_send(&t.audit());
     assert_send(&t.begin(&ctx));
     assert_send(&t.acquire(&ctx));
     assert_send(&t.migrate_tenants(MigrationOptions::default()));

@@ -1,0 +1,167 @@
+//! Provisioning, suspension and resumption of SQLite tenants, each
+//! serialised per tenant and reported to the [`LifecycleHooks`].
+//!
+//! [`LifecycleHooks`]: crate::LifecycleHooks
+
+use saas_core::{TenantId, TenantStatus};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{Connection, SqliteConnection};
+
+use super::SqliteTenancy;
+use super::lock::TenantGuard;
+use crate::error::TenancyError;
+use crate::hooks::LifecycleEvent;
+use crate::placement::Placement;
+use crate::record::{NewTenant, TenantRecord};
+
+impl SqliteTenancy {
+    /// The catalog record of `id`.
+    pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.inner
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))
+    }
+
+    /// Takes the tenant's lock (see `lock.rs`), then reads its record
+    /// again: what another operation did meanwhile is seen.
+    pub(super) async fn lock_tenant(
+        &self,
+        id: TenantId,
+    ) -> Result<(TenantGuard<'_>, TenantRecord), TenancyError> {
+        let record = self.record(id).await?;
+        let dir = &self.cluster(record.placement.cluster())?.tenant_dir;
+        let guard = self.inner.locks.lock(id, dir).await?;
+        let record = self.record(id).await?;
+        Ok((guard, record))
+    }
+
+    /// Adds a tenant to the catalog, creates its database file (database
+    /// placements) and applies the tenant migrations, marks it active and
+    /// calls the hooks with [`LifecycleEvent::Provisioned`] (seed data
+    /// there). Schema placements do not exist on SQLite.
+    ///
+    /// If the process dies midway, the tenant stays `provisioning`; finish
+    /// it with [`SqliteTenancy::retry_provisioning`] (every step is
+    /// idempotent).
+    pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        if let Placement::Schema { .. } = tenant.placement() {
+            return Err(TenancyError::Unsupported(
+                "SQLite has no schemas; place the tenant Shared or Database".to_owned(),
+            ));
+        }
+        self.cluster(tenant.placement().cluster())?;
+        let record = self.inner.catalog.create(tenant).await?;
+        self.activate(record.id).await
+    }
+
+    /// Finishes provisioning a tenant left `provisioning` by a crash or an
+    /// error; an already active tenant is returned as is.
+    pub async fn retry_provisioning(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.activate(id).await
+    }
+
+    async fn activate(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        let (_guard, record) = self.lock_tenant(id).await?;
+        match record.status {
+            TenantStatus::Provisioning => {}
+            TenantStatus::Active => return Ok(record),
+            from => {
+                return Err(TenancyError::InvalidTransition {
+                    tenant: id,
+                    from,
+                    to: TenantStatus::Active,
+                });
+            }
+        }
+        if let Some(file) = self.tenant_file(&record)? {
+            let options = SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            if let Some(migrator) = &self.inner.tenant_migrator {
+                let migrated = migrator.run_direct(None, &mut conn, false).await;
+                conn.close().await?;
+                migrated.map_err(|e| {
+                    TenancyError::InvalidInput(format!("tenant migration failed: {e}"))
+                })?;
+            } else {
+                conn.close().await?;
+            }
+        }
+        let record = self
+            .inner
+            .catalog
+            .set_status(id, TenantStatus::Active)
+            .await?;
+        self.inner
+            .hooks
+            .on_event(&LifecycleEvent::Provisioned(record.clone()))
+            .await?;
+        Ok(record)
+    }
+
+    /// Suspends a tenant: scoped access is refused from now on (handles
+    /// already open finish their work), its data is kept. See
+    /// [`SqliteTenancy::set_status`].
+    pub async fn suspend(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.set_status(id, TenantStatus::Suspended).await
+    }
+
+    /// Resumes a suspended tenant. See [`SqliteTenancy::set_status`].
+    pub async fn resume(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.set_status(id, TenantStatus::Active).await
+    }
+
+    /// Moves an active tenant to `suspended` or back, then calls the hooks
+    /// with [`LifecycleEvent::StatusChanged`].
+    ///
+    /// - Serialised per tenant, across tasks and processes sharing the
+    ///   files: the change and its hooks run before the next operation on
+    ///   the tenant starts, so hooks see changes in the order they happened.
+    /// - Idempotent and safe to retry after a crash: when the tenant is
+    ///   already in `to`, the hooks are called again (with `from` the other
+    ///   status), since a crash may have come between the change and the
+    ///   hooks — hooks are called at least once, so make them idempotent.
+    /// - Other statuses are reached through [`SqliteTenancy::provision`]
+    ///   and [`SqliteTenancy::delete_tenant`]; asking for them here is
+    ///   [`TenancyError::InvalidInput`].
+    pub async fn set_status(
+        &self,
+        id: TenantId,
+        to: TenantStatus,
+    ) -> Result<TenantRecord, TenancyError> {
+        let other = match to {
+            TenantStatus::Active => TenantStatus::Suspended,
+            TenantStatus::Suspended => TenantStatus::Active,
+            _ => {
+                return Err(TenancyError::InvalidInput(format!(
+                    "set_status only suspends and resumes; {to} is reached through \
+                     provision or delete_tenant"
+                )));
+            }
+        };
+        let (_guard, before) = self.lock_tenant(id).await?;
+        let record = if before.status == to {
+            before
+        } else if before.status == other {
+            self.inner.catalog.set_status(id, to).await?
+        } else {
+            return Err(TenancyError::InvalidTransition {
+                tenant: id,
+                from: before.status,
+                to,
+            });
+        };
+        self.inner
+            .hooks
+            .on_event(&LifecycleEvent::StatusChanged {
+                record: record.clone(),
+                from: other,
+            })
+            .await?;
+        Ok(record)
+    }
+}
