@@ -7,6 +7,9 @@
 //!   beside a plain bulk `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
 //!   NOTHING` of the same rows into an identical table (same columns,
 //!   keys and indexes), alternating rounds, same batch size and writers.
+//! - For reference, the plain insert into the same table with only its
+//!   primary key (no secondary index), in the same rounds: what the
+//!   secondary indexes cost, and the ceiling of a plain insert here.
 //! - The same replayed (every key already stored).
 //! - In-memory ingestion, aggregation, and entitlement checks on one core.
 //!
@@ -90,8 +93,9 @@ fn records(subs: &[(TenantId, SubscriptionId)], prefix: &str, count: usize) -> V
 }
 
 /// The baseline: the store's insert statement, minus idempotency
-/// resolution and seal locking, into `usage_plain`.
-async fn plain_insert(pool: &PgPool, batch: &[UsageRecord]) {
+/// resolution and seal locking, into `table` (`usage_plain`, or
+/// `usage_pk_only` to show what the secondary indexes cost).
+async fn plain_insert(pool: &PgPool, table: &'static str, batch: &[UsageRecord]) {
     let mut tenants = Vec::with_capacity(batch.len());
     let mut keys = Vec::with_capacity(batch.len());
     let mut subs = Vec::with_capacity(batch.len());
@@ -113,15 +117,16 @@ async fn plain_insert(pool: &PgPool, batch: &[UsageRecord]) {
         props.push(serde_json::to_string(&e.properties).unwrap());
         periods.push(r.period);
     }
-    sqlx::query(
-        "INSERT INTO usage_plain (tenant_id, idempotency_key, subscription_id, meter, value, \
+    // `table` is one of this file's constants, never input.
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} (tenant_id, idempotency_key, subscription_id, meter, value, \
          occurred_at, occurred_nanos, properties, period, billed_in) \
          SELECT t, k, s, m, v, o, n, p::jsonb, pe, pe \
          FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::numeric[], \
                      $6::timestamptz[], $7::int4[], $8::text[], $9::int8[]) \
               AS u(t, k, s, m, v, o, n, p, pe) \
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-    )
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
+    )))
     .bind(&tenants)
     .bind(&keys)
     .bind(&subs)
@@ -161,14 +166,18 @@ async fn timed_store(store: &Arc<dyn UsageStore>, batches: Vec<Vec<UsageRecord>>
     began.elapsed()
 }
 
-async fn timed_plain(pool: &PgPool, batches: Arc<Vec<Vec<UsageRecord>>>) -> Duration {
+async fn timed_plain(
+    pool: &PgPool,
+    table: &'static str,
+    batches: Arc<Vec<Vec<UsageRecord>>>,
+) -> Duration {
     let began = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (pool, batches) = (pool.clone(), batches.clone());
             tokio::spawn(async move {
                 for batch in batches.iter().skip(w).step_by(WRITERS) {
-                    plain_insert(&pool, batch).await;
+                    plain_insert(&pool, table, batch).await;
                 }
             })
         })
@@ -207,22 +216,34 @@ async fn durable(url: &str, lines: &mut Vec<Line>) {
     pool.execute("CREATE TABLE usage_plain (LIKE billing_usage_events INCLUDING ALL)")
         .await
         .unwrap();
+    // The same table with its primary key (the idempotency check) and no
+    // secondary index: the most a plain insert of these rows can do here.
+    pool.execute(
+        "CREATE TABLE usage_pk_only (LIKE billing_usage_events \
+           INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS); \
+         ALTER TABLE usage_pk_only ADD PRIMARY KEY (tenant_id, idempotency_key)",
+    )
+    .await
+    .unwrap();
     let store: Arc<dyn UsageStore> = Arc::new(stores.usage());
     let subs: Vec<_> = (0..TENANTS)
         .map(|_| (TenantId::new(), SubscriptionId::new()))
         .collect();
 
     let (mut store_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
+    let mut pk_only_time = Duration::ZERO;
     let mut first_round = Vec::new();
     for round in 0..=ROUNDS {
         let rows = records(&subs, &format!("r{round}"), EVENTS_PER_ROUND);
-        let plain = timed_plain(&pool, Arc::new(chunks(&rows))).await;
+        let plain = timed_plain(&pool, "usage_plain", Arc::new(chunks(&rows))).await;
         let ours = timed_store(&store, chunks(&rows)).await;
+        let pk_only = timed_plain(&pool, "usage_pk_only", Arc::new(chunks(&rows))).await;
         if round == 0 {
             first_round = rows; // warm-up, not counted; replayed below
         } else {
             plain_time += plain;
             store_time += ours;
+            pk_only_time += pk_only;
         }
     }
     let total = u64::try_from(EVENTS_PER_ROUND * ROUNDS).unwrap();
@@ -232,7 +253,13 @@ async fn durable(url: &str, lines: &mut Vec<Line>) {
         baseline: Some(rate(total, plain_time)),
         target: "≥ 50,000/s",
     });
-    let plain = timed_plain(&pool, Arc::new(chunks(&first_round))).await;
+    lines.push(Line {
+        case: "PostgreSQL plain INSERT, primary key only (no secondary index; for reference)",
+        rate: rate(total, pk_only_time),
+        baseline: Some(rate(total, plain_time)),
+        target: "—",
+    });
+    let plain = timed_plain(&pool, "usage_plain", Arc::new(chunks(&first_round))).await;
     let ours = timed_store(&store, chunks(&first_round)).await;
     let replayed = u64::try_from(first_round.len()).unwrap();
     lines.push(Line {

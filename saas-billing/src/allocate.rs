@@ -86,7 +86,7 @@ fn integer_weights(weights: &[Decimal]) -> Result<Vec<i128>, BillingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::dec;
+    use crate::dec;
 
     #[test]
     fn even_split_gives_extra_units_to_the_first_parts() {

@@ -15,7 +15,7 @@ use crate::subscription::{SubscriptionEvent, SubscriptionStatus};
 /// ```
 /// use saas_billing::{BillingError, Currency, Money};
 /// use saas_core::ErrorKind;
-/// use rust_decimal::dec;
+/// use saas_billing::dec;
 ///
 /// let err = Money::new(dec!(1), Currency::USD)
 ///     .checked_add(Money::new(dec!(1), Currency::EUR))

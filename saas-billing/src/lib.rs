@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod ids;
 mod invoice;
+mod literal;
 mod metering;
 mod money;
 mod plan;
@@ -58,7 +59,13 @@ pub use subscription::{
 
 /// Re-exported so callers name the same `Decimal` and `Tz` types as the API.
 pub use chrono_tz::Tz;
-pub use rust_decimal::{Decimal, dec};
+pub use rust_decimal::Decimal;
+
+// Not public API: what `dec!` expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::literal::decimal_literal;
+}
 
 // The main types can cross threads.
 const _: () = {

@@ -23,7 +23,7 @@ use crate::rounding::RoundingMode;
 ///
 /// ```
 /// use saas_billing::{Currency, Money, RoundingMode};
-/// use rust_decimal::dec;
+/// use saas_billing::dec;
 ///
 /// let price = Money::new(dec!(0.0042), Currency::USD);
 /// let line = price.checked_mul(dec!(1234))?.round(RoundingMode::HalfUp);
@@ -206,7 +206,7 @@ impl Money {
     ///
     /// ```
     /// use saas_billing::{Currency, Money};
-    /// use rust_decimal::dec;
+    /// use saas_billing::dec;
     ///
     /// let parts = Money::new(dec!(10), Currency::JPY).allocate(&[dec!(1), dec!(2)])?;
     /// let amounts: Vec<_> = parts.iter().map(Money::amount).collect();
@@ -251,7 +251,7 @@ impl fmt::Display for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::dec;
+    use crate::dec;
 
     fn usd(amount: Decimal) -> Money {
         Money::new(amount, Currency::USD)

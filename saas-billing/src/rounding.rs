@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use saas_billing::{Currency, Money, RoundingMode};
-/// use rust_decimal::dec;
+/// use saas_billing::dec;
 ///
 /// let exact = Money::new(dec!(2.345), Currency::USD);
 /// assert_eq!(exact.round(RoundingMode::HalfUp).amount(), dec!(2.35));
@@ -77,7 +77,7 @@ impl RoundingMode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::dec;
+    use crate::dec;
 
     const ALL: [RoundingMode; 4] = [
         RoundingMode::HalfUp,

@@ -5,6 +5,8 @@
 // Helpers outside #[test] functions unwrap too; a panic is a test failure.
 #![allow(clippy::unwrap_used)]
 
+#[path = "billing/aggregation.rs"]
+mod aggregation;
 #[path = "billing/calendar.rs"]
 mod calendar;
 #[path = "billing/charge.rs"]

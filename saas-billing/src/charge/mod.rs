@@ -65,7 +65,7 @@ pub enum ChargeModel {
 ///
 /// ```
 /// use saas_billing::{Charge, Currency, Money, RoundingMode};
-/// use rust_decimal::dec;
+/// use saas_billing::dec;
 ///
 /// // 100 units per package at 5.00 USD; 250 units need 3 packages.
 /// let charge = Charge::package(dec!(100), Money::new(dec!(5), Currency::USD))?;

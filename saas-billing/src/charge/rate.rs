@@ -103,7 +103,7 @@ pub(super) fn packages_needed(quantity: Decimal, size: Decimal) -> Result<Decima
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::dec;
+    use crate::dec;
 
     #[test]
     fn packages_are_counted_exactly() {

@@ -67,7 +67,7 @@ impl Tier {
 ///
 /// ```
 /// use saas_billing::{BillingError, TierTable};
-/// use rust_decimal::dec;
+/// use saas_billing::dec;
 ///
 /// let tiers = TierTable::builder()
 ///     .up_to(dec!(100), dec!(0.10))
@@ -175,7 +175,7 @@ impl TierTableBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::dec;
+    use crate::dec;
 
     fn reason(builder: TierTableBuilder) -> (usize, &'static str) {
         match builder.build() {

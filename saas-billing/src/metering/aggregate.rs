@@ -1,6 +1,6 @@
 //! Aggregating usage events by window and group.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
@@ -79,17 +79,70 @@ pub struct Aggregate {
     pub events: u64,
 }
 
-/// Group-by property values.
-type Group = BTreeMap<String, String>;
+/// How many recently used buckets are checked before the hash map.
+const RECENT: usize = 4;
 
-#[derive(Default)]
-struct Acc {
+/// The accumulator a meter's aggregation needs: only that one is
+/// updated per event (a count does no `Decimal` work at all).
+#[derive(Clone, Copy)]
+enum Need<'m> {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Latest,
+    Unique(&'m str),
+}
+
+/// One window and group being aggregated. Group values borrow from the
+/// events; they are copied into owned strings once, in the output.
+struct Bucket<'a> {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    /// Values of the group-by properties, in property-name order.
+    group: Vec<&'a str>,
     events: u64,
-    sum: Decimal,
-    min: Option<Decimal>,
-    max: Option<Decimal>,
-    latest: Option<(DateTime<Utc>, Decimal)>,
-    unique: BTreeSet<String>,
+    /// The sum, min, max or latest value, as the aggregation needs.
+    value: Option<Decimal>,
+    latest_at: Option<DateTime<Utc>>,
+    unique: HashSet<&'a str>,
+}
+
+impl<'a> Bucket<'a> {
+    fn add(&mut self, need: Need<'_>, event: &'a UsageEvent) -> Result<(), BillingError> {
+        self.events += 1;
+        let v = event.value;
+        match need {
+            Need::Count => {}
+            Need::Sum => {
+                let sum = self.value.unwrap_or_default().checked_add(v);
+                self.value = Some(sum.ok_or_else(|| BillingError::overflow("a usage sum"))?);
+            }
+            Need::Min => self.value = Some(self.value.map_or(v, |m| m.min(v))),
+            Need::Max => self.value = Some(self.value.map_or(v, |m| m.max(v))),
+            // Ties: the event recorded last wins.
+            Need::Latest => {
+                if self.latest_at.is_none_or(|at| event.timestamp >= at) {
+                    self.latest_at = Some(event.timestamp);
+                    self.value = Some(v);
+                }
+            }
+            Need::Unique(property) => {
+                if let Some(value) = event.properties.get(property) {
+                    self.unique.insert(value.as_str());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn result(&self, need: Need<'_>) -> Decimal {
+        match need {
+            Need::Count => Decimal::from(self.events),
+            Need::Unique(_) => Decimal::from(self.unique.len()),
+            Need::Sum | Need::Min | Need::Max | Need::Latest => self.value.unwrap_or_default(),
+        }
+    }
 }
 
 /// Aggregates `events` of `meter` (events of other meters are skipped)
@@ -122,67 +175,102 @@ pub fn aggregate<'a>(
     events: impl IntoIterator<Item = &'a UsageEvent>,
     window: Window,
 ) -> Result<Vec<Aggregate>, BillingError> {
-    let mut buckets: BTreeMap<(DateTime<Utc>, Group), (DateTime<Utc>, Acc)> = BTreeMap::new();
-    // Events mostly arrive in time order: reuse the last window's bounds
-    // while they contain the event (computing bounds walks the calendar).
-    let mut last: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let need = match meter.aggregation() {
+        Aggregation::Count => Need::Count,
+        Aggregation::Sum => Need::Sum,
+        Aggregation::Min => Need::Min,
+        Aggregation::Max => Need::Max,
+        Aggregation::Latest => Need::Latest,
+        Aggregation::UniqueCount { property } => Need::Unique(property),
+    };
+    // A group is a map from property name to value: sorted by name, each
+    // name once, whatever order `group_by` was called in.
+    let mut names: Vec<&str> = meter
+        .group_by_properties()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+
+    let mut buckets: Vec<Bucket<'a>> = Vec::new();
+    let mut index: HashMap<(DateTime<Utc>, Vec<&'a str>), usize> = HashMap::new();
+    // The probe key is refilled per event, so a lookup allocates nothing.
+    let mut probe: (DateTime<Utc>, Vec<&'a str>) = (DateTime::<Utc>::MIN_UTC, Vec::new());
+    // The buckets of the last few events, most recent first: events
+    // mostly arrive in time order, so runs of them share a window, and a
+    // window holds few groups (regions, plans) that take turns.
+    let mut recent: [usize; RECENT] = [0; RECENT];
+    let mut recent_len = 0;
     for event in events {
         if event.meter != *meter.key() {
             continue;
         }
-        let (start, end) = match last {
-            Some((start, end)) if start <= event.timestamp && event.timestamp < end => (start, end),
-            _ => {
-                let bounds = window.bounds(event.timestamp)?;
-                last = Some(bounds);
-                bounds
+        probe.1.clear();
+        probe.1.extend(
+            names
+                .iter()
+                .map(|name| event.properties.get(*name).map_or("", String::as_str)),
+        );
+        let at = event.timestamp;
+        let hit = recent[..recent_len].iter().position(|&i| {
+            let b = &buckets[i];
+            b.start <= at && at < b.end && b.group == probe.1
+        });
+        let slot = match hit {
+            Some(position) => {
+                let slot = recent[position];
+                recent[..=position].rotate_right(1);
+                slot
+            }
+            None => {
+                // Computing bounds walks the calendar: reuse the last
+                // event's window while it contains this one.
+                let (start, end) = match recent[..recent_len].first() {
+                    Some(&i) if buckets[i].start <= at && at < buckets[i].end => {
+                        (buckets[i].start, buckets[i].end)
+                    }
+                    _ => window.bounds(at)?,
+                };
+                probe.0 = start;
+                let slot = match index.get(&probe) {
+                    Some(&i) => i,
+                    None => {
+                        buckets.push(Bucket {
+                            start,
+                            end,
+                            group: probe.1.clone(),
+                            events: 0,
+                            value: None,
+                            latest_at: None,
+                            unique: HashSet::new(),
+                        });
+                        let i = buckets.len() - 1;
+                        index.insert(probe.clone(), i);
+                        i
+                    }
+                };
+                recent_len = (recent_len + 1).min(RECENT);
+                recent[..recent_len].rotate_right(1);
+                recent[0] = slot;
+                slot
             }
         };
-        let group = meter
-            .group_by_properties()
-            .iter()
-            .map(|p| {
-                (
-                    p.clone(),
-                    event.properties.get(p).cloned().unwrap_or_default(),
-                )
-            })
-            .collect();
-        let (_, acc) = buckets
-            .entry((start, group))
-            .or_insert_with(|| (end, Acc::default()));
-        acc.events += 1;
-        acc.sum = acc
-            .sum
-            .checked_add(event.value)
-            .ok_or_else(|| BillingError::overflow("a usage sum"))?;
-        acc.min = Some(acc.min.map_or(event.value, |m| m.min(event.value)));
-        acc.max = Some(acc.max.map_or(event.value, |m| m.max(event.value)));
-        if acc.latest.is_none_or(|(at, _)| event.timestamp >= at) {
-            acc.latest = Some((event.timestamp, event.value));
-        }
-        if let Aggregation::UniqueCount { property } = meter.aggregation()
-            && let Some(value) = event.properties.get(property)
-            && !acc.unique.contains(value)
-        {
-            acc.unique.insert(value.clone());
-        }
+        buckets[slot].add(need, event)?;
     }
+    buckets.sort_unstable_by(|a, b| (a.start, &a.group).cmp(&(b.start, &b.group)));
     Ok(buckets
-        .into_iter()
-        .map(|((window_start, group), (window_end, acc))| Aggregate {
-            window_start,
-            window_end,
-            value: match meter.aggregation() {
-                Aggregation::Count => Decimal::from(acc.events),
-                Aggregation::Sum => acc.sum,
-                Aggregation::Min => acc.min.unwrap_or_default(),
-                Aggregation::Max => acc.max.unwrap_or_default(),
-                Aggregation::Latest => acc.latest.map(|(_, v)| v).unwrap_or_default(),
-                Aggregation::UniqueCount { .. } => Decimal::from(acc.unique.len()),
-            },
-            group,
-            events: acc.events,
+        .iter()
+        .map(|bucket| Aggregate {
+            window_start: bucket.start,
+            window_end: bucket.end,
+            group: names
+                .iter()
+                .zip(&bucket.group)
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            value: bucket.result(need),
+            events: bucket.events,
         })
         .collect())
 }
