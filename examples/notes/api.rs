@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rust_decimal::Decimal;
+use saas_billing::Decimal;
 use saas_billing::{Currency, NewSubscription};
 use saas_core::http::{Tenant, TenantLayer};
 use saas_core::{RequestResolver, TenantKey, TenantSlug, TokenClaims, TokenIssuer};

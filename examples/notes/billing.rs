@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rust_decimal::Decimal;
+use saas_billing::Decimal;
 use saas_billing::{
     Aggregation, BillingEngine, Catalog, Charge, Currency, Entitlement, Meter, MeterKey, Money,
     PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, TierTable, UsageEvent, dec,
