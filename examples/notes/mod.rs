@@ -24,4 +24,4 @@ mod schema;
 mod server;
 mod store;
 
-pub use server::{Mode, NotesConfig, run};
+pub use server::{Mode, NotesConfig, run, serve};

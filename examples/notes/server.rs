@@ -116,6 +116,21 @@ impl NotesConfig {
     }
 }
 
+/// What each `notes-*` binary runs: logs to stderr (`RUST_LOG`, default
+/// `warn`), settings from the environment ([`NotesConfig::from_env`]),
+/// then [`run`].
+///
+/// # Errors
+/// As [`NotesConfig::from_env`] and [`run`].
+pub async fn serve(mode: Mode) -> Result<(), Box<dyn Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    run(NotesConfig::from_env(mode)?).await
+}
+
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// What differs between the PostgreSQL and the SQLite wiring.

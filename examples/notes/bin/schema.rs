@@ -1,14 +1,9 @@
 //! The notes API with new tenants placed by `Mode::Schema`; see
 //! `examples/README.md`. Run: `cargo run --bin notes-schema`.
 
-use saas_examples::notes::{Mode, NotesConfig, run};
+use saas_examples::notes::{Mode, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    run(NotesConfig::from_env(Mode::Schema)?).await
+    serve(Mode::Schema).await
 }

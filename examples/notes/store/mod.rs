@@ -112,3 +112,185 @@ fn event(
     Ok(Event::new(Some(tenant), event_type, "/notes-api", data)?
         .with_subject(format!("{collection}/{id}")))
 }
+
+/// The one implementation of [`NotesStore`], stamped out per backend. The
+/// SQL is the same on both: `$n` parameters are positional on PostgreSQL
+/// and, used in order, on SQLite; ids are UUIDv7, so `ORDER BY id` is
+/// creation order. What differs is defined next to each use:
+/// `lock_projects` (serialise project creation per tenant) and
+/// `start_writing` (a transaction about to read then write).
+macro_rules! notes_store {
+    ($store:ident, $tx:ty) => {
+        async fn find_project(tx: &mut $tx, id: Uuid) -> Result<Project, ApiError> {
+            let name: Option<String> =
+                sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            name.map(|name| Project { id, name })
+                .ok_or_else(|| ApiError::not_found("project"))
+        }
+
+        #[::async_trait::async_trait]
+        impl NotesStore for $store {
+            async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError> {
+                Ok(self.tenancy.provision(tenant).await?)
+            }
+
+            async fn delete(&self, tenant: TenantId) -> Result<(), ApiError> {
+                self.tenancy.delete_tenant(tenant).await?;
+                Ok(())
+            }
+
+            async fn create_project(
+                &self,
+                ctx: &TenantContext,
+                name: &str,
+                limit: ProjectLimit<'_>,
+            ) -> Result<Project, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                // One project creation at a time per tenant, so two concurrent
+                // requests cannot both pass the plan's limit.
+                Self::lock_projects(&mut tx, ctx.tenant_id()).await?;
+                let used: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                limit(used)?;
+                let project = Project {
+                    id: Uuid::now_v7(),
+                    name: name.to_owned(),
+                };
+                sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3)")
+                    .bind(ctx.tenant_id())
+                    .bind(project.id)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                // The event leaves if and only if the project is committed.
+                let event = project_created(ctx.tenant_id(), &project)?;
+                self.outbox.publish(&mut tx, TOPIC, event).await?;
+                tx.commit().await?;
+                Ok(project)
+            }
+
+            async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                let rows: Vec<(Uuid, String)> =
+                    sqlx::query_as("SELECT id, name FROM projects ORDER BY id")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name)| Project { id, name })
+                    .collect())
+            }
+
+            async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                let project = find_project(&mut tx, id).await?;
+                tx.commit().await?;
+                Ok(project)
+            }
+
+            async fn add_note(
+                &self,
+                ctx: &TenantContext,
+                project: Uuid,
+                body: &str,
+            ) -> Result<Note, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                Self::start_writing(&mut tx).await?;
+                find_project(&mut tx, project).await?;
+                let note = Note {
+                    id: Uuid::now_v7(),
+                    project_id: project,
+                    body: body.to_owned(),
+                };
+                sqlx::query(
+                    "INSERT INTO notes (tenant_id, id, project_id, body) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(ctx.tenant_id())
+                .bind(note.id)
+                .bind(project)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+                let event = note_added(ctx.tenant_id(), &note)?;
+                self.outbox.publish(&mut tx, TOPIC, event).await?;
+                tx.commit().await?;
+                Ok(note)
+            }
+
+            async fn notes(
+                &self,
+                ctx: &TenantContext,
+                project: Uuid,
+            ) -> Result<Vec<Note>, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                find_project(&mut tx, project).await?;
+                let rows: Vec<(Uuid, String)> =
+                    sqlx::query_as("SELECT id, body FROM notes WHERE project_id = $1 ORDER BY id")
+                        .bind(project)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, body)| Note {
+                        id,
+                        project_id: project,
+                        body,
+                    })
+                    .collect())
+            }
+
+            async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError> {
+                let mut tx = self.tenancy.begin(ctx).await?;
+                let rows: Vec<(
+                    String,
+                    Option<String>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                )> = sqlx::query_as(
+                    "SELECT event_type, subject, occurred_at FROM audit_log \
+                         ORDER BY occurred_at, event_id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(event_type, subject, time)| AuditEntry {
+                        event_type,
+                        subject,
+                        time,
+                    })
+                    .collect())
+            }
+
+            async fn record_audit(
+                &self,
+                ctx: &TenantContext,
+                event: &Event,
+            ) -> Result<(), EventError> {
+                let mut tx = self.tenancy.begin(ctx).await.map_err(EventError::handler)?;
+                // At-least-once delivery: the key makes a redelivery a no-op.
+                sqlx::query(
+                    "INSERT INTO audit_log (tenant_id, event_id, event_type, subject, occurred_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(ctx.tenant_id())
+                .bind(event.id())
+                .bind(event.event_type())
+                .bind(event.subject())
+                .bind(event.time())
+                .execute(&mut *tx)
+                .await
+                .map_err(EventError::handler)?;
+                tx.commit().await.map_err(EventError::handler)
+            }
+        }
+    };
+}
+
+pub(crate) use notes_store;

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId};
 use saas_events::postgres::PgOutbox;
 use saas_events::{Event, EventError};
@@ -10,7 +9,9 @@ use saas_tenancy::postgres::{PgTenancy, TenantTx};
 use saas_tenancy::{NewTenant, TenantRecord};
 use uuid::Uuid;
 
-use super::{AuditEntry, Note, NotesStore, Project, ProjectLimit, note_added, project_created};
+use super::{
+    AuditEntry, Note, NotesStore, Project, ProjectLimit, note_added, notes_store, project_created,
+};
 use crate::notes::audit::TOPIC;
 use crate::notes::error::ApiError;
 
@@ -30,164 +31,20 @@ impl PgStore {
     }
 }
 
-async fn find_project(tx: &mut TenantTx, id: Uuid) -> Result<Project, ApiError> {
-    let name: Option<String> = sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    name.map(|name| Project { id, name })
-        .ok_or_else(|| ApiError::not_found("project"))
-}
-
-#[async_trait]
-impl NotesStore for PgStore {
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError> {
-        Ok(self.tenancy.provision(tenant).await?)
-    }
-
-    async fn delete(&self, tenant: TenantId) -> Result<(), ApiError> {
-        self.tenancy.delete_tenant(tenant).await?;
+impl PgStore {
+    /// A transaction-scoped advisory lock on the tenant's projects.
+    async fn lock_projects(tx: &mut TenantTx, tenant: TenantId) -> Result<(), ApiError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+            .bind(tenant)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
-    async fn create_project(
-        &self,
-        ctx: &TenantContext,
-        name: &str,
-        limit: ProjectLimit<'_>,
-    ) -> Result<Project, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        // One project creation at a time per tenant, so two concurrent
-        // requests cannot both pass the plan's limit.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-            .bind(ctx.tenant_id())
-            .execute(&mut *tx)
-            .await?;
-        let used: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-            .fetch_one(&mut *tx)
-            .await?;
-        limit(used)?;
-        let project = Project {
-            id: Uuid::now_v7(),
-            name: name.to_owned(),
-        };
-        sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3)")
-            .bind(ctx.tenant_id())
-            .bind(project.id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        // The event leaves if and only if the project is committed.
-        let event = project_created(ctx.tenant_id(), &project)?;
-        self.outbox.publish(&mut tx, TOPIC, event).await?;
-        tx.commit().await?;
-        Ok(project)
-    }
-
-    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        let rows: Vec<(Uuid, String)> =
-            sqlx::query_as("SELECT id, name FROM projects ORDER BY created_at, id")
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, name)| Project { id, name })
-            .collect())
-    }
-
-    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        let project = find_project(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(project)
-    }
-
-    async fn add_note(
-        &self,
-        ctx: &TenantContext,
-        project: Uuid,
-        body: &str,
-    ) -> Result<Note, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        find_project(&mut tx, project).await?;
-        let note = Note {
-            id: Uuid::now_v7(),
-            project_id: project,
-            body: body.to_owned(),
-        };
-        sqlx::query("INSERT INTO notes (tenant_id, id, project_id, body) VALUES ($1, $2, $3, $4)")
-            .bind(ctx.tenant_id())
-            .bind(note.id)
-            .bind(project)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-        let event = note_added(ctx.tenant_id(), &note)?;
-        self.outbox.publish(&mut tx, TOPIC, event).await?;
-        tx.commit().await?;
-        Ok(note)
-    }
-
-    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        find_project(&mut tx, project).await?;
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, body FROM notes WHERE project_id = $1 ORDER BY created_at, id",
-        )
-        .bind(project)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, body)| Note {
-                id,
-                project_id: project,
-                body,
-            })
-            .collect())
-    }
-
-    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
-        let rows: Vec<(
-            String,
-            Option<String>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        )> = sqlx::query_as(
-            "SELECT event_type, subject, occurred_at FROM audit_log \
-                 ORDER BY occurred_at, event_id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(event_type, subject, time)| AuditEntry {
-                event_type,
-                subject,
-                time,
-            })
-            .collect())
-    }
-
-    async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError> {
-        let mut tx = self.tenancy.begin(ctx).await.map_err(EventError::handler)?;
-        // At-least-once delivery: the key makes a redelivery a no-op.
-        sqlx::query(
-            "INSERT INTO audit_log (tenant_id, event_id, event_type, subject, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(ctx.tenant_id())
-        .bind(event.id())
-        .bind(event.event_type())
-        .bind(event.subject())
-        .bind(event.time())
-        .execute(&mut *tx)
-        .await
-        .map_err(EventError::handler)?;
-        tx.commit().await.map_err(EventError::handler)
+    /// Nothing to do: PostgreSQL rows lock as they are written.
+    async fn start_writing(_tx: &mut TenantTx) -> Result<(), ApiError> {
+        Ok(())
     }
 }
+
+notes_store!(PgStore, TenantTx);
