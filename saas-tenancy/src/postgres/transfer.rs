@@ -111,8 +111,32 @@ impl PgTenancy {
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
         let target = ctx.tenant_id().to_string();
+        let mut tx = self.begin(ctx).await?;
+        // Only the tenant's own tables take rows, whatever the archive
+        // names: for row tenants the shared tables with a tenant column (a
+        // shared table without one would take rows for everyone), for
+        // schema and database tenants the tables of their schema. The
+        // tenant column is the one found here, not the archive's claim.
+        let schema_filter = match tx.placement() {
+            Placement::Shared { .. } => None,
+            Placement::Schema { schema, .. } => Some(schema.as_str().to_owned()),
+            Placement::Database { .. } => Some("public".to_owned()),
+        };
+        let own: BTreeMap<String, Option<String>> =
+            list_tables(&mut tx, schema_filter.as_deref(), &self.tenant_columns())
+                .await?
+                .into_iter()
+                .map(|(name, _, column)| (name, column))
+                .collect();
         let mut batches = Vec::new();
         for table in &archive.manifest.tables {
+            let Some(tenant_column) = own.get(&table.table) else {
+                return Err(TenancyError::InvalidInput(format!(
+                    "the archive's table {:?} is not one of this tenant's tables; \
+                     nothing was imported",
+                    table.table
+                )));
+            };
             let data = archive
                 .files
                 .get(&table.table)
@@ -122,14 +146,13 @@ impl PgTenancy {
             for line in data.lines() {
                 let mut row: Value = serde_json::from_str(line)
                     .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
-                if let (Some(column), Some(object)) = (&table.tenant_column, row.as_object_mut()) {
+                if let (Some(column), Some(object)) = (tenant_column, row.as_object_mut()) {
                     object.insert(column.clone(), Value::from(target.clone()));
                 }
                 rows.push(row);
             }
             batches.push((table.table.clone(), Value::Array(rows)));
         }
-        let mut tx = self.begin(ctx).await?;
         let mut pending = batches;
         let mut imported = 0u64;
         for _ in 0..IMPORT_PASSES {

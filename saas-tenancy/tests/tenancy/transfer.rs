@@ -2,10 +2,11 @@
 //! corrupt or truncated archives are refused before anything is written.
 
 use saas_core::TenantContext;
-use saas_tenancy::archive::TenantArchive;
+use saas_tenancy::archive::{ArchivedTable, TenantArchive};
 use saas_tenancy::postgres::ScopeMode;
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::{Strategy, TenancyError};
+use sqlx::{AssertSqlSafe, Executor};
 
 use crate::pg_env::sandbox;
 
@@ -104,5 +105,74 @@ async fn an_export_from_a_row_tenant_imports_into_every_placement() {
     assert_eq!(notes(&env, &twice).await.len(), 3);
 
     let _ = std::fs::remove_dir_all(&dir);
+    env.cleanup().await;
+}
+
+/// An archive can only fill the target tenant's own tables: one naming a
+/// shared table without a tenant column — which the runtime role may well
+/// be allowed to write — is refused for a row tenant before anything is
+/// written, even though the archive itself is well formed.
+#[tokio::test]
+async fn an_import_writes_only_the_tenants_own_tables() {
+    let Some(mut env) = sandbox("transfer::own_tables", ScopeMode::Shared).await else {
+        return;
+    };
+    let source = env.tenant("own-source", Strategy::Shared).await.unwrap();
+    let target = env.tenant("own-target", Strategy::Shared).await.unwrap();
+    let (shared, runtime) = (env.shared_schema.clone(), env.runtime_role.clone());
+    for statement in [
+        format!("CREATE TABLE \"{shared}\".announcements (id int PRIMARY KEY, body text)"),
+        format!("GRANT SELECT, INSERT ON \"{shared}\".announcements TO \"{runtime}\""),
+    ] {
+        env.admin.execute(AssertSqlSafe(statement)).await.unwrap();
+    }
+    let mut tx = env.tenancy.begin(&source).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'mine')")
+        .bind(source.tenant_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let honest = env.tenancy.export_tenant(source.tenant_id()).await.unwrap();
+    let mut forged = honest.clone();
+    let data = "{\"id\":1,\"body\":\"for every tenant\"}\n".to_owned();
+    let sha256: String = sqlx::query_scalar("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')")
+        .bind(&data)
+        .fetch_one(&env.admin)
+        .await
+        .unwrap();
+    forged.manifest.tables.push(ArchivedTable {
+        table: "announcements".to_owned(),
+        tenant_column: None,
+        rows: 1,
+        sha256,
+    });
+    forged.files.insert("announcements".to_owned(), data);
+    forged.verify().unwrap();
+
+    let err = env
+        .tenancy
+        .import_tenant(&target, &forged)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::InvalidInput(m) if m.contains("announcements")),
+        "{err}"
+    );
+    let announcements: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{shared}\".announcements"
+    )))
+    .fetch_one(&env.admin)
+    .await
+    .unwrap();
+    assert_eq!(announcements, 0);
+    assert!(notes(&env, &target).await.is_empty());
+
+    // The honest archive imports.
+    assert_eq!(
+        env.tenancy.import_tenant(&target, &honest).await.unwrap(),
+        1
+    );
     env.cleanup().await;
 }
