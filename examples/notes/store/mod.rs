@@ -117,8 +117,8 @@ fn event(
 /// SQL is the same on both: `$n` parameters are positional on PostgreSQL
 /// and, used in order, on SQLite; ids are UUIDv7, so `ORDER BY id` is
 /// creation order. What differs is defined next to each use:
-/// `lock_projects` (serialise project creation per tenant) and
-/// `start_writing` (a transaction about to read then write).
+/// `begin_write` (a transaction that reads, then writes) and
+/// `lock_projects` (serialise project creation per tenant).
 macro_rules! notes_store {
     ($store:ident, $tx:ty) => {
         async fn find_project(tx: &mut $tx, id: Uuid) -> Result<Project, ApiError> {
@@ -148,7 +148,7 @@ macro_rules! notes_store {
                 name: &str,
                 limit: ProjectLimit<'_>,
             ) -> Result<Project, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
+                let mut tx = self.begin_write(ctx).await?;
                 // One project creation at a time per tenant, so two concurrent
                 // requests cannot both pass the plan's limit.
                 Self::lock_projects(&mut tx, ctx.tenant_id()).await?;
@@ -199,8 +199,7 @@ macro_rules! notes_store {
                 project: Uuid,
                 body: &str,
             ) -> Result<Note, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
-                Self::start_writing(&mut tx).await?;
+                let mut tx = self.begin_write(ctx).await?;
                 find_project(&mut tx, project).await?;
                 let note = Note {
                     id: Uuid::now_v7(),

@@ -41,9 +41,10 @@ impl PgStore {
         Ok(())
     }
 
-    /// Nothing to do: PostgreSQL rows lock as they are written.
-    async fn start_writing(_tx: &mut TenantTx) -> Result<(), ApiError> {
-        Ok(())
+    /// A plain scoped transaction: PostgreSQL rows lock as they are
+    /// written.
+    async fn begin_write(&self, ctx: &TenantContext) -> Result<TenantTx, ApiError> {
+        Ok(self.tenancy.begin(ctx).await?)
     }
 }
 

@@ -32,21 +32,17 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// The file's write lock, held to the commit: one writer per file.
-    async fn lock_projects(tx: &mut SqliteTenantTx, _tenant: TenantId) -> Result<(), ApiError> {
-        Self::start_writing(tx).await
+    /// `BEGIN IMMEDIATE`: a deferred SQLite transaction that reads and then
+    /// writes fails with "database is locked" when another writer (the
+    /// outbox relay, another request) committed in between; an immediate
+    /// one waits its turn instead.
+    async fn begin_write(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, ApiError> {
+        Ok(self.tenancy.begin_immediate(ctx).await?)
     }
 
-    /// Starts the transaction's write (a write statement takes the file's
-    /// write lock, even one that changes nothing). A deferred SQLite
-    /// transaction that reads and then writes fails with "database is
-    /// locked" when another writer — the outbox relay, another request —
-    /// committed in between; writing first makes it wait its turn instead
-    /// (up to the busy timeout).
-    async fn start_writing(tx: &mut SqliteTenantTx) -> Result<(), ApiError> {
-        sqlx::query("UPDATE projects SET name = name WHERE 0")
-            .execute(&mut **tx)
-            .await?;
+    /// Nothing more: the immediate transaction holds the file's write lock,
+    /// so project creations of one tenant (its own file) run one at a time.
+    async fn lock_projects(_tx: &mut SqliteTenantTx, _tenant: TenantId) -> Result<(), ApiError> {
         Ok(())
     }
 }

@@ -227,6 +227,32 @@ impl SqliteTenancy {
         })
     }
 
+    /// A scoped transaction that holds the file's write lock from its
+    /// start (`BEGIN IMMEDIATE`), for work that reads and then writes.
+    ///
+    /// A [`SqliteTenancy::begin`] transaction is deferred: it reads from a
+    /// snapshot and takes the write lock at its first write. If another
+    /// writer committed in between — another request, an outbox relay —
+    /// SQLite cannot upgrade the stale snapshot and the write fails at once
+    /// with "database is locked", whatever the busy timeout. An immediate
+    /// transaction instead waits its turn (up to the busy timeout) before
+    /// reading, so a check-then-insert (a plan limit, a next number) is
+    /// both safe and free of that error. Writers of one file run one at a
+    /// time either way; readers are not blocked (WAL).
+    pub async fn begin_immediate(
+        &self,
+        ctx: &TenantContext,
+    ) -> Result<SqliteTenantTx, TenancyError> {
+        let record = self.servable(ctx).await?;
+        let lease = self.lease(&record).await?;
+        let tx = lease.pool().begin_with("BEGIN IMMEDIATE").await?;
+        Ok(SqliteTenantTx {
+            tx,
+            record,
+            _lease: lease,
+        })
+    }
+
     /// **Escape hatch**: an unscoped connection to a cluster's shared file
     /// (every tenant's rows, no views) for cross-tenant admin work. Logged
     /// at `warn` with `reason` so every use is visible and greppable

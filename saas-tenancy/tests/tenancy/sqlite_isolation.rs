@@ -257,3 +257,58 @@ async fn tenant_files_migrate_and_tenants_delete() {
     assert!(fleet.acquire(&files[0]).await.is_err());
     sandbox.cleanup().await;
 }
+
+/// A deferred transaction that reads, then writes after another writer
+/// committed, fails at once ("database is locked"); `begin_immediate`
+/// waits its turn instead, so a check-then-insert works under concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_immediate_serialises_read_then_write_transactions() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let a = sandbox.tenant("imm-a", Strategy::Shared).await.unwrap();
+    let b = sandbox.tenant("imm-b", Strategy::Shared).await.unwrap();
+    let insert = |ctx: &saas_core::TenantContext, id: i64| {
+        sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, ?, 'x')")
+            .bind(ctx.tenant_id())
+            .bind(id)
+    };
+    let count = "SELECT count(*) FROM notes";
+
+    // The failure `begin_immediate` exists for.
+    let mut stale = sandbox.tenancy.begin(&a).await.unwrap();
+    let _: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *stale)
+        .await
+        .unwrap();
+    let mut other = sandbox.tenancy.begin(&b).await.unwrap();
+    insert(&b, 1).execute(&mut *other).await.unwrap();
+    other.commit().await.unwrap();
+    let err = insert(&a, 1).execute(&mut *stale).await.unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    stale.rollback().await.unwrap();
+
+    // With immediate transactions the second writer waits for the first.
+    let mut first = sandbox.tenancy.begin_immediate(&a).await.unwrap();
+    let seen: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+    let tenancy = sandbox.tenancy.clone();
+    let b2 = b.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = tenancy.begin_immediate(&b2).await?;
+        let seen: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await?;
+        sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, ?, 'y')")
+            .bind(b2.tenant_id())
+            .bind(seen + 1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<i64, Box<dyn std::error::Error + Send + Sync>>(seen)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!second.is_finished(), "the second writer must wait");
+    insert(&a, seen + 1).execute(&mut *first).await.unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), 1, "b saw its own row only");
+}
