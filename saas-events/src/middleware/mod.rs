@@ -1,5 +1,7 @@
 //! Middleware for the [`Router`](crate::router::Router): retry with
-//! backoff, dead-lettering, timeouts and tracing.
+//! backoff, dead-lettering, timeouts, tracing and the idempotent consumer
+//! (inbox: [`InboxLayer`], and the SQL inboxes of the `postgres` and
+//! `sqlite` modules).
 //!
 //! A sensible stack, outermost first: [`TracingLayer`], [`DeadLetterLayer`],
 //! [`RetryLayer`], [`TimeoutLayer`]. Each layer is a
@@ -10,6 +12,7 @@
 
 mod backoff;
 mod dead_letter;
+mod inbox;
 mod retry;
 mod timeout;
 mod tracing_layer;
@@ -19,6 +22,7 @@ pub use dead_letter::{
     DEAD_LETTER_ATTEMPTS, DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DeadLetterLayer, RedriveOptions,
     redrive,
 };
+pub use inbox::{InMemoryInbox, InboxClaim, InboxLayer, TxHandler};
 pub use retry::RetryLayer;
 pub use timeout::TimeoutLayer;
 pub use tracing_layer::TracingLayer;

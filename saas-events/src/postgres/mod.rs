@@ -1,4 +1,7 @@
-//! The PostgreSQL transactional outbox (feature `postgres`).
+//! The PostgreSQL transactional outbox and inbox (feature `postgres`).
+//!
+//! The inbox, [`PgInbox`], is the idempotent consumer: see
+//! [`crate::middleware::InboxLayer`] for the idea.
 //!
 //! [`PgOutbox::publish`] writes an event into an outbox table **inside the
 //! caller's transaction** (any `&mut sqlx::PgConnection`, so a
@@ -34,10 +37,12 @@
 //! `delivered` flag accumulates dead rows.
 
 mod error;
+mod inbox;
 mod location;
 mod outbox;
 mod relay;
 
+pub use inbox::{DEFAULT_INBOX_TABLE, PgInbox, PgInboxHandler};
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
 pub use outbox::{DEFAULT_OUTBOX_TABLE, PgOutbox, PgOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};

@@ -1,4 +1,7 @@
-//! The SQLite transactional outbox (feature `sqlite`).
+//! The SQLite transactional outbox and inbox (feature `sqlite`).
+//!
+//! The inbox, [`SqliteInbox`], is the idempotent consumer: see
+//! [`crate::middleware::InboxLayer`] for the idea.
 //!
 //! [`SqliteOutbox::publish`] writes an event into an outbox table **inside
 //! the caller's transaction** (any `&mut sqlx::SqliteConnection`, so a
@@ -43,10 +46,12 @@
 //! by event id, see [`crate::middleware`]).
 
 mod error;
+mod inbox;
 mod location;
 mod outbox;
 mod relay;
 
+pub use inbox::{DEFAULT_INBOX_TABLE, SqliteInbox, SqliteInboxHandler};
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
 pub use outbox::{DEFAULT_OUTBOX_TABLE, SqliteOutbox, SqliteOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};

@@ -4,6 +4,7 @@
 mod conformance;
 mod envelope;
 mod errors;
+mod inbox;
 mod middleware;
 mod nats;
 mod outbox;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId, TenantSlug};
+use saas_events::middleware::InboxClaim;
 use saas_events::sqlite::{
     OutboxLocation, OutboxLocations, OutboxRelay, RelayConfig, SqliteOutbox,
 };
@@ -319,5 +320,65 @@ async fn sqlite_outbox_in_tenant_files_is_found_and_bound_to_the_files_tenant() 
     assert_eq!(relay.pending().await.unwrap(), 1);
     assert!(relay.oldest_pending_age().await.unwrap().is_some());
     assert_eq!(relay.stats().errors(), 1);
+    setup.cleanup(locations).await;
+}
+
+/// The SQLite inbox inside a tenant transaction on the shared file: the
+/// claim rolls back with the handler's writes and commits with them, and
+/// another tenant's event with the same id is not a duplicate.
+#[tokio::test]
+async fn sqlite_inbox_claims_inside_a_tenant_transaction() {
+    let setup = Setup::new().await;
+    let inbox = saas_events::sqlite::SqliteInbox::new();
+    inbox
+        .create_table(&mut setup.shared.acquire().await.unwrap())
+        .await
+        .unwrap();
+    let a = setup.tenant("sq-in-a", Strategy::Shared).await;
+    let b = setup.tenant("sq-in-b", Strategy::Shared).await;
+    let paid = note(a.tenant_id());
+    let claim = |ctx: TenantContext, event: Event, commit: bool| {
+        let (tenancy, inbox) = (setup.tenancy.clone(), inbox.clone());
+        async move {
+            let mut tx = tenancy.begin(&ctx).await.unwrap();
+            let claim = inbox.claim(&mut tx, "audit", &event).await.unwrap();
+            if claim == InboxClaim::First {
+                sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, 1, 'seen')")
+                    .bind(ctx.tenant_id())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            claim
+        }
+    };
+    assert_eq!(
+        claim(a.clone(), paid.clone(), false).await,
+        InboxClaim::First
+    );
+    assert_eq!(
+        claim(a.clone(), paid.clone(), true).await,
+        InboxClaim::First
+    );
+    assert_eq!(
+        claim(a.clone(), paid.clone(), true).await,
+        InboxClaim::Duplicate
+    );
+    let reused = paid.clone().with_tenant(b.tenant_id());
+    assert_eq!(claim(b.clone(), reused, true).await, InboxClaim::First);
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM notes_rows")
+        .fetch_one(&setup.shared)
+        .await
+        .unwrap();
+    assert_eq!(
+        notes, 2,
+        "one effect per tenant, none from the rolled-back try"
+    );
+    let locations = setup.locations();
     setup.cleanup(locations).await;
 }

@@ -1,0 +1,234 @@
+//! The PostgreSQL inbox: an idempotent consumer recorded in the handler's
+//! own transaction.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use saas_core::{SharedClock, SystemClock};
+use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::error::pg_error;
+use super::location::check_ident;
+use crate::envelope::Event;
+use crate::error::EventError;
+use crate::middleware::{InboxClaim, TxHandler};
+use crate::names::validate_name;
+use crate::router::{Handler, ReceivedEvent};
+
+/// The inbox table's default name.
+pub const DEFAULT_INBOX_TABLE: &str = "saas_events_inbox";
+
+/// Records which events each consumer has processed, keyed by consumer,
+/// tenant (the nil UUID for tenant-less events, which no tenant id can
+/// be) and event id.
+///
+/// [`PgInbox::claim`] inserts the record in the caller's transaction with
+/// `ON CONFLICT DO NOTHING`: the record commits with the handler's writes
+/// or not at all, and a concurrent duplicate waits on the key until the
+/// first commits (then it is a duplicate) or rolls back (then it runs).
+///
+/// ```no_run
+/// use saas_events::middleware::InboxClaim;
+/// use saas_events::postgres::PgInbox;
+/// use saas_events::router::ReceivedEvent;
+///
+/// # async fn handle(pool: sqlx::PgPool, event: ReceivedEvent) -> Result<(), Box<dyn std::error::Error>> {
+/// let inbox = PgInbox::new();
+/// let mut tx = pool.begin().await?; // or `tenancy.begin(&ctx)` from saas-tenancy
+/// if inbox.claim(&mut tx, "audit-log", event.event()).await? == InboxClaim::Duplicate {
+///     return Ok(()); // processed before: acknowledge
+/// }
+/// sqlx::query("INSERT INTO audit_log (event_id) VALUES ($1)")
+///     .bind(event.event().id())
+///     .execute(&mut *tx)
+///     .await?;
+/// tx.commit().await?; // the record and the effect, together
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PgInbox {
+    table: String,
+    clock: SharedClock,
+}
+
+impl Default for PgInbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for PgInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgInbox")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgInbox {
+    /// An inbox in [`DEFAULT_INBOX_TABLE`] on the system clock.
+    pub fn new() -> Self {
+        Self {
+            table: DEFAULT_INBOX_TABLE.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses another table (unqualified: it resolves through the
+    /// connection's `search_path`).
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] unless it is a lowercase SQL identifier.
+    pub fn with_table(mut self, table: &str) -> Result<Self, EventError> {
+        check_ident(table, "a table must be a lowercase SQL identifier")?;
+        self.table = table.to_owned();
+        Ok(self)
+    }
+
+    /// Sets the clock stamping `processed_at`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The table and its `processed_at` index, for the host's migrations
+    /// (two statements).
+    pub fn create_table_sql(&self) -> String {
+        let t = &self.table;
+        format!(
+            "CREATE TABLE IF NOT EXISTS \"{t}\" (\
+             consumer text NOT NULL, \
+             tenant_id uuid NOT NULL, \
+             event_id text NOT NULL, \
+             processed_at timestamptz NOT NULL, \
+             PRIMARY KEY (consumer, tenant_id, event_id)); \
+             CREATE INDEX IF NOT EXISTS \"{t}_processed_at\" ON \"{t}\" (processed_at)"
+        )
+    }
+
+    /// Runs [`PgInbox::create_table_sql`] on `conn`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn create_table(&self, conn: &mut PgConnection) -> Result<(), EventError> {
+        conn.execute(AssertSqlSafe(self.create_table_sql()))
+            .await
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    /// Records that `consumer` processes `event`, in `conn`'s current
+    /// transaction: [`InboxClaim::First`] if it had not, else
+    /// [`InboxClaim::Duplicate`] (nothing written).
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] for a bad consumer name, or a database
+    /// error.
+    pub async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        consumer: &str,
+        event: &Event,
+    ) -> Result<InboxClaim, EventError> {
+        validate_name(consumer)?;
+        let tenant = event.tenant_id().map_or(Uuid::nil(), |t| *t.as_uuid());
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO \"{}\" (consumer, tenant_id, event_id, processed_at) \
+             VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000)) ON CONFLICT DO NOTHING",
+            self.table
+        )))
+        .bind(consumer)
+        .bind(tenant)
+        .bind(event.id())
+        .bind(self.clock.now().timestamp_millis())
+        .execute(conn)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        Ok(if inserted == 1 {
+            InboxClaim::First
+        } else {
+            InboxClaim::Duplicate
+        })
+    }
+
+    /// Deletes records processed before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn purge_before(
+        &self,
+        conn: &mut PgConnection,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, EventError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM \"{}\" WHERE processed_at < to_timestamp($1::float8 / 1000)",
+            self.table
+        )))
+        .bind(cutoff.timestamp_millis())
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(pg_error)
+    }
+
+    /// A router [`Handler`] running `handler` at most once per event for
+    /// `consumer`: each delivery opens a transaction on `pool`, claims the
+    /// event, runs `handler` in the transaction and commits; a duplicate
+    /// is acknowledged without running it, a failure rolls back.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] for a bad consumer name.
+    pub fn handler(
+        &self,
+        consumer: &str,
+        pool: PgPool,
+        handler: impl TxHandler<PgConnection> + 'static,
+    ) -> Result<PgInboxHandler, EventError> {
+        validate_name(consumer)?;
+        Ok(PgInboxHandler {
+            inbox: self.clone(),
+            consumer: consumer.into(),
+            pool,
+            inner: Arc::new(handler),
+        })
+    }
+}
+
+/// See [`PgInbox::handler`].
+#[derive(Debug, Clone)]
+pub struct PgInboxHandler {
+    inbox: PgInbox,
+    consumer: Arc<str>,
+    pool: PgPool,
+    inner: Arc<dyn TxHandler<PgConnection>>,
+}
+
+#[async_trait]
+impl Handler for PgInboxHandler {
+    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
+        let claim = self
+            .inbox
+            .claim(&mut tx, &self.consumer, event.event())
+            .await?;
+        if claim == InboxClaim::Duplicate {
+            tx.rollback().await.map_err(pg_error)?;
+            return Ok(());
+        }
+        if let Err(error) = self.inner.handle(&event, &mut tx).await {
+            tx.rollback().await.map_err(pg_error)?;
+            return Err(error);
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+}
