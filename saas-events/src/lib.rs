@@ -6,6 +6,7 @@ mod envelope;
 mod error;
 mod memory;
 mod names;
+mod partition;
 mod trace;
 mod traits;
 
