@@ -20,8 +20,12 @@
 //!   partitions in turn (a look waits 5–80 ms on an empty or busy
 //!   partition), so a consumer never holds messages it has not handed
 //!   out; an idle subscription sends a few requests a second.
-//! - `ack` acks, `nack(delay)` naks with that delay, a dropped delivery is
-//!   nak'ed at once; the attempt number is JetStream's delivery count.
+//! - `ack` acks and `nack(delay)` naks with that delay, both waiting for
+//!   the server's confirmation; a dropped delivery is nak'ed at once; the
+//!   attempt number is JetStream's delivery count. A delivery whose
+//!   settlement never reaches the server (a crashed consumer, or a
+//!   confirmed ack the server loses in a crash) holds its partition for
+//!   [`NatsConfig::ack_wait`], as order requires.
 //!
 //! The encoded event (JSON, binary data base64-encoded) must fit the
 //! server's `max_payload` (1 MB unless configured up to 64 MB); a larger

@@ -1,6 +1,8 @@
 //! Consumer groups behind [`Subscription`]s: taking entries one partition
 //! at a time, blocking while there is nothing to take, settling.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +65,7 @@ pub(super) async fn subscribe(
         tenant: tenant.unwrap_or_default(),
         ack_wait: config.ack_wait,
         next_partition: 0,
+        taking: None,
         private,
         closed: false,
     })))
@@ -86,6 +89,8 @@ struct RedisStream {
     ack_wait: Duration,
     /// Where the next look starts, so every partition gets its turn.
     next_partition: usize,
+    /// A take script call in progress, kept across cancelled calls.
+    taking: Option<TakeCall>,
     private: bool,
     closed: bool,
 }
@@ -98,6 +103,9 @@ impl std::fmt::Debug for RedisStream {
             .finish_non_exhaustive()
     }
 }
+
+/// A take script call: the partitions it was given, and its reply.
+type TakeCall = Pin<Box<dyn Future<Output = (Vec<String>, Result<Vec<Value>, EventError>)> + Send>>;
 
 /// What one call of the take script found.
 enum Taken {
@@ -155,22 +163,35 @@ impl RedisStream {
             .collect()
     }
 
+    /// Runs the take script. The call is kept in `self` while awaited: a
+    /// cancelled `next_delivery` must not drop an entry the script already
+    /// claimed (its partition would wait the ack wait), so the next call
+    /// finishes it.
     async fn take(&mut self) -> Result<Taken, EventError> {
-        let keys = self.rotation();
-        let min_idle = u64::try_from(self.ack_wait.as_millis()).unwrap_or(u64::MAX);
-        let reply: Vec<Value> = redis::cmd("EVAL")
-            .arg(script::TAKE)
-            .arg(keys.len())
-            .arg(&keys)
-            .arg(&self.target.group)
-            .arg(&self.consumer)
-            .arg(min_idle)
-            .arg(&self.tenant)
-            .arg(SKIP_PER_CALL)
-            .query_async(&mut self.settle)
-            .await
-            .map_err(redis_error)?;
-        let mut reply = reply.into_iter();
+        if self.taking.is_none() {
+            let keys = self.rotation();
+            let min_idle = u64::try_from(self.ack_wait.as_millis()).unwrap_or(u64::MAX);
+            let mut call = redis::cmd("EVAL");
+            call.arg(script::TAKE)
+                .arg(keys.len())
+                .arg(&keys)
+                .arg(&self.target.group)
+                .arg(&self.consumer)
+                .arg(min_idle)
+                .arg(&self.tenant)
+                .arg(SKIP_PER_CALL);
+            let mut conn = self.settle.clone();
+            self.taking = Some(Box::pin(async move {
+                let reply = call.query_async(&mut conn).await.map_err(redis_error);
+                (keys, reply)
+            }));
+        }
+        let (keys, reply) = match self.taking.as_mut() {
+            Some(taking) => taking.await,
+            None => return Err(bad_reply("no call in progress")),
+        };
+        self.taking = None;
+        let mut reply = reply?.into_iter();
         let index: i64 = match reply.next() {
             Some(value) => parse(value)?,
             None => return Err(bad_reply("empty")),

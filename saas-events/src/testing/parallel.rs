@@ -15,6 +15,9 @@ const KEYS: usize = 6;
 const PER_KEY: u32 = 10;
 /// The event of key `k2` nacked once, mid-sequence.
 const NACKED: u32 = 4;
+/// How long a consumer holds each delivery: long enough for the other
+/// consumer to take one of another key meanwhile, even on a loaded host.
+const HOLD: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Log {
@@ -77,7 +80,7 @@ pub async fn per_key_order_parallel(p: Arc<dyn Publisher>, s: Arc<dyn Subscriber
                     nack
                 };
                 // Hold it a moment so the other consumer works meanwhile.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(HOLD).await;
                 log.lock().unwrap_or_else(PoisonError::into_inner).in_flight -= 1;
                 if nack {
                     must(delivery.nack(None).await, "nacking");

@@ -168,8 +168,12 @@ impl Drop for OwnServer {
 }
 
 async fn wait_connect(url: &str) -> NatsBus {
+    // A killed server may come back without an ack it had confirmed (the
+    // consumer state on disk lags), and that key's next event waits for
+    // the ack wait to pass: keep it short here.
+    let config = NatsConfig::default().with_ack_wait(Duration::from_secs(2));
     for _ in 0..100 {
-        if let Ok(bus) = NatsBus::connect(url, NatsConfig::default()).await {
+        if let Ok(bus) = NatsBus::connect(url, config.clone()).await {
             return bus;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
