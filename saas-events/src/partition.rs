@@ -17,14 +17,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The hash of [`Event::partition_key`] (the key set, else the tenant id),
 /// computed without allocating; `None` for an event with neither.
+///
+/// A tenant is hashed by its 16 bytes, not its 36-character text (this is
+/// on every in-memory publish); so that a key set to a tenant's text stays
+/// the same key as that tenant, such a key is hashed the same way.
 pub(crate) fn key_hash(event: &Event) -> Option<u64> {
-    if let Some(key) = &event.partition_key {
-        return Some(fnv1a(key.as_bytes()));
+    match (&event.partition_key, event.tenant_id()) {
+        (Some(key), _) => Some(match tenant_text(key) {
+            Some(bytes) => fnv1a(&bytes),
+            None => fnv1a(key.as_bytes()),
+        }),
+        (None, Some(tenant)) => Some(fnv1a(tenant.as_uuid().as_bytes())),
+        (None, None) => None,
     }
-    let tenant = event.tenant_id()?;
+}
+
+/// The UUID bytes of `key` if it is written exactly as a tenant id is
+/// (lowercase, hyphenated).
+fn tenant_text(key: &str) -> Option<[u8; 16]> {
+    if key.len() != 36 {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(key).ok()?;
     let mut buffer = uuid::Uuid::encode_buffer();
-    let text = tenant.as_uuid().hyphenated().encode_lower(&mut buffer);
-    Some(fnv1a(text.as_bytes()))
+    let canonical = uuid.hyphenated().encode_lower(&mut buffer);
+    (canonical == key).then(|| *uuid.as_bytes())
 }
 
 /// The partition of `event` among `partitions` (at least 1), by its key's
@@ -56,7 +73,15 @@ mod tests {
         assert_eq!(key_hash(&by_tenant), key_hash(&explicit));
         assert_eq!(
             key_hash(&by_tenant),
-            Some(fnv1a(by_tenant.partition_key().unwrap().as_bytes()))
+            Some(fnv1a(tenant.as_uuid().as_bytes()))
+        );
+        // Another spelling of the same UUID is another key.
+        let upper = Event::without_data(None, "t", "/s")
+            .unwrap()
+            .with_partition_key(tenant.to_string().to_uppercase());
+        assert_eq!(
+            key_hash(&upper),
+            Some(fnv1a(tenant.to_string().to_uppercase().as_bytes()))
         );
         // FNV-1a's published test vector: the hash must never change.
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
