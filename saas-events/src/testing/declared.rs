@@ -26,7 +26,8 @@ pub enum Optional {
     /// `per_key_order_parallel`.
     OrderingPerKey,
     /// [`Capabilities::consumer_groups`]: `consumer_groups`,
-    /// `close_and_resume`, `crash_mid_handler`, `redrive_dead_letters`.
+    /// `close_and_resume`, `crash_mid_handler`, `redrive_dead_letters`,
+    /// `per_key_order_parallel`.
     ConsumerGroups,
     /// [`Capabilities::delayed_delivery`]: `delayed_retry`.
     DelayedDelivery,

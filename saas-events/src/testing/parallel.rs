@@ -34,8 +34,12 @@ struct Log {
 /// each key's events are still handed out in publish order — the one
 /// nacked mid-sequence again before the next of its key.
 pub async fn per_key_order_parallel(p: Arc<dyn Publisher>, s: Arc<dyn Subscriber>) {
-    if !s.capabilities().ordering_per_key {
+    let capabilities = s.capabilities();
+    if !capabilities.ordering_per_key {
         return skip("per_key_order_parallel", "ordering_per_key");
+    }
+    if !capabilities.consumer_groups {
+        return skip("per_key_order_parallel", "consumer_groups");
     }
     let topic = unique_topic("parallel");
     let options = SubscribeOptions::new().with_group("parallel");

@@ -50,3 +50,45 @@ mod unordered {
         .await;
     }
 }
+
+/// The opt-out path for consumer groups: a backend refusing groups runs
+/// every behaviour, and its capability test checks that subscribing with
+/// a group fails with `Unsupported`.
+mod without_groups {
+    use super::*;
+    use async_trait::async_trait;
+    use saas_events::{Capabilities, EventError, SubscribeOptions, Subscription};
+
+    /// An in-memory bus that refuses consumer groups.
+    #[derive(Debug, Clone)]
+    struct NoGroups(InMemoryBus);
+
+    #[async_trait]
+    impl Subscriber for NoGroups {
+        async fn subscribe(
+            &self,
+            topic: &str,
+            options: SubscribeOptions,
+        ) -> Result<Subscription, EventError> {
+            if options.group.is_some() {
+                return Err(EventError::Unsupported {
+                    operation: "consumer groups",
+                });
+            }
+            self.0.subscribe(topic, options).await
+        }
+
+        fn capabilities(&self) -> Capabilities {
+            let mut capabilities = Subscriber::capabilities(&self.0);
+            capabilities.consumer_groups = false;
+            capabilities
+        }
+    }
+
+    async fn no_groups() -> Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)> {
+        let bus = InMemoryBus::new();
+        Some((Arc::new(bus.clone()), Arc::new(NoGroups(bus))))
+    }
+
+    saas_events::conformance_tests!(no_groups(), without: [ConsumerGroups]);
+}
