@@ -6,6 +6,7 @@ mod envelope;
 mod error;
 mod memory;
 mod names;
+mod partition;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql_ident;
 mod trace;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::group::{Group, Take};
 use super::{GroupKey, InMemoryBus};
 use crate::delivery::{Acknowledger, Delivery, DeliveryStream};
+use crate::envelope::Event;
 use crate::error::EventError;
 
 #[derive(Debug)]
@@ -30,6 +31,23 @@ impl Consumer {
             group,
             closed: false,
         }
+    }
+
+    /// Takes the next ready entry; `None` once the group is closed.
+    fn take(&self) -> Option<Take> {
+        let mut state = self.group.lock();
+        if state.closed {
+            return None;
+        }
+        Some(state.take())
+    }
+
+    fn delivery(&self, seq: u64, event: Arc<Event>, attempt: u32) -> Delivery {
+        let acker = MemoryAcker {
+            group: Arc::clone(&self.group),
+            seq,
+        };
+        Delivery::new(event, Arc::clone(&self.topic), attempt, Box::new(acker))
     }
 
     fn detach(&mut self) {
@@ -55,34 +73,26 @@ impl DeliveryStream for Consumer {
             if self.closed {
                 return None;
             }
-            let notified = self.group.notify.notified();
-            tokio::pin!(notified);
-            // Register for wake-ups before looking, so none is missed.
-            notified.as_mut().enable();
-            let taken = {
-                let mut state = self.group.lock();
-                if state.closed {
-                    return None;
-                }
-                state.take(Instant::now())
-            };
-            match taken {
+            // Look first: a consumer that keeps up never registers for
+            // wake-ups (registering takes the notifier's lock twice).
+            match self.take()? {
                 Take::Ready {
                     seq,
                     event,
                     attempt,
-                } => {
-                    let acker = MemoryAcker {
-                        group: Arc::clone(&self.group),
-                        seq,
-                    };
-                    return Some(Ok(Delivery::new(
-                        event,
-                        Arc::clone(&self.topic),
-                        attempt,
-                        Box::new(acker),
-                    )));
-                }
+                } => return Some(Ok(self.delivery(seq, event, attempt))),
+                Take::WaitUntil(_) | Take::Empty => {}
+            }
+            let notified = self.group.notify.notified();
+            tokio::pin!(notified);
+            // Register before looking again, so no wake-up is missed.
+            notified.as_mut().enable();
+            match self.take()? {
+                Take::Ready {
+                    seq,
+                    event,
+                    attempt,
+                } => return Some(Ok(self.delivery(seq, event, attempt))),
                 Take::WaitUntil(at) => {
                     tokio::select! {
                         () = &mut notified => {}
@@ -113,8 +123,10 @@ struct MemoryAcker {
 
 impl MemoryAcker {
     fn settle(&self, requeue: Option<Option<Instant>>) {
-        self.group.lock().settle(self.seq, requeue);
-        self.group.notify.notify_waiters();
+        let wake = self.group.lock().settle(self.seq, requeue);
+        if wake {
+            self.group.notify.notify_waiters();
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the per-key ordering rule.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use saas_core::TenantId;
@@ -9,20 +10,47 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::envelope::Event;
+use crate::partition::key_hash;
+
+/// Hashes `u64`s that are sequence numbers or key hashes: one multiply
+/// instead of SipHash on the per-event path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Spread sequential values over the high bits the table probes with.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type U64Build = BuildHasherDefault<U64Hasher>;
 
 /// An event waiting in, or handed out by, a group.
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) seq: u64,
     pub(super) event: Arc<Event>,
-    key: Option<String>,
+    key: Option<u64>,
     pub(super) attempts: u32,
     not_before: Option<Instant>,
 }
 
 impl Entry {
     pub(super) fn new(seq: u64, event: Arc<Event>, ordered: bool) -> Self {
-        let key = if ordered { event.partition_key() } else { None };
+        // Keys are compared by hash: two keys sharing one only wait for each
+        // other (order is kept for both), costing parallelism, never order.
+        let key = if ordered { key_hash(&event) } else { None };
         Self {
             seq,
             event,
@@ -52,8 +80,8 @@ pub(super) enum Take {
 pub(super) struct GroupState {
     /// Waiting events, in publish (sequence) order.
     pending: VecDeque<Entry>,
-    in_flight: HashMap<u64, Entry>,
-    busy_keys: HashSet<String>,
+    in_flight: HashMap<u64, Entry, U64Build>,
+    busy_keys: HashSet<u64, U64Build>,
     pub(super) closed: bool,
     pub(super) consumers: usize,
 }
@@ -65,20 +93,22 @@ impl GroupState {
 
     /// Hands out the oldest ready entry whose partition key has nothing in
     /// flight and no older entry waiting.
-    pub(super) fn take(&mut self, now: Instant) -> Take {
-        let mut blocked: HashSet<&str> = HashSet::new();
+    pub(super) fn take(&mut self) -> Take {
+        let mut blocked: HashSet<u64, U64Build> = HashSet::default();
         let mut wake: Option<Instant> = None;
+        // Read the clock only when a delayed entry is met.
+        let mut now: Option<Instant> = None;
         let mut found = None;
         for (index, entry) in self.pending.iter().enumerate() {
-            if let Some(key) = entry.key.as_deref()
-                && (self.busy_keys.contains(key) || blocked.contains(key))
+            if let Some(key) = entry.key
+                && (self.busy_keys.contains(&key) || blocked.contains(&key))
             {
                 continue;
             }
             match entry.not_before {
-                Some(at) if at > now => {
+                Some(at) if at > *now.get_or_insert_with(Instant::now) => {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
-                    if let Some(key) = entry.key.as_deref() {
+                    if let Some(key) = entry.key {
                         blocked.insert(key);
                     }
                 }
@@ -93,8 +123,8 @@ impl GroupState {
         };
         entry.attempts = entry.attempts.saturating_add(1);
         entry.not_before = None;
-        if let Some(key) = &entry.key {
-            self.busy_keys.insert(key.clone());
+        if let Some(key) = entry.key {
+            self.busy_keys.insert(key);
         }
         let taken = Take::Ready {
             seq: entry.seq,
@@ -107,22 +137,26 @@ impl GroupState {
 
     /// Settles a delivery: drops it on ack, or puts it back in sequence
     /// order on nack.
-    pub(super) fn settle(&mut self, seq: u64, requeue: Option<Option<Instant>>) {
+    ///
+    /// Returns whether this may have made an entry ready for a waiting
+    /// consumer (an entry put back, or a key freed while others wait).
+    pub(super) fn settle(&mut self, seq: u64, requeue: Option<Option<Instant>>) -> bool {
         let Some(mut entry) = self.in_flight.remove(&seq) else {
-            return;
+            return false;
         };
-        if let Some(key) = &entry.key {
-            self.busy_keys.remove(key);
-        }
-        if let Some(not_before) = requeue {
-            entry.not_before = not_before;
-            let at = self.pending.partition_point(|e| e.seq < seq);
-            self.pending.insert(at, entry);
+        let freed = entry.key.is_some_and(|key| self.busy_keys.remove(&key));
+        match requeue {
+            Some(not_before) => {
+                entry.not_before = not_before;
+                let at = self.pending.partition_point(|e| e.seq < seq);
+                self.pending.insert(at, entry);
+                true
+            }
+            None => freed && !self.pending.is_empty(),
         }
     }
 
-    #[cfg(test)]
-    fn pending_len(&self) -> usize {
+    pub(super) fn pending_len(&self) -> usize {
         self.pending.len()
     }
 }
@@ -177,18 +211,17 @@ mod tests {
         for (seq, key) in [(1, "a"), (2, "a"), (3, "b")] {
             state.push(Entry::new(seq, event(key), true));
         }
-        let now = Instant::now();
-        let Take::Ready { seq: first, .. } = state.take(now) else {
+        let Take::Ready { seq: first, .. } = state.take() else {
             panic!("expected a delivery")
         };
         assert_eq!(first, 1);
-        let Take::Ready { seq: second, .. } = state.take(now) else {
+        let Take::Ready { seq: second, .. } = state.take() else {
             panic!("expected a delivery")
         };
         assert_eq!(second, 3, "key a is busy, so b goes next");
-        assert!(matches!(state.take(now), Take::Empty));
+        assert!(matches!(state.take(), Take::Empty));
         state.settle(1, Some(None));
-        let Take::Ready { seq, attempt, .. } = state.take(now) else {
+        let Take::Ready { seq, attempt, .. } = state.take() else {
             panic!("expected a delivery")
         };
         assert_eq!((seq, attempt), (1, 2), "the nacked event comes back first");

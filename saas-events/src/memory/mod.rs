@@ -204,28 +204,35 @@ impl InMemoryBus {
             let first_seq = state.next_seq;
             state.next_seq += events.len() as u64;
             let entry = state.topics.entry(topic.to_owned()).or_default();
-            for (offset, mut event) in events.into_iter().enumerate() {
-                event.stamp_time(&*config.clock);
-                let seq = first_seq + offset as u64;
-                let event = Arc::new(event);
-                for group in entry.groups.values() {
-                    if group.accepts(&event) {
-                        group.lock().push(Entry::new(
-                            seq,
-                            Arc::clone(&event),
-                            config.ordered_per_key,
-                        ));
-                        if !touched.iter().any(|g| Arc::ptr_eq(g, group)) {
-                            touched.push(Arc::clone(group));
-                        }
+            let events: Vec<(u64, Arc<Event>)> = events
+                .into_iter()
+                .enumerate()
+                .map(|(offset, mut event)| {
+                    event.stamp_time(&*config.clock);
+                    (first_seq + offset as u64, Arc::new(event))
+                })
+                .collect();
+            // One lock per group for the whole batch, not one per event.
+            for group in entry.groups.values() {
+                let mut queue = group.lock();
+                let before = queue.pending_len();
+                for (seq, event) in &events {
+                    if group.accepts(event) {
+                        queue.push(Entry::new(*seq, Arc::clone(event), config.ordered_per_key));
                     }
                 }
-                if config.retained_per_topic > 0 {
-                    if entry.retained.len() >= config.retained_per_topic {
-                        entry.retained.pop_front();
-                    }
-                    entry.retained.push_back((seq, event));
+                if queue.pending_len() > before {
+                    touched.push(Arc::clone(group));
                 }
+            }
+            if config.retained_per_topic > 0 {
+                // Only the newest `retained_per_topic` are kept.
+                let keep = events.len().min(config.retained_per_topic);
+                let skip = events.len() - keep;
+                let overflow =
+                    (entry.retained.len() + keep).saturating_sub(config.retained_per_topic);
+                entry.retained.drain(..overflow.min(entry.retained.len()));
+                entry.retained.extend(events.into_iter().skip(skip));
             }
         }
         for group in touched {

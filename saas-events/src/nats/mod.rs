@@ -1,16 +1,31 @@
 //! The NATS JetStream backend (feature `nats`).
 //!
 //! - One stream per topic, created on first use, capturing the subjects
-//!   `<prefix>.<topic>.<tenant>` (`_` for tenant-less events), so a tenant
-//!   filter is a subject filter evaluated by the server.
+//!   `<prefix>.p<N>.<topic>.<tenant>` (`_` for tenant-less events), so a
+//!   tenant filter is a subject filter evaluated by the server. `N` is the
+//!   event's partition among [`NatsConfig::partitions`]: the hash of its
+//!   partition key (the key set, else the tenant; events with neither
+//!   all go to partition 0, keeping their order).
 //! - Publishing waits for the stream's ack; the `Nats-Msg-Id` header is the
 //!   event id, so a publish retried within the duplicate window is stored
 //!   once.
-//! - A consumer group is a durable pull consumer named after the group and
-//!   its tenant filter; a subscription without a group is an ephemeral
-//!   consumer deleted when closed.
-//! - `ack` acks, `nack(delay)` naks with that delay, a dropped delivery is
-//!   nak'ed at once; the attempt number is JetStream's delivery count.
+//! - A consumer group is one durable pull consumer per partition, named
+//!   after the group, its tenant filter and the partition, each with
+//!   `max_ack_pending = 1`: a partition has at most one unsettled delivery
+//!   per group, so each key's events are handled in publish order (a
+//!   nak'ed one first), while consumers of the group work on different
+//!   partitions in parallel. A subscription without a group is the same
+//!   with ephemeral consumers, deleted when closed.
+//! - A subscription pulls one message at a time, looking at its
+//!   partitions in turn (a look waits 5–80 ms on an empty or busy
+//!   partition), so a consumer never holds messages it has not handed
+//!   out; an idle subscription sends a few requests a second.
+//! - `ack` acks and `nack(delay)` naks with that delay, both waiting for
+//!   the server's confirmation; a dropped delivery is nak'ed at once; the
+//!   attempt number is JetStream's delivery count. A delivery whose
+//!   settlement never reaches the server (a crashed consumer, or a
+//!   confirmed ack the server loses in a crash) holds its partition for
+//!   [`NatsConfig::ack_wait`], as order requires.
 //!
 //! The encoded event (JSON, binary data base64-encoded) must fit the
 //! server's `max_payload` (1 MB unless configured up to 64 MB); a larger
@@ -18,8 +33,9 @@
 //! limit. With the default server setting a 1 MiB payload does not fit, so
 //! raise `max_payload` on the server to carry 1 MiB events.
 //!
-//! Per-key order is not offered: JetStream redelivers a nak'ed message
-//! while later ones flow, so [`Capabilities::ordering_per_key`] is `false`.
+//! Streams made by earlier versions (subjects `<prefix>.<topic>.<tenant>`)
+//! are switched to the partitioned subjects on first use; messages stored
+//! under the old subjects are not delivered to the new consumers.
 
 mod consumer;
 
@@ -37,6 +53,7 @@ use crate::delivery::Subscription;
 use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
 use crate::error::EventError;
 use crate::names::validate_name;
+use crate::partition::partition_of;
 use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
 
 pub(crate) fn nats_error(retryable: bool, error: impl Into<crate::BoxError>) -> EventError {
@@ -62,11 +79,11 @@ pub struct NatsConfig {
     /// Largest payload accepted (default 1 MiB; the server's `max_payload`
     /// must fit the encoded event).
     pub max_payload_bytes: usize,
-    /// Messages a group consumer pulls at once (default 1, so a delivery
-    /// nobody holds goes to whichever consumer asks next).
-    pub group_pull_batch: usize,
-    /// Messages a private subscription pulls at once (default 256).
-    pub private_pull_batch: usize,
+    /// Partitions per topic (default 4): how many keys a group works on in
+    /// parallel, and durable consumers per group on the server. Changing
+    /// it for a topic with unsettled messages moves keys between
+    /// partitions, so their order holds only from then on.
+    pub partitions: u16,
     /// Stamps events published without a time.
     pub clock: SharedClock,
 }
@@ -78,8 +95,7 @@ impl Default for NatsConfig {
             ack_wait: Duration::from_secs(30),
             duplicate_window: Duration::from_secs(120),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            group_pull_batch: 1,
-            private_pull_batch: 256,
+            partitions: 4,
             clock: Arc::new(SystemClock),
         }
     }
@@ -118,6 +134,20 @@ impl NatsConfig {
         self.max_payload_bytes = limit;
         self
     }
+
+    /// Sets the number of partitions per topic (at least 1).
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+}
+
+/// The subject of `topic`'s partition `partition` for `tenant` (a tenant id,
+/// `_` for none, or `*` in a filter). The partition comes before the topic:
+/// topics may contain dots, and a partition after them would let the
+/// subjects of topic `a` (`p.a.*.*`) overlap those of topic `a.b`.
+fn partition_subject(prefix: &str, partition: u16, topic: &str, tenant: &str) -> String {
+    format!("{prefix}.p{partition}.{topic}.{tenant}")
 }
 
 impl fmt::Debug for NatsConfig {
@@ -127,6 +157,7 @@ impl fmt::Debug for NatsConfig {
             .field("ack_wait", &self.ack_wait)
             .field("duplicate_window", &self.duplicate_window)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
 }
@@ -204,23 +235,43 @@ impl NatsBus {
         let tenant = event
             .tenant_id()
             .map_or_else(|| "_".to_owned(), |t| t.simple());
-        format!("{}.{topic}.{tenant}", self.inner.config.prefix)
+        let config = &self.inner.config;
+        let partition = partition_of(event, config.partitions);
+        partition_subject(&config.prefix, partition, topic, &tenant)
     }
 
     async fn stream(&self, topic: &str) -> Result<stream::Stream, EventError> {
         let name = self.stream_name(topic);
-        let stream = self
+        let wanted = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{}.*.{topic}.*", self.inner.config.prefix)],
+            duplicate_window: self.inner.config.duplicate_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stream = self
             .inner
             .js
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{}.{topic}.*", self.inner.config.prefix)],
-                duplicate_window: self.inner.config.duplicate_window,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
+            .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| nats_error(true, e))?;
+        if stream.cached_info().config.subjects != wanted.subjects {
+            // A stream of an earlier version: switch it to the partitioned
+            // subjects, keeping its other settings.
+            let mut updated = stream.cached_info().config.clone();
+            updated.subjects = wanted.subjects;
+            self.inner
+                .js
+                .update_stream(updated)
+                .await
+                .map_err(|e| nats_error(true, e))?;
+            stream = self
+                .inner
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| nats_error(true, e))?;
+        }
         self.inner
             .streams
             .lock()
@@ -324,7 +375,7 @@ impl Publisher for NatsBus {
 
 fn capabilities(config: &NatsConfig) -> Capabilities {
     Capabilities {
-        ordering_per_key: false,
+        ordering_per_key: true,
         consumer_groups: true,
         persistence: true,
         delayed_delivery: true,

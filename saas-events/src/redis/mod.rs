@@ -1,23 +1,35 @@
 //! The Redis Streams backend (feature `redis`).
 //!
-//! - One stream per topic (`<prefix>:<topic>`); entries carry the tenant
-//!   and the CloudEvents JSON. `publish_batch` is one pipeline.
-//! - Every subscription is a consumer group (`XREADGROUP` / `XACK`): a
-//!   named group `g:<group>:<tenant|all>` outlives its consumers; a private
-//!   subscription gets a group of its own, destroyed when it closes.
-//! - A tenant filter is applied by the consumer: entries of other tenants
-//!   are acknowledged for that group and never handed out (they do cross
-//!   the wire to the consuming process).
-//! - Entries left pending by a dead consumer for longer than the ack wait
-//!   are taken over with `XAUTOCLAIM`. `nack(delay)` hands the entry to a
+//! - Each topic is [`RedisConfig::partitions`] streams
+//!   (`<prefix>:<topic>:p<N>`); an event goes to the partition of its
+//!   partition key's hash (the key set, else the tenant; events with
+//!   neither all to partition 0, keeping their order). Entries carry the tenant and the
+//!   CloudEvents JSON. `publish_batch` is one pipeline.
+//! - Every subscription is a consumer group (`XREADGROUP` / `XACK`) on
+//!   every partition: a named group `g:<group>:<tenant|all>` outlives its
+//!   consumers; a private subscription gets a group of its own, destroyed
+//!   when it closes.
+//! - Per-key order with parallel consumers: a group has at most one
+//!   unsettled entry per partition. One Lua script checks the partition's
+//!   pending list and reads its next entry (or takes over its pending one)
+//!   as one atomic step, so two consumers cannot both read a partition;
+//!   consumers of one group work on different partitions in parallel.
+//! - A tenant filter is applied inside that script: entries of other
+//!   tenants are acknowledged for that group on the server and never sent
+//!   to the consuming process.
+//! - The pending entry of a dead consumer is taken over (by the same
+//!   script, with `XAUTOCLAIM`) once idle for the ack wait, before
+//!   anything newer in its partition. `nack(delay)` hands the entry to a
 //!   parking consumer with `XCLAIM … IDLE`, back-dated so it becomes
-//!   claimable after `delay` — delays up to the ack wait are supported.
-//!   The attempt number is Redis's delivery count.
+//!   claimable after `delay` — delays up to the ack wait are supported;
+//!   it stays pending meanwhile, so its partition waits for it. The
+//!   attempt number is Redis's delivery count.
 //!
 //! Durability is the server's: with `appendonly yes` and `appendfsync
 //! always` an acknowledged publish survives a restart.
 
 mod consumer;
+mod script;
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +43,7 @@ use crate::delivery::Subscription;
 use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
 use crate::error::EventError;
 use crate::names::validate_name;
+use crate::partition::partition_of;
 use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
 
 /// The consumer name nacked entries are parked under.
@@ -65,11 +78,10 @@ pub struct RedisConfig {
     /// How long an entry may stay unsettled before another consumer of the
     /// group takes it over (default 30 s); also the longest nack delay.
     pub ack_wait: Duration,
-    /// Entries a group consumer reads at once (default 1, so entries
-    /// nobody holds go to whichever consumer asks next).
-    pub group_read_count: usize,
-    /// Entries a private subscription reads at once (default 100).
-    pub private_read_count: usize,
+    /// Streams per topic (default 8): how many keys a group works on in
+    /// parallel. Changing it for a topic with unsettled entries moves keys
+    /// between partitions, so their order holds only from then on.
+    pub partitions: u16,
     /// Largest payload accepted (default 1 MiB).
     pub max_payload_bytes: usize,
     /// Stamps events published without a time.
@@ -81,8 +93,7 @@ impl Default for RedisConfig {
         Self {
             prefix: "saas_events".to_owned(),
             ack_wait: Duration::from_secs(30),
-            group_read_count: 1,
-            private_read_count: 100,
+            partitions: 8,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             clock: Arc::new(SystemClock),
         }
@@ -105,6 +116,12 @@ impl RedisConfig {
         self.ack_wait = wait;
         self
     }
+
+    /// Sets the number of partitions per topic (at least 1).
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
 }
 
 impl fmt::Debug for RedisConfig {
@@ -112,6 +129,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("prefix", &self.prefix)
             .field("ack_wait", &self.ack_wait)
+            .field("partitions", &self.partitions)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .finish_non_exhaustive()
     }
@@ -173,12 +191,19 @@ impl RedisBus {
         })
     }
 
-    /// The stream key of `topic`.
-    pub fn stream_key(&self, topic: &str) -> String {
-        format!("{}:{topic}", self.inner.config.prefix)
+    /// The stream key of `topic`'s partition `partition`.
+    pub fn stream_key(&self, topic: &str, partition: u16) -> String {
+        format!("{}:{topic}:p{partition}", self.inner.config.prefix)
     }
 
-    /// Deletes the stream of `topic` with its groups.
+    /// The stream keys of every partition of `topic`.
+    pub fn stream_keys(&self, topic: &str) -> Vec<String> {
+        (0..self.inner.config.partitions.max(1))
+            .map(|p| self.stream_key(topic, p))
+            .collect()
+    }
+
+    /// Deletes the streams of `topic` with their groups.
     ///
     /// # Errors
     /// A backend error.
@@ -186,7 +211,7 @@ impl RedisBus {
         validate_name(topic)?;
         let mut conn = self.inner.conn.clone();
         redis::cmd("DEL")
-            .arg(self.stream_key(topic))
+            .arg(self.stream_keys(topic))
             .query_async::<i64>(&mut conn)
             .await
             .map(|_| ())
@@ -202,16 +227,18 @@ impl Publisher for RedisBus {
 
     async fn publish_batch(&self, topic: &str, events: Vec<Event>) -> Result<(), EventError> {
         validate_name(topic)?;
-        let key = self.stream_key(topic);
+        for event in &events {
+            event.check_payload_size(self.inner.config.max_payload_bytes)?;
+        }
         let mut pipe = redis::pipe();
         for mut event in events {
-            event.check_payload_size(self.inner.config.max_payload_bytes)?;
             event.stamp_time(&*self.inner.config.clock);
+            let partition = partition_of(&event, self.inner.config.partitions);
             let tenant = event
                 .tenant_id()
                 .map_or_else(String::new, |t| t.to_string());
             pipe.cmd("XADD")
-                .arg(&key)
+                .arg(self.stream_key(topic, partition))
                 .arg("*")
                 .arg("tenant")
                 .arg(tenant)
@@ -230,7 +257,7 @@ impl Publisher for RedisBus {
 
 fn capabilities(config: &RedisConfig) -> Capabilities {
     Capabilities {
-        ordering_per_key: false,
+        ordering_per_key: true,
         consumer_groups: true,
         persistence: true,
         delayed_delivery: true,
@@ -262,7 +289,7 @@ impl Subscriber for RedisBus {
             self.inner.config.clone(),
             reader,
             self.inner.conn.clone(),
-            self.stream_key(topic),
+            self.stream_keys(topic),
             topic,
             options,
         )

@@ -22,13 +22,33 @@
 //!
 //! Every wait is bounded by [`WAIT`], so a broken backend fails instead of
 //! hanging. Each test uses fresh topic names, so runs against a shared
-//! broker do not collide. Tests for an ability the backend's
-//! [`Capabilities`](crate::Capabilities) lacks print a line and pass.
+//! broker do not collide.
+//!
+//! # No silent skips
+//!
+//! A behaviour test for an ability the backend's
+//! [`Capabilities`](crate::Capabilities) lacks prints a line and passes —
+//! so the macro also stamps a capability test that makes such a pass
+//! impossible unless it is written down:
+//!
+//! - `conformance_tests!(backend())` stamps `every_capability_declared`,
+//!   which fails unless the backend declares every [`Optional`] behaviour:
+//!   nothing is skipped. Every backend of this crate runs it.
+//! - `conformance_tests!(backend(), without: [DelayedDelivery])` opts out
+//!   of the listed behaviours; `declared_capabilities` then fails if a
+//!   listed one is declared or an unlisted one is not, and checks that
+//!   each listed one is refused with [`EventError::Unsupported`].
+//! - `conformance_tests!(@each backend(); round_trip, …)` stamps only the
+//!   listed tests, for a backend that runs some behaviour elsewhere (on a
+//!   server of its own, say); list `every_capability_declared` with them.
+//!
 //! The generated tests need `tokio` (features `macros`, `rt-multi-thread`)
 //! among the caller's dev-dependencies.
 
 mod content;
+mod declared;
 mod failure;
+mod parallel;
 mod pubsub;
 
 use std::sync::Arc;
@@ -39,9 +59,11 @@ use crate::error::EventError;
 use crate::traits::{Publisher, Subscriber};
 
 pub use content::{headers_and_trace, large_payload};
+pub use declared::{Optional, declared_capabilities, every_capability_declared};
 pub use failure::{
     crash_mid_handler, dead_lettering, delayed_retry, nack_redelivery, redrive_dead_letters,
 };
+pub use parallel::per_key_order_parallel;
 pub use pubsub::{
     close_and_resume, concurrent_publishers, consumer_groups, per_key_order, round_trip,
     tenant_isolation, topic_isolation,
@@ -89,17 +111,27 @@ pub(crate) fn next_delivery(
     }
 }
 
-/// Prints why a test was skipped.
+/// Prints why a test was skipped (the capability test of the suite fails
+/// unless the skip was opted into).
 pub(crate) fn skip(test: &str, capability: &str) {
     println!("conformance: skipped `{test}`: the backend does not declare `{capability}`");
 }
 
-/// Stamps out one `#[tokio::test]` per conformance behaviour.
+/// Stamps out one `#[tokio::test]` per conformance behaviour, and one
+/// checking the backend's declared capabilities.
 ///
 /// `$backend` is an expression evaluating to a future of
 /// `Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)>`, evaluated afresh in
 /// each test; `None` skips the test (for example when a service is not
 /// configured — print why).
+///
+/// - `conformance_tests!(backend())`: every behaviour, and
+///   `every_capability_declared`.
+/// - `conformance_tests!(backend(), without: [OrderingPerKey, …])`: every
+///   behaviour, and `declared_capabilities`, which checks the listed
+///   [`Optional`](crate::testing::Optional) behaviours are undeclared and
+///   refused, and every other one declared.
+/// - `conformance_tests!(@each backend(); name, …)`: only the listed tests.
 ///
 /// See the [module docs](crate::testing) for an example.
 #[macro_export]
@@ -107,9 +139,29 @@ macro_rules! conformance_tests {
     ($backend:expr) => {
         $crate::conformance_tests!(@each $backend;
             round_trip, concurrent_publishers, topic_isolation, nack_redelivery,
-            per_key_order, consumer_groups, close_and_resume, dead_lettering,
+            per_key_order, per_key_order_parallel, consumer_groups, close_and_resume, dead_lettering,
+            redrive_dead_letters, delayed_retry, crash_mid_handler, tenant_isolation,
+            headers_and_trace, large_payload, every_capability_declared);
+    };
+    ($backend:expr, without: [$($optional:ident),* $(,)?]) => {
+        $crate::conformance_tests!(@each $backend;
+            round_trip, concurrent_publishers, topic_isolation, nack_redelivery,
+            per_key_order, per_key_order_parallel, consumer_groups, close_and_resume, dead_lettering,
             redrive_dead_letters, delayed_retry, crash_mid_handler, tenant_isolation,
             headers_and_trace, large_payload);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn declared_capabilities() {
+            let Some((publisher, subscriber)) = $backend.await else {
+                return;
+            };
+            $crate::testing::declared_capabilities(
+                publisher,
+                subscriber,
+                &[$($crate::testing::Optional::$optional),*],
+            )
+            .await;
+        }
     };
     (@each $backend:expr; $($name:ident),+ $(,)?) => {
         $(

@@ -52,14 +52,7 @@ async fn redis_backend() -> Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)> {
 }
 
 mod conformance {
-    // Every behaviour but `per_key_order`, which the backend does not offer
-    // (`ordering_per_key: false`): a stamped test would only print that it
-    // skipped, and CI must not pass by skipping.
-    saas_events::conformance_tests!(@each super::redis_backend();
-        round_trip, concurrent_publishers, topic_isolation, nack_redelivery,
-        consumer_groups, close_and_resume, dead_lettering,
-        redrive_dead_letters, delayed_retry, crash_mid_handler, tenant_isolation,
-        headers_and_trace, large_payload);
+    saas_events::conformance_tests!(super::redis_backend());
 }
 
 /// A consumer that dies holding an entry (never acks, never drops it
