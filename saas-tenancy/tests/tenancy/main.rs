@@ -16,3 +16,4 @@ mod pg_isolation;
 mod sqlite_isolation;
 mod transfer;
 mod two_servers;
+mod type_cache;
