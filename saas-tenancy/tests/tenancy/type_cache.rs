@@ -112,6 +112,21 @@ async fn same_named_types_in_schema_tenants_share_one_connection_safely() {
             assert!(read.iter().chain(&read_in_tx).all(|m| *m == mood));
         }
     }
+    // Ending a failed transaction still empties the caches and succeeds.
+    let mut tx = tenancy.begin(&a).await.unwrap();
+    round_trip(&mut tx, &Mood("calm".to_owned())).await;
+    assert!(tx.execute("SELECT 1/0").await.is_err());
+    tx.rollback().await.unwrap();
+    let mut tx = tenancy.begin(&b).await.unwrap();
+    round_trip(&mut tx, &Mood("rainy".to_owned())).await;
+    assert!(tx.execute("SELECT 1/0").await.is_err());
+    tx.commit().await.unwrap();
+    let mut conn = tenancy.acquire(&a).await.unwrap();
+    assert_eq!(
+        round_trip(&mut conn, &Mood("calm".to_owned())).await.len(),
+        5
+    );
+    drop(conn);
     drop(tenancy);
     env.cleanup().await;
 }
