@@ -14,7 +14,7 @@ use saas_core::TenantContext;
 use saas_tenancy::Strategy;
 use std::time::Instant;
 
-use saas_tenancy::postgres::{MigrationOptions, ScopeMode};
+use saas_tenancy::postgres::{MigrationOptions, PoolLimits, ScopeMode};
 use saas_tenancy::testing::pg::{PgSandbox, tenant_migrations};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType};
@@ -24,6 +24,10 @@ use sqlx::{AssertSqlSafe, Executor, PgPool};
 const ROUNDS: u32 = 5;
 const PER_ROUND: u32 = 400;
 const NOTES_PER_TENANT: i64 = 50;
+/// Connections of every pool in the comparison: the baseline pool, the
+/// shared runtime pool and each tenant pool, so that both sides are
+/// configured alike.
+const POOL_SIZE: u32 = 2;
 
 struct Row {
     case: String,
@@ -65,7 +69,7 @@ async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -
         .unwrap();
     let options: PgConnectOptions = url.parse().unwrap();
     PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(POOL_SIZE)
         .connect_with(
             options
                 .username(&sandbox.runtime_role)
@@ -76,7 +80,10 @@ async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -
 }
 
 async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
-    let mut sandbox = PgSandbox::new(url, mode).await.unwrap();
+    // The sandbox's runtime pool has POOL_SIZE connections; tenant pools
+    // get the same.
+    let limits = PoolLimits::new(50, POOL_SIZE);
+    let mut sandbox = PgSandbox::with_limits(url, mode, limits).await.unwrap();
     let row = sandbox.tenant("bench-row", Strategy::Shared).await.unwrap();
     let schema = sandbox
         .tenant("bench-schema", Strategy::Schema)

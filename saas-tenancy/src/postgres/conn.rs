@@ -2,7 +2,7 @@ use std::ops::{Deref, DerefMut};
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
-use sqlx::{Executor, PgConnection, Postgres};
+use sqlx::{Connection, Executor, PgConnection, Postgres};
 
 use super::PgPoolLease;
 use crate::placement::Placement;
@@ -20,11 +20,17 @@ use crate::placement::Placement;
 /// database placements the connection belongs to the tenant's own pool
 /// and never serves another tenant.
 ///
+/// sqlx caches prepared statements and custom type OIDs per connection,
+/// the types by bare name: a shared runtime connection scoped to a schema
+/// tenant starts and ends with those caches emptied, so one tenant's
+/// `mood` enum is never bound or read as another tenant's `mood`.
+///
 /// The same caveat as [`TenantTx`](super::TenantTx) applies to raw SQL
 /// that deliberately changes the scope.
 pub struct TenantConn {
     conn: Option<PoolConnection<Postgres>>,
     needs_reset: bool,
+    clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
     // Dropped after `conn` has gone back to the tenant pool.
@@ -39,9 +45,13 @@ impl TenantConn {
         placement: Placement,
         lease: Option<PgPoolLease>,
     ) -> Self {
+        // Only a shared connection moves between schemas, whose same-named
+        // types would clash in sqlx's caches.
+        let clear_caches = needs_reset && matches!(placement, Placement::Schema { .. });
         Self {
             conn: Some(conn),
             needs_reset,
+            clear_caches,
             tenant,
             placement,
             _lease: lease,
@@ -56,6 +66,15 @@ impl TenantConn {
     /// Where the tenant's data lives.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// Empties sqlx's statement and type caches when the connection moves
+    /// between schemas (no round trip when they are already empty).
+    pub(super) async fn clear_caches_if_shared(&mut self) -> Result<(), sqlx::Error> {
+        if self.clear_caches {
+            self.conn_mut().clear_cached_statements().await?;
+        }
+        Ok(())
     }
 
     fn conn(&self) -> &PgConnection {
@@ -82,11 +101,16 @@ impl Drop for TenantConn {
         if !self.needs_reset {
             return;
         }
+        let clear_caches = self.clear_caches;
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
                     // `role` is exempt from RESET ALL; reset it explicitly.
-                    if conn.execute("RESET ROLE; RESET ALL").await.is_err() {
+                    let mut reset = conn.execute("RESET ROLE; RESET ALL").await.map(|_| ());
+                    if reset.is_ok() && clear_caches {
+                        reset = conn.clear_cached_statements().await;
+                    }
+                    if reset.is_err() {
                         // Never hand a connection with unknown state back.
                         conn.close_on_drop();
                     }

@@ -75,7 +75,10 @@ pub enum ScopeMode {
     /// Row and schema tenants share one runtime pool per cluster; the scope
     /// is set per transaction (in the `BEGIN` round trip) or per checkout
     /// (reset before reuse). Scales to any number of active tenants; a
-    /// scoped single statement costs one extra round trip.
+    /// scoped single statement costs one extra round trip. Schema tenants
+    /// also give up sqlx's per-connection statement and type caches at
+    /// every checkout (same-named types in two schemas would clash there),
+    /// so their statements are prepared again each time.
     #[default]
     Shared,
     /// Every active tenant gets a small pool whose connections carry its
@@ -228,7 +231,9 @@ impl PgTenancy {
             _ => sql::begin_row(tenant),
         };
         let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
-        Ok(TenantTx::new(tx, tenant, placement, None))
+        let mut tx = TenantTx::new(tx, tenant, placement, None);
+        tx.clear_caches_if_shared().await?;
+        Ok(tx)
     }
 
     /// A scoped connection for single statements, each committing on its
@@ -249,6 +254,7 @@ impl PgTenancy {
         // Wrapped before the scope is set, so that even a cancellation
         // right here resets the connection before it is reused.
         let mut conn = TenantConn::new(pool.acquire().await?, true, tenant, placement, None);
+        conn.clear_caches_if_shared().await?;
         conn.execute(AssertSqlSafe(scope)).await?;
         Ok(conn)
     }

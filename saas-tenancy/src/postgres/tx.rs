@@ -1,7 +1,7 @@
 use std::ops::{Deref, DerefMut};
 
 use saas_core::TenantId;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use super::PgPoolLease;
 use crate::error::TenancyError;
@@ -23,10 +23,16 @@ use crate::placement::Placement;
 /// What it does not: raw SQL through the handle that deliberately changes
 /// the scope (`set_config('saas.tenant_id', …)`, `SET ROLE`, `RESET ROLE`)
 /// is not prevented. Never build such statements from request data.
+///
+/// On a shared runtime connection, a schema tenant's transaction starts
+/// and ends with sqlx's per-connection statement and type caches emptied
+/// (see [`TenantConn`](super::TenantConn)); ending it costs one more
+/// round trip when statements were prepared in it.
 pub struct TenantTx {
     // Field order matters: the transaction is dropped (rolled back) before
-    // the pool lease is released.
-    tx: Transaction<'static, Postgres>,
+    // the pool lease is released. `None` only once committed or dropped.
+    tx: Option<Transaction<'static, Postgres>>,
+    clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
     _lease: Option<PgPoolLease>,
@@ -39,8 +45,11 @@ impl TenantTx {
         placement: Placement,
         lease: Option<PgPoolLease>,
     ) -> Self {
+        // Only a shared connection moves between schemas (see `TenantConn`).
+        let clear_caches = lease.is_none() && matches!(placement, Placement::Schema { .. });
         Self {
-            tx,
+            tx: Some(tx),
+            clear_caches,
             tenant,
             placement,
             _lease: lease,
@@ -57,16 +66,66 @@ impl TenantTx {
         &self.placement
     }
 
+    /// Empties sqlx's caches when the connection moves between schemas
+    /// (no round trip when they are already empty).
+    pub(super) async fn clear_caches_if_shared(&mut self) -> Result<(), sqlx::Error> {
+        if self.clear_caches {
+            self.tx_mut().clear_cached_statements().await?;
+        }
+        Ok(())
+    }
+
     /// Commits; the scope ends with the transaction.
-    pub async fn commit(self) -> Result<(), TenancyError> {
-        self.tx.commit().await?;
+    pub async fn commit(mut self) -> Result<(), TenancyError> {
+        self.clear_caches_if_shared().await?;
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+        }
         Ok(())
     }
 
     /// Rolls back; the scope ends with the transaction.
-    pub async fn rollback(self) -> Result<(), TenancyError> {
-        self.tx.rollback().await?;
+    pub async fn rollback(mut self) -> Result<(), TenancyError> {
+        self.clear_caches_if_shared().await?;
+        if let Some(tx) = self.tx.take() {
+            tx.rollback().await?;
+        }
         Ok(())
+    }
+
+    fn tx(&self) -> &PgConnection {
+        // `tx` is only taken by `commit`, `rollback` and `drop`.
+        match &self.tx {
+            Some(tx) => tx,
+            None => unreachable!("TenantTx used after it ended"),
+        }
+    }
+
+    fn tx_mut(&mut self) -> &mut PgConnection {
+        match &mut self.tx {
+            Some(tx) => tx,
+            None => unreachable!("TenantTx used after it ended"),
+        }
+    }
+}
+
+impl Drop for TenantTx {
+    fn drop(&mut self) {
+        let Some(mut tx) = self.tx.take() else {
+            return;
+        };
+        if !self.clear_caches {
+            // Dropping the transaction rolls it back.
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                // A failure here means a broken connection, which the pool
+                // tests and closes on release.
+                let _ = tx.clear_cached_statements().await;
+                drop(tx);
+            });
+        }
     }
 }
 
@@ -74,13 +133,13 @@ impl Deref for TenantTx {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        self.tx()
     }
 }
 
 impl DerefMut for TenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        self.tx_mut()
     }
 }
 

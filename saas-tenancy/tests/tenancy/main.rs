@@ -20,3 +20,4 @@ mod sqlite_lifecycle;
 mod sqlite_transfer;
 mod transfer;
 mod two_servers;
+mod type_cache;
