@@ -117,6 +117,23 @@ pub(crate) fn skip(test: &str, capability: &str) {
     println!("conformance: skipped `{test}`: the backend does not declare `{capability}`");
 }
 
+/// How many times each generated conformance test runs its behaviour:
+/// `SAAS_EVENTS_STRESS=N` (default 1) — the suite's stress mode, for
+/// shaking out races (`SAAS_EVENTS_STRESS=20 cargo test -p saas-events`).
+///
+/// # Panics
+/// If the variable is set but is not a whole number from 1 to 10,000: a
+/// stress run that silently ran once would prove nothing.
+pub fn stress_repeats() -> u32 {
+    match std::env::var("SAAS_EVENTS_STRESS") {
+        Err(_) => 1,
+        Ok(value) => match value.trim().parse::<u32>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => panic!("SAAS_EVENTS_STRESS must be a whole number from 1 to 10000, not {value:?}"),
+        },
+    }
+}
+
 /// Stamps out one `#[tokio::test]` per conformance behaviour, and one
 /// checking the backend's declared capabilities.
 ///
@@ -167,10 +184,14 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let Some((publisher, subscriber)) = $backend.await else {
-                    return;
-                };
-                $crate::testing::$name(publisher, subscriber).await;
+                // Stress mode: `SAAS_EVENTS_STRESS=N` runs each behaviour
+                // N times, each on a fresh backend.
+                for _ in 0..$crate::testing::stress_repeats() {
+                    let Some((publisher, subscriber)) = $backend.await else {
+                        return;
+                    };
+                    $crate::testing::$name(publisher, subscriber).await;
+                }
             }
         )+
     };

@@ -13,7 +13,9 @@ use saas_events::{Event, EventError, InMemoryBus, Publisher, Subscriber};
 use saas_test_support::{Service, service_url};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use crate::support::{Guarded, OnDrop, PgScratch, Recorder, stress_repeats};
+use saas_events::testing::stress_repeats;
+
+use crate::support::{Guarded, OnDrop, PgScratch, Recorder};
 
 fn relay_to(scratch: &PgScratch, sink: Arc<dyn Publisher>) -> OutboxRelay {
     OutboxRelay::new(

@@ -10,15 +10,6 @@ use saas_test_support::unique_name;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
-/// How many times stress-mode tests repeat (`SAAS_EVENTS_STRESS=N`, default 1).
-pub(crate) fn stress_repeats() -> u32 {
-    std::env::var("SAAS_EVENTS_STRESS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
 /// Runs `cleanup` on its own thread and runtime when dropped, so fixtures
 /// handed out as `Arc<dyn Publisher>` still clean up after the test.
 pub(crate) struct OnDrop(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
