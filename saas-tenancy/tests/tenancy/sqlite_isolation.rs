@@ -236,6 +236,25 @@ async fn tenant_files_migrate_and_tenants_delete() {
         .unwrap();
     assert_eq!(again.up_to_date.len(), 2, "nothing applied twice");
 
+    // A table added later, never declared: deletion finds it by its
+    // tenant column, in the file, not in a hand-kept list.
+    let mut admin = fleet
+        .unscoped_admin_connection(&sandbox.cluster, "test: add a table")
+        .await
+        .unwrap();
+    admin
+        .execute("CREATE TABLE attachments (tenant_id BLOB NOT NULL, name TEXT NOT NULL)")
+        .await
+        .unwrap();
+    for ctx in [&row, &keep] {
+        sqlx::query("INSERT INTO attachments (tenant_id, name) VALUES (?, 'a.pdf')")
+            .bind(ctx.tenant_id())
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    drop(admin);
+
     // Delete a row tenant and a file tenant.
     fleet.delete_tenant(row.tenant_id()).await.unwrap();
     fleet.delete_tenant(files[0].tenant_id()).await.unwrap();
@@ -249,6 +268,11 @@ async fn tenant_files_migrate_and_tenants_delete() {
         .await
         .unwrap();
     assert_eq!(left, vec![keep.tenant_id()]);
+    let left: Vec<saas_core::TenantId> = sqlx::query_scalar("SELECT tenant_id FROM attachments")
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![keep.tenant_id()], "the later table too");
     let file = sandbox.dir.join(format!(
         "{}.sqlite",
         saas_tenancy::TenantObjectName::for_tenant(files[0].tenant_id())
