@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use saas_core::{TenantId, TenantSlug, TenantStatus};
 use saas_tenancy::migration::MigrationOptions;
+use saas_tenancy::registry::PoolLimits;
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy, Weakness};
 use saas_tenancy::testing::sqlite::{SqliteSandbox, sqlite_migrations};
 use saas_tenancy::{
@@ -436,9 +438,14 @@ async fn sqlite_a_tenant_migrates_only_when_its_other_operations_are_done() {
     let suspend = tokio::spawn(async move { suspender.suspend(id).await });
     entered.notified().await;
 
-    let fleet = sandbox
-        .tenancy_with_migrations(counted_migrations())
-        .unwrap();
+    // A quick migration: without the lock it would finish long before
+    // the hook does.
+    let mut quick = sqlite_migrations();
+    quick.push(migration(
+        2,
+        "ALTER TABLE notes ADD COLUMN pinned INTEGER".to_owned(),
+    ));
+    let fleet = sandbox.tenancy_with_migrations(quick).unwrap();
     let progress_log = Arc::clone(&log);
     let report = fleet
         .migrate_tenants(
@@ -455,8 +462,58 @@ async fn sqlite_a_tenant_migrates_only_when_its_other_operations_are_done() {
     assert_eq!(report.migrated, vec![ids[0]]);
     assert_eq!(
         *log.lock().unwrap(),
-        vec!["suspend done".to_owned(), "migrated Ok(3)".to_owned()],
+        vec!["suspend done".to_owned(), "migrated Ok(2)".to_owned()],
         "the migration waited for the suspension holding the lock"
+    );
+    sandbox.cleanup().await;
+}
+
+/// The most attempts the ledger shows under way at one moment (each row
+/// spans its tenant's attempt, start to finish).
+async fn most_at_once(fleet: &SqliteTenancy, sandbox: &SqliteSandbox) -> usize {
+    let path = fleet.migration_ledger(&sandbox.cluster).unwrap();
+    let mut conn = open(&path).await;
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT started_at, finished_at FROM saas_tenant_migrations")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, f)| s <= start && start < f)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sqlite_fan_out_is_bounded_by_the_concurrency_and_the_pool_budget() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    file_tenants(&sandbox, "c", 6).await;
+    let fleet = sandbox
+        .builder(counted_migrations())
+        .unwrap()
+        .pool_limits(PoolLimits::new(2, 1))
+        .build()
+        .unwrap();
+    let report = fleet
+        .migrate_tenants(
+            MigrationOptions::default()
+                .with_canaries(0)
+                .with_concurrency(8),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.migrated.len(), 6, "{report:?}");
+    assert_eq!(
+        most_at_once(&fleet, &sandbox).await,
+        2,
+        "a budget of 2 connections caps a concurrency of 8"
     );
     sandbox.cleanup().await;
 }
