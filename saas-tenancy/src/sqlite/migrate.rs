@@ -53,6 +53,24 @@ impl SqliteTenancy {
     ///   file's `_sqlx_migrations` says what it has, and an interrupted
     ///   tenant's transaction never committed, so nothing is applied twice.
     ///
+    /// ```no_run
+    /// # async fn run(tenancy: saas_tenancy::sqlite::SqliteTenancy) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use saas_tenancy::migration::MigrationOptions;
+    ///
+    /// let options = MigrationOptions::default()
+    ///     .with_canaries(2)
+    ///     .with_concurrency(8)
+    ///     .with_progress(Arc::new(|p| eprintln!("{}/{} {}", p.done, p.total, p.tenant)));
+    /// let report = tenancy.migrate_tenants(options).await?;
+    /// for (tenant, error) in &report.failed {
+    ///     eprintln!("{tenant} left unchanged: {error}");
+    /// }
+    /// // Not attempted (a canary failed): run again once it is fixed.
+    /// assert!(report.not_attempted.len() <= report.total);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// [`PoolLimits::budget`]: crate::registry::PoolLimits::budget
     pub async fn migrate_tenants(
         &self,
