@@ -211,7 +211,10 @@ async fn sqlite_a_killed_run_resumes_and_applies_each_migration_once() {
         .await
         .unwrap();
     assert_eq!(again.up_to_date.len(), 10);
+    // No drift, and the ledger file is neither an orphan tenant file nor
+    // a table of the shared file: the audit is clean.
     assert_eq!(behind(&fleet).await, 0);
+    assert!(fleet.audit().await.unwrap().is_empty());
 
     // The ledger has every attempt of the two full runs, none failed.
     let rows = ledger(&fleet, &sandbox).await;
