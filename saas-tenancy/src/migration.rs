@@ -12,7 +12,7 @@ pub type ProgressFn = Arc<dyn Fn(&MigrationProgress) + Send + Sync>;
 #[non_exhaustive]
 pub struct MigrationOptions {
     /// Tenants migrated at once (default 4; keep it within the admin
-    /// connections you can spare).
+    /// connections you can spare — SQLite caps it at the pool budget).
     pub concurrency: usize,
     /// Tenants migrated first, one by one; if one fails, nothing else runs
     /// (default 1).
@@ -94,6 +94,7 @@ pub struct MigrationReport {
     pub up_to_date: Vec<TenantId>,
     /// Tenants whose migration failed (left unchanged), with the error.
     pub failed: Vec<(TenantId, String)>,
-    /// Tenants not attempted (a canary failed, or stop-on-first-failure).
+    /// Tenants not attempted (a canary failed, or stop-on-first-failure;
+    /// on SQLite also a tenant deleted after the run listed it).
     pub not_attempted: Vec<TenantId>,
 }

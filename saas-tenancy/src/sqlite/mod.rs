@@ -21,8 +21,10 @@
 
 mod audit;
 mod guard;
+mod ledger;
 mod lifecycle;
 mod lock;
+mod migrate;
 mod ops;
 mod transfer;
 

@@ -1,19 +1,18 @@
-//! Day-two operations on SQLite: fleet migrations of tenant files and
-//! tenant deletion.
+//! Day-two operations on SQLite: tenant files and tenant deletion (fleet
+//! migrations are in `migrate.rs`).
 
 use std::path::PathBuf;
 
 use saas_core::{TenantId, TenantStatus};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, Executor, Row, SqliteConnection};
 
 use super::SqliteTenancy;
 use super::guard::tenant_literal;
 use crate::error::TenancyError;
 use crate::hooks::LifecycleEvent;
-use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
 use crate::placement::Placement;
-use crate::record::{ListOptions, TenantRecord};
+use crate::record::TenantRecord;
 
 impl SqliteTenancy {
     /// The file of a database tenant.
@@ -29,89 +28,6 @@ impl SqliteTenancy {
             )),
             _ => Ok(None),
         }
-    }
-
-    /// Applies the tenant migrations to every active or suspended tenant
-    /// file, one file after another, each in its own transaction (a failure
-    /// leaves that file unchanged). Canaries and stop-on-first-failure work
-    /// as on PostgreSQL; concurrency is not used (SQLite files are local).
-    /// Running again resumes: each file's `_sqlx_migrations` says what it has.
-    pub async fn migrate_tenants(
-        &self,
-        options: MigrationOptions,
-    ) -> Result<MigrationReport, TenancyError> {
-        let mut tenants = Vec::new();
-        let mut list = ListOptions::default().with_limit(1000);
-        loop {
-            let page = self.inner.catalog.list(&list).await?;
-            tenants.extend(page.tenants.into_iter().filter(|t| {
-                matches!(t.placement, Placement::Database { .. })
-                    && matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)
-            }));
-            match page.next {
-                Some(next) => list = list.with_after(Some(next)),
-                None => break,
-            }
-        }
-        let mut report = MigrationReport {
-            total: tenants.len(),
-            ..MigrationReport::default()
-        };
-        for (i, record) in tenants.iter().enumerate() {
-            let outcome = self.migrate_file(record).await;
-            let failed = outcome.is_err();
-            let progress = match outcome {
-                Ok((version, true)) => {
-                    report.migrated.push(record.id);
-                    Ok(version)
-                }
-                Ok((version, false)) => {
-                    report.up_to_date.push(record.id);
-                    Ok(version)
-                }
-                Err(e) => {
-                    report.failed.push((record.id, e.to_string()));
-                    Err(e.to_string())
-                }
-            };
-            tracing::info!(tenant = %record.id, done = i + 1, total = report.total, ok = !failed, "tenant migration");
-            if let Some(f) = &options.progress {
-                f(&MigrationProgress {
-                    done: i + 1,
-                    total: report.total,
-                    tenant: record.id,
-                    outcome: progress,
-                });
-            }
-            if failed && (i < options.canaries || options.stop_on_first_failure) {
-                report
-                    .not_attempted
-                    .extend(tenants[i + 1..].iter().map(|t| t.id));
-                break;
-            }
-        }
-        Ok(report)
-    }
-
-    async fn migrate_file(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
-        let (Some(migrator), Some(file)) = (&self.inner.tenant_migrator, self.tenant_file(record)?)
-        else {
-            return Ok((0, false));
-        };
-        let options = SqliteConnectOptions::new()
-            .filename(file)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal);
-        let mut conn = SqliteConnection::connect_with(&options).await?;
-        let before = file_version(&mut conn).await;
-        let result = migrator
-            .run_direct(None, &mut conn, false)
-            .await
-            .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")));
-        let after = file_version(&mut conn).await;
-        conn.close().await?;
-        result?;
-        Ok((after, after > before))
     }
 
     /// Deletes a tenant's data, marks it deleted and calls the hooks with

@@ -17,6 +17,7 @@ mod send;
 mod sqlite_audit;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
+mod sqlite_migrate;
 mod sqlite_transfer;
 mod transfer;
 mod two_servers;

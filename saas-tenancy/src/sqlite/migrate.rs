@@ -1,0 +1,290 @@
+//! Tenant migrations across the SQLite fleet: canaries first, then a
+//! bounded fan-out, each tenant under its lock and in one transaction, each
+//! attempt appended to the cluster's ledger (see `ledger.rs`), resumable.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use saas_core::{TenantId, TenantStatus};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{Connection, SqliteConnection};
+
+use super::SqliteTenancy;
+use super::ledger::{LedgerEntry, Ledgers, ledger_file};
+use super::ops::file_version;
+use crate::error::TenancyError;
+use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
+use crate::placement::{ClusterName, Placement};
+use crate::record::{ListOptions, TenantRecord};
+
+/// What happened to one tenant.
+enum Attempt {
+    /// Migrated (version reached, whether anything was applied) or failed.
+    Done(Result<(i64, bool), TenancyError>),
+    /// Deleted (or being deleted) after the run listed it: nothing to do.
+    Gone,
+}
+
+impl SqliteTenancy {
+    /// Applies the tenant migrations to every active or suspended tenant
+    /// file, canaries first and one by one (a failing canary stops the
+    /// run), then up to [`MigrationOptions::concurrency`] files at once —
+    /// capped by the pool budget ([`PoolLimits::budget`]), since each
+    /// migration opens a connection (and SQLite a thread) of its own.
+    ///
+    /// - Each tenant migrates under its lock, so it never interleaves with
+    ///   provisioning, suspension, deletion, export or import of that
+    ///   tenant in any process sharing the files; a tenant deleted after
+    ///   the run listed it is skipped and reported as not attempted, a
+    ///   suspended one is migrated.
+    /// - Each tenant migrates in one `BEGIN IMMEDIATE` transaction: a
+    ///   failing migration leaves its file unchanged (SQLite DDL is
+    ///   transactional), the tenant is reported failed and the others go
+    ///   on — or nothing more starts with
+    ///   [`MigrationOptions::stop_on_first_failure`]. Migrations marked
+    ///   `no_tx` cannot run inside it and fail.
+    /// - Each attempt (tenant, version, status `applied`/`current`/`failed`,
+    ///   error, start and finish from the injected clock) is appended to
+    ///   the ledger in the cluster's tenant directory
+    ///   ([`SqliteTenancy::migration_ledger`]).
+    /// - A run killed at any moment is resumed by running again: each
+    ///   file's `_sqlx_migrations` says what it has, and an interrupted
+    ///   tenant's transaction never committed, so nothing is applied twice.
+    ///
+    /// ```no_run
+    /// # async fn run(tenancy: saas_tenancy::sqlite::SqliteTenancy) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use saas_tenancy::migration::MigrationOptions;
+    ///
+    /// let options = MigrationOptions::default()
+    ///     .with_canaries(2)
+    ///     .with_concurrency(8)
+    ///     .with_progress(Arc::new(|p| eprintln!("{}/{} {}", p.done, p.total, p.tenant)));
+    /// let report = tenancy.migrate_tenants(options).await?;
+    /// for (tenant, error) in &report.failed {
+    ///     eprintln!("{tenant} left unchanged: {error}");
+    /// }
+    /// // Not attempted (a canary failed): run again once it is fixed.
+    /// assert!(report.not_attempted.len() <= report.total);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`PoolLimits::budget`]: crate::registry::PoolLimits::budget
+    pub async fn migrate_tenants(
+        &self,
+        options: MigrationOptions,
+    ) -> Result<MigrationReport, TenancyError> {
+        let ledgers = Ledgers::open(
+            self.inner
+                .clusters
+                .values()
+                .map(|c| (&c.name, c.tenant_dir.as_path())),
+        )
+        .await?;
+        let result = self.migrate_with(&options, &ledgers).await;
+        ledgers.close().await;
+        result
+    }
+
+    /// The migration ledger file of `cluster` (a SQLite file holding the
+    /// `saas_tenant_migrations` table, created by the first
+    /// [`SqliteTenancy::migrate_tenants`]).
+    pub fn migration_ledger(
+        &self,
+        cluster: &ClusterName,
+    ) -> Result<std::path::PathBuf, TenancyError> {
+        Ok(ledger_file(&self.cluster(cluster)?.tenant_dir))
+    }
+
+    async fn migrate_with(
+        &self,
+        options: &MigrationOptions,
+        ledgers: &Ledgers,
+    ) -> Result<MigrationReport, TenancyError> {
+        let tenants = self.migratable_tenants().await?;
+        let mut report = MigrationReport {
+            total: tenants.len(),
+            ..MigrationReport::default()
+        };
+        let canaries = options.canaries.min(tenants.len());
+        let (first, rest) = tenants.split_at(canaries);
+        let mut done = 0;
+        for (i, record) in first.iter().enumerate() {
+            let attempt = self.migrate_locked(record, ledgers).await?;
+            let failed = matches!(attempt, Attempt::Done(Err(_)));
+            note(options, &mut report, record.id, attempt, &mut done);
+            if failed {
+                report
+                    .not_attempted
+                    .extend(tenants[i + 1..].iter().map(|t| t.id));
+                return Ok(report);
+            }
+        }
+        let limit = options
+            .concurrency
+            .min(self.inner.registry.limits().budget as usize)
+            .max(1);
+        // Bounded fan-out in this task: at most `limit` tenants at once.
+        let mut running = FuturesUnordered::new();
+        let mut queue = rest.iter();
+        let mut stopped = false;
+        loop {
+            while !stopped && running.len() < limit {
+                let Some(record) = queue.next() else { break };
+                running
+                    .push(async move { (record.id, self.migrate_locked(record, ledgers).await) });
+            }
+            let Some((id, attempt)) = running.next().await else {
+                break;
+            };
+            let attempt = attempt?;
+            if matches!(attempt, Attempt::Done(Err(_))) && options.stop_on_first_failure {
+                stopped = true;
+            }
+            note(options, &mut report, id, attempt, &mut done);
+        }
+        report.not_attempted.extend(queue.map(|t| t.id));
+        Ok(report)
+    }
+
+    async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
+        let mut tenants = Vec::new();
+        let mut list = ListOptions::default().with_limit(1000);
+        loop {
+            let page = self.inner.catalog.list(&list).await?;
+            tenants.extend(page.tenants.into_iter().filter(|t| {
+                matches!(t.placement, Placement::Database { .. }) && is_migratable(t.status)
+            }));
+            match page.next {
+                Some(next) => list = list.with_after(Some(next)),
+                None => return Ok(tenants),
+            }
+        }
+    }
+
+    /// Migrates one tenant under its lock and appends the attempt to the
+    /// ledger; an error here is the ledger's (the run cannot record).
+    async fn migrate_locked(
+        &self,
+        listed: &TenantRecord,
+        ledgers: &Ledgers,
+    ) -> Result<Attempt, TenancyError> {
+        let started = self.inner.clock.now();
+        let (outcome, cluster) = match self.lock_tenant(listed.id).await {
+            Ok((_guard, record)) => {
+                // The record as it is now, under the lock: a delete that
+                // ran since the listing has removed the file.
+                if !is_migratable(record.status) {
+                    tracing::info!(tenant = %record.id, status = %record.status,
+                        "tenant migration skipped: no longer active or suspended");
+                    return Ok(Attempt::Gone);
+                }
+                let outcome = self.migrate_file(&record).await;
+                (outcome, record.placement.cluster().clone())
+            }
+            Err(TenancyError::TenantNotFound(_)) => return Ok(Attempt::Gone),
+            Err(e) => (Err(e), listed.placement.cluster().clone()),
+        };
+        let (version, status, error) = match &outcome {
+            Ok((v, true)) => (Some(*v), "applied", None),
+            Ok((v, false)) => (Some(*v), "current", None),
+            Err(e) => (None, "failed", Some(e.to_string())),
+        };
+        let entry = LedgerEntry {
+            tenant: listed.id,
+            version,
+            status,
+            error,
+            started,
+            finished: self.inner.clock.now(),
+        };
+        ledgers.append(&cluster, entry).await?;
+        Ok(Attempt::Done(outcome))
+    }
+
+    async fn migrate_file(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
+        let (Some(migrator), Some(file)) = (&self.inner.tenant_migrator, self.tenant_file(record)?)
+        else {
+            return Ok((0, false));
+        };
+        let mut conn = open_tenant_file(&file).await?;
+        let result = async {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let before = file_version(&mut tx).await;
+            // Each migration becomes a savepoint of this transaction, so a
+            // failure in any of them leaves the file as it was.
+            migrator
+                .run_direct(None, &mut *tx, false)
+                .await
+                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
+            let after = file_version(&mut tx).await;
+            tx.commit().await?;
+            Ok::<_, TenancyError>((after, after > before))
+        }
+        .await;
+        let closed = conn.close().await;
+        let reached = result?;
+        closed?;
+        Ok(reached)
+    }
+}
+
+/// Statuses whose files are migrated (a suspended tenant comes back at the
+/// latest version).
+fn is_migratable(status: TenantStatus) -> bool {
+    matches!(status, TenantStatus::Active | TenantStatus::Suspended)
+}
+
+async fn open_tenant_file(file: &Path) -> Result<SqliteConnection, TenancyError> {
+    let options = SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Application writers hold the file briefly; wait for them.
+        .busy_timeout(Duration::from_secs(5));
+    Ok(SqliteConnection::connect_with(&options).await?)
+}
+
+/// Adds one tenant's attempt to the report, the tracing events and the
+/// progress callback.
+fn note(
+    options: &MigrationOptions,
+    report: &mut MigrationReport,
+    tenant: TenantId,
+    attempt: Attempt,
+    done: &mut usize,
+) {
+    let outcome = match attempt {
+        Attempt::Gone => {
+            report.not_attempted.push(tenant);
+            return;
+        }
+        Attempt::Done(outcome) => outcome,
+    };
+    *done += 1;
+    let progress = match outcome {
+        Ok((version, changed)) => {
+            if changed {
+                report.migrated.push(tenant);
+            } else {
+                report.up_to_date.push(tenant);
+            }
+            Ok(version)
+        }
+        Err(e) => {
+            report.failed.push((tenant, e.to_string()));
+            Err(e.to_string())
+        }
+    };
+    tracing::info!(%tenant, done = *done, total = report.total, ok = progress.is_ok(), "tenant migration");
+    if let Some(f) = &options.progress {
+        f(&MigrationProgress {
+            done: *done,
+            total: report.total,
+            tenant,
+            outcome: progress,
+        });
+    }
+}
