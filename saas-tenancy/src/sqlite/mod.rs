@@ -191,6 +191,14 @@ impl SqliteTenancy {
     pub async fn setup(&self) -> Result<(), TenancyError> {
         let specs = self.view_specs()?;
         for cluster in self.inner.clusters.values() {
+            if !cluster.shared_file.is_file() {
+                return Err(TenancyError::InvalidInput(format!(
+                    "the shared file {} of cluster {} does not exist: create it (run the \
+                     shared migrations, or open it once with create_if_missing) before setup",
+                    cluster.shared_file.display(),
+                    cluster.name
+                )));
+            }
             let options = SqliteConnectOptions::new()
                 .filename(&cluster.shared_file)
                 .create_if_missing(false);

@@ -336,3 +336,26 @@ async fn begin_immediate_serialises_read_then_write_transactions() {
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap().unwrap(), 1, "b saw its own row only");
 }
+
+/// A missing shared file is named in the setup error, not reported as
+/// SQLite's bare "unable to open database file".
+#[tokio::test]
+async fn setup_names_a_missing_shared_file() {
+    let dir = std::env::temp_dir().join(saas_tenancy::testing::unique_name("no_shared"));
+    let missing = dir.join("shared.sqlite");
+    let tenancy = saas_tenancy::sqlite::SqliteTenancy::builder(Arc::new(
+        saas_tenancy::InMemoryCatalog::new(Arc::new(saas_core::SystemClock)),
+    ))
+    .cluster(saas_tenancy::sqlite::SqliteClusterConfig {
+        name: saas_tenancy::ClusterName::new("local").unwrap(),
+        shared_file: missing.clone(),
+        tenant_dir: dir,
+    })
+    .build()
+    .unwrap();
+    let err = tenancy.setup().await.unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::InvalidInput(m) if m.contains(&missing.display().to_string())),
+        "{err}"
+    );
+}
