@@ -116,6 +116,7 @@ struct Inner {
     policy: PlacementPolicy,
     next_cluster: std::sync::atomic::AtomicUsize,
     hooks: Arc<dyn LifecycleHooks>,
+    clock: SharedClock,
 }
 
 /// Builds a [`PgTenancy`].
@@ -467,7 +468,7 @@ impl PgTenancyBuilder {
         self
     }
 
-    /// The clock the record cache reads.
+    /// The clock the record cache and export timestamps read.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -518,10 +519,11 @@ impl PgTenancyBuilder {
                 tenant_migrator: self.tenant_migrator,
                 registry: PoolRegistry::new(self.limits)?,
                 mode: self.mode,
-                records: RecordCache::new(self.record_ttl, self.clock),
+                records: RecordCache::new(self.record_ttl, Arc::clone(&self.clock)),
                 policy: self.policy,
                 next_cluster: std::sync::atomic::AtomicUsize::new(0),
                 hooks: self.hooks,
+                clock: self.clock,
             }),
         })
     }

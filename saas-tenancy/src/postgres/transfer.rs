@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
 use saas_core::{TenantContext, TenantId, TenantStatus};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
@@ -63,7 +62,7 @@ impl PgTenancy {
         let mut manifest = ArchiveManifest {
             format: ARCHIVE_FORMAT,
             source_tenant: id,
-            exported_at: Utc::now(),
+            exported_at: self.inner.clock.now(),
             tables: Vec::new(),
         };
         let mut files = BTreeMap::new();

@@ -176,3 +176,23 @@ async fn an_import_writes_only_the_tenants_own_tables() {
     );
     env.cleanup().await;
 }
+
+/// The archive's export time comes from the tenancy's injected clock.
+#[tokio::test]
+async fn an_export_is_stamped_by_the_injected_clock() {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2031, 5, 6, 7, 8, 9)
+        .single()
+        .unwrap();
+    let clock = std::sync::Arc::new(saas_core::ManualClock::new(at));
+    let Some(mut env) =
+        crate::pg_env::sandbox_with_clock("transfer::clock", ScopeMode::Shared, clock).await
+    else {
+        return;
+    };
+    let tenant = env.tenant("stamped", Strategy::Shared).await.unwrap();
+    let archive = env.tenancy.export_tenant(tenant.tenant_id()).await.unwrap();
+    assert_eq!(archive.manifest.exported_at, at);
+    env.cleanup().await;
+}
