@@ -8,6 +8,8 @@ mod memory;
 mod names;
 mod partition;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod relay_core;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql_ident;
 mod trace;
 mod traits;
