@@ -4,6 +4,8 @@
 mod delivery;
 mod envelope;
 mod error;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod inbox_core;
 mod memory;
 mod names;
 mod partition;
