@@ -56,6 +56,46 @@ pub(crate) trait RelayBackend: Clone + Send + Sync + 'static {
     async fn drain_location(&self, location: &Self::Location) -> Result<usize, EventError>;
 }
 
+/// Implements [`RelayBackend`] for a backend's `OutboxRelay`, whose fields
+/// (`locations`, `stats`, `config.batch_size`, `config.poll_interval`)
+/// and `relay_location` method have the same names in both backends.
+macro_rules! impl_relay_backend {
+    ($relay:ty, $location:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::relay_core::RelayBackend for $relay {
+            type Location = $location;
+
+            fn counters(&self) -> &$crate::relay_core::RelayStats {
+                &self.stats
+            }
+
+            fn batch_rows(&self) -> u32 {
+                self.config.batch_size
+            }
+
+            fn idle_wait(&self) -> std::time::Duration {
+                self.config.poll_interval
+            }
+
+            async fn current_locations(&self) -> Result<Vec<$location>, $crate::EventError> {
+                self.locations.locations().await
+            }
+
+            fn location_name(location: &$location) -> &str {
+                location.name()
+            }
+
+            async fn drain_location(
+                &self,
+                location: &$location,
+            ) -> Result<usize, $crate::EventError> {
+                self.relay_location(location).await
+            }
+        }
+    };
+}
+pub(crate) use impl_relay_backend;
+
 /// At most one batch from every location: a location that fails is logged
 /// and counted and the others are still drained; the first error is
 /// returned after, if nothing was forwarded.

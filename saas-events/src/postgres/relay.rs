@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::error::pg_error;
@@ -12,8 +11,8 @@ use super::location::{OutboxLocation, OutboxLocations, check_ident};
 use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::relay_core;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, RelayBackend};
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -241,31 +240,4 @@ impl OutboxRelay {
 /// A relay running on a task.
 pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
-#[async_trait]
-impl RelayBackend for OutboxRelay {
-    type Location = OutboxLocation;
-
-    fn counters(&self) -> &RelayStats {
-        &self.stats
-    }
-
-    fn batch_rows(&self) -> u32 {
-        self.config.batch_size
-    }
-
-    fn idle_wait(&self) -> Duration {
-        self.config.poll_interval
-    }
-
-    async fn current_locations(&self) -> Result<Vec<OutboxLocation>, EventError> {
-        self.locations.locations().await
-    }
-
-    fn location_name(location: &OutboxLocation) -> &str {
-        location.name()
-    }
-
-    async fn drain_location(&self, location: &OutboxLocation) -> Result<usize, EventError> {
-        self.relay_location(location).await
-    }
-}
+relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);

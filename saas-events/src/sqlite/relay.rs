@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use saas_core::{SharedClock, SystemClock, TenantId};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
@@ -13,8 +12,8 @@ use super::error::sqlite_error;
 use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::relay_core;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, RelayBackend};
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -250,34 +249,7 @@ impl OutboxRelay {
 /// A relay running on a task.
 pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
-#[async_trait]
-impl RelayBackend for OutboxRelay {
-    type Location = OutboxLocation;
-
-    fn counters(&self) -> &RelayStats {
-        &self.stats
-    }
-
-    fn batch_rows(&self) -> u32 {
-        self.config.batch_size
-    }
-
-    fn idle_wait(&self) -> Duration {
-        self.config.poll_interval
-    }
-
-    async fn current_locations(&self) -> Result<Vec<OutboxLocation>, EventError> {
-        self.locations.locations().await
-    }
-
-    fn location_name(location: &OutboxLocation) -> &str {
-        location.name()
-    }
-
-    async fn drain_location(&self, location: &OutboxLocation) -> Result<usize, EventError> {
-        self.relay_location(location).await
-    }
-}
+relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);
 
 /// The event as it may leave its outbox: the tenant of its row (stamped by
 /// a tenant view) or of its location (a tenant's own file) is stamped on a
