@@ -4,9 +4,13 @@
 mod delivery;
 mod envelope;
 mod error;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod inbox_core;
 mod memory;
 mod names;
 mod partition;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod relay_core;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql_ident;
 mod trace;

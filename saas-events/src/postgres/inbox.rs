@@ -7,16 +7,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
-use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::error::pg_error;
 use super::location::check_ident;
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::inbox_core::{InboxHandler, InboxStore};
 use crate::middleware::{InboxClaim, TxHandler};
 use crate::names::validate_name;
-use crate::router::{Handler, ReceivedEvent};
 
 /// The inbox table's default name.
 pub const DEFAULT_INBOX_TABLE: &str = "saas_events_inbox";
@@ -195,40 +195,36 @@ impl PgInbox {
         handler: impl TxHandler<PgConnection> + 'static,
     ) -> Result<PgInboxHandler, EventError> {
         validate_name(consumer)?;
-        Ok(PgInboxHandler {
-            inbox: self.clone(),
-            consumer: consumer.into(),
+        Ok(InboxHandler::new(
+            self.clone(),
+            consumer,
             pool,
-            inner: Arc::new(handler),
-        })
+            Arc::new(handler),
+        ))
     }
 }
 
 /// See [`PgInbox::handler`].
-#[derive(Debug, Clone)]
-pub struct PgInboxHandler {
-    inbox: PgInbox,
-    consumer: Arc<str>,
-    pool: PgPool,
-    inner: Arc<dyn TxHandler<PgConnection>>,
-}
+pub type PgInboxHandler = InboxHandler<PgInbox, Postgres>;
 
 #[async_trait]
-impl Handler for PgInboxHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        let claim = self
-            .inbox
-            .claim(&mut tx, &self.consumer, event.event())
-            .await?;
-        if claim == InboxClaim::Duplicate {
-            tx.rollback().await.map_err(pg_error)?;
-            return Ok(());
-        }
-        if let Err(error) = self.inner.handle(&event, &mut tx).await {
-            tx.rollback().await.map_err(pg_error)?;
-            return Err(error);
-        }
-        tx.commit().await.map_err(pg_error)
+impl InboxStore for PgInbox {
+    type Db = Postgres;
+
+    async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, EventError> {
+        pool.begin().await.map_err(pg_error)
+    }
+
+    async fn claim_in(
+        &self,
+        conn: &mut PgConnection,
+        consumer: &str,
+        event: &Event,
+    ) -> Result<InboxClaim, EventError> {
+        self.claim(conn, consumer, event).await
+    }
+
+    fn db_error(error: sqlx::Error) -> EventError {
+        pg_error(error)
     }
 }

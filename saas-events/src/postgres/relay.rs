@@ -2,18 +2,17 @@
 //! relay per table at a time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::error::pg_error;
 use super::location::{OutboxLocation, OutboxLocations, check_ident};
 use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::relay_core;
+pub use crate::relay_core::RelayStats;
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -64,26 +63,6 @@ impl RelayConfig {
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
-    }
-}
-
-/// Counters of a relay, shared with its [`RelayHandle`].
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    relayed: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl RelayStats {
-    /// Events forwarded (a batch forwarded again after a failure counts
-    /// again).
-    pub fn relayed(&self) -> u64 {
-        self.relayed.load(Ordering::Relaxed)
-    }
-
-    /// Failed passes over a location (each also logged with `tracing`).
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
     }
 }
 
@@ -145,22 +124,7 @@ impl OutboxRelay {
     /// # Errors
     /// The first location's failure, or the location provider's.
     pub async fn relay_once(&self) -> Result<usize, EventError> {
-        let mut total = 0;
-        let mut first_error = None;
-        for location in self.locations.locations().await? {
-            match self.relay_location(&location).await {
-                Ok(n) => total += n,
-                Err(error) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(location = location.name(), %error, "outbox relay pass failed");
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        match first_error {
-            Some(error) if total == 0 => Err(error),
-            _ => Ok(total),
-        }
+        relay_core::relay_once(self).await
     }
 
     /// Forwards one batch from `location`, in sequence order, and deletes
@@ -221,9 +185,7 @@ impl OutboxRelay {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
-        self.stats
-            .relayed
-            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.stats.add_relayed(seqs.len());
         Ok(seqs.len())
     }
 
@@ -271,56 +233,11 @@ impl OutboxRelay {
     /// passes back to back while there is work, `poll_interval` apart
     /// when idle or failing.
     pub fn spawn(self) -> RelayHandle {
-        let (stop, mut stopped) = watch::channel(false);
-        let relay = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let full = match relay.relay_once().await {
-                    Ok(n) => n >= relay.config.batch_size as usize,
-                    Err(_) => false, // logged and counted in relay_once
-                };
-                if *stopped.borrow() {
-                    break;
-                }
-                if !full {
-                    tokio::select! {
-                        _ = tokio::time::sleep(relay.config.poll_interval) => {}
-                        _ = stopped.changed() => break,
-                    }
-                }
-            }
-        });
-        RelayHandle {
-            relay: self,
-            stop,
-            task,
-        }
+        relay_core::spawn(self)
     }
 }
 
 /// A relay running on a task.
-#[derive(Debug)]
-pub struct RelayHandle {
-    relay: OutboxRelay,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
-impl RelayHandle {
-    /// The relay (for [`OutboxRelay::oldest_pending_age`] and its stats).
-    pub fn relay(&self) -> &OutboxRelay {
-        &self.relay
-    }
-
-    /// Stops after the current pass and waits for it.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Stops at once, abandoning the current pass (its transaction rolls
-    /// back, so its batch is forwarded again later).
-    pub fn abort(self) {
-        self.task.abort();
-    }
-}
+relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);

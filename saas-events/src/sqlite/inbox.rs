@@ -7,15 +7,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
-use sqlx::{AssertSqlSafe, Connection, Executor, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::error::sqlite_error;
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::inbox_core::{InboxHandler, InboxStore};
 use crate::middleware::{InboxClaim, TxHandler};
 use crate::names::validate_name;
-use crate::router::{Handler, ReceivedEvent};
 use crate::sql_ident::check_ident;
 
 /// The inbox table's default name.
@@ -198,46 +198,40 @@ impl SqliteInbox {
         handler: impl TxHandler<SqliteConnection> + 'static,
     ) -> Result<SqliteInboxHandler, EventError> {
         validate_name(consumer)?;
-        Ok(SqliteInboxHandler {
-            inbox: self.clone(),
-            consumer: consumer.into(),
+        Ok(InboxHandler::new(
+            self.clone(),
+            consumer,
             pool,
-            inner: Arc::new(handler),
-        })
+            Arc::new(handler),
+        ))
     }
 }
 
 /// See [`SqliteInbox::handler`].
-#[derive(Debug, Clone)]
-pub struct SqliteInboxHandler {
-    inbox: SqliteInbox,
-    consumer: Arc<str>,
-    pool: SqlitePool,
-    inner: Arc<dyn TxHandler<SqliteConnection>>,
-}
+pub type SqliteInboxHandler = InboxHandler<SqliteInbox, Sqlite>;
 
 #[async_trait]
-impl Handler for SqliteInboxHandler {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        let mut conn = self.pool.acquire().await.map_err(sqlite_error)?;
+impl InboxStore for SqliteInbox {
+    type Db = Sqlite;
+
+    async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, EventError> {
         // The write lock up front: the claim is a write, and a deferred
         // transaction upgrading later can fail with SQLITE_BUSY.
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
+        pool.begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(sqlite_error)?;
-        let claim = self
-            .inbox
-            .claim(&mut tx, &self.consumer, event.event())
-            .await?;
-        if claim == InboxClaim::Duplicate {
-            tx.rollback().await.map_err(sqlite_error)?;
-            return Ok(());
-        }
-        if let Err(error) = self.inner.handle(&event, &mut tx).await {
-            tx.rollback().await.map_err(sqlite_error)?;
-            return Err(error);
-        }
-        tx.commit().await.map_err(sqlite_error)
+            .map_err(sqlite_error)
+    }
+
+    async fn claim_in(
+        &self,
+        conn: &mut SqliteConnection,
+        consumer: &str,
+        event: &Event,
+    ) -> Result<InboxClaim, EventError> {
+        self.claim(conn, consumer, event).await
+    }
+
+    fn db_error(error: sqlx::Error) -> EventError {
+        sqlite_error(error)
     }
 }

@@ -2,19 +2,18 @@
 //! per file at a time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use saas_core::{SharedClock, SystemClock, TenantId};
 use sqlx::{AssertSqlSafe, Connection, Row};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::error::sqlite_error;
 use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::relay_core;
+pub use crate::relay_core::RelayStats;
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -57,26 +56,6 @@ impl RelayConfig {
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
-    }
-}
-
-/// Counters of a relay, shared with its [`RelayHandle`].
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    relayed: AtomicU64,
-    errors: AtomicU64,
-}
-
-impl RelayStats {
-    /// Events forwarded (a batch forwarded again after a failure counts
-    /// again).
-    pub fn relayed(&self) -> u64 {
-        self.relayed.load(Ordering::Relaxed)
-    }
-
-    /// Failed passes over a location (each also logged with `tracing`).
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
     }
 }
 
@@ -138,22 +117,7 @@ impl OutboxRelay {
     /// # Errors
     /// The first location's failure, or the location provider's.
     pub async fn relay_once(&self) -> Result<usize, EventError> {
-        let mut total = 0;
-        let mut first_error = None;
-        for location in self.locations.locations().await? {
-            match self.relay_location(&location).await {
-                Ok(n) => total += n,
-                Err(error) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(location = location.name(), %error, "outbox relay pass failed");
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        match first_error {
-            Some(error) if total == 0 => Err(error),
-            _ => Ok(total),
-        }
+        relay_core::relay_once(self).await
     }
 
     /// Forwards one batch from `location`, in sequence order, and deletes
@@ -224,9 +188,7 @@ impl OutboxRelay {
             .await
             .map_err(sqlite_error)?;
         tx.commit().await.map_err(sqlite_error)?;
-        self.stats
-            .relayed
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.stats.add_relayed(rows.len());
         Ok(rows.len())
     }
 
@@ -280,32 +242,14 @@ impl OutboxRelay {
     /// passes back to back while there is work, `poll_interval` apart
     /// when idle or failing.
     pub fn spawn(self) -> RelayHandle {
-        let (stop, mut stopped) = watch::channel(false);
-        let relay = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let full = match relay.relay_once().await {
-                    Ok(n) => n >= relay.config.batch_size as usize,
-                    Err(_) => false, // logged and counted in relay_once
-                };
-                if *stopped.borrow() {
-                    break;
-                }
-                if !full {
-                    tokio::select! {
-                        _ = tokio::time::sleep(relay.config.poll_interval) => {}
-                        _ = stopped.changed() => break,
-                    }
-                }
-            }
-        });
-        RelayHandle {
-            relay: self,
-            stop,
-            task,
-        }
+        relay_core::spawn(self)
     }
 }
+
+/// A relay running on a task.
+pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
+
+relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);
 
 /// The event as it may leave its outbox: the tenant of its row (stamped by
 /// a tenant view) or of its location (a tenant's own file) is stamped on a
@@ -333,31 +277,4 @@ fn owned_event(
     } else {
         event.with_tenant(owner)
     })
-}
-
-/// A relay running on a task.
-#[derive(Debug)]
-pub struct RelayHandle {
-    relay: OutboxRelay,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl RelayHandle {
-    /// The relay (for [`OutboxRelay::oldest_pending_age`] and its stats).
-    pub fn relay(&self) -> &OutboxRelay {
-        &self.relay
-    }
-
-    /// Stops after the current pass and waits for it.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Stops at once, abandoning the current pass (its transaction rolls
-    /// back, so its batch is forwarded again later).
-    pub fn abort(self) {
-        self.task.abort();
-    }
 }
