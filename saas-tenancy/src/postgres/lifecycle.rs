@@ -46,14 +46,33 @@ impl PgTenancy {
             .bind(id.to_string())
             .execute(&mut lock)
             .await?;
-        let result = self.delete_data(&record).await;
+        // A concurrent delete may have finished while this one waited for
+        // the lock: then there is nothing left to do, and no hook to call
+        // a second time.
+        let current = match self.inner.catalog.get(id).await {
+            Ok(current) => current,
+            Err(e) => {
+                let _ = lock.close().await;
+                return Err(e);
+            }
+        };
+        if let Some(done) = current.filter(|r| r.status == TenantStatus::Deleted) {
+            let _ = lock.close().await;
+            return Ok(done);
+        }
+        // Marked deleted before the lock is released, so a delete waiting
+        // for it sees the work done.
+        let result = match self.delete_data(&record).await {
+            Ok(()) => {
+                self.inner
+                    .catalog
+                    .set_status(id, TenantStatus::Deleted)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let _ = lock.close().await;
-        result?;
-        let record = self
-            .inner
-            .catalog
-            .set_status(id, TenantStatus::Deleted)
-            .await?;
+        let record = result?;
         self.forget_record(id);
         self.inner
             .hooks

@@ -94,12 +94,24 @@ async fn concurrent_deletes_of_one_tenant_do_not_interleave() {
         return;
     };
     let t = env.tenant("twice", Strategy::Schema).await.unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let tenancy = env.tenancy_with(|b| b.hooks(recorder.clone())).unwrap();
     let (a, b) = tokio::join!(
-        env.tenancy.delete_tenant(t.tenant_id()),
-        env.tenancy.delete_tenant(t.tenant_id())
+        tenancy.delete_tenant(t.tenant_id()),
+        tenancy.delete_tenant(t.tenant_id())
     );
     assert_eq!(a.unwrap().status, TenantStatus::Deleted);
     assert_eq!(b.unwrap().status, TenantStatus::Deleted);
+    // Serialised, not merely idempotent: the second delete waited for the
+    // first and found nothing left to do, so the deletion ran once.
+    let deleted = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.starts_with("deleted"))
+        .count();
+    assert_eq!(deleted, 1);
     env.cleanup().await;
 }
 
