@@ -192,11 +192,10 @@ async fn create_project(
     ctx: &TenantContext,
     name: &str,
 ) -> Result<(), Box<dyn Error>> {
-    let mut tx = app.tenancy.begin(ctx).await?;
+    // Immediate: this transaction reads (the next id) and then writes, and
+    // the outbox relay writes the same file concurrently.
+    let mut tx = app.tenancy.begin_immediate(ctx).await?;
     // No tenant in the SQL: the scoped connection adds and enforces it.
-    // One statement that writes from its start: a read followed by a write
-    // in a deferred SQLite transaction fails with "database is locked" if
-    // another writer (the outbox relay) committed in between.
     sqlx::query(
         "INSERT INTO projects (tenant_id, id, name) \
          SELECT ?, coalesce(max(id), 0) + 1, ? FROM projects",
