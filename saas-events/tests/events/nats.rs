@@ -1,18 +1,16 @@
 //! NATS JetStream: the conformance suite against the CI server, and a
 //! broker restarted twice mid-stream (a server process of the test's own).
 
-use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::TenantId;
 use saas_events::nats::{NatsBus, NatsConfig};
 use saas_events::testing::unique_topic;
 use saas_events::{Event, Publisher, SubscribeOptions, Subscriber};
 use saas_test_support::{Service, service_url, unique_name};
 
-use crate::support::{Guarded, OnDrop};
+use crate::support::{Guarded, OnDrop, loses_nothing_across_two_restarts};
 
 async fn nats_backend() -> Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)> {
     let url = service_url(Service::Nats, "saas-events NATS conformance")?;
@@ -192,47 +190,14 @@ async fn broker_restarted_twice_loses_nothing() {
     let dir = std::env::temp_dir().join(unique_name("saas_events_nats"));
     let mut server = OwnServer::start(port, dir);
     let url = format!("nats://127.0.0.1:{port}");
-    let topic = unique_topic("restart");
-    let options = SubscribeOptions::new().with_group("survivor");
-    let mut expected = HashSet::new();
-    let mut received = HashSet::new();
-    let tenant = TenantId::new();
-    for round in 0..3u32 {
-        let bus = wait_connect(&url).await;
-        let mut sub = bus.subscribe(&topic, options.clone()).await.unwrap();
-        let events: Vec<Event> = (0..50)
-            .map(|n| Event::new(tenant, "test.restart", "/tests", &(round * 100 + n)).unwrap())
-            .collect();
-        expected.extend(events.iter().map(|e| e.id().to_owned()));
-        bus.publish_batch(&topic, events).await.unwrap();
-        // Take a few, then the broker dies with the rest stored.
-        for _ in 0..10 {
-            let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            received.insert(delivery.event().id().to_owned());
-            delivery.ack().await.unwrap();
-        }
-        drop(sub);
-        drop(bus);
-        if round < 2 {
+    loses_nothing_across_two_restarts(
+        async || wait_connect(&url).await,
+        || {
             server.stop();
             server.spawn();
-        }
-    }
-    let bus = wait_connect(&url).await;
-    let mut sub = bus.subscribe(&topic, options).await.unwrap();
-    while !expected.is_subset(&received) {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("every stored event after the restarts")
-            .unwrap()
-            .unwrap();
-        received.insert(delivery.event().id().to_owned());
-        delivery.ack().await.unwrap();
-    }
+        },
+    )
+    .await;
 }
 
 /// The same event id published twice is stored once.

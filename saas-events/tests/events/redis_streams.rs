@@ -2,7 +2,6 @@
 //! a dead consumer's entries, and a server of the test's own (AOF on)
 //! killed and restarted twice mid-stream.
 
-use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use saas_events::testing::unique_topic;
 use saas_events::{Event, Publisher, SubscribeOptions, Subscriber};
 use saas_test_support::{Service, service_url, unique_name};
 
-use crate::support::{Guarded, OnDrop};
+use crate::support::{Guarded, OnDrop, loses_nothing_across_two_restarts};
 
 async fn redis_backend_with(
     config: RedisConfig,
@@ -168,44 +167,12 @@ async fn broker_restarted_twice_loses_nothing() {
     };
     server.spawn();
     let url = format!("redis://127.0.0.1:{port}");
-    let topic = unique_topic("restart");
-    let options = SubscribeOptions::new().with_group("survivor");
-    let tenant = TenantId::new();
-    let mut expected = HashSet::new();
-    let mut received = HashSet::new();
-    for round in 0..3u32 {
-        let bus = wait_connect(&url).await;
-        let mut sub = bus.subscribe(&topic, options.clone()).await.unwrap();
-        let events: Vec<Event> = (0..50)
-            .map(|n| Event::new(tenant, "test.restart", "/tests", &(round * 100 + n)).unwrap())
-            .collect();
-        expected.extend(events.iter().map(|e| e.id().to_owned()));
-        bus.publish_batch(&topic, events).await.unwrap();
-        for _ in 0..10 {
-            let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            received.insert(delivery.event().id().to_owned());
-            delivery.ack().await.unwrap();
-        }
-        drop(sub);
-        drop(bus);
-        if round < 2 {
+    loses_nothing_across_two_restarts(
+        async || wait_connect(&url).await,
+        || {
             server.kill();
             server.spawn();
-        }
-    }
-    let bus = wait_connect(&url).await;
-    let mut sub = bus.subscribe(&topic, options).await.unwrap();
-    while !expected.is_subset(&received) {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("every stored event after the restarts")
-            .unwrap()
-            .unwrap();
-        received.insert(delivery.event().id().to_owned());
-        delivery.ack().await.unwrap();
-    }
+        },
+    )
+    .await;
 }
