@@ -16,16 +16,12 @@ use tokio::sync::Mutex;
 
 /// Every servable tenant in the catalog, page by page.
 async fn servable_tenants(catalog: &DynCatalog) -> Result<Vec<TenantRecord>, EventError> {
-    let mut options = ListOptions::default();
-    let mut tenants = Vec::new();
-    loop {
-        let page = catalog.list(&options).await.map_err(EventError::handler)?;
-        tenants.extend(page.tenants.into_iter().filter(|t| t.status.is_servable()));
-        match page.next {
-            Some(next) => options.after = Some(next),
-            None => return Ok(tenants),
-        }
-    }
+    let mut tenants = catalog
+        .list_all(&ListOptions::default().with_limit(1000))
+        .await
+        .map_err(EventError::handler)?;
+    tenants.retain(|t| t.status.is_servable());
+    Ok(tenants)
 }
 
 /// PostgreSQL outboxes: the shared schema once (all row tenants), each

@@ -50,6 +50,21 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     /// A page of tenants.
     async fn list(&self, options: &ListOptions) -> Result<TenantPage, TenancyError>;
 
+    /// Every tenant matching `options`' filters, in id order, read page by
+    /// page with `options.limit` as the page size (`after` is ignored).
+    async fn list_all(&self, options: &ListOptions) -> Result<Vec<TenantRecord>, TenancyError> {
+        let mut page_options = options.clone().with_after(None);
+        let mut all = Vec::new();
+        loop {
+            let page = self.list(&page_options).await?;
+            all.extend(page.tenants);
+            match page.next {
+                Some(next) => page_options = page_options.with_after(Some(next)),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Moves a tenant to `to`.
     async fn set_status(
         &self,

@@ -59,20 +59,14 @@ impl PgTenancy {
 
     /// Tenants on `cluster` that are not deleted (pages through the catalog).
     async fn count_tenants(&self, cluster: &ClusterName) -> Result<usize, TenancyError> {
-        let mut options = ListOptions::default().with_limit(1000);
-        options.cluster = Some(cluster.clone());
-        let mut count = 0;
-        loop {
-            let page = self.inner.catalog.list(&options).await?;
-            count += page
-                .tenants
-                .iter()
-                .filter(|t| t.status != TenantStatus::Deleted)
-                .count();
-            match page.next {
-                Some(next) => options = options.with_after(Some(next)),
-                None => return Ok(count),
-            }
-        }
+        let options = ListOptions {
+            cluster: Some(cluster.clone()),
+            ..ListOptions::default().with_limit(1000)
+        };
+        let tenants = self.inner.catalog.list_all(&options).await?;
+        Ok(tenants
+            .iter()
+            .filter(|t| t.status != TenantStatus::Deleted)
+            .count())
     }
 }

@@ -114,19 +114,16 @@ impl PgTenancy {
     }
 
     async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
-        let mut all = Vec::new();
-        let mut options = ListOptions::default().with_limit(1000);
-        loop {
-            let page = self.inner.catalog.list(&options).await?;
-            all.extend(page.tenants.into_iter().filter(|t| {
-                t.placement.object_name().is_some()
-                    && matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)
-            }));
-            match page.next {
-                Some(next) => options = options.with_after(Some(next)),
-                None => return Ok(all),
-            }
-        }
+        let mut all = self
+            .inner
+            .catalog
+            .list_all(&ListOptions::default().with_limit(1000))
+            .await?;
+        all.retain(|t| {
+            t.placement.object_name().is_some()
+                && matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)
+        });
+        Ok(all)
     }
 
     /// Migrates one tenant and appends the result to the ledger.

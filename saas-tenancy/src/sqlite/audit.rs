@@ -118,16 +118,10 @@ impl SqliteTenancy {
     }
 
     async fn all_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
-        let mut tenants = Vec::new();
-        let mut list = ListOptions::default().with_limit(1000);
-        loop {
-            let page = self.inner.catalog.list(&list).await?;
-            tenants.extend(page.tenants);
-            match page.next {
-                Some(next) => list = list.with_after(Some(next)),
-                None => return Ok(tenants),
-            }
-        }
+        self.inner
+            .catalog
+            .list_all(&ListOptions::default().with_limit(1000))
+            .await
     }
 
     async fn audit_tenant_files(

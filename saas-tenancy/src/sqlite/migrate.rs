@@ -150,18 +150,15 @@ impl SqliteTenancy {
     }
 
     async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
-        let mut tenants = Vec::new();
-        let mut list = ListOptions::default().with_limit(1000);
-        loop {
-            let page = self.inner.catalog.list(&list).await?;
-            tenants.extend(page.tenants.into_iter().filter(|t| {
-                matches!(t.placement, Placement::Database { .. }) && is_migratable(t.status)
-            }));
-            match page.next {
-                Some(next) => list = list.with_after(Some(next)),
-                None => return Ok(tenants),
-            }
-        }
+        let mut tenants = self
+            .inner
+            .catalog
+            .list_all(&ListOptions::default().with_limit(1000))
+            .await?;
+        tenants.retain(|t| {
+            matches!(t.placement, Placement::Database { .. }) && is_migratable(t.status)
+        });
+        Ok(tenants)
     }
 
     /// Migrates one tenant under its lock and appends the attempt to the

@@ -131,6 +131,17 @@ pub async fn list_pages_in_id_order(catalog: DynCatalog) {
         "every tenant exactly once"
     );
     assert_eq!(seen.len(), 7);
+
+    // `list_all` follows the pages itself (3 per page here) from the start.
+    let all = catalog
+        .list_all(
+            &ListOptions::default()
+                .with_limit(3)
+                .with_after(Some(seen[4])),
+        )
+        .await
+        .expect("list_all");
+    assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), seen);
 }
 
 /// `list` filters by status and strategy, and refuses a bad page size.
