@@ -307,7 +307,11 @@ async fn main() {
         };
         let mut ratios: Vec<u128> = runs.iter().map(|r| r.result.ratio_at(50)).collect();
         ratios.sort_unstable();
-        let milli = |m: u128| format!("{}.{:02}×", m / 1000, m % 1000 / 10);
+        // Rounded to the nearest hundredth, never truncated: 1.159× is 1.16×.
+        let milli = |m: u128| {
+            let c = (m + 5) / 10;
+            format!("{}.{:02}×", c / 100, c % 100)
+        };
         report.push_str(&format!(
             "| {case} | {:.1} | {:.1} | {} | {}–{} | {} |\n",
             median(
