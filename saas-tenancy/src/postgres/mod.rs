@@ -8,6 +8,7 @@ mod conn;
 mod lifecycle;
 mod migrate;
 mod provision;
+mod shared;
 mod sql;
 mod transfer;
 mod tx;
@@ -110,6 +111,7 @@ struct Inner {
     clusters: HashMap<ClusterName, Cluster>,
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
+    shared_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry,
     mode: ScopeMode,
     records: RecordCache,
@@ -125,6 +127,7 @@ pub struct PgTenancyBuilder {
     clusters: Vec<PgClusterConfig>,
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
+    shared_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
     mode: ScopeMode,
     record_ttl: chrono::Duration,
@@ -141,6 +144,7 @@ impl PgTenancy {
             clusters: Vec::new(),
             tables: Vec::new(),
             tenant_migrator: None,
+            shared_migrator: None,
             limits: PoolLimits::default(),
             mode: ScopeMode::default(),
             record_ttl: chrono::Duration::seconds(1),
@@ -420,6 +424,17 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// The shared migration set: tables every row tenant shares, and the
+    /// host's other non-tenant tables, applied to each cluster's shared
+    /// database by [`PgTenancy::migrate_shared`] (the migrator's own
+    /// database-wide lock stays on). Typically
+    /// `sqlx::migrate!("migrations/shared")` or
+    /// `Migrator::new(Path::new("migrations/shared"))`.
+    pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
+        self.shared_migrator = Some(Arc::new(migrator));
+        self
+    }
+
     /// The migrations applied to every schema and database tenant, inside
     /// the provisioning transaction (each tenant has its own
     /// `_sqlx_migrations` ledger). The migrator's own database-wide lock is
@@ -517,6 +532,7 @@ impl PgTenancyBuilder {
                 clusters,
                 tables: self.tables,
                 tenant_migrator: self.tenant_migrator,
+                shared_migrator: self.shared_migrator,
                 registry: PoolRegistry::new(self.limits)?,
                 mode: self.mode,
                 records: RecordCache::new(self.record_ttl, Arc::clone(&self.clock)),

@@ -26,6 +26,7 @@ mod lifecycle;
 mod lock;
 mod migrate;
 mod ops;
+mod shared;
 mod transfer;
 
 pub use crate::audit::{AuditFinding, Weakness};
@@ -74,6 +75,7 @@ struct Inner {
     clusters: HashMap<ClusterName, SqliteClusterConfig>,
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
+    shared_migrator: Option<Arc<Migrator>>,
     registry: PoolRegistry<Sqlite>,
     hooks: Arc<dyn LifecycleHooks>,
     locks: lock::TenantLocks,
@@ -86,6 +88,7 @@ pub struct SqliteTenancyBuilder {
     clusters: Vec<SqliteClusterConfig>,
     tables: Vec<TenantTable>,
     tenant_migrator: Option<Arc<Migrator>>,
+    shared_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
     hooks: Arc<dyn LifecycleHooks>,
     clock: SharedClock,
@@ -113,6 +116,7 @@ impl SqliteTenancy {
             clusters: Vec::new(),
             tables: Vec::new(),
             tenant_migrator: None,
+            shared_migrator: None,
             limits: PoolLimits::new(20, 2),
             hooks: Arc::new(NoHooks),
             clock: Arc::new(SystemClock),
@@ -303,6 +307,13 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// The shared migration set, applied to each cluster's shared file by
+    /// [`SqliteTenancy::migrate_shared`].
+    pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
+        self.shared_migrator = Some(Arc::new(migrator));
+        self
+    }
+
     /// Migrations applied to every tenant database file.
     pub fn tenant_migrations(mut self, migrator: Migrator) -> Self {
         self.tenant_migrator = Some(Arc::new(migrator));
@@ -349,6 +360,7 @@ impl SqliteTenancyBuilder {
                 clusters,
                 tables: self.tables,
                 tenant_migrator: self.tenant_migrator,
+                shared_migrator: self.shared_migrator,
                 registry: PoolRegistry::new(self.limits)?,
                 hooks: self.hooks,
                 locks: lock::TenantLocks::new(),
