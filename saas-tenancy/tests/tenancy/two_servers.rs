@@ -7,7 +7,9 @@ use saas_core::{TenantContext, TenantSlug};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
 use saas_tenancy::testing::pg::{NOTES_SHARED, NOTES_TENANT};
 use saas_tenancy::testing::unique_name;
-use saas_tenancy::{ClusterName, DynCatalog, PlacementPolicy, PostgresCatalog, Strategy};
+use saas_tenancy::{
+    ClusterName, DynCatalog, NewTenant, PlacementPolicy, PostgresCatalog, Strategy,
+};
 use saas_test_support::{Service, service_url};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -54,15 +56,27 @@ fn tenancy(
     role: &str,
     policy: PlacementPolicy,
 ) -> PgTenancy {
+    tenancy_with(catalog, servers, role, policy, Vec::new())
+}
+
+fn tenancy_with(
+    catalog: DynCatalog,
+    servers: &[&Server],
+    role: &str,
+    policy: PlacementPolicy,
+    later: Vec<Migration>,
+) -> PgTenancy {
+    let mut migrations = vec![Migration::new(
+        1,
+        "notes".into(),
+        MigrationType::Simple,
+        NOTES_TENANT.into_sql_str(),
+        false,
+    )];
+    migrations.extend(later);
     let mut builder = PgTenancy::builder(catalog)
         .tenant_table(TenantTable::new("notes").unwrap())
-        .tenant_migrations(Migrator::with_migrations(vec![Migration::new(
-            1,
-            "notes".into(),
-            MigrationType::Simple,
-            NOTES_TENANT.into_sql_str(),
-            false,
-        )]))
+        .tenant_migrations(Migrator::with_migrations(migrations))
         .placement_policy(policy);
     for s in servers {
         builder = builder.cluster(PgClusterConfig::new(
@@ -181,6 +195,147 @@ async fn tenants_spread_over_two_servers_stay_isolated() {
     for t in &tenants {
         round_robin.delete_tenant(t.id).await.unwrap();
     }
+    for s in [&one, &two] {
+        s.admin
+            .execute(AssertSqlSafe(format!(
+                "DROP SCHEMA \"{}\" CASCADE",
+                s.schema
+            )))
+            .await
+            .unwrap();
+        s.admin
+            .execute(AssertSqlSafe(format!(
+                "DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+            )))
+            .await
+            .unwrap();
+        s.admin.close().await;
+    }
+}
+
+/// Every day-two operation on tenants of the second server: a database
+/// tenant there, export from a row tenant on the first into schema and
+/// database tenants on the second, a fleet migration across both, a
+/// clean audit of both, deletion.
+#[tokio::test]
+async fn operations_reach_tenants_on_the_second_server() {
+    let Some(url1) = service_url(Service::Postgres, "two_servers_ops") else {
+        return;
+    };
+    let Some(url2) = service_url(Service::Postgres2, "two_servers_ops") else {
+        return;
+    };
+    let one = server(&url1, "one").await;
+    let two = server(&url2, "two").await;
+    let role = unique_name("saas_rt");
+    let catalog = PostgresCatalog::new(one.admin.clone());
+    catalog.migrate().await.unwrap();
+    let catalog: DynCatalog = Arc::new(catalog);
+    let v1 = tenancy(
+        Arc::clone(&catalog),
+        &[&one, &two],
+        &role,
+        PlacementPolicy::RoundRobin,
+    );
+    v1.setup().await.unwrap();
+    let provision = |slug: &str, strategy: Strategy, cluster: &Server| {
+        let new = NewTenant::new(
+            TenantSlug::parse(slug).unwrap(),
+            slug,
+            strategy,
+            cluster.name.clone(),
+        )
+        .unwrap();
+        let v1 = v1.clone();
+        async move { v1.provision(new).await.unwrap() }
+    };
+    let source = provision("src", Strategy::Shared, &one).await;
+    let schema = provision("sch", Strategy::Schema, &two).await;
+    let database = provision("dbt", Strategy::Database, &two).await;
+    assert_eq!(database.placement.cluster().as_str(), "two");
+    let ctx = |r: &saas_tenancy::TenantRecord| TenantContext::new(r.id, r.slug.clone());
+
+    let mut tx = v1.begin(&ctx(&source)).await.unwrap();
+    sqlx::query(
+        "INSERT INTO notes (tenant_id, body) SELECT $1, 'note ' || g FROM generate_series(1, 5) g",
+    )
+    .bind(source.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // Export on server one, import into both tenants on server two.
+    let archive = v1.export_tenant(source.id).await.unwrap();
+    for target in [&schema, &database] {
+        assert_eq!(v1.import_tenant(&ctx(target), &archive).await.unwrap(), 5);
+        let mut conn = v1.acquire(&ctx(target)).await.unwrap();
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let expected: Vec<String> = (1..=5).map(|i| format!("note {i}")).collect();
+        assert_eq!(bodies, expected, "{} on server two", target.slug);
+    }
+    // The database tenant's data is physically on server two.
+    let on_two: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database.placement.object_name().unwrap().as_str())
+            .fetch_one(&two.admin)
+            .await
+            .unwrap();
+    assert!(on_two);
+
+    // A fleet migration reaches the schema and database tenants of the
+    // second server; the row tenant has no tenant migrations.
+    let v2 = tenancy_with(
+        Arc::clone(&catalog),
+        &[&one, &two],
+        &role,
+        PlacementPolicy::RoundRobin,
+        vec![Migration::new(
+            2,
+            "pinned".into(),
+            MigrationType::Simple,
+            "ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false".into_sql_str(),
+            false,
+        )],
+    );
+    let report = v2
+        .migrate_tenants(saas_tenancy::postgres::MigrationOptions::default())
+        .await
+        .unwrap();
+    let mut migrated = report.migrated.clone();
+    migrated.sort();
+    let mut expected = vec![schema.id, database.id];
+    expected.sort();
+    assert_eq!(migrated, expected, "{:?}", report.failed);
+    for target in [&schema, &database] {
+        let mut conn = v2.acquire(&ctx(target)).await.unwrap();
+        let pinned: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE NOT pinned")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(pinned, 5, "{} migrated on server two", target.slug);
+    }
+
+    // Both servers audit clean.
+    let findings = v2.audit().await.unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+
+    for t in [&source, &schema, &database] {
+        v2.delete_tenant(t.id).await.unwrap();
+    }
+    let gone: bool =
+        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database.placement.object_name().unwrap().as_str())
+            .fetch_one(&two.admin)
+            .await
+            .unwrap();
+    assert!(
+        gone,
+        "the database tenant's database is dropped on server two"
+    );
     for s in [&one, &two] {
         s.admin
             .execute(AssertSqlSafe(format!(
