@@ -3,6 +3,7 @@
 pub mod archive;
 mod audit;
 pub mod catalog;
+mod cluster_choice;
 mod error;
 mod hooks;
 mod ident;

@@ -20,6 +20,7 @@
 //! count with `SELECT total_changes()` before and after if you need it.
 
 mod audit;
+mod clusters;
 mod guard;
 mod ledger;
 mod lifecycle;
@@ -47,7 +48,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::ident::TenantTable;
-use crate::placement::{ClusterName, Placement};
+use crate::placement::{ClusterName, Placement, PlacementPolicy};
 use crate::record::TenantRecord;
 use crate::registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
 
@@ -80,6 +81,8 @@ struct Inner {
     hooks: Arc<dyn LifecycleHooks>,
     locks: lock::TenantLocks,
     clock: SharedClock,
+    policy: PlacementPolicy,
+    next_cluster: std::sync::atomic::AtomicUsize,
 }
 
 /// Builds a [`SqliteTenancy`].
@@ -92,6 +95,7 @@ pub struct SqliteTenancyBuilder {
     limits: PoolLimits,
     hooks: Arc<dyn LifecycleHooks>,
     clock: SharedClock,
+    policy: PlacementPolicy,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -120,6 +124,7 @@ impl SqliteTenancy {
             limits: PoolLimits::new(20, 2),
             hooks: Arc::new(NoHooks),
             clock: Arc::new(SystemClock),
+            policy: PlacementPolicy::default(),
         }
     }
 
@@ -327,6 +332,13 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// How [`SqliteTenancy::new_tenant`] chooses a cluster (default
+    /// round-robin).
+    pub fn placement_policy(mut self, policy: PlacementPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Host code called after each lifecycle step (default: none).
     pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
         self.hooks = hooks;
@@ -365,6 +377,8 @@ impl SqliteTenancyBuilder {
                 hooks: self.hooks,
                 locks: lock::TenantLocks::new(),
                 clock: self.clock,
+                policy: self.policy,
+                next_cluster: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

@@ -16,6 +16,7 @@ mod pg_isolation;
 mod send;
 mod shared_migrations;
 mod sqlite_audit;
+mod sqlite_clusters;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;

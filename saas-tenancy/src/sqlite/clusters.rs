@@ -1,0 +1,40 @@
+//! Choosing the cluster (shared file and tenant directory) of a new tenant.
+
+use saas_core::TenantSlug;
+
+use super::SqliteTenancy;
+use crate::error::TenancyError;
+use crate::placement::{ClusterName, Strategy};
+use crate::record::NewTenant;
+
+impl SqliteTenancy {
+    /// The configured clusters, by name.
+    pub fn clusters(&self) -> Vec<ClusterName> {
+        let mut names: Vec<ClusterName> = self.inner.clusters.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The cluster the placement policy picks for the next tenant (see
+    /// [`SqliteTenancyBuilder::placement_policy`](super::SqliteTenancyBuilder::placement_policy)).
+    pub async fn choose_cluster(&self) -> Result<ClusterName, TenancyError> {
+        crate::cluster_choice::choose(
+            &self.inner.policy,
+            &self.clusters(),
+            &self.inner.next_cluster,
+            &*self.inner.catalog,
+        )
+        .await
+    }
+
+    /// A new tenant placed by `strategy` on the cluster the policy picks.
+    pub async fn new_tenant(
+        &self,
+        slug: TenantSlug,
+        display_name: impl Into<String>,
+        strategy: Strategy,
+    ) -> Result<NewTenant, TenancyError> {
+        let cluster = self.choose_cluster().await?;
+        NewTenant::new(slug, display_name, strategy, cluster)
+    }
+}
