@@ -6,7 +6,7 @@ use saas_events::postgres::{DEFAULT_OUTBOX_TABLE, PgOutbox};
 use saas_tenancy::TenancyError;
 use saas_tenancy::postgres::TenantTable;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 /// Every tenant table has a `tenant_id` column leading its keys, so row
 /// tenants share them safely and an index serves each tenant's rows.
@@ -49,15 +49,19 @@ fn all_statements() -> String {
     format!("{TABLES}\n{};", PgOutbox::new().create_table_sql())
 }
 
-/// Creates the shared tables (idempotent), before the tenancy's setup
-/// generates their policies.
-pub(crate) async fn create_shared_tables(admin: &PgPool) -> Result<(), sqlx::Error> {
-    admin.execute(AssertSqlSafe(all_statements())).await?;
-    Ok(())
+/// The shared migration: the tables row tenants share (the tenancy's
+/// `migrate_shared` applies it, then generates their policies). A larger
+/// app would keep these as sqlx migration files (`migrations/shared`).
+pub(crate) fn shared_migrations() -> Migrator {
+    version_one()
 }
 
-/// The tenant migration for schema and database tenants.
+/// The tenant migration for schema and database tenants: the same tables.
 pub(crate) fn tenant_migrations() -> Migrator {
+    version_one()
+}
+
+fn version_one() -> Migrator {
     Migrator::with_migrations(vec![Migration::new(
         1,
         "notes tables".into(),

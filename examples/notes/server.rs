@@ -248,9 +248,10 @@ async fn postgres_backend(
     let catalog: DynCatalog = Arc::new(catalog);
     let billing = PostgresBillingStores::new(admin.clone());
     billing.migrate().await?;
-    schema::create_shared_tables(&admin).await?;
 
-    // Tenancy: the same tables for every placement.
+    // Tenancy: the same tables for every placement — the shared migration
+    // creates them for row tenants, the tenant migration in every schema
+    // or database tenant.
     let cluster = ClusterName::new("main")?;
     let runtime = SqlIdent::new(config.runtime_role.clone())?;
     let mut builder = PgTenancy::builder(Arc::clone(&catalog))
@@ -259,13 +260,15 @@ async fn postgres_backend(
             admin_options.clone(),
             runtime.clone(),
         ))
+        .shared_migrations(schema::shared_migrations())
         .tenant_migrations(schema::tenant_migrations())
         .clock(Arc::clone(clock));
     for table in schema::tenant_tables()? {
         builder = builder.tenant_table(table);
     }
     let tenancy = Arc::new(builder.build()?);
-    tenancy.setup().await?;
+    // Shared migrations, then the runtime role and RLS on the tenant tables.
+    tenancy.migrate_shared().await?;
     admin
         .execute(AssertSqlSafe(format!(
             "GRANT USAGE, SELECT ON SEQUENCE saas_events_outbox_seq_seq TO {}",
