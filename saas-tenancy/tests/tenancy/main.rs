@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod audit;
+mod audit_tenants;
 mod catalog;
 mod fixtures;
 mod leak;
