@@ -16,6 +16,7 @@ mod pg_env;
 mod pg_isolation;
 mod send;
 mod sqlite_audit;
+mod sqlite_foreign_keys;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;
