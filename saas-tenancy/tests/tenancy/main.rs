@@ -12,6 +12,7 @@ mod leak;
 mod lifecycle;
 mod migrate;
 mod model;
+mod numbers;
 mod pg_env;
 mod pg_isolation;
 mod send;
