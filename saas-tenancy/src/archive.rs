@@ -66,7 +66,9 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
 }
 
 fn corrupt(reason: impl Into<String>) -> TenancyError {
-    TenancyError::InvalidInput(format!("tenant archive is corrupt: {}", reason.into()))
+    TenancyError::CorruptArchive {
+        reason: reason.into(),
+    }
 }
 
 impl TenantArchive {

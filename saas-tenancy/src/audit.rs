@@ -41,6 +41,13 @@ pub enum Weakness {
     MigrationsBehind,
     /// A tenant schema or database is reachable by `PUBLIC`.
     ReachableByPublic,
+    /// A role other than the admin (or owner), the runtime role and the
+    /// tenant's own role can use a tenant schema or connect to a tenant
+    /// database — another tenant's role, say (PostgreSQL).
+    ReachableByOtherRole,
+    /// A tenant that is not deleted has no schema or database: provisioning
+    /// did not finish, or it was dropped by hand (PostgreSQL).
+    TenantStorageMissing,
     /// A declared tenant table lacks its tenant column (SQLite).
     TenantColumnMissing,
     /// No index of a shared tenant table starts with the tenant column, so

@@ -36,6 +36,14 @@ pub enum TenancyError {
     /// Invalid input (a name, a page size, a configuration value).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A tenant archive failed verification (format, manifest, checksum,
+    /// row count or a row that is not a JSON object): it was truncated or
+    /// altered after export. Nothing was imported; export it again.
+    #[error("tenant archive is corrupt: {reason}; nothing was imported — export the tenant again")]
+    CorruptArchive {
+        /// What did not match.
+        reason: String,
+    },
     /// A cluster name that is not configured.
     #[error("cluster {0:?} is not configured")]
     UnknownCluster(String),
@@ -62,9 +70,9 @@ impl TenancyError {
             TenancyError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             TenancyError::InvalidTransition { .. } => ErrorKind::Conflict,
             TenancyError::TenantNotServable { .. } => ErrorKind::Forbidden,
-            TenancyError::InvalidInput(_) | TenancyError::UnknownCluster(_) => {
-                ErrorKind::InvalidInput
-            }
+            TenancyError::InvalidInput(_)
+            | TenancyError::UnknownCluster(_)
+            | TenancyError::CorruptArchive { .. } => ErrorKind::InvalidInput,
             TenancyError::Corrupt(_) => ErrorKind::Internal,
             TenancyError::Unsupported(_) => ErrorKind::Unsupported,
             TenancyError::Timeout(_) => ErrorKind::Timeout,

@@ -1,13 +1,14 @@
 //! `audit()`: does the deployed database really isolate tenants?
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::{Cluster, POLICY_NAME, PgTenancy, tenant_database_options};
+use super::{Cluster, POLICY_NAME, PgTenancy};
 use crate::audit::finding;
 pub use crate::audit::{AuditFinding, Weakness};
 use crate::error::TenancyError;
-use crate::placement::Placement;
-use crate::record::ListOptions;
+
+// The per-tenant checks (reachability, storage, migration drift).
+mod tenants;
 
 impl PgTenancy {
     /// Inspects every cluster and every schema and database tenant and
@@ -180,76 +181,6 @@ impl PgTenancy {
                 format!("{schema}.{table}"),
                 "declare it with .tenant_table(..) and run PgTenancy::setup()",
             ));
-        }
-        Ok(())
-    }
-
-    async fn audit_tenants(&self, out: &mut Vec<AuditFinding>) -> Result<(), TenancyError> {
-        let latest = self
-            .inner
-            .tenant_migrator
-            .as_ref()
-            .and_then(|m| m.iter().map(|m| m.version).max());
-        let mut options = ListOptions::default().with_limit(500);
-        loop {
-            let page = self.inner.catalog.list(&options).await?;
-            for record in &page.tenants {
-                let Some(name) = record.placement.object_name() else {
-                    continue;
-                };
-                let cluster = self.cluster(record.placement.cluster())?;
-                let (public, ledger) = match &record.placement {
-                    Placement::Schema { .. } => {
-                        let mut conn = cluster.admin.acquire().await?;
-                        let public: bool = sqlx::query_scalar(
-                            "SELECT has_schema_privilege('public', $1, 'USAGE')",
-                        )
-                        .bind(name.as_str())
-                        .fetch_one(&mut *conn)
-                        .await?;
-                        let ledger = format!("{}._sqlx_migrations", name.quoted());
-                        (public, current_version(&mut conn, &ledger).await?)
-                    }
-                    Placement::Database { database, .. } => {
-                        let public: bool = sqlx::query_scalar(
-                            "SELECT has_database_privilege('public', $1, 'CONNECT')",
-                        )
-                        .bind(database.as_str())
-                        .fetch_one(&cluster.admin)
-                        .await?;
-                        let options =
-                            tenant_database_options(cluster.config.admin.clone(), database);
-                        let mut conn = PgConnection::connect_with(&options).await?;
-                        let version = current_version(&mut conn, "_sqlx_migrations").await?;
-                        conn.close().await?;
-                        (public, version)
-                    }
-                    Placement::Shared { .. } => continue,
-                };
-                if public {
-                    out.push(finding(
-                        Weakness::ReachableByPublic,
-                        format!("tenant {} ({name})", record.id),
-                        "REVOKE ALL ON SCHEMA/DATABASE … FROM PUBLIC",
-                    ));
-                }
-                if let Some(latest) = latest
-                    && ledger.is_none_or(|v| v < latest)
-                {
-                    out.push(finding(
-                        Weakness::MigrationsBehind,
-                        format!("tenant {} ({name})", record.id),
-                        format!(
-                            "at version {}, latest is {latest}: run the tenant migrations",
-                            ledger.map_or("none".to_owned(), |v| v.to_string())
-                        ),
-                    ));
-                }
-            }
-            match page.next {
-                Some(next) => options = options.with_after(Some(next)),
-                None => break,
-            }
         }
         Ok(())
     }

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use saas_core::{TenantContext, TenantId, TenantStatus};
-use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::{PgTenancy, TENANT_SETTING, tenant_database_options};
@@ -141,29 +140,33 @@ impl PgTenancy {
                 .get(&table.table)
                 .map(String::as_str)
                 .unwrap_or("");
-            let mut rows = Vec::new();
-            for line in data.lines() {
-                let mut row: Value = serde_json::from_str(line)
-                    .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
-                if let (Some(column), Some(object)) = (tenant_column, row.as_object_mut()) {
-                    object.insert(column.clone(), Value::from(target.clone()));
-                }
-                rows.push(row);
-            }
-            batches.push((table.table.clone(), Value::Array(rows)));
+            // The rows go to PostgreSQL as the archive's own JSON text:
+            // parsed here, a numeric or bigint beyond an f64's 53 bits
+            // would change. `verify` checked every line is a JSON object.
+            let rows = format!("[{}]", data.lines().collect::<Vec<_>>().join(","));
+            batches.push((table.table.clone(), tenant_column.clone(), rows));
         }
         let mut pending = batches;
         let mut imported = 0u64;
         for _ in 0..IMPORT_PASSES {
             let mut blocked = Vec::new();
-            for (table, rows) in pending {
+            for (table, tenant_column, rows) in pending {
                 let t = quote(&table);
+                // The tenant column (found in the catalog, bound as a
+                // value) is overwritten with the target tenant in SQL;
+                // jsonb keeps numbers as numeric, so nothing is rounded.
                 let sql = format!(
-                    "INSERT INTO {t} SELECT * FROM json_populate_recordset(NULL::{t}, $1::json)"
+                    "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, \
+                     (SELECT coalesce(jsonb_agg(CASE WHEN $2::text IS NULL THEN e \
+                        ELSE e || jsonb_build_object($2::text, $3::text) END ORDER BY n), \
+                      '[]'::jsonb) \
+                      FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, n)))"
                 );
                 tx.execute("SAVEPOINT saas_import").await?;
                 match sqlx::query(AssertSqlSafe(sql))
                     .bind(&rows)
+                    .bind(&tenant_column)
+                    .bind(&target)
                     .execute(&mut *tx)
                     .await
                 {
@@ -174,7 +177,7 @@ impl PgTenancy {
                     }
                     Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                         tx.execute("ROLLBACK TO SAVEPOINT saas_import").await?;
-                        blocked.push((table, rows));
+                        blocked.push((table, tenant_column, rows));
                     }
                     Err(e) => return Err(e.into()),
                 }

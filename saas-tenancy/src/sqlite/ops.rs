@@ -113,6 +113,7 @@ impl SqliteTenancy {
             .fetch_all(&mut *conn)
             .await?;
             let me = tenant_literal(id);
+            let mut pending = Vec::new();
             for row in tables {
                 let table: String = row.try_get(0)?;
                 let column: String = row.try_get(1)?;
@@ -120,27 +121,65 @@ impl SqliteTenancy {
                     continue;
                 }
                 // Names from the file's own schema, quoted.
-                let sql = format!(
+                pending.push(format!(
                     "DELETE FROM \"{}\" WHERE \"{}\" = {me}",
                     table.replace('"', "\"\""),
                     column.replace('"', "\"\"")
-                );
-                conn.execute(AssertSqlSafe(sql)).await?;
+                ));
             }
-            Ok::<(), TenancyError>(())
+            delete_in_passes(&mut *conn, pending, id).await
         }
         .await;
-        match result {
-            Ok(()) => {
-                conn.execute("COMMIT").await?;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = conn.execute("ROLLBACK").await;
-                Err(e)
+        let result = match result {
+            Ok(()) => conn.execute("COMMIT").await.map(drop).map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            // Also after a failed COMMIT (a deferred foreign key), which
+            // leaves the transaction open.
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        result
+    }
+}
+
+/// Runs the deletes in passes: one whose rows are still referenced by
+/// another tenant table (a foreign key, checked at the end of each
+/// statement) is rolled back to its savepoint and retried after the
+/// others, so tables are emptied children first whatever order they were
+/// created in. A pass that deletes nothing means the rows are referenced
+/// from outside the tenant's data: an error, and the caller rolls back.
+async fn delete_in_passes(
+    conn: &mut SqliteConnection,
+    mut pending: Vec<String>,
+    id: TenantId,
+) -> Result<(), TenancyError> {
+    while !pending.is_empty() {
+        let mut blocked = Vec::new();
+        for sql in &pending {
+            conn.execute("SAVEPOINT saas_delete").await?;
+            match conn.execute(AssertSqlSafe(sql.clone())).await {
+                Ok(_) => {
+                    conn.execute("RELEASE SAVEPOINT saas_delete").await?;
+                }
+                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                    conn.execute("ROLLBACK TO SAVEPOINT saas_delete").await?;
+                    conn.execute("RELEASE SAVEPOINT saas_delete").await?;
+                    blocked.push(sql.clone());
+                }
+                Err(e) => return Err(e.into()),
             }
         }
+        if blocked.len() == pending.len() {
+            return Err(TenancyError::InvalidInput(format!(
+                "tenant {id}'s rows are still referenced by rows a foreign key protects \
+                 (another tenant's, or a table without a tenant column); nothing was \
+                 deleted — remove those references, then delete again"
+            )));
+        }
+        pending = blocked;
     }
+    Ok(())
 }
 
 /// The highest applied migration of a tenant file (0 before the first).

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use saas_core::{TenantContext, TenantId, TenantStatus};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteRow};
 use sqlx::{
@@ -190,7 +191,8 @@ impl SqliteTenancy {
                 .unwrap_or("");
             let mut rows = Vec::new();
             for line in data.lines() {
-                let row: Map<String, Value> = serde_json::from_str(line)
+                // Raw values: a number keeps its digits (see `number_cell`).
+                let row: BTreeMap<String, Box<RawValue>> = serde_json::from_str(line)
                     .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
                 rows.push(insert_for(
                     &table.table,
@@ -381,7 +383,7 @@ fn insert_for(
     columns: &[(String, String)],
     tenant_columns: &[String],
     target: &[u8],
-    mut row: Map<String, Value>,
+    mut row: BTreeMap<String, Box<RawValue>>,
 ) -> Result<RowInsert, TenancyError> {
     let mut names = Vec::new();
     let mut cells = Vec::new();
@@ -396,7 +398,7 @@ fn insert_for(
             continue;
         };
         names.push(quote(name));
-        cells.push(cell(value, declared));
+        cells.push(raw_cell(&value, declared)?);
     }
     if let Some(unknown) = row.keys().next() {
         return Err(TenancyError::InvalidInput(format!(
@@ -412,16 +414,42 @@ fn insert_for(
     Ok((sql, cells))
 }
 
+/// A value from its JSON text: numbers by their digits, the rest parsed.
+fn raw_cell(raw: &RawValue, declared: &str) -> Result<Cell, TenancyError> {
+    let text = raw.get();
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Ok(number_cell(text, declared));
+    }
+    let value = serde_json::from_str(text)
+        .map_err(|e| TenancyError::InvalidInput(format!("archive value: {e}")))?;
+    Ok(cell(value, declared))
+}
+
+/// A JSON number, exactly: an integer that fits i64 as INTEGER, a REAL
+/// column gets a real, anything else (a decimal or a bigint beyond i64)
+/// goes in as its own digits, which a TEXT column keeps exactly (SQLite's
+/// NUMERIC and INTEGER affinities convert it as they convert any text).
+fn number_cell(text: &str, declared: &str) -> Cell {
+    if let Ok(int) = text.parse::<i64>() {
+        return Cell::Int(int);
+    }
+    let declared = declared.to_ascii_uppercase();
+    let real = ["REAL", "FLOA", "DOUB"]
+        .iter()
+        .any(|k| declared.contains(k));
+    match text.parse::<f64>() {
+        Ok(f) if real => Cell::Real(f),
+        _ => Cell::Text(text.to_owned()),
+    }
+}
+
 fn cell(value: Value, declared: &str) -> Cell {
     let declared = declared.to_ascii_uppercase();
     let binary = declared.contains("BLOB") || declared.contains("UUID");
     match value {
         Value::Null => Cell::Null,
         Value::Bool(b) => Cell::Int(i64::from(b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Cell::Int(i),
-            None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
+        Value::Number(n) => number_cell(&n.to_string(), &declared),
         Value::String(s) if binary => {
             if let Ok(uuid) = uuid::Uuid::parse_str(&s) {
                 Cell::Blob(uuid.as_bytes().to_vec())

@@ -5,18 +5,21 @@
 
 mod adversarial;
 mod audit;
+mod audit_tenants;
 mod catalog;
 mod fixtures;
 mod leak;
 mod lifecycle;
 mod migrate;
 mod model;
+mod numbers;
 mod pg_env;
 mod pg_isolation;
 mod send;
 mod shared_migrations;
 mod sqlite_audit;
 mod sqlite_clusters;
+mod sqlite_foreign_keys;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;

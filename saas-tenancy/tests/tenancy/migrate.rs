@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
+use saas_core::TenantId;
 use saas_tenancy::Strategy;
 use saas_tenancy::postgres::{MigrationOptions, ScopeMode, Weakness};
 use saas_tenancy::testing::pg::{PgSandbox, tenant_migrations};
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType};
+use tokio::sync::Notify;
 
 use crate::pg_env::sandbox;
 
@@ -32,12 +33,38 @@ async fn versions(env: &PgSandbox, schema: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// The ledger's rows of one tenant, oldest first: (status, version).
+async fn ledger(env: &PgSandbox, tenant: TenantId) -> Vec<(String, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT status, version FROM saas_tenant_migrations WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant)
+    .fetch_all(&env.admin)
+    .await
+    .unwrap()
+}
+
+async fn table_exists(env: &PgSandbox, qualified: String) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(qualified)
+        .fetch_one(&env.admin)
+        .await
+        .unwrap()
+}
+
+/// A v2 of two statements: the first works on every tenant, the second
+/// fails where `notes` is gone — so a failing tenant is left half-migrated
+/// unless the whole migration rolls back.
+const V2_TWO_STEPS: &str =
+    "CREATE TABLE labels (id int); ALTER TABLE notes ADD COLUMN pinned boolean";
+
 #[tokio::test]
 async fn a_killed_run_resumes_and_applies_each_migration_once() {
     let Some(mut env) = sandbox("migrate::resume", ScopeMode::Shared).await else {
         return;
     };
     let mut schemas = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..12 {
         let strategy = if i % 4 == 3 {
             Strategy::Database
@@ -45,6 +72,7 @@ async fn a_killed_run_resumes_and_applies_each_migration_once() {
             Strategy::Schema
         };
         let ctx = env.tenant(&format!("m{i}"), strategy).await.unwrap();
+        ids.push(ctx.tenant_id());
         if strategy == Strategy::Schema {
             schemas.push(saas_tenancy::TenantObjectName::for_tenant(ctx.tenant_id()).quoted());
         }
@@ -67,18 +95,24 @@ async fn a_killed_run_resumes_and_applies_each_migration_once() {
         "the drift is visible before the run"
     );
 
-    // Kill the run as soon as a few tenants are done.
+    // Kill the run as soon as three tenants are done (not after a fixed
+    // time: on a busy machine none might be done by then).
     let finished = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&finished);
+    let three_done = Arc::new(Notify::new());
+    let (seen, notify) = (Arc::clone(&finished), Arc::clone(&three_done));
     let options = MigrationOptions::default()
         .with_concurrency(2)
         .with_progress(Arc::new(move |_| {
-            seen.fetch_add(1, Ordering::SeqCst);
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                notify.notify_one();
+            }
         }));
-    let killed =
-        tokio::time::timeout(Duration::from_millis(250), fleet.migrate_tenants(options)).await;
-    assert!(killed.is_err(), "the first run was cut short");
+    tokio::select! {
+        report = fleet.migrate_tenants(options) => panic!("the run was not cut short: {report:?}"),
+        () = three_done.notified() => {}
+    }
     let before_resume = finished.load(Ordering::SeqCst);
+    assert!(before_resume >= 3, "some tenants finished before the kill");
     assert!(before_resume < 12, "some tenants were left for the resume");
 
     let report = fleet
@@ -105,13 +139,26 @@ async fn a_killed_run_resumes_and_applies_each_migration_once() {
             .iter()
             .any(|f| f.weakness == Weakness::MigrationsBehind)
     );
-    // The ledger recorded every attempt.
-    let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM saas_tenant_migrations WHERE status = 'failed'")
-            .fetch_one(&env.admin)
-            .await
-            .unwrap();
-    assert_eq!(failed, 0);
+    // The ledger: per tenant, v2 applied once — by the killed run or the
+    // resume — and then found current. A tenant whose commit raced the
+    // kill has no 'applied' row (it was cut before logging), only one of
+    // the two in flight can be so; nothing failed.
+    let mut unlogged = 0;
+    for id in &ids {
+        let rows = ledger(&env, *id).await;
+        let applied = rows.iter().filter(|(s, _)| s == "applied").count();
+        assert!(applied <= 1, "{id}: {rows:?}");
+        unlogged += 1 - applied;
+        assert!(
+            rows.iter().all(|(s, v)| s != "failed" && *v == Some(2)),
+            "{id}: {rows:?}"
+        );
+        assert_eq!(rows.last().unwrap().0, "current", "{id}: {rows:?}");
+    }
+    assert!(
+        unlogged <= 2,
+        "at most the two in-flight tenants: {unlogged}"
+    );
     env.cleanup().await;
 }
 
@@ -136,7 +183,7 @@ async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() 
         .await
         .unwrap();
     let mut v2 = tenant_migrations();
-    v2.push(migration(2, "ALTER TABLE notes ADD COLUMN pinned boolean"));
+    v2.push(migration(2, V2_TWO_STEPS));
     let fleet = env.tenancy_with_migrations(v2).unwrap();
 
     let report = fleet
@@ -146,12 +193,31 @@ async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() 
     assert_eq!(report.migrated.len(), 3);
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].0, ids[2]);
-    // The failed tenant is unchanged (transactional DDL): still at v1.
+    // The failed tenant is unchanged (transactional DDL): still at v1,
+    // and the statement before the failing one left nothing behind.
     assert_eq!(versions(&env, &broken).await, vec![1]);
+    assert!(!table_exists(&env, format!("{broken}.labels")).await);
+    for (i, id) in ids.iter().enumerate() {
+        let schema = saas_tenancy::TenantObjectName::for_tenant(*id).quoted();
+        let rows = ledger(&env, *id).await;
+        if i == 2 {
+            assert_eq!(rows, vec![("failed".to_owned(), None)]);
+        } else {
+            assert_eq!(rows, vec![("applied".to_owned(), Some(2))], "{i}");
+            assert!(table_exists(&env, format!("{schema}.labels")).await);
+        }
+    }
+    let error: String =
+        sqlx::query_scalar("SELECT error FROM saas_tenant_migrations WHERE tenant_id = $1")
+            .bind(ids[2])
+            .fetch_one(&env.admin)
+            .await
+            .unwrap();
+    assert!(error.contains("notes"), "{error}");
 
     // With the broken tenant as the canary, nothing else is attempted.
     let mut v3 = tenant_migrations();
-    v3.push(migration(2, "ALTER TABLE notes ADD COLUMN pinned boolean"));
+    v3.push(migration(2, V2_TWO_STEPS));
     v3.push(migration(
         3,
         "ALTER TABLE notes ADD COLUMN archived boolean",
@@ -164,5 +230,53 @@ async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() 
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(report.migrated.len(), 2, "the canaries before it");
     assert_eq!(report.not_attempted.len(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn stop_on_first_failure_leaves_the_rest_untouched() {
+    let Some(mut env) = sandbox("migrate::stop", ScopeMode::Shared).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            env.tenant(&format!("x{i}"), Strategy::Schema)
+                .await
+                .unwrap()
+                .tenant_id(),
+        );
+    }
+    // Tenants migrate in id order (ids grow with creation): the second one
+    // fails, after the first succeeded.
+    let name = |i: usize| saas_tenancy::TenantObjectName::for_tenant(ids[i]).quoted();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {}.notes", name(1))))
+        .execute(&env.admin)
+        .await
+        .unwrap();
+    let mut v2 = tenant_migrations();
+    v2.push(migration(2, V2_TWO_STEPS));
+    let fleet = env.tenancy_with_migrations(v2).unwrap();
+    let report = fleet
+        .migrate_tenants(
+            MigrationOptions::default()
+                .with_canaries(0)
+                .with_concurrency(1)
+                .stop_on_first_failure(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.migrated, vec![ids[0]], "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, ids[1]);
+    assert_eq!(report.not_attempted, vec![ids[2], ids[3]], "{report:?}");
+    assert_eq!(versions(&env, &name(0)).await, vec![1, 2]);
+    for i in 1..4 {
+        assert_eq!(versions(&env, &name(i)).await, vec![1], "{i}");
+        assert!(!table_exists(&env, format!("{}.labels", name(i))).await);
+    }
+    for id in &ids[2..] {
+        assert_eq!(ledger(&env, *id).await, vec![], "never attempted");
+    }
     env.cleanup().await;
 }

@@ -138,19 +138,18 @@ async fn sqlite_archives_move_between_placements_and_only_carry_their_tenant() {
             .import_tenant(&victim, &truncated)
             .await
             .unwrap_err();
-        assert!(
-            matches!(&err, TenancyError::InvalidInput(m) if m.contains("corrupt")),
-            "{err}"
-        );
+        assert!(matches!(&err, TenancyError::CorruptArchive { .. }), "{err}");
         let mut tampered = archive.clone();
         let data = tampered.files.get_mut("notes").unwrap();
         *data = data.replace("one", "uno");
+        let err = sandbox
+            .tenancy
+            .import_tenant(&victim, &tampered)
+            .await
+            .unwrap_err();
         assert!(
-            sandbox
-                .tenancy
-                .import_tenant(&victim, &tampered)
-                .await
-                .is_err()
+            matches!(&err, TenancyError::CorruptArchive { reason } if reason.contains("checksum")),
+            "{err}"
         );
         let mut unknown = archive.clone();
         let data = unknown.files.get_mut("notes").unwrap();

@@ -89,13 +89,28 @@ async fn an_export_from_a_row_tenant_imports_into_every_placement() {
         .import_tenant(&victim, &truncated)
         .await
         .unwrap_err();
-    assert!(matches!(err, TenancyError::InvalidInput(m) if m.contains("corrupt")));
+    assert!(
+        matches!(&err, TenancyError::CorruptArchive { .. }),
+        "{err:?}"
+    );
     let mut tampered = archive.clone();
     let data = tampered.files.get_mut("notes").unwrap();
     *data = data.replace("one", "uno");
-    assert!(env.tenancy.import_tenant(&victim, &tampered).await.is_err());
+    let err = env
+        .tenancy
+        .import_tenant(&victim, &tampered)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::CorruptArchive { reason } if reason.contains("checksum")),
+        "{err:?}"
+    );
     std::fs::remove_file(dir.join("notes.jsonl")).unwrap();
-    assert!(TenantArchive::read_from_dir(&dir).is_err());
+    let err = TenantArchive::read_from_dir(&dir).unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::CorruptArchive { .. }),
+        "{err:?}"
+    );
     assert!(notes(&env, &victim).await.is_empty());
 
     // Importing twice: the second conflicts and changes nothing.
