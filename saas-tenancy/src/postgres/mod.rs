@@ -19,7 +19,7 @@ use saas_core::{SharedClock, SystemClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres};
+use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, SqlSafeStr};
 
 pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
@@ -223,18 +223,16 @@ impl PgTenancy {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
-            let tx = lease.pool().begin().await?;
-            return Ok(TenantTx::new(tx, tenant, placement, Some(lease)));
+            let conn = lease.pool().acquire().await?;
+            return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
         }
         let pool = &self.cluster(placement.cluster())?.runtime;
         let begin = match &placement {
             Placement::Schema { schema, .. } => sql::begin_schema(schema),
             _ => sql::begin_row(tenant),
         };
-        let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
-        let mut tx = TenantTx::new(tx, tenant, placement, None);
-        tx.clear_caches_if_shared().await?;
-        Ok(tx)
+        let begin = Some(AssertSqlSafe(begin).into_sql_str());
+        TenantTx::begin(pool.acquire().await?, begin, tenant, placement, None).await
     }
 
     /// A scoped connection for single statements, each committing on its
