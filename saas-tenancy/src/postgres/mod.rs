@@ -311,6 +311,12 @@ impl PgTenancy {
     /// Changes a tenant's status in the catalog and drops this instance's
     /// cached copy, so the change applies here at once (other processes
     /// see it within the record TTL).
+    ///
+    /// Suspending refuses *new* handles ([`begin`](Self::begin) and
+    /// [`acquire`](Self::acquire) return [`TenancyError::TenantNotServable`]);
+    /// a [`TenantTx`] or [`TenantConn`] already held keeps working until it
+    /// is committed, rolled back or dropped — requests in flight finish.
+    /// The tenant's data is kept and served again after resuming.
     pub async fn set_status(
         &self,
         id: TenantId,

@@ -19,6 +19,7 @@ mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;
 mod sqlite_transfer;
+mod suspended;
 mod transfer;
 mod two_servers;
 mod type_cache;
