@@ -14,6 +14,7 @@ mod model;
 mod pg_env;
 mod pg_isolation;
 mod send;
+mod sqlite_adversarial;
 mod sqlite_audit;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
