@@ -13,6 +13,7 @@ mod migrate;
 mod model;
 mod pg_env;
 mod pg_isolation;
+mod rls_plan;
 mod send;
 mod sqlite_adversarial;
 mod sqlite_audit;
