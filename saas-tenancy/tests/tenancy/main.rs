@@ -6,6 +6,7 @@
 mod adversarial;
 mod audit;
 mod catalog;
+mod escape_hatch;
 mod fixtures;
 mod leak;
 mod lifecycle;
