@@ -21,6 +21,7 @@ mod sqlite_audit;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;
+mod sqlite_pools;
 mod sqlite_transfer;
 mod suspended;
 mod transfer;
