@@ -12,6 +12,7 @@ mod leak;
 mod lifecycle;
 mod migrate;
 mod model;
+mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
 mod rls_plan;
