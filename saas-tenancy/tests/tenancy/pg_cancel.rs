@@ -157,3 +157,41 @@ async fn cancelled_at_every_suspension_leaves_the_runtime_pool_clean() {
     scoped(&env, &schema, "schema").await;
     env.cleanup().await;
 }
+
+/// `TenantTx` drives sqlx's transaction manager itself: a nested `begin`
+/// on it is still a savepoint, whose rollback keeps the outer work.
+#[tokio::test]
+async fn a_nested_begin_on_a_tenant_transaction_is_a_savepoint() {
+    let Some(mut env) = sandbox("pg_cancel::savepoint", ScopeMode::Shared).await else {
+        return;
+    };
+    for strategy in [Strategy::Shared, Strategy::Schema, Strategy::Database] {
+        let ctx = env
+            .tenant(&format!("nested-{strategy}"), strategy)
+            .await
+            .unwrap();
+        let mut tx = env.tenancy.begin(&ctx).await.unwrap();
+        for (body, keep) in [("outer", true), ("inner", false)] {
+            let mut inner = sqlx::Connection::begin(&mut *tx).await.unwrap();
+            sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+                .bind(ctx.tenant_id())
+                .bind(body)
+                .execute(&mut *inner)
+                .await
+                .unwrap();
+            if keep {
+                inner.commit().await.unwrap();
+            } else {
+                inner.rollback().await.unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        let mut conn = env.tenancy.acquire(&ctx).await.unwrap();
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(bodies, ["outer"], "{strategy}");
+    }
+    env.cleanup().await;
+}
