@@ -20,7 +20,7 @@ use saas_core::{SharedClock, SystemClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres};
+use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, SqlSafeStr};
 
 pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
@@ -227,18 +227,16 @@ impl PgTenancy {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
-            let tx = lease.pool().begin().await?;
-            return Ok(TenantTx::new(tx, tenant, placement, Some(lease)));
+            let conn = lease.pool().acquire().await?;
+            return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
         }
         let pool = &self.cluster(placement.cluster())?.runtime;
         let begin = match &placement {
             Placement::Schema { schema, .. } => sql::begin_schema(schema),
             _ => sql::begin_row(tenant),
         };
-        let tx = pool.begin_with(AssertSqlSafe(begin)).await?;
-        let mut tx = TenantTx::new(tx, tenant, placement, None);
-        tx.clear_caches_if_shared().await?;
-        Ok(tx)
+        let begin = Some(AssertSqlSafe(begin).into_sql_str());
+        TenantTx::begin(pool.acquire().await?, begin, tenant, placement, None).await
     }
 
     /// A scoped connection for single statements, each committing on its
@@ -317,6 +315,12 @@ impl PgTenancy {
     /// Changes a tenant's status in the catalog and drops this instance's
     /// cached copy, so the change applies here at once (other processes
     /// see it within the record TTL).
+    ///
+    /// Suspending refuses *new* handles ([`begin`](Self::begin) and
+    /// [`acquire`](Self::acquire) return [`TenancyError::TenantNotServable`]);
+    /// a [`TenantTx`] or [`TenantConn`] already held keeps working until it
+    /// is committed, rolled back or dropped — requests in flight finish.
+    /// The tenant's data is kept and served again after resuming.
     pub async fn set_status(
         &self,
         id: TenantId,

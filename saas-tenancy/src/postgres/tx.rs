@@ -1,7 +1,10 @@
 use std::ops::{Deref, DerefMut};
 
 use saas_core::TenantId;
-use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{Connection, PgConnection, Postgres, SqlStr};
+use sqlx_core::transaction::TransactionManager;
 
 use super::PgPoolLease;
 use crate::error::TenancyError;
@@ -28,32 +31,61 @@ use crate::placement::Placement;
 /// and ends with sqlx's per-connection statement and type caches emptied
 /// (see [`TenantConn`](super::TenantConn)); ending it costs one more
 /// round trip when statements were prepared in it.
+///
+/// Failing closed: a connection is closed instead of going back to its
+/// pool when the caches could not be emptied (an error, or a drop outside
+/// a Tokio runtime) or when the handle was dropped while `BEGIN` and the
+/// scope were still in flight (the server's state is then unknown).
 pub struct TenantTx {
-    // Field order matters: the transaction is dropped (rolled back) before
-    // the pool lease is released. `None` only once committed or dropped.
-    tx: Option<Transaction<'static, Postgres>>,
+    // Field order matters: the connection is handed back (or closed)
+    // before the pool lease is released. `None` only once ended.
+    conn: Option<PoolConnection<Postgres>>,
+    state: State,
     clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
     _lease: Option<PgPoolLease>,
 }
 
+/// Where the transaction is, for what dropping it must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// `BEGIN` (with the scope) was sent and has not been confirmed: a
+    /// cancellation here leaves the server-side state unknown.
+    Beginning,
+    /// In the transaction: dropping rolls it back.
+    Open,
+    /// Committed or rolled back, with the caches already emptied.
+    Ended,
+}
+
 impl TenantTx {
-    pub(super) fn new(
-        tx: Transaction<'static, Postgres>,
+    /// Begins a transaction on `conn` (with `statement` instead of `BEGIN`
+    /// when given). The handle owns the connection before `BEGIN` is sent,
+    /// so a cancellation at any point is handled by its `Drop`.
+    pub(super) async fn begin(
+        conn: PoolConnection<Postgres>,
+        statement: Option<SqlStr>,
         tenant: TenantId,
         placement: Placement,
         lease: Option<PgPoolLease>,
-    ) -> Self {
+    ) -> Result<Self, TenancyError> {
         // Only a shared connection moves between schemas (see `TenantConn`).
         let clear_caches = lease.is_none() && matches!(placement, Placement::Schema { .. });
-        Self {
-            tx: Some(tx),
+        let mut tx = Self {
+            conn: Some(conn),
+            state: State::Beginning,
             clear_caches,
             tenant,
             placement,
             _lease: lease,
-        }
+        };
+        PgTransactionManager::begin(tx.conn_mut(), statement).await?;
+        // sqlx's transaction manager keeps its transaction depth, so a
+        // nested `begin` on the handle makes a savepoint as with `Transaction`.
+        tx.state = State::Open;
+        tx.clear_caches_if_shared().await?;
+        Ok(tx)
     }
 
     /// The tenant this transaction is scoped to.
@@ -68,63 +100,79 @@ impl TenantTx {
 
     /// Empties sqlx's caches when the connection moves between schemas
     /// (no round trip when they are already empty).
-    pub(super) async fn clear_caches_if_shared(&mut self) -> Result<(), sqlx::Error> {
+    async fn clear_caches_if_shared(&mut self) -> Result<(), sqlx::Error> {
         if self.clear_caches {
-            self.tx_mut().clear_cached_statements().await?;
+            self.conn_mut().clear_cached_statements().await?;
         }
         Ok(())
     }
 
     /// Commits; the scope ends with the transaction.
     pub async fn commit(mut self) -> Result<(), TenancyError> {
+        // On any error `self` is dropped still `Open`: rolled back, and
+        // the connection is closed unless its caches can be emptied.
         self.clear_caches_if_shared().await?;
-        if let Some(tx) = self.tx.take() {
-            tx.commit().await?;
-        }
+        PgTransactionManager::commit(self.conn_mut()).await?;
+        self.state = State::Ended;
         Ok(())
     }
 
     /// Rolls back; the scope ends with the transaction.
     pub async fn rollback(mut self) -> Result<(), TenancyError> {
         self.clear_caches_if_shared().await?;
-        if let Some(tx) = self.tx.take() {
-            tx.rollback().await?;
-        }
+        PgTransactionManager::rollback(self.conn_mut()).await?;
+        self.state = State::Ended;
         Ok(())
     }
 
-    fn tx(&self) -> &PgConnection {
-        // `tx` is only taken by `commit`, `rollback` and `drop`.
-        match &self.tx {
-            Some(tx) => tx,
-            None => unreachable!("TenantTx used after it ended"),
+    fn conn(&self) -> &PgConnection {
+        // `conn` is only taken by `drop`.
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("TenantTx used after drop"),
         }
     }
 
-    fn tx_mut(&mut self) -> &mut PgConnection {
-        match &mut self.tx {
-            Some(tx) => tx,
-            None => unreachable!("TenantTx used after it ended"),
+    fn conn_mut(&mut self) -> &mut PgConnection {
+        match &mut self.conn {
+            Some(c) => c,
+            None => unreachable!("TenantTx used after drop"),
         }
     }
 }
 
 impl Drop for TenantTx {
     fn drop(&mut self) {
-        let Some(mut tx) = self.tx.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
+        match self.state {
+            State::Ended => return,
+            // The server may or may not be in the transaction, with the
+            // tenant's scope: never hand such a connection back.
+            State::Beginning => {
+                conn.close_on_drop();
+                return;
+            }
+            // Queued; the pool sends it (and checks the connection) on
+            // release, or the task below sends it first.
+            State::Open => PgTransactionManager::start_rollback(&mut conn),
+        }
         if !self.clear_caches {
-            // Dropping the transaction rolls it back.
             return;
         }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                // A failure here means a broken connection, which the pool
-                // tests and closes on release.
-                let _ = tx.clear_cached_statements().await;
-                drop(tx);
-            });
+        // A shared connection that served a schema tenant goes back only
+        // with its caches emptied; one whose caches could not be emptied
+        // (no runtime to do it, or an error) is closed instead.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if conn.clear_cached_statements().await.is_err() {
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
         }
     }
 }
@@ -133,13 +181,13 @@ impl Deref for TenantTx {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        self.tx()
+        self.conn()
     }
 }
 
 impl DerefMut for TenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.tx_mut()
+        self.conn_mut()
     }
 }
 

@@ -118,6 +118,10 @@ impl SqliteTenancy {
     /// Moves an active tenant to `suspended` or back, then calls the hooks
     /// with [`LifecycleEvent::StatusChanged`].
     ///
+    /// - Suspending refuses *new* handles (`acquire`, `begin`,
+    ///   `begin_immediate` return [`TenancyError::TenantNotServable`]); a
+    ///   handle already held keeps working until it is committed, rolled
+    ///   back or dropped. The data is kept and served again after resuming.
     /// - Serialised per tenant, across tasks and processes sharing the
     ///   files: the change and its hooks run before the next operation on
     ///   the tenant starts, so hooks see changes in the order they happened.

@@ -50,7 +50,9 @@ use crate::error::TenancyError;
 use crate::ident::TenantTable;
 use crate::placement::{ClusterName, Placement, PlacementPolicy};
 use crate::record::TenantRecord;
-use crate::registry::{PoolLease, PoolLimits, PoolRegistry, PoolStats};
+use crate::registry::{PoolLease, PoolRegistry};
+// The builder and `pool_stats` use them: nameable without the `postgres` feature.
+pub use crate::registry::{PoolLimits, PoolStats};
 
 /// One SQLite "cluster": a shared database file for row tenants and a
 /// directory for tenant database files.
@@ -286,6 +288,14 @@ impl SqliteTenancy {
             .filename(&self.cluster(cluster)?.shared_file)
             .create_if_missing(false);
         Ok(<SqliteConnection as sqlx::Connection>::connect_with(&options).await?)
+    }
+
+    /// Closes tenant pools unused for longer than
+    /// [`PoolLimits::idle_pool_timeout`] (call it periodically, e.g. from a
+    /// background task); returns how many were closed. Pools are also
+    /// evicted least-recently-used whenever the budget is needed.
+    pub async fn evict_idle_pools(&self) -> usize {
+        self.inner.registry.evict_idle().await
     }
 
     /// Gauges of the tenant pool registry.

@@ -46,9 +46,13 @@ pub trait LeakTarget: Send + Sync {
     /// Deletes rows with `key`; returns rows affected.
     async fn delete_key(&self, ctx: &TenantContext, key: i64) -> Result<u64, String>;
 
-    /// Rows visible to a connection that has no tenant (must be 0), or
-    /// `None` where the backend offers no tenant-less connection at all.
-    async fn unscoped_count(&self) -> Result<Option<i64>, String>;
+    /// Rows of `tenants` that a connection without a tenant scope sees,
+    /// looking wherever each tenant's placement keeps its data (must be
+    /// 0). Where the design makes a placement unreachable without a scope
+    /// (a schema the runtime role may not read, a database it is not
+    /// connected to), the target checks that the access is refused and
+    /// returns `Err` if it is not.
+    async fn unscoped_count(&self, tenants: &[TenantContext]) -> Result<i64, String>;
 
     /// Deletes every row of the tenant (between cases).
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String>;
@@ -176,7 +180,7 @@ async fn run_case(
         tasks.spawn(async move { run_tenant(&*target, &tenants, index, steps, key_count).await });
     }
     for _ in 0..unscoped {
-        let seen = target.unscoped_count().await?.unwrap_or(0);
+        let seen = target.unscoped_count(&tenants).await?;
         if seen != 0 {
             return Err(format!("a connection without a tenant saw {seen} rows"));
         }

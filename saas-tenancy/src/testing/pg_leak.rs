@@ -6,7 +6,7 @@ use saas_core::{TenantContext, TenantId};
 use sqlx::AssertSqlSafe;
 
 use super::leak::{LeakRow, LeakTarget};
-use crate::placement::ClusterName;
+use crate::placement::{ClusterName, Placement};
 use crate::postgres::{PgTenancy, SqlIdent};
 
 /// Drives a [`PgTenancy`] on a table with a `uuid` tenant column, a
@@ -22,6 +22,7 @@ pub struct PgLeakTarget {
     delete_key: String,
     count: String,
     clear: String,
+    table: String,
 }
 
 impl PgLeakTarget {
@@ -52,12 +53,33 @@ impl PgLeakTarget {
             delete_key: format!("DELETE FROM {t} WHERE {k} = $1"),
             count: format!("SELECT count(*) FROM {t}"),
             clear: format!("DELETE FROM {t}"),
+            table: t,
         }
     }
 }
 
 fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// Runs `sql` on a tenant-less runtime connection and expects PostgreSQL
+/// to refuse it with `code`: 0 rows seen. Rows read instead are an error.
+async fn expect_refused(
+    pool: &sqlx::PgPool,
+    sql: String,
+    code: &str,
+    what: &str,
+) -> Result<i64, String> {
+    match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.clone()))
+        .fetch_one(pool)
+        .await
+    {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(code) => Ok(0),
+        Ok(n) => Err(format!(
+            "a connection without a tenant ran `{sql}` ({n} rows) instead of getting {what}"
+        )),
+        Err(e) => Err(format!("`{sql}`: expected {what} ({code}), got {e}")),
+    }
 }
 
 #[async_trait]
@@ -127,17 +149,59 @@ impl LeakTarget for PgLeakTarget {
         Ok(done.rows_affected())
     }
 
-    async fn unscoped_count(&self) -> Result<Option<i64>, String> {
+    async fn unscoped_count(&self, tenants: &[TenantContext]) -> Result<i64, String> {
         let pool = self.tenancy.runtime_pool(&self.cluster).map_err(text)?;
-        match sqlx::query_scalar(AssertSqlSafe(self.count.clone()))
+        // Row tenants: the shared table, under RLS with no tenant setting.
+        let mut seen = match sqlx::query_scalar(AssertSqlSafe(self.count.clone()))
             .fetch_one(pool)
             .await
         {
-            Ok(n) => Ok(Some(n)),
+            Ok(n) => n,
             // No such table where a tenant-less connection looks: nothing seen.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Some(0)),
-            Err(e) => Err(e.to_string()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
+            Err(e) => return Err(e.to_string()),
+        };
+        for ctx in tenants {
+            let record = self
+                .tenancy
+                .catalog()
+                .get(ctx.tenant_id())
+                .await
+                .map_err(text)?
+                .ok_or_else(|| format!("tenant {} is not in the catalog", ctx.tenant_id()))?;
+            seen += match &record.placement {
+                Placement::Shared { .. } => 0,
+                // The runtime role holds no privilege of its own on a
+                // tenant schema (NOINHERIT): reading it by name is refused.
+                Placement::Schema { schema, .. } => {
+                    let sql = format!("SELECT count(*) FROM {}.{}", schema.quoted(), self.table);
+                    expect_refused(pool, sql, "42501", "permission denied").await?
+                }
+                Placement::Database { database, .. } => {
+                    // Not reachable from the shared database's connections...
+                    let sql = format!(
+                        "SELECT count(*) FROM {}.public.{}",
+                        database.quoted(),
+                        self.table
+                    );
+                    let refused =
+                        expect_refused(pool, sql, "0A000", "cross-database reference").await?;
+                    // ...and no role without a grant may connect to it.
+                    let public: bool = sqlx::query_scalar(
+                        "SELECT has_database_privilege('public', $1, 'CONNECT')",
+                    )
+                    .bind(database.as_str())
+                    .fetch_one(pool)
+                    .await
+                    .map_err(text)?;
+                    if public {
+                        return Err(format!("PUBLIC may connect to tenant database {database}"));
+                    }
+                    refused
+                }
+            };
         }
+        Ok(seen)
     }
 
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {

@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId, TenantSlug};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Executor, SqlSafeStr};
+use sqlx::{Connection, Executor, SqlSafeStr, SqliteConnection};
 
 use super::leak::{LeakRow, LeakTarget};
 use crate::sqlite::{SqliteClusterConfig, SqliteTenancy, SqliteTenancyBuilder};
 use crate::{
-    ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenancyError, TenantTable,
+    ClusterName, DynCatalog, NewTenant, Placement, SqliteCatalog, Strategy, TenancyError,
+    TenantTable,
 };
 
 /// The `notes` table of a tenant database file.
@@ -154,17 +155,23 @@ impl SqliteSandbox {
 }
 
 /// The leak harness's target on a [`SqliteTenancy`] and the sandbox's
-/// `notes` table. SQLite offers no tenant-less scoped connection, so
-/// `unscoped_count` is not applicable.
+/// `notes` table. A connection without a tenant is a plain connection to
+/// the cluster's shared file (no per-tenant views): it must find no
+/// `notes` to read, and no row of a file tenant in `notes_rows`. A tenant
+/// file has no tenant-less access besides the escape hatch.
 #[derive(Debug)]
 pub struct SqliteLeakTarget {
     tenancy: SqliteTenancy,
+    shared_file: PathBuf,
 }
 
 impl SqliteLeakTarget {
-    /// A target on `tenancy`.
-    pub fn new(tenancy: SqliteTenancy) -> Self {
-        Self { tenancy }
+    /// A target on `tenancy`, whose shared file is `shared_file`.
+    pub fn new(tenancy: SqliteTenancy, shared_file: PathBuf) -> Self {
+        Self {
+            tenancy,
+            shared_file,
+        }
     }
 }
 
@@ -251,8 +258,44 @@ impl LeakTarget for SqliteLeakTarget {
         Ok(affected)
     }
 
-    async fn unscoped_count(&self) -> Result<Option<i64>, String> {
-        Ok(None)
+    async fn unscoped_count(&self, tenants: &[TenantContext]) -> Result<i64, String> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.shared_file)
+            .create_if_missing(false)
+            .read_only(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(text)?;
+        // `notes` exists only as each tenant connection's temporary view.
+        let mut seen = match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notes")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok(n) => n,
+            Err(sqlx::Error::Database(e)) if e.message().starts_with("no such table") => 0,
+            Err(e) => return Err(e.to_string()),
+        };
+        for ctx in tenants {
+            let record = self
+                .tenancy
+                .catalog()
+                .get(ctx.tenant_id())
+                .await
+                .map_err(text)?
+                .ok_or_else(|| format!("tenant {} is not in the catalog", ctx.tenant_id()))?;
+            if matches!(record.placement, Placement::Database { .. }) {
+                // A file tenant's rows never land in the shared file.
+                let stray: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM notes_rows WHERE tenant_id = ?")
+                        .bind(ctx.tenant_id())
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(text)?;
+                seen += stray;
+            }
+        }
+        conn.close().await.map_err(text)?;
+        Ok(seen)
     }
 
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {

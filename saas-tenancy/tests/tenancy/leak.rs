@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use saas_tenancy::Strategy;
 use saas_tenancy::postgres::{ScopeMode, SqlIdent};
-use saas_tenancy::testing::leak::run_leak_harness;
+use saas_tenancy::testing::leak::{LeakTarget, run_leak_harness};
 use saas_tenancy::testing::pg_leak::PgLeakTarget;
+use sqlx::Executor;
 
 pub(crate) fn cases() -> u32 {
     std::env::var("SAAS_LEAK_CASES")
@@ -73,4 +74,49 @@ fn schema_placement_never_leaks_tenant_pools() {
 #[test]
 fn database_placement_never_leaks() {
     harness(Strategy::Database, ScopeMode::Shared);
+}
+
+/// The tenant-less check is not vacuous for schema and database tenants:
+/// it fails as soon as the runtime role could read a tenant schema
+/// without being scoped to it.
+#[tokio::test]
+async fn the_tenant_less_check_sees_a_readable_tenant_schema() {
+    let Some(mut env) = crate::pg_env::sandbox("leak::unscoped_check", ScopeMode::Shared).await
+    else {
+        return;
+    };
+    let row = env.tenant("u-row", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("u-schema", Strategy::Schema).await.unwrap();
+    let database = env.tenant("u-db", Strategy::Database).await.unwrap();
+    let ident = |s: &str| SqlIdent::new(s).unwrap();
+    let target = PgLeakTarget::new(
+        env.tenancy.clone(),
+        env.cluster.clone(),
+        &ident("notes"),
+        &ident("tenant_id"),
+        &ident("id"),
+        &ident("body"),
+    );
+    for ctx in [&row, &schema, &database] {
+        target
+            .insert(ctx, ctx.tenant_id(), 1, "secret")
+            .await
+            .unwrap();
+    }
+    let tenants = [row, schema.clone(), database];
+    assert_eq!(target.unscoped_count(&tenants).await.unwrap(), 0);
+
+    // A grant that lets the bare runtime role into the tenant's schema.
+    let name = saas_tenancy::TenantObjectName::for_tenant(schema.tenant_id()).quoted();
+    let runtime = format!("\"{}\"", env.runtime_role);
+    env.admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "GRANT USAGE ON SCHEMA {name} TO {runtime}; \
+             GRANT SELECT ON {name}.notes TO {runtime}"
+        )))
+        .await
+        .unwrap();
+    let err = target.unscoped_count(&tenants).await.unwrap_err();
+    assert!(err.contains("permission denied"), "{err}");
+    env.cleanup().await;
 }

@@ -166,7 +166,10 @@ fn harness(strategy: Strategy) {
         }
         tenants
     });
-    let target = Arc::new(SqliteLeakTarget::new(sandbox.tenancy.clone()));
+    let target = Arc::new(SqliteLeakTarget::new(
+        sandbox.tenancy.clone(),
+        sandbox.shared_file.clone(),
+    ));
     let result = run_leak_harness(runtime.handle(), target, tenants, crate::leak::cases());
     runtime.block_on(sandbox.cleanup());
     if let Err(failure) = result {
