@@ -11,6 +11,8 @@ mod aggregation;
 mod calendar;
 #[path = "billing/charge.rs"]
 mod charge;
+#[path = "billing/entitlements.rs"]
+mod entitlements;
 #[path = "billing/fixtures.rs"]
 mod fixtures;
 #[path = "billing/invoicing.rs"]

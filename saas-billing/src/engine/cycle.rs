@@ -121,11 +121,7 @@ impl BillingEngine {
                     })
                     .await;
             }
-            if saved.closed {
-                self.entitlements.remove(tenant);
-            } else {
-                self.load_entitlements(&saved)?;
-            }
+            self.sync_entitlements(&saved)?;
         }
         Ok(())
     }

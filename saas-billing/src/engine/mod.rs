@@ -26,7 +26,7 @@ use crate::store::{
 };
 use crate::subscription::{
     CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, ProrationPolicy, Subscription,
-    SubscriptionEvent,
+    SubscriptionEvent, SubscriptionStatus,
 };
 
 /// Engine settings.
@@ -170,7 +170,7 @@ impl BillingEngine {
         let now = self.clock.now();
         let sub = Subscription::create(new, &self.catalog, now)?;
         let sub = self.stores.subscriptions.insert(sub).await?;
-        self.load_entitlements(&sub)?;
+        self.sync_entitlements(&sub)?;
         self.events
             .publish(BillingEvent::SubscriptionCreated {
                 tenant_id: sub.tenant_id,
@@ -226,7 +226,7 @@ impl BillingEngine {
                 sub.change_plan(change.clone(), catalog, policy, now, rounding)
             })
             .await?;
-        self.load_entitlements(&sub)?;
+        self.sync_entitlements(&sub)?;
         if let Some(from) = from {
             self.events
                 .publish(BillingEvent::SubscriptionChanged {
@@ -259,9 +259,7 @@ impl BillingEngine {
                 sub.cancel(mode, catalog, now, rounding)
             })
             .await?;
-        if sub.ended_at.is_some() {
-            self.entitlements.remove(tenant);
-        }
+        self.sync_entitlements(&sub)?;
         self.events
             .publish(BillingEvent::SubscriptionCanceled {
                 tenant_id: tenant,
@@ -282,7 +280,9 @@ impl BillingEngine {
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Subscription, BillingError> {
-        Ok(self.mutate(tenant, id, |sub, _, _| sub.keep()).await?.0)
+        let (sub, ()) = self.mutate(tenant, id, |sub, _, _| sub.keep()).await?;
+        self.sync_entitlements(&sub)?;
+        Ok(sub)
     }
 
     /// Pauses now (crediting the unused rest of the period).
@@ -348,6 +348,7 @@ impl BillingEngine {
                 f(sub, catalog, now)
             })
             .await?;
+        self.sync_entitlements(&sub)?;
         if let Some(from) = before.filter(|s| *s != sub.status) {
             self.events
                 .publish(BillingEvent::SubscriptionStatusChanged {
@@ -387,10 +388,29 @@ impl BillingEngine {
         Err(last.unwrap_or_else(|| BillingError::not_found("subscription", id)))
     }
 
-    fn load_entitlements(&self, sub: &Subscription) -> Result<(), BillingError> {
+    /// Brings the checker in line with a saved subscription: a closed one
+    /// is forgotten; one not served now (paused, unpaid, incomplete,
+    /// canceled, past its end) keeps its plan's counters but grants
+    /// nothing; a served one grants its plan version's entitlements.
+    /// Every path that changes a status calls this after saving.
+    fn sync_entitlements(&self, sub: &Subscription) -> Result<(), BillingError> {
+        if sub.closed {
+            self.entitlements.remove(sub.tenant_id);
+            return Ok(());
+        }
         let plan = self.catalog.plan(&sub.plan)?;
+        let now = self.clock.now();
+        let suspended = (!sub.is_served(now)).then(|| {
+            // A served status past its end (cancel at period end, before
+            // the cycle closes it) is reported as canceled.
+            if sub.ended_at.is_some_and(|end| now >= end) {
+                SubscriptionStatus::Canceled
+            } else {
+                sub.status
+            }
+        });
         self.entitlements
-            .set_plan(sub.tenant_id, plan.entitlements(), sub.calendar);
+            .install(sub.tenant_id, plan.entitlements(), sub.calendar, suspended);
         Ok(())
     }
 }
