@@ -25,6 +25,8 @@ mod money;
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/restore.rs"]
+mod restore;
 #[path = "billing/sql_scenario.rs"]
 mod sql_scenario;
 #[path = "billing/sql_stores.rs"]

@@ -2,6 +2,7 @@
 //! stores, with time from an injected clock.
 
 mod cycle;
+mod entitlements;
 mod preview;
 mod usage;
 
@@ -26,7 +27,7 @@ use crate::store::{
 };
 use crate::subscription::{
     CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, ProrationPolicy, Subscription,
-    SubscriptionEvent, SubscriptionStatus,
+    SubscriptionEvent,
 };
 
 /// Engine settings.
@@ -116,6 +117,11 @@ const RETRIES: usize = 5;
 
 impl BillingEngine {
     /// An engine with the default config and no event sink.
+    ///
+    /// Its entitlement checker starts empty. On stores that already hold
+    /// subscriptions (a restart, a second server) call
+    /// [`restore_entitlements`](Self::restore_entitlements) once before
+    /// serving checks, or every existing tenant is denied.
     pub fn new(catalog: Arc<Catalog>, stores: BillingStores, clock: SharedClock) -> BillingEngine {
         BillingEngine {
             entitlements: Arc::new(EntitlementChecker::new(clock.clone())),
@@ -386,31 +392,5 @@ impl BillingEngine {
             }
         }
         Err(last.unwrap_or_else(|| BillingError::not_found("subscription", id)))
-    }
-
-    /// Brings the checker in line with a saved subscription: a closed one
-    /// is forgotten; one not served now (paused, unpaid, incomplete,
-    /// canceled, past its end) keeps its plan's counters but grants
-    /// nothing; a served one grants its plan version's entitlements.
-    /// Every path that changes a status calls this after saving.
-    fn sync_entitlements(&self, sub: &Subscription) -> Result<(), BillingError> {
-        if sub.closed {
-            self.entitlements.remove(sub.tenant_id);
-            return Ok(());
-        }
-        let plan = self.catalog.plan(&sub.plan)?;
-        let now = self.clock.now();
-        let suspended = (!sub.is_served(now)).then(|| {
-            // A served status past its end (cancel at period end, before
-            // the cycle closes it) is reported as canceled.
-            if sub.ended_at.is_some_and(|end| now >= end) {
-                SubscriptionStatus::Canceled
-            } else {
-                sub.status
-            }
-        });
-        self.entitlements
-            .install(sub.tenant_id, plan.entitlements(), sub.calendar, suspended);
-        Ok(())
     }
 }
