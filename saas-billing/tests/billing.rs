@@ -7,6 +7,8 @@
 
 #[path = "billing/aggregation.rs"]
 mod aggregation;
+#[path = "billing/batch.rs"]
+mod batch;
 #[path = "billing/calendar.rs"]
 mod calendar;
 #[path = "billing/charge.rs"]
