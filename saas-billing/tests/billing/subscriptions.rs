@@ -217,6 +217,30 @@ async fn trial_then_first_paid_period() {
     assert_eq!(invoices[0].total, usd(dec!(30.00)));
 }
 
+/// A trial lasts N local days in the customer's zone: 14 days from
+/// 10:00 EST on March 1 end at 10:00 EDT on March 15 (14:00Z, not the
+/// 15:00Z of 14 × 24 h), and the paid periods keep 10:00 local.
+#[tokio::test]
+async fn trial_days_are_local_days_across_dst() {
+    let h = harness(at(2026, 3, 1, 15)); // 10:00 EST
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), saas_billing::Currency::USD)
+        .time_zone(chrono_tz::America::New_York)
+        .trial(Trial::Days(14));
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    assert_eq!(sub.trial_end(), Some(at(2026, 3, 15, 14)));
+    assert_eq!(sub.calendar().anchor(), at(2026, 3, 15, 14));
+    assert_eq!(
+        sub.calendar().period(1).unwrap().start(),
+        at(2026, 4, 15, 14)
+    );
+    // Back to EST in November: 10:00 local is 15:00Z again.
+    assert_eq!(
+        sub.calendar().period(8).unwrap().start(),
+        at(2026, 11, 15, 15)
+    );
+}
+
 #[tokio::test]
 async fn pause_credits_and_resume_debits() {
     let mut h = harness(at(2024, 4, 1, 0));
