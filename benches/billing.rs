@@ -10,6 +10,10 @@
 //! - For reference, the plain insert into the same table with only its
 //!   primary key (no secondary index), in the same rounds: what the
 //!   secondary indexes cost, and the ceiling of a plain insert here.
+//! - The same rows' shape through `BillingEngine::record_usage_batch`
+//!   (reading the batch's subscriptions, admitting each event, then the
+//!   store's `ingest`, then quota counting) beside the store's `ingest`,
+//!   in the same rounds, same batch size and writers.
 //! - The same replayed (every key already stored).
 //! - In-memory ingestion, aggregation, and entitlement checks on one core.
 //!
@@ -26,9 +30,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use saas_billing::store::InMemoryUsageStore;
 use saas_billing::store::postgres::PostgresBillingStores;
 use saas_billing::{
-    Aggregation, BillingCalendar, Cadence, Catalog, Charge, Currency, Decimal, EntitlementChecker,
-    Meter, MeterKey, Money, PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, Tz,
-    UsageEvent, UsageRecord, UsageStore, Window, aggregate,
+    Aggregation, BillingCalendar, BillingEngine, Cadence, Catalog, Charge, Currency, Decimal,
+    EntitlementChecker, Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion,
+    Product, ProductId, SubscriptionId, Tz, UsageEvent, UsageRecord, UsageStore, Window, aggregate,
 };
 use saas_core::{ManualClock, TenantId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -166,6 +170,55 @@ async fn timed_store(store: &Arc<dyn UsageStore>, batches: Vec<Vec<UsageRecord>>
     began.elapsed()
 }
 
+/// Records the batches through the engine on `WRITERS` concurrent tasks;
+/// returns the elapsed time.
+async fn timed_engine(engine: &BillingEngine, batches: Vec<Vec<UsageRecord>>) -> Duration {
+    let mut lanes: Vec<Vec<Vec<UsageEvent>>> = (0..WRITERS).map(|_| Vec::new()).collect();
+    for (i, b) in batches.into_iter().enumerate() {
+        lanes[i % WRITERS].push(b.into_iter().map(|r| r.event).collect());
+    }
+    let began = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .map(|lane| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for batch in lane {
+                    let out = engine.record_usage_batch(batch).await.unwrap();
+                    assert!(out.iter().all(Result::is_ok));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    began.elapsed()
+}
+
+/// An engine on `stores` with `TENANTS` subscriptions to the `pro` plan
+/// created at `start()`, its clock a day later (so January's events are
+/// neither before the subscriptions nor in the future).
+async fn engine_with_subscriptions(
+    stores: &PostgresBillingStores,
+) -> (BillingEngine, Vec<(TenantId, SubscriptionId)>) {
+    let clock = ManualClock::new(start());
+    let engine = BillingEngine::new(
+        Arc::new(catalog()),
+        stores.billing_stores(),
+        Arc::new(clock.clone()),
+    );
+    let mut subs = Vec::with_capacity(TENANTS);
+    for _ in 0..TENANTS {
+        let tenant = TenantId::new();
+        let new = NewSubscription::new(tenant, pro(), Currency::USD);
+        let sub = engine.create_subscription(new).await.unwrap();
+        subs.push((tenant, sub.id()));
+    }
+    clock.set(start() + TimeDelta::days(1));
+    (engine, subs)
+}
+
 async fn timed_plain(
     pool: &PgPool,
     table: &'static str,
@@ -230,20 +283,26 @@ async fn durable(url: &str, lines: &mut Vec<Line>) {
         .map(|_| (TenantId::new(), SubscriptionId::new()))
         .collect();
 
+    let (engine, engine_subs) = engine_with_subscriptions(&stores).await;
+
     let (mut store_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
-    let mut pk_only_time = Duration::ZERO;
+    let (mut pk_only_time, mut engine_time) = (Duration::ZERO, Duration::ZERO);
     let mut first_round = Vec::new();
     for round in 0..=ROUNDS {
         let rows = records(&subs, &format!("r{round}"), EVENTS_PER_ROUND);
         let plain = timed_plain(&pool, "usage_plain", Arc::new(chunks(&rows))).await;
         let ours = timed_store(&store, chunks(&rows)).await;
         let pk_only = timed_plain(&pool, "usage_pk_only", Arc::new(chunks(&rows))).await;
+        // The same shape of rows for the engine's own subscriptions.
+        let engine_rows = records(&engine_subs, &format!("e{round}"), EVENTS_PER_ROUND);
+        let through_engine = timed_engine(&engine, chunks(&engine_rows)).await;
         if round == 0 {
             first_round = rows; // warm-up, not counted; replayed below
         } else {
             plain_time += plain;
             store_time += ours;
             pk_only_time += pk_only;
+            engine_time += through_engine;
         }
     }
     let total = u64::try_from(EVENTS_PER_ROUND * ROUNDS).unwrap();
@@ -252,6 +311,12 @@ async fn durable(url: &str, lines: &mut Vec<Line>) {
         rate: rate(total, store_time),
         baseline: Some(rate(total, plain_time)),
         target: "≥ 50,000/s",
+    });
+    lines.push(Line {
+        case: "PostgreSQL ingestion through BillingEngine::record_usage_batch (engine vs store)",
+        rate: rate(total, engine_time),
+        baseline: Some(rate(total, store_time)),
+        target: "—",
     });
     lines.push(Line {
         case: "PostgreSQL plain INSERT, primary key only (no secondary index; for reference)",
@@ -327,9 +392,10 @@ fn aggregation(lines: &mut Vec<Line>) {
     });
 }
 
-fn entitlements(lines: &mut Vec<Line>) {
+/// `pro` v1: 90.00 USD a month, a quota of 10¹² calls, `sso`, 50 seats.
+fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
-    let catalog = Catalog::builder()
+    Catalog::builder()
         .product(Product::new(app.clone(), "App"))
         .meter(Meter::new(
             MeterKey::new("calls").unwrap(),
@@ -349,10 +415,16 @@ fn entitlements(lines: &mut Vec<Line>) {
                 .unwrap(),
         )
         .build()
-        .unwrap();
-    let plan = catalog
-        .plan(&PlanRef::new(PlanId::new("pro").unwrap(), 1))
-        .unwrap();
+        .unwrap()
+}
+
+fn pro() -> PlanRef {
+    PlanRef::new(PlanId::new("pro").unwrap(), 1)
+}
+
+fn entitlements(lines: &mut Vec<Line>) {
+    let catalog = catalog();
+    let plan = catalog.plan(&pro()).unwrap();
     let clock = ManualClock::new(start() + TimeDelta::days(3));
     let checker = EntitlementChecker::new(Arc::new(clock));
     let tenants: Vec<TenantId> = (0..1_000).map(|_| TenantId::new()).collect();

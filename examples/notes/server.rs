@@ -184,6 +184,9 @@ pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
     )
     .await?;
     let engine = BillingEngine::new(Arc::new(price_list()?), backend.billing, Arc::clone(&clock));
+    // The engine's entitlement checker is in memory: on a database that
+    // already holds subscriptions (a restart), load them before serving.
+    engine.restore_entitlements().await?;
 
     // Identity: HS256 tokens; the tenant from `X-Tenant`, the subdomain of
     // `localhost`, or the token itself.

@@ -31,7 +31,7 @@ pub use charge::{
 };
 pub use currency::Currency;
 pub use engine::{BillingConfig, BillingEngine, BillingStores, CycleReport};
-pub use entitlement::{Decision, Entitlement, EntitlementChecker, EntitlementValue};
+pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, EntitlementValue};
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
 pub use ids::{FeatureKey, InvoiceId, MeterKey, PlanId, PriceKey, ProductId, SubscriptionId};

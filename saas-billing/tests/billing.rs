@@ -7,10 +7,14 @@
 
 #[path = "billing/aggregation.rs"]
 mod aggregation;
+#[path = "billing/batch.rs"]
+mod batch;
 #[path = "billing/calendar.rs"]
 mod calendar;
 #[path = "billing/charge.rs"]
 mod charge;
+#[path = "billing/entitlements.rs"]
+mod entitlements;
 #[path = "billing/fixtures.rs"]
 mod fixtures;
 #[path = "billing/invoicing.rs"]
@@ -23,6 +27,8 @@ mod money;
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/restore.rs"]
+mod restore;
 #[path = "billing/sql_scenario.rs"]
 mod sql_scenario;
 #[path = "billing/sql_stores.rs"]

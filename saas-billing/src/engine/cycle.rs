@@ -121,11 +121,7 @@ impl BillingEngine {
                     })
                     .await;
             }
-            if saved.closed {
-                self.entitlements.remove(tenant);
-            } else {
-                self.load_entitlements(&saved)?;
-            }
+            self.sync_entitlements(&saved)?;
         }
         Ok(())
     }
@@ -268,14 +264,7 @@ impl BillingEngine {
             .billed_in(sub.tenant_id, sub.id, n)
             .await?;
         let window = Window::BillingPeriod(sub.calendar);
-        let meters: Vec<&MeterKey> = plan
-            .prices()
-            .iter()
-            .filter_map(|p| match p.kind() {
-                PriceKind::Metered { meter } => Some(meter),
-                _ => None,
-            })
-            .collect();
+        let meters = metered(plan);
         let mut usage = BTreeMap::new();
         let current: Vec<&UsageEvent> = stored
             .iter()
@@ -300,7 +289,18 @@ impl BillingEngine {
                 .usage
                 .for_period(sub.tenant_id, sub.id, period, n)
                 .await?;
-            for key in &meters {
+            // Late usage is priced on the plan version its own period was
+            // rated on (its invoice's plan), even after a plan change.
+            let billed = self
+                .stores
+                .invoices
+                .find(sub.tenant_id, sub.id, period)
+                .await?;
+            let late_plan = match &billed {
+                Some(invoice) => self.catalog.plan(&invoice.plan)?,
+                None => plan,
+            };
+            for key in metered(late_plan) {
                 let meter = self.catalog.meter(key)?;
                 let before = aggregate(meter, prior.iter().map(|u| &u.event), window)?;
                 let after = aggregate(
@@ -310,14 +310,26 @@ impl BillingEngine {
                 )?;
                 if before != after {
                     corrections.push(UsageCorrection {
-                        meter: (*key).clone(),
+                        meter: key.clone(),
                         period,
                         before,
                         after,
+                        plan: late_plan.clone(),
                     });
                 }
             }
         }
         Ok((usage, corrections))
     }
+}
+
+/// The meters `plan` has metered prices on.
+fn metered(plan: &PlanVersion) -> Vec<&MeterKey> {
+    plan.prices()
+        .iter()
+        .filter_map(|p| match p.kind() {
+            PriceKind::Metered { meter } => Some(meter),
+            _ => None,
+        })
+        .collect()
 }

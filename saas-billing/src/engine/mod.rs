@@ -2,6 +2,7 @@
 //! stores, with time from an injected clock.
 
 mod cycle;
+mod entitlements;
 mod preview;
 mod usage;
 
@@ -116,6 +117,11 @@ const RETRIES: usize = 5;
 
 impl BillingEngine {
     /// An engine with the default config and no event sink.
+    ///
+    /// Its entitlement checker starts empty. On stores that already hold
+    /// subscriptions (a restart, a second server) call
+    /// [`restore_entitlements`](Self::restore_entitlements) once before
+    /// serving checks, or every existing tenant is denied.
     pub fn new(catalog: Arc<Catalog>, stores: BillingStores, clock: SharedClock) -> BillingEngine {
         BillingEngine {
             entitlements: Arc::new(EntitlementChecker::new(clock.clone())),
@@ -170,7 +176,7 @@ impl BillingEngine {
         let now = self.clock.now();
         let sub = Subscription::create(new, &self.catalog, now)?;
         let sub = self.stores.subscriptions.insert(sub).await?;
-        self.load_entitlements(&sub)?;
+        self.sync_entitlements(&sub)?;
         self.events
             .publish(BillingEvent::SubscriptionCreated {
                 tenant_id: sub.tenant_id,
@@ -226,7 +232,7 @@ impl BillingEngine {
                 sub.change_plan(change.clone(), catalog, policy, now, rounding)
             })
             .await?;
-        self.load_entitlements(&sub)?;
+        self.sync_entitlements(&sub)?;
         if let Some(from) = from {
             self.events
                 .publish(BillingEvent::SubscriptionChanged {
@@ -259,9 +265,7 @@ impl BillingEngine {
                 sub.cancel(mode, catalog, now, rounding)
             })
             .await?;
-        if sub.ended_at.is_some() {
-            self.entitlements.remove(tenant);
-        }
+        self.sync_entitlements(&sub)?;
         self.events
             .publish(BillingEvent::SubscriptionCanceled {
                 tenant_id: tenant,
@@ -282,7 +286,9 @@ impl BillingEngine {
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Subscription, BillingError> {
-        Ok(self.mutate(tenant, id, |sub, _, _| sub.keep()).await?.0)
+        let (sub, ()) = self.mutate(tenant, id, |sub, _, _| sub.keep()).await?;
+        self.sync_entitlements(&sub)?;
+        Ok(sub)
     }
 
     /// Pauses now (crediting the unused rest of the period).
@@ -348,6 +354,7 @@ impl BillingEngine {
                 f(sub, catalog, now)
             })
             .await?;
+        self.sync_entitlements(&sub)?;
         if let Some(from) = before.filter(|s| *s != sub.status) {
             self.events
                 .publish(BillingEvent::SubscriptionStatusChanged {
@@ -385,12 +392,5 @@ impl BillingEngine {
             }
         }
         Err(last.unwrap_or_else(|| BillingError::not_found("subscription", id)))
-    }
-
-    fn load_entitlements(&self, sub: &Subscription) -> Result<(), BillingError> {
-        let plan = self.catalog.plan(&sub.plan)?;
-        self.entitlements
-            .set_plan(sub.tenant_id, plan.entitlements(), sub.calendar);
-        Ok(())
     }
 }

@@ -1,13 +1,19 @@
 //! Recording usage through the engine.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use saas_core::TenantId;
 
 use super::BillingEngine;
 use crate::error::BillingError;
 use crate::events::BillingEvent;
+use crate::ids::SubscriptionId;
 use crate::metering::{Aggregation, UsageEvent};
 use crate::store::{IngestOutcome, UsageRecord};
+use crate::subscription::Subscription;
 
 impl BillingEngine {
     /// Records one usage event. See [`record_usage_batch`](Self::record_usage_batch).
@@ -30,6 +36,11 @@ impl BillingEngine {
     /// another payload. Accepted usage also counts against quotas
     /// (publishing `QuotaExceeded` when one is crossed).
     ///
+    /// Each distinct subscription of the batch is read once and the
+    /// accepted events are stored with one `ingest` call, so the store
+    /// round trips grow with the subscriptions in the batch, not with its
+    /// events.
+    ///
     /// # Errors
     /// A store failure fails the whole batch.
     pub async fn record_usage_batch(
@@ -37,12 +48,14 @@ impl BillingEngine {
         events: Vec<UsageEvent>,
     ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
         let now = self.clock.now();
+        let subs = self.batch_subscriptions(&events).await;
         let mut outcomes: Vec<Option<Result<IngestOutcome, BillingError>>> =
             Vec::with_capacity(events.len());
         let mut records = Vec::new();
         let mut positions = Vec::new();
         for event in events {
-            match self.admit(&event, now).await {
+            let sub = subs.get(&(event.tenant_id, event.subscription_id));
+            match self.admit(&event, sub, now).await {
                 Ok(period) => {
                     positions.push(outcomes.len());
                     outcomes.push(None);
@@ -54,7 +67,10 @@ impl BillingEngine {
         let stored = self.stores.usage.ingest(records.clone()).await?;
         for ((position, record), outcome) in positions.into_iter().zip(records).zip(stored) {
             if let Ok(IngestOutcome::Recorded { .. }) = outcome {
-                self.count_quota(&record, now).await;
+                let sub = subs.get(&(record.event.tenant_id, record.event.subscription_id));
+                if let Some(Ok(sub)) = sub {
+                    self.count_quota(sub, &record, now).await;
+                }
             }
             if let Some(slot) = outcomes.get_mut(position) {
                 *slot = Some(outcome);
@@ -66,14 +82,40 @@ impl BillingEngine {
             .collect())
     }
 
+    /// Reads each distinct subscription of the batch once. A failed read
+    /// is kept as that subscription's events' outcome, as before batching.
+    async fn batch_subscriptions(
+        &self,
+        events: &[UsageEvent],
+    ) -> HashMap<(TenantId, SubscriptionId), Result<Subscription, BillingError>> {
+        let mut subs = HashMap::new();
+        for event in events {
+            let key = (event.tenant_id, event.subscription_id);
+            if let Entry::Vacant(slot) = subs.entry(key) {
+                slot.insert(self.stores.subscriptions.get(key.0, key.1).await);
+            }
+        }
+        subs
+    }
+
     /// Checks an event against its subscription; returns its period.
-    async fn admit(&self, event: &UsageEvent, now: DateTime<Utc>) -> Result<i64, BillingError> {
+    async fn admit(
+        &self,
+        event: &UsageEvent,
+        sub: Option<&Result<Subscription, BillingError>>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, BillingError> {
         event.validate()?;
-        let sub = self
-            .stores
-            .subscriptions
-            .get(event.tenant_id, event.subscription_id)
-            .await?;
+        let sub = match sub {
+            Some(Ok(sub)) => sub,
+            Some(Err(e)) => return Err(e.clone()),
+            None => {
+                return Err(BillingError::not_found(
+                    "subscription",
+                    event.subscription_id,
+                ));
+            }
+        };
         self.catalog.meter(&event.meter)?;
         if now
             .checked_add_signed(self.config.max_clock_skew)
@@ -110,16 +152,8 @@ impl BillingEngine {
         Ok(period)
     }
 
-    async fn count_quota(&self, record: &UsageRecord, now: DateTime<Utc>) {
+    async fn count_quota(&self, sub: &Subscription, record: &UsageRecord, now: DateTime<Utc>) {
         let tenant = record.event.tenant_id;
-        let Ok(sub) = self
-            .stores
-            .subscriptions
-            .get(tenant, record.event.subscription_id)
-            .await
-        else {
-            return;
-        };
         let current = sub.calendar.period_containing(now).map(|p| p.index()).ok();
         if current != Some(record.period) {
             return;

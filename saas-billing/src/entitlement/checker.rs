@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use saas_core::{Clock, SharedClock, TenantId};
 
-use super::{Decision, Entitlement, EntitlementValue};
+use super::{Decision, DenyReason, Entitlement, EntitlementValue};
 use crate::calendar::BillingCalendar;
 use crate::ids::{FeatureKey, MeterKey};
+use crate::subscription::SubscriptionStatus;
 
 /// Answers `check(tenant, feature, amount)` from memory.
 ///
@@ -50,6 +51,10 @@ pub struct EntitlementChecker {
 struct TenantGrants {
     calendar: BillingCalendar,
     features: HashMap<FeatureKey, Grant>,
+    /// The subscription's status while it is not served: every check is
+    /// denied, but the counters stay so that resuming keeps the period's
+    /// usage.
+    suspended: Option<SubscriptionStatus>,
 }
 
 #[derive(Debug)]
@@ -75,39 +80,53 @@ impl EntitlementChecker {
         }
     }
 
-    /// Sets (or replaces) a tenant's entitlements. Usage already counted
-    /// for a feature that stays is kept, so a mid-period plan change does
-    /// not reset quotas.
+    /// Sets (or replaces) a tenant's entitlements, served: checks are
+    /// answered from them. Usage already counted for a feature that stays
+    /// is kept, so a mid-period plan change (or a resume) does not reset
+    /// quotas.
     pub fn set_plan(
         &self,
         tenant: TenantId,
         entitlements: &[Entitlement],
         calendar: BillingCalendar,
     ) {
-        let old = self.grants(tenant);
-        let features = entitlements
-            .iter()
-            .map(|e| {
-                let kept = old
-                    .as_ref()
-                    .and_then(|o| o.features.get(e.feature()))
-                    .map(|g| *lock(&g.state));
-                let usage = kept.unwrap_or(Usage {
-                    used: Decimal::ZERO,
-                    period_end: None,
-                });
-                let grant = Grant {
-                    entitlement: e.clone(),
-                    state: Mutex::new(usage),
-                };
-                (e.feature().clone(), grant)
-            })
+        self.install(tenant, entitlements, calendar, None);
+    }
+
+    /// Marks a tenant's subscription as not served in `status` (paused,
+    /// unpaid, …): every check and consumption is denied with
+    /// [`DenyReason::NotServed`] until [`set_plan`](Self::set_plan) loads
+    /// its entitlements again; the counters are kept meanwhile. Returns
+    /// whether the tenant was known (an unknown tenant is denied anyway).
+    pub fn suspend(&self, tenant: TenantId, status: SubscriptionStatus) -> bool {
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(old) = tenants.get(&tenant).cloned() else {
+            return false;
+        };
+        let entitlements: Vec<Entitlement> = old
+            .features
+            .values()
+            .map(|g| g.entitlement.clone())
             .collect();
-        let grants = Arc::new(TenantGrants { calendar, features });
-        self.tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(tenant, grants);
+        let grants = build(Some(&old), &entitlements, old.calendar, Some(status));
+        tenants.insert(tenant, Arc::new(grants));
+        true
+    }
+
+    /// Sets a tenant's entitlements, suspended in a status or served,
+    /// keeping the counters of the features that stay. Built under the
+    /// write lock so that usage recorded meanwhile is not lost.
+    pub(crate) fn install(
+        &self,
+        tenant: TenantId,
+        entitlements: &[Entitlement],
+        calendar: BillingCalendar,
+        suspended: Option<SubscriptionStatus>,
+    ) {
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        let old = tenants.get(&tenant).cloned();
+        let grants = build(old.as_deref(), entitlements, calendar, suspended);
+        tenants.insert(tenant, Arc::new(grants));
     }
 
     /// Forgets a tenant (its subscription ended): every check is denied.
@@ -119,7 +138,8 @@ impl EntitlementChecker {
     }
 
     /// Whether `amount` more of `feature` may be used now, without using
-    /// it. Unknown tenants and features are denied.
+    /// it. Unknown tenants and features, and every feature of a suspended
+    /// tenant, are denied (see [`Decision::reason`]).
     pub fn check(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
         self.with_grant(tenant, feature, |grant, usage| {
             grant.entitlement.decide(usage.used, amount)
@@ -141,10 +161,21 @@ impl EntitlementChecker {
     /// Sets the counted amount (a limit's current holding, or a quota's
     /// usage reloaded from the usage store).
     pub fn set_used(&self, tenant: TenantId, feature: &str, used: Decimal) {
-        self.with_grant(tenant, feature, |_, usage| {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(grants) = tenants.get(&tenant) else {
+            return;
+        };
+        if let Some(grant) = grants.features.get(feature) {
+            let mut usage = lock(&grant.state);
+            // Roll first: the value set is the current period's usage.
+            roll(
+                &grants.calendar,
+                &grant.entitlement,
+                &mut usage,
+                self.clock.now(),
+            );
             usage.used = used;
-            Decision::deny_unknown()
-        });
+        }
     }
 
     /// Counts recorded usage of `meter` against every quota on it, allowed
@@ -197,10 +228,13 @@ impl EntitlementChecker {
     ) -> Decision {
         let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
         let Some(grants) = tenants.get(&tenant) else {
-            return Decision::deny_unknown();
+            return Decision::deny(DenyReason::UnknownTenant);
         };
+        if let Some(status) = grants.suspended {
+            return Decision::deny(DenyReason::NotServed(status));
+        }
         let Some(grant) = grants.features.get(feature) else {
-            return Decision::deny_unknown();
+            return Decision::deny(DenyReason::UnknownFeature);
         };
         let mut usage = lock(&grant.state);
         roll(
@@ -210,6 +244,38 @@ impl EntitlementChecker {
             self.clock.now(),
         );
         f(grant, &mut usage)
+    }
+}
+
+/// A tenant's grants for `entitlements`, keeping the counters `old` has
+/// for the same features.
+fn build(
+    old: Option<&TenantGrants>,
+    entitlements: &[Entitlement],
+    calendar: BillingCalendar,
+    suspended: Option<SubscriptionStatus>,
+) -> TenantGrants {
+    let features = entitlements
+        .iter()
+        .map(|e| {
+            let kept = old
+                .and_then(|o| o.features.get(e.feature()))
+                .map(|g| *lock(&g.state));
+            let usage = kept.unwrap_or(Usage {
+                used: Decimal::ZERO,
+                period_end: None,
+            });
+            let grant = Grant {
+                entitlement: e.clone(),
+                state: Mutex::new(usage),
+            };
+            (e.feature().clone(), grant)
+        })
+        .collect();
+    TenantGrants {
+        calendar,
+        features,
+        suspended,
     }
 }
 

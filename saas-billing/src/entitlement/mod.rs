@@ -9,10 +9,13 @@ mod checker;
 
 pub use checker::EntitlementChecker;
 
+use std::fmt;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{FeatureKey, MeterKey};
+use crate::subscription::SubscriptionStatus;
 
 /// What a feature grants.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,12 +45,43 @@ pub struct Entitlement {
     value: EntitlementValue,
 }
 
+/// Why a check was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// No entitlements are loaded for the tenant: it has no subscription,
+    /// its subscription ended and was closed, or (in a new process) the
+    /// engine's entitlements were not restored with
+    /// [`BillingEngine::restore_entitlements`](crate::BillingEngine::restore_entitlements).
+    UnknownTenant,
+    /// The tenant's plan version does not list the feature.
+    UnknownFeature,
+    /// The amount is negative or would go over the limit or quota.
+    OverLimit,
+    /// The tenant's subscription is in a status that is not served
+    /// (paused, unpaid, incomplete, incomplete_expired, canceled): its
+    /// plan grants nothing until it is served again.
+    NotServed(SubscriptionStatus),
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::UnknownTenant => f.write_str("no entitlements are loaded for the tenant"),
+            DenyReason::UnknownFeature => f.write_str("the plan does not include the feature"),
+            DenyReason::OverLimit => f.write_str("the limit or quota would be exceeded"),
+            DenyReason::NotServed(status) => write!(f, "subscription {status}"),
+        }
+    }
+}
+
 /// The answer to a quota or feature check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     allowed: bool,
     remaining: Option<Decimal>,
     limit: Option<Decimal>,
+    reason: Option<DenyReason>,
 }
 
 impl Decision {
@@ -67,11 +101,18 @@ impl Decision {
         self.limit
     }
 
-    pub(crate) fn deny_unknown() -> Decision {
+    /// Why it was denied; `None` when allowed.
+    pub fn reason(&self) -> Option<DenyReason> {
+        self.reason
+    }
+
+    /// A denial with no quantity attached.
+    pub(crate) fn deny(reason: DenyReason) -> Decision {
         Decision {
             allowed: false,
             remaining: None,
             limit: None,
+            reason: Some(reason),
         }
     }
 }
@@ -143,6 +184,7 @@ impl Entitlement {
                 allowed: true,
                 remaining: None,
                 limit: None,
+                reason: None,
             };
         };
         // Clamped to [0, limit]: the subtraction cannot overflow.
@@ -156,6 +198,7 @@ impl Entitlement {
             allowed,
             remaining: Some(if allowed { left - amount } else { left }),
             limit: Some(limit),
+            reason: (!allowed).then_some(DenyReason::OverLimit),
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct UsageCorrection {
     pub before: Vec<Aggregate>,
     /// Aggregates with the late events.
     pub after: Vec<Aggregate>,
+    /// The plan version that rated the late period's usage (its
+    /// invoice's plan): the correction is priced on it, not on the plan
+    /// of the invoice that carries the correction.
+    pub plan: PlanVersion,
 }
 
 /// Everything rating needs; nothing is read from anywhere else.
@@ -146,6 +150,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
         }
     }
     for correction in input.corrections {
+        let plan = &correction.plan;
         for price in plan.prices() {
             let PriceKind::Metered { meter } = price.kind() else {
                 continue;

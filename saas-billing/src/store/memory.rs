@@ -105,6 +105,20 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         list.sort_by_key(|s| (s.created_at, s.id));
         Ok(list)
     }
+
+    async fn open(
+        &self,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BillingError> {
+        let rows = lock(&self.rows);
+        let mut open: Vec<&Subscription> = rows
+            .values()
+            .filter(|s| s.next_due_at().is_some() && after.is_none_or(|a| s.id > a))
+            .collect();
+        open.sort_by_key(|s| s.id);
+        Ok(open.into_iter().take(limit).cloned().collect())
+    }
 }
 
 #[derive(Debug, Default)]

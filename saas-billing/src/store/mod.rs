@@ -52,6 +52,16 @@ pub trait SubscriptionStore: Send + Sync + std::fmt::Debug {
 
     /// A tenant's subscriptions, ordered by creation time then id.
     async fn list(&self, tenant: TenantId) -> Result<Vec<Subscription>, BillingError>;
+
+    /// Up to `limit` open subscriptions (not closed: `next_due_at()` is
+    /// set), across tenants, ordered by id, with ids greater than `after`
+    /// — one page of every open subscription, for rebuilding in-memory
+    /// state at startup. Pass the last id of a page to get the next one.
+    async fn open(
+        &self,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BillingError>;
 }
 
 /// A usage event to store, with the index of the billing period its

@@ -1,6 +1,7 @@
 //! The pure operations on a subscription.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
 
 use super::proration::proration_lines;
 use super::requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
@@ -8,7 +9,7 @@ use super::{
     ChangeDirection, ChangeTiming, PeriodBasis, ProrationPolicy, ScheduledChange, Subscription,
     SubscriptionEvent, SubscriptionStatus,
 };
-use crate::calendar::BillingCalendar;
+use crate::calendar::{BillingCalendar, resolve_local, to_local};
 use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::plan::{Catalog, PlanRef, PlanVersion};
@@ -16,9 +17,12 @@ use crate::rounding::RoundingMode;
 
 impl Subscription {
     /// Creates a subscription at `now`. With a trial of N days, it is
-    /// `trialing` and its calendar is anchored at the trial's end (N × 24
-    /// hours later): the first paid period starts then, and usage during
-    /// the trial is recorded but not billed.
+    /// `trialing` and its calendar is anchored at the trial's end — N
+    /// calendar days later in the customer's time zone, at the same local
+    /// time (so a trial across a DST change is 23 or 25 hours shorter or
+    /// longer than N × 24 h; the calendar's rules for gaps and overlaps
+    /// apply): the first paid period starts then, and usage during the
+    /// trial is recorded but not billed.
     ///
     /// # Errors
     /// `NotFound` for an unknown plan version; `InvalidInput` if the plan
@@ -38,12 +42,7 @@ impl Subscription {
         let trial_end = if trial_days == 0 {
             None
         } else {
-            Some(
-                now.checked_add_signed(TimeDelta::days(i64::from(trial_days)))
-                    .ok_or(BillingError::DateOutOfRange {
-                        what: "a trial end",
-                    })?,
-            )
+            Some(trial_end(now, new.time_zone, trial_days)?)
         };
         let status = match (trial_end, new.require_payment) {
             (Some(_), _) => SubscriptionStatus::Trialing,
@@ -341,4 +340,16 @@ fn check_sellable(plan: &PlanVersion, currency: Currency, seats: u32) -> Result<
         return Err(BillingError::invalid("seats", "at least one seat"));
     }
     Ok(())
+}
+
+/// `days` calendar days after `now` in `tz`, at the same local time.
+fn trial_end(now: DateTime<Utc>, tz: Tz, days: u32) -> Result<DateTime<Utc>, BillingError> {
+    const OUT_OF_RANGE: BillingError = BillingError::DateOutOfRange {
+        what: "a trial end",
+    };
+    let local = to_local(tz, now).map_err(|_| OUT_OF_RANGE)?;
+    let end = TimeDelta::try_days(i64::from(days))
+        .and_then(|d| local.checked_add_signed(d))
+        .ok_or(OUT_OF_RANGE)?;
+    resolve_local(tz, end).map_err(|_| OUT_OF_RANGE)
 }

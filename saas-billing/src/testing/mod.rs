@@ -36,7 +36,8 @@ macro_rules! subscription_store_conformance {
             update_bumps_version_and_refuses_stale,
             concurrent_updates_one_wins,
             due_lists_by_next_due_at,
-            list_is_per_tenant
+            list_is_per_tenant,
+            open_pages_by_id_and_skips_closed
         );
     };
 }

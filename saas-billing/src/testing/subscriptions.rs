@@ -137,3 +137,44 @@ pub async fn list_is_per_tenant(store: Arc<dyn SubscriptionStore>) {
     assert_eq!(store.list(a).await.unwrap().len(), 2);
     assert_eq!(store.list(b).await.unwrap().len(), 1);
 }
+
+/// `open` pages through open subscriptions across tenants by id, leaving
+/// closed ones out.
+pub async fn open_pages_by_id_and_skips_closed(store: Arc<dyn SubscriptionStore>) {
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let mut ours = Vec::new();
+    for tenant in [a, a, b] {
+        ours.push(
+            store
+                .insert(subscription(tenant, start()))
+                .await
+                .unwrap()
+                .id(),
+        );
+    }
+    let mut closed = store.insert(subscription(b, start())).await.unwrap();
+    closed.closed = true;
+    let closed = store.update(closed).await.unwrap();
+    ours.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.open(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        // Ascending ids, all after the cursor.
+        assert!(page.windows(2).all(|w| w[0].id() < w[1].id()));
+        assert!(after.is_none_or(|a| page.iter().all(|s| s.id() > a)));
+        seen.extend(page.iter().map(|s| s.id()));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(last.id()),
+            _ => break,
+        }
+    }
+    let found: Vec<_> = seen
+        .iter()
+        .copied()
+        .filter(|id| ours.contains(id))
+        .collect();
+    assert_eq!(found, ours);
+    assert!(!seen.contains(&closed.id()));
+}

@@ -1,7 +1,8 @@
 //! Billing cycles over time, racing runs, quotas and domain events.
 
 use saas_billing::{
-    BillingEvent, Currency, MeterKey, NewSubscription, SubscriptionStatus, Trial, UsageEvent, dec,
+    BillingEvent, Currency, IngestOutcome, LineKind, MeterKey, NewSubscription, PlanChange,
+    SubscriptionStatus, Trial, UsageEvent, dec,
 };
 use saas_core::TenantId;
 
@@ -269,4 +270,62 @@ async fn upcoming_invoice_previews_the_open_period_without_storing_it() {
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0].total, preview.total);
     assert_eq!(invoices[0].lines, preview.lines);
+}
+
+/// A late event for April, finalized on `payg` (0.10 a call), arrives in
+/// May after an upgrade to `pro` (0.005 a call): the correction on May's
+/// invoice is priced on April's plan — 11 calls 1.10 − 10 calls 1.00 =
+/// 0.10 — not on pro's (0.06 − 0.05 = 0.01).
+#[tokio::test]
+async fn late_usage_corrections_use_the_late_periods_plan() {
+    let mut h = harness(at(2024, 4, 1, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(NewSubscription::new(tenant, plan("payg", 1), Currency::USD))
+        .await
+        .unwrap();
+    let calls = MeterKey::new("calls").unwrap();
+    let call = |t, key: &str| UsageEvent::new(tenant, sub.id(), calls.clone(), dec!(1), t, key);
+    h.set_time(at(2024, 4, 15, 0));
+    for i in 0..10 {
+        let event = call(at(2024, 4, 15, 0), &format!("apr-{i}"));
+        h.engine().record_usage(event).await.unwrap();
+    }
+    h.advance_to(at(2024, 5, 1, 0)).await.unwrap();
+    h.advance_to(at(2024, 5, 2, 0)).await.unwrap();
+    let april = &h.engine().invoices(tenant, sub.id()).await.unwrap()[0];
+    assert!(april.is_finalized());
+    assert_eq!(april.total, usd(dec!(1.00)));
+    h.set_time(at(2024, 5, 5, 0));
+    let pro = PlanChange {
+        plan: plan("pro", 1),
+        seats: 1,
+    };
+    h.engine().change_plan(tenant, sub.id(), pro).await.unwrap();
+    h.set_time(at(2024, 5, 10, 0));
+    let late = call(at(2024, 4, 20, 0), "apr-late");
+    assert_eq!(
+        h.engine().record_usage(late).await.unwrap(),
+        IngestOutcome::Recorded { billed_in: 1 }
+    );
+    h.advance_to(at(2024, 6, 1, 0)).await.unwrap();
+    let may = &h.engine().invoices(tenant, sub.id()).await.unwrap()[1];
+    let corrections: Vec<_> = may
+        .lines
+        .iter()
+        .filter(|l| matches!(l.kind, LineKind::UsageCorrection { .. }))
+        .map(|l| (l.kind.clone(), l.quantity, l.amount))
+        .collect();
+    assert_eq!(
+        corrections,
+        [(
+            LineKind::UsageCorrection {
+                meter: calls.clone(),
+                period: 0
+            },
+            dec!(1),
+            usd(dec!(0.10))
+        )]
+    );
 }

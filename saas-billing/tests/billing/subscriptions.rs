@@ -198,6 +198,59 @@ async fn cancel_at_period_end_serves_until_then() {
     );
 }
 
+/// `keep` undoes a cancellation at period end: the cycle then bills the
+/// next period as usual. Without a scheduled cancellation it is a typed
+/// error that changes nothing; on a canceled subscription, a conflict.
+#[tokio::test]
+async fn keep_undoes_a_cancellation_at_period_end() {
+    let mut h = harness(at(2024, 4, 1, 0));
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), saas_billing::Currency::USD);
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    let err = h.engine().keep(tenant, sub.id()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let unchanged = h.engine().subscription(tenant, sub.id()).await.unwrap();
+    assert_eq!(unchanged.version(), sub.version());
+
+    h.set_time(at(2024, 4, 20, 0));
+    h.engine()
+        .cancel(tenant, sub.id(), CancelMode::AtPeriodEnd)
+        .await
+        .unwrap();
+    h.set_time(at(2024, 4, 25, 0));
+    let kept = h.engine().keep(tenant, sub.id()).await.unwrap();
+    assert!(!kept.cancel_at_period_end());
+    assert_eq!(kept.canceled_at(), None);
+    assert_eq!(kept.status(), SubscriptionStatus::Active);
+
+    h.advance_to(at(2024, 5, 1, 0)).await.unwrap();
+    h.advance_to(at(2024, 6, 1, 0)).await.unwrap();
+    let sub = h.engine().subscription(tenant, sub.id()).await.unwrap();
+    assert_eq!(sub.status(), SubscriptionStatus::Active);
+    assert_eq!(sub.ended_at(), None);
+    assert!(h.engine().check(tenant, "export", dec!(1)).is_allowed());
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    let billed: Vec<_> = invoices
+        .iter()
+        .map(|i| (i.period_start, i.period_end, i.total))
+        .collect();
+    assert_eq!(
+        billed,
+        [
+            (at(2024, 4, 1, 0), at(2024, 5, 1, 0), usd(dec!(30.00))),
+            (at(2024, 5, 1, 0), at(2024, 6, 1, 0), usd(dec!(30.00))),
+        ]
+    );
+
+    h.engine()
+        .cancel(tenant, sub.id(), CancelMode::Immediately { prorate: false })
+        .await
+        .unwrap();
+    let err = h.engine().keep(tenant, sub.id()).await.unwrap_err();
+    assert!(matches!(err, BillingError::IllegalTransition { .. }));
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+}
+
 #[tokio::test]
 async fn trial_then_first_paid_period() {
     let mut h = harness(at(2024, 1, 10, 0));
@@ -215,6 +268,30 @@ async fn trial_then_first_paid_period() {
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0].period_start, at(2024, 1, 24, 0));
     assert_eq!(invoices[0].total, usd(dec!(30.00)));
+}
+
+/// A trial lasts N local days in the customer's zone: 14 days from
+/// 10:00 EST on March 1 end at 10:00 EDT on March 15 (14:00Z, not the
+/// 15:00Z of 14 × 24 h), and the paid periods keep 10:00 local.
+#[tokio::test]
+async fn trial_days_are_local_days_across_dst() {
+    let h = harness(at(2026, 3, 1, 15)); // 10:00 EST
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), saas_billing::Currency::USD)
+        .time_zone(chrono_tz::America::New_York)
+        .trial(Trial::Days(14));
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    assert_eq!(sub.trial_end(), Some(at(2026, 3, 15, 14)));
+    assert_eq!(sub.calendar().anchor(), at(2026, 3, 15, 14));
+    assert_eq!(
+        sub.calendar().period(1).unwrap().start(),
+        at(2026, 4, 15, 14)
+    );
+    // Back to EST in November: 10:00 local is 15:00Z again.
+    assert_eq!(
+        sub.calendar().period(8).unwrap().start(),
+        at(2026, 11, 15, 15)
+    );
 }
 
 #[tokio::test]

@@ -157,4 +157,22 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         .map_err(db_error)?;
         read_all(&rows)
     }
+
+    async fn open(
+        &self,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BillingError> {
+        let rows = sqlx::query(
+            "SELECT version, state::text AS state FROM billing_subscriptions \
+             WHERE next_due_at IS NOT NULL AND ($1::uuid IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after.map(|a| *a.as_uuid()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        read_all(&rows)
+    }
 }

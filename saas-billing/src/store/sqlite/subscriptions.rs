@@ -157,4 +157,24 @@ impl SubscriptionStore for SqliteSubscriptionStore {
         .map_err(db_error)?;
         read_all(&rows)
     }
+
+    async fn open(
+        &self,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BillingError> {
+        // Ids are stored as lowercase hyphenated UUIDs, whose text order is
+        // the UUIDs' byte order (the order the other stores page in).
+        let rows = sqlx::query(
+            "SELECT version, state FROM billing_subscriptions \
+             WHERE next_due_at IS NOT NULL AND (?1 IS NULL OR id > ?1) \
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(after.map(|a| a.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        read_all(&rows)
+    }
 }
