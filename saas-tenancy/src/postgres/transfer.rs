@@ -6,7 +6,7 @@ use saas_core::{TenantContext, TenantId, TenantStatus};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
-use super::{PgTenancy, TENANT_SETTING, tenant_database_options};
+use super::{PgTenancy, TENANT_SETTING, sql, tenant_database_options};
 use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
 use crate::error::TenancyError;
 use crate::placement::Placement;
@@ -19,7 +19,8 @@ type TableList = Vec<(String, String, Option<String>)>;
 
 impl PgTenancy {
     /// Exports a tenant's data: for row tenants every table with a tenant
-    /// column (found in the database), for schema and database tenants
+    /// column (found in the database; the library's own tables, such as
+    /// the migration ledger, excepted), for schema and database tenants
     /// every table of the tenant except the migration ledger.
     pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
         let record = self
@@ -196,6 +197,11 @@ pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A tenant's tables, found in the database: the tables of `schema`, or
+/// with `None` those of the search-path schemas (tenant schemas excluded)
+/// that have one of `columns`. The library's own tables
+/// ([`sql::LIBRARY_TABLES`]) are never a tenant's. Used by delete, export
+/// and import alike.
 pub(super) async fn list_tables(
     conn: &mut PgConnection,
     schema: Option<&str>,
@@ -206,7 +212,7 @@ pub(super) async fn list_tables(
                 (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
                    AND a.attname = ANY($2) AND NOT a.attisdropped LIMIT 1) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND c.relname <> '_sqlx_migrations' \
+         WHERE c.relkind IN ('r', 'p') AND NOT (c.relname = ANY($3)) \
            AND CASE WHEN $1::text IS NOT NULL THEN n.nspname = $1 \
                     ELSE n.nspname = ANY (current_schemas(false)) \
                      AND n.nspname !~ '^t_[0-9a-f]{32}$' END \
@@ -214,6 +220,7 @@ pub(super) async fn list_tables(
     )
     .bind(schema)
     .bind(columns)
+    .bind(sql::LIBRARY_TABLES)
     .fetch_all(&mut *conn)
     .await?;
     // Row tenants export only tables that carry their id.

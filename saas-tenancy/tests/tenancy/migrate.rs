@@ -166,3 +166,84 @@ async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() 
     assert_eq!(report.not_attempted.len(), 1);
     env.cleanup().await;
 }
+
+/// The ledger is the library's bookkeeping, not tenant data, although it
+/// has a `tenant_id` column and sits in the shared schema: audit does not
+/// report it, a row tenant's export does not contain it, an import cannot
+/// write it, and deleting tenants leaves the history in place.
+#[tokio::test]
+async fn the_ledger_is_not_tenant_data() {
+    let Some(mut env) = sandbox("migrate::ledger_not_data", ScopeMode::Shared).await else {
+        return;
+    };
+    let row = env.tenant("ledger-row", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("ledger-schema", Strategy::Schema).await.unwrap();
+    env.tenancy
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    let ledger = |admin: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saas_tenant_migrations")
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        ledger(env.admin.clone()).await,
+        1,
+        "the schema tenant's row"
+    );
+    assert_eq!(env.tenancy.audit().await.unwrap(), vec![], "a clean setup");
+
+    let archive = env.tenancy.export_tenant(row.tenant_id()).await.unwrap();
+    let tables: Vec<&str> = archive
+        .manifest
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(tables, vec!["notes"]);
+
+    // An archive naming the ledger is refused before anything is written.
+    let mut forged = archive.clone();
+    let data = format!(
+        "{{\"id\":99,\"tenant_id\":\"{}\",\"version\":1,\"status\":\"applied\",\
+         \"error\":null,\"started_at\":\"2030-01-01T00:00:00Z\",\
+         \"finished_at\":\"2030-01-01T00:00:00Z\"}}\n",
+        row.tenant_id()
+    );
+    let sha256: String = sqlx::query_scalar("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')")
+        .bind(&data)
+        .fetch_one(&env.admin)
+        .await
+        .unwrap();
+    forged
+        .manifest
+        .tables
+        .push(saas_tenancy::archive::ArchivedTable {
+            table: "saas_tenant_migrations".to_owned(),
+            tenant_column: Some("tenant_id".to_owned()),
+            rows: 1,
+            sha256,
+        });
+    forged
+        .files
+        .insert("saas_tenant_migrations".to_owned(), data);
+    forged.verify().unwrap();
+    let err = env.tenancy.import_tenant(&row, &forged).await.unwrap_err();
+    assert!(
+        matches!(&err, saas_tenancy::TenancyError::InvalidInput(m) if m.contains("saas_tenant_migrations")),
+        "{err}"
+    );
+    assert_eq!(ledger(env.admin.clone()).await, 1);
+
+    for ctx in [&row, &schema] {
+        env.tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
+    }
+    assert_eq!(
+        ledger(env.admin.clone()).await,
+        1,
+        "history outlives tenants"
+    );
+    env.cleanup().await;
+}
