@@ -128,15 +128,23 @@ impl PgTenancy {
 
     /// Migrates one tenant and appends the result to the ledger.
     async fn migrate_logged(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
-        let started = Utc::now();
+        let started = self.inner.clock.now();
         let outcome = self.migrate_one(record).await;
         let (version, status, error) = match &outcome {
             Ok((v, true)) => (Some(*v), "applied", None),
             Ok((v, false)) => (Some(*v), "current", None),
             Err(e) => (None, "failed", Some(e.to_string())),
         };
+        let entry = Entry {
+            tenant: record.id,
+            version,
+            status,
+            error,
+            started,
+            finished: self.inner.clock.now(),
+        };
         let cluster = self.cluster(record.placement.cluster())?;
-        log(&cluster.admin, record.id, version, status, error, started).await?;
+        log(&cluster.admin, entry).await?;
         outcome
     }
 
@@ -217,24 +225,30 @@ async fn migrate_in(
     Ok((after, after > before))
 }
 
-async fn log(
-    pool: &sqlx::PgPool,
+/// One ledger row: a tenant's attempt in a fleet run.
+struct Entry {
     tenant: TenantId,
     version: Option<i64>,
-    status: &str,
+    status: &'static str,
     error: Option<String>,
     started: DateTime<Utc>,
-) -> Result<(), TenancyError> {
+    finished: DateTime<Utc>,
+}
+
+/// Appends `entry` to the ledger; both times come from the injected clock
+/// (never the server's `now()`).
+async fn log(pool: &sqlx::PgPool, entry: Entry) -> Result<(), TenancyError> {
     sqlx::query(
         "INSERT INTO saas_tenant_migrations \
          (tenant_id, version, status, error, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, now())",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(tenant)
-    .bind(version)
-    .bind(status)
-    .bind(error)
-    .bind(started)
+    .bind(entry.tenant)
+    .bind(entry.version)
+    .bind(entry.status)
+    .bind(entry.error)
+    .bind(entry.started)
+    .bind(entry.finished)
     .execute(pool)
     .await?;
     Ok(())

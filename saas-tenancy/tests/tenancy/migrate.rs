@@ -167,6 +167,52 @@ async fn failures_are_skipped_and_reported_and_a_failing_canary_stops_the_run() 
     env.cleanup().await;
 }
 
+/// Both times of a ledger row come from the tenancy's injected clock.
+#[tokio::test]
+async fn ledger_rows_carry_the_injected_clock_times() {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2031, 5, 6, 7, 8, 9)
+        .single()
+        .unwrap();
+    let clock = Arc::new(saas_core::ManualClock::new(at));
+    let Some(mut env) =
+        crate::pg_env::sandbox_with_clock("migrate::clock", ScopeMode::Shared, clock).await
+    else {
+        return;
+    };
+    let schema = env.tenant("clocked-s", Strategy::Schema).await.unwrap();
+    let database = env.tenant("clocked-d", Strategy::Database).await.unwrap();
+    let report = env
+        .tenancy
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.up_to_date.len(), 2, "{report:?}");
+    let rows: Vec<(
+        uuid::Uuid,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT tenant_id, started_at, finished_at FROM saas_tenant_migrations ORDER BY id",
+    )
+    .fetch_all(&env.admin)
+    .await
+    .unwrap();
+    let mut tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
+    tenants.sort();
+    let mut expected = vec![
+        *schema.tenant_id().as_uuid(),
+        *database.tenant_id().as_uuid(),
+    ];
+    expected.sort();
+    assert_eq!(tenants, expected);
+    for (_, started, finished) in rows {
+        assert_eq!((started, finished), (at, at));
+    }
+    env.cleanup().await;
+}
+
 /// The ledger is the library's bookkeeping, not tenant data, although it
 /// has a `tenant_id` column and sits in the shared schema: audit does not
 /// report it, a row tenant's export does not contain it, an import cannot
