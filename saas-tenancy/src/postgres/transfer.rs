@@ -10,6 +10,7 @@ use super::{PgTenancy, TENANT_SETTING, sql, tenant_database_options};
 use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
 use crate::error::TenancyError;
 use crate::placement::Placement;
+use crate::record::TenantRecord;
 
 /// Passes an import makes when foreign keys require an order.
 const IMPORT_PASSES: usize = 8;
@@ -22,13 +23,21 @@ impl PgTenancy {
     /// column (found in the database; the library's own tables, such as
     /// the migration ledger, excepted), for schema and database tenants
     /// every table of the tenant except the migration ledger.
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock, held until the archive is read): an export never
+    /// sees a half-done delete, import or provisioning — it either
+    /// completes before a concurrent delete or is refused after it as
+    /// [`TenancyError::TenantNotServable`].
     pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        let (lock, record) = self.lock_tenant(id).await?;
+        let result = self.export_locked(&record).await;
+        lock.release().await;
+        result
+    }
+
+    async fn export_locked(&self, record: &TenantRecord) -> Result<TenantArchive, TenancyError> {
+        let id = record.id;
         if matches!(
             record.status,
             TenantStatus::Deleting | TenantStatus::Deleted
@@ -47,7 +56,11 @@ impl PgTenancy {
             }
             _ => PgConnection::connect_with(&cluster.config.admin).await?,
         };
-        let mut tx = conn.begin().await?;
+        // One snapshot for every table: rows the application writes during
+        // the export are all in the archive or all out.
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
         // Owners are subject to forced RLS: read as the tenant.
         sqlx::query("SELECT set_config($1, $2, true)")
             .bind(TENANT_SETTING)
@@ -104,14 +117,36 @@ impl PgTenancy {
     /// column is rewritten to the target tenant, sequences are moved past
     /// the imported keys. The archive is verified first; any failure rolls
     /// the whole import back. Returns the number of rows imported.
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock, held until the import commits), and the tenant's
+    /// status is read under the lock, not from the record cache: an import
+    /// racing a delete either commits before the delete starts (which then
+    /// deletes its rows) or is refused as
+    /// [`TenancyError::TenantNotServable`] — never leaves rows behind a
+    /// deleted tenant.
     pub async fn import_tenant(
         &self,
         ctx: &TenantContext,
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
-        let target = ctx.tenant_id().to_string();
-        let mut tx = self.begin(ctx).await?;
+        let (lock, record) = self.lock_tenant(ctx.tenant_id()).await?;
+        let result = match crate::catalog::check_servable(record) {
+            Ok(record) => self.import_locked(&record, archive).await,
+            Err(e) => Err(e),
+        };
+        lock.release().await;
+        result
+    }
+
+    async fn import_locked(
+        &self,
+        record: &TenantRecord,
+        archive: &TenantArchive,
+    ) -> Result<u64, TenancyError> {
+        let target = record.id.to_string();
+        let mut tx = self.begin_record(record).await?;
         // Only the tenant's own tables take rows, whatever the archive
         // names: for row tenants the shared tables with a tenant column (a
         // shared table without one would take rows for everyone), for

@@ -9,6 +9,7 @@ mod catalog;
 mod fixtures;
 mod leak;
 mod lifecycle;
+mod lifecycle_races;
 mod migrate;
 mod model;
 mod pg_env;
