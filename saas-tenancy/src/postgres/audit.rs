@@ -149,7 +149,7 @@ impl PgTenancy {
             }
         }
         // Tables next to the declared ones that carry a tenant column but
-        // no isolation.
+        // no isolation (the library's own bookkeeping is not tenant data).
         let columns: Vec<String> = self
             .inner
             .tables
@@ -167,12 +167,13 @@ impl PgTenancy {
              FROM information_schema.columns c \
              JOIN pg_class k ON k.oid = to_regclass(quote_ident(c.table_schema) || '.' || quote_ident(c.table_name)) \
              WHERE c.table_schema = ANY($1) AND c.column_name = ANY($2) \
-               AND NOT (c.table_name = ANY($3)) AND k.relkind IN ('r', 'p') \
-               AND NOT k.relrowsecurity ORDER BY 1, 2",
+               AND NOT (c.table_name = ANY($3)) AND NOT (c.table_name = ANY($4)) \
+               AND k.relkind IN ('r', 'p') AND NOT k.relrowsecurity ORDER BY 1, 2",
         )
         .bind(&schemas)
         .bind(&columns)
         .bind(&declared)
+        .bind(super::sql::LIBRARY_TABLES)
         .fetch_all(&mut *conn)
         .await?;
         for (schema, table) in stray {

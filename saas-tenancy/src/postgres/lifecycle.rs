@@ -1,10 +1,12 @@
-//! Deleting tenants: the data is really gone, for every placement.
+//! Status changes and deletion of PostgreSQL tenants (the data is really
+//! gone, for every placement), each under the tenant's lock.
 
 use saas_core::{TenantId, TenantStatus};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::{PgTenancy, TENANT_SETTING};
 use crate::error::TenancyError;
+use crate::hooks::LifecycleEvent;
 use crate::placement::Placement;
 use crate::record::TenantRecord;
 
@@ -13,72 +15,124 @@ use crate::record::TenantRecord;
 const DELETE_PASSES: usize = 8;
 
 impl PgTenancy {
+    /// Changes a tenant's status in the catalog (suspend: scoped access
+    /// refused, data kept; resume; any change the transition rules allow)
+    /// and drops this instance's cached copy, so the change applies here
+    /// at once (other processes see it within the record TTL); then calls
+    /// the hooks with [`LifecycleEvent::StatusChanged`] if the status
+    /// changed.
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock, see `tenant_lock.rs`): the status is read again
+    /// under the lock, so a change after a concurrent delete is
+    /// [`TenancyError::InvalidTransition`] from `deleted` and never brings
+    /// the tenant back. Asking for the current status changes nothing and
+    /// calls no hook. The hooks run after the lock is released.
+    ///
+    /// Suspending refuses *new* handles ([`begin`](Self::begin) and
+    /// [`acquire`](Self::acquire) return [`TenancyError::TenantNotServable`]);
+    /// a [`TenantTx`](super::TenantTx) or [`TenantConn`](super::TenantConn)
+    /// already held keeps working until it is committed, rolled back or
+    /// dropped — requests in flight finish. The tenant's data is kept and
+    /// served again after resuming.
+    pub async fn set_status(
+        &self,
+        id: TenantId,
+        to: TenantStatus,
+    ) -> Result<TenantRecord, TenancyError> {
+        let (lock, before) = self.lock_tenant(id).await?;
+        let result = if before.status == to {
+            Ok(before.clone())
+        } else {
+            self.inner.catalog.set_status(id, to).await
+        };
+        self.forget_record(id);
+        lock.release().await;
+        let record = result?;
+        if before.status != record.status {
+            self.inner
+                .hooks
+                .on_event(&LifecycleEvent::StatusChanged {
+                    record: record.clone(),
+                    from: before.status,
+                })
+                .await?;
+        }
+        Ok(record)
+    }
+
     /// Deletes a tenant's data and marks it deleted.
     ///
     /// - row placements: every table of the cluster's shared schemas that
     ///   has a tenant column is found in the database (not a hand-kept
-    ///   list) — the shared schemas being those on the admin connection's
-    ///   `search_path` — and the tenant's rows are deleted in one
-    ///   transaction;
+    ///   list; the library's own tables, such as the migration ledger,
+    ///   excepted) — the shared schemas being those on the admin
+    ///   connection's `search_path` — and the tenant's rows are deleted in
+    ///   one transaction;
     /// - schema placements: the schema (`CASCADE`) and its role are dropped;
     /// - database placements: the tenant pool is closed and the database
     ///   dropped (`WITH (FORCE)`).
     ///
-    /// Idempotent and safe to retry after a crash (the tenant stays
-    /// `deleting` until the data is gone), and serialised per tenant by an
-    /// advisory lock, so two concurrent deletes cannot interleave.
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock): the record is read under the lock, a tenant already
+    /// deleted is returned as is — so of two concurrent deletes, both
+    /// return the deleted record and the deletion runs once — otherwise it
+    /// is marked `deleting`, its data deleted and it is marked `deleted`,
+    /// all before the lock is released. Safe to retry after a crash (the
+    /// tenant stays `deleting` until the data is gone). The hooks
+    /// ([`LifecycleEvent::StatusChanged`] to `deleting`, then
+    /// [`LifecycleEvent::Deleted`]) run after the lock is released.
     pub async fn delete_tenant(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = self
+        let (lock, record) = self.lock_tenant(id).await?;
+        let mut events = Vec::new();
+        let result = if record.status == TenantStatus::Deleted {
+            Ok(record)
+        } else {
+            self.delete_locked(record, &mut events).await
+        };
+        lock.release().await;
+        // Each step that happened is reported, even if a later one failed.
+        for event in &events {
+            self.inner.hooks.on_event(event).await?;
+        }
+        result
+    }
+
+    /// The deletion proper, under the tenant's lock; `events` collects the
+    /// hooks' events of the steps done.
+    async fn delete_locked(
+        &self,
+        before: TenantRecord,
+        events: &mut Vec<LifecycleEvent>,
+    ) -> Result<TenantRecord, TenancyError> {
+        let id = before.id;
+        let deleting = if before.status == TenantStatus::Deleting {
+            before
+        } else {
+            let deleting = self
+                .inner
+                .catalog
+                .set_status(id, TenantStatus::Deleting)
+                .await;
+            // Scoped access here is refused from now on.
+            self.forget_record(id);
+            let deleting = deleting?;
+            events.push(LifecycleEvent::StatusChanged {
+                record: deleting.clone(),
+                from: before.status,
+            });
+            deleting
+        };
+        self.delete_data(&deleting).await?;
+        let deleted = self
             .inner
             .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        if record.status == TenantStatus::Deleted {
-            return Ok(record);
-        }
-        let record = self.set_status(id, TenantStatus::Deleting).await?;
-        let cluster = self.cluster(record.placement.cluster())?;
-        // A connection of its own: the session lock dies with it, whatever
-        // happens below.
-        let mut lock = PgConnection::connect_with(&cluster.config.admin).await?;
-        sqlx::query("SELECT pg_advisory_lock(hashtext('saas_tenancy.tenant.' || $1))")
-            .bind(id.to_string())
-            .execute(&mut lock)
-            .await?;
-        // A concurrent delete may have finished while this one waited for
-        // the lock: then there is nothing left to do, and no hook to call
-        // a second time.
-        let current = match self.inner.catalog.get(id).await {
-            Ok(current) => current,
-            Err(e) => {
-                let _ = lock.close().await;
-                return Err(e);
-            }
-        };
-        if let Some(done) = current.filter(|r| r.status == TenantStatus::Deleted) {
-            let _ = lock.close().await;
-            return Ok(done);
-        }
-        // Marked deleted before the lock is released, so a delete waiting
-        // for it sees the work done.
-        let result = match self.delete_data(&record).await {
-            Ok(()) => {
-                self.inner
-                    .catalog
-                    .set_status(id, TenantStatus::Deleted)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let _ = lock.close().await;
-        let record = result?;
+            .set_status(id, TenantStatus::Deleted)
+            .await;
         self.forget_record(id);
-        self.inner
-            .hooks
-            .on_event(&crate::hooks::LifecycleEvent::Deleted(record.clone()))
-            .await?;
-        Ok(record)
+        let deleted = deleted?;
+        events.push(LifecycleEvent::Deleted(deleted.clone()));
+        Ok(deleted)
     }
 
     async fn delete_data(&self, record: &TenantRecord) -> Result<(), TenancyError> {

@@ -21,12 +21,23 @@ const LEDGER: &str = "CREATE TABLE IF NOT EXISTS saas_tenant_migrations (\
 
 impl PgTenancy {
     /// Applies the tenant migrations to every active or suspended schema
-    /// and database tenant. Each tenant migrates in one transaction under
-    /// its advisory lock (a failure leaves it unchanged), and its result
-    /// is appended to the `saas_tenant_migrations` ledger of its cluster.
-    /// A run killed at any point is resumed by running again: each tenant's
-    /// `_sqlx_migrations` table says what it has, so nothing is applied
-    /// twice.
+    /// and database tenant.
+    ///
+    /// - Each tenant migrates under its lock, serialised with every other
+    ///   operation on it (provisioning, status changes, deletion, export,
+    ///   import): its status is read again under the lock, and a tenant
+    ///   deleted (or otherwise no longer active or suspended) since the run
+    ///   listed it is skipped and reported as not attempted.
+    /// - Each tenant migrates in one transaction (a failure leaves it
+    ///   unchanged), and its result (tenant, version, status, error, start
+    ///   and finish from the injected clock) is appended to the
+    ///   `saas_tenant_migrations` ledger of its cluster — a table of the
+    ///   admin connection's schema that is the library's bookkeeping, never
+    ///   tenant data (not exported, imported or deleted with a tenant, not
+    ///   audited).
+    /// - A run killed at any point is resumed by running again: each
+    ///   tenant's `_sqlx_migrations` table says what it has, so nothing is
+    ///   applied twice.
     pub async fn migrate_tenants(
         &self,
         options: MigrationOptions,
@@ -47,7 +58,10 @@ impl PgTenancy {
         let (first, rest) = tenants.split_at(canaries);
         let mut done = 0;
         for (i, record) in first.iter().enumerate() {
-            let outcome = self.migrate_logged(record).await;
+            let Some(outcome) = self.migrate_logged(record).await else {
+                report.not_attempted.push(record.id);
+                continue;
+            };
             done += 1;
             let failed = outcome.is_err();
             self.note(&options, &mut report, record.id, outcome, done);
@@ -69,6 +83,10 @@ impl PgTenancy {
             }
             let Some((id, outcome)) = running.next().await else {
                 break;
+            };
+            let Some(outcome) = outcome else {
+                report.not_attempted.push(id);
+                continue;
             };
             done += 1;
             if outcome.is_err() && options.stop_on_first_failure {
@@ -119,25 +137,53 @@ impl PgTenancy {
             .catalog
             .list_all(&ListOptions::default().with_limit(1000))
             .await?;
-        all.retain(|t| {
-            t.placement.object_name().is_some()
-                && matches!(t.status, TenantStatus::Active | TenantStatus::Suspended)
-        });
+        all.retain(|t| t.placement.object_name().is_some() && is_migratable(t.status));
         Ok(all)
     }
 
-    /// Migrates one tenant and appends the result to the ledger.
-    async fn migrate_logged(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
-        let started = Utc::now();
-        let outcome = self.migrate_one(record).await;
+    /// Migrates one tenant under its lock and appends the result to the
+    /// ledger (a failure to append is the tenant's failure); `None` when
+    /// the tenant is gone or no longer migratable.
+    async fn migrate_logged(
+        &self,
+        listed: &TenantRecord,
+    ) -> Option<Result<(i64, bool), TenancyError>> {
+        let started = self.inner.clock.now();
+        let outcome = match self.lock_tenant(listed.id).await {
+            Ok((lock, record)) => {
+                // The record as it is now, under the lock: a delete that
+                // ran since the listing has dropped the storage.
+                if !is_migratable(record.status) {
+                    lock.release().await;
+                    tracing::info!(tenant = %record.id, status = %record.status,
+                        "tenant migration skipped: no longer active or suspended");
+                    return None;
+                }
+                let outcome = self.migrate_one(&record).await;
+                lock.release().await;
+                outcome
+            }
+            Err(TenancyError::TenantNotFound(_)) => return None,
+            Err(e) => Err(e),
+        };
         let (version, status, error) = match &outcome {
             Ok((v, true)) => (Some(*v), "applied", None),
             Ok((v, false)) => (Some(*v), "current", None),
             Err(e) => (None, "failed", Some(e.to_string())),
         };
-        let cluster = self.cluster(record.placement.cluster())?;
-        log(&cluster.admin, record.id, version, status, error, started).await?;
-        outcome
+        let entry = Entry {
+            tenant: listed.id,
+            version,
+            status,
+            error,
+            started,
+            finished: self.inner.clock.now(),
+        };
+        let logged = match self.cluster(listed.placement.cluster()) {
+            Ok(cluster) => log(&cluster.admin, entry).await,
+            Err(e) => Err(e),
+        };
+        Some(logged.and(outcome))
     }
 
     async fn migrate_one(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
@@ -152,30 +198,15 @@ impl PgTenancy {
                 let s = schema.quoted();
                 let ledger = format!("{s}._sqlx_migrations");
                 let grants = sql::grant_schema_objects(&s, &s);
-                migrate_in(
-                    &mut conn,
-                    &migrator,
-                    schema.as_str(),
-                    Some(&s),
-                    &ledger,
-                    &grants,
-                )
-                .await
+                migrate_in(&mut conn, &migrator, Some(&s), &ledger, &grants).await
             }
             Placement::Database { database, .. } => {
                 let options = tenant_database_options(cluster.config.admin.clone(), database);
                 let mut conn = PgConnection::connect_with(&options).await?;
                 let runtime = cluster.config.runtime_role.quoted();
                 let grants = sql::grant_schema_objects("public", &runtime);
-                let result = migrate_in(
-                    &mut conn,
-                    &migrator,
-                    database.as_str(),
-                    None,
-                    "_sqlx_migrations",
-                    &grants,
-                )
-                .await;
+                let result =
+                    migrate_in(&mut conn, &migrator, None, "_sqlx_migrations", &grants).await;
                 let _ = conn.close().await;
                 result
             }
@@ -184,22 +215,23 @@ impl PgTenancy {
     }
 }
 
-/// Migrates one tenant in one transaction on `conn`: returns the version
-/// reached and whether anything was applied.
+/// Statuses whose storage is migrated (a suspended tenant comes back at
+/// the latest version).
+fn is_migratable(status: TenantStatus) -> bool {
+    matches!(status, TenantStatus::Active | TenantStatus::Suspended)
+}
+
+/// Migrates one tenant in one transaction on `conn` (the caller holds the
+/// tenant's lock): returns the version reached and whether anything was
+/// applied.
 async fn migrate_in(
     conn: &mut PgConnection,
     migrator: &sqlx::migrate::Migrator,
-    lock_key: &str,
     search_path: Option<&str>,
     ledger: &str,
     grants: &[String],
 ) -> Result<(i64, bool), TenancyError> {
     let mut tx = conn.begin().await?;
-    // The same lock provisioning takes: one operation per tenant at a time.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision.' || $1))")
-        .bind(lock_key)
-        .execute(&mut *tx)
-        .await?;
     if let Some(s) = search_path {
         tx.execute(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
             .await?;
@@ -217,24 +249,30 @@ async fn migrate_in(
     Ok((after, after > before))
 }
 
-async fn log(
-    pool: &sqlx::PgPool,
+/// One ledger row: a tenant's attempt in a fleet run.
+struct Entry {
     tenant: TenantId,
     version: Option<i64>,
-    status: &str,
+    status: &'static str,
     error: Option<String>,
     started: DateTime<Utc>,
-) -> Result<(), TenancyError> {
+    finished: DateTime<Utc>,
+}
+
+/// Appends `entry` to the ledger; both times come from the injected clock
+/// (never the server's `now()`).
+async fn log(pool: &sqlx::PgPool, entry: Entry) -> Result<(), TenancyError> {
     sqlx::query(
         "INSERT INTO saas_tenant_migrations \
          (tenant_id, version, status, error, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, now())",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(tenant)
-    .bind(version)
-    .bind(status)
-    .bind(error)
-    .bind(started)
+    .bind(entry.tenant)
+    .bind(entry.version)
+    .bind(entry.status)
+    .bind(entry.error)
+    .bind(entry.started)
+    .bind(entry.finished)
     .execute(pool)
     .await?;
     Ok(())

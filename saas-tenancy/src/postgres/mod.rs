@@ -10,6 +10,7 @@ mod migrate;
 mod provision;
 mod shared;
 mod sql;
+mod tenant_lock;
 mod transfer;
 mod tx;
 
@@ -38,7 +39,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
-use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
+use crate::hooks::{LifecycleHooks, NoHooks};
 use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
 use crate::record::TenantRecord;
 
@@ -224,9 +225,18 @@ impl PgTenancy {
     /// Opens a transaction scoped to the context's tenant.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
         let record = self.servable(ctx.tenant_id()).await?;
+        self.begin_record(&record).await
+    }
+
+    /// Opens a transaction scoped to the tenant of `record`, which the
+    /// caller has checked is servable.
+    pub(super) async fn begin_record(
+        &self,
+        record: &TenantRecord,
+    ) -> Result<TenantTx, TenancyError> {
         let tenant = record.id;
         let placement = record.placement.clone();
-        if let Some(lease) = self.tenant_pool(&record).await? {
+        if let Some(lease) = self.tenant_pool(record).await? {
             let conn = lease.pool().acquire().await?;
             return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
         }
@@ -310,38 +320,6 @@ impl PgTenancy {
             .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
         self.inner.records.put(record.clone());
         crate::catalog::check_servable(record)
-    }
-
-    /// Changes a tenant's status in the catalog and drops this instance's
-    /// cached copy, so the change applies here at once (other processes
-    /// see it within the record TTL).
-    ///
-    /// Suspending refuses *new* handles ([`begin`](Self::begin) and
-    /// [`acquire`](Self::acquire) return [`TenancyError::TenantNotServable`]);
-    /// a [`TenantTx`] or [`TenantConn`] already held keeps working until it
-    /// is committed, rolled back or dropped — requests in flight finish.
-    /// The tenant's data is kept and served again after resuming.
-    pub async fn set_status(
-        &self,
-        id: TenantId,
-        to: saas_core::TenantStatus,
-    ) -> Result<TenantRecord, TenancyError> {
-        let before = self.inner.catalog.get(id).await?;
-        let result = self.inner.catalog.set_status(id, to).await;
-        self.inner.records.forget(id);
-        let record = result?;
-        if let Some(before) = before
-            && before.status != record.status
-        {
-            self.inner
-                .hooks
-                .on_event(&LifecycleEvent::StatusChanged {
-                    record: record.clone(),
-                    from: before.status,
-                })
-                .await?;
-        }
-        Ok(record)
     }
 
     /// Drops the cached catalog record of `id` (after changing it elsewhere).
@@ -442,8 +420,8 @@ impl PgTenancyBuilder {
     /// The migrations applied to every schema and database tenant, inside
     /// the provisioning transaction (each tenant has its own
     /// `_sqlx_migrations` ledger). The migrator's own database-wide lock is
-    /// turned off: provisioning holds a per-tenant advisory lock instead,
-    /// so tenants of one database do not wait for each other.
+    /// turned off: provisioning and fleet migrations hold the tenant's own
+    /// lock instead, so tenants of one database do not wait for each other.
     pub fn tenant_migrations(mut self, mut migrator: Migrator) -> Self {
         migrator.set_locking(false);
         self.tenant_migrator = Some(Arc::new(migrator));

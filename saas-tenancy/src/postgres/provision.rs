@@ -1,61 +1,86 @@
-//! Provisioning schema and database tenants.
+//! Provisioning schema and database tenants, under the tenant's lock.
 
+use saas_core::TenantStatus;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use super::{Cluster, PgTenancy, sql, tenant_database_options};
 use crate::error::TenancyError;
+use crate::hooks::LifecycleEvent;
 use crate::placement::{Placement, TenantObjectName};
 use crate::record::{NewTenant, TenantRecord};
 
 impl PgTenancy {
     /// Adds a tenant to the catalog, creates its schema or database and
-    /// applies the tenant migrations, then marks it active.
+    /// applies the tenant migrations, then marks it active and calls the
+    /// hooks with [`LifecycleEvent::Provisioned`] (after releasing the
+    /// tenant's lock).
     ///
     /// A second provision of the same slug is
-    /// [`TenancyError::AlreadyExists`] before anything is created. If the
-    /// process dies midway, the tenant stays `provisioning`; finish it with
-    /// [`PgTenancy::retry_provisioning`] (every step is idempotent).
+    /// [`TenancyError::AlreadyExists`] before anything is created. The
+    /// storage is created under the tenant's lock, serialised with every
+    /// other operation on the tenant (see [`PgTenancy::retry_provisioning`]).
+    /// If the process dies midway, the tenant stays `provisioning`; finish
+    /// it with [`PgTenancy::retry_provisioning`] (every step is
+    /// idempotent).
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         let record = self.inner.catalog.create(tenant).await?;
-        self.activate(record).await
+        self.activate(record.id).await
     }
 
     /// Finishes provisioning a tenant left `provisioning` by a crash or an
-    /// error; an already active tenant is returned as is.
+    /// error; an already active tenant is returned as is (no hook).
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock): the status is read under the lock, so of two
+    /// concurrent retries one provisions and the other finds the tenant
+    /// active, and a tenant deleted meanwhile is
+    /// [`TenancyError::InvalidTransition`] from its current status.
     pub async fn retry_provisioning(
         &self,
         id: saas_core::TenantId,
     ) -> Result<TenantRecord, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        match record.status {
-            saas_core::TenantStatus::Provisioning => self.activate(record).await,
-            saas_core::TenantStatus::Active => Ok(record),
-            status => Err(TenancyError::InvalidTransition {
-                tenant: id,
-                from: status,
-                to: saas_core::TenantStatus::Active,
-            }),
-        }
+        self.activate(id).await
     }
 
-    async fn activate(&self, record: TenantRecord) -> Result<TenantRecord, TenancyError> {
+    async fn activate(&self, id: saas_core::TenantId) -> Result<TenantRecord, TenancyError> {
+        let (lock, record) = self.lock_tenant(id).await?;
+        let result = self.activate_locked(record).await;
+        lock.release().await;
+        let (record, activated) = result?;
+        if activated {
+            self.inner
+                .hooks
+                .on_event(&LifecycleEvent::Provisioned(record.clone()))
+                .await?;
+        }
+        Ok(record)
+    }
+
+    /// Provisions a tenant under its lock; returns its record and whether
+    /// this call activated it.
+    async fn activate_locked(
+        &self,
+        record: TenantRecord,
+    ) -> Result<(TenantRecord, bool), TenancyError> {
+        match record.status {
+            TenantStatus::Provisioning => {}
+            TenantStatus::Active => return Ok((record, false)),
+            from => {
+                return Err(TenancyError::InvalidTransition {
+                    tenant: record.id,
+                    from,
+                    to: TenantStatus::Active,
+                });
+            }
+        }
         self.finish_provisioning(&record).await?;
         let record = self
             .inner
             .catalog
-            .set_status(record.id, saas_core::TenantStatus::Active)
+            .set_status(record.id, TenantStatus::Active)
             .await?;
         self.forget_record(record.id);
-        self.inner
-            .hooks
-            .on_event(&crate::hooks::LifecycleEvent::Provisioned(record.clone()))
-            .await?;
-        Ok(record)
+        Ok((record, true))
     }
 
     async fn finish_provisioning(&self, record: &TenantRecord) -> Result<(), TenancyError> {
@@ -80,12 +105,9 @@ impl PgTenancy {
         schema: &TenantObjectName,
     ) -> Result<(), TenancyError> {
         let mut conn = cluster.admin.acquire().await?;
+        // The caller holds the tenant's lock: no other operation on this
+        // tenant runs meanwhile.
         let mut tx = conn.begin().await?;
-        let lock = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision.{}'))",
-            schema.as_str()
-        );
-        tx.execute(AssertSqlSafe(lock)).await?;
         for statement in sql::create_schema_statements(schema, &cluster.config.runtime_role) {
             tx.execute(AssertSqlSafe(statement)).await?;
         }
@@ -145,8 +167,6 @@ impl PgTenancy {
         let options = tenant_database_options(cluster.config.admin.clone(), database);
         let mut conn = sqlx::PgConnection::connect_with(&options).await?;
         let mut tx = conn.begin().await?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy.provision'))")
-            .await?;
         if let Some(migrator) = &self.inner.tenant_migrator {
             migrator
                 .run_direct(None, &mut *tx, false)

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use saas_core::{TenantContext, TenantId, TenantStatus};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
-use super::{PgTenancy, TENANT_SETTING, tenant_database_options};
+use super::{PgTenancy, TENANT_SETTING, sql, tenant_database_options};
 use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
 use crate::error::TenancyError;
 use crate::placement::Placement;
+use crate::record::TenantRecord;
 
 /// Passes an import makes when foreign keys require an order.
 const IMPORT_PASSES: usize = 8;
@@ -18,15 +19,24 @@ type TableList = Vec<(String, String, Option<String>)>;
 
 impl PgTenancy {
     /// Exports a tenant's data: for row tenants every table with a tenant
-    /// column (found in the database), for schema and database tenants
+    /// column (found in the database; the library's own tables, such as
+    /// the migration ledger, excepted), for schema and database tenants
     /// every table of the tenant except the migration ledger.
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock, held until the archive is read): an export never
+    /// sees a half-done delete, import or provisioning — it either
+    /// completes before a concurrent delete or is refused after it as
+    /// [`TenancyError::TenantNotServable`].
     pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        let (lock, record) = self.lock_tenant(id).await?;
+        let result = self.export_locked(&record).await;
+        lock.release().await;
+        result
+    }
+
+    async fn export_locked(&self, record: &TenantRecord) -> Result<TenantArchive, TenancyError> {
+        let id = record.id;
         if matches!(
             record.status,
             TenantStatus::Deleting | TenantStatus::Deleted
@@ -45,7 +55,11 @@ impl PgTenancy {
             }
             _ => PgConnection::connect_with(&cluster.config.admin).await?,
         };
-        let mut tx = conn.begin().await?;
+        // One snapshot for every table: rows the application writes during
+        // the export are all in the archive or all out.
+        let mut tx = conn
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
         // Owners are subject to forced RLS: read as the tenant.
         sqlx::query("SELECT set_config($1, $2, true)")
             .bind(TENANT_SETTING)
@@ -102,14 +116,36 @@ impl PgTenancy {
     /// column is rewritten to the target tenant, sequences are moved past
     /// the imported keys. The archive is verified first; any failure rolls
     /// the whole import back. Returns the number of rows imported.
+    ///
+    /// Serialised per tenant with every other operation on it (the
+    /// tenant's lock, held until the import commits), and the tenant's
+    /// status is read under the lock, not from the record cache: an import
+    /// racing a delete either commits before the delete starts (which then
+    /// deletes its rows) or is refused as
+    /// [`TenancyError::TenantNotServable`] — never leaves rows behind a
+    /// deleted tenant.
     pub async fn import_tenant(
         &self,
         ctx: &TenantContext,
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
-        let target = ctx.tenant_id().to_string();
-        let mut tx = self.begin(ctx).await?;
+        let (lock, record) = self.lock_tenant(ctx.tenant_id()).await?;
+        let result = match crate::catalog::check_servable(record) {
+            Ok(record) => self.import_locked(&record, archive).await,
+            Err(e) => Err(e),
+        };
+        lock.release().await;
+        result
+    }
+
+    async fn import_locked(
+        &self,
+        record: &TenantRecord,
+        archive: &TenantArchive,
+    ) -> Result<u64, TenancyError> {
+        let target = record.id.to_string();
+        let mut tx = self.begin_record(record).await?;
         // Only the tenant's own tables take rows, whatever the archive
         // names: for row tenants the shared tables with a tenant column (a
         // shared table without one would take rows for everyone), for
@@ -199,6 +235,11 @@ pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A tenant's tables, found in the database: the tables of `schema`, or
+/// with `None` those of the search-path schemas (tenant schemas excluded)
+/// that have one of `columns`. The library's own tables
+/// ([`sql::LIBRARY_TABLES`]) are never a tenant's. Used by delete, export
+/// and import alike.
 pub(super) async fn list_tables(
     conn: &mut PgConnection,
     schema: Option<&str>,
@@ -209,7 +250,7 @@ pub(super) async fn list_tables(
                 (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid \
                    AND a.attname = ANY($2) AND NOT a.attisdropped LIMIT 1) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p') AND c.relname <> '_sqlx_migrations' \
+         WHERE c.relkind IN ('r', 'p') AND NOT (c.relname = ANY($3)) \
            AND CASE WHEN $1::text IS NOT NULL THEN n.nspname = $1 \
                     ELSE n.nspname = ANY (current_schemas(false)) \
                      AND n.nspname !~ '^t_[0-9a-f]{32}$' END \
@@ -217,6 +258,7 @@ pub(super) async fn list_tables(
     )
     .bind(schema)
     .bind(columns)
+    .bind(sql::LIBRARY_TABLES)
     .fetch_all(&mut *conn)
     .await?;
     // Row tenants export only tables that carry their id.

@@ -32,6 +32,7 @@ pub struct PgSandbox {
     tenants: Vec<TenantRecord>,
     config: PgClusterConfig,
     catalog: DynCatalog,
+    clock: saas_core::SharedClock,
 }
 
 /// The `notes` table of row tenants.
@@ -115,7 +116,7 @@ impl PgSandbox {
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
             .pool_limits(limits)
             .scope_mode(mode)
-            .clock(clock)
+            .clock(Arc::clone(&clock))
             .build()?;
         tenancy.setup().await?;
         Ok(Self {
@@ -127,6 +128,7 @@ impl PgSandbox {
             tenants: Vec::new(),
             config,
             catalog,
+            clock,
         })
     }
 
@@ -139,16 +141,28 @@ impl PgSandbox {
         self.tenancy_with(|b| b.tenant_migrations(Migrator::with_migrations(migrations)))
     }
 
-    /// Another tenancy over the same catalog, cluster, table and tenant
-    /// migrations, adjusted by `configure` (hooks, policies…).
+    /// Another tenancy over the same catalog, cluster, table, tenant
+    /// migrations and clock, adjusted by `configure` (hooks, policies…).
     pub fn tenancy_with(
         &self,
         configure: impl FnOnce(PgTenancyBuilder) -> PgTenancyBuilder,
     ) -> Result<PgTenancy, crate::TenancyError> {
-        let builder = PgTenancy::builder(Arc::clone(&self.catalog))
+        self.tenancy_over(Arc::clone(&self.catalog), configure)
+    }
+
+    /// Like [`PgSandbox::tenancy_with`], over `catalog` instead of the
+    /// sandbox's own (e.g. a wrapper of it that delays reads, to make a
+    /// race deterministic).
+    pub fn tenancy_over(
+        &self,
+        catalog: DynCatalog,
+        configure: impl FnOnce(PgTenancyBuilder) -> PgTenancyBuilder,
+    ) -> Result<PgTenancy, crate::TenancyError> {
+        let builder = PgTenancy::builder(catalog)
             .cluster(self.config.clone())
             .tenant_table(TenantTable::new("notes")?)
-            .tenant_migrations(Migrator::with_migrations(tenant_migrations()));
+            .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
+            .clock(Arc::clone(&self.clock));
         configure(builder).build()
     }
 

@@ -88,35 +88,48 @@ async fn deleting_removes_the_data_of_every_placement() {
     env.cleanup().await;
 }
 
+/// Two deletes of one tenant, the second started from 0 to 11 ms after the
+/// first (so it arrives before, during and after the first's work, also
+/// after the first marked the tenant deleted): both return the deleted
+/// record, and the deletion — its hook — happens once per tenant.
 #[tokio::test]
 async fn concurrent_deletes_of_one_tenant_do_not_interleave() {
     let Some(mut env) = sandbox("lifecycle::concurrent", ScopeMode::Shared).await else {
         return;
     };
-    let t = env.tenant("twice", Strategy::Schema).await.unwrap();
     let recorder = std::sync::Arc::new(Recorder::default());
     let tenancy = env.tenancy_with(|b| b.hooks(recorder.clone())).unwrap();
-    let (a, b) = tokio::join!(
-        tenancy.delete_tenant(t.tenant_id()),
-        tenancy.delete_tenant(t.tenant_id())
-    );
-    assert_eq!(a.unwrap().status, TenantStatus::Deleted);
-    assert_eq!(b.unwrap().status, TenantStatus::Deleted);
-    // Serialised, not merely idempotent: the second delete waited for the
-    // first and found nothing left to do, so the deletion ran once.
-    let deleted = recorder
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.starts_with("deleted"))
-        .count();
-    assert_eq!(deleted, 1);
+    for lag in 0..12u64 {
+        let strategy = if lag % 3 == 0 {
+            Strategy::Database
+        } else {
+            Strategy::Schema
+        };
+        let slug = format!("twice{lag}");
+        let t = env.tenant(&slug, strategy).await.unwrap();
+        let (a, b) = tokio::join!(tenancy.delete_tenant(t.tenant_id()), async {
+            tokio::time::sleep(std::time::Duration::from_millis(lag)).await;
+            tenancy.delete_tenant(t.tenant_id()).await
+        });
+        assert_eq!(a.unwrap().status, TenantStatus::Deleted, "lag {lag}");
+        assert_eq!(b.unwrap().status, TenantStatus::Deleted, "lag {lag}");
+        // Serialised, not merely idempotent: the second delete waited for
+        // the first and found nothing left to do, so the deletion ran once.
+        assert_eq!(recorder.count(&format!("deleted {slug}")), 1, "lag {lag}");
+    }
     env.cleanup().await;
 }
 
+/// Records each lifecycle event as a line (`deleted <slug>`, …).
 #[derive(Debug, Default)]
-struct Recorder(std::sync::Mutex<Vec<String>>);
+pub(crate) struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Recorder {
+    /// How many recorded lines are exactly `line`.
+    pub(crate) fn count(&self, line: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|l| *l == line).count()
+    }
+}
 
 #[async_trait::async_trait]
 impl saas_tenancy::LifecycleHooks for Recorder {

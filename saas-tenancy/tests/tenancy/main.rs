@@ -11,6 +11,7 @@ mod escape_hatch;
 mod fixtures;
 mod leak;
 mod lifecycle;
+mod lifecycle_races;
 mod migrate;
 mod model;
 mod numbers;

@@ -280,3 +280,130 @@ async fn stop_on_first_failure_leaves_the_rest_untouched() {
     }
     env.cleanup().await;
 }
+
+/// Both times of a ledger row come from the tenancy's injected clock.
+#[tokio::test]
+async fn ledger_rows_carry_the_injected_clock_times() {
+    use chrono::TimeZone;
+    let at = chrono::Utc
+        .with_ymd_and_hms(2031, 5, 6, 7, 8, 9)
+        .single()
+        .unwrap();
+    let clock = Arc::new(saas_core::ManualClock::new(at));
+    let Some(mut env) =
+        crate::pg_env::sandbox_with_clock("migrate::clock", ScopeMode::Shared, clock).await
+    else {
+        return;
+    };
+    let schema = env.tenant("clocked-s", Strategy::Schema).await.unwrap();
+    let database = env.tenant("clocked-d", Strategy::Database).await.unwrap();
+    let report = env
+        .tenancy
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.up_to_date.len(), 2, "{report:?}");
+    let rows: Vec<(
+        uuid::Uuid,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT tenant_id, started_at, finished_at FROM saas_tenant_migrations ORDER BY id",
+    )
+    .fetch_all(&env.admin)
+    .await
+    .unwrap();
+    let mut tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.0).collect();
+    tenants.sort();
+    let mut expected = vec![
+        *schema.tenant_id().as_uuid(),
+        *database.tenant_id().as_uuid(),
+    ];
+    expected.sort();
+    assert_eq!(tenants, expected);
+    for (_, started, finished) in rows {
+        assert_eq!((started, finished), (at, at));
+    }
+    env.cleanup().await;
+}
+
+/// The ledger is the library's bookkeeping, not tenant data, although it
+/// has a `tenant_id` column and sits in the shared schema: audit does not
+/// report it, a row tenant's export does not contain it, an import cannot
+/// write it, and deleting tenants leaves the history in place.
+#[tokio::test]
+async fn the_ledger_is_not_tenant_data() {
+    let Some(mut env) = sandbox("migrate::ledger_not_data", ScopeMode::Shared).await else {
+        return;
+    };
+    let row = env.tenant("ledger-row", Strategy::Shared).await.unwrap();
+    let schema = env.tenant("ledger-schema", Strategy::Schema).await.unwrap();
+    env.tenancy
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    let ledger = |admin: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saas_tenant_migrations")
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        ledger(env.admin.clone()).await,
+        1,
+        "the schema tenant's row"
+    );
+    assert_eq!(env.tenancy.audit().await.unwrap(), vec![], "a clean setup");
+
+    let archive = env.tenancy.export_tenant(row.tenant_id()).await.unwrap();
+    let tables: Vec<&str> = archive
+        .manifest
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(tables, vec!["notes"]);
+
+    // An archive naming the ledger is refused before anything is written.
+    let mut forged = archive.clone();
+    let data = format!(
+        "{{\"id\":99,\"tenant_id\":\"{}\",\"version\":1,\"status\":\"applied\",\
+         \"error\":null,\"started_at\":\"2030-01-01T00:00:00Z\",\
+         \"finished_at\":\"2030-01-01T00:00:00Z\"}}\n",
+        row.tenant_id()
+    );
+    let sha256: String = sqlx::query_scalar("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')")
+        .bind(&data)
+        .fetch_one(&env.admin)
+        .await
+        .unwrap();
+    forged
+        .manifest
+        .tables
+        .push(saas_tenancy::archive::ArchivedTable {
+            table: "saas_tenant_migrations".to_owned(),
+            tenant_column: Some("tenant_id".to_owned()),
+            rows: 1,
+            sha256,
+        });
+    forged
+        .files
+        .insert("saas_tenant_migrations".to_owned(), data);
+    forged.verify().unwrap();
+    let err = env.tenancy.import_tenant(&row, &forged).await.unwrap_err();
+    assert!(
+        matches!(&err, saas_tenancy::TenancyError::InvalidInput(m) if m.contains("saas_tenant_migrations")),
+        "{err}"
+    );
+    assert_eq!(ledger(env.admin.clone()).await, 1);
+
+    for ctx in [&row, &schema] {
+        env.tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
+    }
+    assert_eq!(
+        ledger(env.admin.clone()).await,
+        1,
+        "history outlives tenants"
+    );
+    env.cleanup().await;
+}
