@@ -28,9 +28,15 @@ pub enum LifecycleEvent {
 /// Host code run at each lifecycle step: seed data after provisioning,
 /// revoke sessions on suspension, publish the change as an event (an
 /// implementation forwarding to `saas-events` is how lifecycle events reach
-/// a bus). Called after the step succeeded; an error is returned to the
-/// caller of the operation, whose own effect is already durable — make hooks
-/// idempotent, since a retried operation calls them again.
+/// a bus). Called once per step that happened, after it succeeded and
+/// after the tenant's lock is released; an error is returned to the caller
+/// of the operation, whose own effect is already durable and is not undone.
+/// Repeating an operation on a tenant already in its resulting state (a
+/// second delete, a retry of an active tenant's provisioning, a suspend of a
+/// suspended tenant) does not call the hook again — so concurrent repeats
+/// report one event. A host whose hook failed (e.g. seeding after
+/// `Provisioned`) reruns its own code; make hooks idempotent, since a retry
+/// that finishes a step left midway does call them.
 #[async_trait]
 pub trait LifecycleHooks: Send + Sync + fmt::Debug {
     /// Called once per completed step.

@@ -15,9 +15,15 @@ use crate::record::TenantRecord;
 const DELETE_PASSES: usize = 8;
 
 impl PgTenancy {
-    /// Changes a tenant's status in the catalog (suspend: scoped access
-    /// refused, data kept; resume; any change the transition rules allow)
-    /// and drops this instance's cached copy, so the change applies here
+    /// Suspends (`to` = suspended: scoped access refused, data kept) or
+    /// resumes (`to` = active) a tenant in the catalog — the only two
+    /// changes made here; any other `to` is [`TenancyError::InvalidInput`]
+    /// (provisioning, deleting and deleted belong to [`provision`](Self::provision),
+    /// [`retry_provisioning`](Self::retry_provisioning) and
+    /// [`delete_tenant`](Self::delete_tenant), which do the work), and a
+    /// tenant neither active nor suspended is
+    /// [`TenancyError::InvalidTransition`]. It drops this instance's
+    /// cached copy, so the change applies here
     /// at once (other processes see it within the record TTL); then calls
     /// the hooks with [`LifecycleEvent::StatusChanged`] if the status
     /// changed.
@@ -40,11 +46,30 @@ impl PgTenancy {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError> {
+        // Provisioning, deleting and deleted are reached through the
+        // operations that do the work; setting them here would mark a
+        // tenant active without its storage, or deleted with its data.
+        let other = match to {
+            TenantStatus::Active => TenantStatus::Suspended,
+            TenantStatus::Suspended => TenantStatus::Active,
+            _ => {
+                return Err(TenancyError::InvalidInput(format!(
+                    "set_status only suspends and resumes; {to} is reached through \
+                     provision, retry_provisioning or delete_tenant"
+                )));
+            }
+        };
         let (lock, before) = self.lock_tenant(id).await?;
         let result = if before.status == to {
             Ok(before.clone())
-        } else {
+        } else if before.status == other {
             self.inner.catalog.set_status(id, to).await
+        } else {
+            Err(TenancyError::InvalidTransition {
+                tenant: id,
+                from: before.status,
+                to,
+            })
         };
         self.forget_record(id);
         lock.release().await;

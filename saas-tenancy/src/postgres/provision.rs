@@ -16,13 +16,16 @@ impl PgTenancy {
     /// tenant's lock).
     ///
     /// A second provision of the same slug is
-    /// [`TenancyError::AlreadyExists`] before anything is created. The
+    /// [`TenancyError::AlreadyExists`], and a cluster this tenancy does not
+    /// know [`TenancyError::UnknownCluster`], before anything is created. The
     /// storage is created under the tenant's lock, serialised with every
     /// other operation on the tenant (see [`PgTenancy::retry_provisioning`]).
     /// If the process dies midway, the tenant stays `provisioning`; finish
     /// it with [`PgTenancy::retry_provisioning`] (every step is
     /// idempotent).
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        // An unknown cluster is refused before the catalog takes the slug.
+        self.cluster(tenant.placement.cluster())?;
         let record = self.inner.catalog.create(tenant).await?;
         self.activate(record.id).await
     }

@@ -190,6 +190,89 @@ async fn hooks_see_every_lifecycle_step() {
     env.cleanup().await;
 }
 
+/// A tenant placed on a cluster this tenancy does not know is refused
+/// before the catalog records it: the slug stays free.
+#[tokio::test]
+async fn provisioning_on_an_unknown_cluster_leaves_nothing() {
+    let Some(env) = sandbox("lifecycle::unknown_cluster", ScopeMode::Shared).await else {
+        return;
+    };
+    let slug = saas_core::TenantSlug::parse("nowhere-co").unwrap();
+    let new = saas_tenancy::NewTenant::new(
+        slug.clone(),
+        "N",
+        Strategy::Schema,
+        saas_tenancy::ClusterName::new("nowhere").unwrap(),
+    )
+    .unwrap();
+    let err = env.tenancy.provision(new).await.unwrap_err();
+    assert!(
+        matches!(&err, saas_tenancy::TenancyError::UnknownCluster(c) if c == "nowhere"),
+        "{err}"
+    );
+    assert!(
+        env.tenancy
+            .catalog()
+            .get_by_slug(&slug)
+            .await
+            .unwrap()
+            .is_none(),
+        "the slug is not taken"
+    );
+    env.cleanup().await;
+}
+
+/// `set_status` only suspends and resumes: the statuses that need work
+/// done (provisioning, deleting, deleted) are refused with nothing
+/// changed, and a tenant neither active nor suspended cannot be resumed.
+#[tokio::test]
+async fn set_status_only_suspends_and_resumes() {
+    let Some(mut env) = sandbox("lifecycle::set_status", ScopeMode::Shared).await else {
+        return;
+    };
+    let ctx = env.tenant("statuses", Strategy::Schema).await.unwrap();
+    let id = ctx.tenant_id();
+    for to in [
+        TenantStatus::Provisioning,
+        TenantStatus::Deleting,
+        TenantStatus::Deleted,
+    ] {
+        let err = env.tenancy.set_status(id, to).await.unwrap_err();
+        assert!(
+            matches!(&err, saas_tenancy::TenancyError::InvalidInput(m) if m.contains("delete_tenant")),
+            "{to}: {err}"
+        );
+    }
+    let still = env.tenancy.catalog().get(id).await.unwrap().unwrap();
+    assert_eq!(still.status, TenantStatus::Active, "nothing changed");
+    // The schema is still there and served.
+    let mut tx = env.tenancy.begin(&ctx).await.unwrap();
+    sqlx::query("SELECT count(*) FROM notes")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    env.tenancy.delete_tenant(id).await.unwrap();
+    let err = env
+        .tenancy
+        .set_status(id, TenantStatus::Active)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            saas_tenancy::TenancyError::InvalidTransition {
+                from: TenantStatus::Deleted,
+                to: TenantStatus::Active,
+                ..
+            }
+        ),
+        "a deleted tenant is not resurrected: {err}"
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn provisioning_is_exclusive_per_slug_and_resumable() {
     let Some(env) = sandbox("lifecycle::provisioning", ScopeMode::Shared).await else {
