@@ -38,6 +38,10 @@ impl PgTenancy {
     /// - A run killed at any point is resumed by running again: each
     ///   tenant's `_sqlx_migrations` table says what it has, so nothing is
     ///   applied twice.
+    /// - After the canaries (one at a time), at most
+    ///   [`MigrationOptions::concurrency`] tenants migrate at once, and never
+    ///   more than the [`PoolLimits`](super::PoolLimits) budget: each tenant
+    ///   in flight holds its own lock connection and migration connection.
     pub async fn migrate_tenants(
         &self,
         options: MigrationOptions,
@@ -72,12 +76,19 @@ impl PgTenancy {
                 return Ok(report);
             }
         }
-        // Bounded fan-out in this task: at most `concurrency` tenants at once.
+        // Bounded fan-out in this task, tied to the connection budget: a
+        // tenant in flight holds connections of its own (its lock, its
+        // migration), so a run never opens more of them than the budget
+        // the pool registry gives all tenant pools.
+        let limit = options
+            .concurrency
+            .min(self.inner.registry.limits().budget as usize)
+            .max(1);
         let mut running = FuturesUnordered::new();
         let mut queue = rest.iter();
         let mut stopped = false;
         loop {
-            while !stopped && running.len() < options.concurrency.max(1) {
+            while !stopped && running.len() < limit {
                 let Some(record) = queue.next() else { break };
                 running.push(async move { (record.id, self.migrate_logged(record).await) });
             }

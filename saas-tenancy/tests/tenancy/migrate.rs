@@ -407,3 +407,66 @@ async fn the_ledger_is_not_tenant_data() {
     );
     env.cleanup().await;
 }
+
+/// The fan-out never exceeds the connection budget, whatever concurrency is
+/// asked for: with a budget of 2 and a concurrency of 16, a migration that
+/// sleeps is seen running on at most 2 tenants at once (and on 2, so the
+/// run does fan out).
+#[tokio::test]
+async fn fan_out_is_bounded_by_the_connection_budget() {
+    let Some(mut env) = sandbox("migrate::budget", ScopeMode::Shared).await else {
+        return;
+    };
+    for i in 0..6 {
+        env.tenant(&format!("b{i}"), Strategy::Schema)
+            .await
+            .unwrap();
+    }
+    let mut v2 = tenant_migrations();
+    v2.push(migration(
+        2,
+        "SELECT pg_sleep(0.4) AS saas_budget_marker; ALTER TABLE notes ADD COLUMN b int",
+    ));
+    let fleet = env
+        .tenancy_with(|b| {
+            b.tenant_migrations(sqlx::migrate::Migrator::with_migrations(v2))
+                .pool_limits(saas_tenancy::postgres::PoolLimits::new(2, 1))
+        })
+        .unwrap();
+    let done = Arc::new(Notify::new());
+    let watcher = {
+        let admin = env.admin.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut most = 0_i64;
+            loop {
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE state = 'active' AND query LIKE '%saas_budget_marker%' \
+                     AND query NOT LIKE '%pg_stat_activity%'",
+                )
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                most = most.max(running);
+                tokio::select! {
+                    () = done.notified() => return most,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+        })
+    };
+    let report = fleet
+        .migrate_tenants(
+            MigrationOptions::default()
+                .with_canaries(0)
+                .with_concurrency(16),
+        )
+        .await
+        .unwrap();
+    done.notify_one();
+    let most = watcher.await.unwrap();
+    assert_eq!(report.migrated.len(), 6, "{report:?}");
+    assert_eq!(most, 2, "tenants migrating at once, with a budget of 2");
+    env.cleanup().await;
+}
