@@ -117,6 +117,26 @@ pub(crate) async fn servable(
     check_servable(record)
 }
 
+/// The status `set_status` may change to `to` from: suspended for
+/// active, active for suspended. Provisioning, deleting and deleted are
+/// reached only through the operations that do the work (setting them
+/// directly would mark a tenant active without its storage, or deleted
+/// with its data), so any other `to` is refused.
+#[cfg(feature = "_sql")]
+pub(crate) fn suspend_or_resume_from(
+    to: saas_core::TenantStatus,
+) -> Result<saas_core::TenantStatus, TenancyError> {
+    use saas_core::TenantStatus::{Active, Suspended};
+    match to {
+        Active => Ok(Suspended),
+        Suspended => Ok(Active),
+        _ => Err(TenancyError::InvalidInput(format!(
+            "set_status only suspends and resumes; {to} is reached through \
+             provision, retry_provisioning or delete_tenant"
+        ))),
+    }
+}
+
 /// Refuses a record whose status may not be served.
 #[cfg(feature = "_sql")]
 pub(crate) fn check_servable(record: TenantRecord) -> Result<TenantRecord, TenancyError> {

@@ -46,19 +46,7 @@ impl PgTenancy {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError> {
-        // Provisioning, deleting and deleted are reached through the
-        // operations that do the work; setting them here would mark a
-        // tenant active without its storage, or deleted with its data.
-        let other = match to {
-            TenantStatus::Active => TenantStatus::Suspended,
-            TenantStatus::Suspended => TenantStatus::Active,
-            _ => {
-                return Err(TenancyError::InvalidInput(format!(
-                    "set_status only suspends and resumes; {to} is reached through \
-                     provision, retry_provisioning or delete_tenant"
-                )));
-            }
-        };
+        let other = crate::catalog::suspend_or_resume_from(to)?;
         let (lock, before) = self.lock_tenant(id).await?;
         let result = if before.status == to {
             Ok(before.clone())

@@ -137,16 +137,7 @@ impl SqliteTenancy {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError> {
-        let other = match to {
-            TenantStatus::Active => TenantStatus::Suspended,
-            TenantStatus::Suspended => TenantStatus::Active,
-            _ => {
-                return Err(TenancyError::InvalidInput(format!(
-                    "set_status only suspends and resumes; {to} is reached through \
-                     provision or delete_tenant"
-                )));
-            }
-        };
+        let other = crate::catalog::suspend_or_resume_from(to)?;
         let (_guard, before) = self.lock_tenant(id).await?;
         let record = if before.status == to {
             before

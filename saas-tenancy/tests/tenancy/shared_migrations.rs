@@ -2,7 +2,6 @@
 //! cluster: two real PostgreSQL servers, and SQLite shared files.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use saas_core::{SystemClock, TenantContext, TenantSlug};
@@ -10,10 +9,9 @@ use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
 use saas_tenancy::testing::unique_name;
 use saas_tenancy::{ClusterName, DynCatalog, InMemoryCatalog, NewTenant, Strategy, TenancyError};
-use saas_test_support::{Service, service_url};
+
+use crate::two_servers::{Server, bare_server, drop_servers, urls};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 /// A directory of sqlx migration files (`<version>_<name>.sql`).
 fn migration_dir(files: &[(&str, &str)]) -> PathBuf {
@@ -36,34 +34,6 @@ const PG_TAGS: &str = "CREATE TABLE tags (tenant_id uuid NOT NULL, name text NOT
 /// Its first statement succeeds, its second fails: the whole migration
 /// must leave nothing behind.
 const PG_BROKEN: &str = "CREATE TABLE half_done (x int); SELECT 1 / 0;";
-
-struct Server {
-    name: ClusterName,
-    admin: PgPool,
-    options: PgConnectOptions,
-    schema: String,
-}
-
-async fn server(url: &str, name: &str) -> Server {
-    let schema = unique_name("saas_shared");
-    let base = PgConnectOptions::from_str(url).unwrap();
-    let options = base.options([("search_path", schema.as_str())]);
-    let admin = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.clone())
-        .await
-        .unwrap();
-    admin
-        .execute(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .await
-        .unwrap();
-    Server {
-        name: ClusterName::new(name).unwrap(),
-        admin,
-        options,
-        schema,
-    }
-}
 
 fn pg_tenancy(servers: &[&Server], role: &str, shared: Migrator) -> PgTenancy {
     let catalog: DynCatalog = Arc::new(InMemoryCatalog::new(Arc::new(SystemClock)));
@@ -100,14 +70,11 @@ async fn forced_rls(s: &Server, table: &str) -> bool {
 
 #[tokio::test]
 async fn shared_migration_files_reach_every_cluster_once_and_a_broken_one_leaves_nothing() {
-    let Some(url1) = service_url(Service::Postgres, "shared_migrations") else {
+    let Some((url1, url2)) = urls("shared_migrations") else {
         return;
     };
-    let Some(url2) = service_url(Service::Postgres2, "shared_migrations") else {
-        return;
-    };
-    let one = server(&url1, "one").await;
-    let two = server(&url2, "two").await;
+    let one = bare_server(&url1, "one").await;
+    let two = bare_server(&url2, "two").await;
     let role = unique_name("saas_rt");
     let dir = migration_dir(&[("1_notes.sql", PG_NOTES), ("2_tags.sql", PG_TAGS)]);
     let tenancy = pg_tenancy(&[&one, &two], &role, migrator(&dir).await);
@@ -183,16 +150,7 @@ async fn shared_migration_files_reach_every_cluster_once_and_a_broken_one_leaves
     for ctx in &tenants {
         tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
     }
-    for s in [&one, &two] {
-        s.admin
-            .execute(AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\"",
-                s.schema
-            )))
-            .await
-            .unwrap();
-        s.admin.close().await;
-    }
+    drop_servers(&[&one, &two], &role).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

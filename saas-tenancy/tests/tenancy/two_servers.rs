@@ -15,14 +15,31 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
 
-struct Server {
-    name: ClusterName,
-    admin: PgPool,
-    options: PgConnectOptions,
-    schema: String,
+/// A cluster for a test: a fresh schema of its own on a real server.
+pub(crate) struct Server {
+    pub(crate) name: ClusterName,
+    pub(crate) admin: PgPool,
+    pub(crate) options: PgConnectOptions,
+    pub(crate) schema: String,
 }
 
+/// Both servers' URLs, or `None` (skipped, or failed when required).
+pub(crate) fn urls(test: &str) -> Option<(String, String)> {
+    Some((
+        service_url(Service::Postgres, test)?,
+        service_url(Service::Postgres2, test)?,
+    ))
+}
+
+/// A fresh schema on `url`, named cluster `name`, with the shared `notes`.
 async fn server(url: &str, name: &str) -> Server {
+    let s = bare_server(url, name).await;
+    s.admin.execute(NOTES_SHARED).await.unwrap();
+    s
+}
+
+/// A fresh, empty schema on `url`, named cluster `name`.
+pub(crate) async fn bare_server(url: &str, name: &str) -> Server {
     let schema = unique_name("saas_two");
     let base = PgConnectOptions::from_str(url).unwrap();
     let bootstrap = PgPoolOptions::new()
@@ -41,7 +58,6 @@ async fn server(url: &str, name: &str) -> Server {
         .connect_with(options.clone())
         .await
         .unwrap();
-    admin.execute(NOTES_SHARED).await.unwrap();
     Server {
         name: ClusterName::new(name).unwrap(),
         admin,
@@ -90,10 +106,7 @@ fn tenancy_with(
 
 #[tokio::test]
 async fn tenants_spread_over_two_servers_stay_isolated() {
-    let Some(url1) = service_url(Service::Postgres, "two_servers") else {
-        return;
-    };
-    let Some(url2) = service_url(Service::Postgres2, "two_servers") else {
+    let Some((url1, url2)) = urls("two_servers") else {
         return;
     };
     let one = server(&url1, "one").await;
@@ -195,22 +208,7 @@ async fn tenants_spread_over_two_servers_stay_isolated() {
     for t in &tenants {
         round_robin.delete_tenant(t.id).await.unwrap();
     }
-    for s in [&one, &two] {
-        s.admin
-            .execute(AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE",
-                s.schema
-            )))
-            .await
-            .unwrap();
-        s.admin
-            .execute(AssertSqlSafe(format!(
-                "DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
-            )))
-            .await
-            .unwrap();
-        s.admin.close().await;
-    }
+    drop_servers(&[&one, &two], &role).await;
 }
 
 /// Every day-two operation on tenants of the second server: a database
@@ -219,10 +217,7 @@ async fn tenants_spread_over_two_servers_stay_isolated() {
 /// clean audit of both, deletion.
 #[tokio::test]
 async fn operations_reach_tenants_on_the_second_server() {
-    let Some(url1) = service_url(Service::Postgres, "two_servers_ops") else {
-        return;
-    };
-    let Some(url2) = service_url(Service::Postgres2, "two_servers_ops") else {
+    let Some((url1, url2)) = urls("two_servers_ops") else {
         return;
     };
     let one = server(&url1, "one").await;
@@ -336,17 +331,16 @@ async fn operations_reach_tenants_on_the_second_server() {
         gone,
         "the database tenant's database is dropped on server two"
     );
-    for s in [&one, &two] {
+    drop_servers(&[&one, &two], &role).await;
+}
+
+/// Drops the test schemas and the runtime role on every server.
+pub(crate) async fn drop_servers(servers: &[&Server], role: &str) {
+    for s in servers {
         s.admin
             .execute(AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE",
+                "DROP SCHEMA \"{}\" CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\"",
                 s.schema
-            )))
-            .await
-            .unwrap();
-        s.admin
-            .execute(AssertSqlSafe(format!(
-                "DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
             )))
             .await
             .unwrap();
