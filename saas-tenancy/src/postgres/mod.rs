@@ -2,6 +2,7 @@
 //! per tenant — chosen per tenant, on one or several clusters.
 
 mod audit;
+mod builder;
 mod cache;
 mod clusters;
 mod conn;
@@ -17,16 +18,17 @@ mod tx;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use saas_core::{SharedClock, SystemClock, TenantContext, TenantId};
+use saas_core::{SharedClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, SqlSafeStr};
 
 pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
 pub use crate::registry::{PoolLimits, PoolStats};
 pub use audit::{AuditFinding, Weakness};
+pub use builder::PgTenancyBuilder;
 pub use conn::TenantConn;
 
 /// A PostgreSQL tenant pool checked out of the registry.
@@ -39,7 +41,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
-use crate::hooks::{LifecycleHooks, NoHooks};
+use crate::hooks::LifecycleHooks;
 use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
 use crate::record::TenantRecord;
 
@@ -122,39 +124,7 @@ struct Inner {
     clock: SharedClock,
 }
 
-/// Builds a [`PgTenancy`].
-pub struct PgTenancyBuilder {
-    catalog: DynCatalog,
-    clusters: Vec<PgClusterConfig>,
-    tables: Vec<TenantTable>,
-    tenant_migrator: Option<Arc<Migrator>>,
-    shared_migrator: Option<Arc<Migrator>>,
-    limits: PoolLimits,
-    mode: ScopeMode,
-    record_ttl: chrono::Duration,
-    clock: SharedClock,
-    policy: PlacementPolicy,
-    hooks: Arc<dyn LifecycleHooks>,
-}
-
 impl PgTenancy {
-    /// Starts a builder over `catalog`.
-    pub fn builder(catalog: DynCatalog) -> PgTenancyBuilder {
-        PgTenancyBuilder {
-            catalog,
-            clusters: Vec::new(),
-            tables: Vec::new(),
-            tenant_migrator: None,
-            shared_migrator: None,
-            limits: PoolLimits::default(),
-            mode: ScopeMode::default(),
-            record_ttl: chrono::Duration::seconds(1),
-            clock: Arc::new(SystemClock),
-            policy: PlacementPolicy::default(),
-            hooks: Arc::new(NoHooks),
-        }
-    }
-
     fn cluster(&self, name: &ClusterName) -> Result<&Cluster, TenancyError> {
         self.inner
             .clusters
@@ -381,148 +351,5 @@ impl std::fmt::Debug for PgTenancy {
             .field("clusters", &self.inner.clusters.keys().collect::<Vec<_>>())
             .field("tables", &self.inner.tables)
             .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for PgTenancyBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgTenancyBuilder")
-            .field("clusters", &self.clusters)
-            .field("tables", &self.tables)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PgTenancyBuilder {
-    /// Adds a cluster.
-    pub fn cluster(mut self, config: PgClusterConfig) -> Self {
-        self.clusters.push(config);
-        self
-    }
-
-    /// Declares a shared table of row-strategy tenants.
-    pub fn tenant_table(mut self, table: TenantTable) -> Self {
-        self.tables.push(table);
-        self
-    }
-
-    /// The shared migration set: tables every row tenant shares, and the
-    /// host's other non-tenant tables, applied to each cluster's shared
-    /// database by [`PgTenancy::migrate_shared`] (the migrator's own
-    /// database-wide lock stays on). Typically
-    /// `sqlx::migrate!("migrations/shared")` or
-    /// `Migrator::new(Path::new("migrations/shared"))`.
-    pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
-        self.shared_migrator = Some(Arc::new(migrator));
-        self
-    }
-
-    /// The migrations applied to every schema and database tenant, inside
-    /// the provisioning transaction (each tenant has its own
-    /// `_sqlx_migrations` ledger). The migrator's own database-wide lock is
-    /// turned off: provisioning and fleet migrations hold the tenant's own
-    /// lock instead, so tenants of one database do not wait for each other.
-    pub fn tenant_migrations(mut self, mut migrator: Migrator) -> Self {
-        migrator.set_locking(false);
-        self.tenant_migrator = Some(Arc::new(migrator));
-        self
-    }
-
-    /// How scopes are attached to connections (default
-    /// [`ScopeMode::Shared`]).
-    pub fn scope_mode(mut self, mode: ScopeMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Limits for per-tenant pools (database tenants, and every tenant with
-    /// [`ScopeMode::TenantPools`]).
-    pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// How long a tenant's catalog record (placement and status) is reused
-    /// before it is read again (default 1 s; zero reads it on every
-    /// `begin`/`acquire`). A suspension made through another process takes
-    /// effect here within this time; through
-    /// [`PgTenancy::set_status`], at once.
-    pub fn record_ttl(mut self, ttl: chrono::Duration) -> Self {
-        self.record_ttl = ttl;
-        self
-    }
-
-    /// How [`PgTenancy::new_tenant`] chooses a cluster (default
-    /// round-robin).
-    pub fn placement_policy(mut self, policy: PlacementPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Host code run after each lifecycle step (default: none).
-    pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
-        self.hooks = hooks;
-        self
-    }
-
-    /// The clock the record cache and export timestamps read.
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Connects the pools (lazily) and validates the configuration.
-    pub fn build(self) -> Result<PgTenancy, TenancyError> {
-        if self.record_ttl < chrono::Duration::zero() {
-            return Err(TenancyError::InvalidInput(
-                "record TTL must not be negative".to_owned(),
-            ));
-        }
-        if self.clusters.is_empty() {
-            return Err(TenancyError::InvalidInput(
-                "no clusters configured; add one with .cluster(..)".to_owned(),
-            ));
-        }
-        let mut clusters = HashMap::new();
-        for config in self.clusters {
-            let admin = PgPoolOptions::new()
-                .max_connections(4)
-                .connect_lazy_with(config.admin.clone());
-            let runtime = PgPoolOptions::new()
-                .max_connections(config.max_connections)
-                .connect_lazy_with(config.admin.clone().username(config.runtime_role.as_str()));
-            let name = config.name.clone();
-            if clusters
-                .insert(
-                    name.clone(),
-                    Cluster {
-                        config,
-                        admin,
-                        runtime,
-                    },
-                )
-                .is_some()
-            {
-                return Err(TenancyError::InvalidInput(format!(
-                    "cluster {name} is configured twice"
-                )));
-            }
-        }
-        Ok(PgTenancy {
-            inner: Arc::new(Inner {
-                catalog: self.catalog,
-                clusters,
-                tables: self.tables,
-                tenant_migrator: self.tenant_migrator,
-                shared_migrator: self.shared_migrator,
-                registry: PoolRegistry::new(self.limits)?,
-                mode: self.mode,
-                records: RecordCache::new(self.record_ttl, Arc::clone(&self.clock)),
-                policy: self.policy,
-                next_cluster: std::sync::atomic::AtomicUsize::new(0),
-                hooks: self.hooks,
-                clock: self.clock,
-            }),
-        })
     }
 }
