@@ -5,6 +5,8 @@ mod audit;
 pub mod catalog;
 mod cluster_choice;
 mod error;
+#[cfg(feature = "_sql")]
+mod fleet;
 mod hooks;
 mod ident;
 pub mod migration;

@@ -2,15 +2,14 @@
 //! a per-tenant ledger, skip-and-report, resumable.
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use saas_core::{TenantId, TenantStatus};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::audit::current_version;
 use super::{PgTenancy, sql, tenant_database_options};
 use crate::error::TenancyError;
-use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
+use crate::fleet::{self, Attempt};
+use crate::migration::{MigrationOptions, MigrationReport};
 use crate::placement::Placement;
 use crate::record::{ListOptions, TenantRecord};
 
@@ -54,92 +53,17 @@ impl PgTenancy {
             tx.commit().await?;
         }
         let tenants = self.migratable_tenants().await?;
-        let mut report = MigrationReport {
-            total: tenants.len(),
-            ..MigrationReport::default()
-        };
-        let canaries = options.canaries.min(tenants.len());
-        let (first, rest) = tenants.split_at(canaries);
-        let mut done = 0;
-        for (i, record) in first.iter().enumerate() {
-            let Some(outcome) = self.migrate_logged(record).await else {
-                report.not_attempted.push(record.id);
-                continue;
-            };
-            done += 1;
-            let failed = outcome.is_err();
-            self.note(&options, &mut report, record.id, outcome, done);
-            if failed {
-                report
-                    .not_attempted
-                    .extend(tenants[i + 1..].iter().map(|t| t.id));
-                return Ok(report);
-            }
-        }
-        // Bounded fan-out in this task, tied to the connection budget: a
-        // tenant in flight holds connections of its own (its lock, its
-        // migration), so a run never opens more of them than the budget
-        // the pool registry gives all tenant pools.
+        // Tied to the connection budget: a tenant in flight holds
+        // connections of its own (its lock, its migration), so a run never
+        // opens more of them than the budget the pool registry gives all
+        // tenant pools.
         let limit = options
             .concurrency
-            .min(self.inner.registry.limits().budget as usize)
-            .max(1);
-        let mut running = FuturesUnordered::new();
-        let mut queue = rest.iter();
-        let mut stopped = false;
-        loop {
-            while !stopped && running.len() < limit {
-                let Some(record) = queue.next() else { break };
-                running.push(async move { (record.id, self.migrate_logged(record).await) });
-            }
-            let Some((id, outcome)) = running.next().await else {
-                break;
-            };
-            let Some(outcome) = outcome else {
-                report.not_attempted.push(id);
-                continue;
-            };
-            done += 1;
-            if outcome.is_err() && options.stop_on_first_failure {
-                stopped = true;
-            }
-            self.note(&options, &mut report, id, outcome, done);
-        }
-        report.not_attempted.extend(queue.map(|t| t.id));
-        Ok(report)
-    }
-
-    fn note(
-        &self,
-        options: &MigrationOptions,
-        report: &mut MigrationReport,
-        tenant: TenantId,
-        outcome: Result<(i64, bool), TenancyError>,
-        done: usize,
-    ) {
-        let progress = match outcome {
-            Ok((version, changed)) => {
-                if changed {
-                    report.migrated.push(tenant);
-                } else {
-                    report.up_to_date.push(tenant);
-                }
-                Ok(version)
-            }
-            Err(e) => {
-                report.failed.push((tenant, e.to_string()));
-                Err(e.to_string())
-            }
-        };
-        tracing::info!(%tenant, done, total = report.total, ok = progress.is_ok(), "tenant migration");
-        if let Some(f) = &options.progress {
-            f(&MigrationProgress {
-                done,
-                total: report.total,
-                tenant,
-                outcome: progress,
-            });
-        }
+            .min(self.inner.registry.limits().budget as usize);
+        fleet::run(&tenants, &options, limit, |record| {
+            self.migrate_logged(record)
+        })
+        .await
     }
 
     async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
@@ -154,11 +78,9 @@ impl PgTenancy {
 
     /// Migrates one tenant under its lock and appends the result to the
     /// ledger (a failure to append is the tenant's failure); `None` when
-    /// the tenant is gone or no longer migratable.
-    async fn migrate_logged(
-        &self,
-        listed: &TenantRecord,
-    ) -> Option<Result<(i64, bool), TenancyError>> {
+    /// the tenant is gone or no longer migratable (never an `Err`: a
+    /// failure here is the tenant's).
+    async fn migrate_logged(&self, listed: &TenantRecord) -> Result<Attempt, TenancyError> {
         let started = self.inner.clock.now();
         let outcome = match self.lock_tenant(listed.id).await {
             Ok((lock, record)) => {
@@ -168,13 +90,13 @@ impl PgTenancy {
                     lock.release().await;
                     tracing::info!(tenant = %record.id, status = %record.status,
                         "tenant migration skipped: no longer active or suspended");
-                    return None;
+                    return Ok(Attempt::Gone);
                 }
                 let outcome = self.migrate_one(&record).await;
                 lock.release().await;
                 outcome
             }
-            Err(TenancyError::TenantNotFound(_)) => return None,
+            Err(TenancyError::TenantNotFound(_)) => return Ok(Attempt::Gone),
             Err(e) => Err(e),
         };
         let (version, status, error) = match &outcome {
@@ -194,7 +116,7 @@ impl PgTenancy {
             Ok(cluster) => log(&cluster.admin, entry).await,
             Err(e) => Err(e),
         };
-        Some(logged.and(outcome))
+        Ok(Attempt::Done(logged.and(outcome)))
     }
 
     async fn migrate_one(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {

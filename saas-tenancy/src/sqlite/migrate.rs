@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use saas_core::{TenantId, TenantStatus};
+use saas_core::TenantStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Connection, SqliteConnection};
 
@@ -15,17 +13,10 @@ use super::SqliteTenancy;
 use super::ledger::{LedgerEntry, Ledgers, ledger_file};
 use super::ops::file_version;
 use crate::error::TenancyError;
-use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
+use crate::fleet::{self, Attempt};
+use crate::migration::{MigrationOptions, MigrationReport};
 use crate::placement::{ClusterName, Placement};
 use crate::record::{ListOptions, TenantRecord};
-
-/// What happened to one tenant.
-enum Attempt {
-    /// Migrated (version reached, whether anything was applied) or failed.
-    Done(Result<(i64, bool), TenancyError>),
-    /// Deleted (or being deleted) after the run listed it: nothing to do.
-    Gone,
-}
 
 impl SqliteTenancy {
     /// Applies the tenant migrations to every active or suspended tenant
@@ -104,49 +95,15 @@ impl SqliteTenancy {
         ledgers: &Ledgers,
     ) -> Result<MigrationReport, TenancyError> {
         let tenants = self.migratable_tenants().await?;
-        let mut report = MigrationReport {
-            total: tenants.len(),
-            ..MigrationReport::default()
-        };
-        let canaries = options.canaries.min(tenants.len());
-        let (first, rest) = tenants.split_at(canaries);
-        let mut done = 0;
-        for (i, record) in first.iter().enumerate() {
-            let attempt = self.migrate_locked(record, ledgers).await?;
-            let failed = matches!(attempt, Attempt::Done(Err(_)));
-            note(options, &mut report, record.id, attempt, &mut done);
-            if failed {
-                report
-                    .not_attempted
-                    .extend(tenants[i + 1..].iter().map(|t| t.id));
-                return Ok(report);
-            }
-        }
+        // At most the connection budget at once: each tenant in flight
+        // holds a connection (and a SQLite thread) of its own.
         let limit = options
             .concurrency
-            .min(self.inner.registry.limits().budget as usize)
-            .max(1);
-        // Bounded fan-out in this task: at most `limit` tenants at once.
-        let mut running = FuturesUnordered::new();
-        let mut queue = rest.iter();
-        let mut stopped = false;
-        loop {
-            while !stopped && running.len() < limit {
-                let Some(record) = queue.next() else { break };
-                running
-                    .push(async move { (record.id, self.migrate_locked(record, ledgers).await) });
-            }
-            let Some((id, attempt)) = running.next().await else {
-                break;
-            };
-            let attempt = attempt?;
-            if matches!(attempt, Attempt::Done(Err(_))) && options.stop_on_first_failure {
-                stopped = true;
-            }
-            note(options, &mut report, id, attempt, &mut done);
-        }
-        report.not_attempted.extend(queue.map(|t| t.id));
-        Ok(report)
+            .min(self.inner.registry.limits().budget as usize);
+        fleet::run(&tenants, options, limit, |record| {
+            self.migrate_locked(record, ledgers)
+        })
+        .await
     }
 
     async fn migratable_tenants(&self) -> Result<Vec<TenantRecord>, TenancyError> {
@@ -242,46 +199,4 @@ async fn open_tenant_file(file: &Path) -> Result<SqliteConnection, TenancyError>
         // Application writers hold the file briefly; wait for them.
         .busy_timeout(Duration::from_secs(5));
     Ok(SqliteConnection::connect_with(&options).await?)
-}
-
-/// Adds one tenant's attempt to the report, the tracing events and the
-/// progress callback.
-fn note(
-    options: &MigrationOptions,
-    report: &mut MigrationReport,
-    tenant: TenantId,
-    attempt: Attempt,
-    done: &mut usize,
-) {
-    let outcome = match attempt {
-        Attempt::Gone => {
-            report.not_attempted.push(tenant);
-            return;
-        }
-        Attempt::Done(outcome) => outcome,
-    };
-    *done += 1;
-    let progress = match outcome {
-        Ok((version, changed)) => {
-            if changed {
-                report.migrated.push(tenant);
-            } else {
-                report.up_to_date.push(tenant);
-            }
-            Ok(version)
-        }
-        Err(e) => {
-            report.failed.push((tenant, e.to_string()));
-            Err(e.to_string())
-        }
-    };
-    tracing::info!(%tenant, done = *done, total = report.total, ok = progress.is_ok(), "tenant migration");
-    if let Some(f) = &options.progress {
-        f(&MigrationProgress {
-            done: *done,
-            total: report.total,
-            tenant,
-            outcome: progress,
-        });
-    }
 }
