@@ -2,8 +2,8 @@
 //! root for how to run them and the latest figures.
 //!
 //! Each benchmark reports ratios against a baseline measured in the same
-//! run, so figures compare across machines. The helpers here time
-//! alternating rounds of a baseline and a candidate.
+//! run, so figures compare across machines. The helpers here time paired
+//! rounds of a baseline and a candidate.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -29,45 +29,6 @@ impl Comparison {
     /// The ratio formatted as `1.234×`.
     pub fn ratio_text(&self) -> String {
         milli_text(self.ratio_milli())
-    }
-}
-
-/// Runs `rounds` alternating rounds of `per_round` baseline and candidate
-/// operations (after one warm-up round of each).
-pub async fn compare<B, BF, C, CF>(
-    rounds: u32,
-    per_round: u32,
-    mut baseline: B,
-    mut candidate: C,
-) -> Comparison
-where
-    B: FnMut() -> BF,
-    BF: Future<Output = ()>,
-    C: FnMut() -> CF,
-    CF: Future<Output = ()>,
-{
-    for _ in 0..per_round {
-        baseline().await;
-        candidate().await;
-    }
-    let mut base_total = Duration::ZERO;
-    let mut cand_total = Duration::ZERO;
-    for _ in 0..rounds {
-        let start = Instant::now();
-        for _ in 0..per_round {
-            baseline().await;
-        }
-        base_total += start.elapsed();
-        let start = Instant::now();
-        for _ in 0..per_round {
-            candidate().await;
-        }
-        cand_total += start.elapsed();
-    }
-    let n = rounds * per_round;
-    Comparison {
-        baseline: base_total / n,
-        candidate: cand_total / n,
     }
 }
 
