@@ -8,13 +8,13 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Mean time per operation of a baseline and a candidate, measured in
-/// alternating rounds so drift affects both alike.
+/// A baseline and a candidate duration (e.g. one timed run of each) and
+/// their ratio.
 #[derive(Debug, Clone, Copy)]
 pub struct Comparison {
-    /// Mean baseline time per operation.
+    /// The baseline's time.
     pub baseline: Duration,
-    /// Mean candidate time per operation.
+    /// The candidate's time.
     pub candidate: Duration,
 }
 
