@@ -84,7 +84,6 @@ impl BillingEngine {
             let mut sub = self.stores.subscriptions.get(tenant, id).await?;
             let before = sub.status;
             let mut changed = sub.end_trial_if_due(now)?;
-            let mut created = None;
             if !sub.closed {
                 let period = sub.current_period()?;
                 let end = sub.ended_at.map_or(period.end(), |e| e.min(period.end()));
@@ -92,7 +91,11 @@ impl BillingEngine {
                     sub.closed = true;
                     changed = true;
                 } else if now >= end {
-                    created = self.create_draft(&sub, period, end, now).await?;
+                    // Reported as soon as it is stored: the draft is this
+                    // run's even if another run closes the period first and
+                    // this run's update below turns out stale.
+                    let created = self.create_draft(&sub, period, end, now).await?;
+                    report.drafts_created.extend(created);
                     sub.close_period()?;
                     changed = true;
                 }
@@ -105,7 +108,6 @@ impl BillingEngine {
                 Err(BillingError::StaleVersion { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            report.drafts_created.extend(created);
             if before == SubscriptionStatus::Trialing && saved.status == SubscriptionStatus::Active
             {
                 report.trials_ended.push(id);
