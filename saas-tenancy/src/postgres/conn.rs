@@ -13,9 +13,11 @@ use crate::placement::Placement;
 ///
 /// With [`ScopeMode::Shared`](super::ScopeMode::Shared) the scope is a
 /// session setting put on a shared runtime connection at checkout and
-/// removed (`RESET ROLE; RESET ALL`) before the connection can serve anyone else — on
-/// drop, including cancellation and panics; a connection whose reset
-/// fails is closed, not reused. With
+/// removed before the connection can serve anyone else — on drop,
+/// including cancellation and panics: a transaction left open through raw
+/// SQL is rolled back, the role and every setting are reset and temporary
+/// tables are dropped, in one round trip; a connection whose reset fails
+/// is closed, not reused. With
 /// [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools) and for
 /// database placements the connection belongs to the tenant's own pool
 /// and never serves another tenant.
@@ -105,8 +107,7 @@ impl Drop for TenantConn {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    // `role` is exempt from RESET ALL; reset it explicitly.
-                    let mut reset = conn.execute("RESET ROLE; RESET ALL").await.map(|_| ());
+                    let mut reset = conn.execute(super::sql::RESET_SESSION).await.map(|_| ());
                     if reset.is_ok() && clear_caches {
                         reset = conn.clear_cached_statements().await;
                     }

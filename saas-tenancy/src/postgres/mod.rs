@@ -311,7 +311,8 @@ impl PgTenancy {
 
     /// The runtime pool of a cluster, as used by row and schema tenants.
     /// Plain use of it sees no tenant rows: scopes never outlive their
-    /// transactions.
+    /// transactions. Its sessions keep no temporary tables across scoped
+    /// checkouts (each drops them; see [`TenantTx`] for the one gap).
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
     }

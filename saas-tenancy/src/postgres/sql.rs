@@ -54,19 +54,40 @@ pub fn row_security_statements(table: &TenantTable, runtime: &SqlIdent) -> Vec<S
     ]
 }
 
-/// The `BEGIN` of a row-strategy transaction: starts it and sets the tenant
-/// transaction-locally, in one round trip. The id is formatted from a
-/// [`TenantId`] (hex digits and hyphens only), never from input.
+/// Drops the session's temporary tables. A shared runtime connection runs
+/// it before each tenant's scope, and on release, so that a temporary table
+/// one tenant filled through raw SQL (say `CREATE TEMP TABLE IF NOT EXISTS
+/// staging …`) is gone before the next tenant's code can read it. It costs
+/// next to nothing when the session has none.
+const DISCARD_TEMP: &str = "DISCARD TEMP";
+
+/// The `BEGIN` of a row-strategy transaction on a shared connection:
+/// starts it, drops an earlier tenant's temporary tables and sets the
+/// tenant transaction-locally, in one round trip. The id is formatted from
+/// a [`TenantId`] (hex digits and hyphens only), never from input.
 pub(super) fn begin_row(tenant: TenantId) -> String {
-    format!("BEGIN; SELECT set_config('{TENANT_SETTING}', '{tenant}', true)")
+    format!("BEGIN; {DISCARD_TEMP}; SELECT set_config('{TENANT_SETTING}', '{tenant}', true)")
 }
 
-/// The `BEGIN` of a schema-strategy transaction: switches to the tenant's
+/// The `BEGIN` of a schema-strategy transaction on a shared connection:
+/// drops an earlier tenant's temporary tables and switches to the tenant's
 /// role and schema transaction-locally, in one round trip.
 pub(super) fn begin_schema(schema: &TenantObjectName) -> String {
     let s = schema.quoted();
-    format!("BEGIN; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
+    format!("BEGIN; {DISCARD_TEMP}; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
 }
+
+/// Returns a shared connection to its unscoped state after a
+/// [`TenantConn`](super::TenantConn), whatever raw SQL ran through it:
+/// ends a transaction the caller left open (else the reset would be part
+/// of it, and a later `ROLLBACK` would bring the tenant's scope back),
+/// resets the role (exempt from `RESET ALL`) and every setting, and drops
+/// temporary tables. `client_min_messages` silences the warning a
+/// `ROLLBACK` outside a transaction raises; `RESET ALL` restores it. In a
+/// failed transaction the first statement fails and the caller closes the
+/// connection instead.
+pub(super) const RESET_SESSION: &str = "SET client_min_messages = error; ROLLBACK; \
+     RESET ROLE; RESET ALL; DISCARD TEMP";
 
 /// Statements that create a schema tenant's role and schema (idempotent).
 /// The role has the schema's name, cannot log in, and is granted to the
@@ -119,17 +140,18 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
     )
 }
 
-/// Puts a row tenant's scope on a session (undone by `RESET ALL`).
+/// Puts a row tenant's scope on a shared session, after dropping an
+/// earlier tenant's temporary tables (undone by [`RESET_SESSION`]).
 pub(super) fn scope_session_row(tenant: TenantId) -> String {
-    format!("SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
+    format!("{DISCARD_TEMP}; SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
 }
 
-/// Puts a schema tenant's scope on a session (undone by
-/// `RESET ROLE; RESET ALL`).
+/// Puts a schema tenant's scope on a shared session, after dropping an
+/// earlier tenant's temporary tables (undone by [`RESET_SESSION`]).
 pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
     let s = schema.quoted();
     format!(
-        "SET ROLE {s}; SET search_path TO {s}; \
+        "{DISCARD_TEMP}; SET ROLE {s}; SET search_path TO {s}; \
          SELECT set_config('{TENANT_SETTING}', '{tenant}', false)"
     )
 }

@@ -27,6 +27,16 @@ use crate::placement::Placement;
 /// the scope (`set_config('saas.tenant_id', …)`, `SET ROLE`, `RESET ROLE`)
 /// is not prevented. Never build such statements from request data.
 ///
+/// Temporary tables: on a shared runtime connection
+/// ([`ScopeMode::Shared`](super::ScopeMode::Shared)) every scoped
+/// transaction and connection starts by dropping the session's temporary
+/// tables, so one tenant's never reach another tenant's code. One created
+/// here without `ON COMMIT DROP` stays on the connection after the commit
+/// until its next scoped checkout: plain use of
+/// [`runtime_pool`](super::PgTenancy::runtime_pool) in between could read
+/// it (as a row tenant's runtime role; a schema tenant's table belongs to
+/// the tenant's role). Create temporary tables with `ON COMMIT DROP`.
+///
 /// On a shared runtime connection, a schema tenant's transaction starts
 /// and ends with sqlx's per-connection statement and type caches emptied
 /// (see [`TenantConn`](super::TenantConn)); ending it costs one more

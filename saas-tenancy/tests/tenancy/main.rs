@@ -18,6 +18,7 @@ mod numbers;
 mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
+mod pg_leftovers;
 mod rls_plan;
 mod send;
 mod shared_migrations;

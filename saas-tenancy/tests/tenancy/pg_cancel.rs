@@ -40,7 +40,7 @@ impl<F: Future> Future for CancelAfter<F> {
 }
 
 /// Every connection the runtime pool holds (it has 2) is clean.
-async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
+pub(crate) async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
     let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -77,7 +77,7 @@ async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
 
 /// Waits until both runtime connections are back in the pool (their
 /// return runs in a spawned task), so that a checkout does not wait.
-async fn settle(env: &PgSandbox) {
+pub(crate) async fn settle(env: &PgSandbox) {
     let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
     for _ in 0..1000 {
         if pool.num_idle() == 2 {
