@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use saas_core::TenantId;
@@ -80,7 +80,8 @@ pub struct PoolStats {
     pub open_pools: usize,
     /// Connections those pools hold now.
     pub connections: u32,
-    /// Connections reserved (open pools × per-tenant cap); never above the budget.
+    /// Connections reserved: (open pools + evicted pools still closing) ×
+    /// per-tenant cap; never above the budget.
     pub reserved: u32,
     /// Pools closed to make room or because they were idle.
     pub evictions: u64,
@@ -97,11 +98,16 @@ struct Entry<DB: Database> {
 }
 
 /// Keeps one pool per tenant database, LRU-evicting unused pools so that
-/// `open pools × per_tenant ≤ budget` always holds. A pool in use (a lease
-/// is alive) is never evicted.
+/// `(open pools + closing pools) × per_tenant ≤ budget` always holds: an
+/// evicted pool's room is reused only once its connections are closed
+/// (closing waits for connections still on their way back). A pool in use
+/// (a lease is alive) is never evicted.
 pub struct PoolRegistry<DB: Database> {
     limits: PoolLimits,
     pools: Mutex<HashMap<TenantId, Entry<DB>>>,
+    /// Pools taken out of `pools` whose `close()` has not returned; only
+    /// raised under the `pools` lock, so a caller holding it sees them all.
+    closing: Arc<AtomicU32>,
     freed: Arc<Notify>,
     evictions: AtomicU64,
     waits: AtomicU64,
@@ -155,6 +161,7 @@ impl<DB: Database> PoolRegistry<DB> {
         Ok(Self {
             limits,
             pools: Mutex::new(HashMap::new()),
+            closing: Arc::new(AtomicU32::new(0)),
             freed: Arc::new(Notify::new()),
             evictions: AtomicU64::new(0),
             waits: AtomicU64::new(0),
@@ -188,8 +195,7 @@ impl<DB: Database> PoolRegistry<DB> {
                     entry.last_used = Instant::now();
                     return Ok(self.lease_of(entry));
                 }
-                let reserved = pools.len() as u32 * self.limits.per_tenant;
-                if reserved + self.limits.per_tenant <= self.limits.budget {
+                if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
                     let open = open.take().ok_or_else(|| {
                         TenancyError::InvalidInput("pool opener already used".to_owned())
                     })?;
@@ -207,11 +213,11 @@ impl<DB: Database> PoolRegistry<DB> {
                     .filter(|(_, e)| e.leases.load(Ordering::Acquire) == 0)
                     .min_by_key(|(_, e)| e.last_used)
                     .map(|(id, _)| *id);
-                victim.and_then(|id| pools.remove(&id))
+                victim.and_then(|id| self.take(&mut pools, id))
             };
             if let Some(entry) = victim {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                entry.pool.close().await;
+                self.close_taken(vec![entry]).await;
                 continue;
             }
             if !waited {
@@ -226,6 +232,47 @@ impl<DB: Database> PoolRegistry<DB> {
                     self.limits.budget
                 )));
             }
+        }
+    }
+
+    /// Connections reserved by `open` pools and by pools still closing.
+    fn reserved(&self, open: usize) -> u32 {
+        (open as u32 + self.closing.load(Ordering::Acquire)) * self.limits.per_tenant
+    }
+
+    /// Takes `tenant`'s pool out of the map, still counted until
+    /// [`close_taken`](Self::close_taken) has closed it. Call with the lock held.
+    fn take(
+        &self,
+        pools: &mut HashMap<TenantId, Entry<DB>>,
+        tenant: TenantId,
+    ) -> Option<Entry<DB>> {
+        let entry = pools.remove(&tenant)?;
+        self.closing.fetch_add(1, Ordering::AcqRel);
+        Some(entry)
+    }
+
+    /// Closes pools taken out of the map, then gives their room back. The
+    /// closing runs in its own task, so that a caller cancelled while
+    /// waiting for it neither leaves a pool half-closed nor keeps its room
+    /// reserved for ever.
+    async fn close_taken(&self, entries: Vec<Entry<DB>>) {
+        let tasks: Vec<_> = entries
+            .into_iter()
+            .map(|entry| {
+                let closing = Arc::clone(&self.closing);
+                let freed = Arc::clone(&self.freed);
+                tokio::spawn(async move {
+                    entry.pool.close().await;
+                    closing.fetch_sub(1, Ordering::AcqRel);
+                    freed.notify_waiters();
+                })
+            })
+            .collect();
+        for task in tasks {
+            // A close that panicked keeps its room reserved: the budget
+            // shrinks rather than being exceeded.
+            let _ = task.await;
         }
     }
 
@@ -250,22 +297,23 @@ impl<DB: Database> PoolRegistry<DB> {
                 })
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| pools.remove(id)).collect()
+            ids.into_iter()
+                .filter_map(|id| self.take(&mut pools, id))
+                .collect()
         };
-        for entry in &idle {
-            entry.pool.close().await;
-        }
-        self.evictions
-            .fetch_add(idle.len() as u64, Ordering::Relaxed);
-        idle.len()
+        let closed = idle.len();
+        self.evictions.fetch_add(closed as u64, Ordering::Relaxed);
+        self.close_taken(idle).await;
+        closed
     }
 
     /// Closes `tenant`'s pool (before dropping its database).
     pub async fn close(&self, tenant: TenantId) {
-        let entry = self.pools.lock().await.remove(&tenant);
-        if let Some(entry) = entry {
-            entry.pool.close().await;
-        }
+        let entry = {
+            let mut pools = self.pools.lock().await;
+            self.take(&mut pools, tenant)
+        };
+        self.close_taken(entry.into_iter().collect()).await;
     }
 
     /// Gauges and counters.
@@ -274,7 +322,7 @@ impl<DB: Database> PoolRegistry<DB> {
         PoolStats {
             open_pools: pools.len(),
             connections: pools.values().map(|e| e.pool.size()).sum(),
-            reserved: pools.len() as u32 * self.limits.per_tenant,
+            reserved: self.reserved(pools.len()),
             evictions: self.evictions.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),

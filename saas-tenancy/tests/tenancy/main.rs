@@ -19,6 +19,7 @@ mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
 mod pg_leftovers;
+mod registry;
 mod rls_plan;
 mod send;
 mod shared_migrations;
