@@ -8,7 +8,7 @@ use std::sync::Arc;
 use saas_core::{ManualClock, TenantContext, TenantStatus};
 use saas_tenancy::postgres::{PoolLimits, ScopeMode};
 use saas_tenancy::{Placement, Strategy, TenancyError};
-use sqlx::{Executor, PgConnection};
+use sqlx::Executor;
 
 use saas_tenancy::testing::pg::PgSandbox;
 
@@ -33,17 +33,6 @@ async fn notes(env: &PgSandbox, ctx: &TenantContext) -> Vec<String> {
         .unwrap();
     bodies.sort();
     bodies
-}
-
-/// What a plain connection of the runtime pool carries.
-async fn leftover_state(conn: &mut PgConnection) -> (Option<String>, String, String) {
-    sqlx::query_as(
-        "SELECT NULLIF(current_setting('saas.tenant_id', true), ''), \
-         current_user::text, current_setting('search_path')",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
 }
 
 async fn every_placement_serves_the_same_code_in_isolation(mode: ScopeMode) {
@@ -161,6 +150,47 @@ async fn schema_tenants_cannot_reach_each_other(mode: ScopeMode) {
     env.cleanup().await;
 }
 
+/// After one way of ending a scoped handle: the shared runtime pool's
+/// connections carry no tenant, role, search path or open transaction and
+/// see no rows; in `TenantPools` mode the tenant's own pool connections
+/// (held two at once, so not only the one just used) are out of any
+/// transaction and still carry exactly their own tenant.
+async fn no_state_left(env: &PgSandbox, mode: ScopeMode, ctx: &TenantContext, what: &str) {
+    crate::pg_cancel::runtime_pool_is_clean(env, what).await;
+    let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0, "{what}: rows visible without a tenant");
+    drop(conn);
+    if mode != ScopeMode::TenantPools {
+        return;
+    }
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+        let tenant: Option<String> =
+            sqlx::query_scalar("SELECT NULLIF(current_setting('saas.tenant_id', true), '')")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(tenant, Some(ctx.tenant_id().to_string()), "{what}");
+        sqlx::query("SELECT set_config('saas_test.probe', 'open', true)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let probe: Option<String> =
+            sqlx::query_scalar("SELECT NULLIF(current_setting('saas_test.probe', true), '')")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(probe, None, "{what}: a transaction was left open");
+        held.push(conn);
+    }
+}
+
 async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
     let Some(mut env) = sandbox("pg_isolation::connection_state", mode).await else {
         return;
@@ -170,8 +200,11 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
     add_note(&env, &row, "r").await;
 
     // Commit, rollback, an error mid-transaction, a cancelled future, and
-    // a panic while holding a scoped transaction.
-    for ctx in [&row, &schema] {
+    // a panic while holding a scoped transaction; then the same for
+    // single-statement connections. Checked after each one, before any
+    // later checkout could reset what it left.
+    for (ctx, placement) in [(&row, "row"), (&schema, "schema")] {
+        let what = |case: &str| format!("{mode:?} {placement}: {case}");
         env.tenancy
             .begin(ctx)
             .await
@@ -179,6 +212,7 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
             .commit()
             .await
             .unwrap();
+        no_state_left(&env, mode, ctx, &what("commit")).await;
         env.tenancy
             .begin(ctx)
             .await
@@ -186,9 +220,11 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
             .rollback()
             .await
             .unwrap();
+        no_state_left(&env, mode, ctx, &what("rollback")).await;
         let mut tx = env.tenancy.begin(ctx).await.unwrap();
         assert!(tx.execute("SELECT 1/0").await.is_err());
         drop(tx);
+        no_state_left(&env, mode, ctx, &what("error in a transaction")).await;
         let mut tx = env.tenancy.begin(ctx).await.unwrap();
         let slow = tx.execute("SELECT pg_sleep(5)");
         assert!(
@@ -197,6 +233,13 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
                 .is_err()
         );
         drop(tx);
+        no_state_left(
+            &env,
+            mode,
+            ctx,
+            &what("transaction cancelled mid-statement"),
+        )
+        .await;
         let tenancy = env.tenancy.clone();
         let owned = ctx.clone();
         let panicked = tokio::spawn(async move {
@@ -206,14 +249,16 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
         })
         .await;
         assert!(panicked.unwrap_err().is_panic());
+        no_state_left(&env, mode, ctx, &what("panic in a transaction")).await;
 
-        // The same for single-statement connections.
         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
         conn.execute("SELECT 1").await.unwrap();
         drop(conn);
+        no_state_left(&env, mode, ctx, &what("connection")).await;
         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
         assert!(conn.execute("SELECT 1/0").await.is_err());
         drop(conn);
+        no_state_left(&env, mode, ctx, &what("error on a connection")).await;
         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
         let slow = conn.execute("SELECT pg_sleep(5)");
         assert!(
@@ -222,9 +267,11 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
                 .is_err()
         );
         drop(conn);
+        no_state_left(&env, mode, ctx, &what("connection cancelled mid-statement")).await;
         // Cancelled somewhere in acquire (a timer tick, not a chosen point;
         // pg_cancel.rs cancels at each suspension, after the checkout too).
         let _ = tokio::time::timeout(Duration::from_micros(1), env.tenancy.acquire(ctx)).await;
+        no_state_left(&env, mode, ctx, &what("acquire cancelled")).await;
         let tenancy = env.tenancy.clone();
         let owned = ctx.clone();
         let panicked = tokio::spawn(async move {
@@ -234,22 +281,7 @@ async fn no_tenant_state_survives_on_pooled_connections(mode: ScopeMode) {
         })
         .await;
         assert!(panicked.unwrap_err().is_panic());
-    }
-
-    // Plain use of the runtime pool afterwards: no tenant, no rows. The pool
-    // has 2 connections, so these are the connections used above.
-    let pool = env.tenancy.runtime_pool(&env.cluster).unwrap().clone();
-    for _ in 0..4 {
-        let mut conn = pool.acquire().await.unwrap();
-        let (tenant, user, search_path) = leftover_state(&mut conn).await;
-        assert_eq!(tenant, None, "tenant setting leaked");
-        assert_eq!(user, env.runtime_role, "role leaked");
-        assert!(search_path.contains(&env.shared_schema), "{search_path}");
-        let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(visible, 0, "rows visible without a tenant");
+        no_state_left(&env, mode, ctx, &what("panic on a connection")).await;
     }
     env.cleanup().await;
 }
