@@ -13,8 +13,14 @@
 //!
 //! **Not protected:** SQL that names the physical table (`notes_rows`)
 //! bypasses the view, and `DROP VIEW temp.notes` removes it for the rest of
-//! the connection's life. Never build table names from request data;
-//! reserve the physical names for migrations. Two SQLite limitations of
+//! the connection's life. SQLite has no privileges: every table of the
+//! shared file that is *not* declared as a tenant table — a lookup table,
+//! or the catalog and library tables if the host keeps them in that file —
+//! is readable and writable in full from every tenant connection, and a
+//! tenant connection can create tables (the audit reports undeclared
+//! tables with a tenant column). Never build table names from request
+//! data; reserve the physical names for migrations, and keep the catalog
+//! in a file of its own. Two SQLite limitations of
 //! views with `INSTEAD OF` triggers apply to shared placements: `RETURNING`
 //! is not available, and `rows_affected()` of an `UPDATE`/`DELETE` is 0 —
 //! count with `SELECT total_changes()` before and after if you need it.
