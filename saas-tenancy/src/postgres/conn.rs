@@ -2,7 +2,9 @@ use std::ops::{Deref, DerefMut};
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Executor, PgConnection, Postgres};
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{Connection, Executor, PgConnection, Postgres, SqlSafeStr};
+use sqlx_core::transaction::TransactionManager;
 
 use super::PgPoolLease;
 use crate::placement::Placement;
@@ -107,7 +109,7 @@ impl Drop for TenantConn {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    let mut reset = conn.execute(super::sql::RESET_SESSION).await.map(|_| ());
+                    let mut reset = reset_session(&mut conn).await;
                     if reset.is_ok() && clear_caches {
                         reset = conn.clear_cached_statements().await;
                     }
@@ -121,6 +123,39 @@ impl Drop for TenantConn {
         }
     }
 }
+
+/// Resets a shared connection, in one round trip unless the caller left a
+/// transaction open through raw SQL (`BEGIN` and an early return). Then
+/// the reset would run inside that transaction and a later `ROLLBACK`
+/// would bring the tenant's scope back, so the transaction is rolled back
+/// and the reset sent again.
+///
+/// How it knows without a round trip of its own: the reset goes through
+/// sqlx's custom-statement `begin`, which reports
+/// [`BeginFailed`](sqlx::Error::BeginFailed) when the server is outside a
+/// transaction once the statement has run — the normal case — and
+/// succeeds when it is inside one. (A `ROLLBACK` in front of every reset
+/// would cost a server-side warning, written to the server log, on every
+/// release.)
+async fn reset_session(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let reset = || super::sql::RESET_SESSION.into_sql_str();
+    match PgTransactionManager::begin(conn, Some(reset())).await {
+        Err(sqlx::Error::BeginFailed) => Ok(()),
+        Ok(()) => {
+            PgTransactionManager::rollback(conn).await?;
+            conn.execute(reset()).await.map(drop)
+        }
+        // A failed transaction refuses the reset until it is rolled back.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(IN_FAILED_TRANSACTION) => {
+            conn.execute("ROLLBACK").await?;
+            conn.execute(reset()).await.map(drop)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// SQLSTATE `in_failed_sql_transaction`.
+const IN_FAILED_TRANSACTION: &str = "25P02";
 
 impl Deref for TenantConn {
     type Target = PgConnection;

@@ -78,16 +78,11 @@ pub(super) fn begin_schema(schema: &TenantObjectName) -> String {
 }
 
 /// Returns a shared connection to its unscoped state after a
-/// [`TenantConn`](super::TenantConn), whatever raw SQL ran through it:
-/// ends a transaction the caller left open (else the reset would be part
-/// of it, and a later `ROLLBACK` would bring the tenant's scope back),
-/// resets the role (exempt from `RESET ALL`) and every setting, and drops
-/// temporary tables. `client_min_messages` silences the warning a
-/// `ROLLBACK` outside a transaction raises; `RESET ALL` restores it. In a
-/// failed transaction the first statement fails and the caller closes the
-/// connection instead.
-pub(super) const RESET_SESSION: &str = "SET client_min_messages = error; ROLLBACK; \
-     RESET ROLE; RESET ALL; DISCARD TEMP";
+/// [`TenantConn`](super::TenantConn): resets the role (exempt from
+/// `RESET ALL`) and every setting, and drops temporary tables. Run outside
+/// any transaction; see `TenantConn`'s release for how a transaction left
+/// open through raw SQL is ended first.
+pub(super) const RESET_SESSION: &str = "RESET ROLE; RESET ALL; DISCARD TEMP";
 
 /// Statements that create a schema tenant's role and schema (idempotent).
 /// The role has the schema's name, cannot log in, and is granted to the

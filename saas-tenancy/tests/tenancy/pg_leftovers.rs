@@ -47,14 +47,31 @@ async fn a_transaction_left_open_on_a_scoped_connection_ends_at_release() {
     let schema = env.tenant("open-schema", Strategy::Schema).await.unwrap();
     // Both runtime connections open, so that `settle` can wait for both.
     runtime_pool_is_clean(&env, "warm").await;
-    for (ctx, what) in [(&row, "row"), (&schema, "schema")] {
+    // Left open after a write, right after `BEGIN`, and failed.
+    let cases = [
+        (&row, "row", "a write"),
+        (&row, "row", "nothing"),
+        (&row, "row", "an error"),
+        (&schema, "schema", "a write"),
+        (&schema, "schema", "nothing"),
+        (&schema, "schema", "an error"),
+    ];
+    for (ctx, placement, after) in cases {
+        let what = format!("{placement}, BEGIN and {after}");
+        let what = what.as_str();
         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
         conn.execute("BEGIN").await.unwrap();
-        sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'never committed')")
-            .bind(ctx.tenant_id())
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        match after {
+            "a write" => {
+                sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'never committed')")
+                    .bind(ctx.tenant_id())
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+            }
+            "an error" => assert!(conn.execute("SELECT 1/0").await.is_err()),
+            _ => {}
+        }
         drop(conn);
         settle(&env).await;
         runtime_pool_is_clean(&env, &format!("{what}: raw BEGIN left open")).await;
