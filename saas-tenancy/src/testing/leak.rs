@@ -177,18 +177,59 @@ async fn run_case(
     for (index, steps) in per_tenant.into_iter().enumerate() {
         let target = Arc::clone(&target);
         let tenants = Arc::clone(&tenants);
-        tasks.spawn(async move { run_tenant(&*target, &tenants, index, steps, key_count).await });
+        tasks.spawn(async move {
+            let model = run_tenant(&*target, &tenants, index, steps, key_count).await?;
+            Ok::<_, String>((index, model))
+        });
     }
     for _ in 0..unscoped {
-        let seen = target.unscoped_count(&tenants).await?;
-        if seen != 0 {
-            return Err(format!("a connection without a tenant saw {seen} rows"));
-        }
+        unscoped_sees_nothing(&*target, &tenants, "during the case").await?;
     }
+    let mut models = vec![Model::new(); tenants.len()];
     while let Some(result) = tasks.join_next().await {
-        result.map_err(|e| format!("tenant task failed: {e}"))??;
+        let (index, model) = result.map_err(|e| format!("tenant task failed: {e}"))??;
+        models[index] = model;
     }
-    Ok(())
+    // Closing read-back, once every tenant is done: each sees exactly what
+    // it wrote and kept, and nothing is visible without a tenant.
+    for (ctx, model) in tenants.iter().zip(&models) {
+        expect_rows(target.read_all(ctx).await?, model, ctx, "at the end")?;
+    }
+    unscoped_sees_nothing(&*target, &tenants, "at the end").await
+}
+
+async fn unscoped_sees_nothing(
+    target: &dyn LeakTarget,
+    tenants: &[TenantContext],
+    when: &str,
+) -> Result<(), String> {
+    match target.unscoped_count(tenants).await? {
+        0 => Ok(()),
+        seen => Err(format!(
+            "a connection without a tenant saw {seen} rows {when}"
+        )),
+    }
+}
+
+/// `seen` (any order) must be the tenant's model, row for row.
+fn expect_rows(
+    mut seen: Vec<LeakRow>,
+    model: &Model,
+    ctx: &TenantContext,
+    when: &str,
+) -> Result<(), String> {
+    seen.sort_by_key(|r| r.1);
+    let expected: Vec<LeakRow> = model
+        .iter()
+        .map(|(k, (t, v))| (*t, *k, v.clone()))
+        .collect();
+    if seen == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "{} read {seen:?} {when}, expected {expected:?}",
+        ctx.slug()
+    ))
 }
 
 async fn run_tenant(
@@ -197,7 +238,7 @@ async fn run_tenant(
     index: usize,
     steps: Vec<(i64, LeakOp)>,
     key_count: usize,
-) -> Result<(), String> {
+) -> Result<Model, String> {
     let ctx = &tenants[index];
     let me = ctx.tenant_id();
     let mut model = Model::new();
@@ -220,18 +261,7 @@ async fn run_tenant(
                 }
             }
             LeakOp::ReadAll { .. } => {
-                let mut seen = target.read_all(ctx).await?;
-                seen.sort_by_key(|r| r.1);
-                let expected: Vec<LeakRow> = model
-                    .iter()
-                    .map(|(k, (t, v))| (*t, *k, v.clone()))
-                    .collect();
-                if seen != expected {
-                    return Err(format!(
-                        "{} read {seen:?}, expected {expected:?}",
-                        ctx.slug()
-                    ));
-                }
+                expect_rows(target.read_all(ctx).await?, &model, ctx, "mid-case")?;
             }
             LeakOp::ReadKey { key: k, .. } => {
                 let k = key_of(k);
@@ -274,5 +304,5 @@ async fn run_tenant(
             LeakOp::Unscoped => {}
         }
     }
-    Ok(())
+    Ok(model)
 }

@@ -10,6 +10,7 @@ mod catalog;
 mod escape_hatch;
 mod fixtures;
 mod leak;
+mod leak_harness;
 mod lifecycle;
 mod lifecycle_races;
 mod migrate;
