@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId, TenantSlug};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Connection, Executor, SqlSafeStr, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, SqlSafeStr, SqliteConnection};
 
 use super::leak::{LeakRow, LeakTarget};
 use crate::sqlite::{SqliteClusterConfig, SqliteTenancy, SqliteTenancyBuilder};
 use crate::{
-    ClusterName, DynCatalog, NewTenant, Placement, SqliteCatalog, Strategy, TenancyError,
+    ClusterName, DynCatalog, NewTenant, Placement, SqlIdent, SqliteCatalog, Strategy, TenancyError,
     TenantTable,
 };
 
@@ -154,24 +154,69 @@ impl SqliteSandbox {
     }
 }
 
-/// The leak harness's target on a [`SqliteTenancy`] and the sandbox's
-/// `notes` table. A connection without a tenant is a plain connection to
-/// the cluster's shared file (no per-tenant views): it must find no
-/// `notes` to read, and no row of a file tenant in `notes_rows`. A tenant
-/// file has no tenant-less access besides the escape hatch.
+/// The leak harness's target on a [`SqliteTenancy`] and one of the host's
+/// declared tenant tables (the sandbox's is `notes(tenant_id, id, body)`).
+/// A connection without a tenant is a plain connection to the cluster's
+/// shared file (no per-tenant views): it must find no table of the
+/// declared name to read, and no row of a file tenant in the physical
+/// table. A tenant file has no tenant-less access besides the escape hatch.
 #[derive(Debug)]
 pub struct SqliteLeakTarget {
     tenancy: SqliteTenancy,
     shared_file: PathBuf,
+    insert: String,
+    read_all: String,
+    read_key: String,
+    update_all: String,
+    delete_key: String,
+    count: String,
+    stray: String,
+    clear: String,
 }
 
 impl SqliteLeakTarget {
-    /// A target on `tenancy`, whose shared file is `shared_file`.
-    pub fn new(tenancy: SqliteTenancy, shared_file: PathBuf) -> Self {
-        Self {
+    /// A target for `table` (with its tenant column and physical table as
+    /// declared) keyed by the integer `key_column` with the text
+    /// `value_column`, on `tenancy`, whose shared file is `shared_file`.
+    pub fn new(
+        tenancy: SqliteTenancy,
+        shared_file: PathBuf,
+        table: &TenantTable,
+        key_column: &SqlIdent,
+        value_column: &SqlIdent,
+    ) -> Result<Self, TenancyError> {
+        let (t, c, k, v) = (
+            table.table.quoted(),
+            table.tenant_column.quoted(),
+            key_column.quoted(),
+            value_column.quoted(),
+        );
+        let physical = table.physical()?.quoted();
+        // No statement filters by tenant: isolation must come from the scope.
+        Ok(Self {
             tenancy,
             shared_file,
-        }
+            insert: format!("INSERT INTO {t} ({c}, {k}, {v}) VALUES (?, ?, ?)"),
+            read_all: format!("SELECT {c}, {k}, {v} FROM {t}"),
+            read_key: format!("SELECT {c}, {k}, {v} FROM {t} WHERE {k} = ?"),
+            update_all: format!("UPDATE {t} SET {v} = ?"),
+            delete_key: format!("DELETE FROM {t} WHERE {k} = ?"),
+            count: format!("SELECT count(*) FROM {t}"),
+            stray: format!("SELECT count(*) FROM {physical} WHERE {c} = ?"),
+            clear: format!("DELETE FROM {t}"),
+        })
+    }
+
+    /// The target on the sandbox's `notes(tenant_id, id, body)`.
+    pub fn notes(tenancy: SqliteTenancy, shared_file: PathBuf) -> Result<Self, TenancyError> {
+        let ident = SqlIdent::new;
+        Self::new(
+            tenancy,
+            shared_file,
+            &TenantTable::new("notes")?,
+            &ident("id")?,
+            &ident("body")?,
+        )
     }
 }
 
@@ -200,7 +245,7 @@ impl LeakTarget for SqliteLeakTarget {
         value: &str,
     ) -> Result<bool, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        let result = sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, ?, ?)")
+        let result = sqlx::query(AssertSqlSafe(self.insert.as_str()))
             .bind(claimed)
             .bind(key)
             .bind(value)
@@ -219,7 +264,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query_as("SELECT tenant_id, id, body FROM notes")
+        sqlx::query_as(AssertSqlSafe(self.read_all.as_str()))
             .fetch_all(&mut *conn)
             .await
             .map_err(text)
@@ -227,7 +272,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn read_key(&self, ctx: &TenantContext, key: i64) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query_as("SELECT tenant_id, id, body FROM notes WHERE id = ?")
+        sqlx::query_as(AssertSqlSafe(self.read_key.as_str()))
             .bind(key)
             .fetch_all(&mut *conn)
             .await
@@ -237,7 +282,7 @@ impl LeakTarget for SqliteLeakTarget {
     async fn update_all(&self, ctx: &TenantContext, value: &str) -> Result<u64, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
         let before = total_changes(&mut conn).await?;
-        sqlx::query("UPDATE notes SET body = ?")
+        sqlx::query(AssertSqlSafe(self.update_all.as_str()))
             .bind(value)
             .execute(&mut *conn)
             .await
@@ -248,7 +293,7 @@ impl LeakTarget for SqliteLeakTarget {
     async fn delete_key(&self, ctx: &TenantContext, key: i64) -> Result<u64, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
         let before = total_changes(&mut tx).await?;
-        sqlx::query("DELETE FROM notes WHERE id = ?")
+        sqlx::query(AssertSqlSafe(self.delete_key.as_str()))
             .bind(key)
             .execute(&mut *tx)
             .await
@@ -266,8 +311,9 @@ impl LeakTarget for SqliteLeakTarget {
         let mut conn = SqliteConnection::connect_with(&options)
             .await
             .map_err(text)?;
-        // `notes` exists only as each tenant connection's temporary view.
-        let mut seen = match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notes")
+        // The declared name exists only as each tenant connection's
+        // temporary view.
+        let mut seen = match sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.count.as_str()))
             .fetch_one(&mut conn)
             .await
         {
@@ -285,12 +331,11 @@ impl LeakTarget for SqliteLeakTarget {
                 .ok_or_else(|| format!("tenant {} is not in the catalog", ctx.tenant_id()))?;
             if matches!(record.placement, Placement::Database { .. }) {
                 // A file tenant's rows never land in the shared file.
-                let stray: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM notes_rows WHERE tenant_id = ?")
-                        .bind(ctx.tenant_id())
-                        .fetch_one(&mut conn)
-                        .await
-                        .map_err(text)?;
+                let stray: i64 = sqlx::query_scalar(AssertSqlSafe(self.stray.as_str()))
+                    .bind(ctx.tenant_id())
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(text)?;
                 seen += stray;
             }
         }
@@ -300,7 +345,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query("DELETE FROM notes")
+        sqlx::query(AssertSqlSafe(self.clear.as_str()))
             .execute(&mut *conn)
             .await
             .map_err(text)?;

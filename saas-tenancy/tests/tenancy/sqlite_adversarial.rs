@@ -152,10 +152,9 @@ async fn the_tenant_less_check_sees_a_leaking_shared_file() {
     let file = sandbox.tenant("file", Strategy::Database).await.unwrap();
     add_note(&sandbox, &row, 1, "row secret").await;
     add_note(&sandbox, &file, 1, "file secret").await;
-    let target = Arc::new(SqliteLeakTarget::new(
-        sandbox.tenancy.clone(),
-        sandbox.shared_file.clone(),
-    ));
+    let target = Arc::new(
+        SqliteLeakTarget::notes(sandbox.tenancy.clone(), sandbox.shared_file.clone()).unwrap(),
+    );
     let tenants = [row.clone(), file.clone()];
     assert_eq!(target.unscoped_count(&tenants).await.unwrap(), 0);
 

@@ -166,10 +166,9 @@ fn harness(strategy: Strategy) {
         }
         tenants
     });
-    let target = Arc::new(SqliteLeakTarget::new(
-        sandbox.tenancy.clone(),
-        sandbox.shared_file.clone(),
-    ));
+    let target = Arc::new(
+        SqliteLeakTarget::notes(sandbox.tenancy.clone(), sandbox.shared_file.clone()).unwrap(),
+    );
     let result = run_leak_harness(runtime.handle(), target, tenants, crate::leak::cases());
     runtime.block_on(sandbox.cleanup());
     if let Err(failure) = result {
@@ -361,4 +360,81 @@ async fn setup_names_a_missing_shared_file() {
         matches!(&err, TenancyError::InvalidInput(m) if m.contains(&missing.display().to_string())),
         "{err}"
     );
+}
+
+/// Hosts run the harness on their own table: `tasks(org, n, title)` with
+/// the tenant in `org`, stored in the shared file as `tasks_all`, for row
+/// and file tenants at once.
+#[test]
+fn leak_harness_runs_on_a_host_table() {
+    use saas_core::{TenantContext, TenantSlug};
+    use saas_tenancy::testing::sqlite::sqlite_migrations;
+    use saas_tenancy::{SqlIdent, TenantTable};
+    use sqlx::migrate::{Migration, MigrationType};
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Connection, SqlSafeStr};
+
+    const TASKS: &str = "(org BLOB NOT NULL, n INTEGER NOT NULL, title TEXT NOT NULL, \
+                         PRIMARY KEY (org, n))";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = runtime.block_on(SqliteSandbox::new()).unwrap();
+    let mut migrations = sqlite_migrations();
+    migrations.push(Migration::new(
+        2,
+        "tasks".into(),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe(format!("CREATE TABLE tasks {TASKS}")).into_sql_str(),
+        false,
+    ));
+    let table = TenantTable::new("tasks")
+        .unwrap()
+        .tenant_column("org")
+        .unwrap()
+        .stored_as("tasks_all")
+        .unwrap();
+    let tenancy = sandbox
+        .builder(migrations)
+        .unwrap()
+        .tenant_table(table.clone())
+        .build()
+        .unwrap();
+    let tenants = runtime.block_on(async {
+        let options = SqliteConnectOptions::new().filename(&sandbox.shared_file);
+        let mut shared = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let create = format!("CREATE TABLE tasks_all {TASKS}");
+        shared.execute(sqlx::AssertSqlSafe(create)).await.unwrap();
+        shared.close().await.unwrap();
+        tenancy.setup().await.unwrap();
+        let mut tenants = Vec::new();
+        for (slug, strategy) in [
+            ("host-a", Strategy::Shared),
+            ("host-b", Strategy::Database),
+            ("host-c", Strategy::Shared),
+        ] {
+            let slug = TenantSlug::parse(slug).unwrap();
+            let new = NewTenant::new(slug, "host tenant", strategy, sandbox.cluster.clone());
+            let record = tenancy.provision(new.unwrap()).await.unwrap();
+            tenants.push(TenantContext::new(record.id, record.slug));
+        }
+        tenants
+    });
+    let target = SqliteLeakTarget::new(
+        tenancy,
+        sandbox.shared_file.clone(),
+        &table,
+        &SqlIdent::new("n").unwrap(),
+        &SqlIdent::new("title").unwrap(),
+    )
+    .unwrap();
+    let result = run_leak_harness(runtime.handle(), Arc::new(target), tenants, 200);
+    runtime.block_on(sandbox.cleanup());
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
 }
