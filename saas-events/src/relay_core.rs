@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::EventError;
 
-/// Counters of a relay, shared with its [`RelayHandle`].
+/// Counters of a relay, shared with its `RelayHandle`.
 #[derive(Debug, Default)]
 pub struct RelayStats {
     relayed: AtomicU64,

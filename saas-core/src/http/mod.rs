@@ -1,6 +1,6 @@
 //! HTTP integration (feature `axum`): a tower [`Layer`](tower_layer::Layer)
 //! that authenticates the request and resolves its tenant, and an axum
-//! extractor for the resulting [`TenantContext`].
+//! extractor for the resulting [`TenantContext`](crate::TenantContext).
 //!
 //! ```
 //! use std::sync::Arc;

@@ -181,7 +181,7 @@ impl PgInbox {
         .map_err(pg_error)
     }
 
-    /// A router [`Handler`] running `handler` at most once per event for
+    /// A router [`Handler`](crate::router::Handler) running `handler` at most once per event for
     /// `consumer`: each delivery opens a transaction on `pool`, claims the
     /// event, runs `handler` in the transaction and commits; a duplicate
     /// is acknowledged without running it, a failure rolls back.

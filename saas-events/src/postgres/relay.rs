@@ -229,7 +229,7 @@ impl OutboxRelay {
         Ok(total)
     }
 
-    /// Runs the relay on a tokio task until [`RelayHandle::shutdown`]:
+    /// Runs the relay on a tokio task until `RelayHandle::shutdown`:
     /// passes back to back while there is work, `poll_interval` apart
     /// when idle or failing.
     pub fn spawn(self) -> RelayHandle {

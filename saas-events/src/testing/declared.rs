@@ -22,14 +22,14 @@ use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Optional {
-    /// [`Capabilities::ordering_per_key`]: `per_key_order`,
+    /// [`Capabilities::ordering_per_key`] — tests `per_key_order`,
     /// `per_key_order_parallel`.
     OrderingPerKey,
-    /// [`Capabilities::consumer_groups`]: `consumer_groups`,
+    /// [`Capabilities::consumer_groups`] — tests `consumer_groups`,
     /// `close_and_resume`, `crash_mid_handler`, `redrive_dead_letters`,
     /// `per_key_order_parallel`.
     ConsumerGroups,
-    /// [`Capabilities::delayed_delivery`]: `delayed_retry`.
+    /// [`Capabilities::delayed_delivery`] — tests `delayed_retry`.
     DelayedDelivery,
 }
 

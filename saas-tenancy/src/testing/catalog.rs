@@ -1,4 +1,4 @@
-//! The [`Catalog`] conformance suite: one function per contract bullet.
+//! The [`Catalog`](crate::Catalog) conformance suite: one function per contract bullet.
 
 use std::collections::BTreeSet;
 
