@@ -58,6 +58,36 @@ pub trait LeakTarget: Send + Sync {
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String>;
 }
 
+/// The statements a [`LeakTarget`] runs on a host table. None filters by
+/// tenant: isolation must come from the scope.
+#[derive(Debug, Clone)]
+pub(crate) struct LeakStatements {
+    pub(crate) insert: String,
+    pub(crate) read_all: String,
+    pub(crate) read_key: String,
+    pub(crate) update_all: String,
+    pub(crate) delete_key: String,
+    pub(crate) count: String,
+    pub(crate) clear: String,
+}
+
+impl LeakStatements {
+    /// For the quoted `table(tenant, key, value)`; `param(n)` spells the
+    /// n-th bind parameter in the backend's syntax.
+    pub(crate) fn new(t: &str, c: &str, k: &str, v: &str, param: fn(usize) -> String) -> Self {
+        let (p1, p2, p3) = (param(1), param(2), param(3));
+        Self {
+            insert: format!("INSERT INTO {t} ({c}, {k}, {v}) VALUES ({p1}, {p2}, {p3})"),
+            read_all: format!("SELECT {c}, {k}, {v} FROM {t}"),
+            read_key: format!("SELECT {c}, {k}, {v} FROM {t} WHERE {k} = {p1}"),
+            update_all: format!("UPDATE {t} SET {v} = {p1}"),
+            delete_key: format!("DELETE FROM {t} WHERE {k} = {p1}"),
+            count: format!("SELECT count(*) FROM {t}"),
+            clear: format!("DELETE FROM {t}"),
+        }
+    }
+}
+
 /// One generated step.
 #[derive(Debug, Clone)]
 pub enum LeakOp {

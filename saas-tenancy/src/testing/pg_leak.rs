@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId};
 use sqlx::AssertSqlSafe;
 
-use super::leak::{LeakRow, LeakTarget};
+use super::leak::{LeakRow, LeakStatements, LeakTarget};
 use crate::placement::{ClusterName, Placement};
 use crate::postgres::{PgTenancy, SqlIdent};
 
@@ -15,13 +15,7 @@ use crate::postgres::{PgTenancy, SqlIdent};
 pub struct PgLeakTarget {
     tenancy: PgTenancy,
     cluster: ClusterName,
-    insert: String,
-    read_all: String,
-    read_key: String,
-    update_all: String,
-    delete_key: String,
-    count: String,
-    clear: String,
+    sql: LeakStatements,
     table: String,
 }
 
@@ -36,23 +30,18 @@ impl PgLeakTarget {
         key_column: &SqlIdent,
         value_column: &SqlIdent,
     ) -> Self {
-        let (t, c, k, v) = (
-            table.quoted(),
-            tenant_column.quoted(),
-            key_column.quoted(),
-            value_column.quoted(),
+        let t = table.quoted();
+        let sql = LeakStatements::new(
+            &t,
+            &tenant_column.quoted(),
+            &key_column.quoted(),
+            &value_column.quoted(),
+            |n| format!("${n}"),
         );
-        // No statement filters by tenant: isolation must come from the scope.
         Self {
             tenancy,
             cluster,
-            insert: format!("INSERT INTO {t} ({c}, {k}, {v}) VALUES ($1, $2, $3)"),
-            read_all: format!("SELECT {c}, {k}, {v} FROM {t}"),
-            read_key: format!("SELECT {c}, {k}, {v} FROM {t} WHERE {k} = $1"),
-            update_all: format!("UPDATE {t} SET {v} = $1"),
-            delete_key: format!("DELETE FROM {t} WHERE {k} = $1"),
-            count: format!("SELECT count(*) FROM {t}"),
-            clear: format!("DELETE FROM {t}"),
+            sql,
             table: t,
         }
     }
@@ -92,7 +81,7 @@ impl LeakTarget for PgLeakTarget {
         value: &str,
     ) -> Result<bool, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        let result = sqlx::query(AssertSqlSafe(self.insert.clone()))
+        let result = sqlx::query(AssertSqlSafe(self.sql.insert.as_str()))
             .bind(claimed)
             .bind(key)
             .bind(value)
@@ -111,7 +100,7 @@ impl LeakTarget for PgLeakTarget {
 
     async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query_as(AssertSqlSafe(self.read_all.clone()))
+        sqlx::query_as(AssertSqlSafe(self.sql.read_all.as_str()))
             .fetch_all(&mut *conn)
             .await
             .map_err(text)
@@ -119,7 +108,7 @@ impl LeakTarget for PgLeakTarget {
 
     async fn read_key(&self, ctx: &TenantContext, key: i64) -> Result<Vec<LeakRow>, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        let rows = sqlx::query_as(AssertSqlSafe(self.read_key.clone()))
+        let rows = sqlx::query_as(AssertSqlSafe(self.sql.read_key.as_str()))
             .bind(key)
             .fetch_all(&mut *tx)
             .await
@@ -130,7 +119,7 @@ impl LeakTarget for PgLeakTarget {
 
     async fn update_all(&self, ctx: &TenantContext, value: &str) -> Result<u64, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        let done = sqlx::query(AssertSqlSafe(self.update_all.clone()))
+        let done = sqlx::query(AssertSqlSafe(self.sql.update_all.as_str()))
             .bind(value)
             .execute(&mut *conn)
             .await
@@ -140,7 +129,7 @@ impl LeakTarget for PgLeakTarget {
 
     async fn delete_key(&self, ctx: &TenantContext, key: i64) -> Result<u64, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        let done = sqlx::query(AssertSqlSafe(self.delete_key.clone()))
+        let done = sqlx::query(AssertSqlSafe(self.sql.delete_key.as_str()))
             .bind(key)
             .execute(&mut *tx)
             .await
@@ -152,7 +141,7 @@ impl LeakTarget for PgLeakTarget {
     async fn unscoped_count(&self, tenants: &[TenantContext]) -> Result<i64, String> {
         let pool = self.tenancy.runtime_pool(&self.cluster).map_err(text)?;
         // Row tenants: the shared table, under RLS with no tenant setting.
-        let mut seen = match sqlx::query_scalar(AssertSqlSafe(self.count.clone()))
+        let mut seen = match sqlx::query_scalar(AssertSqlSafe(self.sql.count.as_str()))
             .fetch_one(pool)
             .await
         {
@@ -206,7 +195,7 @@ impl LeakTarget for PgLeakTarget {
 
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        sqlx::query(AssertSqlSafe(self.clear.clone()))
+        sqlx::query(AssertSqlSafe(self.sql.clear.as_str()))
             .execute(&mut *tx)
             .await
             .map_err(text)?;

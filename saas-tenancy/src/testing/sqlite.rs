@@ -12,7 +12,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, SqlSafeStr, SqliteConnection};
 
-use super::leak::{LeakRow, LeakTarget};
+use super::leak::{LeakRow, LeakStatements, LeakTarget};
 use crate::sqlite::{SqliteClusterConfig, SqliteTenancy, SqliteTenancyBuilder};
 use crate::{
     ClusterName, DynCatalog, NewTenant, Placement, SqlIdent, SqliteCatalog, Strategy, TenancyError,
@@ -164,14 +164,9 @@ impl SqliteSandbox {
 pub struct SqliteLeakTarget {
     tenancy: SqliteTenancy,
     shared_file: PathBuf,
-    insert: String,
-    read_all: String,
-    read_key: String,
-    update_all: String,
-    delete_key: String,
-    count: String,
+    sql: LeakStatements,
+    /// Rows of one tenant in the physical table of the shared file.
     stray: String,
-    clear: String,
 }
 
 impl SqliteLeakTarget {
@@ -185,25 +180,20 @@ impl SqliteLeakTarget {
         key_column: &SqlIdent,
         value_column: &SqlIdent,
     ) -> Result<Self, TenancyError> {
-        let (t, c, k, v) = (
-            table.table.quoted(),
-            table.tenant_column.quoted(),
-            key_column.quoted(),
-            value_column.quoted(),
-        );
+        let c = table.tenant_column.quoted();
         let physical = table.physical()?.quoted();
-        // No statement filters by tenant: isolation must come from the scope.
+        let sql = LeakStatements::new(
+            &table.table.quoted(),
+            &c,
+            &key_column.quoted(),
+            &value_column.quoted(),
+            |_| "?".to_owned(),
+        );
         Ok(Self {
             tenancy,
             shared_file,
-            insert: format!("INSERT INTO {t} ({c}, {k}, {v}) VALUES (?, ?, ?)"),
-            read_all: format!("SELECT {c}, {k}, {v} FROM {t}"),
-            read_key: format!("SELECT {c}, {k}, {v} FROM {t} WHERE {k} = ?"),
-            update_all: format!("UPDATE {t} SET {v} = ?"),
-            delete_key: format!("DELETE FROM {t} WHERE {k} = ?"),
-            count: format!("SELECT count(*) FROM {t}"),
+            sql,
             stray: format!("SELECT count(*) FROM {physical} WHERE {c} = ?"),
-            clear: format!("DELETE FROM {t}"),
         })
     }
 
@@ -245,7 +235,7 @@ impl LeakTarget for SqliteLeakTarget {
         value: &str,
     ) -> Result<bool, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
-        let result = sqlx::query(AssertSqlSafe(self.insert.as_str()))
+        let result = sqlx::query(AssertSqlSafe(self.sql.insert.as_str()))
             .bind(claimed)
             .bind(key)
             .bind(value)
@@ -264,7 +254,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query_as(AssertSqlSafe(self.read_all.as_str()))
+        sqlx::query_as(AssertSqlSafe(self.sql.read_all.as_str()))
             .fetch_all(&mut *conn)
             .await
             .map_err(text)
@@ -272,7 +262,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn read_key(&self, ctx: &TenantContext, key: i64) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query_as(AssertSqlSafe(self.read_key.as_str()))
+        sqlx::query_as(AssertSqlSafe(self.sql.read_key.as_str()))
             .bind(key)
             .fetch_all(&mut *conn)
             .await
@@ -282,7 +272,7 @@ impl LeakTarget for SqliteLeakTarget {
     async fn update_all(&self, ctx: &TenantContext, value: &str) -> Result<u64, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
         let before = total_changes(&mut conn).await?;
-        sqlx::query(AssertSqlSafe(self.update_all.as_str()))
+        sqlx::query(AssertSqlSafe(self.sql.update_all.as_str()))
             .bind(value)
             .execute(&mut *conn)
             .await
@@ -293,7 +283,7 @@ impl LeakTarget for SqliteLeakTarget {
     async fn delete_key(&self, ctx: &TenantContext, key: i64) -> Result<u64, String> {
         let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
         let before = total_changes(&mut tx).await?;
-        sqlx::query(AssertSqlSafe(self.delete_key.as_str()))
+        sqlx::query(AssertSqlSafe(self.sql.delete_key.as_str()))
             .bind(key)
             .execute(&mut *tx)
             .await
@@ -313,7 +303,7 @@ impl LeakTarget for SqliteLeakTarget {
             .map_err(text)?;
         // The declared name exists only as each tenant connection's
         // temporary view.
-        let mut seen = match sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.count.as_str()))
+        let mut seen = match sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql.count.as_str()))
             .fetch_one(&mut conn)
             .await
         {
@@ -345,7 +335,7 @@ impl LeakTarget for SqliteLeakTarget {
 
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
-        sqlx::query(AssertSqlSafe(self.clear.as_str()))
+        sqlx::query(AssertSqlSafe(self.sql.clear.as_str()))
             .execute(&mut *conn)
             .await
             .map_err(text)?;

@@ -39,6 +39,21 @@ impl<F: Future> Future for CancelAfter<F> {
     }
 }
 
+/// Whether `conn` is inside a transaction block: a transaction-local
+/// setting outlives its statement only there.
+pub(crate) async fn in_transaction(conn: &mut sqlx::PgConnection) -> bool {
+    sqlx::query("SELECT set_config('saas_test.probe', 'open', true)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let probe: Option<String> =
+        sqlx::query_scalar("SELECT NULLIF(current_setting('saas_test.probe', true), '')")
+            .fetch_one(conn)
+            .await
+            .unwrap();
+    probe.is_some()
+}
+
 /// Every connection the runtime pool holds (it has 2) is clean.
 pub(crate) async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
     let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
@@ -52,18 +67,7 @@ pub(crate) async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-        // A transaction-local setting outlives its statement only inside
-        // an open transaction block.
-        sqlx::query("SELECT set_config('saas_test.probe', 'open', true)")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        let probe: Option<String> =
-            sqlx::query_scalar("SELECT NULLIF(current_setting('saas_test.probe', true), '')")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-        let in_tx = probe.is_some();
+        let in_tx = in_transaction(&mut conn).await;
         assert_eq!(tenant, None, "{what}: tenant setting left");
         assert_eq!(user, env.runtime_role, "{what}: role left");
         assert!(

@@ -177,16 +177,10 @@ async fn no_state_left(env: &PgSandbox, mode: ScopeMode, ctx: &TenantContext, wh
                 .await
                 .unwrap();
         assert_eq!(tenant, Some(ctx.tenant_id().to_string()), "{what}");
-        sqlx::query("SELECT set_config('saas_test.probe', 'open', true)")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        let probe: Option<String> =
-            sqlx::query_scalar("SELECT NULLIF(current_setting('saas_test.probe', true), '')")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-        assert_eq!(probe, None, "{what}: a transaction was left open");
+        assert!(
+            !crate::pg_cancel::in_transaction(&mut conn).await,
+            "{what}: a transaction was left open"
+        );
         held.push(conn);
     }
 }
