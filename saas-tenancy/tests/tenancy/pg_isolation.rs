@@ -399,6 +399,63 @@ async fn acquire_statements_commit_on_their_own(mode: ScopeMode) {
     env.cleanup().await;
 }
 
+/// The server drops every connection of the runtime role (a restart, a
+/// failover, an idle timeout): the pools open fresh connections, on which
+/// sqlx's `before_acquire` never runs. Each must carry its own tenant's
+/// scope and nothing else — for the shared runtime pool and for tenant
+/// pools, whose fresh connections get the scope from the startup packet.
+async fn fresh_connections_carry_only_their_own_scope(mode: ScopeMode) {
+    let Some(mut env) = sandbox("pg_isolation::fresh_connections", mode).await else {
+        return;
+    };
+    let a = env.tenant("fresh-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("fresh-b", Strategy::Shared).await.unwrap();
+    let s = env.tenant("fresh-s", Strategy::Schema).await.unwrap();
+    for (ctx, body) in [(&a, "a1"), (&b, "b1"), (&s, "s1")] {
+        add_note(&env, ctx, body).await;
+    }
+    for round in 0..3 {
+        let dropped: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        )
+        .bind(&env.runtime_role)
+        .fetch_all(&env.admin)
+        .await
+        .unwrap();
+        assert!(!dropped.is_empty(), "round {round}: no runtime connection");
+        // Termination is a signal: wait until the backends are gone, so the
+        // pools find them dead instead of losing them mid-statement.
+        for _ in 0..500 {
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+                    .bind(&env.runtime_role)
+                    .fetch_one(&env.admin)
+                    .await
+                    .unwrap();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (ctx, body) in [(&a, "a1"), (&b, "b1"), (&s, "s1")] {
+            assert_eq!(
+                notes(&env, ctx).await,
+                vec![body.to_owned()],
+                "round {round}"
+            );
+            let mut tx = env.tenancy.begin(ctx).await.unwrap();
+            let seen: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(seen, vec![body.to_owned()], "round {round}");
+            tx.commit().await.unwrap();
+        }
+        no_state_left(&env, mode, &a, &format!("round {round}")).await;
+    }
+    env.cleanup().await;
+}
+
 /// One test per behaviour and scope mode.
 macro_rules! both_modes {
     ($($name:ident),+) => {
@@ -428,6 +485,7 @@ both_modes!(
     row_security_refuses_cross_tenant_writes,
     schema_tenants_cannot_reach_each_other,
     no_tenant_state_survives_on_pooled_connections,
+    fresh_connections_carry_only_their_own_scope,
     suspended_and_unknown_tenants_get_no_handle,
     tenant_database_pools_stay_within_the_budget
 );
