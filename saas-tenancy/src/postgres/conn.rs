@@ -22,7 +22,10 @@ use crate::placement::Placement;
 /// is closed, not reused. With
 /// [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools) and for
 /// database placements the connection belongs to the tenant's own pool
-/// and never serves another tenant.
+/// and never serves another tenant; it goes back as it is, like any sqlx
+/// pooled connection, so a transaction started on it with raw SQL and
+/// never ended would be met by the tenant's next request — use
+/// [`begin`](super::PgTenancy::begin) for transactions.
 ///
 /// sqlx caches prepared statements and custom type OIDs per connection,
 /// the types by bare name: a shared runtime connection scoped to a schema
