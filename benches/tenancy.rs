@@ -3,14 +3,15 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); `-- scoped` or
 //! `-- migrations` runs one part. Writes `target/bench-reports/tenancy.md`.
 //!
-//! - scoped access vs the plain app-enforced query, per placement and mode;
+//! - scoped access vs the plain app-enforced query, per placement and mode,
+//!   and TenantPools with twice as many busy tenants as its budget holds;
 //! - migrating 1,000 schema tenants (`SAAS_BENCH_TENANTS` changes it) with
 //!   an `ALTER TABLE`, vs the same statements run by hand in a loop.
 
 #![allow(clippy::unwrap_used)]
 
 use saas_benches::{Comparison, PairedComparison, compare_paired};
-use saas_core::TenantContext;
+use saas_core::{TenantContext, TenantId};
 use saas_tenancy::Strategy;
 use std::time::Instant;
 
@@ -28,6 +29,10 @@ const NOTES_PER_TENANT: i64 = 50;
 /// shared runtime pool and each tenant pool, so that both sides are
 /// configured alike.
 const POOL_SIZE: u32 = 2;
+/// The tenant-pool budget: room for `BUDGET / POOL_SIZE` busy tenants.
+const BUDGET: u32 = 50;
+/// Rounds of the over-budget case, where every request opens a connection.
+const OVER_BUDGET_ROUNDS: u32 = 10;
 
 struct Row {
     case: String,
@@ -82,7 +87,7 @@ async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -
 async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
     // The sandbox's runtime pool has POOL_SIZE connections; tenant pools
     // get the same.
-    let limits = PoolLimits::new(50, POOL_SIZE);
+    let limits = PoolLimits::new(BUDGET, POOL_SIZE);
     let mut sandbox = PgSandbox::with_limits(url, mode, limits).await.unwrap();
     let row = sandbox.tenant("bench-row", Strategy::Shared).await.unwrap();
     let schema = sandbox
@@ -155,8 +160,59 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
             target: "≤ 1.10×",
         });
     }
+    if mode == ScopeMode::TenantPools {
+        rows.push(over_budget(&mut sandbox, &plain, tenant).await);
+    }
     plain.close().await;
     sandbox.cleanup().await;
+}
+
+/// TenantPools past its budget: twice as many row tenants take turns as
+/// the budget has pools for, so every request evicts a pool and connects
+/// anew — the cliff behind "the set of busy tenants fits the budget".
+async fn over_budget(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantId) -> Row {
+    let pools = (BUDGET / POOL_SIZE) as usize;
+    let mut busy = Vec::new();
+    for i in 0..2 * pools {
+        busy.push(
+            sandbox
+                .tenant(&format!("busy-{i}"), Strategy::Shared)
+                .await
+                .unwrap(),
+        );
+    }
+    let next = std::cell::Cell::new(0_usize);
+    let result = compare_paired(
+        OVER_BUDGET_ROUNDS,
+        PER_ROUND,
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM notes_plain WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_one(plain)
+                    .await
+                    .unwrap();
+            assert!(n > 0);
+        },
+        || async {
+            let i = next.get();
+            next.set((i + 1) % busy.len());
+            let mut conn = sandbox.tenancy.acquire(&busy[i]).await.unwrap();
+            let _: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    Row {
+        case: format!(
+            "TenantPools · row (RLS) · acquire + 1 statement, {} tenants in turn over a {pools}-pool budget",
+            busy.len()
+        ),
+        result,
+        target: "(none: shows the cost past the budget)",
+    }
 }
 
 /// Read, update, read — filtered by hand on the baseline, by the scope on
