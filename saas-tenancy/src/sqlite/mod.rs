@@ -313,6 +313,11 @@ impl SqliteTenancy {
     pub fn catalog(&self) -> &DynCatalog {
         &self.inner.catalog
     }
+
+    /// The declared tenant tables.
+    pub fn tenant_tables(&self) -> &[TenantTable] {
+        &self.inner.tables
+    }
 }
 
 impl SqliteTenancyBuilder {

@@ -170,16 +170,28 @@ pub struct SqliteLeakTarget {
 }
 
 impl SqliteLeakTarget {
-    /// A target for `table` (with its tenant column and physical table as
-    /// declared) keyed by the integer `key_column` with the text
-    /// `value_column`, on `tenancy`, whose shared file is `shared_file`.
+    /// A target for the tenant table `table` as `tenancy` declares it
+    /// (tenant column, physical table), keyed by the integer `key_column`
+    /// with the text `value_column`; `shared_file` is the cluster's shared
+    /// file. An undeclared table is refused: its rows would not be scoped.
     pub fn new(
         tenancy: SqliteTenancy,
         shared_file: PathBuf,
-        table: &TenantTable,
+        table: &SqlIdent,
         key_column: &SqlIdent,
         value_column: &SqlIdent,
     ) -> Result<Self, TenancyError> {
+        let table = tenancy
+            .tenant_tables()
+            .iter()
+            .find(|t| t.table == *table)
+            .cloned()
+            .ok_or_else(|| {
+                TenancyError::InvalidInput(format!(
+                    "{} is not a declared tenant table of this tenancy",
+                    table.as_str()
+                ))
+            })?;
         let c = table.tenant_column.quoted();
         let physical = table.physical()?.quoted();
         let sql = LeakStatements::new(
@@ -203,7 +215,7 @@ impl SqliteLeakTarget {
         Self::new(
             tenancy,
             shared_file,
-            &TenantTable::new("notes")?,
+            &ident("notes")?,
             &ident("id")?,
             &ident("body")?,
         )

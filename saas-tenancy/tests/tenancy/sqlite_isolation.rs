@@ -407,7 +407,7 @@ fn leak_harness_runs_on_a_host_table() {
     let tenancy = sandbox
         .builder(migrations)
         .unwrap()
-        .tenant_table(table.clone())
+        .tenant_table(table)
         .build()
         .unwrap();
     let tenants = runtime.block_on(async {
@@ -432,12 +432,22 @@ fn leak_harness_runs_on_a_host_table() {
         }
         tenants
     });
+    let ident = |s: &str| SqlIdent::new(s).unwrap();
+    // Only declared tables can be targets.
+    let undeclared = SqliteLeakTarget::new(
+        tenancy.clone(),
+        sandbox.shared_file.clone(),
+        &ident("tasks_all"),
+        &ident("n"),
+        &ident("title"),
+    );
+    assert!(matches!(undeclared, Err(TenancyError::InvalidInput(_))));
     let target = SqliteLeakTarget::new(
         tenancy,
         sandbox.shared_file.clone(),
-        &table,
-        &SqlIdent::new("n").unwrap(),
-        &SqlIdent::new("title").unwrap(),
+        &ident("tasks"),
+        &ident("n"),
+        &ident("title"),
     )
     .unwrap();
     let result = run_leak_harness(runtime.handle(), Arc::new(target), tenants, 200);
