@@ -217,7 +217,7 @@ impl<DB: Database> PoolRegistry<DB> {
             };
             if let Some(entry) = victim {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                self.close_taken(vec![entry]).await;
+                self.close_taken([entry]).await;
                 continue;
             }
             if !waited {
@@ -256,7 +256,7 @@ impl<DB: Database> PoolRegistry<DB> {
     /// closing runs in its own task, so that a caller cancelled while
     /// waiting for it neither leaves a pool half-closed nor keeps its room
     /// reserved for ever.
-    async fn close_taken(&self, entries: Vec<Entry<DB>>) {
+    async fn close_taken(&self, entries: impl IntoIterator<Item = Entry<DB>>) {
         let tasks: Vec<_> = entries
             .into_iter()
             .map(|entry| {
@@ -313,7 +313,7 @@ impl<DB: Database> PoolRegistry<DB> {
             let mut pools = self.pools.lock().await;
             self.take(&mut pools, tenant)
         };
-        self.close_taken(entry.into_iter().collect()).await;
+        self.close_taken(entry).await;
     }
 
     /// Gauges and counters.
