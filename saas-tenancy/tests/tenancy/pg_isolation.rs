@@ -425,18 +425,22 @@ async fn fresh_connections_carry_only_their_own_scope(mode: ScopeMode) {
         assert!(!dropped.is_empty(), "round {round}: no runtime connection");
         // Termination is a signal: wait until the backends are gone, so the
         // pools find them dead instead of losing them mid-statement.
+        let mut left = i64::MAX;
         for _ in 0..500 {
-            let left: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
-                    .bind(&env.runtime_role)
-                    .fetch_one(&env.admin)
-                    .await
-                    .unwrap();
+            left = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+                .bind(&env.runtime_role)
+                .fetch_one(&env.admin)
+                .await
+                .unwrap();
             if left == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert_eq!(
+            left, 0,
+            "round {round}: terminated backends still alive after 5 s"
+        );
         for (ctx, body) in [(&a, "a1"), (&b, "b1"), (&s, "s1")] {
             assert_eq!(
                 notes(&env, ctx).await,

@@ -64,7 +64,8 @@ async fn a_full_budget_makes_callers_wait_then_time_out() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(held_a);
     waiter.await.unwrap().unwrap();
-    assert_eq!(registry.stats().await.evictions, 1);
+    let stats = registry.stats().await;
+    assert_eq!((stats.waits, stats.timeouts, stats.evictions), (2, 1, 1));
     drop(held_b);
 }
 
