@@ -58,3 +58,13 @@ pub(crate) async fn sqlite_memory_pool() -> SqlitePool {
         .await
         .unwrap()
 }
+
+/// The runtime a leak-harness test drives its tenants on: the harness is
+/// synchronous (proptest) and runs each case's tenants concurrently.
+pub(crate) fn harness_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

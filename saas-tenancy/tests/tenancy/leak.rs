@@ -19,11 +19,7 @@ pub(crate) fn cases() -> u32 {
 }
 
 fn harness(strategy: Strategy, mode: ScopeMode) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::fixtures::harness_runtime();
     let test = format!("leak::{strategy}::{mode:?}");
     let Some(mut env) = runtime.block_on(crate::pg_env::sandbox(&test, mode)) else {
         return;

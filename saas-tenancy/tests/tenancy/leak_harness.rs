@@ -111,11 +111,7 @@ impl LeakTarget for MemoryTarget {
 }
 
 fn run(bug: Bug) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::fixtures::harness_runtime();
     let tenants = ["leak-a", "leak-b", "leak-c"]
         .into_iter()
         .map(|slug| TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap()))

@@ -161,11 +161,7 @@ async fn schemas_do_not_exist_and_suspended_tenants_are_refused() {
 }
 
 fn harness(strategy: Strategy) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::fixtures::harness_runtime();
     let sandbox = runtime.block_on(SqliteSandbox::new()).unwrap();
     let tenants = runtime.block_on(async {
         let mut tenants = Vec::new();
@@ -384,11 +380,7 @@ fn leak_harness_runs_on_a_host_table() {
 
     const TASKS: &str = "(org BLOB NOT NULL, n INTEGER NOT NULL, title TEXT NOT NULL, \
                          PRIMARY KEY (org, n))";
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::fixtures::harness_runtime();
     let sandbox = runtime.block_on(SqliteSandbox::new()).unwrap();
     let mut migrations = sqlite_migrations();
     migrations.push(Migration::new(
