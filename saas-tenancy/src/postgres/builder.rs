@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
 use super::cache::RecordCache;
+use super::session;
 use super::{Cluster, Inner, PgClusterConfig, PgTenancy, PoolRegistry, ScopeMode};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
@@ -155,9 +156,10 @@ impl PgTenancyBuilder {
             let admin = PgPoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(config.admin.clone());
-            let runtime = PgPoolOptions::new()
-                .max_connections(config.max_connections)
-                .connect_lazy_with(config.admin.clone().username(config.runtime_role.as_str()));
+            let runtime = session::reset_on_release(
+                PgPoolOptions::new().max_connections(config.max_connections),
+            )
+            .connect_lazy_with(super::runtime_options(&config));
             let name = config.name.clone();
             if clusters
                 .insert(

@@ -2,9 +2,7 @@ use std::ops::{Deref, DerefMut};
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgTransactionManager;
-use sqlx::{Connection, Executor, PgConnection, Postgres, SqlSafeStr};
-use sqlx_core::transaction::TransactionManager;
+use sqlx::{Connection, PgConnection, Postgres};
 
 use super::PgPoolLease;
 use crate::placement::Placement;
@@ -14,18 +12,26 @@ use crate::placement::Placement;
 /// `sqlx::query(..).fetch_all(&mut *conn)`.
 ///
 /// With [`ScopeMode::Shared`](super::ScopeMode::Shared) the scope is a
-/// session setting put on a shared runtime connection at checkout and
-/// removed before the connection can serve anyone else — on drop,
-/// including cancellation and panics: a transaction left open through raw
-/// SQL is rolled back, the role and every setting are reset and temporary
-/// tables are dropped, in one round trip; a connection whose reset fails
-/// is closed, not reused. With
+/// session setting put on a shared runtime connection at checkout. With
 /// [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools) and for
-/// database placements the connection belongs to the tenant's own pool
-/// and never serves another tenant; it goes back as it is, like any sqlx
-/// pooled connection, so a transaction started on it with raw SQL and
-/// never ended would be met by the tenant's next request — use
-/// [`begin`](super::PgTenancy::begin) for transactions.
+/// database placements the connection belongs to the tenant's own pool,
+/// whose connections carry the scope from their startup packet, and never
+/// serves another tenant.
+///
+/// **What the next user of the connection meets**: in every mode the
+/// connection goes back to its pool through a reset — on drop, including
+/// cancellation and panics — that closes cursors, returns role and
+/// session authorization to the login's, resets every setting (search
+/// path, tenant setting, time zone, transaction characteristics),
+/// unlistens, releases session advisory locks and drops temporary objects
+/// and sequence state. A connection is closed instead when that cannot
+/// make it trustworthy: a transaction left open through raw SQL (it is
+/// rolled back by the server as the connection closes), statements
+/// prepared with SQL `PREPARE` or statements sqlx cached deallocated
+/// behind its back, a protocol exchange out of step (a refused `COPY …
+/// TO STDOUT` through sqlx's raw copy API), or any error. So whatever
+/// raw SQL did to the session, the next tenant starts clean; on a tenant
+/// pool, the tenant's next request starts with its pool's scope again.
 ///
 /// sqlx caches prepared statements and custom type OIDs per connection,
 /// the types by bare name: a shared runtime connection scoped to a schema
@@ -33,10 +39,9 @@ use crate::placement::Placement;
 /// `mood` enum is never bound or read as another tenant's `mood`.
 ///
 /// The same caveat as [`TenantTx`](super::TenantTx) applies to raw SQL
-/// that deliberately changes the scope.
+/// that deliberately changes the scope *while the handle is held*.
 pub struct TenantConn {
     conn: Option<PoolConnection<Postgres>>,
-    needs_reset: bool,
     clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
@@ -47,17 +52,16 @@ pub struct TenantConn {
 impl TenantConn {
     pub(super) fn new(
         conn: PoolConnection<Postgres>,
-        needs_reset: bool,
+        shared: bool,
         tenant: TenantId,
         placement: Placement,
         lease: Option<PgPoolLease>,
     ) -> Self {
         // Only a shared connection moves between schemas, whose same-named
         // types would clash in sqlx's caches.
-        let clear_caches = needs_reset && matches!(placement, Placement::Schema { .. });
+        let clear_caches = shared && matches!(placement, Placement::Schema { .. });
         Self {
             conn: Some(conn),
-            needs_reset,
             clear_caches,
             tenant,
             placement,
@@ -105,18 +109,16 @@ impl Drop for TenantConn {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        if !self.needs_reset {
+        // The scope and whatever else raw SQL left on the session are
+        // reset by the pool on release (see `session`); only sqlx's own
+        // caches, which the server knows nothing of, are emptied here.
+        if !self.clear_caches {
             return;
         }
-        let clear_caches = self.clear_caches;
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    let mut reset = reset_session(&mut conn).await;
-                    if reset.is_ok() && clear_caches {
-                        reset = conn.clear_cached_statements().await;
-                    }
-                    if reset.is_err() {
+                    if conn.clear_cached_statements().await.is_err() {
                         // Never hand a connection with unknown state back.
                         conn.close_on_drop();
                     }
@@ -126,39 +128,6 @@ impl Drop for TenantConn {
         }
     }
 }
-
-/// Resets a shared connection, in one round trip unless the caller left a
-/// transaction open through raw SQL (`BEGIN` and an early return). Then
-/// the reset would run inside that transaction and a later `ROLLBACK`
-/// would bring the tenant's scope back, so the transaction is rolled back
-/// and the reset sent again.
-///
-/// How it knows without a round trip of its own: the reset goes through
-/// sqlx's custom-statement `begin`, which reports
-/// [`BeginFailed`](sqlx::Error::BeginFailed) when the server is outside a
-/// transaction once the statement has run — the normal case — and
-/// succeeds when it is inside one. (A `ROLLBACK` in front of every reset
-/// would cost a server-side warning, written to the server log, on every
-/// release.)
-async fn reset_session(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let reset = || super::sql::RESET_SESSION.into_sql_str();
-    match PgTransactionManager::begin(conn, Some(reset())).await {
-        Err(sqlx::Error::BeginFailed) => Ok(()),
-        Ok(()) => {
-            PgTransactionManager::rollback(conn).await?;
-            conn.execute(reset()).await.map(drop)
-        }
-        // A failed transaction refuses the reset until it is rolled back.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(IN_FAILED_TRANSACTION) => {
-            conn.execute("ROLLBACK").await?;
-            conn.execute(reset()).await.map(drop)
-        }
-        Err(other) => Err(other),
-    }
-}
-
-/// SQLSTATE `in_failed_sql_transaction`.
-const IN_FAILED_TRANSACTION: &str = "25P02";
 
 impl Deref for TenantConn {
     type Target = PgConnection;

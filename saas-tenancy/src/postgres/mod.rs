@@ -9,6 +9,7 @@ mod conn;
 mod lifecycle;
 mod migrate;
 mod provision;
+mod session;
 mod shared;
 mod sql;
 mod tenant_lock;
@@ -38,6 +39,7 @@ pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_sta
 pub use tx::TenantTx;
 
 use cache::RecordCache;
+pub(crate) use session::reset_on_release;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
@@ -265,15 +267,19 @@ impl PgTenancy {
                 .clone()
                 .username(cluster.config.runtime_role.as_str());
             let tenant = record.id.to_string();
+            // Every role is named in the startup packet: it outranks a
+            // default the runtime role may have set on itself.
             let options = match placement {
-                Placement::Shared { .. } => runtime.options([(TENANT_SETTING, tenant.as_str())]),
+                Placement::Shared { .. } => {
+                    runtime.options([("role", NO_ROLE), (TENANT_SETTING, tenant.as_str())])
+                }
                 Placement::Schema { schema, .. } => runtime.options([
                     ("role", schema.as_str()),
                     ("search_path", schema.as_str()),
                     (TENANT_SETTING, tenant.as_str()),
                 ]),
                 Placement::Database { database, .. } => tenant_database_options(runtime, database)
-                    .options([(TENANT_SETTING, tenant.as_str())]),
+                    .options([("role", NO_ROLE), (TENANT_SETTING, tenant.as_str())]),
             };
             limits.pg_pool(options)
         };
@@ -312,9 +318,9 @@ impl PgTenancy {
     }
 
     /// The runtime pool of a cluster, as used by row and schema tenants.
-    /// Plain use of it sees no tenant rows: scopes never outlive their
-    /// transactions. Its sessions keep no temporary tables across scoped
-    /// checkouts (each drops them; see [`TenantTx`] for the one gap).
+    /// Plain use of it sees no tenant rows: every connection is reset as
+    /// it goes back to the pool (see [`TenantConn`]), so no scope or other
+    /// session state of an earlier user is left on it.
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
     }
@@ -336,6 +342,23 @@ impl PgTenancy {
     pub fn catalog(&self) -> &DynCatalog {
         &self.inner.catalog
     }
+}
+
+/// The `role` setting's value for "the login role itself" (`SET ROLE NONE`).
+const NO_ROLE: &str = "none";
+
+/// Connection options of a cluster's shared runtime pool: the admin
+/// options as the runtime role, with the role named in the startup packet.
+/// An ordinary role may set defaults on itself (`ALTER ROLE CURRENT_USER
+/// SET role = '<a tenant role>'`, which raw SQL through any handle could
+/// run); a startup option outranks such a default, so new connections
+/// never start as a tenant (`audit` reports the default).
+fn runtime_options(config: &PgClusterConfig) -> PgConnectOptions {
+    config
+        .admin
+        .clone()
+        .username(config.runtime_role.as_str())
+        .options([("role", NO_ROLE)])
 }
 
 /// Connection options for a tenant database: its own name, and the default

@@ -54,35 +54,22 @@ pub fn row_security_statements(table: &TenantTable, runtime: &SqlIdent) -> Vec<S
     ]
 }
 
-/// Drops the session's temporary tables. A shared runtime connection runs
-/// it before each tenant's scope, and on release, so that a temporary table
-/// one tenant filled through raw SQL (say `CREATE TEMP TABLE IF NOT EXISTS
-/// staging …`) is gone before the next tenant's code can read it. It costs
-/// next to nothing when the session has none.
-const DISCARD_TEMP: &str = "DISCARD TEMP";
-
 /// The `BEGIN` of a row-strategy transaction on a shared connection:
-/// starts it, drops an earlier tenant's temporary tables and sets the
-/// tenant transaction-locally, in one round trip. The id is formatted from
-/// a [`TenantId`] (hex digits and hyphens only), never from input.
+/// starts it and sets the tenant transaction-locally, in one round trip.
+/// The id is formatted from a [`TenantId`] (hex digits and hyphens only),
+/// never from input. (What earlier users left on the session was reset
+/// when the connection went back to the pool.)
 pub(super) fn begin_row(tenant: TenantId) -> String {
-    format!("BEGIN; {DISCARD_TEMP}; SELECT set_config('{TENANT_SETTING}', '{tenant}', true)")
+    format!("BEGIN; SELECT set_config('{TENANT_SETTING}', '{tenant}', true)")
 }
 
 /// The `BEGIN` of a schema-strategy transaction on a shared connection:
-/// drops an earlier tenant's temporary tables and switches to the tenant's
-/// role and schema transaction-locally, in one round trip.
+/// switches to the tenant's role and schema transaction-locally, in one
+/// round trip.
 pub(super) fn begin_schema(schema: &TenantObjectName) -> String {
     let s = schema.quoted();
-    format!("BEGIN; {DISCARD_TEMP}; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
+    format!("BEGIN; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
 }
-
-/// Returns a shared connection to its unscoped state after a
-/// [`TenantConn`](super::TenantConn): resets the role (exempt from
-/// `RESET ALL`) and every setting, and drops temporary tables. Run outside
-/// any transaction; see `TenantConn`'s release for how a transaction left
-/// open through raw SQL is ended first.
-pub(super) const RESET_SESSION: &str = "RESET ROLE; RESET ALL; DISCARD TEMP";
 
 /// Statements that create a schema tenant's role and schema (idempotent).
 /// The role has the schema's name, cannot log in, and is granted to the
@@ -135,18 +122,18 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
     )
 }
 
-/// Puts a row tenant's scope on a shared session, after dropping an
-/// earlier tenant's temporary tables (undone by [`RESET_SESSION`]).
+/// Puts a row tenant's scope on a shared session (undone when the
+/// connection goes back to its pool).
 pub(super) fn scope_session_row(tenant: TenantId) -> String {
-    format!("{DISCARD_TEMP}; SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
+    format!("SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
 }
 
-/// Puts a schema tenant's scope on a shared session, after dropping an
-/// earlier tenant's temporary tables (undone by [`RESET_SESSION`]).
+/// Puts a schema tenant's scope on a shared session (undone when the
+/// connection goes back to its pool).
 pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
     let s = schema.quoted();
     format!(
-        "{DISCARD_TEMP}; SET ROLE {s}; SET search_path TO {s}; \
+        "SET ROLE {s}; SET search_path TO {s}; \
          SELECT set_config('{TENANT_SETTING}', '{tenant}', false)"
     )
 }

@@ -16,7 +16,12 @@ use crate::placement::Placement;
 /// The scope (tenant setting, role, search path) is transaction-local:
 /// it ends with [`commit`](TenantTx::commit), [`rollback`](TenantTx::rollback)
 /// or drop (which rolls back — including when a future is cancelled or a
-/// panic unwinds), so no tenant state survives on the pooled connection.
+/// panic unwinds). Whatever raw SQL did to the session besides —
+/// session-level `SET`, `SET ROLE`, `PREPARE`, `LISTEN`, advisory locks,
+/// held cursors, temporary tables — is reset when the connection goes
+/// back to its pool, or the connection is closed (see
+/// [`TenantConn`](super::TenantConn) for the list): no tenant state
+/// survives on the pooled connection.
 ///
 /// What the database enforces: on row placements, RLS policies admit only
 /// this tenant's rows, for reads and writes; on schema placements the
@@ -24,18 +29,11 @@ use crate::placement::Placement;
 /// the search path, and other tenants' schemas are not accessible; on
 /// database placements the connection reaches only the tenant's database.
 /// What it does not: raw SQL through the handle that deliberately changes
-/// the scope (`set_config('saas.tenant_id', …)`, `SET ROLE`, `RESET ROLE`)
-/// is not prevented. Never build such statements from request data.
-///
-/// Temporary tables: on a shared runtime connection
-/// ([`ScopeMode::Shared`](super::ScopeMode::Shared)) every scoped
-/// transaction and connection starts by dropping the session's temporary
-/// tables, so one tenant's never reach another tenant's code. One created
-/// here without `ON COMMIT DROP` stays on the connection after the commit
-/// until its next scoped checkout: plain use of
-/// [`runtime_pool`](super::PgTenancy::runtime_pool) in between could read
-/// it (as a row tenant's runtime role; a schema tenant's table belongs to
-/// the tenant's role). Create temporary tables with `ON COMMIT DROP`.
+/// the scope while the handle is held (`set_config('saas.tenant_id', …)`,
+/// `SET ROLE <another tenant>`, `RESET ROLE`) is not prevented — the
+/// runtime role can reach every row and schema tenant by design. Never
+/// build such statements from request data; see the crate's threat model
+/// for what each placement guarantees against SQL injection.
 ///
 /// On a shared runtime connection, a schema tenant's transaction starts
 /// and ends with sqlx's per-connection statement and type caches emptied

@@ -20,6 +20,7 @@ mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
 mod pg_leftovers;
+mod pg_session_state;
 mod registry;
 mod rls_plan;
 mod send;

@@ -79,12 +79,13 @@ pub(crate) async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
     }
 }
 
-/// Waits until both runtime connections are back in the pool (their
-/// return runs in a spawned task), so that a checkout does not wait.
+/// Waits until every runtime connection is back in the pool or closed
+/// (their return, with its reset, runs in a spawned task), so that a
+/// checkout does not wait.
 pub(crate) async fn settle(env: &PgSandbox) {
     let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
     for _ in 0..1000 {
-        if pool.num_idle() == 2 {
+        if pool.num_idle() as u32 == pool.size() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -111,7 +112,7 @@ where
         match run.as_mut().await {
             None => {
                 // The inner future is still alive here: is its connection out?
-                if pool.num_idle() < 2 {
+                if (pool.num_idle() as u32) < pool.size() {
                     after_checkout += 1;
                 }
                 drop(run);

@@ -1,0 +1,464 @@
+//! Session-level state that hostile or buggy raw SQL leaves on a scoped
+//! handle's connection — settings, role, search path, transaction
+//! characteristics, prepared statements, listeners, advisory locks, held
+//! cursors, temporary tables, sequence state, a failed COPY — must never
+//! reach the next user of that connection: another tenant on a shared
+//! runtime connection (ScopeMode::Shared), plain use of the runtime pool,
+//! or the same tenant's next request on its own pool (TenantPools).
+
+use saas_core::TenantContext;
+use saas_tenancy::Strategy;
+use saas_tenancy::postgres::ScopeMode;
+use saas_tenancy::testing::pg::PgSandbox;
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
+
+use crate::pg_cancel::settle;
+use crate::pg_env::sandbox;
+
+/// How the attacking tenant reaches its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Transaction,
+    Connection,
+}
+
+const BOTH: [Via; 2] = [Via::Transaction, Via::Connection];
+
+/// Runs `statements` through two handles of `ctx` held at once (the
+/// runtime pool has two connections, so both get them), committing the
+/// transactions; `statements` may name the connection's own prepared
+/// statements, so it is built per connection.
+async fn on_both_connections<F>(env: &PgSandbox, ctx: &TenantContext, via: Via, statements: F)
+where
+    F: AsyncFn(&mut PgConnection) -> Vec<String>,
+{
+    match via {
+        Via::Transaction => {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let mut tx = env.tenancy.begin(ctx).await.unwrap();
+                for sql in statements(&mut tx).await {
+                    tx.execute(AssertSqlSafe(sql)).await.unwrap();
+                }
+                held.push(tx);
+            }
+            for tx in held {
+                tx.commit().await.unwrap();
+            }
+        }
+        Via::Connection => {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+                for sql in statements(&mut conn).await {
+                    conn.execute(AssertSqlSafe(sql)).await.unwrap();
+                }
+                held.push(conn);
+            }
+        }
+    }
+    settle(env).await;
+}
+
+/// What a session shows of state left by earlier users, as names.
+async fn leftovers(conn: &mut PgConnection) -> Vec<String> {
+    let found: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT CASE WHEN current_setting('saas_attack.mark', true) <> '' \
+                THEN 'custom setting' END \
+         UNION ALL SELECT CASE WHEN setting <> reset_val THEN 'time zone' END \
+                FROM pg_settings WHERE name = 'TimeZone' \
+         UNION ALL SELECT CASE WHEN current_setting('default_transaction_read_only') = 'on' \
+                THEN 'read-only characteristics' END \
+         UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_prepared_statements WHERE from_sql) \
+                THEN 'prepared statement' END \
+         UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_listening_channels()) \
+                THEN 'listener' END \
+         UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks \
+                WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+                THEN 'advisory lock' END \
+         UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable) \
+                THEN 'held cursor' END \
+         UNION ALL SELECT CASE WHEN to_regclass('pg_temp.attack_stage') IS NOT NULL \
+                THEN 'temporary table' END",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let mut found: Vec<String> = found.into_iter().flatten().collect();
+    // `lastval()` fails in a session that has not used a sequence since
+    // its sequence state was last discarded.
+    if sqlx::query("SELECT lastval()")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
+        found.push("sequence state".to_owned());
+    }
+    found
+}
+
+async fn insert_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
+    let mut tx = env.tenancy.begin(ctx).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+        .bind(ctx.tenant_id())
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn schema_of(env: &PgSandbox, ctx: &TenantContext) -> String {
+    let record = env
+        .tenancy
+        .catalog()
+        .get(ctx.tenant_id())
+        .await
+        .unwrap()
+        .unwrap();
+    record.placement.object_name().unwrap().quoted()
+}
+
+/// Tenant `b`'s handles (two at once, both connections) see only `b`'s
+/// own scope and rows, and plain use of the runtime pool sees no rows.
+async fn next_tenant_is_clean(env: &PgSandbox, b: &TenantContext, what: &str) {
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tx = env.tenancy.begin(b).await.unwrap();
+        // Row tenants carry their id in the setting; schema tenants carry
+        // none (their scope is the role and the search path).
+        let tenant: Option<String> =
+            sqlx::query_scalar("SELECT NULLIF(current_setting('saas.tenant_id', true), '')")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        if let Some(tenant) = tenant {
+            assert_eq!(tenant, b.tenant_id().to_string(), "{what}: tenant setting");
+        }
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert!(
+            bodies.iter().all(|body| body.starts_with("b-")),
+            "{what}: {} read {bodies:?}",
+            b.slug()
+        );
+        let left = leftovers(&mut tx).await;
+        assert!(left.is_empty(), "{what}: {} met {left:?}", b.slug());
+        held.push(tx);
+    }
+    drop(held);
+    settle(env).await;
+    let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = pool.acquire().await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(seen, 0, "{what}: the runtime pool read tenant rows");
+        let user: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(user, env.runtime_role, "{what}: role left");
+        let left = leftovers(&mut conn).await;
+        assert!(left.is_empty(), "{what}: the runtime pool met {left:?}");
+        held.push(conn);
+    }
+}
+
+/// Settings, time zone, transaction characteristics and the tenant
+/// setting itself, set at session level by tenant A.
+#[tokio::test]
+async fn session_settings_never_reach_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::settings", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("set-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("set-b", Strategy::Schema).await.unwrap();
+    insert_note(&env, &a, "a-secret").await;
+    insert_note(&env, &b, "b-own").await;
+    let id = a.tenant_id();
+    for via in BOTH {
+        on_both_connections(&env, &a, via, async |_| {
+            vec![
+                "SET saas_attack.mark = 'a'".to_owned(),
+                "SET TIME ZONE 'Pacific/Chatham'".to_owned(),
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY".to_owned(),
+                format!("SELECT set_config('saas.tenant_id', '{id}', false)"),
+            ]
+        })
+        .await;
+        next_tenant_is_clean(&env, &b, &format!("settings via {via:?}")).await;
+        // B can still write: no read-only default was left for it.
+        insert_note(&env, &b, "b-write").await;
+    }
+    env.cleanup().await;
+}
+
+/// A schema tenant switches role and search path for the whole session;
+/// a row tenant's next transaction on that connection must neither read
+/// the schema tenant's rows nor write into its schema.
+#[tokio::test]
+async fn role_and_search_path_never_reach_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::role", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("role-a", Strategy::Schema).await.unwrap();
+    let b = env.tenant("role-b", Strategy::Shared).await.unwrap();
+    insert_note(&env, &a, "a-secret").await;
+    let schema = schema_of(&env, &a).await;
+    for via in BOTH {
+        on_both_connections(&env, &a, via, async |_| {
+            vec![
+                format!("SET ROLE {schema}"),
+                format!("SET search_path TO {schema}"),
+            ]
+        })
+        .await;
+        next_tenant_is_clean(&env, &b, &format!("role via {via:?}")).await;
+        insert_note(&env, &b, "b-own").await;
+        let in_schema: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {schema}.notes WHERE body LIKE 'b-%'"
+        )))
+        .fetch_one(&env.admin)
+        .await
+        .unwrap();
+        assert_eq!(in_schema, 0, "via {via:?}: B's write landed in A's schema");
+    }
+    env.cleanup().await;
+}
+
+/// Prepared statements (SQL `PREPARE`), listeners, session advisory
+/// locks, cursors held past commit, temporary tables without `ON COMMIT
+/// DROP` and sequence state.
+#[tokio::test]
+async fn statements_listeners_locks_cursors_and_temp_objects_never_survive() {
+    let Some(mut env) = sandbox("session_state::objects", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("obj-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("obj-b", Strategy::Shared).await.unwrap();
+    insert_note(&env, &a, "a-secret").await;
+    for via in BOTH {
+        on_both_connections(&env, &a, via, async |_| {
+            let mut sql = vec![
+                "PREPARE attack_statement AS SELECT body FROM notes".to_owned(),
+                "LISTEN attack_channel".to_owned(),
+                "SELECT pg_advisory_lock(pg_backend_pid())".to_owned(),
+                "CREATE TEMP TABLE IF NOT EXISTS attack_stage AS SELECT body FROM notes".to_owned(),
+                "SELECT nextval(pg_get_serial_sequence('notes', 'id'))".to_owned(),
+            ];
+            if via == Via::Transaction {
+                sql.push(
+                    "DECLARE attack_cursor CURSOR WITH HOLD FOR SELECT body FROM notes".to_owned(),
+                );
+            }
+            sql
+        })
+        .await;
+        next_tenant_is_clean(&env, &b, &format!("objects via {via:?}")).await;
+    }
+    env.cleanup().await;
+}
+
+/// `DEALLOCATE ALL` removes the statements sqlx has cached for the
+/// connection: the next tenant's queries must still run.
+#[tokio::test]
+async fn deallocating_cached_statements_never_breaks_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::deallocate", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("dealloc-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("dealloc-b", Strategy::Shared).await.unwrap();
+    insert_note(&env, &b, "b-own").await;
+    for via in BOTH {
+        on_both_connections(&env, &a, via, async |conn| {
+            // Cache the statement the next tenant runs, then drop it.
+            sqlx::query("SELECT body FROM notes")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            vec!["DEALLOCATE ALL".to_owned()]
+        })
+        .await;
+        next_tenant_is_clean(&env, &b, &format!("deallocate via {via:?}")).await;
+    }
+    env.cleanup().await;
+}
+
+/// The exfiltration: tenant A replaces the statement sqlx has cached for
+/// `SELECT body FROM notes` with one that copies every visible body into
+/// a session setting. Tenant B's next query on that connection would run
+/// it under B's scope, and A would read B's rows from the setting.
+#[tokio::test]
+async fn a_replaced_cached_statement_never_runs_for_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::replaced", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("steal-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("steal-b", Strategy::Shared).await.unwrap();
+    insert_note(&env, &b, "b-secret").await;
+    for via in BOTH {
+        on_both_connections(&env, &a, via, async |conn| {
+            sqlx::query("SELECT body FROM notes")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM pg_prepared_statements \
+                 WHERE statement = 'SELECT body FROM notes'",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            assert!(!names.is_empty(), "sqlx cached no statement to replace");
+            names
+                .into_iter()
+                .flat_map(|name| {
+                    [
+                        format!("DEALLOCATE \"{name}\""),
+                        format!(
+                            "PREPARE \"{name}\" AS SELECT set_config('saas_attack.stolen', \
+                             coalesce((SELECT string_agg(body, ',') FROM notes), ''), false)"
+                        ),
+                    ]
+                })
+                .collect()
+        })
+        .await;
+        // B runs the query on both connections.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut conn = env.tenancy.acquire(&b).await.unwrap();
+            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(bodies, vec!["b-secret".to_owned()], "via {via:?}");
+            held.push(conn);
+        }
+        drop(held);
+        settle(&env).await;
+        // A looks for B's rows in the setting on both connections.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut conn = env.tenancy.acquire(&a).await.unwrap();
+            let stolen: Option<String> =
+                sqlx::query_scalar("SELECT current_setting('saas_attack.stolen', true)")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            assert!(
+                !stolen.unwrap_or_default().contains("b-secret"),
+                "via {via:?}: A read B's rows through a replaced statement"
+            );
+            held.push(conn);
+        }
+        drop(held);
+        settle(&env).await;
+    }
+    env.cleanup().await;
+}
+
+/// A refused `COPY … TO STDOUT` (another tenant's schema) and a rollback:
+/// the next tenant's transaction on that connection must begin and work.
+#[tokio::test]
+async fn a_refused_copy_never_breaks_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::copy", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("copy-a", Strategy::Schema).await.unwrap();
+    let b = env.tenant("copy-b", Strategy::Schema).await.unwrap();
+    insert_note(&env, &b, "b-own").await;
+    let other = schema_of(&env, &b).await;
+    let copy = format!("COPY {other}.notes TO STDOUT");
+    for round in 0..2 {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut tx = env.tenancy.begin(&a).await.unwrap();
+            let refused = if round == 0 {
+                tx.execute(AssertSqlSafe(copy.clone())).await.is_err()
+            } else {
+                tx.copy_out_raw(&copy).await.is_err()
+            };
+            assert!(refused, "round {round}: A copied B's schema");
+            held.push(tx);
+        }
+        // What A's own handle reports after the refusal is A's business.
+        for tx in held {
+            tx.rollback().await.ok();
+        }
+        settle(&env).await;
+        next_tenant_is_clean(&env, &b, &format!("failed copy, round {round}")).await;
+    }
+    env.cleanup().await;
+}
+
+/// On a tenant's own pool (TenantPools), the tenant's next request starts
+/// with the scope its pool was opened with, whatever the last one did —
+/// a session-level `SET ROLE` to another tenant's role (the runtime role
+/// is a member of every tenant role) would otherwise send the next,
+/// honest request's writes into that tenant's schema.
+#[tokio::test]
+async fn a_tenant_pool_connection_starts_each_request_clean() {
+    let Some(mut env) = sandbox("session_state::tenant_pools", ScopeMode::TenantPools).await else {
+        return;
+    };
+    let a = env.tenant("pool-a", Strategy::Schema).await.unwrap();
+    let b = env.tenant("pool-b", Strategy::Schema).await.unwrap();
+    let own = schema_of(&env, &a).await;
+    let other = schema_of(&env, &b).await;
+    for via in BOTH {
+        // The tenant pool's connections: hold as many as it opens.
+        match via {
+            Via::Transaction => {
+                let mut tx = env.tenancy.begin(&a).await.unwrap();
+                for sql in [
+                    format!("SET ROLE {other}"),
+                    format!("SET search_path TO {other}"),
+                    "SET saas_attack.mark = 'a'".to_owned(),
+                    "LISTEN attack_channel".to_owned(),
+                ] {
+                    tx.execute(AssertSqlSafe(sql)).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+            }
+            Via::Connection => {
+                let mut conn = env.tenancy.acquire(&a).await.unwrap();
+                for sql in [
+                    format!("SET ROLE {other}"),
+                    format!("SET search_path TO {other}"),
+                    "SET saas_attack.mark = 'a'".to_owned(),
+                    "LISTEN attack_channel".to_owned(),
+                ] {
+                    conn.execute(AssertSqlSafe(sql)).await.unwrap();
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        insert_note(&env, &a, "a-honest").await;
+        let mut conn = env.tenancy.acquire(&a).await.unwrap();
+        let user: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(format!("\"{user}\""), own, "via {via:?}: role");
+        let left = leftovers(&mut conn).await;
+        assert!(left.is_empty(), "via {via:?}: met {left:?}");
+        drop(conn);
+        let landed: i64 =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {other}.notes")))
+                .fetch_one(&env.admin)
+                .await
+                .unwrap();
+        assert_eq!(
+            landed, 0,
+            "via {via:?}: A's honest write landed in B's schema"
+        );
+    }
+    env.cleanup().await;
+}
