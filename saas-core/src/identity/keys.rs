@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
@@ -177,7 +179,8 @@ impl VerificationKey {
     /// A key from a JWK. The algorithm comes from the JWK's `alg`; where it
     /// is absent it is inferred only when unambiguous (EC P-256 → ES256,
     /// P-384 → ES384, OKP Ed25519 → EdDSA). RSA and symmetric JWKs must
-    /// carry `alg`.
+    /// carry `alg`. A symmetric (`oct`) secret must be at least as long as
+    /// the hash output, as for [`VerificationKey::hmac`].
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, AuthError> {
         let algorithm = jwk_algorithm(jwk)?;
         let family_ok = matches!(
@@ -191,6 +194,15 @@ impl VerificationKey {
             return Err(AuthError::InvalidKey {
                 reason: format!("JWK key type does not match its algorithm {algorithm}"),
             });
+        }
+        if let AlgorithmParameters::OctetKey(oct) = &jwk.algorithm {
+            // The same floor as `VerificationKey::hmac` (RFC 7518 §3.2).
+            let secret = URL_SAFE_NO_PAD
+                .decode(&oct.value)
+                .map_err(|_| AuthError::InvalidKey {
+                    reason: "JWK \"k\" is not base64url without padding".to_owned(),
+                })?;
+            check_secret(algorithm, &secret)?;
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::InvalidKey {
             reason: "could not read the JWK key material".to_owned(),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod jwks;
 mod jwt;
 mod resolve;
 mod slug;
