@@ -25,6 +25,15 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// → issuer → audience → `sub` → tenant claim. Time is read from the
 /// configured [`Clock`], with a leeway (default 30 s) for clock skew.
 ///
+/// `exp`, `nbf` and `iat` are NumericDates (RFC 7519 §2): non-negative
+/// seconds since the epoch, integer or fractional (`1767225600.5`, as
+/// Python's `time.time() + n` writes), a fraction kept to the microsecond.
+/// A token is expired once `now >= exp + leeway` and not yet valid while
+/// `now + leeway < nbf`. Any other value there is refused: a string,
+/// boolean, null or negative number as [`AuthError::InvalidClaim`]; an
+/// array or object in `exp`/`nbf` as [`AuthError::Malformed`], because
+/// jsonwebtoken's own parse of those two claims rejects the payload first.
+///
 /// ```
 /// use saas_core::{Algorithm, JwtVerifier, KeySet, SigningKey, TokenClaims, TokenIssuer,
 ///                 VerificationKey, TenantKey};
@@ -369,15 +378,47 @@ fn invalid(claim: &str, reason: &'static str) -> AuthError {
 }
 
 fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<DateTime<Utc>>, AuthError> {
-    let Some(value) = claims.get(name) else {
-        return Ok(None);
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => numeric_date(value)
+            .map(Some)
+            .map_err(|reason| invalid(name, reason)),
+    }
+}
+
+/// Reads a NumericDate (RFC 7519 §2): seconds since the epoch, an integer
+/// or not (`time.time() + 3600` writes `1767225600.5`). A fraction is kept,
+/// rounded to the microsecond (about what an `f64` holds at today's
+/// timestamps), so `exp: 100.5` has expired at 100.5 s and not at 100.4 s.
+/// Negative values, non-numbers and dates chrono cannot represent are
+/// refused.
+fn numeric_date(value: &Value) -> Result<DateTime<Utc>, &'static str> {
+    const NOT_A_DATE: &str = "must be a non-negative number of seconds since the epoch";
+    const OUT_OF_RANGE: &str = "is out of range";
+    let Value::Number(number) = value else {
+        return Err(NOT_A_DATE);
     };
-    let secs = value
-        .as_i64()
-        .ok_or_else(|| invalid(name, "must be an integer number of seconds since the epoch"))?;
-    DateTime::from_timestamp(secs, 0)
-        .map(Some)
-        .ok_or_else(|| invalid(name, "is out of range"))
+    if let Some(secs) = number.as_i64() {
+        if secs < 0 {
+            return Err(NOT_A_DATE);
+        }
+        return DateTime::from_timestamp(secs, 0).ok_or(OUT_OF_RANGE);
+    }
+    if number.is_u64() {
+        // Above i64::MAX: far beyond any date chrono represents.
+        return Err(OUT_OF_RANGE);
+    }
+    let secs = number.as_f64().ok_or(NOT_A_DATE)?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(NOT_A_DATE);
+    }
+    // 9e12 s lies past chrono's last date (year 262143) and keeps
+    // `secs * 1e6` below i64::MAX, so the cast below never saturates.
+    if secs >= 9e12 {
+        return Err(OUT_OF_RANGE);
+    }
+    let micros = (secs * 1e6).round() as i64;
+    DateTime::from_timestamp_micros(micros).ok_or(OUT_OF_RANGE)
 }
 
 fn check_audience(

@@ -247,7 +247,7 @@ fn expiry_honours_the_leeway_to_the_second() {
 }
 
 #[test]
-fn exp_is_required_and_must_be_an_integer() {
+fn exp_is_required_and_must_be_a_number() {
     let clock = ManualClock::new(t0());
     let (_, ver) = hs_pair(&clock);
     let mut body = valid_body(&clock);
@@ -264,6 +264,113 @@ fn exp_is_required_and_must_be_an_integer() {
         ver.verify(&raw_hs256(Some("k1"), body)).unwrap_err(),
         AuthError::InvalidClaim { claim, .. } if claim == "exp"
     ));
+}
+
+/// Seconds after `t0()` as a fractional NumericDate, as Python's
+/// `time.time() + n` writes it.
+fn t0_plus(secs: f64) -> serde_json::Value {
+    json!(t0().timestamp() as f64 + secs)
+}
+
+#[test]
+fn fractional_numeric_dates_are_accepted_and_compared_exactly() {
+    let clock = ManualClock::new(t0());
+    let exact = |leeway: i64| {
+        JwtVerifier::builder(
+            KeySet::new()
+                .with(VerificationKey::hmac(Some("k1"), Algorithm::HS256, SECRET).unwrap())
+                .unwrap(),
+        )
+        .leeway(Duration::seconds(leeway))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
+    };
+    let (strict, lenient) = (exact(0), exact(30));
+    let mut body = valid_body(&clock);
+    body["exp"] = t0_plus(100.5);
+    body["nbf"] = t0_plus(10.5);
+    body["iat"] = t0_plus(0.25);
+    let token = raw_hs256(Some("k1"), body);
+    let at = |ms: i64| clock.set(t0() + Duration::milliseconds(ms));
+
+    at(10_400);
+    assert_eq!(
+        strict.verify(&token).unwrap_err(),
+        AuthError::NotYetValid {
+            valid_from: t0() + Duration::milliseconds(10_500)
+        }
+    );
+    at(10_500);
+    let v = strict.verify(&token).unwrap();
+    assert_eq!(v.expires_at, t0() + Duration::milliseconds(100_500));
+    assert_eq!(v.issued_at, Some(t0() + Duration::milliseconds(250)));
+    at(100_400);
+    assert!(strict.verify(&token).is_ok(), "before exp");
+    for expired in [100_500, 100_600] {
+        at(expired);
+        assert_eq!(
+            strict.verify(&token).unwrap_err(),
+            AuthError::Expired {
+                expired_at: t0() + Duration::milliseconds(100_500)
+            },
+            "at {expired} ms"
+        );
+    }
+    assert!(lenient.verify(&token).is_ok(), "inside the leeway");
+    at(130_400);
+    assert!(lenient.verify(&token).is_ok(), "still inside the leeway");
+    at(130_500);
+    assert!(matches!(
+        lenient.verify(&token).unwrap_err(),
+        AuthError::Expired { .. }
+    ));
+
+    // The fraction is kept to the microsecond, as `time.time()` gives it.
+    let mut body = valid_body(&clock);
+    body["exp"] = json!(1_767_225_600.123_456_f64 + 86_400.0 * 365.0);
+    clock.set(t0());
+    let v = strict.verify(&raw_hs256(Some("k1"), body)).unwrap();
+    assert_eq!(v.expires_at.timestamp_subsec_nanos(), 123_456_000);
+}
+
+#[test]
+fn numeric_dates_must_be_non_negative_numbers() {
+    let clock = ManualClock::new(t0());
+    let (_, ver) = hs_pair(&clock);
+    for (claim, value) in [
+        ("exp", json!("tomorrow")),
+        ("exp", json!(true)),
+        ("exp", json!(null)),
+        ("exp", json!(-1)),
+        ("exp", json!(-0.5)),
+        ("exp", json!(1e300)),
+        ("exp", json!(u64::MAX)),
+        ("nbf", json!(-5)),
+        ("nbf", json!(-0.001)),
+        ("nbf", json!("now")),
+        ("iat", json!(-1)),
+        ("iat", json!(-1.5)),
+        ("iat", json!({"secs": 1})),
+        ("iat", json!([1])),
+    ] {
+        let mut body = valid_body(&clock);
+        body[claim] = value.clone();
+        let err = ver.verify(&raw_hs256(Some("k1"), body)).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::InvalidClaim { claim: c, .. } if c == claim),
+            "{claim} = {value}: {err:?}"
+        );
+    }
+    // jsonwebtoken's parse of exp/nbf fails the whole payload on these.
+    for (claim, value) in [("exp", json!([1])), ("nbf", json!({"secs": 1}))] {
+        let mut body = valid_body(&clock);
+        body[claim] = value;
+        assert!(matches!(
+            ver.verify(&raw_hs256(Some("k1"), body)).unwrap_err(),
+            AuthError::Malformed { .. }
+        ));
+    }
 }
 
 #[test]
