@@ -18,8 +18,8 @@ pub use context::{Extensions, Principal, TenantContext, TenantStatus};
 pub use error::{Error, ErrorKind};
 pub use id::{TenantId, TenantKey};
 pub use identity::{
-    Algorithm, AuthError, ClaimNames, JwtVerifier, KeySet, SigningKey, TokenClaims, TokenIssuer,
-    VerificationKey, VerifiedToken,
+    Algorithm, AuthError, ClaimNames, JwksOptions, JwtVerifier, KeySet, SigningKey, TokenClaims,
+    TokenIssuer, VerificationKey, VerifiedToken,
 };
 pub use resolve::{
     AuthMode, HeaderResolver, HostResolver, InMemoryTenantLookup, PathPrefixResolver, RequestInfo,

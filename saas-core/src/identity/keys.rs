@@ -2,9 +2,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +67,7 @@ impl Algorithm {
         }
     }
 
-    fn family(self) -> KeyFamily {
+    pub(super) fn family(self) -> KeyFamily {
         match self {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
             Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
@@ -98,7 +95,7 @@ impl fmt::Display for Algorithm {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyFamily {
+pub(super) enum KeyFamily {
     Hmac,
     Rsa,
     Ec,
@@ -121,7 +118,7 @@ fn bad_pem(what: &str) -> AuthError {
     }
 }
 
-fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<(), AuthError> {
+pub(super) fn check_secret(alg: Algorithm, secret: &[u8]) -> Result<(), AuthError> {
     expect_family(alg, KeyFamily::Hmac, "a shared secret")?;
     if secret.len() < alg.min_secret_len() {
         return Err(AuthError::InvalidKey {
@@ -176,45 +173,7 @@ impl VerificationKey {
         Ok(Self::from_parts(kid, Algorithm::EdDSA, key))
     }
 
-    /// A key from a JWK. The algorithm comes from the JWK's `alg`; where it
-    /// is absent it is inferred only when unambiguous (EC P-256 → ES256,
-    /// P-384 → ES384, OKP Ed25519 → EdDSA). RSA and symmetric JWKs must
-    /// carry `alg`. A symmetric (`oct`) secret must be at least as long as
-    /// the hash output, as for [`VerificationKey::hmac`].
-    pub fn from_jwk(jwk: &Jwk) -> Result<Self, AuthError> {
-        let algorithm = jwk_algorithm(jwk)?;
-        let family_ok = matches!(
-            (&jwk.algorithm, algorithm.family()),
-            (AlgorithmParameters::RSA(_), KeyFamily::Rsa)
-                | (AlgorithmParameters::EllipticCurve(_), KeyFamily::Ec)
-                | (AlgorithmParameters::OctetKeyPair(_), KeyFamily::Ed)
-                | (AlgorithmParameters::OctetKey(_), KeyFamily::Hmac)
-        );
-        if !family_ok {
-            return Err(AuthError::InvalidKey {
-                reason: format!("JWK key type does not match its algorithm {algorithm}"),
-            });
-        }
-        if let AlgorithmParameters::OctetKey(oct) = &jwk.algorithm {
-            // The same floor as `VerificationKey::hmac` (RFC 7518 §3.2).
-            let secret = URL_SAFE_NO_PAD
-                .decode(&oct.value)
-                .map_err(|_| AuthError::InvalidKey {
-                    reason: "JWK \"k\" is not base64url without padding".to_owned(),
-                })?;
-            check_secret(algorithm, &secret)?;
-        }
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::InvalidKey {
-            reason: "could not read the JWK key material".to_owned(),
-        })?;
-        Ok(Self::from_parts(
-            jwk.common.key_id.as_deref(),
-            algorithm,
-            key,
-        ))
-    }
-
-    fn from_parts(kid: Option<&str>, algorithm: Algorithm, key: DecodingKey) -> Self {
+    pub(super) fn from_parts(kid: Option<&str>, algorithm: Algorithm, key: DecodingKey) -> Self {
         Self {
             kid: kid.map(str::to_owned),
             algorithm,
@@ -244,41 +203,6 @@ impl fmt::Debug for VerificationKey {
             .field("algorithm", &self.algorithm)
             .field("key", &"<redacted>")
             .finish()
-    }
-}
-
-fn jwk_algorithm(jwk: &Jwk) -> Result<Algorithm, AuthError> {
-    if let Some(alg) = jwk.common.key_algorithm {
-        return match alg {
-            KeyAlgorithm::HS256 => Ok(Algorithm::HS256),
-            KeyAlgorithm::HS384 => Ok(Algorithm::HS384),
-            KeyAlgorithm::HS512 => Ok(Algorithm::HS512),
-            KeyAlgorithm::RS256 => Ok(Algorithm::RS256),
-            KeyAlgorithm::RS384 => Ok(Algorithm::RS384),
-            KeyAlgorithm::RS512 => Ok(Algorithm::RS512),
-            KeyAlgorithm::PS256 => Ok(Algorithm::PS256),
-            KeyAlgorithm::ES256 => Ok(Algorithm::ES256),
-            KeyAlgorithm::ES384 => Ok(Algorithm::ES384),
-            KeyAlgorithm::EdDSA => Ok(Algorithm::EdDSA),
-            _ => Err(AuthError::InvalidKey {
-                reason: "JWK algorithm is not supported for signatures".to_owned(),
-            }),
-        };
-    }
-    match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-            Ok(Algorithm::ES256)
-        }
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
-            Ok(Algorithm::ES384)
-        }
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            Ok(Algorithm::EdDSA)
-        }
-        _ => Err(AuthError::InvalidKey {
-            reason: "JWK has no \"alg\" and its algorithm cannot be inferred; set \"alg\""
-                .to_owned(),
-        }),
     }
 }
 
@@ -331,25 +255,6 @@ impl KeySet {
             }
         }
         Ok(())
-    }
-
-    /// Reads a JWKS document (`{"keys": [...]}`). Keys with `"use": "enc"`
-    /// are skipped; every other key must be usable.
-    pub fn from_jwks_json(json: &str) -> Result<Self, AuthError> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|_| AuthError::InvalidKey {
-            reason: "JWKS document is not valid JSON of the form {\"keys\": [...]}".to_owned(),
-        })?;
-        let mut keys = Self::new();
-        for jwk in &set.keys {
-            if matches!(
-                jwk.common.public_key_use,
-                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-            ) {
-                continue;
-            }
-            keys.insert(VerificationKey::from_jwk(jwk)?)?;
-        }
-        Ok(keys)
     }
 
     /// Number of keys.

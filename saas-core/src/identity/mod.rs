@@ -9,12 +9,14 @@
 mod claims;
 mod error;
 mod issuer;
+mod jwks;
 mod keys;
 mod verifier;
 
 pub use claims::{ClaimNames, TokenClaims, VerifiedToken};
 pub use error::AuthError;
 pub use issuer::{TokenIssuer, TokenIssuerBuilder};
+pub use jwks::JwksOptions;
 pub use keys::{Algorithm, KeySet, SigningKey, VerificationKey};
 pub use verifier::{JwtVerifier, JwtVerifierBuilder, MAX_TOKEN_LEN};
 
