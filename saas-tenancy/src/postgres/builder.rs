@@ -18,7 +18,8 @@ use crate::ident::TenantTable;
 use crate::placement::PlacementPolicy;
 use crate::registry::PoolLimits;
 
-/// Builds a [`PgTenancy`].
+/// Builds a [`PgTenancy`]. Its `Debug` output shows the clusters without
+/// their admin passwords.
 pub struct PgTenancyBuilder {
     catalog: DynCatalog,
     clusters: Vec<PgClusterConfig>,

@@ -9,6 +9,7 @@ mod conn;
 mod lifecycle;
 mod migrate;
 mod provision;
+mod redact;
 mod session;
 mod shared;
 mod sql;
@@ -47,8 +48,9 @@ use crate::hooks::LifecycleHooks;
 use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
 use crate::record::TenantRecord;
 
-/// One PostgreSQL server (cluster) and how to reach it.
-#[derive(Debug, Clone)]
+/// One PostgreSQL server (cluster) and how to reach it. Its `Debug`
+/// output never shows the admin password.
+#[derive(Clone)]
 pub struct PgClusterConfig {
     /// The name placements refer to.
     pub name: ClusterName,

@@ -21,6 +21,7 @@ mod pg_env;
 mod pg_isolation;
 mod pg_leftovers;
 mod pg_session_state;
+mod redaction;
 mod registry;
 mod rls_plan;
 mod send;

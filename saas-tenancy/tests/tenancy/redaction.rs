@@ -1,0 +1,60 @@
+//! Debug output of configurations that hold credentials never shows them.
+
+use std::sync::Arc;
+
+use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
+use saas_tenancy::{ClusterName, DynCatalog, InMemoryCatalog};
+use sqlx::postgres::PgConnectOptions;
+
+const PASSWORD: &str = "pw-Sekr1t-42";
+
+fn cluster(admin: PgConnectOptions) -> PgClusterConfig {
+    PgClusterConfig::new(
+        ClusterName::new("main").unwrap(),
+        admin,
+        SqlIdent::new("app_runtime").unwrap(),
+    )
+}
+
+/// The same credentials given as a URL and through the setter.
+fn admin_options() -> [PgConnectOptions; 2] {
+    [
+        format!("postgres://tenancy_admin:{PASSWORD}@db.internal:6543/app")
+            .parse()
+            .unwrap(),
+        PgConnectOptions::new_without_pgpass()
+            .host("db.internal")
+            .port(6543)
+            .database("app")
+            .username("tenancy_admin")
+            .password(PASSWORD),
+    ]
+}
+
+fn assert_redacted(text: &str) {
+    assert!(!text.contains(PASSWORD), "password shown: {text}");
+    for shown in ["db.internal", "6543", "app", "tenancy_admin", "app_runtime"] {
+        assert!(text.contains(shown), "{shown} missing from {text}");
+    }
+}
+
+#[test]
+fn cluster_config_debug_hides_the_admin_password() {
+    for admin in admin_options() {
+        let config = cluster(admin);
+        assert_redacted(&format!("{config:?}"));
+        assert_redacted(&format!("{config:#?}"));
+    }
+}
+
+#[tokio::test]
+async fn tenancy_builder_and_tenancy_debug_hide_the_admin_password() {
+    for admin in admin_options() {
+        let catalog: DynCatalog = Arc::new(InMemoryCatalog::default());
+        let builder = PgTenancy::builder(catalog).cluster(cluster(admin));
+        assert_redacted(&format!("{builder:?}"));
+        assert_redacted(&format!("{builder:#?}"));
+        let tenancy = builder.build().unwrap();
+        assert!(!format!("{tenancy:?}").contains(PASSWORD));
+    }
+}
