@@ -13,6 +13,7 @@ mod leak;
 mod leak_harness;
 mod lifecycle;
 mod lifecycle_races;
+mod manifest;
 mod migrate;
 mod model;
 mod numbers;
