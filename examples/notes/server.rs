@@ -1,6 +1,7 @@
 //! Configuration, wiring, serving, and a clean shutdown on Ctrl-C.
 
 use std::error::Error;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,8 +62,9 @@ impl Mode {
     }
 }
 
-/// The server's settings.
-#[derive(Debug, Clone)]
+/// The server's settings. Its `Debug` output hides the database password
+/// (and the URL's query, which may carry one) and the JWT secret.
+#[derive(Clone)]
 pub struct NotesConfig {
     /// Where new tenants are placed.
     pub mode: Mode,
@@ -114,6 +116,43 @@ impl NotesConfig {
             jwt_secret,
         })
     }
+}
+
+impl fmt::Debug for NotesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotesConfig")
+            .field("mode", &self.mode)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("runtime_role", &self.runtime_role)
+            .field("listen", &self.listen)
+            .field("jwt_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info and its whole query hidden.
+/// The user info ends at the last `@`, so a password with an unescaped
+/// `/`, `?` or `@` is hidden too (a path with an `@` is over-hidden).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redacted: not a URL>".to_owned();
+    };
+    let (user, location) = match rest.rsplit_once('@') {
+        Some((userinfo, location)) => match userinfo.split_once(':') {
+            Some((user, _password)) => (format!("{user}:<redacted>@"), location),
+            None => (format!("{userinfo}@"), location),
+        },
+        None => (String::new(), rest),
+    };
+    let location = match location.split_once('?') {
+        Some((path, _query)) => format!("{path}?<redacted>"),
+        None => location.to_owned(),
+    };
+    format!("{scheme}://{user}{location}")
 }
 
 /// What each `notes-*` binary runs: logs to stderr (`RUST_LOG`, default

@@ -455,3 +455,43 @@ fn quickstart_runs_and_reports() {
         );
     }
 }
+
+/// The notes configuration holds the database password and the token
+/// secret; its Debug output shows neither.
+#[test]
+fn notes_config_debug_hides_the_password_and_the_jwt_secret() {
+    use saas_examples::notes::{Mode, NotesConfig};
+
+    let jwt_secret = b"jwt-Secret-that-is-32-bytes-long!".to_vec();
+    for (url, password) in [
+        (
+            "postgres://notes_admin:pw-Sekr1t-42@db.internal:5432/notes",
+            "pw-Sekr1t-42",
+        ),
+        (
+            "postgres://notes_admin:pw/Sek?r1t@42@db.internal:5432/notes",
+            "Sek?r1t@42",
+        ),
+        (
+            "postgres://notes_admin@db.internal:5432/notes?sslmode=require&password=pw-Sekr1t-42",
+            "pw-Sekr1t-42",
+        ),
+    ] {
+        let config = NotesConfig {
+            mode: Mode::Row,
+            database_url: Some(url.to_owned()),
+            data_dir: "notes-data".into(),
+            runtime_role: "notes_runtime".to_owned(),
+            listen: "127.0.0.1:3000".parse().unwrap(),
+            jwt_secret: jwt_secret.clone(),
+        };
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!text.contains(password), "password shown: {text}");
+            assert!(!text.contains("jwt-Secret"), "secret shown: {text}");
+            assert!(!text.contains(&format!("{:?}", jwt_secret)[1..20]));
+            for shown in ["notes_admin", "db.internal", "5432", "notes_runtime"] {
+                assert!(text.contains(shown), "{shown} missing from {text}");
+            }
+        }
+    }
+}
