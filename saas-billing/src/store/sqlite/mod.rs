@@ -12,12 +12,14 @@
 //! serializes, so sealing and ingestion never interleave; a batch is
 //! inserted by one `INSERT … SELECT FROM json_each(?) ON CONFLICT DO
 //! NOTHING RETURNING`. A trigger refuses changes to finalized invoices.
+//! The schema is versioned: see [`SqliteBillingStores::migrate`].
 //!
 //! Use a file database in WAL mode with a busy timeout for several
 //! connections; an in-memory database (`sqlite::memory:`) exists per
 //! connection, so give its pool a single connection.
 
 mod invoices;
+mod migrations;
 mod subscriptions;
 mod usage;
 
@@ -27,7 +29,7 @@ pub use usage::SqliteUsageStore;
 
 use std::sync::Arc;
 
-use sqlx::{Executor, SqlitePool};
+use sqlx::SqlitePool;
 
 use crate::engine::BillingStores;
 use crate::error::BillingError;
@@ -45,75 +47,6 @@ pub(crate) async fn begin_write(
 ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, BillingError> {
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
 }
-
-const MIGRATION: &str = r#"
-CREATE TABLE IF NOT EXISTS billing_subscriptions (
-    id TEXT PRIMARY KEY NOT NULL,
-    tenant_id TEXT NOT NULL,
-    version INTEGER NOT NULL CHECK (version >= 1),
-    created_at TEXT NOT NULL,
-    next_due_at TEXT,
-    state TEXT NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS billing_subscriptions_tenant_idx
-    ON billing_subscriptions (tenant_id, created_at, id);
-CREATE INDEX IF NOT EXISTS billing_subscriptions_due_idx
-    ON billing_subscriptions (next_due_at, id) WHERE next_due_at IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS billing_usage_events (
-    sequence INTEGER PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    subscription_id TEXT NOT NULL,
-    meter TEXT NOT NULL,
-    value TEXT NOT NULL,
-    occurred_at INTEGER NOT NULL,
-    occurred_nanos INTEGER NOT NULL,
-    properties TEXT NOT NULL,
-    period INTEGER NOT NULL,
-    billed_in INTEGER NOT NULL CHECK (billed_in >= period),
-    UNIQUE (tenant_id, idempotency_key)
-) STRICT;
-CREATE INDEX IF NOT EXISTS billing_usage_events_billing_idx
-    ON billing_usage_events (tenant_id, subscription_id, billed_in, sequence);
-CREATE INDEX IF NOT EXISTS billing_usage_events_time_idx
-    ON billing_usage_events (tenant_id, occurred_at);
-
-CREATE TABLE IF NOT EXISTS billing_usage_seals (
-    tenant_id TEXT NOT NULL,
-    subscription_id TEXT NOT NULL,
-    sealed_through INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, subscription_id)
-) STRICT, WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS billing_invoices (
-    id TEXT PRIMARY KEY NOT NULL,
-    tenant_id TEXT NOT NULL,
-    subscription_id TEXT NOT NULL,
-    period_index INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('draft', 'finalized')),
-    currency TEXT NOT NULL,
-    total TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    finalize_after TEXT NOT NULL,
-    finalized_at TEXT,
-    body TEXT NOT NULL,
-    UNIQUE (subscription_id, period_index)
-) STRICT;
-CREATE INDEX IF NOT EXISTS billing_invoices_drafts_idx
-    ON billing_invoices (finalize_after, id) WHERE status = 'draft';
-
-CREATE TRIGGER IF NOT EXISTS billing_invoices_immutable
-    BEFORE UPDATE ON billing_invoices WHEN OLD.status = 'finalized'
-BEGIN
-    SELECT RAISE(ABORT, 'invoice is finalized');
-END;
-CREATE TRIGGER IF NOT EXISTS billing_invoices_undeletable
-    BEFORE DELETE ON billing_invoices WHEN OLD.status = 'finalized'
-BEGIN
-    SELECT RAISE(ABORT, 'invoice is finalized');
-END;
-"#;
 
 /// The three SQLite stores on one pool, and their migration.
 ///
@@ -142,15 +75,36 @@ impl SqliteBillingStores {
         SqliteBillingStores { pool }
     }
 
-    /// Creates the tables, indexes and triggers if they do not exist.
-    /// Idempotent; runs in one write transaction.
+    /// The schema version [`migrate`](Self::migrate) brings a database to.
+    pub const SCHEMA_VERSION: i64 = migrations::LATEST;
+
+    /// Brings the schema to [`SCHEMA_VERSION`](Self::SCHEMA_VERSION):
+    /// applies, in order, the migrations the database has not recorded in
+    /// `billing_schema_migrations`, in one write transaction (all or
+    /// nothing). Idempotent. A database created before the ledger existed
+    /// is migrated too.
     ///
     /// # Errors
-    /// `Backend` if SQLite fails.
+    /// `Backend` if SQLite fails, or if the database records a newer schema
+    /// than this version of the crate knows (nothing is changed then).
     pub async fn migrate(&self) -> Result<(), BillingError> {
-        let mut tx = begin_write(&self.pool).await?;
-        tx.execute(MIGRATION).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        migrations::migrate_to(&self.pool, Self::SCHEMA_VERSION)
+            .await
+            .map(drop)
+    }
+
+    /// Applies the migrations up to `version` only (for a staged rollout,
+    /// or to build an older schema in a test), like
+    /// [`migrate`](Self::migrate) otherwise; returns the version the
+    /// database is at, which is never lowered (there are no down
+    /// migrations). The stores need [`SCHEMA_VERSION`](Self::SCHEMA_VERSION).
+    ///
+    /// # Errors
+    /// `InvalidInput` if `version` is not between 1 and
+    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION); otherwise as
+    /// [`migrate`](Self::migrate).
+    pub async fn migrate_to(&self, version: i64) -> Result<i64, BillingError> {
+        migrations::migrate_to(&self.pool, version).await
     }
 
     /// The pool.
