@@ -33,6 +33,8 @@ mod restore;
 mod sql_scenario;
 #[path = "billing/sql_stores.rs"]
 mod sql_stores;
+#[path = "billing/sqlite_tenant_ids.rs"]
+mod sqlite_tenant_ids;
 #[path = "billing/stores.rs"]
 mod stores;
 #[path = "billing/subscriptions.rs"]

@@ -62,6 +62,13 @@ pub(crate) async fn pg_stores(test: &str) -> Option<(PostgresBillingStores, Clea
 
 /// Migrated SQLite stores on a temporary WAL database file.
 pub(crate) async fn sqlite_stores() -> (SqliteBillingStores, Cleanup) {
+    let (stores, cleanup) = unmigrated_sqlite_stores().await;
+    stores.migrate().await.unwrap();
+    (stores, cleanup)
+}
+
+/// SQLite stores on a temporary WAL database file with no tables yet.
+pub(crate) async fn unmigrated_sqlite_stores() -> (SqliteBillingStores, Cleanup) {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name("saas_billing")));
     let options = SqliteConnectOptions::new()
         .filename(&path)
@@ -82,9 +89,7 @@ pub(crate) async fn sqlite_stores() -> (SqliteBillingStores, Cleanup) {
             let _ = std::fs::remove_file(file);
         }
     });
-    let stores = SqliteBillingStores::new(pool);
-    stores.migrate().await.unwrap();
-    (stores, cleanup)
+    (SqliteBillingStores::new(pool), cleanup)
 }
 
 macro_rules! conformance {

@@ -41,7 +41,7 @@ impl SqliteInvoiceStore {
              WHERE id = ?1 AND tenant_id = ?2",
         )
         .bind(id.to_string())
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -95,7 +95,7 @@ impl InvoiceStore for SqliteInvoiceStore {
              VALUES (?1, ?2, ?3, ?4, 'draft', ?5, ?6, ?7, ?8, NULL, ?9)",
         )
         .bind(invoice.id.to_string())
-        .bind(invoice.tenant_id.to_string())
+        .bind(invoice.tenant_id)
         .bind(invoice.subscription_id.to_string())
         .bind(invoice.period_index)
         .bind(invoice.currency.code())
@@ -123,7 +123,7 @@ impl InvoiceStore for SqliteInvoiceStore {
     async fn get(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, BillingError> {
         let row = sqlx::query("SELECT body FROM billing_invoices WHERE id = ?1 AND tenant_id = ?2")
             .bind(id.to_string())
-            .bind(tenant.to_string())
+            .bind(tenant)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
@@ -145,7 +145,7 @@ impl InvoiceStore for SqliteInvoiceStore {
         )
         .bind(subscription.to_string())
         .bind(period)
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
@@ -204,7 +204,7 @@ impl InvoiceStore for SqliteInvoiceStore {
              WHERE subscription_id = ?1 AND tenant_id = ?2 ORDER BY period_index",
         )
         .bind(subscription.to_string())
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;

@@ -1,18 +1,24 @@
 //! SQLite stores (feature `sqlite`), on a [`SqlitePool`].
 //!
 //! The tables mirror the PostgreSQL ones (see [`super::postgres`]) in
-//! SQLite's types, as `STRICT` tables: UUIDs and exact decimals as `TEXT`
-//! (never `REAL`), instants as fixed-width RFC 3339 text with nanoseconds
-//! (which sorts like the instant), usage times as Unix seconds plus
-//! nanoseconds. The usage table's `UNIQUE (tenant_id, idempotency_key)` is
-//! the idempotency check; an index `(tenant_id, subscription_id,
-//! billed_in, sequence)` serves invoicing and `(tenant_id, occurred_at)`
-//! time ranges. Writes that read first (ingestion, sealing, invoice
-//! changes) run in `BEGIN IMMEDIATE` transactions, which SQLite
-//! serializes, so sealing and ingestion never interleave; a batch is
-//! inserted by one `INSERT … SELECT FROM json_each(?) ON CONFLICT DO
-//! NOTHING RETURNING`. A trigger refuses changes to finalized invoices.
-//! The schema is versioned: see [`SqliteBillingStores::migrate`].
+//! SQLite's types, as `STRICT` tables. Tenant ids are `TenantId`'s own
+//! sqlx encoding, a 16-byte `BLOB`, as saas-tenancy and saas-events store
+//! them, so joins across the crates' tables match (bind a `TenantId`,
+//! never its text). Subscription and invoice ids (this crate's own, with
+//! no sqlx encoding) and exact decimals are `TEXT` (never `REAL`);
+//! instants fixed-width RFC 3339 text with nanoseconds (which sorts like
+//! the instant); usage times Unix seconds plus nanoseconds. The usage
+//! table's `UNIQUE (tenant_id, idempotency_key)` is the idempotency
+//! check; an index `(tenant_id, subscription_id, billed_in, sequence)`
+//! serves invoicing and `(tenant_id, occurred_at)` time ranges. Writes
+//! that read first (ingestion, sealing, invoice changes) run in `BEGIN
+//! IMMEDIATE` transactions, which SQLite serializes, so sealing and
+//! ingestion never interleave; a batch is inserted by one `INSERT …
+//! SELECT FROM json_each(?) ON CONFLICT DO NOTHING RETURNING`, its tenant
+//! ids carried as hex and `unhex`ed, which needs SQLite 3.41 or later (the
+//! `sqlite` feature links sqlx's bundled SQLite, newer). A trigger
+//! refuses changes to finalized invoices. The schema is versioned: see
+//! [`SqliteBillingStores::migrate`].
 //!
 //! Use a file database in WAL mode with a busy timeout for several
 //! connections; an in-memory database (`sqlite::memory:`) exists per
@@ -82,11 +88,13 @@ impl SqliteBillingStores {
     /// applies, in order, the migrations the database has not recorded in
     /// `billing_schema_migrations`, in one write transaction (all or
     /// nothing). Idempotent. A database created before the ledger existed
-    /// is migrated too.
+    /// is migrated too: its tenant ids, stored as text then, are converted
+    /// to BLOBs, every row kept.
     ///
     /// # Errors
-    /// `Backend` if SQLite fails, or if the database records a newer schema
-    /// than this version of the crate knows (nothing is changed then).
+    /// `Backend` if SQLite fails, if the database records a newer schema
+    /// than this version of the crate knows, or if a stored tenant id is
+    /// not a UUID (nothing is changed then).
     pub async fn migrate(&self) -> Result<(), BillingError> {
         migrations::migrate_to(&self.pool, Self::SCHEMA_VERSION)
             .await

@@ -50,7 +50,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
              VALUES (?1, ?2, 1, ?3, ?4, ?5)",
         )
         .bind(subscription.id.to_string())
-        .bind(subscription.tenant_id.to_string())
+        .bind(subscription.tenant_id)
         .bind(sortable(subscription.created_at))
         .bind(subscription.next_due_at().map(sortable))
         .bind(state)
@@ -77,7 +77,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
             "SELECT version, state FROM billing_subscriptions WHERE id = ?1 AND tenant_id = ?2",
         )
         .bind(id.to_string())
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
@@ -97,7 +97,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
              WHERE id = ?1 AND tenant_id = ?2 AND version = ?3",
         )
         .bind(subscription.id.to_string())
-        .bind(subscription.tenant_id.to_string())
+        .bind(subscription.tenant_id)
         .bind(version_to_db(expected)?)
         .bind(subscription.next_due_at().map(sortable))
         .bind(state)
@@ -113,7 +113,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
             "SELECT version FROM billing_subscriptions WHERE id = ?1 AND tenant_id = ?2",
         )
         .bind(subscription.id.to_string())
-        .bind(subscription.tenant_id.to_string())
+        .bind(subscription.tenant_id)
         .fetch_optional(&self.pool)
         .await
         .map_err(db_error)?;
@@ -151,7 +151,7 @@ impl SubscriptionStore for SqliteSubscriptionStore {
             "SELECT version, state FROM billing_subscriptions \
              WHERE tenant_id = ?1 ORDER BY created_at, id",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;

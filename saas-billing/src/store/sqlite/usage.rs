@@ -1,6 +1,8 @@
 //! [`UsageStore`] on SQLite: one `BEGIN IMMEDIATE` transaction per batch —
 //! read the seals, insert the batch as one JSON array through `json_each`
 //! (`ON CONFLICT DO NOTHING RETURNING`), read back the rows that conflicted.
+//! JSON has no bytes, so a tenant id travels in it as 32 hex digits and is
+//! `unhex`ed into the BLOB that binding a `TenantId` gives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -42,15 +44,11 @@ macro_rules! usage_columns {
 const INSERT: &str = "INSERT INTO billing_usage_events \
      (tenant_id, idempotency_key, subscription_id, meter, value, occurred_at, \
       occurred_nanos, properties, period, billed_in) \
-     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+     SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
             value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
      FROM json_each(?1) WHERE true \
      ON CONFLICT (tenant_id, idempotency_key) DO NOTHING \
      RETURNING tenant_id, idempotency_key";
-
-fn tenant(text: &str) -> Result<TenantId, BillingError> {
-    TenantId::from_uuid(parse_uuid(BACKEND, text)?).map_err(|e| corrupt(BACKEND, e))
-}
 
 fn read(row: &SqliteRow) -> Result<StoredUsage, BillingError> {
     let text = |name: &str| -> Result<String, BillingError> { row.try_get(name).map_err(db_error) };
@@ -58,7 +56,7 @@ fn read(row: &SqliteRow) -> Result<StoredUsage, BillingError> {
     let value = text("value")?;
     let properties: BTreeMap<String, String> = from_json(BACKEND, &text("properties")?)?;
     let event = UsageEvent {
-        tenant_id: tenant(&text("tenant_id")?)?,
+        tenant_id: row.try_get("tenant_id").map_err(db_error)?,
         subscription_id: SubscriptionId::from_uuid(parse_uuid(BACKEND, &text("subscription_id")?)?),
         meter: MeterKey::new(text("meter")?).map_err(|e| corrupt(BACKEND, e))?,
         value: Decimal::from_str(&value).map_err(|e| corrupt(BACKEND, e))?,
@@ -78,10 +76,10 @@ fn read_all(rows: &[SqliteRow]) -> Result<Vec<StoredUsage>, BillingError> {
     rows.iter().map(read).collect()
 }
 
-/// The JSON array of keys `[[tenant, key], …]`.
+/// The JSON array of keys `[[tenant as hex, key], …]`.
 fn keys_json<'e>(events: impl Iterator<Item = &'e UsageEvent>) -> Result<String, BillingError> {
     let keys: Vec<(String, &str)> = events
-        .map(|e| (e.tenant_id.to_string(), e.idempotency_key.as_str()))
+        .map(|e| (e.tenant_id.simple(), e.idempotency_key.as_str()))
         .collect();
     to_json(BACKEND, &keys)
 }
@@ -103,7 +101,7 @@ impl UsageStore for SqliteUsageStore {
                 "SELECT sealed_through FROM billing_usage_seals \
                  WHERE tenant_id = ?1 AND subscription_id = ?2",
             )
-            .bind(t.to_string())
+            .bind(t)
             .bind(s.to_string())
             .fetch_optional(&mut *tx)
             .await
@@ -117,7 +115,7 @@ impl UsageStore for SqliteUsageStore {
         for row in &rows {
             let e = &row.record.event;
             json.push((
-                e.tenant_id.to_string(),
+                e.tenant_id.simple(),
                 e.idempotency_key.as_str(),
                 e.subscription_id.to_string(),
                 e.meter.as_str(),
@@ -136,9 +134,8 @@ impl UsageStore for SqliteUsageStore {
             .map_err(db_error)?;
         let mut inserted: Vec<Key> = Vec::with_capacity(inserted_rows.len());
         for row in &inserted_rows {
-            let t: String = row.try_get("tenant_id").map_err(db_error)?;
             inserted.push((
-                tenant(&t)?,
+                row.try_get("tenant_id").map_err(db_error)?,
                 row.try_get("idempotency_key").map_err(db_error)?,
             ));
         }
@@ -149,7 +146,7 @@ impl UsageStore for SqliteUsageStore {
                 "SELECT ",
                 usage_columns!(),
                 " FROM billing_usage_events WHERE (tenant_id, idempotency_key) IN \
-                  (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+                  (SELECT unhex(value ->> 0), value ->> 1 FROM json_each(?1))"
             ))
             .bind(keys_json(missing.into_iter())?)
             .fetch_all(&mut *tx)
@@ -177,7 +174,7 @@ impl UsageStore for SqliteUsageStore {
              SET sealed_through = max(sealed_through, excluded.sealed_through) \
              RETURNING sealed_through",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(subscription.to_string())
         .bind(through)
         .fetch_one(&mut *tx)
@@ -196,7 +193,7 @@ impl UsageStore for SqliteUsageStore {
             "SELECT sealed_through FROM billing_usage_seals \
              WHERE tenant_id = ?1 AND subscription_id = ?2",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(subscription.to_string())
         .fetch_optional(&self.pool)
         .await
@@ -216,7 +213,7 @@ impl UsageStore for SqliteUsageStore {
               WHERE tenant_id = ?1 AND subscription_id = ?2 AND billed_in = ?3 \
               ORDER BY sequence"
         ))
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(subscription.to_string())
         .bind(invoice_period)
         .fetch_all(&self.pool)
@@ -240,7 +237,7 @@ impl UsageStore for SqliteUsageStore {
                 AND billed_in >= ?3 AND billed_in < ?4 AND period = ?3 \
               ORDER BY sequence"
         ))
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(subscription.to_string())
         .bind(period)
         .bind(billed_before)
