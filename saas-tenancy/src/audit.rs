@@ -5,13 +5,81 @@ use std::fmt;
 
 /// One isolation weakness found by an audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditFinding {
     /// What is wrong.
     pub weakness: Weakness,
-    /// The object concerned (role, table, tenant, database, file).
+    /// The object concerned (role, table, tenant, database, file), as text
+    /// for people.
     pub subject: String,
     /// What to do about it.
     pub fix: String,
+    /// The object concerned, by name, for code that acts on the finding
+    /// (revokes, drops, alters). `None` for kinds whose subject is not one
+    /// database object (a tenant, a file, a migration version).
+    pub object: Option<AuditObject>,
+}
+
+/// The database object a finding is about, named by its catalog names
+/// (unquoted, as PostgreSQL stores them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditObject {
+    /// A table, view or other relation.
+    Table {
+        /// Its schema.
+        schema: String,
+        /// Its name.
+        table: String,
+    },
+    /// A row-level security policy on a table.
+    Policy {
+        /// The table's schema.
+        schema: String,
+        /// The table.
+        table: String,
+        /// The policy.
+        policy: String,
+    },
+    /// `member` belongs to `role`: granted directly when `via` is empty,
+    /// else through the roles in `via`, from `member`'s side to `role`'s.
+    Membership {
+        /// The role that holds the membership.
+        member: String,
+        /// The role it is a member of.
+        role: String,
+        /// The roles in between.
+        via: Vec<String>,
+    },
+    /// Privileges granted to `role` itself on `schema`, or on `relation`
+    /// in it (`SELECT (col)` for a column privilege, `DEFAULT … ON TABLES`
+    /// for default privileges of the schema).
+    Grant {
+        /// The grantee.
+        role: String,
+        /// The schema.
+        schema: String,
+        /// The relation in `schema`; `None` for the schema itself.
+        relation: Option<String>,
+        /// The privileges, as SQL keywords.
+        privileges: Vec<String>,
+    },
+    /// Attributes a role has (`CREATEROLE`, `BYPASSRLS`, …).
+    RoleAttributes {
+        /// The role.
+        role: String,
+        /// The attributes, as SQL keywords.
+        attributes: Vec<String>,
+    },
+    /// Session defaults stored for a role (`ALTER ROLE … SET`).
+    RoleSettings {
+        /// The role.
+        role: String,
+        /// The database they apply in; `None` for every database.
+        database: Option<String>,
+        /// The settings' names.
+        settings: Vec<String>,
+    },
 }
 
 /// The kinds of weakness an audit looks for. Each backend reports the
@@ -79,5 +147,20 @@ pub(crate) fn finding(
         weakness,
         subject: subject.into(),
         fix: fix.into(),
+        object: None,
+    }
+}
+
+/// A finding about one named database object.
+#[cfg(feature = "postgres")]
+pub(crate) fn finding_on(
+    weakness: Weakness,
+    object: AuditObject,
+    subject: impl Into<String>,
+    fix: impl Into<String>,
+) -> AuditFinding {
+    AuditFinding {
+        object: Some(object),
+        ..finding(weakness, subject, fix)
     }
 }

@@ -21,7 +21,7 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use audit::{AuditFinding, Weakness};
+pub use audit::{AuditFinding, AuditObject, Weakness};
 #[cfg(feature = "postgres")]
 pub use catalog::PostgresCatalog;
 #[cfg(feature = "sqlite")]

@@ -29,7 +29,7 @@ use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, SqlSafeStr};
 pub use crate::ident::{SqlIdent, TenantTable};
 pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport, ProgressFn};
 pub use crate::registry::{PoolLimits, PoolStats};
-pub use audit::{AuditFinding, Weakness};
+pub use audit::{AuditFinding, AuditObject, Weakness};
 pub use builder::PgTenancyBuilder;
 pub use conn::TenantConn;
 

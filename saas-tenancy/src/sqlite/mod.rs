@@ -36,7 +36,7 @@ mod ops;
 mod shared;
 mod transfer;
 
-pub use crate::audit::{AuditFinding, Weakness};
+pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 
 use std::collections::HashMap;
