@@ -101,7 +101,11 @@ pub enum Weakness {
     RlsNotForced,
     /// A tenant table lacks the library's isolation policy.
     PolicyMissing,
-    /// A table has the tenant column but is not declared (no isolation).
+    /// A table has the tenant column but is not declared (no isolation). On
+    /// PostgreSQL: a table next to the declared ones, or any relation
+    /// (views too) in a schema other than a tenant's that the runtime role,
+    /// or a role it can `SET ROLE` to, can use — whatever its RLS (object:
+    /// [`AuditObject::Table`]).
     UndeclaredTenantTable,
     /// A primary or unique key of a tenant table lacks the tenant column.
     UniqueKeyWithoutTenant,
@@ -113,6 +117,17 @@ pub enum Weakness {
     /// tenant's own role can use a tenant schema or connect to a tenant
     /// database — another tenant's role, say (PostgreSQL).
     ReachableByOtherRole,
+    /// A tenant table's isolation policy is not the one the library
+    /// creates: its expressions, command, roles or permissiveness were
+    /// changed (say to `USING (true)`) (PostgreSQL; object:
+    /// [`AuditObject::Policy`]).
+    PolicyAltered,
+    /// A tenant table has another permissive policy that applies to the
+    /// runtime role (or `PUBLIC`, or a role it can `SET ROLE` to); policies
+    /// are OR-ed, so it widens what the runtime role sees. Restrictive
+    /// policies only narrow and are not reported (PostgreSQL; object:
+    /// [`AuditObject::Policy`]).
+    ExtraPermissivePolicy,
     /// A tenant that is not deleted has no schema or database: provisioning
     /// did not finish, or it was dropped by hand (PostgreSQL).
     TenantStorageMissing,

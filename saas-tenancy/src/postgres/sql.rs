@@ -37,21 +37,34 @@ pub fn current_tenant_expr() -> String {
 /// Statements that enforce row-level isolation on one table for `runtime`.
 pub fn row_security_statements(table: &TenantTable, runtime: &SqlIdent) -> Vec<String> {
     let t = table.table.quoted();
-    let col = table.tenant_column.quoted();
-    let expr = current_tenant_expr();
     vec![
         format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
         format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
         format!("DROP POLICY IF EXISTS {POLICY_NAME} ON {t}"),
-        format!(
-            "CREATE POLICY {POLICY_NAME} ON {t} AS PERMISSIVE FOR ALL \
-             USING ({col} = {expr}) WITH CHECK ({col} = {expr})"
-        ),
+        create_policy(table),
         format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO {}",
             runtime.quoted()
         ),
     ]
+}
+
+/// The library's isolation policy on `table` (FOR ALL, PERMISSIVE, to
+/// `PUBLIC`); the audit compares deployed policies with it.
+pub(super) fn create_policy(table: &TenantTable) -> String {
+    let t = table.table.quoted();
+    let col = table.tenant_column.quoted();
+    let expr = current_tenant_expr();
+    format!(
+        "CREATE POLICY {POLICY_NAME} ON {t} AS PERMISSIVE FOR ALL \
+         USING ({col} = {expr}) WITH CHECK ({col} = {expr})"
+    )
+}
+
+/// Quotes a name read from the system catalogs (a role, schema or table
+/// that the library did not name) for SQL text such as an audit's fix.
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The `BEGIN` of a row-strategy transaction on a shared connection:

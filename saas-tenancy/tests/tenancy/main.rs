@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod audit;
+mod audit_policies;
 mod audit_tenants;
 mod catalog;
 mod escape_hatch;

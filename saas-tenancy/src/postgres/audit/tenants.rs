@@ -9,7 +9,7 @@ use crate::audit::{AuditFinding, Weakness, finding};
 use crate::error::TenancyError;
 use crate::placement::{Placement, TenantObjectName};
 use crate::postgres::{Cluster, PgTenancy, tenant_database_options};
-use crate::record::{ListOptions, TenantRecord};
+use crate::record::TenantRecord;
 
 /// What the audit learnt about one tenant's schema or database.
 struct Reach {
@@ -22,6 +22,7 @@ struct Reach {
 impl PgTenancy {
     pub(super) async fn audit_tenants(
         &self,
+        records: &[TenantRecord],
         out: &mut Vec<AuditFinding>,
     ) -> Result<(), TenancyError> {
         let latest = self
@@ -29,12 +30,7 @@ impl PgTenancy {
             .tenant_migrator
             .as_ref()
             .and_then(|m| m.iter().map(|m| m.version).max());
-        let records = self
-            .inner
-            .catalog
-            .list_all(&ListOptions::default().with_limit(1000))
-            .await?;
-        for record in &records {
+        for record in records {
             // A deleted tenant's storage is gone by design, and a deleting
             // one's is going: neither can be inspected or needs to be.
             if matches!(
