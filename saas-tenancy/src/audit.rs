@@ -128,6 +128,32 @@ pub enum Weakness {
     /// policies only narrow and are not reported (PostgreSQL; object:
     /// [`AuditObject::Policy`]).
     ExtraPermissivePolicy,
+    /// A role other than the runtime role, the admin and superusers is a
+    /// member of a schema tenant's role — directly or not, inheriting or
+    /// not: it can `SET ROLE` to the tenant (PostgreSQL; object:
+    /// [`AuditObject::Membership`] with the tenant role as `role`).
+    TenantRoleGrantedToOtherRole,
+    /// The runtime role is a member (directly or not, inheriting or not) of
+    /// the admin role, of a superuser, `BYPASSRLS` or `CREATEROLE` role, of
+    /// the owner of a tenant table, or of a powerful predefined role
+    /// (`pg_read_all_data`, `pg_execute_server_program`, …): raw SQL on a
+    /// scoped connection can `SET ROLE` to it (PostgreSQL; object:
+    /// [`AuditObject::Membership`]).
+    RuntimeRoleMemberOfPrivilegedRole,
+    /// The runtime role holds privileges of its own on a tenant schema or
+    /// on objects in it; it must reach schema tenants only by `SET ROLE` to
+    /// the tenant's role (PostgreSQL; object: [`AuditObject::Grant`]).
+    RuntimeRoleGrantedTenantSchema,
+    /// The runtime role has `CREATEROLE` (it can grant itself predefined
+    /// roles such as `pg_execute_server_program`), `CREATEDB`,
+    /// `REPLICATION` or `INHERIT` (every tenant role's privileges without
+    /// `SET ROLE`) (PostgreSQL; object: [`AuditObject::RoleAttributes`]).
+    RuntimeRoleHasElevatedAttributes,
+    /// Session defaults are stored for the runtime role (`ALTER ROLE … SET
+    /// role/search_path/…`, which the role may run itself): every new
+    /// connection would start with them, for instance as a tenant's role
+    /// (PostgreSQL; object: [`AuditObject::RoleSettings`]).
+    RuntimeRoleHasSessionDefaults,
     /// A tenant that is not deleted has no schema or database: provisioning
     /// did not finish, or it was dropped by hand (PostgreSQL).
     TenantStorageMissing,

@@ -13,6 +13,8 @@ use crate::record::{ListOptions, TenantRecord};
 mod roles;
 // The declared tables (RLS, policies, keys) and undeclared tenant data.
 mod tables;
+// Who can become a schema tenant's role; the runtime role's own grants there.
+mod tenant_roles;
 // The per-tenant checks (reachability, storage, migration drift).
 mod tenants;
 
@@ -56,7 +58,9 @@ impl PgTenancy {
     /// deployment reports nothing. It looks at:
     ///
     /// - the runtime role: missing, superuser or `BYPASSRLS`, owning
-    ///   tables;
+    ///   tables, `CREATEROLE`/`CREATEDB`/`REPLICATION`/`INHERIT`, a member
+    ///   (directly or not) of the admin role or another privileged role,
+    ///   session defaults stored for it;
     /// - each declared table: missing, RLS not enabled or not forced, the
     ///   library's policy missing or not exactly what [`setup`] creates,
     ///   another permissive policy that applies to the runtime role, a
@@ -64,8 +68,9 @@ impl PgTenancy {
     /// - tables with a tenant column that are not declared, next to the
     ///   declared ones or anywhere the runtime role can use them;
     /// - each schema and database tenant: its storage missing, reachable
-    ///   by `PUBLIC` or by other roles, migrations behind. Deleted and
-    ///   deleting tenants are not inspected.
+    ///   by `PUBLIC` or by other roles, its role granted to other roles,
+    ///   privileges of the runtime role's own on its schema, migrations
+    ///   behind. Deleted and deleting tenants are not inspected.
     ///
     /// The admin role needs `TEMPORARY` on each cluster's database: the
     /// expected policy is read back from the server after creating it on a

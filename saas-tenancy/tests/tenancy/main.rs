@@ -6,6 +6,7 @@
 mod adversarial;
 mod audit;
 mod audit_policies;
+mod audit_roles;
 mod audit_tenants;
 mod catalog;
 mod escape_hatch;

@@ -5,6 +5,7 @@ use saas_core::TenantStatus;
 use sqlx::{Connection, PgConnection};
 
 use super::current_version;
+use super::tenant_roles::{audit_runtime_grants, audit_tenant_role};
 use crate::audit::{AuditFinding, Weakness, finding};
 use crate::error::TenancyError;
 use crate::placement::{Placement, TenantObjectName};
@@ -69,6 +70,11 @@ impl PgTenancy {
                         name.quoted()
                     ),
                 ));
+            }
+            if let Placement::Schema { schema, .. } = &record.placement {
+                let mut conn = cluster.admin.acquire().await?;
+                audit_tenant_role(cluster, &mut conn, schema, &subject, out).await?;
+                audit_runtime_grants(cluster, &mut conn, schema, &subject, out).await?;
             }
             if let Some(latest) = latest
                 && reach.version.is_none_or(|v| v < latest)
