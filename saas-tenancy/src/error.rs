@@ -33,6 +33,23 @@ pub enum TenancyError {
         /// Its status.
         status: TenantStatus,
     },
+    /// The catalog places the tenant in a schema or database whose name is
+    /// not the one derived from its id: the record was changed outside
+    /// the library (perhaps to point it at another tenant's storage), so
+    /// nothing is done with it.
+    #[error(
+        "tenant {tenant}'s catalog record names {found:?} but its storage can only be \
+         {expected:?} (names derive from the tenant id); the record was changed outside \
+         the library — restore it, and check who can write the catalog"
+    )]
+    PlacementNotDerived {
+        /// The tenant.
+        tenant: TenantId,
+        /// The object name the record holds.
+        found: String,
+        /// The name derived from the tenant's id.
+        expected: String,
+    },
     /// Invalid input (a name, a page size, a configuration value).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -73,7 +90,9 @@ impl TenancyError {
             TenancyError::InvalidInput(_)
             | TenancyError::UnknownCluster(_)
             | TenancyError::CorruptArchive { .. } => ErrorKind::InvalidInput,
-            TenancyError::Corrupt(_) => ErrorKind::Internal,
+            TenancyError::Corrupt(_) | TenancyError::PlacementNotDerived { .. } => {
+                ErrorKind::Internal
+            }
             TenancyError::Unsupported(_) => ErrorKind::Unsupported,
             TenancyError::Timeout(_) => ErrorKind::Timeout,
             #[cfg(feature = "_sql")]

@@ -137,9 +137,38 @@ pub(crate) fn suspend_or_resume_from(
     }
 }
 
-/// Refuses a record whose status may not be served.
+/// Refuses a record whose schema or database name is not the one derived
+/// from its tenant id. Names are derived, never chosen, so a record that
+/// holds another name was written outside the library — possibly to point
+/// one tenant at another's storage (`UPDATE saas_tenants SET
+/// object_name = '<B's schema>' WHERE id = <A>`). Logged at `error`.
+#[cfg(feature = "_sql")]
+pub(crate) fn check_placement(record: &TenantRecord) -> Result<(), TenancyError> {
+    let Some(found) = record.placement.object_name() else {
+        return Ok(());
+    };
+    let expected = crate::placement::TenantObjectName::for_tenant(record.id);
+    if *found == expected {
+        return Ok(());
+    }
+    tracing::error!(
+        tenant = %record.id,
+        found = found.as_str(),
+        expected = expected.as_str(),
+        "catalog record names storage not derived from the tenant id; refused"
+    );
+    Err(TenancyError::PlacementNotDerived {
+        tenant: record.id,
+        found: found.as_str().to_owned(),
+        expected: expected.as_str().to_owned(),
+    })
+}
+
+/// Refuses a record whose status may not be served, or whose placement
+/// is not its own (see [`check_placement`]).
 #[cfg(feature = "_sql")]
 pub(crate) fn check_servable(record: TenantRecord) -> Result<TenantRecord, TenancyError> {
+    check_placement(&record)?;
     if record.status.is_servable() {
         Ok(record)
     } else {

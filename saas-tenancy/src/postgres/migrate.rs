@@ -123,6 +123,7 @@ impl PgTenancy {
         let Some(migrator) = self.inner.tenant_migrator.clone() else {
             return Ok((0, false));
         };
+        crate::catalog::check_placement(record)?;
         let cluster = self.cluster(record.placement.cluster())?;
         match &record.placement {
             Placement::Schema { schema, .. } => {

@@ -58,12 +58,17 @@ impl TenantLock {
 
 impl PgTenancy {
     /// The catalog record of `id`, read now (not from the record cache).
+    /// A record whose placement is not its own is refused (see
+    /// `catalog::check_placement`): no operation acts on it.
     pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        self.inner
+        let record = self
+            .inner
             .catalog
             .get(id)
             .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        crate::catalog::check_placement(&record)?;
+        Ok(record)
     }
 
     /// Takes `id`'s lock on its cluster's admin database, then reads its

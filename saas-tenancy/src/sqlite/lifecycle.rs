@@ -16,12 +16,17 @@ use crate::record::{NewTenant, TenantRecord};
 
 impl SqliteTenancy {
     /// The catalog record of `id`.
+    /// A record whose placement is not its own is refused (see
+    /// `catalog::check_placement`): no operation acts on it.
     pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        self.inner
+        let record = self
+            .inner
             .catalog
             .get(id)
             .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        crate::catalog::check_placement(&record)?;
+        Ok(record)
     }
 
     /// Takes the tenant's lock (see `lock.rs`), then reads its record

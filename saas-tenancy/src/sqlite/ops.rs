@@ -20,6 +20,7 @@ impl SqliteTenancy {
         &self,
         record: &TenantRecord,
     ) -> Result<Option<PathBuf>, TenancyError> {
+        crate::catalog::check_placement(record)?;
         match &record.placement {
             Placement::Database { cluster, database } => Ok(Some(
                 self.cluster(cluster)?

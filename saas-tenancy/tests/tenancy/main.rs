@@ -24,6 +24,7 @@ mod pg_env;
 mod pg_isolation;
 mod pg_leftovers;
 mod pg_session_state;
+mod placement_tamper;
 mod redaction;
 mod registry;
 mod rls_plan;
