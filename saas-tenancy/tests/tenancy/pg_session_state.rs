@@ -462,3 +462,62 @@ async fn a_tenant_pool_connection_starts_each_request_clean() {
     }
     env.cleanup().await;
 }
+
+/// An ordinary role may set defaults on itself, so raw SQL through any
+/// row tenant's handle can run `ALTER ROLE CURRENT_USER SET role = '<a
+/// schema tenant's role>'`: every connection the runtime role opens from
+/// then on would start as that tenant — in every process, until someone
+/// notices. The tenancy's connections name their role in the startup
+/// packet, which outranks such a default; `audit` reports it.
+#[tokio::test]
+async fn a_role_default_set_by_the_runtime_role_is_ignored() {
+    let Some(mut env) = sandbox("session_state::role_default", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("default-a", Strategy::Schema).await.unwrap();
+    let b = env.tenant("default-b", Strategy::Shared).await.unwrap();
+    insert_note(&env, &a, "a-secret").await;
+    let schema = schema_of(&env, &a).await;
+    let mut tx = env.tenancy.begin(&b).await.unwrap();
+    for sql in [
+        format!("ALTER ROLE CURRENT_USER SET role = {schema}"),
+        format!("ALTER ROLE CURRENT_USER SET search_path = {schema}"),
+    ] {
+        tx.execute(AssertSqlSafe(sql)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    // A tenancy whose pools open new connections, in both scope modes.
+    for mode in [ScopeMode::Shared, ScopeMode::TenantPools] {
+        let tenancy = env
+            .tenancy_with(|builder| builder.scope_mode(mode))
+            .unwrap();
+        let mut tx = tenancy.begin(&b).await.unwrap();
+        let (user, bodies): (String, Vec<String>) = (
+            sqlx::query_scalar("SELECT current_user::text")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap(),
+            sqlx::query_scalar("SELECT body FROM notes")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(user, env.runtime_role, "{mode:?}: B runs as another role");
+        assert!(bodies.is_empty(), "{mode:?}: B read {bodies:?}");
+        tx.rollback().await.unwrap();
+        let pool = tenancy.runtime_pool(&env.cluster).unwrap();
+        let user: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(user, env.runtime_role, "{mode:?}: the runtime pool's role");
+    }
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER ROLE \"{}\" RESET ALL",
+        env.runtime_role
+    )))
+    .execute(&env.admin)
+    .await
+    .unwrap();
+    env.cleanup().await;
+}
