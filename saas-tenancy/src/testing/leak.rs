@@ -1,7 +1,12 @@
 //! The leak-test harness: generated, concurrent sequences of inserts,
 //! reads, updates, deletes and raw SQL by several tenants, checked against
 //! a model after every step. Any row a tenant reads, changes or deletes
-//! that it did not write itself is a leak and fails the case.
+//! that it did not write itself is a leak and fails the case. Between
+//! them, tenants run session-level raw SQL through their handles
+//! ([`SessionTamper`]: settings, role and search path, `PREPARE`,
+//! `DEALLOCATE ALL`, replaced cached statements, `LISTEN`, advisory locks,
+//! temporary tables, held cursors, a refused `COPY`, a transaction left
+//! open); a target whose later handles meet any of it fails the case.
 //!
 //! The harness drives a [`LeakTarget`]: one backend × placement pointing at
 //! one of the host's tenant tables. [`pg::PgLeakTarget`](super::pg_leak)
@@ -56,6 +61,77 @@ pub trait LeakTarget: Send + Sync {
 
     /// Deletes every row of the tenant (between cases).
     async fn clear(&self, ctx: &TenantContext) -> Result<(), String>;
+
+    /// Runs `tamper`'s session-level raw SQL through a scoped handle of
+    /// the tenant (a transaction that commits when `via_transaction`,
+    /// else a connection), as hostile or buggy host code would, and ends
+    /// the handle. It must not fail because of the tampering itself (a
+    /// refused `COPY` is the point of that case). What it leaves must not
+    /// reach the next user of the connection: the target's other methods
+    /// check their session for leftovers and fail when they meet any.
+    /// Targets without sessions (in-memory ones) keep the default, which
+    /// does nothing.
+    async fn tamper(
+        &self,
+        ctx: &TenantContext,
+        tamper: SessionTamper,
+        via_transaction: bool,
+    ) -> Result<(), String> {
+        let _ = (ctx, tamper, via_transaction);
+        Ok(())
+    }
+}
+
+/// Session-level state that raw SQL through a scoped handle can leave on
+/// its connection (see [`LeakTarget::tamper`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionTamper {
+    /// A custom setting, the time zone and read-only transaction
+    /// characteristics, set for the session.
+    Settings,
+    /// The tenant setting itself, set for the session.
+    TenantSetting,
+    /// Role and search path, set for the session (a schema tenant's own;
+    /// a search path without the shared tables for others).
+    RoleAndSearchPath,
+    /// A statement prepared with SQL `PREPARE`.
+    Prepare,
+    /// `DEALLOCATE ALL` after sqlx has cached statements.
+    DeallocateAll,
+    /// The statements sqlx has cached replaced by ones that return a
+    /// forged row (the exfiltration path of a shared statement cache).
+    ReplaceCachedStatements,
+    /// `LISTEN` on a channel.
+    Listen,
+    /// A session-level advisory lock.
+    AdvisoryLock,
+    /// A temporary table without `ON COMMIT DROP`.
+    TemporaryTable,
+    /// A cursor held past commit (transactions only).
+    HeldCursor,
+    /// A refused `COPY … TO STDOUT` through the raw copy API.
+    RefusedCopy,
+    /// A transaction begun with raw SQL and never ended (connections only).
+    OpenTransaction,
+}
+
+impl SessionTamper {
+    /// Every kind, for generators.
+    pub const ALL: [SessionTamper; 12] = [
+        SessionTamper::Settings,
+        SessionTamper::TenantSetting,
+        SessionTamper::RoleAndSearchPath,
+        SessionTamper::Prepare,
+        SessionTamper::DeallocateAll,
+        SessionTamper::ReplaceCachedStatements,
+        SessionTamper::Listen,
+        SessionTamper::AdvisoryLock,
+        SessionTamper::TemporaryTable,
+        SessionTamper::HeldCursor,
+        SessionTamper::RefusedCopy,
+        SessionTamper::OpenTransaction,
+    ];
 }
 
 /// The statements a [`LeakTarget`] runs on a host table. None filters by
@@ -129,10 +205,20 @@ pub enum LeakOp {
     },
     /// A connection without a tenant counts the rows it sees.
     Unscoped,
+    /// Tenant runs session-level raw SQL through a handle.
+    Tamper {
+        /// Index of the acting tenant.
+        tenant: usize,
+        /// What it leaves on the session.
+        tamper: SessionTamper,
+        /// Through a transaction (else a connection).
+        via_transaction: bool,
+    },
 }
 
 fn op_strategy(tenants: usize) -> impl Strategy<Value = LeakOp> {
     let t = 0..tenants;
+    let t2 = t.clone();
     prop_oneof![
         3 => t.clone().prop_map(|tenant| LeakOp::Insert { tenant }),
         1 => (t.clone(), t.clone()).prop_map(|(tenant, victim)| LeakOp::ForgedInsert { tenant, victim }),
@@ -141,6 +227,12 @@ fn op_strategy(tenants: usize) -> impl Strategy<Value = LeakOp> {
         1 => t.clone().prop_map(|tenant| LeakOp::UpdateAll { tenant }),
         2 => (t, any::<usize>()).prop_map(|(tenant, key)| LeakOp::DeleteKey { tenant, key }),
         1 => Just(LeakOp::Unscoped),
+        2 => (t2, proptest::sample::select(SessionTamper::ALL.to_vec()), any::<bool>())
+            .prop_map(|(tenant, tamper, via_transaction)| LeakOp::Tamper {
+                tenant,
+                tamper,
+                via_transaction,
+            }),
     ]
 }
 
@@ -195,7 +287,8 @@ async fn run_case(
             | LeakOp::ReadAll { tenant }
             | LeakOp::ReadKey { tenant, .. }
             | LeakOp::UpdateAll { tenant }
-            | LeakOp::DeleteKey { tenant, .. } => *tenant,
+            | LeakOp::DeleteKey { tenant, .. }
+            | LeakOp::Tamper { tenant, .. } => *tenant,
             LeakOp::Unscoped => {
                 unscoped += 1;
                 continue;
@@ -331,6 +424,11 @@ async fn run_tenant(
                     ));
                 }
             }
+            LeakOp::Tamper {
+                tamper,
+                via_transaction,
+                ..
+            } => target.tamper(ctx, tamper, via_transaction).await?,
             LeakOp::Unscoped => {}
         }
     }

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId};
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
-use super::leak::{LeakRow, LeakStatements, LeakTarget};
+use super::leak::{LeakRow, LeakStatements, LeakTarget, SessionTamper};
 use crate::placement::{ClusterName, Placement};
 use crate::postgres::{PgTenancy, SqlIdent};
 
@@ -100,10 +100,50 @@ impl LeakTarget for PgLeakTarget {
 
     async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
         let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        let role = match conn.placement() {
+            Placement::Schema { schema, .. } => Some(schema.as_str().to_owned()),
+            _ => None,
+        };
+        let left: String = sqlx::query_scalar(LEFTOVERS)
+            .bind(role)
+            .bind(ctx.tenant_id().to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(text)?;
+        if !left.is_empty() {
+            return Err(format!(
+                "{} met session state an earlier handle left: {left}",
+                ctx.slug()
+            ));
+        }
         sqlx::query_as(AssertSqlSafe(self.sql.read_all.as_str()))
             .fetch_all(&mut *conn)
             .await
             .map_err(text)
+    }
+
+    async fn tamper(
+        &self,
+        ctx: &TenantContext,
+        tamper: SessionTamper,
+        via_transaction: bool,
+    ) -> Result<(), String> {
+        if via_transaction {
+            let mut tx = self.tenancy.begin(ctx).await.map_err(text)?;
+            let placement = tx.placement().clone();
+            let ended = self
+                .tamper_on(&mut tx, ctx, &placement, tamper, true)
+                .await?;
+            if !ended {
+                tx.commit().await.map_err(text)?;
+            }
+        } else {
+            let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+            let placement = conn.placement().clone();
+            self.tamper_on(&mut conn, ctx, &placement, tamper, false)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn read_key(&self, ctx: &TenantContext, key: i64) -> Result<Vec<LeakRow>, String> {
@@ -200,5 +240,137 @@ impl LeakTarget for PgLeakTarget {
             .await
             .map_err(text)?;
         tx.commit().await.map_err(text)
+    }
+}
+
+/// What a scoped connection shows of state an earlier user left (see
+/// [`SessionTamper`]), as a comma-separated list; empty when clean. `$1`:
+/// the role the handle should run as (`NULL`: the login role), `$2`: the
+/// tenant setting it should carry.
+const LEFTOVERS: &str = "SELECT concat_ws(', ', \
+    CASE WHEN current_setting('saas_leak.mark', true) <> '' THEN 'a custom setting' END, \
+    CASE WHEN current_setting('TimeZone') <> (SELECT reset_val FROM pg_settings \
+        WHERE name = 'TimeZone') THEN 'a time zone' END, \
+    CASE WHEN current_setting('default_transaction_read_only') = 'on' \
+        THEN 'read-only transaction characteristics' END, \
+    CASE WHEN EXISTS (SELECT 1 FROM pg_prepared_statements WHERE from_sql) \
+        THEN 'a PREPAREd statement' END, \
+    CASE WHEN EXISTS (SELECT 1 FROM pg_listening_channels()) THEN 'a listener' END, \
+    CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+        AND classid = 4242 AND pid = pg_backend_pid()) THEN 'an advisory lock' END, \
+    CASE WHEN EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable) THEN 'a held cursor' END, \
+    CASE WHEN to_regclass('pg_temp.saas_leak_stage') IS NOT NULL \
+        THEN 'a temporary table' END, \
+    CASE WHEN current_user::text <> coalesce($1, session_user::text) \
+        THEN 'the role ' || current_user END, \
+    CASE WHEN current_setting('saas.tenant_id', true) IS DISTINCT FROM $2 \
+        THEN 'the tenant setting ' || coalesce(current_setting('saas.tenant_id', true), '') END)";
+
+impl PgLeakTarget {
+    /// Runs `tamper` on a scoped handle's connection; `Ok(true)` when it
+    /// ended the transaction itself (the caller must not commit).
+    async fn tamper_on(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &TenantContext,
+        placement: &Placement,
+        tamper: SessionTamper,
+        in_transaction: bool,
+    ) -> Result<bool, String> {
+        let run = |sql: String| AssertSqlSafe(sql);
+        let statements: Vec<String> = match tamper {
+            SessionTamper::Settings => vec![
+                "SET saas_leak.mark = 'tampered'".into(),
+                "SET TIME ZONE 'Pacific/Chatham'".into(),
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY".into(),
+            ],
+            SessionTamper::TenantSetting => vec![format!(
+                "SELECT set_config('saas.tenant_id', '{}', false)",
+                ctx.tenant_id()
+            )],
+            SessionTamper::RoleAndSearchPath => match placement {
+                Placement::Schema { schema, .. } => vec![
+                    format!("SET ROLE {}", schema.quoted()),
+                    format!("SET search_path TO {}", schema.quoted()),
+                ],
+                _ => vec!["SET search_path TO pg_catalog".into()],
+            },
+            SessionTamper::Prepare => {
+                vec!["PREPARE saas_leak_prepared AS SELECT 1".into()]
+            }
+            SessionTamper::DeallocateAll => {
+                self.cache_read_all(conn).await?;
+                vec!["DEALLOCATE ALL".into()]
+            }
+            SessionTamper::ReplaceCachedStatements => {
+                self.cache_read_all(conn).await?;
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM pg_prepared_statements WHERE statement = $1",
+                )
+                .bind(&self.sql.read_all)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(text)?;
+                // A forged row in the read's own shape: whoever runs the
+                // replaced statement reads it as theirs.
+                names
+                    .into_iter()
+                    .flat_map(|name| {
+                        let name = name.replace('"', "");
+                        [
+                            format!("DEALLOCATE \"{name}\""),
+                            format!(
+                                "PREPARE \"{name}\" AS SELECT '{}'::uuid, -1::bigint, 'forged'::text",
+                                ctx.tenant_id()
+                            ),
+                        ]
+                    })
+                    .collect()
+            }
+            SessionTamper::Listen => vec!["LISTEN saas_leak_channel".into()],
+            SessionTamper::AdvisoryLock => {
+                vec!["SELECT pg_try_advisory_lock(4242, pg_backend_pid())".into()]
+            }
+            SessionTamper::TemporaryTable => {
+                vec!["CREATE TEMP TABLE IF NOT EXISTS saas_leak_stage AS SELECT 1 AS x".into()]
+            }
+            SessionTamper::HeldCursor if in_transaction => {
+                vec!["DECLARE saas_leak_cursor CURSOR WITH HOLD FOR SELECT 1".into()]
+            }
+            SessionTamper::HeldCursor => Vec::new(),
+            SessionTamper::RefusedCopy => {
+                // Refused (the runtime role reads no server catalog of
+                // passwords); what sqlx's raw copy leaves behind is the point.
+                let refused = conn
+                    .copy_out_raw("COPY pg_catalog.pg_authid TO STDOUT")
+                    .await
+                    .is_err();
+                if !refused {
+                    return Err("COPY of pg_authid was not refused".to_owned());
+                }
+                if in_transaction {
+                    // What the refusal did to the exchange is unknown; end
+                    // the transaction as a host would, whatever it says.
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Ok(true);
+                }
+                Vec::new()
+            }
+            SessionTamper::OpenTransaction if !in_transaction => vec!["BEGIN".into()],
+            SessionTamper::OpenTransaction => Vec::new(),
+        };
+        for sql in statements {
+            conn.execute(run(sql)).await.map_err(text)?;
+        }
+        Ok(false)
+    }
+
+    /// Runs the read through the handle so that sqlx caches its statement.
+    async fn cache_read_all(&self, conn: &mut PgConnection) -> Result<(), String> {
+        sqlx::query(AssertSqlSafe(self.sql.read_all.as_str()))
+            .fetch_all(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(text)
     }
 }

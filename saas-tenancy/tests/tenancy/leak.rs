@@ -1,6 +1,9 @@
 //! The leak harness against real PostgreSQL, for every placement in both
-//! scope modes: at least 1,000 generated cases each (`SAAS_LEAK_CASES`
-//! raises it).
+//! scope modes and for mixed placements: at least 1,000 generated cases
+//! each (`SAAS_LEAK_CASES` raises it), with session-level raw SQL
+//! (settings, role, search path, PREPARE/DEALLOCATE, LISTEN, advisory
+//! locks, temporary tables, held cursors, a refused COPY, a transaction
+//! left open) between the scoped uses.
 
 use std::sync::Arc;
 
@@ -19,14 +22,19 @@ pub(crate) fn cases() -> u32 {
 }
 
 fn harness(strategy: Strategy, mode: ScopeMode) {
+    harness_mixed([strategy; 3], mode);
+}
+
+/// Three tenants with these placements, one table, `cases()` cases.
+fn harness_mixed(strategies: [Strategy; 3], mode: ScopeMode) {
     let runtime = crate::fixtures::harness_runtime();
-    let test = format!("leak::{strategy}::{mode:?}");
+    let test = format!("leak::{strategies:?}::{mode:?}");
     let Some(mut env) = runtime.block_on(crate::pg_env::sandbox(&test, mode)) else {
         return;
     };
     let tenants = runtime.block_on(async {
         let mut tenants = Vec::new();
-        for slug in ["leak-a", "leak-b", "leak-c"] {
+        for (slug, strategy) in ["leak-a", "leak-b", "leak-c"].into_iter().zip(strategies) {
             tenants.push(env.tenant(slug, strategy).await.unwrap());
         }
         tenants
@@ -65,6 +73,24 @@ fn row_placement_never_leaks_tenant_pools() {
 #[test]
 fn schema_placement_never_leaks_tenant_pools() {
     harness(Strategy::Schema, ScopeMode::TenantPools);
+}
+
+/// Row and schema tenants on the same runtime connections: what one
+/// placement's scope or raw SQL leaves on a session would reach the other.
+#[test]
+fn mixed_placements_never_leak_shared_mode() {
+    harness_mixed(
+        [Strategy::Shared, Strategy::Schema, Strategy::Shared],
+        ScopeMode::Shared,
+    );
+}
+
+#[test]
+fn mixed_placements_never_leak_tenant_pools() {
+    harness_mixed(
+        [Strategy::Schema, Strategy::Shared, Strategy::Database],
+        ScopeMode::TenantPools,
+    );
 }
 
 #[test]
