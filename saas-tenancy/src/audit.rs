@@ -71,6 +71,15 @@ pub enum AuditObject {
         /// The attributes, as SQL keywords.
         attributes: Vec<String>,
     },
+    /// A tenant's catalog record and the storage name it holds.
+    Placement {
+        /// The tenant.
+        tenant: saas_core::TenantId,
+        /// The schema or database (file) name the record holds.
+        found: String,
+        /// The name derived from the tenant's id.
+        expected: String,
+    },
     /// Session defaults stored for a role (`ALTER ROLE … SET`).
     RoleSettings {
         /// The role.
@@ -154,6 +163,12 @@ pub enum Weakness {
     /// connection would start with them, for instance as a tenant's role
     /// (PostgreSQL; object: [`AuditObject::RoleSettings`]).
     RuntimeRoleHasSessionDefaults,
+    /// A tenant's catalog record names a schema or database (file) that is
+    /// not the one derived from its id: the record was changed outside the
+    /// library, perhaps to point the tenant at another's storage. Scoped
+    /// access and operations refuse the tenant until it is restored
+    /// (object: [`AuditObject::Placement`]).
+    PlacementNotDerived,
     /// A tenant that is not deleted has no schema or database: provisioning
     /// did not finish, or it was dropped by hand (PostgreSQL).
     TenantStorageMissing,
@@ -192,8 +207,44 @@ pub(crate) fn finding(
     }
 }
 
+/// Reports each record whose placement is not its own (see
+/// `catalog::check_placement`) and returns the others: a tampered record's
+/// storage is another tenant's and must not be audited as its.
+#[cfg(feature = "_sql")]
+pub(crate) fn without_tampered_placements(
+    records: Vec<crate::record::TenantRecord>,
+    out: &mut Vec<AuditFinding>,
+) -> Vec<crate::record::TenantRecord> {
+    records
+        .into_iter()
+        .filter(|record| {
+            let Some(found) = record.placement.object_name() else {
+                return true;
+            };
+            let expected = crate::placement::TenantObjectName::for_tenant(record.id);
+            if *found == expected {
+                return true;
+            }
+            out.push(finding_on(
+                Weakness::PlacementNotDerived,
+                AuditObject::Placement {
+                    tenant: record.id,
+                    found: found.as_str().to_owned(),
+                    expected: expected.as_str().to_owned(),
+                },
+                format!("tenant {} (catalog names {found})", record.id),
+                format!(
+                    "restore the record's object name to {expected} (names derive from the \
+                     tenant id) and find out who wrote the catalog"
+                ),
+            ));
+            false
+        })
+        .collect()
+}
+
 /// A finding about one named database object.
-#[cfg(feature = "postgres")]
+#[cfg(feature = "_sql")]
 pub(crate) fn finding_on(
     weakness: Weakness,
     object: AuditObject,

@@ -83,8 +83,9 @@ impl PgTenancy {
             .catalog
             .list_all(&ListOptions::default().with_limit(1000))
             .await?;
-        let schemas = tenant_schemas(&records);
         let mut findings = Vec::new();
+        let records = crate::audit::without_tampered_placements(records, &mut findings);
+        let schemas = tenant_schemas(&records);
         for cluster in self.inner.clusters.values() {
             let mut conn = cluster.admin.acquire().await?;
             self.audit_runtime_role(cluster, &mut conn, &mut findings)

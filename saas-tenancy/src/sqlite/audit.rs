@@ -51,7 +51,8 @@ impl SqliteTenancy {
             conn.close().await?;
             audited?;
         }
-        let tenants = self.all_tenants().await?;
+        let tenants =
+            crate::audit::without_tampered_placements(self.all_tenants().await?, &mut out);
         self.audit_tenant_files(&tenants, &mut out).await?;
         for cluster in &clusters {
             audit_orphans(&cluster.name, &cluster.tenant_dir, &tenants, &mut out)?;

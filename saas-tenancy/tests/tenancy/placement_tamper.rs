@@ -8,7 +8,7 @@ use saas_core::TenantContext;
 use saas_tenancy::postgres::{PgTenancy, ScopeMode};
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::testing::sqlite::SqliteSandbox;
-use saas_tenancy::{Strategy, TenancyError};
+use saas_tenancy::{AuditObject, Strategy, TenancyError, Weakness};
 use sqlx::{AssertSqlSafe, SqlitePool};
 
 use crate::pg_env::sandbox;
@@ -69,6 +69,13 @@ async fn tampered_record_is_refused(
         env.tenancy.export_tenant(a.tenant_id()).await,
         &format!("{what}: export_tenant"),
     );
+    let findings = env.tenancy.audit().await.unwrap();
+    let reported = findings.iter().any(|f| {
+        f.weakness == Weakness::PlacementNotDerived
+            && matches!(&f.object, Some(AuditObject::Placement { tenant, found, .. })
+                if *tenant == a.tenant_id() && found == object)
+    });
+    assert!(reported, "{what}: audit did not report it: {findings:?}");
 }
 
 async fn pg_placement_is_checked(mode: ScopeMode) {
@@ -150,6 +157,12 @@ async fn a_sqlite_placement_pointed_at_another_tenant_file_is_refused() {
             &format!("{what}: delete_tenant"),
         );
     }
+    let findings = env.tenancy.audit().await.unwrap();
+    let tampered = findings
+        .iter()
+        .filter(|f| f.weakness == Weakness::PlacementNotDerived)
+        .count();
+    assert_eq!(tampered, 2, "audit: {findings:?}");
     // B's file is still there and served.
     assert!(env.tenancy.acquire(&b).await.is_ok());
     catalog.close().await;
