@@ -64,7 +64,7 @@ impl PoolLimits {
     /// A lazily connecting PostgreSQL pool sized by these limits.
     #[cfg(feature = "postgres")]
     pub fn pg_pool(&self, options: sqlx::postgres::PgConnectOptions) -> sqlx::PgPool {
-        crate::postgres::reset_on_release(sqlx::postgres::PgPoolOptions::new())
+        sqlx::postgres::PgPoolOptions::new()
             .max_connections(self.per_tenant)
             .min_connections(0)
             .acquire_timeout(self.acquire_timeout)

@@ -157,10 +157,9 @@ impl PgTenancyBuilder {
             let admin = PgPoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(config.admin.clone());
-            let runtime = session::reset_on_release(
-                PgPoolOptions::new().max_connections(config.max_connections),
-            )
-            .connect_lazy_with(super::runtime_options(&config));
+            let scoped = self.mode == ScopeMode::Shared;
+            let runtime = session::runtime_pool_options(config.max_connections, scoped)
+                .connect_lazy_with(super::runtime_options(&config));
             let name = config.name.clone();
             if clusters
                 .insert(

@@ -18,20 +18,23 @@ use crate::placement::Placement;
 /// whose connections carry the scope from their startup packet, and never
 /// serves another tenant.
 ///
-/// **What the next user of the connection meets**: in every mode the
+/// **What the next user of the connection meets**: a shared runtime
 /// connection goes back to its pool through a reset — on drop, including
 /// cancellation and panics — that closes cursors, returns role and
 /// session authorization to the login's, resets every setting (search
 /// path, tenant setting, time zone, transaction characteristics),
 /// unlistens, releases session advisory locks and drops temporary objects
-/// and sequence state. A connection is closed instead when that cannot
-/// make it trustworthy: a transaction left open through raw SQL (it is
-/// rolled back by the server as the connection closes), statements
-/// prepared with SQL `PREPARE` or statements sqlx cached deallocated
-/// behind its back, a protocol exchange out of step (a refused `COPY …
-/// TO STDOUT` through sqlx's raw copy API), or any error. So whatever
-/// raw SQL did to the session, the next tenant starts clean; on a tenant
-/// pool, the tenant's next request starts with its pool's scope again.
+/// and sequence state. It is closed instead when that cannot make it
+/// trustworthy: a transaction left open through raw SQL (the server rolls
+/// it back as the connection closes), statements prepared with SQL
+/// `PREPARE` or statements sqlx cached deallocated behind its back, a
+/// protocol exchange out of step (a refused `COPY … TO STDOUT` through
+/// sqlx's raw copy API), or any error. So whatever raw SQL did to the
+/// session, the next tenant starts clean. A connection of a tenant's own
+/// pool goes back as it is, like any sqlx pooled connection: it never
+/// serves another tenant, so what raw SQL leaves on it (a transaction
+/// begun and never ended included) meets only the same tenant's later
+/// requests — use [`begin`](super::PgTenancy::begin) for transactions.
 ///
 /// sqlx caches prepared statements and custom type OIDs per connection,
 /// the types by bare name: a shared runtime connection scoped to a schema
@@ -42,6 +45,7 @@ use crate::placement::Placement;
 /// that deliberately changes the scope *while the handle is held*.
 pub struct TenantConn {
     conn: Option<PoolConnection<Postgres>>,
+    shared: bool,
     clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
@@ -62,6 +66,7 @@ impl TenantConn {
         let clear_caches = shared && matches!(placement, Placement::Schema { .. });
         Self {
             conn: Some(conn),
+            shared,
             clear_caches,
             tenant,
             placement,
@@ -72,6 +77,13 @@ impl TenantConn {
     /// The tenant this connection is scoped to.
     pub fn tenant_id(&self) -> TenantId {
         self.tenant
+    }
+
+    /// Whether the connection serves other tenants too (a shared runtime
+    /// connection, reset as it goes back), or only this tenant (its own
+    /// pool, returned as it is).
+    pub fn on_shared_connection(&self) -> bool {
+        self.shared
     }
 
     /// Where the tenant's data lives.

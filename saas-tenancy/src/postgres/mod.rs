@@ -40,7 +40,6 @@ pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_sta
 pub use tx::TenantTx;
 
 use cache::RecordCache;
-pub(crate) use session::reset_on_release;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
@@ -102,6 +101,14 @@ struct Cluster {
     config: PgClusterConfig,
     admin: PgPool,
     runtime: PgPool,
+}
+
+impl Cluster {
+    /// How many dead runtime connections a checkout skips: each is closed
+    /// as it fails, so one more than the pool holds reaches a new one.
+    fn retries(&self) -> u32 {
+        self.config.max_connections + 1
+    }
 }
 
 /// Scoped access to tenants on PostgreSQL, for every placement.
@@ -216,13 +223,25 @@ impl PgTenancy {
             let conn = lease.pool().acquire().await?;
             return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
         }
-        let pool = &self.cluster(placement.cluster())?.runtime;
+        let cluster = self.cluster(placement.cluster())?;
         let begin = match &placement {
             Placement::Schema { schema, .. } => sql::begin_schema(schema),
             _ => sql::begin_row(tenant),
         };
-        let begin = Some(AssertSqlSafe(begin).into_sql_str());
-        TenantTx::begin(pool.acquire().await?, begin, tenant, placement, None).await
+        let begin = AssertSqlSafe(begin).into_sql_str();
+        let mut attempts = 0;
+        loop {
+            let conn = cluster.runtime.acquire().await?;
+            let placement = placement.clone();
+            match TenantTx::begin(conn, Some(begin.clone()), tenant, placement, None).await {
+                // A connection that died while idle in the pool (see
+                // `session`): nothing ran on it; take another one.
+                Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// A scoped connection for single statements, each committing on its
@@ -235,17 +254,30 @@ impl PgTenancy {
             let conn = lease.pool().acquire().await?;
             return Ok(TenantConn::new(conn, false, tenant, placement, Some(lease)));
         }
-        let pool = &self.cluster(placement.cluster())?.runtime;
+        let cluster = self.cluster(placement.cluster())?;
         let scope = match &placement {
             Placement::Schema { schema, .. } => sql::scope_session_schema(schema, tenant),
             _ => sql::scope_session_row(tenant),
         };
-        // Wrapped before the scope is set, so that even a cancellation
-        // right here resets the connection before it is reused.
-        let mut conn = TenantConn::new(pool.acquire().await?, true, tenant, placement, None);
-        conn.clear_caches_if_shared().await?;
-        conn.execute(AssertSqlSafe(scope)).await?;
-        Ok(conn)
+        let mut attempts = 0;
+        loop {
+            // Wrapped before the scope is set, so that even a cancellation
+            // right here resets the connection before it is reused.
+            let conn = cluster.runtime.acquire().await?;
+            let mut conn = TenantConn::new(conn, true, tenant, placement.clone(), None);
+            let scoped = match conn.clear_caches_if_shared().await {
+                Ok(()) => conn.execute(AssertSqlSafe(scope.clone())).await.map(drop),
+                Err(e) => Err(e),
+            };
+            match scoped.map_err(TenancyError::from) {
+                Ok(()) => return Ok(conn),
+                // A connection that died while idle (see `session`).
+                Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The tenant's own pool, when its placement or the scope mode uses one.

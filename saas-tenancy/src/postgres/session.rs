@@ -1,30 +1,45 @@
-//! What happens to a connection between two users: every pooled
-//! PostgreSQL connection the tenancy hands out (the shared runtime pools
-//! and every tenant pool) is reset as it goes back to its pool, and closed
-//! instead when its state cannot be trusted.
+//! What happens to a shared runtime connection between two users: every
+//! connection of a cluster's runtime pool (row and schema tenants in
+//! [`ScopeMode::Shared`](super::ScopeMode::Shared), and plain use of
+//! [`runtime_pool`](super::PgTenancy::runtime_pool)) is reset as it goes
+//! back to the pool, and closed instead when its state cannot be trusted.
+//! Tenant pools ([`ScopeMode::TenantPools`](super::ScopeMode::TenantPools)
+//! and database tenants) are left as sqlx leaves them: their connections
+//! never serve another tenant.
 //!
 //! Why at release, in one round trip: a scoped handle derefs to the
 //! connection, so host code can run any SQL on it — session-level `SET`,
 //! `SET ROLE`, `PREPARE`/`DEALLOCATE`, `LISTEN`, advisory locks, held
-//! cursors, temporary tables — and none of it may reach the next user.
+//! cursors, temporary tables — and none of it may reach the next tenant.
 //! The release already runs in a task of its own after the handle is
 //! dropped (sqlx pings the connection there too), so the reset adds no
 //! latency to the request that used the connection, nor to the next one
 //! while the pool has another idle connection; when every connection is
-//! busy, each stays out of the pool one round trip longer per use.
+//! busy, each stays out of the pool one round trip longer per use. In
+//! exchange the pool skips sqlx's liveness ping at checkout for
+//! connections that came back within the last second (the reset and the
+//! release ping have just shown them alive): that ping was a round trip
+//! on the request path. A connection found dead all the same (the server
+//! restarted within that second) fails its first round trip — the scope
+//! statement or `BEGIN`, before any of the host's SQL — and `begin` and
+//! `acquire` then take another one (see `PgTenancy::begin_record`).
 //!
 //! Measured against the alternatives (2026-12-04, this repository's
-//! machine, pgbench): the reset's statements cost ~20 µs of server time
-//! over an empty round trip, and the prepared-statement census ~35 µs —
-//! paid at release, off the request path. `DISCARD ALL` was ruled out: it
-//! drops the statements sqlx has cached, so every following statement
-//! would be prepared again (one more round trip each). Closing every
-//! connection that ran session-level SQL would need to know which did,
-//! which only the server can tell — this asks it.
+//! machine, pgbench): the reset's statements cost ~30 µs of server time
+//! and the prepared-statement census ~30 µs. `DISCARD ALL` was ruled out:
+//! it drops the statements sqlx has cached, so every following statement
+//! would be prepared again (one more round trip each). Resetting at
+//! checkout instead would put those ~60 µs and a round trip on every
+//! request. Closing every connection that ran session-level SQL would
+//! need to know which did, which only the server can tell — this asks it.
+
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use uuid::Uuid;
+
+use crate::error::TenancyError;
 
 /// Returns a session to the state it started in: cursors closed, role
 /// and session authorization back to what the connection logged in with
@@ -109,9 +124,32 @@ pub(crate) async fn reset(conn: &mut PgConnection) -> Result<Option<Distrust>, s
     })
 }
 
-/// Pool options whose connections are reset on release (and closed when
-/// the reset fails or distrusts them).
-pub(crate) fn reset_on_release(options: PgPoolOptions) -> PgPoolOptions {
+/// How long a connection may sit idle and still be handed out without a
+/// liveness ping (it was reset and pinged as it came back).
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+/// Options of a shared runtime pool of `size` connections: reset on
+/// release (closed when the reset fails or distrusts them). When it
+/// serves scoped handles (`scoped`: [`ScopeMode::Shared`](super::ScopeMode::Shared)),
+/// checkouts ping only connections idle for [`TRUSTED_IDLE`] or longer,
+/// and `begin`/`acquire` skip a connection found dead; otherwise (only
+/// plain use of the pool) every checkout pings, as sqlx does by default.
+pub(crate) fn runtime_pool_options(size: u32, scoped: bool) -> PgPoolOptions {
+    let options = PgPoolOptions::new().max_connections(size);
+    let options = if scoped {
+        options
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= TRUSTED_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+    } else {
+        options
+    };
     options.after_release(|conn, _| {
         Box::pin(async move {
             match reset(conn).await {
@@ -126,4 +164,19 @@ pub(crate) fn reset_on_release(options: PgPoolOptions) -> PgPoolOptions {
             }
         })
     })
+}
+
+/// Whether `error` says the connection was already dead when a checkout
+/// used it (its first round trip failed at the transport, or the server
+/// had terminated its backend): nothing of the request ran, so another
+/// connection may be tried.
+pub(crate) fn is_dead_connection(error: &TenancyError) -> bool {
+    match error {
+        TenancyError::Database(sqlx::Error::Io(_)) => true,
+        TenancyError::Database(sqlx::Error::Database(e)) => {
+            // admin_shutdown, crash_shutdown
+            matches!(e.code().as_deref(), Some("57P01" | "57P02"))
+        }
+        _ => false,
+    }
 }

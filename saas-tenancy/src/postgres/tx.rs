@@ -16,12 +16,12 @@ use crate::placement::Placement;
 /// The scope (tenant setting, role, search path) is transaction-local:
 /// it ends with [`commit`](TenantTx::commit), [`rollback`](TenantTx::rollback)
 /// or drop (which rolls back — including when a future is cancelled or a
-/// panic unwinds). Whatever raw SQL did to the session besides —
-/// session-level `SET`, `SET ROLE`, `PREPARE`, `LISTEN`, advisory locks,
-/// held cursors, temporary tables — is reset when the connection goes
-/// back to its pool, or the connection is closed (see
-/// [`TenantConn`](super::TenantConn) for the list): no tenant state
-/// survives on the pooled connection.
+/// panic unwinds). Whatever raw SQL did to a shared runtime connection's
+/// session besides — session-level `SET`, `SET ROLE`, `PREPARE`,
+/// `LISTEN`, advisory locks, held cursors, temporary tables — is reset
+/// when the connection goes back to its pool, or the connection is closed
+/// (see [`TenantConn`](super::TenantConn) for the list and for tenant
+/// pools): no tenant's state reaches another tenant.
 ///
 /// What the database enforces: on row placements, RLS policies admit only
 /// this tenant's rows, for reads and writes; on schema placements the
@@ -52,7 +52,9 @@ pub struct TenantTx {
     clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
-    _lease: Option<PgPoolLease>,
+    // Held until the connection has gone back; `None` on a shared
+    // runtime connection.
+    lease: Option<PgPoolLease>,
 }
 
 /// Where the transaction is, for what dropping it must do.
@@ -76,6 +78,8 @@ impl TenantTx {
         statement: Option<SqlStr>,
         tenant: TenantId,
         placement: Placement,
+        // Held until the connection has gone back; `None` on a shared
+        // runtime connection.
         lease: Option<PgPoolLease>,
     ) -> Result<Self, TenancyError> {
         // Only a shared connection moves between schemas (see `TenantConn`).
@@ -86,7 +90,7 @@ impl TenantTx {
             clear_caches,
             tenant,
             placement,
-            _lease: lease,
+            lease,
         };
         PgTransactionManager::begin(tx.conn_mut(), statement).await?;
         // sqlx's transaction manager keeps its transaction depth, so a
@@ -99,6 +103,12 @@ impl TenantTx {
     /// The tenant this transaction is scoped to.
     pub fn tenant_id(&self) -> TenantId {
         self.tenant
+    }
+
+    /// Whether the connection serves other tenants too (see
+    /// [`TenantConn::on_shared_connection`](super::TenantConn::on_shared_connection)).
+    pub fn on_shared_connection(&self) -> bool {
+        self.lease.is_none()
     }
 
     /// Where the tenant's data lives.

@@ -398,66 +398,72 @@ async fn a_refused_copy_never_breaks_the_next_tenant() {
     env.cleanup().await;
 }
 
-/// On a tenant's own pool (TenantPools), the tenant's next request starts
-/// with the scope its pool was opened with, whatever the last one did —
-/// a session-level `SET ROLE` to another tenant's role (the runtime role
-/// is a member of every tenant role) would otherwise send the next,
-/// honest request's writes into that tenant's schema.
+/// On a tenant's own pool (TenantPools) what raw SQL leaves stays with
+/// that tenant's connections: another tenant's requests (its own pool)
+/// and plain use of the runtime pool never meet it — even a session-level
+/// `SET ROLE` to the other tenant's role (the runtime role is a member of
+/// every tenant role) leaves the other tenant's own handles as they were.
 #[tokio::test]
-async fn a_tenant_pool_connection_starts_each_request_clean() {
+async fn what_a_tenant_leaves_on_its_own_pool_stays_there() {
     let Some(mut env) = sandbox("session_state::tenant_pools", ScopeMode::TenantPools).await else {
         return;
     };
     let a = env.tenant("pool-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("pool-b", Strategy::Schema).await.unwrap();
-    let own = schema_of(&env, &a).await;
+    insert_note(&env, &b, "b-own").await;
     let other = schema_of(&env, &b).await;
     for via in BOTH {
-        // The tenant pool's connections: hold as many as it opens.
+        let tampering = [
+            format!("SET ROLE {other}"),
+            format!("SET search_path TO {other}"),
+            "SET saas_attack.mark = 'a'".to_owned(),
+            "LISTEN attack_channel".to_owned(),
+            "SELECT pg_advisory_lock(pg_backend_pid())".to_owned(),
+        ];
         match via {
             Via::Transaction => {
                 let mut tx = env.tenancy.begin(&a).await.unwrap();
-                for sql in [
-                    format!("SET ROLE {other}"),
-                    format!("SET search_path TO {other}"),
-                    "SET saas_attack.mark = 'a'".to_owned(),
-                    "LISTEN attack_channel".to_owned(),
-                ] {
+                assert!(!tx.on_shared_connection());
+                for sql in tampering {
                     tx.execute(AssertSqlSafe(sql)).await.unwrap();
                 }
                 tx.commit().await.unwrap();
             }
             Via::Connection => {
                 let mut conn = env.tenancy.acquire(&a).await.unwrap();
-                for sql in [
-                    format!("SET ROLE {other}"),
-                    format!("SET search_path TO {other}"),
-                    "SET saas_attack.mark = 'a'".to_owned(),
-                    "LISTEN attack_channel".to_owned(),
-                ] {
+                assert!(!conn.on_shared_connection());
+                for sql in tampering {
                     conn.execute(AssertSqlSafe(sql)).await.unwrap();
                 }
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        insert_note(&env, &a, "a-honest").await;
-        let mut conn = env.tenancy.acquire(&a).await.unwrap();
-        let user: String = sqlx::query_scalar("SELECT current_user::text")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(format!("\"{user}\""), own, "via {via:?}: role");
-        let left = leftovers(&mut conn).await;
-        assert!(left.is_empty(), "via {via:?}: met {left:?}");
-        drop(conn);
-        let landed: i64 =
-            sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {other}.notes")))
-                .fetch_one(&env.admin)
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut conn = env.tenancy.acquire(&b).await.unwrap();
+            let user: String = sqlx::query_scalar("SELECT current_user::text")
+                .fetch_one(&mut *conn)
                 .await
                 .unwrap();
-        assert_eq!(
-            landed, 0,
-            "via {via:?}: A's honest write landed in B's schema"
+            assert_eq!(format!("\"{user}\""), other, "via {via:?}: B's role");
+            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(bodies, vec!["b-own".to_owned()], "via {via:?}");
+            let mut left = leftovers(&mut conn).await;
+            // B's own insert used the sequence on B's own connection.
+            left.retain(|what| what != "sequence state");
+            assert!(left.is_empty(), "via {via:?}: B met {left:?}");
+            held.push(conn);
+        }
+        drop(held);
+        let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let left = leftovers(&mut conn).await;
+        assert!(
+            left.is_empty(),
+            "via {via:?}: the runtime pool met {left:?}"
         );
     }
     env.cleanup().await;
