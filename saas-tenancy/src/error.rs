@@ -73,6 +73,24 @@ pub enum TenancyError {
     /// Waiting for a connection took longer than allowed.
     #[error("timed out waiting for a connection: {0}")]
     Timeout(String),
+    /// Deleting a tenant could not end the scoped handles still open on
+    /// it within the deletion grace period. Nothing was deleted yet; the
+    /// tenant stays `deleting` (new handles are refused) and calling
+    /// `delete_tenant` again, once the handles have ended, completes it.
+    #[error(
+        "tenant {tenant} is still in use, so its data was not deleted yet: {detail}; \
+         it stays deleting (new handles are refused) — call delete_tenant again"
+    )]
+    TenantInUse {
+        /// The tenant.
+        tenant: TenantId,
+        /// What is still open, and how to end it.
+        detail: String,
+    },
+    /// The database role the library acts as lacks a privilege the
+    /// operation needs; the message names the grant to make.
+    #[error("insufficient privilege: {0}")]
+    InsufficientPrivilege(String),
     /// The database failed.
     #[cfg(feature = "_sql")]
     #[error("database error: {0}")]
@@ -94,7 +112,8 @@ impl TenancyError {
                 ErrorKind::Internal
             }
             TenancyError::Unsupported(_) => ErrorKind::Unsupported,
-            TenancyError::Timeout(_) => ErrorKind::Timeout,
+            TenancyError::Timeout(_) | TenancyError::TenantInUse { .. } => ErrorKind::Timeout,
+            TenancyError::InsufficientPrivilege(_) => ErrorKind::Forbidden,
             #[cfg(feature = "_sql")]
             TenancyError::Database(e) => database_kind(e),
         }

@@ -259,21 +259,25 @@ impl<DB: Database> PoolRegistry<DB> {
     async fn close_taken(&self, entries: impl IntoIterator<Item = Entry<DB>>) {
         let tasks: Vec<_> = entries
             .into_iter()
-            .map(|entry| {
-                let closing = Arc::clone(&self.closing);
-                let freed = Arc::clone(&self.freed);
-                tokio::spawn(async move {
-                    entry.pool.close().await;
-                    closing.fetch_sub(1, Ordering::AcqRel);
-                    freed.notify_waiters();
-                })
-            })
+            .map(|entry| self.spawn_close(entry))
             .collect();
         for task in tasks {
             // A close that panicked keeps its room reserved: the budget
             // shrinks rather than being exceeded.
             let _ = task.await;
         }
+    }
+
+    /// Closes a pool taken out of the map in a task of its own, then
+    /// gives its room back.
+    fn spawn_close(&self, entry: Entry<DB>) -> tokio::task::JoinHandle<()> {
+        let closing = Arc::clone(&self.closing);
+        let freed = Arc::clone(&self.freed);
+        tokio::spawn(async move {
+            entry.pool.close().await;
+            closing.fetch_sub(1, Ordering::AcqRel);
+            freed.notify_waiters();
+        })
     }
 
     fn lease_of(&self, entry: &Entry<DB>) -> PoolLease<DB> {
@@ -307,13 +311,31 @@ impl<DB: Database> PoolRegistry<DB> {
         closed
     }
 
-    /// Closes `tenant`'s pool (before dropping its database).
+    /// Closes `tenant`'s pool (before dropping its database): waits until
+    /// every connection checked out of it has come back.
     pub async fn close(&self, tenant: TenantId) {
         let entry = {
             let mut pools = self.pools.lock().await;
             self.take(&mut pools, tenant)
         };
         self.close_taken(entry).await;
+    }
+
+    /// Closes `tenant`'s pool — it hands out no more connections — and
+    /// waits up to `limit` for the connections checked out of it to come
+    /// back; `true` when they all did (or there was no pool). Otherwise the
+    /// closing goes on in the background, its room in the budget reserved
+    /// until the last connection is back.
+    pub async fn close_within(&self, tenant: TenantId, limit: Duration) -> bool {
+        let entry = {
+            let mut pools = self.pools.lock().await;
+            self.take(&mut pools, tenant)
+        };
+        let Some(entry) = entry else {
+            return true;
+        };
+        let task = self.spawn_close(entry);
+        matches!(tokio::time::timeout(limit, task).await, Ok(Ok(())))
     }
 
     /// Gauges and counters.
