@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use saas_core::{SharedClock, SystemClock};
 use sqlx::migrate::Migrator;
@@ -32,6 +33,7 @@ pub struct PgTenancyBuilder {
     clock: SharedClock,
     policy: PlacementPolicy,
     hooks: Arc<dyn LifecycleHooks>,
+    deletion_grace: Duration,
 }
 
 impl PgTenancy {
@@ -49,6 +51,7 @@ impl PgTenancy {
             clock: Arc::new(SystemClock),
             policy: PlacementPolicy::default(),
             hooks: Arc::new(NoHooks),
+            deletion_grace: super::fence::DEFAULT_GRACE,
         }
     }
 }
@@ -113,9 +116,11 @@ impl PgTenancyBuilder {
 
     /// How long a tenant's catalog record (placement and status) is reused
     /// before it is read again (default 1 s; zero reads it on every
-    /// `begin`/`acquire`). A suspension made through another process takes
-    /// effect here within this time; through
-    /// [`PgTenancy::set_status`], at once.
+    /// `begin`/`acquire`). A suspension or deletion made through another
+    /// process takes effect here within this time; through
+    /// [`PgTenancy::set_status`] or [`PgTenancy::delete_tenant`], at once.
+    /// It bounds how long after a deletion started another process may
+    /// still open handles for the tenant (see `delete_tenant`).
     pub fn record_ttl(mut self, ttl: chrono::Duration) -> Self {
         self.record_ttl = ttl;
         self
@@ -134,6 +139,14 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// How long [`PgTenancy::delete_tenant`] waits for scoped handles
+    /// still open on the tenant to end before it cuts them (default 5 s;
+    /// at most an hour; zero cuts them at once). See `delete_tenant`.
+    pub fn deletion_grace(mut self, grace: Duration) -> Self {
+        self.deletion_grace = grace;
+        self
+    }
+
     /// The clock the record cache and export timestamps read.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -146,6 +159,13 @@ impl PgTenancyBuilder {
             return Err(TenancyError::InvalidInput(
                 "record TTL must not be negative".to_owned(),
             ));
+        }
+        if self.deletion_grace > super::fence::MAX_GRACE {
+            return Err(TenancyError::InvalidInput(format!(
+                "deletion grace {:?} is longer than the {:?} allowed",
+                self.deletion_grace,
+                super::fence::MAX_GRACE
+            )));
         }
         if self.clusters.is_empty() {
             return Err(TenancyError::InvalidInput(
@@ -191,6 +211,8 @@ impl PgTenancyBuilder {
                 next_cluster: std::sync::atomic::AtomicUsize::new(0),
                 hooks: self.hooks,
                 clock: self.clock,
+                deletion_grace: self.deletion_grace,
+                fences: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

@@ -1,6 +1,6 @@
 //! A short-lived cache of catalog records, read through the injected clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, Utc};
@@ -11,7 +11,16 @@ use crate::record::TenantRecord;
 pub(super) struct RecordCache {
     ttl: Duration,
     clock: SharedClock,
-    records: Mutex<HashMap<TenantId, (TenantRecord, DateTime<Utc>)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    records: HashMap<TenantId, (TenantRecord, DateTime<Utc>)>,
+    /// Tenants being deleted by this process: never served from the cache
+    /// (nor cached) until the deletion ends, so every request reads the
+    /// catalog and sees `deleting` as soon as it is written.
+    fenced: HashSet<TenantId>,
 }
 
 impl RecordCache {
@@ -19,8 +28,12 @@ impl RecordCache {
         Self {
             ttl,
             clock,
-            records: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn get(&self, id: TenantId) -> Option<TenantRecord> {
@@ -28,8 +41,12 @@ impl RecordCache {
             return None;
         }
         let now = self.clock.now();
-        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        records
+        let state = self.state();
+        if state.fenced.contains(&id) {
+            return None;
+        }
+        state
+            .records
             .get(&id)
             .filter(|(_, fetched)| now < *fetched + self.ttl && now >= *fetched)
             .map(|(record, _)| record.clone())
@@ -40,18 +57,33 @@ impl RecordCache {
             return;
         }
         let now = self.clock.now();
-        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        // Bounded: stale entries are dropped when the map grows large.
-        if records.len() >= 10_000 {
-            records.retain(|_, (_, fetched)| now < *fetched + self.ttl);
+        let mut state = self.state();
+        if state.fenced.contains(&record.id) {
+            return;
         }
-        records.insert(record.id, (record, now));
+        // Bounded: stale entries are dropped when the map grows large.
+        if state.records.len() >= 10_000 {
+            state
+                .records
+                .retain(|_, (_, fetched)| now < *fetched + self.ttl);
+        }
+        state.records.insert(record.id, (record, now));
     }
 
     pub(super) fn forget(&self, id: TenantId) {
-        self.records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.state().records.remove(&id);
+    }
+
+    /// Drops `id`'s record and keeps it out of the cache until
+    /// [`unfence`](Self::unfence).
+    pub(super) fn fence(&self, id: TenantId) {
+        let mut state = self.state();
+        state.records.remove(&id);
+        state.fenced.insert(id);
+    }
+
+    /// Lets `id`'s record be cached again.
+    pub(super) fn unfence(&self, id: TenantId) {
+        self.state().fenced.remove(&id);
     }
 }

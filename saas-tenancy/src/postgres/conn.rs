@@ -43,6 +43,15 @@ use crate::placement::Placement;
 ///
 /// The same caveat as [`TenantTx`](super::TenantTx) applies to raw SQL
 /// that deliberately changes the scope *while the handle is held*.
+///
+/// Deletion: on a shared runtime connection the handle holds its
+/// tenant's handle lock shared for the session (taken with the scope,
+/// released by the reset; see [`handle_lock_key`](super::handle_lock_key)),
+/// so [`PgTenancy::delete_tenant`](super::PgTenancy::delete_tenant) waits
+/// up to its grace period for the handle to be dropped, then terminates
+/// its session. Raw SQL that releases advisory locks
+/// (`pg_advisory_unlock_all()`) or changes `application_name` hides the
+/// handle from a deletion.
 pub struct TenantConn {
     conn: Option<PoolConnection<Postgres>>,
     shared: bool,

@@ -2,12 +2,13 @@
 //! gone, for every placement), each under the tenant's lock.
 
 use saas_core::{TenantId, TenantStatus};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
+use super::fence::Cutter;
 use super::{PgTenancy, TENANT_SETTING};
 use crate::error::TenancyError;
 use crate::hooks::LifecycleEvent;
-use crate::placement::Placement;
+use crate::placement::{Placement, TenantObjectName};
 use crate::record::TenantRecord;
 
 /// How many passes a row delete makes when foreign keys between tenant
@@ -82,9 +83,49 @@ impl PgTenancy {
     ///   excepted) — the shared schemas being those on the admin
     ///   connection's `search_path` — and the tenant's rows are deleted in
     ///   one transaction;
-    /// - schema placements: the schema (`CASCADE`) and its role are dropped;
-    /// - database placements: the tenant pool is closed and the database
-    ///   dropped (`WITH (FORCE)`).
+    /// - schema placements: the schema (`CASCADE`) and its role are dropped,
+    ///   in one transaction;
+    /// - database placements: the database is dropped (`WITH (FORCE)`).
+    ///
+    /// **Deletion is final: the tenant is fenced first.** It is marked
+    /// `deleting`, so new handles are refused with
+    /// [`TenancyError::TenantNotServable`] — in this process at once
+    /// (including requests that were already waiting for a connection),
+    /// in other processes once their cached record expires
+    /// ([`record_ttl`](super::PgTenancyBuilder::record_ttl)). Handles
+    /// already open ([`TenantTx`](super::TenantTx),
+    /// [`TenantConn`](super::TenantConn), from any process) get up to the
+    /// [`deletion_grace`](super::PgTenancyBuilder::deletion_grace) period
+    /// (default 5 s) to end — what they wrote meanwhile is deleted with the
+    /// tenant — and are then **cut**: their sessions are terminated
+    /// (`pg_terminate_backend`), so their next statement or commit fails
+    /// and nothing more they send is written. A tenant-pool connection of
+    /// another process that is idle between statements is cut without
+    /// waiting (it cannot be told from one parked in its pool). The data is
+    /// deleted while the tenant's handle lock is held exclusively (see
+    /// [`handle_lock_key`](super::handle_lock_key)), so nothing can start
+    /// on it meanwhile; no handle is left to deadlock with a schema's
+    /// `DROP`.
+    ///
+    /// Not covered: a process whose cached record still says `active`
+    /// (up to its `record_ttl` after the tenant was marked `deleting`) can
+    /// open a handle after the deletion finished; on a schema or database
+    /// placement it fails (the role, schema or database is gone), on a row
+    /// placement it could write rows again. Keep `record_ttl` short, or
+    /// suspend the tenant and wait that long before deleting it. Raw SQL
+    /// through a held handle that releases its advisory locks or changes
+    /// its `application_name` hides it from the deletion.
+    ///
+    /// Privileges: cutting needs the cluster's admin role to be a member of
+    /// `pg_signal_backend` (or of the runtime role); seeing which
+    /// tenant-pool connections of other roles are busy needs
+    /// `pg_read_all_stats` (without it they are waited for as if busy).
+    /// Without the first, a delete that has handles to cut fails with
+    /// [`TenancyError::InsufficientPrivilege`], naming the grant; a delete
+    /// that cannot take the handle lock even after cutting fails with
+    /// [`TenancyError::TenantInUse`]. Either way nothing was deleted, the
+    /// tenant stays `deleting` (refused to new handles) and calling
+    /// `delete_tenant` again completes it.
     ///
     /// Serialised per tenant with every other operation on it (the
     /// tenant's lock): the record is read under the lock, a tenant already
@@ -119,6 +160,10 @@ impl PgTenancy {
         events: &mut Vec<LifecycleEvent>,
     ) -> Result<TenantRecord, TenancyError> {
         let id = before.id;
+        // From here until the deletion ends, this process reads the
+        // tenant's record from the catalog on every request, and requests
+        // that read it before check it again (see `checkout`).
+        let _fence = Fence::raise(self, id);
         let deleting = if before.status == TenantStatus::Deleting {
             before
         } else {
@@ -126,10 +171,7 @@ impl PgTenancy {
                 .inner
                 .catalog
                 .set_status(id, TenantStatus::Deleting)
-                .await;
-            // Scoped access here is refused from now on.
-            self.forget_record(id);
-            let deleting = deleting?;
+                .await?;
             events.push(LifecycleEvent::StatusChanged {
                 record: deleting.clone(),
                 from: before.status,
@@ -141,50 +183,49 @@ impl PgTenancy {
             .inner
             .catalog
             .set_status(id, TenantStatus::Deleted)
-            .await;
-        self.forget_record(id);
-        let deleted = deleted?;
+            .await?;
         events.push(LifecycleEvent::Deleted(deleted.clone()));
         Ok(deleted)
     }
 
+    /// Waits for and cuts the tenant's handles (see `fence.rs`), then
+    /// deletes its data.
     async fn delete_data(&self, record: &TenantRecord) -> Result<(), TenancyError> {
         let cluster = self.cluster(record.placement.cluster())?;
-        match &record.placement {
-            Placement::Shared { .. } => {
-                let mut conn = cluster.admin.acquire().await?;
-                delete_rows(&mut conn, record.id, &self.tenant_columns()).await
-            }
-            Placement::Schema { schema, .. } => {
-                let s = schema.quoted();
-                let mut tx = cluster.admin.begin().await?;
-                tx.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {s} CASCADE")))
-                    .await?;
-                let role_exists: bool =
-                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                        .bind(schema.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if role_exists {
-                    tx.execute(AssertSqlSafe(format!("DROP OWNED BY {s}")))
-                        .await?;
-                    tx.execute(AssertSqlSafe(format!("DROP ROLE {s}"))).await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-            Placement::Database { database, .. } => {
-                self.inner.registry.close(record.id).await;
-                cluster
-                    .admin
-                    .execute(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        database.quoted()
-                    )))
-                    .await?;
-                Ok(())
-            }
+        let cutter = Cutter::new(
+            record.id,
+            self.inner.deletion_grace,
+            cluster.config.admin.get_username(),
+        );
+        // This process's tenant pool (tenant pools, database placements):
+        // closed at once, its checked-out connections waited for.
+        self.inner
+            .registry
+            .close_within(record.id, cutter.remaining())
+            .await;
+        let admin = &cluster.admin;
+        if let Placement::Database { database, .. } = &record.placement {
+            cutter.wait_for_pool_sessions(admin).await?;
+            cutter.cut_pool_sessions(admin).await?;
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    database.quoted()
+                )))
+                .await?;
+            return Ok(());
         }
+        let mut tx = admin.begin().await?;
+        cutter.hold_handle_lock(&mut tx, admin).await?;
+        match &record.placement {
+            Placement::Schema { schema, .. } => drop_schema(&mut tx, schema).await?,
+            _ => delete_rows(&mut tx, record.id, &self.tenant_columns()).await?,
+        }
+        // Requests queued for the handle lock meanwhile would go ahead
+        // as soon as it is released: end them first.
+        cutter.cut_lock_sessions(&mut tx, false).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) fn tenant_columns(&self) -> Vec<String> {
@@ -203,15 +244,34 @@ impl PgTenancy {
     }
 }
 
+/// Drops a schema tenant's schema (`CASCADE`) and role, in the
+/// transaction open on `tx`.
+async fn drop_schema(tx: &mut PgConnection, schema: &TenantObjectName) -> Result<(), TenancyError> {
+    let s = schema.quoted();
+    tx.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {s} CASCADE")))
+        .await?;
+    let role_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(schema.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+    if role_exists {
+        tx.execute(AssertSqlSafe(format!("DROP OWNED BY {s}")))
+            .await?;
+        tx.execute(AssertSqlSafe(format!("DROP ROLE {s}"))).await?;
+    }
+    Ok(())
+}
+
 /// Deletes `tenant`'s rows from every table of the search-path schemas
-/// (tenant schemas excluded) that has one of `columns`, in one transaction. Tables are found
-/// in the catalog of the database, so a table added later is covered.
+/// (tenant schemas excluded) that has one of `columns`, in the transaction
+/// open on `tx`. Tables are found in the catalog of the database, so a
+/// table added later is covered.
 async fn delete_rows(
-    conn: &mut PgConnection,
+    tx: &mut PgConnection,
     tenant: TenantId,
     columns: &[String],
 ) -> Result<(), TenancyError> {
-    let mut tx = conn.begin().await?;
     // Owners are subject to forced RLS too: act as the tenant.
     sqlx::query("SELECT set_config($1, $2, true)")
         .bind(TENANT_SETTING)
@@ -220,7 +280,7 @@ async fn delete_rows(
         .await?;
     // The same discovery export uses: search-path schemas, tenant schemas
     // excluded, tables that carry a tenant column.
-    let tables: Vec<(String, String)> = super::transfer::list_tables(&mut tx, None, columns)
+    let tables: Vec<(String, String)> = super::transfer::list_tables(&mut *tx, None, columns)
         .await?
         .into_iter()
         .filter_map(|(_, qualified, column)| {
@@ -250,7 +310,6 @@ async fn delete_rows(
             }
         }
         if blocked.is_empty() {
-            tx.commit().await?;
             return Ok(());
         }
         pending = blocked;
@@ -259,4 +318,30 @@ async fn delete_rows(
         "rows of tenant {tenant} are still referenced after {DELETE_PASSES} passes; \
          check foreign keys that point from other tenants' rows"
     )))
+}
+
+/// A deletion's fence in this process: while it stands, the tenant's
+/// record is never served from the cache (nor cached), and requests that
+/// read it before it was raised check it again. Lowered on drop — also
+/// when the deletion fails or its future is dropped.
+struct Fence<'a> {
+    tenancy: &'a PgTenancy,
+    tenant: TenantId,
+}
+
+impl<'a> Fence<'a> {
+    fn raise(tenancy: &'a PgTenancy, tenant: TenantId) -> Self {
+        tenancy.inner.records.fence(tenant);
+        tenancy
+            .inner
+            .fences
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self { tenancy, tenant }
+    }
+}
+
+impl Drop for Fence<'_> {
+    fn drop(&mut self) {
+        self.tenancy.inner.records.unfence(self.tenant);
+    }
 }

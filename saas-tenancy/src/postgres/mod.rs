@@ -6,6 +6,7 @@ mod builder;
 mod cache;
 mod clusters;
 mod conn;
+mod fence;
 mod lifecycle;
 mod migrate;
 mod provision;
@@ -19,6 +20,7 @@ mod tx;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use saas_core::{SharedClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
@@ -32,6 +34,7 @@ pub use crate::registry::{PoolLimits, PoolStats};
 pub use audit::{AuditFinding, AuditObject, Weakness};
 pub use builder::PgTenancyBuilder;
 pub use conn::TenantConn;
+pub use fence::handle_lock_key;
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
@@ -135,6 +138,12 @@ struct Inner {
     next_cluster: std::sync::atomic::AtomicUsize,
     hooks: Arc<dyn LifecycleHooks>,
     clock: SharedClock,
+    /// How long a deletion waits for held handles before cutting them.
+    deletion_grace: std::time::Duration,
+    /// Bumped whenever a deletion in this process fences a tenant: a
+    /// request that read its tenant's record before and then waited for a
+    /// connection checks the record again (see [`PgTenancy::checkout`]).
+    fences: AtomicU64,
 }
 
 impl PgTenancy {
@@ -207,31 +216,33 @@ impl PgTenancy {
 
     /// Opens a transaction scoped to the context's tenant.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+        let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
-        self.begin_record(&record).await
+        self.begin_record(&record, fences).await
     }
 
     /// Opens a transaction scoped to the tenant of `record`, which the
-    /// caller has checked is servable.
+    /// caller found servable when [`fences`](Self::fences) said `fences`.
     pub(super) async fn begin_record(
         &self,
         record: &TenantRecord,
+        fences: u64,
     ) -> Result<TenantTx, TenancyError> {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(record).await? {
-            let conn = lease.pool().acquire().await?;
+            let conn = self.checkout(lease.pool(), tenant, fences).await?;
             return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
         }
         let cluster = self.cluster(placement.cluster())?;
         let begin = match &placement {
-            Placement::Schema { schema, .. } => sql::begin_schema(schema),
+            Placement::Schema { schema, .. } => sql::begin_schema(schema, tenant),
             _ => sql::begin_row(tenant),
         };
         let begin = AssertSqlSafe(begin).into_sql_str();
         let mut attempts = 0;
         loop {
-            let conn = cluster.runtime.acquire().await?;
+            let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
             let placement = placement.clone();
             match TenantTx::begin(conn, Some(begin.clone()), tenant, placement, None).await {
                 // A connection that died while idle in the pool (see
@@ -247,11 +258,12 @@ impl PgTenancy {
     /// A scoped connection for single statements, each committing on its
     /// own (see [`TenantConn`] for how the scope is kept and removed).
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
+        let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
-            let conn = lease.pool().acquire().await?;
+            let conn = self.checkout(lease.pool(), tenant, fences).await?;
             return Ok(TenantConn::new(conn, false, tenant, placement, Some(lease)));
         }
         let cluster = self.cluster(placement.cluster())?;
@@ -261,9 +273,9 @@ impl PgTenancy {
         };
         let mut attempts = 0;
         loop {
+            let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
             // Wrapped before the scope is set, so that even a cancellation
             // right here resets the connection before it is reused.
-            let conn = cluster.runtime.acquire().await?;
             let mut conn = TenantConn::new(conn, true, tenant, placement.clone(), None);
             let scoped = match conn.clear_caches_if_shared().await {
                 Ok(()) => conn.execute(AssertSqlSafe(scope.clone())).await.map(drop),
@@ -278,6 +290,31 @@ impl PgTenancy {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// How many deletions this process has started: read before a
+    /// request reads its tenant's record.
+    fn fences(&self) -> u64 {
+        self.inner.fences.load(Ordering::Acquire)
+    }
+
+    /// A connection of `pool` for `tenant`, whose record was found
+    /// servable when [`fences`](Self::fences) said `fences`. Waiting for
+    /// the connection can take long; if a deletion started here meanwhile
+    /// the record is checked again (the catalog is read: a fenced tenant
+    /// is not cached), so no handle is handed out for a tenant being
+    /// deleted — nor for one whose pool the deletion closed.
+    async fn checkout(
+        &self,
+        pool: &PgPool,
+        tenant: TenantId,
+        fences: u64,
+    ) -> Result<PoolConnection<Postgres>, TenancyError> {
+        let conn = pool.acquire().await;
+        if self.fences() != fences {
+            self.servable(tenant).await?;
+        }
+        Ok(conn?)
     }
 
     /// The tenant's own pool, when its placement or the scope mode uses one.
@@ -295,11 +332,14 @@ impl PgTenancy {
         // The options are built only when the pool is opened, not on every
         // checkout of an open pool (this is the request path).
         let open = |limits: &PoolLimits| {
+            // The application name lets a deletion find the pool's
+            // connections from any process (see `fence.rs`).
             let runtime = cluster
                 .config
                 .admin
                 .clone()
-                .username(cluster.config.runtime_role.as_str());
+                .username(cluster.config.runtime_role.as_str())
+                .application_name(&fence::application_name(record.id));
             let tenant = record.id.to_string();
             // Every role is named in the startup packet: it outranks a
             // default the runtime role may have set on itself.

@@ -68,20 +68,33 @@ pub(super) fn quote_ident(name: &str) -> String {
 }
 
 /// The `BEGIN` of a row-strategy transaction on a shared connection:
-/// starts it and sets the tenant transaction-locally, in one round trip.
-/// The id is formatted from a [`TenantId`] (hex digits and hyphens only),
-/// never from input. (What earlier users left on the session was reset
-/// when the connection went back to the pool.)
+/// starts it, takes the tenant's handle lock shared for the transaction
+/// (see `fence.rs`) and sets the tenant transaction-locally, in one round
+/// trip. The id and keys are formatted from a [`TenantId`] (hex digits,
+/// hyphens and integers only), never from input. (What earlier users left
+/// on the session was reset when the connection went back to the pool.)
 pub(super) fn begin_row(tenant: TenantId) -> String {
-    format!("BEGIN; SELECT set_config('{TENANT_SETTING}', '{tenant}', true)")
+    let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
+    format!("BEGIN; SELECT {lock}, set_config('{TENANT_SETTING}', '{tenant}', true)")
 }
 
 /// The `BEGIN` of a schema-strategy transaction on a shared connection:
+/// takes the tenant's handle lock shared for the transaction, then
 /// switches to the tenant's role and schema transaction-locally, in one
-/// round trip.
-pub(super) fn begin_schema(schema: &TenantObjectName) -> String {
+/// round trip. The lock comes first: a `BEGIN` that had to wait for a
+/// deletion finds the role gone and fails.
+pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
     let s = schema.quoted();
-    format!("BEGIN; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
+    let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
+    format!("BEGIN; SELECT {lock}; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
+}
+
+/// A call of the advisory-lock function `function` on the tenant's
+/// handle-lock key. Each key is cast: PostgreSQL reads `-2147483648` as
+/// the negation of a `bigint`, which no two-`int4` lock function takes.
+fn handle_lock(tenant: TenantId, function: &str) -> String {
+    let (k1, k2) = super::fence::handle_lock_key(tenant);
+    format!("pg_catalog.{function}(({k1})::pg_catalog.int4, ({k2})::pg_catalog.int4)")
 }
 
 /// Statements that create a schema tenant's role and schema (idempotent).
@@ -135,18 +148,22 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
     )
 }
 
-/// Puts a row tenant's scope on a shared session (undone when the
-/// connection goes back to its pool).
+/// Puts a row tenant's scope on a shared session and takes its handle
+/// lock shared for the session (both undone when the connection goes back
+/// to its pool).
 pub(super) fn scope_session_row(tenant: TenantId) -> String {
-    format!("SELECT set_config('{TENANT_SETTING}', '{tenant}', false)")
+    let lock = handle_lock(tenant, "pg_advisory_lock_shared");
+    format!("SELECT {lock}, set_config('{TENANT_SETTING}', '{tenant}', false)")
 }
 
-/// Puts a schema tenant's scope on a shared session (undone when the
-/// connection goes back to its pool).
+/// Puts a schema tenant's scope on a shared session, after taking its
+/// handle lock shared for the session (all undone when the connection
+/// goes back to its pool).
 pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
     let s = schema.quoted();
+    let lock = handle_lock(tenant, "pg_advisory_lock_shared");
     format!(
-        "SET ROLE {s}; SET search_path TO {s}; \
+        "SELECT {lock}; SET ROLE {s}; SET search_path TO {s}; \
          SELECT set_config('{TENANT_SETTING}', '{tenant}', false)"
     )
 }

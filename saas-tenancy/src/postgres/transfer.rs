@@ -145,7 +145,7 @@ impl PgTenancy {
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         let target = record.id.to_string();
-        let mut tx = self.begin_record(record).await?;
+        let mut tx = self.begin_record(record, self.fences()).await?;
         // Only the tenant's own tables take rows, whatever the archive
         // names: for row tenants the shared tables with a tenant column (a
         // shared table without one would take rows for everyone), for

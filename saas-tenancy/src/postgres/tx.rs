@@ -40,6 +40,14 @@ use crate::placement::Placement;
 /// (see [`TenantConn`](super::TenantConn)); ending it costs one more
 /// round trip when statements were prepared in it.
 ///
+/// Deletion: on a shared runtime connection the handle holds its
+/// tenant's handle lock shared until it ends (taken in the `BEGIN` round
+/// trip, see [`handle_lock_key`](super::handle_lock_key)); on a tenant
+/// pool its connection carries the tenant in its `application_name`.
+/// [`PgTenancy::delete_tenant`](super::PgTenancy::delete_tenant) waits up
+/// to its grace period for the handle to end, then terminates its
+/// session: what it wrote goes with the tenant.
+///
 /// Failing closed: a connection is closed instead of going back to its
 /// pool when the caches could not be emptied (an error, or a drop outside
 /// a Tokio runtime) or when the handle was dropped while `BEGIN` and the

@@ -9,6 +9,7 @@ mod audit_policies;
 mod audit_roles;
 mod audit_tenants;
 mod catalog;
+mod deletion_fence;
 mod escape_hatch;
 mod fixtures;
 mod leak;

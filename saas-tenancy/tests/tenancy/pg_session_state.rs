@@ -6,9 +6,9 @@
 //! runtime connection (ScopeMode::Shared), plain use of the runtime pool,
 //! or the same tenant's next request on its own pool (TenantPools).
 
-use saas_core::TenantContext;
+use saas_core::{TenantContext, TenantId};
 use saas_tenancy::Strategy;
-use saas_tenancy::postgres::ScopeMode;
+use saas_tenancy::postgres::{ScopeMode, handle_lock_key};
 use saas_tenancy::testing::pg::PgSandbox;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
@@ -60,8 +60,15 @@ where
     settle(env).await;
 }
 
-/// What a session shows of state left by earlier users, as names.
-async fn leftovers(conn: &mut PgConnection) -> Vec<String> {
+/// What a session shows of state left by earlier users, as names. The
+/// handle lock a scoped handle of `own` holds itself (see
+/// `postgres::handle_lock_key`) is its own state, not a leftover.
+async fn leftovers(conn: &mut PgConnection, own: Option<TenantId>) -> Vec<String> {
+    // `pg_locks` shows the two int4 keys as unsigned oids; -1 matches none.
+    let (k1, k2) = own.map_or((-1, -1), |id| {
+        let (k1, k2) = handle_lock_key(id);
+        (i64::from(k1.cast_unsigned()), i64::from(k2.cast_unsigned()))
+    });
     let found: Vec<Option<String>> = sqlx::query_scalar(
         "SELECT CASE WHEN current_setting('saas_attack.mark', true) <> '' \
                 THEN 'custom setting' END \
@@ -74,13 +81,17 @@ async fn leftovers(conn: &mut PgConnection) -> Vec<String> {
          UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_listening_channels()) \
                 THEN 'listener' END \
          UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks \
-                WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+                WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
+                AND NOT (objsubid = 2 AND mode = 'ShareLock' \
+                         AND classid::int8 = $1 AND objid::int8 = $2)) \
                 THEN 'advisory lock' END \
          UNION ALL SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_cursors WHERE is_holdable) \
                 THEN 'held cursor' END \
          UNION ALL SELECT CASE WHEN to_regclass('pg_temp.attack_stage') IS NOT NULL \
                 THEN 'temporary table' END",
     )
+    .bind(k1)
+    .bind(k2)
     .fetch_all(&mut *conn)
     .await
     .unwrap();
@@ -144,7 +155,7 @@ async fn next_tenant_is_clean(env: &PgSandbox, b: &TenantContext, what: &str) {
             "{what}: {} read {bodies:?}",
             b.slug()
         );
-        let left = leftovers(&mut tx).await;
+        let left = leftovers(&mut tx, Some(b.tenant_id())).await;
         assert!(left.is_empty(), "{what}: {} met {left:?}", b.slug());
         held.push(tx);
     }
@@ -164,7 +175,7 @@ async fn next_tenant_is_clean(env: &PgSandbox, b: &TenantContext, what: &str) {
             .await
             .unwrap();
         assert_eq!(user, env.runtime_role, "{what}: role left");
-        let left = leftovers(&mut conn).await;
+        let left = leftovers(&mut conn, None).await;
         assert!(left.is_empty(), "{what}: the runtime pool met {left:?}");
         held.push(conn);
     }
@@ -451,7 +462,7 @@ async fn what_a_tenant_leaves_on_its_own_pool_stays_there() {
                 .await
                 .unwrap();
             assert_eq!(bodies, vec!["b-own".to_owned()], "via {via:?}");
-            let mut left = leftovers(&mut conn).await;
+            let mut left = leftovers(&mut conn, Some(b.tenant_id())).await;
             // B's own insert used the sequence on B's own connection.
             left.retain(|what| what != "sequence state");
             assert!(left.is_empty(), "via {via:?}: B met {left:?}");
@@ -460,7 +471,7 @@ async fn what_a_tenant_leaves_on_its_own_pool_stays_there() {
         drop(held);
         let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
         let mut conn = pool.acquire().await.unwrap();
-        let left = leftovers(&mut conn).await;
+        let left = leftovers(&mut conn, None).await;
         assert!(
             left.is_empty(),
             "via {via:?}: the runtime pool met {left:?}"
