@@ -26,7 +26,9 @@
 //! count with `SELECT total_changes()` before and after if you need it.
 
 mod audit;
+mod builder;
 mod clusters;
+mod gate;
 mod guard;
 mod ledger;
 mod lifecycle;
@@ -38,6 +40,7 @@ mod transfer;
 
 pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
+pub use builder::SqliteTenancyBuilder;
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -45,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{SharedClock, SystemClock, TenantContext};
+use saas_core::{SharedClock, TenantContext};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -88,22 +91,11 @@ struct Inner {
     registry: PoolRegistry<Sqlite>,
     hooks: Arc<dyn LifecycleHooks>,
     locks: lock::TenantLocks,
+    gates: gate::Gates,
+    deletion_grace: Duration,
     clock: SharedClock,
     policy: PlacementPolicy,
     next_cluster: std::sync::atomic::AtomicUsize,
-}
-
-/// Builds a [`SqliteTenancy`].
-pub struct SqliteTenancyBuilder {
-    catalog: DynCatalog,
-    clusters: Vec<SqliteClusterConfig>,
-    tables: Vec<TenantTable>,
-    tenant_migrator: Option<Arc<Migrator>>,
-    shared_migrator: Option<Arc<Migrator>>,
-    limits: PoolLimits,
-    hooks: Arc<dyn LifecycleHooks>,
-    clock: SharedClock,
-    policy: PlacementPolicy,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -111,6 +103,8 @@ pub struct SqliteTenantConn {
     conn: PoolConnection<Sqlite>,
     record: TenantRecord,
     _lease: PoolLease<Sqlite>,
+    // Dropped last, once the connection has been handed back.
+    _pass: gate::Pass,
 }
 
 /// A scoped SQLite transaction; dropped without commit, it rolls back.
@@ -118,24 +112,10 @@ pub struct SqliteTenantTx {
     tx: Transaction<'static, Sqlite>,
     record: TenantRecord,
     _lease: PoolLease<Sqlite>,
+    _pass: gate::Pass,
 }
 
 impl SqliteTenancy {
-    /// Starts a builder over `catalog`.
-    pub fn builder(catalog: DynCatalog) -> SqliteTenancyBuilder {
-        SqliteTenancyBuilder {
-            catalog,
-            clusters: Vec::new(),
-            tables: Vec::new(),
-            tenant_migrator: None,
-            shared_migrator: None,
-            limits: PoolLimits::new(20, 2),
-            hooks: Arc::new(NoHooks),
-            clock: Arc::new(SystemClock),
-            policy: PlacementPolicy::default(),
-        }
-    }
-
     fn cluster(&self, name: &ClusterName) -> Result<&SqliteClusterConfig, TenancyError> {
         self.inner
             .clusters
@@ -145,6 +125,23 @@ impl SqliteTenancy {
 
     async fn servable(&self, ctx: &TenantContext) -> Result<TenantRecord, TenancyError> {
         crate::catalog::servable(&*self.inner.catalog, ctx.tenant_id()).await
+    }
+
+    /// The record of a servable tenant, and a pass through its gate that
+    /// the handle keeps (see `gate.rs`). The pass is taken first: a
+    /// deletion that closes the gate after it waits for the handle, and
+    /// one that closed it before marked the tenant `deleting`, which the
+    /// record read after says.
+    async fn admit(&self, ctx: &TenantContext) -> Result<(TenantRecord, gate::Pass), TenancyError> {
+        let pass = match self.inner.gates.enter(ctx.tenant_id()) {
+            gate::Entry::Open(pass) => pass,
+            gate::Entry::Closing(gate) => {
+                // A deletion holds or awaits the gate: refused at once.
+                self.servable(ctx).await?;
+                gate::enter_after(gate).await
+            }
+        };
+        Ok((self.servable(ctx).await?, pass))
     }
 
     async fn lease(&self, record: &TenantRecord) -> Result<PoolLease<Sqlite>, TenancyError> {
@@ -232,25 +229,27 @@ impl SqliteTenancy {
 
     /// A scoped connection for single statements.
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
-        let record = self.servable(ctx).await?;
+        let (record, pass) = self.admit(ctx).await?;
         let lease = self.lease(&record).await?;
         let conn = lease.pool().acquire().await?;
         Ok(SqliteTenantConn {
             conn,
             record,
             _lease: lease,
+            _pass: pass,
         })
     }
 
     /// A scoped transaction.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
-        let record = self.servable(ctx).await?;
+        let (record, pass) = self.admit(ctx).await?;
         let lease = self.lease(&record).await?;
         let tx = lease.pool().begin().await?;
         Ok(SqliteTenantTx {
             tx,
             record,
             _lease: lease,
+            _pass: pass,
         })
     }
 
@@ -270,13 +269,14 @@ impl SqliteTenancy {
         &self,
         ctx: &TenantContext,
     ) -> Result<SqliteTenantTx, TenancyError> {
-        let record = self.servable(ctx).await?;
+        let (record, pass) = self.admit(ctx).await?;
         let lease = self.lease(&record).await?;
         let tx = lease.pool().begin_with("BEGIN IMMEDIATE").await?;
         Ok(SqliteTenantTx {
             tx,
             record,
             _lease: lease,
+            _pass: pass,
         })
     }
 
@@ -317,91 +317,6 @@ impl SqliteTenancy {
     /// The declared tenant tables.
     pub fn tenant_tables(&self) -> &[TenantTable] {
         &self.inner.tables
-    }
-}
-
-impl SqliteTenancyBuilder {
-    /// Adds a cluster.
-    pub fn cluster(mut self, config: SqliteClusterConfig) -> Self {
-        self.clusters.push(config);
-        self
-    }
-
-    /// Declares a shared table of row tenants (it needs a primary key).
-    pub fn tenant_table(mut self, table: TenantTable) -> Self {
-        self.tables.push(table);
-        self
-    }
-
-    /// The shared migration set, applied to each cluster's shared file by
-    /// [`SqliteTenancy::migrate_shared`].
-    pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
-        self.shared_migrator = Some(Arc::new(migrator));
-        self
-    }
-
-    /// Migrations applied to every tenant database file.
-    pub fn tenant_migrations(mut self, migrator: Migrator) -> Self {
-        self.tenant_migrator = Some(Arc::new(migrator));
-        self
-    }
-
-    /// Limits of the per-tenant pools (default: 20 connections in all, 2
-    /// per tenant).
-    pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// How [`SqliteTenancy::new_tenant`] chooses a cluster (default
-    /// round-robin).
-    pub fn placement_policy(mut self, policy: PlacementPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Host code called after each lifecycle step (default: none).
-    pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
-        self.hooks = hooks;
-        self
-    }
-
-    /// The clock operations read (the export time of archives).
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Validates the configuration.
-    pub fn build(self) -> Result<SqliteTenancy, TenancyError> {
-        if self.clusters.is_empty() {
-            return Err(TenancyError::InvalidInput(
-                "no clusters configured; add one with .cluster(..)".to_owned(),
-            ));
-        }
-        let mut clusters = HashMap::new();
-        for c in self.clusters {
-            if clusters.insert(c.name.clone(), c).is_some() {
-                return Err(TenancyError::InvalidInput(
-                    "a cluster is configured twice".to_owned(),
-                ));
-            }
-        }
-        Ok(SqliteTenancy {
-            inner: Arc::new(Inner {
-                catalog: self.catalog,
-                clusters,
-                tables: self.tables,
-                tenant_migrator: self.tenant_migrator,
-                shared_migrator: self.shared_migrator,
-                registry: PoolRegistry::new(self.limits)?,
-                hooks: self.hooks,
-                locks: lock::TenantLocks::new(),
-                clock: self.clock,
-                policy: self.policy,
-                next_cluster: std::sync::atomic::AtomicUsize::new(0),
-            }),
-        })
     }
 }
 
@@ -457,14 +372,6 @@ impl std::fmt::Debug for SqliteTenancy {
         f.debug_struct("SqliteTenancy")
             .field("clusters", &self.inner.clusters)
             .field("tables", &self.inner.tables)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for SqliteTenancyBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteTenancyBuilder")
-            .field("clusters", &self.clusters)
             .finish_non_exhaustive()
     }
 }

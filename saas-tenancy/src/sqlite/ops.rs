@@ -39,16 +39,49 @@ impl SqliteTenancy {
     /// removed. Idempotent and safe to retry after a crash (the tenant
     /// stays `deleting` until the data is gone), and serialised per tenant
     /// with the other operations.
+    ///
+    /// **Deletion is final: the tenant is fenced first.** It is marked
+    /// `deleting`, so new handles (`acquire`, `begin`, `begin_immediate`)
+    /// are refused with [`TenancyError::TenantNotServable`] from then on.
+    /// Handles already open in this process keep working: the deletion
+    /// waits for them to be committed, rolled back or dropped, up to the
+    /// [`deletion_grace`](super::SqliteTenancyBuilder::deletion_grace)
+    /// period (default 5 s), and what they wrote is deleted with the
+    /// tenant. A handle cannot be cut, so if some are still open after the
+    /// grace the delete fails with [`TenancyError::TenantInUse`]: nothing
+    /// was deleted, the tenant stays `deleting` (refused to new handles),
+    /// and calling `delete_tenant` again once they have ended completes it.
+    ///
+    /// Not covered: handles held by *another process* sharing the files
+    /// are not waited for (the fence is in-process; that process refuses
+    /// new handles at once, since SQLite handles read the catalog each
+    /// time, but one it already holds can write into a shared file after
+    /// the rows were deleted).
     pub async fn delete_tenant(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let (_guard, record) = self.lock_tenant(id).await?;
         if record.status == TenantStatus::Deleted {
             return Ok(record);
         }
-        let record = self
-            .inner
-            .catalog
-            .set_status(id, TenantStatus::Deleting)
-            .await?;
+        let record = if record.status == TenantStatus::Deleting {
+            record
+        } else {
+            self.inner
+                .catalog
+                .set_status(id, TenantStatus::Deleting)
+                .await?
+        };
+        // Held until the tenant is marked deleted: no handle in between.
+        let Some(_closed) = self.inner.gates.close(id, self.inner.deletion_grace).await else {
+            return Err(TenancyError::TenantInUse {
+                tenant: id,
+                detail: format!(
+                    "scoped handles opened before the deletion were still open after the \
+                     {:?} grace period; commit, roll back or drop them (or raise \
+                     deletion_grace)",
+                    self.inner.deletion_grace
+                ),
+            });
+        };
         match &record.placement {
             Placement::Shared { cluster } => {
                 let options = SqliteConnectOptions::new()

@@ -18,6 +18,7 @@ use saas_tenancy::{Strategy, TenancyError};
 use crate::pg_env::sandbox;
 
 mod requests;
+mod sqlite;
 
 /// How long a delete may take in these tests before it counts as hung
 /// (a deadlock, or a wait for a handle that never ends).
