@@ -62,9 +62,9 @@ fn reset_statement(nonce: Uuid) -> String {
          DISCARD TEMP; DISCARD SEQUENCES; \
          SELECT '{nonce}'::pg_catalog.uuid, \
          pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp(), \
-         (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql), \
-         (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements), \
-         pg_catalog.pg_advisory_unlock_all() IS NULL"
+         pg_catalog.count(*) FILTER (WHERE s.from_sql), pg_catalog.count(*), \
+         pg_catalog.pg_advisory_unlock_all() IS NULL \
+         FROM pg_catalog.pg_prepared_statement() s"
     )
 }
 
