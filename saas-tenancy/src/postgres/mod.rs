@@ -85,7 +85,9 @@ pub enum ScopeMode {
     /// Row and schema tenants share one runtime pool per cluster; the scope
     /// is set per transaction (in the `BEGIN` round trip) or per checkout
     /// (reset before reuse). Scales to any number of active tenants; a
-    /// scoped single statement costs one extra round trip. Schema tenants
+    /// scoped single statement costs one extra round trip, and every
+    /// connection is reset as it goes back to the pool (one more round
+    /// trip, off the request path: see [`TenantConn`]). Schema tenants
     /// also give up sqlx's per-connection statement and type caches at
     /// every checkout (same-named types in two schemas would clash there),
     /// so their statements are prepared again each time.
