@@ -1,5 +1,6 @@
 //! The PostgreSQL sandbox, skipped (or failed, when required) without a server.
 
+use saas_core::TenantContext;
 use saas_tenancy::postgres::{PoolLimits, ScopeMode};
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_test_support::{Service, service_url};
@@ -28,4 +29,28 @@ pub(crate) async fn sandbox_with_clock(
             .await
             .unwrap(),
     )
+}
+
+/// Writes a note for `ctx` through its scoped transaction.
+pub(crate) async fn add_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
+    let mut tx = env.tenancy.begin(ctx).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+        .bind(ctx.tenant_id())
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The schema or database name of a schema or database tenant, quoted.
+pub(crate) async fn quoted_object_name(env: &PgSandbox, ctx: &TenantContext) -> String {
+    let record = env
+        .tenancy
+        .catalog()
+        .get(ctx.tenant_id())
+        .await
+        .unwrap()
+        .unwrap();
+    record.placement.object_name().unwrap().quoted()
 }

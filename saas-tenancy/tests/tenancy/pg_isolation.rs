@@ -12,18 +12,7 @@ use sqlx::Executor;
 
 use saas_tenancy::testing::pg::PgSandbox;
 
-use crate::pg_env::{sandbox, sandbox_with_clock, sandbox_with_limits};
-
-async fn add_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
-    let mut tx = env.tenancy.begin(ctx).await.unwrap();
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-        .bind(ctx.tenant_id())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-}
+use crate::pg_env::{add_note, sandbox, sandbox_with_clock, sandbox_with_limits};
 
 async fn notes(env: &PgSandbox, ctx: &TenantContext) -> Vec<String> {
     let mut conn = env.tenancy.acquire(ctx).await.unwrap();

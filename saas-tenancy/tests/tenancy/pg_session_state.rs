@@ -13,7 +13,7 @@ use saas_tenancy::testing::pg::PgSandbox;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use crate::pg_cancel::settle;
-use crate::pg_env::sandbox;
+use crate::pg_env::{add_note, quoted_object_name, sandbox};
 
 /// How the attacking tenant reaches its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,28 +108,6 @@ async fn leftovers(conn: &mut PgConnection, own: Option<TenantId>) -> Vec<String
     found
 }
 
-async fn insert_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
-    let mut tx = env.tenancy.begin(ctx).await.unwrap();
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-        .bind(ctx.tenant_id())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-}
-
-async fn schema_of(env: &PgSandbox, ctx: &TenantContext) -> String {
-    let record = env
-        .tenancy
-        .catalog()
-        .get(ctx.tenant_id())
-        .await
-        .unwrap()
-        .unwrap();
-    record.placement.object_name().unwrap().quoted()
-}
-
 /// Tenant `b`'s handles (two at once, both connections) see only `b`'s
 /// own scope and rows, and plain use of the runtime pool sees no rows.
 async fn next_tenant_is_clean(env: &PgSandbox, b: &TenantContext, what: &str) {
@@ -190,8 +168,8 @@ async fn session_settings_never_reach_the_next_tenant() {
     };
     let a = env.tenant("set-a", Strategy::Shared).await.unwrap();
     let b = env.tenant("set-b", Strategy::Schema).await.unwrap();
-    insert_note(&env, &a, "a-secret").await;
-    insert_note(&env, &b, "b-own").await;
+    add_note(&env, &a, "a-secret").await;
+    add_note(&env, &b, "b-own").await;
     let id = a.tenant_id();
     for via in BOTH {
         on_both_connections(&env, &a, via, async |_| {
@@ -205,7 +183,7 @@ async fn session_settings_never_reach_the_next_tenant() {
         .await;
         next_tenant_is_clean(&env, &b, &format!("settings via {via:?}")).await;
         // B can still write: no read-only default was left for it.
-        insert_note(&env, &b, "b-write").await;
+        add_note(&env, &b, "b-write").await;
     }
     env.cleanup().await;
 }
@@ -220,8 +198,8 @@ async fn role_and_search_path_never_reach_the_next_tenant() {
     };
     let a = env.tenant("role-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("role-b", Strategy::Shared).await.unwrap();
-    insert_note(&env, &a, "a-secret").await;
-    let schema = schema_of(&env, &a).await;
+    add_note(&env, &a, "a-secret").await;
+    let schema = quoted_object_name(&env, &a).await;
     for via in BOTH {
         on_both_connections(&env, &a, via, async |_| {
             vec![
@@ -231,7 +209,7 @@ async fn role_and_search_path_never_reach_the_next_tenant() {
         })
         .await;
         next_tenant_is_clean(&env, &b, &format!("role via {via:?}")).await;
-        insert_note(&env, &b, "b-own").await;
+        add_note(&env, &b, "b-own").await;
         let in_schema: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT count(*) FROM {schema}.notes WHERE body LIKE 'b-%'"
         )))
@@ -253,7 +231,7 @@ async fn statements_listeners_locks_cursors_and_temp_objects_never_survive() {
     };
     let a = env.tenant("obj-a", Strategy::Shared).await.unwrap();
     let b = env.tenant("obj-b", Strategy::Shared).await.unwrap();
-    insert_note(&env, &a, "a-secret").await;
+    add_note(&env, &a, "a-secret").await;
     for via in BOTH {
         on_both_connections(&env, &a, via, async |_| {
             let mut sql = vec![
@@ -285,7 +263,7 @@ async fn deallocating_cached_statements_never_breaks_the_next_tenant() {
     };
     let a = env.tenant("dealloc-a", Strategy::Shared).await.unwrap();
     let b = env.tenant("dealloc-b", Strategy::Shared).await.unwrap();
-    insert_note(&env, &b, "b-own").await;
+    add_note(&env, &b, "b-own").await;
     for via in BOTH {
         on_both_connections(&env, &a, via, async |conn| {
             // Cache the statement the next tenant runs, then drop it.
@@ -312,7 +290,7 @@ async fn a_replaced_cached_statement_never_runs_for_the_next_tenant() {
     };
     let a = env.tenant("steal-a", Strategy::Shared).await.unwrap();
     let b = env.tenant("steal-b", Strategy::Shared).await.unwrap();
-    insert_note(&env, &b, "b-secret").await;
+    add_note(&env, &b, "b-secret").await;
     for via in BOTH {
         on_both_connections(&env, &a, via, async |conn| {
             sqlx::query("SELECT body FROM notes")
@@ -384,8 +362,8 @@ async fn a_refused_copy_never_breaks_the_next_tenant() {
     };
     let a = env.tenant("copy-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("copy-b", Strategy::Schema).await.unwrap();
-    insert_note(&env, &b, "b-own").await;
-    let other = schema_of(&env, &b).await;
+    add_note(&env, &b, "b-own").await;
+    let other = quoted_object_name(&env, &b).await;
     let copy = format!("COPY {other}.notes TO STDOUT");
     for round in 0..2 {
         let mut held = Vec::new();
@@ -421,8 +399,8 @@ async fn what_a_tenant_leaves_on_its_own_pool_stays_there() {
     };
     let a = env.tenant("pool-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("pool-b", Strategy::Schema).await.unwrap();
-    insert_note(&env, &b, "b-own").await;
-    let other = schema_of(&env, &b).await;
+    add_note(&env, &b, "b-own").await;
+    let other = quoted_object_name(&env, &b).await;
     for via in BOTH {
         let tampering = [
             format!("SET ROLE {other}"),
@@ -493,8 +471,8 @@ async fn a_role_default_set_by_the_runtime_role_is_ignored() {
     };
     let a = env.tenant("default-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("default-b", Strategy::Shared).await.unwrap();
-    insert_note(&env, &a, "a-secret").await;
-    let schema = schema_of(&env, &a).await;
+    add_note(&env, &a, "a-secret").await;
+    let schema = quoted_object_name(&env, &a).await;
     let mut tx = env.tenancy.begin(&b).await.unwrap();
     for sql in [
         format!("ALTER ROLE CURRENT_USER SET role = {schema}"),

@@ -5,34 +5,17 @@
 //! from the tenant id, and anything else is refused with a typed error.
 
 use saas_core::TenantContext;
-use saas_tenancy::postgres::{PgTenancy, ScopeMode};
+use saas_tenancy::postgres::ScopeMode;
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::testing::sqlite::SqliteSandbox;
 use saas_tenancy::{AuditObject, Strategy, TenancyError, Weakness};
 use sqlx::{AssertSqlSafe, SqlitePool};
 
-use crate::pg_env::sandbox;
+use crate::pg_env::{add_note, quoted_object_name, sandbox};
 
-async fn object_name(env: &PgSandbox, ctx: &TenantContext) -> String {
-    let record = env
-        .tenancy
-        .catalog()
-        .get(ctx.tenant_id())
-        .await
-        .unwrap()
-        .unwrap();
-    record.placement.object_name().unwrap().as_str().to_owned()
-}
-
-async fn add_note(tenancy: &PgTenancy, ctx: &TenantContext, body: &str) {
-    let mut tx = tenancy.begin(ctx).await.unwrap();
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-        .bind(ctx.tenant_id())
-        .bind(body)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+/// A derived name as the catalog stores it (derived names need no quotes).
+fn unquoted(quoted: &str) -> String {
+    quoted.trim_matches('"').to_owned()
 }
 
 fn refused<T: std::fmt::Debug>(result: Result<T, TenancyError>, what: &str) {
@@ -89,10 +72,10 @@ async fn pg_placement_is_checked(mode: ScopeMode) {
     let da = env.tenant("tamper-da", Strategy::Database).await.unwrap();
     let db = env.tenant("tamper-db", Strategy::Database).await.unwrap();
     for (ctx, body) in [(&b, "b-secret"), (&db, "db-secret")] {
-        add_note(&env.tenancy, ctx, body).await;
+        add_note(&env, ctx, body).await;
     }
-    let b_schema = object_name(&env, &b).await;
-    let b_database = object_name(&env, &db).await;
+    let b_schema = unquoted(&quoted_object_name(&env, &b).await);
+    let b_database = unquoted(&quoted_object_name(&env, &db).await);
     tampered_record_is_refused(&env, &row, "schema", &b_schema, "row → B's schema").await;
     tampered_record_is_refused(&env, &a, "schema", &b_schema, "schema → B's schema").await;
     tampered_record_is_refused(&env, &da, "database", &b_database, "database → B's").await;
