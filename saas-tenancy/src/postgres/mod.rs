@@ -396,7 +396,11 @@ impl PgTenancy {
     /// The runtime pool of a cluster, as used by row and schema tenants.
     /// Plain use of it sees no tenant rows: every connection is reset as
     /// it goes back to the pool (see [`TenantConn`]), so no scope or other
-    /// session state of an earlier user is left on it.
+    /// session state of an earlier user is left on it. In
+    /// [`ScopeMode::Shared`] a connection that came back less than a second
+    /// ago is handed out without sqlx's liveness ping (it was just reset
+    /// and pinged); scoped handles skip one that died meanwhile (a server
+    /// restart), plain use of this pool sees the error.
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
     }
