@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use super::{Cluster, PgTenancy};
 pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 use crate::error::TenancyError;
-use crate::placement::Placement;
+use crate::placement::{Placement, TenantObjectName};
 use crate::record::{ListOptions, TenantRecord};
 
 // The runtime role: attributes, memberships, session defaults.
@@ -84,8 +84,18 @@ impl PgTenancy {
             .list_all(&ListOptions::default().with_limit(1000))
             .await?;
         let mut findings = Vec::new();
+        // Every tenant's schema name as derived from its id, tampered
+        // records included: their real schema is still a tenant's.
+        let mut schemas = tenant_schemas(&records);
+        schemas.extend(
+            records
+                .iter()
+                .filter(|r| r.status != TenantStatus::Deleted)
+                .map(|r| TenantObjectName::for_tenant(r.id).as_str().to_owned()),
+        );
+        schemas.sort();
+        schemas.dedup();
         let records = crate::audit::without_tampered_placements(records, &mut findings);
-        let schemas = tenant_schemas(&records);
         for cluster in self.inner.clusters.values() {
             let mut conn = cluster.admin.acquire().await?;
             self.audit_runtime_role(cluster, &mut conn, &mut findings)

@@ -172,6 +172,10 @@ impl PgTenancy {
                 .catalog
                 .set_status(id, TenantStatus::Deleting)
                 .await?;
+            // Again now that `deleting` is stored: a request that read the
+            // fence count after it was raised but the record before this
+            // write saw `active`, and must check it again too.
+            _fence.bump();
             events.push(LifecycleEvent::StatusChanged {
                 record: deleting.clone(),
                 from: before.status,
@@ -337,6 +341,15 @@ impl<'a> Fence<'a> {
             .fences
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Self { tenancy, tenant }
+    }
+
+    /// Makes every request that read the fence count until now check the
+    /// tenant's record again before it gets a handle.
+    fn bump(&self) {
+        self.tenancy
+            .inner
+            .fences
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -248,9 +248,12 @@ impl PgTenancy {
             let placement = placement.clone();
             match TenantTx::begin(conn, Some(begin.clone()), tenant, placement, None).await {
                 // A connection that died while idle in the pool (see
-                // `session`): nothing ran on it; take another one.
+                // `session`): nothing ran on it; take another one — after
+                // reading the record again, since a deletion also ends
+                // sessions (it cuts the tenant's handles).
                 Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
                     attempts += 1;
+                    self.recheck(tenant).await?;
                 }
                 result => return result,
             }
@@ -285,9 +288,11 @@ impl PgTenancy {
             };
             match scoped.map_err(TenancyError::from) {
                 Ok(()) => return Ok(conn),
-                // A connection that died while idle (see `session`).
+                // A connection that died while idle (see `session`, and
+                // `begin_record` for the second read of the record).
                 Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
                     attempts += 1;
+                    self.recheck(tenant).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -298,6 +303,13 @@ impl PgTenancy {
     /// request reads its tenant's record.
     fn fences(&self) -> u64 {
         self.inner.fences.load(Ordering::Acquire)
+    }
+
+    /// Reads `tenant`'s record from the catalog again (not the cache) and
+    /// refuses it unless it may still be served.
+    async fn recheck(&self, tenant: TenantId) -> Result<(), TenancyError> {
+        self.forget_record(tenant);
+        self.servable(tenant).await.map(drop)
     }
 
     /// A connection of `pool` for `tenant`, whose record was found

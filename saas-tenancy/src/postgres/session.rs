@@ -35,8 +35,9 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPoolOptions, PgTransactionManager};
 use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx_core::transaction::TransactionManager;
 use uuid::Uuid;
 
 use crate::error::TenancyError;
@@ -76,6 +77,9 @@ pub(crate) enum Distrust {
     OutOfStep,
     /// Host code left a transaction open: the reset ran inside it.
     TransactionLeftOpen,
+    /// sqlx believes a transaction is still open (a `sqlx::Transaction`
+    /// leaked with `mem::forget`): the next `begin` would make a savepoint.
+    DepthLeftOver,
     /// Statements were prepared with SQL `PREPARE` (one could have taken
     /// the name of a statement sqlx has cached and run for the next user).
     PreparedBySql,
@@ -88,6 +92,7 @@ impl Distrust {
         match self {
             Self::OutOfStep => "the protocol exchange is out of step",
             Self::TransactionLeftOpen => "a transaction was left open",
+            Self::DepthLeftOver => "sqlx's transaction depth was left above zero",
             Self::PreparedBySql => "statements were prepared with SQL PREPARE",
             Self::CacheOutOfStep => "statements sqlx cached were deallocated",
         }
@@ -97,6 +102,9 @@ impl Distrust {
 /// Resets `conn` (see [`reset_statement`]); `Ok(None)` when it may serve
 /// the next user, `Ok(Some(why))` when it must be closed.
 pub(crate) async fn reset(conn: &mut PgConnection) -> Result<Option<Distrust>, sqlx::Error> {
+    if PgTransactionManager::get_transaction_depth(conn) != 0 {
+        return Ok(Some(Distrust::DepthLeftOver));
+    }
     let cached = i64::try_from(conn.cached_statements_size()).unwrap_or(i64::MAX);
     let nonce = Uuid::new_v4();
     // `raw_sql`: the simple query protocol, one round trip, nothing

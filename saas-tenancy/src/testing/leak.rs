@@ -67,8 +67,9 @@ pub trait LeakTarget: Send + Sync {
     /// else a connection), as hostile or buggy host code would, and ends
     /// the handle. It must not fail because of the tampering itself (a
     /// refused `COPY` is the point of that case). What it leaves must not
-    /// reach the next user of the connection: the target's other methods
-    /// check their session for leftovers and fail when they meet any.
+    /// reach the next user of the connection: the rows other tenants read
+    /// show it, and a target may check its sessions for leftovers too
+    /// (`PgLeakTarget::read_all` does, and fails when it meets any).
     /// Targets without sessions (in-memory ones) keep the default, which
     /// does nothing.
     async fn tamper(

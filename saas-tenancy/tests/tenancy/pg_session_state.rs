@@ -516,3 +516,30 @@ async fn a_role_default_set_by_the_runtime_role_is_ignored() {
     .unwrap();
     env.cleanup().await;
 }
+
+/// A `sqlx::Transaction` leaked on a scoped connection after a raw
+/// `COMMIT` leaves the server idle but sqlx's transaction depth at one:
+/// the next tenant's `begin` on that connection would make a savepoint
+/// (or fail). The connection is closed instead of going back.
+#[tokio::test]
+async fn a_leaked_sqlx_transaction_never_reaches_the_next_tenant() {
+    let Some(mut env) = sandbox("session_state::leaked_tx", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("leak-tx-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("leak-tx-b", Strategy::Shared).await.unwrap();
+    add_note(&env, &b, "b-own").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = env.tenancy.acquire(&a).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        tx.execute("COMMIT").await.unwrap();
+        std::mem::forget(tx);
+        held.push(conn);
+    }
+    drop(held);
+    settle(&env).await;
+    next_tenant_is_clean(&env, &b, "a leaked sqlx transaction").await;
+    add_note(&env, &b, "b-write").await;
+    env.cleanup().await;
+}

@@ -52,6 +52,12 @@ async fn tampered_record_is_refused(
         env.tenancy.export_tenant(a.tenant_id()).await,
         &format!("{what}: export_tenant"),
     );
+    refused(
+        env.tenancy
+            .set_status(a.tenant_id(), saas_core::TenantStatus::Suspended)
+            .await,
+        &format!("{what}: set_status"),
+    );
     let findings = env.tenancy.audit().await.unwrap();
     let reported = findings.iter().any(|f| {
         f.weakness == Weakness::PlacementNotDerived
