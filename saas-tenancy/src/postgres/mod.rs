@@ -378,13 +378,18 @@ impl PgTenancy {
         if let Some(record) = self.inner.records.get(id) {
             return crate::catalog::check_servable(record);
         }
+        let fences = self.fences();
         let record = self
             .inner
             .catalog
             .get(id)
             .await?
             .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        self.inner.records.put(record.clone());
+        // A deletion that started here while the catalog was read may have
+        // ended by now: a record read before it must not be cached after it.
+        if self.fences() == fences {
+            self.inner.records.put(record.clone());
+        }
         crate::catalog::check_servable(record)
     }
 
