@@ -137,6 +137,24 @@ pub(crate) fn suspend_or_resume_from(
     }
 }
 
+/// How long a deletion waits for scoped handles still open on the tenant,
+/// unless the builder says otherwise (both backends).
+#[cfg(feature = "_sql")]
+pub(crate) const DEFAULT_DELETION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a deletion grace period longer than an hour (both backends'
+/// builders): a deletion holds the tenant's lock that long.
+#[cfg(feature = "_sql")]
+pub(crate) fn check_deletion_grace(grace: std::time::Duration) -> Result<(), TenancyError> {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+    if grace > MAX {
+        return Err(TenancyError::InvalidInput(format!(
+            "deletion grace {grace:?} is longer than the {MAX:?} allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a record whose schema or database name is not the one derived
 /// from its tenant id. Names are derived, never chosen, so a record that
 /// holds another name was written outside the library — possibly to point

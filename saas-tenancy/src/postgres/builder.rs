@@ -51,7 +51,7 @@ impl PgTenancy {
             clock: Arc::new(SystemClock),
             policy: PlacementPolicy::default(),
             hooks: Arc::new(NoHooks),
-            deletion_grace: super::fence::DEFAULT_GRACE,
+            deletion_grace: crate::catalog::DEFAULT_DELETION_GRACE,
         }
     }
 }
@@ -160,13 +160,7 @@ impl PgTenancyBuilder {
                 "record TTL must not be negative".to_owned(),
             ));
         }
-        if self.deletion_grace > super::fence::MAX_GRACE {
-            return Err(TenancyError::InvalidInput(format!(
-                "deletion grace {:?} is longer than the {:?} allowed",
-                self.deletion_grace,
-                super::fence::MAX_GRACE
-            )));
-        }
+        crate::catalog::check_deletion_grace(self.deletion_grace)?;
         if self.clusters.is_empty() {
             return Err(TenancyError::InvalidInput(
                 "no clusters configured; add one with .cluster(..)".to_owned(),

@@ -40,12 +40,6 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::TenancyError;
 
-/// How long a deletion waits for held handles by default.
-pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-
-/// The longest deletion grace period the builder accepts.
-pub(super) const MAX_GRACE: Duration = Duration::from_secs(3600);
-
 /// How long a deletion waits, after terminating the holders of the
 /// handle lock, for their sessions to end and release it — per attempt.
 const CUT_WAIT: Duration = Duration::from_secs(5);

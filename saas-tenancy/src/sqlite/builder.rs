@@ -43,7 +43,7 @@ impl SqliteTenancy {
             hooks: Arc::new(NoHooks),
             clock: Arc::new(SystemClock),
             policy: PlacementPolicy::default(),
-            deletion_grace: gate::DEFAULT_GRACE,
+            deletion_grace: crate::catalog::DEFAULT_DELETION_GRACE,
         }
     }
 }
@@ -114,13 +114,7 @@ impl SqliteTenancyBuilder {
                 "no clusters configured; add one with .cluster(..)".to_owned(),
             ));
         }
-        if self.deletion_grace > gate::MAX_GRACE {
-            return Err(TenancyError::InvalidInput(format!(
-                "deletion grace {:?} is longer than the {:?} allowed",
-                self.deletion_grace,
-                gate::MAX_GRACE
-            )));
-        }
+        crate::catalog::check_deletion_grace(self.deletion_grace)?;
         let mut clusters = HashMap::new();
         for c in self.clusters {
             if clusters.insert(c.name.clone(), c).is_some() {

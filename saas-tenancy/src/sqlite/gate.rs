@@ -15,12 +15,6 @@ use std::time::Duration;
 use saas_core::TenantId;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-/// How long a deletion waits for held handles by default.
-pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-
-/// The longest deletion grace period the builder accepts.
-pub(super) const MAX_GRACE: Duration = Duration::from_secs(3600);
-
 /// Above this many entries, entries whose lock is gone are swept.
 const SWEEP_ABOVE: usize = 1024;
 

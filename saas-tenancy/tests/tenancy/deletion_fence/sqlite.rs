@@ -213,3 +213,23 @@ async fn sqlite_every_handle() {
     drop((patient, tenancy));
     sandbox.cleanup().await;
 }
+
+/// Both backends' builders share one rule: a grace period above an hour
+/// is refused (a deletion would hold the tenant's lock that long).
+#[tokio::test]
+async fn a_deletion_grace_above_an_hour_is_refused() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let builder = |grace| {
+        sandbox
+            .builder(sqlite_migrations())
+            .unwrap()
+            .deletion_grace(grace)
+            .build()
+    };
+    assert!(builder(Duration::from_secs(3600)).is_ok());
+    assert!(matches!(
+        builder(Duration::from_secs(3601)),
+        Err(saas_tenancy::TenancyError::InvalidInput(_))
+    ));
+    sandbox.cleanup().await;
+}
