@@ -25,11 +25,13 @@
 //! `acquire` then take another one (see `PgTenancy::begin_record`).
 //!
 //! Measured against the alternatives (2026-12-04, this repository's
-//! machine, pgbench): the reset's statements cost ~30 µs of server time
-//! and the prepared-statement census ~30 µs. `DISCARD ALL` was ruled out:
+//! machine, pgbench, one client, each figure from two or three 3–5 s
+//! runs): the reset's statements cost 10–30 µs of server time and the
+//! prepared-statement census 30–55 µs (the higher figure inside a
+//! transaction). `DISCARD ALL` was ruled out:
 //! it drops the statements sqlx has cached, so every following statement
 //! would be prepared again (one more round trip each). Resetting at
-//! checkout instead would put those ~60 µs and a round trip on every
+//! checkout instead would put those 40–85 µs and a round trip on every
 //! request. Closing every connection that ran session-level SQL would
 //! need to know which did, which only the server can tell — this asks it.
 
