@@ -127,26 +127,32 @@ impl TenantConn {
 
 impl Drop for TenantConn {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         // The scope and whatever else raw SQL left on the session are
         // reset by the pool on release (see `session`); only sqlx's own
         // caches, which the server knows nothing of, are emptied here.
-        if !self.clear_caches {
-            return;
+        if self.clear_caches {
+            release_with_caches_emptied(conn);
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    if conn.clear_cached_statements().await.is_err() {
-                        // Never hand a connection with unknown state back.
-                        conn.close_on_drop();
-                    }
-                });
-            }
-            Err(_) => conn.close_on_drop(),
+    }
+}
+
+/// Hands a shared connection that served a schema tenant back to its pool
+/// only with sqlx's caches emptied (same-named types in two schemas clash
+/// there); one whose caches cannot be emptied (no runtime to do it, or an
+/// error) is closed instead. Used by `TenantConn` and `TenantTx` on drop.
+pub(super) fn release_with_caches_emptied(mut conn: PoolConnection<Postgres>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move {
+                if conn.clear_cached_statements().await.is_err() {
+                    conn.close_on_drop();
+                }
+            });
         }
+        Err(_) => conn.close_on_drop(),
     }
 }
 

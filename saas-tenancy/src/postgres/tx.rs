@@ -184,21 +184,8 @@ impl Drop for TenantTx {
             // release, or the task below sends it first.
             State::Open => PgTransactionManager::start_rollback(&mut conn),
         }
-        if !self.clear_caches {
-            return;
-        }
-        // A shared connection that served a schema tenant goes back only
-        // with its caches emptied; one whose caches could not be emptied
-        // (no runtime to do it, or an error) is closed instead.
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    if conn.clear_cached_statements().await.is_err() {
-                        conn.close_on_drop();
-                    }
-                });
-            }
-            Err(_) => conn.close_on_drop(),
+        if self.clear_caches {
+            super::conn::release_with_caches_emptied(conn);
         }
     }
 }
