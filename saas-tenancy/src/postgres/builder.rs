@@ -9,6 +9,7 @@ use saas_core::{SharedClock, SystemClock};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
+use super::affinity::Affinity;
 use super::cache::RecordCache;
 use super::session;
 use super::{Cluster, Inner, PgClusterConfig, PgTenancy, PoolRegistry, ScopeMode};
@@ -34,6 +35,7 @@ pub struct PgTenancyBuilder {
     policy: PlacementPolicy,
     hooks: Arc<dyn LifecycleHooks>,
     deletion_grace: Duration,
+    affinity: Duration,
 }
 
 impl PgTenancy {
@@ -52,6 +54,7 @@ impl PgTenancy {
             policy: PlacementPolicy::default(),
             hooks: Arc::new(NoHooks),
             deletion_grace: crate::catalog::DEFAULT_DELETION_GRACE,
+            affinity: super::affinity::DEFAULT_AFFINITY,
         }
     }
 }
@@ -147,6 +150,38 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// How long a shared runtime connection may stay with one tenant
+    /// between full resets ([`ScopeMode::Shared`] only; default 1 s, at
+    /// most 10 s, zero turns it off).
+    ///
+    /// A connection a tenant's handle has finished with (a committed
+    /// [`TenantTx`](super::TenantTx), or a dropped
+    /// [`TenantConn`](super::TenantConn)) is kept for that tenant instead
+    /// of going back to the pool, and its next handle takes it again with
+    /// only a cheap reset of the session in the same round trip as its
+    /// scope: no full reset, no release ping, and a schema tenant keeps
+    /// its statement cache. Another tenant never gets it without the full
+    /// reset. Within the window the tenant's own next handles can meet
+    /// what its raw SQL `PREPARE`d or `DEALLOCATE`d on that connection, or
+    /// a transaction it left open on a `TenantConn` — never another
+    /// tenant. At most half the pool is kept, and only while the pool can
+    /// still serve others at once; see the `affinity` notes in
+    /// [`ScopeMode::Shared`].
+    ///
+    /// ```
+    /// # fn run(catalog: saas_tenancy::DynCatalog) -> Result<(), saas_tenancy::TenancyError> {
+    /// use std::time::Duration;
+    /// // Every handle starts from a fully reset connection.
+    /// let builder = saas_tenancy::postgres::PgTenancy::builder(catalog)
+    ///     .connection_affinity(Duration::ZERO);
+    /// # let _ = builder; Ok(())
+    /// # }
+    /// ```
+    pub fn connection_affinity(mut self, window: Duration) -> Self {
+        self.affinity = window;
+        self
+    }
+
     /// The clock the record cache and export timestamps read.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -161,6 +196,7 @@ impl PgTenancyBuilder {
             ));
         }
         crate::catalog::check_deletion_grace(self.deletion_grace)?;
+        super::affinity::check_window(self.affinity)?;
         if self.clusters.is_empty() {
             return Err(TenancyError::InvalidInput(
                 "no clusters configured; add one with .cluster(..)".to_owned(),
@@ -174,6 +210,8 @@ impl PgTenancyBuilder {
             let scoped = self.mode == ScopeMode::Shared;
             let runtime = session::runtime_pool_options(config.max_connections, scoped)
                 .connect_lazy_with(super::runtime_options(&config));
+            let affinity = scoped
+                .then(|| Affinity::new(runtime.clone(), config.max_connections, self.affinity));
             let name = config.name.clone();
             if clusters
                 .insert(
@@ -182,6 +220,7 @@ impl PgTenancyBuilder {
                         config,
                         admin,
                         runtime,
+                        affinity,
                     },
                 )
                 .is_some()

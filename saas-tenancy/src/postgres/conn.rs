@@ -1,10 +1,12 @@
 use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, Postgres};
 
 use super::PgPoolLease;
+use super::affinity::Affinity;
 use crate::placement::Placement;
 
 /// A connection scoped to one tenant, for single statements that each
@@ -58,6 +60,9 @@ pub struct TenantConn {
     clear_caches: bool,
     tenant: TenantId,
     placement: Placement,
+    // Where a shared connection may be kept for the tenant, and when it
+    // last left the pool (see `affinity`).
+    affinity: Option<(Affinity, Instant)>,
     // Dropped after `conn` has gone back to the tenant pool.
     _lease: Option<PgPoolLease>,
 }
@@ -69,6 +74,7 @@ impl TenantConn {
         tenant: TenantId,
         placement: Placement,
         lease: Option<PgPoolLease>,
+        affinity: Option<(Affinity, Instant)>,
     ) -> Self {
         // Only a shared connection moves between schemas, whose same-named
         // types would clash in sqlx's caches.
@@ -79,6 +85,7 @@ impl TenantConn {
             clear_caches,
             tenant,
             placement,
+            affinity,
             _lease: lease,
         }
     }
@@ -109,6 +116,15 @@ impl TenantConn {
         Ok(())
     }
 
+    /// Closes the connection instead of keeping or returning it (its
+    /// scope could not be set on a kept connection: its state is unknown).
+    pub(super) fn discard(mut self) {
+        self.affinity = None;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+
     fn conn(&self) -> &PgConnection {
         // `conn` is only taken in `drop`.
         match &self.conn {
@@ -130,6 +146,11 @@ impl Drop for TenantConn {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        if let Some((affinity, left_pool)) = self.affinity.take() {
+            // Kept for the tenant, or handed back through the reset.
+            affinity.keep(conn, self.tenant, self.placement.clone(), left_pool);
+            return;
+        }
         // The scope and whatever else raw SQL left on the session are
         // reset by the pool on release (see `session`); only sqlx's own
         // caches, which the server knows nothing of, are emptied here.

@@ -201,6 +201,12 @@ impl PgTenancy {
             self.inner.deletion_grace,
             cluster.config.admin.get_username(),
         );
+        // This process's connections kept for the tenant hold no handle
+        // but may hold its handle lock (a kept session handle's): handed
+        // back through the reset, which releases it.
+        if let Some(affinity) = &cluster.affinity {
+            affinity.release_tenant(record.id);
+        }
         // This process's tenant pool (tenant pools, database placements):
         // closed at once, its checked-out connections waited for.
         self.inner

@@ -1,6 +1,7 @@
 //! PostgreSQL placements: rows with RLS, a schema per tenant, a database
 //! per tenant — chosen per tenant, on one or several clusters.
 
+mod affinity;
 mod audit;
 mod builder;
 mod cache;
@@ -36,12 +37,39 @@ pub use builder::PgTenancyBuilder;
 pub use conn::TenantConn;
 pub use fence::handle_lock_key;
 
+/// Puts the scope on a connection kept for `tenant` and checks that the
+/// reply is this statement's: on an exchange left out of step (a refused
+/// `COPY … TO STDOUT` through sqlx's raw copy API leaves a reply unread)
+/// sqlx would take an earlier reply for it and report success.
+async fn scope_kept(
+    conn: &mut sqlx::PgConnection,
+    statement: String,
+    tenant: TenantId,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
+        .fetch_all(&mut *conn)
+        .await?;
+    let echoed: Option<String> = match rows.last() {
+        Some(row) => row.try_get(sql::SCOPE_COLUMN).ok(),
+        None => None,
+    };
+    if echoed == Some(tenant.to_string()) {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(
+            "a kept connection's reply to its scope was not its own".to_owned(),
+        ))
+    }
+}
+
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
 type PoolRegistry = crate::registry::PoolRegistry<Postgres>;
 pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
 pub use tx::TenantTx;
 
+use affinity::{Affinity, SharedCheckout};
 use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
@@ -106,6 +134,9 @@ struct Cluster {
     config: PgClusterConfig,
     admin: PgPool,
     runtime: PgPool,
+    /// Connections of `runtime` kept for their tenant ([`ScopeMode::Shared`]
+    /// with a non-zero affinity window).
+    affinity: Option<Affinity>,
 }
 
 impl Cluster {
@@ -234,25 +265,45 @@ impl PgTenancy {
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(record).await? {
             let conn = self.checkout(lease.pool(), tenant, fences).await?;
-            return TenantTx::begin(conn, None, tenant, placement, Some(lease)).await;
+            return TenantTx::begin(conn, None, tenant, placement, Some(lease), None, false).await;
         }
         let cluster = self.cluster(placement.cluster())?;
-        let begin = match &placement {
-            Placement::Schema { schema, .. } => sql::begin_schema(schema, tenant),
-            _ => sql::begin_row(tenant),
+        let begin = |reused: bool| match &placement {
+            Placement::Schema { schema, .. } => sql::begin_schema(schema, tenant, reused),
+            _ => sql::begin_row(tenant, reused),
         };
-        let begin = AssertSqlSafe(begin).into_sql_str();
         let mut attempts = 0;
+        let mut may_reuse = true;
         loop {
-            let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
+            let checkout = self
+                .shared_checkout(cluster, tenant, &placement, fences, may_reuse)
+                .await?;
+            let reused = checkout.reused;
+            let statement = AssertSqlSafe(begin(reused)).into_sql_str();
+            let affinity = cluster.affinity.clone().map(|a| (a, checkout.left_pool));
             let placement = placement.clone();
-            match TenantTx::begin(conn, Some(begin.clone()), tenant, placement, None).await {
+            match TenantTx::begin(
+                checkout.conn,
+                Some(statement),
+                tenant,
+                placement,
+                None,
+                affinity,
+                reused,
+            )
+            .await
+            {
                 // A connection that died while idle in the pool (see
-                // `session`): nothing ran on it; take another one — after
-                // reading the record again, since a deletion also ends
-                // sessions (it cuts the tenant's handles).
-                Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
+                // `session`), or a kept one whose first round trip failed
+                // (it is closed): nothing ran on it; take another one from
+                // the pool — after reading the record again, since a
+                // deletion also ends sessions (it cuts the tenant's handles).
+                Err(e)
+                    if (reused || session::is_dead_connection(&e))
+                        && attempts < cluster.retries() =>
+                {
                     attempts += 1;
+                    may_reuse = false;
                     self.recheck(tenant).await?;
                 }
                 result => return result,
@@ -269,32 +320,70 @@ impl PgTenancy {
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
             let conn = self.checkout(lease.pool(), tenant, fences).await?;
-            return Ok(TenantConn::new(conn, false, tenant, placement, Some(lease)));
+            return Ok(TenantConn::new(
+                conn,
+                false,
+                tenant,
+                placement,
+                Some(lease),
+                None,
+            ));
         }
         let cluster = self.cluster(placement.cluster())?;
-        let scope = match &placement {
-            Placement::Schema { schema, .. } => sql::scope_session_schema(schema, tenant),
-            _ => sql::scope_session_row(tenant),
+        let scope = |reused: bool| match &placement {
+            Placement::Schema { schema, .. } => sql::scope_session_schema(schema, tenant, reused),
+            _ => sql::scope_session_row(tenant, reused),
         };
         let mut attempts = 0;
+        let mut may_reuse = true;
         loop {
-            let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
+            let checkout = self
+                .shared_checkout(cluster, tenant, &placement, fences, may_reuse)
+                .await?;
+            let reused = checkout.reused;
+            let affinity = cluster.affinity.clone().map(|a| (a, checkout.left_pool));
             // Wrapped before the scope is set, so that even a cancellation
-            // right here resets the connection before it is reused.
-            let mut conn = TenantConn::new(conn, true, tenant, placement.clone(), None);
-            let scoped = match conn.clear_caches_if_shared().await {
-                Ok(()) => conn.execute(AssertSqlSafe(scope.clone())).await.map(drop),
+            // right here resets the connection before another tenant uses it.
+            let mut conn = TenantConn::new(
+                checkout.conn,
+                true,
+                tenant,
+                placement.clone(),
+                None,
+                affinity,
+            );
+            // A kept connection's caches are this tenant's already.
+            let cleared = if reused {
+                Ok(())
+            } else {
+                conn.clear_caches_if_shared().await
+            };
+            let scoped = match cleared {
+                Ok(()) if reused => scope_kept(&mut conn, scope(true), tenant).await,
+                Ok(()) => conn.execute(AssertSqlSafe(scope(false))).await.map(drop),
                 Err(e) => Err(e),
             };
             match scoped.map_err(TenancyError::from) {
                 Ok(()) => return Ok(conn),
-                // A connection that died while idle (see `session`, and
-                // `begin_record` for the second read of the record).
-                Err(e) if session::is_dead_connection(&e) && attempts < cluster.retries() => {
+                // A connection that died while idle, or a kept one whose
+                // first round trip failed (see `begin_record`).
+                Err(e)
+                    if (reused || session::is_dead_connection(&e))
+                        && attempts < cluster.retries() =>
+                {
+                    if reused {
+                        conn.discard();
+                    }
                     attempts += 1;
+                    may_reuse = false;
                     self.recheck(tenant).await?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if reused {
+                        conn.discard();
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -329,6 +418,27 @@ impl PgTenancy {
             self.servable(tenant).await?;
         }
         Ok(conn?)
+    }
+
+    /// A shared runtime connection for `tenant`: one kept for it (when
+    /// `may_reuse`), else one from the pool — after handing back the
+    /// oldest kept connection if the pool has nothing idle.
+    async fn shared_checkout(
+        &self,
+        cluster: &Cluster,
+        tenant: TenantId,
+        placement: &Placement,
+        fences: u64,
+        may_reuse: bool,
+    ) -> Result<SharedCheckout, TenancyError> {
+        if let Some(affinity) = &cluster.affinity {
+            if may_reuse && let Some(kept) = affinity.take(tenant, placement) {
+                return Ok(kept);
+            }
+            affinity.make_room();
+        }
+        let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
+        Ok(SharedCheckout::from_pool(conn))
     }
 
     /// The tenant's own pool, when its placement or the scope mode uses one.
@@ -420,6 +530,19 @@ impl PgTenancy {
     /// restart), plain use of this pool sees the error.
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
+    }
+
+    /// Hands every runtime connection kept for its tenant (see
+    /// [`PgTenancyBuilder::connection_affinity`]) back to its pool, through
+    /// the full reset; returns how many. Call it before closing a runtime
+    /// pool at shutdown, so that `close` does not wait for the window.
+    pub fn release_kept_connections(&self) -> usize {
+        self.inner
+            .clusters
+            .values()
+            .filter_map(|c| c.affinity.as_ref())
+            .map(Affinity::release_all)
+            .sum()
     }
 
     /// Closes tenant pools unused for longer than

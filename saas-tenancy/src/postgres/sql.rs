@@ -67,26 +67,73 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What a tenant's handle sends before its scope when it reuses a
+/// connection kept for its tenant (see `affinity`), in the same round
+/// trip: closes cursors, returns role and session authorization to the
+/// login's, resets every setting, unlistens, drops temporary objects and
+/// sequence state, and releases session advisory locks (the handle lock
+/// of a kept session handle included; the scope takes it again). The
+/// prepared-statement census of the full reset is left out: what it finds
+/// cannot reach another tenant from a kept connection.
+pub(super) const REUSE_RESET: &str = "CLOSE ALL; RESET SESSION AUTHORIZATION; RESET ROLE; \
+    RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; \
+    SELECT pg_catalog.pg_advisory_unlock_all(); ";
+
+/// Checked in the first round trip of a handle on a connection kept for
+/// its tenant, after [`REUSE_RESET`]: that round trip fails — by reading
+/// a setting that does not exist, evaluated only in that case — and the
+/// handle takes a pool connection instead (see `PgTenancy::begin_record`)
+/// when the tenant's raw SQL left what the in-band reset cannot undo:
+/// - a transaction open (a raw `BEGIN` on a `TenantConn`): the round
+///   trip then runs inside it, and its transaction began earlier;
+/// - session-level transaction characteristics (`SET SESSION
+///   CHARACTERISTICS`, `default_transaction_*`): a transaction's are fixed
+///   when the round trip begins, before the reset restores the defaults
+///   they come from.
+const KEPT_SESSION_CHECK: &str = "CASE WHEN \
+    pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp() \
+    OR pg_catalog.current_setting('transaction_read_only') \
+        <> pg_catalog.current_setting('default_transaction_read_only') \
+    OR pg_catalog.current_setting('transaction_isolation') \
+        <> pg_catalog.current_setting('default_transaction_isolation') \
+    OR pg_catalog.current_setting('transaction_deferrable') \
+        <> pg_catalog.current_setting('default_transaction_deferrable') \
+    THEN pg_catalog.current_setting('saas.kept_session_left_a_transaction_or_its_characteristics') \
+    END";
+
 /// The `BEGIN` of a row-strategy transaction on a shared connection:
 /// starts it, takes the tenant's handle lock shared for the transaction
 /// (see `fence.rs`) and sets the tenant transaction-locally, in one round
 /// trip. The id and keys are formatted from a [`TenantId`] (hex digits,
-/// hyphens and integers only), never from input. (What earlier users left
-/// on the session was reset when the connection went back to the pool.)
-pub(super) fn begin_row(tenant: TenantId) -> String {
+/// hyphens and integers only), never from input. What earlier users left
+/// on the session was reset when the connection went back to the pool —
+/// or, on a connection kept for this tenant (`reused`), is reset in this
+/// same round trip.
+pub(super) fn begin_row(tenant: TenantId, reused: bool) -> String {
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
-    format!("BEGIN; SELECT {lock}, set_config('{TENANT_SETTING}', '{tenant}', true)")
+    let set = format!("set_config('{TENANT_SETTING}', '{tenant}', true)");
+    if reused {
+        format!("{REUSE_RESET}BEGIN; SELECT {lock}, {set}, {KEPT_SESSION_CHECK}")
+    } else {
+        format!("BEGIN; SELECT {lock}, {set}")
+    }
 }
 
 /// The `BEGIN` of a schema-strategy transaction on a shared connection:
 /// takes the tenant's handle lock shared for the transaction, then
 /// switches to the tenant's role and schema transaction-locally, in one
-/// round trip. The lock comes first: a `BEGIN` that had to wait for a
-/// deletion finds the role gone and fails.
-pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
+/// round trip (after [`REUSE_RESET`] when `reused`, as for rows). The lock
+/// comes first: a `BEGIN` that had to wait for a deletion finds the role
+/// gone and fails.
+pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId, reused: bool) -> String {
     let s = schema.quoted();
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
-    format!("BEGIN; SELECT {lock}; SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}")
+    let scope = format!("SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}");
+    if reused {
+        format!("{REUSE_RESET}BEGIN; SELECT {lock}, {KEPT_SESSION_CHECK}; {scope}")
+    } else {
+        format!("BEGIN; SELECT {lock}; {scope}")
+    }
 }
 
 /// A call of the advisory-lock function `function` on the tenant's
@@ -148,22 +195,41 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
     )
 }
 
+/// The column of a session scope's last row that echoes the tenant id,
+/// so that a kept connection's reply can be checked to be its own.
+pub(super) const SCOPE_COLUMN: &str = "saas_scope";
+
 /// Puts a row tenant's scope on a shared session and takes its handle
 /// lock shared for the session (both undone when the connection goes back
-/// to its pool).
-pub(super) fn scope_session_row(tenant: TenantId) -> String {
+/// to its pool); on a connection kept for this tenant (`reused`), after
+/// resetting it in the same round trip.
+pub(super) fn scope_session_row(tenant: TenantId, reused: bool) -> String {
     let lock = handle_lock(tenant, "pg_advisory_lock_shared");
-    format!("SELECT {lock}, set_config('{TENANT_SETTING}', '{tenant}', false)")
+    let set = format!("set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}");
+    if reused {
+        format!("{REUSE_RESET}SELECT {lock}, {set}, {KEPT_SESSION_CHECK}")
+    } else {
+        format!("SELECT {lock}, {set}")
+    }
 }
 
 /// Puts a schema tenant's scope on a shared session, after taking its
 /// handle lock shared for the session (all undone when the connection
-/// goes back to its pool).
-pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
+/// goes back to its pool); after resetting it when `reused`, as for rows.
+pub(super) fn scope_session_schema(
+    schema: &TenantObjectName,
+    tenant: TenantId,
+    reused: bool,
+) -> String {
     let s = schema.quoted();
     let lock = handle_lock(tenant, "pg_advisory_lock_shared");
-    format!(
-        "SELECT {lock}; SET ROLE {s}; SET search_path TO {s}; \
-         SELECT set_config('{TENANT_SETTING}', '{tenant}', false)"
-    )
+    let scope = format!(
+        "SET ROLE {s}; SET search_path TO {s}; \
+         SELECT set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}"
+    );
+    if reused {
+        format!("{REUSE_RESET}SELECT {lock}, {KEPT_SESSION_CHECK}; {scope}")
+    } else {
+        format!("SELECT {lock}; {scope}")
+    }
 }

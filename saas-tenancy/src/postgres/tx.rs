@@ -1,4 +1,5 @@
 use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
@@ -7,6 +8,7 @@ use sqlx::{Connection, PgConnection, Postgres, SqlStr};
 use sqlx_core::transaction::TransactionManager;
 
 use super::PgPoolLease;
+use super::affinity::Affinity;
 use crate::error::TenancyError;
 use crate::placement::Placement;
 
@@ -63,6 +65,9 @@ pub struct TenantTx {
     // Held until the connection has gone back; `None` on a shared
     // runtime connection.
     lease: Option<PgPoolLease>,
+    // Where a committed shared connection may be kept for the tenant,
+    // and when it last left the pool (see `affinity`).
+    affinity: Option<(Affinity, Instant)>,
 }
 
 /// Where the transaction is, for what dropping it must do.
@@ -75,6 +80,9 @@ enum State {
     Open,
     /// Committed or rolled back, with the caches already emptied.
     Ended,
+    /// Committed on a shared connection that may be kept for the tenant
+    /// (caches not emptied: keeping or handing back sees to them).
+    Committed,
 }
 
 impl TenantTx {
@@ -89,6 +97,10 @@ impl TenantTx {
         // Held until the connection has gone back; `None` on a shared
         // runtime connection.
         lease: Option<PgPoolLease>,
+        // On a shared connection: where it may be kept, and whether it
+        // was kept for this tenant already (its caches are the tenant's).
+        affinity: Option<(Affinity, Instant)>,
+        reused: bool,
     ) -> Result<Self, TenancyError> {
         // Only a shared connection moves between schemas (see `TenantConn`).
         let clear_caches = lease.is_none() && matches!(placement, Placement::Schema { .. });
@@ -99,12 +111,15 @@ impl TenantTx {
             tenant,
             placement,
             lease,
+            affinity,
         };
         PgTransactionManager::begin(tx.conn_mut(), statement).await?;
         // sqlx's transaction manager keeps its transaction depth, so a
         // nested `begin` on the handle makes a savepoint as with `Transaction`.
         tx.state = State::Open;
-        tx.clear_caches_if_shared().await?;
+        if !reused {
+            tx.clear_caches_if_shared().await?;
+        }
         Ok(tx)
     }
 
@@ -137,6 +152,13 @@ impl TenantTx {
     pub async fn commit(mut self) -> Result<(), TenancyError> {
         // On any error `self` is dropped still `Open`: rolled back, and
         // the connection is closed unless its caches can be emptied.
+        if self.affinity.is_some() {
+            // Kept for the tenant, caches and all, or handed back with
+            // them emptied (see `Drop`).
+            PgTransactionManager::commit(self.conn_mut()).await?;
+            self.state = State::Committed;
+            return Ok(());
+        }
         self.clear_caches_if_shared().await?;
         PgTransactionManager::commit(self.conn_mut()).await?;
         self.state = State::Ended;
@@ -174,6 +196,14 @@ impl Drop for TenantTx {
         };
         match self.state {
             State::Ended => return,
+            State::Committed => {
+                if let Some((affinity, left_pool)) = self.affinity.take() {
+                    affinity.keep(conn, self.tenant, self.placement.clone(), left_pool);
+                } else if self.clear_caches {
+                    super::conn::release_with_caches_emptied(conn);
+                }
+                return;
+            }
             // The server may or may not be in the transaction, with the
             // tenant's scope: never hand such a connection back.
             State::Beginning => {

@@ -195,6 +195,7 @@ impl PgSandbox {
             cluster,
             ..
         } = self;
+        tenancy.release_kept_connections();
         if let Ok(pool) = tenancy.runtime_pool(&cluster) {
             pool.close().await;
         }

@@ -151,6 +151,19 @@ impl LeakTarget for PgLeakTarget {
             self.tamper_on(&mut conn, ctx, &placement, tamper, false)
                 .await?;
         }
+        if matches!(
+            tamper,
+            SessionTamper::Prepare
+                | SessionTamper::DeallocateAll
+                | SessionTamper::ReplaceCachedStatements
+        ) {
+            // What raw SQL prepares or deallocates stays with its tenant on
+            // a connection kept for it, by design (see
+            // `PgTenancyBuilder::connection_affinity`): hand the kept
+            // connections back, through the full reset, so that they are
+            // checked the way another tenant would meet them.
+            self.tenancy.release_kept_connections();
+        }
         Ok(())
     }
 
