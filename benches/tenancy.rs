@@ -31,6 +31,9 @@ const NOTES_PER_TENANT: i64 = 50;
 const POOL_SIZE: u32 = 2;
 /// The tenant-pool budget: room for `BUDGET / POOL_SIZE` busy tenants.
 const BUDGET: u32 = 50;
+/// Tenants taking turns in the Shared-mode case where no request follows
+/// one of its own tenant.
+const IN_TURN: usize = 8;
 /// Rounds of the over-budget case, where every request opens a connection.
 const OVER_BUDGET_ROUNDS: u32 = 10;
 
@@ -162,6 +165,8 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
     }
     if mode == ScopeMode::TenantPools {
         rows.push(over_budget(&mut sandbox, &plain, tenant).await);
+    } else {
+        rows.push(shared_in_turn(&mut sandbox, &plain, tenant).await);
     }
     plain.close().await;
     sandbox.cleanup().await;
@@ -212,6 +217,47 @@ async fn over_budget(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantId) 
         ),
         result,
         target: "(none: shows the cost past the budget)",
+    }
+}
+
+/// Shared mode with every request for another tenant than the one
+/// before: no connection is ever reused by its own tenant, so each goes
+/// back to the pool through the full reset (and a kept one is handed back
+/// first) — the cost of the session reset itself.
+async fn shared_in_turn(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantId) -> Row {
+    let mut turn = Vec::new();
+    for i in 0..IN_TURN {
+        let ctx = sandbox
+            .tenant(&format!("turn-{i}"), Strategy::Shared)
+            .await
+            .unwrap();
+        seed(sandbox, &ctx).await;
+        turn.push(ctx);
+    }
+    let next = std::cell::Cell::new(0_usize);
+    let result = compare_paired(
+        ROUNDS,
+        PER_ROUND / 2,
+        || async {
+            let mut tx = plain.begin().await.unwrap();
+            three_statements(&mut tx, "notes_plain", Some(tenant)).await;
+            tx.commit().await.unwrap();
+        },
+        || async {
+            let i = next.get();
+            next.set((i + 1) % turn.len());
+            let mut tx = sandbox.tenancy.begin(&turn[i]).await.unwrap();
+            three_statements(&mut tx, "notes", None).await;
+            tx.commit().await.unwrap();
+        },
+    )
+    .await;
+    Row {
+        case: format!(
+            "Shared · row (RLS) · begin + 3 statements + commit, {IN_TURN} tenants in turn"
+        ),
+        result,
+        target: "(none: shows the reset between tenants)",
     }
 }
 

@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use saas_core::TenantId;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgTransactionManager;
 use sqlx::{PgPool, Postgres};
+use sqlx_core::transaction::TransactionManager;
 
 use crate::error::TenancyError;
 use crate::placement::Placement;
@@ -171,7 +173,11 @@ impl Affinity {
         };
         let lot = &self.lot;
         let pool_can_serve = || lot.pool.num_idle() > 0 || lot.pool.size() < lot.max_connections;
+        // A transaction sqlx still counts as open (a leaked nested one)
+        // is for the full reset to judge (it closes the connection).
+        let in_transaction = PgTransactionManager::get_transaction_depth(&entry.conn) != 0;
         let keepable = lot.max_kept > 0
+            && !in_transaction
             && left_pool.elapsed() < lot.window
             && !lot.pool.is_closed()
             && pool_can_serve()
@@ -218,6 +224,11 @@ impl Affinity {
             theirs.into()
         };
         taken.into_iter().for_each(hand_back);
+    }
+
+    /// How many connections are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.lot.lock().len()
     }
 
     /// Hands back every kept connection; returns how many.

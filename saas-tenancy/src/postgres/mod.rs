@@ -113,12 +113,15 @@ pub enum ScopeMode {
     /// Row and schema tenants share one runtime pool per cluster; the scope
     /// is set per transaction (in the `BEGIN` round trip) or per checkout
     /// (reset before reuse). Scales to any number of active tenants; a
-    /// scoped single statement costs one extra round trip, and every
-    /// connection is reset as it goes back to the pool (one more round
-    /// trip, off the request path: see [`TenantConn`]). Schema tenants
-    /// also give up sqlx's per-connection statement and type caches at
-    /// every checkout (same-named types in two schemas would clash there),
-    /// so their statements are prepared again each time.
+    /// scoped single statement costs one extra round trip. A connection
+    /// goes back to the pool through a full reset (one more round trip,
+    /// off the request path: see [`TenantConn`]) — unless it is kept for
+    /// its tenant's next handle ([`PgTenancyBuilder::connection_affinity`],
+    /// on by default), which then resets it in the round trip of its own
+    /// scope. Schema tenants give up sqlx's per-connection statement and
+    /// type caches whenever a connection comes from the pool (same-named
+    /// types in two schemas would clash there), so their statements are
+    /// prepared again; on a kept connection the caches are their own.
     #[default]
     Shared,
     /// Every active tenant gets a small pool whose connections carry its
@@ -523,13 +526,27 @@ impl PgTenancy {
     /// The runtime pool of a cluster, as used by row and schema tenants.
     /// Plain use of it sees no tenant rows: every connection is reset as
     /// it goes back to the pool (see [`TenantConn`]), so no scope or other
-    /// session state of an earlier user is left on it. In
+    /// session state of an earlier user is left on it. Connections kept
+    /// for their tenant (see [`PgTenancyBuilder::connection_affinity`])
+    /// count as checked out in its `size()` and not as idle; they are
+    /// kept only while the pool has an idle connection or room for one. In
     /// [`ScopeMode::Shared`] a connection that came back less than a second
     /// ago is handed out without sqlx's liveness ping (it was just reset
     /// and pinged); scoped handles skip one that died meanwhile (a server
     /// restart), plain use of this pool sees the error.
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
+    }
+
+    /// How many runtime connections are kept for their tenant right now
+    /// (see [`PgTenancyBuilder::connection_affinity`]), over all clusters.
+    pub fn kept_connections(&self) -> usize {
+        self.inner
+            .clusters
+            .values()
+            .filter_map(|c| c.affinity.as_ref())
+            .map(Affinity::len)
+            .sum()
     }
 
     /// Hands every runtime connection kept for its tenant (see

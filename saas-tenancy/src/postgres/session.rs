@@ -24,6 +24,9 @@
 //! statement or `BEGIN`, before any of the host's SQL — and `begin` and
 //! `acquire` then take another one (see `PgTenancy::begin_record`).
 //!
+//! Connections kept for their tenant (see `affinity`) skip this while
+//! they stay with that tenant, and go through it when they leave.
+//!
 //! Measured against the alternatives (2026-12-04, this repository's
 //! machine, pgbench, one client, each figure from two or three 3–5 s
 //! runs): the reset's statements cost 10–30 µs of server time and the

@@ -69,15 +69,24 @@ pub(super) fn quote_ident(name: &str) -> String {
 
 /// What a tenant's handle sends before its scope when it reuses a
 /// connection kept for its tenant (see `affinity`), in the same round
-/// trip: closes cursors, returns role and session authorization to the
-/// login's, resets every setting, unlistens, drops temporary objects and
-/// sequence state, and releases session advisory locks (the handle lock
-/// of a kept session handle included; the scope takes it again). The
-/// prepared-statement census of the full reset is left out: what it finds
-/// cannot reach another tenant from a kept connection.
-pub(super) const REUSE_RESET: &str = "CLOSE ALL; RESET SESSION AUTHORIZATION; RESET ROLE; \
-    RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; \
-    SELECT pg_catalog.pg_advisory_unlock_all(); ";
+/// trip: closes cursors, returns the role to the login's, resets every
+/// setting, unlistens, drops temporary objects and sequence state. The
+/// scope's own `SELECT` then releases session advisory locks first (a
+/// kept session handle's handle lock included; the scope takes it again
+/// in the same target list, evaluated in order). Left out of the full
+/// reset (`session`): `RESET SESSION AUTHORIZATION` (only a superuser
+/// login can change it, and the runtime role is none — `audit()` says so)
+/// and the census of prepared statements (what it finds cannot reach
+/// another tenant from a kept connection). Before a `BEGIN` these run in
+/// the transaction it opens: a listener is removed when that transaction
+/// commits (`UNLISTEN` is transactional), and a rollback would undo the
+/// whole reset — so a rolled-back connection is never kept.
+pub(super) const REUSE_RESET: &str =
+    "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; ";
+
+/// Releases the session's advisory locks; first in a reused handle's
+/// scope `SELECT` (see [`REUSE_RESET`]).
+const UNLOCK_ALL: &str = "pg_catalog.pg_advisory_unlock_all()";
 
 /// Checked in the first round trip of a handle on a connection kept for
 /// its tenant, after [`REUSE_RESET`]: that round trip fails — by reading
@@ -113,7 +122,7 @@ pub(super) fn begin_row(tenant: TenantId, reused: bool) -> String {
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
     let set = format!("set_config('{TENANT_SETTING}', '{tenant}', true)");
     if reused {
-        format!("{REUSE_RESET}BEGIN; SELECT {lock}, {set}, {KEPT_SESSION_CHECK}")
+        format!("{REUSE_RESET}BEGIN; SELECT {UNLOCK_ALL}, {lock}, {set}, {KEPT_SESSION_CHECK}")
     } else {
         format!("BEGIN; SELECT {lock}, {set}")
     }
@@ -130,7 +139,7 @@ pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId, reused: 
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
     let scope = format!("SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}");
     if reused {
-        format!("{REUSE_RESET}BEGIN; SELECT {lock}, {KEPT_SESSION_CHECK}; {scope}")
+        format!("{REUSE_RESET}BEGIN; SELECT {UNLOCK_ALL}, {lock}, {KEPT_SESSION_CHECK}; {scope}")
     } else {
         format!("BEGIN; SELECT {lock}; {scope}")
     }
@@ -207,7 +216,7 @@ pub(super) fn scope_session_row(tenant: TenantId, reused: bool) -> String {
     let lock = handle_lock(tenant, "pg_advisory_lock_shared");
     let set = format!("set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}");
     if reused {
-        format!("{REUSE_RESET}SELECT {lock}, {set}, {KEPT_SESSION_CHECK}")
+        format!("{REUSE_RESET}SELECT {UNLOCK_ALL}, {lock}, {set}, {KEPT_SESSION_CHECK}")
     } else {
         format!("SELECT {lock}, {set}")
     }
@@ -228,7 +237,7 @@ pub(super) fn scope_session_schema(
          SELECT set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}"
     );
     if reused {
-        format!("{REUSE_RESET}SELECT {lock}, {KEPT_SESSION_CHECK}; {scope}")
+        format!("{REUSE_RESET}SELECT {UNLOCK_ALL}, {lock}, {KEPT_SESSION_CHECK}; {scope}")
     } else {
         format!("SELECT {lock}; {scope}")
     }

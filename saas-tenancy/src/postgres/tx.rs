@@ -22,8 +22,11 @@ use crate::placement::Placement;
 /// session besides — session-level `SET`, `SET ROLE`, `PREPARE`,
 /// `LISTEN`, advisory locks, held cursors, temporary tables — is reset
 /// when the connection goes back to its pool, or the connection is closed
-/// (see [`TenantConn`](super::TenantConn) for the list and for tenant
-/// pools): no tenant's state reaches another tenant.
+/// (see [`TenantConn`](super::TenantConn) for the list, for tenant
+/// pools, and for tenant affinity: a committed transaction's shared
+/// connection may first be kept for the same tenant's next handle; a
+/// rolled-back one never is, since the rollback undoes the reset its
+/// `BEGIN` round trip made): no tenant's state reaches another tenant.
 ///
 /// What the database enforces: on row placements, RLS policies admit only
 /// this tenant's rows, for reads and writes; on schema placements the
@@ -37,10 +40,13 @@ use crate::placement::Placement;
 /// build such statements from request data; see the crate's threat model
 /// for what each placement guarantees against SQL injection.
 ///
-/// On a shared runtime connection, a schema tenant's transaction starts
-/// and ends with sqlx's per-connection statement and type caches emptied
-/// (see [`TenantConn`](super::TenantConn)); ending it costs one more
-/// round trip when statements were prepared in it.
+/// On a shared runtime connection from the pool, a schema tenant's
+/// transaction starts with sqlx's per-connection statement and type caches
+/// emptied (see [`TenantConn`](super::TenantConn)); they are emptied again
+/// before the connection goes back to the pool (one more round trip when
+/// statements were prepared in it: in `rollback`, or off the request path
+/// when a committed connection is not kept); a connection kept for the
+/// tenant keeps them.
 ///
 /// Deletion: on a shared runtime connection the handle holds its
 /// tenant's handle lock shared until it ends (taken in the `BEGIN` round

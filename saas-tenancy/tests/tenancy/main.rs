@@ -20,6 +20,7 @@ mod manifest;
 mod migrate;
 mod model;
 mod numbers;
+mod pg_affinity;
 mod pg_cancel;
 mod pg_env;
 mod pg_isolation;

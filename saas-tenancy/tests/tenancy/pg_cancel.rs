@@ -83,6 +83,8 @@ pub(crate) async fn runtime_pool_is_clean(env: &PgSandbox, what: &str) {
 /// (their return, with its reset, runs in a spawned task), so that a
 /// checkout does not wait.
 pub(crate) async fn settle(env: &PgSandbox) {
+    // Connections kept for their tenant count as out of the pool.
+    env.tenancy.release_kept_connections();
     let pool = env.tenancy.runtime_pool(&env.cluster).unwrap();
     for _ in 0..1000 {
         if pool.num_idle() as u32 == pool.size() {

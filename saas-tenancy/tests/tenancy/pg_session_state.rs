@@ -63,7 +63,7 @@ where
 /// What a session shows of state left by earlier users, as names. The
 /// handle lock a scoped handle of `own` holds itself (see
 /// `postgres::handle_lock_key`) is its own state, not a leftover.
-async fn leftovers(conn: &mut PgConnection, own: Option<TenantId>) -> Vec<String> {
+pub(crate) async fn leftovers(conn: &mut PgConnection, own: Option<TenantId>) -> Vec<String> {
     // `pg_locks` shows the two int4 keys as unsigned oids; -1 matches none.
     let (k1, k2) = own.map_or((-1, -1), |id| {
         let (k1, k2) = handle_lock_key(id);
