@@ -145,16 +145,8 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
         let transaction = compare_paired(
             ROUNDS,
             PER_ROUND / 2,
-            || async {
-                let mut tx = plain.begin().await.unwrap();
-                three_statements(&mut tx, "notes_plain", Some(tenant)).await;
-                tx.commit().await.unwrap();
-            },
-            || async {
-                let mut tx = sandbox.tenancy.begin(ctx).await.unwrap();
-                three_statements(&mut tx, "notes", None).await;
-                tx.commit().await.unwrap();
-            },
+            || plain_transaction(&plain, tenant),
+            || scoped_transaction(&sandbox, ctx),
         )
         .await;
         rows.push(Row {
@@ -238,17 +230,11 @@ async fn shared_in_turn(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantI
     let result = compare_paired(
         ROUNDS,
         PER_ROUND / 2,
-        || async {
-            let mut tx = plain.begin().await.unwrap();
-            three_statements(&mut tx, "notes_plain", Some(tenant)).await;
-            tx.commit().await.unwrap();
-        },
-        || async {
+        || plain_transaction(plain, tenant),
+        || {
             let i = next.get();
             next.set((i + 1) % turn.len());
-            let mut tx = sandbox.tenancy.begin(&turn[i]).await.unwrap();
-            three_statements(&mut tx, "notes", None).await;
-            tx.commit().await.unwrap();
+            scoped_transaction(sandbox, &turn[i])
         },
     )
     .await;
@@ -259,6 +245,20 @@ async fn shared_in_turn(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantI
         result,
         target: "(none: shows the reset between tenants)",
     }
+}
+
+/// The baseline transaction: three statements filtered by hand.
+async fn plain_transaction(plain: &PgPool, tenant: TenantId) {
+    let mut tx = plain.begin().await.unwrap();
+    three_statements(&mut tx, "notes_plain", Some(tenant)).await;
+    tx.commit().await.unwrap();
+}
+
+/// The scoped transaction: the same three statements, filtered by the scope.
+async fn scoped_transaction(sandbox: &PgSandbox, ctx: &TenantContext) {
+    let mut tx = sandbox.tenancy.begin(ctx).await.unwrap();
+    three_statements(&mut tx, "notes", None).await;
+    tx.commit().await.unwrap();
 }
 
 /// Read, update, read — filtered by hand on the baseline, by the scope on

@@ -18,7 +18,7 @@ use saas_tenancy::{Strategy, TenancyError};
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use crate::pg_cancel::settle;
-use crate::pg_env::{add_note, sandbox};
+use crate::pg_env::{add_note, insert_note, sandbox};
 use crate::pg_session_state::leftovers;
 
 async fn pid(conn: &mut PgConnection) -> i32 {
@@ -338,14 +338,14 @@ async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
             for in_transaction in [true, false] {
                 let (again, isolation, read_only) = if in_transaction {
                     let mut tx = env.tenancy.begin(ctx).await.unwrap();
-                    add_note_on(&mut tx, ctx, what).await;
+                    insert_note(&mut tx, ctx, what).await;
                     let found = characteristics(&mut tx).await;
                     let p = pid(&mut tx).await;
                     tx.commit().await.unwrap();
                     (p, found.0, found.1)
                 } else {
                     let mut conn = env.tenancy.acquire(ctx).await.unwrap();
-                    add_note_on(&mut conn, ctx, what).await;
+                    insert_note(&mut conn, ctx, what).await;
                     let found = characteristics(&mut conn).await;
                     (pid(&mut conn).await, found.0, found.1)
                 };
@@ -364,15 +364,6 @@ async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
         assert_eq!(n, 8, "{}", ctx.slug());
     }
     env.cleanup().await;
-}
-
-async fn add_note_on(conn: &mut PgConnection, ctx: &TenantContext, body: &str) {
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-        .bind(ctx.tenant_id())
-        .bind(body)
-        .execute(conn)
-        .await
-        .unwrap();
 }
 
 async fn characteristics(conn: &mut PgConnection) -> (String, String) {
@@ -451,7 +442,7 @@ async fn a_deletion_hands_back_the_tenants_kept_connections() {
         .unwrap();
     {
         let mut conn = tenancy.acquire(&a).await.unwrap();
-        add_note_on(&mut conn, &a, "a-note").await;
+        insert_note(&mut conn, &a, "a-note").await;
     }
     let deleted = tokio::time::timeout(
         Duration::from_secs(60),

@@ -34,13 +34,18 @@ pub(crate) async fn sandbox_with_clock(
 /// Writes a note for `ctx` through its scoped transaction.
 pub(crate) async fn add_note(env: &PgSandbox, ctx: &TenantContext, body: &str) {
     let mut tx = env.tenancy.begin(ctx).await.unwrap();
+    insert_note(&mut tx, ctx, body).await;
+    tx.commit().await.unwrap();
+}
+
+/// Inserts a note of `ctx` through a scoped handle's connection.
+pub(crate) async fn insert_note(conn: &mut sqlx::PgConnection, ctx: &TenantContext, body: &str) {
     sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
         .bind(ctx.tenant_id())
         .bind(body)
-        .execute(&mut *tx)
+        .execute(conn)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// The schema or database name of a schema or database tenant, quoted.

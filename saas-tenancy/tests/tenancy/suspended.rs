@@ -9,7 +9,7 @@ use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::testing::sqlite::SqliteSandbox;
 use saas_tenancy::{Strategy, TenancyError};
 
-use crate::pg_env::sandbox;
+use crate::pg_env::{insert_note, sandbox};
 
 fn assert_refused_as_suspended<T: std::fmt::Debug>(result: Result<T, TenancyError>, what: &str) {
     match result {
@@ -32,15 +32,6 @@ async fn pg_bodies(env: &PgSandbox, ctx: &TenantContext) -> Vec<String> {
     bodies
 }
 
-async fn pg_insert(conn: &mut sqlx::PgConnection, ctx: &TenantContext, body: &str) {
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-        .bind(ctx.tenant_id())
-        .bind(body)
-        .execute(conn)
-        .await
-        .unwrap();
-}
-
 async fn pg_suspend(env: &PgSandbox, ctx: &TenantContext, to: TenantStatus) {
     env.tenancy.set_status(ctx.tenant_id(), to).await.unwrap();
 }
@@ -58,9 +49,9 @@ async fn pg_held_handles_outlive_suspension(mode: ScopeMode) {
 
         // A transaction held across the suspension works and commits.
         let mut tx = env.tenancy.begin(&ctx).await.unwrap();
-        pg_insert(&mut tx, &ctx, "before").await;
+        insert_note(&mut tx, &ctx, "before").await;
         pg_suspend(&env, &ctx, TenantStatus::Suspended).await;
-        pg_insert(&mut tx, &ctx, "in held tx").await;
+        insert_note(&mut tx, &ctx, "in held tx").await;
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
             .fetch_one(&mut *tx)
             .await
@@ -74,7 +65,7 @@ async fn pg_held_handles_outlive_suspension(mode: ScopeMode) {
         // The same for a single-statement connection.
         let mut conn = env.tenancy.acquire(&ctx).await.unwrap();
         pg_suspend(&env, &ctx, TenantStatus::Suspended).await;
-        pg_insert(&mut conn, &ctx, "in held conn").await;
+        insert_note(&mut conn, &ctx, "in held conn").await;
         drop(conn);
         assert_refused_as_suspended(env.tenancy.acquire(&ctx).await, &label);
         assert_refused_as_suspended(env.tenancy.begin(&ctx).await, &label);
