@@ -19,6 +19,8 @@ mod entitlements;
 mod fixtures;
 #[path = "billing/invoicing.rs"]
 mod invoicing;
+#[path = "billing/lagging_cycle.rs"]
+mod lagging_cycle;
 #[path = "billing/metering.rs"]
 mod metering;
 #[path = "billing/money.rs"]

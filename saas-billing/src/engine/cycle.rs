@@ -72,7 +72,7 @@ impl BillingEngine {
         Ok(report)
     }
 
-    async fn advance(
+    pub(super) async fn advance(
         &self,
         tenant: TenantId,
         id: SubscriptionId,

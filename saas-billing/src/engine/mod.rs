@@ -383,8 +383,17 @@ impl BillingEngine {
     ) -> Result<(Subscription, T), BillingError> {
         let mut last = None;
         for _ in 0..RETRIES {
+            let now = self.clock.now();
+            // The cycle may lag behind the clock. Invoicing the periods
+            // that ended before `now` first (as the cycle would) makes the
+            // operation act on the period containing `now`: it prorates
+            // against that period, and the ended periods keep the basis
+            // they were served on. The drafts are the cycle's, so they are
+            // not reported here.
+            self.advance(tenant, id, now, &mut cycle::CycleReport::default())
+                .await?;
             let mut sub = self.stores.subscriptions.get(tenant, id).await?;
-            let out = f(&mut sub, &self.catalog, self.clock.now())?;
+            let out = f(&mut sub, &self.catalog, now)?;
             match self.stores.subscriptions.update(sub).await {
                 Ok(saved) => return Ok((saved, out)),
                 Err(e @ BillingError::StaleVersion { .. }) => last = Some(e),

@@ -100,7 +100,9 @@ impl Subscription {
     /// Cancels now or at period end.
     ///
     /// # Errors
-    /// `IllegalTransition` from a terminal or otherwise excluded status.
+    /// `IllegalTransition` from a terminal or otherwise excluded status;
+    /// `InvalidInput` (field `now`) while the current period has
+    /// ended and is not invoiced yet.
     pub fn cancel(
         &mut self,
         mode: CancelMode,
@@ -111,10 +113,12 @@ impl Subscription {
         match mode {
             CancelMode::AtPeriodEnd => {
                 self.status.apply(SubscriptionEvent::ScheduleCancel)?;
+                self.check_period_open(now)?;
                 self.cancel_at_period_end = true;
             }
             CancelMode::Immediately { prorate } => {
                 let next = self.status.apply(SubscriptionEvent::Cancel)?;
+                self.check_period_open(now)?;
                 if prorate {
                     self.prorate(catalog, now, true, rounding)?;
                 }
@@ -149,7 +153,8 @@ impl Subscription {
     /// starting while paused are not billed.
     ///
     /// # Errors
-    /// `IllegalTransition`.
+    /// `IllegalTransition`; `InvalidInput` (field `now`) while the current period has
+    /// ended and is not invoiced yet.
     pub fn pause(
         &mut self,
         catalog: &Catalog,
@@ -157,6 +162,7 @@ impl Subscription {
         rounding: RoundingMode,
     ) -> Result<(), BillingError> {
         let next = self.status.apply(SubscriptionEvent::Pause)?;
+        self.check_period_open(now)?;
         self.prorate(catalog, now, true, rounding)?;
         self.accruing = false;
         self.status = next;
@@ -166,7 +172,8 @@ impl Subscription {
     /// Resumes now: the rest of the period is debited.
     ///
     /// # Errors
-    /// `IllegalTransition`.
+    /// `IllegalTransition`; `InvalidInput` (field `now`) while the current period has
+    /// ended and is not invoiced yet.
     pub fn resume(
         &mut self,
         catalog: &Catalog,
@@ -174,6 +181,7 @@ impl Subscription {
         rounding: RoundingMode,
     ) -> Result<(), BillingError> {
         let next = self.status.apply(SubscriptionEvent::Resume)?;
+        self.check_period_open(now)?;
         self.accruing = true;
         self.prorate(catalog, now, false, rounding)?;
         self.status = next;
@@ -185,7 +193,9 @@ impl Subscription {
     ///
     /// # Errors
     /// `IllegalTransition`; `NotFound` for an unknown plan version;
-    /// `InvalidInput` for another currency or cadence, or zero seats.
+    /// `InvalidInput` for another currency or cadence, or zero seats, and
+    /// (field `now`) while the current period has ended and is not
+    /// invoiced yet.
     pub fn change_plan(
         &mut self,
         change: PlanChange,
@@ -195,6 +205,7 @@ impl Subscription {
         rounding: RoundingMode,
     ) -> Result<PlanChangeOutcome, BillingError> {
         self.status.apply(SubscriptionEvent::ChangePlan)?;
+        self.check_period_open(now)?;
         let old = catalog.plan(&self.plan)?;
         let new = catalog.plan(&change.plan)?;
         check_sellable(new, self.currency, change.seats)?;
@@ -229,6 +240,30 @@ impl Subscription {
             }
         }
         Ok(PlanChangeOutcome { direction, timing })
+    }
+
+    /// Refuses an operation at `now` while the current period (the oldest
+    /// not yet invoiced) has already ended. Such an operation would
+    /// prorate against a period with no time left and change the plan the
+    /// ended period is billed on (issue 15 §1); the engine invoices the
+    /// ended periods before every operation, so only direct callers of the
+    /// pure operations meet this.
+    fn check_period_open(&self, now: DateTime<Utc>) -> Result<(), BillingError> {
+        if self.closed {
+            return Ok(());
+        }
+        let period = self.current_period()?;
+        if now >= period.end() {
+            return Err(BillingError::invalid(
+                "now",
+                format!(
+                    "period {} ended at {} and is not invoiced yet; run the billing cycle first",
+                    period.index(),
+                    period.end().to_rfc3339()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Switches plan now; before the period started (a trial), the
