@@ -102,7 +102,10 @@ impl BillingStores {
 /// Runs billing: every operation reads the time from the injected clock,
 /// changes a subscription through its pure operations and saves it with
 /// optimistic concurrency (retrying a few times on `StaleVersion`), then
-/// publishes domain events.
+/// publishes domain events. Before an operation it drafts the
+/// subscription's periods that ended before now, as
+/// [`run_billing_cycle`](Self::run_billing_cycle) would, so the invoices
+/// are the same however late the cycle runs.
 #[derive(Debug, Clone)]
 pub struct BillingEngine {
     catalog: Arc<Catalog>,
@@ -369,8 +372,9 @@ impl BillingEngine {
         Ok(sub)
     }
 
-    /// Reads, changes (on a copy) and saves a subscription, retrying on
-    /// `StaleVersion`.
+    /// Drafts the subscription's periods that ended before now (as the
+    /// billing cycle would), then reads, changes (on a copy) and saves it,
+    /// retrying on `StaleVersion`.
     async fn mutate<T>(
         &self,
         tenant: TenantId,

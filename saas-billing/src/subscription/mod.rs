@@ -12,6 +12,11 @@
 //! mid-period upgrade therefore shows the old plan's full price, a credit
 //! for its unused time and a debit for the new plan's remaining time, as
 //! Stripe's invoices do.
+//!
+//! An operation acts on the current period (the oldest not yet invoiced),
+//! so it must not run once that period has ended: the time-dependent
+//! operations refuse it, and [`crate::BillingEngine`] invoices the ended
+//! periods before every operation, whatever the billing cycle's lag.
 
 mod ops;
 mod proration;
