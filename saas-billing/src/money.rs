@@ -43,9 +43,12 @@ impl Money {
         Money { amount, currency }
     }
 
-    /// Zero in `currency`.
+    /// Zero in `currency`, written with the currency's minor digits like
+    /// any rounded amount: `0.00 USD`, `0 JPY`, `0.000 KWD`. It is also what
+    /// [`Money::checked_sum`] starts from, so an invoice with no lines
+    /// totals `0.00 USD`, not `0 USD`.
     pub fn zero(currency: Currency) -> Money {
-        Money::new(Decimal::ZERO, currency)
+        Money::new(Decimal::new(0, currency.exponent()), currency)
     }
 
     /// An amount given in minor units: `from_minor(1999, USD)` is 19.99 USD,

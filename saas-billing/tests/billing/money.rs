@@ -131,3 +131,35 @@ fn rounding_once_per_line_with_each_mode() {
     assert_eq!(yen.round(RoundingMode::HalfEven).to_string(), "1234 JPY");
     assert_eq!(yen.round(RoundingMode::HalfUp).to_minor().unwrap(), 1235);
 }
+
+#[test]
+fn zero_shows_the_currency_minor_digits() {
+    assert_eq!(Money::zero(Currency::USD).to_string(), "0.00 USD");
+    assert_eq!(Money::zero(Currency::JPY).to_string(), "0 JPY");
+    assert_eq!(Money::zero(Currency::KWD).to_string(), "0.000 KWD");
+    let nothing = Money::checked_sum(Currency::USD, []).unwrap();
+    assert_eq!(nothing.to_string(), "0.00 USD");
+    // Same value as an unpadded zero; only the display differs.
+    assert_eq!(nothing, Money::new(dec!(0), Currency::USD));
+}
+
+#[tokio::test]
+async fn an_invoice_with_no_lines_totals_zero_with_minor_digits() {
+    use saas_billing::InvoiceStore;
+    use saas_billing::store::InMemoryInvoiceStore;
+    use saas_billing::testing::fixtures::{draft, start};
+    use saas_core::TenantId;
+
+    let store = InMemoryInvoiceStore::new();
+    let tenant = TenantId::new();
+    let created = store
+        .create(draft(tenant, saas_billing::SubscriptionId::new(), 0))
+        .await
+        .unwrap();
+    let finalized = store
+        .finalize(tenant, created.id, Vec::new(), start())
+        .await
+        .unwrap();
+    assert!(finalized.lines.is_empty());
+    assert_eq!(finalized.total.to_string(), "0.00 USD");
+}
