@@ -42,7 +42,7 @@ pub use invoice::{
 pub use metering::{
     Aggregate, Aggregation, MAX_IDEMPOTENCY_KEY_LEN, Meter, UsageEvent, Window, aggregate,
 };
-pub use money::Money;
+pub use money::{MAX_SPLIT_PARTS, Money};
 pub use plan::{
     Catalog, CatalogBuilder, MAX_TRIAL_DAYS, PlanRef, PlanVersion, PlanVersionBuilder, Price,
     PriceKind, Product,

@@ -9,6 +9,16 @@ use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::rounding::RoundingMode;
 
+/// The most parts [`Money::split`] accepts: 10,000.
+///
+/// A split is for sharing one charge between payers, cost centres, seats or
+/// instalments, where ten thousand is already far beyond real use, and it
+/// needs about 150 bytes of working memory per part (weights, remainders
+/// and the result), so 10,000 parts stay near 1.5 MB. Without a limit,
+/// `split(usize::MAX)` panicked on capacity overflow and `split(2^34)`
+/// aborted the process when the allocation failed.
+pub const MAX_SPLIT_PARTS: usize = 10_000;
+
 /// An exact decimal amount in one [`Currency`].
 ///
 /// A `Money` may hold more decimal places than its currency has — unit
@@ -183,15 +193,27 @@ impl Money {
     /// to it, by largest remainder: 100.00 USD in three is 33.34 + 33.33 +
     /// 33.33, the extra minor units going to the earliest parts.
     ///
-    /// See [`Money::allocate`] for the rules.
+    /// See [`Money::allocate`] for the rules. At most [`MAX_SPLIT_PARTS`]
+    /// parts.
     ///
     /// # Errors
-    /// As [`Money::allocate`]; also `InvalidInput` when `parts` is zero.
+    /// As [`Money::allocate`]; also `InvalidInput` (field `parts`) when
+    /// `parts` is zero or above [`MAX_SPLIT_PARTS`] — nothing is allocated
+    /// then, so a huge count is an error, not a panic or an abort.
     pub fn split(self, parts: usize) -> Result<Vec<Money>, BillingError> {
         if parts == 0 {
             return Err(BillingError::invalid(
                 "parts",
                 "cannot split into zero parts",
+            ));
+        }
+        if parts > MAX_SPLIT_PARTS {
+            return Err(BillingError::invalid(
+                "parts",
+                format!(
+                    "cannot split into {parts} parts: at most {MAX_SPLIT_PARTS}; \
+                     split into fewer parts, or split a part again"
+                ),
             ));
         }
         self.allocate(&vec![Decimal::ONE; parts])

@@ -163,3 +163,22 @@ async fn an_invoice_with_no_lines_totals_zero_with_minor_digits() {
     assert!(finalized.lines.is_empty());
     assert_eq!(finalized.total.to_string(), "0.00 USD");
 }
+
+#[test]
+fn split_refuses_more_than_the_maximum_parts() {
+    use saas_billing::MAX_SPLIT_PARTS;
+
+    let total = Money::new(dec!(100.00), Currency::USD);
+    for parts in [MAX_SPLIT_PARTS + 1, 1 << 34, usize::MAX] {
+        let err = total.split(parts).unwrap_err();
+        assert!(
+            matches!(err, BillingError::InvalidInput { field: "parts", .. }),
+            "{parts}: {err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("at most 10000"), "{err}");
+    }
+    let parts = total.split(MAX_SPLIT_PARTS).unwrap();
+    assert_eq!(parts.len(), MAX_SPLIT_PARTS);
+    assert_eq!(Money::checked_sum(Currency::USD, parts).unwrap(), total);
+}
