@@ -11,8 +11,22 @@ use crate::entitlement::Entitlement;
 use crate::error::BillingError;
 use crate::ids::{FeatureKey, MeterKey, PriceKey, ProductId};
 
-/// Longest trial accepted, in days.
+/// Longest trial accepted, in days: by [`PlanVersionBuilder::trial_days`]
+/// (checked in `build`) and by `Trial::Days` when a subscription is
+/// created — one rule, [`check_trial_days`].
 pub const MAX_TRIAL_DAYS: u32 = 730;
+
+/// The trial-length rule shared by plan versions and subscriptions: `Err`
+/// holds the reason, which each caller wraps in its own error variant.
+pub(crate) fn check_trial_days(days: u32) -> Result<(), String> {
+    if days > MAX_TRIAL_DAYS {
+        Err(format!(
+            "a trial of {days} days is longer than the {MAX_TRIAL_DAYS} days allowed"
+        ))
+    } else {
+        Ok(())
+    }
+}
 
 /// Builds a [`PlanVersion`]; every rule is checked in [`build`](Self::build),
 /// which names the entry at fault.
@@ -182,11 +196,8 @@ impl PlanVersionBuilder {
         if self.reference.version == 0 {
             return Err(BillingError::catalog(item, "versions start at 1"));
         }
-        if self.trial_days > MAX_TRIAL_DAYS {
-            return Err(BillingError::catalog(
-                item,
-                format!("trial longer than {MAX_TRIAL_DAYS} days"),
-            ));
+        if let Err(reason) = check_trial_days(self.trial_days) {
+            return Err(BillingError::catalog(item, reason));
         }
         if self.prices.is_empty() {
             return Err(BillingError::catalog(

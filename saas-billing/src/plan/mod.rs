@@ -8,6 +8,7 @@
 mod builder;
 mod catalog;
 
+pub(crate) use builder::check_trial_days;
 pub use builder::{MAX_TRIAL_DAYS, PlanVersionBuilder};
 pub use catalog::{Catalog, CatalogBuilder};
 

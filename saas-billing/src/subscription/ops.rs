@@ -12,7 +12,7 @@ use super::{
 use crate::calendar::{BillingCalendar, resolve_local, to_local};
 use crate::currency::Currency;
 use crate::error::BillingError;
-use crate::plan::{Catalog, PlanRef, PlanVersion};
+use crate::plan::{Catalog, PlanRef, PlanVersion, check_trial_days};
 use crate::rounding::RoundingMode;
 
 impl Subscription {
@@ -26,7 +26,9 @@ impl Subscription {
     ///
     /// # Errors
     /// `NotFound` for an unknown plan version; `InvalidInput` if the plan
-    /// is not sold in the currency or seats is 0; `DateOutOfRange`.
+    /// is not sold in the currency or seats is 0, or (field `trial`) if
+    /// `Trial::Days` exceeds [`MAX_TRIAL_DAYS`](crate::MAX_TRIAL_DAYS), the
+    /// limit plan versions have too; `DateOutOfRange`.
     pub fn create(
         new: NewSubscription,
         catalog: &Catalog,
@@ -39,6 +41,10 @@ impl Subscription {
             Trial::Days(days) => days,
             Trial::None => 0,
         };
+        check_trial_days(trial_days).map_err(|reason| BillingError::InvalidInput {
+            field: "trial",
+            reason: format!("{reason}; ask for a shorter trial"),
+        })?;
         let trial_end = if trial_days == 0 {
             None
         } else {

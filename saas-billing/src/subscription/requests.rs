@@ -15,7 +15,9 @@ pub enum Trial {
     /// The plan version's trial (none if it has 0 days).
     #[default]
     PlanDefault,
-    /// A trial of this many days (0 for none), overriding the plan's.
+    /// A trial of this many days (0 for none), overriding the plan's; at
+    /// most [`MAX_TRIAL_DAYS`](crate::MAX_TRIAL_DAYS), like a plan's trial
+    /// (more is `InvalidInput` when the subscription is created).
     Days(u32),
     /// No trial.
     None,

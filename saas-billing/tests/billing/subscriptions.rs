@@ -397,3 +397,50 @@ proptest! {
         }
     }
 }
+
+/// `Trial::Days` obeys the plan builder's limit, `MAX_TRIAL_DAYS`.
+#[tokio::test]
+async fn trial_days_beyond_the_plan_limit_are_refused() {
+    use saas_billing::{Charge, MAX_TRIAL_DAYS, PlanId, PlanVersion, ProductId};
+
+    let h = harness(at(2024, 1, 10, 0));
+    let tenant = TenantId::new();
+    let new = |days| {
+        NewSubscription::new(tenant, plan("basic", 1), saas_billing::Currency::USD)
+            .trial(Trial::Days(days))
+    };
+    for days in [MAX_TRIAL_DAYS + 1, 100_000, u32::MAX] {
+        let err = h.engine().create_subscription(new(days)).await.unwrap_err();
+        assert!(
+            matches!(err, BillingError::InvalidInput { field: "trial", .. }),
+            "{days}: {err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("730 days"), "{err}");
+    }
+    let sub = h
+        .engine()
+        .create_subscription(new(MAX_TRIAL_DAYS))
+        .await
+        .unwrap();
+    assert_eq!(sub.trial_end(), Some(at(2026, 1, 9, 0)));
+
+    // The plan builder refuses the same count with the same reason.
+    let err = PlanVersion::builder(
+        PlanId::new("long").unwrap(),
+        1,
+        ProductId::new("app").unwrap(),
+    )
+    .trial_days(MAX_TRIAL_DAYS + 1)
+    .recurring("base", "Base", [Charge::flat(usd(dec!(1))).unwrap()])
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(err, BillingError::InvalidCatalog { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("731 days is longer than the 730 days allowed")
+    );
+}
