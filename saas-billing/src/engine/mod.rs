@@ -31,12 +31,40 @@ use crate::subscription::{
 };
 
 /// Engine settings.
+///
+/// The default rounds every invoice line **half-even** (banker's
+/// rounding: a tie goes to the even cent), not half-up. It matters on
+/// ties: a volume tier of 1001 units at 0.005 USD is exactly 5.005 USD,
+/// billed **5.00 USD** by default and 5.01 USD with
+/// [`RoundingMode::HalfUp`]. Choose the mode your invoices must follow
+/// with [`with_rounding`](Self::with_rounding):
+///
+/// ```
+/// use saas_billing::{dec, BillingConfig, Charge, Currency, Money, RoundingMode, TierTable};
+///
+/// let tiers = TierTable::builder()
+///     .up_to(dec!(1000), dec!(0.006))
+///     .unbounded(dec!(0.005))
+///     .build()?;
+/// let charge = Charge::volume(Currency::USD, tiers);
+/// let default = BillingConfig::default();
+/// assert_eq!(default.rounding, RoundingMode::HalfEven);
+/// let line = charge.compute(dec!(1001), default.rounding)?;
+/// assert_eq!(line.amount(), Money::new(dec!(5.00), Currency::USD));
+///
+/// let half_up = BillingConfig::default().with_rounding(RoundingMode::HalfUp);
+/// let line = charge.compute(dec!(1001), half_up.rounding)?;
+/// assert_eq!(line.amount(), Money::new(dec!(5.01), Currency::USD));
+/// # Ok::<(), saas_billing::BillingError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BillingConfig {
     /// Timing of upgrades and downgrades.
     pub proration: ProrationPolicy,
-    /// Rounding of every line.
+    /// How every invoice line (and proration line) is rounded to the minor
+    /// unit, once per line. Default [`RoundingMode::HalfEven`] — 5.005 USD
+    /// bills 5.00; set [`RoundingMode::HalfUp`] for 5.01.
     pub rounding: RoundingMode,
     /// How long after a period ends its draft waits for late usage before
     /// it is finalized. Usage arriving later is billed as a correction on
@@ -64,7 +92,8 @@ impl BillingConfig {
         self
     }
 
-    /// Sets the rounding mode.
+    /// Sets the rounding mode of every line (default half-even; see
+    /// [`BillingConfig`]).
     pub fn with_rounding(mut self, rounding: RoundingMode) -> Self {
         self.rounding = rounding;
         self

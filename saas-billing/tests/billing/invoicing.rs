@@ -329,3 +329,68 @@ async fn late_usage_corrections_use_the_late_periods_plan() {
         )]
     );
 }
+
+/// The engine's default rounding is half-even (documented on
+/// `BillingConfig` and in the README): 1001 units of a volume tier at
+/// 0.005 USD are exactly 5.005 USD, billed 5.00 by default and 5.01 with
+/// half-up.
+#[tokio::test]
+async fn default_rounding_is_half_even_on_a_volume_tie() {
+    use saas_billing::{
+        Aggregation, BillingConfig, Catalog, Charge, Meter, PlanId, PlanVersion, Product,
+        ProductId, RoundingMode, TierTable, testing::BillingHarness,
+    };
+
+    async fn bill(config: BillingConfig) -> saas_billing::Money {
+        let app = ProductId::new("app").unwrap();
+        let tiers = TierTable::builder()
+            .up_to(dec!(1000), dec!(0.006))
+            .unbounded(dec!(0.005))
+            .build()
+            .unwrap();
+        let catalog = Catalog::builder()
+            .product(Product::new(app.clone(), "App"))
+            .meter(Meter::new(
+                MeterKey::new("units").unwrap(),
+                Aggregation::Sum,
+            ))
+            .plan(
+                PlanVersion::builder(PlanId::new("volume").unwrap(), 1, app)
+                    .metered(
+                        "units",
+                        "Units",
+                        "units",
+                        [Charge::volume(Currency::USD, tiers)],
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut h = BillingHarness::new(catalog, at(2024, 4, 1, 0), config);
+        let tenant = TenantId::new();
+        let new = NewSubscription::new(tenant, plan("volume", 1), Currency::USD).trial(Trial::None);
+        let sub = h.engine().create_subscription(new).await.unwrap();
+        h.set_time(at(2024, 4, 10, 0));
+        let units = UsageEvent::new(
+            tenant,
+            sub.id(),
+            MeterKey::new("units").unwrap(),
+            dec!(1001),
+            at(2024, 4, 10, 0),
+            "u1",
+        );
+        h.engine().record_usage(units).await.unwrap();
+        h.advance_to(at(2024, 5, 3, 0)).await.unwrap();
+        let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+        assert_eq!(invoices.len(), 1);
+        assert!(invoices[0].is_finalized());
+        invoices[0].total
+    }
+
+    assert_eq!(BillingConfig::default().rounding, RoundingMode::HalfEven);
+    let default = bill(BillingConfig::default()).await;
+    assert_eq!(default.to_string(), "5.00 USD");
+    let half_up = bill(BillingConfig::default().with_rounding(RoundingMode::HalfUp)).await;
+    assert_eq!(half_up.to_string(), "5.01 USD");
+}
