@@ -61,6 +61,18 @@ pub use subscription::{
 pub use chrono_tz::Tz;
 pub use rust_decimal::Decimal;
 
+/// Re-exported from `chrono`: the instants and durations the API takes and
+/// returns (`DateTime<Utc>` timestamps, `TimeDelta` graces and skews), and
+/// `TimeZone` to build an instant (`Utc.with_ymd_and_hms(…)`), so a caller
+/// of the engine needs no `chrono` dependency of its own (or a mismatched
+/// version of one).
+pub use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+/// Re-exported from `saas_core`: the tenant id every engine and store call
+/// takes, the clock the engine reads (`SharedClock` = `Arc<dyn Clock>`;
+/// `SystemClock` in production, `ManualClock` in tests) and the
+/// `ErrorKind` that [`BillingError::kind`] returns.
+pub use saas_core::{Clock, ErrorKind, ManualClock, SharedClock, SystemClock, TenantId};
+
 // Not public API: what `dec!` expands to.
 #[doc(hidden)]
 pub mod __private {

@@ -29,6 +29,8 @@ mod money;
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/reexports.rs"]
+mod reexports;
 #[path = "billing/restore.rs"]
 mod restore;
 #[path = "billing/sql_scenario.rs"]
