@@ -30,7 +30,9 @@ pub use charge::{
     TierTableBuilder,
 };
 pub use currency::Currency;
-pub use engine::{BillingConfig, BillingEngine, BillingStores, CycleReport};
+pub use engine::{
+    BillingConfig, BillingEngine, BillingStores, CycleReport, MAX_STEPS_PER_SUBSCRIPTION,
+};
 pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, EntitlementValue};
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};

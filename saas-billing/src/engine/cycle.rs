@@ -19,6 +19,15 @@ use crate::subscription::{Subscription, SubscriptionStatus};
 
 const BATCH: usize = 100;
 
+/// The most steps (a period drafted and closed, a trial ended…) one run of
+/// [`BillingEngine::run_billing_cycle`] takes for one subscription: 10,000.
+///
+/// It bounds one run's work and memory for a subscription far behind (a
+/// daily cadence after years without runs, a restored backup); what is
+/// left is listed in [`CycleReport::periods_left`] and the next run
+/// continues from there.
+pub const MAX_STEPS_PER_SUBSCRIPTION: usize = 10_000;
+
 /// What one run of the billing cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -28,6 +37,23 @@ pub struct CycleReport {
     pub finalized: Vec<InvoiceId>,
     /// Subscriptions whose trial ended.
     pub trials_ended: Vec<SubscriptionId>,
+    /// Subscriptions this run left work for — ended periods not drafted
+    /// yet, because the run stopped after [`MAX_STEPS_PER_SUBSCRIPTION`]
+    /// steps for each (or lost that many races with other runs). Empty when
+    /// the run caught up; otherwise run the cycle again (at once, it is not
+    /// an error) until it is: see [`CycleReport::is_complete`]. (A
+    /// subscription whose last allowed step happened to catch it up is
+    /// listed too; the next run finds nothing left for it.)
+    pub periods_left: Vec<(TenantId, SubscriptionId)>,
+}
+
+impl CycleReport {
+    /// Whether everything due at the run's time was done: no subscription
+    /// has [`periods_left`](Self::periods_left). When `false`, call
+    /// `run_billing_cycle` again.
+    pub fn is_complete(&self) -> bool {
+        self.periods_left.is_empty()
+    }
 }
 
 impl BillingEngine {
@@ -42,6 +68,18 @@ impl BillingEngine {
     /// draft per subscription and period through and subscription updates
     /// are optimistic, so racing runs produce one invoice, not two.
     ///
+    /// One run takes at most [`MAX_STEPS_PER_SUBSCRIPTION`] steps per
+    /// subscription: a subscription further behind is listed in
+    /// [`CycleReport::periods_left`] and the run still returns `Ok` — run
+    /// the cycle again until [`CycleReport::is_complete`]:
+    ///
+    /// ```no_run
+    /// # async fn catch_up(engine: &saas_billing::BillingEngine) -> Result<(), saas_billing::BillingError> {
+    /// while !engine.run_billing_cycle().await?.is_complete() {}
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// The first store or rating failure; work done before it stays done
     /// and a later run continues from there.
@@ -52,8 +90,16 @@ impl BillingEngine {
             let due = self.stores.subscriptions.due(now, BATCH).await?;
             let full = due.len() == BATCH;
             for sub in due {
-                self.advance(sub.tenant_id, sub.id, now, &mut report)
+                let key = (sub.tenant_id, sub.id);
+                // A subscription still behind comes back in the next batch
+                // (it is still due) and is listed once, while it is behind.
+                report.periods_left.retain(|left| *left != key);
+                let caught_up = self
+                    .advance(sub.tenant_id, sub.id, now, &mut report)
                     .await?;
+                if !caught_up {
+                    report.periods_left.push(key);
+                }
             }
             if !full {
                 break;
@@ -72,15 +118,17 @@ impl BillingEngine {
         Ok(report)
     }
 
+    /// Steps `id` through what is due at `now`; `false` when it stopped
+    /// after [`MAX_STEPS_PER_SUBSCRIPTION`] steps with work left.
     pub(super) async fn advance(
         &self,
         tenant: TenantId,
         id: SubscriptionId,
         now: DateTime<Utc>,
         report: &mut CycleReport,
-    ) -> Result<(), BillingError> {
+    ) -> Result<bool, BillingError> {
         // Bounded: each pass either saves progress or stops.
-        for _ in 0..10_000 {
+        for _ in 0..MAX_STEPS_PER_SUBSCRIPTION {
             let mut sub = self.stores.subscriptions.get(tenant, id).await?;
             let before = sub.status;
             let mut changed = sub.end_trial_if_due(now)?;
@@ -101,7 +149,7 @@ impl BillingEngine {
                 }
             }
             if !changed {
-                return Ok(());
+                return Ok(true);
             }
             let saved = match self.stores.subscriptions.update(sub).await {
                 Ok(saved) => saved,
@@ -125,7 +173,7 @@ impl BillingEngine {
             }
             self.sync_entitlements(&saved)?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Rates and stores the draft of the current period; `None` when

@@ -6,7 +6,7 @@ mod entitlements;
 mod preview;
 mod usage;
 
-pub use cycle::CycleReport;
+pub use cycle::{CycleReport, MAX_STEPS_PER_SUBSCRIPTION};
 
 use std::sync::Arc;
 

@@ -394,3 +394,45 @@ async fn default_rounding_is_half_even_on_a_volume_tie() {
     let half_up = bill(BillingConfig::default().with_rounding(RoundingMode::HalfUp)).await;
     assert_eq!(half_up.to_string(), "5.01 USD");
 }
+
+/// A subscription more than `MAX_STEPS_PER_SUBSCRIPTION` periods behind:
+/// the run says so in `periods_left`, and the next run catches up.
+#[tokio::test]
+async fn a_cycle_that_stops_early_reports_the_periods_left() {
+    use saas_billing::{
+        Cadence, Catalog, Charge, MAX_STEPS_PER_SUBSCRIPTION, PlanId, PlanVersion, Product,
+        ProductId, testing::BillingHarness,
+    };
+
+    let app = ProductId::new("app").unwrap();
+    let catalog = Catalog::builder()
+        .product(Product::new(app.clone(), "App"))
+        .plan(
+            PlanVersion::builder(PlanId::new("daily").unwrap(), 1, app)
+                .cadence(Cadence::daily())
+                .recurring("base", "Daily", [Charge::flat(usd(dec!(1))).unwrap()])
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let start = at(2000, 1, 1, 0);
+    let mut h = BillingHarness::new(catalog, start, saas_billing::BillingConfig::default());
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("daily", 1), Currency::USD).trial(Trial::None);
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    let behind = i64::try_from(MAX_STEPS_PER_SUBSCRIPTION).unwrap() + 5;
+    let later = start + chrono::TimeDelta::days(behind);
+
+    let first = h.advance_to(later).await.unwrap();
+    assert_eq!(first.drafts_created.len(), MAX_STEPS_PER_SUBSCRIPTION);
+    assert_eq!(first.periods_left, [(tenant, sub.id())]);
+    assert!(!first.is_complete());
+
+    let second = h.engine().run_billing_cycle().await.unwrap();
+    assert_eq!(second.drafts_created.len(), 5);
+    assert!(second.periods_left.is_empty());
+    assert!(second.is_complete());
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    assert_eq!(invoices.len(), MAX_STEPS_PER_SUBSCRIPTION + 5);
+}
