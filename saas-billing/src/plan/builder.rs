@@ -13,7 +13,7 @@ use crate::ids::{FeatureKey, MeterKey, PriceKey, ProductId};
 
 /// Longest trial accepted, in days: by [`PlanVersionBuilder::trial_days`]
 /// (checked in `build`) and by `Trial::Days` when a subscription is
-/// created — one rule, [`check_trial_days`].
+/// created — one rule, shared by both.
 pub const MAX_TRIAL_DAYS: u32 = 730;
 
 /// The trial-length rule shared by plan versions and subscriptions: `Err`
