@@ -125,11 +125,12 @@ impl TenantConn {
         Ok(())
     }
 
-    /// Closes the connection instead of keeping or returning it (its
-    /// scope could not be set on a kept connection: its state is unknown).
-    pub(super) fn discard(mut self) {
+    /// Gives the connection up after its scope could not be set: never
+    /// kept for the tenant; closed when it was a kept one (`close`: its
+    /// state is unknown), else returned through the pool's full reset.
+    pub(super) fn abandon(mut self, close: bool) {
         self.affinity = None;
-        if let Some(conn) = self.conn.as_mut() {
+        if close && let Some(conn) = self.conn.as_mut() {
             conn.close_on_drop();
         }
     }

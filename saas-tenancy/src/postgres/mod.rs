@@ -374,17 +374,13 @@ impl PgTenancy {
                     if (reused || session::is_dead_connection(&e))
                         && attempts < cluster.retries() =>
                 {
-                    if reused {
-                        conn.discard();
-                    }
+                    conn.abandon(reused);
                     attempts += 1;
                     may_reuse = false;
                     self.recheck(tenant).await?;
                 }
                 Err(e) => {
-                    if reused {
-                        conn.discard();
-                    }
+                    conn.abandon(reused);
                     return Err(e);
                 }
             }
