@@ -54,9 +54,9 @@ pub use store::{
     IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore,
 };
 pub use subscription::{
-    CancelMode, ChangeDirection, ChangeTiming, NewSubscription, PeriodBasis, PlanChange,
-    PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription, SubscriptionEvent,
-    SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
+    CancelMode, ChangeDirection, ChangeTiming, MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis,
+    PlanChange, PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription,
+    SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
 };
 
 /// Re-exported so callers name the same `Decimal` and `Tz` types as the API.

@@ -7,6 +7,8 @@
 
 #[path = "billing/aggregation.rs"]
 mod aggregation;
+#[path = "billing/anchor.rs"]
+mod anchor;
 #[path = "billing/batch.rs"]
 mod batch;
 #[path = "billing/calendar.rs"]

@@ -46,6 +46,16 @@ impl Period {
         self.end
     }
 
+    /// The period with its start moved to `start` when it lies inside
+    /// it (a stub period starting after the calendar's boundary).
+    pub(crate) fn starting_no_earlier_than(self, start: DateTime<Utc>) -> Period {
+        if self.start < start && start < self.end {
+            Period { start, ..self }
+        } else {
+            self
+        }
+    }
+
     /// Whether `instant` lies in `[start, end)`.
     pub fn contains(&self, instant: DateTime<Utc>) -> bool {
         self.start <= instant && instant < self.end

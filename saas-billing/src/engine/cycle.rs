@@ -10,12 +10,13 @@ use crate::calendar::Period;
 use crate::error::BillingError;
 use crate::events::BillingEvent;
 use crate::ids::{InvoiceId, MeterKey, SubscriptionId};
+use crate::invoice::LineKind;
 use crate::invoice::{
     Invoice, InvoiceLine, InvoiceStatus, LicensedBasis, RatingInput, UsageCorrection, rate,
 };
 use crate::metering::{Aggregate, UsageEvent, Window, aggregate};
 use crate::plan::{PlanVersion, PriceKind};
-use crate::subscription::{Subscription, SubscriptionStatus};
+use crate::subscription::{Subscription, SubscriptionStatus, proration_lines};
 
 const BATCH: usize = 100;
 
@@ -205,15 +206,46 @@ impl BillingEngine {
         let basis_plan = self.catalog.plan(&sub.basis.plan)?;
         let usage_plan = self.catalog.plan(&sub.plan)?;
         let (usage, corrections) = self.usage_inputs(sub, period.index(), usage_plan).await?;
+        let stub = sub.is_stub(&period)?;
+        // A stub period bills its licensed prices prorated over the
+        // calendar's full period, by the same rule as any proration.
+        let mut adjustments = Vec::new();
+        if stub && sub.basis.billable {
+            let full = sub.calendar.period(period.index())?;
+            let lines = proration_lines(
+                basis_plan,
+                sub.currency,
+                sub.basis.seats,
+                &full,
+                period.start(),
+                false,
+                self.config.rounding,
+            )?;
+            adjustments.extend(lines.into_iter().map(|mut line| {
+                let price = basis_plan
+                    .prices()
+                    .iter()
+                    .find(|p| Some(p.key()) == line.price.as_ref());
+                line.kind = LineKind::Licensed;
+                line.description = format!(
+                    "{} ({}), first period from {}",
+                    price.map_or("", |p| p.description()),
+                    basis_plan.reference(),
+                    period.start().to_rfc3339()
+                );
+                line
+            }));
+        }
+        adjustments.extend(sub.pending_lines.iter().cloned());
         let input = RatingInput {
             period,
             currency: sub.currency,
             rounding: self.config.rounding,
-            licensed: sub.basis.billable.then_some(LicensedBasis {
+            licensed: (sub.basis.billable && !stub).then_some(LicensedBasis {
                 plan: basis_plan,
                 seats: sub.basis.seats,
             }),
-            adjustments: &sub.pending_lines,
+            adjustments: &adjustments,
             usage_plan,
             usage: &usage,
             corrections: &corrections,
@@ -263,7 +295,7 @@ impl BillingEngine {
             .filter(|l| !l.kind.is_usage())
             .cloned()
             .collect();
-        let period = sub.calendar.period(draft.period_index)?;
+        let period = sub.period(draft.period_index)?;
         let input = RatingInput {
             period,
             currency: draft.currency,

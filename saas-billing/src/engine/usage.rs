@@ -123,7 +123,7 @@ impl BillingEngine {
         {
             return Err(BillingError::invalid("timestamp", "is in the future"));
         }
-        if event.timestamp < sub.created_at {
+        if event.timestamp < sub.started_at() {
             return Err(BillingError::invalid(
                 "timestamp",
                 "is before the subscription began",

@@ -23,6 +23,7 @@ mod proration;
 mod requests;
 mod status;
 
+pub(crate) use proration::proration_lines;
 pub use proration::{ChangeDirection, ChangeTiming, ProrationPolicy, proration_fraction};
 pub use requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
 pub use status::{SubscriptionEvent, SubscriptionStatus, TRANSITIONS};
@@ -37,6 +38,12 @@ use crate::error::BillingError;
 use crate::ids::SubscriptionId;
 use crate::invoice::InvoiceLine;
 use crate::plan::PlanRef;
+
+/// How far back a start may be backdated
+/// ([`NewSubscription::backdate_start`]): 366 days, one year even across
+/// a leap day. The bound keeps the catch-up of the first billing cycle
+/// small (a year of daily periods is 366 invoices).
+pub const MAX_BACKDATE_DAYS: i64 = 366;
 
 /// What the licensed line of the current period bills: the plan and seats
 /// the period started on, and whether it is billed at all (not when the
@@ -77,6 +84,9 @@ pub struct Subscription {
     pub(crate) calendar: BillingCalendar,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) trial_end: Option<DateTime<Utc>>,
+    /// A backdated start; `None` when service started at `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<DateTime<Utc>>,
     pub(crate) current_period: i64,
     pub(crate) basis: PeriodBasis,
     pub(crate) accruing: bool,
@@ -130,9 +140,22 @@ impl Subscription {
         self.created_at
     }
 
-    /// When its trial ends (the calendar's anchor), if it had one.
+    /// When service started: the creation instant, or the backdated start
+    /// ([`NewSubscription::backdate_start`]).
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at.unwrap_or(self.created_at)
+    }
+
+    /// When its trial ends, if it had one: the calendar's anchor, unless a
+    /// later [billing cycle anchor](NewSubscription::billing_cycle_anchor)
+    /// was chosen.
     pub fn trial_end(&self) -> Option<DateTime<Utc>> {
         self.trial_end
+    }
+
+    /// When paid service starts: the trial's end, or the start.
+    pub fn paid_start(&self) -> DateTime<Utc> {
+        self.trial_end.unwrap_or_else(|| self.started_at())
     }
 
     /// The index of the oldest period not yet invoiced.
@@ -142,10 +165,28 @@ impl Subscription {
 
     /// The oldest period not yet invoiced.
     ///
+    /// With a [billing cycle anchor](NewSubscription::billing_cycle_anchor)
+    /// after the paid start, the first period (index −1) is the stub from
+    /// the paid start to the anchor; its licensed prices are prorated over
+    /// the calendar's full period −1.
+    ///
     /// # Errors
     /// `DateOutOfRange` at the edges of chrono's range.
     pub fn current_period(&self) -> Result<Period, BillingError> {
-        self.calendar.period(self.current_period)
+        self.period(self.current_period)
+    }
+
+    /// Period `n` of the calendar, starting no earlier than the paid start
+    /// (only a stub period starts later than the calendar says).
+    pub(crate) fn period(&self, n: i64) -> Result<Period, BillingError> {
+        let period = self.calendar.period(n)?;
+        Ok(period.starting_no_earlier_than(self.paid_start()))
+    }
+
+    /// Whether period `n` is a stub: shorter than the calendar's period
+    /// because the billing cycle anchor lies after the paid start.
+    pub(crate) fn is_stub(&self, period: &Period) -> Result<bool, BillingError> {
+        Ok(period.start() > self.calendar.period(period.index())?.start())
     }
 
     /// What the current period's licensed line bills.

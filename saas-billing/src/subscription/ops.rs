@@ -3,13 +3,14 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
+use super::MAX_BACKDATE_DAYS;
 use super::proration::proration_lines;
 use super::requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
 use super::{
     ChangeDirection, ChangeTiming, PeriodBasis, ProrationPolicy, ScheduledChange, Subscription,
     SubscriptionEvent, SubscriptionStatus,
 };
-use crate::calendar::{BillingCalendar, resolve_local, to_local};
+use crate::calendar::{BillingCalendar, Cadence, resolve_local, to_local};
 use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::plan::{Catalog, PlanRef, PlanVersion, check_trial_days};
@@ -24,11 +25,58 @@ impl Subscription {
     /// apply): the first paid period starts then, and usage during the
     /// trial is recorded but not billed.
     ///
+    /// A [backdated start](NewSubscription::backdate_start) replaces `now`
+    /// as the start (the trial, if any, counts from it). A
+    /// [billing cycle anchor](NewSubscription::billing_cycle_anchor) after
+    /// the paid start (the trial's end, or the start) anchors the calendar
+    /// there instead, and the time before it is a prorated first period
+    /// (index −1).
+    ///
+    /// ```
+    /// use saas_billing::{
+    ///     dec, Catalog, Charge, Currency, Money, NewSubscription, PlanId, PlanRef, PlanVersion,
+    ///     Product, ProductId, Subscription, TenantId, TimeZone, Utc,
+    /// };
+    ///
+    /// let app = ProductId::new("app")?;
+    /// let catalog = Catalog::builder()
+    ///     .product(Product::new(app.clone(), "App"))
+    ///     .plan(PlanVersion::builder(PlanId::new("basic")?, 1, app)
+    ///         .recurring("base", "Basic", [Charge::flat(Money::new(dec!(30), Currency::USD))?])
+    ///         .build()?)
+    ///     .build()?;
+    /// let basic = PlanRef::new(PlanId::new("basic")?, 1);
+    /// let now = Utc.with_ymd_and_hms(2024, 4, 10, 0, 0, 0).unwrap();
+    /// let may_1 = Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap();
+    ///
+    /// // First full period from May 1; Apr 10 – May 1 is a prorated stub.
+    /// let new = NewSubscription::new(TenantId::new(), basic.clone(), Currency::USD)
+    ///     .billing_cycle_anchor(may_1);
+    /// let sub = Subscription::create(new, &catalog, now)?;
+    /// assert_eq!(sub.calendar().anchor(), may_1);
+    /// let stub = sub.current_period()?;
+    /// assert_eq!((stub.index(), stub.start(), stub.end()), (-1, now, may_1));
+    ///
+    /// // Backdated to March 1: periods count from it.
+    /// let march_1 = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
+    /// let new = NewSubscription::new(TenantId::new(), basic, Currency::USD)
+    ///     .backdate_start(march_1);
+    /// let sub = Subscription::create(new, &catalog, now)?;
+    /// assert_eq!(sub.started_at(), march_1);
+    /// assert_eq!(sub.current_period()?.start(), march_1);
+    /// # Ok::<(), saas_billing::BillingError>(())
+    /// ```
+    ///
     /// # Errors
     /// `NotFound` for an unknown plan version; `InvalidInput` if the plan
     /// is not sold in the currency or seats is 0, or (field `trial`) if
     /// `Trial::Days` exceeds [`MAX_TRIAL_DAYS`](crate::MAX_TRIAL_DAYS), the
-    /// limit plan versions have too; `DateOutOfRange`.
+    /// limit plan versions have too; `InvalidInput` (field `start`) for a
+    /// start after `now` or more than
+    /// [`MAX_BACKDATE_DAYS`](crate::MAX_BACKDATE_DAYS) days before it;
+    /// `InvalidInput` (field `billing_cycle_anchor`) for an anchor before
+    /// the paid start or more than one billing interval after it;
+    /// `DateOutOfRange`.
     pub fn create(
         new: NewSubscription,
         catalog: &Catalog,
@@ -45,10 +93,20 @@ impl Subscription {
             field: "trial",
             reason: format!("{reason}; ask for a shorter trial"),
         })?;
+        let start = match new.start {
+            Some(start) => check_backdated_start(start, now)?,
+            None => now,
+        };
         let trial_end = if trial_days == 0 {
             None
         } else {
-            Some(trial_end(now, new.time_zone, trial_days)?)
+            Some(trial_end(start, new.time_zone, trial_days)?)
+        };
+        let paid_start = trial_end.unwrap_or(start);
+        let cadence = plan.cadence();
+        let anchor = match new.billing_cycle_anchor {
+            Some(anchor) => check_anchor(anchor, paid_start, new.time_zone, cadence)?,
+            None => paid_start,
         };
         let status = match (trial_end, new.require_payment) {
             (Some(_), _) => SubscriptionStatus::Trialing,
@@ -62,10 +120,12 @@ impl Subscription {
             currency: new.currency,
             seats: new.seats,
             status,
-            calendar: BillingCalendar::new(trial_end.unwrap_or(now), new.time_zone, plan.cadence()),
+            calendar: BillingCalendar::new(anchor, new.time_zone, cadence),
             created_at: now,
             trial_end,
-            current_period: 0,
+            started_at: new.start.map(|_| start),
+            // A stub before the anchor is the calendar's period −1.
+            current_period: if anchor > paid_start { -1 } else { 0 },
             basis: PeriodBasis {
                 plan: new.plan,
                 seats: new.seats,
@@ -308,12 +368,15 @@ impl Subscription {
         if !self.accruing {
             return Ok(());
         }
+        // A stub period is prorated against the calendar's full period, as
+        // its licensed line is.
+        let full = self.calendar.period(period.index())?;
         let plan = catalog.plan(&self.plan)?;
         let lines = proration_lines(
             plan,
             self.currency,
             self.seats,
-            &period,
+            &full,
             now,
             credit,
             rounding,
@@ -381,6 +444,78 @@ fn check_sellable(plan: &PlanVersion, currency: Currency, seats: u32) -> Result<
         return Err(BillingError::invalid("seats", "at least one seat"));
     }
     Ok(())
+}
+
+/// Refuses a backdated start after `now` or more than
+/// [`MAX_BACKDATE_DAYS`] days before it.
+fn check_backdated_start(
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, BillingError> {
+    if start > now {
+        return Err(BillingError::invalid(
+            "start",
+            format!(
+                "{} is after now ({}); a start can only be backdated, create the subscription at its start",
+                start.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        ));
+    }
+    let limit = TimeDelta::try_days(MAX_BACKDATE_DAYS)
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or(BillingError::DateOutOfRange {
+            what: "a backdated start",
+        })?;
+    if start < limit {
+        return Err(BillingError::invalid(
+            "start",
+            format!(
+                "{} is more than {MAX_BACKDATE_DAYS} days before now ({}); backdate to {} or later",
+                start.to_rfc3339(),
+                now.to_rfc3339(),
+                limit.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(start)
+}
+
+/// Refuses an anchor before `paid_start` or more than one billing interval
+/// (the calendar's, month-end clamping included) after it.
+fn check_anchor(
+    anchor: DateTime<Utc>,
+    paid_start: DateTime<Utc>,
+    tz: Tz,
+    cadence: Cadence,
+) -> Result<DateTime<Utc>, BillingError> {
+    if anchor < paid_start {
+        return Err(BillingError::invalid(
+            "billing_cycle_anchor",
+            format!(
+                "{} is before the paid service starts ({}, the start or the trial's end); \
+                 choose an anchor at or after it",
+                anchor.to_rfc3339(),
+                paid_start.to_rfc3339()
+            ),
+        ));
+    }
+    let latest = BillingCalendar::new(paid_start, tz, cadence)
+        .period(0)?
+        .end();
+    if anchor > latest {
+        return Err(BillingError::invalid(
+            "billing_cycle_anchor",
+            format!(
+                "{} is more than one billing interval after the paid start ({}); \
+                 choose an anchor at or before {}",
+                anchor.to_rfc3339(),
+                paid_start.to_rfc3339(),
+                latest.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(anchor)
 }
 
 /// `days` calendar days after `now` in `tz`, at the same local time.

@@ -1,5 +1,6 @@
 //! What callers ask of subscriptions.
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use saas_core::TenantId;
 
@@ -44,6 +45,15 @@ pub struct NewSubscription {
     pub require_payment: bool,
     /// Id to use (a fresh one by default).
     pub id: SubscriptionId,
+    /// Stripe's `billing_cycle_anchor`: the instant the first *full*
+    /// period starts (`None`: the start, or the trial's end). Time from the
+    /// start (or trial end) to the anchor is a prorated first period,
+    /// billed when it ends at the anchor. See
+    /// [`billing_cycle_anchor`](Self::billing_cycle_anchor).
+    pub billing_cycle_anchor: Option<DateTime<Utc>>,
+    /// A backdated start (`None`: the creation instant). See
+    /// [`backdate_start`](Self::backdate_start).
+    pub start: Option<DateTime<Utc>>,
 }
 
 impl NewSubscription {
@@ -58,6 +68,8 @@ impl NewSubscription {
             trial: Trial::PlanDefault,
             require_payment: false,
             id: SubscriptionId::new(),
+            billing_cycle_anchor: None,
+            start: None,
         }
     }
 
@@ -88,6 +100,42 @@ impl NewSubscription {
     /// Sets the id.
     pub fn id(mut self, id: SubscriptionId) -> Self {
         self.id = id;
+        self
+    }
+
+    /// Anchors the billing cycle at `anchor` (Stripe's
+    /// `billing_cycle_anchor`): full periods start at `anchor` and repeat
+    /// by the plan's cadence from it in the customer's time zone (a
+    /// month-end anchor clamps like every calendar: Jan 31 → Feb 29 →
+    /// Mar 31). The time from the paid start — the start, or the trial's
+    /// end — to `anchor` is a first, shorter period whose licensed prices
+    /// are prorated by the crate's rule, `amount × stub seconds / seconds
+    /// of the full period ending at the anchor` (a monthly 30.00 plan
+    /// started Apr 10 with anchor May 1 bills 21/30 × 30.00 = 21.00 on
+    /// May 1, then 30.00 per month). Cancelling, pausing or changing plan
+    /// inside that first period prorates against the same full period.
+    ///
+    /// [`Subscription::create`](crate::Subscription::create) refuses (`InvalidInput`, field
+    /// `billing_cycle_anchor`) an anchor before the paid start or more
+    /// than one billing interval after it.
+    pub fn billing_cycle_anchor(mut self, anchor: DateTime<Utc>) -> Self {
+        self.billing_cycle_anchor = Some(anchor);
+        self
+    }
+
+    /// Backdates the start to `start`, an instant before the creation
+    /// (Stripe's `backdate_start_date`): periods (and any trial) are counted
+    /// from it, usage from it is accepted, and the engine's next billing
+    /// cycle drafts every period that has already ended, as it does for a
+    /// lagging cycle. The subscription's
+    /// [`created_at`](crate::Subscription::created_at) stays the creation
+    /// instant; [`started_at`](crate::Subscription::started_at) is `start`.
+    ///
+    /// [`Subscription::create`](crate::Subscription::create) refuses (`InvalidInput`, field `start`) a
+    /// start after the creation instant or more than
+    /// [`MAX_BACKDATE_DAYS`](crate::MAX_BACKDATE_DAYS) days before it.
+    pub fn backdate_start(mut self, start: DateTime<Utc>) -> Self {
+        self.start = Some(start);
         self
     }
 }
