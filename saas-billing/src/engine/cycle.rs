@@ -348,9 +348,12 @@ impl BillingEngine {
         let window = Window::BillingPeriod(sub.calendar);
         let meters = metered(plan);
         let mut usage = BTreeMap::new();
+        // Trial usage is recorded, not billed, even when it falls in the
+        // calendar period of a prorated first period.
+        let paid_start = sub.paid_start();
         let current: Vec<&UsageEvent> = stored
             .iter()
-            .filter(|u| u.period == n)
+            .filter(|u| u.period == n && u.event.timestamp >= paid_start)
             .map(|u| &u.event)
             .collect();
         for key in &meters {
@@ -361,7 +364,10 @@ impl BillingEngine {
             );
         }
         let mut late: BTreeMap<i64, Vec<&UsageEvent>> = BTreeMap::new();
-        for u in stored.iter().filter(|u| u.period < n && u.period >= 0) {
+        for u in stored
+            .iter()
+            .filter(|u| u.period < n && u.period >= 0 && u.event.timestamp >= paid_start)
+        {
             late.entry(u.period).or_default().push(&u.event);
         }
         let mut corrections = Vec::new();

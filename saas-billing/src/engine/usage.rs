@@ -136,6 +136,24 @@ impl BillingEngine {
             ));
         }
         let period = sub.calendar.period_containing(event.timestamp)?.index();
+        if period < 0 && event.timestamp >= sub.paid_start() {
+            // The prorated first period before a billing cycle anchor.
+            // Stores treat negative periods as trial usage, never moved
+            // to a later invoice, so once its invoice is finalized late
+            // usage of it is refused rather than dropped.
+            let sealed = self
+                .stores
+                .usage
+                .sealed_through(sub.tenant_id, sub.id)
+                .await?;
+            if sealed.is_some_and(|s| s >= period) {
+                return Err(BillingError::invalid(
+                    "timestamp",
+                    "falls in the prorated first period before the billing cycle anchor, \
+                     whose invoice is finalized; late usage of that period cannot be corrected",
+                ));
+            }
+        }
         if sub.closed {
             let sealed = self
                 .stores

@@ -254,6 +254,73 @@ async fn a_backdated_trial_counts_from_the_start() {
     );
 }
 
+/// Usage in the prorated first period is billed on its invoice (calls:
+/// 1,000 free, then 0.01), trial usage in the same calendar period is
+/// not; late usage within the grace is rated at finalization, and after
+/// it is refused (stores never move a negative period to a later invoice,
+/// so it would otherwise be lost).
+#[tokio::test]
+async fn usage_in_the_first_period_is_billed_and_trial_usage_is_not() {
+    let mut h = harness(at(2024, 4, 1, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(
+            basic(tenant)
+                .trial(Trial::Days(14))
+                .billing_cycle_anchor(at(2024, 5, 1, 0)),
+        )
+        .await
+        .unwrap();
+    let calls = MeterKey::new("calls").unwrap();
+    let event = |t, key: String| UsageEvent::new(tenant, sub.id(), calls.clone(), dec!(1), t, key);
+    h.set_time(at(2024, 4, 30, 0));
+    let trial = (0..1500).map(|i| event(at(2024, 4, 5, 0), format!("trial-{i}")));
+    let paid = (0..1200).map(|i| event(at(2024, 4, 20, 0), format!("paid-{i}")));
+    let outcomes = h
+        .engine()
+        .record_usage_batch(trial.chain(paid).collect())
+        .await
+        .unwrap();
+    assert!(outcomes.iter().all(Result::is_ok));
+    h.advance_to(at(2024, 5, 1, 0)).await.unwrap();
+    let draft = &h.engine().invoices(tenant, sub.id()).await.unwrap()[0];
+    // 16.00 for Apr 15 – May 1, and 1,200 calls: 200 × 0.01 = 2.00.
+    assert_eq!(draft.total, usd(dec!(18.00)));
+
+    h.set_time(at(2024, 5, 1, 12));
+    h.engine()
+        .record_usage(event(at(2024, 4, 26, 0), "in-grace".into()))
+        .await
+        .unwrap();
+    h.advance_to(at(2024, 5, 2, 1)).await.unwrap();
+    let invoice = &h.engine().invoices(tenant, sub.id()).await.unwrap()[0];
+    assert_eq!(invoice.status, saas_billing::InvoiceStatus::Finalized);
+    assert_eq!(invoice.total, usd(dec!(18.01)));
+
+    let err = h
+        .engine()
+        .record_usage(event(at(2024, 4, 27, 0), "too-late".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BillingError::InvalidInput {
+                field: "timestamp",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("prorated first period"), "{err}");
+    // Usage of the full periods after it is corrected as before.
+    h.engine()
+        .record_usage(event(at(2024, 5, 1, 6), "may".into()))
+        .await
+        .unwrap();
+}
+
 /// A month-end anchor clamps like every calendar: from Jan 15 anchored on
 /// Jan 31, the first period is 16 of the 31 days of Dec 31 – Jan 31
 /// (30.00 × 16/31 = 15.48), then Jan 31 → Feb 29 → Mar 31.
