@@ -417,6 +417,42 @@ async fn upgrading_in_the_first_period_prorates_against_the_full_period() {
     assert_eq!(invoices[1].total, usd(dec!(95.00)));
 }
 
+/// Pausing and resuming inside the first period prorate against the full
+/// period too: from Apr 10 anchored on May 1, paused on Apr 20 (−11.00)
+/// and resumed on Apr 25 (+6.00): 21.00 − 11.00 + 6.00 = 16.00 for the
+/// 16 days served. The upcoming invoice shows the same before May 1.
+#[tokio::test]
+async fn pausing_in_the_first_period_prorates_against_the_full_period() {
+    let mut h = harness(at(2024, 4, 10, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
+        .await
+        .unwrap();
+    h.set_time(at(2024, 4, 20, 0));
+    h.engine().pause(tenant, sub.id()).await.unwrap();
+    h.set_time(at(2024, 4, 25, 0));
+    h.engine().resume(tenant, sub.id()).await.unwrap();
+    let upcoming = h.engine().upcoming_invoice(tenant, sub.id()).await.unwrap();
+    assert_eq!(upcoming.period_index, -1);
+    assert_eq!(upcoming.period_start, at(2024, 4, 10, 0));
+    assert_eq!(upcoming.total, usd(dec!(16.00)));
+    h.advance_to(at(2024, 5, 1, 0)).await.unwrap();
+    let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
+    let amounts: Vec<_> = invoices[0].lines.iter().map(|l| l.amount).collect();
+    assert_eq!(
+        amounts,
+        [
+            usd(dec!(21.00)),
+            usd(dec!(-11.00)),
+            usd(dec!(6.00)),
+            usd(dec!(0.00))
+        ]
+    );
+    assert_eq!(invoices[0].total, usd(dec!(16.00)));
+}
+
 /// An anchor before the start or more than one interval after it, and a
 /// start in the future or more than `MAX_BACKDATE_DAYS` back, are
 /// `InvalidInput` naming the field and saying what to do; the bounds
