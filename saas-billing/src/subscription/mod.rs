@@ -43,7 +43,7 @@ use crate::plan::PlanRef;
 /// ([`NewSubscription::backdate_start`]): 366 days, one year even across
 /// a leap day. The bound keeps the catch-up of the first billing cycle
 /// small (a year of daily periods is 366 invoices).
-pub const MAX_BACKDATE_DAYS: i64 = 366;
+pub const MAX_BACKDATE_DAYS: u32 = 366;
 
 /// What the licensed line of the current period bills: the plan and seats
 /// the period started on, and whether it is billed at all (not when the

@@ -462,7 +462,7 @@ fn check_backdated_start(
             ),
         ));
     }
-    let limit = TimeDelta::try_days(MAX_BACKDATE_DAYS)
+    let limit = TimeDelta::try_days(i64::from(MAX_BACKDATE_DAYS))
         .and_then(|d| now.checked_sub_signed(d))
         .ok_or(BillingError::DateOutOfRange {
             what: "a backdated start",

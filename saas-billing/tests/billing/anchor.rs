@@ -488,7 +488,7 @@ fn anchors_and_backdated_starts_are_validated() {
         "start",
         "can only be backdated",
     );
-    let limit = now - TimeDelta::days(MAX_BACKDATE_DAYS);
+    let limit = now - TimeDelta::days(i64::from(MAX_BACKDATE_DAYS));
     refused(
         basic(tenant).backdate_start(limit - second),
         "start",
