@@ -17,6 +17,7 @@ mod literal;
 mod metering;
 mod money;
 mod plan;
+pub mod quota;
 mod rounding;
 pub mod store;
 mod subscription;

@@ -31,6 +31,8 @@ mod money;
 mod no_float;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/quotas.rs"]
+mod quotas;
 #[path = "billing/reexports.rs"]
 mod reexports;
 #[path = "billing/restore.rs"]

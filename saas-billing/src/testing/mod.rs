@@ -18,6 +18,7 @@ mod cleanup;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
+pub mod quota;
 pub mod subscriptions;
 pub mod usage;
 
@@ -72,6 +73,24 @@ macro_rules! invoice_store_conformance {
             finalized_invoices_are_immutable,
             drafts_due_are_unfinalized_and_due,
             other_tenants_invoice_is_not_found
+        );
+    };
+}
+
+/// One `#[tokio::test]` per quota-store behaviour, for the store returned
+/// by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`]).
+#[macro_export]
+macro_rules! quota_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, quota;
+            consumes_up_to_the_limit_exactly,
+            keys_are_separate_and_a_new_period_starts_at_zero,
+            racing_consumers_are_granted_exactly_the_limit,
+            rollover_under_concurrency_resets_once,
+            reserve_commit_and_release_round_trip,
+            expired_reservations_go_back,
+            give_back_returns_units_and_refuses_more,
+            out_of_range_amounts_are_invalid_input
         );
     };
 }

@@ -1,0 +1,325 @@
+//! The PostgreSQL quota store.
+//!
+//! Schema: `billing_quota_usage` holds one row per (tenant, name, period)
+//! with its `used` amount (`bigint`, `CHECK (used >= 0)`); every grant is
+//! one `INSERT … ON CONFLICT DO UPDATE … WHERE used <= limit - amount
+//! RETURNING used`, so racing servers are serialized by the row lock and
+//! the limit is checked against the latest committed count.
+//! `billing_quota_reservations` holds live reservations; their units are
+//! included in `used`. An expired reservation is reclaimed (deleted and
+//! subtracted, in one statement, so exactly once) before the next grant
+//! or read of its key.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use saas_core::{SharedClock, SystemClock};
+use sqlx::{Executor, PgPool, Postgres};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::{
+    Consumption, QuotaKey, QuotaStore, Reservation, ReserveOutcome, check_amount, expiry,
+    give_back_too_much, reservation_not_found,
+};
+use crate::error::BillingError;
+use crate::store::postgres::db_error;
+
+const MIGRATION: &str = r#"
+CREATE TABLE IF NOT EXISTS billing_quota_usage (
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    period text NOT NULL,
+    used bigint NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (tenant_id, name, period)
+);
+
+CREATE TABLE IF NOT EXISTS billing_quota_reservations (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    period text NOT NULL,
+    amount bigint NOT NULL CHECK (amount >= 0),
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billing_quota_reservations_key_idx
+    ON billing_quota_reservations (tenant_id, name, period, expires_at);
+"#;
+
+const RECLAIM: &str = "WITH expired AS ( \
+       DELETE FROM billing_quota_reservations \
+       WHERE tenant_id = $1 AND name = $2 AND period = $3 AND expires_at <= $4 \
+       RETURNING amount) \
+     UPDATE billing_quota_usage \
+     SET used = used - (SELECT coalesce(sum(amount), 0) FROM expired)::bigint \
+     WHERE tenant_id = $1 AND name = $2 AND period = $3 AND EXISTS (SELECT 1 FROM expired)";
+
+// `used <= limit - amount` rather than `used + amount <= limit`: the
+// caller checked `amount <= limit`, so neither side can overflow.
+const CONSUME: &str = "INSERT INTO billing_quota_usage (tenant_id, name, period, used) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id, name, period) DO UPDATE \
+     SET used = billing_quota_usage.used + EXCLUDED.used \
+     WHERE billing_quota_usage.used <= $5 - EXCLUDED.used \
+     RETURNING used";
+
+const USED: &str =
+    "SELECT used FROM billing_quota_usage WHERE tenant_id = $1 AND name = $2 AND period = $3";
+
+/// A [`QuotaStore`] in PostgreSQL (feature `postgres`), exact across every
+/// server sharing the database, on a [`PgPool`] whose `search_path` holds
+/// the tables. Run [`migrate`](PostgresQuotaStore::migrate) once (it is
+/// idempotent and safe to run concurrently).
+///
+/// ```no_run
+/// use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore};
+/// use saas_billing::TenantId;
+///
+/// # async fn run(tenant: TenantId) -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/app").await?;
+/// let quotas = PostgresQuotaStore::new(pool);
+/// quotas.migrate().await?;
+/// let key = QuotaKey::new(tenant, "api_calls", "2026-12")?;
+/// if !quotas.try_consume(&key, 1, 10_000).await?.is_granted() {
+///     // answer 429
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresQuotaStore {
+    pool: PgPool,
+    clock: SharedClock,
+}
+
+impl PostgresQuotaStore {
+    /// A store on `pool` whose reservations expire by the system clock.
+    pub fn new(pool: PgPool) -> PostgresQuotaStore {
+        PostgresQuotaStore::with_clock(pool, Arc::new(SystemClock))
+    }
+
+    /// A store on `pool` whose reservations expire by `clock`.
+    pub fn with_clock(pool: PgPool, clock: SharedClock) -> PostgresQuotaStore {
+        PostgresQuotaStore { pool, clock }
+    }
+
+    /// Creates the quota tables if they do not exist, in one transaction
+    /// under the same advisory lock as
+    /// [`PostgresBillingStores::migrate`](crate::store::postgres::PostgresBillingStores::migrate).
+    ///
+    /// # Errors
+    /// `Backend` if PostgreSQL fails.
+    pub async fn migrate(&self) -> Result<(), BillingError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_billing.migrate'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.execute(MIGRATION).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn reclaim<'e, E>(
+        executor: E,
+        key: &QuotaKey,
+        now: DateTime<Utc>,
+    ) -> Result<(), BillingError>
+    where
+        E: Executor<'e, Database = Postgres>,
+    {
+        sqlx::query(RECLAIM)
+            .bind(key.tenant().as_uuid())
+            .bind(key.name())
+            .bind(key.period())
+            .bind(now)
+            .execute(executor)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Adds `amount` if it fits; `Ok(Some(used))` when granted.
+    async fn consume<'e, E>(
+        executor: E,
+        key: &QuotaKey,
+        amount: i64,
+        limit: i64,
+    ) -> Result<Option<i64>, BillingError>
+    where
+        E: Executor<'e, Database = Postgres>,
+    {
+        if amount > limit {
+            return Ok(None);
+        }
+        sqlx::query_scalar::<_, i64>(CONSUME)
+            .bind(key.tenant().as_uuid())
+            .bind(key.name())
+            .bind(key.period())
+            .bind(amount)
+            .bind(limit)
+            .fetch_optional(executor)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn remaining(&self, key: &QuotaKey, limit: i64) -> Result<u64, BillingError> {
+        let used = self.used(key).await?;
+        Ok(u64::try_from(limit).unwrap_or(0).saturating_sub(used))
+    }
+}
+
+fn to_u64(value: i64) -> u64 {
+    // `used` has CHECK (used >= 0).
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[async_trait]
+impl QuotaStore for PostgresQuotaStore {
+    async fn try_consume(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+    ) -> Result<Consumption, BillingError> {
+        let amount = check_amount("quota amount", amount)?;
+        let limit = check_amount("quota limit", limit)?;
+        Self::reclaim(&self.pool, key, self.clock.now()).await?;
+        match Self::consume(&self.pool, key, amount, limit).await? {
+            Some(used) => Ok(Consumption::Granted {
+                remaining: to_u64(limit - used),
+            }),
+            None => Ok(Consumption::Denied {
+                remaining: self.remaining(key, limit).await?,
+            }),
+        }
+    }
+
+    async fn reserve(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<ReserveOutcome, BillingError> {
+        let amount_i = check_amount("quota amount", amount)?;
+        let limit_i = check_amount("quota limit", limit)?;
+        let now = self.clock.now();
+        let expires_at = expiry(now, ttl)?;
+        Self::reclaim(&self.pool, key, now).await?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        if Self::consume(&mut *tx, key, amount_i, limit_i)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(ReserveOutcome::Denied {
+                remaining: self.remaining(key, limit_i).await?,
+            });
+        }
+        let reservation = Reservation {
+            id: Uuid::new_v4(),
+            key: key.clone(),
+            amount,
+            expires_at,
+        };
+        sqlx::query(
+            "INSERT INTO billing_quota_reservations \
+             (id, tenant_id, name, period, amount, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(reservation.id)
+        .bind(key.tenant().as_uuid())
+        .bind(key.name())
+        .bind(key.period())
+        .bind(amount_i)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(ReserveOutcome::Reserved(reservation))
+    }
+
+    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let key = &reservation.key;
+        let committed = sqlx::query(
+            "DELETE FROM billing_quota_reservations \
+             WHERE id = $1 AND tenant_id = $2 AND name = $3 AND period = $4 AND expires_at > $5",
+        )
+        .bind(reservation.id)
+        .bind(key.tenant().as_uuid())
+        .bind(key.name())
+        .bind(key.period())
+        .bind(self.clock.now())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if committed == 1 {
+            Ok(())
+        } else {
+            Err(reservation_not_found(reservation))
+        }
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let key = &reservation.key;
+        sqlx::query(
+            "WITH released AS ( \
+               DELETE FROM billing_quota_reservations \
+               WHERE id = $1 AND tenant_id = $2 AND name = $3 AND period = $4 \
+               RETURNING amount) \
+             UPDATE billing_quota_usage SET used = used - released.amount \
+             FROM released \
+             WHERE tenant_id = $2 AND name = $3 AND period = $4",
+        )
+        .bind(reservation.id)
+        .bind(key.tenant().as_uuid())
+        .bind(key.name())
+        .bind(key.period())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
+        let amount_i = check_amount("give_back amount", amount)?;
+        Self::reclaim(&self.pool, key, self.clock.now()).await?;
+        let updated = sqlx::query(
+            "UPDATE billing_quota_usage SET used = used - $4 \
+             WHERE tenant_id = $1 AND name = $2 AND period = $3 \
+             AND used - $4 >= (SELECT coalesce(sum(amount), 0) FROM billing_quota_reservations \
+                               WHERE tenant_id = $1 AND name = $2 AND period = $3)",
+        )
+        .bind(key.tenant().as_uuid())
+        .bind(key.name())
+        .bind(key.period())
+        .bind(amount_i)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if updated == 1 || amount == 0 {
+            Ok(())
+        } else {
+            Err(give_back_too_much(key, amount))
+        }
+    }
+
+    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
+        Self::reclaim(&self.pool, key, self.clock.now()).await?;
+        let used = sqlx::query_scalar::<_, i64>(USED)
+            .bind(key.tenant().as_uuid())
+            .bind(key.name())
+            .bind(key.period())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(used.map_or(0, to_u64))
+    }
+}

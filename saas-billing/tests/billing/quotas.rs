@@ -1,0 +1,225 @@
+//! The quota stores: the conformance suite on every backend, and the
+//! multi-server checks of issue 15 §2 on PostgreSQL (three stores on
+//! separate pools, as three servers would be; a restart).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saas_billing::TenantId;
+use saas_billing::quota::{
+    Consumption, InMemoryQuotaStore, PostgresQuotaStore, QuotaKey, QuotaStore, ReserveOutcome,
+};
+use saas_billing::testing::Cleanup;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+mod memory {
+    use std::sync::Arc;
+
+    use saas_billing::quota::{InMemoryQuotaStore, QuotaStore};
+
+    async fn store() -> Option<Arc<dyn QuotaStore>> {
+        Some(Arc::new(InMemoryQuotaStore::new()))
+    }
+    saas_billing::quota_store_conformance!(store);
+}
+
+mod postgres {
+    use std::sync::Arc;
+
+    use saas_billing::quota::{PostgresQuotaStore, QuotaStore};
+    use saas_billing::testing::Cleanup;
+
+    async fn store() -> Option<(Arc<dyn QuotaStore>, Cleanup)> {
+        let (pool, cleanup) =
+            crate::sql_stores::pg_pool("saas-billing postgres quota conformance").await?;
+        let store = PostgresQuotaStore::new(pool);
+        store.migrate().await.unwrap();
+        Some((Arc::new(store), cleanup))
+    }
+    saas_billing::quota_store_conformance!(store);
+}
+
+/// Another pool on the same schema: another server.
+async fn another_server(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap()
+}
+
+/// `n` migrated stores on separate pools sharing one fresh schema.
+async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuotaStore>, Cleanup)> {
+    let (pool, cleanup) = crate::sql_stores::pg_pool(test).await?;
+    let mut stores = vec![PostgresQuotaStore::new(pool.clone())];
+    for _ in 1..n {
+        stores.push(PostgresQuotaStore::new(another_server(&pool).await));
+    }
+    for store in &stores {
+        store.migrate().await.unwrap();
+    }
+    Some((stores, cleanup))
+}
+
+async fn close(stores: Vec<PostgresQuotaStore>) {
+    for store in stores {
+        store.pool().close().await;
+    }
+}
+
+/// Three servers × 8 tasks × 1,000 `try_consume` of 1 against a limit of
+/// 500: exactly 500 granted in all, and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_servers_grant_exactly_the_limit() {
+    let Some((stores, cleanup)) =
+        pg_servers("postgres_three_servers_grant_exactly_the_limit", 3).await
+    else {
+        return;
+    };
+    let key = QuotaKey::new(TenantId::new(), "api_calls", "2026-12").unwrap();
+    let mut runs = Vec::new();
+    for store in &stores {
+        for _ in 0..8 {
+            let (store, key) = (store.clone(), key.clone());
+            runs.push(tokio::spawn(async move {
+                let mut granted = 0u64;
+                for _ in 0..1_000 {
+                    if store.try_consume(&key, 1, 500).await.unwrap().is_granted() {
+                        granted += 1;
+                    }
+                }
+                granted
+            }));
+        }
+    }
+    let mut granted = 0;
+    for run in runs {
+        granted += run.await.unwrap();
+    }
+    assert_eq!(granted, 500);
+    for store in &stores {
+        assert_eq!(store.used(&key).await.unwrap(), 500);
+    }
+    close(stores).await;
+    cleanup.run().await;
+}
+
+/// Three servers roll over to a new period at once: the new period's
+/// counter starts from zero once, so exactly its limit is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rollover_across_servers_resets_once() {
+    let Some((stores, cleanup)) =
+        pg_servers("postgres_rollover_across_servers_resets_once", 3).await
+    else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let old = QuotaKey::new(tenant, "api_calls", "2026-12").unwrap();
+    assert!(
+        stores[0]
+            .try_consume(&old, 100, 100)
+            .await
+            .unwrap()
+            .is_granted()
+    );
+    let new = QuotaKey::new(tenant, "api_calls", "2027-01").unwrap();
+    let mut runs = Vec::new();
+    for store in &stores {
+        for _ in 0..4 {
+            let (store, new) = (store.clone(), new.clone());
+            runs.push(tokio::spawn(async move {
+                let mut granted = 0u64;
+                for _ in 0..50 {
+                    if store.try_consume(&new, 1, 100).await.unwrap().is_granted() {
+                        granted += 1;
+                    }
+                }
+                granted
+            }));
+        }
+    }
+    let mut granted = 0;
+    for run in runs {
+        granted += run.await.unwrap();
+    }
+    assert_eq!(granted, 100);
+    assert_eq!(stores[2].used(&new).await.unwrap(), 100);
+    assert_eq!(stores[1].used(&old).await.unwrap(), 100);
+    close(stores).await;
+    cleanup.run().await;
+}
+
+/// A new store after a restart (a new pool) sees the used amount and the
+/// live reservations, and can commit or release a reservation made
+/// before the restart.
+#[tokio::test]
+async fn postgres_restart_sees_the_used_amount() {
+    let Some((pool, cleanup)) =
+        crate::sql_stores::pg_pool("postgres_restart_sees_the_used_amount").await
+    else {
+        return;
+    };
+    let options = (*pool.connect_options()).clone();
+    let tenant = TenantId::new();
+    let calls = QuotaKey::new(tenant, "api_calls", "2026-12").unwrap();
+    let projects = QuotaKey::standing(tenant, "projects").unwrap();
+    let before = PostgresQuotaStore::new(pool);
+    before.migrate().await.unwrap();
+    assert!(
+        before
+            .try_consume(&calls, 7, 10)
+            .await
+            .unwrap()
+            .is_granted()
+    );
+    let ReserveOutcome::Reserved(kept) = before
+        .reserve(&projects, 1, 3, Duration::from_secs(600))
+        .await
+        .unwrap()
+    else {
+        panic!("reservation refused");
+    };
+    let ReserveOutcome::Reserved(dropped) = before
+        .reserve(&projects, 1, 3, Duration::from_secs(600))
+        .await
+        .unwrap()
+    else {
+        panic!("reservation refused");
+    };
+    before.pool().close().await;
+
+    let after_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let after = PostgresQuotaStore::new(after_pool);
+    after.migrate().await.unwrap();
+    assert_eq!(after.used(&calls).await.unwrap(), 7);
+    assert_eq!(
+        after.try_consume(&calls, 4, 10).await.unwrap(),
+        Consumption::Denied { remaining: 3 }
+    );
+    assert_eq!(after.used(&projects).await.unwrap(), 2);
+    after.commit(&kept).await.unwrap();
+    after.release(&dropped).await.unwrap();
+    assert_eq!(after.used(&projects).await.unwrap(), 1);
+    after.pool().close().await;
+    cleanup.run().await;
+}
+
+/// The in-memory store is per process: a second store starts from zero.
+/// (What the PostgreSQL store fixes; documented on `InMemoryQuotaStore`.)
+#[tokio::test]
+async fn in_memory_stores_do_not_share_counts() {
+    let key = QuotaKey::new(TenantId::new(), "api_calls", "1").unwrap();
+    let first: Arc<dyn QuotaStore> = Arc::new(InMemoryQuotaStore::new());
+    let second: Arc<dyn QuotaStore> = Arc::new(InMemoryQuotaStore::new());
+    assert!(first.try_consume(&key, 1, 1).await.unwrap().is_granted());
+    assert!(second.try_consume(&key, 1, 1).await.unwrap().is_granted());
+    let clone = InMemoryQuotaStore::new();
+    let shared = clone.clone();
+    assert!(clone.try_consume(&key, 1, 1).await.unwrap().is_granted());
+    assert!(!shared.try_consume(&key, 1, 1).await.unwrap().is_granted());
+}
