@@ -38,10 +38,14 @@
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresQuotaStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteQuotaStore;
 
 use std::fmt;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use saas_billing::TenantId;
 use saas_billing::quota::{
     Consumption, InMemoryQuotaStore, PostgresQuotaStore, QuotaKey, QuotaStore, ReserveOutcome,
+    SqliteQuotaStore,
 };
 use saas_billing::testing::Cleanup;
 use sqlx::PgPool;
@@ -34,6 +35,22 @@ mod postgres {
         let (pool, cleanup) =
             crate::sql_stores::pg_pool("saas-billing postgres quota conformance").await?;
         let store = PostgresQuotaStore::new(pool);
+        store.migrate().await.unwrap();
+        Some((Arc::new(store), cleanup))
+    }
+    saas_billing::quota_store_conformance!(store);
+}
+
+mod sqlite {
+    use std::sync::Arc;
+
+    use saas_billing::quota::{QuotaStore, SqliteQuotaStore};
+    use saas_billing::testing::Cleanup;
+
+    async fn store() -> Option<(Arc<dyn QuotaStore>, Cleanup)> {
+        let (stores, cleanup) = crate::sql_stores::unmigrated_sqlite_stores().await;
+        let store = SqliteQuotaStore::new(stores.pool().clone());
+        store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         Some((Arc::new(store), cleanup))
     }
@@ -222,4 +239,43 @@ async fn in_memory_stores_do_not_share_counts() {
     let shared = clone.clone();
     assert!(clone.try_consume(&key, 1, 1).await.unwrap().is_granted());
     assert!(!shared.try_consume(&key, 1, 1).await.unwrap().is_granted());
+}
+
+/// Two SQLite stores on separate pools over one database file (two
+/// processes) × 4 tasks × 200 grants of 1 against 300: exactly 300.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_pools_grant_exactly_the_limit() {
+    let (stores, cleanup) = crate::sql_stores::unmigrated_sqlite_stores().await;
+    let first = SqliteQuotaStore::new(stores.pool().clone());
+    first.migrate().await.unwrap();
+    let other_pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with((*stores.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let second = SqliteQuotaStore::new(other_pool);
+    let key = QuotaKey::new(TenantId::new(), "api_calls", "1").unwrap();
+    let mut runs = Vec::new();
+    for store in [&first, &second] {
+        for _ in 0..4 {
+            let (store, key) = (store.clone(), key.clone());
+            runs.push(tokio::spawn(async move {
+                let mut granted = 0u64;
+                for _ in 0..200 {
+                    if store.try_consume(&key, 1, 300).await.unwrap().is_granted() {
+                        granted += 1;
+                    }
+                }
+                granted
+            }));
+        }
+    }
+    let mut granted = 0;
+    for run in runs {
+        granted += run.await.unwrap();
+    }
+    assert_eq!(granted, 300);
+    assert_eq!(second.used(&key).await.unwrap(), 300);
+    second.pool().close().await;
+    cleanup.run().await;
 }
