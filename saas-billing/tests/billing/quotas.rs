@@ -279,3 +279,170 @@ async fn sqlite_two_pools_grant_exactly_the_limit() {
     second.pool().close().await;
     cleanup.run().await;
 }
+
+mod checker {
+    use std::sync::Arc;
+
+    use chrono::{TimeDelta, TimeZone, Utc};
+    use saas_billing::quota::{InMemoryQuotaStore, PostgresQuotaStore, QuotaKey, QuotaStore};
+    use saas_billing::{
+        BillingCalendar, Cadence, DenyReason, Entitlement, EntitlementChecker, FeatureKey,
+        MeterKey, SubscriptionStatus, TenantId, dec,
+    };
+    use saas_core::ManualClock;
+
+    fn plan() -> Vec<Entitlement> {
+        vec![
+            Entitlement::flag(FeatureKey::new("sso").unwrap()),
+            Entitlement::limit(FeatureKey::new("projects").unwrap(), dec!(3.5)),
+            Entitlement::quota(
+                FeatureKey::new("calls").unwrap(),
+                MeterKey::new("calls").unwrap(),
+                dec!(5),
+            ),
+        ]
+    }
+
+    fn servers(n: usize) -> (Arc<ManualClock>, TenantId, Vec<Arc<EntitlementChecker>>) {
+        let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let calendar = BillingCalendar::new(start, chrono_tz::UTC, Cadence::monthly());
+        let tenant = TenantId::new();
+        let checkers = (0..n)
+            .map(|_| {
+                let checker = EntitlementChecker::new(clock.clone());
+                checker.set_plan(tenant, &plan(), calendar);
+                Arc::new(checker)
+            })
+            .collect();
+        (clock, tenant, checkers)
+    }
+
+    /// Two checkers (servers) on one store grant a quota once in all, the
+    /// next period starts from zero, and static limits are whole units.
+    #[tokio::test]
+    async fn checkers_sharing_a_store_grant_the_quota_once() {
+        let store = InMemoryQuotaStore::new();
+        let (clock, tenant, servers) = servers(2);
+        let mut granted = 0;
+        for i in 0..12 {
+            let server = &servers[i % 2];
+            let decision = server
+                .try_consume_with(&store, tenant, "calls", 1)
+                .await
+                .unwrap();
+            if decision.is_allowed() {
+                granted += 1;
+            } else {
+                assert_eq!(decision.reason(), Some(DenyReason::OverLimit));
+                assert_eq!(decision.remaining(), Some(dec!(0)));
+                assert_eq!(decision.limit(), Some(dec!(5)));
+            }
+        }
+        assert_eq!(granted, 5);
+        // The in-memory counters are untouched.
+        assert!(servers[0].check(tenant, "calls", dec!(5)).is_allowed());
+
+        clock.advance(TimeDelta::days(31));
+        let next = servers[1]
+            .try_consume_with(&store, tenant, "calls", 5)
+            .await
+            .unwrap();
+        assert!(next.is_allowed());
+        assert_eq!(next.remaining(), Some(dec!(0)));
+
+        // 3.5 projects is 3 whole units.
+        for _ in 0..3 {
+            assert!(
+                servers[0]
+                    .try_consume_with(&store, tenant, "projects", 1)
+                    .await
+                    .unwrap()
+                    .is_allowed()
+            );
+        }
+        assert!(
+            !servers[1]
+                .try_consume_with(&store, tenant, "projects", 1)
+                .await
+                .unwrap()
+                .is_allowed()
+        );
+        let standing = QuotaKey::standing(tenant, "projects").unwrap();
+        assert_eq!(store.used(&standing).await.unwrap(), 3);
+    }
+
+    /// Flags, unknown tenants and features, and suspended tenants are
+    /// answered from memory and leave the store untouched.
+    #[tokio::test]
+    async fn memory_answers_what_the_store_does_not_count() {
+        let store = InMemoryQuotaStore::new();
+        let (_, tenant, servers) = servers(1);
+        let server = &servers[0];
+        let sso = server
+            .try_consume_with(&store, tenant, "sso", 1)
+            .await
+            .unwrap();
+        assert!(sso.is_allowed());
+        assert_eq!(sso.remaining(), None);
+        let unknown = server
+            .try_consume_with(&store, TenantId::new(), "calls", 1)
+            .await
+            .unwrap();
+        assert_eq!(unknown.reason(), Some(DenyReason::UnknownTenant));
+        let missing = server
+            .try_consume_with(&store, tenant, "scim", 1)
+            .await
+            .unwrap();
+        assert_eq!(missing.reason(), Some(DenyReason::UnknownFeature));
+        assert!(server.suspend(tenant, SubscriptionStatus::Paused));
+        let paused = server
+            .try_consume_with(&store, tenant, "calls", 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            paused.reason(),
+            Some(DenyReason::NotServed(SubscriptionStatus::Paused))
+        );
+        let standing = QuotaKey::standing(tenant, "projects").unwrap();
+        assert_eq!(store.used(&standing).await.unwrap(), 0);
+    }
+
+    /// Three checkers on three PostgreSQL pools × 4 tasks × 100 against a
+    /// quota of 5: exactly 5 granted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_checkers_on_three_servers_grant_the_quota_once() {
+        let Some((stores, cleanup)) =
+            super::pg_servers("postgres_checkers_on_three_servers_grant_the_quota_once", 3).await
+        else {
+            return;
+        };
+        let (_, tenant, servers) = servers(3);
+        let mut runs = Vec::new();
+        for (server, store) in servers.iter().zip(&stores) {
+            for _ in 0..4 {
+                let (server, store): (_, PostgresQuotaStore) = (server.clone(), store.clone());
+                runs.push(tokio::spawn(async move {
+                    let mut granted = 0u64;
+                    for _ in 0..100 {
+                        let decision = server
+                            .try_consume_with(&store, tenant, "calls", 1)
+                            .await
+                            .unwrap();
+                        if decision.is_allowed() {
+                            granted += 1;
+                        }
+                    }
+                    granted
+                }));
+            }
+        }
+        let mut granted = 0;
+        for run in runs {
+            granted += run.await.unwrap();
+        }
+        assert_eq!(granted, 5);
+        super::close(stores).await;
+        cleanup.run().await;
+    }
+}
