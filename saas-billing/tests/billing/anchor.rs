@@ -17,6 +17,24 @@ fn basic(tenant: TenantId) -> NewSubscription {
     NewSubscription::new(tenant, plan("basic", 1), Currency::USD)
 }
 
+/// Basic (30.00 a month) created on Apr 10 with its anchor on May 1:
+/// the harness (at Apr 10), the tenant and the subscription.
+async fn basic_from_apr_10_anchored_on_may_1() -> (BillingHarness, TenantId, Subscription) {
+    let h = harness(at(2024, 4, 10, 0));
+    let tenant = TenantId::new();
+    let sub = h
+        .engine()
+        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
+        .await
+        .unwrap();
+    (h, tenant, sub)
+}
+
+/// The amounts of an invoice's lines, in order.
+fn line_amounts(invoice: &Invoice) -> Vec<saas_billing::Money> {
+    invoice.lines.iter().map(|l| l.amount).collect()
+}
+
 /// (index, start, end, total) of each invoice.
 fn periods(
     invoices: &[Invoice],
@@ -37,13 +55,7 @@ fn periods(
 /// billed 30.00 × 21/30 = 21.00 on May 1; then 30.00 a month from May 1.
 #[tokio::test]
 async fn an_anchor_bills_a_prorated_first_period_then_full_months() {
-    let mut h = harness(at(2024, 4, 10, 0));
-    let tenant = TenantId::new();
-    let sub = h
-        .engine()
-        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
-        .await
-        .unwrap();
+    let (mut h, tenant, sub) = basic_from_apr_10_anchored_on_may_1().await;
     assert_eq!(sub.status(), SubscriptionStatus::Active);
     assert_eq!(sub.calendar().anchor(), at(2024, 5, 1, 0));
     assert_eq!(sub.current_period_index(), -1);
@@ -351,13 +363,7 @@ async fn a_month_end_anchor_clamps_and_prorates_the_first_period() {
 /// 11 of 30 days credited (−11.00): 10.00 for the 10 days served.
 #[tokio::test]
 async fn cancelling_in_the_first_period_credits_against_the_full_period() {
-    let mut h = harness(at(2024, 4, 10, 0));
-    let tenant = TenantId::new();
-    let sub = h
-        .engine()
-        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
-        .await
-        .unwrap();
+    let (mut h, tenant, sub) = basic_from_apr_10_anchored_on_may_1().await;
     h.set_time(at(2024, 4, 20, 0));
     h.engine()
         .cancel(tenant, sub.id(), CancelMode::Immediately { prorate: true })
@@ -366,7 +372,7 @@ async fn cancelling_in_the_first_period_credits_against_the_full_period() {
     h.advance_to(at(2024, 4, 20, 0)).await.unwrap();
     let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
     assert_eq!(invoices.len(), 1);
-    let amounts: Vec<_> = invoices[0].lines.iter().map(|l| l.amount).collect();
+    let amounts = line_amounts(&invoices[0]);
     assert_eq!(
         amounts,
         [usd(dec!(21.00)), usd(dec!(-11.00)), usd(dec!(0.00))]
@@ -387,13 +393,7 @@ async fn cancelling_in_the_first_period_credits_against_the_full_period() {
 /// 15.00 + 45.00 + 2.50 = 53.50; May bills pro in full, 95.00.
 #[tokio::test]
 async fn upgrading_in_the_first_period_prorates_against_the_full_period() {
-    let mut h = harness(at(2024, 4, 10, 0));
-    let tenant = TenantId::new();
-    let sub = h
-        .engine()
-        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
-        .await
-        .unwrap();
+    let (mut h, tenant, sub) = basic_from_apr_10_anchored_on_may_1().await;
     h.set_time(at(2024, 4, 16, 0));
     let pro = PlanChange {
         plan: plan("pro", 1),
@@ -402,7 +402,7 @@ async fn upgrading_in_the_first_period_prorates_against_the_full_period() {
     h.engine().change_plan(tenant, sub.id(), pro).await.unwrap();
     h.advance_to(at(2024, 6, 1, 0)).await.unwrap();
     let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
-    let amounts: Vec<_> = invoices[0].lines.iter().map(|l| l.amount).collect();
+    let amounts = line_amounts(&invoices[0]);
     assert_eq!(
         amounts,
         [
@@ -423,13 +423,7 @@ async fn upgrading_in_the_first_period_prorates_against_the_full_period() {
 /// 16 days served. The upcoming invoice shows the same before May 1.
 #[tokio::test]
 async fn pausing_in_the_first_period_prorates_against_the_full_period() {
-    let mut h = harness(at(2024, 4, 10, 0));
-    let tenant = TenantId::new();
-    let sub = h
-        .engine()
-        .create_subscription(basic(tenant).billing_cycle_anchor(at(2024, 5, 1, 0)))
-        .await
-        .unwrap();
+    let (mut h, tenant, sub) = basic_from_apr_10_anchored_on_may_1().await;
     h.set_time(at(2024, 4, 20, 0));
     h.engine().pause(tenant, sub.id()).await.unwrap();
     h.set_time(at(2024, 4, 25, 0));
@@ -440,7 +434,7 @@ async fn pausing_in_the_first_period_prorates_against_the_full_period() {
     assert_eq!(upcoming.total, usd(dec!(16.00)));
     h.advance_to(at(2024, 5, 1, 0)).await.unwrap();
     let invoices = h.engine().invoices(tenant, sub.id()).await.unwrap();
-    let amounts: Vec<_> = invoices[0].lines.iter().map(|l| l.amount).collect();
+    let amounts = line_amounts(&invoices[0]);
     assert_eq!(
         amounts,
         [

@@ -37,32 +37,6 @@ pub use builder::PgTenancyBuilder;
 pub use conn::TenantConn;
 pub use fence::handle_lock_key;
 
-/// Puts the scope on a connection kept for `tenant` and checks that the
-/// reply is this statement's: on an exchange left out of step (a refused
-/// `COPY … TO STDOUT` through sqlx's raw copy API leaves a reply unread)
-/// sqlx would take an earlier reply for it and report success.
-async fn scope_kept(
-    conn: &mut sqlx::PgConnection,
-    statement: String,
-    tenant: TenantId,
-) -> Result<(), sqlx::Error> {
-    use sqlx::Row;
-    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
-        .fetch_all(&mut *conn)
-        .await?;
-    let echoed: Option<String> = match rows.last() {
-        Some(row) => row.try_get(sql::SCOPE_COLUMN).ok(),
-        None => None,
-    };
-    if echoed == Some(tenant.to_string()) {
-        Ok(())
-    } else {
-        Err(sqlx::Error::Protocol(
-            "a kept connection's reply to its scope was not its own".to_owned(),
-        ))
-    }
-}
-
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
 type PoolRegistry = crate::registry::PoolRegistry<Postgres>;
@@ -143,10 +117,18 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// How many dead runtime connections a checkout skips: each is closed
-    /// as it fails, so one more than the pool holds reaches a new one.
-    fn retries(&self) -> u32 {
-        self.config.max_connections + 1
+    /// Whether a shared checkout whose first round trip failed with
+    /// `error` takes another connection: when the connection died while
+    /// idle, or was a kept one (closed), nothing of the request ran on it.
+    /// Each failed connection is closed, so one more attempt than the pool
+    /// holds reaches a new one.
+    fn may_retry(&self, reused: bool, error: &TenancyError, attempts: u32) -> bool {
+        (reused || session::is_dead_connection(error)) && attempts < self.config.max_connections + 1
+    }
+
+    /// Where a handle on `checkout` may keep its connection afterwards.
+    fn keep_for(&self, checkout: &SharedCheckout) -> Option<(Affinity, std::time::Instant)> {
+        self.affinity.clone().map(|a| (a, checkout.left_pool))
     }
 }
 
@@ -283,7 +265,7 @@ impl PgTenancy {
                 .await?;
             let reused = checkout.reused;
             let statement = AssertSqlSafe(begin(reused)).into_sql_str();
-            let affinity = cluster.affinity.clone().map(|a| (a, checkout.left_pool));
+            let affinity = cluster.keep_for(&checkout);
             let placement = placement.clone();
             match TenantTx::begin(
                 checkout.conn,
@@ -301,10 +283,7 @@ impl PgTenancy {
                 // (it is closed): nothing ran on it; take another one from
                 // the pool — after reading the record again, since a
                 // deletion also ends sessions (it cuts the tenant's handles).
-                Err(e)
-                    if (reused || session::is_dead_connection(&e))
-                        && attempts < cluster.retries() =>
-                {
+                Err(e) if cluster.may_retry(reused, &e, attempts) => {
                     attempts += 1;
                     may_reuse = false;
                     self.recheck(tenant).await?;
@@ -344,7 +323,7 @@ impl PgTenancy {
                 .shared_checkout(cluster, tenant, &placement, fences, may_reuse)
                 .await?;
             let reused = checkout.reused;
-            let affinity = cluster.affinity.clone().map(|a| (a, checkout.left_pool));
+            let affinity = cluster.keep_for(&checkout);
             // Wrapped before the scope is set, so that even a cancellation
             // right here resets the connection before another tenant uses it.
             let mut conn = TenantConn::new(
@@ -370,10 +349,7 @@ impl PgTenancy {
                 Ok(()) => return Ok(conn),
                 // A connection that died while idle, or a kept one whose
                 // first round trip failed (see `begin_record`).
-                Err(e)
-                    if (reused || session::is_dead_connection(&e))
-                        && attempts < cluster.retries() =>
-                {
+                Err(e) if cluster.may_retry(reused, &e, attempts) => {
                     conn.abandon(reused);
                     attempts += 1;
                     may_reuse = false;
@@ -610,5 +586,31 @@ impl std::fmt::Debug for PgTenancy {
             .field("clusters", &self.inner.clusters.keys().collect::<Vec<_>>())
             .field("tables", &self.inner.tables)
             .finish_non_exhaustive()
+    }
+}
+
+/// Puts the scope on a connection kept for `tenant` and checks that the
+/// reply is this statement's: on an exchange left out of step (a refused
+/// `COPY … TO STDOUT` through sqlx's raw copy API leaves a reply unread)
+/// sqlx would take an earlier reply for it and report success.
+async fn scope_kept(
+    conn: &mut sqlx::PgConnection,
+    statement: String,
+    tenant: TenantId,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
+        .fetch_all(&mut *conn)
+        .await?;
+    let echoed: Option<String> = match rows.last() {
+        Some(row) => row.try_get(sql::SCOPE_COLUMN).ok(),
+        None => None,
+    };
+    if echoed == Some(tenant.to_string()) {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(
+            "a kept connection's reply to its scope was not its own".to_owned(),
+        ))
     }
 }
