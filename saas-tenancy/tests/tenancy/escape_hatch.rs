@@ -1,5 +1,12 @@
 //! The escape hatch is visible: every `unscoped_admin_connection` emits
 //! one `warn` event naming the cluster and the caller's reason.
+//!
+//! Each test fires the warning once before installing its capture. tracing
+//! caches a callsite's interest when it first fires; another test firing
+//! the warning for the first time on its own thread while the capture is
+//! being installed can cache "never" and hide the warning from the capture.
+//! Once the callsite is registered, installing the capture recomputes the
+//! cache under tracing's lock, so the warm-up leaves nothing to race.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -102,6 +109,11 @@ async fn postgres_escape_hatch_logs_a_warning_with_the_reason() {
             .unwrap();
         tx.commit().await.unwrap();
     }
+    // See the module note on warming up.
+    let warm_up = env
+        .tenancy
+        .unscoped_admin_connection(&env.cluster, "warm-up");
+    drop(warm_up.await.unwrap());
     let capture = Capture::default();
     let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(capture.clone()));
     let reason = "monthly report across tenants";
@@ -125,6 +137,11 @@ async fn postgres_escape_hatch_logs_a_warning_with_the_reason() {
 #[tokio::test]
 async fn sqlite_escape_hatch_logs_a_warning_with_the_reason() {
     let sandbox = SqliteSandbox::new().await.unwrap();
+    // See the module note on warming up.
+    let warm_up = sandbox
+        .tenancy
+        .unscoped_admin_connection(&sandbox.cluster, "warm-up");
+    drop(warm_up.await.unwrap());
     let capture = Capture::default();
     let guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(capture.clone()));
     let reason = "support ticket 4711: inspect shared rows";

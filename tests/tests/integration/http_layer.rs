@@ -1,6 +1,6 @@
 //! The axum layer end to end, through a real router.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -37,6 +37,7 @@ async fn whoami(Tenant(ctx): Tenant) -> String {
 }
 
 fn app() -> App {
+    spans();
     let issuer = TokenIssuer::builder(SigningKey::hmac(None, Algorithm::HS256, SECRET).unwrap())
         .build()
         .unwrap();
@@ -238,12 +239,29 @@ impl<S: tracing::Subscriber> Layer<S> for SpanRecorder {
     }
 }
 
+/// The process-wide span recorder, installed before any test in this binary
+/// builds a router.
+///
+/// tracing caches each callsite's interest the first time it fires. A
+/// recorder installed per test (`set_default`) races with other tests firing
+/// the layer's span for the first time on their threads and can cache
+/// "never" for it, hiding the span (CI saw exactly that). Installing one
+/// global recorder before any span can fire leaves nothing to race; each
+/// test then looks only for its own tenant, whose id is fresh per `app()`.
+fn spans() -> &'static SpanRecorder {
+    static RECORDER: OnceLock<SpanRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder = SpanRecorder::default();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(recorder.clone()),
+        )
+        .expect("no other global subscriber in this test binary");
+        recorder
+    })
+}
+
 #[tokio::test]
 async fn request_spans_carry_the_tenant_id() {
-    let recorder = SpanRecorder::default();
-    let subscriber = tracing_subscriber::registry().with(recorder.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
-
     let app = app();
     let token = app
         .issuer
@@ -251,5 +269,8 @@ async fn request_spans_carry_the_tenant_id() {
         .unwrap();
     let (status, _, _) = send(&app.router, "acme.example.com", "/whoami", Some(&token)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(*recorder.0.lock().unwrap(), vec![app.acme.to_string()]);
+    let acme = app.acme.to_string();
+    let seen = spans().0.lock().unwrap();
+    let mine = seen.iter().filter(|id| **id == acme).count();
+    assert_eq!(mine, 1, "one tenant_request span with this tenant's id");
 }
