@@ -9,6 +9,7 @@ mod inbox_core;
 mod memory;
 mod names;
 mod partition;
+mod receipt;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod relay_core;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -42,6 +43,7 @@ pub use envelope::{
 pub use error::{BoxError, EventError};
 pub use memory::{InMemoryBus, InMemoryConfig};
 pub use names::{MAX_NAME_LEN, validate_name};
+pub use receipt::PublishReceipt;
 pub use trace::TraceContext;
 pub use traits::{Capabilities, Publisher, StartFrom, SubscribeOptions, Subscriber};
 

@@ -3,14 +3,172 @@
 //! until it is stopped. Each backend supplies only how one location is
 //! drained ([`RelayBackend`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::envelope::Event;
 use crate::error::EventError;
+use crate::receipt::PublishReceipt;
+use crate::traits::Publisher;
+
+/// How long a relay waits by default for a sink to confirm a forwarded
+/// run (see [`Publisher::publish_tracked`]) before it forwards the rows
+/// again.
+pub(crate) const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many forwarded, unconfirmed rows a relay keeps per location by
+/// default before it stops reading new ones there.
+pub(crate) const DEFAULT_MAX_UNCONFIRMED: u32 = 5_000;
+
+/// Publishes `batch` (rows in outbox order: sequence, topic, event) to
+/// `sink`, one tracked publication per run of one topic, in order.
+pub(crate) async fn publish_runs(
+    sink: &dyn Publisher,
+    batch: Vec<(i64, String, Event)>,
+) -> Result<Vec<Forwarded>, EventError> {
+    let mut forwarded = Vec::new();
+    let mut seqs = Vec::new();
+    let mut run: Vec<Event> = Vec::new();
+    let mut run_topic = String::new();
+    for (seq, topic, event) in batch {
+        if topic != run_topic && !run.is_empty() {
+            let events = std::mem::take(&mut run);
+            let receipt = sink.publish_tracked(&run_topic, events).await?;
+            forwarded.push(Forwarded::new(std::mem::take(&mut seqs), receipt));
+        }
+        run_topic = topic;
+        run.push(event);
+        seqs.push(seq);
+    }
+    if !run.is_empty() {
+        let receipt = sink.publish_tracked(&run_topic, run).await?;
+        forwarded.push(Forwarded::new(seqs, receipt));
+    }
+    Ok(forwarded)
+}
+
+/// How many rows a pass may read: a batch, or less when the forwarded rows
+/// awaiting confirmation approach `max_unconfirmed`.
+pub(crate) fn room(max_unconfirmed: u32, settled: &Settled, batch_size: u32) -> u32 {
+    let waiting = u32::try_from(settled.waiting.len()).unwrap_or(u32::MAX);
+    max_unconfirmed.saturating_sub(waiting).min(batch_size)
+}
+
+/// Rows forwarded as one tracked publication, kept until the sink confirms.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    seqs: Vec<i64>,
+    receipt: PublishReceipt,
+    at: tokio::time::Instant,
+}
+
+impl Forwarded {
+    fn new(seqs: Vec<i64>, receipt: PublishReceipt) -> Self {
+        Self {
+            seqs,
+            receipt,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// What a relay pass does with one location's forwarded rows.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Rows the sink has confirmed: delete them.
+    pub(crate) confirmed: Vec<i64>,
+    /// Rows still waiting: do not forward them again.
+    pub(crate) waiting: Vec<i64>,
+    waiting_runs: Vec<Forwarded>,
+}
+
+impl Settled {
+    /// Sorts freshly forwarded runs in; returns whether any is confirmed
+    /// already (a sink with persistence confirms on publication).
+    pub(crate) fn add(&mut self, forwarded: Vec<Forwarded>) -> bool {
+        let mut confirmed = false;
+        for run in forwarded {
+            if run.receipt.is_confirmed() {
+                self.confirmed.extend(run.seqs);
+                confirmed = true;
+            } else {
+                self.waiting.extend(&run.seqs);
+                self.waiting_runs.push(run);
+            }
+        }
+        confirmed
+    }
+}
+
+/// Forwarded rows not yet confirmed by the sink, per location, so that a
+/// relay deletes a row only once the sink holds its event safely and
+/// forwards newer rows meanwhile (one event a consumer keeps failing does
+/// not hold up the others).
+///
+/// Kept in memory on purpose: after a crash the rows are still in the
+/// outbox and are forwarded again (consumers deduplicate by event id).
+#[derive(Debug, Default)]
+pub(crate) struct Unconfirmed(Mutex<HashMap<String, Vec<Forwarded>>>);
+
+impl Unconfirmed {
+    /// Takes `location`'s forwarded runs, sorted into confirmed and
+    /// waiting; runs lost by the sink, or unconfirmed for longer than
+    /// `timeout`, are dropped so their rows are forwarded again.
+    pub(crate) fn take(&self, location: &str, timeout: Duration) -> Settled {
+        let runs = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(location)
+            .unwrap_or_default();
+        let mut settled = Settled::default();
+        for run in runs {
+            if run.receipt.is_confirmed() {
+                settled.confirmed.extend(run.seqs);
+            } else if run.receipt.is_lost() || run.at.elapsed() >= timeout {
+                tracing::warn!(
+                    location,
+                    rows = run.seqs.len(),
+                    "outbox rows not confirmed by the sink; forwarding them again"
+                );
+            } else {
+                settled.waiting.extend(&run.seqs);
+                settled.waiting_runs.push(run);
+            }
+        }
+        settled
+    }
+
+    /// Keeps what is still waiting after a pass; `undeleted` are confirmed
+    /// rows the pass could not delete (tried again next pass).
+    pub(crate) fn put_back(&self, location: &str, settled: Settled, undeleted: bool) {
+        let mut runs = settled.waiting_runs;
+        if undeleted && !settled.confirmed.is_empty() {
+            runs.push(Forwarded::new(settled.confirmed, PublishReceipt::settled()));
+        }
+        if runs.is_empty() {
+            return;
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(location.to_owned(), runs);
+    }
+
+    /// Whether any location has forwarded rows awaiting confirmation.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+}
 
 /// Counters of a relay, shared with its `RelayHandle`.
 #[derive(Debug, Default)]
@@ -48,6 +206,10 @@ pub(crate) trait RelayBackend: Clone + Send + Sync + 'static {
     fn batch_rows(&self) -> u32;
     /// How long an idle or failing relay waits before the next pass.
     fn idle_wait(&self) -> Duration;
+    /// How long forwarded rows wait for the sink's confirmation.
+    fn confirm_timeout(&self) -> Duration;
+    /// The forwarded rows awaiting confirmation.
+    fn unconfirmed(&self) -> &Unconfirmed;
     /// The locations to drain, asked again on every pass.
     async fn current_locations(&self) -> Result<Vec<Self::Location>, EventError>;
     /// The location's name, for the log.
@@ -77,6 +239,14 @@ macro_rules! impl_relay_backend {
                 self.config.poll_interval
             }
 
+            fn confirm_timeout(&self) -> std::time::Duration {
+                self.config.confirm_timeout
+            }
+
+            fn unconfirmed(&self) -> &$crate::relay_core::Unconfirmed {
+                &self.unconfirmed
+            }
+
             async fn current_locations(&self) -> Result<Vec<$location>, $crate::EventError> {
                 self.locations.locations().await
             }
@@ -102,8 +272,18 @@ pub(crate) use impl_relay_backend;
 pub(crate) async fn relay_once<R: RelayBackend>(relay: &R) -> Result<usize, EventError> {
     let mut total = 0;
     let mut first_error = None;
+    let mut names = HashSet::new();
     for location in relay.current_locations().await? {
-        match relay.drain_location(&location).await {
+        // Forwarded rows are remembered by location name until confirmed.
+        let drained = if names.insert(R::location_name(&location).to_owned()) {
+            relay.drain_location(&location).await
+        } else {
+            Err(EventError::InvalidName {
+                name: R::location_name(&location).to_owned(),
+                reason: "two outbox locations share this name; give each its own",
+            })
+        };
+        match drained {
             Ok(n) => total += n,
             Err(error) => {
                 relay.counters().errors.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +320,14 @@ pub(crate) fn spawn<R: RelayBackend>(relay: R) -> RelayHandle<R> {
                 }
             }
         }
+        // Stopping: give the sink's consumers the confirmation time to
+        // finish what was forwarded, so a clean stop leaves no row to be
+        // forwarded again at the next start.
+        let deadline = tokio::time::Instant::now() + runner.confirm_timeout();
+        while !runner.unconfirmed().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(runner.idle_wait().min(Duration::from_millis(10))).await;
+            let _ = relay_once(&runner).await;
+        }
     });
     RelayHandle { relay, stop, task }
 }
@@ -158,7 +346,8 @@ impl<R> RelayHandle<R> {
         &self.relay
     }
 
-    /// Stops after the current pass and waits for it.
+    /// Stops after the current pass and waits for it, and for the sink to
+    /// confirm what was forwarded (at most the confirmation timeout).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;

@@ -8,6 +8,7 @@ use saas_core::TenantId;
 use crate::delivery::Subscription;
 use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
 use crate::error::EventError;
+use crate::receipt::PublishReceipt;
 
 /// What a backend can do beyond the contract every backend keeps.
 ///
@@ -144,6 +145,31 @@ pub trait Publisher: Send + Sync + fmt::Debug {
             self.publish(topic, event).await?;
         }
         Ok(())
+    }
+
+    /// Publishes events in order, as [`Publisher::publish_batch`] does, and
+    /// returns a receipt saying when they no longer depend on the caller's
+    /// copy.
+    ///
+    /// An outbox relay deletes its rows only once the receipt is
+    /// [confirmed](PublishReceipt::confirmed), so "relayed at least once"
+    /// holds up to the consumer whatever sits between them. The default
+    /// publishes the batch and returns a [settled](PublishReceipt::settled)
+    /// receipt: right for a backend with
+    /// [`persistence`](Capabilities::persistence), where accepting is
+    /// storing. A backend that keeps events only in memory overrides it to
+    /// confirm once every receiving group has acknowledged them.
+    ///
+    /// Publishing again events a group still holds from an earlier tracked
+    /// publication (same [`Event::id`]) must not queue them twice there; the
+    /// new receipt waits for the copy already held.
+    async fn publish_tracked(
+        &self,
+        topic: &str,
+        events: Vec<Event>,
+    ) -> Result<PublishReceipt, EventError> {
+        self.publish_batch(topic, events).await?;
+        Ok(PublishReceipt::settled())
     }
 
     /// What this backend can do.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::envelope::Event;
 use crate::partition::key_hash;
+use crate::receipt::{CopyGuard, Tracker};
 
 /// Hashes `u64`s that are sequence numbers or key hashes: one multiply
 /// instead of SipHash on the per-event path.
@@ -44,6 +45,9 @@ pub(super) struct Entry {
     key: Option<u64>,
     pub(super) attempts: u32,
     not_before: Option<Instant>,
+    /// Tracked publications waiting for this entry's acknowledgement
+    /// (empty for plain publishes).
+    copies: Vec<CopyGuard>,
 }
 
 impl Entry {
@@ -57,6 +61,7 @@ impl Entry {
             key,
             attempts: 0,
             not_before: None,
+            copies: Vec::new(),
         }
     }
 }
@@ -82,6 +87,10 @@ pub(super) struct GroupState {
     pending: VecDeque<Entry>,
     in_flight: HashMap<u64, Entry, U64Build>,
     busy_keys: HashSet<u64, U64Build>,
+    /// Event id → sequence of the entries holding tracked copies, pending
+    /// or in flight: a tracked event published again while held is not
+    /// queued twice.
+    tracked: HashMap<String, u64>,
     pub(super) closed: bool,
     pub(super) consumers: usize,
 }
@@ -89,6 +98,39 @@ pub(super) struct GroupState {
 impl GroupState {
     pub(super) fn push(&mut self, entry: Entry) {
         self.pending.push_back(entry);
+    }
+
+    /// Queues `entry` for a tracked publication, or, if this group already
+    /// holds the same event from an earlier one, makes that entry's
+    /// acknowledgement count for this publication too.
+    pub(super) fn push_tracked(&mut self, mut entry: Entry, tracker: &Arc<Tracker>) {
+        if let Some(&seq) = self.tracked.get(entry.event.id()) {
+            let held = match self.in_flight.get_mut(&seq) {
+                Some(held) => Some(held),
+                None => {
+                    let at = self.pending.partition_point(|e| e.seq < seq);
+                    self.pending.get_mut(at).filter(|e| e.seq == seq)
+                }
+            };
+            if let Some(held) = held {
+                held.copies.push(tracker.copy());
+                return;
+            }
+        }
+        self.tracked.insert(entry.event.id().to_owned(), entry.seq);
+        entry.copies.push(tracker.copy());
+        self.pending.push_back(entry);
+    }
+
+    /// The bus is closing: events still waiting will never be handled, so
+    /// the publications tracking them fail now rather than time out.
+    pub(super) fn drop_waiting_copies(&mut self) {
+        for entry in &mut self.pending {
+            if !entry.copies.is_empty() {
+                self.tracked.remove(entry.event.id());
+                entry.copies.clear();
+            }
+        }
     }
 
     /// Hands out the oldest ready entry whose partition key has nothing in
@@ -152,7 +194,15 @@ impl GroupState {
                 self.pending.insert(at, entry);
                 true
             }
-            None => freed && !self.pending.is_empty(),
+            None => {
+                if !entry.copies.is_empty() {
+                    self.tracked.remove(entry.event.id());
+                    for copy in entry.copies.drain(..) {
+                        copy.acknowledge();
+                    }
+                }
+                freed && !self.pending.is_empty()
+            }
         }
     }
 

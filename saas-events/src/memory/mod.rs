@@ -15,6 +15,7 @@ use crate::delivery::Subscription;
 use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
 use crate::error::EventError;
 use crate::names::validate_name;
+use crate::receipt::{PublishReceipt, Tracker};
 use crate::traits::{Capabilities, Publisher, StartFrom, SubscribeOptions, Subscriber};
 
 use consumer::Consumer;
@@ -183,7 +184,11 @@ impl InMemoryBus {
                 .collect()
         };
         for group in groups {
-            group.lock().closed = true;
+            {
+                let mut queue = group.lock();
+                queue.closed = true;
+                queue.drop_waiting_copies();
+            }
             group.notify.notify_waiters();
         }
     }
@@ -193,7 +198,14 @@ impl InMemoryBus {
         event.check_payload_size(self.shared.config.max_payload_bytes)
     }
 
-    fn publish_all(&self, topic: &str, events: Vec<Event>) -> Result<(), EventError> {
+    /// Publishes `events` under one lock; with a `tracker`, every copy
+    /// queued counts towards its receipt.
+    fn publish_all(
+        &self,
+        topic: &str,
+        events: Vec<Event>,
+        tracker: Option<&Arc<Tracker>>,
+    ) -> Result<(), EventError> {
         let config = &self.shared.config;
         let mut touched: Vec<Arc<Group>> = Vec::new();
         {
@@ -218,7 +230,11 @@ impl InMemoryBus {
                 let before = queue.pending_len();
                 for (seq, event) in &events {
                     if group.accepts(event) {
-                        queue.push(Entry::new(*seq, Arc::clone(event), config.ordered_per_key));
+                        let entry = Entry::new(*seq, Arc::clone(event), config.ordered_per_key);
+                        match tracker {
+                            Some(tracker) => queue.push_tracked(entry, tracker),
+                            None => queue.push(entry),
+                        }
                     }
                 }
                 if queue.pending_len() > before {
@@ -266,7 +282,7 @@ impl InMemoryBus {
 impl Publisher for InMemoryBus {
     async fn publish(&self, topic: &str, event: Event) -> Result<(), EventError> {
         self.check(topic, &event)?;
-        self.publish_all(topic, vec![event])
+        self.publish_all(topic, vec![event], None)
     }
 
     /// All or nothing: the batch is checked, then published under one lock.
@@ -274,7 +290,27 @@ impl Publisher for InMemoryBus {
         for event in &events {
             self.check(topic, event)?;
         }
-        self.publish_all(topic, events)
+        self.publish_all(topic, events, None)
+    }
+
+    /// All or nothing, as `publish_batch`; the receipt is confirmed once
+    /// every group and subscription that received the events has
+    /// acknowledged each of them (at once if none did). The bus keeps
+    /// events only in memory, so an outbox relay must keep its rows until
+    /// then.
+    async fn publish_tracked(
+        &self,
+        topic: &str,
+        events: Vec<Event>,
+    ) -> Result<PublishReceipt, EventError> {
+        for event in &events {
+            self.check(topic, event)?;
+        }
+        let (tracker, receipt) = Tracker::start();
+        self.publish_all(topic, events, Some(&tracker))?;
+        // Every copy is counted: release the publisher's own hold.
+        tracker.acknowledge();
+        Ok(receipt)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::pg_error;
 use super::location::{OutboxLocation, OutboxLocations, check_ident};
 use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
-use crate::relay_core;
 pub use crate::relay_core::RelayStats;
+use crate::relay_core::{self, Settled, Unconfirmed};
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -30,6 +30,15 @@ pub struct RelayConfig {
     pub batch_size: u32,
     /// How long an idle relay waits before looking again (default 20 ms).
     pub poll_interval: Duration,
+    /// How long a pass waits for the sink to confirm a batch (default
+    /// 30 s; see [`Publisher::publish_tracked`]). A sink that keeps events
+    /// in memory confirms once its consumers have acknowledged them; until
+    /// then the rows stay in the outbox, and after this long unconfirmed
+    /// they are forwarded again.
+    pub confirm_timeout: Duration,
+    /// Forwarded rows awaiting confirmation at which the relay stops
+    /// reading new rows from a location (default 5,000).
+    pub max_unconfirmed: u32,
 }
 
 impl Default for RelayConfig {
@@ -38,6 +47,8 @@ impl Default for RelayConfig {
             table: DEFAULT_OUTBOX_TABLE.to_owned(),
             batch_size: 500,
             poll_interval: Duration::from_millis(20),
+            confirm_timeout: relay_core::DEFAULT_CONFIRM_TIMEOUT,
+            max_unconfirmed: relay_core::DEFAULT_MAX_UNCONFIRMED,
         }
     }
 }
@@ -62,6 +73,19 @@ impl RelayConfig {
     /// Sets the idle poll interval.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// Sets how long forwarded rows wait for the sink's confirmation
+    /// before they are forwarded again.
+    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
+    }
+
+    /// Sets how many forwarded rows may await confirmation per location.
+    pub fn with_max_unconfirmed(mut self, rows: u32) -> Self {
+        self.max_unconfirmed = rows.max(1);
         self
     }
 }
@@ -95,6 +119,7 @@ pub struct OutboxRelay {
     sink: Arc<dyn Publisher>,
     config: RelayConfig,
     stats: Arc<RelayStats>,
+    unconfirmed: Arc<Unconfirmed>,
 }
 
 impl OutboxRelay {
@@ -109,6 +134,7 @@ impl OutboxRelay {
             sink,
             config,
             stats: Arc::new(RelayStats::default()),
+            unconfirmed: Arc::default(),
         }
     }
 
@@ -127,9 +153,17 @@ impl OutboxRelay {
         relay_core::relay_once(self).await
     }
 
-    /// Forwards one batch from `location`, in sequence order, and deletes
-    /// it in the same transaction. Returns 0 without waiting when another
-    /// relay holds the location.
+    /// One pass over `location`, in one transaction: deletes the rows the
+    /// sink has confirmed since the last pass, and forwards the oldest rows
+    /// not yet forwarded, in sequence order. Returns how many were
+    /// forwarded; 0 without waiting when another relay holds the location.
+    ///
+    /// A sink with [`persistence`](crate::Capabilities::persistence)
+    /// confirms on publication, so its rows are deleted in the same
+    /// transaction. An in-memory bus confirms once its consumers have
+    /// acknowledged the events; until then the rows stay in the outbox (a
+    /// crash loses nothing) and are not forwarded again unless the sink
+    /// loses them or [`RelayConfig::confirm_timeout`] passes.
     ///
     /// # Errors
     /// A database error, a row that is not a valid event (left in place,
@@ -147,46 +181,55 @@ impl OutboxRelay {
         if !locked {
             return Ok(0);
         }
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT seq, topic, event FROM {table} ORDER BY seq LIMIT $1"
-        )))
-        .bind(i64::from(self.config.batch_size))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        if rows.is_empty() {
-            return Ok(0);
+        let name = location.name();
+        let mut settled = self.unconfirmed.take(name, self.config.confirm_timeout);
+        let passed = match self.forward(&mut tx, &table, &mut settled).await {
+            Ok(forwarded) => tx.commit().await.map_err(pg_error).map(|()| forwarded),
+            Err(error) => Err(error),
+        };
+        self.unconfirmed.put_back(name, settled, passed.is_err());
+        let forwarded = passed?;
+        self.stats.add_relayed(forwarded);
+        Ok(forwarded)
+    }
+
+    /// The body of [`OutboxRelay::relay_location`] inside its transaction.
+    async fn forward(
+        &self,
+        tx: &mut PgConnection,
+        table: &str,
+        settled: &mut Settled,
+    ) -> Result<usize, EventError> {
+        let room = relay_core::room(self.config.max_unconfirmed, settled, self.config.batch_size);
+        // Rows confirmed since the last pass go first, so the read below
+        // cannot forward them again.
+        if !settled.confirmed.is_empty() {
+            delete_rows(&mut *tx, table, &settled.confirmed).await?;
         }
-        let mut seqs = Vec::with_capacity(rows.len());
-        let mut run: Vec<Event> = Vec::new();
-        let mut run_topic = String::new();
-        for row in &rows {
-            let seq: i64 = row.try_get(0).map_err(pg_error)?;
-            let topic: String = row.try_get(1).map_err(pg_error)?;
-            let body: &str = row.try_get(2).map_err(pg_error)?;
-            let event = Event::from_json_str(body)?;
-            if topic != run_topic && !run.is_empty() {
-                self.sink
-                    .publish_batch(&run_topic, std::mem::take(&mut run))
-                    .await?;
+        let mut forwarded = 0;
+        if room > 0 {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT seq, topic, event FROM {table} WHERE seq <> ALL($1) ORDER BY seq LIMIT $2"
+            )))
+            .bind(&settled.waiting)
+            .bind(i64::from(room))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+            let mut batch = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seq: i64 = row.try_get(0).map_err(pg_error)?;
+                let topic: String = row.try_get(1).map_err(pg_error)?;
+                let body: &str = row.try_get(2).map_err(pg_error)?;
+                batch.push((seq, topic, Event::from_json_str(body)?));
             }
-            run_topic = topic;
-            run.push(event);
-            seqs.push(seq);
+            forwarded = batch.len();
+            // A sink with persistence confirms at once: delete in this pass.
+            if settled.add(relay_core::publish_runs(&*self.sink, batch).await?) {
+                delete_rows(&mut *tx, table, &settled.confirmed).await?;
+            }
         }
-        if !run.is_empty() {
-            self.sink.publish_batch(&run_topic, run).await?;
-        }
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE seq = ANY($1)"
-        )))
-        .bind(&seqs)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        self.stats.add_relayed(seqs.len());
-        Ok(seqs.len())
+        Ok(forwarded)
     }
 
     /// How long the oldest committed, undelivered event has waited, over
@@ -235,6 +278,18 @@ impl OutboxRelay {
     pub fn spawn(self) -> RelayHandle {
         relay_core::spawn(self)
     }
+}
+
+/// Deletes the rows `seqs` from `table`.
+async fn delete_rows(tx: &mut PgConnection, table: &str, seqs: &[i64]) -> Result<(), EventError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE seq = ANY($1)"
+    )))
+    .bind(seqs)
+    .execute(&mut *tx)
+    .await
+    .map_err(pg_error)?;
+    Ok(())
 }
 
 /// A relay running on a task.

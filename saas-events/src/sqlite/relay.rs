@@ -1,19 +1,19 @@
-//! The relay: committed outbox rows to a publisher, in order, one relay
+//! The relay: committed outbox rows to a publisher, in order, one pass
 //! per file at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use saas_core::{SharedClock, SystemClock, TenantId};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::error::sqlite_error;
 use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
-use crate::relay_core;
 pub use crate::relay_core::RelayStats;
+use crate::relay_core::{self, Settled, Unconfirmed};
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -27,6 +27,15 @@ pub struct RelayConfig {
     /// The clock pending ages are measured with (default: the system
     /// clock; use the outbox's).
     pub clock: SharedClock,
+    /// How long forwarded rows wait for the sink to confirm them (default
+    /// 30 s; see [`Publisher::publish_tracked`]). A sink that keeps events
+    /// in memory confirms once its consumers have acknowledged them; until
+    /// then the rows stay in the outbox, and after this long unconfirmed
+    /// they are forwarded again.
+    pub confirm_timeout: Duration,
+    /// Forwarded rows awaiting confirmation at which the relay stops
+    /// reading new rows from a location (default 5,000).
+    pub max_unconfirmed: u32,
 }
 
 impl Default for RelayConfig {
@@ -35,6 +44,8 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval: Duration::from_millis(20),
             clock: Arc::new(SystemClock),
+            confirm_timeout: relay_core::DEFAULT_CONFIRM_TIMEOUT,
+            max_unconfirmed: relay_core::DEFAULT_MAX_UNCONFIRMED,
         }
     }
 }
@@ -55,6 +66,19 @@ impl RelayConfig {
     /// Sets the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets how long forwarded rows wait for the sink's confirmation
+    /// before they are forwarded again.
+    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
+    }
+
+    /// Sets how many forwarded rows may await confirmation per location.
+    pub fn with_max_unconfirmed(mut self, rows: u32) -> Self {
+        self.max_unconfirmed = rows.max(1);
         self
     }
 }
@@ -87,6 +111,7 @@ pub struct OutboxRelay {
     sink: Arc<dyn Publisher>,
     config: RelayConfig,
     stats: Arc<RelayStats>,
+    unconfirmed: Arc<Unconfirmed>,
 }
 
 impl OutboxRelay {
@@ -101,6 +126,7 @@ impl OutboxRelay {
             sink,
             config,
             stats: Arc::new(RelayStats::default()),
+            unconfirmed: Arc::default(),
         }
     }
 
@@ -120,8 +146,19 @@ impl OutboxRelay {
         relay_core::relay_once(self).await
     }
 
-    /// Forwards one batch from `location`, in sequence order, and deletes
-    /// it in the same write transaction.
+    /// One pass over `location`, in one write transaction: deletes the
+    /// rows the sink has confirmed since the last pass, and forwards the
+    /// oldest rows not yet forwarded, in sequence order. Returns how many
+    /// were forwarded.
+    ///
+    /// A sink with [`persistence`](crate::Capabilities::persistence)
+    /// confirms on publication, so its rows are deleted in the same
+    /// transaction. An in-memory bus confirms once its consumers have
+    /// acknowledged the events — consumers that may write to this very
+    /// file, which is why the pass never waits for them: the rows stay in
+    /// the outbox (a crash loses nothing), are deleted by a later pass, and
+    /// are not forwarded again unless the sink loses them or
+    /// [`RelayConfig::confirm_timeout`] passes.
     ///
     /// # Errors
     /// A database error (a busy file after the pool's busy timeout), a row
@@ -130,66 +167,80 @@ impl OutboxRelay {
     /// [`OutboxRelay::oldest_pending_age`]), or the sink's error (the batch
     /// stays and is forwarded again).
     pub async fn relay_location(&self, location: &OutboxLocation) -> Result<usize, EventError> {
+        let name = location.name();
+        let mut settled = self.unconfirmed.take(name, self.config.confirm_timeout);
+        let passed = self.pass(location, &mut settled).await;
+        self.unconfirmed.put_back(name, settled, passed.is_err());
+        let forwarded = passed?;
+        self.stats.add_relayed(forwarded);
+        Ok(forwarded)
+    }
+
+    /// The body of [`OutboxRelay::relay_location`].
+    async fn pass(
+        &self,
+        location: &OutboxLocation,
+        settled: &mut Settled,
+    ) -> Result<usize, EventError> {
         let table = location.quoted();
         let mut conn = location.pool().acquire().await.map_err(sqlite_error)?;
+        let room = relay_core::room(self.config.max_unconfirmed, settled, self.config.batch_size);
+        let waiting = json_list(&settled.waiting);
         // A read without the write lock first, so an idle relay polling
         // every few milliseconds never makes the application's writers wait.
-        let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT EXISTS (SELECT 1 FROM {table})"
+        let new_rows: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM {table} \
+             WHERE seq NOT IN (SELECT value FROM json_each(?)))"
         )))
+        .bind(&waiting)
         .fetch_one(&mut *conn)
         .await
         .map_err(sqlite_error)?;
-        if !any {
+        if (!new_rows || room == 0) && settled.confirmed.is_empty() {
             return Ok(0);
         }
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlite_error)?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT seq, tenant_id, topic, event FROM {table} ORDER BY seq LIMIT ?"
-        )))
-        .bind(i64::from(self.config.batch_size))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(sqlite_error)?;
-        let Some(last) = rows.last() else {
-            return Ok(0);
-        };
-        let last_seq: i64 = last.try_get(0).map_err(sqlite_error)?;
-        let mut run: Vec<Event> = Vec::new();
-        let mut run_topic = String::new();
-        for row in &rows {
-            let tenant: Option<Uuid> = row.try_get(1).map_err(sqlite_error)?;
-            let topic: String = row.try_get(2).map_err(sqlite_error)?;
-            let body: &str = row.try_get(3).map_err(sqlite_error)?;
-            let row_tenant = tenant
-                .map(TenantId::from_uuid)
-                .transpose()
-                .map_err(|e| EventError::invalid("tenantid", e.to_string()))?;
-            let event = owned_event(Event::from_json_str(body)?, row_tenant, location.tenant())?;
-            if topic != run_topic && !run.is_empty() {
-                self.sink
-                    .publish_batch(&run_topic, std::mem::take(&mut run))
-                    .await?;
-            }
-            run_topic = topic;
-            run.push(event);
+        // Rows confirmed since the last pass go first, so the read below
+        // cannot forward them again.
+        if !settled.confirmed.is_empty() {
+            delete_rows(&mut tx, &table, &settled.confirmed).await?;
         }
-        if !run.is_empty() {
-            self.sink.publish_batch(&run_topic, run).await?;
-        }
-        // The write lock is held since the read, so the rows up to the
-        // last one read are exactly the batch.
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE seq <= ?")))
-            .bind(last_seq)
-            .execute(&mut *tx)
+        let mut forwarded = 0;
+        if room > 0 {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT seq, tenant_id, topic, event FROM {table} \
+                 WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?"
+            )))
+            .bind(&waiting)
+            .bind(i64::from(room))
+            .fetch_all(&mut *tx)
             .await
             .map_err(sqlite_error)?;
+            let mut batch = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seq: i64 = row.try_get(0).map_err(sqlite_error)?;
+                let tenant: Option<Uuid> = row.try_get(1).map_err(sqlite_error)?;
+                let topic: String = row.try_get(2).map_err(sqlite_error)?;
+                let body: &str = row.try_get(3).map_err(sqlite_error)?;
+                let row_tenant = tenant
+                    .map(TenantId::from_uuid)
+                    .transpose()
+                    .map_err(|e| EventError::invalid("tenantid", e.to_string()))?;
+                let event =
+                    owned_event(Event::from_json_str(body)?, row_tenant, location.tenant())?;
+                batch.push((seq, topic, event));
+            }
+            forwarded = batch.len();
+            // A sink with persistence confirms at once: delete in this pass.
+            if settled.add(relay_core::publish_runs(&*self.sink, batch).await?) {
+                delete_rows(&mut tx, &table, &settled.confirmed).await?;
+            }
+        }
         tx.commit().await.map_err(sqlite_error)?;
-        self.stats.add_relayed(rows.len());
-        Ok(rows.len())
+        Ok(forwarded)
     }
 
     /// How long the oldest committed, undelivered event has waited, over
@@ -250,6 +301,28 @@ impl OutboxRelay {
 pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
 relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);
+
+/// Deletes the rows `seqs` from `table`.
+async fn delete_rows(
+    tx: &mut SqliteConnection,
+    table: &str,
+    seqs: &[i64],
+) -> Result<(), EventError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE seq IN (SELECT value FROM json_each(?))"
+    )))
+    .bind(json_list(seqs))
+    .execute(&mut *tx)
+    .await
+    .map_err(sqlite_error)?;
+    Ok(())
+}
+
+/// Sequence numbers as the JSON array `json_each` reads.
+fn json_list(seqs: &[i64]) -> String {
+    let items: Vec<String> = seqs.iter().map(i64::to_string).collect();
+    format!("[{}]", items.join(","))
+}
 
 /// The event as it may leave its outbox: the tenant of its row (stamped by
 /// a tenant view) or of its location (a tenant's own file) is stamped on a

@@ -1,6 +1,7 @@
 //! The one integration test binary of `saas-events`.
 #![allow(clippy::unwrap_used)]
 
+mod confirmation;
 mod conformance;
 mod envelope;
 mod errors;
