@@ -33,6 +33,8 @@ mod no_float;
 mod properties;
 #[path = "billing/quotas.rs"]
 mod quotas;
+#[path = "billing/redis_quotas.rs"]
+mod redis_quotas;
 #[path = "billing/reexports.rs"]
 mod reexports;
 #[path = "billing/restore.rs"]

@@ -38,9 +38,13 @@
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{MAX_REDIS_PREFIX_LEN, RedisQuotaConfig, RedisQuotaStore};
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresQuotaStore;
