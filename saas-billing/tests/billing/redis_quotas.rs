@@ -1,9 +1,16 @@
-//! The Redis quota store: the conformance suite and prefix validation.
+//! The Redis quota store: the conformance suite, and the multi-server
+//! checks of issue 15 §2 (three stores on their own connections, as three
+//! servers would be; a restart; reservations; a rollover under load).
 //!
 //! Needs `SAAS_TEST_REDIS_URL`. Each test writes under a random key prefix
 //! of its own and deletes every key under it afterwards.
 
-use saas_billing::quota::{RedisQuotaConfig, RedisQuotaStore};
+use std::time::Duration;
+
+use saas_billing::TenantId;
+use saas_billing::quota::{
+    Consumption, QuotaKey, QuotaStore, RedisQuotaConfig, RedisQuotaStore, ReserveOutcome,
+};
 use saas_billing::testing::Cleanup;
 use saas_test_support::{Service, service_url, unique_name};
 
@@ -46,6 +53,11 @@ impl RedisQuotaFixture {
             }
         })
     }
+
+    /// The Redis keys under the prefix.
+    pub(crate) async fn keys(&self) -> Vec<String> {
+        keys_matching(&self.url, &format!("{}:*", self.config.prefix())).await
+    }
 }
 
 async fn keys_matching(url: &str, pattern: &str) -> Vec<String> {
@@ -83,6 +95,199 @@ mod conformance {
         Some((Arc::new(store), fixture.cleanup()))
     }
     saas_billing::quota_store_conformance!(store);
+}
+
+/// `tasks_per_server` tasks on each store, each making `each` grants of 1
+/// against `limit`; the grants made in all.
+async fn race(
+    stores: &[RedisQuotaStore],
+    key: &QuotaKey,
+    tasks_per_server: usize,
+    each: usize,
+    limit: u64,
+) -> u64 {
+    let mut runs = Vec::new();
+    for store in stores {
+        for _ in 0..tasks_per_server {
+            let (store, key) = (store.clone(), key.clone());
+            runs.push(tokio::spawn(async move {
+                let mut granted = 0u64;
+                for _ in 0..each {
+                    if store
+                        .try_consume(&key, 1, limit)
+                        .await
+                        .unwrap()
+                        .is_granted()
+                    {
+                        granted += 1;
+                    }
+                }
+                granted
+            }));
+        }
+    }
+    let mut granted = 0;
+    for run in runs {
+        granted += run.await.unwrap();
+    }
+    granted
+}
+
+/// Three servers × 8 tasks × 1,000 `try_consume` of 1 against a limit of
+/// 500: exactly 500 granted in all, and stored; a fresh store (a restart)
+/// sees 500 and grants no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_servers_grant_exactly_the_limit() {
+    let Some(fixture) = RedisQuotaFixture::new("redis_three_servers_grant_exactly_the_limit")
+    else {
+        return;
+    };
+    let cleanup = fixture.cleanup();
+    let stores = vec![
+        fixture.server().await,
+        fixture.server().await,
+        fixture.server().await,
+    ];
+    let key = QuotaKey::new(TenantId::new(), "api_calls", "2026-12").unwrap();
+    assert_eq!(race(&stores, &key, 8, 1_000, 500).await, 500);
+    for store in &stores {
+        assert_eq!(store.used(&key).await.unwrap(), 500);
+    }
+    drop(stores);
+
+    let restarted = fixture.server().await;
+    assert_eq!(restarted.used(&key).await.unwrap(), 500);
+    assert_eq!(
+        restarted.try_consume(&key, 1, 500).await.unwrap(),
+        Consumption::Denied { remaining: 0 }
+    );
+    cleanup.run().await;
+}
+
+/// Many tasks on three servers move from period "p1" to "p2" at once:
+/// each period's counter counts exactly its own grants, and "p2" starts
+/// from zero once (its limit granted exactly, however the tasks race).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rollover_across_servers_counts_each_period_once() {
+    let Some(fixture) =
+        RedisQuotaFixture::new("redis_rollover_across_servers_counts_each_period_once")
+    else {
+        return;
+    };
+    let cleanup = fixture.cleanup();
+    let stores = vec![
+        fixture.server().await,
+        fixture.server().await,
+        fixture.server().await,
+    ];
+    let tenant = TenantId::new();
+    let p1 = QuotaKey::new(tenant, "api_calls", "p1").unwrap();
+    let p2 = QuotaKey::new(tenant, "api_calls", "p2").unwrap();
+    // Each task makes 30 grants in "p1" then 30 in "p2": 3 × 4 × 30 = 360
+    // asked per period against a limit of 100. Tasks switch period at
+    // different moments, so "p1" and "p2" grants interleave.
+    let mut runs = Vec::new();
+    for store in &stores {
+        for _ in 0..4 {
+            let (store, p1, p2) = (store.clone(), p1.clone(), p2.clone());
+            runs.push(tokio::spawn(async move {
+                let mut granted = [0u64; 2];
+                for (period, key) in [&p1, &p2].into_iter().enumerate() {
+                    for _ in 0..30 {
+                        if store.try_consume(key, 1, 100).await.unwrap().is_granted() {
+                            granted[period] += 1;
+                        }
+                    }
+                }
+                granted
+            }));
+        }
+    }
+    let mut granted = [0u64; 2];
+    for run in runs {
+        let [first, second] = run.await.unwrap();
+        granted[0] += first;
+        granted[1] += second;
+    }
+    assert_eq!(granted, [100, 100]);
+    assert_eq!(stores[0].used(&p1).await.unwrap(), 100);
+    assert_eq!(stores[1].used(&p2).await.unwrap(), 100);
+    cleanup.run().await;
+}
+
+/// A reservation round trip across servers and a restart: reserved units
+/// count as used on every server, a reservation made on one server is
+/// committed or released on another, and the counts survive a new
+/// connection.
+#[tokio::test]
+async fn redis_reserve_commit_release_across_servers_and_restart() {
+    let Some(fixture) =
+        RedisQuotaFixture::new("redis_reserve_commit_release_across_servers_and_restart")
+    else {
+        return;
+    };
+    let cleanup = fixture.cleanup();
+    let (first, second) = (fixture.server().await, fixture.server().await);
+    let projects = QuotaKey::standing(TenantId::new(), "projects").unwrap();
+    let ttl = Duration::from_secs(600);
+    let ReserveOutcome::Reserved(kept) = first.reserve(&projects, 1, 2, ttl).await.unwrap() else {
+        panic!("reservation refused");
+    };
+    let ReserveOutcome::Reserved(dropped) = first.reserve(&projects, 1, 2, ttl).await.unwrap()
+    else {
+        panic!("reservation refused");
+    };
+    assert_eq!(
+        second.reserve(&projects, 1, 2, ttl).await.unwrap(),
+        ReserveOutcome::Denied { remaining: 0 }
+    );
+    drop(first);
+
+    let restarted = fixture.server().await;
+    assert_eq!(restarted.used(&projects).await.unwrap(), 2);
+    restarted.commit(&kept).await.unwrap();
+    second.release(&dropped).await.unwrap();
+    assert_eq!(restarted.used(&projects).await.unwrap(), 1);
+    assert_eq!(second.used(&projects).await.unwrap(), 1);
+    second.give_back(&projects, 1).await.unwrap();
+    assert_eq!(restarted.used(&projects).await.unwrap(), 0);
+    // Back at zero with nothing reserved: no key is left behind.
+    assert_eq!(fixture.keys().await, Vec::<String>::new());
+    cleanup.run().await;
+}
+
+/// Names and periods holding the separator, braces or the same bytes in
+/// other places are different counters.
+#[tokio::test]
+async fn redis_keys_never_collide() {
+    let Some(fixture) = RedisQuotaFixture::new("redis_keys_never_collide") else {
+        return;
+    };
+    let cleanup = fixture.cleanup();
+    let store = fixture.server().await;
+    let tenant = TenantId::new();
+    let keys = [
+        QuotaKey::new(tenant, "a:b", "c").unwrap(),
+        QuotaKey::new(tenant, "a", "b:c").unwrap(),
+        QuotaKey::new(tenant, "a:1:b", "c").unwrap(),
+        QuotaKey::new(tenant, "a}", "{b").unwrap(),
+        QuotaKey::new(tenant, "a", "}{b").unwrap(),
+        QuotaKey::standing(tenant, "a:b:c").unwrap(),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let amount = i as u64 + 1;
+        assert!(
+            store
+                .try_consume(key, amount, 100)
+                .await
+                .unwrap()
+                .is_granted()
+        );
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(store.used(key).await.unwrap(), i as u64 + 1, "{key}");
+    }
+    cleanup.run().await;
 }
 
 /// The prefix is validated: empty, too long, or holding `{` or spaces is
