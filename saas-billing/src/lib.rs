@@ -95,4 +95,7 @@ const _: () = {
     assert_send_sync::<Invoice>();
     assert_send_sync::<BillingEngine>();
     assert_send_sync::<EntitlementChecker>();
+    assert_send_sync::<quota::LeasedQuota>();
+    #[cfg(feature = "redis")]
+    assert_send_sync::<quota::RedisQuotaStore>();
 };

@@ -23,6 +23,8 @@ mod fixtures;
 mod invoicing;
 #[path = "billing/lagging_cycle.rs"]
 mod lagging_cycle;
+#[path = "billing/leases.rs"]
+mod leases;
 #[path = "billing/metering.rs"]
 mod metering;
 #[path = "billing/money.rs"]

@@ -35,6 +35,7 @@
 //! # }).unwrap();
 //! ```
 
+mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -45,6 +46,7 @@ mod sqlite;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{MAX_REDIS_PREFIX_LEN, RedisQuotaConfig, RedisQuotaStore};
+pub use lease::LeasedQuota;
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresQuotaStore;

@@ -67,7 +67,7 @@ async fn another_server(pool: &PgPool) -> PgPool {
 }
 
 /// `n` migrated stores on separate pools sharing one fresh schema.
-async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuotaStore>, Cleanup)> {
+pub(crate) async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuotaStore>, Cleanup)> {
     let (pool, cleanup) = crate::sql_stores::pg_pool(test).await?;
     let mut stores = vec![PostgresQuotaStore::new(pool.clone())];
     for _ in 1..n {
@@ -79,7 +79,7 @@ async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuotaStore>, Cl
     Some((stores, cleanup))
 }
 
-async fn close(stores: Vec<PostgresQuotaStore>) {
+pub(crate) async fn close(stores: Vec<PostgresQuotaStore>) {
     for store in stores {
         store.pool().close().await;
     }
