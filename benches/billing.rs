@@ -16,6 +16,17 @@
 //!   in the same rounds, same batch size and writers.
 //! - The same replayed (every key already stored).
 //! - In-memory ingestion, aggregation, and entitlement checks on one core.
+//! - Quotas exact across servers (Redis from `SAAS_TEST_REDIS_URL`, default
+//!   `redis://127.0.0.1:6379`): durable `QuotaStore::try_consume` on
+//!   PostgreSQL and on Redis (`QUOTA_TASKS` concurrent tasks, keys of
+//!   `TENANTS` tenants), and `LeasedQuota::try_consume` on one task (one
+//!   core) over each, every line against the in-memory entitlement check
+//!   of the same run.
+//!
+//! Sections can be chosen by name: `cargo bench -p saas-benches --bench
+//! billing -- quotas` (also `ingestion`, `aggregation`, `entitlements`;
+//! none named runs all). `quotas` runs the entitlement check too: it is
+//! the quota lines' baseline.
 //!
 //! Rates are computed in integers (events per second).
 
@@ -27,6 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use saas_billing::quota::{
+    LeasedQuota, PostgresQuotaStore, QuotaKey, QuotaStore, RedisQuotaConfig, RedisQuotaStore,
+};
 use saas_billing::store::InMemoryUsageStore;
 use saas_billing::store::postgres::PostgresBillingStores;
 use saas_billing::{
@@ -39,6 +53,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 const TENANTS: usize = 64;
 const BATCH: usize = 2_000;
 const WRITERS: usize = 2;
@@ -46,6 +61,14 @@ const EVENTS_PER_ROUND: usize = 60_000;
 const ROUNDS: usize = 4;
 const AGGREGATED_EVENTS: usize = 1_000_000;
 const CHECKS: u64 = 5_000_000;
+/// Concurrent tasks calling a durable quota store (one server's requests).
+const QUOTA_TASKS: usize = 8;
+/// Durable grants per task and store.
+const QUOTA_CALLS_PER_TASK: u64 = 2_500;
+/// Grants through a lease, on one task.
+const LEASED_CALLS: u64 = 5_000_000;
+/// Units a lease takes from the store at a time.
+const LEASE: u64 = 1_000;
 
 struct Line {
     case: &'static str,
@@ -422,7 +445,8 @@ fn pro() -> PlanRef {
     PlanRef::new(PlanId::new("pro").unwrap(), 1)
 }
 
-fn entitlements(lines: &mut Vec<Line>) {
+/// The entitlement lines; returns the check rate (the quota lines' baseline).
+fn entitlements(lines: &mut Vec<Line>) -> u64 {
     let catalog = catalog();
     let plan = catalog.plan(&pro()).unwrap();
     let clock = ManualClock::new(start() + TimeDelta::days(3));
@@ -442,9 +466,10 @@ fn entitlements(lines: &mut Vec<Line>) {
         allowed += u64::from(d.is_allowed());
     }
     assert_eq!(allowed, CHECKS);
+    let check_rate = rate(CHECKS, began.elapsed());
     lines.push(Line {
         case: "Entitlement check (quota, flag, limit; 1,000 tenants; one core)",
-        rate: rate(CHECKS, began.elapsed()),
+        rate: check_rate,
         baseline: None,
         target: "≥ 1,000,000/s",
     });
@@ -459,6 +484,166 @@ fn entitlements(lines: &mut Vec<Line>) {
         baseline: None,
         target: "—",
     });
+    check_rate
+}
+
+/// `QUOTA_TASKS` tasks × `QUOTA_CALLS_PER_TASK` durable grants of 1, keys
+/// round-robin over `TENANTS` tenants (limits never reached, so every call
+/// is a granted write); returns the elapsed time.
+async fn timed_durable(store: Arc<dyn QuotaStore>, keys: Arc<Vec<QuotaKey>>) -> Duration {
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..QUOTA_TASKS)
+        .map(|t| {
+            let (store, keys) = (store.clone(), keys.clone());
+            tokio::spawn(async move {
+                for i in 0..QUOTA_CALLS_PER_TASK {
+                    let key = &keys[(usize::try_from(i).unwrap() + t) % keys.len()];
+                    assert!(
+                        store
+                            .try_consume(key, 1, u64::MAX >> 1)
+                            .await
+                            .unwrap()
+                            .is_granted()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    began.elapsed()
+}
+
+/// `LEASED_CALLS` grants of 1 through one lease on one task; returns the
+/// elapsed time. The lease is released afterwards and the store must
+/// count exactly the grants.
+async fn timed_leased(store: Arc<dyn QuotaStore>) -> Duration {
+    let key = QuotaKey::new(TenantId::new(), "api_calls", "bench").unwrap();
+    let lease = LeasedQuota::new(store.clone(), key.clone(), u64::MAX >> 1, LEASE).unwrap();
+    let began = Instant::now();
+    for _ in 0..LEASED_CALLS {
+        assert!(lease.try_consume(black_box(1)).await.unwrap());
+    }
+    let elapsed = began.elapsed();
+    lease.release().await.unwrap();
+    assert_eq!(store.used(&key).await.unwrap(), LEASED_CALLS);
+    elapsed
+}
+
+async fn quotas(url: &str, redis_url: &str, check_rate: u64, lines: &mut Vec<Line>) {
+    let keys: Arc<Vec<QuotaKey>> = Arc::new(
+        (0..TENANTS)
+            .map(|_| QuotaKey::new(TenantId::new(), "api_calls", "2024-01").unwrap())
+            .collect(),
+    );
+    let calls = QUOTA_CALLS_PER_TASK * u64::try_from(QUOTA_TASKS).unwrap();
+
+    let schema = format!("bench_quota_{}", std::process::id());
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    admin
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .await
+        .unwrap();
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(QUOTA_TASKS).unwrap())
+        .connect_with(options)
+        .await
+        .unwrap();
+    let postgres = PostgresQuotaStore::new(pool.clone());
+    postgres.migrate().await.unwrap();
+    let postgres: Arc<dyn QuotaStore> = Arc::new(postgres);
+    // Warm-up: the pool's connections, every key's row.
+    timed_durable(postgres.clone(), keys.clone()).await;
+    lines.push(Line {
+        case: "PostgreSQL QuotaStore::try_consume, durable (8 tasks; vs entitlement check)",
+        rate: rate(calls, timed_durable(postgres.clone(), keys.clone()).await),
+        baseline: Some(check_rate),
+        target: "—",
+    });
+    lines.push(Line {
+        case: "LeasedQuota::try_consume over PostgreSQL, lease 1,000 (one task; vs entitlement check)",
+        rate: rate(LEASED_CALLS, timed_leased(postgres).await),
+        baseline: Some(check_rate),
+        target: "≥ 1,000,000/s",
+    });
+    pool.close().await;
+    admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+        .await
+        .unwrap();
+
+    let prefix = format!("bench_quota_{}", std::process::id());
+    let config = RedisQuotaConfig::default().with_prefix(&prefix).unwrap();
+    let redis: Arc<dyn QuotaStore> =
+        Arc::new(RedisQuotaStore::connect(redis_url, config).await.unwrap());
+    timed_durable(redis.clone(), keys.clone()).await;
+    lines.push(Line {
+        case: "Redis QuotaStore::try_consume, durable (8 tasks, one connection; vs entitlement check)",
+        rate: rate(calls, timed_durable(redis.clone(), keys.clone()).await),
+        baseline: Some(check_rate),
+        target: "—",
+    });
+    lines.push(Line {
+        case: "LeasedQuota::try_consume over Redis, lease 1,000 (one task; vs entitlement check)",
+        rate: rate(LEASED_CALLS, timed_leased(redis).await),
+        baseline: Some(check_rate),
+        target: "≥ 1,000,000/s",
+    });
+    delete_redis_keys(redis_url, &format!("{prefix}:*")).await;
+}
+
+async fn delete_redis_keys(url: &str, pattern: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// `rate / baseline` with three decimals, or three significant digits
+/// below 0.1 (a durable store beside an in-memory check).
+fn ratio_text(rate: u64, baseline: u64) -> String {
+    let micro = u128::from(rate) * 1_000_000 / u128::from(baseline.max(1));
+    if micro >= 100_000 {
+        let milli = micro / 1000;
+        format!("{}.{:03}×", milli / 1000, milli % 1000)
+    } else {
+        let mut digits = 6; // decimals
+        let mut shown = micro;
+        while shown >= 1_000 {
+            shown /= 10;
+            digits -= 1;
+        }
+        format!("0.{shown:0digits$}×")
+    }
 }
 
 fn table(lines: &[Line]) -> String {
@@ -468,10 +653,7 @@ fn table(lines: &[Line]) -> String {
     );
     for l in lines {
         let (base, ratio) = match l.baseline {
-            Some(b) => {
-                let milli = u128::from(l.rate) * 1000 / u128::from(b.max(1));
-                (grouped(b), format!("{}.{:03}×", milli / 1000, milli % 1000))
-            }
+            Some(b) => (grouped(b), ratio_text(l.rate, b)),
             None => ("—".to_owned(), "—".to_owned()),
         };
         out.push_str(&format!(
@@ -487,17 +669,37 @@ fn table(lines: &[Line]) -> String {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only = |part: &str| {
+        let parts = ["ingestion", "aggregation", "entitlements", "quotas"];
+        let chosen: Vec<&String> = args
+            .iter()
+            .filter(|a| parts.contains(&a.as_str()))
+            .collect();
+        chosen.is_empty() || chosen.iter().any(|a| *a == part)
+    };
     let url = std::env::var("SAAS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let redis_url =
+        std::env::var("SAAS_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
     let mut lines = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(durable(&url, &mut lines));
-    runtime.block_on(in_memory_ingestion(&mut lines));
-    aggregation(&mut lines);
-    entitlements(&mut lines);
+    if only("ingestion") {
+        runtime.block_on(durable(&url, &mut lines));
+        runtime.block_on(in_memory_ingestion(&mut lines));
+    }
+    if only("aggregation") {
+        aggregation(&mut lines);
+    }
+    if only("entitlements") || only("quotas") {
+        let check_rate = entitlements(&mut lines);
+        if only("quotas") {
+            runtime.block_on(quotas(&url, &redis_url, check_rate, &mut lines));
+        }
+    }
     let report = table(&lines);
     println!("{report}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-reports");
