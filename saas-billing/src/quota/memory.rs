@@ -16,8 +16,8 @@ use crate::error::BillingError;
 
 /// A [`QuotaStore`] in process memory, for tests and single-process hosts.
 /// Counts are lost on restart and not shared between processes; use
-/// [`PostgresQuotaStore`](crate::quota::PostgresQuotaStore) (feature
-/// `postgres`) for several servers.
+/// `PostgresQuotaStore` (feature `postgres`) or `RedisQuotaStore`
+/// (feature `redis`) for several servers.
 #[derive(Debug, Clone)]
 pub struct InMemoryQuotaStore {
     inner: Arc<Mutex<State>>,

@@ -21,6 +21,13 @@
 //!   to live has passed. The key has no period:
 //!   [`QuotaKey::standing`].
 //!
+//! Backends: [`InMemoryQuotaStore`] (one process), `PostgresQuotaStore`
+//! (feature `postgres`), `SqliteQuotaStore` (feature `sqlite`) and
+//! `RedisQuotaStore` (feature `redis`), all passing the same conformance
+//! suite. For hot paths, [`LeasedQuota`] spends blocks of a quota locally
+//! over any of them: never over the limit, under-grant bounded by the
+//! lease.
+//!
 //! ```
 //! use saas_billing::quota::{Consumption, InMemoryQuotaStore, QuotaKey, QuotaStore};
 //! use saas_billing::TenantId;
