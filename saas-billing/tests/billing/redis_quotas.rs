@@ -256,6 +256,61 @@ async fn redis_reserve_commit_release_across_servers_and_restart() {
     cleanup.run().await;
 }
 
+/// Reservations expire by the time of the caller's clock, passed to the
+/// script, not by the Redis server's: a server whose clock has passed the
+/// expiry reclaims the units; one whose clock has not yet sees them held.
+#[tokio::test]
+async fn redis_reservations_expire_by_the_callers_clock() {
+    use std::sync::Arc;
+
+    use saas_billing::{ErrorKind, ManualClock, TimeDelta, TimeZone, Utc};
+
+    let Some(fixture) = RedisQuotaFixture::new("redis_reservations_expire_by_the_callers_clock")
+    else {
+        return;
+    };
+    let cleanup = fixture.cleanup();
+    let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let (ahead, behind) = (
+        Arc::new(ManualClock::new(start)),
+        Arc::new(ManualClock::new(start)),
+    );
+    let server = |clock: Arc<ManualClock>| {
+        let url = fixture.url.clone();
+        let config = fixture.config.clone().with_clock(clock);
+        async move { RedisQuotaStore::connect(&url, config).await.unwrap() }
+    };
+    let (first, second) = (server(ahead.clone()).await, server(behind.clone()).await);
+    let projects = QuotaKey::standing(TenantId::new(), "projects").unwrap();
+    let ReserveOutcome::Reserved(held) = first
+        .reserve(&projects, 1, 1, Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("reservation refused");
+    };
+    assert_eq!(held.expires_at(), start + TimeDelta::seconds(60));
+    ahead.advance(TimeDelta::seconds(59));
+    assert_eq!(first.used(&projects).await.unwrap(), 1);
+    ahead.advance(TimeDelta::seconds(1));
+    // The second server's clock is still at the start: the unit is held.
+    assert_eq!(second.used(&projects).await.unwrap(), 1);
+    // The first's has reached the expiry: the unit goes back, once.
+    assert_eq!(first.used(&projects).await.unwrap(), 0);
+    assert_eq!(
+        second.commit(&held).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(
+        second
+            .try_consume(&projects, 1, 1)
+            .await
+            .unwrap()
+            .is_granted()
+    );
+    cleanup.run().await;
+}
+
 /// Names and periods holding the separator, braces or the same bytes in
 /// other places are different counters.
 #[tokio::test]

@@ -14,9 +14,13 @@
 //! not contain `{`, so two different keys never share Redis keys.
 //!
 //! Durability is the server's: with `appendonly yes` and `appendfsync
-//! always` a granted unit survives a Redis restart; with the default
-//! `everysec`, up to a second of grants can be forgotten by a crash of the
-//! Redis server (never of an application server).
+//! always` a granted unit survives a Redis crash; with `appendfsync
+//! everysec`, up to a second of grants can be forgotten, and with
+//! `appendonly no` (Redis's default) everything since the last snapshot.
+//! A restart of an application server loses nothing.
+//!
+//! The connection is a single-node `MultiplexedConnection`; Redis Cluster
+//! is not supported (the hash tag only keeps the layout ready for it).
 
 mod scripts;
 
