@@ -32,20 +32,24 @@ fn leases(
 }
 
 /// `tasks` tasks per lease each asking 1 unit `each` times, or until
-/// refused when `each` is `None`; the units granted in all.
+/// refused when `each` is `None` (at most limit + 1 times, so a store that
+/// never refuses fails the caller's assertions instead of hanging); the
+/// units granted in all.
 async fn consume(leases: &[Arc<LeasedQuota>], tasks: usize, each: Option<usize>) -> u64 {
+    let until_refused = each.is_none();
     let mut runs = Vec::new();
     for lease in leases {
         for _ in 0..tasks {
             let lease = lease.clone();
+            let each = each.unwrap_or(usize::try_from(lease.limit()).unwrap() + 1);
             runs.push(tokio::spawn(async move {
                 let mut granted = 0u64;
                 let mut asked = 0;
-                while each.is_none_or(|each| asked < each) {
+                while asked < each {
                     asked += 1;
                     if lease.try_consume(1).await.unwrap() {
                         granted += 1;
-                    } else if each.is_none() {
+                    } else if until_refused {
                         break;
                     }
                 }
