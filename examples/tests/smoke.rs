@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, Executor};
 
+#[path = "smoke/crash.rs"]
+mod crash;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_app_serves_two_tenants_apart() {
     smoke(
@@ -143,6 +146,12 @@ impl App {
             }
         });
         Self { child, base }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Sends SIGINT, as Ctrl-C does, and waits for a clean exit.
