@@ -1,0 +1,179 @@
+//! The backend-generic tenancy API: what host code (handlers, stores,
+//! extractors) needs to reach one tenant's data, written once for
+//! PostgreSQL and SQLite.
+
+use std::fmt;
+use std::ops::DerefMut;
+
+use async_trait::async_trait;
+use saas_core::TenantContext;
+
+use crate::error::TenancyError;
+
+/// Scoped access to tenants' data, implemented by
+/// [`PgTenancy`](crate::postgres::PgTenancy) and
+/// [`SqliteTenancy`](crate::sqlite::SqliteTenancy).
+///
+/// Every handle it returns is scoped to the context's tenant (row filter,
+/// schema or database, as the tenant's placement says) and derefs to the
+/// backend's sqlx connection, so host code generic over `T: Tenancy` runs
+/// the same queries on either backend. A tenant that does not exist, is
+/// not servable, or is being deleted gets an error, never a connection.
+///
+/// ```
+/// use saas_core::TenantContext;
+/// use saas_tenancy::{Tenancy, TenancyError, TenantTransaction};
+///
+/// /// Empties the tenant's notes, on PostgreSQL or SQLite alike.
+/// async fn clear_notes<T: Tenancy>(tenancy: &T, ctx: &TenantContext) -> Result<(), TenancyError>
+/// where
+///     for<'c> &'c mut <T::Database as sqlx::Database>::Connection:
+///         sqlx::Executor<'c, Database = T::Database>,
+/// {
+///     let mut tx = tenancy.begin(ctx).await?;
+///     sqlx::raw_sql("DELETE FROM notes").execute(&mut *tx).await?;
+///     tx.commit().await
+/// }
+/// ```
+///
+/// Queries with bound parameters need sqlx's own bounds on
+/// `T::Database` as well (its arguments and the bound types), as any code
+/// generic over a sqlx database does.
+#[async_trait]
+pub trait Tenancy: Send + Sync + fmt::Debug + 'static {
+    /// The sqlx database of this backend.
+    type Database: sqlx::Database;
+    /// A transaction scoped to one tenant.
+    type Tx: TenantTransaction<Database = Self::Database>;
+    /// A connection scoped to one tenant, for single statements that each
+    /// commit on their own.
+    type Conn: DerefMut<Target = <Self::Database as sqlx::Database>::Connection>
+        + Send
+        + fmt::Debug
+        + 'static;
+
+    /// Opens a transaction scoped to the context's tenant.
+    ///
+    /// # Errors
+    /// [`TenancyError`]: unknown, suspended or deleted tenant, or the
+    /// database's error.
+    async fn begin(&self, ctx: &TenantContext) -> Result<Self::Tx, TenancyError>;
+
+    /// Opens a scoped transaction for work that reads and then writes (a
+    /// plan-limit check then an insert): a plain transaction on
+    /// PostgreSQL, where rows lock as they are written; `BEGIN IMMEDIATE`
+    /// on SQLite, whose deferred transactions cannot upgrade a stale
+    /// snapshot to a write.
+    ///
+    /// # Errors
+    /// As [`Tenancy::begin`].
+    async fn begin_for_write(&self, ctx: &TenantContext) -> Result<Self::Tx, TenancyError>;
+
+    /// A connection scoped to the context's tenant.
+    ///
+    /// # Errors
+    /// As [`Tenancy::begin`].
+    async fn acquire(&self, ctx: &TenantContext) -> Result<Self::Conn, TenancyError>;
+}
+
+/// A transaction scoped to one tenant: derefs to the backend's connection;
+/// dropped without [`commit`](TenantTransaction::commit), it rolls back.
+#[async_trait]
+pub trait TenantTransaction:
+    DerefMut<Target = <Self::Database as sqlx::Database>::Connection> + Send + fmt::Debug + 'static
+{
+    /// The sqlx database of this backend.
+    type Database: sqlx::Database;
+
+    /// Commits.
+    ///
+    /// # Errors
+    /// The database's error; nothing is committed then.
+    async fn commit(self) -> Result<(), TenancyError>;
+
+    /// Rolls back.
+    ///
+    /// # Errors
+    /// The database's error (the transaction is rolled back anyway when
+    /// the connection closes).
+    async fn rollback(self) -> Result<(), TenancyError>;
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use crate::postgres::{PgTenancy, TenantConn, TenantTx};
+
+    #[async_trait]
+    impl Tenancy for PgTenancy {
+        type Database = sqlx::Postgres;
+        type Tx = TenantTx;
+        type Conn = TenantConn;
+
+        async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+            PgTenancy::begin(self, ctx).await
+        }
+
+        async fn begin_for_write(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+            PgTenancy::begin(self, ctx).await
+        }
+
+        async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
+            PgTenancy::acquire(self, ctx).await
+        }
+    }
+
+    #[async_trait]
+    impl TenantTransaction for TenantTx {
+        type Database = sqlx::Postgres;
+
+        async fn commit(self) -> Result<(), TenancyError> {
+            TenantTx::commit(self).await
+        }
+
+        async fn rollback(self) -> Result<(), TenancyError> {
+            TenantTx::rollback(self).await
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod lite {
+    use super::*;
+    use crate::sqlite::{SqliteTenancy, SqliteTenantConn, SqliteTenantTx};
+
+    #[async_trait]
+    impl Tenancy for SqliteTenancy {
+        type Database = sqlx::Sqlite;
+        type Tx = SqliteTenantTx;
+        type Conn = SqliteTenantConn;
+
+        async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
+            SqliteTenancy::begin(self, ctx).await
+        }
+
+        async fn begin_for_write(
+            &self,
+            ctx: &TenantContext,
+        ) -> Result<SqliteTenantTx, TenancyError> {
+            SqliteTenancy::begin_immediate(self, ctx).await
+        }
+
+        async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
+            SqliteTenancy::acquire(self, ctx).await
+        }
+    }
+
+    #[async_trait]
+    impl TenantTransaction for SqliteTenantTx {
+        type Database = sqlx::Sqlite;
+
+        async fn commit(self) -> Result<(), TenancyError> {
+            SqliteTenantTx::commit(self).await
+        }
+
+        async fn rollback(self) -> Result<(), TenancyError> {
+            SqliteTenantTx::rollback(self).await
+        }
+    }
+}
