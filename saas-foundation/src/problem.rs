@@ -1,0 +1,191 @@
+//! Every crate's error as an HTTP response: RFC 9457 problem details
+//! (`application/problem+json`) chosen from the error's [`ErrorKind`], so
+//! handlers return `Result<_, Problem>` and use `?` on any of them.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use saas_core::ErrorKind;
+
+/// The media type of a problem response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error that says what kind of failure it is — what decides its HTTP
+/// status. Implemented for the error types of every saas-foundation crate.
+pub trait ClassifiedError: StdError + Send + Sync + 'static {
+    /// The kind of failure.
+    fn error_kind(&self) -> ErrorKind;
+}
+
+macro_rules! classified {
+    ($($error:ty),* $(,)?) => {
+        $(impl ClassifiedError for $error {
+            fn error_kind(&self) -> ErrorKind {
+                self.kind()
+            }
+        })*
+    };
+}
+
+classified!(
+    saas_core::Error,
+    saas_core::AuthError,
+    saas_core::SlugError,
+    saas_core::RequestRejection,
+    saas_tenancy::TenancyError,
+    saas_billing::BillingError,
+    saas_events::EventError,
+);
+
+/// An HTTP error response in the RFC 9457 problem-details format.
+///
+/// Built from any [`ClassifiedError`] (`?` converts) or by hand. The status
+/// follows the error's [`ErrorKind`]; the body carries `type`
+/// (`about:blank`), `title` (the status's reason), `status`, `detail` and
+/// `code` (the kind, in snake case, for clients to branch on). A server-side
+/// failure (500, 503, 504) never shows its cause — a database error may
+/// name tables or hosts — and is logged at `error` with it instead.
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use saas_core::ErrorKind;
+/// use saas_foundation::problem::Problem;
+/// use saas_tenancy::TenancyError;
+///
+/// let missing = Problem::from_error(&TenancyError::InvalidInput("the slug is empty".into()));
+/// assert_eq!(missing.status(), http::StatusCode::BAD_REQUEST);
+/// assert_eq!(missing.kind(), ErrorKind::InvalidInput);
+///
+/// let response = Problem::new(ErrorKind::NotFound, "no such project").into_response();
+/// assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+/// assert_eq!(response.headers()["content-type"], "application/problem+json");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    kind: ErrorKind,
+    detail: String,
+}
+
+impl Problem {
+    /// A problem of `kind` explaining `detail` to the client.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Problem {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The problem for `error`: its kind, and its message as the detail
+    /// unless the failure is on the server's side.
+    pub fn from_error<E: ClassifiedError + ?Sized>(error: &E) -> Self {
+        let kind = error.error_kind();
+        if hides_cause(kind) {
+            tracing::error!(error = %error, source = ?error.source(), "request failed");
+            return Problem::new(kind, server_side_detail(kind));
+        }
+        Problem::new(kind, error.to_string())
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        status_of(self.kind)
+    }
+
+    /// What the client is told.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status(),
+            code(self.kind),
+            self.detail
+        )
+    }
+}
+
+impl<E: ClassifiedError> From<E> for Problem {
+    fn from(error: E) -> Self {
+        Problem::from_error(&error)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "code": code(self.kind),
+        });
+        let mut response = (status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.kind.is_retryable() {
+            // Worth another try soon; a client may wait longer.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The status of each kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        // A kind added later is a server-side failure until mapped.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The `code` member: the kind in snake case.
+fn code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::AlreadyExists => "already_exists",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::InvalidInput => "invalid_input",
+        ErrorKind::Unauthorized => "unauthorized",
+        ErrorKind::Forbidden => "forbidden",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Unsupported => "unsupported",
+        _ => "internal",
+    }
+}
+
+fn hides_cause(kind: ErrorKind) -> bool {
+    status_of(kind).is_server_error() && kind != ErrorKind::Unsupported
+}
+
+fn server_side_detail(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unavailable => "a service this request needs is unavailable; try again",
+        ErrorKind::Timeout => "the request took too long; try again",
+        _ => "the server failed to handle the request; it has been logged",
+    }
+}

@@ -1,0 +1,5 @@
+//! The one integration test binary of `saas-foundation`.
+#![allow(clippy::unwrap_used)]
+
+mod problem;
+mod transaction;
