@@ -15,9 +15,9 @@ mod placement;
 pub mod postgres;
 mod record;
 #[cfg(feature = "_sql")]
-mod scoped;
-#[cfg(feature = "_sql")]
 pub mod registry;
+#[cfg(feature = "_sql")]
+mod scoped;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -33,8 +33,8 @@ pub use error::TenancyError;
 pub use hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use ident::{SqlIdent, TenantTable};
 pub use placement::{ClusterName, Placement, PlacementPolicy, Strategy, TenantObjectName};
-#[cfg(feature = "_sql")]
-pub use scoped::{Tenancy, TenantTransaction};
 pub use record::{
     ListOptions, MAX_DISPLAY_NAME_LEN, NewTenant, TenantPage, TenantRecord, transition_allowed,
 };
+#[cfg(feature = "_sql")]
+pub use scoped::{Tenancy, TenantTransaction};

@@ -99,6 +99,34 @@ impl NewTenant {
         })
     }
 
+    /// Keeps an id the host already gave this tenant (adopting an existing
+    /// `tenants` table: its rows keep their `tenant_id`), instead of a fresh
+    /// one. The placement's schema or database name follows the id.
+    /// Provisioning an id the catalog already holds fails with
+    /// `AlreadyExists`.
+    ///
+    /// ```
+    /// use saas_core::{TenantId, TenantSlug};
+    /// use saas_tenancy::{ClusterName, NewTenant, Strategy};
+    ///
+    /// let existing = TenantId::new(); // read from the host's own table
+    /// let new = NewTenant::new(
+    ///     TenantSlug::parse("acme")?,
+    ///     "Acme",
+    ///     Strategy::Shared,
+    ///     ClusterName::new("main")?,
+    /// )?
+    /// .with_id(existing);
+    /// assert_eq!(new.id(), existing);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_id(mut self, id: TenantId) -> Self {
+        let cluster = self.placement.cluster().clone();
+        self.placement = Placement::derive(self.placement.strategy(), cluster, id);
+        self.id = id;
+        self
+    }
+
     /// Starts the tenant [`TenantStatus::Active`] (when nothing needs to be
     /// provisioned, e.g. shared placement with tables already in place).
     pub fn active(mut self) -> Self {

@@ -1,5 +1,6 @@
 //! The one integration test binary of `saas-foundation`.
 #![allow(clippy::unwrap_used)]
 
+mod adoption;
 mod problem;
 mod transaction;

@@ -65,20 +65,26 @@ async fn count(mut tx: Tx) -> Result<String, Problem> {
     Ok(n.to_string())
 }
 
-struct App {
-    sandbox: SqliteSandbox,
-    router: Router,
-    tenants: Vec<TenantContext>,
+pub(crate) struct App {
+    pub(crate) sandbox: SqliteSandbox,
+    pub(crate) router: Router,
+    pub(crate) tenants: Vec<TenantContext>,
 }
 
-/// Two row tenants; the `x-tenant` header picks one (standing in for the
-/// TenantLayer, which resolves it from a token or a host name).
+/// Two row tenants; the `x-tenant` header picks one.
 async fn app() -> App {
     let sandbox = SqliteSandbox::new().await.unwrap();
     let mut tenants = Vec::new();
     for slug in ["acme", "globex"] {
         tenants.push(sandbox.tenant(slug, Strategy::Shared).await.unwrap());
     }
+    App::new(sandbox, tenants)
+}
+
+/// The test routes behind a `TransactionLayer`, with the `x-tenant` header
+/// naming the tenant by slug (standing in for the TenantLayer, which
+/// resolves it from a token or a host name).
+pub(crate) fn router(tenancy: SqliteTenancy, tenants: &[TenantContext]) -> Router {
     let by_slug: Arc<HashMap<String, TenantContext>> = Arc::new(
         tenants
             .iter()
@@ -99,24 +105,33 @@ async fn app() -> App {
             next.run(request).await
         }
     };
-    let router = Router::new()
+    Router::new()
         .route("/created/{id}", post(created))
         .route("/refused/{id}", post(refused))
         .route("/bad-status/{id}", post(bad_status))
         .route("/panics/{id}", post(panics))
         .route("/hangs/{id}", post(hangs))
         .route("/count", get(count))
-        .layer(TransactionLayer::new(sandbox.tenancy.clone()))
-        .layer(axum::middleware::from_fn(resolve));
-    App {
-        sandbox,
-        router,
-        tenants,
-    }
+        .layer(TransactionLayer::new(tenancy))
+        .layer(axum::middleware::from_fn(resolve))
 }
 
 impl App {
-    async fn call(&self, method: &str, path: &str, tenant: &str) -> (StatusCode, String) {
+    pub(crate) fn new(sandbox: SqliteSandbox, tenants: Vec<TenantContext>) -> Self {
+        let router = router(sandbox.tenancy.clone(), &tenants);
+        App {
+            sandbox,
+            router,
+            tenants,
+        }
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: &str,
+    ) -> (StatusCode, String) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -131,7 +146,7 @@ impl App {
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
-    async fn notes(&self, tenant: &str) -> String {
+    pub(crate) async fn notes(&self, tenant: &str) -> String {
         let (status, body) = self.call("GET", "/count", tenant).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
