@@ -33,6 +33,7 @@ pub use charge::{
 pub use currency::Currency;
 pub use engine::{
     BillingConfig, BillingEngine, BillingStores, CycleReport, MAX_STEPS_PER_SUBSCRIPTION,
+    UncommittedUsage,
 };
 pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, EntitlementValue};
 pub use error::BillingError;
@@ -53,6 +54,7 @@ pub use plan::{
 pub use rounding::RoundingMode;
 pub use store::{
     IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore,
+    UsageWriter,
 };
 pub use subscription::{
     CancelMode, ChangeDirection, ChangeTiming, MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis,

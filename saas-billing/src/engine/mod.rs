@@ -7,6 +7,7 @@ mod preview;
 mod usage;
 
 pub use cycle::{CycleReport, MAX_STEPS_PER_SUBSCRIPTION};
+pub use usage::UncommittedUsage;
 
 use std::sync::Arc;
 

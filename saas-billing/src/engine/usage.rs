@@ -12,8 +12,42 @@ use crate::error::BillingError;
 use crate::events::BillingEvent;
 use crate::ids::SubscriptionId;
 use crate::metering::{Aggregation, UsageEvent};
-use crate::store::{IngestOutcome, UsageRecord};
+use crate::store::{IngestOutcome, UsageRecord, UsageWriter};
 use crate::subscription::Subscription;
+
+/// Newly recorded usage, and the subscriptions it was checked against.
+#[derive(Debug, Default)]
+struct Recorded {
+    subs: HashMap<(TenantId, SubscriptionId), Subscription>,
+    records: Vec<UsageRecord>,
+}
+
+/// Usage recorded in a caller's transaction
+/// ([`BillingEngine::record_usage_in`]) that the engine's in-memory
+/// entitlement counters have not counted yet: pass it to
+/// [`BillingEngine::usage_committed`] once the transaction has committed;
+/// drop it (or take [`outcome`](Self::outcome)) after a rollback.
+#[derive(Debug)]
+#[must_use = "after the transaction commits, pass it to BillingEngine::usage_committed, \
+              or the entitlement counters miss this usage until restore_entitlements"]
+pub struct UncommittedUsage<O> {
+    outcome: O,
+    recorded: Recorded,
+}
+
+impl<O> UncommittedUsage<O> {
+    /// The store's outcome (one per event for a batch), as
+    /// [`usage_committed`](BillingEngine::usage_committed) returns it.
+    pub fn outcome(&self) -> &O {
+        &self.outcome
+    }
+
+    /// How many events were newly recorded (not duplicates), the ones
+    /// [`usage_committed`](BillingEngine::usage_committed) will count.
+    pub fn recorded(&self) -> usize {
+        self.recorded.records.len()
+    }
+}
 
 impl BillingEngine {
     /// Records one usage event. See [`record_usage_batch`](Self::record_usage_batch).
@@ -48,7 +82,119 @@ impl BillingEngine {
         events: Vec<UsageEvent>,
     ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
         let now = self.clock.now();
-        let subs = self.batch_subscriptions(&events).await;
+        let (outcomes, recorded) = self.record(events, None).await?;
+        self.count_recorded(&recorded, now).await;
+        Ok(outcomes)
+    }
+
+    /// Records one usage event in the caller's transaction. See
+    /// [`record_usage_batch_in`](Self::record_usage_batch_in).
+    ///
+    /// # Errors
+    /// As for one event of [`record_usage_batch`](Self::record_usage_batch),
+    /// and a store failure.
+    pub async fn record_usage_in(
+        &self,
+        writer: &mut (dyn UsageWriter + '_),
+        event: UsageEvent,
+    ) -> Result<UncommittedUsage<IngestOutcome>, BillingError> {
+        let (mut outcomes, recorded) = self.record(vec![event], Some(writer)).await?;
+        let outcome = outcomes
+            .pop()
+            .unwrap_or_else(|| Err(BillingError::invalid("batch", "no outcome")))?;
+        Ok(UncommittedUsage { outcome, recorded })
+    }
+
+    /// Records usage events through `writer` — a connection inside the
+    /// caller's open transaction (`&mut *tx` for a `sqlx::Transaction` or
+    /// a saas-tenancy `TenantTx`) — so the business write, the usage and
+    /// whatever else the transaction holds (a quota consumption with
+    /// `try_consume_in`, an outbox event) commit or roll back together.
+    ///
+    /// The events are checked as by [`record_usage_batch`](Self::record_usage_batch)
+    /// (subscriptions and seals are read through the engine's stores,
+    /// outside the transaction) and stored by
+    /// [`UsageWriter::ingest_usage`] with the same outcomes: idempotency,
+    /// duplicates and conflicts are decided inside the transaction.
+    ///
+    /// The engine's in-memory entitlement counters (what
+    /// [`check`](Self::check) answers) are **not** changed here: the
+    /// transaction may still roll back. Once it has committed, pass the
+    /// returned [`UncommittedUsage`] to
+    /// [`usage_committed`](Self::usage_committed), which counts it (and
+    /// publishes `QuotaExceeded` when a quota is crossed); after a
+    /// rollback drop it. Counting on the caller's word rather than before
+    /// the commit keeps the counters from ever holding usage that does
+    /// not exist; if the process stops between the commit and
+    /// `usage_committed`, the counters are low until
+    /// [`restore_entitlements`](Self::restore_entitlements) reloads them
+    /// from the stored usage. Where a quota must be exact across servers,
+    /// consume it in the same transaction with the quota store's
+    /// `try_consume_in` — that count is the durable one.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn example(
+    /// #     engine: saas_billing::BillingEngine,
+    /// #     pool: sqlx::PgPool,
+    /// #     event: saas_billing::UsageEvent,
+    /// # ) -> Result<(), Box<dyn std::error::Error>> {
+    /// use saas_billing::quota::{PostgresQuotaStore, QuotaKey};
+    ///
+    /// let quotas = PostgresQuotaStore::new(pool.clone());
+    /// let key = QuotaKey::new(event.tenant_id, "api_calls", "2026-12")?;
+    ///
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id) VALUES (gen_random_uuid())")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let usage = engine.record_usage_in(&mut *tx, event).await?;
+    /// if !quotas.try_consume_in(&mut tx, &key, 1, 10_000).await?.is_granted() {
+    ///     tx.rollback().await?; // nothing of the three remains
+    ///     return Ok(());
+    /// }
+    /// tx.commit().await?;
+    /// let outcome = engine.usage_committed(usage).await; // now counted
+    /// # let _ = outcome;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A store failure (reading subscriptions, or the writer's) fails the
+    /// whole batch; the caller's transaction then holds none of it (the
+    /// writer's savepoint was rolled back) and may continue or roll back.
+    pub async fn record_usage_batch_in(
+        &self,
+        writer: &mut (dyn UsageWriter + '_),
+        events: Vec<UsageEvent>,
+    ) -> Result<UncommittedUsage<Vec<Result<IngestOutcome, BillingError>>>, BillingError> {
+        let (outcome, recorded) = self.record(events, Some(writer)).await?;
+        Ok(UncommittedUsage { outcome, recorded })
+    }
+
+    /// Counts usage recorded by [`record_usage_in`](Self::record_usage_in)
+    /// or [`record_usage_batch_in`](Self::record_usage_batch_in) whose
+    /// transaction has committed in the in-memory entitlement counters
+    /// (usage of the period current by the clock now; events that were
+    /// duplicates are not counted again), publishing `QuotaExceeded` when
+    /// a quota is crossed, and returns the outcome. Call it once, after
+    /// the commit; never after a rollback.
+    pub async fn usage_committed<O>(&self, usage: UncommittedUsage<O>) -> O {
+        self.count_recorded(&usage.recorded, self.clock.now()).await;
+        usage.outcome
+    }
+
+    /// Checks the events and stores the admitted ones with one `ingest`
+    /// on the engine's usage store (`writer` `None`) or on `writer`.
+    /// Returns one outcome per event and what was newly recorded, with
+    /// its subscription, for the quota counters.
+    async fn record(
+        &self,
+        events: Vec<UsageEvent>,
+        writer: Option<&mut (dyn UsageWriter + '_)>,
+    ) -> Result<(Vec<Result<IngestOutcome, BillingError>>, Recorded), BillingError> {
+        let now = self.clock.now();
+        let mut subs = self.batch_subscriptions(&events).await;
         let mut outcomes: Vec<Option<Result<IngestOutcome, BillingError>>> =
             Vec::with_capacity(events.len());
         let mut records = Vec::new();
@@ -64,22 +210,41 @@ impl BillingEngine {
                 Err(e) => outcomes.push(Some(Err(e))),
             }
         }
-        let stored = self.stores.usage.ingest(records.clone()).await?;
+        let stored = match writer {
+            None => self.stores.usage.ingest(records.clone()).await?,
+            Some(writer) => writer.ingest_usage(records.clone()).await?,
+        };
+        let mut recorded = Recorded::default();
         for ((position, record), outcome) in positions.into_iter().zip(records).zip(stored) {
             if let Ok(IngestOutcome::Recorded { .. }) = outcome {
-                let sub = subs.get(&(record.event.tenant_id, record.event.subscription_id));
-                if let Some(Ok(sub)) = sub {
-                    self.count_quota(sub, &record, now).await;
-                }
+                recorded.records.push(record);
             }
             if let Some(slot) = outcomes.get_mut(position) {
                 *slot = Some(outcome);
             }
         }
-        Ok(outcomes
+        for record in &recorded.records {
+            let key = (record.event.tenant_id, record.event.subscription_id);
+            if let Entry::Vacant(slot) = recorded.subs.entry(key)
+                && let Some(Ok(sub)) = subs.remove(&key)
+            {
+                slot.insert(sub);
+            }
+        }
+        let outcomes = outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(BillingError::invalid("batch", "no outcome"))))
-            .collect())
+            .collect();
+        Ok((outcomes, recorded))
+    }
+
+    async fn count_recorded(&self, recorded: &Recorded, now: DateTime<Utc>) {
+        for record in &recorded.records {
+            let key = (record.event.tenant_id, record.event.subscription_id);
+            if let Some(sub) = recorded.subs.get(&key) {
+                self.count_quota(sub, record, now).await;
+            }
+        }
     }
 
     /// Reads each distinct subscription of the batch once. A failed read

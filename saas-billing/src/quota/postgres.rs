@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
-use sqlx::{Executor, PgPool, Postgres};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -167,40 +168,54 @@ impl PostgresQuotaStore {
             .map_err(db_error)
     }
 
-    async fn remaining(&self, key: &QuotaKey, limit: i64) -> Result<u64, BillingError> {
-        let used = self.used(key).await?;
-        Ok(u64::try_from(limit).unwrap_or(0).saturating_sub(used))
-    }
-}
-
-fn to_u64(value: i64) -> u64 {
-    // `used` has CHECK (used >= 0).
-    u64::try_from(value).unwrap_or(0)
-}
-
-#[async_trait]
-impl QuotaStore for PostgresQuotaStore {
-    async fn try_consume(
+    /// [`QuotaStore::try_consume`] on `conn`: inside the caller's
+    /// transaction when `conn` is in one (`&mut *tx` for a
+    /// `sqlx::Transaction` or a saas-tenancy `TenantTx`), so the grant
+    /// commits or rolls back with the caller's writes — a rolled-back
+    /// grant leaves `used` as it was. The pool method runs this on a
+    /// connection of the pool.
+    ///
+    /// The tables are the ones `conn`'s `search_path` finds (a shared
+    /// schema on every tenant's search path, or the tenant's own schema,
+    /// as the host placed them), not this store's pool's. The grant's row
+    /// lock on the key is held until the caller's transaction ends: other
+    /// grants of the same key (tenant, name, period) wait for it, which is
+    /// what keeps the count exact — keep the transaction short. A failed
+    /// statement aborts the caller's PostgreSQL transaction, as any does:
+    /// roll it back.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::try_consume`].
+    pub async fn try_consume_in(
         &self,
+        conn: &mut PgConnection,
         key: &QuotaKey,
         amount: u64,
         limit: u64,
     ) -> Result<Consumption, BillingError> {
         let amount = check_amount("quota amount", amount)?;
         let limit = check_amount("quota limit", limit)?;
-        Self::reclaim(&self.pool, key, self.clock.now()).await?;
-        match Self::consume(&self.pool, key, amount, limit).await? {
+        Self::reclaim(&mut *conn, key, self.clock.now()).await?;
+        match Self::consume(&mut *conn, key, amount, limit).await? {
             Some(used) => Ok(Consumption::Granted {
                 remaining: to_u64(limit - used),
             }),
             None => Ok(Consumption::Denied {
-                remaining: self.remaining(key, limit).await?,
+                remaining: self.remaining_in(conn, key, limit).await?,
             }),
         }
     }
 
-    async fn reserve(
+    /// [`QuotaStore::reserve`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): the reservation exists
+    /// only if the caller's transaction commits. Runs in a savepoint (a
+    /// transaction of its own outside one).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::reserve`].
+    pub async fn reserve_in(
         &self,
+        conn: &mut PgConnection,
         key: &QuotaKey,
         amount: u64,
         limit: u64,
@@ -210,15 +225,15 @@ impl QuotaStore for PostgresQuotaStore {
         let limit_i = check_amount("quota limit", limit)?;
         let now = self.clock.now();
         let expires_at = expiry(now, ttl)?;
-        Self::reclaim(&self.pool, key, now).await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        Self::reclaim(&mut *conn, key, now).await?;
+        let mut tx = conn.begin().await.map_err(db_error)?;
         if Self::consume(&mut *tx, key, amount_i, limit_i)
             .await?
             .is_none()
         {
             tx.rollback().await.map_err(db_error)?;
             return Ok(ReserveOutcome::Denied {
-                remaining: self.remaining(key, limit_i).await?,
+                remaining: self.remaining_in(conn, key, limit_i).await?,
             });
         }
         let reservation = Reservation {
@@ -244,7 +259,19 @@ impl QuotaStore for PostgresQuotaStore {
         Ok(ReserveOutcome::Reserved(reservation))
     }
 
-    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
+    /// [`QuotaStore::commit`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): reserve before the
+    /// business transaction, commit the reservation inside it; if the
+    /// transaction rolls back, the reservation stays uncommitted and its
+    /// units go back when it expires (or on [`QuotaStore::release`]).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::commit`].
+    pub async fn commit_in(
+        &self,
+        conn: &mut PgConnection,
+        reservation: &Reservation,
+    ) -> Result<(), BillingError> {
         let key = &reservation.key;
         let committed = sqlx::query(
             "DELETE FROM billing_quota_reservations \
@@ -255,7 +282,7 @@ impl QuotaStore for PostgresQuotaStore {
         .bind(key.name())
         .bind(key.period())
         .bind(self.clock.now())
-        .execute(&self.pool)
+        .execute(conn)
         .await
         .map_err(db_error)?
         .rows_affected();
@@ -266,7 +293,16 @@ impl QuotaStore for PostgresQuotaStore {
         }
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
+    /// [`QuotaStore::release`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::release`].
+    pub async fn release_in(
+        &self,
+        conn: &mut PgConnection,
+        reservation: &Reservation,
+    ) -> Result<(), BillingError> {
         let key = &reservation.key;
         sqlx::query(
             "WITH released AS ( \
@@ -281,15 +317,26 @@ impl QuotaStore for PostgresQuotaStore {
         .bind(key.tenant().as_uuid())
         .bind(key.name())
         .bind(key.period())
-        .execute(&self.pool)
+        .execute(conn)
         .await
         .map_err(db_error)?;
         Ok(())
     }
 
-    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
+    /// [`QuotaStore::give_back`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): the units go back only
+    /// if the caller's transaction commits (a project deleted in it).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::give_back`].
+    pub async fn give_back_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &QuotaKey,
+        amount: u64,
+    ) -> Result<(), BillingError> {
         let amount_i = check_amount("give_back amount", amount)?;
-        Self::reclaim(&self.pool, key, self.clock.now()).await?;
+        Self::reclaim(&mut *conn, key, self.clock.now()).await?;
         let updated = sqlx::query(
             "UPDATE billing_quota_usage SET used = used - $4 \
              WHERE tenant_id = $1 AND name = $2 AND period = $3 \
@@ -300,7 +347,7 @@ impl QuotaStore for PostgresQuotaStore {
         .bind(key.name())
         .bind(key.period())
         .bind(amount_i)
-        .execute(&self.pool)
+        .execute(conn)
         .await
         .map_err(db_error)?
         .rows_affected();
@@ -311,15 +358,94 @@ impl QuotaStore for PostgresQuotaStore {
         }
     }
 
-    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
-        Self::reclaim(&self.pool, key, self.clock.now()).await?;
+    /// [`QuotaStore::used`] on `conn`: what the caller's transaction sees,
+    /// its own uncommitted grants included.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::used`].
+    pub async fn used_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &QuotaKey,
+    ) -> Result<u64, BillingError> {
+        Self::reclaim(&mut *conn, key, self.clock.now()).await?;
         let used = sqlx::query_scalar::<_, i64>(USED)
             .bind(key.tenant().as_uuid())
             .bind(key.name())
             .bind(key.period())
-            .fetch_optional(&self.pool)
+            .fetch_optional(conn)
             .await
             .map_err(db_error)?;
         Ok(used.map_or(0, to_u64))
+    }
+
+    async fn remaining_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &QuotaKey,
+        limit: i64,
+    ) -> Result<u64, BillingError> {
+        let used = self.used_in(conn, key).await?;
+        Ok(u64::try_from(limit).unwrap_or(0).saturating_sub(used))
+    }
+
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, BillingError> {
+        self.pool.acquire().await.map_err(db_error)
+    }
+}
+
+fn to_u64(value: i64) -> u64 {
+    // `used` has CHECK (used >= 0).
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[async_trait]
+impl QuotaStore for PostgresQuotaStore {
+    async fn try_consume(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+    ) -> Result<Consumption, BillingError> {
+        // Checked before a connection is taken from the pool.
+        check_amount("quota amount", amount)?;
+        check_amount("quota limit", limit)?;
+        let mut conn = self.acquire().await?;
+        self.try_consume_in(&mut conn, key, amount, limit).await
+    }
+
+    async fn reserve(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<ReserveOutcome, BillingError> {
+        check_amount("quota amount", amount)?;
+        check_amount("quota limit", limit)?;
+        expiry(self.clock.now(), ttl)?;
+        let mut conn = self.acquire().await?;
+        self.reserve_in(&mut conn, key, amount, limit, ttl).await
+    }
+
+    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let mut conn = self.acquire().await?;
+        self.commit_in(&mut conn, reservation).await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let mut conn = self.acquire().await?;
+        self.release_in(&mut conn, reservation).await
+    }
+
+    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
+        check_amount("give_back amount", amount)?;
+        let mut conn = self.acquire().await?;
+        self.give_back_in(&mut conn, key, amount).await
+    }
+
+    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
+        let mut conn = self.acquire().await?;
+        self.used_in(&mut conn, key).await
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
-use sqlx::{Executor, Sqlite, SqlitePool, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
@@ -18,7 +19,7 @@ use super::{
     give_back_too_much, reservation_not_found,
 };
 use crate::error::BillingError;
-use crate::store::sqlite::{begin_write, db_error};
+use crate::store::sqlite::{begin_write, begin_write_on, db_error};
 
 const MIGRATION: &str = r#"
 CREATE TABLE IF NOT EXISTS billing_quota_usage (
@@ -93,7 +94,7 @@ impl SqliteQuotaStore {
 
     /// Deletes the key's expired reservations and subtracts their units.
     async fn reclaim(
-        tx: &mut Transaction<'static, Sqlite>,
+        conn: &mut SqliteConnection,
         key: &QuotaKey,
         now: i64,
     ) -> Result<(), BillingError> {
@@ -105,7 +106,7 @@ impl SqliteQuotaStore {
         .bind(key.name())
         .bind(key.period())
         .bind(now)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
         if expired > 0 {
@@ -116,7 +117,7 @@ impl SqliteQuotaStore {
             .bind(key.name())
             .bind(key.period())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -126,40 +127,37 @@ impl SqliteQuotaStore {
             .bind(key.name())
             .bind(key.period())
             .bind(expired)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
         }
         Ok(())
     }
 
-    async fn read_used(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &QuotaKey,
-    ) -> Result<i64, BillingError> {
+    async fn read_used(conn: &mut SqliteConnection, key: &QuotaKey) -> Result<i64, BillingError> {
         let used: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT used FROM billing_quota_usage WHERE {KEY}"
         )))
         .bind(key.tenant())
         .bind(key.name())
         .bind(key.period())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error)?;
         Ok(used.unwrap_or(0))
     }
 
-    /// In an open write transaction: reclaims, then adds `amount` if it
+    /// In an open write transaction on `conn`: reclaims, then adds `amount` if it
     /// fits. `Ok(Ok(remaining))` when granted, `Ok(Err(remaining))` when not.
     async fn consume(
-        tx: &mut Transaction<'static, Sqlite>,
+        conn: &mut SqliteConnection,
         key: &QuotaKey,
         amount: i64,
         limit: i64,
         now: i64,
     ) -> Result<Result<u64, u64>, BillingError> {
-        Self::reclaim(tx, key, now).await?;
-        let used = Self::read_used(tx, key).await?;
+        Self::reclaim(conn, key, now).await?;
+        let used = Self::read_used(conn, key).await?;
         // used >= 0 and amount, limit <= i64::MAX: no overflow.
         if amount > limit || used > limit - amount {
             return Ok(Err(to_u64(limit.saturating_sub(used))));
@@ -173,7 +171,7 @@ impl SqliteQuotaStore {
         .bind(key.name())
         .bind(key.period())
         .bind(amount)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(db_error)?;
         Ok(Ok(to_u64(limit - used - amount)))
@@ -184,10 +182,28 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-#[async_trait]
-impl QuotaStore for SqliteQuotaStore {
-    async fn try_consume(
+impl SqliteQuotaStore {
+    /// [`QuotaStore::try_consume`] on `conn`: inside the caller's
+    /// transaction when `conn` is in one (`&mut *tx` for a
+    /// `sqlx::Transaction` or a saas-tenancy tenant transaction), so the
+    /// grant commits or rolls back with the caller's writes — a
+    /// rolled-back grant leaves `used` as it was. The pool method runs
+    /// this on a connection of the pool.
+    ///
+    /// In a transaction it runs in a savepoint (whole or not at all; a
+    /// failure rolls back only the savepoint); outside one, in a `BEGIN
+    /// IMMEDIATE` transaction of its own. Begin the caller's transaction
+    /// with `BEGIN IMMEDIATE`: SQLite serializes writers, so the count is
+    /// exact, and a deferred transaction that has read first may fail
+    /// with `SQLITE_BUSY` (`Backend`, retryable) when it writes. Other
+    /// writers wait for the caller's transaction: keep it short. The
+    /// tables are the ones `conn` reaches, not this store's pool's.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::try_consume`].
+    pub async fn try_consume_in(
         &self,
+        conn: &mut SqliteConnection,
         key: &QuotaKey,
         amount: u64,
         limit: u64,
@@ -195,7 +211,7 @@ impl QuotaStore for SqliteQuotaStore {
         let amount = check_amount("quota amount", amount)?;
         let limit = check_amount("quota limit", limit)?;
         let now = nanos(self.clock.now())?;
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write_on(conn).await?;
         let outcome = Self::consume(&mut tx, key, amount, limit, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(match outcome {
@@ -204,8 +220,15 @@ impl QuotaStore for SqliteQuotaStore {
         })
     }
 
-    async fn reserve(
+    /// [`QuotaStore::reserve`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): the reservation exists
+    /// only if the caller's transaction commits.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::reserve`].
+    pub async fn reserve_in(
         &self,
+        conn: &mut SqliteConnection,
         key: &QuotaKey,
         amount: u64,
         limit: u64,
@@ -216,7 +239,7 @@ impl QuotaStore for SqliteQuotaStore {
         let now_at = self.clock.now();
         let expires_at = expiry(now_at, ttl)?;
         let (now, expires) = (nanos(now_at)?, nanos(expires_at)?);
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write_on(conn).await?;
         if let Err(remaining) = Self::consume(&mut tx, key, amount_i, limit_i, now).await? {
             tx.commit().await.map_err(db_error)?;
             return Ok(ReserveOutcome::Denied { remaining });
@@ -244,7 +267,19 @@ impl QuotaStore for SqliteQuotaStore {
         Ok(ReserveOutcome::Reserved(reservation))
     }
 
-    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
+    /// [`QuotaStore::commit`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): reserve before the
+    /// business transaction, commit the reservation inside it; if the
+    /// transaction rolls back, the reservation stays uncommitted and its
+    /// units go back when it expires (or on [`QuotaStore::release`]).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::commit`].
+    pub async fn commit_in(
+        &self,
+        conn: &mut SqliteConnection,
+        reservation: &Reservation,
+    ) -> Result<(), BillingError> {
         let key = &reservation.key;
         let now = nanos(self.clock.now())?;
         let committed = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -255,7 +290,7 @@ impl QuotaStore for SqliteQuotaStore {
         .bind(key.period())
         .bind(reservation.id.to_string())
         .bind(now)
-        .execute(&self.pool)
+        .execute(conn)
         .await
         .map_err(db_error)?
         .rows_affected();
@@ -266,9 +301,18 @@ impl QuotaStore for SqliteQuotaStore {
         }
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
+    /// [`QuotaStore::release`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)).
+    ///
+    /// # Errors
+    /// As [`QuotaStore::release`].
+    pub async fn release_in(
+        &self,
+        conn: &mut SqliteConnection,
+        reservation: &Reservation,
+    ) -> Result<(), BillingError> {
         let key = &reservation.key;
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write_on(conn).await?;
         let released: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "DELETE FROM billing_quota_reservations WHERE id = ?4 AND {KEY} RETURNING amount"
         )))
@@ -294,10 +338,21 @@ impl QuotaStore for SqliteQuotaStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
+    /// [`QuotaStore::give_back`] on `conn` (see
+    /// [`try_consume_in`](Self::try_consume_in)): the units go back only
+    /// if the caller's transaction commits.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::give_back`].
+    pub async fn give_back_in(
+        &self,
+        conn: &mut SqliteConnection,
+        key: &QuotaKey,
+        amount: u64,
+    ) -> Result<(), BillingError> {
         let amount_i = check_amount("give_back amount", amount)?;
         let now = nanos(self.clock.now())?;
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write_on(conn).await?;
         Self::reclaim(&mut tx, key, now).await?;
         let used = Self::read_used(&mut tx, key).await?;
         let reserved: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -326,12 +381,76 @@ impl QuotaStore for SqliteQuotaStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
+    /// [`QuotaStore::used`] on `conn`: what the caller's transaction
+    /// sees, its own uncommitted grants included.
+    ///
+    /// # Errors
+    /// As [`QuotaStore::used`].
+    pub async fn used_in(
+        &self,
+        conn: &mut SqliteConnection,
+        key: &QuotaKey,
+    ) -> Result<u64, BillingError> {
         let now = nanos(self.clock.now())?;
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write_on(conn).await?;
         Self::reclaim(&mut tx, key, now).await?;
         let used = Self::read_used(&mut tx, key).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(to_u64(used))
+    }
+
+    async fn acquire(&self) -> Result<PoolConnection<Sqlite>, BillingError> {
+        self.pool.acquire().await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl QuotaStore for SqliteQuotaStore {
+    async fn try_consume(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+    ) -> Result<Consumption, BillingError> {
+        // Checked before a connection is taken from the pool.
+        check_amount("quota amount", amount)?;
+        check_amount("quota limit", limit)?;
+        let mut conn = self.acquire().await?;
+        self.try_consume_in(&mut conn, key, amount, limit).await
+    }
+
+    async fn reserve(
+        &self,
+        key: &QuotaKey,
+        amount: u64,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<ReserveOutcome, BillingError> {
+        check_amount("quota amount", amount)?;
+        check_amount("quota limit", limit)?;
+        nanos(expiry(self.clock.now(), ttl)?)?;
+        let mut conn = self.acquire().await?;
+        self.reserve_in(&mut conn, key, amount, limit, ttl).await
+    }
+
+    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let mut conn = self.acquire().await?;
+        self.commit_in(&mut conn, reservation).await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
+        let mut conn = self.acquire().await?;
+        self.release_in(&mut conn, reservation).await
+    }
+
+    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
+        check_amount("give_back amount", amount)?;
+        let mut conn = self.acquire().await?;
+        self.give_back_in(&mut conn, key, amount).await
+    }
+
+    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
+        let mut conn = self.acquire().await?;
+        self.used_in(&mut conn, key).await
     }
 }

@@ -160,6 +160,32 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<StoredUsage>, BillingError>;
 }
 
+/// Where [`BillingEngine::record_usage_in`](crate::BillingEngine::record_usage_in)
+/// stores usage: a database connection, usually one inside the caller's
+/// open transaction, so the usage commits or rolls back with the caller's
+/// own writes.
+///
+/// Implemented for `sqlx::PgConnection` (feature `postgres`) and
+/// `sqlx::SqliteConnection` (feature `sqlite`); a `sqlx::Transaction` and a
+/// saas-tenancy `TenantTx` dereference to them, so pass `&mut *tx`. The
+/// connection must reach the same tables as the engine's [`UsageStore`]
+/// (the same database; on PostgreSQL a `search_path` that finds
+/// `billing_usage_events`).
+///
+/// Contract: as [`UsageStore::ingest`], except that nothing is durable
+/// until the caller's transaction commits, and nothing remains if it rolls
+/// back (a key whose usage rolled back is free again). The batch is
+/// stored whole or not at all (in a savepoint when the connection is in a
+/// transaction, in a transaction of its own otherwise).
+#[async_trait]
+pub trait UsageWriter: Send {
+    /// Stores `batch` on this connection, one outcome per record, in order.
+    async fn ingest_usage(
+        &mut self,
+        batch: Vec<UsageRecord>,
+    ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError>;
+}
+
 /// Invoices: one per subscription and period.
 #[async_trait]
 pub trait InvoiceStore: Send + Sync + std::fmt::Debug {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use saas_core::TenantId;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{BACKEND, db_error};
@@ -19,7 +19,7 @@ use crate::ids::{MeterKey, SubscriptionId};
 use crate::metering::UsageEvent;
 use crate::store::sql::ingest::{IngestPlan, Key};
 use crate::store::sql::{corrupt, from_json, instant, to_json};
-use crate::store::{IngestOutcome, StoredUsage, UsageRecord, UsageStore};
+use crate::store::{IngestOutcome, StoredUsage, UsageRecord, UsageStore, UsageWriter};
 
 /// Usage events in `billing_usage_events`, idempotent per tenant and key.
 ///
@@ -35,6 +35,60 @@ impl PostgresUsageStore {
     /// A store on `pool` (run [`PostgresBillingStores::migrate`](super::PostgresBillingStores::migrate) first).
     pub fn new(pool: PgPool) -> PostgresUsageStore {
         PostgresUsageStore { pool }
+    }
+
+    /// Stores `batch` on `conn`, inside the caller's transaction when
+    /// `conn` is in one, so the usage commits or rolls back with the
+    /// caller's own writes; outcomes as [`UsageStore::ingest`] (which
+    /// runs this on a connection of the store's pool).
+    ///
+    /// Pass `&mut *tx` for a `sqlx::Transaction<'_, Postgres>` or a
+    /// saas-tenancy `TenantTx` (any placement): both dereference to a
+    /// [`PgConnection`]. Engine-level validation (subscription, meter,
+    /// timestamps) is [`BillingEngine::record_usage_in`](crate::BillingEngine::record_usage_in),
+    /// which calls this through [`UsageWriter`].
+    ///
+    /// - **Where**: the tables are the ones `conn`'s `search_path` finds
+    ///   (`billing_usage_events`, `billing_usage_seals`), not this store's
+    ///   pool's. The host decides where they live: in a shared schema on
+    ///   every tenant transaction's search path, or in each tenant's own
+    ///   schema (migrate each, and read them with stores whose pools
+    ///   reach that schema). The caller's transaction must see them, or
+    ///   this fails with `Backend` (relation does not exist).
+    /// - **Atomic**: in a transaction, the batch runs in a savepoint:
+    ///   stored whole or not at all, and a failure here rolls back only
+    ///   the savepoint, leaving the caller's transaction usable. Outside a
+    ///   transaction it runs in one of its own.
+    /// - **Idempotent** per tenant and key as `ingest`, decided by the
+    ///   unique key inside the caller's transaction: a key recorded by a
+    ///   transaction that rolls back is not recorded (recording it again
+    ///   stores it); a transaction that records a key another open
+    ///   transaction holds waits for it. Under `REPEATABLE READ` or
+    ///   `SERIALIZABLE` such a wait may end in a serialization failure
+    ///   (`Backend`, retryable: retry the whole transaction).
+    /// - **Locks**: the subscription's seal lock is held shared until the
+    ///   caller's transaction ends, so sealing it (finalizing an invoice)
+    ///   waits for that transaction: keep it short.
+    ///
+    /// # Errors
+    /// As [`UsageStore::ingest`].
+    pub async fn ingest_in(
+        &self,
+        conn: &mut PgConnection,
+        batch: Vec<UsageRecord>,
+    ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
+        ingest_on(conn, batch).await
+    }
+}
+
+/// See [`PostgresUsageStore::ingest_in`].
+#[async_trait]
+impl UsageWriter for PgConnection {
+    async fn ingest_usage(
+        &mut self,
+        batch: Vec<UsageRecord>,
+    ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
+        ingest_on(self, batch).await
     }
 }
 
@@ -99,132 +153,146 @@ fn read_all(rows: &[PgRow]) -> Result<Vec<StoredUsage>, BillingError> {
     rows.iter().map(read).collect()
 }
 
+/// Ingests `batch` on `conn` (see [`PostgresUsageStore::ingest_in`]).
+async fn ingest_on(
+    conn: &mut PgConnection,
+    batch: Vec<UsageRecord>,
+) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
+    let plan = IngestPlan::new(batch);
+    if plan.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs = plan.subscriptions();
+    let mut locks: Vec<i64> = pairs.iter().map(|&(t, s)| lock_key(t, s)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    let (seal_tenants, seal_subs): (Vec<Uuid>, Vec<Uuid>) = pairs
+        .iter()
+        .map(|(t, s)| (*t.as_uuid(), *s.as_uuid()))
+        .unzip();
+
+    // A savepoint inside the caller's transaction, else a transaction of
+    // its own: the batch is stored whole or not at all either way.
+    let mut tx = conn.begin().await.map_err(db_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k")
+        .bind(&locks)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let seal_rows = sqlx::query(
+        "SELECT tenant_id, subscription_id, sealed_through FROM billing_usage_seals \
+         WHERE (tenant_id, subscription_id) IN \
+               (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
+    )
+    .bind(&seal_tenants)
+    .bind(&seal_subs)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let mut sealed = HashMap::with_capacity(seal_rows.len());
+    for row in &seal_rows {
+        let t = tenant(row.try_get("tenant_id").map_err(db_error)?)?;
+        let s = SubscriptionId::from_uuid(row.try_get("subscription_id").map_err(db_error)?);
+        sealed.insert(
+            (t, s),
+            row.try_get::<i64, _>("sealed_through").map_err(db_error)?,
+        );
+    }
+
+    let mut rows = plan.rows(&sealed);
+    rows.sort_unstable_by(|a, b| {
+        let (a, b) = (&a.record.event, &b.record.event);
+        (a.tenant_id, &a.idempotency_key).cmp(&(b.tenant_id, &b.idempotency_key))
+    });
+    let n = rows.len();
+    let mut tenants = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    let mut subs = Vec::with_capacity(n);
+    let mut meters = Vec::with_capacity(n);
+    let mut values: Vec<Decimal> = Vec::with_capacity(n);
+    let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut nanos: Vec<i32> = Vec::with_capacity(n);
+    let mut props = Vec::with_capacity(n);
+    let mut periods = Vec::with_capacity(n);
+    let mut billed = Vec::with_capacity(n);
+    for row in &rows {
+        let e = &row.record.event;
+        tenants.push(*e.tenant_id.as_uuid());
+        keys.push(e.idempotency_key.as_str());
+        subs.push(*e.subscription_id.as_uuid());
+        meters.push(e.meter.as_str());
+        values.push(e.value);
+        times.push(e.timestamp);
+        // Below 2 · 10⁹ (a leap second), so it fits.
+        nanos.push(i32::try_from(e.timestamp.timestamp_subsec_nanos()).unwrap_or(i32::MAX));
+        props.push(if e.properties.is_empty() {
+            String::from("{}")
+        } else {
+            to_json(BACKEND, &e.properties)?
+        });
+        periods.push(row.record.period);
+        billed.push(row.billed_in);
+    }
+    let inserted_rows = sqlx::query(INSERT)
+        .bind(&tenants)
+        .bind(&keys)
+        .bind(&subs)
+        .bind(&meters)
+        .bind(&values)
+        .bind(&times)
+        .bind(&nanos)
+        .bind(&props)
+        .bind(&periods)
+        .bind(&billed)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let mut inserted: Vec<Key> = Vec::with_capacity(inserted_rows.len());
+    for row in &inserted_rows {
+        inserted.push((
+            tenant(row.try_get("tenant_id").map_err(db_error)?)?,
+            row.try_get("idempotency_key").map_err(db_error)?,
+        ));
+    }
+
+    let missing = IngestPlan::not_inserted(&rows, &inserted);
+    let mut existing = Vec::with_capacity(missing.len());
+    if !missing.is_empty() {
+        let (t, k): (Vec<Uuid>, Vec<&str>) = missing
+            .iter()
+            .map(|e| (*e.tenant_id.as_uuid(), e.idempotency_key.as_str()))
+            .unzip();
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            usage_columns!(),
+            " FROM billing_usage_events WHERE (tenant_id, idempotency_key) IN \
+              (SELECT * FROM unnest($1::uuid[], $2::text[]))"
+        ))
+        .bind(&t)
+        .bind(&k)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for row in &found {
+            let stored = read(row)?;
+            existing.push((stored.event, stored.billed_in));
+        }
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(plan.outcomes(&rows, &inserted, &existing, BACKEND))
+}
+
 #[async_trait]
 impl UsageStore for PostgresUsageStore {
     async fn ingest(
         &self,
         batch: Vec<UsageRecord>,
     ) -> Result<Vec<Result<IngestOutcome, BillingError>>, BillingError> {
-        let plan = IngestPlan::new(batch);
-        if plan.is_empty() {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let pairs = plan.subscriptions();
-        let mut locks: Vec<i64> = pairs.iter().map(|&(t, s)| lock_key(t, s)).collect();
-        locks.sort_unstable();
-        locks.dedup();
-        let (seal_tenants, seal_subs): (Vec<Uuid>, Vec<Uuid>) = pairs
-            .iter()
-            .map(|(t, s)| (*t.as_uuid(), *s.as_uuid()))
-            .unzip();
-
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k")
-            .bind(&locks)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let seal_rows = sqlx::query(
-            "SELECT tenant_id, subscription_id, sealed_through FROM billing_usage_seals \
-             WHERE (tenant_id, subscription_id) IN \
-                   (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
-        )
-        .bind(&seal_tenants)
-        .bind(&seal_subs)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let mut sealed = HashMap::with_capacity(seal_rows.len());
-        for row in &seal_rows {
-            let t = tenant(row.try_get("tenant_id").map_err(db_error)?)?;
-            let s = SubscriptionId::from_uuid(row.try_get("subscription_id").map_err(db_error)?);
-            sealed.insert(
-                (t, s),
-                row.try_get::<i64, _>("sealed_through").map_err(db_error)?,
-            );
-        }
-
-        let mut rows = plan.rows(&sealed);
-        rows.sort_unstable_by(|a, b| {
-            let (a, b) = (&a.record.event, &b.record.event);
-            (a.tenant_id, &a.idempotency_key).cmp(&(b.tenant_id, &b.idempotency_key))
-        });
-        let n = rows.len();
-        let mut tenants = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut subs = Vec::with_capacity(n);
-        let mut meters = Vec::with_capacity(n);
-        let mut values: Vec<Decimal> = Vec::with_capacity(n);
-        let mut times: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-        let mut nanos: Vec<i32> = Vec::with_capacity(n);
-        let mut props = Vec::with_capacity(n);
-        let mut periods = Vec::with_capacity(n);
-        let mut billed = Vec::with_capacity(n);
-        for row in &rows {
-            let e = &row.record.event;
-            tenants.push(*e.tenant_id.as_uuid());
-            keys.push(e.idempotency_key.as_str());
-            subs.push(*e.subscription_id.as_uuid());
-            meters.push(e.meter.as_str());
-            values.push(e.value);
-            times.push(e.timestamp);
-            // Below 2 · 10⁹ (a leap second), so it fits.
-            nanos.push(i32::try_from(e.timestamp.timestamp_subsec_nanos()).unwrap_or(i32::MAX));
-            props.push(if e.properties.is_empty() {
-                String::from("{}")
-            } else {
-                to_json(BACKEND, &e.properties)?
-            });
-            periods.push(row.record.period);
-            billed.push(row.billed_in);
-        }
-        let inserted_rows = sqlx::query(INSERT)
-            .bind(&tenants)
-            .bind(&keys)
-            .bind(&subs)
-            .bind(&meters)
-            .bind(&values)
-            .bind(&times)
-            .bind(&nanos)
-            .bind(&props)
-            .bind(&periods)
-            .bind(&billed)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let mut inserted: Vec<Key> = Vec::with_capacity(inserted_rows.len());
-        for row in &inserted_rows {
-            inserted.push((
-                tenant(row.try_get("tenant_id").map_err(db_error)?)?,
-                row.try_get("idempotency_key").map_err(db_error)?,
-            ));
-        }
-
-        let missing = IngestPlan::not_inserted(&rows, &inserted);
-        let mut existing = Vec::with_capacity(missing.len());
-        if !missing.is_empty() {
-            let (t, k): (Vec<Uuid>, Vec<&str>) = missing
-                .iter()
-                .map(|e| (*e.tenant_id.as_uuid(), e.idempotency_key.as_str()))
-                .unzip();
-            let found = sqlx::query(concat!(
-                "SELECT ",
-                usage_columns!(),
-                " FROM billing_usage_events WHERE (tenant_id, idempotency_key) IN \
-                  (SELECT * FROM unnest($1::uuid[], $2::text[]))"
-            ))
-            .bind(&t)
-            .bind(&k)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            for row in &found {
-                let stored = read(row)?;
-                existing.push((stored.event, stored.billed_in));
-            }
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(plan.outcomes(&rows, &inserted, &existing, BACKEND))
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        ingest_on(&mut conn, batch).await
     }
 
     async fn seal(

@@ -54,6 +54,20 @@ pub(crate) async fn begin_write(
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
 }
 
+/// On a connection: a savepoint when it is in a transaction already (the
+/// caller's: whether that holds the write lock is the caller's choice),
+/// else a write transaction as [`begin_write`].
+pub(crate) async fn begin_write_on(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, BillingError> {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        conn.begin().await.map_err(db_error)
+    } else {
+        conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+    }
+}
+
 /// The three SQLite stores on one pool, and their migration.
 ///
 /// ```no_run
