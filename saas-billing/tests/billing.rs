@@ -19,6 +19,8 @@ mod charge;
 mod entitlements;
 #[path = "billing/fixtures.rs"]
 mod fixtures;
+#[path = "billing/in_transaction.rs"]
+mod in_transaction;
 #[path = "billing/invoicing.rs"]
 mod invoicing;
 #[path = "billing/lagging_cycle.rs"]
