@@ -355,6 +355,57 @@ async fn postgres_usage_goes_to_the_schema_on_the_transactions_search_path() {
     .await;
 }
 
+/// A usage write that fails inside the caller's transaction (here: its
+/// `search_path` reaches no billing tables) rolls back its savepoint only:
+/// the caller's transaction goes on and commits its own rows.
+#[tokio::test]
+async fn postgres_a_failed_usage_write_leaves_the_callers_transaction_usable() {
+    let Some((db, cleanup)) = pg("in_tx_failure").await else {
+        return;
+    };
+    run_with_cleanup(
+        async move {
+            let (a, engine) = (db.billing.a, db.billing.h.engine());
+            let mut tx = db.pool.begin().await.unwrap();
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO orders (id, tenant_id) VALUES ('before', $1)")
+                .bind(a.0.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("SELECT set_config('search_path', 'no_billing_tables_here', true)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let failed = engine
+                .record_usage_in(&mut *tx, db.billing.call(a, "k"))
+                .await;
+            assert!(
+                matches!(failed, Err(BillingError::Backend { .. })),
+                "{failed:?}"
+            );
+            sqlx::query("SELECT set_config('search_path', $1, true)")
+                .bind(format!("\"{schema}\""))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO orders (id, tenant_id) VALUES ('after', $1)")
+                .bind(a.0.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(pg_orders(&db.pool).await, ["after", "before"]);
+            assert!(db.billing.stored_keys(a).await.is_empty());
+        },
+        cleanup,
+    )
+    .await;
+}
+
 // -------------------------------------------------------------------- SQLite
 
 struct Lite {
