@@ -3,5 +3,6 @@
 // Tests fail loudly on unexpected errors; unwrap is the point here.
 #![allow(clippy::unwrap_used)]
 
+mod billing_outbox;
 mod http_layer;
 mod tenant_id_sqlx;
