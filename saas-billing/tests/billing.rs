@@ -37,6 +37,8 @@ mod no_float;
 mod properties;
 #[path = "billing/quotas.rs"]
 mod quotas;
+#[path = "billing/quotas_in_transaction.rs"]
+mod quotas_in_transaction;
 #[path = "billing/redis_quotas.rs"]
 mod redis_quotas;
 #[path = "billing/reexports.rs"]

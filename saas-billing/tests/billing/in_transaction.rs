@@ -26,10 +26,10 @@ const LIMIT: u64 = 10_000;
 
 /// An engine on `stores` at 2024-01-16 with one `basic` subscription per
 /// tenant, started 2024-01-01 (usage of 2024-01-15 is period 0).
-struct Billing {
-    h: BillingHarness,
-    a: (TenantId, SubscriptionId),
-    b: (TenantId, SubscriptionId),
+pub(crate) struct Billing {
+    pub(crate) h: BillingHarness,
+    pub(crate) a: (TenantId, SubscriptionId),
+    pub(crate) b: (TenantId, SubscriptionId),
 }
 
 impl Billing {
@@ -62,7 +62,7 @@ impl Billing {
     }
 
     /// The durable quota counter of `tenant`'s calls this period.
-    fn quota(&self, tenant: TenantId) -> QuotaKey {
+    pub(crate) fn quota(&self, tenant: TenantId) -> QuotaKey {
         QuotaKey::new(tenant, "api_calls", "2024-01").unwrap()
     }
 
@@ -103,13 +103,13 @@ fn recorded() -> IngestOutcome {
 
 // ---------------------------------------------------------------- PostgreSQL
 
-struct Pg {
-    billing: Billing,
-    pool: PgPool,
-    quotas: PostgresQuotaStore,
+pub(crate) struct Pg {
+    pub(crate) billing: Billing,
+    pub(crate) pool: PgPool,
+    pub(crate) quotas: PostgresQuotaStore,
 }
 
-async fn pg(test: &str) -> Option<(Pg, Cleanup)> {
+pub(crate) async fn pg(test: &str) -> Option<(Pg, Cleanup)> {
     let (stores, cleanup) = pg_stores(test).await?;
     let pool = stores.pool().clone();
     sqlx::query("CREATE TABLE orders (id text PRIMARY KEY, tenant_id uuid NOT NULL)")
@@ -408,13 +408,13 @@ async fn postgres_a_failed_usage_write_leaves_the_callers_transaction_usable() {
 
 // -------------------------------------------------------------------- SQLite
 
-struct Lite {
-    billing: Billing,
-    pool: SqlitePool,
-    quotas: SqliteQuotaStore,
+pub(crate) struct Lite {
+    pub(crate) billing: Billing,
+    pub(crate) pool: SqlitePool,
+    pub(crate) quotas: SqliteQuotaStore,
 }
 
-async fn lite() -> (Lite, Cleanup) {
+pub(crate) async fn lite() -> (Lite, Cleanup) {
     let (stores, cleanup) = sqlite_stores().await;
     let pool = stores.pool().clone();
     sqlx::query("CREATE TABLE orders (id TEXT PRIMARY KEY, tenant_id BLOB NOT NULL) STRICT")
