@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod billing_outbox;
+mod billing_tenancy;
 mod http_layer;
 mod tenant_id_sqlx;
