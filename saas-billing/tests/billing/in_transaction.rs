@@ -14,7 +14,7 @@ use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore, SqliteQuotaS
 use saas_billing::testing::{BillingHarness, Cleanup, run_with_cleanup};
 use saas_billing::{
     BillingConfig, BillingError, BillingStores, Currency, IngestOutcome, MeterKey, NewSubscription,
-    SubscriptionId, TenantId, UsageEvent, dec,
+    SubscriptionId, TenantId, UncommittedUsage, UsageEvent, dec,
 };
 use sqlx::{PgPool, SqlitePool};
 
@@ -572,6 +572,81 @@ async fn sqlite_usage_in_tenant_as_transaction_is_not_tenant_bs() {
             assert_eq!(db.billing.stored_keys(a).await, ["shared-key"]);
             assert_eq!(db.billing.stored_keys(b).await, ["shared-key"]);
             assert_eq!(db.billing.remaining_after_one(a.0), dec!(9998));
+        },
+        cleanup,
+    )
+    .await;
+}
+
+/// A batch in one transaction: one outcome per event (a refused event, a
+/// repeat within the batch), the valid ones stored at commit, and
+/// `usage_committed` counting each newly recorded event once.
+async fn batch_in_one_transaction(
+    billing: &Billing,
+    writer: &mut dyn saas_billing::UsageWriter,
+) -> UncommittedUsage<Vec<Result<IngestOutcome, BillingError>>> {
+    let a = billing.a;
+    let mut negative = billing.call(a, "negative");
+    negative.value = dec!(-1);
+    let batch = vec![
+        billing.call(a, "b-1"),
+        negative,
+        billing.call(a, "b-2"),
+        billing.call(a, "b-1"),
+    ];
+    let usage = billing
+        .h
+        .engine()
+        .record_usage_batch_in(writer, batch)
+        .await
+        .unwrap();
+    let outcomes = usage.outcome();
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(outcomes[0], Ok(recorded()));
+    assert!(matches!(
+        outcomes[1],
+        Err(BillingError::InvalidInput { field: "value", .. })
+    ));
+    assert_eq!(outcomes[2], Ok(recorded()));
+    assert_eq!(outcomes[3], Ok(IngestOutcome::Duplicate { billed_in: 0 }));
+    assert_eq!(usage.recorded(), 2);
+    usage
+}
+
+#[tokio::test]
+async fn postgres_a_batch_in_a_transaction_has_one_outcome_per_event() {
+    let Some((db, cleanup)) = pg("in_tx_batch").await else {
+        return;
+    };
+    run_with_cleanup(
+        async move {
+            let a = db.billing.a;
+            let mut tx = db.pool.begin().await.unwrap();
+            let usage = batch_in_one_transaction(&db.billing, &mut *tx).await;
+            tx.commit().await.unwrap();
+            let outcomes = db.billing.h.engine().usage_committed(usage).await;
+            assert_eq!(outcomes.len(), 4);
+            assert_eq!(db.billing.stored_keys(a).await, ["b-1", "b-2"]);
+            assert_eq!(db.billing.remaining_after_one(a.0), dec!(9997));
+        },
+        cleanup,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_a_batch_in_a_transaction_has_one_outcome_per_event() {
+    let (db, cleanup) = lite().await;
+    run_with_cleanup(
+        async move {
+            let a = db.billing.a;
+            let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let usage = batch_in_one_transaction(&db.billing, &mut *tx).await;
+            tx.commit().await.unwrap();
+            let outcomes = db.billing.h.engine().usage_committed(usage).await;
+            assert_eq!(outcomes.len(), 4);
+            assert_eq!(db.billing.stored_keys(a).await, ["b-1", "b-2"]);
+            assert_eq!(db.billing.remaining_after_one(a.0), dec!(9997));
         },
         cleanup,
     )
