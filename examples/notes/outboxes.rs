@@ -91,6 +91,11 @@ impl OutboxLocations for PgCatalogOutboxes {
                     self.database_pool(database.as_str()).await,
                     None,
                 )?),
+                // A placement this app does not know: its events are not
+                // relayed until the app learns where its outbox is.
+                other => {
+                    tracing::warn!(tenant = %tenant.id, placement = ?other, "no outbox location for this placement")
+                }
             }
         }
         Ok(found)

@@ -378,11 +378,11 @@ async fn sqlite_backend(
         .await;
     let cluster = ClusterName::new("local")?;
     let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
-        .cluster(SqliteClusterConfig {
-            name: cluster.clone(),
-            shared_file: dir.join("shared.sqlite"),
-            tenant_dir: dir.clone(),
-        })
+        .cluster(SqliteClusterConfig::new(
+            cluster.clone(),
+            dir.join("shared.sqlite"),
+            dir.clone(),
+        ))
         .tenant_migrations(schema::sqlite_tenant_migrations())
         .build()?;
     tenancy.setup().await?;

@@ -89,11 +89,11 @@ impl App {
         let catalog: DynCatalog = Arc::new(catalog);
         let local = ClusterName::new("local")?;
         let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
-            .cluster(SqliteClusterConfig {
-                name: local.clone(),
-                shared_file: dir.join("shared.sqlite"),
-                tenant_dir: dir.clone(),
-            })
+            .cluster(SqliteClusterConfig::new(
+                local.clone(),
+                dir.join("shared.sqlite"),
+                dir.clone(),
+            ))
             .tenant_table(TenantTable::new("projects")?)
             .tenant_table(TenantTable::new(outbox.table())?)
             .tenant_migrations(Migrator::with_migrations(vec![
@@ -230,6 +230,7 @@ impl App {
                 Strategy::Shared => "shared tables",
                 Strategy::Schema => "own schema",
                 Strategy::Database => "own database file",
+                _ => "another placement",
             },
             plan,
             subscription: sub.id(),

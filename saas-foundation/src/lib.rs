@@ -8,8 +8,8 @@
 //! the glue that joins them, so hosts stop writing it.
 //!
 //! Features: `postgres` and `sqlite` (every crate's backend for that
-//! database), `axum` ([`problem`]: every crate's error as an RFC 9457
-//! problem+json response; [`transaction`]: the request tenant's scoped
+//! database), `axum` (`problem`: every crate's error as an RFC 9457
+//! problem+json response; `transaction`: the request tenant's scoped
 //! transaction, committed on success), `nats` and `redis`.
 //!
 //! Not yet here (issue 14): outbox locations read from the tenant catalog,

@@ -10,6 +10,7 @@ use crate::error::TenancyError;
 /// The isolation strategy of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Strategy {
     /// Shared tables with a `tenant_id` column (row-level isolation).
     Shared,
@@ -162,6 +163,7 @@ impl fmt::Display for TenantObjectName {
 /// per tenant, so one application can mix strategies and clusters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "strategy", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Placement {
     /// Rows in shared tables on `cluster`.
     Shared {

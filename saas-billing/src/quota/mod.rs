@@ -52,12 +52,15 @@ mod redis;
 mod sqlite;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{MAX_REDIS_PREFIX_LEN, RedisQuotaConfig, RedisQuotaStore};
 pub use lease::LeasedQuota;
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresQuotaStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteQuotaStore;
 
 use std::fmt;

@@ -8,10 +8,12 @@
 
 mod memory;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 #[cfg(feature = "_sql")]
 mod sql;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
 pub use memory::{InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore};

@@ -79,11 +79,11 @@ impl Setup {
         ));
         let cluster = ClusterName::new("local").unwrap();
         let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
-            .cluster(SqliteClusterConfig {
-                name: cluster.clone(),
+            .cluster(SqliteClusterConfig::new(
+                cluster.clone(),
                 shared_file,
-                tenant_dir: dir.clone(),
-            })
+                dir.clone(),
+            ))
             .tenant_table(TenantTable::new("notes").unwrap())
             .tenant_table(TenantTable::new(outbox.table()).unwrap())
             .tenant_migrations(Migrator::with_migrations(migrations))

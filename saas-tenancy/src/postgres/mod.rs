@@ -55,6 +55,7 @@ use crate::record::TenantRecord;
 /// One PostgreSQL server (cluster) and how to reach it. Its `Debug`
 /// output never shows the admin password.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PgClusterConfig {
     /// The name placements refer to.
     pub name: ClusterName,
@@ -83,6 +84,7 @@ impl PgClusterConfig {
 
 /// How tenant scopes are attached to connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ScopeMode {
     /// Row and schema tenants share one runtime pool per cluster; the scope
     /// is set per transaction (in the `BEGIN` round trip) or per checkout

@@ -66,6 +66,7 @@ pub use crate::registry::{PoolLimits, PoolStats};
 /// One SQLite "cluster": a shared database file for row tenants and a
 /// directory for tenant database files.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SqliteClusterConfig {
     /// The name placements refer to.
     pub name: ClusterName,
@@ -74,6 +75,22 @@ pub struct SqliteClusterConfig {
     pub shared_file: PathBuf,
     /// Where `t_<id>.sqlite` files of database tenants live.
     pub tenant_dir: PathBuf,
+}
+
+impl SqliteClusterConfig {
+    /// A cluster named `name`: row tenants in `shared_file`, database
+    /// tenants' files in `tenant_dir`.
+    pub fn new(
+        name: ClusterName,
+        shared_file: impl Into<PathBuf>,
+        tenant_dir: impl Into<PathBuf>,
+    ) -> Self {
+        SqliteClusterConfig {
+            name,
+            shared_file: shared_file.into(),
+            tenant_dir: tenant_dir.into(),
+        }
+    }
 }
 
 /// Scoped access to tenants on SQLite.

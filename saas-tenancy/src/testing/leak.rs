@@ -137,6 +137,7 @@ impl SessionTamper {
 
 /// The statements a [`LeakTarget`] runs on a host table. None filters by
 /// tenant: isolation must come from the scope.
+#[cfg(feature = "_sql")]
 #[derive(Debug, Clone)]
 pub(crate) struct LeakStatements {
     pub(crate) insert: String,
@@ -148,6 +149,7 @@ pub(crate) struct LeakStatements {
     pub(crate) clear: String,
 }
 
+#[cfg(feature = "_sql")]
 impl LeakStatements {
     /// For the quoted `table(tenant, key, value)`; `param(n)` spells the
     /// n-th bind parameter in the backend's syntax.

@@ -167,11 +167,11 @@ async fn sqlite_shared_migration_files_create_the_shared_file_and_serve_row_tena
     let shared_file = root.join("shared.sqlite");
     let catalog: DynCatalog = Arc::new(InMemoryCatalog::new(Arc::new(SystemClock)));
     let tenancy = SqliteTenancy::builder(catalog)
-        .cluster(SqliteClusterConfig {
-            name: main.clone(),
-            shared_file: shared_file.clone(),
-            tenant_dir: root.clone(),
-        })
+        .cluster(SqliteClusterConfig::new(
+            main.clone(),
+            shared_file.clone(),
+            root.clone(),
+        ))
         .tenant_table(TenantTable::new("notes").unwrap())
         .shared_migrations(migrator(&dir).await)
         .build()
@@ -223,11 +223,11 @@ async fn sqlite_shared_migration_files_create_the_shared_file_and_serve_row_tena
     .unwrap();
     let catalog: DynCatalog = Arc::new(InMemoryCatalog::new(Arc::new(SystemClock)));
     let broken = SqliteTenancy::builder(catalog)
-        .cluster(SqliteClusterConfig {
-            name: main.clone(),
-            shared_file: shared_file.clone(),
-            tenant_dir: root.clone(),
-        })
+        .cluster(SqliteClusterConfig::new(
+            main.clone(),
+            shared_file.clone(),
+            root.clone(),
+        ))
         .tenant_table(TenantTable::new("notes").unwrap())
         .shared_migrations(migrator(&dir).await)
         .build()

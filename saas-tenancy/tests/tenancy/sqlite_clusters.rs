@@ -45,11 +45,11 @@ fn tenancy(catalog: &DynCatalog, clusters: &[&Cluster], policy: PlacementPolicy)
         .tenant_migrations(Migrator::with_migrations(sqlite_migrations()))
         .placement_policy(policy);
     for c in clusters {
-        builder = builder.cluster(SqliteClusterConfig {
-            name: c.name.clone(),
-            shared_file: c.shared_file.clone(),
-            tenant_dir: c.dir.clone(),
-        });
+        builder = builder.cluster(SqliteClusterConfig::new(
+            c.name.clone(),
+            c.shared_file.clone(),
+            c.dir.clone(),
+        ));
     }
     builder.build().unwrap()
 }

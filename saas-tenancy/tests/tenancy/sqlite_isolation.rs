@@ -352,11 +352,11 @@ async fn setup_names_a_missing_shared_file() {
     let tenancy = saas_tenancy::sqlite::SqliteTenancy::builder(Arc::new(
         saas_tenancy::InMemoryCatalog::new(Arc::new(saas_core::SystemClock)),
     ))
-    .cluster(saas_tenancy::sqlite::SqliteClusterConfig {
-        name: saas_tenancy::ClusterName::new("local").unwrap(),
-        shared_file: missing.clone(),
-        tenant_dir: dir,
-    })
+    .cluster(saas_tenancy::sqlite::SqliteClusterConfig::new(
+        saas_tenancy::ClusterName::new("local").unwrap(),
+        missing.clone(),
+        dir,
+    ))
     .build()
     .unwrap();
     let err = tenancy.setup().await.unwrap_err();

@@ -353,11 +353,11 @@ fn fleet_over(
     migrations: Vec<Migration>,
 ) -> SqliteTenancy {
     SqliteTenancy::builder(catalog)
-        .cluster(SqliteClusterConfig {
-            name: sandbox.cluster.clone(),
-            shared_file: sandbox.shared_file.clone(),
-            tenant_dir: sandbox.dir.clone(),
-        })
+        .cluster(SqliteClusterConfig::new(
+            sandbox.cluster.clone(),
+            sandbox.shared_file.clone(),
+            sandbox.dir.clone(),
+        ))
         .tenant_table(TenantTable::new("notes").unwrap())
         .tenant_migrations(Migrator::with_migrations(migrations))
         .build()
