@@ -13,13 +13,17 @@
 //!   (`QuotaKey::new(tenant, "api_calls", "2026-12")`). A new period is a
 //!   new key, so it starts from zero exactly once, however many processes
 //!   roll over at the same time.
-//! - **Count limits** ("3 projects"): [`QuotaStore::reserve`] a unit before
-//!   creating the project, [`QuotaStore::commit`] once it exists,
+//! - **Count limits** ("3 projects") of rows you store: count them in the
+//!   transaction that creates one (see the crate README); no store needed.
+//!   For other things, a standing key ([`QuotaKey::standing`]) consumed in
+//!   the same transaction as the change where the quota tables are
+//!   reachable from it, or else [`QuotaStore::reserve`] a unit before
+//!   creating the thing, [`QuotaStore::commit`] once it exists,
 //!   [`QuotaStore::release`] if creating it failed, and
 //!   [`QuotaStore::give_back`] when it is deleted. A reservation neither
 //!   committed nor released (the process died) is released when its time
-//!   to live has passed. The key has no period:
-//!   [`QuotaKey::standing`].
+//!   to live has passed — also when the thing was created just before the
+//!   crash, so reconcile such counts from the source of truth.
 //!
 //! Backends: [`InMemoryQuotaStore`] (one process), `PostgresQuotaStore`
 //! (feature `postgres`), `SqliteQuotaStore` (feature `sqlite`) and
