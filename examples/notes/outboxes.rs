@@ -81,13 +81,15 @@ impl OutboxLocations for PgCatalogOutboxes {
         for tenant in servable_tenants(&self.catalog).await? {
             match &tenant.placement {
                 Placement::Shared { .. } => {}
+                // Names are distinct from "shared" whatever the slug: the
+                // relay tracks unconfirmed rows by location name.
                 Placement::Schema { schema, .. } => found.push(OutboxLocation::new(
-                    tenant.slug.as_str(),
+                    format!("schema:{}", tenant.slug.as_str()),
                     self.admin.clone(),
                     Some(schema.as_str().to_owned()),
                 )?),
                 Placement::Database { database, .. } => found.push(OutboxLocation::new(
-                    tenant.slug.as_str(),
+                    format!("database:{}", tenant.slug.as_str()),
                     self.database_pool(database.as_str()).await,
                     None,
                 )?),

@@ -106,13 +106,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.status(),
-            code(self.kind),
-            self.detail
-        )
+        write!(f, "{} ({}): {}", self.status(), self.kind, self.detail)
     }
 }
 
@@ -130,7 +124,7 @@ impl IntoResponse for Problem {
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
             "detail": self.detail,
-            "code": code(self.kind),
+            "code": self.kind.as_str(),
         });
         let mut response = (status, body.to_string()).into_response();
         response
@@ -159,22 +153,6 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
         // A kind added later is a server-side failure until mapped.
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The `code` member: the kind in snake case.
-fn code(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::AlreadyExists => "already_exists",
-        ErrorKind::Conflict => "conflict",
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::Unauthorized => "unauthorized",
-        ErrorKind::Forbidden => "forbidden",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Unsupported => "unsupported",
-        _ => "internal",
     }
 }
 
