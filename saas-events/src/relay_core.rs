@@ -155,10 +155,25 @@ impl Unconfirmed {
         if runs.is_empty() {
             return;
         }
+        // Merged, not replaced: a concurrent pass (a clone of the relay)
+        // may have put its own runs back meanwhile.
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(location.to_owned(), runs);
+            .entry(location.to_owned())
+            .or_default()
+            .extend(runs);
+    }
+
+    /// Forgets the forwarded rows of locations no longer listed (a deleted
+    /// or suspended tenant's): their rows, if they come back, are
+    /// forwarded again, and the map does not grow with every tenant ever
+    /// seen.
+    pub(crate) fn keep_only(&self, names: &HashSet<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|name, _| names.contains(name));
     }
 
     /// Whether any location has forwarded rows awaiting confirmation.
@@ -292,6 +307,7 @@ pub(crate) async fn relay_once<R: RelayBackend>(relay: &R) -> Result<usize, Even
             }
         }
     }
+    relay.unconfirmed().keep_only(&names);
     match first_error {
         Some(error) if total == 0 => Err(error),
         _ => Ok(total),

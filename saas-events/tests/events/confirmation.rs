@@ -238,16 +238,21 @@ async fn a_crash_between_relay_and_consumer_loses_nothing(outbox: &impl Outbox) 
 /// meanwhile; after the confirmation timeout the stuck row is forwarded
 /// again without being queued twice.
 async fn a_stuck_event_holds_back_only_its_own_rows(outbox: &impl Outbox) {
+    // Wide margins: the steps before the timeout must fit in it however
+    // loaded the machine, and the retry must come after the re-forward.
+    const CONFIRM: Duration = Duration::from_secs(2);
+    const RETRY: Duration = Duration::from_secs(3);
     let (stuck, flowing) = (TenantId::new(), TenantId::new());
     let bus = InMemoryBus::new();
     let mut sub = bus.subscribe(TOPIC, group("audit")).await.unwrap();
-    let relay = outbox.relay(&bus, Duration::from_millis(300));
+    let relay = outbox.relay(&bus, CONFIRM);
     outbox.write(vec![event(stuck, 0)]).await;
     assert_eq!(relay.once().await, 1);
+    let forwarded_at = tokio::time::Instant::now(); // not before the run's own
     let delivery = sub.next().await.unwrap().unwrap();
     assert_eq!(delivery.event().data_as::<u32>().unwrap(), 0);
-    // It fails; try again in a second.
-    delivery.nack(Some(Duration::from_secs(1))).await.unwrap();
+    // It fails; try again later.
+    delivery.nack(Some(RETRY)).await.unwrap();
     outbox
         .write((1..4).map(|n| event(flowing, n)).collect())
         .await;
@@ -261,7 +266,7 @@ async fn a_stuck_event_holds_back_only_its_own_rows(outbox: &impl Outbox) {
         1,
         "only the failing event's row waits"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep_until(forwarded_at + CONFIRM + Duration::from_millis(50)).await;
     assert_eq!(relay.once().await, 1, "forwarded again after the timeout");
     assert_eq!(next_number(&mut sub, true).await, 0, "retried, and handled");
     assert_quiet(&mut sub).await;
