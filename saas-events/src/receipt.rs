@@ -147,9 +147,12 @@ impl PublishReceipt {
     /// # Errors
     /// [`EventError::Timeout`] if that takes longer than `within` (the
     /// events stay with their groups, which keep redelivering them);
-    /// [`EventError::Closed`] if a copy was dropped unacknowledged — its
-    /// subscription was closed or the bus was closed. Either way the caller
-    /// still owns the events and should publish them again later.
+    /// [`EventError::Closed`] if a copy was dropped unacknowledged — the
+    /// bus was closed, or a private subscription went away (dropped, with
+    /// its deliveries) before acknowledging. A durable group whose
+    /// consumers all left keeps its copies: the receipt waits. Either way
+    /// the caller still owns the events and should publish them again
+    /// later.
     pub async fn confirmed(self, within: Duration) -> Result<(), EventError> {
         let Some(mut watcher) = self.watcher else {
             return Ok(());

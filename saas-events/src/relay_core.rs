@@ -4,7 +4,7 @@
 //! drained ([`RelayBackend`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,11 +27,13 @@ pub(crate) const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_UNCONFIRMED: u32 = 5_000;
 
 /// Publishes `batch` (rows in outbox order: sequence, topic, event) to
-/// `sink`, one tracked publication per run of one topic, in order.
+/// `sink`, one tracked publication per run of one topic, in order. Returns
+/// the runs published — also when a later run failed, so that those are
+/// tracked rather than forwarded again — and the failure, if any.
 pub(crate) async fn publish_runs(
     sink: &dyn Publisher,
     batch: Vec<(i64, String, Event)>,
-) -> Result<Vec<Forwarded>, EventError> {
+) -> (Vec<Forwarded>, Result<(), EventError>) {
     let mut forwarded = Vec::new();
     let mut seqs = Vec::new();
     let mut run: Vec<Event> = Vec::new();
@@ -39,25 +41,22 @@ pub(crate) async fn publish_runs(
     for (seq, topic, event) in batch {
         if topic != run_topic && !run.is_empty() {
             let events = std::mem::take(&mut run);
-            let receipt = sink.publish_tracked(&run_topic, events).await?;
-            forwarded.push(Forwarded::new(std::mem::take(&mut seqs), receipt));
+            match sink.publish_tracked(&run_topic, events).await {
+                Ok(receipt) => forwarded.push(Forwarded::new(std::mem::take(&mut seqs), receipt)),
+                Err(error) => return (forwarded, Err(error)),
+            }
         }
         run_topic = topic;
         run.push(event);
         seqs.push(seq);
     }
     if !run.is_empty() {
-        let receipt = sink.publish_tracked(&run_topic, run).await?;
-        forwarded.push(Forwarded::new(seqs, receipt));
+        match sink.publish_tracked(&run_topic, run).await {
+            Ok(receipt) => forwarded.push(Forwarded::new(seqs, receipt)),
+            Err(error) => return (forwarded, Err(error)),
+        }
     }
-    Ok(forwarded)
-}
-
-/// How many rows a pass may read: a batch, or less when the forwarded rows
-/// awaiting confirmation approach `max_unconfirmed`.
-pub(crate) fn room(max_unconfirmed: u32, settled: &Settled, batch_size: u32) -> u32 {
-    let waiting = u32::try_from(settled.waiting.len()).unwrap_or(u32::MAX);
-    max_unconfirmed.saturating_sub(waiting).min(batch_size)
+    (forwarded, Ok(()))
 }
 
 /// Rows forwarded as one tracked publication, kept until the sink confirms.
@@ -106,6 +105,13 @@ impl Settled {
     }
 }
 
+/// One location's forwarded rows, and whether a pass has it checked out.
+#[derive(Debug, Default)]
+struct Slot {
+    runs: Vec<Forwarded>,
+    busy: bool,
+}
+
 /// Forwarded rows not yet confirmed by the sink, per location, so that a
 /// relay deletes a row only once the sink holds its event safely and
 /// forwards newer rows meanwhile (one event a consumer keeps failing does
@@ -113,20 +119,34 @@ impl Settled {
 ///
 /// Kept in memory on purpose: after a crash the rows are still in the
 /// outbox and are forwarded again (consumers deduplicate by event id).
+/// Shared by the clones of one relay; a location is checked out by one
+/// pass at a time.
 #[derive(Debug, Default)]
-pub(crate) struct Unconfirmed(Mutex<HashMap<String, Vec<Forwarded>>>);
+pub(crate) struct Unconfirmed {
+    slots: Mutex<HashMap<String, Slot>>,
+    draining: AtomicBool,
+}
 
 impl Unconfirmed {
-    /// Takes `location`'s forwarded runs, sorted into confirmed and
-    /// waiting; runs lost by the sink, or unconfirmed for longer than
-    /// `timeout`, are dropped so their rows are forwarded again.
-    pub(crate) fn take(&self, location: &str, timeout: Duration) -> Settled {
-        let runs = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(location)
-            .unwrap_or_default();
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks `location` out for one pass, its forwarded runs sorted into
+    /// confirmed and waiting; runs lost by the sink, or unconfirmed for
+    /// longer than `timeout`, are dropped so their rows are forwarded
+    /// again. `None` while another pass (of a clone) has it: that pass
+    /// holds runs this one would not see.
+    pub(crate) fn check_out(&self, location: &str, timeout: Duration) -> Option<Checkout<'_>> {
+        let runs = {
+            let mut slots = self.slots();
+            let slot = slots.entry(location.to_owned()).or_default();
+            if slot.busy {
+                return None;
+            }
+            slot.busy = true;
+            std::mem::take(&mut slot.runs)
+        };
         let mut settled = Settled::default();
         for run in runs {
             if run.receipt.is_confirmed() {
@@ -142,27 +162,12 @@ impl Unconfirmed {
                 settled.waiting_runs.push(run);
             }
         }
-        settled
-    }
-
-    /// Keeps what is still waiting after a pass; `undeleted` are confirmed
-    /// rows the pass could not delete (tried again next pass).
-    pub(crate) fn put_back(&self, location: &str, settled: Settled, undeleted: bool) {
-        let mut runs = settled.waiting_runs;
-        if undeleted && !settled.confirmed.is_empty() {
-            runs.push(Forwarded::new(settled.confirmed, PublishReceipt::settled()));
-        }
-        if runs.is_empty() {
-            return;
-        }
-        // Merged, not replaced: a concurrent pass (a clone of the relay)
-        // may have put its own runs back meanwhile.
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(location.to_owned())
-            .or_default()
-            .extend(runs);
+        Some(Checkout {
+            owner: self,
+            location: location.to_owned(),
+            settled,
+            committed: false,
+        })
     }
 
     /// Forgets the forwarded rows of locations no longer listed (a deleted
@@ -170,18 +175,62 @@ impl Unconfirmed {
     /// forwarded again, and the map does not grow with every tenant ever
     /// seen.
     pub(crate) fn keep_only(&self, names: &HashSet<String>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|name, _| names.contains(name));
+        self.slots()
+            .retain(|name, slot| slot.busy || names.contains(name));
     }
 
     /// Whether any location has forwarded rows awaiting confirmation.
     pub(crate) fn is_empty(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        self.slots().values().all(|slot| slot.runs.is_empty())
+    }
+
+    /// From now on passes only delete confirmed rows (a stopping relay).
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One location checked out for a pass. Dropped — committed or not, also
+/// when the pass is cancelled — it gives the location back with what is
+/// still waiting; unless [`Checkout::committed`] was called, the confirmed
+/// rows are kept too, to be deleted by the next pass.
+#[derive(Debug)]
+pub(crate) struct Checkout<'a> {
+    owner: &'a Unconfirmed,
+    location: String,
+    pub(crate) settled: Settled,
+    committed: bool,
+}
+
+impl Checkout<'_> {
+    /// How many rows the pass may read: a batch, or less when the
+    /// forwarded rows awaiting confirmation approach `max_unconfirmed`;
+    /// none once the relay is stopping.
+    pub(crate) fn room(&self, max_unconfirmed: u32, batch_size: u32) -> u32 {
+        if self.owner.draining.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let waiting = u32::try_from(self.settled.waiting.len()).unwrap_or(u32::MAX);
+        max_unconfirmed.saturating_sub(waiting).min(batch_size)
+    }
+
+    /// The pass committed: its confirmed rows are deleted.
+    pub(crate) fn committed(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        let settled = std::mem::take(&mut self.settled);
+        let mut runs = settled.waiting_runs;
+        if !self.committed && !settled.confirmed.is_empty() {
+            runs.push(Forwarded::new(settled.confirmed, PublishReceipt::settled()));
+        }
+        let mut slots = self.owner.slots();
+        let slot = slots.entry(std::mem::take(&mut self.location)).or_default();
+        slot.busy = false;
+        slot.runs.extend(runs);
     }
 }
 
@@ -339,7 +388,11 @@ pub(crate) fn spawn<R: RelayBackend>(relay: R) -> RelayHandle<R> {
         // Stopping: give the sink's consumers the confirmation time to
         // finish what was forwarded, so a clean stop leaves no row to be
         // forwarded again at the next start.
-        let deadline = tokio::time::Instant::now() + runner.confirm_timeout();
+        runner.unconfirmed().drain();
+        // At most an hour, whatever the timeout (`Duration::MAX` means
+        // "never forward again", not "never stop").
+        let wait = runner.confirm_timeout().min(Duration::from_secs(3600));
+        let deadline = tokio::time::Instant::now() + wait;
         while !runner.unconfirmed().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(runner.idle_wait().min(Duration::from_millis(10))).await;
             let _ = relay_once(&runner).await;

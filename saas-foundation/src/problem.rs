@@ -17,6 +17,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub trait ClassifiedError: StdError + Send + Sync + 'static {
     /// The kind of failure.
     fn error_kind(&self) -> ErrorKind;
+
+    /// Whether the message may be shown to the client. A database's own
+    /// message names tables, constraints and policies, so it is not shown
+    /// even when its kind is a client error (a unique violation is a 409).
+    fn message_is_public(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! classified {
@@ -34,19 +41,31 @@ classified!(
     saas_core::AuthError,
     saas_core::SlugError,
     saas_core::RequestRejection,
-    saas_tenancy::TenancyError,
     saas_billing::BillingError,
     saas_events::EventError,
 );
+
+impl ClassifiedError for saas_tenancy::TenancyError {
+    fn error_kind(&self) -> ErrorKind {
+        self.kind()
+    }
+
+    fn message_is_public(&self) -> bool {
+        !matches!(self, saas_tenancy::TenancyError::Database(_))
+    }
+}
 
 /// An HTTP error response in the RFC 9457 problem-details format.
 ///
 /// Built from any [`ClassifiedError`] (`?` converts) or by hand. The status
 /// follows the error's [`ErrorKind`]; the body carries `type`
 /// (`about:blank`), `title` (the status's reason), `status`, `detail` and
-/// `code` (the kind, in snake case, for clients to branch on). A server-side
-/// failure (500, 503, 504) never shows its cause — a database error may
-/// name tables or hosts — and is logged at `error` with it instead.
+/// `code` (the kind, in snake case, for clients to branch on). Built from
+/// an error, a server-side failure (500, 503, 504) never shows its cause —
+/// a database error may name tables or hosts — and is logged at `error`
+/// with it instead; a database's refusal (a unique or foreign key
+/// violation, a privilege) shows only its kind and is logged at `warn`.
+/// [`Problem::new`] shows the detail it is given.
 ///
 /// ```
 /// use axum::response::IntoResponse;
@@ -84,6 +103,12 @@ impl Problem {
         if hides_cause(kind) {
             tracing::error!(error = %error, source = ?error.source(), "request failed");
             return Problem::new(kind, server_side_detail(kind));
+        }
+        if !error.message_is_public() {
+            // A refusal by the database (a constraint, a privilege): the
+            // client learns the kind, the log the details.
+            tracing::warn!(error = %error, "request refused by the database");
+            return Problem::new(kind, client_side_detail(kind));
         }
         Problem::new(kind, error.to_string())
     }
@@ -158,6 +183,16 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 fn hides_cause(kind: ErrorKind) -> bool {
     status_of(kind).is_server_error() && kind != ErrorKind::Unsupported
+}
+
+fn client_side_detail(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::AlreadyExists => "it exists already",
+        ErrorKind::Conflict => "it conflicts with the current state; reload and retry",
+        ErrorKind::Forbidden => "this is not allowed",
+        ErrorKind::NotFound => "it does not exist",
+        _ => "the request breaks a rule of the data; check it and retry",
+    }
 }
 
 fn server_side_detail(kind: ErrorKind) -> &'static str {

@@ -24,6 +24,7 @@ type Slot<T> = Arc<Mutex<Option<<T as Tenancy>::Tx>>>;
 struct Pending<T: Tenancy> {
     tenancy: Arc<T>,
     slot: Slot<T>,
+    for_writes: bool,
 }
 
 impl<T: Tenancy> Clone for Pending<T> {
@@ -31,6 +32,7 @@ impl<T: Tenancy> Clone for Pending<T> {
         Pending {
             tenancy: Arc::clone(&self.tenancy),
             slot: Arc::clone(&self.slot),
+            for_writes: self.for_writes,
         }
     }
 }
@@ -40,8 +42,8 @@ impl<T: Tenancy> Clone for Pending<T> {
 /// success (1xx–3xx), **rollback** otherwise. A panicking handler or a
 /// client that disconnects drops the transaction unfinished, which rolls
 /// it back. If the commit fails, the response is replaced by the error's
-/// [`Problem`]: the client never hears "created" for a change that was
-/// not kept.
+/// [`Problem`], so the client does not hear "created" for a change that
+/// was not kept (but see [`ScopedTx`] on swallowed statement errors).
 ///
 /// Put it inside [`TenantLayer`](saas_core::http::TenantLayer) (added
 /// before it, so it runs after the tenant is resolved):
@@ -69,6 +71,7 @@ impl<T: Tenancy> Clone for Pending<T> {
 /// ```
 pub struct TransactionLayer<T> {
     tenancy: Arc<T>,
+    for_writes: bool,
 }
 
 impl<T> TransactionLayer<T> {
@@ -79,7 +82,21 @@ impl<T> TransactionLayer<T> {
 
     /// A layer beginning transactions on a tenancy the host shares.
     pub fn shared(tenancy: Arc<T>) -> Self {
-        TransactionLayer { tenancy }
+        TransactionLayer {
+            tenancy,
+            for_writes: false,
+        }
+    }
+
+    /// Begins each transaction for work that reads and then writes
+    /// ([`Tenancy::begin_for_write`]): on SQLite `BEGIN IMMEDIATE`, without
+    /// which a check-then-insert (a plan limit) fails at once with
+    /// "database is locked" when another writer committed in between; it
+    /// makes the file's writers take turns for the whole request. The
+    /// same as the default on PostgreSQL.
+    pub fn for_writes(mut self) -> Self {
+        self.for_writes = true;
+        self
     }
 }
 
@@ -87,6 +104,7 @@ impl<T> Clone for TransactionLayer<T> {
     fn clone(&self) -> Self {
         TransactionLayer {
             tenancy: Arc::clone(&self.tenancy),
+            for_writes: self.for_writes,
         }
     }
 }
@@ -104,6 +122,7 @@ impl<S, T> Layer<S> for TransactionLayer<T> {
         TransactionService {
             inner,
             tenancy: Arc::clone(&self.tenancy),
+            for_writes: self.for_writes,
         }
     }
 }
@@ -112,6 +131,7 @@ impl<S, T> Layer<S> for TransactionLayer<T> {
 pub struct TransactionService<S, T> {
     inner: S,
     tenancy: Arc<T>,
+    for_writes: bool,
 }
 
 impl<S: Clone, T> Clone for TransactionService<S, T> {
@@ -119,6 +139,7 @@ impl<S: Clone, T> Clone for TransactionService<S, T> {
         TransactionService {
             inner: self.inner.clone(),
             tenancy: Arc::clone(&self.tenancy),
+            for_writes: self.for_writes,
         }
     }
 }
@@ -150,6 +171,7 @@ where
         request.extensions_mut().insert(Pending {
             tenancy: Arc::clone(&self.tenancy),
             slot: Arc::clone(&slot),
+            for_writes: self.for_writes,
         });
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
@@ -194,11 +216,19 @@ async fn finish<T: Tenancy>(slot: Slot<T>, response: Response) -> Response {
     }
 }
 
-/// The request tenant's transaction, begun on first use by the handler.
+/// The request tenant's transaction, begun when the handler's arguments
+/// are extracted.
 ///
 /// Derefs to the backend's sqlx connection (`&mut *tx` is an executor).
 /// Ended by the [`TransactionLayer`] after the handler returns, by the
 /// response's status; the handler never commits it. One per request.
+///
+/// It holds a connection from extraction on — also while a body extractor
+/// after it (`Json`) receives the body — so put a request-size limit in
+/// front of routes that take one. On PostgreSQL a statement error aborts
+/// the transaction: a handler that swallows such an error and answers with
+/// success gets a COMMIT that the server turns into a rollback, so let
+/// statement errors end the handler (`?`).
 pub struct ScopedTx<T: Tenancy> {
     guard: OwnedMutexGuard<Option<T::Tx>>,
 }
@@ -259,7 +289,12 @@ impl<S: Send + Sync, T: Tenancy> FromRequestParts<S> for ScopedTx<T> {
         if guard.is_some() {
             return Err(wiring("a handler may take one ScopedTx per request"));
         }
-        *guard = Some(pending.tenancy.begin(&ctx).await?);
+        let tx = if pending.for_writes {
+            pending.tenancy.begin_for_write(&ctx).await?
+        } else {
+            pending.tenancy.begin(&ctx).await?
+        };
+        *guard = Some(tx);
         Ok(ScopedTx { guard })
     }
 }

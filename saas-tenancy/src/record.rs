@@ -103,7 +103,9 @@ impl NewTenant {
     /// `tenants` table: its rows keep their `tenant_id`), instead of a fresh
     /// one. The placement's schema or database name follows the id.
     /// Provisioning an id the catalog already holds fails with
-    /// `AlreadyExists`.
+    /// `AlreadyExists`. Reusing the id of a tenant that was deleted adopts
+    /// whatever its deletion left behind under the same names (a schema or
+    /// database kept by a deletion grace period): purge first.
     ///
     /// ```
     /// use saas_core::{TenantId, TenantSlug};

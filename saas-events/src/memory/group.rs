@@ -104,7 +104,8 @@ impl GroupState {
     /// holds the same event from an earlier one, makes that entry's
     /// acknowledgement count for this publication too.
     pub(super) fn push_tracked(&mut self, mut entry: Entry, tracker: &Arc<Tracker>) {
-        if let Some(&seq) = self.tracked.get(entry.event.id()) {
+        let identity = identity(&entry.event);
+        if let Some(&seq) = self.tracked.get(&identity) {
             let held = match self.in_flight.get_mut(&seq) {
                 Some(held) => Some(held),
                 None => {
@@ -112,12 +113,14 @@ impl GroupState {
                     self.pending.get_mut(at).filter(|e| e.seq == seq)
                 }
             };
-            if let Some(held) = held {
+            // The same event, not merely the same id: only then does the
+            // held copy's acknowledgement stand for this one.
+            if let Some(held) = held.filter(|held| same_event(&held.event, &entry.event)) {
                 held.copies.push(tracker.copy());
                 return;
             }
         }
-        self.tracked.insert(entry.event.id().to_owned(), entry.seq);
+        self.tracked.insert(identity, entry.seq);
         entry.copies.push(tracker.copy());
         self.pending.push_back(entry);
     }
@@ -127,7 +130,7 @@ impl GroupState {
     pub(super) fn drop_waiting_copies(&mut self) {
         for entry in &mut self.pending {
             if !entry.copies.is_empty() {
-                self.tracked.remove(entry.event.id());
+                forget(&mut self.tracked, entry);
                 entry.copies.clear();
             }
         }
@@ -190,13 +193,19 @@ impl GroupState {
         match requeue {
             Some(not_before) => {
                 entry.not_before = not_before;
+                if self.closed && !entry.copies.is_empty() {
+                    // A closed group hands nothing out again: the
+                    // publications waiting for it fail now.
+                    forget(&mut self.tracked, &entry);
+                    entry.copies.clear();
+                }
                 let at = self.pending.partition_point(|e| e.seq < seq);
                 self.pending.insert(at, entry);
                 true
             }
             None => {
                 if !entry.copies.is_empty() {
-                    self.tracked.remove(entry.event.id());
+                    forget(&mut self.tracked, &entry);
                     for copy in entry.copies.drain(..) {
                         copy.acknowledge();
                     }
@@ -208,6 +217,33 @@ impl GroupState {
 
     pub(super) fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// What makes two tracked events the same event: tenant, source and id
+/// (CloudEvents makes only source + id unique; the tenant keeps two
+/// tenants' equal ids apart).
+fn identity(event: &Event) -> String {
+    let tenant = event.tenant_id().map(|t| t.to_string()).unwrap_or_default();
+    format!("{tenant}\u{0}{}\u{0}{}", event.source(), event.id())
+}
+
+/// Whether `held` and `new` are one event published twice: equal in every
+/// attribute but the time, which the bus stamps on each publication of an
+/// event that has none.
+fn same_event(held: &Event, new: &Event) -> bool {
+    match new.time() {
+        Some(time) => held.clone().with_time(time) == *new,
+        None => held == new,
+    }
+}
+
+/// Drops `entry` from the index of tracked entries, if it is the one
+/// indexed under its identity.
+fn forget(tracked: &mut HashMap<String, u64>, entry: &Entry) {
+    let identity = identity(&entry.event);
+    if tracked.get(&identity) == Some(&entry.seq) {
+        tracked.remove(&identity);
     }
 }
 

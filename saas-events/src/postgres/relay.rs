@@ -12,7 +12,7 @@ use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Settled, Unconfirmed};
+use crate::relay_core::{self, Checkout, Unconfirmed};
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -181,14 +181,17 @@ impl OutboxRelay {
         if !locked {
             return Ok(0);
         }
-        let name = location.name();
-        let mut settled = self.unconfirmed.take(name, self.config.confirm_timeout);
-        let passed = match self.forward(&mut tx, &table, &mut settled).await {
-            Ok(forwarded) => tx.commit().await.map_err(pg_error).map(|()| forwarded),
-            Err(error) => Err(error),
+        // Another pass of this relay (a clone) has the location: it holds
+        // forwarded rows this pass would not know to skip.
+        let Some(mut checkout) = self
+            .unconfirmed
+            .check_out(location.name(), self.config.confirm_timeout)
+        else {
+            return Ok(0);
         };
-        self.unconfirmed.put_back(name, settled, passed.is_err());
-        let forwarded = passed?;
+        let forwarded = self.forward(&mut tx, &table, &mut checkout).await?;
+        tx.commit().await.map_err(pg_error)?;
+        checkout.committed();
         self.stats.add_relayed(forwarded);
         Ok(forwarded)
     }
@@ -198,9 +201,10 @@ impl OutboxRelay {
         &self,
         tx: &mut PgConnection,
         table: &str,
-        settled: &mut Settled,
+        checkout: &mut Checkout<'_>,
     ) -> Result<usize, EventError> {
-        let room = relay_core::room(self.config.max_unconfirmed, settled, self.config.batch_size);
+        let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
+        let settled = &mut checkout.settled;
         // Rows confirmed since the last pass go first, so the read below
         // cannot forward them again.
         if !settled.confirmed.is_empty() {
@@ -225,7 +229,11 @@ impl OutboxRelay {
             }
             forwarded = batch.len();
             // A sink with persistence confirms at once: delete in this pass.
-            if settled.add(relay_core::publish_runs(&*self.sink, batch).await?) {
+            let (runs, published) = relay_core::publish_runs(&*self.sink, batch).await;
+            // What went out is tracked even if a later run failed.
+            let confirmed = settled.add(runs);
+            published?;
+            if confirmed {
                 delete_rows(&mut *tx, table, &settled.confirmed).await?;
             }
         }

@@ -13,7 +13,7 @@ use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Settled, Unconfirmed};
+use crate::relay_core::{self, Checkout, Unconfirmed};
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -167,11 +167,16 @@ impl OutboxRelay {
     /// [`OutboxRelay::oldest_pending_age`]), or the sink's error (the batch
     /// stays and is forwarded again).
     pub async fn relay_location(&self, location: &OutboxLocation) -> Result<usize, EventError> {
-        let name = location.name();
-        let mut settled = self.unconfirmed.take(name, self.config.confirm_timeout);
-        let passed = self.pass(location, &mut settled).await;
-        self.unconfirmed.put_back(name, settled, passed.is_err());
-        let forwarded = passed?;
+        // Another pass of this relay (a clone) has the location: it holds
+        // forwarded rows this pass would not know to skip.
+        let Some(mut checkout) = self
+            .unconfirmed
+            .check_out(location.name(), self.config.confirm_timeout)
+        else {
+            return Ok(0);
+        };
+        let forwarded = self.pass(location, &mut checkout).await?;
+        checkout.committed();
         self.stats.add_relayed(forwarded);
         Ok(forwarded)
     }
@@ -180,11 +185,12 @@ impl OutboxRelay {
     async fn pass(
         &self,
         location: &OutboxLocation,
-        settled: &mut Settled,
+        checkout: &mut Checkout<'_>,
     ) -> Result<usize, EventError> {
         let table = location.quoted();
         let mut conn = location.pool().acquire().await.map_err(sqlite_error)?;
-        let room = relay_core::room(self.config.max_unconfirmed, settled, self.config.batch_size);
+        let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
+        let settled = &mut checkout.settled;
         let waiting = json_list(&settled.waiting);
         // A read without the write lock first, so an idle relay polling
         // every few milliseconds never makes the application's writers wait.
@@ -235,7 +241,11 @@ impl OutboxRelay {
             }
             forwarded = batch.len();
             // A sink with persistence confirms at once: delete in this pass.
-            if settled.add(relay_core::publish_runs(&*self.sink, batch).await?) {
+            let (runs, published) = relay_core::publish_runs(&*self.sink, batch).await;
+            // What went out is tracked even if a later run failed.
+            let confirmed = settled.add(runs);
+            published?;
+            if confirmed {
                 delete_rows(&mut tx, &table, &settled.confirmed).await?;
             }
         }

@@ -127,6 +127,40 @@ async fn an_event_published_again_while_held_is_not_queued_twice() {
     assert_quiet(&mut sub).await;
 }
 
+#[tokio::test]
+async fn another_event_with_a_held_events_id_is_queued_too() {
+    let bus = InMemoryBus::new();
+    let mut sub = bus.subscribe(TOPIC, group("audit")).await.unwrap();
+    let first = event(TenantId::new(), 1).with_id("shared-id").unwrap();
+    let second = event(TenantId::new(), 2).with_id("shared-id").unwrap();
+    let held = bus.publish_tracked(TOPIC, vec![first]).await.unwrap();
+    let other = bus.publish_tracked(TOPIC, vec![second]).await.unwrap();
+    let mut seen = vec![
+        next_number(&mut sub, true).await,
+        next_number(&mut sub, true).await,
+    ];
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2], "the same id from two tenants is two events");
+    held.confirmed(Duration::from_secs(1)).await.unwrap();
+    other.confirmed(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_the_bus_fails_a_receipt_whose_delivery_comes_back() {
+    let bus = InMemoryBus::new();
+    let mut sub = bus.subscribe(TOPIC, group("held")).await.unwrap();
+    let receipt = bus
+        .publish_tracked(TOPIC, vec![event(TenantId::new(), 1)])
+        .await
+        .unwrap();
+    let delivery = sub.next().await.unwrap().unwrap();
+    bus.close();
+    delivery.nack(None).await.unwrap();
+    assert!(receipt.is_lost());
+    let waited = receipt.confirmed(Duration::from_secs(5)).await;
+    assert!(matches!(waited, Err(EventError::Closed)), "{waited:?}");
+}
+
 /// What every relay scenario below needs from its backend.
 trait Outbox {
     /// Writes `events` to the outbox, committed.

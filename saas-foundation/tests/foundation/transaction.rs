@@ -85,6 +85,10 @@ async fn app() -> App {
 /// naming the tenant by slug (standing in for the TenantLayer, which
 /// resolves it from a token or a host name).
 pub(crate) fn router(tenancy: SqliteTenancy, tenants: &[TenantContext]) -> Router {
+    router_with(TransactionLayer::new(tenancy), tenants)
+}
+
+fn router_with(layer: TransactionLayer<SqliteTenancy>, tenants: &[TenantContext]) -> Router {
     let by_slug: Arc<HashMap<String, TenantContext>> = Arc::new(
         tenants
             .iter()
@@ -112,7 +116,7 @@ pub(crate) fn router(tenancy: SqliteTenancy, tenants: &[TenantContext]) -> Route
         .route("/panics/{id}", post(panics))
         .route("/hangs/{id}", post(hangs))
         .route("/count", get(count))
-        .layer(TransactionLayer::new(tenancy))
+        .layer(layer)
         .layer(axum::middleware::from_fn(resolve))
 }
 
@@ -233,5 +237,47 @@ async fn without_a_tenant_there_is_no_transaction() {
     let (status, body) = app.call("GET", "/count", "nobody").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("TenantLayer"), "{body}");
+    app.sandbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_database_refusal_is_its_kind_without_the_databases_message() {
+    let app = app().await;
+    assert_eq!(
+        app.call("POST", "/created/1", "acme").await.0,
+        StatusCode::CREATED
+    );
+    let (status, body) = app.call("POST", "/created/1", "acme").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("already_exists"), "{body}");
+    for secret in ["UNIQUE", "notes", "constraint"] {
+        assert!(!body.contains(secret), "{secret:?} leaked: {body}");
+    }
+    app.sandbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_layer_for_writes_commits_like_the_default() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let acme = sandbox.tenant("acme", Strategy::Shared).await.unwrap();
+    let tenants = vec![acme];
+    let router = router_with(
+        TransactionLayer::new(sandbox.tenancy.clone()).for_writes(),
+        &tenants,
+    );
+    let app = App {
+        sandbox,
+        router,
+        tenants,
+    };
+    assert_eq!(
+        app.call("POST", "/created/1", "acme").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.call("POST", "/refused/2", "acme").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.notes("acme").await, "1");
     app.sandbox.cleanup().await;
 }
