@@ -51,7 +51,7 @@ impl ClassifiedError for saas_tenancy::TenancyError {
     }
 
     fn message_is_public(&self) -> bool {
-        !matches!(self, saas_tenancy::TenancyError::Database(_))
+        !self.is_from_database()
     }
 }
 

@@ -123,6 +123,17 @@ impl TenancyError {
     pub fn is_retryable(&self) -> bool {
         self.kind().is_retryable()
     }
+
+    /// Whether this is the database's own error, whose message names
+    /// tables, constraints or policies (show its kind to clients, not its
+    /// message).
+    pub fn is_from_database(&self) -> bool {
+        match self {
+            #[cfg(feature = "_sql")]
+            TenancyError::Database(_) => true,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(feature = "_sql")]
