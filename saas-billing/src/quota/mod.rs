@@ -311,6 +311,80 @@ pub trait QuotaStore: Send + Sync + fmt::Debug {
     async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError>;
 }
 
+/// The [`QuotaStore`] of a SQL store whose every operation also exists on
+/// a caller's connection (`try_consume_in`, …): each pool method checks
+/// its input before taking a connection, then runs the `_in` method on
+/// one. Written once for PostgreSQL and SQLite.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+macro_rules! quota_store_over_connections {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::quota::QuotaStore for $store {
+            async fn try_consume(
+                &self,
+                key: &$crate::quota::QuotaKey,
+                amount: u64,
+                limit: u64,
+            ) -> Result<$crate::quota::Consumption, $crate::BillingError> {
+                $crate::quota::check_amount("quota amount", amount)?;
+                $crate::quota::check_amount("quota limit", limit)?;
+                let mut conn = self.acquire().await?;
+                self.try_consume_in(&mut conn, key, amount, limit).await
+            }
+
+            async fn reserve(
+                &self,
+                key: &$crate::quota::QuotaKey,
+                amount: u64,
+                limit: u64,
+                ttl: std::time::Duration,
+            ) -> Result<$crate::quota::ReserveOutcome, $crate::BillingError> {
+                $crate::quota::check_amount("quota amount", amount)?;
+                $crate::quota::check_amount("quota limit", limit)?;
+                $crate::quota::expiry(self.clock.now(), ttl)?;
+                let mut conn = self.acquire().await?;
+                self.reserve_in(&mut conn, key, amount, limit, ttl).await
+            }
+
+            async fn commit(
+                &self,
+                reservation: &$crate::quota::Reservation,
+            ) -> Result<(), $crate::BillingError> {
+                let mut conn = self.acquire().await?;
+                self.commit_in(&mut conn, reservation).await
+            }
+
+            async fn release(
+                &self,
+                reservation: &$crate::quota::Reservation,
+            ) -> Result<(), $crate::BillingError> {
+                let mut conn = self.acquire().await?;
+                self.release_in(&mut conn, reservation).await
+            }
+
+            async fn give_back(
+                &self,
+                key: &$crate::quota::QuotaKey,
+                amount: u64,
+            ) -> Result<(), $crate::BillingError> {
+                $crate::quota::check_amount("give_back amount", amount)?;
+                let mut conn = self.acquire().await?;
+                self.give_back_in(&mut conn, key, amount).await
+            }
+
+            async fn used(
+                &self,
+                key: &$crate::quota::QuotaKey,
+            ) -> Result<u64, $crate::BillingError> {
+                let mut conn = self.acquire().await?;
+                self.used_in(&mut conn, key).await
+            }
+        }
+    };
+}
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use quota_store_over_connections;
+
 pub(crate) fn check_amount(field: &'static str, value: u64) -> Result<i64, BillingError> {
     i64::try_from(value).map_err(|_| BillingError::InvalidInput {
         field,

@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
 use sqlx::pool::PoolConnection;
@@ -21,8 +20,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{
-    Consumption, QuotaKey, QuotaStore, Reservation, ReserveOutcome, check_amount, expiry,
-    give_back_too_much, reservation_not_found,
+    Consumption, QuotaKey, Reservation, ReserveOutcome, check_amount, expiry, give_back_too_much,
+    reservation_not_found,
 };
 use crate::error::BillingError;
 use crate::store::postgres::db_error;
@@ -68,7 +67,7 @@ const CONSUME: &str = "INSERT INTO billing_quota_usage (tenant_id, name, period,
 const USED: &str =
     "SELECT used FROM billing_quota_usage WHERE tenant_id = $1 AND name = $2 AND period = $3";
 
-/// A [`QuotaStore`] in PostgreSQL (feature `postgres`), exact across every
+/// A [`QuotaStore`](super::QuotaStore) in PostgreSQL (feature `postgres`), exact across every
 /// server sharing the database, on a [`PgPool`] whose `search_path` holds
 /// the tables. Run [`migrate`](PostgresQuotaStore::migrate) once (it is
 /// idempotent and safe to run concurrently).
@@ -168,7 +167,7 @@ impl PostgresQuotaStore {
             .map_err(db_error)
     }
 
-    /// [`QuotaStore::try_consume`] on `conn`: inside the caller's
+    /// [`QuotaStore::try_consume`](super::QuotaStore::try_consume) on `conn`: inside the caller's
     /// transaction when `conn` is in one (`&mut *tx` for a
     /// `sqlx::Transaction` or a saas-tenancy `TenantTx`), so the grant
     /// commits or rolls back with the caller's writes — a rolled-back
@@ -185,7 +184,7 @@ impl PostgresQuotaStore {
     /// roll it back.
     ///
     /// # Errors
-    /// As [`QuotaStore::try_consume`].
+    /// As [`QuotaStore::try_consume`](super::QuotaStore::try_consume).
     pub async fn try_consume_in(
         &self,
         conn: &mut PgConnection,
@@ -206,13 +205,13 @@ impl PostgresQuotaStore {
         }
     }
 
-    /// [`QuotaStore::reserve`] on `conn` (see
+    /// [`QuotaStore::reserve`](super::QuotaStore::reserve) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): the reservation exists
     /// only if the caller's transaction commits. Runs in a savepoint (a
     /// transaction of its own outside one).
     ///
     /// # Errors
-    /// As [`QuotaStore::reserve`].
+    /// As [`QuotaStore::reserve`](super::QuotaStore::reserve).
     pub async fn reserve_in(
         &self,
         conn: &mut PgConnection,
@@ -259,14 +258,14 @@ impl PostgresQuotaStore {
         Ok(ReserveOutcome::Reserved(reservation))
     }
 
-    /// [`QuotaStore::commit`] on `conn` (see
+    /// [`QuotaStore::commit`](super::QuotaStore::commit) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): reserve before the
     /// business transaction, commit the reservation inside it; if the
     /// transaction rolls back, the reservation stays uncommitted and its
-    /// units go back when it expires (or on [`QuotaStore::release`]).
+    /// units go back when it expires (or on [`QuotaStore::release`](super::QuotaStore::release)).
     ///
     /// # Errors
-    /// As [`QuotaStore::commit`].
+    /// As [`QuotaStore::commit`](super::QuotaStore::commit).
     pub async fn commit_in(
         &self,
         conn: &mut PgConnection,
@@ -293,11 +292,11 @@ impl PostgresQuotaStore {
         }
     }
 
-    /// [`QuotaStore::release`] on `conn` (see
+    /// [`QuotaStore::release`](super::QuotaStore::release) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)).
     ///
     /// # Errors
-    /// As [`QuotaStore::release`].
+    /// As [`QuotaStore::release`](super::QuotaStore::release).
     pub async fn release_in(
         &self,
         conn: &mut PgConnection,
@@ -323,12 +322,12 @@ impl PostgresQuotaStore {
         Ok(())
     }
 
-    /// [`QuotaStore::give_back`] on `conn` (see
+    /// [`QuotaStore::give_back`](super::QuotaStore::give_back) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): the units go back only
     /// if the caller's transaction commits (a project deleted in it).
     ///
     /// # Errors
-    /// As [`QuotaStore::give_back`].
+    /// As [`QuotaStore::give_back`](super::QuotaStore::give_back).
     pub async fn give_back_in(
         &self,
         conn: &mut PgConnection,
@@ -358,11 +357,11 @@ impl PostgresQuotaStore {
         }
     }
 
-    /// [`QuotaStore::used`] on `conn`: what the caller's transaction sees,
+    /// [`QuotaStore::used`](super::QuotaStore::used) on `conn`: what the caller's transaction sees,
     /// its own uncommitted grants included.
     ///
     /// # Errors
-    /// As [`QuotaStore::used`].
+    /// As [`QuotaStore::used`](super::QuotaStore::used).
     pub async fn used_in(
         &self,
         conn: &mut PgConnection,
@@ -399,53 +398,4 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-#[async_trait]
-impl QuotaStore for PostgresQuotaStore {
-    async fn try_consume(
-        &self,
-        key: &QuotaKey,
-        amount: u64,
-        limit: u64,
-    ) -> Result<Consumption, BillingError> {
-        // Checked before a connection is taken from the pool.
-        check_amount("quota amount", amount)?;
-        check_amount("quota limit", limit)?;
-        let mut conn = self.acquire().await?;
-        self.try_consume_in(&mut conn, key, amount, limit).await
-    }
-
-    async fn reserve(
-        &self,
-        key: &QuotaKey,
-        amount: u64,
-        limit: u64,
-        ttl: Duration,
-    ) -> Result<ReserveOutcome, BillingError> {
-        check_amount("quota amount", amount)?;
-        check_amount("quota limit", limit)?;
-        expiry(self.clock.now(), ttl)?;
-        let mut conn = self.acquire().await?;
-        self.reserve_in(&mut conn, key, amount, limit, ttl).await
-    }
-
-    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
-        let mut conn = self.acquire().await?;
-        self.commit_in(&mut conn, reservation).await
-    }
-
-    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
-        let mut conn = self.acquire().await?;
-        self.release_in(&mut conn, reservation).await
-    }
-
-    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
-        check_amount("give_back amount", amount)?;
-        let mut conn = self.acquire().await?;
-        self.give_back_in(&mut conn, key, amount).await
-    }
-
-    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
-        let mut conn = self.acquire().await?;
-        self.used_in(&mut conn, key).await
-    }
-}
+super::quota_store_over_connections!(PostgresQuotaStore);

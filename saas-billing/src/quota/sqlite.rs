@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock};
 use sqlx::pool::PoolConnection;
@@ -15,8 +14,8 @@ use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Consumption, QuotaKey, QuotaStore, Reservation, ReserveOutcome, check_amount, expiry,
-    give_back_too_much, reservation_not_found,
+    Consumption, QuotaKey, Reservation, ReserveOutcome, check_amount, expiry, give_back_too_much,
+    reservation_not_found,
 };
 use crate::error::BillingError;
 use crate::store::sqlite::{begin_write, begin_write_on, db_error};
@@ -44,7 +43,7 @@ CREATE INDEX IF NOT EXISTS billing_quota_reservations_key_idx
 
 const KEY: &str = "tenant_id = ?1 AND name = ?2 AND period = ?3";
 
-/// A [`QuotaStore`] in SQLite (feature `sqlite`), exact across every
+/// A [`QuotaStore`](super::QuotaStore) in SQLite (feature `sqlite`), exact across every
 /// connection and process sharing the database file. Run
 /// [`migrate`](SqliteQuotaStore::migrate) once (idempotent). Use a file
 /// database in WAL mode with a busy timeout, as for the other SQLite
@@ -183,7 +182,7 @@ fn to_u64(value: i64) -> u64 {
 }
 
 impl SqliteQuotaStore {
-    /// [`QuotaStore::try_consume`] on `conn`: inside the caller's
+    /// [`QuotaStore::try_consume`](super::QuotaStore::try_consume) on `conn`: inside the caller's
     /// transaction when `conn` is in one (`&mut *tx` for a
     /// `sqlx::Transaction` or a saas-tenancy tenant transaction), so the
     /// grant commits or rolls back with the caller's writes — a
@@ -200,7 +199,7 @@ impl SqliteQuotaStore {
     /// tables are the ones `conn` reaches, not this store's pool's.
     ///
     /// # Errors
-    /// As [`QuotaStore::try_consume`].
+    /// As [`QuotaStore::try_consume`](super::QuotaStore::try_consume).
     pub async fn try_consume_in(
         &self,
         conn: &mut SqliteConnection,
@@ -220,12 +219,12 @@ impl SqliteQuotaStore {
         })
     }
 
-    /// [`QuotaStore::reserve`] on `conn` (see
+    /// [`QuotaStore::reserve`](super::QuotaStore::reserve) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): the reservation exists
     /// only if the caller's transaction commits.
     ///
     /// # Errors
-    /// As [`QuotaStore::reserve`].
+    /// As [`QuotaStore::reserve`](super::QuotaStore::reserve).
     pub async fn reserve_in(
         &self,
         conn: &mut SqliteConnection,
@@ -267,14 +266,14 @@ impl SqliteQuotaStore {
         Ok(ReserveOutcome::Reserved(reservation))
     }
 
-    /// [`QuotaStore::commit`] on `conn` (see
+    /// [`QuotaStore::commit`](super::QuotaStore::commit) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): reserve before the
     /// business transaction, commit the reservation inside it; if the
     /// transaction rolls back, the reservation stays uncommitted and its
-    /// units go back when it expires (or on [`QuotaStore::release`]).
+    /// units go back when it expires (or on [`QuotaStore::release`](super::QuotaStore::release)).
     ///
     /// # Errors
-    /// As [`QuotaStore::commit`].
+    /// As [`QuotaStore::commit`](super::QuotaStore::commit).
     pub async fn commit_in(
         &self,
         conn: &mut SqliteConnection,
@@ -301,11 +300,11 @@ impl SqliteQuotaStore {
         }
     }
 
-    /// [`QuotaStore::release`] on `conn` (see
+    /// [`QuotaStore::release`](super::QuotaStore::release) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)).
     ///
     /// # Errors
-    /// As [`QuotaStore::release`].
+    /// As [`QuotaStore::release`](super::QuotaStore::release).
     pub async fn release_in(
         &self,
         conn: &mut SqliteConnection,
@@ -338,12 +337,12 @@ impl SqliteQuotaStore {
         tx.commit().await.map_err(db_error)
     }
 
-    /// [`QuotaStore::give_back`] on `conn` (see
+    /// [`QuotaStore::give_back`](super::QuotaStore::give_back) on `conn` (see
     /// [`try_consume_in`](Self::try_consume_in)): the units go back only
     /// if the caller's transaction commits.
     ///
     /// # Errors
-    /// As [`QuotaStore::give_back`].
+    /// As [`QuotaStore::give_back`](super::QuotaStore::give_back).
     pub async fn give_back_in(
         &self,
         conn: &mut SqliteConnection,
@@ -381,11 +380,11 @@ impl SqliteQuotaStore {
         tx.commit().await.map_err(db_error)
     }
 
-    /// [`QuotaStore::used`] on `conn`: what the caller's transaction
+    /// [`QuotaStore::used`](super::QuotaStore::used) on `conn`: what the caller's transaction
     /// sees, its own uncommitted grants included.
     ///
     /// # Errors
-    /// As [`QuotaStore::used`].
+    /// As [`QuotaStore::used`](super::QuotaStore::used).
     pub async fn used_in(
         &self,
         conn: &mut SqliteConnection,
@@ -404,53 +403,4 @@ impl SqliteQuotaStore {
     }
 }
 
-#[async_trait]
-impl QuotaStore for SqliteQuotaStore {
-    async fn try_consume(
-        &self,
-        key: &QuotaKey,
-        amount: u64,
-        limit: u64,
-    ) -> Result<Consumption, BillingError> {
-        // Checked before a connection is taken from the pool.
-        check_amount("quota amount", amount)?;
-        check_amount("quota limit", limit)?;
-        let mut conn = self.acquire().await?;
-        self.try_consume_in(&mut conn, key, amount, limit).await
-    }
-
-    async fn reserve(
-        &self,
-        key: &QuotaKey,
-        amount: u64,
-        limit: u64,
-        ttl: Duration,
-    ) -> Result<ReserveOutcome, BillingError> {
-        check_amount("quota amount", amount)?;
-        check_amount("quota limit", limit)?;
-        nanos(expiry(self.clock.now(), ttl)?)?;
-        let mut conn = self.acquire().await?;
-        self.reserve_in(&mut conn, key, amount, limit, ttl).await
-    }
-
-    async fn commit(&self, reservation: &Reservation) -> Result<(), BillingError> {
-        let mut conn = self.acquire().await?;
-        self.commit_in(&mut conn, reservation).await
-    }
-
-    async fn release(&self, reservation: &Reservation) -> Result<(), BillingError> {
-        let mut conn = self.acquire().await?;
-        self.release_in(&mut conn, reservation).await
-    }
-
-    async fn give_back(&self, key: &QuotaKey, amount: u64) -> Result<(), BillingError> {
-        check_amount("give_back amount", amount)?;
-        let mut conn = self.acquire().await?;
-        self.give_back_in(&mut conn, key, amount).await
-    }
-
-    async fn used(&self, key: &QuotaKey) -> Result<u64, BillingError> {
-        let mut conn = self.acquire().await?;
-        self.used_in(&mut conn, key).await
-    }
-}
+super::quota_store_over_connections!(SqliteQuotaStore);
