@@ -22,6 +22,8 @@ mod inbox_core;
 mod memory;
 mod names;
 mod partition;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod pool_lease;
 mod receipt;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod relay_core;
@@ -56,6 +58,9 @@ pub use envelope::{
 pub use error::{BoxError, EventError};
 pub use memory::{InMemoryBus, InMemoryConfig};
 pub use names::{MAX_NAME_LEN, validate_name};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub use pool_lease::{LeasedPool, PoolSource};
 pub use receipt::PublishReceipt;
 pub use trace::TraceContext;
 pub use traits::{Capabilities, Publisher, StartFrom, SubscribeOptions, Subscriber};

@@ -22,6 +22,9 @@ pub use saas_core as core;
 pub use saas_events as events;
 pub use saas_tenancy as tenancy;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub mod outboxes;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;

@@ -119,12 +119,21 @@ pub struct PoolLease<DB: Database> {
     pool: Pool<DB>,
     leases: Arc<AtomicUsize>,
     freed: Arc<Notify>,
+    /// Whatever else the lease keeps (a pass through the tenant's gate).
+    hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl<DB: Database> PoolLease<DB> {
     /// The pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// Keeps `hold` as long as the lease.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn holding(mut self, hold: impl Send + Sync + 'static) -> Self {
+        self.hold = Some(Box::new(hold));
+        self
     }
 }
 
@@ -137,7 +146,9 @@ impl<DB: Database> Drop for PoolLease<DB> {
 
 impl<DB: Database> std::fmt::Debug for PoolLease<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolLease").finish_non_exhaustive()
+        f.debug_struct("PoolLease")
+            .field("holds", &self.hold.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -286,6 +297,7 @@ impl<DB: Database> PoolRegistry<DB> {
             pool: entry.pool.clone(),
             leases: Arc::clone(&entry.leases),
             freed: Arc::clone(&self.freed),
+            hold: None,
         }
     }
 

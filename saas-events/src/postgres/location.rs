@@ -2,20 +2,24 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres};
 
 use crate::error::EventError;
+use crate::pool_lease::{LeasedPool, PoolSource, Reach};
 
 pub(crate) use crate::sql_ident::check_ident;
 
 /// One outbox table the relay drains: a pool that may read and delete
-/// every row of it (an owner or admin role — row-level security must not
-/// hide rows from the relay), and the schema holding it.
+/// every row of it (an owner or admin role, or a tenant database's own
+/// runtime role — row-level security must not hide rows from the relay),
+/// and the schema holding it.
 #[derive(Clone)]
 pub struct OutboxLocation {
     name: String,
-    pool: PgPool,
+    reach: Reach<Postgres>,
     schema: Option<String>,
 }
 
@@ -32,12 +36,34 @@ impl OutboxLocation {
         pool: PgPool,
         schema: Option<String>,
     ) -> Result<Self, EventError> {
+        Self::reached(name, Reach::Pool(pool), schema)
+    }
+
+    /// A location whose pool is lent by `source` for each relay pass and
+    /// given back after it (a tenant database's pool from a tenancy's
+    /// pool registry, so the relay stays within its connection budget).
+    ///
+    /// # Errors
+    /// As [`OutboxLocation::new`].
+    pub fn lent(
+        name: impl Into<String>,
+        source: Arc<dyn PoolSource<Postgres>>,
+        schema: Option<String>,
+    ) -> Result<Self, EventError> {
+        Self::reached(name, Reach::Lent(source), schema)
+    }
+
+    fn reached(
+        name: impl Into<String>,
+        reach: Reach<Postgres>,
+        schema: Option<String>,
+    ) -> Result<Self, EventError> {
         if let Some(schema) = &schema {
             check_ident(schema, "a schema must be a lowercase SQL identifier")?;
         }
         Ok(Self {
             name: name.into(),
-            pool,
+            reach,
             schema,
         })
     }
@@ -47,9 +73,13 @@ impl OutboxLocation {
         &self.name
     }
 
-    /// The pool used to drain it.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The pool to drain it with, for one pass: its own pool, or one lent
+    /// by its [`PoolSource`]. Hold it only as long as the pass.
+    ///
+    /// # Errors
+    /// The source's error (no budget left, a tenant that is gone).
+    pub async fn lease(&self) -> Result<LeasedPool<Postgres>, EventError> {
+        self.reach.lease().await
     }
 
     /// The schema, if given.
@@ -71,7 +101,8 @@ impl fmt::Debug for OutboxLocation {
         f.debug_struct("OutboxLocation")
             .field("name", &self.name)
             .field("schema", &self.schema)
-            .finish_non_exhaustive()
+            .field("reach", &self.reach)
+            .finish()
     }
 }
 

@@ -171,7 +171,8 @@ impl OutboxRelay {
     /// sink's error (the batch stays and is forwarded again).
     pub async fn relay_location(&self, location: &OutboxLocation) -> Result<usize, EventError> {
         let table = location.qualified(&self.config.table);
-        let mut tx = location.pool().begin().await.map_err(pg_error)?;
+        let pool = location.lease().await?;
+        let mut tx = pool.begin().await.map_err(pg_error)?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
             .bind(LOCK_CLASS)
             .bind(&table)
@@ -189,7 +190,18 @@ impl OutboxRelay {
         else {
             return Ok(0);
         };
-        let forwarded = self.forward(&mut tx, &table, &mut checkout).await?;
+        let forwarded = match self.forward(&mut tx, &table, &mut checkout).await {
+            Ok(forwarded) => forwarded,
+            Err(error) => {
+                // Only deletions of confirmed rows were written: keep them,
+                // so a row that cannot be forwarded (a stall to see) does
+                // not keep the confirmed rows before it as well. (After a
+                // database error the transaction is aborted and this
+                // commits nothing; the next pass deletes them.)
+                let _ = tx.commit().await;
+                return Err(error);
+            }
+        };
         tx.commit().await.map_err(pg_error)?;
         checkout.committed();
         self.stats.add_relayed(forwarded);
@@ -250,10 +262,11 @@ impl OutboxRelay {
         let mut oldest: Option<f64> = None;
         for location in self.locations.locations().await? {
             let table = location.qualified(&self.config.table);
+            let pool = location.lease().await?;
             let age: Option<f64> = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 FROM {table}"
             )))
-            .fetch_one(location.pool())
+            .fetch_one(pool.pool())
             .await
             .map_err(pg_error)?;
             if let Some(age) = age {
@@ -271,8 +284,9 @@ impl OutboxRelay {
         let mut total = 0u64;
         for location in self.locations.locations().await? {
             let table = location.qualified(&self.config.table);
+            let pool = location.lease().await?;
             let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(location.pool())
+                .fetch_one(pool.pool())
                 .await
                 .map_err(pg_error)?;
             total += u64::try_from(n).unwrap_or(0);

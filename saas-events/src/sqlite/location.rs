@@ -2,12 +2,15 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use saas_core::TenantId;
-use sqlx::SqlitePool;
+use sqlx::{Sqlite, SqlitePool};
 
 use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::error::EventError;
+use crate::pool_lease::{LeasedPool, PoolSource, Reach};
 use crate::sql_ident::check_ident;
 
 /// One outbox table the relay drains: a pool on the database file that
@@ -17,7 +20,7 @@ use crate::sql_ident::check_ident;
 #[derive(Clone)]
 pub struct OutboxLocation {
     name: String,
-    pool: SqlitePool,
+    reach: Reach<Sqlite>,
     table: String,
     tenant: Option<TenantId>,
 }
@@ -26,9 +29,20 @@ impl OutboxLocation {
     /// A location named `name` (for logs and metrics), reached through
     /// `pool`, holding [`DEFAULT_OUTBOX_TABLE`].
     pub fn new(name: impl Into<String>, pool: SqlitePool) -> Self {
+        Self::reached(name, Reach::Pool(pool))
+    }
+
+    /// A location whose pool is lent by `source` for each relay pass and
+    /// given back after it (a tenant file's pool from a tenancy's pool
+    /// registry, so the relay stays within its connection budget).
+    pub fn lent(name: impl Into<String>, source: Arc<dyn PoolSource<Sqlite>>) -> Self {
+        Self::reached(name, Reach::Lent(source))
+    }
+
+    fn reached(name: impl Into<String>, reach: Reach<Sqlite>) -> Self {
         Self {
             name: name.into(),
-            pool,
+            reach,
             table: DEFAULT_OUTBOX_TABLE.to_owned(),
             tenant: None,
         }
@@ -58,9 +72,13 @@ impl OutboxLocation {
         &self.name
     }
 
-    /// The pool used to drain it.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The pool to drain it with, for one pass: its own pool, or one lent
+    /// by its [`PoolSource`]. Hold it only as long as the pass.
+    ///
+    /// # Errors
+    /// The source's error (no budget left, a tenant that is gone).
+    pub async fn lease(&self) -> Result<LeasedPool<Sqlite>, EventError> {
+        self.reach.lease().await
     }
 
     /// The table read.
@@ -85,7 +103,8 @@ impl fmt::Debug for OutboxLocation {
             .field("name", &self.name)
             .field("table", &self.table)
             .field("tenant", &self.tenant)
-            .finish_non_exhaustive()
+            .field("reach", &self.reach)
+            .finish()
     }
 }
 

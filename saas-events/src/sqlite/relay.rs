@@ -13,7 +13,7 @@ use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Checkout, Unconfirmed};
+use crate::relay_core::{self, Checkout, Settled, Unconfirmed};
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -188,7 +188,8 @@ impl OutboxRelay {
         checkout: &mut Checkout<'_>,
     ) -> Result<usize, EventError> {
         let table = location.quoted();
-        let mut conn = location.pool().acquire().await.map_err(sqlite_error)?;
+        let pool = location.lease().await?;
+        let mut conn = pool.acquire().await.map_err(sqlite_error)?;
         let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
         let settled = &mut checkout.settled;
         let waiting = json_list(&settled.waiting);
@@ -209,10 +210,38 @@ impl OutboxRelay {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlite_error)?;
+        let forwarded = match self
+            .forward(&mut tx, &table, location, settled, room, &waiting)
+            .await
+        {
+            Ok(forwarded) => forwarded,
+            Err(error) => {
+                // Only deletions of confirmed rows were written: keep them,
+                // so a row that cannot be forwarded (a stall to see) does
+                // not keep the confirmed rows before it as well.
+                let _ = tx.commit().await;
+                return Err(error);
+            }
+        };
+        tx.commit().await.map_err(sqlite_error)?;
+        Ok(forwarded)
+    }
+
+    /// The part of [`OutboxRelay::relay_location`] inside its write
+    /// transaction: deletes confirmed rows, forwards new ones.
+    async fn forward(
+        &self,
+        tx: &mut SqliteConnection,
+        table: &str,
+        location: &OutboxLocation,
+        settled: &mut Settled,
+        room: u32,
+        waiting: &str,
+    ) -> Result<usize, EventError> {
         // Rows confirmed since the last pass go first, so the read below
         // cannot forward them again.
         if !settled.confirmed.is_empty() {
-            delete_rows(&mut tx, &table, &settled.confirmed).await?;
+            delete_rows(&mut *tx, table, &settled.confirmed).await?;
         }
         let mut forwarded = 0;
         if room > 0 {
@@ -220,7 +249,7 @@ impl OutboxRelay {
                 "SELECT seq, tenant_id, topic, event FROM {table} \
                  WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?"
             )))
-            .bind(&waiting)
+            .bind(waiting)
             .bind(i64::from(room))
             .fetch_all(&mut *tx)
             .await
@@ -246,10 +275,9 @@ impl OutboxRelay {
             let confirmed = settled.add(runs);
             published?;
             if confirmed {
-                delete_rows(&mut tx, &table, &settled.confirmed).await?;
+                delete_rows(&mut *tx, table, &settled.confirmed).await?;
             }
         }
-        tx.commit().await.map_err(sqlite_error)?;
         Ok(forwarded)
     }
 
@@ -263,11 +291,12 @@ impl OutboxRelay {
     pub async fn oldest_pending_age(&self) -> Result<Option<Duration>, EventError> {
         let mut oldest: Option<i64> = None;
         for location in self.locations.locations().await? {
+            let pool = location.lease().await?;
             let created: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT min(created_at) FROM {}",
                 location.quoted()
             )))
-            .fetch_one(location.pool())
+            .fetch_one(pool.pool())
             .await
             .map_err(sqlite_error)?;
             if let Some(created) = created {
@@ -287,11 +316,12 @@ impl OutboxRelay {
     pub async fn pending(&self) -> Result<u64, EventError> {
         let mut total = 0u64;
         for location in self.locations.locations().await? {
+            let pool = location.lease().await?;
             let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT count(*) FROM {}",
                 location.quoted()
             )))
-            .fetch_one(location.pool())
+            .fetch_one(pool.pool())
             .await
             .map_err(sqlite_error)?;
             total += u64::try_from(n).unwrap_or(0);

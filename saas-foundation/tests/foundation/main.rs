@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod adoption;
+mod outboxes;
 mod problem;
 mod transaction;

@@ -497,6 +497,24 @@ impl PgTenancy {
         Ok(self.cluster(cluster)?.admin.acquire().await?)
     }
 
+    /// The declared tenant tables (shared under row-level security).
+    pub fn tenant_tables(&self) -> &[TenantTable] {
+        &self.inner.tables
+    }
+
+    /// **Escape hatch** for system work that spans tenants by design: a
+    /// cluster's administrator pool (every tenant's rows, no scope, no
+    /// row-level security) — what an outbox relay drains the shared and
+    /// the schema tenants' outboxes with. Never hand it to request code:
+    /// use [`PgTenancy::begin`]. Not logged, unlike
+    /// [`PgTenancy::unscoped_admin_connection`], since a relay polls it.
+    ///
+    /// # Errors
+    /// [`TenancyError::UnknownCluster`] for a name not configured.
+    pub fn admin_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
+        Ok(&self.cluster(cluster)?.admin)
+    }
+
     /// The runtime pool of a cluster, as used by row and schema tenants.
     /// Plain use of it sees no tenant rows: every connection is reset as
     /// it goes back to the pool (see [`TenantConn`]), so no scope or other
@@ -542,6 +560,34 @@ impl PgTenancy {
     /// evicted least-recently-used whenever the budget is needed.
     pub async fn evict_idle_pools(&self) -> usize {
         self.inner.registry.evict_idle().await
+    }
+
+    /// The pool on a database tenant's own database, lent from the tenant
+    /// pool registry: it counts against [`PoolLimits::budget`] like a
+    /// request's, and the registry does not evict it while the lease
+    /// lives. For background work that reads the tenant's database as a
+    /// whole — an outbox relay pass over the tenant's outbox (see
+    /// `saas_events::PoolSource`). Its connections run as the runtime role
+    /// with the tenant's setting, as scoped ones do; hold the lease only as
+    /// long as the work, so requests keep their budget.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`] or a status error for a tenant that
+    /// is not servable, [`TenancyError::Unsupported`] for a tenant that has
+    /// no database of its own (row and schema tenants share the cluster's),
+    /// [`TenancyError::Timeout`] when the budget stays taken.
+    pub async fn lease_database_pool(&self, tenant: TenantId) -> Result<PgPoolLease, TenancyError> {
+        let record = self.servable(tenant).await?;
+        if !matches!(record.placement, Placement::Database { .. }) {
+            return Err(TenancyError::Unsupported(format!(
+                "tenant {tenant} has no database of its own (placement {:?}); reach its tables \
+                 through the cluster's administrator pool",
+                record.placement
+            )));
+        }
+        self.tenant_pool(&record).await?.ok_or_else(|| {
+            TenancyError::Unsupported(format!("tenant {tenant} has no pool of its own"))
+        })
     }
 
     /// Gauges of the tenant-database pool registry.

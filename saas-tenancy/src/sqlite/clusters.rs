@@ -2,7 +2,7 @@
 
 use saas_core::TenantSlug;
 
-use super::SqliteTenancy;
+use super::{SqliteClusterConfig, SqliteTenancy};
 use crate::error::TenancyError;
 use crate::placement::{ClusterName, Strategy};
 use crate::record::NewTenant;
@@ -13,6 +13,15 @@ impl SqliteTenancy {
         let mut names: Vec<ClusterName> = self.inner.clusters.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// A cluster's configuration: where its shared file and its tenants'
+    /// files are.
+    ///
+    /// # Errors
+    /// [`TenancyError::UnknownCluster`] for a name not configured.
+    pub fn cluster_config(&self, name: &ClusterName) -> Result<&SqliteClusterConfig, TenancyError> {
+        self.cluster(name)
     }
 
     /// The cluster the placement policy picks for the next tenant (see

@@ -48,7 +48,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{SharedClock, TenantContext};
+use saas_core::{SharedClock, TenantContext, TenantId};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -62,6 +62,10 @@ use crate::record::TenantRecord;
 use crate::registry::{PoolLease, PoolRegistry};
 // The builder and `pool_stats` use them: nameable without the `postgres` feature.
 pub use crate::registry::{PoolLimits, PoolStats};
+
+/// A SQLite tenant file's pool checked out of the registry (see
+/// [`SqliteTenancy::lease_database_pool`]).
+pub type SqlitePoolLease = PoolLease<Sqlite>;
 
 /// One SQLite "cluster": a shared database file for row tenants and a
 /// directory for tenant database files.
@@ -140,8 +144,8 @@ impl SqliteTenancy {
             .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
     }
 
-    async fn servable(&self, ctx: &TenantContext) -> Result<TenantRecord, TenancyError> {
-        crate::catalog::servable(&*self.inner.catalog, ctx.tenant_id()).await
+    async fn servable(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+        crate::catalog::servable(&*self.inner.catalog, tenant).await
     }
 
     /// The record of a servable tenant, and a pass through its gate that
@@ -149,16 +153,16 @@ impl SqliteTenancy {
     /// deletion that closes the gate after it waits for the handle, and
     /// one that closed it before marked the tenant `deleting`, which the
     /// record read after says.
-    async fn admit(&self, ctx: &TenantContext) -> Result<(TenantRecord, gate::Pass), TenancyError> {
-        let pass = match self.inner.gates.enter(ctx.tenant_id()) {
+    async fn admit(&self, tenant: TenantId) -> Result<(TenantRecord, gate::Pass), TenancyError> {
+        let pass = match self.inner.gates.enter(tenant) {
             gate::Entry::Open(pass) => pass,
             gate::Entry::Closing(gate) => {
                 // A deletion holds or awaits the gate: refused at once.
-                self.servable(ctx).await?;
+                self.servable(tenant).await?;
                 gate::enter_after(gate).await
             }
         };
-        Ok((self.servable(ctx).await?, pass))
+        Ok((self.servable(tenant).await?, pass))
     }
 
     async fn lease(&self, record: &TenantRecord) -> Result<PoolLease<Sqlite>, TenancyError> {
@@ -246,7 +250,7 @@ impl SqliteTenancy {
 
     /// A scoped connection for single statements.
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
-        let (record, pass) = self.admit(ctx).await?;
+        let (record, pass) = self.admit(ctx.tenant_id()).await?;
         let lease = self.lease(&record).await?;
         let conn = lease.pool().acquire().await?;
         Ok(SqliteTenantConn {
@@ -259,7 +263,7 @@ impl SqliteTenancy {
 
     /// A scoped transaction.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
-        let (record, pass) = self.admit(ctx).await?;
+        let (record, pass) = self.admit(ctx.tenant_id()).await?;
         let lease = self.lease(&record).await?;
         let tx = lease.pool().begin().await?;
         Ok(SqliteTenantTx {
@@ -286,7 +290,7 @@ impl SqliteTenancy {
         &self,
         ctx: &TenantContext,
     ) -> Result<SqliteTenantTx, TenancyError> {
-        let (record, pass) = self.admit(ctx).await?;
+        let (record, pass) = self.admit(ctx.tenant_id()).await?;
         let lease = self.lease(&record).await?;
         let tx = lease.pool().begin_with("BEGIN IMMEDIATE").await?;
         Ok(SqliteTenantTx {
@@ -311,6 +315,34 @@ impl SqliteTenancy {
             .filename(&self.cluster(cluster)?.shared_file)
             .create_if_missing(false);
         Ok(<SqliteConnection as sqlx::Connection>::connect_with(&options).await?)
+    }
+
+    /// The pool on a database tenant's own file, lent from the tenant pool
+    /// registry: it counts against [`PoolLimits::budget`] like a
+    /// request's, the registry does not evict it while the lease lives,
+    /// and a deletion of the tenant waits for the lease to be dropped. For
+    /// background work that reads the tenant's file as a whole — an outbox
+    /// relay pass over the tenant's outbox (see `saas_events::PoolSource`).
+    /// Hold the lease only as long as the work, so requests keep their
+    /// budget.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`] or a status error for a tenant that
+    /// is not servable, [`TenancyError::Unsupported`] for a row tenant
+    /// (it has no file of its own), [`TenancyError::Timeout`] when the
+    /// budget stays taken.
+    pub async fn lease_database_pool(
+        &self,
+        tenant: TenantId,
+    ) -> Result<SqlitePoolLease, TenancyError> {
+        let (record, pass) = self.admit(tenant).await?;
+        if !matches!(record.placement, Placement::Database { .. }) {
+            return Err(TenancyError::Unsupported(format!(
+                "tenant {tenant} has no database file of its own; reach the shared file \
+                 through unscoped_admin_connection"
+            )));
+        }
+        Ok(self.lease(&record).await?.holding(pass))
     }
 
     /// Closes tenant pools unused for longer than
