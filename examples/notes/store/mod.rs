@@ -1,22 +1,34 @@
-//! The app's data, behind one trait with a PostgreSQL and a SQLite
-//! implementation. Each works only through the tenancy's scoped
-//! transactions, and publishes its events to the outbox inside them.
+//! The app's data, behind one trait with one implementation, [`Store`],
+//! generic over the tenancy backend (PostgreSQL or SQLite). It works only
+//! through the tenancy's scoped transactions, and publishes its events to
+//! the outbox inside them.
 
 mod pg;
+mod sql;
 mod sqlite;
 
-pub(crate) use pg::PgStore;
-pub(crate) use sqlite::SqliteStore;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use saas_core::{TenantContext, TenantId};
 use saas_events::{Event, EventError};
-use saas_tenancy::{NewTenant, TenantRecord};
+use saas_tenancy::postgres::PgTenancy;
+use saas_tenancy::sqlite::SqliteTenancy;
+use saas_tenancy::{NewTenant, Tenancy, TenancyError, TenantRecord, TenantTransaction};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use self::sql::NotesDatabase;
+use super::audit::TOPIC;
 use super::error::ApiError;
+
+/// [`NotesStore`] on PostgreSQL: row, schema or database tenants alike —
+/// the SQL never names a tenant; the scoped transaction does.
+pub(crate) type PgStore = Store<PgTenancy>;
+
+/// [`NotesStore`] on SQLite files, one per tenant.
+pub(crate) type SqliteStore = Store<SqliteTenancy>;
 
 /// A project as the API shows it.
 #[derive(Debug, Serialize)]
@@ -113,183 +125,145 @@ fn event(
         .with_subject(format!("{collection}/{id}")))
 }
 
-/// The one implementation of [`NotesStore`], stamped out per backend. The
-/// SQL is the same on both: `$n` parameters are positional on PostgreSQL
-/// and, used in order, on SQLite; ids are UUIDv7, so `ORDER BY id` is
-/// creation order. What differs is defined next to each use:
-/// `begin_write` (a transaction that reads, then writes) and
-/// `lock_projects` (serialise project creation per tenant).
-macro_rules! notes_store {
-    ($store:ident, $tx:ty) => {
-        async fn find_project(tx: &mut $tx, id: Uuid) -> Result<Project, ApiError> {
-            let name: Option<String> =
-                sqlx::query_scalar("SELECT name FROM projects WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            name.map(|name| Project { id, name })
-                .ok_or_else(|| ApiError::not_found("project"))
-        }
+/// A backend's sqlx connection.
+type Connection<T> = <<T as Tenancy>::Database as sqlx::Database>::Connection;
 
-        #[::async_trait::async_trait]
-        impl NotesStore for $store {
-            async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError> {
-                Ok(self.tenancy.provision(tenant).await?)
-            }
+/// What the store does differently per backend; everything else is
+/// [`Store`], once.
+#[async_trait]
+pub(crate) trait StoreBackend: Tenancy<Database: NotesDatabase> {
+    /// The transactional outbox events are written to.
+    type Outbox: Default + Send + Sync;
 
-            async fn delete(&self, tenant: TenantId) -> Result<(), ApiError> {
-                self.tenancy.delete_tenant(tenant).await?;
-                Ok(())
-            }
-
-            async fn create_project(
-                &self,
-                ctx: &TenantContext,
-                name: &str,
-                limit: ProjectLimit<'_>,
-            ) -> Result<Project, ApiError> {
-                let mut tx = self.begin_write(ctx).await?;
-                // One project creation at a time per tenant, so two concurrent
-                // requests cannot both pass the plan's limit.
-                Self::lock_projects(&mut tx, ctx.tenant_id()).await?;
-                let used: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                limit(used)?;
-                let project = Project {
-                    id: Uuid::now_v7(),
-                    name: name.to_owned(),
-                };
-                sqlx::query("INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3)")
-                    .bind(ctx.tenant_id())
-                    .bind(project.id)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                // The event leaves if and only if the project is committed.
-                let event = project_created(ctx.tenant_id(), &project)?;
-                self.outbox.publish(&mut tx, TOPIC, event).await?;
-                tx.commit().await?;
-                Ok(project)
-            }
-
-            async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
-                let rows: Vec<(Uuid, String)> =
-                    sqlx::query_as("SELECT id, name FROM projects ORDER BY id")
-                        .fetch_all(&mut *tx)
-                        .await?;
-                tx.commit().await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, name)| Project { id, name })
-                    .collect())
-            }
-
-            async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
-                let project = find_project(&mut tx, id).await?;
-                tx.commit().await?;
-                Ok(project)
-            }
-
-            async fn add_note(
-                &self,
-                ctx: &TenantContext,
-                project: Uuid,
-                body: &str,
-            ) -> Result<Note, ApiError> {
-                let mut tx = self.begin_write(ctx).await?;
-                find_project(&mut tx, project).await?;
-                let note = Note {
-                    id: Uuid::now_v7(),
-                    project_id: project,
-                    body: body.to_owned(),
-                };
-                sqlx::query(
-                    "INSERT INTO notes (tenant_id, id, project_id, body) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(ctx.tenant_id())
-                .bind(note.id)
-                .bind(project)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-                let event = note_added(ctx.tenant_id(), &note)?;
-                self.outbox.publish(&mut tx, TOPIC, event).await?;
-                tx.commit().await?;
-                Ok(note)
-            }
-
-            async fn notes(
-                &self,
-                ctx: &TenantContext,
-                project: Uuid,
-            ) -> Result<Vec<Note>, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
-                find_project(&mut tx, project).await?;
-                let rows: Vec<(Uuid, String)> =
-                    sqlx::query_as("SELECT id, body FROM notes WHERE project_id = $1 ORDER BY id")
-                        .bind(project)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                tx.commit().await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, body)| Note {
-                        id,
-                        project_id: project,
-                        body,
-                    })
-                    .collect())
-            }
-
-            async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError> {
-                let mut tx = self.tenancy.begin(ctx).await?;
-                let rows: Vec<(
-                    String,
-                    Option<String>,
-                    Option<chrono::DateTime<chrono::Utc>>,
-                )> = sqlx::query_as(
-                    "SELECT event_type, subject, occurred_at FROM audit_log \
-                         ORDER BY occurred_at, event_id",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(event_type, subject, time)| AuditEntry {
-                        event_type,
-                        subject,
-                        time,
-                    })
-                    .collect())
-            }
-
-            async fn record_audit(
-                &self,
-                ctx: &TenantContext,
-                event: &Event,
-            ) -> Result<(), EventError> {
-                let mut tx = self.tenancy.begin(ctx).await.map_err(EventError::handler)?;
-                // At-least-once delivery: the key makes a redelivery a no-op.
-                sqlx::query(
-                    "INSERT INTO audit_log (tenant_id, event_id, event_type, subject, occurred_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(ctx.tenant_id())
-                .bind(event.id())
-                .bind(event.event_type())
-                .bind(event.subject())
-                .bind(event.time())
-                .execute(&mut *tx)
-                .await
-                .map_err(EventError::handler)?;
-                tx.commit().await.map_err(EventError::handler)
-            }
-        }
-    };
+    /// Provisions a tenant.
+    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError>;
+    /// Deletes a tenant and its data.
+    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError>;
+    /// Makes the tenant's project creations, in transactions opened by
+    /// [`Tenancy::begin_for_write`], run one at a time, so that two
+    /// concurrent ones cannot both pass the plan's limit.
+    async fn lock_projects(conn: &mut Connection<Self>, tenant: TenantId) -> sqlx::Result<()>;
+    /// Writes `event` to the outbox in `conn`'s transaction.
+    async fn publish(
+        outbox: &Self::Outbox,
+        conn: &mut Connection<Self>,
+        topic: &str,
+        event: Event,
+    ) -> Result<(), EventError>;
 }
 
-pub(crate) use notes_store;
+/// The [`NotesStore`], on any [`StoreBackend`].
+pub(crate) struct Store<T: StoreBackend> {
+    tenancy: Arc<T>,
+    outbox: T::Outbox,
+}
+
+impl<T: StoreBackend> Store<T> {
+    pub(crate) fn new(tenancy: Arc<T>) -> Self {
+        Self {
+            tenancy,
+            outbox: T::Outbox::default(),
+        }
+    }
+}
+
+/// The project `id` of the connection's tenant; 404 for any other id.
+async fn find_project<DB: NotesDatabase>(
+    conn: &mut DB::Connection,
+    id: Uuid,
+) -> Result<Project, ApiError> {
+    let name = DB::project_name(conn, id).await?;
+    name.map(|name| Project { id, name })
+        .ok_or_else(|| ApiError::not_found("project"))
+}
+
+#[async_trait]
+impl<T: StoreBackend> NotesStore for Store<T> {
+    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError> {
+        Ok(self.tenancy.provision(tenant).await?)
+    }
+
+    async fn delete(&self, tenant: TenantId) -> Result<(), ApiError> {
+        Ok(self.tenancy.delete(tenant).await?)
+    }
+
+    async fn create_project(
+        &self,
+        ctx: &TenantContext,
+        name: &str,
+        limit: ProjectLimit<'_>,
+    ) -> Result<Project, ApiError> {
+        let mut tx = self.tenancy.begin_for_write(ctx).await?;
+        // One project creation at a time per tenant, so two concurrent
+        // requests cannot both pass the plan's limit.
+        T::lock_projects(&mut tx, ctx.tenant_id()).await?;
+        limit(T::Database::count_projects(&mut tx).await?)?;
+        let project = Project {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+        };
+        T::Database::insert_project(&mut tx, ctx.tenant_id(), &project).await?;
+        // The event leaves if and only if the project is committed.
+        let event = project_created(ctx.tenant_id(), &project)?;
+        T::publish(&self.outbox, &mut tx, TOPIC, event).await?;
+        tx.commit().await?;
+        Ok(project)
+    }
+
+    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError> {
+        let mut tx = self.tenancy.begin(ctx).await?;
+        let projects = T::Database::projects(&mut tx).await?;
+        tx.commit().await?;
+        Ok(projects)
+    }
+
+    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError> {
+        let mut tx = self.tenancy.begin(ctx).await?;
+        let project = find_project::<T::Database>(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(project)
+    }
+
+    async fn add_note(
+        &self,
+        ctx: &TenantContext,
+        project: Uuid,
+        body: &str,
+    ) -> Result<Note, ApiError> {
+        let mut tx = self.tenancy.begin_for_write(ctx).await?;
+        find_project::<T::Database>(&mut tx, project).await?;
+        let note = Note {
+            id: Uuid::now_v7(),
+            project_id: project,
+            body: body.to_owned(),
+        };
+        T::Database::insert_note(&mut tx, ctx.tenant_id(), &note).await?;
+        let event = note_added(ctx.tenant_id(), &note)?;
+        T::publish(&self.outbox, &mut tx, TOPIC, event).await?;
+        tx.commit().await?;
+        Ok(note)
+    }
+
+    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, ApiError> {
+        let mut tx = self.tenancy.begin(ctx).await?;
+        find_project::<T::Database>(&mut tx, project).await?;
+        let notes = T::Database::notes(&mut tx, project).await?;
+        tx.commit().await?;
+        Ok(notes)
+    }
+
+    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError> {
+        let mut tx = self.tenancy.begin(ctx).await?;
+        let entries = T::Database::audit_log(&mut tx).await?;
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError> {
+        let mut tx = self.tenancy.begin(ctx).await.map_err(EventError::handler)?;
+        T::Database::insert_audit(&mut tx, ctx.tenant_id(), event)
+            .await
+            .map_err(EventError::handler)?;
+        tx.commit().await.map_err(EventError::handler)
+    }
+}

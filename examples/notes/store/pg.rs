@@ -1,51 +1,43 @@
-//! The notes data on PostgreSQL, through `PgTenancy`'s scoped transactions.
+//! What the notes store does its own way on PostgreSQL.
 
-use std::sync::Arc;
-
-use saas_core::{TenantContext, TenantId};
+use async_trait::async_trait;
+use saas_core::TenantId;
 use saas_events::postgres::PgOutbox;
 use saas_events::{Event, EventError};
-use saas_tenancy::postgres::{PgTenancy, TenantTx};
-use saas_tenancy::{NewTenant, TenantRecord};
-use uuid::Uuid;
+use saas_tenancy::postgres::PgTenancy;
+use saas_tenancy::{NewTenant, TenancyError, TenantRecord};
+use sqlx::PgConnection;
 
-use super::{
-    AuditEntry, Note, NotesStore, Project, ProjectLimit, note_added, notes_store, project_created,
-};
-use crate::notes::audit::TOPIC;
-use crate::notes::error::ApiError;
+use super::StoreBackend;
 
-/// [`NotesStore`] on PostgreSQL: row, schema or database tenants alike —
-/// the SQL never names a tenant; the scoped transaction does.
-pub(crate) struct PgStore {
-    tenancy: Arc<PgTenancy>,
-    outbox: PgOutbox,
-}
+#[async_trait]
+impl StoreBackend for PgTenancy {
+    type Outbox = PgOutbox;
 
-impl PgStore {
-    pub(crate) fn new(tenancy: Arc<PgTenancy>) -> Self {
-        Self {
-            tenancy,
-            outbox: PgOutbox::new(),
-        }
+    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        PgTenancy::provision(self, tenant).await
     }
-}
 
-impl PgStore {
-    /// A transaction-scoped advisory lock on the tenant's projects.
-    async fn lock_projects(tx: &mut TenantTx, tenant: TenantId) -> Result<(), ApiError> {
+    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError> {
+        self.delete_tenant(tenant).await.map(drop)
+    }
+
+    /// A transaction-scoped advisory lock on the tenant's projects: rows
+    /// lock only as they are written, and counting writes none.
+    async fn lock_projects(conn: &mut PgConnection, tenant: TenantId) -> sqlx::Result<()> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
             .bind(tenant)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+            .execute(conn)
+            .await
+            .map(drop)
     }
 
-    /// A plain scoped transaction: PostgreSQL rows lock as they are
-    /// written.
-    async fn begin_write(&self, ctx: &TenantContext) -> Result<TenantTx, ApiError> {
-        Ok(self.tenancy.begin(ctx).await?)
+    async fn publish(
+        outbox: &PgOutbox,
+        conn: &mut PgConnection,
+        topic: &str,
+        event: Event,
+    ) -> Result<(), EventError> {
+        outbox.publish(conn, topic, event).await
     }
 }
-
-notes_store!(PgStore, TenantTx);

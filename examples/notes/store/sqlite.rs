@@ -1,50 +1,39 @@
-//! The notes data on SQLite (a database file per tenant), through
-//! `SqliteTenancy`'s scoped transactions.
+//! What the notes store does its own way on SQLite.
 
-use std::sync::Arc;
-
-use saas_core::{TenantContext, TenantId};
+use async_trait::async_trait;
+use saas_core::TenantId;
 use saas_events::sqlite::SqliteOutbox;
 use saas_events::{Event, EventError};
-use saas_tenancy::sqlite::{SqliteTenancy, SqliteTenantTx};
-use saas_tenancy::{NewTenant, TenantRecord};
-use uuid::Uuid;
+use saas_tenancy::sqlite::SqliteTenancy;
+use saas_tenancy::{NewTenant, TenancyError, TenantRecord};
+use sqlx::SqliteConnection;
 
-use super::{
-    AuditEntry, Note, NotesStore, Project, ProjectLimit, note_added, notes_store, project_created,
-};
-use crate::notes::audit::TOPIC;
-use crate::notes::error::ApiError;
+use super::StoreBackend;
 
-/// [`NotesStore`] on SQLite files, one per tenant.
-pub(crate) struct SqliteStore {
-    tenancy: Arc<SqliteTenancy>,
-    outbox: SqliteOutbox,
-}
+#[async_trait]
+impl StoreBackend for SqliteTenancy {
+    type Outbox = SqliteOutbox;
 
-impl SqliteStore {
-    pub(crate) fn new(tenancy: Arc<SqliteTenancy>) -> Self {
-        Self {
-            tenancy,
-            outbox: SqliteOutbox::new(),
-        }
-    }
-}
-
-impl SqliteStore {
-    /// `BEGIN IMMEDIATE`: a deferred SQLite transaction that reads and then
-    /// writes fails with "database is locked" when another writer (the
-    /// outbox relay, another request) committed in between; an immediate
-    /// one waits its turn instead.
-    async fn begin_write(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, ApiError> {
-        Ok(self.tenancy.begin_immediate(ctx).await?)
+    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        SqliteTenancy::provision(self, tenant).await
     }
 
-    /// Nothing more: the immediate transaction holds the file's write lock,
-    /// so project creations of one tenant (its own file) run one at a time.
-    async fn lock_projects(_tx: &mut SqliteTenantTx, _tenant: TenantId) -> Result<(), ApiError> {
+    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError> {
+        self.delete_tenant(tenant).await.map(drop)
+    }
+
+    /// Nothing to do: `begin_for_write` is `BEGIN IMMEDIATE`, which holds
+    /// the database's write lock, so writers run one at a time.
+    async fn lock_projects(_conn: &mut SqliteConnection, _tenant: TenantId) -> sqlx::Result<()> {
         Ok(())
     }
-}
 
-notes_store!(SqliteStore, SqliteTenantTx);
+    async fn publish(
+        outbox: &SqliteOutbox,
+        conn: &mut SqliteConnection,
+        topic: &str,
+        event: Event,
+    ) -> Result<(), EventError> {
+        outbox.publish(conn, topic, event).await
+    }
+}
