@@ -12,9 +12,14 @@
 //! problem+json response; `transaction`: the request tenant's scoped
 //! transaction, committed on success), `nats` and `redis`.
 //!
+//! With `postgres` or `sqlite`, `catalog_events` installs triggers that
+//! write tenant lifecycle and subscription events into the outbox in the
+//! same transaction as the change (delivered at least once by the
+//! ordinary relay).
+//!
 //! Not yet here (issue 14): outbox locations read from the tenant catalog,
-//! lifecycle and billing events through the outbox, sign-up as one
-//! operation, and one handle that starts and stops relays and routers.
+//! sign-up as one operation, and one handle that starts and stops relays
+//! and routers.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use saas_billing as billing;
@@ -22,6 +27,9 @@ pub use saas_core as core;
 pub use saas_events as events;
 pub use saas_tenancy as tenancy;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub mod catalog_events;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod outboxes;

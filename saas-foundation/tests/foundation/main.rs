@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod adoption;
+mod catalog_events;
 mod outboxes;
 mod problem;
 mod transaction;
