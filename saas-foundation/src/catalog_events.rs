@@ -14,6 +14,14 @@
 //! Run the installer at every start, after the catalog's and billing's
 //! own migrations: it is idempotent and replaces older trigger versions.
 //!
+//! Keep the outbox away from row tenants' shared tables: deleting a row
+//! tenant purges its rows from every table there with a `tenant_id`
+//! column, which would take the tenant's pending events — its deletion
+//! events included — with its data. On PostgreSQL give the outbox a schema
+//! of its own ([`PgCatalogEvents::new`]); on SQLite keep the catalog in a
+//! file of its own, apart from the tenancy's shared file (as
+//! `SqliteTenancy`'s setup does).
+//!
 //! | change | topic | type |
 //! |---|---|---|
 //! | tenant row inserted | [`TENANT_TOPIC`] | [`TENANT_CREATED`] |
@@ -34,6 +42,8 @@
 //! Plan changes, seats and invoices are not covered: they are not visible
 //! as a column change the trigger could name honestly.
 
+#[cfg(feature = "postgres")]
+mod pg_sql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

@@ -4,18 +4,21 @@
 use saas_events::EventError;
 use saas_events::postgres::{OutboxLocation, PgOutbox};
 use saas_tenancy::SqlIdent;
-use saas_tenancy::postgres::TENANT_SETTING;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
-use super::{
-    BILLING_SOURCE, BILLING_TOPIC, SUBSCRIPTION_CREATED, SUBSCRIPTION_STATUS_CHANGED,
-    TENANT_CREATED, TENANT_DELETED, TENANT_PROVISIONED, TENANT_REMOVED, TENANT_SOURCE,
-    TENANT_STATUS_CHANGED, TENANT_TOPIC, backend_error,
-};
+use super::pg_sql::{FUNCTION_TEMPLATE, Insert, subscription_function_body, tenant_function_body};
+use super::{BILLING_SOURCE, BILLING_TOPIC, TENANT_SOURCE, TENANT_TOPIC, backend_error};
 
 /// Installs the triggers that write tenant lifecycle and subscription
-/// events into the outbox of a PostgreSQL schema (see the
-/// [module docs](super) for the events).
+/// events from the tables of one PostgreSQL schema into an outbox table
+/// (see the [module docs](super) for the events).
+///
+/// **Give the outbox a schema of its own** when the catalog's schema is
+/// also the shared schema of row tenants (it is in the tenancy's
+/// `search_path`): deleting a row tenant purges every table of those
+/// schemas that has a `tenant_id` column — an outbox there would lose the
+/// tenant's pending events, its own deletion events included, with its
+/// data.
 ///
 /// The trigger functions are `SECURITY DEFINER`, owned by the role that
 /// runs the installer, with `search_path` fixed to `pg_catalog, pg_temp`
@@ -23,18 +26,18 @@ use super::{
 /// pool, an operator, a role with no right on the outbox) writes its
 /// event, and nobody can redirect the insert with a `search_path` of
 /// their own. `EXECUTE` is revoked from `PUBLIC` (firing a trigger does
-/// not need it). Where the outbox is a tenant table with row-level
-/// security forced (a row tenant's outbox), the function sets the tenant
-/// setting (`saas.tenant_id`) to the event's tenant for its one insert
-/// and puts the previous value back — an unset setting comes back as
-/// `''`, which the tenancy's policies read as unset.
+/// not need it). Where the outbox has the tenancy's row-level security
+/// forced on it and the function's owner does not bypass it, the function
+/// sets the tenant setting (`saas.tenant_id`) to the event's tenant for its
+/// one insert and puts the previous value back — an unset setting comes
+/// back as `''`, which the tenancy's policies read as unset.
 ///
 /// ```no_run
 /// use saas_foundation::catalog_events::PgCatalogEvents;
 ///
 /// # async fn run(admin: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 /// // After the catalog's and billing's migrations, at every start:
-/// let events = PgCatalogEvents::new("app")?;
+/// let events = PgCatalogEvents::new("app", "app_events")?;
 /// let mut conn = admin.acquire().await?;
 /// events.install_tenant_events(&mut conn).await?;
 /// events.install_billing_events(&mut conn).await?;
@@ -47,22 +50,30 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct PgCatalogEvents {
     schema: SqlIdent,
+    outbox_schema: SqlIdent,
     outbox: PgOutbox,
 }
 
+fn schema_ident(schema: &str) -> Result<SqlIdent, EventError> {
+    SqlIdent::new(schema).map_err(|_| EventError::InvalidName {
+        name: schema.to_owned(),
+        reason: "a schema must be a lowercase SQL identifier",
+    })
+}
+
 impl PgCatalogEvents {
-    /// Events for the tables of `schema`, into its `saas_events_outbox`.
+    /// Events for the tables of `schema` (`saas_tenants`,
+    /// `billing_subscriptions`), into `saas_events_outbox` in
+    /// `outbox_schema` (created if missing; it may be `schema` itself when
+    /// no row tenant's tables live there).
     ///
     /// # Errors
-    /// [`EventError::InvalidName`] unless `schema` is a lowercase SQL
-    /// identifier.
-    pub fn new(schema: &str) -> Result<Self, EventError> {
-        let schema = SqlIdent::new(schema).map_err(|_| EventError::InvalidName {
-            name: schema.to_owned(),
-            reason: "a schema must be a lowercase SQL identifier",
-        })?;
+    /// [`EventError::InvalidName`] unless both are lowercase SQL
+    /// identifiers.
+    pub fn new(schema: &str, outbox_schema: &str) -> Result<Self, EventError> {
         Ok(Self {
-            schema,
+            schema: schema_ident(schema)?,
+            outbox_schema: schema_ident(outbox_schema)?,
             outbox: PgOutbox::new(),
         })
     }
@@ -73,12 +84,17 @@ impl PgCatalogEvents {
         self
     }
 
-    /// The schema.
+    /// The schema of the tables that have triggers.
     pub fn schema(&self) -> &str {
         self.schema.as_str()
     }
 
-    /// The outbox table's name (in [`PgCatalogEvents::schema`]).
+    /// The schema of the outbox.
+    pub fn outbox_schema(&self) -> &str {
+        self.outbox_schema.as_str()
+    }
+
+    /// The outbox table's name (in [`PgCatalogEvents::outbox_schema`]).
     pub fn table(&self) -> &str {
         self.outbox.table()
     }
@@ -94,7 +110,7 @@ impl PgCatalogEvents {
         name: impl Into<String>,
         pool: PgPool,
     ) -> Result<OutboxLocation, EventError> {
-        OutboxLocation::new(name, pool, Some(self.schema.as_str().to_owned()))
+        OutboxLocation::new(name, pool, Some(self.outbox_schema.as_str().to_owned()))
     }
 
     /// Creates the outbox table (if missing) and the triggers on
@@ -171,7 +187,11 @@ impl PgCatalogEvents {
     /// The `CREATE OR REPLACE FUNCTION` statement of one trigger function.
     fn function(&self, name: &str, body: &str, insert: &Insert) -> String {
         let s = self.schema.quoted();
-        let outbox = format!("{s}.\"{}\"", self.outbox.table());
+        let outbox = format!(
+            "{}.\"{}\"",
+            self.outbox_schema.quoted(),
+            self.outbox.table()
+        );
         let insert_sql = insert.sql(&outbox);
         FUNCTION_TEMPLATE
             .replace("__FUNCTION__", &format!("{s}.\"{name}\""))
@@ -192,8 +212,11 @@ impl PgCatalogEvents {
     ) -> Result<(), EventError> {
         let s = self.schema.quoted();
         let function_name = format!("{s}.\"{prefix}_outbox\"");
+        let o = self.outbox_schema.quoted();
         let mut statements = vec![
-            format!("SET LOCAL search_path TO {s}"),
+            format!("CREATE SCHEMA IF NOT EXISTS {o}"),
+            // The outbox's own SQL is unqualified.
+            format!("SET LOCAL search_path TO {o}"),
             self.outbox.create_table_sql(),
             function.to_owned(),
             format!("REVOKE ALL ON FUNCTION {function_name}() FROM PUBLIC"),
@@ -229,109 +252,14 @@ impl PgCatalogEvents {
     }
 }
 
-/// The outbox insert closing a trigger function: the event JSON built
-/// from `event_type` and `data` (declared by the body).
-struct Insert {
-    tenant: &'static str,
-    topic: &'static str,
-    source: &'static str,
-    subject: &'static str,
-}
-
-impl Insert {
-    fn sql(&self, outbox: &str) -> String {
-        let Insert {
-            tenant,
-            topic,
-            source,
-            subject,
-        } = self;
-        // Every piece is a constant of this crate or a validated,
-        // quoted identifier; none contains a quote to escape.
-        format!(
-            "previous_tenant := current_setting('{TENANT_SETTING}', true);
-    PERFORM set_config('{TENANT_SETTING}', {tenant}::text, true);
-    INSERT INTO {outbox} (tenant_id, topic, event) VALUES ({tenant}, '{topic}', jsonb_build_object(
-        'specversion', '1.0',
-        'id', gen_random_uuid()::text,
-        'source', '{source}',
-        'type', event_type,
-        'time', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-        'subject', {subject},
-        'tenantid', {tenant}::text,
-        'datacontenttype', 'application/json',
-        'data', data)::text);
-    PERFORM set_config('{TENANT_SETTING}', coalesce(previous_tenant, ''), true);"
-        )
-    }
-}
-
-const FUNCTION_TEMPLATE: &str = "CREATE OR REPLACE FUNCTION __FUNCTION__() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $saas$
-DECLARE
-    changed record;
-    event_type text;
-    status_from text;
-    status_to text;
-    data jsonb;
-    previous_tenant text;
-BEGIN
-    __BODY__
-    __INSERT__
-    RETURN NULL;
-END
-$saas$";
-
-/// Picks the event type from the operation and the statuses, and builds
-/// the event's data.
-fn tenant_function_body() -> String {
-    format!(
-        "IF TG_OP = 'INSERT' THEN
-        changed := NEW;
-        event_type := '{TENANT_CREATED}';
-        status_to := NEW.status;
-    ELSIF TG_OP = 'DELETE' THEN
-        changed := OLD;
-        event_type := '{TENANT_REMOVED}';
-        status_from := OLD.status;
-    ELSE
-        changed := NEW;
-        status_from := OLD.status;
-        status_to := NEW.status;
-        event_type := CASE
-            WHEN status_from = 'provisioning' AND status_to = 'active' THEN '{TENANT_PROVISIONED}'
-            WHEN status_to = 'deleted' THEN '{TENANT_DELETED}'
-            ELSE '{TENANT_STATUS_CHANGED}' END;
-    END IF;
-    data := jsonb_build_object('id', changed.id::text, 'slug', changed.slug,
-        'strategy', changed.strategy, 'cluster', changed.cluster,
-        'from', status_from, 'to', status_to);"
-    )
-}
-
-/// The same for a subscription (its status lives in the JSON `state`).
-fn subscription_function_body() -> String {
-    format!(
-        "IF TG_OP = 'INSERT' THEN
-        event_type := '{SUBSCRIPTION_CREATED}';
-    ELSE
-        event_type := '{SUBSCRIPTION_STATUS_CHANGED}';
-        status_from := OLD.state->>'status';
-    END IF;
-    status_to := NEW.state->>'status';
-    data := jsonb_build_object('id', NEW.id::text, 'tenant_id', NEW.tenant_id::text,
-        'plan', NEW.state->'plan', 'from', status_from, 'to', status_to);"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_schema_must_be_an_identifier() {
-        assert!(PgCatalogEvents::new("app").is_ok());
-        assert!(PgCatalogEvents::new("app\"; drop").is_err());
-        assert!(PgCatalogEvents::new("App").is_err());
+        assert!(PgCatalogEvents::new("app", "app_events").is_ok());
+        assert!(PgCatalogEvents::new("app\"; drop", "events").is_err());
+        assert!(PgCatalogEvents::new("app", "Events").is_err());
     }
 }

@@ -14,7 +14,9 @@ use super::{
 /// events into the outbox table of a SQLite file (see the
 /// [module docs](super) for the events). A trigger can only write to its
 /// own file, so the outbox lives next to the catalog (or next to
-/// billing's tables); one outbox serves both when they share a file.
+/// billing's tables); one outbox serves both when they share a file. That
+/// file must not be the tenancy's shared file of row tenants, whose
+/// deletion purges every table there with a `tenant_id` column.
 ///
 /// ```no_run
 /// use saas_foundation::catalog_events::SqliteCatalogEvents;

@@ -3,6 +3,15 @@
 
 mod adoption;
 mod catalog_events;
+mod catalog_events_billing;
+#[cfg(feature = "postgres")]
+mod catalog_events_pg;
+#[cfg(feature = "postgres")]
+mod catalog_events_pg_crash;
+#[cfg(feature = "postgres")]
+mod catalog_events_pg_security;
+mod catalog_events_sqlite;
+mod catalog_events_sqlite_crash;
 mod outboxes;
 mod problem;
 mod transaction;
