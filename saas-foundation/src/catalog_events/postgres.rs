@@ -115,21 +115,19 @@ impl PgCatalogEvents {
 
     /// Creates the outbox table (if missing) and the triggers on
     /// `saas_tenants` in one transaction; replaces an older version.
+    /// Replacing a trigger locks the table for the moment the transaction
+    /// takes, and concurrent installers wait for each other.
     ///
     /// # Errors
     /// A database error (no catalog table yet, or no right to create
     /// triggers on it).
     pub async fn install_tenant_events(&self, conn: &mut PgConnection) -> Result<(), EventError> {
-        let function = self.function(
-            "saas_tenant_events_outbox",
-            &tenant_function_body(),
-            &Insert {
-                tenant: "changed.id",
-                topic: TENANT_TOPIC,
-                source: TENANT_SOURCE,
-                subject: "changed.id::text",
-            },
-        );
+        let insert = Insert {
+            tenant: "changed.id",
+            topic: TENANT_TOPIC,
+            source: TENANT_SOURCE,
+            subject: "changed.id::text",
+        };
         let triggers = [
             ("insert", "AFTER INSERT", ""),
             (
@@ -139,14 +137,13 @@ impl PgCatalogEvents {
             ),
             ("delete", "AFTER DELETE", ""),
         ];
-        self.install(
-            conn,
-            "saas_tenants",
-            "saas_tenant_events",
-            &function,
-            &triggers,
-        )
-        .await
+        let function = Function {
+            table: "saas_tenants",
+            prefix: "saas_tenant_events",
+            body: tenant_function_body(),
+            insert,
+        };
+        self.install(conn, &function, &triggers).await
     }
 
     /// Creates the outbox table (if missing) and the triggers on
@@ -156,16 +153,12 @@ impl PgCatalogEvents {
     /// # Errors
     /// A database error (no subscriptions table yet, for example).
     pub async fn install_billing_events(&self, conn: &mut PgConnection) -> Result<(), EventError> {
-        let function = self.function(
-            "saas_subscription_events_outbox",
-            &subscription_function_body(),
-            &Insert {
-                tenant: "NEW.tenant_id",
-                topic: BILLING_TOPIC,
-                source: BILLING_SOURCE,
-                subject: "NEW.id::text",
-            },
-        );
+        let insert = Insert {
+            tenant: "NEW.tenant_id",
+            topic: BILLING_TOPIC,
+            source: BILLING_SOURCE,
+            subject: "NEW.id::text",
+        };
         let triggers = [
             ("insert", "AFTER INSERT", ""),
             (
@@ -174,57 +167,46 @@ impl PgCatalogEvents {
                 "WHEN (OLD.state->>'status' IS DISTINCT FROM NEW.state->>'status')",
             ),
         ];
-        self.install(
-            conn,
-            "billing_subscriptions",
-            "saas_subscription_events",
-            &function,
-            &triggers,
-        )
-        .await
+        let function = Function {
+            table: "billing_subscriptions",
+            prefix: "saas_subscription_events",
+            body: subscription_function_body(),
+            insert,
+        };
+        self.install(conn, &function, &triggers).await
     }
 
-    /// The `CREATE OR REPLACE FUNCTION` statement of one trigger function.
-    fn function(&self, name: &str, body: &str, insert: &Insert) -> String {
-        let s = self.schema.quoted();
-        let outbox = format!(
-            "{}.\"{}\"",
-            self.outbox_schema.quoted(),
-            self.outbox.table()
-        );
-        let insert_sql = insert.sql(&outbox);
-        FUNCTION_TEMPLATE
-            .replace("__FUNCTION__", &format!("{s}.\"{name}\""))
-            .replace("__BODY__", body)
-            .replace("__INSERT__", &insert_sql)
-    }
-
-    /// Runs the installation in one transaction, serialised with other
-    /// installers of the same schema (concurrent `CREATE OR REPLACE
-    /// FUNCTION`s can fail with "tuple concurrently updated").
+    /// Runs the installation in one transaction, serialised with every
+    /// other installer (concurrent `CREATE OR REPLACE FUNCTION`s can fail
+    /// with "tuple concurrently updated"; installs are rare, so one lock
+    /// for all schemas keeps it simple).
     async fn install(
         &self,
         conn: &mut PgConnection,
-        table: &str,
-        prefix: &str,
-        function: &str,
+        function: &Function,
         triggers: &[(&str, &str, &str)],
     ) -> Result<(), EventError> {
         let s = self.schema.quoted();
-        let function_name = format!("{s}.\"{prefix}_outbox\"");
         let o = self.outbox_schema.quoted();
+        let table = function.table;
+        let function_name = format!("{s}.\"{}_outbox\"", function.prefix);
+        let outbox = format!("{o}.\"{}\"", self.outbox.table());
+        let create_function = FUNCTION_TEMPLATE
+            .replace("__FUNCTION__", &function_name)
+            .replace("__BODY__", &function.body)
+            .replace("__INSERT__", &function.insert.sql(&outbox));
         let mut statements = vec![
             format!("CREATE SCHEMA IF NOT EXISTS {o}"),
             // The outbox's own SQL is unqualified.
             format!("SET LOCAL search_path TO {o}"),
             self.outbox.create_table_sql(),
-            function.to_owned(),
+            create_function,
             format!("REVOKE ALL ON FUNCTION {function_name}() FROM PUBLIC"),
         ];
         // DROP + CREATE rather than CREATE OR REPLACE TRIGGER (PostgreSQL
         // 14+): gen_random_uuid() already lets this run on 13.
         for (op, when, condition) in triggers {
-            let trigger = format!("\"{prefix}_{op}\"");
+            let trigger = format!("\"{}_{op}\"", function.prefix);
             statements.push(format!(
                 "DROP TRIGGER IF EXISTS {trigger} ON {s}.\"{table}\""
             ));
@@ -235,13 +217,10 @@ impl PgCatalogEvents {
         }
         let pg = |e| backend_error("postgres", e);
         let mut tx = conn.begin().await.map_err(pg)?;
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext('saas_foundation.catalog_events.' || $1))",
-        )
-        .bind(self.schema.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(pg)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_foundation.catalog_events'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg)?;
         for statement in statements {
             sqlx::query(AssertSqlSafe(statement))
                 .execute(&mut *tx)
@@ -250,6 +229,16 @@ impl PgCatalogEvents {
         }
         tx.commit().await.map_err(pg)
     }
+}
+
+/// One trigger function and the table it watches.
+struct Function {
+    table: &'static str,
+    /// Names the function (`<prefix>_outbox`) and its triggers
+    /// (`<prefix>_<operation>`).
+    prefix: &'static str,
+    body: String,
+    insert: Insert,
 }
 
 #[cfg(test)]

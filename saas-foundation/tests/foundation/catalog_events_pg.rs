@@ -323,11 +323,20 @@ async fn pg_tenancy_changes_write_their_events_in_the_same_transaction() {
     tx.rollback().await.unwrap();
     assert_eq!(site.outbox().await.len(), before);
 
-    // Installed again: replaced, not doubled.
-    site.events()
-        .install_tenant_events(&mut conn)
-        .await
-        .unwrap();
+    // Installed again, by two processes at once (each does at start):
+    // replaced, not doubled.
+    let events = site.events();
+    let (mut a, mut b) = (
+        site.admin.acquire().await.unwrap(),
+        site.admin.acquire().await.unwrap(),
+    );
+    let (first, second) = tokio::join!(
+        events.install_tenant_events(&mut a),
+        events.install_tenant_events(&mut b)
+    );
+    first.unwrap();
+    second.unwrap();
+    drop((a, b));
 
     // Committed: its event, once (not once per install).
     sqlx::query("UPDATE saas_tenants SET status = 'suspended' WHERE id = $1")
