@@ -79,23 +79,11 @@ async fn sign_up(
     let slug = TenantSlug::parse(&req.slug).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let plan = plan_ref(&req.plan)?;
     let new = NewTenant::new(slug.clone(), req.name, app.strategy, app.cluster.clone())?;
-    let record = app.store.provision(new).await?;
-    let subscription = match app
-        .billing
-        .engine
-        .create_subscription(NewSubscription::new(record.id, plan, Currency::USD))
-        .await
-    {
-        Ok(sub) => sub,
-        Err(e) => {
-            // No tenant without a subscription: undo the provisioning.
-            if let Err(undo) = app.store.delete(record.id).await {
-                tracing::error!(error = %undo, tenant = %record.id, "could not undo a sign-up");
-            }
-            return Err(e.into());
-        }
-    };
-    app.billing.remember(record.id, subscription.id()).await;
+    // Provisioned and subscribed, or neither (see saas-foundation's SignUps).
+    let subscription = NewSubscription::new(new.id(), plan, Currency::USD);
+    let signed_up = app.store.sign_up(new, subscription).await?;
+    let record = signed_up.tenant;
+    app.billing.current.remember(&signed_up.subscription).await;
     let subject = req.email.unwrap_or_else(|| format!("owner@{slug}"));
     let token = app
         .issuer
@@ -200,10 +188,10 @@ async fn invoice(
     State(app): State<AppState>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Value>, ApiError> {
-    let subscription = app.billing.subscription(ctx.tenant_id()).await?;
+    let subscription = app.billing.current.id(ctx.tenant_id()).await?;
     let invoice = app
         .billing
-        .engine
+        .engine()
         .upcoming_invoice(ctx.tenant_id(), subscription)
         .await?;
     Ok(Json(json!(invoice)))

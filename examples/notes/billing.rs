@@ -1,15 +1,14 @@
 //! The app's price list and the billing questions its handlers ask.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use saas_billing::Decimal;
 use saas_billing::{
     Aggregation, BillingEngine, Catalog, Charge, Currency, Entitlement, Meter, MeterKey, Money,
-    PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, TierTable, UsageEvent, dec,
+    PlanId, PlanRef, PlanVersion, Product, ProductId, TierTable, UsageEvent, dec,
 };
 use saas_core::{SharedClock, TenantId};
-use tokio::sync::RwLock;
+use saas_foundation::subscriptions::CurrentSubscriptions;
 
 use super::error::ApiError;
 
@@ -71,42 +70,23 @@ pub(crate) fn plan_ref(name: &str) -> Result<PlanRef, ApiError> {
     }
 }
 
-/// The billing engine plus a cache of each tenant's subscription.
+/// The billing engine and each tenant's current subscription.
 #[derive(Clone)]
 pub(crate) struct Billing {
-    pub(crate) engine: BillingEngine,
+    pub(crate) current: Arc<CurrentSubscriptions>,
     clock: SharedClock,
-    subscriptions: Arc<RwLock<HashMap<TenantId, SubscriptionId>>>,
 }
 
 impl Billing {
     pub(crate) fn new(engine: BillingEngine, clock: SharedClock) -> Self {
         Self {
-            engine,
+            current: Arc::new(CurrentSubscriptions::new(engine)),
             clock,
-            subscriptions: Arc::default(),
         }
     }
 
-    pub(crate) async fn remember(&self, tenant: TenantId, id: SubscriptionId) {
-        self.subscriptions.write().await.insert(tenant, id);
-    }
-
-    /// The tenant's live subscription.
-    pub(crate) async fn subscription(&self, tenant: TenantId) -> Result<SubscriptionId, ApiError> {
-        if let Some(id) = self.subscriptions.read().await.get(&tenant) {
-            return Ok(*id);
-        }
-        let subs = self.engine.stores().subscriptions.list(tenant).await?;
-        let id = subs
-            .iter()
-            .find(|s| !s.status().is_terminal())
-            .map(|s| s.id())
-            .ok_or_else(|| {
-                ApiError::forbidden("no_subscription", "the tenant has no subscription")
-            })?;
-        self.remember(tenant, id).await;
-        Ok(id)
+    pub(crate) fn engine(&self) -> &BillingEngine {
+        self.current.billing()
     }
 
     /// Records one API call (idempotent by `request_id`).
@@ -115,11 +95,11 @@ impl Billing {
         tenant: TenantId,
         request_id: String,
     ) -> Result<(), ApiError> {
-        let subscription = self.subscription(tenant).await?;
+        let subscription = self.current.id(tenant).await?;
         let meter = MeterKey::new(API_CALLS)?;
         let now = self.clock.now();
         let event = UsageEvent::new(tenant, subscription, meter, Decimal::ONE, now, request_id);
-        self.engine.record_usage(event).await?;
+        self.engine().record_usage(event).await?;
         Ok(())
     }
 
@@ -128,9 +108,8 @@ impl Billing {
         &self,
         tenant: TenantId,
     ) -> Result<(String, Entitlement), ApiError> {
-        let id = self.subscription(tenant).await?;
-        let sub = self.engine.subscription(tenant, id).await?;
-        let plan = self.engine.catalog().plan(sub.plan())?;
+        let sub = self.current.current(tenant).await?;
+        let plan = self.engine().catalog().plan(sub.plan())?;
         let limit = plan
             .entitlements()
             .iter()

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use saas_billing::BillingError;
 use saas_events::EventError;
+use saas_foundation::problem::Problem;
+use saas_foundation::signup::SignUpError;
 use saas_tenancy::TenancyError;
 
 /// An error a handler answers with.
@@ -40,16 +42,6 @@ impl ApiError {
             format!("no such {what}"),
         )
     }
-
-    fn internal(source: &dyn std::fmt::Display) -> Self {
-        // The detail goes to the log, not to the client.
-        tracing::error!(error = %source, "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server failed; see its log",
-        )
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -60,39 +52,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<TenancyError> for ApiError {
-    fn from(e: TenancyError) -> Self {
-        match &e {
-            TenancyError::AlreadyExists { .. } => {
-                Self::new(StatusCode::CONFLICT, "already_exists", e.to_string())
-            }
-            TenancyError::InvalidInput(_) => Self::bad_request(e.to_string()),
-            TenancyError::TenantNotServable { .. } => {
-                Self::forbidden("tenant_not_servable", e.to_string())
-            }
-            _ => Self::internal(&e),
-        }
+/// Every crate's error by its kind (saas-foundation's problem mapping):
+/// the status and code follow the kind, and a server-side failure's cause
+/// goes to the log, not to the client.
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self::new(p.status(), p.kind().as_str(), p.detail())
     }
 }
 
-impl From<BillingError> for ApiError {
-    fn from(e: BillingError) -> Self {
-        match &e {
-            BillingError::NotFound { .. } => Self::not_found("subscription"),
-            _ => Self::internal(&e),
-        }
-    }
+macro_rules! from_classified {
+    ($($error:ty),*) => {
+        $(impl From<$error> for ApiError {
+            fn from(e: $error) -> Self {
+                Problem::from_error(&e).into()
+            }
+        })*
+    };
 }
-
-impl From<EventError> for ApiError {
-    fn from(e: EventError) -> Self {
-        Self::internal(&e)
-    }
-}
+from_classified!(TenancyError, BillingError, EventError, SignUpError);
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(&e)
+        TenancyError::from(e).into()
     }
 }
 

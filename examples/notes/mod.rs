@@ -19,7 +19,6 @@ mod api;
 mod audit;
 mod billing;
 mod error;
-mod outboxes;
 mod schema;
 mod server;
 mod store;

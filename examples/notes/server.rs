@@ -17,6 +17,8 @@ use saas_core::{
 use saas_events::InMemoryBus;
 use saas_events::postgres as pg_events;
 use saas_events::sqlite as lite_events;
+use saas_foundation::outboxes::{PgTenantOutboxes, SqliteTenantOutboxes};
+use saas_foundation::services::Services;
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
 use saas_tenancy::{
@@ -24,12 +26,10 @@ use saas_tenancy::{
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use super::api::{AppState, router};
 use super::audit::start_audit_writer;
 use super::billing::{Billing, price_list};
-use super::outboxes::{PgCatalogOutboxes, SqliteCatalogOutboxes};
 use super::schema;
 use super::store::{NotesStore, PgStore, SqliteStore};
 
@@ -176,32 +176,9 @@ const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 struct Backend {
     catalog: DynCatalog,
     store: Arc<dyn NotesStore>,
-    billing: BillingStores,
+    engine: BillingEngine,
     cluster: ClusterName,
-    relay: Relay,
     description: String,
-}
-
-/// The running relay and what to close after it.
-enum Relay {
-    Pg(pg_events::RelayHandle, Arc<PgCatalogOutboxes>, PgPool),
-    Sqlite(lite_events::RelayHandle, Arc<SqliteCatalogOutboxes>),
-}
-
-impl Relay {
-    async fn shutdown(self) {
-        match self {
-            Relay::Pg(handle, outboxes, admin) => {
-                handle.shutdown().await;
-                outboxes.close().await;
-                admin.close().await;
-            }
-            Relay::Sqlite(handle, outboxes) => {
-                handle.shutdown().await;
-                outboxes.close().await;
-            }
-        }
-    }
 }
 
 /// Sets everything up, serves until Ctrl-C (or SIGTERM), then stops the
@@ -212,17 +189,13 @@ impl Relay {
 pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
     let clock: SharedClock = Arc::new(SystemClock);
     let bus = InMemoryBus::new();
+    // Background work, stopped in reverse: relay, then audit writer, then pools.
+    let mut services = Services::new();
     let backend = match &config.database_url {
-        Some(url) => postgres_backend(&config, url, &clock, &bus).await?,
-        None => sqlite_backend(&config, &clock, &bus).await?,
+        Some(url) => postgres_backend(&config, url, &clock, &bus, &mut services).await?,
+        None => sqlite_backend(&config, &clock, &bus, &mut services).await?,
     };
-    let audit_writer = start_audit_writer(
-        &bus,
-        Arc::clone(&backend.store),
-        Arc::clone(&backend.catalog),
-    )
-    .await?;
-    let engine = BillingEngine::new(Arc::new(price_list()?), backend.billing, Arc::clone(&clock));
+    let engine = backend.engine;
     // The engine's entitlement checker is in memory: on a database that
     // already holds subscriptions (a restart), load them before serving.
     engine.restore_entitlements().await?;
@@ -267,8 +240,7 @@ pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
         .await?;
 
     tracing::info!("shutting down");
-    backend.relay.shutdown().await;
-    audit_writer.shutdown().await;
+    services.shutdown().await;
     println!("{}: stopped", config.mode.binary());
     Ok(())
 }
@@ -279,17 +251,21 @@ async fn postgres_backend(
     url: &str,
     clock: &SharedClock,
     bus: &InMemoryBus,
+    services: &mut Services,
 ) -> Result<Backend, Box<dyn Error>> {
     let admin_options: PgConnectOptions = url.parse()?;
     let admin = PgPoolOptions::new()
         .max_connections(4)
         .connect_with(admin_options.clone())
         .await?;
+    let closing = admin.clone();
+    services.on_stop("admin pool", move || async move { closing.close().await });
     let catalog = PostgresCatalog::new(admin.clone());
     catalog.migrate().await?;
     let catalog: DynCatalog = Arc::new(catalog);
     let billing = PostgresBillingStores::new(admin.clone());
     billing.migrate().await?;
+    let engine = engine(billing.billing_stores(), clock)?;
 
     // Tenancy: the same tables for every placement — the shared migration
     // creates them for row tenants, the tenant migration in every schema
@@ -299,8 +275,8 @@ async fn postgres_backend(
     let mut builder = PgTenancy::builder(Arc::clone(&catalog))
         .cluster(PgClusterConfig::new(
             cluster.clone(),
-            admin_options.clone(),
-            runtime.clone(),
+            admin_options,
+            runtime,
         ))
         .shared_migrations(schema::shared_migrations())
         .tenant_migrations(schema::tenant_migrations())
@@ -309,33 +285,27 @@ async fn postgres_backend(
         builder = builder.tenant_table(table);
     }
     let tenancy = Arc::new(builder.build()?);
-    // Shared migrations, then the runtime role and RLS on the tenant tables.
+    // Shared migrations, then the runtime role and RLS on the tenant
+    // tables (with the grants on their sequences).
     tenancy.migrate_shared().await?;
-    admin
-        .execute(AssertSqlSafe(format!(
-            "GRANT USAGE, SELECT ON SEQUENCE saas_events_outbox_seq_seq TO {}",
-            runtime.quoted()
-        )))
-        .await?;
 
-    // Events: outbox → relay → bus.
-    let outboxes = Arc::new(PgCatalogOutboxes::new(
-        Arc::clone(&catalog),
-        admin.clone(),
-        admin_options,
-    ));
+    let store: Arc<dyn NotesStore> = Arc::new(PgStore::new(Arc::clone(&tenancy), engine.clone()));
+    // Events: outbox → relay → bus → audit writer (started first).
+    services.start(
+        "audit writer",
+        start_audit_writer(bus, Arc::clone(&store), Arc::clone(&catalog)).await?,
+    );
     let relay = pg_events::OutboxRelay::new(
-        Arc::clone(&outboxes) as _,
+        Arc::new(PgTenantOutboxes::new(&tenancy)),
         Arc::new(bus.clone()),
         pg_events::RelayConfig::default().with_poll_interval(Duration::from_millis(100)),
-    )
-    .spawn();
+    );
+    services.start("outbox relay", relay.spawn());
     Ok(Backend {
         catalog,
-        store: Arc::new(PgStore::new(tenancy)),
-        billing: billing.billing_stores(),
+        store,
+        engine,
         cluster,
-        relay: Relay::Pg(relay, outboxes, admin),
         description: "PostgreSQL".to_owned(),
     })
 }
@@ -345,6 +315,7 @@ async fn sqlite_backend(
     config: &NotesConfig,
     clock: &SharedClock,
     bus: &InMemoryBus,
+    services: &mut Services,
 ) -> Result<Backend, Box<dyn Error>> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)?;
@@ -368,6 +339,7 @@ async fn sqlite_backend(
             .await?,
     );
     billing.migrate().await?;
+    let engine = engine(billing.billing_stores(), clock)?;
 
     // Every tenant gets a file of its own here; the cluster's shared file
     // (for row tenants) only has to exist.
@@ -386,27 +358,42 @@ async fn sqlite_backend(
         .tenant_migrations(schema::sqlite_tenant_migrations())
         .build()?;
     tenancy.setup().await?;
+    let tenancy = Arc::new(tenancy);
 
-    let outboxes = Arc::new(SqliteCatalogOutboxes::new(
-        Arc::clone(&catalog),
-        dir.clone(),
-    ));
+    let store: Arc<dyn NotesStore> =
+        Arc::new(SqliteStore::new(Arc::clone(&tenancy), engine.clone()));
+    // Events: each tenant file's outbox → relay → bus → audit writer.
+    let outboxes = Arc::new(SqliteTenantOutboxes::new(&tenancy));
+    let closing = Arc::clone(&outboxes);
+    services.on_stop("outbox files", move || async move { closing.close().await });
+    services.start(
+        "audit writer",
+        start_audit_writer(bus, Arc::clone(&store), Arc::clone(&catalog)).await?,
+    );
     let relay = lite_events::OutboxRelay::new(
-        Arc::clone(&outboxes) as _,
+        outboxes,
         Arc::new(bus.clone()),
         lite_events::RelayConfig::default()
             .with_poll_interval(Duration::from_millis(100))
             .with_clock(Arc::clone(clock)),
-    )
-    .spawn();
+    );
+    services.start("outbox relay", relay.spawn());
     Ok(Backend {
         catalog,
-        store: Arc::new(SqliteStore::new(Arc::new(tenancy))),
-        billing: billing.billing_stores(),
+        store,
+        engine,
         cluster,
-        relay: Relay::Sqlite(relay, outboxes),
         description: format!("SQLite files in {}", dir.display()),
     })
+}
+
+/// The billing engine over `stores`, with the app's price list.
+fn engine(stores: BillingStores, clock: &SharedClock) -> Result<BillingEngine, Box<dyn Error>> {
+    Ok(BillingEngine::new(
+        Arc::new(price_list()?),
+        stores,
+        Arc::clone(clock),
+    ))
 }
 
 async fn shutdown_signal() {

@@ -36,6 +36,9 @@ pub mod outboxes;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;
+pub mod services;
+pub mod signup;
+pub mod subscriptions;
 #[cfg(all(feature = "axum", any(feature = "postgres", feature = "sqlite")))]
 #[cfg_attr(
     docsrs,

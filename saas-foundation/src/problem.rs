@@ -55,6 +55,19 @@ impl ClassifiedError for saas_tenancy::TenancyError {
     }
 }
 
+impl ClassifiedError for crate::signup::SignUpError {
+    fn error_kind(&self) -> ErrorKind {
+        self.kind()
+    }
+
+    fn message_is_public(&self) -> bool {
+        match self {
+            crate::signup::SignUpError::Tenancy(e) => !e.is_from_database(),
+            _ => true,
+        }
+    }
+}
+
 /// An HTTP error response in the RFC 9457 problem-details format.
 ///
 /// Built from any [`ClassifiedError`] (`?` converts) or by hand. The status
@@ -85,6 +98,7 @@ impl ClassifiedError for saas_tenancy::TenancyError {
 pub struct Problem {
     kind: ErrorKind,
     detail: String,
+    code: Option<String>,
 }
 
 impl Problem {
@@ -93,7 +107,30 @@ impl Problem {
         Problem {
             kind,
             detail: detail.into(),
+            code: None,
         }
+    }
+
+    /// Answers with the application's own `code` (`plan_limit`, say)
+    /// instead of the kind's, for clients that branch on a finer reason;
+    /// the status still follows the kind.
+    ///
+    /// ```
+    /// use saas_core::ErrorKind;
+    /// use saas_foundation::problem::Problem;
+    ///
+    /// let problem = Problem::new(ErrorKind::Forbidden, "the free plan allows 3 projects")
+    ///     .with_code("plan_limit");
+    /// assert_eq!(problem.code(), "plan_limit");
+    /// ```
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The `code` member: the application's, or the kind's.
+    pub fn code(&self) -> &str {
+        self.code.as_deref().unwrap_or(self.kind.as_str())
     }
 
     /// The problem for `error`: its kind, and its message as the detail
@@ -148,8 +185,8 @@ impl IntoResponse for Problem {
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
+            "code": self.code(),
             "detail": self.detail,
-            "code": self.kind.as_str(),
         });
         let mut response = (status, body.to_string()).into_response();
         response

@@ -147,6 +147,11 @@ impl NewTenant {
         self.id
     }
 
+    /// Its slug.
+    pub fn slug(&self) -> &TenantSlug {
+        &self.slug
+    }
+
     /// Its placement.
     pub fn placement(&self) -> &Placement {
         &self.placement

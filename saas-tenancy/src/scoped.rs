@@ -6,9 +6,11 @@ use std::fmt;
 use std::ops::DerefMut;
 
 use async_trait::async_trait;
-use saas_core::TenantContext;
+use saas_core::{TenantContext, TenantId};
 
+use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
+use crate::record::{NewTenant, TenantRecord};
 
 /// Scoped access to tenants' data, implemented by
 /// [`PgTenancy`](crate::postgres::PgTenancy) and
@@ -74,6 +76,36 @@ pub trait Tenancy: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// As [`Tenancy::begin`].
     async fn acquire(&self, ctx: &TenantContext) -> Result<Self::Conn, TenancyError>;
+
+    /// Enters the tenant in the catalog, creates its storage (as its
+    /// placement says), runs the tenant migrations and marks it active.
+    /// Interrupted midway, the tenant stays `provisioning`:
+    /// [`Tenancy::retry_provisioning`] finishes it.
+    ///
+    /// # Errors
+    /// [`TenancyError::AlreadyExists`] for a slug or id taken by another
+    /// tenant, an unknown cluster, a placement the backend cannot serve,
+    /// or the database's error.
+    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError>;
+
+    /// Finishes provisioning a tenant left `provisioning`; an active
+    /// tenant is returned as is.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`], [`TenancyError::InvalidTransition`]
+    /// for a tenant in another status, or the database's error.
+    async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError>;
+
+    /// Deletes the tenant and all its data; the record, marked deleted,
+    /// is returned. Repeating it is harmless.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`], or the database's error (the
+    /// deletion is resumed by a retry).
+    async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError>;
+
+    /// The tenant catalog.
+    fn catalog(&self) -> &DynCatalog;
 }
 
 /// A transaction scoped to one tenant: derefs to the backend's connection;
@@ -121,6 +153,22 @@ mod pg {
         async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
             PgTenancy::acquire(self, ctx).await
         }
+
+        async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+            PgTenancy::provision(self, tenant).await
+        }
+
+        async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            PgTenancy::retry_provisioning(self, tenant).await
+        }
+
+        async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            PgTenancy::delete_tenant(self, tenant).await
+        }
+
+        fn catalog(&self) -> &DynCatalog {
+            PgTenancy::catalog(self)
+        }
     }
 
     #[async_trait]
@@ -161,6 +209,22 @@ mod lite {
 
         async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
             SqliteTenancy::acquire(self, ctx).await
+        }
+
+        async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+            SqliteTenancy::provision(self, tenant).await
+        }
+
+        async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            SqliteTenancy::retry_provisioning(self, tenant).await
+        }
+
+        async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            SqliteTenancy::delete_tenant(self, tenant).await
+        }
+
+        fn catalog(&self) -> &DynCatalog {
+            SqliteTenancy::catalog(self)
         }
     }
 

@@ -10,11 +10,13 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use saas_billing::{BillingEngine, NewSubscription};
 use saas_core::{TenantContext, TenantId};
 use saas_events::{Event, EventError};
+use saas_foundation::signup::{SignUpError, SignUps, SignedUp};
 use saas_tenancy::postgres::PgTenancy;
 use saas_tenancy::sqlite::SqliteTenancy;
-use saas_tenancy::{NewTenant, Tenancy, TenancyError, TenantRecord, TenantTransaction};
+use saas_tenancy::{NewTenant, Tenancy, TenantTransaction};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -61,10 +63,13 @@ pub(crate) type ProjectLimit<'a> = &'a (dyn Fn(i64) -> Result<(), ApiError> + Se
 /// The app's tenant data.
 #[async_trait]
 pub(crate) trait NotesStore: Send + Sync {
-    /// Provisions a tenant (its placement decided by `tenant`).
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError>;
-    /// Deletes a tenant and its data (to undo a failed sign-up).
-    async fn delete(&self, tenant: TenantId) -> Result<(), ApiError>;
+    /// Provisions a tenant (its placement decided by `tenant`) and
+    /// subscribes it, or leaves nothing behind.
+    async fn sign_up(
+        &self,
+        tenant: NewTenant,
+        subscription: NewSubscription,
+    ) -> Result<SignedUp, SignUpError>;
     /// Creates a project if `limit` allows one more.
     async fn create_project(
         &self,
@@ -135,10 +140,6 @@ pub(crate) trait StoreBackend: Tenancy<Database: NotesDatabase> {
     /// The transactional outbox events are written to.
     type Outbox: Default + Send + Sync;
 
-    /// Provisions a tenant.
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError>;
-    /// Deletes a tenant and its data.
-    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError>;
     /// Makes the tenant's project creations, in transactions opened by
     /// [`Tenancy::begin_for_write`], run one at a time, so that two
     /// concurrent ones cannot both pass the plan's limit.
@@ -155,12 +156,14 @@ pub(crate) trait StoreBackend: Tenancy<Database: NotesDatabase> {
 /// The [`NotesStore`], on any [`StoreBackend`].
 pub(crate) struct Store<T: StoreBackend> {
     tenancy: Arc<T>,
+    sign_ups: SignUps<T>,
     outbox: T::Outbox,
 }
 
 impl<T: StoreBackend> Store<T> {
-    pub(crate) fn new(tenancy: Arc<T>) -> Self {
+    pub(crate) fn new(tenancy: Arc<T>, billing: BillingEngine) -> Self {
         Self {
+            sign_ups: SignUps::new(Arc::clone(&tenancy), billing),
             tenancy,
             outbox: T::Outbox::default(),
         }
@@ -179,12 +182,12 @@ async fn find_project<DB: NotesDatabase>(
 
 #[async_trait]
 impl<T: StoreBackend> NotesStore for Store<T> {
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, ApiError> {
-        Ok(self.tenancy.provision(tenant).await?)
-    }
-
-    async fn delete(&self, tenant: TenantId) -> Result<(), ApiError> {
-        Ok(self.tenancy.delete(tenant).await?)
+    async fn sign_up(
+        &self,
+        tenant: NewTenant,
+        subscription: NewSubscription,
+    ) -> Result<SignedUp, SignUpError> {
+        self.sign_ups.sign_up(tenant, subscription).await
     }
 
     async fn create_project(

@@ -5,7 +5,6 @@ use saas_core::TenantId;
 use saas_events::postgres::PgOutbox;
 use saas_events::{Event, EventError};
 use saas_tenancy::postgres::PgTenancy;
-use saas_tenancy::{NewTenant, TenancyError, TenantRecord};
 use sqlx::PgConnection;
 
 use super::StoreBackend;
@@ -13,14 +12,6 @@ use super::StoreBackend;
 #[async_trait]
 impl StoreBackend for PgTenancy {
     type Outbox = PgOutbox;
-
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
-        PgTenancy::provision(self, tenant).await
-    }
-
-    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError> {
-        self.delete_tenant(tenant).await.map(drop)
-    }
 
     /// A transaction-scoped advisory lock on the tenant's projects: rows
     /// lock only as they are written, and counting writes none.

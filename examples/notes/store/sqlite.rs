@@ -5,7 +5,6 @@ use saas_core::TenantId;
 use saas_events::sqlite::SqliteOutbox;
 use saas_events::{Event, EventError};
 use saas_tenancy::sqlite::SqliteTenancy;
-use saas_tenancy::{NewTenant, TenancyError, TenantRecord};
 use sqlx::SqliteConnection;
 
 use super::StoreBackend;
@@ -13,14 +12,6 @@ use super::StoreBackend;
 #[async_trait]
 impl StoreBackend for SqliteTenancy {
     type Outbox = SqliteOutbox;
-
-    async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
-        SqliteTenancy::provision(self, tenant).await
-    }
-
-    async fn delete(&self, tenant: TenantId) -> Result<(), TenancyError> {
-        self.delete_tenant(tenant).await.map(drop)
-    }
 
     /// Nothing to do: `begin_for_write` is `BEGIN IMMEDIATE`, which holds
     /// the database's write lock, so writers run one at a time.

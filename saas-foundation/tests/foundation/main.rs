@@ -14,4 +14,5 @@ mod catalog_events_sqlite;
 mod catalog_events_sqlite_crash;
 mod outboxes;
 mod problem;
+mod signup;
 mod transaction;
