@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_billing::store::postgres::PostgresBillingStores;
-use saas_billing::store::sqlite::SqliteBillingStores;
 use saas_billing::{BillingEngine, BillingStores};
 use saas_core::{
     Algorithm, HeaderResolver, HostResolver, JwtVerifier, KeySet, RequestResolver, SharedClock,
@@ -17,15 +15,9 @@ use saas_core::{
 use saas_events::InMemoryBus;
 use saas_events::postgres as pg_events;
 use saas_events::sqlite as lite_events;
-use saas_foundation::outboxes::{PgTenantOutboxes, SqliteTenantOutboxes};
 use saas_foundation::services::Services;
-use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
-use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
-use saas_tenancy::{
-    CatalogLookup, ClusterName, DynCatalog, PostgresCatalog, SqliteCatalog, Strategy,
-};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use saas_foundation::stack::{PgStack, SqliteStack};
+use saas_tenancy::{CatalogLookup, ClusterName, DynCatalog, Strategy};
 
 use super::api::{AppState, router};
 use super::audit::start_audit_writer;
@@ -245,7 +237,9 @@ pub async fn run(config: NotesConfig) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Catalog, billing, shared tables and tenants on one PostgreSQL server.
+/// Catalog, billing, shared tables and tenants on one PostgreSQL server:
+/// the same tables for every placement — the shared migration creates them
+/// for row tenants, the tenant migration in every schema or database tenant.
 async fn postgres_backend(
     config: &NotesConfig,
     url: &str,
@@ -253,59 +247,30 @@ async fn postgres_backend(
     bus: &InMemoryBus,
     services: &mut Services,
 ) -> Result<Backend, Box<dyn Error>> {
-    let admin_options: PgConnectOptions = url.parse()?;
-    let admin = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(admin_options.clone())
-        .await?;
-    let closing = admin.clone();
-    services.on_stop("admin pool", move || async move { closing.close().await });
-    let catalog = PostgresCatalog::new(admin.clone());
-    catalog.migrate().await?;
-    let catalog: DynCatalog = Arc::new(catalog);
-    let billing = PostgresBillingStores::new(admin.clone());
-    billing.migrate().await?;
-    let engine = engine(billing.billing_stores(), clock)?;
-
-    // Tenancy: the same tables for every placement — the shared migration
-    // creates them for row tenants, the tenant migration in every schema
-    // or database tenant.
-    let cluster = ClusterName::new("main")?;
-    let runtime = SqlIdent::new(config.runtime_role.clone())?;
-    let mut builder = PgTenancy::builder(Arc::clone(&catalog))
-        .cluster(PgClusterConfig::new(
-            cluster.clone(),
-            admin_options,
-            runtime,
-        ))
-        .shared_migrations(schema::shared_migrations())
-        .tenant_migrations(schema::tenant_migrations())
-        .clock(Arc::clone(clock));
-    for table in schema::tenant_tables()? {
-        builder = builder.tenant_table(table);
-    }
-    let tenancy = Arc::new(builder.build()?);
-    // Shared migrations, then the runtime role and RLS on the tenant
-    // tables (with the grants on their sequences).
-    tenancy.migrate_shared().await?;
-
-    let store: Arc<dyn NotesStore> = Arc::new(PgStore::new(Arc::clone(&tenancy), engine.clone()));
+    let tables = schema::tenant_tables()?;
+    let stack = PgStack::open(url.parse()?, &config.runtime_role, services, |builder| {
+        let builder = builder
+            .shared_migrations(schema::shared_migrations())
+            .tenant_migrations(schema::tenant_migrations())
+            .clock(Arc::clone(clock));
+        tables
+            .into_iter()
+            .fold(builder, |b, table| b.tenant_table(table))
+    })
+    .await?;
+    let engine = engine(stack.billing(), clock)?;
+    let store: Arc<dyn NotesStore> =
+        Arc::new(PgStore::new(Arc::clone(stack.tenancy()), engine.clone()));
     // Events: outbox → relay → bus → audit writer (started first).
-    services.start(
-        "audit writer",
-        start_audit_writer(bus, Arc::clone(&store), Arc::clone(&catalog)).await?,
-    );
-    let relay = pg_events::OutboxRelay::new(
-        Arc::new(PgTenantOutboxes::new(&tenancy)),
-        Arc::new(bus.clone()),
-        pg_events::RelayConfig::default().with_poll_interval(Duration::from_millis(100)),
-    );
-    services.start("outbox relay", relay.spawn());
+    let writer = start_audit_writer(bus, Arc::clone(&store), Arc::clone(stack.catalog())).await?;
+    services.start("audit writer", writer);
+    let relay = pg_events::RelayConfig::default().with_poll_interval(Duration::from_millis(100));
+    stack.start_relay(Arc::new(bus.clone()), relay, services);
     Ok(Backend {
-        catalog,
+        catalog: Arc::clone(stack.catalog()),
         store,
         engine,
-        cluster,
+        cluster: stack.cluster().clone(),
         description: "PostgreSQL".to_owned(),
     })
 }
@@ -317,73 +282,30 @@ async fn sqlite_backend(
     bus: &InMemoryBus,
     services: &mut Services,
 ) -> Result<Backend, Box<dyn Error>> {
-    let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)?;
-    let file = |name: &str| {
-        SqliteConnectOptions::new()
-            .filename(dir.join(name))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-    };
-    let catalog = SqliteCatalog::new(
-        SqlitePoolOptions::new()
-            .connect_with(file("catalog.sqlite"))
-            .await?,
-    );
-    catalog.migrate().await?;
-    let catalog: DynCatalog = Arc::new(catalog);
-    let billing = SqliteBillingStores::new(
-        SqlitePoolOptions::new()
-            .connect_with(file("billing.sqlite"))
-            .await?,
-    );
-    billing.migrate().await?;
-    let engine = engine(billing.billing_stores(), clock)?;
-
-    // Every tenant gets a file of its own here; the cluster's shared file
-    // (for row tenants) only has to exist.
-    SqlitePoolOptions::new()
-        .connect_with(file("shared.sqlite"))
-        .await?
-        .close()
-        .await;
-    let cluster = ClusterName::new("local")?;
-    let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
-        .cluster(SqliteClusterConfig::new(
-            cluster.clone(),
-            dir.join("shared.sqlite"),
-            dir.clone(),
-        ))
-        .tenant_migrations(schema::sqlite_tenant_migrations())
-        .build()?;
-    tenancy.setup().await?;
-    let tenancy = Arc::new(tenancy);
-
-    let store: Arc<dyn NotesStore> =
-        Arc::new(SqliteStore::new(Arc::clone(&tenancy), engine.clone()));
+    let stack = SqliteStack::open(&config.data_dir, services, |builder| {
+        builder
+            .tenant_migrations(schema::sqlite_tenant_migrations())
+            .clock(Arc::clone(clock))
+    })
+    .await?;
+    let engine = engine(stack.billing(), clock)?;
+    let store: Arc<dyn NotesStore> = Arc::new(SqliteStore::new(
+        Arc::clone(stack.tenancy()),
+        engine.clone(),
+    ));
     // Events: each tenant file's outbox → relay → bus → audit writer.
-    let outboxes = Arc::new(SqliteTenantOutboxes::new(&tenancy));
-    let closing = Arc::clone(&outboxes);
-    services.on_stop("outbox files", move || async move { closing.close().await });
-    services.start(
-        "audit writer",
-        start_audit_writer(bus, Arc::clone(&store), Arc::clone(&catalog)).await?,
-    );
-    let relay = lite_events::OutboxRelay::new(
-        outboxes,
-        Arc::new(bus.clone()),
-        lite_events::RelayConfig::default()
-            .with_poll_interval(Duration::from_millis(100))
-            .with_clock(Arc::clone(clock)),
-    );
-    services.start("outbox relay", relay.spawn());
+    let writer = start_audit_writer(bus, Arc::clone(&store), Arc::clone(stack.catalog())).await?;
+    services.start("audit writer", writer);
+    let relay = lite_events::RelayConfig::default()
+        .with_poll_interval(Duration::from_millis(100))
+        .with_clock(Arc::clone(clock));
+    stack.start_relay(Arc::new(bus.clone()), relay, services);
     Ok(Backend {
-        catalog,
+        catalog: Arc::clone(stack.catalog()),
         store,
         engine,
-        cluster,
-        description: format!("SQLite files in {}", dir.display()),
+        cluster: stack.cluster().clone(),
+        description: format!("SQLite files in {}", config.data_dir.display()),
     })
 }
 

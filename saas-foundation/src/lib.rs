@@ -38,6 +38,9 @@ pub mod outboxes;
 pub mod problem;
 pub mod services;
 pub mod signup;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub mod stack;
 pub mod subscriptions;
 #[cfg(all(feature = "axum", any(feature = "postgres", feature = "sqlite")))]
 #[cfg_attr(
