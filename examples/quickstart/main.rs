@@ -17,7 +17,7 @@ use chrono::{Duration, TimeZone, Utc};
 use saas_billing::{Decimal, MeterKey, UsageEvent};
 use saas_core::{Clock, TenantContext, TenantKey, TokenClaims};
 use saas_events::router::{ReceivedEvent, Router, handler_fn};
-use saas_events::sqlite::{OutboxRelay, RelayConfig};
+use saas_events::sqlite::RelayConfig;
 use saas_events::{Event, EventError, SubscribeOptions};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ struct ProjectCreated {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let app = setup::App::start().await?;
+    let mut app = setup::App::start().await?;
     println!("== saas-foundation quickstart ({})", app.dir.display());
 
     // Every change is published to the transactional outbox in the same
@@ -66,12 +66,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .await?;
 
-    let relay = OutboxRelay::new(
-        Arc::new(app.outbox_locations().await?),
-        Arc::new(app.bus.clone()),
-        RelayConfig::default().with_poll_interval(std::time::Duration::from_millis(20)),
-    )
-    .spawn();
+    // The consumer first, then the relay over every tenant's outbox (the
+    // shared file's and each database tenant's own file).
+    app.services.start("audit log", running);
+    let relay = RelayConfig::default().with_poll_interval(std::time::Duration::from_millis(20));
+    app.stack
+        .start_relay(Arc::new(app.bus.clone()), relay, &mut app.services);
     let mut published = 0;
     for tenant in &app.tenants {
         // 1. Identity: a token for a user of this tenant, verified on a
@@ -166,8 +166,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    relay.shutdown().await;
-    running.shutdown().await;
     let lines = audit.lock().map_err(|_| "audit log poisoned")?.clone();
     println!("\n-- audit log ({} events)", lines.len());
     for line in &lines {
@@ -202,7 +200,7 @@ async fn create_project(
 ) -> Result<Created, Box<dyn Error>> {
     // Immediate: this transaction reads (the count, the next id) and then
     // writes, and the outbox relay writes the same file concurrently.
-    let mut tx = app.tenancy.begin_immediate(ctx).await?;
+    let mut tx = app.tenancy().begin_immediate(ctx).await?;
     let used: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
         .fetch_one(&mut *tx)
         .await?;
@@ -246,7 +244,7 @@ async fn list_projects(
     app: &setup::App,
     ctx: &TenantContext,
 ) -> Result<Vec<String>, Box<dyn Error>> {
-    let mut conn = app.tenancy.acquire(ctx).await?;
+    let mut conn = app.tenancy().acquire(ctx).await?;
     Ok(sqlx::query_scalar("SELECT name FROM projects ORDER BY id")
         .fetch_all(&mut *conn)
         .await?)

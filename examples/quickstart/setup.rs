@@ -6,23 +6,22 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use saas_billing::{
-    Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Meter, MeterKey, Money,
-    NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, TierTable,
-    dec,
+    Aggregation, BillingEngine, Catalog, Charge, Currency, Meter, MeterKey, Money, NewSubscription,
+    PlanId, PlanRef, PlanVersion, Product, ProductId, SubscriptionId, TierTable, dec,
 };
 use saas_core::{
     Algorithm, HostResolver, JwtVerifier, KeySet, ManualClock, RequestResolver, SigningKey,
-    TenantContext, TenantSlug, TokenClaimResolver, TokenIssuer, VerificationKey,
+    TenantContext, TenantId, TenantSlug, TokenClaimResolver, TokenIssuer, VerificationKey,
 };
 use saas_events::InMemoryBus;
-use saas_events::sqlite::{OutboxLocation, SqliteOutbox, StaticLocations};
-use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
-use saas_tenancy::{
-    CatalogLookup, ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenantTable,
-};
+use saas_events::sqlite::SqliteOutbox;
+use saas_foundation::services::Services;
+use saas_foundation::signup::SignUps;
+use saas_foundation::stack::SqliteStack;
+use saas_tenancy::sqlite::SqliteTenancy;
+use saas_tenancy::{CatalogLookup, NewTenant, Strategy, TenantTable};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Executor, SqlSafeStr, SqlitePool};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 const SECRET: &[u8] = b"quickstart-secret-of-at-least-32-bytes";
 const PROJECTS: &str = "CREATE TABLE projects (tenant_id BLOB NOT NULL, id INTEGER NOT NULL, \
@@ -45,75 +44,59 @@ pub(crate) struct DemoTenant {
 /// Everything the quickstart composes.
 pub(crate) struct App {
     pub(crate) dir: PathBuf,
-    pub(crate) tenancy: SqliteTenancy,
+    pub(crate) stack: SqliteStack,
+    /// The relay and the consumers, stopped together at the end.
+    pub(crate) services: Services,
     pub(crate) issuer: TokenIssuer,
     resolver: RequestResolver,
     pub(crate) billing: BillingEngine,
     pub(crate) clock: ManualClock,
     pub(crate) bus: InMemoryBus,
     pub(crate) outbox: SqliteOutbox,
-    /// An unscoped pool on the shared file, for the relay.
-    shared: SqlitePool,
     pub(crate) tenants: Vec<DemoTenant>,
+}
+
+/// One migration of `sql`.
+fn migration(version: i64, name: &'static str, sql: String) -> Migration {
+    let sql = AssertSqlSafe(sql).into_sql_str();
+    Migration::new(version, name.into(), MigrationType::Simple, sql, false)
 }
 
 impl App {
     pub(crate) async fn start() -> Result<Self, Box<dyn Error>> {
         let dir = std::env::temp_dir().join(format!("saas-quickstart-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let file = |name: &str| {
-            SqliteConnectOptions::new()
-                .filename(dir.join(name))
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-        };
-
-        // Storage: a catalog file, a shared file for row tenants, and one
-        // file per database tenant.
-        let shared = SqlitePoolOptions::new()
-            .connect_with(file("shared.sqlite"))
-            .await?;
-        shared.execute(PROJECTS_SHARED).await?;
-        // The outbox is a tenant table too: in the shared file each tenant
-        // writes only its own events.
+        // Storage: a catalog file, a billing file, a shared file for row
+        // tenants and one file per database tenant. The outbox is a tenant
+        // table too: in the shared file each tenant writes only its own
+        // events (the relay reads them all).
         let outbox = SqliteOutbox::new();
-        shared
-            .execute(AssertSqlSafe(outbox.create_table_sql_as(OUTBOX_ROWS)?))
-            .await?;
-        let catalog = SqliteCatalog::new(
-            SqlitePoolOptions::new()
-                .connect_with(file("catalog.sqlite"))
-                .await?,
+        let mut services = Services::new();
+        let shared_tables = format!(
+            "{PROJECTS_SHARED}; {};",
+            outbox.create_table_sql_as(OUTBOX_ROWS)?
         );
-        catalog.migrate().await?;
-        let catalog: DynCatalog = Arc::new(catalog);
-        let local = ClusterName::new("local")?;
-        let tenancy = SqliteTenancy::builder(Arc::clone(&catalog))
-            .cluster(SqliteClusterConfig::new(
-                local.clone(),
-                dir.join("shared.sqlite"),
-                dir.clone(),
-            ))
-            .tenant_table(TenantTable::new("projects")?)
-            .tenant_table(TenantTable::new(outbox.table())?)
-            .tenant_migrations(Migrator::with_migrations(vec![
-                Migration::new(
+        let tenant_tables = format!("{PROJECTS}; {};", outbox.create_table_sql());
+        let (projects, events) = (
+            TenantTable::new("projects")?,
+            TenantTable::new(outbox.table())?,
+        );
+        let stack = SqliteStack::open(&dir, &mut services, |tenancy| {
+            tenancy
+                .tenant_table(projects)
+                .tenant_table(events)
+                .shared_migrations(Migrator::with_migrations(vec![migration(
                     1,
-                    "projects".into(),
-                    MigrationType::Simple,
-                    PROJECTS.into_sql_str(),
-                    false,
-                ),
-                Migration::new(
-                    2,
-                    "outbox".into(),
-                    MigrationType::Simple,
-                    AssertSqlSafe(outbox.create_table_sql()).into_sql_str(),
-                    false,
-                ),
-            ]))
-            .build()?;
-        tenancy.setup().await?;
+                    "app tables",
+                    shared_tables,
+                )]))
+                .tenant_migrations(Migrator::with_migrations(vec![migration(
+                    1,
+                    "app tables",
+                    tenant_tables,
+                )]))
+        })
+        .await?;
+        let catalog = stack.catalog();
 
         // Identity: HS256 here; RS256, ES256, EdDSA and JWKS work the same.
         let issuer = TokenIssuer::builder(SigningKey::hmac(Some("k1"), Algorithm::HS256, SECRET)?)
@@ -126,7 +109,7 @@ impl App {
         )?)?)
         .audience("quickstart")
         .build()?;
-        let resolver = RequestResolver::builder(Arc::new(CatalogLookup::new(Arc::clone(&catalog))))
+        let resolver = RequestResolver::builder(Arc::new(CatalogLookup::new(Arc::clone(catalog))))
             .verifier(verifier)
             .resolver(HostResolver::new("quickstart.test")?)
             .resolver(TokenClaimResolver)
@@ -170,7 +153,7 @@ impl App {
             .build()?;
         let billing = BillingEngine::new(
             Arc::new(billing_catalog),
-            BillingStores::in_memory(),
+            stack.billing(),
             Arc::new(clock.clone()),
         );
 
@@ -178,14 +161,14 @@ impl App {
 
         let mut app = Self {
             dir,
-            tenancy,
+            stack,
+            services,
             issuer,
             resolver,
             billing,
             clock,
             bus,
             outbox,
-            shared,
             tenants: Vec::new(),
         };
         for (slug, strategy, plan, api_calls) in [
@@ -193,36 +176,33 @@ impl App {
             ("globex", Strategy::Shared, "free", 400),
             ("initech", Strategy::Database, "free", 950),
         ] {
-            app.add_tenant(slug, strategy, plan, api_calls, &local)
-                .await?;
+            app.add_tenant(slug, strategy, plan, api_calls).await?;
         }
         Ok(app)
     }
 
+    /// Signs a tenant up: provisioned and subscribed, or neither.
     async fn add_tenant(
         &mut self,
         slug: &str,
         strategy: Strategy,
         plan: &'static str,
         api_calls: u32,
-        cluster: &ClusterName,
     ) -> Result<(), Box<dyn Error>> {
-        let new = NewTenant::new(
+        let id = TenantId::new();
+        let tenant = NewTenant::new(
             TenantSlug::parse(slug)?,
             slug.to_uppercase(),
             strategy,
-            cluster.clone(),
-        )?;
-        let record = self.tenancy.provision(new).await?;
-        let ctx = TenantContext::new(record.id, record.slug.clone());
-        let sub = self
-            .billing
-            .create_subscription(NewSubscription::new(
-                record.id,
-                PlanRef::new(PlanId::new(plan)?, 1),
-                Currency::USD,
-            ))
-            .await?;
+            self.stack.cluster().clone(),
+        )?
+        .with_id(id);
+        let plan_ref = PlanRef::new(PlanId::new(plan)?, 1);
+        let subscription = NewSubscription::new(id, plan_ref, Currency::USD);
+        let sign_ups = SignUps::new(Arc::clone(self.stack.tenancy()), self.billing.clone());
+        let done = sign_ups.sign_up(tenant, subscription).await?;
+        let ctx = TenantContext::new(id, done.tenant.slug.clone());
+        let sub = done.subscription;
         self.tenants.push(DemoTenant {
             slug: slug.to_owned(),
             ctx,
@@ -253,34 +233,15 @@ impl App {
         Ok(self.resolver.resolve(&url.parse()?, &headers).await?)
     }
 
-    /// Every outbox the relay drains: the shared file's (all row tenants)
-    /// and each database tenant's own file.
-    pub(crate) async fn outbox_locations(&self) -> Result<StaticLocations, Box<dyn Error>> {
-        let mut locations =
-            vec![OutboxLocation::new("shared", self.shared.clone()).with_table(OUTBOX_ROWS)?];
-        for tenant in &self.tenants {
-            let record = self
-                .tenancy
-                .catalog()
-                .get(tenant.ctx.tenant_id())
-                .await?
-                .ok_or("tenant vanished")?;
-            if let Some(database) = record.placement.object_name() {
-                let file = self.dir.join(format!("{}.sqlite", database.as_str()));
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(SqliteConnectOptions::new().filename(file))
-                    .await?;
-                locations
-                    .push(OutboxLocation::new(tenant.slug.clone(), pool).with_tenant(record.id));
-            }
-        }
-        Ok(StaticLocations(locations))
+    /// The tenancy.
+    pub(crate) fn tenancy(&self) -> &SqliteTenancy {
+        self.stack.tenancy()
     }
 
+    /// Stops the relay and consumers, closes the files and removes them.
     pub(crate) async fn stop(self) {
-        self.shared.close().await;
-        drop(self.tenancy);
+        self.services.shutdown().await;
+        drop(self.stack);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

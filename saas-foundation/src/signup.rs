@@ -120,9 +120,9 @@ pub struct SignUps<T: Tenancy> {
 
 impl<T: Tenancy> SignUps<T> {
     /// Sign-ups provisioning on `tenancy` and subscribing with `billing`.
-    pub fn new(tenancy: impl Into<Arc<T>>, billing: BillingEngine) -> Self {
+    pub fn new(tenancy: Arc<T>, billing: BillingEngine) -> Self {
         Self {
-            tenancy: tenancy.into(),
+            tenancy,
             billing,
         }
     }

@@ -51,7 +51,7 @@ async fn status(tenancy: &SqliteTenancy, id: TenantId) -> Option<TenantStatus> {
 async fn a_sign_up_provisions_and_subscribes_and_a_retry_finds_it_done() {
     let sandbox = SqliteSandbox::new().await.unwrap();
     let engine = engine();
-    let sign_ups = SignUps::new(sandbox.tenancy.clone(), engine.clone());
+    let sign_ups = SignUps::new(Arc::new(sandbox.tenancy.clone()), engine.clone());
     let id = TenantId::new();
     let first = sign_ups
         .sign_up(new_tenant(&sandbox, "acme", id), subscribe(id, basic()))
@@ -76,7 +76,7 @@ async fn a_sign_up_provisions_and_subscribes_and_a_retry_finds_it_done() {
 #[tokio::test]
 async fn a_failed_subscription_deletes_the_tenant_it_provisioned() {
     let sandbox = SqliteSandbox::new().await.unwrap();
-    let sign_ups = SignUps::new(sandbox.tenancy.clone(), engine());
+    let sign_ups = SignUps::new(Arc::new(sandbox.tenancy.clone()), engine());
     let id = TenantId::new();
     let unknown = PlanRef::new(PlanId::new("gold").unwrap(), 1);
     let error = sign_ups
@@ -94,7 +94,7 @@ async fn a_failed_subscription_deletes_the_tenant_it_provisioned() {
 #[tokio::test]
 async fn an_interrupted_sign_up_is_finished_by_its_retry() {
     let sandbox = SqliteSandbox::new().await.unwrap();
-    let sign_ups = SignUps::new(sandbox.tenancy.clone(), engine());
+    let sign_ups = SignUps::new(Arc::new(sandbox.tenancy.clone()), engine());
     let id = TenantId::new();
     // A crash right after the catalog took the tenant: still provisioning.
     sandbox
@@ -121,7 +121,7 @@ async fn an_interrupted_sign_up_is_finished_by_its_retry() {
 #[tokio::test]
 async fn a_tenant_active_before_the_sign_up_is_never_deleted_by_it() {
     let sandbox = SqliteSandbox::new().await.unwrap();
-    let sign_ups = SignUps::new(sandbox.tenancy.clone(), engine());
+    let sign_ups = SignUps::new(Arc::new(sandbox.tenancy.clone()), engine());
     let id = TenantId::new();
     sandbox
         .tenancy
@@ -145,7 +145,7 @@ async fn a_tenant_active_before_the_sign_up_is_never_deleted_by_it() {
 async fn another_tenants_id_or_subscription_is_refused_before_anything_is_done() {
     let sandbox = SqliteSandbox::new().await.unwrap();
     let engine = engine();
-    let sign_ups = SignUps::new(sandbox.tenancy.clone(), engine.clone());
+    let sign_ups = SignUps::new(Arc::new(sandbox.tenancy.clone()), engine.clone());
     let acme = TenantId::new();
     sign_ups
         .sign_up(new_tenant(&sandbox, "acme", acme), subscribe(acme, basic()))
