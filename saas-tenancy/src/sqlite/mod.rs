@@ -98,6 +98,82 @@ impl SqliteClusterConfig {
 }
 
 /// Scoped access to tenants on SQLite.
+///
+/// Two row tenants in one shared file: what one writes through its scoped
+/// transaction, the other does not see, and cannot write in its name.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use saas_core::{TenantContext, TenantSlug};
+/// use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
+/// use saas_tenancy::{ClusterName, NewTenant, SqliteCatalog, Strategy, TenantTable};
+/// use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// let dir = std::env::temp_dir().join(uuid::Uuid::new_v4().to_string());
+/// std::fs::create_dir_all(&dir)?;
+/// let file = |name: &str| {
+///     SqliteConnectOptions::new()
+///         .filename(dir.join(name))
+///         .create_if_missing(true)
+/// };
+///
+/// // The shared file keeps every row tenant's notes in `notes_rows`
+/// // (normally created by your shared migrations).
+/// let shared = SqlitePool::connect_with(file("shared.sqlite")).await?;
+/// sqlx::raw_sql(
+///     "CREATE TABLE notes_rows (tenant_id BLOB NOT NULL, id INTEGER NOT NULL, \
+///      body TEXT NOT NULL, PRIMARY KEY (tenant_id, id))",
+/// )
+/// .execute(&shared)
+/// .await?;
+/// shared.close().await;
+///
+/// // The catalog lives in a file of its own.
+/// let catalog = SqliteCatalog::new(SqlitePool::connect_with(file("catalog.sqlite")).await?);
+/// catalog.migrate().await?;
+/// let local = ClusterName::new("local")?;
+/// let tenancy = SqliteTenancy::builder(Arc::new(catalog))
+///     .cluster(SqliteClusterConfig::new(local.clone(), dir.join("shared.sqlite"), &dir))
+///     .tenant_table(TenantTable::new("notes")?)
+///     .build()?;
+/// tenancy.setup().await?;
+///
+/// let mut tenants = Vec::new();
+/// for slug in ["acme", "globex"] {
+///     let new = NewTenant::new(TenantSlug::parse(slug)?, slug, Strategy::Shared, local.clone())?;
+///     let record = tenancy.provision(new).await?;
+///     tenants.push(TenantContext::new(record.id, record.slug));
+/// }
+/// let (acme, globex) = (&tenants[0], &tenants[1]);
+///
+/// // No tenant in the SQL: `notes` is the tenant's own view.
+/// let mut tx = tenancy.begin(acme).await?;
+/// sqlx::query("INSERT INTO notes (id, body) VALUES (1, 'acme only')")
+///     .execute(&mut *tx)
+///     .await?;
+/// tx.commit().await?;
+///
+/// let count = "SELECT count(*) FROM notes";
+/// let mut as_acme = tenancy.acquire(acme).await?;
+/// assert_eq!(sqlx::query_scalar::<_, i64>(count).fetch_one(&mut *as_acme).await?, 1);
+/// let mut as_globex = tenancy.acquire(globex).await?;
+/// assert_eq!(sqlx::query_scalar::<_, i64>(count).fetch_one(&mut *as_globex).await?, 0);
+///
+/// // A row claiming another tenant is refused by the view's trigger.
+/// let forged = sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, 2, 'forged')")
+///     .bind(acme.tenant_id())
+///     .execute(&mut *as_globex)
+///     .await;
+/// assert!(forged.is_err());
+///
+/// drop((as_acme, as_globex, tenancy));
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct SqliteTenancy {
     inner: Arc<Inner>,
