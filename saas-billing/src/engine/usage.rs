@@ -52,6 +52,90 @@ impl<O> UncommittedUsage<O> {
 impl BillingEngine {
     /// Records one usage event. See [`record_usage_batch`](Self::record_usage_batch).
     ///
+    /// A free plan with 3 API calls a month, on SQLite stores: a retried
+    /// request is counted once, the quota's check says what is left, and
+    /// an engine started later over the same file restores the count.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    ///
+    /// use saas_billing::store::sqlite::SqliteBillingStores;
+    /// use saas_billing::{
+    ///     Aggregation, BillingEngine, Catalog, Charge, Currency, Decimal, DenyReason,
+    ///     IngestOutcome, Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion,
+    ///     Product, ProductId, SystemClock, TenantId, UsageEvent, Utc, dec,
+    /// };
+    /// use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// let dir = std::env::temp_dir().join(uuid::Uuid::new_v4().to_string());
+    /// std::fs::create_dir_all(&dir)?;
+    /// let file = SqliteConnectOptions::new()
+    ///     .filename(dir.join("billing.sqlite"))
+    ///     .create_if_missing(true);
+    /// let stores = SqliteBillingStores::new(SqlitePool::connect_with(file).await?);
+    /// stores.migrate().await?;
+    ///
+    /// let app = ProductId::new("app")?;
+    /// let catalog = Arc::new(
+    ///     Catalog::builder()
+    ///         .product(Product::new(app.clone(), "App"))
+    ///         .meter(Meter::new(MeterKey::new("api_calls")?, Aggregation::Count))
+    ///         .plan(
+    ///             PlanVersion::builder(PlanId::new("free")?, 1, app)
+    ///                 .recurring("base", "Free", [Charge::flat(Money::new(dec!(0), Currency::USD))?])
+    ///                 .quota("api_calls", "api_calls", dec!(3))
+    ///                 .build()?,
+    ///         )
+    ///         .build()?,
+    /// );
+    /// let engine = BillingEngine::new(
+    ///     Arc::clone(&catalog),
+    ///     stores.billing_stores(),
+    ///     Arc::new(SystemClock),
+    /// );
+    /// let tenant = TenantId::new();
+    /// let free = PlanRef::new(PlanId::new("free")?, 1);
+    /// let sub = engine
+    ///     .create_subscription(NewSubscription::new(tenant, free, Currency::USD))
+    ///     .await?;
+    ///
+    /// // One event per request, keyed by the request id.
+    /// let now = Utc::now();
+    /// let call = |request_id: &str| -> Result<UsageEvent, saas_billing::BillingError> {
+    ///     let meter = MeterKey::new("api_calls")?;
+    ///     Ok(UsageEvent::new(tenant, sub.id(), meter, Decimal::ONE, now, request_id))
+    /// };
+    /// engine.record_usage(call("req-1")?).await?;
+    /// engine.record_usage(call("req-2")?).await?;
+    /// let retried = engine.record_usage(call("req-2")?).await?;
+    /// assert!(matches!(retried, IngestOutcome::Duplicate { .. }));
+    ///
+    /// // Two of three used: one more call is allowed, and is the last.
+    /// let quota = engine.check(tenant, "api_calls", Decimal::ONE);
+    /// assert!(quota.is_allowed());
+    /// assert_eq!(quota.remaining(), Some(dec!(0)));
+    /// engine.record_usage(call("req-3")?).await?;
+    /// let over = engine.check(tenant, "api_calls", Decimal::ONE);
+    /// assert_eq!(over.reason(), Some(DenyReason::OverLimit));
+    ///
+    /// // The usage is stored: a restarted engine counts it again.
+    /// let restarted = BillingEngine::new(catalog, stores.billing_stores(), Arc::new(SystemClock));
+    /// restarted.restore_entitlements().await?;
+    /// assert!(!restarted.check(tenant, "api_calls", Decimal::ONE).is_allowed());
+    ///
+    /// stores.pool().close().await;
+    /// std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
+    ///
     /// # Errors
     /// As for one event of the batch.
     pub async fn record_usage(&self, event: UsageEvent) -> Result<IngestOutcome, BillingError> {
