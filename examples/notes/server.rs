@@ -15,7 +15,7 @@ use saas_core::{
 use saas_events::InMemoryBus;
 use saas_events::postgres as pg_events;
 use saas_events::sqlite as lite_events;
-use saas_foundation::services::Services;
+use saas_foundation::services::{Services, shutdown_signal};
 use saas_foundation::stack::{PgStack, SqliteStack};
 use saas_tenancy::{CatalogLookup, ClusterName, DynCatalog, Strategy};
 
@@ -316,29 +316,6 @@ fn engine(stores: BillingStores, clock: &SharedClock) -> Result<BillingEngine, B
         stores,
         Arc::clone(clock),
     ))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn print_usage(mode: Mode, addr: SocketAddr, storage: &str) {

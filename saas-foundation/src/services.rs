@@ -138,3 +138,38 @@ impl fmt::Debug for Services {
             .finish()
     }
 }
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT), or SIGTERM
+/// on Unix (what service managers and container runtimes send). Hand it to
+/// the server's graceful shutdown, then call [`Services::shutdown`].
+///
+/// ```no_run
+/// # async fn run(app: axum::Router, services: saas_foundation::services::Services)
+/// # -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(saas_foundation::services::shutdown_signal())
+///     .await?;
+/// services.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Without a SIGTERM handler (none can be installed), Ctrl-C alone.
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

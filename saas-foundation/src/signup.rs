@@ -121,10 +121,7 @@ pub struct SignUps<T: Tenancy> {
 impl<T: Tenancy> SignUps<T> {
     /// Sign-ups provisioning on `tenancy` and subscribing with `billing`.
     pub fn new(tenancy: Arc<T>, billing: BillingEngine) -> Self {
-        Self {
-            tenancy,
-            billing,
-        }
+        Self { tenancy, billing }
     }
 
     /// Provisions `tenant` and creates `subscription` for it (see the type

@@ -38,7 +38,7 @@ pub mod testing;
 pub use audit::{AuditFinding, AuditObject, Weakness};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use catalog::PostgresCatalog;
+pub use catalog::PgCatalog;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use catalog::SqliteCatalog;

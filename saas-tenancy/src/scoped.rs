@@ -96,6 +96,21 @@ pub trait Tenancy: Send + Sync + fmt::Debug + 'static {
     /// for a tenant in another status, or the database's error.
     async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError>;
 
+    /// Suspends the tenant: new scoped handles are refused (those open
+    /// finish), its data is kept.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`], [`TenancyError::InvalidTransition`]
+    /// from a status other than active or suspended, or the database's
+    /// error.
+    async fn suspend(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError>;
+
+    /// Resumes a suspended tenant.
+    ///
+    /// # Errors
+    /// As [`Tenancy::suspend`].
+    async fn resume(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError>;
+
     /// Deletes the tenant and all its data; the record, marked deleted,
     /// is returned. Repeating it is harmless.
     ///
@@ -134,23 +149,23 @@ pub trait TenantTransaction:
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
-    use crate::postgres::{PgTenancy, TenantConn, TenantTx};
+    use crate::postgres::{PgTenancy, PgTenantConn, PgTenantTx};
 
     #[async_trait]
     impl Tenancy for PgTenancy {
         type Database = sqlx::Postgres;
-        type Tx = TenantTx;
-        type Conn = TenantConn;
+        type Tx = PgTenantTx;
+        type Conn = PgTenantConn;
 
-        async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+        async fn begin(&self, ctx: &TenantContext) -> Result<PgTenantTx, TenancyError> {
             PgTenancy::begin(self, ctx).await
         }
 
-        async fn begin_for_write(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+        async fn begin_for_write(&self, ctx: &TenantContext) -> Result<PgTenantTx, TenancyError> {
             PgTenancy::begin(self, ctx).await
         }
 
-        async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
+        async fn acquire(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
             PgTenancy::acquire(self, ctx).await
         }
 
@@ -160,6 +175,14 @@ mod pg {
 
         async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
             PgTenancy::retry_provisioning(self, tenant).await
+        }
+
+        async fn suspend(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            PgTenancy::suspend(self, tenant).await
+        }
+
+        async fn resume(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            PgTenancy::resume(self, tenant).await
         }
 
         async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
@@ -172,15 +195,15 @@ mod pg {
     }
 
     #[async_trait]
-    impl TenantTransaction for TenantTx {
+    impl TenantTransaction for PgTenantTx {
         type Database = sqlx::Postgres;
 
         async fn commit(self) -> Result<(), TenancyError> {
-            TenantTx::commit(self).await
+            PgTenantTx::commit(self).await
         }
 
         async fn rollback(self) -> Result<(), TenancyError> {
-            TenantTx::rollback(self).await
+            PgTenantTx::rollback(self).await
         }
     }
 }
@@ -217,6 +240,14 @@ mod lite {
 
         async fn retry_provisioning(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
             SqliteTenancy::retry_provisioning(self, tenant).await
+        }
+
+        async fn suspend(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            SqliteTenancy::suspend(self, tenant).await
+        }
+
+        async fn resume(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
+            SqliteTenancy::resume(self, tenant).await
         }
 
         async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {

@@ -191,7 +191,7 @@ impl BillingEngine {
 
     /// Records usage events through `writer` — a connection inside the
     /// caller's open transaction (`&mut *tx` for a `sqlx::Transaction` or
-    /// a saas-tenancy `TenantTx`) — so the business write, the usage and
+    /// a saas-tenancy `PgTenantTx`) — so the business write, the usage and
     /// whatever else the transaction holds (a quota consumption with
     /// `try_consume_in`, an outbox event) commit or roll back together.
     ///

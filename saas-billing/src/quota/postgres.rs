@@ -169,7 +169,7 @@ impl PostgresQuotaStore {
 
     /// [`QuotaStore::try_consume`](super::QuotaStore::try_consume) on `conn`: inside the caller's
     /// transaction when `conn` is in one (`&mut *tx` for a
-    /// `sqlx::Transaction` or a saas-tenancy `TenantTx`), so the grant
+    /// `sqlx::Transaction` or a saas-tenancy `PgTenantTx`), so the grant
     /// commits or rolls back with the caller's writes — a rolled-back
     /// grant leaves `used` as it was. The pool method runs this on a
     /// connection of the pool.

@@ -169,7 +169,7 @@ pub trait UsageStore: Send + Sync + std::fmt::Debug {
 ///
 /// Implemented for `sqlx::PgConnection` (feature `postgres`) and
 /// `sqlx::SqliteConnection` (feature `sqlite`); a `sqlx::Transaction` and a
-/// saas-tenancy `TenantTx` dereference to them, so pass `&mut *tx`. The
+/// saas-tenancy `PgTenantTx` dereference to them, so pass `&mut *tx`. The
 /// connection must reach the same tables as the engine's [`UsageStore`]
 /// (the same database; on PostgreSQL a `search_path` that finds
 /// `billing_usage_events`).

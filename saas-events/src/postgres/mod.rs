@@ -5,7 +5,7 @@
 //!
 //! [`PgOutbox::publish`] writes an event into an outbox table **inside the
 //! caller's transaction** (any `&mut sqlx::PgConnection`, so a
-//! `saas_tenancy::postgres::TenantTx` works): the event exists if and only
+//! `saas_tenancy::postgres::PgTenantTx` works): the event exists if and only
 //! if the transaction commits. The table is named without a schema, so it
 //! resolves through the connection's `search_path` — the shared schema for
 //! row tenants (add it to the tenancy's tenant tables so RLS covers it),

@@ -1,5 +1,5 @@
 //! The outbox under every tenancy placement: published inside a
-//! `TenantTx`, stored where the tenant's data lives, found by the relay.
+//! `PgTenantTx`, stored where the tenant's data lives, found by the relay.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@ use saas_billing::store::postgres::PostgresBillingStores;
 use saas_events::Publisher;
 use saas_events::postgres::{OutboxRelay, RelayConfig};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, PgTenancyBuilder, SqlIdent};
-use saas_tenancy::{ClusterName, DynCatalog, PostgresCatalog};
+use saas_tenancy::{ClusterName, DynCatalog, PgCatalog};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -76,7 +76,7 @@ impl PgStack {
         services.on_stop("administrator pool", move || async move {
             closing.close().await;
         });
-        let catalog = PostgresCatalog::new(pool.clone());
+        let catalog = PgCatalog::new(pool.clone());
         catalog.migrate().await?;
         let catalog: DynCatalog = Arc::new(catalog);
         let billing = PostgresBillingStores::new(pool.clone());

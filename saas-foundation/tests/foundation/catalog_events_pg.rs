@@ -20,7 +20,7 @@ use saas_foundation::events::router::{ReceivedEvent, Router, RunningRouter};
 use saas_foundation::events::{Data, Event, EventError, InMemoryBus, SubscribeOptions};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy};
 use saas_tenancy::testing::pg::tenant_migrations;
-use saas_tenancy::{ClusterName, NewTenant, PostgresCatalog, SqlIdent, Strategy, TenantTable};
+use saas_tenancy::{ClusterName, NewTenant, PgCatalog, SqlIdent, Strategy, TenantTable};
 use saas_test_support::{Service, service_url, unique_name};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -102,7 +102,7 @@ pub(crate) async fn open(url: &str, schema: &str, role: &str) -> PgSite {
         )
         .await
         .unwrap();
-    let catalog = PostgresCatalog::new(admin.clone());
+    let catalog = PgCatalog::new(admin.clone());
     catalog.migrate().await.unwrap();
     let mut conn = admin.acquire().await.unwrap();
     events(schema)

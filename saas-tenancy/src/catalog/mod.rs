@@ -19,7 +19,7 @@ use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord};
 
 pub use memory::InMemoryCatalog;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresCatalog;
+pub use postgres::PgCatalog;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteCatalog;
 

@@ -10,9 +10,9 @@ use crate::error::TenancyError;
 use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord, allowed_from};
 
 /// The catalog in a PostgreSQL table `saas_tenants` (in the pool's
-/// `search_path`). Call [`PostgresCatalog::migrate`] once at startup.
+/// `search_path`). Call [`PgCatalog::migrate`] once at startup.
 #[derive(Debug, Clone)]
-pub struct PostgresCatalog {
+pub struct PgCatalog {
     pool: PgPool,
     clock: SharedClock,
 }
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS saas_tenants (
     CONSTRAINT saas_tenants_slug_key UNIQUE (slug)
 )"#;
 
-impl PostgresCatalog {
+impl PgCatalog {
     /// A catalog on `pool`, reading time from the system clock.
     pub fn new(pool: PgPool) -> Self {
         Self::with_clock(pool, Arc::new(SystemClock))
@@ -72,7 +72,7 @@ fn map_insert_error(e: sqlx::Error, slug: &TenantSlug) -> TenancyError {
 }
 
 #[async_trait]
-impl Catalog for PostgresCatalog {
+impl Catalog for PgCatalog {
     async fn create(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         let record = tenant.into_record(self.clock.now());
         sqlx::query(

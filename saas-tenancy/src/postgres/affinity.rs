@@ -19,7 +19,7 @@
 //! What a kept connection can carry to the same tenant's next handle,
 //! and only to it: statements its raw SQL `PREPARE`d or `DEALLOCATE`d (the
 //! census that finds them is the expensive part), and a transaction raw
-//! SQL left open on a [`TenantConn`](super::TenantConn). Both last at
+//! SQL left open on a [`PgTenantConn`](super::PgTenantConn). Both last at
 //! most the window: a connection is kept for at most `window` after it
 //! last left the pool, however often it is reused, then goes back through
 //! the full reset.

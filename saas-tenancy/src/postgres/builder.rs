@@ -30,7 +30,7 @@ pub struct PgTenancyBuilder {
     shared_migrator: Option<Arc<Migrator>>,
     limits: PoolLimits,
     mode: ScopeMode,
-    record_ttl: chrono::Duration,
+    record_ttl: Duration,
     clock: SharedClock,
     policy: PlacementPolicy,
     hooks: Arc<dyn LifecycleHooks>,
@@ -49,7 +49,7 @@ impl PgTenancy {
             shared_migrator: None,
             limits: PoolLimits::default(),
             mode: ScopeMode::default(),
-            record_ttl: chrono::Duration::seconds(1),
+            record_ttl: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
             policy: PlacementPolicy::default(),
             hooks: Arc::new(NoHooks),
@@ -124,7 +124,7 @@ impl PgTenancyBuilder {
     /// [`PgTenancy::set_status`] or [`PgTenancy::delete_tenant`], at once.
     /// It bounds how long after a deletion started another process may
     /// still open handles for the tenant (see `delete_tenant`).
-    pub fn record_ttl(mut self, ttl: chrono::Duration) -> Self {
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
         self.record_ttl = ttl;
         self
     }
@@ -155,15 +155,15 @@ impl PgTenancyBuilder {
     /// most 10 s, zero turns it off).
     ///
     /// A connection a tenant's handle has finished with (a committed
-    /// [`TenantTx`](super::TenantTx), or a dropped
-    /// [`TenantConn`](super::TenantConn)) is kept for that tenant instead
+    /// [`PgTenantTx`](super::PgTenantTx), or a dropped
+    /// [`PgTenantConn`](super::PgTenantConn)) is kept for that tenant instead
     /// of going back to the pool, and its next handle takes it again with
     /// only a cheap reset of the session in the same round trip as its
     /// scope: no full reset, no release ping, and a schema tenant keeps
     /// its statement cache. Another tenant never gets it without the full
     /// reset. Within the window the tenant's own next handles can meet
     /// what its raw SQL `PREPARE`d or `DEALLOCATE`d on that connection, or
-    /// a transaction it left open on a `TenantConn` — never another
+    /// a transaction it left open on a `PgTenantConn` — never another
     /// tenant. At most half the pool is kept, and only while the pool can
     /// still serve others at once; see the `affinity` notes in
     /// [`ScopeMode::Shared`].
@@ -190,11 +190,12 @@ impl PgTenancyBuilder {
 
     /// Connects the pools (lazily) and validates the configuration.
     pub fn build(self) -> Result<PgTenancy, TenancyError> {
-        if self.record_ttl < chrono::Duration::zero() {
-            return Err(TenancyError::InvalidInput(
-                "record TTL must not be negative".to_owned(),
-            ));
-        }
+        let record_ttl = chrono::Duration::from_std(self.record_ttl).map_err(|_| {
+            TenancyError::InvalidInput(format!(
+                "record TTL {:?} is too long; use seconds to minutes",
+                self.record_ttl
+            ))
+        })?;
         crate::catalog::check_deletion_grace(self.deletion_grace)?;
         super::affinity::check_window(self.affinity)?;
         if self.clusters.is_empty() {
@@ -239,7 +240,7 @@ impl PgTenancyBuilder {
                 shared_migrator: self.shared_migrator,
                 registry: PoolRegistry::new(self.limits)?,
                 mode: self.mode,
-                records: RecordCache::new(self.record_ttl, Arc::clone(&self.clock)),
+                records: RecordCache::new(record_ttl, Arc::clone(&self.clock)),
                 policy: self.policy,
                 next_cluster: std::sync::atomic::AtomicUsize::new(0),
                 hooks: self.hooks,

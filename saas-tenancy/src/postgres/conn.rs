@@ -52,7 +52,7 @@ use crate::placement::Placement;
 /// tenant starts and ends with those caches emptied, so one tenant's
 /// `mood` enum is never bound or read as another tenant's `mood`.
 ///
-/// The same caveat as [`TenantTx`](super::TenantTx) applies to raw SQL
+/// The same caveat as [`PgTenantTx`](super::PgTenantTx) applies to raw SQL
 /// that deliberately changes the scope *while the handle is held*.
 ///
 /// Deletion: on a shared runtime connection the handle holds its
@@ -63,7 +63,7 @@ use crate::placement::Placement;
 /// its session. Raw SQL that releases advisory locks
 /// (`pg_advisory_unlock_all()`) or changes `application_name` hides the
 /// handle from a deletion.
-pub struct TenantConn {
+pub struct PgTenantConn {
     conn: Option<PoolConnection<Postgres>>,
     shared: bool,
     clear_caches: bool,
@@ -76,7 +76,7 @@ pub struct TenantConn {
     _lease: Option<PgPoolLease>,
 }
 
-impl TenantConn {
+impl PgTenantConn {
     pub(super) fn new(
         conn: PoolConnection<Postgres>,
         shared: bool,
@@ -139,19 +139,19 @@ impl TenantConn {
         // `conn` is only taken in `drop`.
         match &self.conn {
             Some(c) => c,
-            None => unreachable!("TenantConn used after drop"),
+            None => unreachable!("PgTenantConn used after drop"),
         }
     }
 
     fn conn_mut(&mut self) -> &mut PgConnection {
         match &mut self.conn {
             Some(c) => c,
-            None => unreachable!("TenantConn used after drop"),
+            None => unreachable!("PgTenantConn used after drop"),
         }
     }
 }
 
-impl Drop for TenantConn {
+impl Drop for PgTenantConn {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else {
             return;
@@ -173,7 +173,7 @@ impl Drop for TenantConn {
 /// Hands a shared connection that served a schema tenant back to its pool
 /// only with sqlx's caches emptied (same-named types in two schemas clash
 /// there); one whose caches cannot be emptied (no runtime to do it, or an
-/// error) is closed instead. Used by `TenantConn` and `TenantTx` on drop.
+/// error) is closed instead. Used by `PgTenantConn` and `PgTenantTx` on drop.
 pub(super) fn release_with_caches_emptied(mut conn: PoolConnection<Postgres>) {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
@@ -187,7 +187,7 @@ pub(super) fn release_with_caches_emptied(mut conn: PoolConnection<Postgres>) {
     }
 }
 
-impl Deref for TenantConn {
+impl Deref for PgTenantConn {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
@@ -195,15 +195,15 @@ impl Deref for TenantConn {
     }
 }
 
-impl DerefMut for TenantConn {
+impl DerefMut for PgTenantConn {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn_mut()
     }
 }
 
-impl std::fmt::Debug for TenantConn {
+impl std::fmt::Debug for PgTenantConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantConn")
+        f.debug_struct("PgTenantConn")
             .field("tenant", &self.tenant)
             .field("placement", &self.placement)
             .finish_non_exhaustive()

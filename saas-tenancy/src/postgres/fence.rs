@@ -7,7 +7,7 @@
 //! row and schema tenants) holds the tenant's *handle lock* shared: an
 //! advisory lock keyed by the tenant id ([`handle_lock_key`]), taken in
 //! the round trip that already sets the scope — transaction-level in a
-//! `TenantTx`'s `BEGIN`, session-level in a `TenantConn`'s scope statement
+//! `PgTenantTx`'s `BEGIN`, session-level in a `PgTenantConn`'s scope statement
 //! (released by the reset every connection gets on its way back to the
 //! pool, or with the session). A tenant-pool connection
 //! ([`ScopeMode::TenantPools`](super::ScopeMode::TenantPools), database

@@ -16,6 +16,17 @@ use crate::record::TenantRecord;
 const DELETE_PASSES: usize = 8;
 
 impl PgTenancy {
+    /// Suspends a tenant: new scoped handles are refused, the data is kept.
+    /// See [`PgTenancy::set_status`].
+    pub async fn suspend(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.set_status(id, TenantStatus::Suspended).await
+    }
+
+    /// Resumes a suspended tenant. See [`PgTenancy::set_status`].
+    pub async fn resume(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        self.set_status(id, TenantStatus::Active).await
+    }
+
     /// Suspends (`to` = suspended: scoped access refused, data kept) or
     /// resumes (`to` = active) a tenant in the catalog — the only two
     /// changes made here; any other `to` is [`TenancyError::InvalidInput`]
@@ -38,7 +49,7 @@ impl PgTenancy {
     ///
     /// Suspending refuses *new* handles ([`begin`](Self::begin) and
     /// [`acquire`](Self::acquire) return [`TenancyError::TenantNotServable`]);
-    /// a [`TenantTx`](super::TenantTx) or [`TenantConn`](super::TenantConn)
+    /// a [`PgTenantTx`](super::PgTenantTx) or [`PgTenantConn`](super::PgTenantConn)
     /// already held keeps working until it is committed, rolled back or
     /// dropped — requests in flight finish. The tenant's data is kept and
     /// served again after resuming.
@@ -93,8 +104,8 @@ impl PgTenancy {
     /// (including requests that were already waiting for a connection),
     /// in other processes once their cached record expires
     /// ([`record_ttl`](super::PgTenancyBuilder::record_ttl)). Handles
-    /// already open ([`TenantTx`](super::TenantTx),
-    /// [`TenantConn`](super::TenantConn), from any process) get up to the
+    /// already open ([`PgTenantTx`](super::PgTenantTx),
+    /// [`PgTenantConn`](super::PgTenantConn), from any process) get up to the
     /// [`deletion_grace`](super::PgTenancyBuilder::deletion_grace) period
     /// (default 5 s) to end — what they wrote meanwhile is deleted with the
     /// tenant — and are then **cut**: their sessions are terminated

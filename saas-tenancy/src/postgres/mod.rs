@@ -34,14 +34,14 @@ pub use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport,
 pub use crate::registry::{PoolLimits, PoolStats};
 pub use audit::{AuditFinding, AuditObject, Weakness};
 pub use builder::PgTenancyBuilder;
-pub use conn::TenantConn;
+pub use conn::PgTenantConn;
 pub use fence::handle_lock_key;
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
 type PoolRegistry = crate::registry::PoolRegistry<Postgres>;
 pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
-pub use tx::TenantTx;
+pub use tx::PgTenantTx;
 
 use affinity::{Affinity, SharedCheckout};
 use cache::RecordCache;
@@ -91,7 +91,7 @@ pub enum ScopeMode {
     /// (reset before reuse). Scales to any number of active tenants; a
     /// scoped single statement costs one extra round trip. A connection
     /// goes back to the pool through a full reset (one more round trip,
-    /// off the request path: see [`TenantConn`]) — unless it is kept for
+    /// off the request path: see [`PgTenantConn`]) — unless it is kept for
     /// its tenant's next handle ([`PgTenancyBuilder::connection_affinity`],
     /// on by default), which then resets it in the round trip of its own
     /// scope. Schema tenants give up sqlx's per-connection statement and
@@ -138,7 +138,7 @@ impl Cluster {
 ///
 /// `begin(&ctx)` is the only way to a tenant's data: it reads the tenant
 /// from the catalog (a missing, suspended or deleted tenant is a typed
-/// error) and opens a [`TenantTx`] scoped by its placement, in the same
+/// error) and opens a [`PgTenantTx`] scoped by its placement, in the same
 /// round trip as `BEGIN`.
 #[derive(Clone)]
 pub struct PgTenancy {
@@ -235,7 +235,7 @@ impl PgTenancy {
     }
 
     /// Opens a transaction scoped to the context's tenant.
-    pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, TenancyError> {
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<PgTenantTx, TenancyError> {
         let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
         self.begin_record(&record, fences).await
@@ -247,12 +247,13 @@ impl PgTenancy {
         &self,
         record: &TenantRecord,
         fences: u64,
-    ) -> Result<TenantTx, TenancyError> {
+    ) -> Result<PgTenantTx, TenancyError> {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(record).await? {
             let conn = self.checkout(lease.pool(), tenant, fences).await?;
-            return TenantTx::begin(conn, None, tenant, placement, Some(lease), None, false).await;
+            return PgTenantTx::begin(conn, None, tenant, placement, Some(lease), None, false)
+                .await;
         }
         let cluster = self.cluster(placement.cluster())?;
         let begin = |reused: bool| match &placement {
@@ -269,7 +270,7 @@ impl PgTenancy {
             let statement = AssertSqlSafe(begin(reused)).into_sql_str();
             let affinity = cluster.keep_for(&checkout);
             let placement = placement.clone();
-            match TenantTx::begin(
+            match PgTenantTx::begin(
                 checkout.conn,
                 Some(statement),
                 tenant,
@@ -296,15 +297,15 @@ impl PgTenancy {
     }
 
     /// A scoped connection for single statements, each committing on its
-    /// own (see [`TenantConn`] for how the scope is kept and removed).
-    pub async fn acquire(&self, ctx: &TenantContext) -> Result<TenantConn, TenancyError> {
+    /// own (see [`PgTenantConn`] for how the scope is kept and removed).
+    pub async fn acquire(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
         let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
             let conn = self.checkout(lease.pool(), tenant, fences).await?;
-            return Ok(TenantConn::new(
+            return Ok(PgTenantConn::new(
                 conn,
                 false,
                 tenant,
@@ -328,7 +329,7 @@ impl PgTenancy {
             let affinity = cluster.keep_for(&checkout);
             // Wrapped before the scope is set, so that even a cancellation
             // right here resets the connection before another tenant uses it.
-            let mut conn = TenantConn::new(
+            let mut conn = PgTenantConn::new(
                 checkout.conn,
                 true,
                 tenant,
@@ -517,7 +518,7 @@ impl PgTenancy {
 
     /// The runtime pool of a cluster, as used by row and schema tenants.
     /// Plain use of it sees no tenant rows: every connection is reset as
-    /// it goes back to the pool (see [`TenantConn`]), so no scope or other
+    /// it goes back to the pool (see [`PgTenantConn`]), so no scope or other
     /// session state of an earlier user is left on it. Connections kept
     /// for their tenant (see [`PgTenancyBuilder::connection_affinity`])
     /// count as checked out in its `size()` and not as idle; they are

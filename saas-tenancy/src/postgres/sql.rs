@@ -93,7 +93,7 @@ const UNLOCK_ALL: &str = "pg_catalog.pg_advisory_unlock_all()";
 /// a setting that does not exist, evaluated only in that case — and the
 /// handle takes a pool connection instead (see `PgTenancy::begin_record`)
 /// when the tenant's raw SQL left what the in-band reset cannot undo:
-/// - a transaction open (a raw `BEGIN` on a `TenantConn`): the round
+/// - a transaction open (a raw `BEGIN` on a `PgTenantConn`): the round
 ///   trip then runs inside it, and its transaction began earlier;
 /// - session-level transaction characteristics (`SET SESSION
 ///   CHARACTERISTICS`, `default_transaction_*`): a transaction's are fixed

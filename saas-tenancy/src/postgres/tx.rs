@@ -16,13 +16,13 @@ use crate::placement::Placement;
 /// executor: `sqlx::query(..).fetch_all(&mut *tx)`.
 ///
 /// The scope (tenant setting, role, search path) is transaction-local:
-/// it ends with [`commit`](TenantTx::commit), [`rollback`](TenantTx::rollback)
+/// it ends with [`commit`](PgTenantTx::commit), [`rollback`](PgTenantTx::rollback)
 /// or drop (which rolls back — including when a future is cancelled or a
 /// panic unwinds). Whatever raw SQL did to a shared runtime connection's
 /// session besides — session-level `SET`, `SET ROLE`, `PREPARE`,
 /// `LISTEN`, advisory locks, held cursors, temporary tables — is reset
 /// when the connection goes back to its pool, or the connection is closed
-/// (see [`TenantConn`](super::TenantConn) for the list, for tenant
+/// (see [`PgTenantConn`](super::PgTenantConn) for the list, for tenant
 /// pools, and for tenant affinity: a committed transaction's shared
 /// connection may first be kept for the same tenant's next handle; a
 /// rolled-back one never is, since the rollback undoes the reset its
@@ -42,7 +42,7 @@ use crate::placement::Placement;
 ///
 /// On a shared runtime connection from the pool, a schema tenant's
 /// transaction starts with sqlx's per-connection statement and type caches
-/// emptied (see [`TenantConn`](super::TenantConn)); they are emptied again
+/// emptied (see [`PgTenantConn`](super::PgTenantConn)); they are emptied again
 /// before the connection goes back to the pool (one more round trip when
 /// statements were prepared in it: in `rollback`, or off the request path
 /// when a committed connection is not kept); a connection kept for the
@@ -60,7 +60,7 @@ use crate::placement::Placement;
 /// pool when the caches could not be emptied (an error, or a drop outside
 /// a Tokio runtime) or when the handle was dropped while `BEGIN` and the
 /// scope were still in flight (the server's state is then unknown).
-pub struct TenantTx {
+pub struct PgTenantTx {
     // Field order matters: the connection is handed back (or closed)
     // before the pool lease is released. `None` only once ended.
     conn: Option<PoolConnection<Postgres>>,
@@ -91,7 +91,7 @@ enum State {
     Committed,
 }
 
-impl TenantTx {
+impl PgTenantTx {
     /// Begins a transaction on `conn` (with `statement` instead of `BEGIN`
     /// when given). The handle owns the connection before `BEGIN` is sent,
     /// so a cancellation at any point is handled by its `Drop`.
@@ -108,7 +108,7 @@ impl TenantTx {
         affinity: Option<(Affinity, Instant)>,
         reused: bool,
     ) -> Result<Self, TenancyError> {
-        // Only a shared connection moves between schemas (see `TenantConn`).
+        // Only a shared connection moves between schemas (see `PgTenantConn`).
         let clear_caches = lease.is_none() && matches!(placement, Placement::Schema { .. });
         let mut tx = Self {
             conn: Some(conn),
@@ -135,7 +135,7 @@ impl TenantTx {
     }
 
     /// Whether the connection serves other tenants too (see
-    /// [`TenantConn::on_shared_connection`](super::TenantConn::on_shared_connection)).
+    /// [`PgTenantConn::on_shared_connection`](super::PgTenantConn::on_shared_connection)).
     pub fn on_shared_connection(&self) -> bool {
         self.lease.is_none()
     }
@@ -183,19 +183,19 @@ impl TenantTx {
         // `conn` is only taken by `drop`.
         match &self.conn {
             Some(c) => c,
-            None => unreachable!("TenantTx used after drop"),
+            None => unreachable!("PgTenantTx used after drop"),
         }
     }
 
     fn conn_mut(&mut self) -> &mut PgConnection {
         match &mut self.conn {
             Some(c) => c,
-            None => unreachable!("TenantTx used after drop"),
+            None => unreachable!("PgTenantTx used after drop"),
         }
     }
 }
 
-impl Drop for TenantTx {
+impl Drop for PgTenantTx {
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
@@ -226,7 +226,7 @@ impl Drop for TenantTx {
     }
 }
 
-impl Deref for TenantTx {
+impl Deref for PgTenantTx {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
@@ -234,15 +234,15 @@ impl Deref for TenantTx {
     }
 }
 
-impl DerefMut for TenantTx {
+impl DerefMut for PgTenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn_mut()
     }
 }
 
-impl std::fmt::Debug for TenantTx {
+impl std::fmt::Debug for PgTenantTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantTx")
+        f.debug_struct("PgTenantTx")
             .field("tenant", &self.tenant)
             .field("placement", &self.placement)
             .finish_non_exhaustive()

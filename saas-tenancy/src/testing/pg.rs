@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::postgres::{
     PgClusterConfig, PgTenancy, PgTenancyBuilder, PoolLimits, ScopeMode, SqlIdent, TenantTable,
 };
-use crate::{ClusterName, DynCatalog, NewTenant, PostgresCatalog, Strategy, TenantRecord};
+use crate::{ClusterName, DynCatalog, NewTenant, PgCatalog, Strategy, TenantRecord};
 use saas_core::{TenantContext, TenantSlug};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -98,7 +98,7 @@ impl PgSandbox {
             .connect_with(admin_options.clone())
             .await?;
         admin.execute(NOTES_SHARED).await?;
-        let catalog = PostgresCatalog::new(admin.clone());
+        let catalog = PgCatalog::new(admin.clone());
         catalog.migrate().await?;
         let catalog: DynCatalog = Arc::new(catalog);
 

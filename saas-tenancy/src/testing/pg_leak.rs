@@ -132,7 +132,7 @@ impl LeakTarget for PgLeakTarget {
             if !tx.on_shared_connection() {
                 // A tenant's own pool never serves another tenant: what its
                 // raw SQL leaves meets only its own later requests (see
-                // `TenantConn`), which is not what this harness checks.
+                // `PgTenantConn`), which is not what this harness checks.
                 return Ok(());
             }
             let placement = tx.placement().clone();

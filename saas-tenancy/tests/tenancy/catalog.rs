@@ -36,12 +36,12 @@ mod postgres {
     use std::sync::Arc;
 
     use saas_tenancy::testing::Cleanup;
-    use saas_tenancy::{DynCatalog, PostgresCatalog};
+    use saas_tenancy::{DynCatalog, PgCatalog};
 
     async fn catalog() -> Option<(DynCatalog, Cleanup)> {
         let (pool, _schema, cleanup) =
             crate::fixtures::pg_schema_pool("tenancy::catalog::postgres").await?;
-        let catalog = PostgresCatalog::new(pool.clone());
+        let catalog = PgCatalog::new(pool.clone());
         catalog.migrate().await.unwrap();
         // Migrating twice is harmless.
         catalog.migrate().await.unwrap();

@@ -1,5 +1,5 @@
 //! Deletion is final: a scoped handle opened before `delete_tenant` —
-//! a `TenantTx` or a `TenantConn`, in either scope mode, for every
+//! a `PgTenantTx` or a `PgTenantConn`, in either scope mode, for every
 //! placement — cannot leave rows of the deleted tenant behind. The
 //! deletion fences the tenant first (new handles refused), waits up to
 //! the grace period for held handles to end, cuts the rest, then deletes
@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use saas_core::{TenantContext, TenantId, TenantStatus};
-use saas_tenancy::postgres::{PgTenancy, ScopeMode, TenantConn, TenantTx};
+use saas_tenancy::postgres::{PgTenancy, PgTenantConn, PgTenantTx, ScopeMode};
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::{Strategy, TenancyError};
 
@@ -36,8 +36,8 @@ enum Kind {
 }
 
 enum Handle {
-    Tx(TenantTx),
-    Conn(TenantConn),
+    Tx(PgTenantTx),
+    Conn(PgTenantConn),
 }
 
 impl Handle {

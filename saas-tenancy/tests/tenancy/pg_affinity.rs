@@ -295,7 +295,7 @@ async fn a_kept_connection_reaches_another_tenant_only_through_the_full_reset() 
 
 /// What the in-band reset cannot undo makes the kept connection fail its
 /// first round trip, and the handle takes a pool connection instead (the
-/// kept one is closed): a transaction raw SQL left open on a `TenantConn`,
+/// kept one is closed): a transaction raw SQL left open on a `PgTenantConn`,
 /// session transaction characteristics (fixed when that round trip
 /// began), an exchange left out of step by a refused raw COPY. The
 /// tenant's next handles work either way.

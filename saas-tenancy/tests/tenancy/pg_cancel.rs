@@ -165,7 +165,7 @@ async fn cancelled_at_every_suspension_leaves_the_runtime_pool_clean() {
     env.cleanup().await;
 }
 
-/// `TenantTx` drives sqlx's transaction manager itself: a nested `begin`
+/// `PgTenantTx` drives sqlx's transaction manager itself: a nested `begin`
 /// on it is still a savepoint, whose rollback keeps the outer work.
 #[tokio::test]
 async fn a_nested_begin_on_a_tenant_transaction_is_a_savepoint() {

@@ -7,9 +7,7 @@ use saas_core::{TenantContext, TenantSlug};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
 use saas_tenancy::testing::pg::{NOTES_SHARED, NOTES_TENANT};
 use saas_tenancy::testing::unique_name;
-use saas_tenancy::{
-    ClusterName, DynCatalog, NewTenant, PlacementPolicy, PostgresCatalog, Strategy,
-};
+use saas_tenancy::{ClusterName, DynCatalog, NewTenant, PgCatalog, PlacementPolicy, Strategy};
 use saas_test_support::{Service, service_url};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -112,7 +110,7 @@ async fn tenants_spread_over_two_servers_stay_isolated() {
     let one = server(&url1, "one").await;
     let two = server(&url2, "two").await;
     let role = unique_name("saas_rt");
-    let catalog = PostgresCatalog::new(one.admin.clone());
+    let catalog = PgCatalog::new(one.admin.clone());
     catalog.migrate().await.unwrap();
     let catalog: DynCatalog = Arc::new(catalog);
     let round_robin = tenancy(
@@ -223,7 +221,7 @@ async fn operations_reach_tenants_on_the_second_server() {
     let one = server(&url1, "one").await;
     let two = server(&url2, "two").await;
     let role = unique_name("saas_rt");
-    let catalog = PostgresCatalog::new(one.admin.clone());
+    let catalog = PgCatalog::new(one.admin.clone());
     catalog.migrate().await.unwrap();
     let catalog: DynCatalog = Arc::new(catalog);
     let v1 = tenancy(

@@ -43,7 +43,7 @@ impl PostgresUsageStore {
     /// runs this on a connection of the store's pool).
     ///
     /// Pass `&mut *tx` for a `sqlx::Transaction<'_, Postgres>` or a
-    /// saas-tenancy `TenantTx` (any placement): both dereference to a
+    /// saas-tenancy `PgTenantTx` (any placement): both dereference to a
     /// [`PgConnection`]. Engine-level validation (subscription, meter,
     /// timestamps) is [`BillingEngine::record_usage_in`](crate::BillingEngine::record_usage_in),
     /// which calls this through [`UsageWriter`].
