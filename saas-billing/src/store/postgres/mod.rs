@@ -28,6 +28,7 @@
 //!   unique violation → `AlreadyExists`), and a trigger refusing any
 //!   change to a finalized row, below the store's own check.
 
+mod dialect;
 mod invoices;
 mod subscriptions;
 mod usage;

@@ -1,8 +1,12 @@
-//! What the PostgreSQL and SQLite stores share: error classification, the
+//! What the PostgreSQL and SQLite stores share: the stores themselves,
+//! written once over a [`dialect::Dialect`], error classification, the
 //! JSON form of stored values, exact timestamps and the plan of a batched
 //! ingestion.
 
+pub(crate) mod dialect;
 pub(crate) mod ingest;
+pub(crate) mod invoices;
+pub(crate) mod subscriptions;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -24,6 +24,7 @@
 //! connections; an in-memory database (`sqlite::memory:`) exists per
 //! connection, so give its pool a single connection.
 
+mod dialect;
 mod invoices;
 mod migrations;
 mod subscriptions;

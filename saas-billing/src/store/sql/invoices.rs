@@ -1,0 +1,224 @@
+//! [`InvoiceStore`] once for every [`Dialect`](super::dialect::Dialect):
+//! the invoice as JSON (`body`) plus `status`, `currency`, `total` and the
+//! columns queries need; one invoice per subscription and period (a
+//! unique constraint: of racing creations one commits, the others get a
+//! unique violation → `AlreadyExists`); a finalized invoice is refused by
+//! the store and, below it, by a trigger.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use saas_core::TenantId;
+use sqlx::Pool;
+
+use super::dialect::{Param, Sql};
+use super::{from_json, to_json};
+use crate::error::BillingError;
+use crate::ids::{InvoiceId, SubscriptionId};
+use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus};
+use crate::store::InvoiceStore;
+
+/// An invoice store on a pool of a [`Sql`] database: implementing it
+/// implements [`InvoiceStore`].
+pub(crate) trait InvoiceTable: std::fmt::Debug + Send + Sync {
+    /// The database.
+    type Db: Sql;
+
+    /// The pool holding `billing_invoices`.
+    fn pool(&self) -> &Pool<Self::Db>;
+}
+
+/// `SELECT` of the column [`read`] needs, then `rest`.
+fn select<D: Sql>(rest: &str) -> String {
+    format!(
+        "SELECT body{} AS body FROM billing_invoices {rest}",
+        D::JSON_TEXT
+    )
+}
+
+fn read<D: Sql>(row: &D::Row) -> Result<Invoice, BillingError> {
+    from_json(D::BACKEND, &D::text(row, "body").map_err(D::error)?)
+}
+
+async fn fetch_optional<D: Sql>(
+    conn: &mut D::Connection,
+    rest: &str,
+    params: Vec<Param>,
+) -> Result<Option<Invoice>, BillingError> {
+    let row = D::fetch_optional(conn, select::<D>(rest), params)
+        .await
+        .map_err(D::error)?;
+    row.map(|row| read::<D>(&row)).transpose()
+}
+
+async fn fetch_all<D: Sql>(
+    pool: &Pool<D>,
+    rest: &str,
+    params: Vec<Param>,
+) -> Result<Vec<Invoice>, BillingError> {
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    let rows = D::fetch_all(&mut *conn, select::<D>(rest), params)
+        .await
+        .map_err(D::error)?;
+    rows.iter().map(read::<D>).collect()
+}
+
+fn status_text(status: InvoiceStatus) -> &'static str {
+    match status {
+        InvoiceStatus::Draft => "draft",
+        InvoiceStatus::Finalized => "finalized",
+    }
+}
+
+async fn create<D: Sql>(pool: &Pool<D>, invoice: Invoice) -> Result<Invoice, BillingError> {
+    if invoice.status != InvoiceStatus::Draft {
+        return Err(BillingError::invalid("status", "only drafts are created"));
+    }
+    let sql = format!(
+        "INSERT INTO billing_invoices (id, tenant_id, subscription_id, period_index, \
+         status, currency, total, created_at, finalize_after, finalized_at, body) \
+         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, NULL, $9{})",
+        D::JSON_PARAM
+    );
+    let params = vec![
+        Param::Id(*invoice.id.as_uuid()),
+        Param::Tenant(invoice.tenant_id),
+        Param::Id(*invoice.subscription_id.as_uuid()),
+        Param::Int(invoice.period_index),
+        Param::Text(invoice.currency.code().to_owned()),
+        Param::Amount(invoice.total.amount()),
+        Param::At(Some(invoice.created_at)),
+        Param::At(Some(invoice.finalize_after)),
+        Param::Text(to_json(D::BACKEND, &invoice)?),
+    ];
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    match D::execute(&mut *conn, sql, params).await {
+        Ok(_) => Ok(invoice),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            Err(BillingError::AlreadyExists {
+                what: "invoice",
+                id: format!(
+                    "subscription {} period {}",
+                    invoice.subscription_id, invoice.period_index
+                ),
+            })
+        }
+        Err(e) => Err(D::error(e)),
+    }
+}
+
+/// Changes a draft in one write transaction: reads the row (locked where
+/// the dialect locks rows), applies `change` to the stored invoice and
+/// writes the result.
+async fn change_draft<D: Sql>(
+    pool: &Pool<D>,
+    tenant: TenantId,
+    id: InvoiceId,
+    change: impl FnOnce(&mut Invoice) -> Result<(), BillingError> + Send,
+) -> Result<Invoice, BillingError> {
+    let mut tx = D::begin_write(pool).await?;
+    let rest = format!("WHERE id = $1 AND tenant_id = $2{}", D::FOR_UPDATE);
+    let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
+    let Some(mut invoice) = fetch_optional::<D>(&mut *tx, &rest, params).await? else {
+        return Err(BillingError::not_found("invoice", id));
+    };
+    change(&mut invoice)?;
+    let sql = format!(
+        "UPDATE billing_invoices SET status = $2, total = $3, finalized_at = $4, \
+         body = $5{} WHERE id = $1",
+        D::JSON_PARAM
+    );
+    let params = vec![
+        Param::Id(*id.as_uuid()),
+        Param::Text(status_text(invoice.status).to_owned()),
+        Param::Amount(invoice.total.amount()),
+        Param::At(invoice.finalized_at),
+        Param::Text(to_json(D::BACKEND, &invoice)?),
+    ];
+    D::execute(&mut *tx, sql, params).await.map_err(D::error)?;
+    tx.commit().await.map_err(D::error)?;
+    Ok(invoice)
+}
+
+#[async_trait]
+impl<S: InvoiceTable> InvoiceStore for S {
+    async fn create(&self, invoice: Invoice) -> Result<Invoice, BillingError> {
+        create(self.pool(), invoice).await
+    }
+
+    async fn get(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, BillingError> {
+        let mut conn = self.pool().acquire().await.map_err(S::Db::error)?;
+        let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
+        fetch_optional::<S::Db>(&mut *conn, "WHERE id = $1 AND tenant_id = $2", params)
+            .await?
+            .ok_or_else(|| BillingError::not_found("invoice", id))
+    }
+
+    async fn find(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        period: i64,
+    ) -> Result<Option<Invoice>, BillingError> {
+        let mut conn = self.pool().acquire().await.map_err(S::Db::error)?;
+        fetch_optional::<S::Db>(
+            &mut *conn,
+            "WHERE subscription_id = $1 AND period_index = $2 AND tenant_id = $3",
+            vec![
+                Param::Id(*subscription.as_uuid()),
+                Param::Int(period),
+                Param::Tenant(tenant),
+            ],
+        )
+        .await
+    }
+
+    async fn update_draft(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        lines: Vec<InvoiceLine>,
+    ) -> Result<Invoice, BillingError> {
+        change_draft(self.pool(), tenant, id, |invoice| invoice.set_lines(lines)).await
+    }
+
+    async fn finalize(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        lines: Vec<InvoiceLine>,
+        at: DateTime<Utc>,
+    ) -> Result<Invoice, BillingError> {
+        change_draft(self.pool(), tenant, id, |invoice| {
+            invoice.set_lines(lines)?;
+            invoice.finalize(at)
+        })
+        .await
+    }
+
+    async fn drafts_due(
+        &self,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Invoice>, BillingError> {
+        fetch_all(
+            self.pool(),
+            "WHERE status = 'draft' AND finalize_after <= $1 \
+             ORDER BY finalize_after, id LIMIT $2",
+            vec![Param::At(Some(at)), Param::limit(limit)],
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<Vec<Invoice>, BillingError> {
+        fetch_all(
+            self.pool(),
+            "WHERE subscription_id = $1 AND tenant_id = $2 ORDER BY period_index",
+            vec![Param::Id(*subscription.as_uuid()), Param::Tenant(tenant)],
+        )
+        .await
+    }
+}
