@@ -114,6 +114,9 @@ pub(crate) trait Sql: Dialect {
     /// An integer column.
     fn int(row: &Self::Row, column: &str) -> Result<i64, sqlx::Error>;
 
+    /// A tenant id column (`TenantId`'s own sqlx encoding).
+    fn tenant(row: &Self::Row, column: &str) -> Result<TenantId, sqlx::Error>;
+
     /// Converts a driver error (see [`super::backend_error`]).
     fn error(error: sqlx::Error) -> BillingError {
         super::backend_error(Self::BACKEND, error)
@@ -134,6 +137,7 @@ where
     DB::Arguments: IntoArguments<DB>,
     String: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'r> Decode<'r, DB> + Type<DB>,
+    TenantId: for<'r> Decode<'r, DB> + Type<DB>,
     for<'s> &'s str: ColumnIndex<DB::Row>,
 {
     async fn execute(
@@ -166,6 +170,10 @@ where
     }
 
     fn int(row: &DB::Row, column: &str) -> Result<i64, sqlx::Error> {
+        row.try_get(column)
+    }
+
+    fn tenant(row: &DB::Row, column: &str) -> Result<TenantId, sqlx::Error> {
         row.try_get(column)
     }
 }

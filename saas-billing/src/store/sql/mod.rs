@@ -7,6 +7,7 @@ pub(crate) mod dialect;
 pub(crate) mod ingest;
 pub(crate) mod invoices;
 pub(crate) mod subscriptions;
+pub(crate) mod usage;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
