@@ -2,8 +2,10 @@
 //! trait implemented on each sqlx database type: a few SQL fragments (JSON
 //! casts, the row lock), how a write transaction begins, and how a
 //! [`Param`] is encoded in that database's column types. The stores'
-//! logic ([`super::subscriptions`], [`super::invoices`]) is written once
-//! over it; [`Sql`] runs statements on any of them.
+//! logic ([`super::subscriptions`], [`super::invoices`],
+//! [`super::usage`], whose [`UsageDialect`](super::usage::UsageDialect)
+//! adds usage's batched statements) is written once over it; [`Sql`] runs
+//! statements on any of them.
 //!
 //! Statements use numbered `$n` placeholders, which sqlx's SQLite driver
 //! binds by number as PostgreSQL does.
@@ -121,6 +123,35 @@ pub(crate) trait Sql: Dialect {
     fn error(error: sqlx::Error) -> BillingError {
         super::backend_error(Self::BACKEND, error)
     }
+}
+
+/// Runs `sql` on a connection of `pool`; every row, read by `read`.
+pub(crate) async fn all<D: Sql, T>(
+    pool: &Pool<D>,
+    sql: String,
+    params: Vec<Param>,
+    read: fn(&D::Row) -> Result<T, BillingError>,
+) -> Result<Vec<T>, BillingError> {
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    let rows = D::fetch_all(&mut *conn, sql, params)
+        .await
+        .map_err(D::error)?;
+    rows.iter().map(read).collect()
+}
+
+/// Runs `sql` on a connection of `pool`; its first row, if any, read by
+/// `read`.
+pub(crate) async fn optional<D: Sql, T>(
+    pool: &Pool<D>,
+    sql: String,
+    params: Vec<Param>,
+    read: fn(&D::Row) -> Result<T, BillingError>,
+) -> Result<Option<T>, BillingError> {
+    let mut conn = pool.acquire().await.map_err(D::error)?;
+    let row = D::fetch_optional(&mut *conn, sql, params)
+        .await
+        .map_err(D::error)?;
+    row.as_ref().map(read).transpose()
 }
 
 fn statement<DB: Dialect>(sql: String, params: Vec<Param>) -> Statement<DB> {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 use sqlx::Pool;
 
-use super::dialect::{Param, Sql};
+use super::dialect::{Param, Sql, all, optional};
 use super::{from_json, to_json};
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, SubscriptionId};
@@ -37,29 +37,6 @@ fn select<D: Sql>(rest: &str) -> String {
 
 fn read<D: Sql>(row: &D::Row) -> Result<Invoice, BillingError> {
     from_json(D::BACKEND, &D::text(row, "body").map_err(D::error)?)
-}
-
-async fn fetch_optional<D: Sql>(
-    conn: &mut D::Connection,
-    rest: &str,
-    params: Vec<Param>,
-) -> Result<Option<Invoice>, BillingError> {
-    let row = D::fetch_optional(conn, select::<D>(rest), params)
-        .await
-        .map_err(D::error)?;
-    row.map(|row| read::<D>(&row)).transpose()
-}
-
-async fn fetch_all<D: Sql>(
-    pool: &Pool<D>,
-    rest: &str,
-    params: Vec<Param>,
-) -> Result<Vec<Invoice>, BillingError> {
-    let mut conn = pool.acquire().await.map_err(D::error)?;
-    let rows = D::fetch_all(&mut *conn, select::<D>(rest), params)
-        .await
-        .map_err(D::error)?;
-    rows.iter().map(read::<D>).collect()
 }
 
 fn status_text(status: InvoiceStatus) -> &'static str {
@@ -118,7 +95,10 @@ async fn change_draft<D: Sql>(
     let mut tx = D::begin_write(pool).await?;
     let rest = format!("WHERE id = $1 AND tenant_id = $2{}", D::FOR_UPDATE);
     let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
-    let Some(mut invoice) = fetch_optional::<D>(&mut *tx, &rest, params).await? else {
+    let row = D::fetch_optional(&mut *tx, select::<D>(&rest), params)
+        .await
+        .map_err(D::error)?;
+    let Some(mut invoice) = row.as_ref().map(read::<D>).transpose()? else {
         return Err(BillingError::not_found("invoice", id));
     };
     change(&mut invoice)?;
@@ -146,9 +126,9 @@ impl<S: InvoiceTable> InvoiceStore for S {
     }
 
     async fn get(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, BillingError> {
-        let mut conn = self.pool().acquire().await.map_err(S::Db::error)?;
         let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
-        fetch_optional::<S::Db>(&mut *conn, "WHERE id = $1 AND tenant_id = $2", params)
+        let rest = "WHERE id = $1 AND tenant_id = $2";
+        optional(self.pool(), select::<S::Db>(rest), params, read::<S::Db>)
             .await?
             .ok_or_else(|| BillingError::not_found("invoice", id))
     }
@@ -159,17 +139,13 @@ impl<S: InvoiceTable> InvoiceStore for S {
         subscription: SubscriptionId,
         period: i64,
     ) -> Result<Option<Invoice>, BillingError> {
-        let mut conn = self.pool().acquire().await.map_err(S::Db::error)?;
-        fetch_optional::<S::Db>(
-            &mut *conn,
-            "WHERE subscription_id = $1 AND period_index = $2 AND tenant_id = $3",
-            vec![
-                Param::Id(*subscription.as_uuid()),
-                Param::Int(period),
-                Param::Tenant(tenant),
-            ],
-        )
-        .await
+        let rest = "WHERE subscription_id = $1 AND period_index = $2 AND tenant_id = $3";
+        let params = vec![
+            Param::Id(*subscription.as_uuid()),
+            Param::Int(period),
+            Param::Tenant(tenant),
+        ];
+        optional(self.pool(), select::<S::Db>(rest), params, read::<S::Db>).await
     }
 
     async fn update_draft(
@@ -200,13 +176,10 @@ impl<S: InvoiceTable> InvoiceStore for S {
         at: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Invoice>, BillingError> {
-        fetch_all(
-            self.pool(),
-            "WHERE status = 'draft' AND finalize_after <= $1 \
-             ORDER BY finalize_after, id LIMIT $2",
-            vec![Param::At(Some(at)), Param::limit(limit)],
-        )
-        .await
+        let rest = "WHERE status = 'draft' AND finalize_after <= $1 \
+                    ORDER BY finalize_after, id LIMIT $2";
+        let params = vec![Param::At(Some(at)), Param::limit(limit)];
+        all(self.pool(), select::<S::Db>(rest), params, read::<S::Db>).await
     }
 
     async fn list(
@@ -214,11 +187,8 @@ impl<S: InvoiceTable> InvoiceStore for S {
         tenant: TenantId,
         subscription: SubscriptionId,
     ) -> Result<Vec<Invoice>, BillingError> {
-        fetch_all(
-            self.pool(),
-            "WHERE subscription_id = $1 AND tenant_id = $2 ORDER BY period_index",
-            vec![Param::Id(*subscription.as_uuid()), Param::Tenant(tenant)],
-        )
-        .await
+        let rest = "WHERE subscription_id = $1 AND tenant_id = $2 ORDER BY period_index";
+        let params = vec![Param::Id(*subscription.as_uuid()), Param::Tenant(tenant)];
+        all(self.pool(), select::<S::Db>(rest), params, read::<S::Db>).await
     }
 }

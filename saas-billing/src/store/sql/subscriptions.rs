@@ -1,4 +1,4 @@
-//! [`SubscriptionStore`] once for every [`Dialect`](super::dialect::Dialect): the subscription as
+//! [`SubscriptionStore`] once for every [`Dialect`]: the subscription as
 //! JSON (`state`) plus the columns queries need; an update is one
 //! conditional `UPDATE … WHERE version = $expected`.
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 use sqlx::Pool;
 
-use super::dialect::{Dialect, Param, Sql};
+use super::dialect::{Dialect, Param, Sql, all, optional};
 use super::{from_json, to_json, version_from_db, version_to_db};
 use crate::error::BillingError;
 use crate::ids::SubscriptionId;
@@ -40,18 +40,6 @@ fn read<D: Sql>(row: &D::Row) -> Result<Subscription, BillingError> {
     Ok(subscription)
 }
 
-async fn fetch_all<D: Sql>(
-    pool: &Pool<D>,
-    rest: &str,
-    params: Vec<Param>,
-) -> Result<Vec<Subscription>, BillingError> {
-    let mut conn = pool.acquire().await.map_err(D::error)?;
-    let rows = D::fetch_all(&mut *conn, select::<D>(rest), params)
-        .await
-        .map_err(D::error)?;
-    rows.iter().map(read::<D>).collect()
-}
-
 async fn insert<D: Sql>(
     pool: &Pool<D>,
     mut subscription: Subscription,
@@ -81,25 +69,6 @@ async fn insert<D: Sql>(
             })
         }
         Err(e) => Err(D::error(e)),
-    }
-}
-
-async fn get<D: Sql>(
-    pool: &Pool<D>,
-    tenant: TenantId,
-    id: SubscriptionId,
-) -> Result<Subscription, BillingError> {
-    let mut conn = pool.acquire().await.map_err(D::error)?;
-    let row = D::fetch_optional(
-        &mut *conn,
-        select::<D>("WHERE id = $1 AND tenant_id = $2"),
-        vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)],
-    )
-    .await
-    .map_err(D::error)?;
-    match row {
-        Some(row) => read::<D>(&row),
-        None => Err(BillingError::not_found("subscription", id)),
     }
 }
 
@@ -166,7 +135,11 @@ impl<S: SubscriptionTable> SubscriptionStore for S {
         tenant: TenantId,
         id: SubscriptionId,
     ) -> Result<Subscription, BillingError> {
-        get(self.pool(), tenant, id).await
+        let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
+        let rest = "WHERE id = $1 AND tenant_id = $2";
+        optional(self.pool(), select::<S::Db>(rest), params, read::<S::Db>)
+            .await?
+            .ok_or_else(|| BillingError::not_found("subscription", id))
     }
 
     async fn update(&self, subscription: Subscription) -> Result<Subscription, BillingError> {
@@ -178,22 +151,16 @@ impl<S: SubscriptionTable> SubscriptionStore for S {
         at: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Subscription>, BillingError> {
-        fetch_all(
-            self.pool(),
-            "WHERE next_due_at IS NOT NULL AND next_due_at <= $1 \
-             ORDER BY next_due_at, id LIMIT $2",
-            vec![Param::At(Some(at)), Param::limit(limit)],
-        )
-        .await
+        let rest = "WHERE next_due_at IS NOT NULL AND next_due_at <= $1 \
+                    ORDER BY next_due_at, id LIMIT $2";
+        let params = vec![Param::At(Some(at)), Param::limit(limit)];
+        all(self.pool(), select::<S::Db>(rest), params, read::<S::Db>).await
     }
 
     async fn list(&self, tenant: TenantId) -> Result<Vec<Subscription>, BillingError> {
-        fetch_all(
-            self.pool(),
-            "WHERE tenant_id = $1 ORDER BY created_at, id",
-            vec![Param::Tenant(tenant)],
-        )
-        .await
+        let rest = "WHERE tenant_id = $1 ORDER BY created_at, id";
+        let params = vec![Param::Tenant(tenant)];
+        all(self.pool(), select::<S::Db>(rest), params, read::<S::Db>).await
     }
 
     async fn open(
@@ -206,14 +173,10 @@ impl<S: SubscriptionTable> SubscriptionStore for S {
              ORDER BY id LIMIT $2",
             S::Db::ID_PARAM
         );
-        fetch_all(
-            self.pool(),
-            &rest,
-            vec![
-                Param::MaybeId(after.map(|a| *a.as_uuid())),
-                Param::limit(limit),
-            ],
-        )
-        .await
+        let params = vec![
+            Param::MaybeId(after.map(|a| *a.as_uuid())),
+            Param::limit(limit),
+        ];
+        all(self.pool(), select::<S::Db>(&rest), params, read::<S::Db>).await
     }
 }

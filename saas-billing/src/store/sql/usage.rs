@@ -15,7 +15,7 @@ use saas_core::TenantId;
 use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
-use super::dialect::{Dialect, Param, Sql};
+use super::dialect::{Dialect, Param, Sql, all, optional};
 use super::ingest::{IngestPlan, Key, NewRow};
 use super::{corrupt, from_json, instant};
 use crate::error::BillingError;
@@ -194,11 +194,7 @@ async fn events<D: UsageDialect>(
     );
     let mut params = vec![Param::Tenant(tenant), Param::Id(*subscription.as_uuid())];
     params.extend(more);
-    let mut conn = pool.acquire().await.map_err(D::error)?;
-    let rows = D::fetch_all(&mut *conn, sql, params)
-        .await
-        .map_err(D::error)?;
-    rows.iter().map(read::<D>).collect()
+    all(pool, sql, params, read::<D>).await
 }
 
 #[async_trait]
@@ -225,18 +221,13 @@ impl<S: UsageTable> UsageStore for S {
         tenant: TenantId,
         subscription: SubscriptionId,
     ) -> Result<Option<i64>, BillingError> {
-        let mut conn = self.pool().acquire().await.map_err(S::Db::error)?;
-        let row = S::Db::fetch_optional(
-            &mut *conn,
-            "SELECT sealed_through FROM billing_usage_seals \
-             WHERE tenant_id = $1 AND subscription_id = $2"
-                .to_owned(),
-            vec![Param::Tenant(tenant), Param::Id(*subscription.as_uuid())],
-        )
+        let sql = "SELECT sealed_through FROM billing_usage_seals \
+                   WHERE tenant_id = $1 AND subscription_id = $2";
+        let params = vec![Param::Tenant(tenant), Param::Id(*subscription.as_uuid())];
+        optional(self.pool(), sql.to_owned(), params, |row| {
+            S::Db::int(row, "sealed_through").map_err(S::Db::error)
+        })
         .await
-        .map_err(S::Db::error)?;
-        row.map(|row| S::Db::int(&row, "sealed_through").map_err(S::Db::error))
-            .transpose()
     }
 
     async fn billed_in(
