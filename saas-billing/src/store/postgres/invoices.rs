@@ -8,6 +8,9 @@ use crate::store::sql::invoices::InvoiceTable;
 /// Invoices in `billing_invoices`: one per subscription and period (a
 /// unique constraint), immutable once finalized (checked by the store and
 /// by a trigger).
+///
+/// Implements [`InvoiceStore`](crate::store::InvoiceStore) through the
+/// implementation it shares with the other SQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresInvoiceStore {
     pool: PgPool,

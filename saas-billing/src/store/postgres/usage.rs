@@ -27,6 +27,9 @@ use crate::store::{IngestOutcome, UsageRecord, UsageWriter};
 
 /// Usage events in `billing_usage_events`, idempotent per tenant and key.
 ///
+/// Implements [`UsageStore`](crate::store::UsageStore) through the
+/// implementation it shares with the other SQL backend.
+///
 /// Within one batch, new rows are inserted (and numbered) in (tenant,
 /// key) order, so that concurrent batches sharing keys take their row
 /// locks in one order and cannot deadlock.

@@ -7,6 +7,9 @@ use sqlx::{Sqlite, SqlitePool};
 use crate::store::sql::subscriptions::SubscriptionTable;
 
 /// Subscriptions in `billing_subscriptions`, with optimistic versions.
+///
+/// Implements [`SubscriptionStore`](crate::store::SubscriptionStore) through the
+/// implementation it shares with the other SQL backend.
 #[derive(Debug, Clone)]
 pub struct SqliteSubscriptionStore {
     pool: SqlitePool,

@@ -27,6 +27,9 @@ use crate::store::sql::{corrupt, parse_uuid, to_json};
 use crate::store::{IngestOutcome, UsageRecord, UsageWriter};
 
 /// Usage events in `billing_usage_events`, idempotent per tenant and key.
+///
+/// Implements [`UsageStore`](crate::store::UsageStore) through the
+/// implementation it shares with the other SQL backend.
 #[derive(Debug, Clone)]
 pub struct SqliteUsageStore {
     pool: SqlitePool,
