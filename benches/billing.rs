@@ -3,7 +3,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). Prints a markdown table and
 //! writes `target/bench-reports/billing.md`.
 //!
-//! - Durable idempotent ingestion through `PostgresUsageStore::ingest`
+//! - Durable idempotent ingestion through `PgUsageStore::ingest`
 //!   beside a plain bulk `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
 //!   NOTHING` of the same rows into an identical table (same columns,
 //!   keys and indexes), alternating rounds, same batch size and writers.
@@ -39,10 +39,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use saas_billing::quota::{
-    LeasedQuota, PostgresQuotaStore, QuotaKey, QuotaStore, RedisQuotaConfig, RedisQuotaStore,
+    LeasedQuota, PgQuotaStore, QuotaKey, QuotaStore, RedisQuotaConfig, RedisQuotaStore,
 };
 use saas_billing::store::InMemoryUsageStore;
-use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::store::postgres::PgBillingStores;
 use saas_billing::{
     Aggregation, BillingCalendar, BillingEngine, Cadence, Catalog, Charge, Currency, Decimal,
     EntitlementChecker, Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion,
@@ -223,7 +223,7 @@ async fn timed_engine(engine: &BillingEngine, batches: Vec<Vec<UsageRecord>>) ->
 /// created at `start()`, its clock a day later (so January's events are
 /// neither before the subscriptions nor in the future).
 async fn engine_with_subscriptions(
-    stores: &PostgresBillingStores,
+    stores: &PgBillingStores,
 ) -> (BillingEngine, Vec<(TenantId, SubscriptionId)>) {
     let clock = ManualClock::new(start());
     let engine = BillingEngine::new(
@@ -287,7 +287,7 @@ async fn durable(url: &str, lines: &mut Vec<Line>) {
         .connect_with(options)
         .await
         .unwrap();
-    let stores = PostgresBillingStores::new(pool.clone());
+    let stores = PgBillingStores::new(pool.clone());
     stores.migrate().await.unwrap();
     pool.execute("CREATE TABLE usage_plain (LIKE billing_usage_events INCLUDING ALL)")
         .await
@@ -557,7 +557,7 @@ async fn quotas(url: &str, redis_url: &str, check_rate: u64, lines: &mut Vec<Lin
         .connect_with(options)
         .await
         .unwrap();
-    let postgres = PostgresQuotaStore::new(pool.clone());
+    let postgres = PgQuotaStore::new(pool.clone());
     postgres.migrate().await.unwrap();
     let postgres: Arc<dyn QuotaStore> = Arc::new(postgres);
     // Warm-up: the pool's connections, every key's row.

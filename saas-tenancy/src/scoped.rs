@@ -121,6 +121,22 @@ pub trait Tenancy: Send + Sync + fmt::Debug + 'static {
 
     /// The tenant catalog.
     fn catalog(&self) -> &DynCatalog;
+
+    /// The context for background work that knows only the tenant's id (a
+    /// job, an event consumer): read from the catalog, so the slug is the
+    /// tenant's own. Scoped access takes a context ([`Tenancy::begin`]);
+    /// lifecycle operations take the id.
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`], or the catalog's error.
+    async fn context(&self, tenant: TenantId) -> Result<TenantContext, TenancyError> {
+        let record = self
+            .catalog()
+            .get(tenant)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {tenant}")))?;
+        Ok(TenantContext::new(record.id, record.slug))
+    }
 }
 
 /// A transaction scoped to one tenant: derefs to the backend's connection;

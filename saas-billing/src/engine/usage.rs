@@ -223,9 +223,9 @@ impl BillingEngine {
     /// #     pool: sqlx::PgPool,
     /// #     event: saas_billing::UsageEvent,
     /// # ) -> Result<(), Box<dyn std::error::Error>> {
-    /// use saas_billing::quota::{PostgresQuotaStore, QuotaKey};
+    /// use saas_billing::quota::{PgQuotaStore, QuotaKey};
     ///
-    /// let quotas = PostgresQuotaStore::new(pool.clone());
+    /// let quotas = PgQuotaStore::new(pool.clone());
     /// let key = QuotaKey::new(event.tenant_id, "api_calls", "2026-12")?;
     ///
     /// let mut tx = pool.begin().await?;

@@ -192,7 +192,7 @@ impl EntitlementChecker {
     /// let calendar = BillingCalendar::new(start, chrono_tz::UTC, Cadence::monthly());
     /// let quota = Entitlement::quota(FeatureKey::new("calls")?, MeterKey::new("calls")?, dec!(2));
     /// let tenant = TenantId::new();
-    /// // Two servers, one shared store (PostgresQuotaStore in production).
+    /// // Two servers, one shared store (PgQuotaStore in production).
     /// let store = InMemoryQuotaStore::new();
     /// let (a, b) = (EntitlementChecker::new(clock.clone()), EntitlementChecker::new(clock));
     /// a.set_plan(tenant, &[quota.clone()], calendar);

@@ -16,7 +16,7 @@ use crate::error::BillingError;
 
 /// A [`QuotaStore`] in process memory, for tests and single-process hosts.
 /// Counts are lost on restart and not shared between processes; use
-/// `PostgresQuotaStore` (feature `postgres`) or `RedisQuotaStore`
+/// `PgQuotaStore` (feature `postgres`) or `RedisQuotaStore`
 /// (feature `redis`) for several servers.
 #[derive(Debug, Clone)]
 pub struct InMemoryQuotaStore {

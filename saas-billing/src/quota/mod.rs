@@ -25,7 +25,7 @@
 //!   to live has passed — also when the thing was created just before the
 //!   crash, so reconcile such counts from the source of truth.
 //!
-//! Backends: [`InMemoryQuotaStore`] (one process), `PostgresQuotaStore`
+//! Backends: [`InMemoryQuotaStore`] (one process), `PgQuotaStore`
 //! (feature `postgres`), `SqliteQuotaStore` (feature `sqlite`) and
 //! `RedisQuotaStore` (feature `redis`), all passing the same conformance
 //! suite. For hot paths, [`LeasedQuota`] spends blocks of a quota locally
@@ -62,7 +62,7 @@ pub use lease::LeasedQuota;
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresQuotaStore;
+pub use postgres::PgQuotaStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteQuotaStore;

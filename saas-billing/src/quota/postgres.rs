@@ -69,16 +69,16 @@ const USED: &str =
 
 /// A [`QuotaStore`](super::QuotaStore) in PostgreSQL (feature `postgres`), exact across every
 /// server sharing the database, on a [`PgPool`] whose `search_path` holds
-/// the tables. Run [`migrate`](PostgresQuotaStore::migrate) once (it is
+/// the tables. Run [`migrate`](PgQuotaStore::migrate) once (it is
 /// idempotent and safe to run concurrently).
 ///
 /// ```no_run
-/// use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore};
+/// use saas_billing::quota::{PgQuotaStore, QuotaKey, QuotaStore};
 /// use saas_billing::TenantId;
 ///
 /// # async fn run(tenant: TenantId) -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/app").await?;
-/// let quotas = PostgresQuotaStore::new(pool);
+/// let quotas = PgQuotaStore::new(pool);
 /// quotas.migrate().await?;
 /// let key = QuotaKey::new(tenant, "api_calls", "2026-12")?;
 /// if !quotas.try_consume(&key, 1, 10_000).await?.is_granted() {
@@ -87,25 +87,25 @@ const USED: &str =
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PostgresQuotaStore {
+pub struct PgQuotaStore {
     pool: PgPool,
     clock: SharedClock,
 }
 
-impl PostgresQuotaStore {
+impl PgQuotaStore {
     /// A store on `pool` whose reservations expire by the system clock.
-    pub fn new(pool: PgPool) -> PostgresQuotaStore {
-        PostgresQuotaStore::with_clock(pool, Arc::new(SystemClock))
+    pub fn new(pool: PgPool) -> PgQuotaStore {
+        PgQuotaStore::with_clock(pool, Arc::new(SystemClock))
     }
 
     /// A store on `pool` whose reservations expire by `clock`.
-    pub fn with_clock(pool: PgPool, clock: SharedClock) -> PostgresQuotaStore {
-        PostgresQuotaStore { pool, clock }
+    pub fn with_clock(pool: PgPool, clock: SharedClock) -> PgQuotaStore {
+        PgQuotaStore { pool, clock }
     }
 
     /// Creates the quota tables if they do not exist, in one transaction
     /// under the same advisory lock as
-    /// [`PostgresBillingStores::migrate`](crate::store::postgres::PostgresBillingStores::migrate).
+    /// [`PgBillingStores::migrate`](crate::store::postgres::PgBillingStores::migrate).
     ///
     /// # Errors
     /// `Backend` if PostgreSQL fails.
@@ -398,4 +398,4 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-super::quota_store_over_connections!(PostgresQuotaStore);
+super::quota_store_over_connections!(PgQuotaStore);

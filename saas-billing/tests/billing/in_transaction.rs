@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore, SqliteQuotaStore};
+use saas_billing::quota::{PgQuotaStore, QuotaKey, QuotaStore, SqliteQuotaStore};
 use saas_billing::testing::{BillingHarness, Cleanup, run_with_cleanup};
 use saas_billing::{
     BillingConfig, BillingError, BillingStores, Currency, IngestOutcome, MeterKey, NewSubscription,
@@ -106,7 +106,7 @@ fn recorded() -> IngestOutcome {
 pub(crate) struct Pg {
     pub(crate) billing: Billing,
     pub(crate) pool: PgPool,
-    pub(crate) quotas: PostgresQuotaStore,
+    pub(crate) quotas: PgQuotaStore,
 }
 
 pub(crate) async fn pg(test: &str) -> Option<(Pg, Cleanup)> {
@@ -117,7 +117,7 @@ pub(crate) async fn pg(test: &str) -> Option<(Pg, Cleanup)> {
         .await
         .unwrap();
     let billing = Billing::new(stores.billing_stores()).await;
-    let quotas = PostgresQuotaStore::with_clock(pool.clone(), Arc::new(billing.h.clock().clone()));
+    let quotas = PgQuotaStore::with_clock(pool.clone(), Arc::new(billing.h.clock().clone()));
     quotas.migrate().await.unwrap();
     Some((
         Pg {
@@ -319,7 +319,7 @@ async fn postgres_usage_goes_to_the_schema_on_the_transactions_search_path() {
         async move {
             let a = db.billing.a;
             let tenant_pool = tenant_stores.pool().clone();
-            let tenant_quotas = PostgresQuotaStore::new(tenant_pool.clone());
+            let tenant_quotas = PgQuotaStore::new(tenant_pool.clone());
             tenant_quotas.migrate().await.unwrap();
             let schema: String = sqlx::query_scalar("SELECT current_schema()")
                 .fetch_one(&tenant_pool)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use saas_billing::TenantId;
 use saas_billing::quota::{
-    Consumption, InMemoryQuotaStore, PostgresQuotaStore, QuotaKey, QuotaStore, ReserveOutcome,
+    Consumption, InMemoryQuotaStore, PgQuotaStore, QuotaKey, QuotaStore, ReserveOutcome,
     SqliteQuotaStore,
 };
 use saas_billing::testing::Cleanup;
@@ -28,13 +28,13 @@ mod memory {
 mod postgres {
     use std::sync::Arc;
 
-    use saas_billing::quota::{PostgresQuotaStore, QuotaStore};
+    use saas_billing::quota::{PgQuotaStore, QuotaStore};
     use saas_billing::testing::Cleanup;
 
     async fn store() -> Option<(Arc<dyn QuotaStore>, Cleanup)> {
         let (pool, cleanup) =
             crate::sql_stores::pg_pool("saas-billing postgres quota conformance").await?;
-        let store = PostgresQuotaStore::new(pool);
+        let store = PgQuotaStore::new(pool);
         store.migrate().await.unwrap();
         Some((Arc::new(store), cleanup))
     }
@@ -67,11 +67,11 @@ async fn another_server(pool: &PgPool) -> PgPool {
 }
 
 /// `n` migrated stores on separate pools sharing one fresh schema.
-pub(crate) async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuotaStore>, Cleanup)> {
+pub(crate) async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PgQuotaStore>, Cleanup)> {
     let (pool, cleanup) = crate::sql_stores::pg_pool(test).await?;
-    let mut stores = vec![PostgresQuotaStore::new(pool.clone())];
+    let mut stores = vec![PgQuotaStore::new(pool.clone())];
     for _ in 1..n {
-        stores.push(PostgresQuotaStore::new(another_server(&pool).await));
+        stores.push(PgQuotaStore::new(another_server(&pool).await));
     }
     for store in &stores {
         store.migrate().await.unwrap();
@@ -79,7 +79,7 @@ pub(crate) async fn pg_servers(test: &str, n: usize) -> Option<(Vec<PostgresQuot
     Some((stores, cleanup))
 }
 
-pub(crate) async fn close(stores: Vec<PostgresQuotaStore>) {
+pub(crate) async fn close(stores: Vec<PgQuotaStore>) {
     for store in stores {
         store.pool().close().await;
     }
@@ -181,7 +181,7 @@ async fn postgres_restart_sees_the_used_amount() {
     let tenant = TenantId::new();
     let calls = QuotaKey::new(tenant, "api_calls", "2026-12").unwrap();
     let projects = QuotaKey::standing(tenant, "projects").unwrap();
-    let before = PostgresQuotaStore::new(pool);
+    let before = PgQuotaStore::new(pool);
     before.migrate().await.unwrap();
     assert!(
         before
@@ -211,7 +211,7 @@ async fn postgres_restart_sees_the_used_amount() {
         .connect_with(options)
         .await
         .unwrap();
-    let after = PostgresQuotaStore::new(after_pool);
+    let after = PgQuotaStore::new(after_pool);
     after.migrate().await.unwrap();
     assert_eq!(after.used(&calls).await.unwrap(), 7);
     assert_eq!(
@@ -284,7 +284,7 @@ mod checker {
     use std::sync::Arc;
 
     use chrono::{TimeDelta, TimeZone, Utc};
-    use saas_billing::quota::{InMemoryQuotaStore, PostgresQuotaStore, QuotaKey, QuotaStore};
+    use saas_billing::quota::{InMemoryQuotaStore, PgQuotaStore, QuotaKey, QuotaStore};
     use saas_billing::{
         BillingCalendar, Cadence, DenyReason, Entitlement, EntitlementChecker, FeatureKey,
         MeterKey, SubscriptionStatus, TenantId, dec,
@@ -421,7 +421,7 @@ mod checker {
         let mut runs = Vec::new();
         for (server, store) in servers.iter().zip(&stores) {
             for _ in 0..4 {
-                let (server, store): (_, PostgresQuotaStore) = (server.clone(), store.clone());
+                let (server, store): (_, PgQuotaStore) = (server.clone(), store.clone());
                 runs.push(tokio::spawn(async move {
                     let mut granted = 0u64;
                     for _ in 0..100 {

@@ -9,7 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::store::postgres::PgBillingStores;
 use saas_billing::store::sqlite::SqliteBillingStores;
 use saas_billing::testing::Cleanup;
 use saas_test_support::{Service, service_url, unique_name};
@@ -53,9 +53,9 @@ pub(crate) async fn pg_pool(test: &str) -> Option<(PgPool, Cleanup)> {
 }
 
 /// Migrated PostgreSQL stores on a fresh schema.
-pub(crate) async fn pg_stores(test: &str) -> Option<(PostgresBillingStores, Cleanup)> {
+pub(crate) async fn pg_stores(test: &str) -> Option<(PgBillingStores, Cleanup)> {
     let (pool, cleanup) = pg_pool(test).await?;
-    let stores = PostgresBillingStores::new(pool);
+    let stores = PgBillingStores::new(pool);
     stores.migrate().await.unwrap();
     Some((stores, cleanup))
 }
@@ -149,7 +149,7 @@ async fn postgres_migrate_is_idempotent_under_concurrency() {
     else {
         return;
     };
-    let stores = PostgresBillingStores::new(pool);
+    let stores = PgBillingStores::new(pool);
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let stores = stores.clone();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use saas_billing::BillingStores;
-use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::store::postgres::PgBillingStores;
 use saas_events::Publisher;
 use saas_events::postgres::{OutboxRelay, RelayConfig};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, PgTenancyBuilder, SqlIdent};
@@ -79,7 +79,7 @@ impl PgStack {
         let catalog = PgCatalog::new(pool.clone());
         catalog.migrate().await?;
         let catalog: DynCatalog = Arc::new(catalog);
-        let billing = PostgresBillingStores::new(pool.clone());
+        let billing = PgBillingStores::new(pool.clone());
         billing.migrate().await?;
         let cluster = ClusterName::new("main")?;
         let config = PgClusterConfig::new(cluster.clone(), admin, SqlIdent::new(runtime_role)?);

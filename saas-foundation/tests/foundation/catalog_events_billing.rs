@@ -118,7 +118,7 @@ async fn sqlite_subscription_changes_write_their_events() {
 async fn pg_subscription_changes_write_their_events() {
     use std::str::FromStr;
 
-    use saas_billing::store::postgres::PostgresBillingStores;
+    use saas_billing::store::postgres::PgBillingStores;
     use saas_foundation::catalog_events::PgCatalogEvents;
     use saas_test_support::{Service, service_url, unique_name};
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -143,7 +143,7 @@ async fn pg_subscription_changes_write_their_events() {
         .connect_with(base.options([("search_path", schema.as_str())]))
         .await
         .unwrap();
-    let stores = PostgresBillingStores::new(pool.clone());
+    let stores = PgBillingStores::new(pool.clone());
     stores.migrate().await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     // No row tenant's tables here: the outbox may share the schema.

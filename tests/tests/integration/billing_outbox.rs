@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore};
-use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::quota::{PgQuotaStore, QuotaKey, QuotaStore};
+use saas_billing::store::postgres::PgBillingStores;
 use saas_billing::testing::{BillingHarness, fixtures};
 use saas_billing::{
     BillingConfig, Currency, IngestOutcome, MeterKey, NewSubscription, PlanId, PlanRef, UsageEvent,
@@ -74,9 +74,9 @@ async fn usage_quota_and_billing_event_commit_together_and_are_relayed_once() {
         return;
     };
     let (pool, schema) = scratch(&url).await;
-    let stores = PostgresBillingStores::new(pool.clone());
+    let stores = PgBillingStores::new(pool.clone());
     stores.migrate().await.unwrap();
-    let quotas = PostgresQuotaStore::new(pool.clone());
+    let quotas = PgQuotaStore::new(pool.clone());
     quotas.migrate().await.unwrap();
     let outbox = PgOutbox::new();
     outbox

@@ -8,8 +8,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use saas_billing::quota::{PostgresQuotaStore, QuotaKey, QuotaStore};
-use saas_billing::store::postgres::PostgresBillingStores;
+use saas_billing::quota::{PgQuotaStore, QuotaKey, QuotaStore};
+use saas_billing::store::postgres::PgBillingStores;
 use saas_billing::testing::fixtures;
 use saas_billing::{
     BillingEngine, Currency, IngestOutcome, ManualClock, MeterKey, NewSubscription, PlanId,
@@ -27,17 +27,17 @@ use sqlx::{AssertSqlSafe, Executor, PgPool};
 /// are), its subscription and its quota store.
 struct Billing {
     engine: BillingEngine,
-    stores: PostgresBillingStores,
-    quotas: PostgresQuotaStore,
+    stores: PgBillingStores,
+    quotas: PgQuotaStore,
     sub: SubscriptionId,
 }
 
 /// Billing tables (and quota tables) on `pool`'s search path, and a
 /// `basic` subscription of `ctx`'s tenant in them.
 async fn billing(pool: PgPool, ctx: &TenantContext, clock: &ManualClock) -> Billing {
-    let stores = PostgresBillingStores::new(pool.clone());
+    let stores = PgBillingStores::new(pool.clone());
     stores.migrate().await.unwrap();
-    let quotas = PostgresQuotaStore::with_clock(pool, Arc::new(clock.clone()));
+    let quotas = PgQuotaStore::with_clock(pool, Arc::new(clock.clone()));
     quotas.migrate().await.unwrap();
     let engine = BillingEngine::new(
         Arc::new(fixtures::catalog()),

@@ -12,18 +12,18 @@ use crate::store::sql::invoices::InvoiceTable;
 /// Implements [`InvoiceStore`](crate::store::InvoiceStore) through the
 /// implementation it shares with the other SQL backend.
 #[derive(Debug, Clone)]
-pub struct PostgresInvoiceStore {
+pub struct PgInvoiceStore {
     pool: PgPool,
 }
 
-impl PostgresInvoiceStore {
-    /// A store on `pool` (run [`PostgresBillingStores::migrate`](super::PostgresBillingStores::migrate) first).
-    pub fn new(pool: PgPool) -> PostgresInvoiceStore {
-        PostgresInvoiceStore { pool }
+impl PgInvoiceStore {
+    /// A store on `pool` (run [`PgBillingStores::migrate`](super::PgBillingStores::migrate) first).
+    pub fn new(pool: PgPool) -> PgInvoiceStore {
+        PgInvoiceStore { pool }
     }
 }
 
-impl InvoiceTable for PostgresInvoiceStore {
+impl InvoiceTable for PgInvoiceStore {
     type Db = Postgres;
 
     fn pool(&self) -> &PgPool {

@@ -33,9 +33,9 @@ mod invoices;
 mod subscriptions;
 mod usage;
 
-pub use invoices::PostgresInvoiceStore;
-pub use subscriptions::PostgresSubscriptionStore;
-pub use usage::PostgresUsageStore;
+pub use invoices::PgInvoiceStore;
+pub use subscriptions::PgSubscriptionStore;
+pub use usage::PgUsageStore;
 
 use std::sync::Arc;
 
@@ -128,24 +128,24 @@ CREATE OR REPLACE TRIGGER billing_invoices_immutable
 /// The three PostgreSQL stores on one pool, and their migration.
 ///
 /// ```no_run
-/// use saas_billing::store::postgres::PostgresBillingStores;
+/// use saas_billing::store::postgres::PgBillingStores;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/app").await?;
-/// let stores = PostgresBillingStores::new(pool);
+/// let stores = PgBillingStores::new(pool);
 /// stores.migrate().await?;
 /// let stores = stores.billing_stores(); // for `BillingEngine::new`
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PostgresBillingStores {
+pub struct PgBillingStores {
     pool: PgPool,
 }
 
-impl PostgresBillingStores {
+impl PgBillingStores {
     /// Stores on `pool`; tables live in the pool's `search_path`.
-    pub fn new(pool: PgPool) -> PostgresBillingStores {
-        PostgresBillingStores { pool }
+    pub fn new(pool: PgPool) -> PgBillingStores {
+        PgBillingStores { pool }
     }
 
     /// Creates the tables, indexes and trigger if they do not exist.
@@ -170,18 +170,18 @@ impl PostgresBillingStores {
     }
 
     /// The subscription store.
-    pub fn subscriptions(&self) -> PostgresSubscriptionStore {
-        PostgresSubscriptionStore::new(self.pool.clone())
+    pub fn subscriptions(&self) -> PgSubscriptionStore {
+        PgSubscriptionStore::new(self.pool.clone())
     }
 
     /// The usage store.
-    pub fn usage(&self) -> PostgresUsageStore {
-        PostgresUsageStore::new(self.pool.clone())
+    pub fn usage(&self) -> PgUsageStore {
+        PgUsageStore::new(self.pool.clone())
     }
 
     /// The invoice store.
-    pub fn invoices(&self) -> PostgresInvoiceStore {
-        PostgresInvoiceStore::new(self.pool.clone())
+    pub fn invoices(&self) -> PgInvoiceStore {
+        PgInvoiceStore::new(self.pool.clone())
     }
 
     /// The three stores, ready for [`BillingEngine::new`](crate::BillingEngine::new).

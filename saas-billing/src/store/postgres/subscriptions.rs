@@ -11,18 +11,18 @@ use crate::store::sql::subscriptions::SubscriptionTable;
 /// Implements [`SubscriptionStore`](crate::store::SubscriptionStore) through the
 /// implementation it shares with the other SQL backend.
 #[derive(Debug, Clone)]
-pub struct PostgresSubscriptionStore {
+pub struct PgSubscriptionStore {
     pool: PgPool,
 }
 
-impl PostgresSubscriptionStore {
-    /// A store on `pool` (run [`PostgresBillingStores::migrate`](super::PostgresBillingStores::migrate) first).
-    pub fn new(pool: PgPool) -> PostgresSubscriptionStore {
-        PostgresSubscriptionStore { pool }
+impl PgSubscriptionStore {
+    /// A store on `pool` (run [`PgBillingStores::migrate`](super::PgBillingStores::migrate) first).
+    pub fn new(pool: PgPool) -> PgSubscriptionStore {
+        PgSubscriptionStore { pool }
     }
 }
 
-impl SubscriptionTable for PostgresSubscriptionStore {
+impl SubscriptionTable for PgSubscriptionStore {
     type Db = Postgres;
 
     fn pool(&self) -> &PgPool {

@@ -34,14 +34,14 @@ use crate::store::{IngestOutcome, UsageRecord, UsageWriter};
 /// key) order, so that concurrent batches sharing keys take their row
 /// locks in one order and cannot deadlock.
 #[derive(Debug, Clone)]
-pub struct PostgresUsageStore {
+pub struct PgUsageStore {
     pool: PgPool,
 }
 
-impl PostgresUsageStore {
-    /// A store on `pool` (run [`PostgresBillingStores::migrate`](super::PostgresBillingStores::migrate) first).
-    pub fn new(pool: PgPool) -> PostgresUsageStore {
-        PostgresUsageStore { pool }
+impl PgUsageStore {
+    /// A store on `pool` (run [`PgBillingStores::migrate`](super::PgBillingStores::migrate) first).
+    pub fn new(pool: PgPool) -> PgUsageStore {
+        PgUsageStore { pool }
     }
 
     /// Stores `batch` on `conn`, inside the caller's transaction when
@@ -88,7 +88,7 @@ impl PostgresUsageStore {
     }
 }
 
-/// See [`PostgresUsageStore::ingest_in`].
+/// See [`PgUsageStore::ingest_in`].
 #[async_trait]
 impl UsageWriter for PgConnection {
     async fn ingest_usage(
@@ -99,7 +99,7 @@ impl UsageWriter for PgConnection {
     }
 }
 
-impl UsageTable for PostgresUsageStore {
+impl UsageTable for PgUsageStore {
     type Db = Postgres;
 
     fn pool(&self) -> &PgPool {
