@@ -7,19 +7,29 @@
 //! [`events`] (a tenant-aware event bus with transactional outboxes) — and
 //! the glue that joins them, so hosts stop writing it.
 //!
-//! Features: `postgres` and `sqlite` (every crate's backend for that
-//! database), `axum` (`problem`: every crate's error as an RFC 9457
-//! problem+json response; `transaction`: the request tenant's scoped
-//! transaction, committed on success), `nats` and `redis`.
+//! What it adds (features `postgres` and `sqlite` turn on every crate's
+//! backend for that database; `axum`, `nats` and `redis` the rest):
 //!
-//! With `postgres` or `sqlite`, `catalog_events` installs triggers that
-//! write tenant lifecycle and subscription events into the outbox in the
-//! same transaction as the change (delivered at least once by the
-//! ordinary relay).
+//! - `stack` — the whole foundation on one database in one call
+//!   (`PgStack`, `SqliteStack`): catalog and billing tables migrated, the
+//!   tenancy built and set up, the outbox relay over every tenant.
+//! - `outboxes` — every tenant's outbox, read from the catalog, for the
+//!   relays: each placement, within the tenancy's pool budget.
+//! - `catalog_events` — tenant lifecycle and subscription events written
+//!   into the outbox by triggers, in the same transaction as the change.
+//! - [`signup`] — provision and subscribe as one operation, retried by
+//!   tenant id and compensated on failure; [`subscriptions`] — tenant →
+//!   current subscription.
+//! - [`services`] — one handle that stops routers, relays and pools in
+//!   the right order.
+//! - `problem` (feature `axum`) — every crate's error as an RFC 9457
+//!   problem+json response from its kind; `transaction` (`axum` with a
+//!   database) — the request tenant's scoped transaction, committed on
+//!   success.
 //!
-//! Not yet here (issue 14): outbox locations read from the tenant catalog,
-//! sign-up as one operation, and one handle that starts and stops relays
-//! and routers.
+//! Host code is written once for PostgreSQL and SQLite through
+//! [`tenancy::Tenancy`]. Moving an existing axum app over: `ADOPTING.md`
+//! in the crate's repository directory.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use saas_billing as billing;
