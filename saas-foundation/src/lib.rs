@@ -17,7 +17,7 @@
 //!   relays: each placement, within the tenancy's pool budget.
 //! - `catalog_events` — tenant lifecycle and subscription events written
 //!   into the outbox by triggers, in the same transaction as the change.
-//! - [`signup`] — provision and subscribe as one operation, retried by
+//! - `signup` — provision and subscribe as one operation, retried by
 //!   tenant id and compensated on failure; [`subscriptions`] — tenant →
 //!   current subscription.
 //! - [`services`] — one handle that stops routers, relays and pools in
@@ -28,7 +28,7 @@
 //!   success.
 //!
 //! Host code is written once for PostgreSQL and SQLite through
-//! [`tenancy::Tenancy`]. Moving an existing axum app over: `ADOPTING.md`
+//! `tenancy::Tenancy`. Moving an existing axum app over: `ADOPTING.md`
 //! in the crate's repository directory.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -47,6 +47,8 @@ pub mod outboxes;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;
 pub mod services;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod signup;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]

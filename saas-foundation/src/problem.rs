@@ -55,6 +55,7 @@ impl ClassifiedError for saas_tenancy::TenancyError {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl ClassifiedError for crate::signup::SignUpError {
     fn error_kind(&self) -> ErrorKind {
         self.kind()

@@ -15,4 +15,5 @@ mod catalog_events_sqlite_crash;
 mod outboxes;
 mod problem;
 mod signup;
+mod stack;
 mod transaction;
