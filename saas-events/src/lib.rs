@@ -21,6 +21,8 @@ mod error;
 mod inbox_core;
 mod memory;
 mod names;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod outbox_core;
 mod partition;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod pool_lease;

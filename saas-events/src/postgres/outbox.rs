@@ -1,17 +1,15 @@
 //! Writing events into the outbox inside the caller's transaction.
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use saas_core::{SharedClock, SystemClock};
+use saas_core::SharedClock;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
 use super::error::pg_error;
-use super::location::check_ident;
-use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
+use crate::envelope::Event;
 use crate::error::EventError;
-use crate::names::validate_name;
+use crate::outbox_core::OutboxSettings;
 use crate::traits::{Capabilities, Publisher};
 
 /// The outbox table's default name.
@@ -36,9 +34,7 @@ pub const DEFAULT_OUTBOX_TABLE: &str = "saas_events_outbox";
 /// ```
 #[derive(Clone)]
 pub struct PgOutbox {
-    table: String,
-    max_payload_bytes: usize,
-    clock: SharedClock,
+    settings: OutboxSettings,
 }
 
 impl Default for PgOutbox {
@@ -49,10 +45,7 @@ impl Default for PgOutbox {
 
 impl fmt::Debug for PgOutbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgOutbox")
-            .field("table", &self.table)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .finish_non_exhaustive()
+        self.settings.debug(f, "PgOutbox")
     }
 }
 
@@ -61,9 +54,7 @@ impl PgOutbox {
     /// limit and the system clock.
     pub fn new() -> Self {
         Self {
-            table: DEFAULT_OUTBOX_TABLE.to_owned(),
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            clock: Arc::new(SystemClock),
+            settings: OutboxSettings::new(DEFAULT_OUTBOX_TABLE),
         }
     }
 
@@ -73,31 +64,30 @@ impl PgOutbox {
     /// # Errors
     /// [`EventError::InvalidName`] unless it is a lowercase SQL identifier.
     pub fn with_table(mut self, table: &str) -> Result<Self, EventError> {
-        check_ident(table, "a table must be a lowercase SQL identifier")?;
-        self.table = table.to_owned();
+        self.settings.set_table(table)?;
         Ok(self)
     }
 
     /// Sets the payload limit.
     pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
-        self.max_payload_bytes = limit;
+        self.settings.max_payload_bytes = limit;
         self
     }
 
     /// Sets the clock stamping events published without a time.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.settings.clock = clock;
         self
     }
 
     /// The table name.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.settings.table
     }
 
     /// The payload limit.
     pub fn max_payload_bytes(&self) -> usize {
-        self.max_payload_bytes
+        self.settings.max_payload_bytes
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for the outbox, unqualified, for the
@@ -113,7 +103,7 @@ impl PgOutbox {
              topic text NOT NULL, \
              event text NOT NULL, \
              created_at timestamptz NOT NULL DEFAULT now())",
-            self.table
+            self.settings.table
         )
     }
 
@@ -159,25 +149,18 @@ impl PgOutbox {
         topic: &str,
         events: Vec<Event>,
     ) -> Result<(), EventError> {
-        validate_name(topic)?;
-        let mut tenants = Vec::with_capacity(events.len());
-        let mut bodies = Vec::with_capacity(events.len());
-        for mut event in events {
-            event.check_payload_size(self.max_payload_bytes)?;
-            event.stamp_time(&*self.clock);
-            tenants.push(event.tenant_id().map(|t| *t.as_uuid()));
-            let json = event.to_json()?;
-            bodies.push(String::from_utf8(json).map_err(|e| EventError::malformed(e.to_string()))?);
-        }
-        if bodies.is_empty() {
+        let rows = self.settings.rows(topic, events)?;
+        if rows.is_empty() {
             return Ok(());
         }
+        let (tenants, bodies): (Vec<_>, Vec<_>) =
+            rows.into_iter().map(|row| (row.tenant, row.body)).unzip();
         // WITH ORDINALITY keeps the batch's order in the sequence.
         let sql = format!(
             "INSERT INTO \"{}\" (tenant_id, topic, event) \
              SELECT t, $3, e FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(t, e, n) \
              ORDER BY n",
-            self.table
+            self.settings.table
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(tenants)
@@ -220,11 +203,6 @@ impl Publisher for PgOutboxPublisher {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            ordering_per_key: true,
-            persistence: true,
-            max_payload_bytes: self.outbox.max_payload_bytes,
-            ..Capabilities::default()
-        }
+        self.outbox.settings.capabilities()
     }
 }

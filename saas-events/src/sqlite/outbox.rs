@@ -1,16 +1,15 @@
 //! Writing events into the outbox inside the caller's transaction.
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use saas_core::{SharedClock, SystemClock};
+use saas_core::SharedClock;
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection, SqlitePool};
 
 use super::error::sqlite_error;
-use crate::envelope::{DEFAULT_MAX_PAYLOAD_BYTES, Event};
+use crate::envelope::Event;
 use crate::error::EventError;
-use crate::names::validate_name;
+use crate::outbox_core::OutboxSettings;
 use crate::sql_ident::check_ident;
 use crate::traits::{Capabilities, Publisher};
 
@@ -37,9 +36,7 @@ pub const DEFAULT_OUTBOX_TABLE: &str = "saas_events_outbox";
 /// ```
 #[derive(Clone)]
 pub struct SqliteOutbox {
-    table: String,
-    max_payload_bytes: usize,
-    clock: SharedClock,
+    settings: OutboxSettings,
 }
 
 impl Default for SqliteOutbox {
@@ -50,10 +47,7 @@ impl Default for SqliteOutbox {
 
 impl fmt::Debug for SqliteOutbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteOutbox")
-            .field("table", &self.table)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .finish_non_exhaustive()
+        self.settings.debug(f, "SqliteOutbox")
     }
 }
 
@@ -62,9 +56,7 @@ impl SqliteOutbox {
     /// limit and the system clock.
     pub fn new() -> Self {
         Self {
-            table: DEFAULT_OUTBOX_TABLE.to_owned(),
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            clock: Arc::new(SystemClock),
+            settings: OutboxSettings::new(DEFAULT_OUTBOX_TABLE),
         }
     }
 
@@ -73,14 +65,13 @@ impl SqliteOutbox {
     /// # Errors
     /// [`EventError::InvalidName`] unless it is a lowercase SQL identifier.
     pub fn with_table(mut self, table: &str) -> Result<Self, EventError> {
-        check_ident(table, "a table must be a lowercase SQL identifier")?;
-        self.table = table.to_owned();
+        self.settings.set_table(table)?;
         Ok(self)
     }
 
     /// Sets the payload limit.
     pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
-        self.max_payload_bytes = limit;
+        self.settings.max_payload_bytes = limit;
         self
     }
 
@@ -88,24 +79,24 @@ impl SqliteOutbox {
     /// rows' `created_at` (which the relay's pending age is measured from:
     /// give the relay the same clock).
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.settings.clock = clock;
         self
     }
 
     /// The table name.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.settings.table
     }
 
     /// The payload limit.
     pub fn max_payload_bytes(&self) -> usize {
-        self.max_payload_bytes
+        self.settings.max_payload_bytes
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for the outbox, for the host's
     /// migrations (tenant database files included).
     pub fn create_table_sql(&self) -> String {
-        table_sql(&self.table)
+        table_sql(&self.settings.table)
     }
 
     /// The same table under the name `physical`: the table behind the
@@ -162,17 +153,8 @@ impl SqliteOutbox {
         topic: &str,
         events: Vec<Event>,
     ) -> Result<(), EventError> {
-        validate_name(topic)?;
-        let created_at = self.clock.now().timestamp_millis();
-        let mut rows = Vec::with_capacity(events.len());
-        for mut event in events {
-            event.check_payload_size(self.max_payload_bytes)?;
-            event.stamp_time(&*self.clock);
-            let tenant = event.tenant_id().map(|t| *t.as_uuid());
-            let json = event.to_json()?;
-            let body = String::from_utf8(json).map_err(|e| EventError::malformed(e.to_string()))?;
-            rows.push((tenant, body));
-        }
+        let created_at = self.settings.clock.now().timestamp_millis();
+        let rows = self.settings.rows(topic, events)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -180,14 +162,14 @@ impl SqliteOutbox {
         // anyway, and the statement is prepared once and cached.
         let sql = format!(
             "INSERT INTO \"{}\" (tenant_id, topic, event, created_at) VALUES (?, ?, ?, ?)",
-            self.table
+            self.settings.table
         );
         let mut tx = conn.begin().await.map_err(sqlite_error)?;
-        for (tenant, body) in rows {
+        for row in rows {
             sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(tenant)
+                .bind(row.tenant)
                 .bind(topic)
-                .bind(body)
+                .bind(row.body)
                 .bind(created_at)
                 .execute(&mut *tx)
                 .await
@@ -246,11 +228,6 @@ impl Publisher for SqliteOutboxPublisher {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            ordering_per_key: true,
-            persistence: true,
-            max_payload_bytes: self.outbox.max_payload_bytes,
-            ..Capabilities::default()
-        }
+        self.outbox.settings.capabilities()
     }
 }
