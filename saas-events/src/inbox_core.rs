@@ -1,4 +1,5 @@
-//! What the PostgreSQL and SQLite inboxes share: the router handler that
+//! What the PostgreSQL and SQLite inboxes share: their settings (table,
+//! clock), the key and outcome of a claim, and the router handler that
 //! opens a transaction, claims the event and runs the inner handler in
 //! it. Each backend supplies only how its transaction begins and its
 //! claim statement ([`InboxStore`]).
@@ -7,12 +8,66 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use saas_core::{SharedClock, SystemClock};
 use sqlx::{Database, Pool, Transaction};
+use uuid::Uuid;
 
 use crate::envelope::Event;
 use crate::error::EventError;
 use crate::middleware::{InboxClaim, TxHandler};
+use crate::names::validate_name;
 use crate::router::{Handler, ReceivedEvent};
+use crate::sql_ident::check_ident;
+
+/// An inbox's settings, behind each backend's validated setters.
+#[derive(Clone)]
+pub(crate) struct InboxSettings {
+    pub(crate) table: String,
+    pub(crate) clock: SharedClock,
+}
+
+impl InboxSettings {
+    /// `table` (the backend's default) on the system clock.
+    pub(crate) fn new(table: &str) -> Self {
+        Self {
+            table: table.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses another table name.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] unless it is a lowercase SQL identifier.
+    pub(crate) fn set_table(&mut self, table: &str) -> Result<(), EventError> {
+        check_ident(table, "a table must be a lowercase SQL identifier")?;
+        self.table = table.to_owned();
+        Ok(())
+    }
+
+    /// The backend's `Debug`: the table under the inbox's type name.
+    pub(crate) fn debug(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+        f.debug_struct(name)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tenant part of an inbox key: the event's tenant, or the nil UUID
+/// (which no tenant id can be) for a tenant-less event.
+pub(crate) fn key_tenant(event: &Event) -> Uuid {
+    event.tenant_id().map_or(Uuid::nil(), |t| *t.as_uuid())
+}
+
+/// A claim's outcome from the rows its `INSERT … ON CONFLICT DO NOTHING`
+/// wrote: one for a first claim, none for a duplicate.
+pub(crate) fn claim_outcome(inserted: u64) -> InboxClaim {
+    if inserted == 1 {
+        InboxClaim::First
+    } else {
+        InboxClaim::Duplicate
+    }
+}
 
 /// One backend's inbox, as the shared handler drives it.
 #[async_trait]
@@ -42,19 +97,23 @@ pub struct InboxHandler<S, DB: Database> {
 }
 
 impl<S, DB: Database> InboxHandler<S, DB> {
-    /// `consumer` must already be a valid name.
+    /// The handler of `consumer` over `inbox`, running `inner`.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] for a bad consumer name.
     pub(crate) fn new(
         inbox: S,
         consumer: &str,
         pool: Pool<DB>,
         inner: Arc<dyn TxHandler<DB::Connection>>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, EventError> {
+        validate_name(consumer)?;
+        Ok(Self {
             inbox,
             consumer: consumer.into(),
             pool,
             inner,
-        }
+        })
     }
 }
 

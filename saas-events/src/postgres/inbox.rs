@@ -6,15 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saas_core::{SharedClock, SystemClock};
+use saas_core::SharedClock;
 use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
 use super::error::pg_error;
-use super::location::check_ident;
 use crate::envelope::Event;
 use crate::error::EventError;
-use crate::inbox_core::{InboxHandler, InboxStore};
+use crate::inbox_core::{InboxHandler, InboxSettings, InboxStore, claim_outcome, key_tenant};
 use crate::middleware::{InboxClaim, TxHandler};
 use crate::names::validate_name;
 
@@ -51,8 +49,7 @@ pub const DEFAULT_INBOX_TABLE: &str = "saas_events_inbox";
 /// ```
 #[derive(Clone)]
 pub struct PgInbox {
-    table: String,
-    clock: SharedClock,
+    settings: InboxSettings,
 }
 
 impl Default for PgInbox {
@@ -63,9 +60,7 @@ impl Default for PgInbox {
 
 impl fmt::Debug for PgInbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgInbox")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
+        self.settings.debug(f, "PgInbox")
     }
 }
 
@@ -73,8 +68,7 @@ impl PgInbox {
     /// An inbox in [`DEFAULT_INBOX_TABLE`] on the system clock.
     pub fn new() -> Self {
         Self {
-            table: DEFAULT_INBOX_TABLE.to_owned(),
-            clock: Arc::new(SystemClock),
+            settings: InboxSettings::new(DEFAULT_INBOX_TABLE),
         }
     }
 
@@ -84,26 +78,25 @@ impl PgInbox {
     /// # Errors
     /// [`EventError::InvalidName`] unless it is a lowercase SQL identifier.
     pub fn with_table(mut self, table: &str) -> Result<Self, EventError> {
-        check_ident(table, "a table must be a lowercase SQL identifier")?;
-        self.table = table.to_owned();
+        self.settings.set_table(table)?;
         Ok(self)
     }
 
     /// Sets the clock stamping `processed_at`.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.settings.clock = clock;
         self
     }
 
     /// The table name.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.settings.table
     }
 
     /// The table and its `processed_at` index, for the host's migrations
     /// (two statements).
     pub fn create_table_sql(&self) -> String {
-        let t = &self.table;
+        let t = &self.settings.table;
         format!(
             "CREATE TABLE IF NOT EXISTS \"{t}\" (\
              consumer text NOT NULL, \
@@ -140,25 +133,21 @@ impl PgInbox {
         event: &Event,
     ) -> Result<InboxClaim, EventError> {
         validate_name(consumer)?;
-        let tenant = event.tenant_id().map_or(Uuid::nil(), |t| *t.as_uuid());
+        let tenant = key_tenant(event);
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO \"{}\" (consumer, tenant_id, event_id, processed_at) \
              VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000)) ON CONFLICT DO NOTHING",
-            self.table
+            self.settings.table
         )))
         .bind(consumer)
         .bind(tenant)
         .bind(event.id())
-        .bind(self.clock.now().timestamp_millis())
+        .bind(self.settings.clock.now().timestamp_millis())
         .execute(conn)
         .await
         .map_err(pg_error)?
         .rows_affected();
-        Ok(if inserted == 1 {
-            InboxClaim::First
-        } else {
-            InboxClaim::Duplicate
-        })
+        Ok(claim_outcome(inserted))
     }
 
     /// Deletes records processed before `cutoff`; returns how many.
@@ -172,7 +161,7 @@ impl PgInbox {
     ) -> Result<u64, EventError> {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM \"{}\" WHERE processed_at < to_timestamp($1::float8 / 1000)",
-            self.table
+            self.settings.table
         )))
         .bind(cutoff.timestamp_millis())
         .execute(conn)
@@ -194,13 +183,7 @@ impl PgInbox {
         pool: PgPool,
         handler: impl TxHandler<PgConnection> + 'static,
     ) -> Result<PgInboxHandler, EventError> {
-        validate_name(consumer)?;
-        Ok(InboxHandler::new(
-            self.clone(),
-            consumer,
-            pool,
-            Arc::new(handler),
-        ))
+        InboxHandler::new(self.clone(), consumer, pool, Arc::new(handler))
     }
 }
 
