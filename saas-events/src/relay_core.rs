@@ -30,7 +30,7 @@ pub(crate) const DEFAULT_MAX_UNCONFIRMED: u32 = 5_000;
 /// `sink`, one tracked publication per run of one topic, in order. Returns
 /// the runs published — also when a later run failed, so that those are
 /// tracked rather than forwarded again — and the failure, if any.
-pub(crate) async fn publish_runs(
+async fn publish_runs(
     sink: &dyn Publisher,
     batch: Vec<(i64, String, Event)>,
 ) -> (Vec<Forwarded>, Result<(), EventError>) {
@@ -57,6 +57,50 @@ pub(crate) async fn publish_runs(
         }
     }
     (forwarded, Ok(()))
+}
+
+/// One outbox table inside a relay pass's transaction: the two statements
+/// a pass runs on it, in the backend's SQL.
+#[async_trait]
+pub(crate) trait PassTable: Send {
+    /// Deletes the rows `seqs`.
+    async fn delete(&mut self, seqs: &[i64]) -> Result<(), EventError>;
+    /// Reads at most `room` rows not in `waiting`, in sequence order, as
+    /// (sequence, topic, event) — each event as it may leave the outbox.
+    async fn read(
+        &mut self,
+        waiting: &[i64],
+        room: u32,
+    ) -> Result<Vec<(i64, String, Event)>, EventError>;
+}
+
+/// The part of a relay pass inside its transaction: deletes the rows
+/// confirmed since the last pass (first, so the read cannot forward them
+/// again), then reads up to `room` new rows, forwards them to `sink` and
+/// deletes those the sink confirms at once (a sink with persistence).
+/// Returns how many rows were forwarded.
+pub(crate) async fn forward_batch(
+    sink: &dyn Publisher,
+    table: &mut dyn PassTable,
+    settled: &mut Settled,
+    room: u32,
+) -> Result<usize, EventError> {
+    if !settled.confirmed.is_empty() {
+        table.delete(&settled.confirmed).await?;
+    }
+    if room == 0 {
+        return Ok(0);
+    }
+    let batch = table.read(&settled.waiting, room).await?;
+    let forwarded = batch.len();
+    let (runs, published) = publish_runs(sink, batch).await;
+    // What went out is tracked even if a later run failed.
+    let confirmed = settled.add(runs);
+    published?;
+    if confirmed {
+        table.delete(&settled.confirmed).await?;
+    }
+    Ok(forwarded)
 }
 
 /// Rows forwarded as one tracked publication, kept until the sink confirms.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::pg_error;
@@ -12,7 +13,7 @@ use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Checkout, Unconfirmed};
+use crate::relay_core::{self, Checkout, PassTable, Unconfirmed};
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -216,40 +217,8 @@ impl OutboxRelay {
         checkout: &mut Checkout<'_>,
     ) -> Result<usize, EventError> {
         let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
-        let settled = &mut checkout.settled;
-        // Rows confirmed since the last pass go first, so the read below
-        // cannot forward them again.
-        if !settled.confirmed.is_empty() {
-            delete_rows(&mut *tx, table, &settled.confirmed).await?;
-        }
-        let mut forwarded = 0;
-        if room > 0 {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT seq, topic, event FROM {table} WHERE seq <> ALL($1) ORDER BY seq LIMIT $2"
-            )))
-            .bind(&settled.waiting)
-            .bind(i64::from(room))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let seq: i64 = row.try_get(0).map_err(pg_error)?;
-                let topic: String = row.try_get(1).map_err(pg_error)?;
-                let body: &str = row.try_get(2).map_err(pg_error)?;
-                batch.push((seq, topic, Event::from_json_str(body)?));
-            }
-            forwarded = batch.len();
-            // A sink with persistence confirms at once: delete in this pass.
-            let (runs, published) = relay_core::publish_runs(&*self.sink, batch).await;
-            // What went out is tracked even if a later run failed.
-            let confirmed = settled.add(runs);
-            published?;
-            if confirmed {
-                delete_rows(&mut *tx, table, &settled.confirmed).await?;
-            }
-        }
-        Ok(forwarded)
+        let mut table = PgPassTable { tx, table };
+        relay_core::forward_batch(&*self.sink, &mut table, &mut checkout.settled, room).await
     }
 
     /// How long the oldest committed, undelivered event has waited, over
@@ -302,16 +271,50 @@ impl OutboxRelay {
     }
 }
 
-/// Deletes the rows `seqs` from `table`.
-async fn delete_rows(tx: &mut PgConnection, table: &str, seqs: &[i64]) -> Result<(), EventError> {
-    sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {table} WHERE seq = ANY($1)"
-    )))
-    .bind(seqs)
-    .execute(&mut *tx)
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+/// An outbox table in a pass's transaction.
+struct PgPassTable<'a> {
+    tx: &'a mut PgConnection,
+    /// The quoted, schema-qualified name.
+    table: &'a str,
+}
+
+#[async_trait]
+impl PassTable for PgPassTable<'_> {
+    async fn delete(&mut self, seqs: &[i64]) -> Result<(), EventError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE seq = ANY($1)",
+            self.table
+        )))
+        .bind(seqs)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn read(
+        &mut self,
+        waiting: &[i64],
+        room: u32,
+    ) -> Result<Vec<(i64, String, Event)>, EventError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT seq, topic, event FROM {} WHERE seq <> ALL($1) ORDER BY seq LIMIT $2",
+            self.table
+        )))
+        .bind(waiting)
+        .bind(i64::from(room))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(pg_error)?;
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(pg_error)?;
+            let topic: String = row.try_get(1).map_err(pg_error)?;
+            let body: &str = row.try_get(2).map_err(pg_error)?;
+            batch.push((seq, topic, Event::from_json_str(body)?));
+        }
+        Ok(batch)
+    }
 }
 
 /// A relay running on a task.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use saas_core::{SharedClock, SystemClock, TenantId};
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use super::location::{OutboxLocation, OutboxLocations};
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Checkout, Settled, Unconfirmed};
+use crate::relay_core::{self, Checkout, PassTable, Unconfirmed};
 use crate::traits::Publisher;
 
 /// Settings of an [`OutboxRelay`].
@@ -210,74 +211,23 @@ impl OutboxRelay {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlite_error)?;
-        let forwarded = match self
-            .forward(&mut tx, &table, location, settled, room, &waiting)
-            .await
-        {
-            Ok(forwarded) => forwarded,
-            Err(error) => {
-                // Only deletions of confirmed rows were written: keep them,
-                // so a row that cannot be forwarded (a stall to see) does
-                // not keep the confirmed rows before it as well.
-                let _ = tx.commit().await;
-                return Err(error);
-            }
+        let mut pass_table = SqlitePassTable {
+            tx: &mut tx,
+            table: &table,
+            tenant: location.tenant(),
         };
+        let forwarded =
+            match relay_core::forward_batch(&*self.sink, &mut pass_table, settled, room).await {
+                Ok(forwarded) => forwarded,
+                Err(error) => {
+                    // Only deletions of confirmed rows were written: keep them,
+                    // so a row that cannot be forwarded (a stall to see) does
+                    // not keep the confirmed rows before it as well.
+                    let _ = tx.commit().await;
+                    return Err(error);
+                }
+            };
         tx.commit().await.map_err(sqlite_error)?;
-        Ok(forwarded)
-    }
-
-    /// The part of [`OutboxRelay::relay_location`] inside its write
-    /// transaction: deletes confirmed rows, forwards new ones.
-    async fn forward(
-        &self,
-        tx: &mut SqliteConnection,
-        table: &str,
-        location: &OutboxLocation,
-        settled: &mut Settled,
-        room: u32,
-        waiting: &str,
-    ) -> Result<usize, EventError> {
-        // Rows confirmed since the last pass go first, so the read below
-        // cannot forward them again.
-        if !settled.confirmed.is_empty() {
-            delete_rows(&mut *tx, table, &settled.confirmed).await?;
-        }
-        let mut forwarded = 0;
-        if room > 0 {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT seq, tenant_id, topic, event FROM {table} \
-                 WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?"
-            )))
-            .bind(waiting)
-            .bind(i64::from(room))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(sqlite_error)?;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let seq: i64 = row.try_get(0).map_err(sqlite_error)?;
-                let tenant: Option<Uuid> = row.try_get(1).map_err(sqlite_error)?;
-                let topic: String = row.try_get(2).map_err(sqlite_error)?;
-                let body: &str = row.try_get(3).map_err(sqlite_error)?;
-                let row_tenant = tenant
-                    .map(TenantId::from_uuid)
-                    .transpose()
-                    .map_err(|e| EventError::invalid("tenantid", e.to_string()))?;
-                let event =
-                    owned_event(Event::from_json_str(body)?, row_tenant, location.tenant())?;
-                batch.push((seq, topic, event));
-            }
-            forwarded = batch.len();
-            // A sink with persistence confirms at once: delete in this pass.
-            let (runs, published) = relay_core::publish_runs(&*self.sink, batch).await;
-            // What went out is tracked even if a later run failed.
-            let confirmed = settled.add(runs);
-            published?;
-            if confirmed {
-                delete_rows(&mut *tx, table, &settled.confirmed).await?;
-            }
-        }
         Ok(forwarded)
     }
 
@@ -342,20 +292,59 @@ pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
 relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);
 
-/// Deletes the rows `seqs` from `table`.
-async fn delete_rows(
-    tx: &mut SqliteConnection,
-    table: &str,
-    seqs: &[i64],
-) -> Result<(), EventError> {
-    sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {table} WHERE seq IN (SELECT value FROM json_each(?))"
-    )))
-    .bind(json_list(seqs))
-    .execute(&mut *tx)
-    .await
-    .map_err(sqlite_error)?;
-    Ok(())
+/// An outbox table in a pass's write transaction.
+struct SqlitePassTable<'a> {
+    tx: &'a mut SqliteConnection,
+    /// The quoted name.
+    table: &'a str,
+    /// The tenant owning the whole file, if declared.
+    tenant: Option<TenantId>,
+}
+
+#[async_trait]
+impl PassTable for SqlitePassTable<'_> {
+    async fn delete(&mut self, seqs: &[i64]) -> Result<(), EventError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE seq IN (SELECT value FROM json_each(?))",
+            self.table
+        )))
+        .bind(json_list(seqs))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(sqlite_error)?;
+        Ok(())
+    }
+
+    async fn read(
+        &mut self,
+        waiting: &[i64],
+        room: u32,
+    ) -> Result<Vec<(i64, String, Event)>, EventError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT seq, tenant_id, topic, event FROM {} \
+             WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+            self.table
+        )))
+        .bind(json_list(waiting))
+        .bind(i64::from(room))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(sqlite_error)?;
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(sqlite_error)?;
+            let tenant: Option<Uuid> = row.try_get(1).map_err(sqlite_error)?;
+            let topic: String = row.try_get(2).map_err(sqlite_error)?;
+            let body: &str = row.try_get(3).map_err(sqlite_error)?;
+            let row_tenant = tenant
+                .map(TenantId::from_uuid)
+                .transpose()
+                .map_err(|e| EventError::invalid("tenantid", e.to_string()))?;
+            let event = owned_event(Event::from_json_str(body)?, row_tenant, self.tenant)?;
+            batch.push((seq, topic, event));
+        }
+        Ok(batch)
+    }
 }
 
 /// Sequence numbers as the JSON array `json_each` reads.
