@@ -45,6 +45,19 @@ impl InboxSettings {
         Ok(())
     }
 
+    /// The record `consumer` claims `event` with, after checking the
+    /// consumer's name.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidName`] for a bad consumer name.
+    pub(crate) fn claim_row(&self, consumer: &str, event: &Event) -> Result<ClaimRow, EventError> {
+        validate_name(consumer)?;
+        Ok(ClaimRow {
+            tenant: event.tenant_id().map_or(Uuid::nil(), |t| *t.as_uuid()),
+            processed_at: self.clock.now().timestamp_millis(),
+        })
+    }
+
     /// The backend's `Debug`: the table under the inbox's type name.
     pub(crate) fn debug(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
         f.debug_struct(name)
@@ -53,10 +66,13 @@ impl InboxSettings {
     }
 }
 
-/// The tenant part of an inbox key: the event's tenant, or the nil UUID
-/// (which no tenant id can be) for a tenant-less event.
-pub(crate) fn key_tenant(event: &Event) -> Uuid {
-    event.tenant_id().map_or(Uuid::nil(), |t| *t.as_uuid())
+/// What a claim's record holds besides the consumer and the event id.
+pub(crate) struct ClaimRow {
+    /// The event's tenant, or the nil UUID (which no tenant id can be)
+    /// for a tenant-less event.
+    pub(crate) tenant: Uuid,
+    /// When, in Unix milliseconds by the inbox's clock.
+    pub(crate) processed_at: i64,
 }
 
 /// A claim's outcome from the rows its `INSERT … ON CONFLICT DO NOTHING`

@@ -12,9 +12,8 @@ use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection, SqlitePool, Transa
 use super::error::sqlite_error;
 use crate::envelope::Event;
 use crate::error::EventError;
-use crate::inbox_core::{InboxHandler, InboxSettings, InboxStore, claim_outcome, key_tenant};
+use crate::inbox_core::{InboxHandler, InboxSettings, InboxStore, claim_outcome};
 use crate::middleware::{InboxClaim, TxHandler};
-use crate::names::validate_name;
 
 /// The inbox table's default name.
 pub const DEFAULT_INBOX_TABLE: &str = "saas_events_inbox";
@@ -135,17 +134,16 @@ impl SqliteInbox {
         consumer: &str,
         event: &Event,
     ) -> Result<InboxClaim, EventError> {
-        validate_name(consumer)?;
-        let tenant = key_tenant(event);
+        let row = self.settings.claim_row(consumer, event)?;
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO \"{}\" (consumer, tenant_id, event_id, processed_at) \
              VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             self.settings.table
         )))
         .bind(consumer)
-        .bind(tenant)
+        .bind(row.tenant)
         .bind(event.id())
-        .bind(self.settings.clock.now().timestamp_millis())
+        .bind(row.processed_at)
         .execute(conn)
         .await
         .map_err(sqlite_error)?
