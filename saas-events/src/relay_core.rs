@@ -17,6 +17,12 @@ use crate::error::EventError;
 use crate::receipt::PublishReceipt;
 use crate::traits::Publisher;
 
+/// Rows a relay reads, forwards and deletes per transaction by default.
+pub(crate) const DEFAULT_BATCH_SIZE: u32 = 500;
+
+/// How long an idle relay waits by default before looking again.
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// How long a relay waits by default for a sink to confirm a forwarded
 /// run (see [`Publisher::publish_tracked`]) before it forwards the rows
 /// again.

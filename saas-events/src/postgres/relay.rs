@@ -46,8 +46,8 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             table: DEFAULT_OUTBOX_TABLE.to_owned(),
-            batch_size: 500,
-            poll_interval: Duration::from_millis(20),
+            batch_size: relay_core::DEFAULT_BATCH_SIZE,
+            poll_interval: relay_core::DEFAULT_POLL_INTERVAL,
             confirm_timeout: relay_core::DEFAULT_CONFIRM_TIMEOUT,
             max_unconfirmed: relay_core::DEFAULT_MAX_UNCONFIRMED,
         }

@@ -42,8 +42,8 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
-            poll_interval: Duration::from_millis(20),
+            batch_size: relay_core::DEFAULT_BATCH_SIZE,
+            poll_interval: relay_core::DEFAULT_POLL_INTERVAL,
             clock: Arc::new(SystemClock),
             confirm_timeout: relay_core::DEFAULT_CONFIRM_TIMEOUT,
             max_unconfirmed: relay_core::DEFAULT_MAX_UNCONFIRMED,
