@@ -1,7 +1,8 @@
 //! What the PostgreSQL and SQLite outbox relays share: the counters, the
-//! "one batch from every location" pass and the task that runs passes
-//! until it is stopped. Each backend supplies only how one location is
-//! drained ([`RelayBackend`]).
+//! "one batch from every location" pass, the body of one location's pass
+//! inside its transaction and the task that runs passes until it is
+//! stopped. Each backend supplies how one location is drained
+//! ([`RelayBackend`]) and its two statements on the table ([`PassTable`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::{Database, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -107,6 +109,29 @@ pub(crate) async fn forward_batch(
         table.delete(&settled.confirmed).await?;
     }
     Ok(forwarded)
+}
+
+/// Ends a pass's transaction with the pass's `outcome`, committing either
+/// way. After a failure only deletions of confirmed rows were written:
+/// they are kept, so a row that cannot be forwarded (a stall to see) does
+/// not keep the confirmed rows before it as well — the commit's own
+/// failure is then ignored (a transaction a database error aborted writes
+/// nothing, and the next pass deletes them) and the pass's error returned.
+pub(crate) async fn end_pass<DB: Database>(
+    tx: Transaction<'_, DB>,
+    outcome: Result<usize, EventError>,
+    db_error: fn(sqlx::Error) -> EventError,
+) -> Result<usize, EventError> {
+    match outcome {
+        Ok(forwarded) => {
+            tx.commit().await.map_err(db_error)?;
+            Ok(forwarded)
+        }
+        Err(error) => {
+            let _ = tx.commit().await;
+            Err(error)
+        }
+    }
 }
 
 /// Rows forwarded as one tracked publication, kept until the sink confirms.

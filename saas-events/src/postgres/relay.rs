@@ -13,7 +13,7 @@ use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
-use crate::relay_core::{self, Checkout, PassTable, Unconfirmed};
+use crate::relay_core::{self, PassTable, Unconfirmed};
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of
@@ -191,34 +191,18 @@ impl OutboxRelay {
         else {
             return Ok(0);
         };
-        let forwarded = match self.forward(&mut tx, &table, &mut checkout).await {
-            Ok(forwarded) => forwarded,
-            Err(error) => {
-                // Only deletions of confirmed rows were written: keep them,
-                // so a row that cannot be forwarded (a stall to see) does
-                // not keep the confirmed rows before it as well. (After a
-                // database error the transaction is aborted and this
-                // commits nothing; the next pass deletes them.)
-                let _ = tx.commit().await;
-                return Err(error);
-            }
+        let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
+        let mut pass_table = PgPassTable {
+            tx: &mut tx,
+            table: &table,
         };
-        tx.commit().await.map_err(pg_error)?;
+        let outcome =
+            relay_core::forward_batch(&*self.sink, &mut pass_table, &mut checkout.settled, room)
+                .await;
+        let forwarded = relay_core::end_pass(tx, outcome, pg_error).await?;
         checkout.committed();
         self.stats.add_relayed(forwarded);
         Ok(forwarded)
-    }
-
-    /// The body of [`OutboxRelay::relay_location`] inside its transaction.
-    async fn forward(
-        &self,
-        tx: &mut PgConnection,
-        table: &str,
-        checkout: &mut Checkout<'_>,
-    ) -> Result<usize, EventError> {
-        let room = checkout.room(self.config.max_unconfirmed, self.config.batch_size);
-        let mut table = PgPassTable { tx, table };
-        relay_core::forward_batch(&*self.sink, &mut table, &mut checkout.settled, room).await
     }
 
     /// How long the oldest committed, undelivered event has waited, over

@@ -216,19 +216,8 @@ impl OutboxRelay {
             table: &table,
             tenant: location.tenant(),
         };
-        let forwarded =
-            match relay_core::forward_batch(&*self.sink, &mut pass_table, settled, room).await {
-                Ok(forwarded) => forwarded,
-                Err(error) => {
-                    // Only deletions of confirmed rows were written: keep them,
-                    // so a row that cannot be forwarded (a stall to see) does
-                    // not keep the confirmed rows before it as well.
-                    let _ = tx.commit().await;
-                    return Err(error);
-                }
-            };
-        tx.commit().await.map_err(sqlite_error)?;
-        Ok(forwarded)
+        let outcome = relay_core::forward_batch(&*self.sink, &mut pass_table, settled, room).await;
+        relay_core::end_pass(tx, outcome, sqlite_error).await
     }
 
     /// How long the oldest committed, undelivered event has waited, over
