@@ -1,7 +1,6 @@
-//! Errors as JSON responses: a status, a stable code and a message that
-//! says what to do.
+//! Errors as RFC 9457 problem+json responses: a status, a stable `code`
+//! and a `detail` that says what to do.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use saas_billing::BillingError;
@@ -46,9 +45,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The same shape as the tenant layer's rejections.
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        // RFC 9457 problem details, as the tenant layer's rejections.
+        saas_core::http::problem_response(self.status, self.code, &self.message)
     }
 }
 

@@ -327,9 +327,10 @@ async fn drive(http: reqwest::Client, base: String) {
         .post("/projects", json!({ "name": "one too many" }))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["error"]["code"], "plan_limit");
+    assert_eq!(body["code"], "plan_limit");
+    assert_eq!(body["status"], 403);
     assert_eq!(
-        body["error"]["message"],
+        body["detail"],
         "the free plan allows 3 projects; upgrade to pro for more"
     );
     let (status, body) = globex

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use saas_core::ErrorKind;
 
-/// The media type of a problem response.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use saas_core::http::PROBLEM_JSON;
+use saas_core::http::problem_response;
 
 /// An error that says what kind of failure it is — what decides its HTTP
 /// status. Implemented for the error types of every saas-foundation crate.
@@ -181,18 +181,7 @@ impl<E: ClassifiedError> From<E> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "code": self.code(),
-            "detail": self.detail,
-        });
-        let mut response = (status, body.to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let mut response = problem_response(self.status(), self.code(), &self.detail);
         if self.kind.is_retryable() {
             // Worth another try soon; a client may wait longer.
             response

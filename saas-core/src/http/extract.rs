@@ -16,10 +16,11 @@ pub struct MissingTenantLayer;
 
 impl IntoResponse for MissingTenantLayer {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": "missing_tenant_layer", "message": self.to_string() }
-        });
-        (http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+        super::problem_response(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "missing_tenant_layer",
+            &self.to_string(),
+        )
     }
 }
 

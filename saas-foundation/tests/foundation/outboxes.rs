@@ -205,7 +205,7 @@ async fn postgres_database_tenants_are_relayed_within_the_pool_budget() {
     let mut most_connections = 0;
     let got = collect(&mut sub, async || {
         most_reserved = most_reserved.max(tenancy.pool_stats().await.reserved);
-        most_connections = most_connections.max(tenant_connections(&sandbox, &tenants).await);
+        most_connections = most_connections.max(open_tenant_connections(&sandbox, &tenants).await);
     })
     .await;
     assert_all_delivered(&got, &tenants);
@@ -226,7 +226,21 @@ async fn postgres_database_tenants_are_relayed_within_the_pool_budget() {
     sandbox.cleanup().await;
 }
 
-/// Server connections open now to the tenants' databases.
+/// Server connections open to the tenants' databases, not counting
+/// backends still exiting after their client closed them: a count over
+/// the budget is looked at again 100 ms later, and the lower one is kept.
+/// (Pools opened outside the budget would hold their connections and show
+/// in both.)
+async fn open_tenant_connections(sandbox: &PgSandbox, tenants: &[TenantContext]) -> i64 {
+    let now = tenant_connections(sandbox, tenants).await;
+    if now <= 2 {
+        return now;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    now.min(tenant_connections(sandbox, tenants).await)
+}
+
+/// Server connections to the tenants' databases now.
 async fn tenant_connections(sandbox: &PgSandbox, tenants: &[TenantContext]) -> i64 {
     let ids: Vec<String> = tenants.iter().map(|c| c.tenant_id().to_string()).collect();
     sqlx::query_scalar(

@@ -106,7 +106,7 @@ async fn send(
 
 fn error_code(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap();
-    v["error"]["code"].as_str().unwrap().to_owned()
+    v["code"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
