@@ -1,59 +1,49 @@
 //! Building a [`PgTenancy`]: clusters, tenant tables, migrations, scope
 //! mode, limits, policies, hooks and clock, validated by `build`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use saas_core::{SharedClock, SystemClock};
+use saas_core::SharedClock;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
 use super::affinity::Affinity;
 use super::cache::RecordCache;
 use super::session;
-use super::{Cluster, Inner, PgClusterConfig, PgTenancy, PoolRegistry, ScopeMode};
+use super::{Cluster, PgClusterConfig, PgState, PgTenancy, ScopeMode};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
-use crate::hooks::{LifecycleHooks, NoHooks};
+use crate::hooks::LifecycleHooks;
 use crate::ident::TenantTable;
-use crate::placement::PlacementPolicy;
+use crate::placement::{ClusterName, PlacementPolicy};
 use crate::registry::PoolLimits;
+use crate::tenancy_core::{BuilderCore, ClusterConfig};
 
 /// Builds a [`PgTenancy`]. Its `Debug` output shows the clusters without
 /// their admin passwords.
 pub struct PgTenancyBuilder {
-    catalog: DynCatalog,
-    clusters: Vec<PgClusterConfig>,
-    tables: Vec<TenantTable>,
-    tenant_migrator: Option<Arc<Migrator>>,
-    shared_migrator: Option<Arc<Migrator>>,
-    limits: PoolLimits,
+    /// The settings every backend's builder has (see `tenancy_core.rs`).
+    core: BuilderCore<PgClusterConfig>,
     mode: ScopeMode,
     record_ttl: Duration,
-    clock: SharedClock,
-    policy: PlacementPolicy,
-    hooks: Arc<dyn LifecycleHooks>,
-    deletion_grace: Duration,
     affinity: Duration,
+}
+
+impl ClusterConfig for PgClusterConfig {
+    fn cluster_name(&self) -> &ClusterName {
+        &self.name
+    }
 }
 
 impl PgTenancy {
     /// Starts a builder over `catalog`.
     pub fn builder(catalog: DynCatalog) -> PgTenancyBuilder {
         PgTenancyBuilder {
-            catalog,
-            clusters: Vec::new(),
-            tables: Vec::new(),
-            tenant_migrator: None,
-            shared_migrator: None,
-            limits: PoolLimits::default(),
+            core: BuilderCore::new(catalog, PoolLimits::default()),
             mode: ScopeMode::default(),
             record_ttl: Duration::from_secs(1),
-            clock: Arc::new(SystemClock),
-            policy: PlacementPolicy::default(),
-            hooks: Arc::new(NoHooks),
-            deletion_grace: crate::catalog::DEFAULT_DELETION_GRACE,
             affinity: super::affinity::DEFAULT_AFFINITY,
         }
     }
@@ -62,8 +52,8 @@ impl PgTenancy {
 impl std::fmt::Debug for PgTenancyBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgTenancyBuilder")
-            .field("clusters", &self.clusters)
-            .field("tables", &self.tables)
+            .field("clusters", &self.core.clusters)
+            .field("tables", &self.core.tables)
             .finish_non_exhaustive()
     }
 }
@@ -71,13 +61,13 @@ impl std::fmt::Debug for PgTenancyBuilder {
 impl PgTenancyBuilder {
     /// Adds a cluster.
     pub fn cluster(mut self, config: PgClusterConfig) -> Self {
-        self.clusters.push(config);
+        self.core.clusters.push(config);
         self
     }
 
     /// Declares a shared table of row-strategy tenants.
     pub fn tenant_table(mut self, table: TenantTable) -> Self {
-        self.tables.push(table);
+        self.core.tables.push(table);
         self
     }
 
@@ -88,7 +78,7 @@ impl PgTenancyBuilder {
     /// `sqlx::migrate!("migrations/shared")` or
     /// `Migrator::new(Path::new("migrations/shared"))`.
     pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
-        self.shared_migrator = Some(Arc::new(migrator));
+        self.core.shared_migrator = Some(Arc::new(migrator));
         self
     }
 
@@ -99,7 +89,7 @@ impl PgTenancyBuilder {
     /// lock instead, so tenants of one database do not wait for each other.
     pub fn tenant_migrations(mut self, mut migrator: Migrator) -> Self {
         migrator.set_locking(false);
-        self.tenant_migrator = Some(Arc::new(migrator));
+        self.core.tenant_migrator = Some(Arc::new(migrator));
         self
     }
 
@@ -113,7 +103,7 @@ impl PgTenancyBuilder {
     /// Limits for per-tenant pools (database tenants, and every tenant with
     /// [`ScopeMode::TenantPools`]).
     pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
-        self.limits = limits;
+        self.core.limits = limits;
         self
     }
 
@@ -132,13 +122,13 @@ impl PgTenancyBuilder {
     /// How [`PgTenancy::new_tenant`] chooses a cluster (default
     /// round-robin).
     pub fn placement_policy(mut self, policy: PlacementPolicy) -> Self {
-        self.policy = policy;
+        self.core.policy = policy;
         self
     }
 
     /// Host code run after each lifecycle step (default: none).
     pub fn hooks(mut self, hooks: Arc<dyn LifecycleHooks>) -> Self {
-        self.hooks = hooks;
+        self.core.hooks = hooks;
         self
     }
 
@@ -146,7 +136,7 @@ impl PgTenancyBuilder {
     /// still open on the tenant to end before it cuts them (default 5 s;
     /// at most an hour; zero cuts them at once). See `delete_tenant`.
     pub fn deletion_grace(mut self, grace: Duration) -> Self {
-        self.deletion_grace = grace;
+        self.core.deletion_grace = grace;
         self
     }
 
@@ -184,7 +174,7 @@ impl PgTenancyBuilder {
 
     /// The clock the record cache and export timestamps read.
     pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.core.clock = clock;
         self
     }
 
@@ -196,58 +186,31 @@ impl PgTenancyBuilder {
                 self.record_ttl
             ))
         })?;
-        crate::catalog::check_deletion_grace(self.deletion_grace)?;
+        crate::catalog::check_deletion_grace(self.core.deletion_grace)?;
         super::affinity::check_window(self.affinity)?;
-        if self.clusters.is_empty() {
-            return Err(TenancyError::InvalidInput(
-                "no clusters configured; add one with .cluster(..)".to_owned(),
-            ));
-        }
-        let mut clusters = HashMap::new();
-        for config in self.clusters {
+        let scoped = self.mode == ScopeMode::Shared;
+        let open = |config: PgClusterConfig| {
             let admin = PgPoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(config.admin.clone());
-            let scoped = self.mode == ScopeMode::Shared;
             let runtime = session::runtime_pool_options(config.max_connections, scoped)
                 .connect_lazy_with(super::runtime_options(&config));
             let affinity = scoped
                 .then(|| Affinity::new(runtime.clone(), config.max_connections, self.affinity));
-            let name = config.name.clone();
-            if clusters
-                .insert(
-                    name.clone(),
-                    Cluster {
-                        config,
-                        admin,
-                        runtime,
-                        affinity,
-                    },
-                )
-                .is_some()
-            {
-                return Err(TenancyError::InvalidInput(format!(
-                    "cluster {name} is configured twice"
-                )));
+            Cluster {
+                config,
+                admin,
+                runtime,
+                affinity,
             }
-        }
+        };
+        let state = PgState {
+            mode: self.mode,
+            records: RecordCache::new(record_ttl, Arc::clone(&self.core.clock)),
+            fences: AtomicU64::new(0),
+        };
         Ok(PgTenancy {
-            inner: Arc::new(Inner {
-                catalog: self.catalog,
-                clusters,
-                tables: self.tables,
-                tenant_migrator: self.tenant_migrator,
-                shared_migrator: self.shared_migrator,
-                registry: PoolRegistry::new(self.limits)?,
-                mode: self.mode,
-                records: RecordCache::new(record_ttl, Arc::clone(&self.clock)),
-                policy: self.policy,
-                next_cluster: std::sync::atomic::AtomicUsize::new(0),
-                hooks: self.hooks,
-                clock: self.clock,
-                deletion_grace: self.deletion_grace,
-                fences: std::sync::atomic::AtomicU64::new(0),
-            }),
+            inner: Arc::new(self.core.build(open, state)?),
         })
     }
 }

@@ -10,20 +10,12 @@ use crate::record::NewTenant;
 impl PgTenancy {
     /// The configured clusters, by name.
     pub fn clusters(&self) -> Vec<ClusterName> {
-        let mut names: Vec<ClusterName> = self.inner.clusters.keys().cloned().collect();
-        names.sort();
-        names
+        self.inner.cluster_names()
     }
 
     /// The cluster the placement policy picks for the next tenant.
     pub async fn choose_cluster(&self) -> Result<ClusterName, TenancyError> {
-        crate::cluster_choice::choose(
-            &self.inner.policy,
-            &self.clusters(),
-            &self.inner.next_cluster,
-            &*self.inner.catalog,
-        )
-        .await
+        self.inner.choose_cluster().await
     }
 
     /// A new tenant placed by `strategy` on the cluster the policy picks.
@@ -33,7 +25,6 @@ impl PgTenancy {
         display_name: impl Into<String>,
         strategy: Strategy,
     ) -> Result<NewTenant, TenancyError> {
-        let cluster = self.choose_cluster().await?;
-        NewTenant::new(slug, display_name, strategy, cluster)
+        self.inner.new_tenant(slug, display_name, strategy).await
     }
 }

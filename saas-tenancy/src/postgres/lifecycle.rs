@@ -240,28 +240,13 @@ impl PgTenancy {
         cutter.hold_handle_lock(&mut tx, admin).await?;
         match &record.placement {
             Placement::Schema { schema, .. } => drop_schema(&mut tx, schema).await?,
-            _ => delete_rows(&mut tx, record.id, &self.tenant_columns()).await?,
+            _ => delete_rows(&mut tx, record.id, &self.inner.tenant_columns()).await?,
         }
         // Requests queued for the handle lock meanwhile would go ahead
         // as soon as it is released: end them first.
         cutter.cut_lock_sessions(&mut tx, false).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    pub(super) fn tenant_columns(&self) -> Vec<String> {
-        let mut columns: Vec<String> = self
-            .inner
-            .tables
-            .iter()
-            .map(|t| t.tenant_column.as_str().to_owned())
-            .collect();
-        if columns.is_empty() {
-            columns.push("tenant_id".to_owned());
-        }
-        columns.sort();
-        columns.dedup();
-        columns
     }
 }
 
@@ -352,9 +337,10 @@ struct Fence<'a> {
 
 impl<'a> Fence<'a> {
     fn raise(tenancy: &'a PgTenancy, tenant: TenantId) -> Self {
-        tenancy.inner.records.fence(tenant);
+        tenancy.inner.backend.records.fence(tenant);
         tenancy
             .inner
+            .backend
             .fences
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Self { tenancy, tenant }
@@ -365,6 +351,7 @@ impl<'a> Fence<'a> {
     fn bump(&self) {
         self.tenancy
             .inner
+            .backend
             .fences
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -372,6 +359,6 @@ impl<'a> Fence<'a> {
 
 impl Drop for Fence<'_> {
     fn drop(&mut self) {
-        self.tenancy.inner.records.unfence(self.tenant);
+        self.tenancy.inner.backend.records.unfence(self.tenant);
     }
 }

@@ -19,12 +19,10 @@ mod tenant_lock;
 mod transfer;
 mod tx;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use saas_core::{SharedClock, TenantContext, TenantId};
-use sqlx::migrate::Migrator;
+use saas_core::{TenantContext, TenantId};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool, Postgres, SqlSafeStr};
@@ -39,7 +37,6 @@ pub use fence::handle_lock_key;
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
-type PoolRegistry = crate::registry::PoolRegistry<Postgres>;
 pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
 pub use tx::PgTenantTx;
 
@@ -48,8 +45,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
-use crate::hooks::LifecycleHooks;
-use crate::placement::{ClusterName, Placement, PlacementPolicy, TenantObjectName};
+use crate::placement::{ClusterName, Placement, TenantObjectName};
 use crate::record::TenantRecord;
 
 /// One PostgreSQL server (cluster) and how to reach it. Its `Debug`
@@ -145,21 +141,13 @@ pub struct PgTenancy {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    catalog: DynCatalog,
-    clusters: HashMap<ClusterName, Cluster>,
-    tables: Vec<TenantTable>,
-    tenant_migrator: Option<Arc<Migrator>>,
-    shared_migrator: Option<Arc<Migrator>>,
-    registry: PoolRegistry,
+/// The shared state (see `tenancy_core.rs`) with PostgreSQL's clusters.
+type Inner = crate::tenancy_core::Core<Cluster, Postgres, PgState>;
+
+/// What only PostgreSQL tenancies hold.
+struct PgState {
     mode: ScopeMode,
     records: RecordCache,
-    policy: PlacementPolicy,
-    next_cluster: std::sync::atomic::AtomicUsize,
-    hooks: Arc<dyn LifecycleHooks>,
-    clock: SharedClock,
-    /// How long a deletion waits for held handles before cutting them.
-    deletion_grace: std::time::Duration,
     /// Bumped whenever a deletion in this process fences a tenant: a
     /// request that read its tenant's record before and then waited for a
     /// connection checks the record again (see [`PgTenancy::checkout`]).
@@ -168,10 +156,7 @@ struct Inner {
 
 impl PgTenancy {
     fn cluster(&self, name: &ClusterName) -> Result<&Cluster, TenancyError> {
-        self.inner
-            .clusters
-            .get(name)
-            .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
+        self.inner.cluster(name)
     }
 
     /// Creates the runtime role of every cluster and enforces RLS on the
@@ -369,7 +354,7 @@ impl PgTenancy {
     /// How many deletions this process has started: read before a
     /// request reads its tenant's record.
     fn fences(&self) -> u64 {
-        self.inner.fences.load(Ordering::Acquire)
+        self.inner.backend.fences.load(Ordering::Acquire)
     }
 
     /// Reads `tenant`'s record from the catalog again (not the cache) and
@@ -426,7 +411,7 @@ impl PgTenancy {
     ) -> Result<Option<PgPoolLease>, TenancyError> {
         let placement = &record.placement;
         let dedicated = matches!(placement, Placement::Database { .. })
-            || self.inner.mode == ScopeMode::TenantPools;
+            || self.inner.backend.mode == ScopeMode::TenantPools;
         if !dedicated {
             return Ok(None);
         }
@@ -463,7 +448,7 @@ impl PgTenancy {
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        if let Some(record) = self.inner.records.get(id) {
+        if let Some(record) = self.inner.backend.records.get(id) {
             return crate::catalog::check_servable(record);
         }
         let fences = self.fences();
@@ -476,14 +461,14 @@ impl PgTenancy {
         // A deletion that started here while the catalog was read may have
         // ended by now: a record read before it must not be cached after it.
         if self.fences() == fences {
-            self.inner.records.put(record.clone());
+            self.inner.backend.records.put(record.clone());
         }
         crate::catalog::check_servable(record)
     }
 
     /// Drops the cached catalog record of `id` (after changing it elsewhere).
     pub fn forget_record(&self, id: TenantId) {
-        self.inner.records.forget(id);
+        self.inner.backend.records.forget(id);
     }
 
     /// **Escape hatch**: an unscoped admin connection for cross-tenant

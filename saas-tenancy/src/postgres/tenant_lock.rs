@@ -61,14 +61,7 @@ impl PgTenancy {
     /// A record whose placement is not its own is refused (see
     /// `catalog::check_placement`): no operation acts on it.
     pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        crate::catalog::check_placement(&record)?;
-        Ok(record)
+        self.inner.record(id).await
     }
 
     /// Takes `id`'s lock on its cluster's admin database, then reads its

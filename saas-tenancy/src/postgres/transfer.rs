@@ -47,7 +47,7 @@ impl PgTenancy {
             });
         }
         let cluster = self.cluster(record.placement.cluster())?;
-        let columns = self.tenant_columns();
+        let columns = self.inner.tenant_columns();
         let mut conn = match &record.placement {
             Placement::Database { database, .. } => {
                 let options = tenant_database_options(cluster.config.admin.clone(), database);
@@ -156,12 +156,15 @@ impl PgTenancy {
             Placement::Schema { schema, .. } => Some(schema.as_str().to_owned()),
             Placement::Database { .. } => Some("public".to_owned()),
         };
-        let own: BTreeMap<String, Option<String>> =
-            list_tables(&mut tx, schema_filter.as_deref(), &self.tenant_columns())
-                .await?
-                .into_iter()
-                .map(|(name, _, column)| (name, column))
-                .collect();
+        let own: BTreeMap<String, Option<String>> = list_tables(
+            &mut tx,
+            schema_filter.as_deref(),
+            &self.inner.tenant_columns(),
+        )
+        .await?
+        .into_iter()
+        .map(|(name, _, column)| (name, column))
+        .collect();
         let mut batches = Vec::new();
         for table in &archive.manifest.tables {
             let Some(tenant_column) = own.get(&table.table) else {

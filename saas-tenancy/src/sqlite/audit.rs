@@ -40,7 +40,7 @@ impl SqliteTenancy {
     /// - a tenant file no live tenant owns ([`Weakness::OrphanTenantFile`]).
     pub async fn audit(&self) -> Result<Vec<AuditFinding>, TenancyError> {
         let mut out = Vec::new();
-        let columns = self.tenant_columns();
+        let columns = self.inner.tenant_columns();
         let mut clusters: Vec<_> = self.inner.clusters.values().collect();
         clusters.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         for cluster in &clusters {
@@ -130,11 +130,7 @@ impl SqliteTenancy {
         tenants: &[TenantRecord],
         out: &mut Vec<AuditFinding>,
     ) -> Result<(), TenancyError> {
-        let latest = self
-            .inner
-            .tenant_migrator
-            .as_ref()
-            .and_then(|m| m.iter().map(|m| m.version).max());
+        let latest = self.inner.latest_tenant_version();
         let mut seen: HashMap<String, &TenantRecord> = HashMap::new();
         for record in tenants {
             if record.status == TenantStatus::Deleted {

@@ -10,9 +10,7 @@ use crate::record::NewTenant;
 impl SqliteTenancy {
     /// The configured clusters, by name.
     pub fn clusters(&self) -> Vec<ClusterName> {
-        let mut names: Vec<ClusterName> = self.inner.clusters.keys().cloned().collect();
-        names.sort();
-        names
+        self.inner.cluster_names()
     }
 
     /// A cluster's configuration: where its shared file and its tenants'
@@ -27,13 +25,7 @@ impl SqliteTenancy {
     /// The cluster the placement policy picks for the next tenant (see
     /// [`SqliteTenancyBuilder::placement_policy`](super::SqliteTenancyBuilder::placement_policy)).
     pub async fn choose_cluster(&self) -> Result<ClusterName, TenancyError> {
-        crate::cluster_choice::choose(
-            &self.inner.policy,
-            &self.clusters(),
-            &self.inner.next_cluster,
-            &*self.inner.catalog,
-        )
-        .await
+        self.inner.choose_cluster().await
     }
 
     /// A new tenant placed by `strategy` on the cluster the policy picks.
@@ -43,7 +35,6 @@ impl SqliteTenancy {
         display_name: impl Into<String>,
         strategy: Strategy,
     ) -> Result<NewTenant, TenancyError> {
-        let cluster = self.choose_cluster().await?;
-        NewTenant::new(slug, display_name, strategy, cluster)
+        self.inner.new_tenant(slug, display_name, strategy).await
     }
 }

@@ -19,14 +19,7 @@ impl SqliteTenancy {
     /// A record whose placement is not its own is refused (see
     /// `catalog::check_placement`): no operation acts on it.
     pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        crate::catalog::check_placement(&record)?;
-        Ok(record)
+        self.inner.record(id).await
     }
 
     /// Takes the tenant's lock (see `lock.rs`), then reads its record
@@ -37,7 +30,7 @@ impl SqliteTenancy {
     ) -> Result<(TenantGuard<'_>, TenantRecord), TenancyError> {
         let record = self.record(id).await?;
         let dir = &self.cluster(record.placement.cluster())?.tenant_dir;
-        let guard = self.inner.locks.lock(id, dir).await?;
+        let guard = self.inner.backend.locks.lock(id, dir).await?;
         let record = self.record(id).await?;
         Ok((guard, record))
     }

@@ -42,14 +42,12 @@ pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use builder::SqliteTenancyBuilder;
 
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{SharedClock, TenantContext, TenantId};
-use sqlx::migrate::Migrator;
+use saas_core::{TenantContext, TenantId};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqliteConnection, Transaction};
@@ -57,9 +55,9 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::ident::TenantTable;
-use crate::placement::{ClusterName, Placement, PlacementPolicy};
+use crate::placement::{ClusterName, Placement};
 use crate::record::TenantRecord;
-use crate::registry::{PoolLease, PoolRegistry};
+use crate::registry::PoolLease;
 // The builder and `pool_stats` use them: nameable without the `postgres` feature.
 pub use crate::registry::{PoolLimits, PoolStats};
 
@@ -179,20 +177,13 @@ pub struct SqliteTenancy {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    catalog: DynCatalog,
-    clusters: HashMap<ClusterName, SqliteClusterConfig>,
-    tables: Vec<TenantTable>,
-    tenant_migrator: Option<Arc<Migrator>>,
-    shared_migrator: Option<Arc<Migrator>>,
-    registry: PoolRegistry<Sqlite>,
-    hooks: Arc<dyn LifecycleHooks>,
+/// The shared state (see `tenancy_core.rs`) with SQLite's clusters.
+type Inner = crate::tenancy_core::Core<SqliteClusterConfig, Sqlite, SqliteState>;
+
+/// What only SQLite tenancies hold.
+struct SqliteState {
     locks: lock::TenantLocks,
     gates: gate::Gates,
-    deletion_grace: Duration,
-    clock: SharedClock,
-    policy: PlacementPolicy,
-    next_cluster: std::sync::atomic::AtomicUsize,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -214,10 +205,7 @@ pub struct SqliteTenantTx {
 
 impl SqliteTenancy {
     fn cluster(&self, name: &ClusterName) -> Result<&SqliteClusterConfig, TenancyError> {
-        self.inner
-            .clusters
-            .get(name)
-            .ok_or_else(|| TenancyError::UnknownCluster(name.to_string()))
+        self.inner.cluster(name)
     }
 
     async fn servable(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
@@ -230,7 +218,7 @@ impl SqliteTenancy {
     /// one that closed it before marked the tenant `deleting`, which the
     /// record read after says.
     async fn admit(&self, tenant: TenantId) -> Result<(TenantRecord, gate::Pass), TenancyError> {
-        let pass = match self.inner.gates.enter(tenant) {
+        let pass = match self.inner.backend.gates.enter(tenant) {
             gate::Entry::Open(pass) => pass,
             gate::Entry::Closing(gate) => {
                 // A deletion holds or awaits the gate: refused at once.

@@ -71,7 +71,13 @@ impl SqliteTenancy {
                 .await?
         };
         // Held until the tenant is marked deleted: no handle in between.
-        let Some(_closed) = self.inner.gates.close(id, self.inner.deletion_grace).await else {
+        let Some(_closed) = self
+            .inner
+            .backend
+            .gates
+            .close(id, self.inner.deletion_grace)
+            .await
+        else {
             return Err(TenancyError::TenantInUse {
                 tenant: id,
                 detail: format!(
@@ -129,15 +135,7 @@ impl SqliteTenancy {
         conn: &mut SqliteConnection,
         id: TenantId,
     ) -> Result<(), TenancyError> {
-        let mut columns: Vec<String> = self
-            .inner
-            .tables
-            .iter()
-            .map(|t| t.tenant_column.as_str().to_owned())
-            .collect();
-        if columns.is_empty() {
-            columns.push("tenant_id".to_owned());
-        }
+        let columns = self.inner.tenant_columns();
         conn.execute("BEGIN IMMEDIATE").await?;
         let result = async {
             let tables = sqlx::query(

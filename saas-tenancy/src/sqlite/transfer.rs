@@ -42,22 +42,6 @@ pub(super) fn quote(name: &str) -> String {
 }
 
 impl SqliteTenancy {
-    /// The declared tenant columns (`tenant_id` when none is declared).
-    pub(super) fn tenant_columns(&self) -> Vec<String> {
-        let mut columns: Vec<String> = self
-            .inner
-            .tables
-            .iter()
-            .map(|t| t.tenant_column.as_str().to_owned())
-            .collect();
-        if columns.is_empty() {
-            columns.push("tenant_id".to_owned());
-        }
-        columns.sort();
-        columns.dedup();
-        columns
-    }
-
     /// Exports a tenant's data: for row tenants every table of the shared
     /// file with a tenant column (found in the file; a declared table is
     /// named as application SQL names it, `notes` rather than
@@ -118,7 +102,7 @@ impl SqliteTenancy {
         let me = tenant_literal(id);
         let mut manifest = Vec::new();
         let mut files = BTreeMap::new();
-        for table in file_tables(conn, &self.tenant_columns()).await? {
+        for table in file_tables(conn, &self.inner.tenant_columns()).await? {
             if shared && table.tenant_column.is_none() {
                 continue;
             }
@@ -179,7 +163,7 @@ impl SqliteTenancy {
         let mut pending = Vec::new();
         for table in &archive.manifest.tables {
             let columns = target_columns(&mut tx, &table.table).await?;
-            let mut tenant_columns = self.tenant_columns();
+            let mut tenant_columns = self.inner.tenant_columns();
             if shared {
                 self.check_shared_target(&table.table, &columns, &tenant_columns)?;
             }

@@ -26,11 +26,7 @@ impl PgTenancy {
         records: &[TenantRecord],
         out: &mut Vec<AuditFinding>,
     ) -> Result<(), TenancyError> {
-        let latest = self
-            .inner
-            .tenant_migrator
-            .as_ref()
-            .and_then(|m| m.iter().map(|m| m.version).max());
+        let latest = self.inner.latest_tenant_version();
         for record in records {
             // A deleted tenant's storage is gone by design, and a deleting
             // one's is going: neither can be inspected or needs to be.
