@@ -5,9 +5,10 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use saas_core::TenantId;
+use saas_core::{TenantId, TenantStatus};
 
 use crate::error::TenancyError;
 use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
@@ -20,6 +21,52 @@ pub(crate) enum Attempt {
     /// Deleted (or no longer active or suspended) since the run listed it:
     /// reported as not attempted.
     Gone,
+}
+
+/// Statuses whose storage a fleet migration migrates (a suspended tenant
+/// comes back at the latest version).
+pub(crate) fn is_migratable(status: TenantStatus) -> bool {
+    matches!(status, TenantStatus::Active | TenantStatus::Suspended)
+}
+
+/// One tenant's attempt as each backend's migration ledger
+/// (`saas_tenant_migrations`) records it; both times come from the
+/// injected clock (never the server's `now()`).
+pub(crate) struct LedgerEntry {
+    pub(crate) tenant: TenantId,
+    /// The version reached; `None` when the attempt failed.
+    pub(crate) version: Option<i64>,
+    /// `applied`, `current` (nothing to apply) or `failed`.
+    pub(crate) status: &'static str,
+    pub(crate) error: Option<String>,
+    pub(crate) started: DateTime<Utc>,
+    pub(crate) finished: DateTime<Utc>,
+}
+
+impl LedgerEntry {
+    /// The entry of `tenant`'s attempt, started at `started`, finished at
+    /// `finished` with `outcome` (the version reached and whether anything
+    /// was applied, or the failure).
+    pub(crate) fn new(
+        tenant: TenantId,
+        outcome: &Result<(i64, bool), TenancyError>,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+    ) -> Self {
+        let (version, status, error) = match outcome {
+            Ok((v, true)) => (Some(*v), "applied", None),
+            Ok((v, false)) => (Some(*v), "current", None),
+            Err(e) => (None, "failed", Some(e.to_string())),
+        };
+        Self {
+            tenant,
+            version,
+            status,
+            error,
+            started,
+            finished,
+        }
+    }
 }
 
 /// Migrates `tenants` with `migrate`, canaries first, then at most `limit`

@@ -137,6 +137,30 @@ pub(crate) fn suspend_or_resume_from(
     }
 }
 
+/// The change step of `set_status`, the same on every backend: the
+/// caller validated `to` with [`suspend_or_resume_from`] and read `before`
+/// under the tenant's lock. A tenant already in `to` is returned as is
+/// (nothing written); one in the other status is changed in `catalog`;
+/// any other status is [`TenancyError::InvalidTransition`].
+#[cfg(feature = "_sql")]
+pub(crate) async fn suspend_or_resume(
+    catalog: &dyn Catalog,
+    before: &TenantRecord,
+    to: saas_core::TenantStatus,
+) -> Result<TenantRecord, TenancyError> {
+    if before.status == to {
+        Ok(before.clone())
+    } else if before.status == suspend_or_resume_from(to)? {
+        catalog.set_status(before.id, to).await
+    } else {
+        Err(TenancyError::InvalidTransition {
+            tenant: before.id,
+            from: before.status,
+            to,
+        })
+    }
+}
+
 /// How long a deletion waits for scoped handles still open on the tenant,
 /// unless the builder says otherwise (both backends).
 #[cfg(feature = "_sql")]

@@ -58,19 +58,10 @@ impl PgTenancy {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError> {
-        let other = crate::catalog::suspend_or_resume_from(to)?;
+        // Refused before the lock is taken.
+        crate::catalog::suspend_or_resume_from(to)?;
         let (lock, before) = self.lock_tenant(id).await?;
-        let result = if before.status == to {
-            Ok(before.clone())
-        } else if before.status == other {
-            self.inner.catalog.set_status(id, to).await
-        } else {
-            Err(TenancyError::InvalidTransition {
-                tenant: id,
-                from: before.status,
-                to,
-            })
-        };
+        let result = crate::catalog::suspend_or_resume(&*self.inner.catalog, &before, to).await;
         self.forget_record(id);
         lock.release().await;
         let record = result?;

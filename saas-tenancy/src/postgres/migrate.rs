@@ -1,14 +1,12 @@
 //! Tenant migrations across the fleet: bounded fan-out, canaries first,
 //! a per-tenant ledger, skip-and-report, resumable.
 
-use chrono::{DateTime, Utc};
-use saas_core::{TenantId, TenantStatus};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::audit::current_version;
 use super::{PgTenancy, sql, tenant_database_options};
 use crate::error::TenancyError;
-use crate::fleet::{self, Attempt};
+use crate::fleet::{self, Attempt, LedgerEntry, is_migratable};
 use crate::migration::{MigrationOptions, MigrationReport};
 use crate::placement::Placement;
 use crate::record::{ListOptions, TenantRecord};
@@ -99,19 +97,7 @@ impl PgTenancy {
             Err(TenancyError::TenantNotFound(_)) => return Ok(Attempt::Gone),
             Err(e) => Err(e),
         };
-        let (version, status, error) = match &outcome {
-            Ok((v, true)) => (Some(*v), "applied", None),
-            Ok((v, false)) => (Some(*v), "current", None),
-            Err(e) => (None, "failed", Some(e.to_string())),
-        };
-        let entry = Entry {
-            tenant: listed.id,
-            version,
-            status,
-            error,
-            started,
-            finished: self.inner.clock.now(),
-        };
+        let entry = LedgerEntry::new(listed.id, &outcome, started, self.inner.clock.now());
         let logged = match self.cluster(listed.placement.cluster()) {
             Ok(cluster) => log(&cluster.admin, entry).await,
             Err(e) => Err(e),
@@ -149,12 +135,6 @@ impl PgTenancy {
     }
 }
 
-/// Statuses whose storage is migrated (a suspended tenant comes back at
-/// the latest version).
-fn is_migratable(status: TenantStatus) -> bool {
-    matches!(status, TenantStatus::Active | TenantStatus::Suspended)
-}
-
 /// Migrates one tenant in one transaction on `conn` (the caller holds the
 /// tenant's lock): returns the version reached and whether anything was
 /// applied.
@@ -183,19 +163,9 @@ async fn migrate_in(
     Ok((after, after > before))
 }
 
-/// One ledger row: a tenant's attempt in a fleet run.
-struct Entry {
-    tenant: TenantId,
-    version: Option<i64>,
-    status: &'static str,
-    error: Option<String>,
-    started: DateTime<Utc>,
-    finished: DateTime<Utc>,
-}
-
 /// Appends `entry` to the ledger; both times come from the injected clock
 /// (never the server's `now()`).
-async fn log(pool: &sqlx::PgPool, entry: Entry) -> Result<(), TenancyError> {
+async fn log(pool: &sqlx::PgPool, entry: LedgerEntry) -> Result<(), TenancyError> {
     sqlx::query(
         "INSERT INTO saas_tenant_migrations \
          (tenant_id, version, status, error, started_at, finished_at) \

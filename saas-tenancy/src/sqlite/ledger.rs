@@ -16,12 +16,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use saas_core::TenantId;
 use sqlx::Executor;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::error::TenancyError;
+use crate::fleet::LedgerEntry;
 use crate::placement::ClusterName;
 
 /// The ledger file's name in a cluster's tenant directory.
@@ -38,16 +37,6 @@ const LEDGER_INDEX: &str = "CREATE INDEX IF NOT EXISTS saas_tenant_migrations_te
 /// The ledger file of the cluster whose tenant files live in `tenant_dir`.
 pub(super) fn ledger_file(tenant_dir: &Path) -> PathBuf {
     tenant_dir.join(LEDGER_FILE)
-}
-
-/// One attempt, as appended.
-pub(super) struct LedgerEntry {
-    pub(super) tenant: TenantId,
-    pub(super) version: Option<i64>,
-    pub(super) status: &'static str,
-    pub(super) error: Option<String>,
-    pub(super) started: DateTime<Utc>,
-    pub(super) finished: DateTime<Utc>,
 }
 
 /// The open ledgers of one fleet run, one per cluster.

@@ -137,17 +137,7 @@ impl SqliteTenancy {
     ) -> Result<TenantRecord, TenancyError> {
         let other = crate::catalog::suspend_or_resume_from(to)?;
         let (_guard, before) = self.lock_tenant(id).await?;
-        let record = if before.status == to {
-            before
-        } else if before.status == other {
-            self.inner.catalog.set_status(id, to).await?
-        } else {
-            return Err(TenancyError::InvalidTransition {
-                tenant: id,
-                from: before.status,
-                to,
-            });
-        };
+        let record = crate::catalog::suspend_or_resume(&*self.inner.catalog, &before, to).await?;
         self.inner
             .hooks
             .on_event(&LifecycleEvent::StatusChanged {

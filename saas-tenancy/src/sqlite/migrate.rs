@@ -5,15 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use saas_core::TenantStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Connection, SqliteConnection};
 
 use super::SqliteTenancy;
-use super::ledger::{LedgerEntry, Ledgers, ledger_file};
+use super::ledger::{Ledgers, ledger_file};
 use super::ops::file_version;
 use crate::error::TenancyError;
-use crate::fleet::{self, Attempt};
+use crate::fleet::{self, Attempt, LedgerEntry, is_migratable};
 use crate::migration::{MigrationOptions, MigrationReport};
 use crate::placement::{ClusterName, Placement};
 use crate::record::{ListOptions, TenantRecord};
@@ -141,19 +140,7 @@ impl SqliteTenancy {
             Err(TenancyError::TenantNotFound(_)) => return Ok(Attempt::Gone),
             Err(e) => (Err(e), listed.placement.cluster().clone()),
         };
-        let (version, status, error) = match &outcome {
-            Ok((v, true)) => (Some(*v), "applied", None),
-            Ok((v, false)) => (Some(*v), "current", None),
-            Err(e) => (None, "failed", Some(e.to_string())),
-        };
-        let entry = LedgerEntry {
-            tenant: listed.id,
-            version,
-            status,
-            error,
-            started,
-            finished: self.inner.clock.now(),
-        };
+        let entry = LedgerEntry::new(listed.id, &outcome, started, self.inner.clock.now());
         ledgers.append(&cluster, entry).await?;
         Ok(Attempt::Done(outcome))
     }
@@ -183,12 +170,6 @@ impl SqliteTenancy {
         closed?;
         Ok(reached)
     }
-}
-
-/// Statuses whose files are migrated (a suspended tenant comes back at the
-/// latest version).
-fn is_migratable(status: TenantStatus) -> bool {
-    matches!(status, TenantStatus::Active | TenantStatus::Suspended)
 }
 
 async fn open_tenant_file(file: &Path) -> Result<SqliteConnection, TenancyError> {
