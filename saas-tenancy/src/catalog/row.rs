@@ -1,13 +1,17 @@
-//! Decoding catalog rows, shared by the SQL backends.
+//! The SQL catalogs' statements and row decoding, written once for
+//! PostgreSQL and SQLite.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saas_core::{TenantId, TenantSlug};
+use saas_core::{TenantId, TenantSlug, TenantStatus};
 use serde_json::{Map, Value};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
+use super::check_transition;
 use crate::error::TenancyError;
 use crate::placement::Placement;
-use crate::record::{TenantRecord, parse_status};
+use crate::record::{ListOptions, TenantPage, TenantRecord, allowed_from, parse_status};
 
 /// The catalog columns, in the order [`StoredTenant::read`] reads them.
 /// A macro so statements stay `&'static str` literals (sqlx refuses
@@ -83,6 +87,195 @@ impl StoredTenant {
             created_at: self.created_at,
             updated_at: self.updated_at,
             metadata,
+        })
+    }
+}
+
+/// What differs between the SQL catalogs' statements: the listing, whose
+/// optional filters PostgreSQL needs typed (`$1::uuid IS NULL`) and
+/// SQLite cannot cast. Every other statement is written once, in
+/// [`SqlCatalog`], with numbered `$n` placeholders (sqlx's SQLite driver
+/// binds them by number, as PostgreSQL does).
+pub(super) trait CatalogSql: Database {
+    /// Lists [`tenant_columns`] by id after `$1` (if set), filtered by
+    /// status `$2`, strategy `$3` and cluster `$4` (each if set), at most
+    /// `$5` rows.
+    const LIST: &'static str;
+}
+
+/// The catalog operations both SQL catalogs share, on a pool of any
+/// [`CatalogSql`] database sqlx can run them on.
+#[async_trait]
+pub(super) trait SqlCatalog: CatalogSql {
+    /// Stores `record`; a taken slug or id is [`TenancyError::AlreadyExists`].
+    async fn insert(pool: &Pool<Self>, record: &TenantRecord) -> Result<(), TenancyError>;
+
+    /// The record with `id`, if any.
+    async fn by_id(pool: &Pool<Self>, id: TenantId) -> Result<Option<TenantRecord>, TenancyError>;
+
+    /// The record with `slug`, if any.
+    async fn by_slug(
+        pool: &Pool<Self>,
+        slug: &TenantSlug,
+    ) -> Result<Option<TenantRecord>, TenancyError>;
+
+    /// One page of records, as `options` ask.
+    async fn page(pool: &Pool<Self>, options: &ListOptions) -> Result<TenantPage, TenancyError>;
+
+    /// Changes `id`'s status to `to` where the transition rule allows it,
+    /// stamping `now` as `updated_at` when the status changes.
+    async fn change_status(
+        pool: &Pool<Self>,
+        id: TenantId,
+        to: TenantStatus,
+        now: DateTime<Utc>,
+    ) -> Result<TenantRecord, TenancyError>;
+}
+
+/// Reads one catalog row into a validated record.
+fn record_of<R>(row: &R) -> Result<TenantRecord, TenancyError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    Uuid: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    sqlx::types::Json<Value>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    StoredTenant::read(row)?.into_record()
+}
+
+#[async_trait]
+impl<DB> SqlCatalog for DB
+where
+    DB: CatalogSql,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    TenantId: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<TenantId>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    Uuid: for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    DateTime<Utc>: for<'q> Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+    sqlx::types::Json<Value>: for<'q> Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + Type<DB>,
+{
+    async fn insert(pool: &Pool<DB>, record: &TenantRecord) -> Result<(), TenancyError> {
+        let result = sqlx::query(
+            "INSERT INTO saas_tenants (id, slug, display_name, status, strategy, cluster, \
+             object_name, created_at, updated_at, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(record.id)
+        .bind(record.slug.as_str().to_owned())
+        .bind(record.display_name.clone())
+        .bind(record.status.as_str().to_owned())
+        .bind(record.placement.strategy().as_str().to_owned())
+        .bind(record.placement.cluster().as_str().to_owned())
+        .bind(
+            record
+                .placement
+                .object_name()
+                .map(|n| n.as_str().to_owned()),
+        )
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .bind(sqlx::types::Json(Value::Object(record.metadata.clone())))
+        .execute(pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(TenancyError::AlreadyExists {
+                    slug: record.slug.to_string(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn by_id(pool: &Pool<DB>, id: TenantId) -> Result<Option<TenantRecord>, TenancyError> {
+        let sql = concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM saas_tenants WHERE id = $1"
+        );
+        let row = sqlx::query(sql).bind(id).fetch_optional(pool).await?;
+        row.as_ref().map(record_of).transpose()
+    }
+
+    async fn by_slug(
+        pool: &Pool<DB>,
+        slug: &TenantSlug,
+    ) -> Result<Option<TenantRecord>, TenancyError> {
+        let sql = concat!(
+            "SELECT ",
+            tenant_columns!(),
+            " FROM saas_tenants WHERE slug = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(slug.as_str().to_owned())
+            .fetch_optional(pool)
+            .await?;
+        row.as_ref().map(record_of).transpose()
+    }
+
+    async fn page(pool: &Pool<DB>, options: &ListOptions) -> Result<TenantPage, TenancyError> {
+        options.validate()?;
+        let limit = i64::try_from(options.limit + 1).unwrap_or(i64::MAX);
+        let rows = sqlx::query(DB::LIST)
+            .bind(options.after)
+            .bind(options.status.map(|s| s.as_str().to_owned()))
+            .bind(options.strategy.map(|s| s.as_str().to_owned()))
+            .bind(options.cluster.as_ref().map(|c| c.as_str().to_owned()))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+        let tenants = rows.iter().map(record_of).collect::<Result<Vec<_>, _>>()?;
+        Ok(TenantPage::from_overfetch(tenants, options.limit))
+    }
+
+    async fn change_status(
+        pool: &Pool<DB>,
+        id: TenantId,
+        to: TenantStatus,
+        now: DateTime<Utc>,
+    ) -> Result<TenantRecord, TenancyError> {
+        // One statement decides and writes, so a concurrent change between
+        // reading and writing cannot be overwritten. The statuses are our
+        // own constants, never input: safe to inline.
+        let from = allowed_from(to)
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE saas_tenants SET status = $2, \
+                 updated_at = CASE WHEN status = $2 THEN updated_at ELSE $3 END \
+             WHERE id = $1 AND status IN ({from}) RETURNING {}",
+            tenant_columns!()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(to.as_str().to_owned())
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(row) = row {
+            return record_of(&row);
+        }
+        let current = Self::by_id(pool, id)
+            .await?
+            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+        check_transition(&current, to)?;
+        // Allowed now but refused a moment ago: the status changed in
+        // between. Report what was refused rather than retrying silently.
+        Err(TenancyError::InvalidTransition {
+            tenant: id,
+            from: current.status,
+            to,
         })
     }
 }
