@@ -7,6 +7,7 @@
 //! state `X` (the record cache, the tenant locks).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -27,6 +28,13 @@ use crate::registry::{PoolLimits, PoolRegistry};
 pub(crate) trait ClusterConfig {
     /// The name placements refer to.
     fn cluster_name(&self) -> &ClusterName;
+}
+
+/// A backend's held per-tenant lock (PostgreSQL: an advisory lock on a
+/// session of its own; SQLite: a lock file and an in-process stripe).
+pub(crate) trait HeldLock: Sized {
+    /// Gives the lock up.
+    fn release(self) -> impl Future<Output = ()> + Send;
 }
 
 /// What a built tenancy holds: the shared state, the backend's clusters
@@ -96,6 +104,31 @@ impl<C, DB: Database, X> Core<C, DB, X> {
             .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
         crate::catalog::check_placement(&record)?;
         Ok(record)
+    }
+
+    /// Takes `id`'s lock with `lock` on the tenant's cluster, then reads
+    /// its record again: whatever an operation that held the lock before
+    /// did is seen. The first read only finds the cluster (a tenant never
+    /// changes cluster while it exists). If the second read fails, the
+    /// lock is released before the error is returned.
+    pub(crate) async fn lock_tenant<'a, L, F>(
+        &'a self,
+        id: TenantId,
+        lock: impl FnOnce(&'a C) -> F,
+    ) -> Result<(L, TenantRecord), TenancyError>
+    where
+        L: HeldLock,
+        F: Future<Output = Result<L, TenancyError>>,
+    {
+        let listed = self.record(id).await?;
+        let held = lock(self.cluster(listed.placement.cluster())?).await?;
+        match self.record(id).await {
+            Ok(record) => Ok((held, record)),
+            Err(e) => {
+                held.release().await;
+                Err(e)
+            }
+        }
     }
 
     /// The declared tenant columns, sorted and without repeats

@@ -19,6 +19,8 @@
 //! code running under it must not take it again (it would wait for itself).
 //! Public operations lock; the internals they call assume the lock is held.
 
+use std::future::Future;
+
 use saas_core::TenantId;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -26,6 +28,7 @@ use sqlx::{Connection, PgConnection};
 use super::PgTenancy;
 use crate::error::TenancyError;
 use crate::record::TenantRecord;
+use crate::tenancy_core::HeldLock;
 
 /// Prefix of the lock key: hashed with the tenant id into the 64-bit
 /// advisory-lock space shared with the host's own advisory locks.
@@ -56,31 +59,21 @@ impl TenantLock {
     }
 }
 
-impl PgTenancy {
-    /// The catalog record of `id`, read now (not from the record cache).
-    /// A record whose placement is not its own is refused (see
-    /// `catalog::check_placement`): no operation acts on it.
-    pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        self.inner.record(id).await
+impl HeldLock for TenantLock {
+    fn release(self) -> impl Future<Output = ()> + Send {
+        TenantLock::release(self)
     }
+}
 
+impl PgTenancy {
     /// Takes `id`'s lock on its cluster's admin database, then reads its
-    /// record again: whatever an operation that held the lock before did
-    /// is seen. The first read only finds the cluster (a tenant never
-    /// changes cluster while it exists).
+    /// record again (see `Core::lock_tenant`).
     pub(super) async fn lock_tenant(
         &self,
         id: TenantId,
     ) -> Result<(TenantLock, TenantRecord), TenancyError> {
-        let listed = self.record(id).await?;
-        let cluster = self.cluster(listed.placement.cluster())?;
-        let lock = TenantLock::acquire(&cluster.config.admin, id).await?;
-        match self.record(id).await {
-            Ok(record) => Ok((lock, record)),
-            Err(e) => {
-                lock.release().await;
-                Err(e)
-            }
-        }
+        self.inner
+            .lock_tenant(id, |cluster| TenantLock::acquire(&cluster.config.admin, id))
+            .await
     }
 }

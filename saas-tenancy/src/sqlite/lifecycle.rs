@@ -15,24 +15,17 @@ use crate::placement::Placement;
 use crate::record::{NewTenant, TenantRecord};
 
 impl SqliteTenancy {
-    /// The catalog record of `id`.
-    /// A record whose placement is not its own is refused (see
-    /// `catalog::check_placement`): no operation acts on it.
-    pub(super) async fn record(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        self.inner.record(id).await
-    }
-
     /// Takes the tenant's lock (see `lock.rs`), then reads its record
-    /// again: what another operation did meanwhile is seen.
+    /// again: what another operation did meanwhile is seen (see
+    /// `Core::lock_tenant`).
     pub(super) async fn lock_tenant(
         &self,
         id: TenantId,
     ) -> Result<(TenantGuard<'_>, TenantRecord), TenancyError> {
-        let record = self.record(id).await?;
-        let dir = &self.cluster(record.placement.cluster())?.tenant_dir;
-        let guard = self.inner.backend.locks.lock(id, dir).await?;
-        let record = self.record(id).await?;
-        Ok((guard, record))
+        let locks = &self.inner.backend.locks;
+        self.inner
+            .lock_tenant(id, |cluster| locks.lock(id, &cluster.tenant_dir))
+            .await
     }
 
     /// Adds a tenant to the catalog, creates its database file (database

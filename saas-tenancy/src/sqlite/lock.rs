@@ -6,6 +6,7 @@
 //! so a crash never leaves a tenant locked.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use saas_core::TenantId;
@@ -13,6 +14,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::TenancyError;
 use crate::placement::TenantObjectName;
+use crate::tenancy_core::HeldLock;
 
 /// In-process stripes: tenants hashing to one stripe wait for each other,
 /// which bounds memory whatever the number of tenants.
@@ -26,6 +28,13 @@ pub(super) struct TenantLocks {
 pub(super) struct TenantGuard<'a> {
     _file: File,
     _stripe: MutexGuard<'a, ()>,
+}
+
+impl HeldLock for TenantGuard<'_> {
+    fn release(self) -> impl Future<Output = ()> + Send {
+        drop(self);
+        std::future::ready(())
+    }
 }
 
 impl TenantLocks {
