@@ -3,15 +3,15 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saas_core::{TenantId, TenantSlug, TenantStatus};
+use saas_core::{SharedClock, TenantId, TenantSlug, TenantStatus};
 use serde_json::{Map, Value};
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
-use super::check_transition;
+use super::{Catalog, check_transition};
 use crate::error::TenancyError;
 use crate::placement::Placement;
-use crate::record::{ListOptions, TenantPage, TenantRecord, allowed_from, parse_status};
+use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord, allowed_from, parse_status};
 
 /// The catalog columns, in the order [`StoredTenant::read`] reads them.
 /// A macro so statements stay `&'static str` literals (sqlx refuses
@@ -96,7 +96,7 @@ impl StoredTenant {
 /// SQLite cannot cast. Every other statement is written once, in
 /// [`SqlCatalog`], with numbered `$n` placeholders (sqlx's SQLite driver
 /// binds them by number, as PostgreSQL does).
-pub(super) trait CatalogSql: Database {
+pub(crate) trait CatalogSql: Database {
     /// Lists [`tenant_columns`] by id after `$1` (if set), filtered by
     /// status `$2`, strategy `$3` and cluster `$4` (each if set), at most
     /// `$5` rows.
@@ -106,7 +106,7 @@ pub(super) trait CatalogSql: Database {
 /// The catalog operations both SQL catalogs share, on a pool of any
 /// [`CatalogSql`] database sqlx can run them on.
 #[async_trait]
-pub(super) trait SqlCatalog: CatalogSql {
+pub(crate) trait SqlCatalog: CatalogSql {
     /// Stores `record`; a taken slug or id is [`TenancyError::AlreadyExists`].
     async fn insert(pool: &Pool<Self>, record: &TenantRecord) -> Result<(), TenancyError>;
 
@@ -130,6 +130,50 @@ pub(super) trait SqlCatalog: CatalogSql {
         to: TenantStatus,
         now: DateTime<Utc>,
     ) -> Result<TenantRecord, TenancyError>;
+}
+
+/// A catalog table on a pool of a [`SqlCatalog`] database: implementing
+/// it implements [`Catalog`], written once for `PgCatalog` and
+/// `SqliteCatalog`.
+pub(crate) trait CatalogTable: std::fmt::Debug + Send + Sync {
+    /// The database.
+    type Db: SqlCatalog;
+
+    /// The pool holding `saas_tenants`.
+    fn table_pool(&self) -> &Pool<Self::Db>;
+
+    /// The clock of `created_at` and `updated_at`.
+    fn clock(&self) -> &SharedClock;
+}
+
+#[async_trait]
+impl<T: CatalogTable> Catalog for T {
+    async fn create(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
+        let record = tenant.into_record(self.clock().now());
+        T::Db::insert(self.table_pool(), &record).await?;
+        Ok(record)
+    }
+
+    async fn get(&self, id: TenantId) -> Result<Option<TenantRecord>, TenancyError> {
+        T::Db::by_id(self.table_pool(), id).await
+    }
+
+    async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>, TenancyError> {
+        T::Db::by_slug(self.table_pool(), slug).await
+    }
+
+    async fn list(&self, options: &ListOptions) -> Result<TenantPage, TenancyError> {
+        T::Db::page(self.table_pool(), options).await
+    }
+
+    async fn set_status(
+        &self,
+        id: TenantId,
+        to: TenantStatus,
+    ) -> Result<TenantRecord, TenancyError> {
+        let now = crate::record::catalog_time(self.clock().now());
+        T::Db::change_status(self.table_pool(), id, to, now).await
+    }
 }
 
 /// Reads one catalog row into a validated record.

@@ -1,16 +1,17 @@
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use saas_core::{SharedClock, SystemClock, TenantId, TenantSlug, TenantStatus};
-use sqlx::SqlitePool;
+use saas_core::{SharedClock, SystemClock};
+use sqlx::{Pool, SqlitePool};
 
-use super::Catalog;
-use super::row::{CatalogSql, SqlCatalog, tenant_columns};
+use super::row::{CatalogSql, CatalogTable, tenant_columns};
 use crate::error::TenancyError;
-use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord};
 
 /// The catalog in a SQLite table `saas_tenants`. Call
 /// [`SqliteCatalog::migrate`] once at startup.
+///
+/// It implements [`Catalog`](super::Catalog) through the implementation
+/// the SQL catalogs share (rustdoc lists it as a blanket impl over a
+/// crate-private trait).
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
     pool: SqlitePool,
@@ -68,32 +69,14 @@ impl CatalogSql for sqlx::Sqlite {
     );
 }
 
-#[async_trait]
-impl Catalog for SqliteCatalog {
-    async fn create(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
-        let record = tenant.into_record(self.clock.now());
-        SqlCatalog::insert(&self.pool, &record).await?;
-        Ok(record)
+impl CatalogTable for SqliteCatalog {
+    type Db = sqlx::Sqlite;
+
+    fn table_pool(&self) -> &Pool<sqlx::Sqlite> {
+        &self.pool
     }
 
-    async fn get(&self, id: TenantId) -> Result<Option<TenantRecord>, TenancyError> {
-        SqlCatalog::by_id(&self.pool, id).await
-    }
-
-    async fn get_by_slug(&self, slug: &TenantSlug) -> Result<Option<TenantRecord>, TenancyError> {
-        SqlCatalog::by_slug(&self.pool, slug).await
-    }
-
-    async fn list(&self, options: &ListOptions) -> Result<TenantPage, TenancyError> {
-        SqlCatalog::page(&self.pool, options).await
-    }
-
-    async fn set_status(
-        &self,
-        id: TenantId,
-        to: TenantStatus,
-    ) -> Result<TenantRecord, TenancyError> {
-        let now = crate::record::catalog_time(self.clock.now());
-        SqlCatalog::change_status(&self.pool, id, to, now).await
+    fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 }
