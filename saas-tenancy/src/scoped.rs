@@ -11,6 +11,7 @@ use saas_core::{TenantContext, TenantId};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::record::{NewTenant, TenantRecord};
+use crate::registry::PoolLease;
 
 /// Scoped access to tenants' data, implemented by
 /// [`PgTenancy`](crate::postgres::PgTenancy) and
@@ -122,6 +123,19 @@ pub trait Tenancy: Send + Sync + fmt::Debug + 'static {
     /// The tenant catalog.
     fn catalog(&self) -> &DynCatalog;
 
+    /// The pool on a database tenant's own database, lent from the tenant
+    /// pool registry for background work (an outbox relay pass): within
+    /// the registry's budget, not evicted while the lease lives.
+    ///
+    /// # Errors
+    /// A tenant that is not servable, [`TenancyError::Unsupported`] for
+    /// one without a database of its own, [`TenancyError::Timeout`] when
+    /// the budget stays taken.
+    async fn lease_database_pool(
+        &self,
+        tenant: TenantId,
+    ) -> Result<PoolLease<Self::Database>, TenancyError>;
+
     /// The context for background work that knows only the tenant's id (a
     /// job, an event consumer): read from the catalog, so the slug is the
     /// tenant's own. Scoped access takes a context ([`Tenancy::begin`]);
@@ -205,6 +219,13 @@ mod pg {
             PgTenancy::delete_tenant(self, tenant).await
         }
 
+        async fn lease_database_pool(
+            &self,
+            tenant: TenantId,
+        ) -> Result<PoolLease<sqlx::Postgres>, TenancyError> {
+            PgTenancy::lease_database_pool(self, tenant).await
+        }
+
         fn catalog(&self) -> &DynCatalog {
             PgTenancy::catalog(self)
         }
@@ -268,6 +289,13 @@ mod lite {
 
         async fn delete_tenant(&self, tenant: TenantId) -> Result<TenantRecord, TenancyError> {
             SqliteTenancy::delete_tenant(self, tenant).await
+        }
+
+        async fn lease_database_pool(
+            &self,
+            tenant: TenantId,
+        ) -> Result<PoolLease<sqlx::Sqlite>, TenancyError> {
+            SqliteTenancy::lease_database_pool(self, tenant).await
         }
 
         fn catalog(&self) -> &DynCatalog {

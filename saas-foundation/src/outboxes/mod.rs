@@ -14,9 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use saas_core::TenantStatus;
-use saas_events::EventError;
-use saas_tenancy::{DynCatalog, ListOptions, TenancyError, TenantRecord};
+use async_trait::async_trait;
+use saas_core::{TenantId, TenantStatus};
+use saas_events::{EventError, LeasedPool, PoolSource};
+use saas_tenancy::{DynCatalog, ListOptions, Tenancy, TenancyError, TenantRecord};
 use tokio::sync::Mutex;
 
 #[cfg(feature = "postgres")]
@@ -70,6 +71,25 @@ impl Roster {
         );
         *listed = Some((Instant::now(), Arc::clone(&tenants)));
         Ok(tenants)
+    }
+}
+
+/// A database tenant's pool, lent by the tenancy's registry per pass.
+#[derive(Debug)]
+struct TenantDatabase<T> {
+    tenancy: T,
+    tenant: TenantId,
+}
+
+#[async_trait]
+impl<T: Tenancy + Clone> PoolSource<T::Database> for TenantDatabase<T> {
+    async fn lease(&self) -> Result<LeasedPool<T::Database>, EventError> {
+        let lease = self
+            .tenancy
+            .lease_database_pool(self.tenant)
+            .await
+            .map_err(tenancy_error)?;
+        Ok(LeasedPool::holding(lease.pool().clone(), lease))
     }
 }
 

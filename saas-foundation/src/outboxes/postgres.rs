@@ -4,14 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use saas_core::TenantId;
+use saas_events::EventError;
 use saas_events::postgres::{DEFAULT_OUTBOX_TABLE, OutboxLocation, OutboxLocations};
-use saas_events::{EventError, LeasedPool, PoolSource};
 use saas_tenancy::Placement;
 use saas_tenancy::postgres::PgTenancy;
-use sqlx::Postgres;
 
-use super::{Roster, tenancy_error};
+use super::{Roster, TenantDatabase, tenancy_error};
 
 /// The outboxes of every active tenant of a [`PgTenancy`], for a
 /// [`saas_events::postgres::OutboxRelay`]:
@@ -135,24 +133,5 @@ impl OutboxLocations for PgTenantOutboxes {
             }
         }
         Ok(found)
-    }
-}
-
-/// A database tenant's pool, lent by the tenancy's registry per pass.
-#[derive(Debug)]
-struct TenantDatabase {
-    tenancy: PgTenancy,
-    tenant: TenantId,
-}
-
-#[async_trait]
-impl PoolSource<Postgres> for TenantDatabase {
-    async fn lease(&self) -> Result<LeasedPool<Postgres>, EventError> {
-        let lease = self
-            .tenancy
-            .lease_database_pool(self.tenant)
-            .await
-            .map_err(tenancy_error)?;
-        Ok(LeasedPool::holding(lease.pool().clone(), lease))
     }
 }

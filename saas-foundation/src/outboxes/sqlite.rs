@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use saas_core::TenantId;
+use saas_events::EventError;
 use saas_events::sqlite::{DEFAULT_OUTBOX_TABLE, OutboxLocation, OutboxLocations};
-use saas_events::{EventError, LeasedPool, PoolSource};
 use saas_tenancy::sqlite::SqliteTenancy;
 use saas_tenancy::{ClusterName, Placement};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::Mutex;
 
-use super::{Roster, tenancy_error};
+use super::{Roster, TenantDatabase, tenancy_error};
 
 /// The outboxes of every active tenant of a [`SqliteTenancy`], for a
 /// [`saas_events::sqlite::OutboxRelay`]:
@@ -151,7 +150,7 @@ impl OutboxLocations for SqliteTenantOutboxes {
         }
         for tenant in self.roster.active().await?.iter() {
             if let Placement::Database { .. } = &tenant.placement {
-                let source = Arc::new(TenantFile {
+                let source = Arc::new(TenantDatabase {
                     tenancy: self.tenancy.clone(),
                     tenant: tenant.id,
                 });
@@ -163,24 +162,5 @@ impl OutboxLocations for SqliteTenantOutboxes {
             }
         }
         Ok(found)
-    }
-}
-
-/// A database tenant's pool, lent by the tenancy's registry per pass.
-#[derive(Debug)]
-struct TenantFile {
-    tenancy: SqliteTenancy,
-    tenant: TenantId,
-}
-
-#[async_trait]
-impl PoolSource<Sqlite> for TenantFile {
-    async fn lease(&self) -> Result<LeasedPool<Sqlite>, EventError> {
-        let lease = self
-            .tenancy
-            .lease_database_pool(self.tenant)
-            .await
-            .map_err(tenancy_error)?;
-        Ok(LeasedPool::holding(lease.pool().clone(), lease))
     }
 }
