@@ -7,6 +7,8 @@ use saas_billing::{BillingEngine, BillingError, NewSubscription, Subscription};
 use saas_core::{ErrorKind, TenantId, TenantStatus};
 use saas_tenancy::{NewTenant, Tenancy, TenancyError, TenantRecord};
 
+use crate::subscriptions::live_subscription;
+
 /// A tenant signed up: its record (active) and its live subscription.
 #[derive(Debug, Clone)]
 pub struct SignedUp {
@@ -142,7 +144,7 @@ impl<T: Tenancy> SignUps<T> {
             )));
         }
         let (record, ours) = self.provisioned(tenant).await?;
-        if let Some(live) = self.live_subscription(&record).await? {
+        if let Some(live) = live_subscription(&self.billing, record.id).await? {
             return Ok(SignedUp {
                 tenant: record,
                 subscription: live,
@@ -182,14 +184,5 @@ impl<T: Tenancy> SignUps<T> {
             }
             _ => Ok((existing, false)),
         }
-    }
-
-    /// The tenant's subscription that is not ended, if any.
-    async fn live_subscription(
-        &self,
-        tenant: &TenantRecord,
-    ) -> Result<Option<Subscription>, SignUpError> {
-        let all = self.billing.stores().subscriptions.list(tenant.id).await?;
-        Ok(all.into_iter().find(|s| !s.status().is_terminal()))
     }
 }

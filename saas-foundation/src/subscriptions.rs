@@ -59,12 +59,17 @@ impl CurrentSubscriptions {
     /// # Errors
     /// [`BillingError::NotFound`] if the tenant has none; the store's error.
     pub async fn id(&self, tenant: TenantId) -> Result<SubscriptionId, BillingError> {
-        if let Some((at, id)) = self.known.read().await.get(&tenant)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(*id);
+        match self.remembered(tenant).await {
+            Some(id) => Ok(id),
+            None => Ok(self.look_up(tenant).await?.id()),
         }
-        Ok(self.look_up(tenant).await?.id())
+    }
+
+    /// The id remembered for `tenant`, if not older than the TTL.
+    async fn remembered(&self, tenant: TenantId) -> Option<SubscriptionId> {
+        let known = self.known.read().await;
+        let (at, id) = known.get(&tenant)?;
+        (at.elapsed() < self.ttl).then_some(*id)
     }
 
     /// The tenant's current subscription, read from the store.
@@ -72,7 +77,10 @@ impl CurrentSubscriptions {
     /// # Errors
     /// As [`CurrentSubscriptions::id`].
     pub async fn current(&self, tenant: TenantId) -> Result<Subscription, BillingError> {
-        let id = self.id(tenant).await?;
+        let Some(id) = self.remembered(tenant).await else {
+            // Not remembered: the look-up has read it already.
+            return self.look_up(tenant).await;
+        };
         let subscription = self.billing.subscription(tenant, id).await?;
         if subscription.status().is_terminal() {
             // Ended since it was remembered: find its successor.
@@ -97,8 +105,7 @@ impl CurrentSubscriptions {
     }
 
     async fn look_up(&self, tenant: TenantId) -> Result<Subscription, BillingError> {
-        let all = self.billing.stores().subscriptions.list(tenant).await?;
-        let Some(current) = all.into_iter().find(|s| !s.status().is_terminal()) else {
+        let Some(current) = live_subscription(&self.billing, tenant).await? else {
             self.forget(tenant).await;
             return Err(BillingError::NotFound {
                 what: "current subscription",
@@ -108,4 +115,13 @@ impl CurrentSubscriptions {
         self.remember(&current).await;
         Ok(current)
     }
+}
+
+/// The tenant's subscription that has not ended, if any, from the store.
+pub(crate) async fn live_subscription(
+    billing: &BillingEngine,
+    tenant: TenantId,
+) -> Result<Option<Subscription>, BillingError> {
+    let all = billing.stores().subscriptions.list(tenant).await?;
+    Ok(all.into_iter().find(|s| !s.status().is_terminal()))
 }
