@@ -256,3 +256,36 @@ async fn tenant_connections(sandbox: &PgSandbox, tenants: &[TenantContext]) -> i
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn only_a_database_tenant_lends_its_own_pool() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let row = sandbox.tenant("rows", Strategy::Shared).await.unwrap();
+    let file = sandbox.tenant("file", Strategy::Database).await.unwrap();
+    // A row tenant has no file of its own: lending the shared file would
+    // hand out every tenant's rows.
+    let refused = sandbox
+        .tenancy
+        .lease_database_pool(row.tenant_id())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, saas_tenancy::TenancyError::Unsupported(_)),
+        "{refused}"
+    );
+    sandbox
+        .tenancy
+        .lease_database_pool(file.tenant_id())
+        .await
+        .unwrap();
+    // A suspended tenant's pool is not lent either.
+    sandbox.tenancy.suspend(file.tenant_id()).await.unwrap();
+    assert!(
+        sandbox
+            .tenancy
+            .lease_database_pool(file.tenant_id())
+            .await
+            .is_err()
+    );
+    sandbox.cleanup().await;
+}
