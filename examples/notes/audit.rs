@@ -5,49 +5,28 @@
 
 use std::sync::Arc;
 
-use saas_core::TenantContext;
-use saas_events::router::{ReceivedEvent, Router, RunningRouter, handler_fn};
+use saas_events::router::{Router, RunningRouter};
 use saas_events::{EventError, InMemoryBus, SubscribeOptions, Subscriber};
-use saas_tenancy::DynCatalog;
+use saas_foundation::consumers::tenant_handler;
 
-use super::store::NotesStore;
+use super::store::{NotesStore, Store, StoreBackend};
 
 /// The topic every change is published to.
 pub(crate) const TOPIC: &str = "notes.changes";
 
 /// Subscribes the audit-log writer to the bus.
-pub(crate) async fn start_audit_writer(
+pub(crate) async fn start_audit_writer<T: StoreBackend>(
     bus: &InMemoryBus,
-    store: Arc<dyn NotesStore>,
-    catalog: DynCatalog,
+    store: Arc<Store<T>>,
 ) -> Result<RunningRouter, EventError> {
-    let subscription = bus
-        .subscribe(TOPIC, SubscribeOptions::new().with_group("audit-log"))
-        .await?;
-    let writer = handler_fn(move |event: ReceivedEvent| {
+    let options = SubscribeOptions::new().with_group("audit-log");
+    let subscription = bus.subscribe(TOPIC, options).await?;
+    let tenancy = Arc::clone(store.tenancy());
+    let writer = tenant_handler(tenancy, move |ctx, received| {
         let store = Arc::clone(&store);
-        let catalog = Arc::clone(&catalog);
-        async move { record(&*store, &catalog, event).await }
+        async move { store.record_audit(&ctx, received.event()).await }
     });
     Ok(Router::new()
         .fallback(writer)
         .run_subscription(subscription))
-}
-
-async fn record(
-    store: &dyn NotesStore,
-    catalog: &DynCatalog,
-    received: ReceivedEvent,
-) -> Result<(), EventError> {
-    let event = received.event();
-    // Events without a tenant are not ours to log; the outbox would not
-    // have let a tenant transaction write one anyway.
-    let Some(tenant) = event.tenant_id() else {
-        return Ok(());
-    };
-    let Some(record) = catalog.get(tenant).await.map_err(EventError::handler)? else {
-        return Ok(()); // deleted since: nothing to log into
-    };
-    let ctx = TenantContext::new(record.id, record.slug);
-    store.record_audit(&ctx, event).await
 }

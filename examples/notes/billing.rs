@@ -1,16 +1,13 @@
-//! The app's price list and the billing questions its handlers ask.
-
-use std::sync::Arc;
+//! The app's price list and the plan question its handlers ask.
 
 use saas_billing::Decimal;
 use saas_billing::{
-    Aggregation, BillingEngine, Catalog, Charge, Currency, Entitlement, Meter, MeterKey, Money,
-    PlanId, PlanRef, PlanVersion, Product, ProductId, TierTable, UsageEvent, dec,
+    Aggregation, Catalog, Charge, Currency, Meter, MeterKey, Money, PlanId, PlanRef, PlanVersion,
+    Product, ProductId, TierTable, dec,
 };
-use saas_core::{SharedClock, TenantId};
+use saas_core::{ErrorKind, TenantId};
+use saas_foundation::problem::Problem;
 use saas_foundation::subscriptions::CurrentSubscriptions;
-
-use super::error::ApiError;
 
 /// The metered feature every API call counts against.
 pub(crate) const API_CALLS: &str = "api_calls";
@@ -58,64 +55,37 @@ pub(crate) fn price_list() -> Result<Catalog, saas_billing::BillingError> {
 }
 
 /// The plan a sign-up asks for.
-pub(crate) fn plan_ref(name: &str) -> Result<PlanRef, ApiError> {
+pub(crate) fn plan_ref(name: &str) -> Result<PlanRef, Problem> {
     match name {
-        "free" | "pro" => Ok(PlanRef::new(
-            PlanId::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            1,
-        )),
-        _ => Err(ApiError::bad_request(
-            "plan must be \"free\" or \"pro\"".to_owned(),
+        "free" | "pro" => Ok(PlanRef::new(PlanId::new(name)?, 1)),
+        _ => Err(Problem::new(
+            ErrorKind::InvalidInput,
+            "plan must be \"free\" or \"pro\"",
         )),
     }
 }
 
-/// The billing engine and each tenant's current subscription.
-#[derive(Clone)]
-pub(crate) struct Billing {
-    pub(crate) current: Arc<CurrentSubscriptions>,
-    clock: SharedClock,
-}
-
-impl Billing {
-    pub(crate) fn new(engine: BillingEngine, clock: SharedClock) -> Self {
-        Self {
-            current: Arc::new(CurrentSubscriptions::new(engine)),
-            clock,
+/// Whether the tenant's plan allows one more project than `used`; read
+/// before the creating transaction, applied inside it.
+pub(crate) async fn project_limit(
+    current: &CurrentSubscriptions,
+    tenant: TenantId,
+) -> Result<impl Fn(i64) -> Result<(), Problem> + Send + Sync + use<>, Problem> {
+    let (subscription, limit) = current.entitlement(tenant, PROJECTS).await?;
+    let plan = subscription.plan().plan.as_str().to_owned();
+    let limit = limit.ok_or_else(|| refused(format!("the {plan} plan includes no projects")))?;
+    Ok(move |used: i64| {
+        let decision = limit.decide(Decimal::from(used), Decimal::ONE);
+        match decision.is_allowed() {
+            true => Ok(()),
+            false => Err(refused(format!(
+                "the {plan} plan allows {} projects; upgrade to pro for more",
+                decision.limit().unwrap_or_default()
+            ))),
         }
-    }
+    })
+}
 
-    pub(crate) fn engine(&self) -> &BillingEngine {
-        self.current.billing()
-    }
-
-    /// Records one API call (idempotent by `request_id`).
-    pub(crate) async fn meter_call(
-        &self,
-        tenant: TenantId,
-        request_id: String,
-    ) -> Result<(), ApiError> {
-        let subscription = self.current.id(tenant).await?;
-        let meter = MeterKey::new(API_CALLS)?;
-        let now = self.clock.now();
-        let event = UsageEvent::new(tenant, subscription, meter, Decimal::ONE, now, request_id);
-        self.engine().record_usage(event).await?;
-        Ok(())
-    }
-
-    /// The tenant's plan name and its limit on projects.
-    pub(crate) async fn project_limit(
-        &self,
-        tenant: TenantId,
-    ) -> Result<(String, Entitlement), ApiError> {
-        let sub = self.current.current(tenant).await?;
-        let plan = self.engine().catalog().plan(sub.plan())?;
-        let limit = plan
-            .entitlements()
-            .iter()
-            .find(|e| e.feature().as_str() == PROJECTS)
-            .cloned()
-            .ok_or_else(|| ApiError::forbidden("plan_limit", "the plan includes no projects"))?;
-        Ok((sub.plan().plan.as_str().to_owned(), limit))
-    }
+fn refused(detail: String) -> Problem {
+    Problem::new(ErrorKind::Forbidden, detail).with_code("plan_limit")
 }

@@ -18,9 +18,8 @@
 mod api;
 mod audit;
 mod billing;
-mod error;
 mod schema;
 mod server;
 mod store;
 
-pub use server::{Mode, NotesConfig, run, serve};
+pub use server::{Mode, run, serve};

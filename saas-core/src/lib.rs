@@ -23,8 +23,8 @@ pub use identity::{
 };
 pub use resolve::{
     AuthMode, HeaderResolver, HostResolver, InMemoryTenantLookup, PathPrefixResolver, RequestInfo,
-    RequestRejection, RequestResolver, ResolveError, TenantLookup, TenantResolver, TenantSummary,
-    TokenClaimResolver,
+    RequestRejection, RequestResolver, RequestResolverBuilder, ResolveError, TenantLookup,
+    TenantResolver, TenantSummary, TokenClaimResolver,
 };
 pub use slug::{DEFAULT_RESERVED_SLUGS, MAX_SLUG_LEN, SlugError, SlugPolicy, TenantSlug};
 

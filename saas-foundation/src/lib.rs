@@ -20,6 +20,13 @@
 //! - `signup` — provision and subscribe as one operation, retried by
 //!   tenant id and compensated on failure; [`subscriptions`] — tenant →
 //!   current subscription.
+//! - [`config`] — the settings every host reads at startup, from the
+//!   environment, with secrets that never reach a log; [`identity`] — the
+//!   host's own tokens (issuer, verifier, request resolver) from one
+//!   secret.
+//! - `metering` (feature `axum`) — every request counted against its
+//!   tenant's meter, optionally refused over the plan's quota;
+//!   `consumers` — event handlers given the event's tenant context.
 //! - [`services`] — one handle that stops routers, relays and pools in
 //!   the right order.
 //! - `problem` (feature `axum`) — every crate's error as an RFC 9457
@@ -40,6 +47,14 @@ pub use saas_tenancy as tenancy;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod catalog_events;
+pub mod config;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub mod consumers;
+pub mod identity;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod metering;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod outboxes;

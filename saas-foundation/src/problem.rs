@@ -55,6 +55,19 @@ impl ClassifiedError for saas_tenancy::TenancyError {
     }
 }
 
+/// A query's own error, classified as the tenancy classifies it; its
+/// message (which names tables and constraints) is never shown.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl ClassifiedError for sqlx::Error {
+    fn error_kind(&self) -> ErrorKind {
+        saas_tenancy::database_kind(self)
+    }
+
+    fn message_is_public(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl ClassifiedError for crate::signup::SignUpError {
     fn error_kind(&self) -> ErrorKind {

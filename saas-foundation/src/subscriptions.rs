@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use saas_billing::{BillingEngine, BillingError, Subscription, SubscriptionId};
+use saas_billing::{BillingEngine, BillingError, Entitlement, Subscription, SubscriptionId};
 use saas_core::TenantId;
 use tokio::sync::RwLock;
 
@@ -87,6 +87,28 @@ impl CurrentSubscriptions {
             return self.look_up(tenant).await;
         }
         Ok(subscription)
+    }
+
+    /// The tenant's current subscription and its plan's entitlement to
+    /// `feature` (a limit or a quota), `None` if the plan lists none — for
+    /// a handler checking a count against the plan ("3 projects").
+    ///
+    /// # Errors
+    /// As [`CurrentSubscriptions::current`]; [`BillingError::NotFound`]
+    /// for a plan missing from the engine's catalog.
+    pub async fn entitlement(
+        &self,
+        tenant: TenantId,
+        feature: &str,
+    ) -> Result<(Subscription, Option<Entitlement>), BillingError> {
+        let subscription = self.current(tenant).await?;
+        let plan = self.billing.catalog().plan(subscription.plan())?;
+        let entitlement = plan
+            .entitlements()
+            .iter()
+            .find(|e| e.feature().as_str() == feature)
+            .cloned();
+        Ok((subscription, entitlement))
     }
 
     /// Remembers `subscription` as its tenant's current one (right after

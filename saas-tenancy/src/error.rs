@@ -136,8 +136,16 @@ impl TenancyError {
     }
 }
 
+/// The kind of a database error: unreachable or overloaded servers and
+/// serialization failures are [`ErrorKind::Unavailable`] (retry), a pool
+/// wait [`ErrorKind::Timeout`], a unique violation
+/// [`ErrorKind::AlreadyExists`], a foreign-key or check violation
+/// [`ErrorKind::InvalidInput`], a refused privilege (row-level security's
+/// `WITH CHECK`) [`ErrorKind::Forbidden`], anything else
+/// [`ErrorKind::Internal`]. The same as [`TenancyError::kind`] of the
+/// error converted.
 #[cfg(feature = "_sql")]
-fn database_kind(e: &sqlx::Error) -> ErrorKind {
+pub fn database_kind(e: &sqlx::Error) -> ErrorKind {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             ErrorKind::Unavailable

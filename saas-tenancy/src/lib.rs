@@ -46,6 +46,8 @@ pub use catalog::PgCatalog;
 pub use catalog::SqliteCatalog;
 pub use catalog::{Catalog, CatalogLookup, DynCatalog, InMemoryCatalog};
 pub use error::TenancyError;
+#[cfg(feature = "_sql")]
+pub use error::database_kind;
 pub use hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use ident::{SqlIdent, TenantTable};
 pub use placement::{ClusterName, Placement, PlacementPolicy, Strategy, TenantObjectName};

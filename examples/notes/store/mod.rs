@@ -3,34 +3,24 @@
 //! through the tenancy's scoped transactions, and publishes its events to
 //! the outbox inside them.
 
-mod pg;
 mod sql;
-mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use saas_billing::{BillingEngine, NewSubscription};
-use saas_core::{TenantContext, TenantId};
+use saas_core::{ErrorKind, TenantContext, TenantId};
 use saas_events::{Event, EventError};
+use saas_foundation::problem::Problem;
 use saas_foundation::signup::{SignUpError, SignUps, SignedUp};
-use saas_tenancy::postgres::PgTenancy;
-use saas_tenancy::sqlite::SqliteTenancy;
-use saas_tenancy::{NewTenant, Tenancy, TenantTransaction};
+use saas_foundation::stack::{Stack, StackBackend};
+use saas_tenancy::{NewTenant, TenantTransaction};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use self::sql::NotesDatabase;
 use super::audit::TOPIC;
-use super::error::ApiError;
-
-/// [`NotesStore`] on PostgreSQL: row, schema or database tenants alike —
-/// the SQL never names a tenant; the scoped transaction does.
-pub(crate) type PgStore = Store<PgTenancy>;
-
-/// [`NotesStore`] on SQLite files, one per tenant.
-pub(crate) type SqliteStore = Store<SqliteTenancy>;
 
 /// A project as the API shows it.
 #[derive(Debug, Serialize)]
@@ -58,7 +48,7 @@ pub(crate) struct AuditEntry {
 
 /// Decides, from the tenant's current project count, whether one more is
 /// allowed (the plan's limit); called inside the creating transaction.
-pub(crate) type ProjectLimit<'a> = &'a (dyn Fn(i64) -> Result<(), ApiError> + Send + Sync);
+pub(crate) type ProjectLimit<'a> = &'a (dyn Fn(i64) -> Result<(), Problem> + Send + Sync);
 
 /// The app's tenant data.
 #[async_trait]
@@ -76,29 +66,29 @@ pub(crate) trait NotesStore: Send + Sync {
         ctx: &TenantContext,
         name: &str,
         limit: ProjectLimit<'_>,
-    ) -> Result<Project, ApiError>;
+    ) -> Result<Project, Problem>;
     /// The tenant's projects, oldest first.
-    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError>;
+    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, Problem>;
     /// One of the tenant's projects; 404 for any other id.
-    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError>;
+    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, Problem>;
     /// Adds a note to one of the tenant's projects.
     async fn add_note(
         &self,
         ctx: &TenantContext,
         project: Uuid,
         body: &str,
-    ) -> Result<Note, ApiError>;
+    ) -> Result<Note, Problem>;
     /// A project's notes, oldest first.
-    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, ApiError>;
+    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, Problem>;
     /// The tenant's audit log, oldest first.
-    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError>;
+    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, Problem>;
     /// Records `event` in the tenant's audit log; a redelivered event is
     /// recorded once.
     async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError>;
 }
 
 /// The event announcing a new project.
-pub(crate) fn project_created(tenant: TenantId, project: &Project) -> Result<Event, ApiError> {
+pub(crate) fn project_created(tenant: TenantId, project: &Project) -> Result<Event, Problem> {
     event(
         tenant,
         "com.example.notes.project.created",
@@ -109,7 +99,7 @@ pub(crate) fn project_created(tenant: TenantId, project: &Project) -> Result<Eve
 }
 
 /// The event announcing a new note.
-pub(crate) fn note_added(tenant: TenantId, note: &Note) -> Result<Event, ApiError> {
+pub(crate) fn note_added(tenant: TenantId, note: &Note) -> Result<Event, Problem> {
     event(
         tenant,
         "com.example.notes.note.added",
@@ -125,48 +115,30 @@ fn event(
     collection: &str,
     id: Uuid,
     data: &Value,
-) -> Result<Event, ApiError> {
+) -> Result<Event, Problem> {
     Ok(Event::new(Some(tenant), event_type, "/notes-api", data)?
         .with_subject(format!("{collection}/{id}")))
 }
 
-/// A backend's sqlx connection.
-type Connection<T> = <<T as Tenancy>::Database as sqlx::Database>::Connection;
+/// A stack whose database runs the store's SQL: PostgreSQL and SQLite.
+pub(crate) trait StoreBackend: StackBackend<Database: NotesDatabase> {}
 
-/// What the store does differently per backend; everything else is
-/// [`Store`], once.
-#[async_trait]
-pub(crate) trait StoreBackend: Tenancy<Database: NotesDatabase> {
-    /// The transactional outbox events are written to.
-    type Outbox: Default + Send + Sync;
-
-    /// Makes the tenant's project creations, in transactions opened by
-    /// [`Tenancy::begin_for_write`], run one at a time, so that two
-    /// concurrent ones cannot both pass the plan's limit.
-    async fn lock_projects(conn: &mut Connection<Self>, tenant: TenantId) -> sqlx::Result<()>;
-    /// Writes `event` to the outbox in `conn`'s transaction.
-    async fn publish(
-        outbox: &Self::Outbox,
-        conn: &mut Connection<Self>,
-        topic: &str,
-        event: Event,
-    ) -> Result<(), EventError>;
-}
+impl<T: StackBackend<Database: NotesDatabase>> StoreBackend for T {}
 
 /// The [`NotesStore`], on any [`StoreBackend`].
 pub(crate) struct Store<T: StoreBackend> {
-    tenancy: Arc<T>,
+    stack: Stack<T>,
     sign_ups: SignUps<T>,
-    outbox: T::Outbox,
 }
 
 impl<T: StoreBackend> Store<T> {
-    pub(crate) fn new(tenancy: Arc<T>, billing: BillingEngine) -> Self {
-        Self {
-            sign_ups: SignUps::new(Arc::clone(&tenancy), billing),
-            tenancy,
-            outbox: T::Outbox::default(),
-        }
+    pub(crate) fn new(stack: Stack<T>, billing: BillingEngine) -> Self {
+        let sign_ups = SignUps::new(Arc::clone(stack.tenancy()), billing);
+        Self { stack, sign_ups }
+    }
+
+    pub(crate) fn tenancy(&self) -> &Arc<T> {
+        self.stack.tenancy()
     }
 }
 
@@ -174,10 +146,10 @@ impl<T: StoreBackend> Store<T> {
 async fn find_project<DB: NotesDatabase>(
     conn: &mut DB::Connection,
     id: Uuid,
-) -> Result<Project, ApiError> {
+) -> Result<Project, Problem> {
     let name = DB::project_name(conn, id).await?;
     name.map(|name| Project { id, name })
-        .ok_or_else(|| ApiError::not_found("project"))
+        .ok_or_else(|| Problem::new(ErrorKind::NotFound, "no such project"))
 }
 
 #[async_trait]
@@ -195,11 +167,13 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         ctx: &TenantContext,
         name: &str,
         limit: ProjectLimit<'_>,
-    ) -> Result<Project, ApiError> {
-        let mut tx = self.tenancy.begin_for_write(ctx).await?;
+    ) -> Result<Project, Problem> {
+        let mut tx = self.stack.tenancy().begin_for_write(ctx).await?;
         // One project creation at a time per tenant, so two concurrent
         // requests cannot both pass the plan's limit.
-        T::lock_projects(&mut tx, ctx.tenant_id()).await?;
+        self.stack
+            .serialize_writes(&mut tx, ctx.tenant_id())
+            .await?;
         limit(T::Database::count_projects(&mut tx).await?)?;
         let project = Project {
             id: Uuid::now_v7(),
@@ -208,20 +182,20 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         T::Database::insert_project(&mut tx, ctx.tenant_id(), &project).await?;
         // The event leaves if and only if the project is committed.
         let event = project_created(ctx.tenant_id(), &project)?;
-        T::publish(&self.outbox, &mut tx, TOPIC, event).await?;
+        self.stack.publish(&mut tx, TOPIC, event).await?;
         tx.commit().await?;
         Ok(project)
     }
 
-    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
+    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, Problem> {
+        let mut tx = self.stack.tenancy().begin(ctx).await?;
         let projects = T::Database::projects(&mut tx).await?;
         tx.commit().await?;
         Ok(projects)
     }
 
-    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
+    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, Problem> {
+        let mut tx = self.stack.tenancy().begin(ctx).await?;
         let project = find_project::<T::Database>(&mut tx, id).await?;
         tx.commit().await?;
         Ok(project)
@@ -232,8 +206,8 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         ctx: &TenantContext,
         project: Uuid,
         body: &str,
-    ) -> Result<Note, ApiError> {
-        let mut tx = self.tenancy.begin_for_write(ctx).await?;
+    ) -> Result<Note, Problem> {
+        let mut tx = self.stack.tenancy().begin_for_write(ctx).await?;
         find_project::<T::Database>(&mut tx, project).await?;
         let note = Note {
             id: Uuid::now_v7(),
@@ -242,28 +216,33 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         };
         T::Database::insert_note(&mut tx, ctx.tenant_id(), &note).await?;
         let event = note_added(ctx.tenant_id(), &note)?;
-        T::publish(&self.outbox, &mut tx, TOPIC, event).await?;
+        self.stack.publish(&mut tx, TOPIC, event).await?;
         tx.commit().await?;
         Ok(note)
     }
 
-    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
+    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, Problem> {
+        let mut tx = self.stack.tenancy().begin(ctx).await?;
         find_project::<T::Database>(&mut tx, project).await?;
         let notes = T::Database::notes(&mut tx, project).await?;
         tx.commit().await?;
         Ok(notes)
     }
 
-    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, ApiError> {
-        let mut tx = self.tenancy.begin(ctx).await?;
+    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, Problem> {
+        let mut tx = self.stack.tenancy().begin(ctx).await?;
         let entries = T::Database::audit_log(&mut tx).await?;
         tx.commit().await?;
         Ok(entries)
     }
 
     async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError> {
-        let mut tx = self.tenancy.begin(ctx).await.map_err(EventError::handler)?;
+        let mut tx = self
+            .stack
+            .tenancy()
+            .begin(ctx)
+            .await
+            .map_err(EventError::handler)?;
         T::Database::insert_audit(&mut tx, ctx.tenant_id(), event)
             .await
             .map_err(EventError::handler)?;

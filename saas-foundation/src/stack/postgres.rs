@@ -2,16 +2,17 @@
 
 use std::sync::Arc;
 
-use saas_billing::BillingStores;
+use async_trait::async_trait;
 use saas_billing::store::postgres::PgBillingStores;
-use saas_events::Publisher;
-use saas_events::postgres::{OutboxRelay, RelayConfig};
+use saas_core::TenantId;
+use saas_events::postgres::{OutboxRelay, PgOutbox, RelayConfig};
+use saas_events::{Event, EventError, Publisher};
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, PgTenancyBuilder, SqlIdent};
-use saas_tenancy::{ClusterName, DynCatalog, PgCatalog};
-use sqlx::PgPool;
+use saas_tenancy::{ClusterName, DynCatalog, PgCatalog, TenancyError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 
-use super::StackError;
+use super::{Stack, StackBackend, StackError};
 use crate::outboxes::PgTenantOutboxes;
 use crate::services::Services;
 
@@ -42,16 +43,9 @@ use crate::services::Services;
 /// services.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-pub struct PgStack {
-    admin: PgPool,
-    catalog: DynCatalog,
-    tenancy: Arc<PgTenancy>,
-    billing: BillingStores,
-    cluster: ClusterName,
-}
+pub type PgStack = Stack<PgTenancy>;
 
-impl PgStack {
+impl Stack<PgTenancy> {
     /// Connects (a pool of four administrator connections, closed by
     /// `services` on shutdown, after everything registered later), creates
     /// or updates the catalog and billing tables, builds the tenancy —
@@ -86,53 +80,76 @@ impl PgStack {
         let tenancy =
             configure(PgTenancy::builder(Arc::clone(&catalog)).cluster(config)).build()?;
         tenancy.migrate_shared().await?;
-        Ok(Self {
-            admin: pool,
+        Ok(Stack {
+            home: pool,
             catalog,
             tenancy: Arc::new(tenancy),
             billing: billing.billing_stores(),
             cluster,
+            outbox: PgOutbox::new(),
         })
     }
 
-    /// Starts the outbox relay over every tenant's outbox
-    /// ([`PgTenantOutboxes`]) into `sink`, registered with `services`:
-    /// start the sink's consumers before, so it stops before them.
-    pub fn start_relay(
-        &self,
+    /// The administrator pool (catalog and billing tables live here).
+    pub fn admin(&self) -> &PgPool {
+        &self.home
+    }
+}
+
+#[async_trait]
+impl StackBackend for PgTenancy {
+    type Home = PgPool;
+    type Outbox = PgOutbox;
+    type RelayConfig = RelayConfig;
+
+    async fn publish(
+        outbox: &PgOutbox,
+        conn: &mut PgConnection,
+        topic: &str,
+        event: Event,
+    ) -> Result<(), EventError> {
+        outbox.publish(conn, topic, event).await
+    }
+
+    /// A transaction-scoped advisory lock on a key of the tenant's (in the
+    /// one-`bigint` key space, which the tenancy's own two-`int4` locks do
+    /// not share), so a count by one transaction and an insert by another
+    /// cannot interleave; rows lock only as they are written, and counting
+    /// writes none.
+    async fn serialize_writes(
+        conn: &mut PgConnection,
+        tenant: TenantId,
+    ) -> Result<(), TenancyError> {
+        sqlx::query(
+            "SELECT pg_catalog.pg_advisory_xact_lock(\
+             pg_catalog.hashtextextended('saas_foundation.writes:' || $1::text, 0))",
+        )
+        .bind(tenant)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    fn start_relay(
+        stack: &Stack<Self>,
         sink: Arc<dyn Publisher>,
         config: RelayConfig,
         services: &mut Services,
     ) {
-        let outboxes = Arc::new(PgTenantOutboxes::new(&self.tenancy));
+        let outboxes = Arc::new(PgTenantOutboxes::new(&stack.tenancy));
         services.start(
             "outbox relay",
             OutboxRelay::new(outboxes, sink, config).spawn(),
         );
     }
 
-    /// The administrator pool (catalog and billing tables live here).
-    pub fn admin(&self) -> &PgPool {
-        &self.admin
-    }
-
-    /// The tenant catalog.
-    pub fn catalog(&self) -> &DynCatalog {
-        &self.catalog
-    }
-
-    /// The tenancy.
-    pub fn tenancy(&self) -> &Arc<PgTenancy> {
-        &self.tenancy
-    }
-
-    /// The billing stores, for the app's `BillingEngine`.
-    pub fn billing(&self) -> BillingStores {
-        self.billing.clone()
-    }
-
-    /// The cluster new tenants are placed on (`main`).
-    pub fn cluster(&self) -> &ClusterName {
-        &self.cluster
+    fn describe(home: &PgPool) -> String {
+        let options = home.connect_options();
+        format!(
+            "PostgreSQL at {}:{}, database {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(the user's)")
+        )
     }
 }

@@ -4,16 +4,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_billing::BillingStores;
+use async_trait::async_trait;
 use saas_billing::store::sqlite::SqliteBillingStores;
-use saas_events::Publisher;
-use saas_events::sqlite::{OutboxRelay, RelayConfig};
+use saas_core::TenantId;
+use saas_events::sqlite::{OutboxRelay, RelayConfig, SqliteOutbox};
+use saas_events::{Event, EventError, Publisher};
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy, SqliteTenancyBuilder};
-use saas_tenancy::{ClusterName, DynCatalog, SqliteCatalog};
-use sqlx::SqlitePool;
+use saas_tenancy::{ClusterName, DynCatalog, SqliteCatalog, TenancyError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{SqliteConnection, SqlitePool};
 
-use super::StackError;
+use super::{Stack, StackBackend, StackError};
 use crate::outboxes::SqliteTenantOutboxes;
 use crate::services::Services;
 
@@ -36,16 +37,9 @@ use crate::services::Services;
 /// services.shutdown().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-pub struct SqliteStack {
-    dir: PathBuf,
-    catalog: DynCatalog,
-    tenancy: Arc<SqliteTenancy>,
-    billing: BillingStores,
-    cluster: ClusterName,
-}
+pub type SqliteStack = Stack<SqliteTenancy>;
 
-impl SqliteStack {
+impl Stack<SqliteTenancy> {
     /// Creates `dir` and the files if missing, the catalog and billing
     /// tables, builds the tenancy — `configure` adds the app's tenant
     /// tables, migrations, limits, clock — and runs its shared migrations
@@ -82,26 +76,54 @@ impl SqliteStack {
         let tenancy =
             configure(SqliteTenancy::builder(Arc::clone(&catalog)).cluster(config)).build()?;
         tenancy.migrate_shared().await?;
-        Ok(Self {
-            dir,
+        Ok(Stack {
+            home: dir,
             catalog,
             tenancy: Arc::new(tenancy),
             billing: billing.billing_stores(),
             cluster,
+            outbox: SqliteOutbox::new(),
         })
     }
 
-    /// Starts the outbox relay over every tenant's outbox
-    /// ([`SqliteTenantOutboxes`]) into `sink`, registered with `services`
-    /// (with closing the shared files it reads): start the sink's
-    /// consumers before, so it stops before them.
-    pub fn start_relay(
-        &self,
+    /// The directory holding every file.
+    pub fn dir(&self) -> &Path {
+        &self.home
+    }
+}
+
+#[async_trait]
+impl StackBackend for SqliteTenancy {
+    type Home = PathBuf;
+    type Outbox = SqliteOutbox;
+    type RelayConfig = RelayConfig;
+
+    async fn publish(
+        outbox: &SqliteOutbox,
+        conn: &mut SqliteConnection,
+        topic: &str,
+        event: Event,
+    ) -> Result<(), EventError> {
+        outbox.publish(conn, topic, event).await
+    }
+
+    /// Nothing to do: a transaction begun with `begin_for_write` is
+    /// `BEGIN IMMEDIATE`, which holds the file's write lock until it ends.
+    async fn serialize_writes(
+        _conn: &mut SqliteConnection,
+        _tenant: TenantId,
+    ) -> Result<(), TenancyError> {
+        Ok(())
+    }
+
+    /// Also registers closing the shared files the relay reads.
+    fn start_relay(
+        stack: &Stack<Self>,
         sink: Arc<dyn Publisher>,
         config: RelayConfig,
         services: &mut Services,
     ) {
-        let outboxes = Arc::new(SqliteTenantOutboxes::new(&self.tenancy));
+        let outboxes = Arc::new(SqliteTenantOutboxes::new(&stack.tenancy));
         let closing = Arc::clone(&outboxes);
         services.on_stop("outbox files", move || async move { closing.close().await });
         services.start(
@@ -110,29 +132,8 @@ impl SqliteStack {
         );
     }
 
-    /// The directory holding every file.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The tenant catalog.
-    pub fn catalog(&self) -> &DynCatalog {
-        &self.catalog
-    }
-
-    /// The tenancy.
-    pub fn tenancy(&self) -> &Arc<SqliteTenancy> {
-        &self.tenancy
-    }
-
-    /// The billing stores, for the app's `BillingEngine`.
-    pub fn billing(&self) -> BillingStores {
-        self.billing.clone()
-    }
-
-    /// The cluster new tenants are placed on (`local`).
-    pub fn cluster(&self) -> &ClusterName {
-        &self.cluster
+    fn describe(home: &PathBuf) -> String {
+        format!("SQLite files in {}", home.display())
     }
 }
 
