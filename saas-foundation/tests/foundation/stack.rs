@@ -106,3 +106,48 @@ async fn a_sqlite_stack_relays_every_placements_events_and_reopens() {
     drop((stack, again));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `Stack::serialize_writes` on PostgreSQL: a second transaction of the
+/// same tenant waits for the first to end; another tenant's does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_serialize_writes_makes_a_tenants_writers_take_turns() {
+    use saas_foundation::stack::StackBackend;
+    use saas_tenancy::postgres::{PgTenancy, ScopeMode};
+    use saas_tenancy::testing::pg::PgSandbox;
+    use saas_test_support::{Service, require_service};
+
+    let url = require_service!(Service::Postgres);
+    let mut sandbox = PgSandbox::new(&url, ScopeMode::Shared).await.unwrap();
+    let acme = sandbox.tenant("acme", Strategy::Shared).await.unwrap();
+    let globex = sandbox.tenant("globex", Strategy::Shared).await.unwrap();
+    let tenancy = Arc::new(sandbox.tenancy.clone());
+
+    let mut first = tenancy.begin(&acme).await.unwrap();
+    PgTenancy::serialize_writes(&mut first, acme.tenant_id())
+        .await
+        .unwrap();
+    // Another tenant's writer is not held up.
+    let mut other = tenancy.begin(&globex).await.unwrap();
+    PgTenancy::serialize_writes(&mut other, globex.tenant_id())
+        .await
+        .unwrap();
+    other.commit().await.unwrap();
+    // The same tenant's second writer waits until the first commits.
+    let (second_tenancy, ctx) = (Arc::clone(&tenancy), acme.clone());
+    let second = tokio::spawn(async move {
+        let mut tx = second_tenancy.begin(&ctx).await.unwrap();
+        PgTenancy::serialize_writes(&mut tx, ctx.tenant_id())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second writer did not wait");
+    first.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second writer went on after the first committed")
+        .unwrap();
+    drop(tenancy);
+    sandbox.cleanup().await;
+}

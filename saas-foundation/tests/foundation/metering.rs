@@ -1,0 +1,181 @@
+//! `MeterLayer` through a real router: each request a unit of its own
+//! tenant's meter, refused over the quota when enforcing, never counted
+//! against nobody.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::routing::get;
+use http::StatusCode;
+use saas_billing::{
+    Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Decimal, DenyReason,
+    Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId, dec,
+};
+use saas_core::{SystemClock, TenantContext, TenantId, TenantSlug};
+use saas_foundation::metering::MeterLayer;
+use saas_foundation::subscriptions::CurrentSubscriptions;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Plan `free`: a quota of 3 calls a period.
+fn catalog() -> Catalog {
+    let app = ProductId::new("app").unwrap();
+    let zero = Money::new(dec!(0), Currency::USD);
+    Catalog::builder()
+        .product(Product::new(app.clone(), "App"))
+        .meter(Meter::new(
+            MeterKey::new("calls").unwrap(),
+            Aggregation::Count,
+        ))
+        .plan(
+            PlanVersion::builder(PlanId::new("free").unwrap(), 1, app)
+                .recurring("base", "Free", [Charge::flat(zero).unwrap()])
+                .metered("calls", "Calls", "calls", [Charge::per_unit(zero).unwrap()])
+                .quota("calls", "calls", dec!(3))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+struct Metered {
+    engine: BillingEngine,
+    router: Router,
+    handled: Arc<AtomicUsize>,
+    tenants: Vec<TenantContext>,
+}
+
+/// Two subscribed tenants and one without a subscription; the
+/// `x-tenant` header names the request's tenant (standing in for the
+/// TenantLayer).
+async fn metered(enforcing: bool) -> Metered {
+    let engine = BillingEngine::new(
+        Arc::new(catalog()),
+        BillingStores::in_memory(),
+        Arc::new(SystemClock),
+    );
+    let mut tenants = Vec::new();
+    for (i, slug) in ["acme", "globex", "unsubscribed"].into_iter().enumerate() {
+        let ctx = TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap());
+        if i < 2 {
+            let plan = PlanRef::new(PlanId::new("free").unwrap(), 1);
+            let new = NewSubscription::new(ctx.tenant_id(), plan, Currency::USD);
+            engine.create_subscription(new).await.unwrap();
+        }
+        tenants.push(ctx);
+    }
+    let current = Arc::new(CurrentSubscriptions::new(engine.clone()));
+    let key = MeterKey::new("calls").unwrap();
+    let mut layer = MeterLayer::new(current, key, Arc::new(SystemClock));
+    if enforcing {
+        layer = layer.enforcing();
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&handled);
+    let known = tenants.clone();
+    let resolve = move |mut request: Request, next: Next| {
+        let tenant = request
+            .headers()
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|slug| known.iter().find(|t| t.slug().as_str() == slug).cloned());
+        if let Some(ctx) = tenant {
+            request.extensions_mut().insert(ctx);
+        }
+        next.run(request)
+    };
+    let router = Router::new()
+        .route(
+            "/work",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "done" }
+            }),
+        )
+        .layer(layer)
+        .layer(axum::middleware::from_fn(resolve));
+    Metered {
+        engine,
+        router,
+        handled,
+        tenants,
+    }
+}
+
+async fn call(router: &Router, tenant: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get("/work");
+    if let Some(slug) = tenant {
+        request = request.header("x-tenant", slug);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Whether `tenant` may still make `calls` more calls this period.
+fn may_call(engine: &BillingEngine, tenant: &TenantContext, calls: u32) -> bool {
+    engine
+        .check(tenant.tenant_id(), "calls", Decimal::from(calls))
+        .is_allowed()
+}
+
+#[tokio::test]
+async fn each_request_counts_once_against_its_own_tenant() {
+    let m = metered(false).await;
+    let (acme, globex) = (&m.tenants[0], &m.tenants[1]);
+    for _ in 0..2 {
+        assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
+    }
+    assert!(may_call(&m.engine, acme, 1), "two of three used");
+    assert!(!may_call(&m.engine, acme, 2), "two calls counted for acme");
+    assert!(may_call(&m.engine, globex, 3), "globex's quota untouched");
+    // Not enforcing: past the quota the calls are served and still counted.
+    for _ in 0..3 {
+        assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
+    }
+    assert_eq!(m.handled.load(Ordering::SeqCst), 5);
+    let over = m.engine.check(acme.tenant_id(), "calls", Decimal::ONE);
+    assert_eq!(over.reason(), Some(DenyReason::OverLimit));
+}
+
+#[tokio::test]
+async fn enforcing_refuses_calls_over_the_quota_before_the_handler() {
+    let m = metered(true).await;
+    for _ in 0..3 {
+        assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
+    }
+    let (status, body) = call(&m.router, Some("acme")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["code"], "quota_exceeded");
+    assert_eq!(m.handled.load(Ordering::SeqCst), 3, "the refused call ran");
+    // The other tenant is served in full.
+    for _ in 0..3 {
+        assert_eq!(call(&m.router, Some("globex")).await.0, StatusCode::OK);
+    }
+    assert_eq!(m.handled.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_request_without_a_tenant_or_a_subscription_is_refused_uncounted() {
+    let m = metered(true).await;
+    let (status, body) = call(&m.router, None).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["code"], "internal");
+    let (status, body) = call(&m.router, Some("unsubscribed")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(m.handled.load(Ordering::SeqCst), 0);
+    assert!(may_call(&m.engine, &m.tenants[0], 3));
+}
