@@ -11,6 +11,9 @@ use saas_foundation::consumers::tenant_handler;
 use saas_tenancy::Strategy;
 use saas_tenancy::testing::sqlite::SqliteSandbox;
 
+/// What the handler was called with: the context, and the event's tenant.
+type Calls = Arc<Mutex<Vec<(TenantContext, Option<TenantId>)>>>;
+
 fn received(tenant: Option<TenantId>) -> ReceivedEvent {
     let event = Event::new(tenant, "note.added", "/tests", &1u32).unwrap();
     ReceivedEvent::new(Arc::new(event), "notes", 1)
@@ -28,7 +31,7 @@ async fn each_event_reaches_the_handler_with_its_own_tenants_context() {
         .await
         .unwrap();
     let tenancy = Arc::new(sandbox.tenancy.clone());
-    let seen: Arc<Mutex<Vec<(TenantContext, Option<TenantId>)>>> = Arc::default();
+    let seen: Calls = Arc::default();
     let log = Arc::clone(&seen);
     let handler = tenant_handler(Arc::clone(&tenancy), move |ctx, event| {
         let log = Arc::clone(&log);
