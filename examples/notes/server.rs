@@ -4,13 +4,16 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use axum::Router;
 use saas_billing::BillingEngine;
 use saas_core::{HeaderResolver, HostResolver, SharedClock, SystemClock, TokenClaimResolver};
 use saas_events::InMemoryBus;
-use saas_foundation::config::Settings;
+use saas_foundation::config::{Secret, Settings};
+use saas_foundation::host::{App, BoxError, Host};
 use saas_foundation::identity::Identity;
-use saas_foundation::services::{Services, shutdown_signal};
-use saas_foundation::stack::{PgStack, SqliteStack, Stack};
+use saas_foundation::services::Services;
+use saas_foundation::stack::Stack;
 use saas_foundation::subscriptions::CurrentSubscriptions;
 use saas_tenancy::Strategy;
 
@@ -74,85 +77,70 @@ pub async fn serve(mode: Mode) -> Result<(), Box<dyn Error>> {
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Opens the stack — PostgreSQL (the app's tables shared for row tenants,
-/// in every schema or database tenant otherwise) or SQLite files — then
-/// [`serve_on`] it.
+/// Serves the notes API on the stack `settings` name until Ctrl-C (or
+/// SIGTERM), then stops the relay and the audit writer after the requests
+/// in flight. On PostgreSQL the app's tables are shared (row tenants) and
+/// in every schema or database tenant; on SQLite in every tenant's file.
 ///
 /// # Errors
 /// Anything that fails during setup, or the listener failing.
 pub async fn run(mode: Mode, settings: Settings) -> Result<(), Box<dyn Error>> {
-    let clock: SharedClock = Arc::new(SystemClock);
-    let mut services = Services::new();
-    let Some(url) = &settings.database_url else {
-        let stack = SqliteStack::open(&settings.data_dir, &mut services, |tenancy| {
-            let migrations = schema::sqlite_tenant_migrations();
-            tenancy
-                .tenant_migrations(migrations)
-                .clock(Arc::clone(&clock))
-        })
-        .await?;
-        return serve_on(stack, mode, &settings, clock, services).await;
-    };
+    let secret = settings.jwt_secret.clone();
     let tables = schema::tenant_tables()?;
-    let stack = PgStack::open(
-        url.expose().parse()?,
-        &settings.runtime_role,
-        &mut services,
-        |b| {
-            let b = b.shared_migrations(schema::shared_migrations());
-            let b = b
-                .tenant_migrations(schema::tenant_migrations())
-                .clock(Arc::clone(&clock));
-            tables.into_iter().fold(b, |b, table| b.tenant_table(table))
-        },
-    )
-    .await?;
-    serve_on(stack, mode, &settings, clock, services).await
-}
-
-/// Serves the app on `stack` until Ctrl-C (or SIGTERM), then stops the
-/// relay and the audit writer after the requests in flight.
-async fn serve_on<T: StoreBackend>(
-    stack: Stack<T>,
-    mode: Mode,
-    settings: &Settings,
-    clock: SharedClock,
-    mut services: Services,
-) -> Result<(), Box<dyn Error>> {
-    let engine = BillingEngine::new(Arc::new(price_list()?), stack.billing(), Arc::clone(&clock));
-    // The entitlement checker is in memory: load what a restart left.
-    engine.restore_entitlements().await?;
-    let store = Arc::new(Store::new(stack.clone(), engine.clone()));
-    // Events: outbox → relay → bus → audit writer (started first).
-    let bus = InMemoryBus::new();
-    services.start(
-        "audit writer",
-        start_audit_writer(&bus, Arc::clone(&store)).await?,
-    );
-    stack.start_relay(Arc::new(bus.clone()), Default::default(), &mut services);
-    // The tenant from `X-Tenant`, the subdomain of `localhost` or the token.
-    let identity = Identity::hs256(&settings.jwt_secret, "notes-api")?;
-    let resolver = (identity.resolver(Arc::clone(stack.catalog())))
-        .resolver(HeaderResolver::new("x-tenant")?)
-        .resolver(HostResolver::new("localhost")?)
-        .resolver(TokenClaimResolver)
-        .build()?;
-    let state = AppState {
-        store,
-        current: Arc::new(CurrentSubscriptions::new(engine)),
-        identity,
-        strategy: mode.strategy(),
-        cluster: stack.cluster().clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    print_usage(mode, listener.local_addr()?, &stack.describe());
-    axum::serve(listener, router(state, resolver, clock)?)
-        .with_graceful_shutdown(shutdown_signal())
+    Host::new(settings)
+        .postgres(|tenancy| {
+            let tenancy = tenancy.shared_migrations(schema::shared_migrations());
+            let tenancy = tenancy.tenant_migrations(schema::tenant_migrations());
+            tables
+                .into_iter()
+                .fold(tenancy, |b, table| b.tenant_table(table))
+        })
+        .sqlite(|tenancy| tenancy.tenant_migrations(schema::sqlite_tenant_migrations()))
+        .on_listening(move |addr, storage| print_usage(mode, addr, storage))
+        .serve(Notes { mode, secret })
         .await?;
-    tracing::info!("shutting down");
-    services.shutdown().await;
     println!("{}: stopped", mode.binary());
     Ok(())
+}
+
+/// The notes app, started by the host on either database.
+struct Notes {
+    mode: Mode,
+    secret: Secret,
+}
+
+#[async_trait]
+impl<T: StoreBackend> App<T> for Notes {
+    async fn start(&self, stack: Stack<T>, services: &mut Services) -> Result<Router, BoxError> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let engine =
+            BillingEngine::new(Arc::new(price_list()?), stack.billing(), Arc::clone(&clock));
+        // The entitlement checker is in memory: load what a restart left.
+        engine.restore_entitlements().await?;
+        let store = Arc::new(Store::new(stack.clone(), engine.clone()));
+        // Events: outbox → relay → bus → audit writer (started first).
+        let bus = InMemoryBus::new();
+        services.start(
+            "audit writer",
+            start_audit_writer(&bus, Arc::clone(&store)).await?,
+        );
+        stack.start_relay(Arc::new(bus.clone()), Default::default(), services);
+        // The tenant from `X-Tenant`, the subdomain of `localhost` or the token.
+        let identity = Identity::hs256(&self.secret, "notes-api")?;
+        let resolver = (identity.resolver(Arc::clone(stack.catalog())))
+            .resolver(HeaderResolver::new("x-tenant")?)
+            .resolver(HostResolver::new("localhost")?)
+            .resolver(TokenClaimResolver)
+            .build()?;
+        let state = AppState {
+            store,
+            current: Arc::new(CurrentSubscriptions::new(engine)),
+            identity,
+            strategy: self.mode.strategy(),
+            cluster: stack.cluster().clone(),
+        };
+        Ok(router(state, resolver, clock)?)
+    }
 }
 
 fn print_usage(mode: Mode, addr: SocketAddr, storage: &str) {

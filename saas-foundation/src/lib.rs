@@ -27,6 +27,9 @@
 //! - `metering` (feature `axum`) — every request counted against its
 //!   tenant's meter, optionally refused over the plan's quota;
 //!   `consumers` — event handlers given the event's tenant context.
+//! - `host` (feature `host`: axum and both databases) — the program
+//!   around an app: the stack its settings name, the app started on it,
+//!   served until Ctrl-C, everything stopped in order.
 //! - [`services`] — one handle that stops routers, relays and pools in
 //!   the right order.
 //! - `problem` (feature `axum`) — every crate's error as an RFC 9457
@@ -51,6 +54,9 @@ pub mod config;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod consumers;
+#[cfg(feature = "host")]
+#[cfg_attr(docsrs, doc(cfg(feature = "host")))]
+pub mod host;
 pub mod identity;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

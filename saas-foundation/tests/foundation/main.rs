@@ -14,6 +14,7 @@ mod catalog_events_sqlite;
 mod catalog_events_sqlite_crash;
 mod config;
 mod consumers;
+mod host;
 mod metering;
 mod outboxes;
 mod problem;
