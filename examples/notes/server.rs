@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
-use saas_billing::BillingEngine;
 use saas_core::{HeaderResolver, HostResolver, SharedClock, SystemClock, TokenClaimResolver};
 use saas_events::InMemoryBus;
 use saas_foundation::config::{Secret, Settings};
@@ -113,10 +112,9 @@ struct Notes {
 impl<T: StoreBackend> App<T> for Notes {
     async fn start(&self, stack: Stack<T>, services: &mut Services) -> Result<Router, BoxError> {
         let clock: SharedClock = Arc::new(SystemClock);
-        let engine =
-            BillingEngine::new(Arc::new(price_list()?), stack.billing(), Arc::clone(&clock));
-        // The entitlement checker is in memory: load what a restart left.
-        engine.restore_entitlements().await?;
+        let engine = stack
+            .billing_engine(price_list()?, Arc::clone(&clock))
+            .await?;
         let store = Arc::new(Store::new(stack.clone(), engine.clone()));
         // Events: outbox → relay → bus → audit writer (started first).
         let bus = InMemoryBus::new();

@@ -23,20 +23,20 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{get, post, put};
 use http::{HeaderMap, StatusCode};
 use saas_foundation::billing::{
-    Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Decimal, DenyReason,
-    Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId,
-    SharedClock, SubscriptionId, SystemClock, UsageEvent, dec,
+    Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Decimal, Meter, MeterKey,
+    Money, NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId, SharedClock,
+    SystemClock, dec,
 };
 use saas_foundation::core::http::TenantLayer;
 use saas_foundation::core::{
-    AuthMode, ErrorKind, HeaderResolver, RequestResolver, TenantContext, TenantId, TenantSlug,
+    AuthMode, ErrorKind, HeaderResolver, RequestResolver, TenantId, TenantSlug,
 };
+use saas_foundation::metering::MeterLayer;
 use saas_foundation::problem::Problem;
+use saas_foundation::subscriptions::CurrentSubscriptions;
 use saas_foundation::tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
 use saas_foundation::tenancy::{
     CatalogLookup, ClusterName, DynCatalog, NewTenant, SqliteCatalog, Strategy, TenancyError,
@@ -320,76 +320,21 @@ fn price_list() -> Result<Catalog, Box<dyn Error>> {
         .build()?)
 }
 
-/// The billing engine and each tenant's subscription.
-#[derive(Clone)]
-struct Billing {
-    engine: BillingEngine,
-    clock: SharedClock,
-    subscriptions: Arc<HashMap<TenantId, SubscriptionId>>,
-}
-
-/// Checks the tenant's quota before the request and records one
-/// `api_calls` event after a successful one (after its commit: this layer
-/// wraps the `TransactionLayer`). The request id is the idempotency key, so
-/// a retried request is counted once.
-async fn meter_calls(
-    State(billing): State<Billing>,
-    request: Request,
-    next: Next,
-) -> Result<Response, Problem> {
-    let tenant = request
-        .extensions()
-        .get::<TenantContext>()
-        .ok_or_else(|| Problem::new(ErrorKind::Internal, "TenantLayer must wrap metering"))?
-        .tenant_id();
-    let subscription = *billing
-        .subscriptions
-        .get(&tenant)
-        .ok_or_else(|| Problem::new(ErrorKind::Forbidden, "the tenant has no subscription"))?;
-    // A plan without an `api_calls` quota (pro) does not limit calls; a
-    // quota used up, or a subscription not served (paused, canceled), does.
-    match billing
-        .engine
-        .check(tenant, API_CALLS, Decimal::ONE)
-        .reason()
-    {
-        None | Some(DenyReason::UnknownFeature) => {}
-        Some(why) => {
-            return Err(Problem::new(
-                ErrorKind::Forbidden,
-                format!("API calls: {why}"),
-            ));
-        }
-    }
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let response = next.run(request).await;
-    if response.status().is_success() {
-        let event = UsageEvent::new(
-            tenant,
-            subscription,
-            MeterKey::new(API_CALLS)?,
-            Decimal::ONE,
-            billing.clock.now(),
-            request_id,
-        );
-        // The change is committed: a metering failure must not turn the
-        // answer into an error. Log it (and reconcile) instead.
-        if let Err(error) = billing.engine.record_usage(event).await {
-            eprintln!("usage not recorded for tenant {tenant}: {error}");
-        }
-    }
-    Ok(response)
+/// Counts every request the tenant's plan allows and the app serves: one
+/// `api_calls` unit after a successful response (after its commit: this
+/// layer wraps the `TransactionLayer`), a request over the free plan's
+/// quota refused with 429 before its handler runs.
+fn metering(engine: BillingEngine, clock: SharedClock) -> Result<MeterLayer, Box<dyn Error>> {
+    let current = Arc::new(CurrentSubscriptions::new(engine));
+    let layer = MeterLayer::new(current, MeterKey::new(API_CALLS)?, clock);
+    Ok(layer.enforcing().after_success())
 }
 
 // ---------------------------------------------------------------------
 // Step (c): the router, with the tenant resolved per request.
 // ---------------------------------------------------------------------
 
-fn router(tenancy: SqliteTenancy, billing: Billing) -> Result<Router, Box<dyn Error>> {
+fn router(tenancy: SqliteTenancy, metering: MeterLayer) -> Result<Router, Box<dyn Error>> {
     // The catalog answers "which tenant is `acme`?"; the header carries a
     // tenant id or slug. A bare header lets a client name any tenant: in
     // production add your authentication (a JwtVerifier and
@@ -406,7 +351,7 @@ fn router(tenancy: SqliteTenancy, billing: Billing) -> Result<Router, Box<dyn Er
         // The last layer added runs first: tenant, then metering, then
         // the transaction around the handler.
         .layer(TransactionLayer::new(tenancy))
-        .layer(middleware::from_fn_with_state(billing, meter_calls))
+        .layer(metering)
         .layer(TenantLayer::new(resolver)))
 }
 
@@ -518,14 +463,10 @@ async fn run(dir: &Path) -> Result<(), Box<dyn Error>> {
         let subscription = engine.create_subscription(new).await?;
         subscriptions.insert(record.id, subscription.id());
     }
-    let billing = Billing {
-        engine: engine.clone(),
-        clock,
-        subscriptions: Arc::new(subscriptions.clone()),
-    };
+    let metering = metering(engine.clone(), clock)?;
 
     println!("== after: the same requests, scoped by the library");
-    let app = router(tenancy.clone(), billing)?;
+    let app = router(tenancy.clone(), metering)?;
     for slug in ["acme", "globex"] {
         let after = show(&app, ("GET", "/notes", Some(slug), ""), StatusCode::OK).await?;
         if Some(&after) != before.get(slug) {
@@ -581,7 +522,7 @@ async fn run(dir: &Path) -> Result<(), Box<dyn Error>> {
     show(
         &app,
         ("GET", "/notes", Some("globex"), ""),
-        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
     )
     .await?;
     for record in &records {

@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use saas_billing::{Decimal, DenyReason, MeterKey, UsageEvent};
+use saas_billing::{Decimal, DenyReason, MeterKey, SubscriptionId, UsageEvent};
 use saas_core::http::problem_response;
-use saas_core::{ErrorKind, SharedClock, TenantContext};
+use saas_core::{ErrorKind, SharedClock, TenantContext, TenantId};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -19,9 +19,11 @@ use crate::subscriptions::CurrentSubscriptions;
 
 /// Records one unit of `meter` for each request, against the request
 /// tenant's current subscription, before the handler runs — whatever the
-/// handler answers, the call is counted. Each request's usage is keyed by
-/// an id the layer makes (UUIDv7), never by a header the client could
-/// repeat to be counted once.
+/// handler answers, the call is counted (or, with
+/// [`MeterLayer::after_success`], only a request answered with success,
+/// after it). Each request's usage is keyed by an id the layer makes
+/// (UUIDv7), never by a header the client could repeat to be counted
+/// once.
 ///
 /// Put it inside [`TenantLayer`](saas_core::http::TenantLayer) (added
 /// before it), which resolves the tenant; a request that reaches it
@@ -30,8 +32,9 @@ use crate::subscriptions::CurrentSubscriptions;
 /// [`CurrentSubscriptions`].
 ///
 /// With [`MeterLayer::enforcing`], a request over the plan's quota for
-/// the meter is refused with 429 (`quota_exceeded`) and not counted. The
-/// check reads the engine's in-process counters, so concurrent requests
+/// the meter is refused with 429 (`quota_exceeded`), one on a
+/// subscription that is not served with 403, neither counted. The check
+/// reads the engine's in-process counters, so concurrent requests
 /// at the edge may all pass it: a soft limit, exact per process. (An
 /// exact limit across servers takes the billing crate's quota stores.)
 ///
@@ -57,6 +60,7 @@ pub struct MeterLayer {
     key: MeterKey,
     clock: SharedClock,
     enforcing: bool,
+    after_success: bool,
 }
 
 impl MeterLayer {
@@ -67,12 +71,26 @@ impl MeterLayer {
             key: meter,
             clock,
             enforcing: false,
+            after_success: false,
         }
     }
 
-    /// Refuses requests over the plan's quota for the meter (429).
+    /// Refuses, before the handler, a request the plan does not allow:
+    /// over its quota for the meter (429, `quota_exceeded`), or on a
+    /// subscription not served — paused, unpaid, canceled (403,
+    /// `subscription_not_served`). A plan with no quota on the meter lets
+    /// every request through (its calls are billed, not limited).
     pub fn enforcing(mut self) -> Self {
         self.enforcing = true;
+        self
+    }
+
+    /// Counts only the requests answered with success (2xx, 3xx), after
+    /// the handler — for a meter of work done rather than of calls. Put
+    /// it outside a `TransactionLayer` (added after it) so what is counted
+    /// is committed. A failure to record is logged, and the answer kept.
+    pub fn after_success(mut self) -> Self {
+        self.after_success = true;
         self
     }
 }
@@ -82,6 +100,7 @@ impl fmt::Debug for MeterLayer {
         f.debug_struct("MeterLayer")
             .field("meter", &self.key)
             .field("enforcing", &self.enforcing)
+            .field("after_success", &self.after_success)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +111,7 @@ struct Meter {
     key: MeterKey,
     clock: SharedClock,
     enforcing: bool,
+    after_success: bool,
 }
 
 impl<S> Layer<S> for MeterLayer {
@@ -105,6 +125,7 @@ impl<S> Layer<S> for MeterLayer {
                 key: self.key.clone(),
                 clock: Arc::clone(&self.clock),
                 enforcing: self.enforcing,
+                after_success: self.after_success,
             }),
         }
     }
@@ -145,17 +166,35 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let ctx = request.extensions().get::<TenantContext>().cloned();
-            match meter.count(ctx).await {
-                Ok(()) => inner.call(request).await,
-                Err(refusal) => Ok(refusal),
+            let (tenant, subscription) = match meter.admit(ctx).await {
+                Ok(admitted) => admitted,
+                Err(refusal) => return Ok(refusal),
+            };
+            if !meter.after_success {
+                if let Err(e) = meter.record(tenant, subscription).await {
+                    return Ok(Problem::from(e).into_response());
+                }
+                return inner.call(request).await;
             }
+            let response = inner.call(request).await?;
+            let served = response.status().is_success() || response.status().is_redirection();
+            if served && let Err(error) = meter.record(tenant, subscription).await {
+                // The request's work is done (and committed, inside this
+                // layer): its answer stands; the miss is logged.
+                tracing::error!(%tenant, %error, "usage of a served request not recorded");
+            }
+            Ok(response)
         })
     }
 }
 
 impl Meter {
-    /// Records the request's unit, or the response refusing it.
-    async fn count(&self, ctx: Option<TenantContext>) -> Result<(), Response> {
+    /// The request's tenant and subscription, refused over the quota when
+    /// enforcing; or the response refusing the request.
+    async fn admit(
+        &self,
+        ctx: Option<TenantContext>,
+    ) -> Result<(TenantId, SubscriptionId), Response> {
         let Some(ctx) = ctx else {
             tracing::error!("MeterLayer reached without a tenant: add TenantLayer after it");
             return Err(Problem::new(
@@ -171,22 +210,21 @@ impl Meter {
             .await
             .map_err(|e| Problem::from(e).into_response())?;
         if self.enforcing {
-            let decision = self
-                .current
-                .billing()
-                .check(tenant, self.key.as_str(), Decimal::ONE);
-            if decision.reason() == Some(DenyReason::OverLimit) {
-                let detail = format!(
-                    "the plan's quota of {} is used up for this period; upgrade or wait for the next",
-                    self.key.as_str()
-                );
-                return Err(problem_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota_exceeded",
-                    &detail,
-                ));
+            let billing = self.current.billing();
+            let decision = billing.check(tenant, self.key.as_str(), Decimal::ONE);
+            if let Some(refusal) = decision.reason().and_then(|r| refusal(&self.key, r)) {
+                return Err(refusal);
             }
         }
+        Ok((tenant, subscription))
+    }
+
+    /// Records one unit for the request.
+    async fn record(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<(), saas_billing::BillingError> {
         let id = uuid::Uuid::now_v7().to_string();
         let usage = UsageEvent::new(
             tenant,
@@ -196,11 +234,37 @@ impl Meter {
             self.clock.now(),
             id,
         );
-        self.current
-            .billing()
-            .record_usage(usage)
-            .await
-            .map_err(|e| Problem::from(e).into_response())?;
-        Ok(())
+        self.current.billing().record_usage(usage).await.map(drop)
+    }
+}
+
+/// The answer to a request the plan does not allow; `None` for a plan
+/// that does not limit this meter (it bills the calls, if anything).
+fn refusal(meter: &MeterKey, reason: DenyReason) -> Option<Response> {
+    let meter = meter.as_str();
+    match reason {
+        DenyReason::UnknownFeature => None,
+        DenyReason::OverLimit => Some(problem_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            &format!(
+                "the plan's quota of {meter} is used up for this period; upgrade or wait for the next"
+            ),
+        )),
+        DenyReason::NotServed(status) => {
+            let detail =
+                format!("the subscription is {status}: no {meter} until it is served again");
+            let problem = Problem::new(ErrorKind::Forbidden, detail);
+            Some(problem.with_code("subscription_not_served").into_response())
+        }
+        // No entitlements loaded (or a reason added later): fail closed.
+        other => {
+            tracing::error!(%other, "metered request refused; were the entitlements restored?");
+            Some(
+                Problem::new(ErrorKind::Forbidden, format!("{meter}: {other}"))
+                    .with_code("no_entitlements")
+                    .into_response(),
+            )
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! A stack owns the wiring, not the app: the app's tables and migrations,
 //! tenant tables and pool limits go in through the tenancy builder (the
 //! `configure` argument of `open`), its price list into the billing engine
-//! it builds over [`Stack::billing`], its consumers onto the bus the relay
+//! it builds with [`Stack::billing_engine`], its consumers onto the bus the relay
 //! feeds. [`Stack`] is one type over both databases (`PgStack`,
 //! `SqliteStack`), so the code after `open` is written once.
 
@@ -14,8 +14,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use saas_billing::{BillingError, BillingStores};
-use saas_core::{ErrorKind, TenantId};
+use saas_billing::{BillingEngine, BillingError, BillingStores, Catalog};
+use saas_core::{ErrorKind, SharedClock, TenantId};
 use saas_events::{Event, EventError, Publisher};
 use saas_tenancy::{ClusterName, DynCatalog, Tenancy, TenancyError};
 
@@ -176,6 +176,24 @@ impl<T: StackBackend> Stack<T> {
     /// The billing stores, for the app's `BillingEngine`.
     pub fn billing(&self) -> BillingStores {
         self.billing.clone()
+    }
+
+    /// The app's billing engine over the stack's billing stores, with the
+    /// entitlements of the subscriptions already stored loaded (a
+    /// restarted server enforces the same limits and quotas as the one
+    /// before it; see `BillingEngine::restore_entitlements`).
+    ///
+    /// # Errors
+    /// [`BillingError`]: the store failing, a stored subscription on a
+    /// plan version missing from `catalog`.
+    pub async fn billing_engine(
+        &self,
+        catalog: Catalog,
+        clock: SharedClock,
+    ) -> Result<BillingEngine, BillingError> {
+        let engine = BillingEngine::new(Arc::new(catalog), self.billing(), clock);
+        engine.restore_entitlements().await?;
+        Ok(engine)
     }
 
     /// The cluster new tenants are placed on (`main` on PostgreSQL,

@@ -21,7 +21,7 @@ use saas_foundation::subscriptions::CurrentSubscriptions;
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// Plan `free`: a quota of 3 calls a period.
+/// Plan `free`: a quota of 3 calls a period; `pro`: calls billed, no quota.
 fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
     let zero = Money::new(dec!(0), Currency::USD);
@@ -32,10 +32,17 @@ fn catalog() -> Catalog {
             Aggregation::Count,
         ))
         .plan(
-            PlanVersion::builder(PlanId::new("free").unwrap(), 1, app)
+            PlanVersion::builder(PlanId::new("free").unwrap(), 1, app.clone())
                 .recurring("base", "Free", [Charge::flat(zero).unwrap()])
                 .metered("calls", "Calls", "calls", [Charge::per_unit(zero).unwrap()])
                 .quota("calls", "calls", dec!(3))
+                .build()
+                .unwrap(),
+        )
+        .plan(
+            PlanVersion::builder(PlanId::new("pro").unwrap(), 1, app)
+                .recurring("base", "Pro", [Charge::flat(zero).unwrap()])
+                .metered("calls", "Calls", "calls", [Charge::per_unit(zero).unwrap()])
                 .build()
                 .unwrap(),
         )
@@ -50,33 +57,62 @@ struct Metered {
     tenants: Vec<TenantContext>,
 }
 
-/// Two subscribed tenants and one without a subscription; the
+/// How the layer is set up.
+#[derive(Clone, Copy)]
+struct Mode {
+    enforcing: bool,
+    after_success: bool,
+}
+
+const COUNTING: Mode = Mode {
+    enforcing: false,
+    after_success: false,
+};
+const ENFORCING: Mode = Mode {
+    enforcing: true,
+    after_success: false,
+};
+
+/// Tenants `acme` and `globex` on plan free, `bigco` on pro, `paused`
+/// on free but paused, `unsubscribed` without a subscription; the
 /// `x-tenant` header names the request's tenant (standing in for the
-/// TenantLayer).
-async fn metered(enforcing: bool) -> Metered {
+/// TenantLayer). `GET /work` succeeds, `GET /fail` answers 400.
+async fn metered(mode: Mode) -> Metered {
     let engine = BillingEngine::new(
         Arc::new(catalog()),
         BillingStores::in_memory(),
         Arc::new(SystemClock),
     );
     let mut tenants = Vec::new();
-    for (i, slug) in ["acme", "globex", "unsubscribed"].into_iter().enumerate() {
+    for (slug, plan) in [
+        ("acme", Some("free")),
+        ("globex", Some("free")),
+        ("bigco", Some("pro")),
+        ("paused", Some("free")),
+        ("unsubscribed", None),
+    ] {
         let ctx = TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap());
-        if i < 2 {
-            let plan = PlanRef::new(PlanId::new("free").unwrap(), 1);
+        if let Some(plan) = plan {
+            let plan = PlanRef::new(PlanId::new(plan).unwrap(), 1);
             let new = NewSubscription::new(ctx.tenant_id(), plan, Currency::USD);
-            engine.create_subscription(new).await.unwrap();
+            let sub = engine.create_subscription(new).await.unwrap();
+            if slug == "paused" {
+                engine.pause(ctx.tenant_id(), sub.id()).await.unwrap();
+            }
         }
         tenants.push(ctx);
     }
     let current = Arc::new(CurrentSubscriptions::new(engine.clone()));
     let key = MeterKey::new("calls").unwrap();
     let mut layer = MeterLayer::new(current, key, Arc::new(SystemClock));
-    if enforcing {
+    if mode.enforcing {
         layer = layer.enforcing();
     }
+    if mode.after_success {
+        layer = layer.after_success();
+    }
     let handled = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&handled);
+    let (counter, failures) = (Arc::clone(&handled), Arc::clone(&handled));
     let known = tenants.clone();
     let resolve = move |mut request: Request, next: Next| {
         let tenant = request
@@ -97,6 +133,13 @@ async fn metered(enforcing: bool) -> Metered {
                 async { "done" }
             }),
         )
+        .route(
+            "/fail",
+            get(move || {
+                failures.fetch_add(1, Ordering::SeqCst);
+                async { (StatusCode::BAD_REQUEST, "no") }
+            }),
+        )
         .layer(layer)
         .layer(axum::middleware::from_fn(resolve));
     Metered {
@@ -108,7 +151,11 @@ async fn metered(enforcing: bool) -> Metered {
 }
 
 async fn call(router: &Router, tenant: Option<&str>) -> (StatusCode, Value) {
-    let mut request = Request::get("/work");
+    call_path(router, "/work", tenant).await
+}
+
+async fn call_path(router: &Router, path: &str, tenant: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get(path);
     if let Some(slug) = tenant {
         request = request.header("x-tenant", slug);
     }
@@ -134,7 +181,7 @@ fn may_call(engine: &BillingEngine, tenant: &TenantContext, calls: u32) -> bool 
 
 #[tokio::test]
 async fn each_request_counts_once_against_its_own_tenant() {
-    let m = metered(false).await;
+    let m = metered(COUNTING).await;
     let (acme, globex) = (&m.tenants[0], &m.tenants[1]);
     for _ in 0..2 {
         assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
@@ -153,7 +200,7 @@ async fn each_request_counts_once_against_its_own_tenant() {
 
 #[tokio::test]
 async fn enforcing_refuses_calls_over_the_quota_before_the_handler() {
-    let m = metered(true).await;
+    let m = metered(ENFORCING).await;
     for _ in 0..3 {
         assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
     }
@@ -170,7 +217,7 @@ async fn enforcing_refuses_calls_over_the_quota_before_the_handler() {
 
 #[tokio::test]
 async fn a_request_without_a_tenant_or_a_subscription_is_refused_uncounted() {
-    let m = metered(true).await;
+    let m = metered(ENFORCING).await;
     let (status, body) = call(&m.router, None).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["code"], "internal");
@@ -178,4 +225,45 @@ async fn a_request_without_a_tenant_or_a_subscription_is_refused_uncounted() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(m.handled.load(Ordering::SeqCst), 0);
     assert!(may_call(&m.engine, &m.tenants[0], 3));
+}
+
+#[tokio::test]
+async fn enforcing_refuses_a_paused_subscription_and_passes_a_plan_without_quota() {
+    let m = metered(ENFORCING).await;
+    let (status, body) = call(&m.router, Some("paused")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "subscription_not_served");
+    assert_eq!(m.handled.load(Ordering::SeqCst), 0);
+    // Pro bills calls without a quota: never refused.
+    for _ in 0..5 {
+        assert_eq!(call(&m.router, Some("bigco")).await.0, StatusCode::OK);
+    }
+    assert_eq!(m.handled.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn after_success_counts_only_requests_answered_with_success() {
+    let m = metered(Mode {
+        enforcing: true,
+        after_success: true,
+    })
+    .await;
+    let acme = &m.tenants[0];
+    for _ in 0..3 {
+        let (status, _) = call_path(&m.router, "/fail", Some("acme")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    assert!(may_call(&m.engine, acme, 3), "failed requests were counted");
+    for _ in 0..3 {
+        assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
+    }
+    assert!(
+        !may_call(&m.engine, acme, 1),
+        "served requests were not counted"
+    );
+    assert_eq!(
+        call(&m.router, Some("acme")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(m.handled.load(Ordering::SeqCst), 6);
 }
