@@ -22,4 +22,4 @@ mod schema;
 mod server;
 mod store;
 
-pub use server::{Mode, run, serve};
+pub use server::{Mode, serve};

@@ -52,18 +52,20 @@ impl Mode {
 }
 
 /// What each `notes-*` binary runs: logs to stderr (`RUST_LOG`, default
-/// `warn`), settings from `NOTES_*` variables (see saas-foundation's
-/// `config::SettingsReader`; without `NOTES_DATABASE_URL`, row and schema
-/// modes use the local PostgreSQL, database mode SQLite files in
-/// `notes-data`), then [`run`].
+/// `warn`), settings from `NOTES_*` variables (saas-foundation's
+/// `config::Settings`; without `NOTES_DATABASE_URL`, row and schema modes
+/// use the local PostgreSQL, database mode SQLite files in `notes-data`),
+/// then serves until Ctrl-C (or SIGTERM) and stops the relay and the audit
+/// writer after the requests in flight. On PostgreSQL the app's tables
+/// are shared (row tenants) and in every schema or database tenant; on
+/// SQLite in every tenant's file.
 ///
 /// # Errors
-/// An invalid setting, or as [`run`].
+/// An invalid setting, anything that fails during setup, or the listener.
 pub async fn serve(mode: Mode) -> Result<(), Box<dyn Error>> {
+    let logs = tracing_subscriber::EnvFilter::try_from_default_env();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(logs.unwrap_or_else(|_| "warn".into()))
         .init();
     let mut settings = Settings::from_prefix("NOTES")
         .default_data_dir("notes-data")
@@ -71,19 +73,7 @@ pub async fn serve(mode: Mode) -> Result<(), Box<dyn Error>> {
     if mode != Mode::Database {
         settings = settings.default_database_url(DEFAULT_POSTGRES.parse()?);
     }
-    run(mode, settings.from_env()?).await
-}
-
-const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// Serves the notes API on the stack `settings` name until Ctrl-C (or
-/// SIGTERM), then stops the relay and the audit writer after the requests
-/// in flight. On PostgreSQL the app's tables are shared (row tenants) and
-/// in every schema or database tenant; on SQLite in every tenant's file.
-///
-/// # Errors
-/// Anything that fails during setup, or the listener failing.
-pub async fn run(mode: Mode, settings: Settings) -> Result<(), Box<dyn Error>> {
+    let settings = settings.from_env()?;
     let secret = settings.jwt_secret.clone();
     let tables = schema::tenant_tables()?;
     Host::new(settings)
@@ -101,6 +91,8 @@ pub async fn run(mode: Mode, settings: Settings) -> Result<(), Box<dyn Error>> {
     println!("{}: stopped", mode.binary());
     Ok(())
 }
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The notes app, started by the host on either database.
 struct Notes {
