@@ -188,15 +188,20 @@ impl PgTenancyBuilder {
         })?;
         crate::catalog::check_deletion_grace(self.core.deletion_grace)?;
         super::affinity::check_window(self.affinity)?;
-        let scoped = self.mode == ScopeMode::Shared;
+        // Scoped handles use the shared runtime pool in both modes (in
+        // TenantPools mode, the tenants past the budget): connections are
+        // kept for their tenant's next handle in both.
         let open = |config: PgClusterConfig| {
             let admin = PgPoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(config.admin.clone());
-            let runtime = session::runtime_pool_options(config.max_connections, scoped)
+            let runtime = session::runtime_pool_options(config.max_connections)
                 .connect_lazy_with(super::runtime_options(&config));
-            let affinity = scoped
-                .then(|| Affinity::new(runtime.clone(), config.max_connections, self.affinity));
+            let affinity = Some(Affinity::new(
+                runtime.clone(),
+                config.max_connections,
+                self.affinity,
+            ));
             Cluster {
                 config,
                 admin,

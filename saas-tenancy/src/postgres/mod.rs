@@ -98,10 +98,16 @@ pub enum ScopeMode {
     Shared,
     /// Every active tenant gets a small pool whose connections carry its
     /// scope from their startup packet, so scoped work costs what unscoped
-    /// work costs. Pools share the [`PoolLimits`] budget and are evicted
-    /// least-recently-used: best when the set of busy tenants fits it.
-    /// Past the budget every request evicts a pool and connects anew
-    /// (about 40× a warm request in the repository's benchmark).
+    /// work costs. Pools share the [`PoolLimits`] budget. Past it there is
+    /// no cliff: a row or schema tenant without a pool is served on the
+    /// shared runtime pool as in [`ScopeMode::Shared`] (no eviction, no
+    /// connect), and a tenant that becomes busy replaces the pool of one
+    /// that has gone idle ([`PoolLimits::promote_after`],
+    /// [`PoolLimits::min_pool_idle`]) — so hot tenants keep their pools. A
+    /// database tenant always needs a pool of its own: it evicts the least
+    /// recently used idle pool, or waits for one up to the acquire
+    /// timeout. Server connections stay within the budget plus the runtime
+    /// pool's `max_connections`.
     TenantPools,
 }
 
@@ -109,8 +115,8 @@ struct Cluster {
     config: PgClusterConfig,
     admin: PgPool,
     runtime: PgPool,
-    /// Connections of `runtime` kept for their tenant ([`ScopeMode::Shared`]
-    /// with a non-zero affinity window).
+    /// Connections of `runtime` kept for their tenant (a non-zero affinity
+    /// window).
     affinity: Option<Affinity>,
 }
 
@@ -404,7 +410,12 @@ impl PgTenancy {
         Ok(SharedCheckout::from_pool(conn))
     }
 
-    /// The tenant's own pool, when its placement or the scope mode uses one.
+    /// The tenant's own pool, when its placement or the scope mode uses
+    /// one. A database tenant always has one (waiting for budget if need
+    /// be); a row or schema tenant in [`ScopeMode::TenantPools`] has one
+    /// when it fits the budget or the tenant is busy enough to replace an
+    /// idle one ([`PoolRegistry::try_lease`](crate::registry::PoolRegistry::try_lease)),
+    /// and is served on the shared runtime pool otherwise.
     async fn tenant_pool(
         &self,
         record: &TenantRecord,
@@ -444,7 +455,11 @@ impl PgTenancy {
             };
             limits.pg_pool(options)
         };
-        Ok(Some(self.inner.registry.lease(record.id, open).await?))
+        let registry = &self.inner.registry;
+        if matches!(placement, Placement::Database { .. }) {
+            return Ok(Some(registry.lease(record.id, open).await?));
+        }
+        registry.try_lease(record.id, open).await
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
@@ -507,11 +522,11 @@ impl PgTenancy {
     /// session state of an earlier user is left on it. Connections kept
     /// for their tenant (see [`PgTenancyBuilder::connection_affinity`])
     /// count as checked out in its `size()` and not as idle; they are
-    /// kept only while the pool has an idle connection or room for one. In
-    /// [`ScopeMode::Shared`] a connection that came back less than a second
-    /// ago is handed out without sqlx's liveness ping (it was just reset
-    /// and pinged); scoped handles skip one that died meanwhile (a server
-    /// restart), plain use of this pool sees the error.
+    /// kept only while the pool has an idle connection or room for one. A
+    /// connection that came back less than a second ago is handed out
+    /// without sqlx's liveness ping (it was just reset and pinged), in
+    /// both scope modes; scoped handles skip one that died meanwhile (a
+    /// server restart), plain use of this pool sees the error.
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
     }

@@ -142,27 +142,21 @@ pub(crate) async fn reset(conn: &mut PgConnection) -> Result<Option<Distrust>, s
 const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// Options of a shared runtime pool of `size` connections: reset on
-/// release (closed when the reset fails or distrusts them). When it
-/// serves scoped handles (`scoped`: [`ScopeMode::Shared`](super::ScopeMode::Shared)),
-/// checkouts ping only connections idle for [`TRUSTED_IDLE`] or longer,
-/// and `begin`/`acquire` skip a connection found dead; otherwise (only
-/// plain use of the pool) every checkout pings, as sqlx does by default.
-pub(crate) fn runtime_pool_options(size: u32, scoped: bool) -> PgPoolOptions {
-    let options = PgPoolOptions::new().max_connections(size);
-    let options = if scoped {
-        options
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= TRUSTED_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
+/// release (closed when the reset fails or distrusts them); checkouts ping
+/// only connections idle for [`TRUSTED_IDLE`] or longer, and
+/// `begin`/`acquire` skip a connection found dead.
+pub(crate) fn runtime_pool_options(size: u32) -> PgPoolOptions {
+    let options = PgPoolOptions::new()
+        .max_connections(size)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TRUSTED_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
             })
-    } else {
-        options
-    };
+        });
     options.after_release(|conn, _| {
         Box::pin(async move {
             match reset(conn).await {

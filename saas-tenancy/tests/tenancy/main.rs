@@ -25,6 +25,7 @@ mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
 mod pg_leftovers;
+mod pg_past_budget;
 mod pg_session_state;
 mod placement_tamper;
 mod redaction;

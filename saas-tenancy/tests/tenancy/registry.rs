@@ -136,3 +136,132 @@ async fn a_cancelled_eviction_gives_the_room_back_once_closed() {
     );
     drop(lease);
 }
+
+/// Past the budget, `try_lease` sends a tenant without a pool to the
+/// shared path: no eviction, no wait, the budget kept.
+#[tokio::test]
+async fn past_the_budget_a_cold_tenant_is_sent_to_the_shared_path() {
+    let limits =
+        PoolLimits::new(2, 1).with_promotion(8, Duration::from_secs(1), Duration::from_millis(0));
+    let registry = PoolRegistry::new(limits).unwrap();
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let pool_a = registry
+        .try_lease(a, open)
+        .await
+        .unwrap()
+        .unwrap()
+        .pool()
+        .clone();
+    let pool_b = registry
+        .try_lease(b, open)
+        .await
+        .unwrap()
+        .unwrap()
+        .pool()
+        .clone();
+    let started = Instant::now();
+    for _ in 0..5 {
+        // Five uses: not busy enough to replace a pool.
+        assert!(
+            registry
+                .try_lease(TenantId::new(), open)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "waited");
+    assert!(!pool_a.is_closed() && !pool_b.is_closed());
+    let stats = registry.stats().await;
+    assert_eq!(
+        (stats.evictions, stats.waits, stats.fallbacks),
+        (0, 0, 5),
+        "{stats:?}"
+    );
+    assert!(stats.reserved <= 2);
+    // Tenants with pools keep them.
+    assert!(registry.try_lease(a, open).await.unwrap().is_some());
+    assert_eq!(registry.stats().await.open_pools, 2);
+}
+
+/// A tenant that becomes busy replaces the pool of an idle, colder one —
+/// once; a pool in use or used within the minimum idle time is kept.
+#[tokio::test]
+async fn a_busy_tenant_replaces_an_idle_colder_pool_once() {
+    let min_idle = Duration::from_millis(300);
+    let limits = PoolLimits::new(1, 1).with_promotion(4, Duration::from_secs(10), min_idle);
+    let registry = PoolRegistry::new(limits).unwrap();
+    let (cold, hot) = (TenantId::new(), TenantId::new());
+    let held = registry.try_lease(cold, open).await.unwrap().unwrap();
+    let cold_pool = held.pool().clone();
+    // Busy, but the only pool is in use: served on the shared path.
+    for _ in 0..6 {
+        assert!(registry.try_lease(hot, open).await.unwrap().is_none());
+    }
+    drop(held);
+    // Free now, but used too recently.
+    assert!(registry.try_lease(hot, open).await.unwrap().is_none());
+    assert!(!cold_pool.is_closed());
+    tokio::time::sleep(min_idle).await;
+    let hot_lease = registry.try_lease(hot, open).await.unwrap();
+    assert!(hot_lease.is_some(), "the busy tenant got a pool");
+    assert!(cold_pool.is_closed(), "the idle pool was replaced");
+    let stats = registry.stats().await;
+    assert_eq!(
+        (stats.promotions, stats.evictions, stats.open_pools),
+        (1, 1, 1)
+    );
+    assert!(stats.reserved <= 1);
+    drop(hot_lease);
+    // The cold tenant, now without a pool, does not take it back.
+    assert!(registry.try_lease(cold, open).await.unwrap().is_none());
+    assert_eq!(registry.stats().await.promotions, 1);
+}
+
+/// Two equally busy tenants over one slot do not take it from each other:
+/// the holder is not less than half as busy.
+#[tokio::test]
+async fn equally_busy_tenants_do_not_thrash_a_slot() {
+    let limits =
+        PoolLimits::new(1, 1).with_promotion(2, Duration::from_secs(10), Duration::from_millis(0));
+    let registry = PoolRegistry::new(limits).unwrap();
+    let (a, b) = (TenantId::new(), TenantId::new());
+    for _ in 0..50 {
+        drop(registry.try_lease(a, open).await.unwrap());
+        drop(registry.try_lease(b, open).await.unwrap());
+    }
+    let stats = registry.stats().await;
+    assert!(stats.promotions <= 1, "{stats:?}");
+    assert_eq!(stats.open_pools, 1);
+}
+
+/// `try_lease` and `lease` together never reserve more than the budget,
+/// under concurrent callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_try_leases_stay_within_the_budget() {
+    let limits = PoolLimits::new(4, 2)
+        .with_acquire_timeout(Duration::from_secs(5))
+        .with_promotion(2, Duration::from_secs(1), Duration::from_millis(1));
+    let registry = Arc::new(PoolRegistry::new(limits).unwrap());
+    let tenants: Vec<TenantId> = (0..12).map(|_| TenantId::new()).collect();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let registry = Arc::clone(&registry);
+        let tenants = tenants.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut most = 0;
+            for i in 0..200 {
+                let tenant = tenants[(i * (worker + 1)) % tenants.len()];
+                let lease = registry.try_lease(tenant, open).await.unwrap();
+                most = most.max(registry.stats().await.reserved);
+                drop(lease);
+            }
+            most
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap() <= 4, "reserved above the budget");
+    }
+    let stats = registry.stats().await;
+    assert!(stats.reserved <= 4 && stats.waits == 0, "{stats:?}");
+}

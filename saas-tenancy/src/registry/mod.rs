@@ -1,5 +1,7 @@
 //! Per-tenant pools under one connection budget, for any sqlx database.
 
+mod heat;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use saas_core::TenantId;
 use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, Notify};
 
+use self::heat::Heat;
 use crate::error::TenancyError;
 
 /// Limits of the [`PoolRegistry`].
@@ -24,6 +27,18 @@ pub struct PoolLimits {
     /// Pools unused this long are closed when budget is needed or on
     /// [`PoolRegistry::evict_idle`].
     pub idle_pool_timeout: Duration,
+    /// With the budget full, a tenant served without a pool of its own
+    /// ([`PoolRegistry::try_lease`]) gets one only once it is this busy:
+    /// about this many uses in the last [`PoolLimits::heat_half_life`]
+    /// (default 8).
+    pub promote_after: u32,
+    /// How fast a tenant's busyness fades (default 1 s): its count of uses
+    /// halves every half-life.
+    pub heat_half_life: Duration,
+    /// A pool must have been unused this long before a busier tenant's
+    /// may replace it (default 1 s), so two tenants cannot take a slot from
+    /// each other request after request.
+    pub min_pool_idle: Duration,
 }
 
 impl Default for PoolLimits {
@@ -33,6 +48,9 @@ impl Default for PoolLimits {
             per_tenant: 5,
             acquire_timeout: Duration::from_secs(5),
             idle_pool_timeout: Duration::from_secs(300),
+            promote_after: 8,
+            heat_half_life: Duration::from_secs(1),
+            min_pool_idle: Duration::from_secs(1),
         }
     }
 }
@@ -58,6 +76,17 @@ impl PoolLimits {
         self.idle_pool_timeout = timeout;
         self
     }
+
+    /// When, past the budget, a busy tenant's pool replaces another's:
+    /// the tenant has had about `uses` uses per `half_life`, and the other
+    /// pool has been unused for `min_idle` and served a tenant less than
+    /// half as busy.
+    pub fn with_promotion(mut self, uses: u32, half_life: Duration, min_idle: Duration) -> Self {
+        self.promote_after = uses;
+        self.heat_half_life = half_life;
+        self.min_pool_idle = min_idle;
+        self
+    }
 }
 
 impl PoolLimits {
@@ -75,6 +104,7 @@ impl PoolLimits {
 
 /// A snapshot of the registry's gauges and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Tenant pools open now.
     pub open_pools: usize,
@@ -89,6 +119,11 @@ pub struct PoolStats {
     pub waits: u64,
     /// Times a caller gave up waiting.
     pub timeouts: u64,
+    /// Times [`PoolRegistry::try_lease`] found no room and sent the
+    /// caller to the shared path.
+    pub fallbacks: u64,
+    /// Pools that replaced an idle one for a busier tenant.
+    pub promotions: u64,
 }
 
 struct Entry<DB: Database> {
@@ -112,6 +147,11 @@ pub struct PoolRegistry<DB: Database> {
     evictions: AtomicU64,
     waits: AtomicU64,
     timeouts: AtomicU64,
+    fallbacks: AtomicU64,
+    promotions: AtomicU64,
+    /// How busy each tenant has been (a short lock, never held across
+    /// an await).
+    heat: std::sync::Mutex<Heat>,
 }
 
 /// A tenant pool checked out of the registry; keeps it from eviction.
@@ -170,13 +210,16 @@ impl<DB: Database> PoolRegistry<DB> {
             )));
         }
         Ok(Self {
-            limits,
             pools: Mutex::new(HashMap::new()),
             closing: Arc::new(AtomicU32::new(0)),
             freed: Arc::new(Notify::new()),
             evictions: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            promotions: AtomicU64::new(0),
+            heat: std::sync::Mutex::new(Heat::new(limits.heat_half_life)),
+            limits,
         })
     }
 
@@ -194,6 +237,7 @@ impl<DB: Database> PoolRegistry<DB> {
         open: impl FnOnce(&PoolLimits) -> Pool<DB>,
     ) -> Result<PoolLease<DB>, TenancyError> {
         let deadline = Instant::now() + self.limits.acquire_timeout;
+        self.touch(tenant, Instant::now());
         let mut open = Some(open);
         let mut waited = false;
         loop {
@@ -244,6 +288,119 @@ impl<DB: Database> PoolRegistry<DB> {
                 )));
             }
         }
+    }
+
+    /// The pool for `tenant` if it has one or one fits the budget — for a
+    /// tenant that can also be served without a pool of its own (on a
+    /// shared connection): `None` sends it there instead of evicting or
+    /// waiting, so a budget smaller than the set of active tenants costs
+    /// the shared path's price rather than a connect per request.
+    ///
+    /// Past the budget, a tenant gets a pool only when it has become busy
+    /// ([`PoolLimits::promote_after`]) and a pool has been unused for
+    /// [`PoolLimits::min_pool_idle`] whose tenant is less than half as
+    /// busy: that pool is closed (this call waits for it; it was idle)
+    /// and the busy tenant's opened. One replacement at a time, and none
+    /// while an evicted pool is still closing.
+    ///
+    /// # Errors
+    /// Only an opener used twice (a bug); no timeouts.
+    pub async fn try_lease(
+        &self,
+        tenant: TenantId,
+        open: impl FnOnce(&PoolLimits) -> Pool<DB>,
+    ) -> Result<Option<PoolLease<DB>>, TenancyError> {
+        let victim = {
+            let mut pools = self.pools.lock().await;
+            let now = Instant::now();
+            let heat = self.touch(tenant, now);
+            if let Some(entry) = pools.get_mut(&tenant) {
+                entry.last_used = now;
+                return Ok(Some(self.lease_of(entry)));
+            }
+            if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
+                return Ok(Some(self.open_entry(&mut pools, tenant, open, now)));
+            }
+            match self.promotion_victim(&pools, heat, now) {
+                Some(victim) if self.closing.load(Ordering::Acquire) == 0 => {
+                    self.take(&mut pools, victim)
+                }
+                _ => None,
+            }
+        };
+        let Some(victim) = victim else {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        self.promotions.fetch_add(1, Ordering::Relaxed);
+        self.close_taken([victim]).await;
+        let mut pools = self.pools.lock().await;
+        let now = Instant::now();
+        if let Some(entry) = pools.get_mut(&tenant) {
+            entry.last_used = now;
+            return Ok(Some(self.lease_of(entry)));
+        }
+        if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
+            return Ok(Some(self.open_entry(&mut pools, tenant, open, now)));
+        }
+        // Another caller took the room meanwhile.
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    /// Counts a use of `tenant`; its heat.
+    fn touch(&self, tenant: TenantId, now: Instant) -> f64 {
+        match self.heat.lock() {
+            Ok(mut heat) => heat.touch(tenant, now),
+            // A panic while counting: forget the counts, not the pools.
+            Err(poisoned) => {
+                let mut heat = poisoned.into_inner();
+                *heat = Heat::new(self.limits.heat_half_life);
+                heat.touch(tenant, now)
+            }
+        }
+    }
+
+    /// The pool a tenant as busy as `heat` may replace: unused for the
+    /// minimum idle time, its own tenant less than half as busy — the
+    /// coldest such.
+    fn promotion_victim(
+        &self,
+        pools: &HashMap<TenantId, Entry<DB>>,
+        heat: f64,
+        now: Instant,
+    ) -> Option<TenantId> {
+        if heat < f64::from(self.limits.promote_after) {
+            return None;
+        }
+        let heats = self.heat.lock().ok()?;
+        pools
+            .iter()
+            .filter(|(_, e)| {
+                e.leases.load(Ordering::Acquire) == 0
+                    && now.saturating_duration_since(e.last_used) >= self.limits.min_pool_idle
+            })
+            .map(|(id, _)| (*id, heats.of(*id, now)))
+            .filter(|(_, other)| other * 2.0 < heat)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(id, _)| id)
+    }
+
+    /// Opens `tenant`'s pool (room was checked) and leases it.
+    fn open_entry(
+        &self,
+        pools: &mut HashMap<TenantId, Entry<DB>>,
+        tenant: TenantId,
+        open: impl FnOnce(&PoolLimits) -> Pool<DB>,
+        now: Instant,
+    ) -> PoolLease<DB> {
+        let entry = pools.entry(tenant).or_insert_with(|| Entry {
+            pool: open(&self.limits),
+            leases: Arc::new(AtomicUsize::new(0)),
+            last_used: now,
+        });
+        self.lease_of(entry)
     }
 
     /// Connections reserved by `open` pools and by pools still closing.
@@ -360,6 +517,8 @@ impl<DB: Database> PoolRegistry<DB> {
             evictions: self.evictions.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            promotions: self.promotions.load(Ordering::Relaxed),
         }
     }
 }
