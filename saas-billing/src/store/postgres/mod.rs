@@ -50,6 +50,22 @@ pub(crate) fn db_error(error: sqlx::Error) -> BillingError {
     super::sql::backend_error(BACKEND, error)
 }
 
+/// Runs `migration` (several statements) in one transaction under the
+/// advisory lock every saas-billing migration takes, so that processes
+/// migrating at once wait for each other instead of racing on `CREATE`.
+pub(crate) async fn migrate_locked(
+    pool: &PgPool,
+    migration: &'static str,
+) -> Result<(), BillingError> {
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_billing.migrate'))")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.execute(migration).await.map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
+}
+
 const MIGRATION: &str = r#"
 CREATE TABLE IF NOT EXISTS billing_subscriptions (
     id uuid PRIMARY KEY,
@@ -155,13 +171,7 @@ impl PgBillingStores {
     /// # Errors
     /// `Backend` if PostgreSQL fails.
     pub async fn migrate(&self) -> Result<(), BillingError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('saas_billing.migrate'))")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        tx.execute(MIGRATION).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        migrate_locked(&self.pool, MIGRATION).await
     }
 
     /// The pool.
