@@ -52,6 +52,8 @@ mod memory;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "_sql")]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
