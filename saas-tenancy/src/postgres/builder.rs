@@ -100,8 +100,10 @@ impl PgTenancyBuilder {
         self
     }
 
-    /// Limits for per-tenant pools (database tenants, and every tenant with
-    /// [`ScopeMode::TenantPools`]).
+    /// Limits for per-tenant pools (database tenants, and with
+    /// [`ScopeMode::TenantPools`] the row and schema tenants that fit the
+    /// budget or are busy enough to replace an idle pool; the others are
+    /// served on the shared runtime pool).
     pub fn pool_limits(mut self, limits: PoolLimits) -> Self {
         self.core.limits = limits;
         self
@@ -141,8 +143,9 @@ impl PgTenancyBuilder {
     }
 
     /// How long a shared runtime connection may stay with one tenant
-    /// between full resets ([`ScopeMode::Shared`] only; default 1 s, at
-    /// most 10 s, zero turns it off).
+    /// between full resets (default 1 s, at most 10 s, zero turns it off):
+    /// in [`ScopeMode::Shared`], and in [`ScopeMode::TenantPools`] for the
+    /// tenants served on the shared pool past the budget.
     ///
     /// A connection a tenant's handle has finished with (a committed
     /// [`PgTenantTx`](super::PgTenantTx), or a dropped

@@ -77,6 +77,29 @@ impl PgSandbox {
         limits: PoolLimits,
         clock: saas_core::SharedClock,
     ) -> Result<Self, crate::TenancyError> {
+        Self::build(url, mode, limits, clock, 2).await
+    }
+
+    /// A sandbox whose shared runtime pool holds `runtime_connections`
+    /// (two by default, so that connections are reused between tenants;
+    /// concurrent load wants one per client).
+    pub async fn with_runtime_pool(
+        url: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+        runtime_connections: u32,
+    ) -> Result<Self, crate::TenancyError> {
+        let clock = Arc::new(saas_core::SystemClock);
+        Self::build(url, mode, limits, clock, runtime_connections).await
+    }
+
+    async fn build(
+        url: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+        clock: saas_core::SharedClock,
+        runtime_connections: u32,
+    ) -> Result<Self, crate::TenancyError> {
         let shared_schema = super::unique_name("saas_shared");
         let runtime_role = super::unique_name("saas_rt");
         let base = PgConnectOptions::from_str(url)?;
@@ -108,8 +131,7 @@ impl PgSandbox {
             admin_options,
             SqlIdent::new(runtime_role.clone())?,
         );
-        // A small pool, so connections are reused between tenants.
-        config.max_connections = 2;
+        config.max_connections = runtime_connections;
         let tenancy = PgTenancy::builder(Arc::clone(&catalog))
             .cluster(config.clone())
             .tenant_table(TenantTable::new("notes")?)

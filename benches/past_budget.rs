@@ -1,0 +1,233 @@
+//! TenantPools past its budget under skewed traffic: many more active
+//! row tenants than pools, Zipf-distributed, several concurrent clients —
+//! latency percentiles against the hand-written query at the same
+//! concurrency. Part `past_budget` of the tenancy benchmark.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use saas_core::TenantContext;
+use saas_tenancy::Strategy;
+use saas_tenancy::postgres::{PgTenancy, PoolLimits, ScopeMode};
+use saas_tenancy::testing::pg::PgSandbox;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+/// Active tenants (`SAAS_BENCH_ACTIVE_TENANTS` changes it).
+const TENANTS: usize = 1_000;
+const CLIENTS: usize = 8;
+/// Connections all tenant pools may hold: 25 pools of 2.
+const BUDGET: u32 = 50;
+const PER_TENANT: u32 = 2;
+/// The Zipf exponent: the busiest tenant gets about a sixth of the traffic.
+const ZIPF_S: f64 = 1.1;
+/// Requests per client per phase; phases alternate baseline and scoped.
+const REQUESTS: usize = 1_500;
+const PHASES: usize = 3;
+
+/// Tenant indices drawn from Zipf(`s`) over `n` (index 0 the busiest), by
+/// inverting the cumulative distribution; a xorshift generator seeded per
+/// client, so both sides see the same sequence.
+struct Zipf {
+    cdf: Vec<f64>,
+    state: u64,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64, seed: u64) -> Self {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Zipf {
+            cdf,
+            state: seed.max(1),
+        }
+    }
+
+    fn next(&mut self) -> usize {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// Latencies of every request of one side, all phases.
+#[derive(Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn percentile(&mut self, q: usize) -> Duration {
+        self.0.sort_unstable();
+        let i = (self.0.len().saturating_sub(1)) * q / 100;
+        self.0.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// Runs `CLIENTS` clients of `REQUESTS` requests each; every client draws
+/// its tenants from its own Zipf sequence (the same for both sides).
+async fn phase<F, Fut>(phase: usize, request: F) -> Vec<Duration>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let request = request.clone();
+        clients.push(tokio::spawn(async move {
+            let seed = (phase * CLIENTS + client) as u64 * 0x9E37_79B9_7F4A_7C15;
+            let mut zipf = Zipf::new(active_tenants(), ZIPF_S, seed);
+            let mut took = Vec::with_capacity(REQUESTS);
+            for _ in 0..REQUESTS {
+                let tenant = zipf.next();
+                let start = Instant::now();
+                request(tenant).await;
+                took.push(start.elapsed());
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.await.unwrap());
+    }
+    all
+}
+
+fn active_tenants() -> usize {
+    std::env::var("SAAS_BENCH_ACTIVE_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TENANTS)
+}
+
+/// The report's section: p50 and p99 of both sides and their ratios.
+pub(crate) async fn past_budget(url: &str) -> String {
+    let n = active_tenants();
+    let limits = PoolLimits::new(BUDGET, PER_TENANT);
+    let mut sandbox =
+        PgSandbox::with_runtime_pool(url, ScopeMode::TenantPools, limits, CLIENTS as u32)
+            .await
+            .unwrap();
+    let mut tenants = Vec::with_capacity(n);
+    for i in 0..n {
+        tenants.push(
+            sandbox
+                .tenant(&format!("z{i}"), Strategy::Shared)
+                .await
+                .unwrap(),
+        );
+    }
+    let schema = &sandbox.shared_schema;
+    let role = &sandbox.runtime_role;
+    // Five notes per tenant, in the scoped table and in a plain copy.
+    sandbox
+        .admin
+        .execute(AssertSqlSafe(format!(
+            "INSERT INTO notes (tenant_id, body) \
+             SELECT id, 'note ' || g FROM saas_tenants, generate_series(1, 5) g \
+             WHERE status = 'active'; \
+             CREATE TABLE notes_plain (LIKE notes INCLUDING ALL); \
+             INSERT INTO notes_plain SELECT * FROM notes; \
+             GRANT SELECT ON notes_plain TO \"{role}\""
+        )))
+        .await
+        .unwrap();
+    let options: PgConnectOptions = url.parse().unwrap();
+    let plain: PgPool = PgPoolOptions::new()
+        .max_connections(CLIENTS as u32)
+        .connect_with(
+            options
+                .username(role)
+                .options([("search_path", schema.as_str())]),
+        )
+        .await
+        .unwrap();
+    let tenancy: Arc<PgTenancy> = Arc::new(sandbox.tenancy.clone());
+    let tenants: Arc<Vec<TenantContext>> = Arc::new(tenants);
+
+    let baseline = {
+        let (plain, tenants) = (plain.clone(), Arc::clone(&tenants));
+        move |i: usize| {
+            let (plain, tenant) = (plain.clone(), tenants[i].tenant_id());
+            async move {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM notes_plain WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_one(&plain)
+                        .await
+                        .unwrap();
+                assert_eq!(n, 5);
+            }
+        }
+    };
+    let scoped = {
+        let (tenancy, tenants) = (Arc::clone(&tenancy), Arc::clone(&tenants));
+        move |i: usize| {
+            let (tenancy, tenants) = (Arc::clone(&tenancy), Arc::clone(&tenants));
+            async move {
+                let mut conn = tenancy.acquire(&tenants[i]).await.unwrap();
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(n, 5);
+            }
+        }
+    };
+    // Warm-up: pools open, hot tenants promoted, plans cached.
+    phase(usize::MAX / 4, baseline.clone()).await;
+    phase(usize::MAX / 4, scoped.clone()).await;
+    let before = tenancy.pool_stats().await;
+    let (mut base, mut cand) = (Latencies::default(), Latencies::default());
+    for p in 0..PHASES {
+        if p % 2 == 0 {
+            base.0.extend(phase(p, baseline.clone()).await);
+            cand.0.extend(phase(p, scoped.clone()).await);
+        } else {
+            cand.0.extend(phase(p, scoped.clone()).await);
+            base.0.extend(phase(p, baseline.clone()).await);
+        }
+    }
+    let after = tenancy.pool_stats().await;
+    plain.close().await;
+    drop(tenancy);
+    sandbox.cleanup().await;
+
+    let ratio = |c: Duration, b: Duration| c.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let (b50, c50) = (base.percentile(50), cand.percentile(50));
+    let (b99, c99) = (base.percentile(99), cand.percentile(99));
+    let verdict = |r: f64, target: f64| if r <= target { "met" } else { "missed" };
+    format!(
+        "\n## TenantPools past the budget\n\n\
+         {n} active row tenants, Zipf s = {ZIPF_S}; budget {BUDGET} ({} pools of {PER_TENANT}); \
+         {CLIENTS} clients × {REQUESTS} requests × {PHASES} phases per side (alternating), \
+         `acquire` + `SELECT count(*)`; baseline: the same query filtered by hand on a plain \
+         pool of {CLIENTS}. During the measured phases: {} requests served on the shared \
+         runtime pool, {} pools replaced for busier tenants, {} evictions.\n\n\
+         | percentile | baseline µs | scoped µs | ratio | target |\n\
+         |---|---:|---:|---:|---|\n\
+         | p50 | {:.0} | {:.0} | {:.2}× | ≤ 1.2× ({}) |\n\
+         | p99 | {:.0} | {:.0} | {:.2}× | ≤ 2× ({}) |\n",
+        BUDGET / PER_TENANT,
+        after.fallbacks - before.fallbacks,
+        after.promotions - before.promotions,
+        after.evictions - before.evictions,
+        b50.as_secs_f64() * 1e6,
+        c50.as_secs_f64() * 1e6,
+        ratio(c50, b50),
+        verdict(ratio(c50, b50), 1.2),
+        b99.as_secs_f64() * 1e6,
+        c99.as_secs_f64() * 1e6,
+        ratio(c99, b99),
+        verdict(ratio(c99, b99), 2.0),
+    )
+}
