@@ -26,7 +26,9 @@
 //!   secret.
 //! - `metering` (feature `axum`) — every request counted against its
 //!   tenant's meter, optionally refused over the plan's quota;
-//!   `consumers` — event handlers given the event's tenant context.
+//!   `consumers` — event handlers given the event's tenant context;
+//!   `ratelimit` (feature `ratelimit`) — per-tenant requests per second
+//!   from the plan, 429 with `Retry-After` over it.
 //! - `host` (feature `host`: axum and both databases) — the program
 //!   around an app: the stack its settings name, the app started on it,
 //!   served until Ctrl-C, everything stopped in order.
@@ -67,6 +69,9 @@ pub mod outboxes;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
+pub mod ratelimit;
 pub mod services;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]

@@ -18,6 +18,7 @@ mod host;
 mod metering;
 mod outboxes;
 mod problem;
+mod ratelimit;
 mod signup;
 mod stack;
 mod transaction;
