@@ -21,8 +21,9 @@ impl Secret {
         Secret(bytes.into())
     }
 
-    /// 32 random bytes from the operating system's generator: tokens
-    /// signed with it do not outlive the process.
+    /// 32 bytes from two random (v4) UUIDs — 244 random bits from the
+    /// operating system's generator: tokens signed with it do not outlive
+    /// the process.
     pub fn random() -> Self {
         let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         Secret([a.as_bytes().as_slice(), b.as_bytes()].concat())
@@ -76,27 +77,52 @@ impl FromStr for DatabaseUrl {
 }
 
 impl fmt::Display for DatabaseUrl {
-    /// The URL with the password of its user info and its whole query
-    /// hidden. The user info ends at the last `@`, so a password with an
-    /// unescaped `/`, `?` or `@` is hidden too (a path with an `@` is
-    /// over-hidden).
+    /// The URL with the password of its user info and its whole query and
+    /// fragment hidden. The parts are found as a URL parser finds them —
+    /// the authority ends at the first `/`, `?` or `#`, the user info at
+    /// the authority's last `@` — and a URL whose parts do not make sense
+    /// that way (a port that is not a number, an `@` in the path: a
+    /// password with an unescaped `/`, `?` or `#`) is hidden whole after
+    /// its scheme.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        write!(f, "{scheme}://")?;
-        let location = match rest.rsplit_once('@') {
-            Some((userinfo, location)) => {
-                match userinfo.split_once(':') {
-                    Some((user, _password)) => write!(f, "{user}:<redacted>@")?,
-                    None => write!(f, "{userinfo}@")?,
-                }
-                location
-            }
-            None => rest,
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
         };
-        match location.split_once('?') {
-            Some((path, _query)) => write!(f, "{path}?<redacted>"),
-            None => f.write_str(location),
+        let (path, hidden) = match tail.find(['?', '#']) {
+            Some(at) => (&tail[..at], true),
+            None => (tail, false),
+        };
+        if !port_is_a_number(host) || path.contains('@') {
+            return write!(f, "{scheme}://<redacted>");
         }
+        write!(f, "{scheme}://")?;
+        match userinfo.map(|u| u.split_once(':')) {
+            Some(Some((user, _password))) => write!(f, "{user}:<redacted>@")?,
+            Some(None) => write!(f, "{}@", userinfo.unwrap_or_default())?,
+            None => {}
+        }
+        write!(f, "{host}{path}")?;
+        if hidden {
+            f.write_str("?<redacted>")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]` or `[v6]:port`) has no
+/// port or a numeric one.
+fn port_is_a_number(host: &str) -> bool {
+    let after_address = match host.rfind(']') {
+        Some(at) => &host[at + 1..],
+        None => host,
+    };
+    match after_address.split_once(':') {
+        Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => true,
     }
 }
 

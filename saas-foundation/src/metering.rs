@@ -33,7 +33,14 @@ use crate::subscriptions::CurrentSubscriptions;
 ///
 /// With [`MeterLayer::enforcing`], a request over the plan's quota for
 /// the meter is refused with 429 (`quota_exceeded`), one on a
-/// subscription that is not served with 403, neither counted. The check
+/// subscription that is not served with 403 (`subscription_not_served`),
+/// one of a tenant whose entitlements this process has not loaded with
+/// 403 (`no_entitlements`), none counted. The engine knows the
+/// subscriptions it created or changed and those loaded by
+/// `BillingEngine::restore_entitlements` (at startup:
+/// `Stack::billing_engine`): a tenant subscribed through another server
+/// is refused here until they are restored again — run it periodically
+/// when several servers take sign-ups. The check
 /// reads the engine's in-process counters, so concurrent requests
 /// at the edge may all pass it: a soft limit, exact per process. (An
 /// exact limit across servers takes the billing crate's quota stores.)
@@ -88,7 +95,9 @@ impl MeterLayer {
     /// Counts only the requests answered with success (2xx, 3xx), after
     /// the handler — for a meter of work done rather than of calls. Put
     /// it outside a `TransactionLayer` (added after it) so what is counted
-    /// is committed. A failure to record is logged, and the answer kept.
+    /// is committed. The unit is recorded in a task of its own, so it is
+    /// recorded even if the client goes away once the handler is done; a
+    /// failure to record is logged, and the answer kept.
     pub fn after_success(mut self) -> Self {
         self.after_success = true;
         self
@@ -178,10 +187,16 @@ where
             }
             let response = inner.call(request).await?;
             let served = response.status().is_success() || response.status().is_redirection();
-            if served && let Err(error) = meter.record(tenant, subscription).await {
+            if served {
                 // The request's work is done (and committed, inside this
-                // layer): its answer stands; the miss is logged.
-                tracing::error!(%tenant, %error, "usage of a served request not recorded");
+                // layer): the recording runs in a task of its own, so a
+                // client that goes away now cannot skip it; a failure is
+                // logged and the answer stands.
+                tokio::spawn(async move {
+                    if let Err(error) = meter.record(tenant, subscription).await {
+                        tracing::error!(%tenant, %error, "usage of a served request not recorded");
+                    }
+                });
             }
             Ok(response)
         })

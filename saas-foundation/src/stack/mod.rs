@@ -151,7 +151,9 @@ impl<T: StackBackend> Stack<T> {
     /// that call this, until it ends — on PostgreSQL a transaction-scoped
     /// advisory lock; on SQLite nothing, as a transaction begun with
     /// [`Tenancy::begin_for_write`] already holds the file's write lock.
-    /// Call it first in the transaction.
+    /// Begin the transaction with `begin_for_write` (on SQLite a deferred
+    /// one would fail with "database is locked" instead of waiting) and
+    /// call this first in it.
     ///
     /// # Errors
     /// The database's error.

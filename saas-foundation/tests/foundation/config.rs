@@ -80,12 +80,20 @@ fn settings_debug_hides_the_password_and_the_jwt_secret() {
             "pw-Sekr1t-42",
         ),
         (
-            "postgres://notes_admin:pw/Sek?r1t@42@db.internal:5432/notes",
-            "Sek?r1t@42",
+            "postgres://notes_admin:pw-S@kr1t@42@db.internal:5432/notes",
+            "kr1t",
         ),
         (
             "postgres://notes_admin@db.internal:5432/notes?sslmode=require&password=pw-Sekr1t-42",
             "pw-Sekr1t-42",
+        ),
+        (
+            "postgres://notes_admin@db.internal:5432/notes?password=pw@Sekr1t-42",
+            "Sekr1t-42",
+        ),
+        (
+            "postgres://notes_admin:pw@db.internal:5432/notes#pw-Sekr1t-42",
+            "Sekr1t-42",
         ),
     ] {
         let settings = Settings::from_prefix("NOTES")
@@ -112,4 +120,22 @@ fn settings_debug_hides_the_password_and_the_jwt_secret() {
     }
     let url: DatabaseUrl = "postgres://db/app".parse().unwrap();
     assert_eq!(url.to_string(), "postgres://db/app");
+}
+
+/// A password with an unescaped `/`, `?` or `#` makes the URL's parts
+/// ambiguous: everything after the scheme is hidden.
+#[test]
+fn an_ambiguous_url_is_hidden_whole() {
+    for url in [
+        "postgres://notes_admin:pw/Sek?r1t@42@db.internal:5432/notes",
+        "postgres://u:pa?ss-Sekr1t@db/app",
+        "postgres://u:pa#ss-Sekr1t@db/app",
+        "postgres://u:pa/ss-Sekr1t@db/app",
+    ] {
+        let url: DatabaseUrl = url.parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://<redacted>");
+        assert!(!format!("{url:?}").contains("Sekr1t"));
+    }
+    let v6: DatabaseUrl = "postgres://u:pw@[::1]:5432/app".parse().unwrap();
+    assert_eq!(v6.to_string(), "postgres://u:<redacted>@[::1]:5432/app");
 }

@@ -9,8 +9,8 @@ use saas_core::TenantId;
 /// Tenants remembered at most; past it the coldest memories go first.
 const MAX_TRACKED: usize = 16_384;
 
-/// Per-tenant use counts that halve every `half_life`: a tenant's heat is
-/// about its uses in the last `half_life` times two at a steady rate, and
+/// Per-tenant use counts that halve every `half_life`: at a steady rate a
+/// tenant's heat is about 1 / ln 2 ≈ 1.44 times its uses per `half_life`, and
 /// a burst long past counts for nothing.
 #[derive(Debug)]
 pub(super) struct Heat {

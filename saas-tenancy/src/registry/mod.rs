@@ -28,9 +28,10 @@ pub struct PoolLimits {
     /// [`PoolRegistry::evict_idle`].
     pub idle_pool_timeout: Duration,
     /// With the budget full, a tenant served without a pool of its own
-    /// ([`PoolRegistry::try_lease`]) gets one only once it is this busy:
-    /// about this many uses in the last [`PoolLimits::heat_half_life`]
-    /// (default 8).
+    /// ([`PoolRegistry::try_lease`]) gets one only once it is this busy
+    /// (default 8): its uses counted with each halving every
+    /// [`PoolLimits::heat_half_life`] — at a steady rate, about 1.44 × its
+    /// uses per half-life, so 8 is reached at about 5.5 uses a second.
     pub promote_after: u32,
     /// How fast a tenant's busyness fades (default 1 s): its count of uses
     /// halves every half-life.
@@ -149,6 +150,9 @@ pub struct PoolRegistry<DB: Database> {
     timeouts: AtomicU64,
     fallbacks: AtomicU64,
     promotions: AtomicU64,
+    /// Promotions whose victim is closing: each keeps one pool's room for
+    /// its tenant (raised under the `pools` lock).
+    promoting: Arc<AtomicU32>,
     /// How busy each tenant has been (a short lock, never held across
     /// an await).
     heat: std::sync::Mutex<Heat>,
@@ -218,6 +222,7 @@ impl<DB: Database> PoolRegistry<DB> {
             timeouts: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             promotions: AtomicU64::new(0),
+            promoting: Arc::new(AtomicU32::new(0)),
             heat: std::sync::Mutex::new(Heat::new(limits.heat_half_life)),
             limits,
         })
@@ -300,11 +305,13 @@ impl<DB: Database> PoolRegistry<DB> {
     /// ([`PoolLimits::promote_after`]) and a pool has been unused for
     /// [`PoolLimits::min_pool_idle`] whose tenant is less than half as
     /// busy: that pool is closed (this call waits for it; it was idle)
-    /// and the busy tenant's opened. One replacement at a time, and none
-    /// while an evicted pool is still closing.
+    /// and the busy tenant's opened, its room kept for it meanwhile. One
+    /// replacement at a time, and none while any pool is still closing
+    /// (evicted, idle, or a deleted tenant's).
     ///
     /// # Errors
-    /// Only an opener used twice (a bug); no timeouts.
+    /// None today (no waits, so no timeouts); the `Result` leaves room for
+    /// a failing opener.
     pub async fn try_lease(
         &self,
         tenant: TenantId,
@@ -321,43 +328,58 @@ impl<DB: Database> PoolRegistry<DB> {
             if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
                 return Ok(Some(self.open_entry(&mut pools, tenant, open, now)));
             }
+            let idle = self.closing.load(Ordering::Acquire) == 0
+                && self.promoting.load(Ordering::Acquire) == 0;
             match self.promotion_victim(&pools, heat, now) {
-                Some(victim) if self.closing.load(Ordering::Acquire) == 0 => {
+                Some(victim) if idle => {
+                    // The victim's room is kept for this tenant while the
+                    // victim closes, so nobody else takes it meanwhile.
+                    let promotion = Promotion::reserve(&self.promoting);
                     self.take(&mut pools, victim)
+                        .map(|entry| (entry, promotion))
                 }
                 _ => None,
             }
         };
-        let Some(victim) = victim else {
+        let Some((victim, promotion)) = victim else {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
         self.evictions.fetch_add(1, Ordering::Relaxed);
-        self.promotions.fetch_add(1, Ordering::Relaxed);
         self.close_taken([victim]).await;
         let mut pools = self.pools.lock().await;
+        // The reserved room becomes the tenant's pool, under the lock.
+        drop(promotion);
         let now = Instant::now();
         if let Some(entry) = pools.get_mut(&tenant) {
             entry.last_used = now;
             return Ok(Some(self.lease_of(entry)));
         }
         if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
+            self.promotions.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(self.open_entry(&mut pools, tenant, open, now)));
         }
-        // Another caller took the room meanwhile.
+        // Unreachable while every opener counts `promoting` in
+        // `reserved`; a guard all the same: never open past the budget.
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
 
     /// Counts a use of `tenant`; its heat.
     fn touch(&self, tenant: TenantId, now: Instant) -> f64 {
+        self.heats().touch(tenant, now)
+    }
+
+    /// The heat counts; after a panic while counting, forgotten (not the
+    /// pools) and the lock usable again.
+    fn heats(&self) -> std::sync::MutexGuard<'_, Heat> {
         match self.heat.lock() {
-            Ok(mut heat) => heat.touch(tenant, now),
-            // A panic while counting: forget the counts, not the pools.
+            Ok(heat) => heat,
             Err(poisoned) => {
+                self.heat.clear_poison();
                 let mut heat = poisoned.into_inner();
                 *heat = Heat::new(self.limits.heat_half_life);
-                heat.touch(tenant, now)
+                heat
             }
         }
     }
@@ -374,7 +396,7 @@ impl<DB: Database> PoolRegistry<DB> {
         if heat < f64::from(self.limits.promote_after) {
             return None;
         }
-        let heats = self.heat.lock().ok()?;
+        let heats = self.heats();
         pools
             .iter()
             .filter(|(_, e)| {
@@ -403,8 +425,16 @@ impl<DB: Database> PoolRegistry<DB> {
         self.lease_of(entry)
     }
 
-    /// Connections reserved by `open` pools and by pools still closing.
+    /// Connections reserved by `open` pools, by pools still closing and
+    /// by promotions (each keeps its victim's room from the moment it is
+    /// taken until the promoted pool opens, overlapping the victim's own
+    /// count while it closes): what a new pool must fit beside.
     fn reserved(&self, open: usize) -> u32 {
+        self.held(open) + self.promoting.load(Ordering::Acquire) * self.limits.per_tenant
+    }
+
+    /// Connections open and closing pools may hold.
+    fn held(&self, open: usize) -> u32 {
         (open as u32 + self.closing.load(Ordering::Acquire)) * self.limits.per_tenant
     }
 
@@ -513,12 +543,34 @@ impl<DB: Database> PoolRegistry<DB> {
         PoolStats {
             open_pools: pools.len(),
             connections: pools.values().map(|e| e.pool.size()).sum(),
-            reserved: self.reserved(pools.len()),
+            reserved: self.held(pools.len()),
             evictions: self.evictions.load(Ordering::Relaxed),
             waits: self.waits.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
             promotions: self.promotions.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A room kept for a promoting tenant while its victim closes; given back
+/// when dropped — also when the caller is cancelled while waiting.
+struct Promotion {
+    promoting: Arc<AtomicU32>,
+}
+
+impl Promotion {
+    /// Reserves one pool's room. Call with the `pools` lock held.
+    fn reserve(promoting: &Arc<AtomicU32>) -> Self {
+        promoting.fetch_add(1, Ordering::AcqRel);
+        Promotion {
+            promoting: Arc::clone(promoting),
+        }
+    }
+}
+
+impl Drop for Promotion {
+    fn drop(&mut self) {
+        self.promoting.fetch_sub(1, Ordering::AcqRel);
     }
 }

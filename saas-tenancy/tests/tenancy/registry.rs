@@ -265,3 +265,44 @@ async fn concurrent_try_leases_stay_within_the_budget() {
     let stats = registry.stats().await;
     assert!(stats.reserved <= 4 && stats.waits == 0, "{stats:?}");
 }
+
+/// The room a promotion frees is kept for the promoted tenant: a cold
+/// tenant asking while the victim closes is sent to the shared path, and
+/// the busy tenant gets the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotions_room_is_kept_for_the_promoted_tenant() {
+    let limits = PoolLimits::new(1, 1)
+        .with_acquire_timeout(Duration::from_secs(5))
+        .with_promotion(2, Duration::from_secs(10), Duration::from_millis(0));
+    let registry = Arc::new(PoolRegistry::new(limits).unwrap());
+    let (idle, hot) = (TenantId::new(), TenantId::new());
+    let idle_pool = registry.try_lease(idle, open).await.unwrap().unwrap();
+    // A connection of the idle tenant's still out: its pool's close waits.
+    let conn = idle_pool.pool().acquire().await.unwrap();
+    drop(idle_pool);
+    // The busy tenant asks until it is busy enough; its promotion then
+    // waits for the victim to close.
+    let promoting = tokio::spawn({
+        let registry = Arc::clone(&registry);
+        async move {
+            for _ in 0..5 {
+                if registry.try_lease(hot, open).await.unwrap().is_some() {
+                    return true;
+                }
+            }
+            false
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The victim is closing, its room kept: others do not get it.
+    for _ in 0..5 {
+        let cold = registry.try_lease(TenantId::new(), open).await.unwrap();
+        assert!(cold.is_none(), "a cold tenant took the promoted room");
+        assert!(registry.stats().await.reserved <= 1);
+    }
+    drop(conn);
+    assert!(promoting.await.unwrap(), "the busy tenant got the pool");
+    let stats = registry.stats().await;
+    assert_eq!((stats.promotions, stats.open_pools), (1, 1), "{stats:?}");
+    assert!(stats.reserved <= 1);
+}
