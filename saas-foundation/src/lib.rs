@@ -61,6 +61,8 @@ pub mod consumers;
 pub mod host;
 pub mod identity;
 #[cfg(feature = "axum")]
+mod layers;
+#[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod metering;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -14,6 +14,7 @@ use saas_core::{ErrorKind, SharedClock, TenantContext, TenantId};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::layers::{BoxFuture, request_tenant, take_ready};
 use crate::problem::Problem;
 use crate::subscriptions::CurrentSubscriptions;
 
@@ -153,8 +154,6 @@ impl<S> fmt::Debug for MeterService<S> {
     }
 }
 
-type BoxFuture<O> = std::pin::Pin<Box<dyn std::future::Future<Output = O> + Send>>;
-
 impl<S> Service<Request> for MeterService<S>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -170,11 +169,9 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let meter = Arc::clone(&self.meter);
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
-            let ctx = request.extensions().get::<TenantContext>().cloned();
+            let ctx = request_tenant(&request, "MeterLayer", "metering");
             let (tenant, subscription) = match meter.admit(ctx).await {
                 Ok(admitted) => admitted,
                 Err(refusal) => return Ok(refusal),
@@ -208,17 +205,9 @@ impl Meter {
     /// enforcing; or the response refusing the request.
     async fn admit(
         &self,
-        ctx: Option<TenantContext>,
+        ctx: Result<TenantContext, Problem>,
     ) -> Result<(TenantId, SubscriptionId), Response> {
-        let Some(ctx) = ctx else {
-            tracing::error!("MeterLayer reached without a tenant: add TenantLayer after it");
-            return Err(Problem::new(
-                ErrorKind::Internal,
-                "the request's tenant was not resolved before metering",
-            )
-            .into_response());
-        };
-        let tenant = ctx.tenant_id();
+        let tenant = ctx.map_err(IntoResponse::into_response)?.tenant_id();
         let subscription = self
             .current
             .id(tenant)

@@ -17,12 +17,12 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
+use saas_core::TenantId;
 use saas_core::http::problem_response;
-use saas_core::{ErrorKind, TenantContext, TenantId};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::problem::Problem;
+use crate::layers::{BoxFuture, request_tenant, take_ready};
 use crate::subscriptions::CurrentSubscriptions;
 
 /// The default rate meaning "no limit".
@@ -171,8 +171,6 @@ impl<S, C: Clock> fmt::Debug for RateLimitService<S, C> {
     }
 }
 
-type BoxFuture<O> = std::pin::Pin<Box<dyn std::future::Future<Output = O> + Send>>;
-
 impl<S, C> Service<Request> for RateLimitService<S, C>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -190,19 +188,11 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let limits = Arc::clone(&self.limits);
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
-            let Some(ctx) = request.extensions().get::<TenantContext>().cloned() else {
-                tracing::error!(
-                    "RateLimitLayer reached without a tenant: add TenantLayer after it"
-                );
-                let problem = Problem::new(
-                    ErrorKind::Internal,
-                    "the request's tenant was not resolved before rate limiting",
-                );
-                return Ok(problem.into_response());
+            let ctx = match request_tenant(&request, "RateLimitLayer", "rate limiting") {
+                Ok(ctx) => ctx,
+                Err(refusal) => return Ok(refusal.into_response()),
             };
             match limits.admit(ctx.tenant_id()).await {
                 Ok(()) => inner.call(request).await,

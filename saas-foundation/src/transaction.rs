@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::layers::{BoxFuture, take_ready};
 use crate::problem::Problem;
 
 /// One request's transaction: not begun, or begun by the extractor.
@@ -150,8 +151,6 @@ impl<S, T> fmt::Debug for TransactionService<S, T> {
     }
 }
 
-type BoxFuture<O> = std::pin::Pin<Box<dyn std::future::Future<Output = O> + Send>>;
-
 impl<S, T> Service<Request> for TransactionService<S, T>
 where
     S: Service<Request, Response = Response> + Clone + Send + 'static,
@@ -173,9 +172,7 @@ where
             slot: Arc::clone(&slot),
             for_writes: self.for_writes,
         });
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(request).await?;
             Ok(finish::<T>(slot, response).await)

@@ -21,4 +21,5 @@ mod problem;
 mod ratelimit;
 mod signup;
 mod stack;
+mod tenant_header;
 mod transaction;

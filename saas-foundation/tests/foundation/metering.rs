@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::routing::get;
 use http::StatusCode;
 use saas_billing::{
     Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Decimal, DenyReason,
@@ -20,6 +18,8 @@ use saas_foundation::metering::MeterLayer;
 use saas_foundation::subscriptions::CurrentSubscriptions;
 use serde_json::Value;
 use tower::ServiceExt;
+
+use crate::tenant_header::counted_route;
 
 /// Plan `free`: a quota of 3 calls a period; `pro`: calls billed, no quota.
 fn catalog() -> Catalog {
@@ -112,36 +112,7 @@ async fn metered(mode: Mode) -> Metered {
         layer = layer.after_success();
     }
     let handled = Arc::new(AtomicUsize::new(0));
-    let (counter, failures) = (Arc::clone(&handled), Arc::clone(&handled));
-    let known = tenants.clone();
-    let resolve = move |mut request: Request, next: Next| {
-        let tenant = request
-            .headers()
-            .get("x-tenant")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|slug| known.iter().find(|t| t.slug().as_str() == slug).cloned());
-        if let Some(ctx) = tenant {
-            request.extensions_mut().insert(ctx);
-        }
-        next.run(request)
-    };
-    let router = Router::new()
-        .route(
-            "/work",
-            get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { "done" }
-            }),
-        )
-        .route(
-            "/fail",
-            get(move || {
-                failures.fetch_add(1, Ordering::SeqCst);
-                async { (StatusCode::BAD_REQUEST, "no") }
-            }),
-        )
-        .layer(layer)
-        .layer(axum::middleware::from_fn(resolve));
+    let router = counted_route(layer, tenants.clone(), &handled);
     Metered {
         engine,
         router,

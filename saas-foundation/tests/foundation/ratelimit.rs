@@ -9,8 +9,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::routing::get;
 use governor::clock::FakeRelativeClock;
 use http::StatusCode;
 use saas_billing::{
@@ -21,6 +19,8 @@ use saas_core::{SystemClock, TenantContext, TenantId, TenantSlug};
 use saas_foundation::ratelimit::RateLimitLayer;
 use saas_foundation::subscriptions::CurrentSubscriptions;
 use tower::ServiceExt;
+
+use crate::tenant_header::counted_route;
 
 /// `small`: 5 requests a second; `blocked`: none; `open`: no limit listed.
 fn catalog() -> Catalog {
@@ -82,28 +82,7 @@ async fn limited() -> Limited {
     let clock = FakeRelativeClock::default();
     let layer = RateLimitLayer::with_clock(current, "api_rate", clock.clone()).default_rate(2);
     let handled = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&handled);
-    let resolve = move |mut request: Request, next: Next| {
-        let tenant = request
-            .headers()
-            .get("x-tenant")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|slug| tenants.iter().find(|t| t.slug().as_str() == slug).cloned());
-        if let Some(ctx) = tenant {
-            request.extensions_mut().insert(ctx);
-        }
-        next.run(request)
-    };
-    let router = Router::new()
-        .route(
-            "/work",
-            get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async { "done" }
-            }),
-        )
-        .layer(layer)
-        .layer(axum::middleware::from_fn(resolve));
+    let router = counted_route(layer, tenants, &handled);
     Limited {
         router,
         clock,
