@@ -170,3 +170,16 @@ pub(crate) fn check_new_name(name: &str) -> Result<(), EventError> {
     }
     Ok(())
 }
+
+/// Checks a value this crate is asked to write: CloudEvents integers are
+/// 32-bit signed, so a larger one would be refused by a consumer that
+/// checks.
+pub(crate) fn check_new_value(name: &str, value: &ExtensionValue) -> Result<(), EventError> {
+    match value {
+        ExtensionValue::Integer(i) if i32::try_from(*i).is_err() => Err(EventError::invalid(
+            name,
+            format!("{i} does not fit a CloudEvents integer (32-bit signed); send it as a string"),
+        )),
+        _ => Ok(()),
+    }
+}

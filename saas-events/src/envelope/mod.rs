@@ -192,10 +192,23 @@ impl Event {
         self
     }
 
-    /// Sets `dataschema`.
-    pub fn with_dataschema(mut self, schema: impl Into<String>) -> Self {
-        self.dataschema = Some(schema.into()).filter(|s| !s.is_empty());
-        self
+    /// Sets `dataschema`: an absolute URI (`https://…`, `urn:…`), as
+    /// CloudEvents 1.0 types it — consumers that check (the Rust
+    /// `cloudevents-sdk`) refuse a whole event whose `dataschema` is a
+    /// relative reference. Empty unsets it.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidAttribute`] for a value without a scheme.
+    pub fn with_dataschema(mut self, schema: impl Into<String>) -> Result<Self, EventError> {
+        let schema = schema.into();
+        if !schema.is_empty() && !is_absolute_uri(&schema) {
+            return Err(EventError::invalid(
+                "dataschema",
+                "it must be an absolute URI with a scheme (https://…, urn:…), not a relative reference",
+            ));
+        }
+        self.dataschema = Some(schema).filter(|s| !s.is_empty());
+        Ok(self)
     }
 
     /// Sets or clears the tenant (the `tenantid` extension).
@@ -236,14 +249,18 @@ impl Event {
     ///
     /// # Errors
     /// [`EventError::InvalidExtensionName`] unless `name` is 1 to 20
-    /// lowercase ASCII letters and digits and not a name this crate reserves.
+    /// lowercase ASCII letters and digits and not a name this crate
+    /// reserves; [`EventError::InvalidAttribute`] for an integer outside
+    /// 32 bits (CloudEvents integers are; send a larger one as a string).
     pub fn with_extension(
         mut self,
         name: &str,
         value: impl Into<ExtensionValue>,
     ) -> Result<Self, EventError> {
         extension::check_new_name(name)?;
-        self.extensions.insert(name.to_owned(), value.into());
+        let value = value.into();
+        extension::check_new_value(name, &value)?;
+        self.extensions.insert(name.to_owned(), value);
         Ok(self)
     }
 
@@ -381,4 +398,18 @@ impl Event {
         }
         Ok(())
     }
+}
+
+/// Whether `uri` starts with a scheme (RFC 3986: a letter, then letters,
+/// digits, `+`, `-` or `.`, then `:`) and has something after it.
+fn is_absolute_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    starts_with_letter
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !uri.chars().any(char::is_whitespace)
 }

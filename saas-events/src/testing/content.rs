@@ -21,9 +21,9 @@ pub async fn headers_and_trace(p: Arc<dyn Publisher>, s: Arc<dyn Subscriber>) {
         0x00f0_67aa_0ba9_02b7,
         true,
     );
-    let mut sent = numbered(Some(TenantId::new()), "h", 1)
-        .with_subject("invoice/42")
-        .with_dataschema("https://example.com/schemas/numbered.json")
+    let schema = "https://example.com/schemas/numbered.json";
+    let sent = numbered(Some(TenantId::new()), "h", 1).with_subject("invoice/42");
+    let mut sent = must(sent.with_dataschema(schema), "setting dataschema")
         .with_partition_key("customer-7")
         .with_tracestate("vendor=opaque")
         .with_time(chrono::DateTime::UNIX_EPOCH);

@@ -120,6 +120,61 @@ fn rejects_what_the_spec_forbids() {
     ));
 }
 
+/// CloudEvents integers are 32-bit signed: a larger one is refused with
+/// a reason, never written; the limits themselves are fine.
+#[test]
+fn extension_integers_must_fit_32_bits() {
+    let event = Event::without_data(None, "t", "/s").unwrap();
+    for fits in [i64::from(i32::MIN), -1, 0, i64::from(i32::MAX)] {
+        let with = event.clone().with_extension("count", fits).unwrap();
+        assert_eq!(
+            with.extension("count").and_then(ExtensionValue::as_i64),
+            Some(fits)
+        );
+    }
+    for too_big in [i64::from(i32::MAX) + 1, i64::from(i32::MIN) - 1, i64::MAX] {
+        let err = event.clone().with_extension("count", too_big).unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidAttribute { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("32-bit"), "{err}");
+    }
+    assert!(event.with_extension("count", u32::MAX).is_err());
+}
+
+/// `dataschema` is an absolute URI in CloudEvents 1.0; a relative
+/// reference is refused before it reaches a consumer that would refuse
+/// the whole event.
+#[test]
+fn dataschema_must_be_an_absolute_uri() {
+    let event = Event::without_data(None, "t", "/s").unwrap();
+    for absolute in [
+        "https://example.com/schemas/note.json",
+        "urn:example:note:v1",
+        "tag:example.com,2026:note",
+    ] {
+        let with = event.clone().with_dataschema(absolute).unwrap();
+        assert_eq!(with.dataschema(), Some(absolute));
+        let back = Event::from_json_slice(&with.to_json().unwrap()).unwrap();
+        assert_eq!(back.dataschema(), Some(absolute));
+    }
+    for relative in [
+        "/schemas/note.json",
+        "note.json",
+        "1http://x",
+        "https:",
+        "a b:c",
+    ] {
+        let err = event.clone().with_dataschema(relative).unwrap_err();
+        assert!(
+            matches!(err, EventError::InvalidAttribute { .. }),
+            "{relative}: {err:?}"
+        );
+    }
+    assert_eq!(event.with_dataschema("").unwrap().dataschema(), None);
+}
+
 #[test]
 fn reads_long_extension_names_but_writes_only_short_ones() {
     let mut long = minimal();
@@ -242,7 +297,8 @@ fn trace_context_round_trips_and_rejects_garbage() {
 fn extension_value() -> impl Strategy<Value = ExtensionValue> {
     prop_oneof![
         ".{0,40}".prop_map(ExtensionValue::String),
-        any::<i64>().prop_map(ExtensionValue::Integer),
+        // CloudEvents integers are 32-bit: the only ones written.
+        any::<i32>().prop_map(|i| ExtensionValue::Integer(i64::from(i))),
         any::<bool>().prop_map(ExtensionValue::Boolean),
     ]
 }
