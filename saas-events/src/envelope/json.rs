@@ -159,7 +159,7 @@ impl Event {
         Self::from_json_slice(json.as_bytes())
     }
 
-    fn from_map(mut map: Map<String, Value>) -> Result<Self, EventError> {
+    pub(crate) fn from_map(mut map: Map<String, Value>) -> Result<Self, EventError> {
         let specversion = take_required(&mut map, "specversion")?;
         if specversion != SPEC_VERSION {
             return Err(EventError::UnsupportedSpecVersion { found: specversion });

@@ -5,6 +5,7 @@ mod confirmation;
 mod conformance;
 mod envelope;
 mod errors;
+mod http_binding;
 mod inbox;
 mod middleware;
 mod nats;
