@@ -10,16 +10,16 @@ use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use http::StatusCode;
 use saas_billing::{
-    Aggregation, BillingEngine, BillingStores, Catalog, Charge, Currency, Decimal, DenyReason,
-    Meter, MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId, dec,
+    Aggregation, BillingEngine, Catalog, Charge, Currency, Decimal, DenyReason, Meter, MeterKey,
+    Money, PlanId, PlanVersion, Product, ProductId, dec,
 };
-use saas_core::{SystemClock, TenantContext, TenantId, TenantSlug};
+use saas_core::{SystemClock, TenantContext};
 use saas_foundation::metering::MeterLayer;
 use saas_foundation::subscriptions::CurrentSubscriptions;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::tenant_header::counted_route;
+use crate::tenant_header::{counted_route, subscribed};
 
 /// Plan `free`: a quota of 3 calls a period; `pro`: calls billed, no quota.
 fn catalog() -> Catalog {
@@ -78,30 +78,19 @@ const ENFORCING: Mode = Mode {
 /// `x-tenant` header names the request's tenant (standing in for the
 /// TenantLayer). `GET /work` succeeds, `GET /fail` answers 400.
 async fn metered(mode: Mode) -> Metered {
-    let engine = BillingEngine::new(
-        Arc::new(catalog()),
-        BillingStores::in_memory(),
-        Arc::new(SystemClock),
-    );
-    let mut tenants = Vec::new();
-    for (slug, plan) in [
+    let tenants = [
         ("acme", Some("free")),
         ("globex", Some("free")),
         ("bigco", Some("pro")),
         ("paused", Some("free")),
         ("unsubscribed", None),
-    ] {
-        let ctx = TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap());
-        if let Some(plan) = plan {
-            let plan = PlanRef::new(PlanId::new(plan).unwrap(), 1);
-            let new = NewSubscription::new(ctx.tenant_id(), plan, Currency::USD);
-            let sub = engine.create_subscription(new).await.unwrap();
-            if slug == "paused" {
-                engine.pause(ctx.tenant_id(), sub.id()).await.unwrap();
-            }
+    ];
+    let (engine, tenants) = subscribed(catalog(), &tenants, async |engine, slug, sub| {
+        if slug == "paused" {
+            engine.pause(sub.tenant_id(), sub.id()).await.unwrap();
         }
-        tenants.push(ctx);
-    }
+    })
+    .await;
     let current = Arc::new(CurrentSubscriptions::new(engine.clone()));
     let key = MeterKey::new("calls").unwrap();
     let mut layer = MeterLayer::new(current, key, Arc::new(SystemClock));

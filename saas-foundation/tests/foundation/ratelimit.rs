@@ -12,15 +12,13 @@ use axum::extract::Request;
 use governor::clock::FakeRelativeClock;
 use http::StatusCode;
 use saas_billing::{
-    BillingEngine, BillingStores, Catalog, Charge, Currency, Money, NewSubscription, PlanId,
-    PlanRef, PlanVersion, Product, ProductId, dec,
+    Catalog, Charge, Currency, Money, PlanId, PlanVersion, Product, ProductId, dec,
 };
-use saas_core::{SystemClock, TenantContext, TenantId, TenantSlug};
 use saas_foundation::ratelimit::RateLimitLayer;
 use saas_foundation::subscriptions::CurrentSubscriptions;
 use tower::ServiceExt;
 
-use crate::tenant_header::counted_route;
+use crate::tenant_header::{counted_route, subscribed};
 
 /// `small`: 5 requests a second; `blocked`: none; `open`: no limit listed.
 fn catalog() -> Catalog {
@@ -57,27 +55,14 @@ struct Limited {
 /// TenantLayer): `noisy` and `quiet` on plan small, `stuck` on blocked,
 /// `free` on open, `nobody` without a subscription; default rate 2.
 async fn limited() -> Limited {
-    let engine = BillingEngine::new(
-        Arc::new(catalog()),
-        BillingStores::in_memory(),
-        Arc::new(SystemClock),
-    );
-    let mut tenants = Vec::new();
-    for (slug, plan) in [
+    let tenants = [
         ("noisy", Some("small")),
         ("quiet", Some("small")),
         ("stuck", Some("blocked")),
         ("free", Some("open")),
         ("nobody", None),
-    ] {
-        let ctx = TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap());
-        if let Some(plan) = plan {
-            let plan = PlanRef::new(PlanId::new(plan).unwrap(), 1);
-            let new = NewSubscription::new(ctx.tenant_id(), plan, Currency::USD);
-            engine.create_subscription(new).await.unwrap();
-        }
-        tenants.push(ctx);
-    }
+    ];
+    let (engine, tenants) = subscribed(catalog(), &tenants, async |_, _, _| {}).await;
     let current = Arc::new(CurrentSubscriptions::new(engine));
     let clock = FakeRelativeClock::default();
     let layer = RateLimitLayer::with_clock(current, "api_rate", clock.clone()).default_rate(2);

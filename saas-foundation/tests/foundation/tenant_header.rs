@@ -1,6 +1,6 @@
-//! A stand-in for `TenantLayer` in layer tests: the `x-tenant` header
-//! names one of the test's tenants by slug, and the route under test
-//! counts the requests it handled.
+//! What the layer tests share: tenants subscribed to the test's plans, a
+//! stand-in for `TenantLayer` (the `x-tenant` header names one of them by
+//! slug), and a route that counts the requests it handled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,37 @@ use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::routing::get;
-use saas_core::TenantContext;
+use saas_billing::{
+    BillingEngine, BillingStores, Catalog, Currency, NewSubscription, PlanId, PlanRef, Subscription,
+};
+use saas_core::{SystemClock, TenantContext, TenantId, TenantSlug};
+
+/// An in-memory engine over `catalog`, and a tenant per `(slug, plan)`,
+/// subscribed to version 1 of `plan` (none for `None`); each tenant's
+/// subscription is passed to `adjust` (to pause it, say).
+pub(crate) async fn subscribed(
+    catalog: Catalog,
+    tenants: &[(&str, Option<&str>)],
+    adjust: impl AsyncFn(&BillingEngine, &str, Subscription),
+) -> (BillingEngine, Vec<TenantContext>) {
+    let engine = BillingEngine::new(
+        Arc::new(catalog),
+        BillingStores::in_memory(),
+        Arc::new(SystemClock),
+    );
+    let mut contexts = Vec::new();
+    for (slug, plan) in tenants {
+        let ctx = TenantContext::new(TenantId::new(), TenantSlug::parse(slug).unwrap());
+        if let Some(plan) = plan {
+            let plan = PlanRef::new(PlanId::new(*plan).unwrap(), 1);
+            let new = NewSubscription::new(ctx.tenant_id(), plan, Currency::USD);
+            let subscription = engine.create_subscription(new).await.unwrap();
+            adjust(&engine, slug, subscription).await;
+        }
+        contexts.push(ctx);
+    }
+    (engine, contexts)
+}
 
 /// `GET /work` (200) and `GET /fail` (400), each counted in `handled`,
 /// behind `layer`, behind the header stand-in resolving `tenants`.
