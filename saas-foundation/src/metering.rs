@@ -223,8 +223,31 @@ impl Meter {
         Ok((tenant, subscription))
     }
 
-    /// Records one unit for the request.
+    /// Records one unit for the request, against `subscription` or, if
+    /// that one has ended meanwhile, the tenant's current one.
     async fn record(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<(), saas_billing::BillingError> {
+        match self.record_on(tenant, subscription).await {
+            // The remembered subscription may have ended since (canceled,
+            // replaced by another): look it up afresh and, if it is
+            // another one, record there.
+            Err(refused) if refused.kind() == ErrorKind::InvalidInput => {
+                self.current.forget(tenant).await;
+                let current = self.current.id(tenant).await?;
+                if current == subscription {
+                    return Err(refused);
+                }
+                self.record_on(tenant, current).await
+            }
+            other => other,
+        }
+    }
+
+    /// Records one unit against `subscription`.
+    async fn record_on(
         &self,
         tenant: TenantId,
         subscription: SubscriptionId,

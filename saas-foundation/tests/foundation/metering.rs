@@ -10,8 +10,8 @@ use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use http::StatusCode;
 use saas_billing::{
-    Aggregation, BillingEngine, Catalog, Charge, Currency, Decimal, DenyReason, Meter, MeterKey,
-    Money, PlanId, PlanVersion, Product, ProductId, dec,
+    Aggregation, BillingEngine, CancelMode, Catalog, Charge, Currency, Decimal, DenyReason, Meter,
+    MeterKey, Money, NewSubscription, PlanId, PlanRef, PlanVersion, Product, ProductId, dec,
 };
 use saas_core::{SystemClock, TenantContext};
 use saas_foundation::metering::MeterLayer;
@@ -233,4 +233,45 @@ async fn after_success_counts_only_requests_answered_with_success() {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(m.handled.load(Ordering::SeqCst), 6);
+}
+
+/// A subscription canceled and replaced while its id is remembered: the
+/// request is counted on the new one, not refused.
+#[tokio::test]
+async fn a_replaced_subscription_is_looked_up_again() {
+    let m = metered(COUNTING).await;
+    let acme = &m.tenants[0];
+    assert_eq!(call(&m.router, Some("acme")).await.0, StatusCode::OK);
+    let billing = &m.engine;
+    let old = billing
+        .stores()
+        .subscriptions
+        .list(acme.tenant_id())
+        .await
+        .unwrap();
+    let old = old.into_iter().next().unwrap();
+    billing
+        .cancel(
+            acme.tenant_id(),
+            old.id(),
+            CancelMode::Immediately { prorate: false },
+        )
+        .await
+        .unwrap();
+    let plan = PlanRef::new(PlanId::new("free").unwrap(), 1);
+    let new = NewSubscription::new(acme.tenant_id(), plan, Currency::USD);
+    let new = billing.create_subscription(new).await.unwrap();
+    let (status, body) = call(&m.router, Some("acme")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let usage = &billing.stores().usage;
+    let on_new = usage
+        .billed_in(acme.tenant_id(), new.id(), 0)
+        .await
+        .unwrap();
+    assert_eq!(on_new.len(), 1, "counted on the new subscription");
+    let on_old = usage
+        .billed_in(acme.tenant_id(), old.id(), 0)
+        .await
+        .unwrap();
+    assert_eq!(on_old.len(), 1, "the first call stays on the old one");
 }
