@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use saas_tenancy::Strategy;
-use saas_tenancy::postgres::{ScopeMode, SqlIdent};
+use saas_tenancy::postgres::{PoolLimits, ScopeMode, SqlIdent};
 use saas_tenancy::testing::leak::{LeakTarget, run_leak_harness};
 use saas_tenancy::testing::pg_leak::PgLeakTarget;
 use sqlx::Executor;
@@ -27,9 +27,15 @@ fn harness(strategy: Strategy, mode: ScopeMode) {
 
 /// Three tenants with these placements, one table, `cases()` cases.
 fn harness_mixed(strategies: [Strategy; 3], mode: ScopeMode) {
+    harness_with_limits(strategies, mode, PoolLimits::default());
+}
+
+/// As [`harness_mixed`], with these pool limits.
+fn harness_with_limits(strategies: [Strategy; 3], mode: ScopeMode, limits: PoolLimits) {
     let runtime = crate::fixtures::harness_runtime();
-    let test = format!("leak::{strategies:?}::{mode:?}");
-    let Some(mut env) = runtime.block_on(crate::pg_env::sandbox(&test, mode)) else {
+    let test = format!("leak::{strategies:?}::{mode:?}::{}", limits.budget);
+    let sandbox = crate::pg_env::sandbox_with_limits(&test, mode, limits);
+    let Some(mut env) = runtime.block_on(sandbox) else {
         return;
     };
     let tenants = runtime.block_on(async {
@@ -90,6 +96,23 @@ fn mixed_placements_never_leak_tenant_pools() {
     harness_mixed(
         [Strategy::Schema, Strategy::Shared, Strategy::Database],
         ScopeMode::TenantPools,
+    );
+}
+
+/// TenantPools past its budget (one pool for three tenants): the tenants
+/// without a pool share the runtime connections, and a busy one may take
+/// over the pool — nothing a session leaves reaches another tenant.
+#[test]
+fn row_and_schema_tenants_past_the_budget_never_leak() {
+    let limits = PoolLimits::new(1, 1).with_promotion(
+        4,
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_millis(50),
+    );
+    harness_with_limits(
+        [Strategy::Shared, Strategy::Schema, Strategy::Shared],
+        ScopeMode::TenantPools,
+        limits,
     );
 }
 
