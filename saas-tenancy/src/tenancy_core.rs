@@ -167,9 +167,25 @@ pub(crate) struct BuilderCore<C> {
     pub(crate) hooks: Arc<dyn LifecycleHooks>,
     pub(crate) clock: SharedClock,
     pub(crate) deletion_grace: Duration,
+    /// The first invalid setting given by a builder method that cannot
+    /// return an error itself; `build` reports it.
+    pub(crate) invalid: Option<TenancyError>,
 }
 
 impl<C: ClusterConfig> BuilderCore<C> {
+    /// Declares the tables named `names` (each as [`TenantTable::new`]); an
+    /// invalid name is kept for `build` to report.
+    pub(crate) fn add_tables<S: AsRef<str>>(&mut self, names: impl IntoIterator<Item = S>) {
+        for name in names {
+            match TenantTable::new(name.as_ref()) {
+                Ok(table) => self.tables.push(table),
+                Err(e) => {
+                    self.invalid.get_or_insert(e);
+                }
+            }
+        }
+    }
+
     /// The defaults over `catalog`, with the backend's default `limits`:
     /// no clusters, tables or migrations, round-robin placement, no hooks,
     /// the system clock and the default deletion grace.
@@ -185,6 +201,7 @@ impl<C: ClusterConfig> BuilderCore<C> {
             hooks: Arc::new(NoHooks),
             clock: Arc::new(SystemClock),
             deletion_grace: crate::catalog::DEFAULT_DELETION_GRACE,
+            invalid: None,
         }
     }
 
@@ -196,6 +213,9 @@ impl<C: ClusterConfig> BuilderCore<C> {
         mut open: impl FnMut(C) -> T,
         backend: X,
     ) -> Result<Core<T, DB, X>, TenancyError> {
+        if let Some(invalid) = self.invalid {
+            return Err(invalid);
+        }
         if self.clusters.is_empty() {
             return Err(TenancyError::InvalidInput(
                 "no clusters configured; add one with .cluster(..)".to_owned(),

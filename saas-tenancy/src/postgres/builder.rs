@@ -71,6 +71,23 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// Declares shared tables of row tenants by name, as
+    /// [`tenant_table`](Self::tenant_table) with `TenantTable::new(name)`
+    /// for each; an invalid name makes [`build`](Self::build) fail.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use saas_tenancy::{DynCatalog, InMemoryCatalog};
+    /// # let catalog: DynCatalog = Arc::new(InMemoryCatalog::default());
+    /// let builder = saas_tenancy::postgres::PgTenancy::builder(catalog)
+    ///     .tenant_tables(["projects", "notes"]);
+    /// # let _ = builder;
+    /// ```
+    pub fn tenant_tables<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.core.add_tables(names);
+        self
+    }
+
     /// The shared migration set: tables every row tenant shares, and the
     /// host's other non-tenant tables, applied to each cluster's shared
     /// database by [`PgTenancy::migrate_shared`] (the migrator's own

@@ -50,6 +50,23 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// Declares shared tables of row tenants by name (each needs a primary key), as
+    /// [`tenant_table`](Self::tenant_table) with `TenantTable::new(name)`
+    /// for each; an invalid name makes [`build`](Self::build) fail.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use saas_tenancy::{DynCatalog, InMemoryCatalog};
+    /// # let catalog: DynCatalog = Arc::new(InMemoryCatalog::default());
+    /// let builder = saas_tenancy::sqlite::SqliteTenancy::builder(catalog)
+    ///     .tenant_tables(["projects", "notes"]);
+    /// # let _ = builder;
+    /// ```
+    pub fn tenant_tables<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.core.add_tables(names);
+        self
+    }
+
     /// The shared migration set, applied to each cluster's shared file by
     /// [`SqliteTenancy::migrate_shared`].
     pub fn shared_migrations(mut self, migrator: Migrator) -> Self {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
-use saas_tenancy::{ClusterName, DynCatalog, InMemoryCatalog};
+use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
+use saas_tenancy::{ClusterName, DynCatalog, InMemoryCatalog, TenancyError};
 use sqlx::postgres::PgConnectOptions;
 
 const PASSWORD: &str = "pw-Sekr1t-42";
@@ -57,4 +58,51 @@ async fn tenancy_builder_and_tenancy_debug_hide_the_admin_password() {
         let tenancy = builder.build().unwrap();
         assert!(!format!("{tenancy:?}").contains(PASSWORD));
     }
+}
+
+/// `tenant_tables` by name: valid names are declared as `tenant_table`
+/// would declare them; an invalid one fails `build` with its name, on both
+/// backends, rather than being dropped.
+#[tokio::test]
+async fn tenant_tables_by_name_declare_them_or_fail_the_build() {
+    let catalog = || -> DynCatalog { Arc::new(InMemoryCatalog::default()) };
+    let [admin, _] = admin_options();
+    let tenancy = PgTenancy::builder(catalog())
+        .cluster(cluster(admin.clone()))
+        .tenant_tables(["projects", "notes"])
+        .build()
+        .unwrap();
+    let names: Vec<&str> = tenancy
+        .tenant_tables()
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(names, ["projects", "notes"]);
+    let refused = PgTenancy::builder(catalog())
+        .cluster(cluster(admin))
+        .tenant_tables(["projects", "notes; DROP TABLE x"])
+        .build();
+    assert!(
+        matches!(&refused, Err(TenancyError::InvalidInput(m)) if m.contains("notes; DROP TABLE x")),
+        "{refused:?}"
+    );
+
+    let dir = std::env::temp_dir().join(saas_tenancy::testing::unique_name("tables_by_name"));
+    let sqlite = |names: &[&str]| {
+        SqliteTenancy::builder(catalog())
+            .cluster(SqliteClusterConfig::new(
+                ClusterName::new("local").unwrap(),
+                dir.join("shared.sqlite"),
+                dir.clone(),
+            ))
+            .tenant_tables(names.iter().copied())
+            .build()
+    };
+    let tenancy = sqlite(&["projects"]).unwrap();
+    assert_eq!(tenancy.tenant_tables()[0].table.as_str(), "projects");
+    let refused = sqlite(&["projects", "bad name"]);
+    assert!(
+        matches!(&refused, Err(TenancyError::InvalidInput(m)) if m.contains("bad name")),
+        "{refused:?}"
+    );
 }
