@@ -21,11 +21,13 @@ use saas_tenancy::{ClusterName, DynCatalog, Tenancy, TenancyError};
 
 use crate::services::Services;
 
+mod in_process;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use in_process::InProcess;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PgStack;

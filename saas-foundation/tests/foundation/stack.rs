@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saas_core::{TenantId, TenantSlug};
+use saas_events::router::{ReceivedEvent, Router, handler_fn};
 use saas_events::sqlite::{RelayConfig, SqliteOutbox};
-use saas_events::{Event, InMemoryBus, SubscribeOptions, Subscriber};
+use saas_events::{Event, EventError, InMemoryBus, SubscribeOptions, Subscriber};
+use saas_foundation::consumers::tenant_handler;
 use saas_foundation::services::Services;
 use saas_foundation::stack::SqliteStack;
 use saas_tenancy::{NewTenant, Strategy, Tenancy, TenantTable};
@@ -104,6 +106,102 @@ async fn a_sqlite_stack_relays_every_placements_events_and_reopens() {
     }
     services.shutdown().await;
     drop((stack, again));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `Stack::in_process`: handlers subscribed before the relay starts get
+/// every tenant's events, each in the context of the event's own tenant;
+/// a handler failing once has the event again (nothing is lost to a
+/// failed handler); a second group gets its own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_consumers_get_each_event_in_its_tenant_until_handled() {
+    let dir = std::env::temp_dir().join(saas_test_support::unique_name("saas_in_process"));
+    let mut services = Services::new();
+    let stack = open(&dir, &mut services).await;
+    let tenancy = stack.tenancy();
+    let mut tenants = Vec::new();
+    for (slug, strategy) in [("rows", Strategy::Shared), ("file", Strategy::Database)] {
+        let new = NewTenant::new(
+            TenantSlug::parse(slug).unwrap(),
+            slug,
+            strategy,
+            stack.cluster().clone(),
+        )
+        .unwrap();
+        tenants.push(tenancy.provision(new).await.unwrap().id);
+    }
+    // (tenant of the context, tenant of the event, attempt) per call.
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let audit = tenant_handler(Arc::clone(tenancy), move |ctx, received| {
+        let calls = calls_tx.clone();
+        async move {
+            let event_tenant = received.event().tenant_id();
+            calls
+                .send((ctx.tenant_id(), event_tenant, received.attempt()))
+                .ok();
+            match received.attempt() {
+                1 => Err(EventError::handler("the first attempt fails")),
+                _ => Ok(()),
+            }
+        }
+    });
+    let (copies_tx, mut copies) = tokio::sync::mpsc::unbounded_channel();
+    let billing = Router::new().fallback(handler_fn(move |received: ReceivedEvent| {
+        let copies = copies_tx.clone();
+        async move {
+            copies.send(received.event().tenant_id()).ok();
+            Ok(())
+        }
+    }));
+    let config = RelayConfig::default().with_poll_interval(Duration::from_millis(20));
+    stack
+        .in_process()
+        .handler("notes", "audit", audit)
+        .consumer("notes", "billing", billing)
+        .relay_config(config)
+        .start(&mut services)
+        .await
+        .unwrap();
+    for &id in &tenants {
+        let ctx = tenancy.context(id).await.unwrap();
+        let mut tx = tenancy.begin(&ctx).await.unwrap();
+        let event = Event::new(id, "note.added", "/tests", &1u32).unwrap();
+        stack.publish(&mut tx, "notes", event).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut handled = Vec::new();
+    while handled.len() < tenants.len() {
+        let (ctx_tenant, event_tenant, attempt) =
+            tokio::time::timeout(Duration::from_secs(10), calls.recv())
+                .await
+                .expect("a handler call within 10 s")
+                .unwrap();
+        assert_eq!(Some(ctx_tenant), event_tenant, "handled in another tenant");
+        if attempt > 1 {
+            handled.push(ctx_tenant);
+        }
+    }
+    let mut billed = Vec::new();
+    for _ in &tenants {
+        let copy = tokio::time::timeout(Duration::from_secs(10), copies.recv())
+            .await
+            .expect("the second group's copy within 10 s")
+            .unwrap();
+        billed.push(copy.unwrap());
+    }
+    handled.sort();
+    billed.sort();
+    tenants.sort();
+    assert_eq!(
+        handled, tenants,
+        "each tenant's event handled after its retry"
+    );
+    assert_eq!(
+        billed, tenants,
+        "each tenant's event given to the second group"
+    );
+    services.shutdown().await;
+    drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
