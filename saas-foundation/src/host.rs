@@ -65,7 +65,8 @@ type OnListening = Box<dyn FnOnce(SocketAddr, &str) + Send>;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let settings = Settings::from_prefix("HELLO").from_env()?;
 /// Host::new(settings)
-///     .on_listening(|addr, storage| println!("listening on {addr}, data in {storage}"))
+///     .named("hello") // prints "hello listening on http://…"
+///     .log_to_stderr("warn")
 ///     .serve(Hello)
 ///     .await?;
 /// # Ok(()) }
@@ -75,6 +76,7 @@ pub struct Host {
     postgres: Configure<PgTenancyBuilder>,
     sqlite: Configure<SqliteTenancyBuilder>,
     on_listening: OnListening,
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for Host {
@@ -95,7 +97,38 @@ impl Host {
             on_listening: Box::new(|addr, storage| {
                 tracing::info!(%addr, storage, "listening");
             }),
+            name: None,
         }
+    }
+
+    /// Names the program for its operator: once listening it prints
+    /// `{name} listening on http://{addr} (Ctrl-C stops it)` and
+    /// `storage: {where the data is}` to standard output (the first line is
+    /// what scripts read the address from), and `{name}: stopped` after a
+    /// clean stop. Replaces any [`Host::on_listening`] set before it.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let listening = name.clone();
+        self.on_listening = Box::new(move |addr, storage| {
+            println!("{listening} listening on http://{addr} (Ctrl-C stops it)");
+            println!("storage: {storage}");
+        });
+        self.name = Some(name);
+        self
+    }
+
+    /// Logs to standard error through `tracing`, filtered by `RUST_LOG`
+    /// (`default_filter`, such as `"warn"`, when it is unset or invalid).
+    /// Does nothing if the program installed a subscriber already.
+    pub fn log_to_stderr(self, default_filter: &str) -> Self {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+        // An error means a subscriber is set: the program chose its own.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        self
     }
 
     /// Adds the app's tenant tables, migrations and limits to the
@@ -156,6 +189,7 @@ impl Host {
             postgres,
             sqlite,
             on_listening,
+            name,
         } = self;
         let mut services = Services::new();
         let opened = match &settings.database_url {
@@ -181,6 +215,9 @@ impl Host {
             Err(e) => Err(e),
         };
         services.shutdown().await;
+        if let (Ok(()), Some(name)) = (&served, name) {
+            println!("{name}: stopped");
+        }
         served
     }
 }
