@@ -13,45 +13,48 @@ use saas_core::{ErrorKind, RequestResolver, SharedClock, TenantKey, TenantSlug, 
 use saas_foundation::identity::Identity;
 use saas_foundation::metering::MeterLayer;
 use saas_foundation::problem::Problem;
-use saas_foundation::subscriptions::CurrentSubscriptions;
-use saas_tenancy::{ClusterName, NewTenant, Strategy};
+use saas_tenancy::{NewTenant, Strategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::billing::{API_CALLS, plan_ref, project_limit};
-use super::store::NotesStore;
+use super::store::{Store, StoreBackend};
 
 /// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) store: Arc<dyn NotesStore>,
-    pub(crate) current: Arc<CurrentSubscriptions>,
+pub(crate) struct AppState<T: StoreBackend> {
+    pub(crate) store: Arc<Store<T>>,
     pub(crate) identity: Identity,
     pub(crate) strategy: Strategy,
-    pub(crate) cluster: ClusterName,
 }
 
 /// Sign-up is public; every other route is authenticated, tenant-scoped
 /// and counted against the tenant's `api_calls` meter.
-pub(crate) fn router(
-    state: AppState,
+pub(crate) fn router<T: StoreBackend>(
+    state: AppState<T>,
     resolver: RequestResolver,
     clock: SharedClock,
 ) -> Result<Router, BillingError> {
-    let meter = MeterLayer::new(Arc::clone(&state.current), MeterKey::new(API_CALLS)?, clock);
+    let api_calls = MeterKey::new(API_CALLS)?;
+    let meter = MeterLayer::new(Arc::clone(&state.store.current), api_calls, clock);
     let tenant_routes = Router::new()
-        .route("/projects", get(list_projects).post(create_project))
-        .route("/projects/{id}", get(get_project))
-        .route("/projects/{id}/notes", get(list_notes).post(add_note))
-        .route("/invoice", get(invoice))
-        .route("/audit", get(audit_log))
+        .route(
+            "/projects",
+            get(list_projects::<T>).post(create_project::<T>),
+        )
+        .route("/projects/{id}", get(get_project::<T>))
+        .route(
+            "/projects/{id}/notes",
+            get(list_notes::<T>).post(add_note::<T>),
+        )
+        .route("/invoice", get(invoice::<T>))
+        .route("/audit", get(audit_log::<T>))
         .route_layer(meter)
         .layer(TenantLayer::new(resolver));
     Ok(Router::new()
-        .route("/signup", post(sign_up))
+        .route("/signup", post(sign_up::<T>))
         .merge(tenant_routes)
-        .with_state(state))
+        .with_state(Arc::new(state)))
 }
 
 #[derive(Deserialize)]
@@ -67,18 +70,18 @@ fn free() -> String {
     "free".to_owned()
 }
 
-async fn sign_up(
-    State(app): State<AppState>,
+async fn sign_up<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Json(req): Json<SignUp>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let slug = TenantSlug::parse(&req.slug)?;
     let plan = plan_ref(&req.plan)?;
-    let new = NewTenant::new(slug.clone(), req.name, app.strategy, app.cluster.clone())?;
+    let cluster = app.store.cluster().clone();
+    let new = NewTenant::new(slug.clone(), req.name, app.strategy, cluster)?;
     // Provisioned and subscribed, or neither (see saas-foundation's SignUps).
     let subscription = NewSubscription::new(new.id(), plan, Currency::USD);
     let signed_up = app.store.sign_up(new, subscription).await?;
     let record = signed_up.tenant;
-    app.current.remember(&signed_up.subscription).await;
     let subject = req.email.unwrap_or_else(|| format!("owner@{slug}"));
     let claims = TokenClaims::new(subject).tenant(TenantKey::Id(record.id));
     let token = app.identity.issuer().issue(&claims.role("owner"))?;
@@ -113,35 +116,35 @@ fn check_text(what: &str, text: &str, max: usize) -> Result<(), Problem> {
     Ok(())
 }
 
-async fn create_project(
-    State(app): State<AppState>,
+async fn create_project<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
     Json(req): Json<NewProject>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     check_text("a project name", &req.name, 200)?;
-    let check = project_limit(&app.current, ctx.tenant_id()).await?;
+    let check = project_limit(&app.store.current, ctx.tenant_id()).await?;
     let project = app.store.create_project(&ctx, &req.name, &check).await?;
     Ok((StatusCode::CREATED, Json(json!(project))))
 }
 
-async fn list_projects(
-    State(app): State<AppState>,
+async fn list_projects<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Value>, Problem> {
     let projects = app.store.projects(&ctx).await?;
     Ok(Json(json!({ "projects": projects })))
 }
 
-async fn get_project(
-    State(app): State<AppState>,
+async fn get_project<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>, Problem> {
     Ok(Json(json!(app.store.project(&ctx, id).await?)))
 }
 
-async fn add_note(
-    State(app): State<AppState>,
+async fn add_note<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
     Path(project): Path<Uuid>,
     Json(req): Json<NewNote>,
@@ -151,8 +154,8 @@ async fn add_note(
     Ok((StatusCode::CREATED, Json(json!(note))))
 }
 
-async fn list_notes(
-    State(app): State<AppState>,
+async fn list_notes<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
     Path(project): Path<Uuid>,
 ) -> Result<Json<Value>, Problem> {
@@ -161,17 +164,20 @@ async fn list_notes(
 }
 
 /// What the open billing period would cost if it ended now.
-async fn invoice(State(app): State<AppState>, Tenant(ctx): Tenant) -> Result<Json<Value>, Problem> {
-    let subscription = app.current.id(ctx.tenant_id()).await?;
-    let billing = app.current.billing();
+async fn invoice<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
+    Tenant(ctx): Tenant,
+) -> Result<Json<Value>, Problem> {
+    let subscription = app.store.current.id(ctx.tenant_id()).await?;
+    let billing = app.store.current.billing();
     let invoice = billing
         .upcoming_invoice(ctx.tenant_id(), subscription)
         .await?;
     Ok(Json(json!(invoice)))
 }
 
-async fn audit_log(
-    State(app): State<AppState>,
+async fn audit_log<T: StoreBackend>(
+    State(app): State<Arc<AppState<T>>>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Value>, Problem> {
     let events = app.store.audit_log(&ctx).await?;

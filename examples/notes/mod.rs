@@ -16,10 +16,9 @@
 //!   in-process bus whose subscriber writes the tenant's audit log.
 
 mod api;
-mod audit;
 mod billing;
 mod schema;
 mod server;
 mod store;
 
-pub use server::{Mode, serve};
+pub use server::serve;

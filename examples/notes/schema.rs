@@ -3,8 +3,8 @@
 //! database tenant (as the tenant migration).
 
 use saas_events::postgres::{DEFAULT_OUTBOX_TABLE, PgOutbox};
-use saas_tenancy::TenancyError;
-use saas_tenancy::postgres::TenantTable;
+use saas_tenancy::postgres::PgTenancyBuilder;
+use saas_tenancy::sqlite::SqliteTenancyBuilder;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
@@ -37,28 +37,21 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 ";
 
-/// The tables the tenancy scopes: row-level security for row tenants.
-pub(crate) fn tenant_tables() -> Result<Vec<TenantTable>, TenancyError> {
-    ["projects", "notes", "audit_log", DEFAULT_OUTBOX_TABLE]
-        .into_iter()
-        .map(TenantTable::new)
-        .collect()
-}
-
 fn all_statements() -> String {
     format!("{TABLES}\n{};", PgOutbox::new().create_table_sql())
 }
 
-/// The shared migration: the tables row tenants share (the tenancy's
-/// `migrate_shared` applies it, then generates their policies). A larger
-/// app would keep these as sqlx migration files (`migrations/shared`).
-pub(crate) fn shared_migrations() -> Migrator {
-    version_one()
-}
-
-/// The tenant migration for schema and database tenants: the same tables.
-pub(crate) fn tenant_migrations() -> Migrator {
-    version_one()
+/// The PostgreSQL tenancy's part of the app: its tables shared by row
+/// tenants under row-level security (each has a `tenant_id` column leading
+/// its keys, so an index serves each tenant's rows), and the same tables
+/// in every schema or database tenant. A larger app would keep these as
+/// sqlx migration files (`migrations/shared`, `migrations/tenant`).
+pub(crate) fn postgres(tenancy: PgTenancyBuilder) -> PgTenancyBuilder {
+    let tables = ["projects", "notes", "audit_log", DEFAULT_OUTBOX_TABLE];
+    let tenancy = tenancy.tenant_tables(tables);
+    tenancy
+        .shared_migrations(version_one())
+        .tenant_migrations(version_one())
 }
 
 fn version_one() -> Migrator {
@@ -97,8 +90,13 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 ";
 
-/// The tenant migration for SQLite database-file tenants.
-pub(crate) fn sqlite_tenant_migrations() -> Migrator {
+/// The SQLite tenancy's part of the app: the tables in every tenant's
+/// database file.
+pub(crate) fn sqlite(tenancy: SqliteTenancyBuilder) -> SqliteTenancyBuilder {
+    tenancy.tenant_migrations(sqlite_tenant_migrations())
+}
+
+fn sqlite_tenant_migrations() -> Migrator {
     let sql = format!(
         "{SQLITE_TABLES}\n{};",
         saas_events::sqlite::SqliteOutbox::new().create_table_sql()

@@ -1,9 +1,7 @@
-//! The notes API with new tenants placed by `Mode::Database`; see
-//! `examples/README.md`. Run: `cargo run --bin notes-database`.
-
-use saas_examples::notes::{Mode, serve};
+//! The notes API with a database (or SQLite file) per tenant; see `examples/README.md`.
+//! Run: `cargo run --bin notes-database`.
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    serve(Mode::Database).await
+    saas_examples::notes::serve("notes-database", saas_tenancy::Strategy::Database).await
 }

@@ -1,9 +1,7 @@
-//! The notes API with new tenants placed by `Mode::Row`; see
-//! `examples/README.md`. Run: `cargo run --bin notes-row`.
-
-use saas_examples::notes::{Mode, serve};
+//! The notes API with every tenant's rows in shared tables (row-level security); see `examples/README.md`.
+//! Run: `cargo run --bin notes-row`.
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    serve(Mode::Row).await
+    saas_examples::notes::serve("notes-row", saas_tenancy::Strategy::Shared).await
 }

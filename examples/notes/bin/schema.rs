@@ -1,9 +1,7 @@
-//! The notes API with new tenants placed by `Mode::Schema`; see
-//! `examples/README.md`. Run: `cargo run --bin notes-schema`.
-
-use saas_examples::notes::{Mode, serve};
+//! The notes API with a PostgreSQL schema per tenant; see `examples/README.md`.
+//! Run: `cargo run --bin notes-schema`.
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    serve(Mode::Schema).await
+    saas_examples::notes::serve("notes-schema", saas_tenancy::Strategy::Schema).await
 }

@@ -1,26 +1,28 @@
-//! The app's data, behind one trait with one implementation, [`Store`],
-//! generic over the tenancy backend (PostgreSQL or SQLite). It works only
-//! through the tenancy's scoped transactions, and publishes its events to
-//! the outbox inside them.
+//! The app's data: [`Store`], generic over the tenancy backend
+//! (PostgreSQL or SQLite). It works only through the tenancy's scoped
+//! transactions, and publishes its events to the outbox inside them.
 
 mod sql;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use saas_billing::{BillingEngine, NewSubscription};
 use saas_core::{ErrorKind, TenantContext, TenantId};
 use saas_events::{Event, EventError};
 use saas_foundation::problem::Problem;
 use saas_foundation::signup::{SignUpError, SignUps, SignedUp};
 use saas_foundation::stack::{Stack, StackBackend};
-use saas_tenancy::{NewTenant, TenantTransaction};
+use saas_foundation::subscriptions::CurrentSubscriptions;
+use saas_tenancy::{ClusterName, NewTenant, TenantTransaction};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use self::sql::NotesDatabase;
-use super::audit::TOPIC;
+
+/// The topic every change is published to; its events feed the audit
+/// log.
+pub(crate) const TOPIC: &str = "notes.changes";
 
 /// A project as the API shows it.
 #[derive(Debug, Serialize)]
@@ -49,43 +51,6 @@ pub(crate) struct AuditEntry {
 /// Decides, from the tenant's current project count, whether one more is
 /// allowed (the plan's limit); called inside the creating transaction.
 pub(crate) type ProjectLimit<'a> = &'a (dyn Fn(i64) -> Result<(), Problem> + Send + Sync);
-
-/// The app's tenant data.
-#[async_trait]
-pub(crate) trait NotesStore: Send + Sync {
-    /// Provisions a tenant (its placement decided by `tenant`) and
-    /// subscribes it, or leaves nothing behind.
-    async fn sign_up(
-        &self,
-        tenant: NewTenant,
-        subscription: NewSubscription,
-    ) -> Result<SignedUp, SignUpError>;
-    /// Creates a project if `limit` allows one more.
-    async fn create_project(
-        &self,
-        ctx: &TenantContext,
-        name: &str,
-        limit: ProjectLimit<'_>,
-    ) -> Result<Project, Problem>;
-    /// The tenant's projects, oldest first.
-    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, Problem>;
-    /// One of the tenant's projects; 404 for any other id.
-    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, Problem>;
-    /// Adds a note to one of the tenant's projects.
-    async fn add_note(
-        &self,
-        ctx: &TenantContext,
-        project: Uuid,
-        body: &str,
-    ) -> Result<Note, Problem>;
-    /// A project's notes, oldest first.
-    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, Problem>;
-    /// The tenant's audit log, oldest first.
-    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, Problem>;
-    /// Records `event` in the tenant's audit log; a redelivered event is
-    /// recorded once.
-    async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError>;
-}
 
 /// The event announcing a new project.
 pub(crate) fn project_created(tenant: TenantId, project: &Project) -> Result<Event, Problem> {
@@ -125,44 +90,45 @@ pub(crate) trait StoreBackend: StackBackend<Database: NotesDatabase> {}
 
 impl<T: StackBackend<Database: NotesDatabase>> StoreBackend for T {}
 
-/// The [`NotesStore`], on any [`StoreBackend`].
+/// The app's tenant data, on any [`StoreBackend`]; every method works in
+/// the tenant's scoped transaction.
 pub(crate) struct Store<T: StoreBackend> {
     stack: Stack<T>,
     sign_ups: SignUps<T>,
+    /// Each tenant's subscription and plan, for limits, metering, invoices.
+    pub(crate) current: Arc<CurrentSubscriptions>,
 }
 
 impl<T: StoreBackend> Store<T> {
     pub(crate) fn new(stack: Stack<T>, billing: BillingEngine) -> Self {
-        let sign_ups = SignUps::new(Arc::clone(stack.tenancy()), billing);
-        Self { stack, sign_ups }
+        let sign_ups = SignUps::new(Arc::clone(stack.tenancy()), billing.clone());
+        let current = Arc::new(CurrentSubscriptions::new(billing));
+        Self {
+            stack,
+            sign_ups,
+            current,
+        }
     }
 
-    pub(crate) fn tenancy(&self) -> &Arc<T> {
-        self.stack.tenancy()
+    /// Where new tenants are placed.
+    pub(crate) fn cluster(&self) -> &ClusterName {
+        self.stack.cluster()
     }
-}
 
-/// The project `id` of the connection's tenant; 404 for any other id.
-async fn find_project<DB: NotesDatabase>(
-    conn: &mut DB::Connection,
-    id: Uuid,
-) -> Result<Project, Problem> {
-    let name = DB::project_name(conn, id).await?;
-    name.map(|name| Project { id, name })
-        .ok_or_else(|| Problem::new(ErrorKind::NotFound, "no such project"))
-}
-
-#[async_trait]
-impl<T: StoreBackend> NotesStore for Store<T> {
-    async fn sign_up(
+    /// Provisions a tenant (its placement decided by `tenant`) and
+    /// subscribes it, or leaves nothing behind.
+    pub(crate) async fn sign_up(
         &self,
         tenant: NewTenant,
         subscription: NewSubscription,
     ) -> Result<SignedUp, SignUpError> {
-        self.sign_ups.sign_up(tenant, subscription).await
+        let signed_up = self.sign_ups.sign_up(tenant, subscription).await?;
+        self.current.remember(&signed_up.subscription).await;
+        Ok(signed_up)
     }
 
-    async fn create_project(
+    /// Creates a project if `limit` allows one more.
+    pub(crate) async fn create_project(
         &self,
         ctx: &TenantContext,
         name: &str,
@@ -187,21 +153,24 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         Ok(project)
     }
 
-    async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, Problem> {
+    /// The tenant's projects, oldest first.
+    pub(crate) async fn projects(&self, ctx: &TenantContext) -> Result<Vec<Project>, Problem> {
         let mut tx = self.stack.tenancy().begin(ctx).await?;
         let projects = T::Database::projects(&mut tx).await?;
         tx.commit().await?;
         Ok(projects)
     }
 
-    async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, Problem> {
+    /// One of the tenant's projects; 404 for any other id.
+    pub(crate) async fn project(&self, ctx: &TenantContext, id: Uuid) -> Result<Project, Problem> {
         let mut tx = self.stack.tenancy().begin(ctx).await?;
         let project = find_project::<T::Database>(&mut tx, id).await?;
         tx.commit().await?;
         Ok(project)
     }
 
-    async fn add_note(
+    /// Adds a note to one of the tenant's projects.
+    pub(crate) async fn add_note(
         &self,
         ctx: &TenantContext,
         project: Uuid,
@@ -221,7 +190,12 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         Ok(note)
     }
 
-    async fn notes(&self, ctx: &TenantContext, project: Uuid) -> Result<Vec<Note>, Problem> {
+    /// A project's notes, oldest first.
+    pub(crate) async fn notes(
+        &self,
+        ctx: &TenantContext,
+        project: Uuid,
+    ) -> Result<Vec<Note>, Problem> {
         let mut tx = self.stack.tenancy().begin(ctx).await?;
         find_project::<T::Database>(&mut tx, project).await?;
         let notes = T::Database::notes(&mut tx, project).await?;
@@ -229,14 +203,21 @@ impl<T: StoreBackend> NotesStore for Store<T> {
         Ok(notes)
     }
 
-    async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, Problem> {
+    /// The tenant's audit log, oldest first.
+    pub(crate) async fn audit_log(&self, ctx: &TenantContext) -> Result<Vec<AuditEntry>, Problem> {
         let mut tx = self.stack.tenancy().begin(ctx).await?;
         let entries = T::Database::audit_log(&mut tx).await?;
         tx.commit().await?;
         Ok(entries)
     }
 
-    async fn record_audit(&self, ctx: &TenantContext, event: &Event) -> Result<(), EventError> {
+    /// Records `event` in the tenant's audit log; a redelivered event is
+    /// recorded once.
+    pub(crate) async fn record_audit(
+        &self,
+        ctx: &TenantContext,
+        event: &Event,
+    ) -> Result<(), EventError> {
         let mut tx = self
             .stack
             .tenancy()
@@ -248,4 +229,14 @@ impl<T: StoreBackend> NotesStore for Store<T> {
             .map_err(EventError::handler)?;
         tx.commit().await.map_err(EventError::handler)
     }
+}
+
+/// The project `id` of the connection's tenant; 404 for any other id.
+async fn find_project<DB: NotesDatabase>(
+    conn: &mut DB::Connection,
+    id: Uuid,
+) -> Result<Project, Problem> {
+    let name = DB::project_name(conn, id).await?;
+    name.map(|name| Project { id, name })
+        .ok_or_else(|| Problem::new(ErrorKind::NotFound, "no such project"))
 }
