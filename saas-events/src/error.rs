@@ -174,6 +174,26 @@ impl EventError {
         }
     }
 
+    /// The error of a tower service in the handler pipeline as an
+    /// `EventError`: an `EventError` (boxed by a layer) is itself; tower's
+    /// timeout `Elapsed` is [`EventError::Timeout`] after `ran_for` (how
+    /// long the call had run; the layer does not say its limit);
+    /// `load_shed`'s `Overloaded` and anything else is a retryable
+    /// [`EventError::Handler`].
+    pub(crate) fn from_service_error(error: BoxError, ran_for: Duration) -> Self {
+        let error = match error.downcast::<EventError>() {
+            Ok(error) => return *error,
+            Err(error) => error,
+        };
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return EventError::Timeout { after: ran_for };
+        }
+        // An overloaded service (`load_shed`) may take the event later, so
+        // it joins every other foreign error as a retryable handler
+        // failure, keeping the original as the source.
+        EventError::Handler { source: error }
+    }
+
     pub(crate) fn invalid(attribute: impl Into<String>, reason: impl Into<String>) -> Self {
         EventError::InvalidAttribute {
             attribute: attribute.into(),

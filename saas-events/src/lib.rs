@@ -77,4 +77,6 @@ const _: () = {
     assert_send_sync::<EventError>();
     assert_send_sync::<InMemoryBus>();
     assert_send_sync::<Delivery>();
+    assert_send_sync::<router::Router>();
+    assert_send_sync::<router::BoxEventService>();
 };

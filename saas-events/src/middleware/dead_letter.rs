@@ -1,14 +1,16 @@
 //! Dead-lettering after N attempts, and redriving dead letters.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::envelope::Event;
-use crate::error::EventError;
+use crate::error::{BoxError, EventError};
 use crate::names::validate_name;
-use crate::router::{Handler, Middleware, ReceivedEvent, SharedHandler};
+use crate::router::{EventFuture, ReceivedEvent, call_mapped, poll_ready_mapped};
 use crate::traits::{Publisher, StartFrom, SubscribeOptions, Subscriber};
 
 /// Extension on a dead letter: why the last attempt failed.
@@ -18,7 +20,8 @@ pub const DEAD_LETTER_ATTEMPTS: &str = "deadletterattempts";
 /// Extension on a dead letter: the topic it was consumed from.
 pub const DEAD_LETTER_TOPIC: &str = "deadlettertopic";
 
-/// Parks events that keep failing on a dead-letter topic.
+/// A tower layer that parks events that keep failing on a dead-letter
+/// topic.
 ///
 /// When the inner handler fails and either the delivery attempt has reached
 /// `max_attempts` or the error is not retryable ([`EventError::Rejected`],
@@ -55,18 +58,21 @@ impl DeadLetterLayer {
     }
 }
 
-impl Middleware for DeadLetterLayer {
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler {
-        Arc::new(DeadLetter {
+impl<S> Layer<S> for DeadLetterLayer {
+    type Service = DeadLetterService<S>;
+
+    fn layer(&self, inner: S) -> DeadLetterService<S> {
+        DeadLetterService {
             inner,
             layer: self.clone(),
-        })
+        }
     }
 }
 
-#[derive(Debug)]
-struct DeadLetter {
-    inner: SharedHandler,
+/// The service of a [`DeadLetterLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadLetterService<S> {
+    inner: S,
     layer: DeadLetterLayer,
 }
 
@@ -79,38 +85,59 @@ fn dead_letter(received: &ReceivedEvent, error: &EventError) -> Result<Event, Ev
         .with_extension(DEAD_LETTER_TOPIC, received.topic())
 }
 
-#[async_trait]
-impl Handler for DeadLetter {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        let error = match self.inner.handle(event.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        if error.is_retryable() && event.attempt() < self.layer.max_attempts {
+impl<S> Service<ReceivedEvent> for DeadLetterService<S>
+where
+    S: Service<ReceivedEvent, Response = ()> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        poll_ready_mapped(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
+        let call = call_mapped(&mut self.inner, event.clone());
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let error = match call.await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            park(&layer, &event, error).await
+        })
+    }
+}
+
+/// Publishes a failed event to the dead-letter topic when its attempts
+/// are used up or the error is permanent; else returns the error.
+async fn park(
+    layer: &DeadLetterLayer,
+    event: &ReceivedEvent,
+    error: EventError,
+) -> Result<(), EventError> {
+    if error.is_retryable() && event.attempt() < layer.max_attempts {
+        return Err(error);
+    }
+    let parked = match dead_letter(event, &error) {
+        Ok(parked) => parked,
+        Err(build_error) => {
+            tracing::error!(%build_error, "could not build a dead letter");
             return Err(error);
         }
-        let parked = match dead_letter(&event, &error) {
-            Ok(parked) => parked,
-            Err(build_error) => {
-                tracing::error!(%build_error, "could not build a dead letter");
-                return Err(error);
-            }
-        };
-        match self
-            .layer
-            .publisher
-            .publish(&self.layer.topic, parked)
-            .await
-        {
-            Ok(()) => {
-                tracing::warn!(%error, attempt = event.attempt(), dead_letter_topic = %self.layer.topic,
-                    "event dead-lettered");
-                Ok(())
-            }
-            Err(publish_error) => {
-                tracing::error!(%publish_error, "could not publish a dead letter; nacking instead");
-                Err(error)
-            }
+    };
+    match layer.publisher.publish(&layer.topic, parked).await {
+        Ok(()) => {
+            tracing::warn!(%error, attempt = event.attempt(), dead_letter_topic = %layer.topic,
+                "event dead-lettered");
+            Ok(())
+        }
+        Err(publish_error) => {
+            tracing::error!(%publish_error, "could not publish a dead letter; nacking instead");
+            Err(error)
         }
     }
 }

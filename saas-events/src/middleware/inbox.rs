@@ -23,13 +23,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::task::{Context, Poll};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::{SharedClock, SystemClock, TenantId};
+use tower_layer::Layer;
+use tower_service::Service;
 
-use crate::error::EventError;
+use crate::error::{BoxError, EventError};
 use crate::names::validate_name;
-use crate::router::{Handler, Middleware, ReceivedEvent, SharedHandler};
+use crate::router::{EventFuture, ReceivedEvent, call_mapped, poll_ready_mapped};
 
 /// Whether an event was seen by a consumer before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +144,8 @@ fn key(consumer: &str, event: &crate::Event) -> Key {
     )
 }
 
-/// Runs the wrapped handler at most once per event for one consumer;
+/// A tower layer that runs the wrapped handler at most once per event for
+/// one consumer;
 /// duplicates are acknowledged (`Ok`) without running it. A failed
 /// attempt records nothing, so the retry runs the handler.
 ///
@@ -176,40 +181,62 @@ impl InboxLayer {
     }
 }
 
-impl Middleware for InboxLayer {
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler {
-        Arc::new(Deduplicate {
+impl<S> Layer<S> for InboxLayer {
+    type Service = InboxService<S>;
+
+    fn layer(&self, inner: S) -> InboxService<S> {
+        InboxService {
             layer: self.clone(),
             inner,
-        })
+        }
     }
 }
 
-#[derive(Debug)]
-struct Deduplicate {
+/// The service of an [`InboxLayer`].
+#[derive(Debug, Clone)]
+pub struct InboxService<S> {
     layer: InboxLayer,
-    inner: SharedHandler,
+    inner: S,
 }
 
-#[async_trait]
-impl Handler for Deduplicate {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        let inbox = &self.layer.inbox;
+impl<S> Service<ReceivedEvent> for InboxService<S>
+where
+    S: Service<ReceivedEvent, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        poll_ready_mapped(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
+        // The inner service is called only after the gate is held and the
+        // event found new, so it moves into the future (left here is a
+        // clone that the next `poll_ready` prepares).
+        let inbox = self.layer.inbox.clone();
         let key = key(&self.layer.consumer, event.event());
-        let gate = Arc::clone(&inbox.slots().entry(key.clone()).or_default().gate);
-        let _running = gate.lock().await;
-        let seen = inbox
-            .slots()
-            .get(&key)
-            .is_some_and(|s| s.processed_at.is_some());
-        if seen {
-            return Ok(());
-        }
-        let result = self.inner.handle(event).await;
-        if result.is_ok() {
-            let now = inbox.clock.now();
-            inbox.slots().entry(key).or_default().processed_at = Some(now);
-        }
-        result
+        let unready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, unready);
+        Box::pin(async move {
+            let gate = Arc::clone(&inbox.slots().entry(key.clone()).or_default().gate);
+            let _running = gate.lock().await;
+            let seen = inbox
+                .slots()
+                .get(&key)
+                .is_some_and(|s| s.processed_at.is_some());
+            if seen {
+                return Ok(());
+            }
+            let result = call_mapped(&mut inner, event).await;
+            if result.is_ok() {
+                let now = inbox.clock.now();
+                inbox.slots().entry(key).or_default().processed_at = Some(now);
+            }
+            result
+        })
     }
 }

@@ -1,14 +1,15 @@
 //! In-process retry with exponential backoff and jitter.
 
-use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use async_trait::async_trait;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use super::Backoff;
-use crate::error::EventError;
-use crate::router::{Handler, Middleware, ReceivedEvent, SharedHandler};
+use crate::error::{BoxError, EventError};
+use crate::router::{EventFuture, ReceivedEvent, call_mapped, poll_ready_mapped, ready_then_call};
 
-/// Retries a failed handler in place, up to `max_retries` more times, while
+/// A tower layer that retries a failed handler in place, up to `max_retries` more times, while
 /// the error [is retryable](EventError::is_retryable), sleeping
 /// [`Backoff::delay`] between tries (on tokio's clock, so tests with paused
 /// time run instantly). The delivery stays in flight meanwhile; for long
@@ -37,36 +38,61 @@ impl RetryLayer {
     }
 }
 
-impl Middleware for RetryLayer {
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler {
-        Arc::new(Retry {
+impl<S> Layer<S> for RetryLayer {
+    type Service = RetryService<S>;
+
+    fn layer(&self, inner: S) -> RetryService<S> {
+        RetryService {
             inner,
             layer: self.clone(),
-        })
+        }
     }
 }
 
-#[derive(Debug)]
-struct Retry {
-    inner: SharedHandler,
+/// The service of a [`RetryLayer`].
+#[derive(Debug, Clone)]
+pub struct RetryService<S> {
+    inner: S,
     layer: RetryLayer,
 }
 
-#[async_trait]
-impl Handler for Retry {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        let mut retry = 0;
-        loop {
-            match self.inner.handle(event.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(error) if error.is_retryable() && retry < self.layer.max_retries => {
-                    retry += 1;
-                    let delay = self.layer.backoff.delay(retry);
-                    tracing::debug!(%error, retry, ?delay, "handler failed; retrying in place");
-                    tokio::time::sleep(delay).await;
+impl<S> Service<ReceivedEvent> for RetryService<S>
+where
+    S: Service<ReceivedEvent, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        poll_ready_mapped(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
+        // The first try goes to the service made ready by `poll_ready`;
+        // retries wait for readiness again (a concurrency permit, say).
+        let unready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, unready);
+        let first = call_mapped(&mut inner, event.clone());
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let mut outcome = first.await;
+            let mut retry = 0;
+            loop {
+                match outcome {
+                    Ok(()) => return Ok(()),
+                    Err(error) if error.is_retryable() && retry < layer.max_retries => {
+                        retry += 1;
+                        let delay = layer.backoff.delay(retry);
+                        tracing::debug!(%error, retry, ?delay, "handler failed; retrying in place");
+                        tokio::time::sleep(delay).await;
+                        outcome = ready_then_call(&mut inner, event.clone()).await;
+                    }
+                    Err(error) => return Err(error),
                 }
-                Err(error) => return Err(error),
             }
-        }
+        })
     }
 }

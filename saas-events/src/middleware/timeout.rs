@@ -1,15 +1,20 @@
 //! A time limit per handler call.
 
-use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use tower_layer::Layer;
+use tower_service::Service;
 
-use crate::error::EventError;
-use crate::router::{Handler, Middleware, ReceivedEvent, SharedHandler};
+use crate::error::{BoxError, EventError};
+use crate::router::{EventFuture, ReceivedEvent, call_mapped, poll_ready_mapped};
 
-/// Fails a handler call that takes longer than the limit with
-/// [`EventError::Timeout`] (retryable). The call is cancelled.
+/// A tower layer that fails a handler call taking longer than the limit
+/// with [`EventError::Timeout`] (retryable). The call is cancelled.
+///
+/// `tower::timeout::TimeoutLayer` does the same in a router (its `Elapsed`
+/// becomes [`EventError::Timeout`] with how long the call ran); this one
+/// reports its own limit as `after`.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     limit: Duration,
@@ -22,26 +27,45 @@ impl TimeoutLayer {
     }
 }
 
-impl Middleware for TimeoutLayer {
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler {
-        Arc::new(Timeout {
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = TimeoutService<S>;
+
+    fn layer(&self, inner: S) -> TimeoutService<S> {
+        TimeoutService {
             inner,
             limit: self.limit,
-        })
+        }
     }
 }
 
-#[derive(Debug)]
-struct Timeout {
-    inner: SharedHandler,
+/// The service of a [`TimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct TimeoutService<S> {
+    inner: S,
     limit: Duration,
 }
 
-#[async_trait]
-impl Handler for Timeout {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
-        tokio::time::timeout(self.limit, self.inner.handle(event))
-            .await
-            .unwrap_or(Err(EventError::Timeout { after: self.limit }))
+impl<S> Service<ReceivedEvent> for TimeoutService<S>
+where
+    S: Service<ReceivedEvent, Response = ()> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        poll_ready_mapped(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
+        let limit = self.limit;
+        let call = call_mapped(&mut self.inner, event);
+        Box::pin(async move {
+            tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(EventError::Timeout { after: limit }))
+        })
     }
 }

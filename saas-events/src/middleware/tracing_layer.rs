@@ -1,17 +1,19 @@
 //! Tracing spans that continue the producer's trace.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use async_trait::async_trait;
+use tower_layer::Layer;
+use tower_service::Service;
 use tracing::Instrument as _;
 use tracing::field::{Empty, display};
 
 use super::{RandomSource, SeededRandom};
-use crate::error::EventError;
-use crate::router::{Handler, Middleware, ReceivedEvent, SharedHandler};
+use crate::error::{BoxError, EventError};
+use crate::router::{EventFuture, ReceivedEvent, call_mapped, poll_ready_mapped};
 use crate::trace::TraceContext;
 
-/// Runs each handler call in an `INFO` span named `event.handle`, with
+/// A tower layer that runs each handler call in an `INFO` span named `event.handle`, with
 /// `otel.name = "<type> process"` (the span's display name for
 /// OpenTelemetry exporters), `otel.kind = "consumer"`,
 /// `cloudevents.event_type`, `cloudevents.event_id`, `tenant.id`,
@@ -47,22 +49,25 @@ impl TracingLayer {
     }
 }
 
-impl Middleware for TracingLayer {
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler {
-        Arc::new(Traced {
+impl<S> Layer<S> for TracingLayer {
+    type Service = TracingService<S>;
+
+    fn layer(&self, inner: S) -> TracingService<S> {
+        TracingService {
             inner,
             random: Arc::clone(&self.random),
-        })
+        }
     }
 }
 
-#[derive(Debug)]
-struct Traced {
-    inner: SharedHandler,
+/// The service of a [`TracingLayer`].
+#[derive(Debug, Clone)]
+pub struct TracingService<S> {
+    inner: S,
     random: Arc<dyn RandomSource>,
 }
 
-impl Traced {
+impl<S> TracingService<S> {
     fn span_context(&self, parent: Option<TraceContext>) -> Option<TraceContext> {
         let span_id = self.random.next_u64().max(1);
         match parent {
@@ -75,9 +80,21 @@ impl Traced {
     }
 }
 
-#[async_trait]
-impl Handler for Traced {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
+impl<S> Service<ReceivedEvent> for TracingService<S>
+where
+    S: Service<ReceivedEvent, Response = ()> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        poll_ready_mapped(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
         let parent = event.event().trace_context();
         let context = self.span_context(parent);
         let ev = event.event();
@@ -96,15 +113,17 @@ impl Handler for Traced {
             parent_id = parent.map(|p| display(p.parent_id())),
             error = Empty,
         );
-        let result = self
-            .inner
-            .handle(event.with_trace_context(context))
-            .instrument(span.clone())
-            .await;
-        if let Err(error) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.record("error", display(error));
-        }
-        result
+        // The inner call starts inside the span too: a layer or handler
+        // may do work before its future is first polled.
+        let call =
+            span.in_scope(|| call_mapped(&mut self.inner, event.with_trace_context(context)));
+        Box::pin(async move {
+            let result = call.instrument(span.clone()).await;
+            if let Err(error) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("error", display(error));
+            }
+            result
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! Handlers, the event they receive, and the middleware trait.
+//! Handlers and the event they receive.
 
 use std::fmt;
 use std::future::Future;
@@ -89,6 +89,10 @@ impl ReceivedEvent {
 
 /// Handles events. `Ok` acknowledges the event; an error has it retried or
 /// dead-lettered by the middleware and, failing that, nacked.
+///
+/// The convenient way to write a route's handler; the router runs it as a
+/// tower service ([`HandlerService`](super::HandlerService)) under its
+/// layers.
 #[async_trait]
 pub trait Handler: Send + Sync + fmt::Debug {
     /// Handles one event.
@@ -146,12 +150,4 @@ where
     async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
         (self.f)(event).await
     }
-}
-
-/// A layer of behaviour around a handler (retry, dead-letter, timeout,
-/// tracing…). Layers compose: [`Router::layer`](super::Router::layer)
-/// stacks them, the first added outermost.
-pub trait Middleware: Send + Sync + fmt::Debug {
-    /// Wraps `inner`.
-    fn wrap(&self, inner: SharedHandler) -> SharedHandler;
 }

@@ -1,53 +1,80 @@
-//! Dispatch by event type to handlers, through middleware, with bounded
+//! Dispatch by event type to handlers, through tower layers, with bounded
 //! concurrency that keeps order per partition key.
 
 mod handler;
+mod service;
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::delivery::{Delivery, Subscription};
-use crate::error::EventError;
+use crate::error::{BoxError, EventError};
 use crate::middleware::Backoff;
 use crate::traits::{SubscribeOptions, Subscriber};
 
-pub use handler::{Handler, HandlerFn, Middleware, ReceivedEvent, SharedHandler, handler_fn};
+pub use handler::{Handler, HandlerFn, ReceivedEvent, SharedHandler, handler_fn};
+pub use service::{BoxEventService, HandlerService};
+pub(crate) use service::{EventFuture, call_mapped, poll_ready_mapped, ready_then_call};
 
-/// Routes events to handlers by their `type`.
+use service::{MapEventError, ServiceHandler};
+
+/// Routes events to handlers by their `type`, through tower layers.
 ///
 /// A handler's `Ok` acks the delivery; an error nacks it (after the
-/// [`Router::nack_backoff`] delay, if set) unless a middleware dealt with
-/// it. An event whose type has no handler fails with
-/// [`EventError::NoHandler`] (not retryable, so the dead-letter layer
-/// parks it at once); give a [`Router::fallback`] to handle those instead.
+/// [`Router::nack_backoff`] delay, if set) unless a layer dealt with it.
+/// An event whose type has no handler fails with [`EventError::NoHandler`]
+/// (not retryable, so the dead-letter layer parks it at once); give a
+/// [`Router::fallback`] to handle those instead.
+///
+/// The pipeline is a tower [`Service`]: the dispatcher under the layers
+/// added with [`Router::layer`] — this crate's ([`crate::middleware`]) and
+/// any other tower layer (`tower::timeout`, `tower::limit`,
+/// `tower::load_shed`…). As in axum, **the last layer added is the
+/// outermost**: an event passes through the layers from the last added to
+/// the first, then reaches the handler.
 ///
 /// Deliveries are handled by `concurrency` workers; events with the same
 /// partition key always go to the same worker, so they are handled in the
-/// order received. A handler that panics counts as failed.
+/// order received. For each delivery a worker waits until (its clone of)
+/// the pipeline is ready, then calls it, so a
+/// `ConcurrencyLimitLayer` bounds handlers across all workers. A handler
+/// that panics counts as failed.
 ///
 /// ```
 /// use std::time::Duration;
 /// use saas_core::TenantId;
 /// use saas_events::{Event, InMemoryBus, Publisher, SubscribeOptions};
-/// use saas_events::middleware::{TimeoutLayer, TracingLayer};
+/// use saas_events::middleware::{Backoff, RetryLayer, TracingLayer};
 /// use saas_events::router::{ReceivedEvent, Router, handler_fn};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let bus = InMemoryBus::new();
 /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+/// // An event goes through TracingLayer, then the concurrency limit, then
+/// // RetryLayer, then the timeout, and reaches the handler.
 /// let router = Router::new()
 ///     .route("order.placed", handler_fn(move |event: ReceivedEvent| {
 ///         let tx = tx.clone();
 ///         async move { tx.send(event.data_as::<u64>()?).ok(); Ok(()) }
 ///     }))
+///     // First added, innermost: bounds each try.
+///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+///     // Retries a try that failed or timed out.
+///     .layer(RetryLayer::new(2, backoff))
+///     // At most two events handled at once, across all workers.
+///     .layer(tower::limit::ConcurrencyLimitLayer::new(2))
+///     // Last added, outermost: one span per delivery.
 ///     .layer(TracingLayer::new())
-///     .layer(TimeoutLayer::new(Duration::from_secs(5)))
 ///     .concurrency(4);
 /// let running = router.run(&bus, "orders", SubscribeOptions::new().with_group("shop")).await?;
 ///
@@ -57,13 +84,27 @@ pub use handler::{Handler, HandlerFn, Middleware, ReceivedEvent, SharedHandler, 
 /// # Ok::<(), saas_events::EventError>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug)]
 pub struct Router {
     routes: HashMap<String, SharedHandler>,
     fallback: Option<SharedHandler>,
-    layers: Vec<Arc<dyn Middleware>>,
+    /// Each wraps the pipeline built so far; applied in the order added.
+    layers: Vec<WrapFn>,
     concurrency: usize,
     nack_backoff: Option<Backoff>,
+}
+
+type WrapFn = Box<dyn FnOnce(BoxEventService) -> BoxEventService + Send + Sync>;
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("routes", &self.routes)
+            .field("fallback", &self.fallback)
+            .field("layers", &self.layers.len())
+            .field("concurrency", &self.concurrency)
+            .field("nack_backoff", &self.nack_backoff)
+            .finish()
+    }
 }
 
 impl Default for Router {
@@ -96,9 +137,41 @@ impl Router {
         self
     }
 
-    /// Adds a middleware around every handler; the first added is outermost.
-    pub fn layer(mut self, middleware: impl Middleware + 'static) -> Self {
-        self.layers.push(Arc::new(middleware));
+    /// Adds a tower layer around the pipeline built so far: **the last
+    /// added is the outermost**, as with axum's `Router::layer`. Layers
+    /// wrap every route and the fallback, whether added before or after
+    /// them.
+    ///
+    /// Any layer fits whose service handles [`ReceivedEvent`]s and answers
+    /// `()`, is `Clone + Send + Sync` and has a `Send` future. Its error
+    /// becomes an [`EventError`] before the next layer out sees it: an
+    /// `EventError` stays itself, `tower::timeout`'s `Elapsed` becomes
+    /// [`EventError::Timeout`], and anything else (`tower::load_shed`'s
+    /// `Overloaded`, say) a retryable [`EventError::Handler`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saas_events::middleware::{Backoff, RetryLayer};
+    /// use saas_events::router::{Router, handler_fn};
+    ///
+    /// let router = Router::new()
+    ///     .fallback(handler_fn(|_event| async { Ok(()) }))
+    ///     // Inner: each try gets 2 s...
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)))
+    ///     // ...outer: a timed-out try is retried up to 3 times.
+    ///     .layer(RetryLayer::new(3, Backoff::new(Duration::from_millis(50), Duration::from_secs(1))));
+    /// # let _ = router;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxEventService> + Send + Sync + 'static,
+        L::Service: Service<ReceivedEvent, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as Service<ReceivedEvent>>::Error: Into<BoxError>,
+        <L::Service as Service<ReceivedEvent>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |inner| {
+            BoxEventService::new(MapEventError::new(layer.layer(inner)))
+        }));
         self
     }
 
@@ -115,16 +188,25 @@ impl Router {
         self
     }
 
-    /// The dispatcher wrapped in the middleware: one handler for all routes.
-    pub fn into_handler(self) -> SharedHandler {
-        let mut handler: SharedHandler = Arc::new(Dispatch {
-            routes: self.routes,
+    /// The dispatcher under the layers: one tower service for all routes.
+    /// Call it like any tower service — wait for
+    /// [`ready`](tower::ServiceExt::ready), then `call` — on a clone per
+    /// event.
+    pub fn into_service(self) -> BoxEventService {
+        let mut service = BoxEventService::new(Dispatch {
+            routes: Arc::new(self.routes),
             fallback: self.fallback,
         });
-        for layer in self.layers.iter().rev() {
-            handler = layer.wrap(handler);
+        for wrap in self.layers {
+            service = wrap(service);
         }
-        handler
+        service
+    }
+
+    /// [`Router::into_service`] as a [`Handler`]: each event waits for the
+    /// pipeline to be ready, then is handled.
+    pub fn into_handler(self) -> SharedHandler {
+        Arc::new(ServiceHandler::new(self.into_service()))
     }
 
     /// Subscribes to `topic` and handles its events on background tasks
@@ -146,9 +228,9 @@ impl Router {
     pub fn run_subscription(self, subscription: Subscription) -> RunningRouter {
         let workers = self.concurrency;
         let backoff = self.nack_backoff.clone();
-        let handler = self.into_handler();
+        let service = self.into_service();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(pump(subscription, handler, backoff, workers, stop_rx));
+        let task = tokio::spawn(pump(subscription, service, backoff, workers, stop_rx));
         RunningRouter {
             stop: stop_tx,
             task,
@@ -178,31 +260,42 @@ impl RunningRouter {
     }
 }
 
-#[derive(Debug)]
+/// Finds the event's handler; always ready.
+#[derive(Debug, Clone)]
 struct Dispatch {
-    routes: HashMap<String, SharedHandler>,
+    routes: Arc<HashMap<String, SharedHandler>>,
     fallback: Option<SharedHandler>,
 }
 
-#[async_trait]
-impl Handler for Dispatch {
-    async fn handle(&self, event: ReceivedEvent) -> Result<(), EventError> {
+impl Service<ReceivedEvent> for Dispatch {
+    type Response = ();
+    type Error = EventError;
+    type Future = EventFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), EventError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, event: ReceivedEvent) -> EventFuture {
         let handler = self
             .routes
             .get(event.event().event_type())
-            .or(self.fallback.as_ref());
-        match handler {
-            Some(handler) => handler.handle(event).await,
-            None => Err(EventError::NoHandler {
-                event_type: event.event().event_type().to_owned(),
-            }),
-        }
+            .or(self.fallback.as_ref())
+            .map(Arc::clone);
+        Box::pin(async move {
+            match handler {
+                Some(handler) => handler.handle(event).await,
+                None => Err(EventError::NoHandler {
+                    event_type: event.event().event_type().to_owned(),
+                }),
+            }
+        })
     }
 }
 
 async fn pump(
     mut subscription: Subscription,
-    handler: SharedHandler,
+    service: BoxEventService,
     backoff: Option<Backoff>,
     workers: usize,
     mut stop: watch::Receiver<bool>,
@@ -212,11 +305,7 @@ async fn pump(
     for _ in 0..workers {
         let (tx, rx) = mpsc::channel::<Delivery>(1);
         lanes.push(tx);
-        tasks.push(tokio::spawn(worker(
-            rx,
-            Arc::clone(&handler),
-            backoff.clone(),
-        )));
+        tasks.push(tokio::spawn(worker(rx, service.clone(), backoff.clone())));
     }
     let mut next_lane = 0usize;
     loop {
@@ -260,14 +349,17 @@ async fn pump(
 
 async fn worker(
     mut rx: mpsc::Receiver<Delivery>,
-    handler: SharedHandler,
+    service: BoxEventService,
     backoff: Option<Backoff>,
 ) {
     while let Some(delivery) = rx.recv().await {
         let event = ReceivedEvent::from_delivery(&delivery);
-        let handler = Arc::clone(&handler);
-        // Its own task, so a panicking handler fails this event only.
-        let outcome = tokio::spawn(async move { handler.handle(event).await }).await;
+        // A clone per delivery: readiness (a concurrency permit, say) is
+        // reserved by the clone that is then called, as tower expects.
+        let mut service = service.clone();
+        // Its own task, so a panicking handler (or layer) fails this event
+        // only.
+        let outcome = tokio::spawn(async move { ready_then_call(&mut service, event).await }).await;
         let settled = match outcome {
             Ok(Ok(())) => delivery.ack().await,
             Ok(Err(error)) => {

@@ -1,4 +1,5 @@
-//! Retry, timeout, tracing and backoff, called directly (no bus).
+//! Retry, timeout, tracing and backoff as tower layers, called directly
+//! (no bus, no router).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use saas_core::TenantId;
 use saas_events::middleware::{Backoff, RetryLayer, SeededRandom, TimeoutLayer, TracingLayer};
-use saas_events::router::{Middleware, ReceivedEvent, SharedHandler, handler_fn};
+use saas_events::router::{BoxEventService, HandlerService, ReceivedEvent, handler_fn};
 use saas_events::{Event, EventError, TraceContext};
 use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
 fn received(event: Event) -> ReceivedEvent {
     ReceivedEvent::new(Arc::new(event), "topic", 1)
@@ -21,8 +23,8 @@ fn sample() -> ReceivedEvent {
 }
 
 /// A handler failing with `error()` for its first `failures` calls.
-fn flaky(failures: u32, calls: Arc<AtomicU32>, error: fn() -> EventError) -> SharedHandler {
-    Arc::new(handler_fn(move |_e: ReceivedEvent| {
+fn flaky(failures: u32, calls: Arc<AtomicU32>, error: fn() -> EventError) -> BoxEventService {
+    BoxEventService::new(HandlerService::new(handler_fn(move |_e: ReceivedEvent| {
         let call = calls.fetch_add(1, Ordering::SeqCst);
         async move {
             if call < failures {
@@ -31,7 +33,7 @@ fn flaky(failures: u32, calls: Arc<AtomicU32>, error: fn() -> EventError) -> Sha
                 Ok(())
             }
         }
-    }))
+    })))
 }
 
 fn seeded_backoff(seed: u64) -> Backoff {
@@ -42,11 +44,12 @@ fn seeded_backoff(seed: u64) -> Backoff {
 #[tokio::test(start_paused = true)]
 async fn retry_backs_off_with_seeded_jitter_until_success() {
     let calls = Arc::new(AtomicU32::new(0));
-    let handler = RetryLayer::new(3, seeded_backoff(42)).wrap(flaky(2, Arc::clone(&calls), || {
-        EventError::handler("flaky")
-    }));
+    let handler =
+        RetryLayer::new(3, seeded_backoff(42)).layer(flaky(2, Arc::clone(&calls), || {
+            EventError::handler("flaky")
+        }));
     let started = Instant::now();
-    handler.handle(sample()).await.unwrap();
+    handler.oneshot(sample()).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let twin = seeded_backoff(42);
     let expected = twin.delay(1) + twin.delay(2);
@@ -61,22 +64,22 @@ async fn retry_backs_off_with_seeded_jitter_until_success() {
 async fn retry_gives_up_and_skips_permanent_errors() {
     let calls = Arc::new(AtomicU32::new(0));
     let handler =
-        RetryLayer::new(2, seeded_backoff(1)).wrap(flaky(u32::MAX, Arc::clone(&calls), || {
+        RetryLayer::new(2, seeded_backoff(1)).layer(flaky(u32::MAX, Arc::clone(&calls), || {
             EventError::handler("down")
         }));
     assert!(matches!(
-        handler.handle(sample()).await,
+        handler.oneshot(sample()).await,
         Err(EventError::Handler { .. })
     ));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     let calls = Arc::new(AtomicU32::new(0));
     let handler =
-        RetryLayer::new(5, seeded_backoff(1)).wrap(flaky(u32::MAX, Arc::clone(&calls), || {
+        RetryLayer::new(5, seeded_backoff(1)).layer(flaky(u32::MAX, Arc::clone(&calls), || {
             EventError::rejected("bad")
         }));
     assert!(matches!(
-        handler.handle(sample()).await,
+        handler.oneshot(sample()).await,
         Err(EventError::Rejected { .. })
     ));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -103,12 +106,12 @@ fn backoff_grows_caps_and_jitters_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_cancels_slow_handlers() {
-    let slow: SharedHandler = Arc::new(handler_fn(|_e: ReceivedEvent| async {
+    let slow = HandlerService::new(handler_fn(|_e: ReceivedEvent| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok(())
     }));
-    let handler = TimeoutLayer::new(Duration::from_secs(1)).wrap(slow);
-    let error = handler.handle(sample()).await.unwrap_err();
+    let handler = TimeoutLayer::new(Duration::from_secs(1)).layer(slow);
+    let error = handler.oneshot(sample()).await.unwrap_err();
     assert!(matches!(error, EventError::Timeout { .. }));
     assert!(error.is_retryable());
 }
@@ -158,12 +161,12 @@ async fn tracing_span_is_named_for_the_type_and_continues_the_trace() {
         .with_trace_context(parent);
     let seen = Arc::new(Mutex::new(None));
     let out = Arc::clone(&seen);
-    let inner: SharedHandler = Arc::new(handler_fn(move |e: ReceivedEvent| {
+    let inner = HandlerService::new(handler_fn(move |e: ReceivedEvent| {
         *out.lock().unwrap() = e.trace_context();
         async { Ok(()) }
     }));
-    let handler = TracingLayer::with_random(Arc::new(SeededRandom::new(5))).wrap(inner);
-    handler.handle(received(event)).await.unwrap();
+    let handler = TracingLayer::with_random(Arc::new(SeededRandom::new(5))).layer(inner);
+    handler.oneshot(received(event)).await.unwrap();
 
     let child = seen
         .lock()
