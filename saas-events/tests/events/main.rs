@@ -16,3 +16,4 @@ mod router;
 mod sqlite_outbox;
 mod sqlite_outbox_tenancy;
 mod support;
+mod tower_layers;
