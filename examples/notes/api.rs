@@ -7,18 +7,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use saas_billing::{BillingError, Currency, MeterKey, NewSubscription};
-use saas_core::http::{Tenant, TenantLayer};
-use saas_core::{ErrorKind, RequestResolver, SharedClock, TenantKey, TenantSlug, TokenClaims};
+use saas_billing::{Currency, NewSubscription};
+use saas_core::http::Tenant;
+use saas_core::{ErrorKind, TenantKey, TenantSlug, TokenClaims};
 use saas_foundation::identity::Identity;
-use saas_foundation::metering::MeterLayer;
 use saas_foundation::problem::Problem;
 use saas_tenancy::{NewTenant, Strategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::billing::{API_CALLS, plan_ref, project_limit};
+use super::billing::{plan_ref, project_limit};
 use super::store::{Store, StoreBackend};
 
 /// What every handler shares.
@@ -28,16 +27,10 @@ pub(crate) struct AppState<T: StoreBackend> {
     pub(crate) strategy: Strategy,
 }
 
-/// Sign-up is public; every other route is authenticated, tenant-scoped
-/// and counted against the tenant's `api_calls` meter.
-pub(crate) fn router<T: StoreBackend>(
-    state: AppState<T>,
-    resolver: RequestResolver,
-    clock: SharedClock,
-) -> Result<Router, BillingError> {
-    let api_calls = MeterKey::new(API_CALLS)?;
-    let meter = MeterLayer::new(Arc::clone(&state.store.current), api_calls, clock);
-    let tenant_routes = Router::new()
+/// The routes of signed-up tenants' own data: the server puts them behind
+/// the tenant's resolution and meter.
+pub(crate) fn tenant_routes<T: StoreBackend>() -> Router<Arc<AppState<T>>> {
+    Router::new()
         .route(
             "/projects",
             get(list_projects::<T>).post(create_project::<T>),
@@ -49,12 +42,11 @@ pub(crate) fn router<T: StoreBackend>(
         )
         .route("/invoice", get(invoice::<T>))
         .route("/audit", get(audit_log::<T>))
-        .route_layer(meter)
-        .layer(TenantLayer::new(resolver));
-    Ok(Router::new()
-        .route("/signup", post(sign_up::<T>))
-        .merge(tenant_routes)
-        .with_state(Arc::new(state)))
+}
+
+/// The public routes: sign-up.
+pub(crate) fn public_routes<T: StoreBackend>() -> Router<Arc<AppState<T>>> {
+    Router::new().route("/signup", post(sign_up::<T>))
 }
 
 #[derive(Deserialize)]

@@ -5,9 +5,10 @@ use std::error::Error;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use saas_billing::MeterKey;
 use saas_foundation::prelude::*;
 
-use super::api::{AppState, router};
+use super::api::{self, AppState};
 use super::store::{Store, StoreBackend, TOPIC};
 use super::{billing, schema};
 
@@ -70,12 +71,18 @@ impl<T: StoreBackend> App<T> for Notes {
             .resolver(HostResolver::new("localhost")?)
             .resolver(TokenClaimResolver)
             .build()?;
-        let strategy = self.strategy;
+        // Tenant routes: resolved, then counted against the `api_calls` meter.
+        let api_calls = MeterKey::new(billing::API_CALLS)?;
+        let meter = MeterLayer::new(Arc::clone(&store.current), api_calls, clock);
+        let tenant_routes = api::tenant_routes().route_layer(meter);
+        let tenant_routes = tenant_routes.layer(TenantLayer::new(resolver));
         let state = AppState {
             store,
             identity,
-            strategy,
+            strategy: self.strategy,
         };
-        Ok(router(state, resolver, clock)?)
+        Ok(api::public_routes()
+            .merge(tenant_routes)
+            .with_state(Arc::new(state)))
     }
 }
