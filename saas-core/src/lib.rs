@@ -12,6 +12,9 @@ pub mod resolve;
 
 #[cfg(feature = "axum")]
 pub mod http;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use context::{Extensions, Principal, TenantContext, TenantStatus};

@@ -83,6 +83,8 @@ impl RequestResolver {
         let result = self.resolve_inner(uri, headers).await;
         if let Err(rejection) = &result {
             tracing::debug!(code = rejection.code(), %rejection, "request rejected");
+            #[cfg(feature = "metrics")]
+            crate::metrics::resolver_rejected(rejection.code());
         }
         result
     }
