@@ -12,6 +12,7 @@ use saas_core::{TenantId, TenantStatus};
 
 use crate::error::TenancyError;
 use crate::migration::{MigrationOptions, MigrationProgress, MigrationReport};
+use crate::observe;
 use crate::record::TenantRecord;
 
 /// What one tenant's attempt came to.
@@ -156,6 +157,12 @@ fn note(
         }
     };
     tracing::info!(%tenant, done = *done, total = report.total, ok = progress.is_ok(), "tenant migration");
+    let outcome = match &progress {
+        Ok(_) if report.migrated.last() == Some(&tenant) => "applied",
+        Ok(_) => "current",
+        Err(_) => "failed",
+    };
+    observe::tenant_migrated(outcome, report.total.saturating_sub(*done));
     if let Some(f) = &options.progress {
         f(&MigrationProgress {
             done: *done,

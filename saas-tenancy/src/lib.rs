@@ -19,6 +19,8 @@ mod fleet;
 mod hooks;
 mod ident;
 pub mod migration;
+#[cfg(feature = "_sql")]
+mod observe;
 mod placement;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

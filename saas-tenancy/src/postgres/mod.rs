@@ -45,6 +45,7 @@ use cache::RecordCache;
 
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
+use crate::observe;
 use crate::placement::{ClusterName, Placement, TenantObjectName};
 use crate::record::TenantRecord;
 
@@ -227,9 +228,14 @@ impl PgTenancy {
 
     /// Opens a transaction scoped to the context's tenant.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<PgTenantTx, TenancyError> {
+        let timer = observe::Scope::start("begin", "postgres");
         let fences = self.fences();
-        let record = self.servable(ctx.tenant_id()).await?;
-        self.begin_record(&record, fences).await
+        let begun = match self.servable(ctx.tenant_id()).await {
+            Ok(record) => self.begin_record(&record, fences).await,
+            Err(e) => Err(e),
+        };
+        timer.done(ctx.tenant_id(), &begun);
+        begun
     }
 
     /// Opens a transaction scoped to the tenant of `record`, which the
@@ -290,6 +296,13 @@ impl PgTenancy {
     /// A scoped connection for single statements, each committing on its
     /// own (see [`PgTenantConn`] for how the scope is kept and removed).
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
+        let timer = observe::Scope::start("acquire", "postgres");
+        let acquired = self.acquire_scoped(ctx).await;
+        timer.done(ctx.tenant_id(), &acquired);
+        acquired
+    }
+
+    async fn acquire_scoped(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
         let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
         let tenant = record.id;
@@ -463,7 +476,9 @@ impl PgTenancy {
     }
 
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        if let Some(record) = self.inner.backend.records.get(id) {
+        let cached = self.inner.backend.records.get(id);
+        observe::record_cache(cached.is_some());
+        if let Some(record) = cached {
             return crate::catalog::check_servable(record);
         }
         let fences = self.fences();

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, Notify};
 
 use self::heat::Heat;
 use crate::error::TenancyError;
+use crate::observe;
 
 /// Limits of the [`PoolRegistry`].
 #[derive(Debug, Clone)]
@@ -224,7 +225,10 @@ impl<DB: Database> PoolRegistry<DB> {
             promotions: AtomicU64::new(0),
             promoting: Arc::new(AtomicU32::new(0)),
             heat: std::sync::Mutex::new(Heat::new(limits.heat_half_life)),
-            limits,
+            limits: {
+                observe::budget(limits.budget, true);
+                limits
+            },
         })
     }
 
@@ -244,7 +248,7 @@ impl<DB: Database> PoolRegistry<DB> {
         let deadline = Instant::now() + self.limits.acquire_timeout;
         self.touch(tenant, Instant::now());
         let mut open = Some(open);
-        let mut waited = false;
+        let mut waited: Option<Instant> = None;
         loop {
             // Register interest before checking, so a release in between
             // is not missed.
@@ -253,19 +257,15 @@ impl<DB: Database> PoolRegistry<DB> {
                 let mut pools = self.pools.lock().await;
                 if let Some(entry) = pools.get_mut(&tenant) {
                     entry.last_used = Instant::now();
+                    Self::note_wait(waited, false);
                     return Ok(self.lease_of(entry));
                 }
                 if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
                     let open = open.take().ok_or_else(|| {
                         TenancyError::InvalidInput("pool opener already used".to_owned())
                     })?;
-                    let pool = open(&self.limits);
-                    let entry = pools.entry(tenant).or_insert(Entry {
-                        pool,
-                        leases: Arc::new(AtomicUsize::new(0)),
-                        last_used: Instant::now(),
-                    });
-                    return Ok(self.lease_of(entry));
+                    Self::note_wait(waited, false);
+                    return Ok(self.open_entry(&mut pools, tenant, open, Instant::now()));
                 }
                 // Least recently used pool that nobody holds.
                 let victim = pools
@@ -277,16 +277,18 @@ impl<DB: Database> PoolRegistry<DB> {
             };
             if let Some(entry) = victim {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
+                observe::evicted(1);
                 self.close_taken([entry]).await;
                 continue;
             }
-            if !waited {
-                waited = true;
+            if waited.is_none() {
+                waited = Some(Instant::now());
                 self.waits.fetch_add(1, Ordering::Relaxed);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
+                Self::note_wait(waited, true);
                 return Err(TenancyError::Timeout(format!(
                     "all {} tenant-database connections are in use; raise the budget or retry",
                     self.limits.budget
@@ -343,9 +345,11 @@ impl<DB: Database> PoolRegistry<DB> {
         };
         let Some((victim, promotion)) = victim else {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            observe::fell_back();
             return Ok(None);
         };
         self.evictions.fetch_add(1, Ordering::Relaxed);
+        observe::evicted(1);
         self.close_taken([victim]).await;
         let mut pools = self.pools.lock().await;
         // The reserved room becomes the tenant's pool, under the lock.
@@ -357,12 +361,21 @@ impl<DB: Database> PoolRegistry<DB> {
         }
         if self.reserved(pools.len()) + self.limits.per_tenant <= self.limits.budget {
             self.promotions.fetch_add(1, Ordering::Relaxed);
+            observe::promoted();
             return Ok(Some(self.open_entry(&mut pools, tenant, open, now)));
         }
         // Unreachable while every opener counts `promoting` in
         // `reserved`; a guard all the same: never open past the budget.
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        observe::fell_back();
         Ok(None)
+    }
+
+    /// Records a wait for budget that began at `since` (if it did).
+    fn note_wait(since: Option<Instant>, timed_out: bool) {
+        if let Some(since) = since {
+            observe::waited(since.elapsed(), timed_out);
+        }
     }
 
     /// Counts a use of `tenant`; its heat.
@@ -417,10 +430,13 @@ impl<DB: Database> PoolRegistry<DB> {
         open: impl FnOnce(&PoolLimits) -> Pool<DB>,
         now: Instant,
     ) -> PoolLease<DB> {
-        let entry = pools.entry(tenant).or_insert_with(|| Entry {
-            pool: open(&self.limits),
-            leases: Arc::new(AtomicUsize::new(0)),
-            last_used: now,
+        let entry = pools.entry(tenant).or_insert_with(|| {
+            observe::pool_opened(self.limits.per_tenant);
+            Entry {
+                pool: open(&self.limits),
+                leases: Arc::new(AtomicUsize::new(0)),
+                last_used: now,
+            }
         });
         self.lease_of(entry)
     }
@@ -447,6 +463,7 @@ impl<DB: Database> PoolRegistry<DB> {
     ) -> Option<Entry<DB>> {
         let entry = pools.remove(&tenant)?;
         self.closing.fetch_add(1, Ordering::AcqRel);
+        observe::pool_taken();
         Some(entry)
     }
 
@@ -471,8 +488,10 @@ impl<DB: Database> PoolRegistry<DB> {
     fn spawn_close(&self, entry: Entry<DB>) -> tokio::task::JoinHandle<()> {
         let closing = Arc::clone(&self.closing);
         let freed = Arc::clone(&self.freed);
+        let per_tenant = self.limits.per_tenant;
         tokio::spawn(async move {
             entry.pool.close().await;
+            observe::pool_closed(per_tenant);
             closing.fetch_sub(1, Ordering::AcqRel);
             freed.notify_waiters();
         })
@@ -506,6 +525,7 @@ impl<DB: Database> PoolRegistry<DB> {
         };
         let closed = idle.len();
         self.evictions.fetch_add(closed as u64, Ordering::Relaxed);
+        observe::evicted(closed);
         self.close_taken(idle).await;
         closed
     }
@@ -565,6 +585,18 @@ impl Promotion {
         promoting.fetch_add(1, Ordering::AcqRel);
         Promotion {
             promoting: Arc::clone(promoting),
+        }
+    }
+}
+
+// The process-wide gauges count this registry's budget and open pools
+// (pools still closing give their room back when their close ends).
+impl<DB: Database> Drop for PoolRegistry<DB> {
+    fn drop(&mut self) {
+        observe::budget(self.limits.budget, false);
+        for _ in self.pools.get_mut().drain() {
+            observe::pool_taken();
+            observe::pool_closed(self.limits.per_tenant);
         }
     }
 }

@@ -55,6 +55,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use crate::catalog::DynCatalog;
 use crate::error::TenancyError;
 use crate::ident::TenantTable;
+use crate::observe;
 use crate::placement::{ClusterName, Placement};
 use crate::record::TenantRecord;
 use crate::registry::PoolLease;
@@ -314,6 +315,13 @@ impl SqliteTenancy {
 
     /// A scoped connection for single statements.
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
+        let timer = observe::Scope::start("acquire", "sqlite");
+        let result = self.acquire_scoped(ctx).await;
+        timer.done(ctx.tenant_id(), &result);
+        result
+    }
+
+    async fn acquire_scoped(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
         let (record, pass) = self.admit(ctx.tenant_id()).await?;
         let lease = self.lease(&record).await?;
         let conn = lease.pool().acquire().await?;
@@ -327,6 +335,13 @@ impl SqliteTenancy {
 
     /// A scoped transaction.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
+        let timer = observe::Scope::start("begin", "sqlite");
+        let result = self.begin_scoped(ctx).await;
+        timer.done(ctx.tenant_id(), &result);
+        result
+    }
+
+    async fn begin_scoped(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
         let (record, pass) = self.admit(ctx.tenant_id()).await?;
         let lease = self.lease(&record).await?;
         let tx = lease.pool().begin().await?;
@@ -351,6 +366,16 @@ impl SqliteTenancy {
     /// both safe and free of that error. Writers of one file run one at a
     /// time either way; readers are not blocked (WAL).
     pub async fn begin_immediate(
+        &self,
+        ctx: &TenantContext,
+    ) -> Result<SqliteTenantTx, TenancyError> {
+        let timer = observe::Scope::start("begin_for_write", "sqlite");
+        let result = self.begin_immediate_scoped(ctx).await;
+        timer.done(ctx.tenant_id(), &result);
+        result
+    }
+
+    async fn begin_immediate_scoped(
         &self,
         ctx: &TenantContext,
     ) -> Result<SqliteTenantTx, TenancyError> {
