@@ -29,6 +29,7 @@ mod invoice;
 mod literal;
 mod metering;
 mod money;
+mod observe;
 mod plan;
 pub mod quota;
 mod rounding;

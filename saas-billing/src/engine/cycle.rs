@@ -85,6 +85,19 @@ impl BillingEngine {
     /// The first store or rating failure; work done before it stays done
     /// and a later run continues from there.
     pub async fn run_billing_cycle(&self) -> Result<CycleReport, BillingError> {
+        // Wall time of the run for the metric; the run's own time is the
+        // injected clock's.
+        let started = std::time::Instant::now();
+        let run = self.billing_cycle().await;
+        let done = run
+            .as_ref()
+            .ok()
+            .map(|r| (r.drafts_created.len(), r.finalized.len()));
+        crate::observe::cycle(started.elapsed().as_secs_f64(), done);
+        run
+    }
+
+    async fn billing_cycle(&self) -> Result<CycleReport, BillingError> {
         let now = self.clock.now();
         let mut report = CycleReport::default();
         loop {

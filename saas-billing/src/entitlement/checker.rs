@@ -147,21 +147,25 @@ impl EntitlementChecker {
     /// it. Unknown tenants and features, and every feature of a suspended
     /// tenant, are denied (see [`Decision::reason`]).
     pub fn check(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
-        self.with_grant(tenant, feature, |grant, usage| {
+        let decision = self.with_grant(tenant, feature, |grant, usage| {
             grant.entitlement.decide(usage.used, amount)
-        })
+        });
+        crate::observe::decided(tenant, feature, &decision);
+        decision
     }
 
     /// Checks and, if allowed, counts `amount` against the feature in one
     /// step (two racing callers cannot both take the last unit).
     pub fn try_consume(&self, tenant: TenantId, feature: &str, amount: Decimal) -> Decision {
-        self.with_grant(tenant, feature, |grant, usage| {
+        let decision = self.with_grant(tenant, feature, |grant, usage| {
             let decision = grant.entitlement.decide(usage.used, amount);
             if decision.is_allowed() && grant.entitlement.max().is_some() {
                 usage.used = usage.used.saturating_add(amount);
             }
             decision
-        })
+        });
+        crate::observe::decided(tenant, feature, &decision);
+        decision
     }
 
     /// Like [`try_consume`](Self::try_consume), but counted in `store`,
@@ -211,6 +215,20 @@ impl EntitlementChecker {
     /// deny or retry), or `DateOutOfRange` if the billing period cannot be
     /// computed.
     pub async fn try_consume_with(
+        &self,
+        store: &dyn QuotaStore,
+        tenant: TenantId,
+        feature: &str,
+        amount: u64,
+    ) -> Result<Decision, BillingError> {
+        let decision = self.consume_with(store, tenant, feature, amount).await;
+        if let Ok(decision) = &decision {
+            crate::observe::decided(tenant, feature, decision);
+        }
+        decision
+    }
+
+    async fn consume_with(
         &self,
         store: &dyn QuotaStore,
         tenant: TenantId,
