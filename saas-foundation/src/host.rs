@@ -77,6 +77,8 @@ pub struct Host {
     sqlite: Configure<SqliteTenancyBuilder>,
     on_listening: OnListening,
     name: Option<String>,
+    #[cfg(feature = "prometheus")]
+    metrics_path: Option<String>,
 }
 
 impl std::fmt::Debug for Host {
@@ -98,7 +100,21 @@ impl Host {
                 tracing::info!(%addr, storage, "listening");
             }),
             name: None,
+            #[cfg(feature = "prometheus")]
+            metrics_path: None,
         }
+    }
+
+    /// Serves every metric of the foundation and the app at `path` (such
+    /// as `/metrics`) in the Prometheus text format: the recorder is
+    /// installed before the stack opens, so startup is measured too (see
+    /// [`Prometheus`](crate::metrics::Prometheus); the route has no
+    /// authentication of its own).
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub fn metrics_at(mut self, path: impl Into<String>) -> Self {
+        self.metrics_path = Some(path.into());
+        self
     }
 
     /// Names the program for its operator: once listening it prints
@@ -190,8 +206,20 @@ impl Host {
             sqlite,
             on_listening,
             name,
+            #[cfg(feature = "prometheus")]
+            metrics_path,
         } = self;
         let mut services = Services::new();
+        #[cfg(feature = "prometheus")]
+        let metrics = match metrics_path {
+            Some(path) => {
+                let prometheus = crate::metrics::Prometheus::install()
+                    .map_err(|e| HostError::Metrics(Box::new(e)))?;
+                prometheus.start_upkeep(&mut services);
+                Some(prometheus.route(&path))
+            }
+            None => None,
+        };
         let opened = match &settings.database_url {
             Some(url) => match url.expose().parse::<PgConnectOptions>() {
                 Ok(options) => {
@@ -208,6 +236,11 @@ impl Host {
                 Err(e) => Err(HostError::Stack(e)),
             },
         };
+        #[cfg(feature = "prometheus")]
+        let opened = opened.map(|(router, storage)| match metrics {
+            Some(route) => (router.merge(route), storage),
+            None => (router, storage),
+        });
         let served = match opened {
             Ok((router, storage)) => {
                 serve(router, &storage, &settings, on_listening, shutdown).await
@@ -268,6 +301,9 @@ pub enum HostError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}; is another server using it?")]
     Listen(SocketAddr, #[source] std::io::Error),
+    /// The metrics recorder could not be installed.
+    #[error("{0}")]
+    Metrics(#[source] BoxError),
     /// The server failed while serving.
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),

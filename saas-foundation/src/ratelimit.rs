@@ -216,6 +216,8 @@ impl<C: Clock + Clone> Limits<C> {
             return Ok(()); // unlimited
         };
         let Some(rate) = NonZeroU32::new(rate) else {
+            #[cfg(feature = "metrics")]
+            crate::metrics::rate_limited(tenant, false);
             return Err(too_many(
                 "the plan allows no requests; upgrade to use the API",
                 None,
@@ -228,7 +230,10 @@ impl<C: Clock + Clone> Limits<C> {
                 limiter.retain_recent();
             }
         }
-        match limiter.check_key(&tenant) {
+        let checked = limiter.check_key(&tenant);
+        #[cfg(feature = "metrics")]
+        crate::metrics::rate_limited(tenant, checked.is_ok());
+        match checked {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
