@@ -16,7 +16,7 @@ use super::{billing, schema};
 /// settings from `NOTES_*` variables (without `NOTES_DATABASE_URL`, row
 /// and schema tenants use the local PostgreSQL, database tenants SQLite
 /// files in `notes-data`), logs to stderr (`RUST_LOG`, default `warn`),
-/// served until Ctrl-C or SIGTERM.
+/// metrics at `/metrics` (Prometheus), served until Ctrl-C or SIGTERM.
 ///
 /// # Errors
 /// An invalid setting, anything that fails during setup, or the listener.
@@ -30,14 +30,14 @@ pub async fn serve(binary: &str, strategy: Strategy) -> Result<(), Box<dyn Error
     }
     let settings = settings.from_env()?;
     let secret = settings.jwt_secret.clone();
-    Host::new(settings)
+    Ok(Host::new(settings)
         .named(binary)
         .log_to_stderr("warn")
+        .metrics_at("/metrics")
         .postgres(schema::postgres)
         .sqlite(schema::sqlite)
         .serve(Notes { strategy, secret })
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// The notes app, started by the host on either database.
@@ -71,9 +71,10 @@ impl<T: StoreBackend> App<T> for Notes {
             .resolver(HostResolver::new("localhost")?)
             .resolver(TokenClaimResolver)
             .build()?;
-        // Tenant routes: resolved, then counted against the `api_calls` meter.
+        // Tenant routes: resolved, then counted against (and refused over)
+        // the plan's `api_calls` quota.
         let api_calls = MeterKey::new(billing::API_CALLS)?;
-        let meter = MeterLayer::new(Arc::clone(&store.current), api_calls, clock);
+        let meter = MeterLayer::new(Arc::clone(&store.current), api_calls, clock).enforcing();
         let tenant_routes = api::tenant_routes().route_layer(meter);
         let tenant_routes = tenant_routes.layer(TenantLayer::new(resolver));
         let state = AppState {

@@ -17,12 +17,17 @@ use sqlx::{AssertSqlSafe, Executor};
 
 #[path = "smoke/crash.rs"]
 mod crash;
+#[path = "smoke/metrics.rs"]
+mod metrics;
+
+use metrics::{MOVED_EVERYWHERE, MOVED_ON_POSTGRES, MOVED_PER_DATABASE, Scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_app_serves_two_tenants_apart() {
     smoke(
         env!("CARGO_BIN_EXE_notes-row"),
         "row_app_serves_two_tenants_apart",
+        &[MOVED_EVERYWHERE, MOVED_ON_POSTGRES],
     )
     .await;
 }
@@ -32,6 +37,7 @@ async fn schema_app_serves_two_tenants_apart() {
     smoke(
         env!("CARGO_BIN_EXE_notes-schema"),
         "schema_app_serves_two_tenants_apart",
+        &[MOVED_EVERYWHERE, MOVED_ON_POSTGRES],
     )
     .await;
 }
@@ -41,6 +47,7 @@ async fn database_app_serves_two_tenants_apart() {
     smoke(
         env!("CARGO_BIN_EXE_notes-database"),
         "database_app_serves_two_tenants_apart",
+        &[MOVED_EVERYWHERE, MOVED_ON_POSTGRES, MOVED_PER_DATABASE],
     )
     .await;
 }
@@ -178,10 +185,19 @@ impl App {
 }
 
 impl App {
-    /// Runs the scenario against the app, then stops it with Ctrl-C if the
-    /// scenario passed (a failed one kills it).
-    async fn drive(self) -> Result<(), tokio::task::JoinError> {
-        let result = tokio::spawn(drive(reqwest::Client::new(), self.base.clone())).await;
+    /// Runs the scenario against the app — checking that it moved the
+    /// `moved` metric series — then stops it with Ctrl-C if the scenario
+    /// passed (a failed one kills it).
+    async fn drive(self, moved: &[&'static [&'static str]]) -> Result<(), tokio::task::JoinError> {
+        let moved: Vec<&str> = moved.iter().flat_map(|set| set.iter().copied()).collect();
+        let (http, base) = (reqwest::Client::new(), self.base.clone());
+        let result = tokio::spawn(async move {
+            let before = Scrape::take(&http, &base).await;
+            drive(http.clone(), base.clone()).await;
+            let after = Scrape::take(&http, &base).await;
+            metrics::assert_moved(&before, &after, &moved);
+        })
+        .await;
         if result.is_ok() {
             tokio::task::spawn_blocking(move || self.interrupt())
                 .await
@@ -257,7 +273,7 @@ impl Client {
     }
 }
 
-async fn smoke(binary: &str, test: &str) {
+async fn smoke(binary: &str, test: &str, moved: &[&'static [&'static str]]) {
     let Some(url) = service_url(Service::Postgres, test) else {
         return;
     };
@@ -269,7 +285,7 @@ async fn smoke(binary: &str, test: &str) {
             ("NOTES_RUNTIME_ROLE", &scratch.role),
         ],
     );
-    let result = app.drive().await;
+    let result = app.drive(moved).await;
     scratch.drop_all().await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
@@ -286,7 +302,7 @@ async fn database_app_on_sqlite_files_without_a_server() {
         env!("CARGO_BIN_EXE_notes-database"),
         &[("NOTES_DATA_DIR", &dir_text)],
     );
-    let result = app.drive().await;
+    let result = app.drive(&[MOVED_EVERYWHERE, MOVED_PER_DATABASE]).await;
     let tenant_files = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
