@@ -36,13 +36,20 @@
 //! so the table stays as small as the backlog and autovacuum keeps up; no
 //! `delivered` flag accumulates dead rows.
 
+mod dialect;
 mod error;
-mod inbox;
 mod location;
 mod outbox;
 mod relay;
 
-pub use inbox::{DEFAULT_INBOX_TABLE, PgInbox, PgInboxHandler};
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
 pub use outbox::{DEFAULT_OUTBOX_TABLE, PgOutbox, PgOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
+
+pub use crate::sql::DEFAULT_INBOX_TABLE;
+use crate::sql::{SqlInbox, SqlInboxHandler};
+
+/// The PostgreSQL inbox: [`SqlInbox`] on `sqlx::Postgres`.
+pub type PgInbox = SqlInbox<sqlx::Postgres>;
+/// The router handler of [`SqlInbox::handler`] on `sqlx::Postgres`.
+pub type PgInboxHandler = SqlInboxHandler<sqlx::Postgres>;

@@ -45,13 +45,20 @@
 //! mid-pass forwards the batch again (at-least-once; consumers deduplicate
 //! by event id, see [`crate::middleware`]).
 
+mod dialect;
 mod error;
-mod inbox;
 mod location;
 mod outbox;
 mod relay;
 
-pub use inbox::{DEFAULT_INBOX_TABLE, SqliteInbox, SqliteInboxHandler};
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
 pub use outbox::{DEFAULT_OUTBOX_TABLE, SqliteOutbox, SqliteOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
+
+pub use crate::sql::DEFAULT_INBOX_TABLE;
+use crate::sql::{SqlInbox, SqlInboxHandler};
+
+/// The SQLite inbox: [`SqlInbox`] on `sqlx::Sqlite`.
+pub type SqliteInbox = SqlInbox<sqlx::Sqlite>;
+/// The router handler of [`SqlInbox::handler`] on `sqlx::Sqlite`.
+pub type SqliteInboxHandler = SqlInboxHandler<sqlx::Sqlite>;
