@@ -16,11 +16,20 @@ use crate::sql_ident::check_ident;
 use crate::traits::Capabilities;
 
 /// An outbox's settings, behind each backend's validated setters.
+///
+/// `pub` only because the sealed dialect trait's outbox insert takes it;
+/// this module is private, so nothing outside the crate can name it.
 #[derive(Clone)]
-pub(crate) struct OutboxSettings {
+pub struct OutboxSettings {
     pub(crate) table: String,
     pub(crate) max_payload_bytes: usize,
     pub(crate) clock: SharedClock,
+}
+
+impl fmt::Debug for OutboxSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.debug(f, "OutboxSettings")
+    }
 }
 
 /// One event ready to be written: its tenant and its JSON text.

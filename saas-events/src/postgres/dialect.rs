@@ -1,17 +1,23 @@
 //! What the SQL outbox and inbox do the PostgreSQL way.
 
-use sqlx::Postgres;
+use async_trait::async_trait;
 use sqlx::postgres::PgQueryResult;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 use super::error::pg_error;
+use crate::envelope::Event;
 use crate::error::EventError;
+use crate::outbox_core::OutboxSettings;
 use crate::sql::dialect::Dialect;
 
+#[async_trait]
 impl Dialect for Postgres {
     const PREFIX: &'static str = "Pg";
     const TEXT: &'static str = "text";
     const UUID: &'static str = "uuid";
     const INSTANT: &'static str = "timestamptz";
+    const SEQ_KEY: &'static str = "bigserial PRIMARY KEY";
+    const CREATED_AT: &'static str = "timestamptz NOT NULL DEFAULT now()";
     const BEGIN_WRITE: Option<&'static str> = None;
 
     fn param(n: usize) -> String {
@@ -28,5 +34,35 @@ impl Dialect for Postgres {
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    async fn insert_outbox_rows(
+        settings: &OutboxSettings,
+        conn: &mut PgConnection,
+        topic: &str,
+        events: Vec<Event>,
+    ) -> Result<(), EventError> {
+        let rows = settings.rows(topic, events)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (tenants, bodies): (Vec<_>, Vec<_>) =
+            rows.into_iter().map(|row| (row.tenant, row.body)).unzip();
+        // One statement; WITH ORDINALITY keeps the batch's order in the
+        // sequence.
+        let sql = format!(
+            "INSERT INTO \"{}\" (tenant_id, topic, event) \
+             SELECT t, $3, e FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(t, e, n) \
+             ORDER BY n",
+            settings.table
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenants)
+            .bind(bodies)
+            .bind(topic)
+            .execute(conn)
+            .await
+            .map(|_| ())
+            .map_err(pg_error)
     }
 }

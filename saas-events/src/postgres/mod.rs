@@ -39,17 +39,19 @@
 mod dialect;
 mod error;
 mod location;
-mod outbox;
 mod relay;
 
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
-pub use outbox::{DEFAULT_OUTBOX_TABLE, PgOutbox, PgOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
 
-pub use crate::sql::DEFAULT_INBOX_TABLE;
-use crate::sql::{SqlInbox, SqlInboxHandler};
+pub use crate::sql::{DEFAULT_INBOX_TABLE, DEFAULT_OUTBOX_TABLE};
+use crate::sql::{SqlInbox, SqlInboxHandler, SqlOutbox, SqlOutboxPublisher};
 
 /// The PostgreSQL inbox: [`SqlInbox`] on `sqlx::Postgres`.
 pub type PgInbox = SqlInbox<sqlx::Postgres>;
 /// The router handler of [`SqlInbox::handler`] on `sqlx::Postgres`.
 pub type PgInboxHandler = SqlInboxHandler<sqlx::Postgres>;
+/// The PostgreSQL outbox: [`SqlOutbox`] on `sqlx::Postgres`.
+pub type PgOutbox = SqlOutbox<sqlx::Postgres>;
+/// The PostgreSQL outbox publisher: [`SqlOutboxPublisher`] on `sqlx::Postgres`.
+pub type PgOutboxPublisher = SqlOutboxPublisher<sqlx::Postgres>;

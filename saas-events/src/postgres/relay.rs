@@ -9,11 +9,11 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::pg_error;
 use super::location::{OutboxLocation, OutboxLocations, check_ident};
-use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
 use crate::relay_core::{self, PassTable, Unconfirmed};
+use crate::sql::DEFAULT_OUTBOX_TABLE;
 use crate::traits::Publisher;
 
 /// The advisory-lock class of outbox relays (first key of

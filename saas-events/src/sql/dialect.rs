@@ -11,7 +11,9 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 use uuid::Uuid;
 
+use crate::envelope::Event;
 use crate::error::EventError;
+use crate::outbox_core::OutboxSettings;
 
 /// A statement parameter; each is bound with sqlx's own encoding of its
 /// Rust type on both databases, as the backends always did.
@@ -41,6 +43,10 @@ pub trait Dialect: Database {
     /// The column type of an instant written as Unix milliseconds
     /// ([`Dialect::millis_param`]).
     const INSTANT: &'static str;
+    /// The outbox's sequence column: a key that never repeats.
+    const SEQ_KEY: &'static str;
+    /// The outbox's `created_at` column.
+    const CREATED_AT: &'static str;
     /// The statement beginning a transaction that writes, or `None` for
     /// the driver's plain `BEGIN`.
     const BEGIN_WRITE: Option<&'static str>;
@@ -54,6 +60,16 @@ pub trait Dialect: Database {
     fn error(error: sqlx::Error) -> EventError;
     /// The number of rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Writes `events` to `settings`' outbox table under `topic` in
+    /// `conn`'s transaction, in order, all or none, after every check
+    /// ([`OutboxSettings::rows`]).
+    async fn insert_outbox_rows(
+        settings: &OutboxSettings,
+        conn: &mut Self::Connection,
+        topic: &str,
+        events: Vec<Event>,
+    ) -> Result<(), EventError>;
 }
 
 /// Running statements, the same on every [`Dialect`] sqlx can execute on:

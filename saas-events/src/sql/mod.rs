@@ -11,6 +11,8 @@
 //! |---|---|---|
 //! | [`SqlInbox`] | `postgres::PgInbox` | `sqlite::SqliteInbox` |
 //! | [`SqlInboxHandler`] | `postgres::PgInboxHandler` | `sqlite::SqliteInboxHandler` |
+//! | [`SqlOutbox`] | `postgres::PgOutbox` | `sqlite::SqliteOutbox` |
+//! | [`SqlOutboxPublisher`] | `postgres::PgOutboxPublisher` | `sqlite::SqliteOutboxPublisher` |
 //!
 //! What differs between the two databases — placeholders, column types,
 //! how a write transaction begins, how errors map — is the dialect's; the
@@ -18,8 +20,13 @@
 
 pub(crate) mod dialect;
 mod inbox;
+mod outbox;
 
 pub use inbox::{DEFAULT_INBOX_TABLE, SqlInbox, SqlInboxHandler};
+// For `SqliteOutbox::create_table_sql_as`, the one outbox method only SQLite has.
+#[cfg(feature = "sqlite")]
+pub(crate) use outbox::outbox_table_sql;
+pub use outbox::{DEFAULT_OUTBOX_TABLE, SqlOutbox, SqlOutboxPublisher};
 
 /// A database the SQL outbox and inbox run on: `sqlx::Postgres` (feature
 /// `postgres`) and `sqlx::Sqlite` (feature `sqlite`).

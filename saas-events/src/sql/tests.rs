@@ -3,7 +3,7 @@
 
 #[cfg(feature = "postgres")]
 mod postgres {
-    use crate::postgres::PgInbox;
+    use crate::postgres::{PgInbox, PgOutbox};
 
     #[test]
     fn inbox_statements() {
@@ -29,11 +29,26 @@ mod postgres {
             "PgInbox { table: \"saas_events_inbox\", .. }"
         );
     }
+
+    #[test]
+    fn outbox_statements() {
+        let outbox = PgOutbox::new();
+        assert_eq!(
+            outbox.create_table_sql(),
+            "CREATE TABLE IF NOT EXISTS \"saas_events_outbox\" (seq bigserial PRIMARY KEY, \
+             tenant_id uuid, topic text NOT NULL, event text NOT NULL, \
+             created_at timestamptz NOT NULL DEFAULT now())"
+        );
+        assert_eq!(
+            format!("{outbox:?}"),
+            "PgOutbox { table: \"saas_events_outbox\", max_payload_bytes: 1048576, .. }"
+        );
+    }
 }
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use crate::sqlite::SqliteInbox;
+    use crate::sqlite::{SqliteInbox, SqliteOutbox};
 
     #[test]
     fn inbox_statements() {
@@ -58,5 +73,27 @@ mod sqlite {
             format!("{inbox:?}"),
             "SqliteInbox { table: \"saas_events_inbox\", .. }"
         );
+    }
+
+    #[test]
+    fn outbox_statements() -> Result<(), crate::EventError> {
+        let outbox = SqliteOutbox::new();
+        let table = |name: &str| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{name}\" (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 tenant_id BLOB, topic TEXT NOT NULL, event TEXT NOT NULL, \
+                 created_at INTEGER NOT NULL)"
+            )
+        };
+        assert_eq!(outbox.create_table_sql(), table("saas_events_outbox"));
+        assert_eq!(
+            outbox.create_table_sql_as("saas_events_outbox_rows")?,
+            table("saas_events_outbox_rows")
+        );
+        assert_eq!(
+            format!("{outbox:?}"),
+            "SqliteOutbox { table: \"saas_events_outbox\", max_payload_bytes: 1048576, .. }"
+        );
+        Ok(())
     }
 }

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use saas_core::TenantId;
 use sqlx::{Sqlite, SqlitePool};
 
-use super::outbox::DEFAULT_OUTBOX_TABLE;
 use crate::error::EventError;
 use crate::pool_lease::{LeasedPool, PoolSource, Reach};
+use crate::sql::DEFAULT_OUTBOX_TABLE;
 use crate::sql_ident::check_ident;
 
 /// One outbox table the relay drains: a pool on the database file that

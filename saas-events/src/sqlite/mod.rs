@@ -52,13 +52,16 @@ mod outbox;
 mod relay;
 
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
-pub use outbox::{DEFAULT_OUTBOX_TABLE, SqliteOutbox, SqliteOutboxPublisher};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
 
-pub use crate::sql::DEFAULT_INBOX_TABLE;
-use crate::sql::{SqlInbox, SqlInboxHandler};
+pub use crate::sql::{DEFAULT_INBOX_TABLE, DEFAULT_OUTBOX_TABLE};
+use crate::sql::{SqlInbox, SqlInboxHandler, SqlOutbox, SqlOutboxPublisher};
 
 /// The SQLite inbox: [`SqlInbox`] on `sqlx::Sqlite`.
 pub type SqliteInbox = SqlInbox<sqlx::Sqlite>;
 /// The router handler of [`SqlInbox::handler`] on `sqlx::Sqlite`.
 pub type SqliteInboxHandler = SqlInboxHandler<sqlx::Sqlite>;
+/// The SQLite outbox: [`SqlOutbox`] on `sqlx::Sqlite`.
+pub type SqliteOutbox = SqlOutbox<sqlx::Sqlite>;
+/// The SQLite outbox publisher: [`SqlOutboxPublisher`] on `sqlx::Sqlite`.
+pub type SqliteOutboxPublisher = SqlOutboxPublisher<sqlx::Sqlite>;
