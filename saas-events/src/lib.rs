@@ -21,6 +21,8 @@ mod error;
 mod inbox_core;
 mod memory;
 mod names;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod outbox_core;
 mod partition;

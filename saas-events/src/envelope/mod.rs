@@ -92,6 +92,11 @@ impl Event {
     ///
     /// `tenant` is a [`TenantId`] or `None` for events that belong to no tenant.
     ///
+    /// With the feature `otel`, this and the other constructors set
+    /// `traceparent` / `tracestate` from the current `tracing` span's
+    /// OpenTelemetry context, when it has a valid one (see the crate's
+    /// "Tracing across the bus").
+    ///
     /// # Errors
     /// [`EventError::MissingAttribute`] if `ty` or `source` is empty,
     /// [`EventError::Encode`] if the payload does not serialise to JSON.
@@ -142,7 +147,8 @@ impl Event {
         ty: impl Into<String>,
         source: impl Into<String>,
     ) -> Result<Self, EventError> {
-        Ok(Self {
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+        let mut event = Self {
             id: uuid::Uuid::now_v7().to_string(),
             source: required("source", source)?,
             ty: required("type", ty)?,
@@ -156,7 +162,13 @@ impl Event {
             tracestate: None,
             extensions: BTreeMap::new(),
             data: None,
-        })
+        };
+        // The one place events are born (every constructor comes here, a
+        // decoded or relayed event does not): the producer's span is the
+        // current one now, whichever backend or outbox publishes it later.
+        #[cfg(feature = "otel")]
+        crate::otel::inject_current_span(&mut event);
+        Ok(event)
     }
 
     /// Replaces the id (for example to re-emit an event idempotently).
@@ -224,7 +236,9 @@ impl Event {
         self
     }
 
-    /// Sets `traceparent` from a trace context.
+    /// Sets `traceparent` from a trace context, replacing one taken from
+    /// the current span (feature `otel`); a `tracestate` taken with it
+    /// stays — replace or clear it with [`Event::with_tracestate`].
     pub fn with_trace_context(mut self, trace: TraceContext) -> Self {
         self.traceparent = Some(trace.to_string());
         self
@@ -239,7 +253,8 @@ impl Event {
         Ok(self.with_trace_context(trace))
     }
 
-    /// Sets `tracestate` (vendor-specific trace data, passed through as is).
+    /// Sets `tracestate` (vendor-specific trace data, passed through as
+    /// is); empty clears it.
     pub fn with_tracestate(mut self, tracestate: impl Into<String>) -> Self {
         self.tracestate = Some(tracestate.into()).filter(|s| !s.is_empty());
         self

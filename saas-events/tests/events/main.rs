@@ -9,6 +9,8 @@ mod http_binding;
 mod inbox;
 mod middleware;
 mod nats;
+#[cfg(feature = "otel")]
+mod otel;
 mod outbox;
 mod outbox_tenancy;
 mod redis_streams;
