@@ -32,6 +32,9 @@
 //! - `host` (feature `host`: axum and both databases) — the program
 //!   around an app: the stack its settings name, the app started on it,
 //!   served until Ctrl-C, everything stopped in order.
+//! - `otel` (feature `otel`) — an incoming request's W3C trace context
+//!   continued by its span, and carried by the events it publishes into
+//!   their handlers' spans.
 //! - [`services`] — one handle that stops routers, relays and pools in
 //!   the right order.
 //! - `problem` (feature `axum`) — every crate's error as an RFC 9457
@@ -68,6 +71,9 @@ pub mod metering;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod outboxes;
