@@ -21,6 +21,7 @@ mod error;
 mod inbox_core;
 mod memory;
 mod names;
+mod observe;
 #[cfg(feature = "otel")]
 mod otel;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use sqlx::{Database, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::EventError;
@@ -101,6 +102,10 @@ pub(crate) async fn forward_batch(
     }
     let batch = table.read(&settled.waiting, room).await?;
     let forwarded = batch.len();
+    // Wall time for the lag metric only; nothing is decided on it.
+    let now = chrono::Utc::now();
+    let oldest = batch.iter().filter_map(|(_, _, event)| event.time()).min();
+    crate::observe::relay_read(oldest.and_then(|t| (now - t).to_std().ok()));
     let (runs, published) = publish_runs(sink, batch).await;
     // What went out is tracked even if a later run failed.
     let confirmed = settled.add(runs);
@@ -330,6 +335,7 @@ impl RelayStats {
 
     pub(crate) fn add_relayed(&self, events: usize) {
         self.relayed.fetch_add(events as u64, Ordering::Relaxed);
+        crate::observe::relayed(events);
     }
 }
 
@@ -426,6 +432,7 @@ pub(crate) async fn relay_once<R: RelayBackend>(relay: &R) -> Result<usize, Even
             Ok(n) => total += n,
             Err(error) => {
                 relay.counters().errors.fetch_add(1, Ordering::Relaxed);
+                crate::observe::relay_failed();
                 tracing::warn!(location = R::location_name(&location), %error, "outbox relay pass failed");
                 first_error.get_or_insert(error);
             }
@@ -446,7 +453,8 @@ pub(crate) fn spawn<R: RelayBackend>(relay: R) -> RelayHandle<R> {
     let runner = relay.clone();
     let task = tokio::spawn(async move {
         loop {
-            let full = match relay_once(&runner).await {
+            let pass = relay_once(&runner).instrument(tracing::debug_span!("outbox.relay_pass"));
+            let full = match crate::observe::relay_pass(pass).await {
                 Ok(n) => n >= runner.batch_rows() as usize,
                 Err(_) => false, // logged and counted in relay_once
             };

@@ -131,6 +131,7 @@ async fn park(
     };
     match layer.publisher.publish(&layer.topic, parked).await {
         Ok(()) => {
+            crate::observe::dead_lettered();
             tracing::warn!(%error, attempt = event.attempt(), dead_letter_topic = %layer.topic,
                 "event dead-lettered");
             Ok(())
@@ -247,6 +248,7 @@ pub async fn redrive(
         }
         publisher.publish(&target, event).await?;
         delivery.ack().await?;
+        crate::observe::redriven();
         moved += 1;
     }
     subscription.close().await;

@@ -85,6 +85,7 @@ where
                     Ok(()) => return Ok(()),
                     Err(error) if error.is_retryable() && retry < layer.max_retries => {
                         retry += 1;
+                        crate::observe::retried();
                         let delay = layer.backoff.delay(retry);
                         tracing::debug!(%error, retry, ?delay, "handler failed; retrying in place");
                         tokio::time::sleep(delay).await;

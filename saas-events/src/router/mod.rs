@@ -354,12 +354,19 @@ async fn worker(
 ) {
     while let Some(delivery) = rx.recv().await {
         let event = ReceivedEvent::from_delivery(&delivery);
+        let (tenant, started) = (event.event().tenant_id(), std::time::Instant::now());
         // A clone per delivery: readiness (a concurrency permit, say) is
         // reserved by the clone that is then called, as tower expects.
         let mut service = service.clone();
         // Its own task, so a panicking handler (or layer) fails this event
         // only.
         let outcome = tokio::spawn(async move { ready_then_call(&mut service, event).await }).await;
+        let settled_as = match &outcome {
+            Ok(Ok(())) => "ack",
+            Ok(Err(_)) => "nack",
+            Err(_) => "panic",
+        };
+        crate::observe::handled(tenant, settled_as, started.elapsed());
         let settled = match outcome {
             Ok(Ok(())) => delivery.ack().await,
             Ok(Err(error)) => {

@@ -1,0 +1,100 @@
+//! This crate's metrics (feature `metrics`; catalogue in saas-foundation's
+//! `METRICS.md`). Without the feature every function here is empty.
+
+#[cfg(all(feature = "metrics", any(feature = "postgres", feature = "sqlite")))]
+use std::cell::Cell;
+use std::time::Duration;
+
+use saas_core::TenantId;
+
+#[cfg(feature = "metrics")]
+mod names {
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    pub(super) const RELAYED: &str = "saas_events_relayed_total";
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    pub(super) const RELAY_ERRORS: &str = "saas_events_relay_errors_total";
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    pub(super) const RELAY_LAG: &str = "saas_events_relay_lag_seconds";
+    pub(super) const HANDLER_SECONDS: &str = "saas_events_handler_seconds";
+    pub(super) const RETRIES: &str = "saas_events_retries_total";
+    pub(super) const DEAD_LETTERED: &str = "saas_events_dead_lettered_total";
+    pub(super) const REDRIVEN: &str = "saas_events_redriven_total";
+}
+
+#[cfg(all(feature = "metrics", any(feature = "postgres", feature = "sqlite")))]
+tokio::task_local! {
+    /// The oldest event age a relay pass has read so far.
+    static PASS_OLDEST: Cell<Option<Duration>>;
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+/// Runs one relay pass, then sets the lag gauge to the age of the oldest
+/// event it read (zero when it read none: nothing pending).
+pub(crate) async fn relay_pass<T>(pass: impl Future<Output = T>) -> T {
+    #[cfg(feature = "metrics")]
+    {
+        let (result, oldest) = PASS_OLDEST
+            .scope(Cell::new(None), async {
+                let result = pass.await;
+                (result, PASS_OLDEST.with(Cell::get))
+            })
+            .await;
+        let lag = oldest.unwrap_or_default().as_secs_f64();
+        metrics::gauge!(names::RELAY_LAG).set(lag);
+        result
+    }
+    #[cfg(not(feature = "metrics"))]
+    pass.await
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+/// A relay pass read events whose oldest was created `age` ago.
+pub(crate) fn relay_read(age: Option<Duration>) {
+    #[cfg(feature = "metrics")]
+    {
+        let _ = PASS_OLDEST.try_with(|oldest| oldest.set(oldest.get().max(age)));
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = age;
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn relayed(events: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::RELAYED).increment(events as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = events;
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn relay_failed() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::RELAY_ERRORS).increment(1);
+}
+
+/// A delivery handled in `took`, settled as `outcome` (ack, nack, panic).
+pub(crate) fn handled(tenant: Option<TenantId>, outcome: &'static str, took: Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        let labels = vec![metrics::Label::new("outcome", outcome)];
+        let labels = saas_core::metrics::with_tenant(labels, tenant);
+        metrics::histogram!(names::HANDLER_SECONDS, labels).record(took.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (tenant, outcome, took);
+}
+
+pub(crate) fn retried() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::RETRIES).increment(1);
+}
+
+pub(crate) fn dead_lettered() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::DEAD_LETTERED).increment(1);
+}
+
+pub(crate) fn redriven() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::REDRIVEN).increment(1);
+}
