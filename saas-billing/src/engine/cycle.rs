@@ -84,6 +84,7 @@ impl BillingEngine {
     /// # Errors
     /// The first store or rating failure; work done before it stays done
     /// and a later run continues from there.
+    #[tracing::instrument(name = "billing.cycle", skip_all)]
     pub async fn run_billing_cycle(&self) -> Result<CycleReport, BillingError> {
         // Wall time of the run for the metric; the run's own time is the
         // injected clock's.

@@ -138,6 +138,7 @@ impl PgTenancy {
     /// tenant stays `deleting` until the data is gone). The hooks
     /// ([`LifecycleEvent::StatusChanged`] to `deleting`, then
     /// [`LifecycleEvent::Deleted`]) run after the lock is released.
+    #[tracing::instrument(name = "tenancy.delete", skip_all, fields(tenant_id = %id, backend = "postgres"))]
     pub async fn delete_tenant(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let (lock, record) = self.lock_tenant(id).await?;
         let mut events = Vec::new();

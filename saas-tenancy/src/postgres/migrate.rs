@@ -105,6 +105,7 @@ impl PgTenancy {
         Ok(Attempt::Done(logged.and(outcome)))
     }
 
+    #[tracing::instrument(name = "tenancy.migrate_tenant", skip_all, fields(tenant_id = %record.id, backend = "postgres"))]
     async fn migrate_one(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
         let Some(migrator) = self.inner.tenant_migrator.clone() else {
             return Ok((0, false));

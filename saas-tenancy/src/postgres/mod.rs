@@ -227,6 +227,7 @@ impl PgTenancy {
     }
 
     /// Opens a transaction scoped to the context's tenant.
+    #[tracing::instrument(name = "tenancy.begin", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "postgres"))]
     pub async fn begin(&self, ctx: &TenantContext) -> Result<PgTenantTx, TenancyError> {
         let timer = observe::Scope::start("begin", "postgres");
         let fences = self.fences();
@@ -295,6 +296,7 @@ impl PgTenancy {
 
     /// A scoped connection for single statements, each committing on its
     /// own (see [`PgTenantConn`] for how the scope is kept and removed).
+    #[tracing::instrument(name = "tenancy.acquire", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "postgres"))]
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
         let timer = observe::Scope::start("acquire", "postgres");
         let acquired = self.acquire_scoped(ctx).await;

@@ -23,6 +23,7 @@ impl PgTenancy {
     /// If the process dies midway, the tenant stays `provisioning`; finish
     /// it with [`PgTenancy::retry_provisioning`] (every step is
     /// idempotent).
+    #[tracing::instrument(name = "tenancy.provision", skip_all, fields(tenant_id = %tenant.id(), backend = "postgres"))]
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         // An unknown cluster is refused before the catalog takes the slug.
         self.cluster(tenant.placement.cluster())?;

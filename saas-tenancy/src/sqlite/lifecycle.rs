@@ -36,6 +36,7 @@ impl SqliteTenancy {
     /// If the process dies midway, the tenant stays `provisioning`; finish
     /// it with [`SqliteTenancy::retry_provisioning`] (every step is
     /// idempotent).
+    #[tracing::instrument(name = "tenancy.provision", skip_all, fields(tenant_id = %tenant.id(), backend = "sqlite"))]
     pub async fn provision(&self, tenant: NewTenant) -> Result<TenantRecord, TenancyError> {
         if let Placement::Schema { .. } = tenant.placement() {
             return Err(TenancyError::Unsupported(

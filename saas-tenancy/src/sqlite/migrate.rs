@@ -145,6 +145,7 @@ impl SqliteTenancy {
         Ok(Attempt::Done(outcome))
     }
 
+    #[tracing::instrument(name = "tenancy.migrate_tenant", skip_all, fields(tenant_id = %record.id, backend = "sqlite"))]
     async fn migrate_file(&self, record: &TenantRecord) -> Result<(i64, bool), TenancyError> {
         let (Some(migrator), Some(file)) = (&self.inner.tenant_migrator, self.tenant_file(record)?)
         else {

@@ -314,6 +314,7 @@ impl SqliteTenancy {
     }
 
     /// A scoped connection for single statements.
+    #[tracing::instrument(name = "tenancy.acquire", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "sqlite"))]
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<SqliteTenantConn, TenancyError> {
         let timer = observe::Scope::start("acquire", "sqlite");
         let result = self.acquire_scoped(ctx).await;
@@ -334,6 +335,7 @@ impl SqliteTenancy {
     }
 
     /// A scoped transaction.
+    #[tracing::instrument(name = "tenancy.begin", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "sqlite"))]
     pub async fn begin(&self, ctx: &TenantContext) -> Result<SqliteTenantTx, TenancyError> {
         let timer = observe::Scope::start("begin", "sqlite");
         let result = self.begin_scoped(ctx).await;
@@ -365,6 +367,7 @@ impl SqliteTenancy {
     /// reading, so a check-then-insert (a plan limit, a next number) is
     /// both safe and free of that error. Writers of one file run one at a
     /// time either way; readers are not blocked (WAL).
+    #[tracing::instrument(name = "tenancy.begin_for_write", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "sqlite"))]
     pub async fn begin_immediate(
         &self,
         ctx: &TenantContext,

@@ -57,6 +57,7 @@ impl SqliteTenancy {
     /// new handles at once, since SQLite handles read the catalog each
     /// time, but one it already holds can write into a shared file after
     /// the rows were deleted).
+    #[tracing::instrument(name = "tenancy.delete", skip_all, fields(tenant_id = %id, backend = "sqlite"))]
     pub async fn delete_tenant(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let (_guard, record) = self.lock_tenant(id).await?;
         if record.status == TenantStatus::Deleted {
