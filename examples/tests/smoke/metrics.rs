@@ -4,11 +4,14 @@ use std::collections::HashMap;
 
 /// Series every notes run moves, whatever the placement and database:
 /// resolver rejections (a forged tenant, a missing token), scoped
-/// transactions, the metering layer's quota checks.
+/// transactions, the metering layer's quota checks, the relay and the
+/// audit writer's handler.
 pub(crate) const MOVED_EVERYWHERE: &[&str] = &[
     "saas_resolver_rejections_total",
     "saas_tenancy_scope_seconds_count",
     "saas_billing_quota_decisions_total",
+    "saas_events_relayed_total",
+    "saas_events_handler_seconds_count",
 ];
 
 /// Series a run on PostgreSQL moves besides: the tenant record cache.

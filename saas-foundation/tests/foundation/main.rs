@@ -22,6 +22,7 @@ mod outboxes;
 mod problem;
 mod ratelimit;
 mod signup;
+mod spans;
 mod stack;
 mod tenant_header;
 mod transaction;
