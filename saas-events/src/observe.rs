@@ -76,9 +76,23 @@ pub(crate) fn relay_failed() {
 pub(crate) fn handled(tenant: Option<TenantId>, outcome: &'static str, took: Duration) {
     #[cfg(feature = "metrics")]
     {
-        let labels = vec![metrics::Label::new("outcome", outcome)];
-        let labels = saas_core::metrics::with_tenant(labels, tenant);
-        metrics::histogram!(names::HANDLER_SECONDS, labels).record(took.as_secs_f64());
+        let seconds = took.as_secs_f64();
+        match tenant.and_then(saas_core::metrics::tenant_label) {
+            // The hot path: literal labels make a static key (no
+            // allocation, its hash computed once).
+            None => match outcome {
+                "ack" => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "ack"),
+                "nack" => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "nack"),
+                _ => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "panic"),
+            }
+            .record(seconds),
+            Some(tenant) => metrics::histogram!(
+                names::HANDLER_SECONDS,
+                "outcome" => outcome,
+                saas_core::metrics::TENANT_LABEL => tenant
+            )
+            .record(seconds),
+        }
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (tenant, outcome, took);
