@@ -170,41 +170,60 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The HS256 secret tokens are signed with.
     pub jwt_secret: Secret,
+    /// Where [`Host::export_traces`](crate::host::Host) sends traces
+    /// (an OTLP/HTTP endpoint such as `http://127.0.0.1:4318/v1/traces`);
+    /// `None`: to standard output.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Settings {
     /// Settings read from variables named `{prefix}_…`, with these
     /// defaults until changed: no database URL (SQLite files), data
-    /// directory `data`, runtime role `app_runtime`, listening on
-    /// `127.0.0.1:3000`, a [random](Secret::random) secret.
+    /// directory `{app}-data` and runtime role `{app}_runtime` (`{app}`:
+    /// the prefix in lower case, other characters than letters, digits
+    /// and `_` as `_`; `app` for an empty prefix), listening on
+    /// `127.0.0.1:3000`, a [random](Secret::random) secret, traces to
+    /// standard output.
     ///
     /// ```
     /// use saas_foundation::config::Settings;
     ///
     /// let vars = [("NOTES_LISTEN", "0.0.0.0:8080")];
     /// let settings = Settings::from_prefix("NOTES")
-    ///     .default_data_dir("notes-data")
     ///     .read(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))?;
     /// assert_eq!(settings.listen.port(), 8080);
     /// assert_eq!(settings.data_dir, std::path::Path::new("notes-data"));
+    /// assert_eq!(settings.runtime_role, "notes_runtime");
     /// assert!(settings.database_url.is_none());
     /// # Ok::<(), saas_foundation::config::ConfigError>(())
     /// ```
     pub fn from_prefix(prefix: &str) -> SettingsReader {
+        let app: String = prefix
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '_') => c,
+                _ => '_',
+            })
+            .collect();
+        let app = if app.is_empty() {
+            "app".to_owned()
+        } else {
+            app
+        };
         SettingsReader {
             prefix: prefix.to_owned(),
             database_url: None,
-            data_dir: PathBuf::from("data"),
-            runtime_role: "app_runtime".to_owned(),
+            data_dir: PathBuf::from(format!("{app}-data")),
+            runtime_role: format!("{app}_runtime"),
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
         }
     }
 }
 
 /// Reads [`Settings`]: `{prefix}_DATABASE_URL`, `{prefix}_DATA_DIR`,
-/// `{prefix}_RUNTIME_ROLE`, `{prefix}_LISTEN` and `{prefix}_JWT_SECRET`
-/// (at least [`MIN_SECRET_BYTES`]), each falling back to its default when
-/// unset.
+/// `{prefix}_RUNTIME_ROLE`, `{prefix}_LISTEN`, `{prefix}_JWT_SECRET` (at
+/// least [`MIN_SECRET_BYTES`]) and `{prefix}_OTLP_ENDPOINT`, each falling
+/// back to its default when unset.
 #[derive(Debug, Clone)]
 pub struct SettingsReader {
     prefix: String,
@@ -305,6 +324,7 @@ impl SettingsReader {
             runtime_role: get("RUNTIME_ROLE").0.unwrap_or(self.runtime_role),
             listen,
             jwt_secret,
+            otlp_endpoint: get("OTLP_ENDPOINT").0.filter(|e| !e.is_empty()),
         })
     }
 }

@@ -12,6 +12,8 @@ use saas_tenancy::postgres::{PgTenancy, PgTenancyBuilder};
 use saas_tenancy::sqlite::{SqliteTenancy, SqliteTenancyBuilder};
 use sqlx::postgres::PgConnectOptions;
 
+mod traces;
+
 use crate::config::Settings;
 use crate::services::{Services, shutdown_signal};
 use crate::stack::{PgStack, SqliteStack, Stack, StackBackend, StackError};
@@ -77,6 +79,7 @@ pub struct Host {
     sqlite: Configure<SqliteTenancyBuilder>,
     on_listening: OnListening,
     name: Option<String>,
+    telemetry: traces::Telemetry,
     #[cfg(feature = "prometheus")]
     metrics_path: Option<String>,
 }
@@ -100,6 +103,7 @@ impl Host {
                 tracing::info!(%addr, storage, "listening");
             }),
             name: None,
+            telemetry: traces::Telemetry::default(),
             #[cfg(feature = "prometheus")]
             metrics_path: None,
         }
@@ -135,15 +139,23 @@ impl Host {
 
     /// Logs to standard error through `tracing`, filtered by `RUST_LOG`
     /// (`default_filter`, such as `"warn"`, when it is unset or invalid).
-    /// Does nothing if the program installed a subscriber already.
-    pub fn log_to_stderr(self, default_filter: &str) -> Self {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-        // An error means a subscriber is set: the program chose its own.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
+    /// The subscriber is installed when serving starts, unless the program
+    /// installed one already.
+    pub fn log_to_stderr(mut self, default_filter: &str) -> Self {
+        self.telemetry.log_filter = Some(default_filter.to_owned());
+        self
+    }
+
+    /// Exports spans (level `info` and above) through OpenTelemetry as
+    /// `service`: to [`Settings::otlp_endpoint`] over OTLP/HTTP when set,
+    /// else to standard output; batched, flushed when the host stops. The
+    /// app's routes continue the trace of a request that carries a
+    /// `traceparent` ([`TraceContextLayer`](crate::otel::TraceContextLayer)),
+    /// and events carry it on through the outbox and any broker.
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub fn export_traces(mut self, service: impl Into<String>) -> Self {
+        self.telemetry.traces = Some(service.into());
         self
     }
 
@@ -206,15 +218,18 @@ impl Host {
             sqlite,
             on_listening,
             name,
+            telemetry,
             #[cfg(feature = "prometheus")]
             metrics_path,
         } = self;
         let mut services = Services::new();
+        let traced = telemetry.exports_traces();
+        telemetry.install(settings.otlp_endpoint.as_deref(), &mut services)?;
         #[cfg(feature = "prometheus")]
         let metrics = match metrics_path {
             Some(path) => {
                 let prometheus = crate::metrics::Prometheus::install()
-                    .map_err(|e| HostError::Metrics(Box::new(e)))?;
+                    .map_err(|e| HostError::Telemetry(Box::new(e)))?;
                 prometheus.start_upkeep(&mut services);
                 Some(prometheus.route(&path))
             }
@@ -241,6 +256,13 @@ impl Host {
             Some(route) => (router.merge(route), storage),
             None => (router, storage),
         });
+        #[cfg(feature = "otlp")]
+        let opened = opened.map(|(router, storage)| match traced {
+            true => (router.layer(crate::otel::TraceContextLayer::new()), storage),
+            false => (router, storage),
+        });
+        #[cfg(not(feature = "otlp"))]
+        let _ = traced;
         let served = match opened {
             Ok((router, storage)) => {
                 serve(router, &storage, &settings, on_listening, shutdown).await
@@ -301,9 +323,9 @@ pub enum HostError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}; is another server using it?")]
     Listen(SocketAddr, #[source] std::io::Error),
-    /// The metrics recorder could not be installed.
-    #[error("{0}")]
-    Metrics(#[source] BoxError),
+    /// The metrics recorder or the trace exporter could not be set up.
+    #[error("cannot set up metrics or traces: {0}")]
+    Telemetry(#[source] BoxError),
     /// The server failed while serving.
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
