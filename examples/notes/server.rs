@@ -16,14 +16,13 @@ use super::{billing, schema};
 /// settings from `NOTES_*` variables (without `NOTES_DATABASE_URL`, row
 /// and schema tenants use the local PostgreSQL, database tenants SQLite
 /// files in `notes-data`), logs to stderr (`RUST_LOG`, default `warn`),
-/// metrics at `/metrics` (Prometheus), served until Ctrl-C or SIGTERM.
+/// metrics at `/metrics` (Prometheus), traces to stdout (or to
+/// `NOTES_OTLP_ENDPOINT`), served until Ctrl-C or SIGTERM.
 ///
 /// # Errors
 /// An invalid setting, anything that fails during setup, or the listener.
 pub async fn serve(binary: &str, strategy: Strategy) -> Result<(), Box<dyn Error>> {
-    let mut settings = Settings::from_prefix("NOTES")
-        .default_data_dir("notes-data")
-        .default_runtime_role("notes_runtime");
+    let mut settings = Settings::from_prefix("NOTES");
     if strategy != Strategy::Database {
         let local = "postgres://postgres@127.0.0.1:5432/postgres";
         settings = settings.default_database_url(local.parse()?);
@@ -34,6 +33,7 @@ pub async fn serve(binary: &str, strategy: Strategy) -> Result<(), Box<dyn Error
         .named(binary)
         .log_to_stderr("warn")
         .metrics_at("/metrics")
+        .export_traces(binary)
         .postgres(schema::postgres)
         .sqlite(schema::sqlite)
         .serve(Notes { strategy, secret })

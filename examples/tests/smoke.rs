@@ -19,6 +19,8 @@ use sqlx::{AssertSqlSafe, Executor};
 mod crash;
 #[path = "smoke/metrics.rs"]
 mod metrics;
+#[path = "smoke/traces.rs"]
+mod traces;
 
 use metrics::{MOVED_EVERYWHERE, MOVED_ON_POSTGRES, MOVED_PER_DATABASE, Scrape};
 
@@ -136,14 +138,19 @@ impl App {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        // The first line says where it listens.
+        // The first line of the host's says where it listens (exported
+        // spans may come before it on the same output).
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().unwrap().unwrap();
-        let base = first
+        let listening = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains(" listening on http://"))
+            .unwrap_or_else(|| panic!("{binary} ended without saying where it listens"));
+        let base = listening
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .unwrap_or_else(|| panic!("no address in {listening:?}"))
             .to_owned();
         // Keep draining stdout so the app never blocks on a full pipe; the
         // last line must be the clean-stop message.
