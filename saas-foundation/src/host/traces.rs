@@ -55,6 +55,11 @@ impl Telemetry {
             let _ = (otlp_endpoint, services);
             None
         };
+        if logs.is_none() && traces.is_none() {
+            // Neither asked for: the program's own subscriber, if any, stays
+            // free to be installed later.
+            return Ok(());
+        }
         // An error means a subscriber is set: the program chose its own.
         let _ = tracing_subscriber::registry()
             .with(logs)
