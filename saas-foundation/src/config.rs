@@ -170,7 +170,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The HS256 secret tokens are signed with.
     pub jwt_secret: Secret,
-    /// Where [`Host::export_traces`](crate::host::Host) sends traces
+    /// Where `Host::export_traces` (feature `otlp`) sends traces
     /// (an OTLP/HTTP endpoint such as `http://127.0.0.1:4318/v1/traces`);
     /// `None`: to standard output.
     pub otlp_endpoint: Option<String>,

@@ -110,8 +110,9 @@ impl Host {
     }
 
     /// Serves every metric of the foundation and the app at `path` (such
-    /// as `/metrics`) in the Prometheus text format: the recorder is
-    /// installed before the stack opens, so startup is measured too (see
+    /// as `/metrics`; it must start with `/` and be none of the app's
+    /// routes) in the Prometheus text format: the recorder is installed
+    /// before the stack opens, so startup is measured too (see
     /// [`Prometheus`](crate::metrics::Prometheus); the route has no
     /// authentication of its own).
     #[cfg(feature = "prometheus")]
@@ -224,15 +225,17 @@ impl Host {
         } = self;
         let mut services = Services::new();
         let traced = telemetry.exports_traces();
-        telemetry.install(settings.otlp_endpoint.as_deref(), &mut services)?;
+        if let Err(e) = telemetry.install(settings.otlp_endpoint.as_deref(), &mut services) {
+            services.shutdown().await;
+            return Err(e);
+        }
         #[cfg(feature = "prometheus")]
-        let metrics = match metrics_path {
-            Some(path) => {
-                let prometheus = crate::metrics::Prometheus::install()
-                    .map_err(|e| HostError::Telemetry(Box::new(e)))?;
-                prometheus.start_upkeep(&mut services);
-                Some(prometheus.route(&path))
+        let metrics = match metrics_path.map(|path| metrics_route(&path, &mut services)) {
+            Some(Err(e)) => {
+                services.shutdown().await;
+                return Err(e);
             }
+            Some(Ok(route)) => Some(route),
             None => None,
         };
         let opened = match &settings.database_url {
@@ -275,6 +278,20 @@ impl Host {
         }
         served
     }
+}
+
+/// The Prometheus recorder installed, its upkeep started and its route at
+/// `path`.
+#[cfg(feature = "prometheus")]
+fn metrics_route(path: &str, services: &mut Services) -> Result<axum::Router, HostError> {
+    if !path.starts_with('/') {
+        let e = format!("the metrics path {path:?} must start with '/'");
+        return Err(HostError::Telemetry(e.into()));
+    }
+    let prometheus =
+        crate::metrics::Prometheus::install().map_err(|e| HostError::Telemetry(Box::new(e)))?;
+    prometheus.start_upkeep(services);
+    Ok(prometheus.route(path))
 }
 
 /// Starts `app` on `stack`: its routes, and where the data is.

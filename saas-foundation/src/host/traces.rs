@@ -60,11 +60,20 @@ impl Telemetry {
             // free to be installed later.
             return Ok(());
         }
+        let exporting = traces.is_some();
         // An error means a subscriber is set: the program chose its own.
-        let _ = tracing_subscriber::registry()
+        if tracing_subscriber::registry()
             .with(logs)
             .with(traces)
-            .try_init();
+            .try_init()
+            .is_err()
+            && exporting
+        {
+            tracing::warn!(
+                "a tracing subscriber was already installed: spans are not exported; \
+                 add the OpenTelemetry layer to it, or let the host install its own"
+            );
+        }
         Ok(())
     }
 }

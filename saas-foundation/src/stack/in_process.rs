@@ -13,11 +13,17 @@ use crate::services::Services;
 ///
 /// Each consumer's router is subscribed to an in-memory bus before the
 /// relay starts feeding it, and registered with the services before the
-/// relay, so on shutdown the relay stops first and no event is relayed to
-/// a bus nobody reads. An event leaves the outbox only once its handler
-/// succeeded (the bus acknowledges back to the relay), so a crash loses
-/// nothing: the restarted relay delivers it again — make handlers
-/// idempotent (an inbox, or an insert keyed by the event id).
+/// relay, so on shutdown the relay stops first. An event a consumer
+/// receives leaves the outbox only once its handler succeeded (the bus
+/// acknowledges back to the relay), so a crash loses nothing: the
+/// restarted relay delivers it again — make handlers idempotent (an
+/// inbox, or an insert keyed by the event id).
+///
+/// The relay forwards every topic of the outbox. An event on a topic no
+/// consumer here subscribes to is confirmed by the bus at once (nobody
+/// holds it) and leaves the outbox: give every topic the app publishes to
+/// a consumer before [`InProcess::start`], or relay to a broker instead
+/// ([`Stack::start_relay`]).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -101,12 +107,21 @@ impl<T: StackBackend> InProcess<'_, T> {
 
     /// Subscribes every consumer, then starts the relay of every tenant's
     /// outbox into the bus; all registered with `services`. Returns the bus
-    /// (to publish to it directly, or subscribe more consumers later).
+    /// (to publish to it directly; a consumer subscribed to it later misses
+    /// what was relayed before).
     ///
     /// # Errors
-    /// A subscription refused; the consumers started before it are
-    /// registered with `services`, which stops them.
+    /// [`EventError::Unsupported`] without any consumer (every relayed
+    /// event would be dropped); a subscription refused — the consumers
+    /// started before it are registered with `services`, which stops them.
     pub async fn start(self, services: &mut Services) -> Result<InMemoryBus, EventError> {
+        if self.consumers.is_empty() {
+            return Err(EventError::Unsupported {
+                operation: "an in-process relay without consumers (it would drop every \
+                            event): add one with .consumer(..), or relay to a broker with \
+                            Stack::start_relay",
+            });
+        }
         for (topic, options, router) in self.consumers {
             let name = format!("consumer of {topic}");
             let subscription = self.bus.subscribe(&topic, options).await?;

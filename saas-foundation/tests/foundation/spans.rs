@@ -52,7 +52,8 @@ fn tenancy_and_billing_spans_carry_the_tenant() {
     let tenant = runtime.block_on(async {
         let mut services = Services::new();
         let stack = SqliteStack::open(&dir, &mut services, |b| b).await.unwrap();
-        stack.in_process().start(&mut services).await.unwrap();
+        let bus = saas_events::InMemoryBus::new();
+        stack.start_relay(Arc::new(bus), Default::default(), &mut services);
         let tenancy = stack.tenancy();
         let slug = TenantSlug::parse("spans").unwrap();
         let new = NewTenant::new(slug, "Spans", Strategy::Database, stack.cluster().clone());

@@ -205,6 +205,24 @@ async fn in_process_consumers_get_each_event_in_its_tenant_until_handled() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `Stack::in_process` without a consumer is refused: the relay would
+/// drop every event it forwards.
+#[tokio::test]
+async fn in_process_without_consumers_is_refused() {
+    let dir = std::env::temp_dir().join(saas_test_support::unique_name("saas_no_consumer"));
+    let mut services = Services::new();
+    let stack = open(&dir, &mut services).await;
+    let refused = stack.in_process().start(&mut services).await;
+    assert!(
+        matches!(refused, Err(EventError::Unsupported { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(services.len(), 1, "only the stack's own pools, no relay");
+    services.shutdown().await;
+    drop(stack);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `Stack::serialize_writes` on PostgreSQL: a second transaction of the
 /// same tenant waits for the first to end; another tenant's does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
