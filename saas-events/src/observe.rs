@@ -23,36 +23,44 @@ mod names {
 
 #[cfg(all(feature = "metrics", any(feature = "postgres", feature = "sqlite")))]
 tokio::task_local! {
-    /// The oldest event age a relay pass has read so far.
-    static PASS_OLDEST: Cell<Option<Duration>>;
+    /// What a relay pass has read so far: `None` before any read, then
+    /// the oldest age among the rows read (`Some(None)`: reads returned
+    /// no rows).
+    static PASS_OLDEST: Cell<Option<Option<Duration>>>;
 }
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 /// Runs one relay pass, then sets the lag gauge to the age of the oldest
-/// event it read (zero when it read none: nothing pending).
+/// event it read, or to zero when its reads returned none (nothing left
+/// to forward). A pass that read nothing — no room while forwarded rows
+/// await confirmation, a failure before the read — leaves the gauge as it
+/// was, so a stalled relay does not report zero lag.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) async fn relay_pass<T>(pass: impl Future<Output = T>) -> T {
     #[cfg(feature = "metrics")]
     {
-        let (result, oldest) = PASS_OLDEST
+        let (result, read) = PASS_OLDEST
             .scope(Cell::new(None), async {
                 let result = pass.await;
                 (result, PASS_OLDEST.with(Cell::get))
             })
             .await;
-        let lag = oldest.unwrap_or_default().as_secs_f64();
-        metrics::gauge!(names::RELAY_LAG).set(lag);
+        if let Some(oldest) = read {
+            let lag = oldest.unwrap_or_default().as_secs_f64();
+            metrics::gauge!(names::RELAY_LAG).set(lag);
+        }
         result
     }
     #[cfg(not(feature = "metrics"))]
     pass.await
 }
 
+/// A relay pass read rows whose oldest event was created `age` ago
+/// (`None`: no rows, or none with a time).
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-/// A relay pass read events whose oldest was created `age` ago.
 pub(crate) fn relay_read(age: Option<Duration>) {
     #[cfg(feature = "metrics")]
     {
-        let _ = PASS_OLDEST.try_with(|oldest| oldest.set(oldest.get().max(age)));
+        let _ = PASS_OLDEST.try_with(|read| read.set(Some(read.get().flatten().max(age))));
     }
     #[cfg(not(feature = "metrics"))]
     let _ = age;
