@@ -88,6 +88,8 @@ where
         total: tenants.len(),
         ..MigrationReport::default()
     };
+    // The remaining-tenants gauge goes back to zero however the run ends.
+    let _remaining = observe::FleetRun::start(tenants.len());
     let mut done = 0;
     let canaries = options.canaries.min(tenants.len());
     let (first, rest) = tenants.split_at(canaries);

@@ -129,6 +129,27 @@ pub(crate) fn record_cache(hit: bool) {
     let _ = hit;
 }
 
+/// A fleet migration running: the remaining-tenants gauge is set to its
+/// size now and back to zero when dropped (the run ended, by any path).
+pub(crate) struct FleetRun;
+
+impl FleetRun {
+    pub(crate) fn start(tenants: usize) -> Self {
+        #[cfg(feature = "metrics")]
+        gauge!(MIGRATION_REMAINING).set(tenants as f64);
+        #[cfg(not(feature = "metrics"))]
+        let _ = tenants;
+        FleetRun
+    }
+}
+
+impl Drop for FleetRun {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        gauge!(MIGRATION_REMAINING).set(0.0);
+    }
+}
+
 /// One fleet-migration attempt ended (`outcome`: applied, current,
 /// failed), `remaining` tenants to go.
 pub(crate) fn tenant_migrated(outcome: &'static str, remaining: usize) {

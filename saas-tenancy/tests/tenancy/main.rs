@@ -17,6 +17,7 @@ mod leak_harness;
 mod lifecycle;
 mod lifecycle_races;
 mod manifest;
+mod metrics;
 mod migrate;
 mod model;
 mod numbers;
