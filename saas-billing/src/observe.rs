@@ -29,8 +29,16 @@ fn reason(decision: &Decision) -> &'static str {
 pub(crate) fn decided(tenant: TenantId, feature: &str, decision: &Decision) {
     #[cfg(feature = "metrics")]
     {
+        // Only a feature the tenant's plan has is a label value: a name
+        // the caller made up would add a series per name.
+        let feature = match decision.reason() {
+            Some(
+                DenyReason::UnknownTenant | DenyReason::UnknownFeature | DenyReason::NotServed(_),
+            ) => "_unchecked".to_owned(),
+            _ => feature.to_owned(),
+        };
         let labels = vec![
-            metrics::Label::new("feature", feature.to_owned()),
+            metrics::Label::new("feature", feature),
             metrics::Label::new(
                 "decision",
                 if decision.is_allowed() {

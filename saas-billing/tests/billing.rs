@@ -29,6 +29,8 @@ mod lagging_cycle;
 mod leases;
 #[path = "billing/metering.rs"]
 mod metering;
+#[path = "billing/metrics.rs"]
+mod metrics;
 #[path = "billing/money.rs"]
 mod money;
 #[path = "billing/no_float.rs"]

@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 
 use crate::TenantId;
 
@@ -35,14 +35,14 @@ pub const OTHER_TENANTS: &str = "_other";
 pub const TENANT_LABEL: &str = "tenant";
 
 static BOUND: AtomicUsize = AtomicUsize::new(0);
-static LABELLED: Mutex<Option<HashSet<TenantId>>> = Mutex::new(None);
+static LABELLED: RwLock<Option<HashSet<TenantId>>> = RwLock::new(None);
 
 /// Labels series with the tenant id for the first `max_tenants` tenants
 /// seen by this process (later ones as [`OTHER_TENANTS`]); `0` (the
 /// default) turns tenant labels off. Changing the bound forgets which
 /// tenants were seen.
 pub fn set_tenant_labels(max_tenants: usize) {
-    let mut seen = LABELLED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut seen = LABELLED.write().unwrap_or_else(PoisonError::into_inner);
     *seen = None;
     BOUND.store(max_tenants, Ordering::Release);
 }
@@ -54,13 +54,23 @@ pub fn tenant_label(tenant: TenantId) -> Option<String> {
     if bound == 0 {
         return None;
     }
-    let mut seen = LABELLED.lock().unwrap_or_else(PoisonError::into_inner);
-    let seen = seen.get_or_insert_with(HashSet::new);
-    if seen.contains(&tenant) || (seen.len() < bound && seen.insert(tenant)) {
-        Some(tenant.to_string())
-    } else {
-        Some(OTHER_TENANTS.to_owned())
-    }
+    // Read-mostly: a tenant labelled before needs only the read lock.
+    let labelled =
+        |seen: &Option<HashSet<TenantId>>| seen.as_ref().map(|s| (s.contains(&tenant), s.len()));
+    let known = labelled(&LABELLED.read().unwrap_or_else(PoisonError::into_inner));
+    let labelled = match known {
+        Some((true, _)) => true,
+        Some((false, len)) if len >= bound => false,
+        _ => {
+            let mut seen = LABELLED.write().unwrap_or_else(PoisonError::into_inner);
+            let seen = seen.get_or_insert_with(HashSet::new);
+            seen.contains(&tenant) || (seen.len() < bound && seen.insert(tenant))
+        }
+    };
+    Some(match labelled {
+        true => tenant.to_string(),
+        false => OTHER_TENANTS.to_owned(),
+    })
 }
 
 /// `labels` with the tenant label added, when tenant labels are on.
