@@ -80,30 +80,69 @@ pub(crate) fn relay_failed() {
     metrics::counter!(names::RELAY_ERRORS).increment(1);
 }
 
-/// A delivery handled in `took`, settled as `outcome` (ack, nack, panic).
-pub(crate) fn handled(tenant: Option<TenantId>, outcome: &'static str, took: Duration) {
+/// How a delivery was settled: the `outcome` label.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Ack,
+    Nack,
+    Panic,
+}
+
+impl Outcome {
     #[cfg(feature = "metrics")]
-    {
-        let seconds = took.as_secs_f64();
-        match tenant.and_then(saas_core::metrics::tenant_label) {
-            // The hot path: literal labels make a static key (no
-            // allocation, its hash computed once).
-            None => match outcome {
-                "ack" => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "ack"),
-                "nack" => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "nack"),
-                _ => metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "panic"),
-            }
-            .record(seconds),
-            Some(tenant) => metrics::histogram!(
-                names::HANDLER_SECONDS,
-                "outcome" => outcome,
-                saas_core::metrics::TENANT_LABEL => tenant
-            )
-            .record(seconds),
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Nack => "nack",
+            Outcome::Panic => "panic",
         }
     }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (tenant, outcome, took);
+}
+
+/// A router worker's handler-latency histograms. The handles are kept
+/// while the recorder stays the same (one registry lookup per worker, not
+/// per event, on the hot path), and taken again when another recorder is
+/// in place — one installed later, or a test's thread-local one.
+#[derive(Default)]
+pub(crate) struct HandlerTimes {
+    #[cfg(feature = "metrics")]
+    cached: Option<(usize, [metrics::Histogram; 3])>,
+}
+
+impl HandlerTimes {
+    /// A delivery of `tenant` handled in `took`, settled as `outcome`.
+    pub(crate) fn record(&mut self, tenant: Option<TenantId>, outcome: Outcome, took: Duration) {
+        #[cfg(feature = "metrics")]
+        {
+            let seconds = took.as_secs_f64();
+            if let Some(tenant) = tenant.and_then(saas_core::metrics::tenant_label) {
+                metrics::histogram!(
+                    names::HANDLER_SECONDS,
+                    "outcome" => outcome.label(),
+                    saas_core::metrics::TENANT_LABEL => tenant
+                )
+                .record(seconds);
+                return;
+            }
+            // The recorder's address says whether the cached handles are
+            // its own.
+            let recorder = metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+            let handles = match &self.cached {
+                Some((cached, handles)) if *cached == recorder => handles,
+                _ => {
+                    let handles = [
+                        metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "ack"),
+                        metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "nack"),
+                        metrics::histogram!(names::HANDLER_SECONDS, "outcome" => "panic"),
+                    ];
+                    &self.cached.insert((recorder, handles)).1
+                }
+            };
+            handles[outcome as usize].record(seconds);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (self, tenant, outcome, took);
+    }
 }
 
 pub(crate) fn retried() {

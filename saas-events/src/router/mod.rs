@@ -19,6 +19,7 @@ use tower_service::Service;
 use crate::delivery::{Delivery, Subscription};
 use crate::error::{BoxError, EventError};
 use crate::middleware::Backoff;
+use crate::observe::{HandlerTimes, Outcome};
 use crate::traits::{SubscribeOptions, Subscriber};
 
 pub use handler::{Handler, HandlerFn, ReceivedEvent, SharedHandler, handler_fn};
@@ -352,6 +353,7 @@ async fn worker(
     service: BoxEventService,
     backoff: Option<Backoff>,
 ) {
+    let mut times = HandlerTimes::default();
     while let Some(delivery) = rx.recv().await {
         let event = ReceivedEvent::from_delivery(&delivery);
         let (tenant, started) = (event.event().tenant_id(), std::time::Instant::now());
@@ -362,11 +364,11 @@ async fn worker(
         // only.
         let outcome = tokio::spawn(async move { ready_then_call(&mut service, event).await }).await;
         let settled_as = match &outcome {
-            Ok(Ok(())) => "ack",
-            Ok(Err(_)) => "nack",
-            Err(_) => "panic",
+            Ok(Ok(())) => Outcome::Ack,
+            Ok(Err(_)) => Outcome::Nack,
+            Err(_) => Outcome::Panic,
         };
-        crate::observe::handled(tenant, settled_as, started.elapsed());
+        times.record(tenant, settled_as, started.elapsed());
         let settled = match outcome {
             Ok(Ok(())) => delivery.ack().await,
             Ok(Err(error)) => {

@@ -7,6 +7,7 @@ mod envelope;
 mod errors;
 mod http_binding;
 mod inbox;
+mod metrics;
 mod middleware;
 mod nats;
 #[cfg(feature = "otel")]
