@@ -9,7 +9,8 @@
         feature = "postgres",
         feature = "sqlite",
         feature = "nats",
-        feature = "redis"
+        feature = "redis",
+        feature = "rabbitmq"
     )),
     allow(rustdoc::broken_intra_doc_links)
 )]
@@ -47,6 +48,9 @@ pub mod nats;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+pub mod rabbitmq;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

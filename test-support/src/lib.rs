@@ -25,6 +25,9 @@ pub enum Service {
     Nats,
     /// Redis (`SAAS_TEST_REDIS_URL`).
     Redis,
+    /// RabbitMQ (`SAAS_TEST_RABBITMQ_URL`, e.g.
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    RabbitMq,
 }
 
 impl Service {
@@ -35,6 +38,7 @@ impl Service {
             Service::Postgres2 => "SAAS_TEST_POSTGRES2_URL",
             Service::Nats => "SAAS_TEST_NATS_URL",
             Service::Redis => "SAAS_TEST_REDIS_URL",
+            Service::RabbitMq => "SAAS_TEST_RABBITMQ_URL",
         }
     }
 }
@@ -46,6 +50,7 @@ impl fmt::Display for Service {
             Service::Postgres2 => "second PostgreSQL server",
             Service::Nats => "NATS",
             Service::Redis => "Redis",
+            Service::RabbitMq => "RabbitMQ",
         })
     }
 }
