@@ -21,10 +21,22 @@ fn decisions_are_counted_with_bounded_labels() {
     let (tenant, stranger) = (TenantId::new(), TenantId::new());
     checker.set_plan(tenant, &[projects], calendar);
 
-    assert!(checker.try_consume(tenant, "projects", dec!(1)).is_allowed());
-    assert!(!checker.try_consume(tenant, "projects", dec!(1)).is_allowed());
+    assert!(
+        checker
+            .try_consume(tenant, "projects", dec!(1))
+            .is_allowed()
+    );
+    assert!(
+        !checker
+            .try_consume(tenant, "projects", dec!(1))
+            .is_allowed()
+    );
     // A feature name the caller made up, and a tenant without a plan.
-    assert!(!checker.check(tenant, "made-up-feature-1234", dec!(1)).is_allowed());
+    assert!(
+        !checker
+            .check(tenant, "made-up-feature-1234", dec!(1))
+            .is_allowed()
+    );
     assert!(!checker.check(stranger, "projects", dec!(1)).is_allowed());
     // With tenant labels on, the tenant is a label.
     saas_core::metrics::set_tenant_labels(10);
