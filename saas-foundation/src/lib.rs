@@ -8,7 +8,8 @@
 //! the glue that joins them, so hosts stop writing it.
 //!
 //! What it adds (features `postgres` and `sqlite` turn on every crate's
-//! backend for that database; `axum`, `nats` and `redis` the rest):
+//! backend for that database; `axum`, `nats`, `rabbitmq` and `redis` the
+//! rest; `metrics`, `prometheus`, `otel` and `otlp` instrument them):
 //!
 //! - `stack` — the whole foundation on one database in one call
 //!   (`PgStack`, `SqliteStack`): catalog and billing tables migrated, the
