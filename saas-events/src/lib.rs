@@ -64,6 +64,9 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "webhooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
+pub mod webhooks;
 
 pub use delivery::{Acknowledger, Delivery, DeliveryStream, Subscription};
 pub use envelope::{
@@ -89,4 +92,8 @@ const _: () = {
     assert_send_sync::<Delivery>();
     assert_send_sync::<router::Router>();
     assert_send_sync::<router::BoxEventService>();
+    #[cfg(feature = "webhooks")]
+    assert_send_sync::<webhooks::WebhookDispatcher>();
+    #[cfg(feature = "webhooks")]
+    assert_send_sync::<webhooks::WebhookError>();
 };

@@ -21,3 +21,4 @@ mod sqlite_outbox;
 mod sqlite_outbox_tenancy;
 mod support;
 mod tower_layers;
+mod webhooks;
