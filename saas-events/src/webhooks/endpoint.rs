@@ -134,7 +134,7 @@ pub enum EndpointStatus {
 /// use saas_core::TenantId;
 /// use saas_events::webhooks::{WebhookEndpoint, WebhookSecret};
 ///
-/// let secret = WebhookSecret::generate();
+/// let secret = WebhookSecret::generate()?;
 /// let endpoint = WebhookEndpoint::new(TenantId::new(), "https://example.com/hooks", secret)?
 ///     .with_filters(["order.*", "invoice.paid"])?
 ///     .with_max_in_flight(4);

@@ -41,7 +41,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let store = Arc::new(InMemoryWebhookStore::new());
 //! let tenant = TenantId::new();
-//! let secret = WebhookSecret::generate();
+//! let secret = WebhookSecret::generate()?;
 //! println!("show the tenant once: {}", secret.expose());
 //! let endpoint = WebhookEndpoint::new(tenant, "https://hooks.example.com/in", secret)?
 //!     .with_filters(["order.*"])?;
@@ -164,6 +164,13 @@ pub enum WebhookError {
         id: String,
     },
 
+    /// The operating system's random source failed.
+    #[error("no randomness for a webhook secret: {reason}")]
+    Random {
+        /// The operating system's error.
+        reason: String,
+    },
+
     /// The event could not be encoded.
     #[error(transparent)]
     Event(#[from] EventError),
@@ -209,7 +216,7 @@ impl WebhookError {
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Disabled { .. } => ErrorKind::Conflict,
             Self::Event(error) => error.kind(),
-            Self::Client { .. } => ErrorKind::Internal,
+            Self::Client { .. } | Self::Random { .. } => ErrorKind::Internal,
             Self::Store {
                 retryable: true, ..
             } => ErrorKind::Unavailable,

@@ -76,19 +76,18 @@ impl WebhookSecret {
         Ok(Self { key })
     }
 
-    /// A fresh random 32-byte secret.
-    pub fn generate() -> Self {
-        // Each v7 UUID carries 74 bits from the operating system's random
-        // source (`uuid` uses getrandom); four of them hashed with SHA-256
-        // fill the 32 key bytes without a new dependency on `rand`.
-        use sha2::Digest as _;
-        let mut hasher = Sha256::new();
-        for _ in 0..4 {
-            hasher.update(uuid::Uuid::now_v7().as_bytes());
-        }
-        Self {
-            key: hasher.finalize().to_vec(),
-        }
+    /// A fresh random 32-byte secret from the operating system's random
+    /// source.
+    ///
+    /// # Errors
+    /// [`WebhookError::Random`] if the operating system has no randomness
+    /// to give (a broken sandbox); there is no safe fallback for a key.
+    pub fn generate() -> Result<Self, WebhookError> {
+        let mut key = vec![0u8; 32];
+        getrandom::fill(&mut key).map_err(|error| WebhookError::Random {
+            reason: error.to_string(),
+        })?;
+        Ok(Self { key })
     }
 
     /// The `whsec_<base64>` text form, to show the tenant once.

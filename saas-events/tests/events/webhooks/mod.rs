@@ -128,7 +128,7 @@ impl Fixture {
     }
 
     async fn endpoint(&self, tenant: TenantId, url: &str, filters: &[&str]) -> WebhookEndpoint {
-        let endpoint = WebhookEndpoint::new(tenant, url, WebhookSecret::generate())
+        let endpoint = WebhookEndpoint::new(tenant, url, WebhookSecret::generate().unwrap())
             .unwrap()
             .with_filters(filters)
             .unwrap();
@@ -180,7 +180,7 @@ async fn deliveries_are_signed_with_every_valid_secret_and_verify_independently(
     let tenant = TenantId::new();
     let old = WebhookSecret::parse(SPEC_SECRET).unwrap();
     let mut endpoint = WebhookEndpoint::new(tenant, &receiver.url(), old.clone()).unwrap();
-    let new = WebhookSecret::generate();
+    let new = WebhookSecret::generate().unwrap();
     endpoint.rotate_secret(new.clone());
     fx.store.register(tenant, endpoint).await.unwrap();
 
@@ -225,7 +225,7 @@ async fn deliveries_are_signed_with_every_valid_secret_and_verify_independently(
             id
         );
     }
-    let stranger = WebhookSecret::generate();
+    let stranger = WebhookSecret::generate().unwrap();
     let late = start_time() + chrono::Duration::minutes(10);
     for (secret, at, body) in [
         (&stranger, now, &request.body[..]),

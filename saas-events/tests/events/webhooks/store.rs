@@ -16,7 +16,7 @@ fn endpoint(tenant: TenantId) -> WebhookEndpoint {
     WebhookEndpoint::new(
         tenant,
         "https://hooks.example.com/in",
-        WebhookSecret::generate(),
+        WebhookSecret::generate().unwrap(),
     )
     .unwrap()
 }
@@ -105,7 +105,7 @@ pub(crate) async fn update_keeps_status_and_disable_keeps_the_first_reason(
         .disable(tenant, e.id(), DisableReason::Manual, at(2))
         .await
         .unwrap();
-    e.rotate_secret(WebhookSecret::generate());
+    e.rotate_secret(WebhookSecret::generate().unwrap());
     let e = e.with_filters(["order.*"]).unwrap();
     store.update(tenant, e.clone()).await.unwrap();
     let stored = store.endpoint(tenant, e.id()).await.unwrap().unwrap();
