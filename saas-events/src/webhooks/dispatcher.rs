@@ -164,7 +164,8 @@ enum Outcome {
     Delivered(u16),
     /// `410 Gone`: disable the endpoint, no retry.
     Gone,
-    /// The SSRF policy refused: no retry (it would refuse again).
+    /// The SSRF policy refused, or the URL cannot be served by this
+    /// build: no retry (it would fail the same way).
     Refused(WebhookError),
     /// Anything else: retry.
     Failed {
@@ -264,6 +265,7 @@ impl WebhookDispatcher {
     /// [`WebhookError::Resolve`] if the host does not resolve.
     pub async fn check_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), WebhookError> {
         let url = endpoint.url();
+        scheme_supported(url)?;
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
         self.inner.resolver.resolve_checked(host, port).await?;
@@ -447,6 +449,9 @@ impl Inner {
     /// classified.
     async fn send(&self, endpoint: &WebhookEndpoint, webhook_id: &str, body: &Bytes) -> Outcome {
         let url = endpoint.url();
+        if let Err(error) = scheme_supported(url) {
+            return Outcome::Refused(error);
+        }
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
         // Checked here for a typed refusal before any connection; the
@@ -526,6 +531,18 @@ impl Inner {
             tracing::error!(%error, webhook_id, "could not keep a dead webhook delivery");
         }
     }
+}
+
+/// Refuses `https` in a build without TLS, for good rather than retrying
+/// for a day.
+fn scheme_supported(url: &reqwest::Url) -> Result<(), WebhookError> {
+    if url.scheme() == "https" && !cfg!(feature = "webhooks-tls") {
+        return Err(WebhookError::InvalidUrl {
+            url: url.to_string(),
+            reason: "https endpoints need the `webhooks-tls` feature",
+        });
+    }
+    Ok(())
 }
 
 /// The resolver's refusal inside a client error, if that is what it is

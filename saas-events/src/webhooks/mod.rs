@@ -25,6 +25,9 @@
 //!   [`WebhookEndpoint::max_in_flight`] requests in flight, so a slow
 //!   receiver holds up only its own deliveries.
 //!
+//! `https` endpoints need the `webhooks-tls` feature (rustls); without it
+//! a delivery to one is refused at once, not retried.
+//!
 //! Scheduled retries live in the dispatcher's tasks: a process that stops
 //! loses the retries it had pending (the bus delivery was acked when the
 //! deliveries started). Dead deliveries and the log live in the store.

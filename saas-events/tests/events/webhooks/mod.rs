@@ -715,3 +715,33 @@ async fn the_delivery_log_records_every_attempt_per_tenant() {
             .is_empty()
     );
 }
+
+#[cfg(feature = "webhooks-tls")]
+#[tokio::test]
+async fn an_https_endpoint_is_never_sent_plaintext() {
+    let fx = Fixture::new();
+    // A plain-HTTP receiver behind an https URL: the TLS handshake fails,
+    // so the request (and its signed body) never reaches the handler.
+    let receiver = Receiver::start().await;
+    let dispatcher = fx
+        .builder()
+        .schedule(RetrySchedule::new([Duration::from_secs(1)]).with_jitter(0.0))
+        .build()
+        .unwrap();
+    let tenant = TenantId::new();
+    let url = format!("https://127.0.0.1:{}/hook", receiver.port());
+    let endpoint = fx.endpoint(tenant, &url, &["*"]).await;
+    dispatcher.check_endpoint(&endpoint).await.unwrap();
+
+    dispatcher.dispatch(order(tenant, 1)).await.unwrap();
+    dispatcher.wait_idle().await;
+    assert!(receiver.requests().is_empty());
+    let log = fx.store.delivery_log(tenant, None).await.unwrap();
+    assert_eq!(
+        log.len(),
+        2,
+        "a failed handshake is retried like any failure"
+    );
+    assert!(log.iter().all(|a| a.status.is_none() && a.error.is_some()));
+    assert_eq!(fx.timer.delays(), [Duration::from_secs(1)]);
+}
