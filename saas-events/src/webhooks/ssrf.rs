@@ -235,3 +235,125 @@ impl Resolve for CheckedResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse()
+            .unwrap_or_else(|_| panic!("bad test address {text}"))
+    }
+
+    #[test]
+    fn the_default_policy_refuses_every_non_global_class() {
+        let strict = SsrfPolicy::default();
+        for refused in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "100::1",
+        ] {
+            assert!(
+                strict.check(ip(refused)).is_err(),
+                "{refused} should be refused"
+            );
+        }
+        for allowed in [
+            "93.184.215.14",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+        ] {
+            assert!(
+                strict.check(ip(allowed)).is_ok(),
+                "{allowed} should be allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn allowances_widen_only_what_they_name() {
+        let loopback = SsrfPolicy::default().allow_loopback();
+        assert!(loopback.check(ip("127.0.0.1")).is_ok());
+        assert!(loopback.check(ip("::1")).is_ok());
+        assert!(loopback.check(ip("::ffff:127.0.0.1")).is_ok());
+        assert!(loopback.check(ip("10.0.0.1")).is_err());
+        let one = SsrfPolicy::default().allow_ip(ip("10.0.0.5"));
+        assert!(one.check(ip("10.0.0.5")).is_ok());
+        assert!(one.check(ip("10.0.0.6")).is_err());
+        assert!(
+            SsrfPolicy::default()
+                .allow_non_global()
+                .check(ip("169.254.169.254"))
+                .is_ok()
+        );
+    }
+
+    /// What the HTTP client connects to comes from this resolver: it must
+    /// refuse as the check does, overrides included.
+    #[tokio::test]
+    async fn the_client_resolver_returns_only_checked_addresses() {
+        let overrides = HashMap::from([
+            ("rebound.example".to_owned(), vec![ip("127.0.0.1")]),
+            (
+                "mixed.example".to_owned(),
+                vec![ip("8.8.8.8"), ip("10.0.0.1")],
+            ),
+            ("public.example".to_owned(), vec![ip("8.8.8.8")]),
+        ]);
+        let resolver = CheckedResolver::new(SsrfPolicy::default(), overrides);
+        for host in ["rebound.example", "mixed.example", "localhost"] {
+            let name: Name = host.parse().unwrap_or_else(|_| panic!("bad name {host}"));
+            let error = match resolver.resolve(name).await {
+                Ok(addrs) => panic!("{host} resolved to {:?}", addrs.collect::<Vec<_>>()),
+                Err(error) => error,
+            };
+            assert!(
+                matches!(error.downcast_ref(), Some(WebhookError::Forbidden { .. })),
+                "{host}: {error}"
+            );
+        }
+        let name: Name = "public.example"
+            .parse()
+            .unwrap_or_else(|_| panic!("bad name"));
+        let addrs: Vec<_> = match resolver.resolve(name).await {
+            Ok(addrs) => addrs.collect(),
+            Err(error) => panic!("{error}"),
+        };
+        assert_eq!(addrs, [SocketAddr::new(ip("8.8.8.8"), 0)]);
+    }
+}

@@ -745,3 +745,67 @@ async fn an_https_endpoint_is_never_sent_plaintext() {
     assert!(log.iter().all(|a| a.status.is_none() && a.error.is_some()));
     assert_eq!(fx.timer.delays(), [Duration::from_secs(1)]);
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let fx = Fixture::new();
+    let (redirecting, elsewhere) = (Receiver::start().await, Receiver::start().await);
+    // A redirect could point anywhere (the metadata service, say); it is
+    // a failed attempt, and the target never hears from us.
+    redirecting.answer_with([307, 302]);
+    redirecting.redirect_to(&elsewhere.url());
+    let dispatcher = fx
+        .builder()
+        .schedule(RetrySchedule::new([Duration::from_secs(1)]).with_jitter(0.0))
+        .build()
+        .unwrap();
+    let tenant = TenantId::new();
+    fx.endpoint(tenant, &redirecting.url(), &["*"]).await;
+
+    dispatcher.dispatch(order(tenant, 1)).await.unwrap();
+    dispatcher.wait_idle().await;
+    assert_eq!(redirecting.requests().len(), 2);
+    assert!(elsewhere.requests().is_empty());
+    let statuses: Vec<_> = fx
+        .store
+        .delivery_log(tenant, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| (a.status, a.delivered))
+        .collect();
+    assert_eq!(statuses, [(Some(307), false), (Some(302), false)]);
+    assert_eq!(fx.store.dead_letters(tenant).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_is_a_failed_attempt() {
+    let fx = Fixture::new();
+    let receiver = Receiver::start().await;
+    receiver.hold();
+    let dispatcher = fx
+        .builder()
+        .request_timeout(Duration::from_millis(100))
+        .schedule(RetrySchedule::new([Duration::from_secs(1)]).with_jitter(0.0))
+        .build()
+        .unwrap();
+    let tenant = TenantId::new();
+    fx.endpoint(tenant, &receiver.url(), &["*"]).await;
+
+    dispatcher.dispatch(order(tenant, 1)).await.unwrap();
+    dispatcher.wait_idle().await;
+    // Both attempts reached the receiver and were cut off unanswered.
+    assert_eq!(receiver.requests().len(), 2);
+    let log = fx.store.delivery_log(tenant, None).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert!(
+        log.iter().all(|a| a.status.is_none() && !a.delivered),
+        "{log:?}"
+    );
+    assert!(
+        log[0].error.as_deref().unwrap().contains("timed out"),
+        "{log:?}"
+    );
+    assert_eq!(fx.store.dead_letters(tenant).await.unwrap()[0].attempts, 2);
+    receiver.release();
+}

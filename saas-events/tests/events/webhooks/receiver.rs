@@ -24,6 +24,8 @@ struct Shared {
     script: Mutex<VecDeque<u16>>,
     /// While set, requests are recorded and then held until released.
     gate: Mutex<Option<Arc<Semaphore>>>,
+    /// The `location` of 3xx answers.
+    location: Mutex<Option<String>>,
 }
 
 pub(super) struct Receiver {
@@ -38,7 +40,11 @@ impl Drop for Receiver {
     }
 }
 
-async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn hook(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
     shared
         .requests
         .lock()
@@ -50,7 +56,11 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         gate.acquire().await.unwrap().forget();
     }
     let status = shared.script.lock().unwrap().pop_front().unwrap_or(200);
-    StatusCode::from_u16(status).unwrap()
+    let mut answer = HeaderMap::new();
+    if let Some(location) = shared.location.lock().unwrap().as_ref() {
+        answer.insert("location", location.parse().unwrap());
+    }
+    (StatusCode::from_u16(status).unwrap(), answer)
 }
 
 impl Receiver {
@@ -78,6 +88,11 @@ impl Receiver {
     /// Answers the next requests with these statuses (replacing any left).
     pub(super) fn answer_with(&self, statuses: impl IntoIterator<Item = u16>) {
         *self.shared.script.lock().unwrap() = statuses.into_iter().collect();
+    }
+
+    /// Sends `location` with every answer (for redirects).
+    pub(super) fn redirect_to(&self, location: &str) {
+        *self.shared.location.lock().unwrap() = Some(location.to_owned());
     }
 
     /// Holds every request until [`Self::release`].
