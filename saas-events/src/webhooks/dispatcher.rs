@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 
 use super::WebhookError;
+use super::attempt::{Outcome, Sender, scheme_supported};
 use super::endpoint::{DisableReason, EndpointId, WebhookEndpoint};
 use super::schedule::{DisablePolicy, RetrySchedule, RetryTimer, TokioTimer};
-use super::signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, signature_header};
 use super::ssrf::{CheckedResolver, SsrfPolicy};
 use super::store::{DeadDelivery, DeliveryAttempt, WebhookStore};
 use crate::envelope::Event;
@@ -157,21 +157,6 @@ impl fmt::Debug for WebhookDispatcher {
             .field("pending", &*self.inner.pending.borrow())
             .finish_non_exhaustive()
     }
-}
-
-/// What one attempt came to.
-enum Outcome {
-    Delivered(u16),
-    /// `410 Gone`: disable the endpoint, no retry.
-    Gone,
-    /// The SSRF policy refused, or the URL cannot be served by this
-    /// build: no retry (it would fail the same way).
-    Refused(WebhookError),
-    /// Anything else: retry.
-    Failed {
-        status: Option<u16>,
-        error: Option<String>,
-    },
 }
 
 impl WebhookDispatcher {
@@ -356,7 +341,12 @@ impl Inner {
             let started = Instant::now();
             let outcome = {
                 let permit = self.limit(&endpoint).acquire_owned().await;
-                let outcome = self.send(&endpoint, &webhook_id, &body).await;
+                let sender = Sender {
+                    client: &self.client,
+                    resolver: &self.resolver,
+                    clock: &self.clock,
+                };
+                let outcome = sender.send(&endpoint, &webhook_id, &body).await;
                 drop(permit);
                 outcome
             };
@@ -445,59 +435,6 @@ impl Inner {
         Arc::clone(&entry.1)
     }
 
-    /// One request: the address checked, the headers signed, the answer
-    /// classified.
-    async fn send(&self, endpoint: &WebhookEndpoint, webhook_id: &str, body: &Bytes) -> Outcome {
-        let url = endpoint.url();
-        if let Err(error) = scheme_supported(url) {
-            return Outcome::Refused(error);
-        }
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or(80);
-        // Checked here for a typed refusal before any connection; the
-        // client's resolver checks again what it connects to.
-        match self.resolver.resolve_checked(host, port).await {
-            Ok(_) => {}
-            Err(error @ WebhookError::Forbidden { .. }) => return Outcome::Refused(error),
-            Err(error) => {
-                return Outcome::Failed {
-                    status: None,
-                    error: Some(error.to_string()),
-                };
-            }
-        }
-        let timestamp = self.clock.now().timestamp();
-        let signature = signature_header(endpoint.secrets(), webhook_id, timestamp, body);
-        let request = self
-            .client
-            .post(url.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(WEBHOOK_ID, webhook_id)
-            .header(WEBHOOK_TIMESTAMP, timestamp.to_string())
-            .header(WEBHOOK_SIGNATURE, signature)
-            .body(body.clone());
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                match status.as_u16() {
-                    200..=299 => Outcome::Delivered(status.as_u16()),
-                    410 => Outcome::Gone,
-                    code => Outcome::Failed {
-                        status: Some(code),
-                        error: None,
-                    },
-                }
-            }
-            Err(error) => match forbidden_in(&error) {
-                Some(refusal) => Outcome::Refused(refusal),
-                None => Outcome::Failed {
-                    status: None,
-                    error: Some(error_chain(&error)),
-                },
-            },
-        }
-    }
-
     async fn disable(&self, tenant: TenantId, id: EndpointId, reason: DisableReason) {
         tracing::warn!(%tenant, endpoint = %id, ?reason, "webhook endpoint disabled");
         if let Err(error) = self
@@ -531,52 +468,6 @@ impl Inner {
             tracing::error!(%error, webhook_id, "could not keep a dead webhook delivery");
         }
     }
-}
-
-/// Refuses `https` in a build without TLS, for good rather than retrying
-/// for a day.
-fn scheme_supported(url: &reqwest::Url) -> Result<(), WebhookError> {
-    if url.scheme() == "https" && !cfg!(feature = "webhooks-tls") {
-        return Err(WebhookError::InvalidUrl {
-            url: url.to_string(),
-            reason: "https endpoints need the `webhooks-tls` feature",
-        });
-    }
-    Ok(())
-}
-
-/// The resolver's refusal inside a client error, if that is what it is
-/// (a name that resolved differently for the client than for the check).
-fn forbidden_in(error: &reqwest::Error) -> Option<WebhookError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(WebhookError::Forbidden {
-            host,
-            address,
-            reason,
-        }) = current.downcast_ref()
-        {
-            return Some(WebhookError::Forbidden {
-                host: host.clone(),
-                address: *address,
-                reason,
-            });
-        }
-        source = current.source();
-    }
-    None
-}
-
-/// The error and its causes on one line (reqwest's own text is terse).
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The router [`Handler`] of a [`WebhookDispatcher`]: dispatches each

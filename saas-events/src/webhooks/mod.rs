@@ -62,6 +62,7 @@
 //! # }).unwrap();
 //! ```
 
+mod attempt;
 mod dispatcher;
 mod endpoint;
 mod schedule;
