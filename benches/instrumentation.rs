@@ -1,11 +1,12 @@
 //! Instrumentation on vs off: the cost of the crates' metrics on the hot
 //! paths, measured in one run.
 //!
-//! "Off" is a build with the `metrics` features and no recorder installed
-//! (every metric call is the facade's no-op); "on" records into a
-//! Prometheus recorder, as `Host::metrics_at` installs — set as the
-//! thread's recorder around each candidate operation (the runtime is
-//! single-threaded, so everything the operation runs records into it).
+//! Both sides are built with the `metrics` features and set a recorder as
+//! the thread's around each operation (the runtime is single-threaded, so
+//! everything the operation runs records into it): "off" the facade's
+//! no-op recorder, "on" a Prometheus recorder, as `Host::metrics_at`
+//! installs. Setting the recorder costs both sides the same, so the ratio
+//! is the recording itself.
 //! Cases: a PostgreSQL scoped transaction with one statement (a row
 //! tenant on the shared pool, and a database tenant through the pool
 //! registry), and one event published on the in-memory bus and handled by
@@ -50,6 +51,7 @@ struct Row {
 /// Each case once, off (baseline) against on (candidate).
 async fn run(url: &str, rows: &mut Vec<Row>) {
     let recorder = PrometheusBuilder::new().build_recorder();
+    let off = metrics::NoopRecorder;
     let limits = PoolLimits::new(8, 2);
     let mut sandbox = PgSandbox::with_limits(url, ScopeMode::Shared, limits)
         .await
@@ -66,7 +68,10 @@ async fn run(url: &str, rows: &mut Vec<Row>) {
         let result = compare_paired(
             ROUNDS,
             PER_ROUND,
-            || scoped_statement(&sandbox, ctx),
+            || async {
+                let _off = metrics::set_default_local_recorder(&off);
+                scoped_statement(&sandbox, ctx).await;
+            },
             || async {
                 let _on = metrics::set_default_local_recorder(&recorder);
                 scoped_statement(&sandbox, ctx).await;
@@ -108,10 +113,18 @@ async fn run(url: &str, rows: &mut Vec<Row>) {
                 .unwrap();
         }
     };
-    let result = compare_paired(ROUNDS, PER_ROUND, one, || async {
-        let _on = metrics::set_default_local_recorder(&recorder);
-        one().await;
-    })
+    let result = compare_paired(
+        ROUNDS,
+        PER_ROUND,
+        || async {
+            let _off = metrics::set_default_local_recorder(&off);
+            one().await;
+        },
+        || async {
+            let _on = metrics::set_default_local_recorder(&recorder);
+            one().await;
+        },
+    )
     .await;
     rows.push(Row {
         case: "in-memory bus · publish + route + handle + ack",
@@ -136,7 +149,7 @@ async fn main() {
         run(&url, &mut rows).await;
     }
     let mut report = format!(
-        "instrumentation off (no recorder) vs on (Prometheus recorder); {repeats} runs, \
+        "instrumentation off (no-op recorder) vs on (Prometheus recorder); {repeats} runs, \
          each the median over {ROUNDS} paired rounds of {PER_ROUND}.\n\n\
          | case | off µs/op | on µs/op | ratio, median of runs | runs' ratios, lowest–highest | target |\n\
          |---|---:|---:|---:|---:|---|\n"

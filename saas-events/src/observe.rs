@@ -3,6 +3,7 @@
 
 #[cfg(all(feature = "metrics", any(feature = "postgres", feature = "sqlite")))]
 use std::cell::Cell;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use std::time::Duration;
 
 use saas_core::TenantId;
@@ -109,12 +110,25 @@ pub(crate) struct HandlerTimes {
     cached: Option<(usize, [metrics::Histogram; 3])>,
 }
 
+/// When a delivery's handling started; nothing without the feature.
+#[derive(Clone, Copy)]
+pub(crate) struct Started(#[cfg(feature = "metrics")] std::time::Instant);
+
 impl HandlerTimes {
-    /// A delivery of `tenant` handled in `took`, settled as `outcome`.
-    pub(crate) fn record(&mut self, tenant: Option<TenantId>, outcome: Outcome, took: Duration) {
+    /// Starts timing a delivery (no clock read without the feature).
+    pub(crate) fn start(&self) -> Started {
+        Started(
+            #[cfg(feature = "metrics")]
+            std::time::Instant::now(),
+        )
+    }
+
+    /// A delivery of `tenant`, handled since `started`, settled as
+    /// `outcome`.
+    pub(crate) fn record(&mut self, tenant: Option<TenantId>, outcome: Outcome, started: Started) {
         #[cfg(feature = "metrics")]
         {
-            let seconds = took.as_secs_f64();
+            let seconds = started.0.elapsed().as_secs_f64();
             if let Some(tenant) = tenant.and_then(saas_core::metrics::tenant_label) {
                 metrics::histogram!(
                     names::HANDLER_SECONDS,
@@ -141,7 +155,7 @@ impl HandlerTimes {
             handles[outcome as usize].record(seconds);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (self, tenant, outcome, took);
+        let _ = (self, tenant, outcome, started);
     }
 }
 

@@ -356,7 +356,7 @@ async fn worker(
     let mut times = HandlerTimes::default();
     while let Some(delivery) = rx.recv().await {
         let event = ReceivedEvent::from_delivery(&delivery);
-        let (tenant, started) = (event.event().tenant_id(), std::time::Instant::now());
+        let (tenant, started) = (event.event().tenant_id(), times.start());
         // A clone per delivery: readiness (a concurrency permit, say) is
         // reserved by the clone that is then called, as tower expects.
         let mut service = service.clone();
@@ -368,7 +368,7 @@ async fn worker(
             Ok(Err(_)) => Outcome::Nack,
             Err(_) => Outcome::Panic,
         };
-        times.record(tenant, settled_as, started.elapsed());
+        times.record(tenant, settled_as, started);
         let settled = match outcome {
             Ok(Ok(())) => delivery.ack().await,
             Ok(Err(error)) => {
