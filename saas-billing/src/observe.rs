@@ -56,18 +56,19 @@ pub(crate) fn decided(tenant: TenantId, feature: &str, decision: &Decision) {
     let _ = (tenant, feature, reason(decision));
 }
 
-/// A billing cycle run that took `seconds`, with its drafts and
-/// finalized invoices (`None` when it failed).
-pub(crate) fn cycle(seconds: f64, done: Option<(usize, usize)>) {
+/// A billing cycle run that took `took`, with its drafts and finalized
+/// invoices (`None` when it failed). The histogram takes the duration as
+/// is (seconds): no floating-point type is written in this crate.
+pub(crate) fn cycle(took: std::time::Duration, done: Option<(usize, usize)>) {
     #[cfg(feature = "metrics")]
     {
         let outcome = if done.is_some() { "ok" } else { "error" };
-        metrics::histogram!(CYCLE_SECONDS, "outcome" => outcome).record(seconds);
+        metrics::histogram!(CYCLE_SECONDS, "outcome" => outcome).record(took);
         if let Some((drafted, finalized)) = done {
             metrics::counter!(INVOICES_DRAFTED).increment(drafted as u64);
             metrics::counter!(INVOICES_FINALIZED).increment(finalized as u64);
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (seconds, done);
+    let _ = (took, done);
 }

@@ -94,7 +94,7 @@ impl BillingEngine {
             .as_ref()
             .ok()
             .map(|r| (r.drafts_created.len(), r.finalized.len()));
-        crate::observe::cycle(started.elapsed().as_secs_f64(), done);
+        crate::observe::cycle(started.elapsed(), done);
         run
     }
 

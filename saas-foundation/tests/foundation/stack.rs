@@ -44,23 +44,24 @@ async fn open(dir: &std::path::Path, services: &mut Services) -> SqliteStack {
     .unwrap()
 }
 
+/// A row tenant in the shared file and a tenant with a file of its own.
+async fn two_tenants(stack: &SqliteStack) -> Vec<TenantId> {
+    let mut tenants = Vec::new();
+    for (slug, strategy) in [("rows", Strategy::Shared), ("file", Strategy::Database)] {
+        let parsed = TenantSlug::parse(slug).unwrap();
+        let new = NewTenant::new(parsed, slug, strategy, stack.cluster().clone()).unwrap();
+        tenants.push(stack.tenancy().provision(new).await.unwrap().id);
+    }
+    tenants
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_stack_relays_every_placements_events_and_reopens() {
     let dir = std::env::temp_dir().join(saas_test_support::unique_name("saas_stack"));
     let mut services = Services::new();
     let stack = open(&dir, &mut services).await;
     let tenancy = stack.tenancy();
-    let mut tenants = Vec::new();
-    for (slug, strategy) in [("rows", Strategy::Shared), ("file", Strategy::Database)] {
-        let new = NewTenant::new(
-            TenantSlug::parse(slug).unwrap(),
-            slug,
-            strategy,
-            stack.cluster().clone(),
-        )
-        .unwrap();
-        tenants.push(tenancy.provision(new).await.unwrap().id);
-    }
+    let mut tenants = two_tenants(&stack).await;
     let bus = InMemoryBus::new();
     let mut sub = bus
         .subscribe("notes", SubscribeOptions::new().with_group("audit"))
@@ -119,17 +120,7 @@ async fn in_process_consumers_get_each_event_in_its_tenant_until_handled() {
     let mut services = Services::new();
     let stack = open(&dir, &mut services).await;
     let tenancy = stack.tenancy();
-    let mut tenants = Vec::new();
-    for (slug, strategy) in [("rows", Strategy::Shared), ("file", Strategy::Database)] {
-        let new = NewTenant::new(
-            TenantSlug::parse(slug).unwrap(),
-            slug,
-            strategy,
-            stack.cluster().clone(),
-        )
-        .unwrap();
-        tenants.push(tenancy.provision(new).await.unwrap().id);
-    }
+    let mut tenants = two_tenants(&stack).await;
     // (tenant of the context, tenant of the event, attempt) per call.
     let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
     let audit = tenant_handler(Arc::clone(tenancy), move |ctx, received| {
