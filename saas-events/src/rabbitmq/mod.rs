@@ -393,9 +393,16 @@ pub(crate) async fn declare_delay_queue(
     durable: bool,
     delay: Duration,
 ) -> Result<String, EventError> {
-    let millis = u32::try_from(delay.as_millis()).map_err(|_| EventError::Unsupported {
-        operation: "a nack delay longer than 49 days",
-    })?;
+    // Rounded up to a power of two of milliseconds: backoffs with jitter
+    // ask for a different delay almost every time, and a queue per exact
+    // delay would leave the broker with thousands of them. The delay is
+    // never shorter than asked, at most twice as long.
+    let millis = u32::try_from(delay.as_millis())
+        .ok()
+        .and_then(|ms| ms.max(1).checked_next_power_of_two())
+        .ok_or(EventError::Unsupported {
+            operation: "a nack delay longer than 24 days",
+        })?;
     let name = format!("{queue}.d{millis}");
     let mut args = FieldTable::default();
     args.insert("x-message-ttl".into(), AMQPValue::LongUInt(millis));

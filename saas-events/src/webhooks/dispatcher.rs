@@ -225,7 +225,16 @@ impl WebhookDispatcher {
             .take_dead_letter(tenant, webhook_id)
             .await?
             .ok_or_else(|| WebhookError::not_found("dead delivery", webhook_id))?;
-        let refusal = match store.endpoint(tenant, dead.endpoint).await? {
+        // Until it is started again, the dead delivery goes back on any
+        // refusal or failure: a redrive never loses it.
+        let found = match store.endpoint(tenant, dead.endpoint).await {
+            Ok(found) => found,
+            Err(e) => {
+                store.park(tenant, dead).await?;
+                return Err(e);
+            }
+        };
+        let refusal = match found {
             Some(endpoint) if endpoint.is_enabled() => None,
             Some(endpoint) => Some(WebhookError::Disabled {
                 id: endpoint.id().to_string(),

@@ -9,6 +9,9 @@ use uuid::Uuid;
 use super::WebhookError;
 use super::signature::WebhookSecret;
 
+/// The most requests one endpoint may have in flight at once.
+pub const MAX_IN_FLIGHT: usize = 256;
+
 /// An endpoint's id (a UUID v7), unique across tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(Uuid);
@@ -197,10 +200,11 @@ impl WebhookEndpoint {
         Ok(self)
     }
 
-    /// Sets how many requests to this endpoint may be in flight at once
-    /// (at least 1).
+    /// Sets how many requests to this endpoint may be in flight at once,
+    /// between 1 and [`MAX_IN_FLIGHT`] (a value outside is brought into
+    /// that range: it may come from a tenant's form).
     pub fn with_max_in_flight(mut self, max: usize) -> Self {
-        self.max_in_flight = max.max(1);
+        self.max_in_flight = max.clamp(1, MAX_IN_FLIGHT);
         self
     }
 

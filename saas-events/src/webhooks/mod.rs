@@ -73,7 +73,9 @@ mod store;
 use std::net::IpAddr;
 
 pub use dispatcher::{WebhookDispatcher, WebhookDispatcherBuilder, WebhookHandler};
-pub use endpoint::{DisableReason, EndpointId, EndpointStatus, EventFilter, WebhookEndpoint};
+pub use endpoint::{
+    DisableReason, EndpointId, EndpointStatus, EventFilter, MAX_IN_FLIGHT, WebhookEndpoint,
+};
 pub use schedule::{DisablePolicy, RetrySchedule, RetryTimer, Sleep, TokioTimer};
 pub use signature::{
     WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, signature_header, verify,

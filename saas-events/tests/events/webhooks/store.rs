@@ -240,3 +240,15 @@ async fn in_memory_store_keeps_the_newest_log_entries() {
     let log = store.delivery_log(tenant, None).await.unwrap();
     assert_eq!(log.iter().map(|a| a.at).collect::<Vec<_>>(), [at(2), at(3)]);
 }
+
+/// The in-flight bound may come from a tenant's form: any value is brought
+/// into 1..=MAX_IN_FLIGHT, so the dispatcher's semaphore cannot be asked
+/// for more permits than it can hold.
+#[test]
+fn the_in_flight_bound_is_brought_into_range() {
+    let tenant = TenantId::new();
+    let bound = |max| endpoint(tenant).with_max_in_flight(max).max_in_flight();
+    assert_eq!(bound(0), 1);
+    assert_eq!(bound(8), 8);
+    assert_eq!(bound(usize::MAX), saas_events::webhooks::MAX_IN_FLIGHT);
+}
