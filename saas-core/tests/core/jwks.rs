@@ -1,7 +1,7 @@
 //! JWKS loading: key checks, unsupported keys, the default algorithm.
 
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -72,25 +72,32 @@ fn verify_rs256(keys: KeySet, kid: &str) -> Result<(), AuthError> {
         .map(drop)
 }
 
-/// Collects the `warn`-level events emitted while `f` runs on this thread.
+/// The warnings logged on this thread while `f` runs.
+///
+/// Recorded by a process-wide subscriber that is interested in every
+/// callsite, and keeps the lines of the threads that are capturing: a
+/// scoped subscriber instead races tracing's per-callsite interest cache
+/// with other tests' threads (a warning fired first elsewhere, while no
+/// subscriber wanted it, could be cached as "never" and go unseen here).
 fn warnings_during<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
-    // tracing caches each callsite's interest when it first fires. A test
-    // on another thread firing the loader's warning for the first time
-    // while the recorder below is being installed can cache "never" and
-    // hide the warning from it; firing it here first, before the recorder
-    // exists, lets installing the recorder recompute the cache safely.
-    let _ = KeySet::from_jwks_json(&jwks(vec![p521("warm-up")]));
-    let recorder = Recorder::default();
-    let lines = Arc::clone(&recorder.lines);
-    let out = tracing::subscriber::with_default(recorder, f);
-    let lines = lines.lock().unwrap().clone();
-    (out, lines)
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Another global subscriber would be the test binary's own choice.
+        let _ = tracing::subscriber::set_global_default(Recorder);
+    });
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let lines = CAPTURED.with(|captured| captured.borrow_mut().take());
+    (out, lines.unwrap_or_default())
 }
 
-#[derive(Default)]
-struct Recorder {
-    lines: Arc<Mutex<Vec<String>>>,
+thread_local! {
+    /// The warnings of this thread, while it captures.
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> =
+        const { std::cell::RefCell::new(None) };
 }
+
+struct Recorder;
 
 struct Line(String);
 
@@ -113,7 +120,11 @@ impl tracing::Subscriber for Recorder {
         if *event.metadata().level() == tracing::Level::WARN {
             let mut line = Line(String::new());
             event.record(&mut line);
-            self.lines.lock().unwrap().push(line.0);
+            CAPTURED.with(|captured| {
+                if let Some(lines) = captured.borrow_mut().as_mut() {
+                    lines.push(line.0);
+                }
+            });
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
