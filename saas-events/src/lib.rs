@@ -34,6 +34,10 @@ mod receipt;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod relay_core;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod relay_task;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod relay_wake;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql_ident;
 mod trace;
 mod traits;

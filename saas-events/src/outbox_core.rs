@@ -24,6 +24,9 @@ pub struct OutboxSettings {
     pub(crate) table: String,
     pub(crate) max_payload_bytes: usize,
     pub(crate) clock: SharedClock,
+    /// PostgreSQL only: the insert also notifies waiting relays (see
+    /// `crate::postgres::WAKE_CHANNEL`).
+    pub(crate) notify: bool,
 }
 
 impl fmt::Debug for OutboxSettings {
@@ -46,6 +49,7 @@ impl OutboxSettings {
             table: table.to_owned(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             clock: Arc::new(SystemClock),
+            notify: true,
         }
     }
 

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use sqlx::{Database, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::envelope::Event;
 use crate::error::EventError;
@@ -259,6 +258,13 @@ impl Unconfirmed {
             .retain(|name, slot| slot.busy || names.contains(name));
     }
 
+    /// Whether `location` has forwarded rows awaiting confirmation.
+    pub(crate) fn is_waiting(&self, location: &str) -> bool {
+        self.slots()
+            .get(location)
+            .is_some_and(|slot| !slot.runs.is_empty())
+    }
+
     /// Whether any location has forwarded rows awaiting confirmation.
     pub(crate) fn is_empty(&self) -> bool {
         self.slots().values().all(|slot| slot.runs.is_empty())
@@ -319,6 +325,7 @@ impl Drop for Checkout<'_> {
 pub struct RelayStats {
     relayed: AtomicU64,
     errors: AtomicU64,
+    visits: AtomicU64,
 }
 
 impl RelayStats {
@@ -333,6 +340,13 @@ impl RelayStats {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// Passes over one location (a transaction each, whether or not it
+    /// found rows): with wake-ups this grows with the locations that have
+    /// work, not with every location there is.
+    pub fn location_passes(&self) -> u64 {
+        self.visits.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn add_relayed(&self, events: usize) {
         self.relayed.fetch_add(events as u64, Ordering::Relaxed);
         crate::observe::relayed(events);
@@ -343,7 +357,7 @@ impl RelayStats {
 #[async_trait]
 pub(crate) trait RelayBackend: Clone + Send + Sync + 'static {
     /// Where one outbox table is.
-    type Location: Send + Sync;
+    type Location: Clone + Send + Sync;
 
     /// The relay's counters.
     fn counters(&self) -> &RelayStats;
@@ -361,6 +375,21 @@ pub(crate) trait RelayBackend: Clone + Send + Sync + 'static {
     fn location_name(location: &Self::Location) -> &str;
     /// Forwards one batch from `location`; returns how many events.
     async fn drain_location(&self, location: &Self::Location) -> Result<usize, EventError>;
+    /// Starts announcing new rows to `signals`, if the backend can: each
+    /// pass then visits the locations announced (and those it cannot
+    /// announce), with a full pass every [`RelayBackend::full_scan_interval`].
+    /// `None` (the default): every pass visits every location.
+    fn wakeups(
+        &self,
+        signals: std::sync::Arc<crate::relay_wake::WakeSignals>,
+    ) -> Option<Box<dyn crate::relay_wake::Wakeups<Self::Location>>> {
+        let _ = signals;
+        None
+    }
+    /// How often a relay with wake-ups still visits every location.
+    fn full_scan_interval(&self) -> Duration {
+        Duration::MAX
+    }
 }
 
 /// Implements [`RelayBackend`] for a backend's `OutboxRelay`, whose fields
@@ -368,6 +397,25 @@ pub(crate) trait RelayBackend: Clone + Send + Sync + 'static {
 /// and `relay_location` method have the same names in both backends.
 macro_rules! impl_relay_backend {
     ($relay:ty, $location:ty) => {
+        $crate::relay_core::impl_relay_backend!($relay, $location, {});
+    };
+    // `wakeups`: the relay also has `start_wakeups(signals)` and
+    // `config.full_scan_interval`.
+    ($relay:ty, $location:ty, wakeups) => {
+        $crate::relay_core::impl_relay_backend!($relay, $location, {
+            fn wakeups(
+                &self,
+                signals: std::sync::Arc<$crate::relay_wake::WakeSignals>,
+            ) -> Option<Box<dyn $crate::relay_wake::Wakeups<$location>>> {
+                self.start_wakeups(signals)
+            }
+
+            fn full_scan_interval(&self) -> std::time::Duration {
+                self.config.full_scan_interval
+            }
+        });
+    };
+    ($relay:ty, $location:ty, { $($extra:tt)* }) => {
         #[async_trait::async_trait]
         impl $crate::relay_core::RelayBackend for $relay {
             type Location = $location;
@@ -406,81 +454,92 @@ macro_rules! impl_relay_backend {
             ) -> Result<usize, $crate::EventError> {
                 self.relay_location(location).await
             }
+
+            $($extra)*
         }
     };
 }
 pub(crate) use impl_relay_backend;
 
-/// At most one batch from every location: a location that fails is logged
-/// and counted and the others are still drained; the first error is
-/// returned after, if nothing was forwarded.
-pub(crate) async fn relay_once<R: RelayBackend>(relay: &R) -> Result<usize, EventError> {
-    let mut total = 0;
-    let mut first_error = None;
+/// What a pass over some locations did.
+#[derive(Debug, Default)]
+pub(crate) struct PassOutcome {
+    /// Events forwarded.
+    pub(crate) forwarded: usize,
+    /// Whether a location forwarded a full batch (look again at once).
+    pub(crate) full: bool,
+    /// The first location's failure.
+    pub(crate) first_error: Option<EventError>,
+    /// Locations to visit again on the next pass without being woken: a
+    /// full batch (more may be there), rows awaiting the sink's
+    /// confirmation, or a failure.
+    pub(crate) again: HashSet<String>,
+}
+
+/// At most one batch from each of `locations`: a location that fails is
+/// logged and counted and the others are still drained.
+pub(crate) async fn relay_each<R: RelayBackend>(
+    relay: &R,
+    locations: &[R::Location],
+) -> PassOutcome {
+    let mut outcome = PassOutcome::default();
     let mut names = HashSet::new();
-    for location in relay.current_locations().await? {
+    for location in locations {
+        let name = R::location_name(location);
         // Forwarded rows are remembered by location name until confirmed.
-        let drained = if names.insert(R::location_name(&location).to_owned()) {
-            relay.drain_location(&location).await
+        let drained = if names.insert(name) {
+            relay.counters().visits.fetch_add(1, Ordering::Relaxed);
+            relay.drain_location(location).await
         } else {
             Err(EventError::InvalidName {
-                name: R::location_name(&location).to_owned(),
+                name: name.to_owned(),
                 reason: "two outbox locations share this name; give each its own",
             })
         };
         match drained {
-            Ok(n) => total += n,
+            Ok(n) => {
+                outcome.forwarded += n;
+                let full = n >= relay.batch_rows() as usize;
+                outcome.full |= full;
+                if full || relay.unconfirmed().is_waiting(name) {
+                    outcome.again.insert(name.to_owned());
+                }
+            }
             Err(error) => {
                 relay.counters().errors.fetch_add(1, Ordering::Relaxed);
                 crate::observe::relay_failed();
-                tracing::warn!(location = R::location_name(&location), %error, "outbox relay pass failed");
-                first_error.get_or_insert(error);
+                tracing::warn!(location = name, %error, "outbox relay pass failed");
+                outcome.again.insert(name.to_owned());
+                outcome.first_error.get_or_insert(error);
             }
         }
     }
-    relay.unconfirmed().keep_only(&names);
-    match first_error {
-        Some(error) if total == 0 => Err(error),
-        _ => Ok(total),
+    outcome
+}
+
+/// At most one batch from every location, listed anew: a location that
+/// fails is logged and counted and the others are still drained; the
+/// first error is returned after, if nothing was forwarded.
+pub(crate) async fn relay_once<R: RelayBackend>(relay: &R) -> Result<usize, EventError> {
+    let locations = relay.current_locations().await?;
+    let outcome = relay_each(relay, &locations).await;
+    relay.unconfirmed().keep_only(
+        &locations
+            .iter()
+            .map(|location| R::location_name(location).to_owned())
+            .collect(),
+    );
+    match outcome.first_error {
+        Some(error) if outcome.forwarded == 0 => Err(error),
+        _ => Ok(outcome.forwarded),
     }
 }
 
-/// Runs `relay` on a tokio task until [`RelayHandle::shutdown`]: passes
-/// back to back while there is work, `idle_wait` apart when idle or
-/// failing.
+/// Runs `relay` on a tokio task until [`RelayHandle::shutdown`] (see
+/// [`crate::relay_task`] for which locations each pass visits).
 pub(crate) fn spawn<R: RelayBackend>(relay: R) -> RelayHandle<R> {
-    let (stop, mut stopped) = watch::channel(false);
-    let runner = relay.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let pass = relay_once(&runner).instrument(tracing::debug_span!("outbox.relay_pass"));
-            let full = match crate::observe::relay_pass(pass).await {
-                Ok(n) => n >= runner.batch_rows() as usize,
-                Err(_) => false, // logged and counted in relay_once
-            };
-            if *stopped.borrow() {
-                break;
-            }
-            if !full {
-                tokio::select! {
-                    _ = tokio::time::sleep(runner.idle_wait()) => {}
-                    _ = stopped.changed() => break,
-                }
-            }
-        }
-        // Stopping: give the sink's consumers the confirmation time to
-        // finish what was forwarded, so a clean stop leaves no row to be
-        // forwarded again at the next start.
-        runner.unconfirmed().drain();
-        // At most an hour, whatever the timeout (`Duration::MAX` means
-        // "never forward again", not "never stop").
-        let wait = runner.confirm_timeout().min(Duration::from_secs(3600));
-        let deadline = tokio::time::Instant::now() + wait;
-        while !runner.unconfirmed().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(runner.idle_wait().min(Duration::from_millis(10))).await;
-            let _ = relay_once(&runner).await;
-        }
-    });
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(crate::relay_task::run(relay.clone(), stopped));
     RelayHandle { relay, stop, task }
 }
 

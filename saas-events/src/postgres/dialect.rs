@@ -5,6 +5,7 @@ use sqlx::postgres::PgQueryResult;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 use super::error::pg_error;
+use super::wake::WAKE_CHANNEL;
 use crate::envelope::Event;
 use crate::error::EventError;
 use crate::outbox_core::OutboxSettings;
@@ -49,13 +50,26 @@ impl Dialect for Postgres {
         let (tenants, bodies): (Vec<_>, Vec<_>) =
             rows.into_iter().map(|row| (row.tenant, row.body)).unzip();
         // One statement; WITH ORDINALITY keeps the batch's order in the
-        // sequence.
-        let sql = format!(
+        // sequence. With notifications on, the same statement tells
+        // listening relays which schema's outbox has rows (delivered at
+        // commit, dropped on rollback): no extra round trip.
+        let insert = format!(
             "INSERT INTO \"{}\" (tenant_id, topic, event) \
              SELECT t, $3, e FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(t, e, n) \
              ORDER BY n",
             settings.table
         );
+        let sql = if settings.notify {
+            format!(
+                "WITH written AS ({insert} RETURNING tableoid) \
+                 SELECT pg_notify('{WAKE_CHANNEL}', n.nspname::text) \
+                 FROM (SELECT DISTINCT tableoid FROM written) w \
+                 JOIN pg_catalog.pg_class c ON c.oid = w.tableoid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            )
+        } else {
+            insert
+        };
         sqlx::query(AssertSqlSafe(sql))
             .bind(tenants)
             .bind(bodies)

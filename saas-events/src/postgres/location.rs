@@ -82,6 +82,14 @@ impl OutboxLocation {
         self.reach.lease().await
     }
 
+    /// The location's own pool, if it has one (not lent per pass).
+    pub(crate) fn own_pool(&self) -> Option<&PgPool> {
+        match &self.reach {
+            Reach::Pool(pool) => Some(pool),
+            Reach::Lent(_) => None,
+        }
+    }
+
     /// The schema, if given.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()

@@ -32,6 +32,31 @@
 //! A relay that crashes after forwarding but before committing forwards the
 //! batch again (at-least-once; consumers deduplicate by event id).
 //!
+//! # Thousands of locations: waking on commit
+//!
+//! A relay over many outboxes (a schema per tenant) does not visit each
+//! of them on every pass. [`PgOutbox`] inserts its rows and calls
+//! `pg_notify(`[`WAKE_CHANNEL`]`, <schema>)` in the same statement — no
+//! extra round trip; PostgreSQL delivers the notification at commit and
+//! never for a rollback. A spawned relay listens on each database its
+//! locations' own pools reach (one connection per database, outside those
+//! pools) and visits only the locations announced, those it left with
+//! work, and those it cannot listen to (pools lent per pass, e.g. tenant
+//! databases); an idle relay does nothing until a commit. Every
+//! [`RelayConfig::full_scan_interval`] (5 s) it still visits every
+//! location — the net under a lost notification; a commit in a schema not
+//! listed yet (a tenant provisioned since) has it list its locations
+//! again. Notifying transactions serialise briefly at commit: see
+//! `BENCHMARKS.md` for the measured cost, and
+//! [`PgOutbox::with_relay_wakeups`] / [`RelayConfig::with_wake_on_commit`]
+//! to turn it off. Listening needs session connections: point the relay
+//! at PostgreSQL directly, not through a transaction-pooling PgBouncer.
+//!
+//! Several relay processes may serve the same locations: each location's
+//! pass holds its advisory lock, a pass finding it held skips it (the
+//! holder is at work there), and every relay hears every commit, so a
+//! location stays marked with the others until one visits it.
+//!
 //! Delivered rows are deleted in batches (`DELETE … WHERE seq = ANY(…)`),
 //! so the table stays as small as the backlog and autovacuum keeps up; no
 //! `delivered` flag accumulates dead rows.
@@ -40,9 +65,11 @@ mod dialect;
 mod error;
 mod location;
 mod relay;
+mod wake;
 
 pub use location::{OutboxLocation, OutboxLocations, StaticLocations};
 pub use relay::{OutboxRelay, RelayConfig, RelayHandle, RelayStats};
+pub use wake::WAKE_CHANNEL;
 
 pub use crate::sql::{DEFAULT_INBOX_TABLE, DEFAULT_OUTBOX_TABLE};
 use crate::sql::{SqlInbox, SqlInboxHandler, SqlOutbox, SqlOutboxPublisher};

@@ -9,10 +9,12 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::pg_error;
 use super::location::{OutboxLocation, OutboxLocations, check_ident};
+use super::wake::PgWakeups;
 use crate::envelope::Event;
 use crate::error::EventError;
 pub use crate::relay_core::RelayStats;
 use crate::relay_core::{self, PassTable, Unconfirmed};
+use crate::relay_wake::{WakeSignals, Wakeups};
 use crate::sql::DEFAULT_OUTBOX_TABLE;
 use crate::traits::Publisher;
 
@@ -20,6 +22,9 @@ use crate::traits::Publisher;
 /// `pg_try_advisory_xact_lock(int, int)`), chosen to not collide with
 /// other users of two-key advisory locks.
 const LOCK_CLASS: i32 = 0x5AA5_E7E0;
+
+/// How often a relay that wakes on commit still visits every location.
+const DEFAULT_FULL_SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Settings of an [`OutboxRelay`].
 #[derive(Debug, Clone)]
@@ -40,6 +45,18 @@ pub struct RelayConfig {
     /// Forwarded rows awaiting confirmation at which the relay stops
     /// reading new rows from a location (default 5,000).
     pub max_unconfirmed: u32,
+    /// Whether a spawned relay listens for the commits that write outbox
+    /// rows ([`PgOutbox::with_relay_wakeups`](super::PgOutbox::with_relay_wakeups),
+    /// on by default) and visits only the locations that have rows, instead
+    /// of every location every `poll_interval` (default on). Needs a
+    /// session connection per database its locations' own pools reach (not
+    /// through a transaction-pooling PgBouncer); locations lent per pass are
+    /// visited every pass either way.
+    pub wake_on_commit: bool,
+    /// How often a relay that wakes on commit still lists and visits every
+    /// location (default 5 s): the most a lost notification, or rows
+    /// written with notifications off, wait.
+    pub full_scan_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +67,8 @@ impl Default for RelayConfig {
             poll_interval: relay_core::DEFAULT_POLL_INTERVAL,
             confirm_timeout: relay_core::DEFAULT_CONFIRM_TIMEOUT,
             max_unconfirmed: relay_core::DEFAULT_MAX_UNCONFIRMED,
+            wake_on_commit: true,
+            full_scan_interval: DEFAULT_FULL_SCAN_INTERVAL,
         }
     }
 }
@@ -81,6 +100,20 @@ impl RelayConfig {
     /// before they are forwarded again.
     pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
+        self
+    }
+
+    /// Sets whether the relay wakes on commit (see
+    /// [`RelayConfig::wake_on_commit`]); off, every pass visits every
+    /// location.
+    pub fn with_wake_on_commit(mut self, on: bool) -> Self {
+        self.wake_on_commit = on;
+        self
+    }
+
+    /// Sets how often a relay that wakes on commit visits every location.
+    pub fn with_full_scan_interval(mut self, interval: Duration) -> Self {
+        self.full_scan_interval = interval;
         self
     }
 
@@ -248,10 +281,20 @@ impl OutboxRelay {
     }
 
     /// Runs the relay on a tokio task until `RelayHandle::shutdown`:
-    /// passes back to back while there is work, `poll_interval` apart
-    /// when idle or failing.
+    /// passes back to back while there is work. Idle, it waits for a
+    /// commit to announce rows ([`RelayConfig::wake_on_commit`]) and then
+    /// visits only the locations announced, with a full pass every
+    /// [`RelayConfig::full_scan_interval`]; without wake-ups, every pass
+    /// visits every location, `poll_interval` apart.
     pub fn spawn(self) -> RelayHandle {
         relay_core::spawn(self)
+    }
+
+    /// The commit listeners of a spawned relay, if it wakes on commit.
+    fn start_wakeups(&self, signals: Arc<WakeSignals>) -> Option<Box<dyn Wakeups<OutboxLocation>>> {
+        self.config
+            .wake_on_commit
+            .then(|| Box::new(PgWakeups::new(signals)) as Box<dyn Wakeups<OutboxLocation>>)
     }
 }
 
@@ -304,4 +347,4 @@ impl PassTable for PgPassTable<'_> {
 /// A relay running on a task.
 pub type RelayHandle = relay_core::RelayHandle<OutboxRelay>;
 
-relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation);
+relay_core::impl_relay_backend!(OutboxRelay, OutboxLocation, wakeups);

@@ -14,6 +14,7 @@ mod nats;
 mod otel;
 mod outbox;
 mod outbox_tenancy;
+mod outbox_wake;
 mod rabbitmq;
 mod redis_streams;
 mod router;

@@ -1,0 +1,213 @@
+//! The relay task: which locations each pass visits, and how long it
+//! waits between passes.
+//!
+//! Without wake-ups (SQLite, or PostgreSQL with them turned off) every
+//! pass lists the locations and visits all of them — one transaction per
+//! location — back to back while there is work, `poll_interval` apart
+//! when idle.
+//!
+//! With wake-ups (PostgreSQL's commit notifications, see
+//! `crate::postgres::WAKE_CHANNEL`) a pass visits only the locations
+//! announced since the last pass, those the backend cannot announce
+//! (lent per pass), and those it left with work (a full batch, rows
+//! awaiting the sink's confirmation, a failure). An idle relay sleeps
+//! until announced — no work per idle location. A full pass every
+//! `full_scan_interval` lists and visits everything: the safety net for a
+//! lost notification, and where locations that are gone are forgotten. An
+//! announcement from a table not listed yet (a tenant provisioned since)
+//! lists the locations again, at most once per [`RELIST_GAP`], and visits
+//! the new ones.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::relay_core::{PassOutcome, RelayBackend, relay_each, relay_once};
+use crate::relay_wake::{WakeSignals, Wakeups};
+
+/// The shortest time between two listings asked for by announcements of
+/// unknown tables (an outbox in a schema this relay does not serve would
+/// otherwise make it list on every commit there).
+const RELIST_GAP: Duration = Duration::from_millis(250);
+
+/// The longest a relay with wake-ups sleeps between full passes, whatever
+/// the configured interval (`Duration::MAX` must not overflow a deadline).
+const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Runs passes until `stopped`, then waits for what was forwarded to be
+/// confirmed (at most the confirmation timeout).
+pub(crate) async fn run<R: RelayBackend>(relay: R, mut stopped: watch::Receiver<bool>) {
+    let signals = Arc::new(WakeSignals::default());
+    let mut schedule = Schedule::new(relay.wakeups(Arc::clone(&signals)));
+    loop {
+        let pass = schedule
+            .pass(&relay, &signals)
+            .instrument(tracing::debug_span!("outbox.relay_pass"));
+        let full = crate::observe::relay_pass(pass).await;
+        if *stopped.borrow() {
+            break;
+        }
+        if !full {
+            tokio::select! {
+                _ = tokio::time::sleep(schedule.idle_wait(&relay)) => {}
+                _ = signals.signalled() => {}
+                _ = stopped.changed() => break,
+            }
+        }
+    }
+    // Stopping: give the sink's consumers the confirmation time to finish
+    // what was forwarded, so a clean stop leaves no row to be forwarded
+    // again at the next start.
+    relay.unconfirmed().drain();
+    // At most an hour, whatever the timeout (`Duration::MAX` means "never
+    // forward again", not "never stop").
+    let wait = relay.confirm_timeout().min(LONGEST_SLEEP);
+    let deadline = Instant::now() + wait;
+    while !relay.unconfirmed().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(relay.idle_wait().min(Duration::from_millis(10))).await;
+        let _ = relay_once(&relay).await;
+    }
+}
+
+/// Which locations the next pass visits.
+struct Schedule<R: RelayBackend> {
+    /// `None`: every pass is a full one.
+    wakeups: Option<Box<dyn Wakeups<R::Location>>>,
+    /// The locations as last listed, by name.
+    known: HashMap<String, R::Location>,
+    /// Known locations the backend cannot announce: visited every pass.
+    unannounced: Vec<String>,
+    /// Locations the last pass left with work.
+    again: HashSet<String>,
+    /// When the next full pass is due (`None`: now).
+    next_full: Option<Instant>,
+    last_listing: Option<Instant>,
+    /// An unknown table was announced and the listing is not due yet.
+    relist: bool,
+}
+
+impl<R: RelayBackend> Schedule<R> {
+    fn new(wakeups: Option<Box<dyn Wakeups<R::Location>>>) -> Self {
+        Self {
+            wakeups,
+            known: HashMap::new(),
+            unannounced: Vec::new(),
+            again: HashSet::new(),
+            next_full: None,
+            last_listing: None,
+            relist: false,
+        }
+    }
+
+    /// One pass; returns whether a location forwarded a full batch (look
+    /// again at once).
+    async fn pass(&mut self, relay: &R, signals: &WakeSignals) -> bool {
+        if self.wakeups.is_none() {
+            return matches!(relay_once(relay).await, Ok(n) if n >= relay.batch_rows() as usize);
+        }
+        let (mut targets, relist) = signals.take();
+        self.relist |= relist;
+        let now = Instant::now();
+        if self.next_full.is_none_or(|due| now >= due) {
+            return self.full_pass(relay, now).await;
+        }
+        targets.extend(self.again.drain());
+        targets.extend(self.unannounced.iter().cloned());
+        if self.relist && self.last_listing.is_none_or(|at| now - at >= RELIST_GAP) {
+            self.relist = false;
+            let before: HashSet<String> = self.known.keys().cloned().collect();
+            if self.list(relay, now).await {
+                targets.extend(
+                    self.known
+                        .keys()
+                        .filter(|name| !before.contains(*name))
+                        .cloned(),
+                );
+            }
+        }
+        // Names no longer listed (a tenant deleted since) are skipped.
+        let visit: Vec<R::Location> = targets
+            .iter()
+            .filter_map(|name| self.known.get(name).cloned())
+            .collect();
+        let outcome = relay_each(relay, &visit).await;
+        self.settle(outcome)
+    }
+
+    /// Lists every location, visits them all, forgets the state of those
+    /// gone.
+    async fn full_pass(&mut self, relay: &R, now: Instant) -> bool {
+        let interval = relay.full_scan_interval().min(LONGEST_SLEEP);
+        if !self.list(relay, now).await {
+            // Not listed: try again after the idle wait, visiting what is
+            // known meanwhile.
+            self.next_full = Some(now + relay.idle_wait());
+            return false;
+        }
+        self.next_full = Some(now + interval);
+        self.relist = false;
+        let all: Vec<R::Location> = self.known.values().cloned().collect();
+        let outcome = relay_each(relay, &all).await;
+        relay
+            .unconfirmed()
+            .keep_only(&self.known.keys().cloned().collect());
+        self.settle(outcome)
+    }
+
+    /// Lists the locations and has the wake-ups watch them; false (logged
+    /// and counted) if the listing failed.
+    async fn list(&mut self, relay: &R, now: Instant) -> bool {
+        self.last_listing = Some(now);
+        let locations = match relay.current_locations().await {
+            Ok(locations) => locations,
+            Err(error) => {
+                crate::observe::relay_failed();
+                tracing::warn!(%error, "outbox relay could not list its locations");
+                return false;
+            }
+        };
+        let announced = match self.wakeups.as_mut() {
+            Some(wakeups) => wakeups.watch(&locations).await,
+            None => HashSet::new(),
+        };
+        self.known = locations
+            .into_iter()
+            .map(|location| (R::location_name(&location).to_owned(), location))
+            .collect();
+        self.unannounced = self
+            .known
+            .keys()
+            .filter(|name| !announced.contains(*name))
+            .cloned()
+            .collect();
+        true
+    }
+
+    /// Keeps what the pass left with work; returns whether a location
+    /// forwarded a full batch.
+    fn settle(&mut self, outcome: PassOutcome) -> bool {
+        self.again = outcome.again;
+        outcome.full
+    }
+
+    /// How long an idle relay sleeps unless woken: the poll interval while
+    /// some location must be visited without an announcement, else until
+    /// the next full pass.
+    fn idle_wait(&self, relay: &R) -> Duration {
+        let Some(next_full) = self.next_full else {
+            return relay.idle_wait();
+        };
+        if self.wakeups.is_none()
+            || self.relist
+            || !self.again.is_empty()
+            || !self.unannounced.is_empty()
+        {
+            return relay.idle_wait();
+        }
+        next_full.saturating_duration_since(Instant::now())
+    }
+}

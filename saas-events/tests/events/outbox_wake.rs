@@ -1,0 +1,298 @@
+//! Relays woken by commits over many schema outboxes: only locations with
+//! rows are visited, a tenant provisioned after the start is found without
+//! waiting for a full pass, rows written without notifications are found
+//! by the full pass, and several relays over many locations deliver every
+//! event once, in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use saas_core::TenantId;
+use saas_events::postgres::{
+    OutboxLocation, OutboxLocations, OutboxRelay, PgOutbox, RelayConfig, RelayHandle,
+};
+use saas_events::{Event, EventError};
+use saas_test_support::{Service, service_url, unique_name};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+use crate::support::Recorder;
+
+/// Schemas of one test, each with an outbox, and the locations a relay
+/// is given (growing when the test provisions another).
+#[derive(Debug, Clone)]
+struct Schemas {
+    prefix: String,
+    pool: PgPool,
+    listed: Arc<Mutex<Vec<OutboxLocation>>>,
+}
+
+#[async_trait]
+impl OutboxLocations for Schemas {
+    async fn locations(&self) -> Result<Vec<OutboxLocation>, EventError> {
+        Ok(self.listed.lock().unwrap().clone())
+    }
+}
+
+impl Schemas {
+    async fn new(url: &str, count: usize) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .unwrap();
+        let schemas = Self {
+            prefix: unique_name("wake"),
+            pool,
+            listed: Arc::default(),
+        };
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+            let mut sql = String::new();
+            for n in chunk {
+                let schema = schemas.schema(*n);
+                sql.push_str(&format!(
+                    "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\"; {};",
+                    PgOutbox::new().create_table_sql()
+                ));
+            }
+            schemas.pool.execute(AssertSqlSafe(sql)).await.unwrap();
+        }
+        for n in 0..count {
+            schemas.list(n);
+        }
+        schemas
+    }
+
+    fn schema(&self, n: usize) -> String {
+        format!("{}_{n}", self.prefix)
+    }
+
+    fn list(&self, n: usize) {
+        let schema = self.schema(n);
+        let location =
+            OutboxLocation::new(&schema, self.pool.clone(), Some(schema.clone())).unwrap();
+        self.listed.lock().unwrap().push(location);
+    }
+
+    /// Writes `events` into schema `n`'s outbox in one transaction.
+    async fn publish(&self, outbox: &PgOutbox, n: usize, events: Vec<Event>) {
+        let mut tx = self.pool.begin().await.unwrap();
+        tx.execute(AssertSqlSafe(format!(
+            "SET LOCAL search_path TO \"{}\"",
+            self.schema(n)
+        )))
+        .await
+        .unwrap();
+        outbox.publish_batch(&mut tx, "wake", events).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn cleanup(self, count: usize) {
+        let mut sql = String::new();
+        for n in 0..count {
+            sql.push_str(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE;",
+                self.schema(n)
+            ));
+        }
+        let _ = self.pool.execute(AssertSqlSafe(sql)).await;
+        self.pool.close().await;
+    }
+}
+
+fn event(tenant: TenantId, n: u32) -> Event {
+    Event::new(tenant, "test.wake", "/tests", &n).unwrap()
+}
+
+/// Event `n` of `tenant`, written to schema `schema`'s outbox.
+fn placed(tenant: TenantId, n: u32, schema: usize) -> Event {
+    Event::new(tenant, "test.wake", "/tests", &(n, schema)).unwrap()
+}
+
+/// A relay that only wakes on commit: no full pass after the first within
+/// the test, so every later visit is one a notification asked for.
+fn woken_relay(schemas: &Schemas, sink: &Recorder, full_scan: Duration) -> RelayHandle {
+    OutboxRelay::new(
+        Arc::new(schemas.clone()),
+        Arc::new(sink.clone()),
+        RelayConfig::default()
+            .with_poll_interval(Duration::from_millis(5))
+            .with_full_scan_interval(full_scan),
+    )
+    .spawn()
+}
+
+async fn wait_for(sink: &Recorder, count: usize, what: &str) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while sink.len() < count {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: {} of {count} events relayed", sink.len()));
+}
+
+async fn first_full_pass(relay: &RelayHandle, locations: u64) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while relay.relay().stats().location_passes() < locations {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first pass visits every location");
+}
+
+/// 300 schema outboxes, rows in 5 of them: the relay visits those, not
+/// the 295 idle ones, and an idle relay visits nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_relay_visits_only_locations_with_rows() {
+    let Some(url) = service_url(Service::Postgres, "a_woken_relay_visits_only") else {
+        return;
+    };
+    const SCHEMAS: usize = 300;
+    let schemas = Schemas::new(&url, SCHEMAS).await;
+    let sink = Recorder::default();
+    let relay = woken_relay(&schemas, &sink, Duration::from_secs(3600));
+    first_full_pass(&relay, SCHEMAS as u64).await;
+    let after_full = relay.relay().stats().location_passes();
+    let outbox = PgOutbox::new();
+    let active = [3, 50, 120, 200, 299];
+    for round in 0..4u32 {
+        for n in active {
+            let tenant = TenantId::new();
+            schemas
+                .publish(
+                    &outbox,
+                    n,
+                    vec![event(tenant, round), event(tenant, round + 1)],
+                )
+                .await;
+        }
+    }
+    wait_for(&sink, 40, "woken relay").await;
+    let visits = relay.relay().stats().location_passes() - after_full;
+    assert!(
+        (active.len() as u64..SCHEMAS as u64).contains(&visits),
+        "{visits} location passes for 20 commits in {} schemas: idle schemas were visited",
+        active.len()
+    );
+    // Idle: no commits, no visits (the next full pass is an hour away).
+    // Notifications of commits whose rows an earlier visit already took
+    // may still be on their way: let them land first.
+    let mut idle_from = relay.relay().stats().location_passes();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = relay.relay().stats().location_passes();
+        if now == idle_from {
+            break;
+        }
+        idle_from = now;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        relay.relay().stats().location_passes(),
+        idle_from,
+        "an idle woken relay visited locations"
+    );
+    relay.shutdown().await;
+    schemas.cleanup(SCHEMAS).await;
+}
+
+/// A schema provisioned after the relay started is found by its first
+/// commit's notification (the relay lists its locations again), not by
+/// the full pass an hour away; rows written with notifications off are
+/// found by the full pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tenants_are_found_at_once_and_silent_rows_by_the_full_pass() {
+    let Some(url) = service_url(Service::Postgres, "new_tenants_are_found_at_once") else {
+        return;
+    };
+    let schemas = Schemas::new(&url, 3).await;
+    let sink = Recorder::default();
+    let relay = woken_relay(&schemas, &sink, Duration::from_secs(3600));
+    first_full_pass(&relay, 3).await;
+    // Provisioned now: the table exists before it is listed.
+    let late = schemas.schema(3);
+    schemas
+        .pool
+        .execute(AssertSqlSafe(format!(
+            "CREATE SCHEMA \"{late}\"; SET search_path TO \"{late}\"; {}",
+            PgOutbox::new().create_table_sql()
+        )))
+        .await
+        .unwrap();
+    schemas.list(3);
+    let tenant = TenantId::new();
+    schemas
+        .publish(&PgOutbox::new(), 3, vec![event(tenant, 0)])
+        .await;
+    wait_for(&sink, 1, "a new tenant's first event").await;
+    relay.shutdown().await;
+
+    // Notifications off: only a full pass finds the row.
+    let relay = woken_relay(&schemas, &sink, Duration::from_millis(300));
+    let quiet = PgOutbox::new().with_relay_wakeups(false);
+    schemas.publish(&quiet, 1, vec![event(tenant, 1)]).await;
+    wait_for(&sink, 2, "a row written without notification").await;
+    relay.shutdown().await;
+    schemas.cleanup(4).await;
+}
+
+/// Three woken relays over 200 schema outboxes, 8 writers committing
+/// throughout: every event is forwarded exactly once (no crash, so no
+/// repeat) and each tenant's events in the order they were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_woken_relays_share_many_locations_once_in_order() {
+    let Some(url) = service_url(Service::Postgres, "several_woken_relays") else {
+        return;
+    };
+    const SCHEMAS: usize = 200;
+    const WRITERS: usize = 8;
+    const COMMITS: u32 = 60;
+    let schemas = Schemas::new(&url, SCHEMAS).await;
+    let sink = Recorder::default();
+    let relays: Vec<RelayHandle> = (0..3)
+        .map(|_| woken_relay(&schemas, &sink, Duration::from_millis(500)))
+        .collect();
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let schemas = schemas.clone();
+        writers.push(tokio::spawn(async move {
+            let outbox = PgOutbox::new();
+            let tenant = TenantId::new();
+            for commit in 0..COMMITS {
+                // Each writer cycles over 10 schemas of its own: its
+                // tenant's events land in several outboxes, six commits
+                // in each.
+                let n = (writer * 25 + commit as usize % 10) % SCHEMAS;
+                let events = (0..2).map(|i| placed(tenant, commit * 2 + i, n)).collect();
+                schemas.publish(&outbox, n, events).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = WRITERS * COMMITS as usize * 2;
+    wait_for(&sink, total, "several relays").await;
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    let seen = sink.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), total, "an event was forwarded twice");
+    let unique: HashSet<&str> = seen.iter().map(|(_, e)| e.id()).collect();
+    assert_eq!(unique.len(), total);
+    // Within one outbox a tenant's events keep their order; a tenant
+    // writing to several outboxes has no order across them.
+    let mut last: HashMap<(TenantId, usize), u32> = HashMap::new();
+    for (_, e) in &seen {
+        let (n, schema): (u32, usize) = e.data_as().unwrap();
+        let tenant = e.tenant_id().unwrap();
+        if let Some(prev) = last.insert((tenant, schema), n) {
+            assert!(n > prev, "schema {schema}: event {n} after {prev}");
+        }
+    }
+    schemas.cleanup(SCHEMAS).await;
+}
