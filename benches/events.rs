@@ -2,9 +2,13 @@
 //! measured in the same run. Run: `cargo bench -p saas-benches --bench events`.
 //! Services from `SAAS_TEST_POSTGRES_URL` / `SAAS_TEST_NATS_URL` /
 //! `SAAS_TEST_REDIS_URL` (a missing
-//! one is skipped with a line). Set `SAAS_EVENTS_BENCH_N` to scale.
+//! one is skipped with a line). Set `SAAS_EVENTS_BENCH_N` to scale. The
+//! relay-lag table at 1,000 schema tenants (`relay_lag.rs`) comes last;
+//! `-- relay` runs only it.
 
 #![allow(clippy::unwrap_used)]
+
+mod relay_lag;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -488,6 +492,15 @@ async fn redis_consume(url: &str) -> Row {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench -p saas-benches --bench events -- relay`: only the
+    // relay-lag table.
+    if std::env::args().skip(1).any(|arg| arg == "relay") {
+        match std::env::var("SAAS_TEST_POSTGRES_URL") {
+            Ok(url) => relay_lag::report(&url).await,
+            Err(_) => println!("skipped relay lag: set SAAS_TEST_POSTGRES_URL"),
+        }
+        return;
+    }
     let mut rows = vec![in_memory().await];
     match std::env::var("SAAS_TEST_POSTGRES_URL") {
         Ok(url) => rows.push(outbox(&url).await),
@@ -524,5 +537,8 @@ async fn main() {
             row.baseline.0,
             per_sec(row.events, row.baseline.1)
         );
+    }
+    if let Ok(url) = std::env::var("SAAS_TEST_POSTGRES_URL") {
+        relay_lag::report(&url).await;
     }
 }

@@ -468,6 +468,8 @@ pub(crate) struct PassOutcome {
     pub(crate) forwarded: usize,
     /// Whether a location forwarded a full batch (look again at once).
     pub(crate) full: bool,
+    /// Locations that forwarded rows.
+    pub(crate) forwarded_from: Vec<String>,
     /// The first location's failure.
     pub(crate) first_error: Option<EventError>,
     /// Locations to visit again on the next pass without being woken: a
@@ -501,6 +503,9 @@ pub(crate) async fn relay_each<R: RelayBackend>(
                 outcome.forwarded += n;
                 let full = n >= relay.batch_rows() as usize;
                 outcome.full |= full;
+                if n > 0 {
+                    outcome.forwarded_from.push(name.to_owned());
+                }
                 if full || relay.unconfirmed().is_waiting(name) {
                     outcome.again.insert(name.to_owned());
                 }

@@ -10,8 +10,13 @@
 //! `crate::postgres::WAKE_CHANNEL`) a pass visits only the locations
 //! announced since the last pass, those the backend cannot announce
 //! (lent per pass), and those it left with work (a full batch, rows
-//! awaiting the sink's confirmation, a failure). An idle relay sleeps
-//! until announced — no work per idle location. A full pass every
+//! awaiting the sink's confirmation, a failure), and — every
+//! `poll_interval` for [`LINGER`] after they last had rows — those
+//! recently busy: a writer announces rows only into an outbox it saw
+//! empty (the announcement serialises commits; see the PostgreSQL
+//! dialect), so rows written into a busy outbox are found by these
+//! visits. An idle relay sleeps until announced — no work per idle
+//! location. A full pass every
 //! `full_scan_interval` lists and visits everything: the safety net for a
 //! lost notification, and where locations that are gone are forgotten. An
 //! announcement from a table not listed yet (a tenant provisioned since)
@@ -33,6 +38,12 @@ use crate::relay_wake::{WakeSignals, Wakeups};
 /// unknown tables (an outbox in a schema this relay does not serve would
 /// otherwise make it list on every commit there).
 const RELIST_GAP: Duration = Duration::from_millis(250);
+
+/// How long a relay with wake-ups keeps visiting a location after it last
+/// had rows, unannounced. It must outlast the time between a writer's
+/// insert (which saw rows there and so did not announce its own) and its
+/// commit; a transaction slower than this waits for the next full pass.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// The longest a relay with wake-ups sleeps between full passes, whatever
 /// the configured interval (`Duration::MAX` must not overflow a deadline).
@@ -83,6 +94,9 @@ struct Schedule<R: RelayBackend> {
     unannounced: Vec<String>,
     /// Locations the last pass left with work.
     again: HashSet<String>,
+    /// Locations that had rows recently, until when they are visited
+    /// without an announcement.
+    lingering: HashMap<String, Instant>,
     /// When the next full pass is due (`None`: now).
     next_full: Option<Instant>,
     last_listing: Option<Instant>,
@@ -97,6 +111,7 @@ impl<R: RelayBackend> Schedule<R> {
             known: HashMap::new(),
             unannounced: Vec::new(),
             again: HashSet::new(),
+            lingering: HashMap::new(),
             next_full: None,
             last_listing: None,
             relist: false,
@@ -117,6 +132,8 @@ impl<R: RelayBackend> Schedule<R> {
         }
         targets.extend(self.again.drain());
         targets.extend(self.unannounced.iter().cloned());
+        self.lingering.retain(|_, until| *until > now);
+        targets.extend(self.lingering.keys().cloned());
         if self.relist && self.last_listing.is_none_or(|at| now - at >= RELIST_GAP) {
             self.relist = false;
             let before: HashSet<String> = self.known.keys().cloned().collect();
@@ -135,7 +152,7 @@ impl<R: RelayBackend> Schedule<R> {
             .filter_map(|name| self.known.get(name).cloned())
             .collect();
         let outcome = relay_each(relay, &visit).await;
-        self.settle(outcome)
+        self.settle(outcome, now)
     }
 
     /// Lists every location, visits them all, forgets the state of those
@@ -155,7 +172,9 @@ impl<R: RelayBackend> Schedule<R> {
         relay
             .unconfirmed()
             .keep_only(&self.known.keys().cloned().collect());
-        self.settle(outcome)
+        self.lingering
+            .retain(|name, _| self.known.contains_key(name));
+        self.settle(outcome, now)
     }
 
     /// Lists the locations and has the wake-ups watch them; false (logged
@@ -189,8 +208,11 @@ impl<R: RelayBackend> Schedule<R> {
 
     /// Keeps what the pass left with work; returns whether a location
     /// forwarded a full batch.
-    fn settle(&mut self, outcome: PassOutcome) -> bool {
+    fn settle(&mut self, outcome: PassOutcome, now: Instant) -> bool {
         self.again = outcome.again;
+        for name in outcome.forwarded_from {
+            self.lingering.insert(name, now + LINGER);
+        }
         outcome.full
     }
 
@@ -204,6 +226,7 @@ impl<R: RelayBackend> Schedule<R> {
         if self.wakeups.is_none()
             || self.relist
             || !self.again.is_empty()
+            || !self.lingering.is_empty()
             || !self.unannounced.is_empty()
         {
             return relay.idle_wait();

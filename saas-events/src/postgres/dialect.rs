@@ -50,22 +50,30 @@ impl Dialect for Postgres {
         let (tenants, bodies): (Vec<_>, Vec<_>) =
             rows.into_iter().map(|row| (row.tenant, row.body)).unzip();
         // One statement; WITH ORDINALITY keeps the batch's order in the
-        // sequence. With notifications on, the same statement tells
-        // listening relays which schema's outbox has rows (delivered at
-        // commit, dropped on rollback): no extra round trip.
+        // sequence.
+        let table = &settings.table;
         let insert = format!(
-            "INSERT INTO \"{}\" (tenant_id, topic, event) \
+            "INSERT INTO \"{table}\" (tenant_id, topic, event) \
              SELECT t, $3, e FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(t, e, n) \
-             ORDER BY n",
-            settings.table
+             ORDER BY n"
         );
+        // With notifications on, the same statement tells listening relays
+        // which schema's outbox has rows — delivered at commit, dropped on
+        // rollback, no extra round trip — but only when it saw the table
+        // empty (the subquery sees the rows committed before the
+        // statement, not its own): a relay keeps visiting a location that
+        // had rows for a while (`relay_task::LINGER`), so writers into a
+        // busy outbox skip the notification and the commit serialisation
+        // it costs. Under row-level security "empty" means "none of this
+        // tenant's": more notifications, never fewer.
         let sql = if settings.notify {
             format!(
                 "WITH written AS ({insert} RETURNING tableoid) \
                  SELECT pg_notify('{WAKE_CHANNEL}', n.nspname::text) \
                  FROM (SELECT DISTINCT tableoid FROM written) w \
                  JOIN pg_catalog.pg_class c ON c.oid = w.tableoid \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE (SELECT min(seq) FROM \"{table}\") IS NULL"
             )
         } else {
             insert

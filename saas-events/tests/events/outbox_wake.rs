@@ -111,14 +111,23 @@ fn placed(tenant: TenantId, n: u32, schema: usize) -> Event {
     Event::new(tenant, "test.wake", "/tests", &(n, schema)).unwrap()
 }
 
+/// How long a relay keeps visiting a location that had rows (the crate's
+/// `relay_task::LINGER`).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The relays' poll interval: how often a location that recently had rows
+/// is visited without an announcement.
+const POLL: Duration = Duration::from_millis(500);
+
 /// A relay that only wakes on commit: no full pass after the first within
-/// the test, so every later visit is one a notification asked for.
+/// the test, so every later visit is one a notification, or a location's
+/// recent rows, asked for.
 fn woken_relay(schemas: &Schemas, sink: &Recorder, full_scan: Duration) -> RelayHandle {
     OutboxRelay::new(
         Arc::new(schemas.clone()),
         Arc::new(sink.clone()),
         RelayConfig::default()
-            .with_poll_interval(Duration::from_millis(5))
+            .with_poll_interval(POLL)
             .with_full_scan_interval(full_scan),
     )
     .spawn()
@@ -145,7 +154,10 @@ async fn first_full_pass(relay: &RelayHandle, locations: u64) {
 }
 
 /// 300 schema outboxes, rows in 5 of them: the relay visits those, not
-/// the 295 idle ones, and an idle relay visits nothing at all.
+/// the 295 idle ones, and an idle relay visits nothing at all. (Visits to
+/// the 5: one per announcement — a writer announces rows into an outbox
+/// it saw empty — and one per poll interval while they recently had rows;
+/// far fewer than 295 within the test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_woken_relay_visits_only_locations_with_rows() {
     let Some(url) = service_url(Service::Postgres, "a_woken_relay_visits_only") else {
@@ -179,18 +191,11 @@ async fn a_woken_relay_visits_only_locations_with_rows() {
         active.len()
     );
     // Idle: no commits, no visits (the next full pass is an hour away).
-    // Notifications of commits whose rows an earlier visit already took
-    // may still be on their way: let them land first.
-    let mut idle_from = relay.relay().stats().location_passes();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = relay.relay().stats().location_passes();
-        if now == idle_from {
-            break;
-        }
-        idle_from = now;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A location that had rows is visited every poll interval for a while
+    // (rows whose writers saw it busy are not announced): let that end.
+    tokio::time::sleep(LINGER + POLL + Duration::from_millis(200)).await;
+    let idle_from = relay.relay().stats().location_passes();
+    tokio::time::sleep(POLL + Duration::from_millis(500)).await;
     assert_eq!(
         relay.relay().stats().location_passes(),
         idle_from,
@@ -202,8 +207,9 @@ async fn a_woken_relay_visits_only_locations_with_rows() {
 
 /// A schema provisioned after the relay started is found by its first
 /// commit's notification (the relay lists its locations again), not by
-/// the full pass an hour away; rows written with notifications off are
-/// found by the full pass.
+/// the full pass an hour away; an unannounced row in an outbox that just
+/// had rows is found by the visits to busy locations; one in an idle
+/// outbox by the full pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_tenants_are_found_at_once_and_silent_rows_by_the_full_pass() {
     let Some(url) = service_url(Service::Postgres, "new_tenants_are_found_at_once") else {
@@ -229,13 +235,18 @@ async fn new_tenants_are_found_at_once_and_silent_rows_by_the_full_pass() {
         .publish(&PgOutbox::new(), 3, vec![event(tenant, 0)])
         .await;
     wait_for(&sink, 1, "a new tenant's first event").await;
+    // The outbox just had rows: a row written now without an announcement
+    // (as by a writer that saw the table busy) is found by the relay's
+    // visits to recently busy locations, an hour before the full pass.
+    let quiet = PgOutbox::new().with_relay_wakeups(false);
+    schemas.publish(&quiet, 3, vec![event(tenant, 1)]).await;
+    wait_for(&sink, 2, "an unannounced row in a busy outbox").await;
     relay.shutdown().await;
 
     // Notifications off: only a full pass finds the row.
     let relay = woken_relay(&schemas, &sink, Duration::from_millis(300));
-    let quiet = PgOutbox::new().with_relay_wakeups(false);
-    schemas.publish(&quiet, 1, vec![event(tenant, 1)]).await;
-    wait_for(&sink, 2, "a row written without notification").await;
+    schemas.publish(&quiet, 1, vec![event(tenant, 2)]).await;
+    wait_for(&sink, 3, "a row written without notification").await;
     relay.shutdown().await;
     schemas.cleanup(4).await;
 }
