@@ -16,8 +16,9 @@
 //! empty (the announcement serialises commits; see the PostgreSQL
 //! dialect), so rows written into a busy outbox are found by these
 //! visits. An idle relay sleeps until announced — no work per idle
-//! location. A full pass every
-//! `full_scan_interval` lists and visits everything: the safety net for a
+//! location. Every `full_scan_interval` a sweep lists every location and
+//! visits them all, [`SWEEP_SLICE`] per pass beside those with work (so a
+//! sweep over thousands never holds up a busy one): the safety net for a
 //! lost notification, and where locations that are gone are forgotten. An
 //! announcement from a table not listed yet (a tenant provisioned since)
 //! lists the locations again, at most once per [`RELIST_GAP`], and visits
@@ -42,10 +43,13 @@ const RELIST_GAP: Duration = Duration::from_millis(250);
 /// How long a relay with wake-ups keeps visiting a location after it last
 /// had rows, unannounced. It must outlast the time between a writer's
 /// insert (which saw rows there and so did not announce its own) and its
-/// commit; a transaction slower than this waits for the next full pass.
+/// commit; a transaction slower than this waits for the next sweep.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
-/// The longest a relay with wake-ups sleeps between full passes, whatever
+/// Locations a sweep visits per pass, besides those with work.
+const SWEEP_SLICE: usize = 64;
+
+/// The longest a relay with wake-ups sleeps between sweeps, whatever
 /// the configured interval (`Duration::MAX` must not overflow a deadline).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
@@ -97,7 +101,9 @@ struct Schedule<R: RelayBackend> {
     /// Locations that had rows recently, until when they are visited
     /// without an announcement.
     lingering: HashMap<String, Instant>,
-    /// When the next full pass is due (`None`: now).
+    /// Locations the current sweep has still to visit.
+    sweep: Vec<String>,
+    /// When the next sweep is due (`None`: now).
     next_full: Option<Instant>,
     last_listing: Option<Instant>,
     /// An unknown table was announced and the listing is not due yet.
@@ -112,14 +118,15 @@ impl<R: RelayBackend> Schedule<R> {
             unannounced: Vec::new(),
             again: HashSet::new(),
             lingering: HashMap::new(),
+            sweep: Vec::new(),
             next_full: None,
             last_listing: None,
             relist: false,
         }
     }
 
-    /// One pass; returns whether a location forwarded a full batch (look
-    /// again at once).
+    /// One pass; returns whether to look again at once (a location
+    /// forwarded a full batch, or the sweep is not through).
     async fn pass(&mut self, relay: &R, signals: &WakeSignals) -> bool {
         if self.wakeups.is_none() {
             return matches!(relay_once(relay).await, Ok(n) if n >= relay.batch_rows() as usize);
@@ -128,7 +135,7 @@ impl<R: RelayBackend> Schedule<R> {
         self.relist |= relist;
         let now = Instant::now();
         if self.next_full.is_none_or(|due| now >= due) {
-            return self.full_pass(relay, now).await;
+            self.start_sweep(relay, now).await;
         }
         targets.extend(self.again.drain());
         targets.extend(self.unannounced.iter().cloned());
@@ -146,35 +153,37 @@ impl<R: RelayBackend> Schedule<R> {
                 );
             }
         }
+        // The sweep goes a slice per pass, so the locations with work are
+        // never kept waiting behind a visit to every idle one.
+        let slice = self.sweep.len().saturating_sub(SWEEP_SLICE);
+        targets.extend(self.sweep.drain(slice..));
         // Names no longer listed (a tenant deleted since) are skipped.
         let visit: Vec<R::Location> = targets
             .iter()
             .filter_map(|name| self.known.get(name).cloned())
             .collect();
         let outcome = relay_each(relay, &visit).await;
-        self.settle(outcome, now)
+        self.settle(outcome, now) || !self.sweep.is_empty()
     }
 
-    /// Lists every location, visits them all, forgets the state of those
-    /// gone.
-    async fn full_pass(&mut self, relay: &R, now: Instant) -> bool {
+    /// Lists every location and starts a sweep over them all; forgets the
+    /// state of those gone.
+    async fn start_sweep(&mut self, relay: &R, now: Instant) {
         let interval = relay.full_scan_interval().min(LONGEST_SLEEP);
         if !self.list(relay, now).await {
             // Not listed: try again after the idle wait, visiting what is
             // known meanwhile.
             self.next_full = Some(now + relay.idle_wait());
-            return false;
+            return;
         }
         self.next_full = Some(now + interval);
         self.relist = false;
-        let all: Vec<R::Location> = self.known.values().cloned().collect();
-        let outcome = relay_each(relay, &all).await;
+        self.sweep = self.known.keys().cloned().collect();
         relay
             .unconfirmed()
             .keep_only(&self.known.keys().cloned().collect());
         self.lingering
             .retain(|name, _| self.known.contains_key(name));
-        self.settle(outcome, now)
     }
 
     /// Lists the locations and has the wake-ups watch them; false (logged
@@ -218,7 +227,7 @@ impl<R: RelayBackend> Schedule<R> {
 
     /// How long an idle relay sleeps unless woken: the poll interval while
     /// some location must be visited without an announcement, else until
-    /// the next full pass.
+    /// the next sweep.
     fn idle_wait(&self, relay: &R) -> Duration {
         let Some(next_full) = self.next_full else {
             return relay.idle_wait();

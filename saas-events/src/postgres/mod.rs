@@ -41,16 +41,21 @@
 //! never for a rollback. A spawned relay listens on each database its
 //! locations' own pools reach (one connection per database, outside those
 //! pools) and visits only the locations announced, those it left with
-//! work, and those it cannot listen to (pools lent per pass, e.g. tenant
-//! databases); an idle relay does nothing until a commit. Every
-//! [`RelayConfig::full_scan_interval`] (5 s) it still visits every
-//! location — the net under a lost notification; a commit in a schema not
-//! listed yet (a tenant provisioned since) has it list its locations
-//! again. Notifying transactions serialise briefly at commit: see
-//! `BENCHMARKS.md` for the measured cost, and
-//! [`PgOutbox::with_relay_wakeups`] / [`RelayConfig::with_wake_on_commit`]
-//! to turn it off. Listening needs session connections: point the relay
-//! at PostgreSQL directly, not through a transaction-pooling PgBouncer.
+//! work, those that had rows in the last 2 s, and those it cannot listen
+//! to (pools lent per pass, e.g. tenant databases); an idle relay does
+//! nothing until a commit. A writer announces its rows only when it saw
+//! the outbox empty: notifying transactions serialise at commit (a global
+//! lock held through the commit's flush), so writers into a busy outbox
+//! skip it and the relay's visits to recently busy locations find their
+//! rows. Every [`RelayConfig::full_scan_interval`] (30 s) the relay still
+//! sweeps every location, a slice per pass — the net under a lost
+//! notification or a writer slower than 2 s from insert to commit; a
+//! commit in a schema not listed yet (a tenant provisioned since) has it
+//! list its locations again. `BENCHMARKS.md` has the measured lag and
+//! commit cost; [`PgOutbox::with_relay_wakeups`] and
+//! [`RelayConfig::with_wake_on_commit`] turn it off. Listening needs
+//! session connections: point the relay at PostgreSQL directly, not
+//! through a transaction-pooling PgBouncer.
 //!
 //! Several relay processes may serve the same locations: each location's
 //! pass holds its advisory lock, a pass finding it held skips it (the

@@ -24,7 +24,7 @@ use crate::traits::Publisher;
 const LOCK_CLASS: i32 = 0x5AA5_E7E0;
 
 /// How often a relay that wakes on commit still visits every location.
-const DEFAULT_FULL_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_FULL_SCAN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of an [`OutboxRelay`].
 #[derive(Debug, Clone)]
@@ -54,8 +54,9 @@ pub struct RelayConfig {
     /// visited every pass either way.
     pub wake_on_commit: bool,
     /// How often a relay that wakes on commit still lists and visits every
-    /// location (default 5 s): the most a lost notification, or rows
-    /// written with notifications off, wait.
+    /// location (default 30 s; the visits are spread over passes, a slice
+    /// at a time beside the locations with work): the most a lost
+    /// notification, or rows written with notifications off, wait.
     pub full_scan_interval: Duration,
 }
 
