@@ -121,3 +121,42 @@ where
         ratios_milli,
     }
 }
+
+/// Tenant indices drawn from Zipf(`s`) over `n` (index 0 the busiest), by
+/// inverting the cumulative distribution; a xorshift generator seeded per
+/// client, so both sides see the same sequence.
+#[derive(Debug)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+    state: u64,
+}
+
+impl Zipf {
+    /// Zipf(`s`) over `n` tenants (`s = 0`: uniform), seeded.
+    pub fn new(n: usize, s: f64, seed: u64) -> Self {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Zipf {
+            cdf,
+            state: seed.max(1),
+        }
+    }
+
+    /// The next tenant index.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> usize {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
+    }
+}

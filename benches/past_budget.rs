@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use saas_benches::Zipf;
 use saas_core::TenantContext;
 use saas_tenancy::Strategy;
 use saas_tenancy::postgres::{PgTenancy, PoolLimits, ScopeMode};
@@ -24,41 +25,6 @@ const ZIPF_S: f64 = 1.1;
 /// Requests per client per phase; phases alternate baseline and scoped.
 const REQUESTS: usize = 1_500;
 const PHASES: usize = 3;
-
-/// Tenant indices drawn from Zipf(`s`) over `n` (index 0 the busiest), by
-/// inverting the cumulative distribution; a xorshift generator seeded per
-/// client, so both sides see the same sequence.
-struct Zipf {
-    cdf: Vec<f64>,
-    state: u64,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64, seed: u64) -> Self {
-        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut acc = 0.0;
-        let cdf = weights
-            .iter()
-            .map(|w| {
-                acc += w / total;
-                acc
-            })
-            .collect();
-        Zipf {
-            cdf,
-            state: seed.max(1),
-        }
-    }
-
-    fn next(&mut self) -> usize {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
-        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
-    }
-}
 
 /// Latencies of every request of one side, all phases.
 #[derive(Default)]
