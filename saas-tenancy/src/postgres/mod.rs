@@ -38,6 +38,7 @@ pub use fence::handle_lock_key;
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
 pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
+pub use transfer::IMPORT_CHUNK_ROWS;
 pub use tx::PgTenantTx;
 
 use affinity::{Affinity, SharedCheckout};

@@ -1,18 +1,27 @@
 //! Export and import of a tenant's data as a [`TenantArchive`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
 
 use saas_core::{TenantContext, TenantId, TenantStatus};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::{PgTenancy, TENANT_SETTING, sql, tenant_database_options};
-use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
+use crate::archive::{
+    ARCHIVE_FORMAT, ArchiveManifest, ArchiveSink, ChunkReader, DirChunks, DirSink, MemoryChunks,
+    MemorySink, TenantArchive, verify_dir,
+};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::record::TenantRecord;
 
 /// Passes an import makes when foreign keys require an order.
 const IMPORT_PASSES: usize = 8;
+
+/// Rows an import inserts per statement: what it holds in memory at once.
+pub const IMPORT_CHUNK_ROWS: usize = 2_000;
 
 /// Tables of a placement: (bare name, qualified name, tenant column).
 type TableList = Vec<(String, String, Option<String>)>;
@@ -29,13 +38,65 @@ impl PgTenancy {
     /// completes before a concurrent delete or is refused after it as
     /// [`TenancyError::TenantNotServable`].
     pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
+        let mut sink = MemorySink::new(self.manifest_for(id));
         let (lock, record) = self.lock_tenant(id).await?;
-        let result = self.export_locked(&record).await;
+        let result = self.export_locked(&record, &mut sink).await;
+        lock.release().await;
+        result.map(|()| sink.into_archive())
+    }
+
+    /// Exports a tenant's data, as [`PgTenancy::export_tenant`] does, into
+    /// the directory `dir` in the format [`TenantArchive::write_to_dir`]
+    /// writes — streamed: rows go from the database to their table's file
+    /// as they arrive, so memory stays flat whatever the tenant's size.
+    /// The manifest is written last: until this returns `Ok`, `dir` holds
+    /// no readable archive. Returns the manifest.
+    ///
+    /// ```no_run
+    /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy, ctx: saas_core::TenantContext,
+    /// #              target: saas_core::TenantContext) -> Result<(), saas_tenancy::TenancyError> {
+    /// let dir = std::path::Path::new("/var/backups/tenant-42");
+    /// let manifest = tenancy.export_tenant_to_dir(ctx.tenant_id(), dir).await?;
+    /// println!("{} tables", manifest.tables.len());
+    /// let rows = tenancy.import_tenant_from_dir(&target, dir).await?;
+    /// # let _ = rows;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`PgTenancy::export_tenant`], or [`TenancyError::InvalidInput`]
+    /// when a file cannot be written.
+    pub async fn export_tenant_to_dir(
+        &self,
+        id: TenantId,
+        dir: &Path,
+    ) -> Result<ArchiveManifest, TenancyError> {
+        let (lock, record) = self.lock_tenant(id).await?;
+        let result = async {
+            let mut sink = DirSink::create(dir, self.manifest_for(id)).await?;
+            self.export_locked(&record, &mut sink).await?;
+            sink.finish().await
+        }
+        .await;
         lock.release().await;
         result
     }
 
-    async fn export_locked(&self, record: &TenantRecord) -> Result<TenantArchive, TenancyError> {
+    fn manifest_for(&self, id: TenantId) -> ArchiveManifest {
+        ArchiveManifest {
+            format: ARCHIVE_FORMAT,
+            source_tenant: id,
+            exported_at: self.inner.clock.now(),
+            tables: Vec::new(),
+        }
+    }
+
+    async fn export_locked(
+        &self,
+        record: &TenantRecord,
+        sink: &mut dyn ArchiveSink,
+    ) -> Result<(), TenancyError> {
         let id = record.id;
         if matches!(
             record.status,
@@ -72,13 +133,6 @@ impl PgTenancy {
             Placement::Database { .. } => Some("public".to_owned()),
         };
         let tables = list_tables(&mut tx, schema_filter.as_deref(), &columns).await?;
-        let mut manifest = ArchiveManifest {
-            format: ARCHIVE_FORMAT,
-            source_tenant: id,
-            exported_at: self.inner.clock.now(),
-            tables: Vec::new(),
-        };
-        let mut files = BTreeMap::new();
         for (name, qualified, column) in tables {
             // Names come from PostgreSQL's catalog, quoted by it.
             let sql = match &column {
@@ -92,23 +146,18 @@ impl PgTenancy {
             if column.is_some() {
                 query = query.bind(id);
             }
-            let rows = query.fetch_all(&mut *tx).await?;
-            let mut data = String::new();
-            for row in &rows {
-                data.push_str(row);
-                data.push('\n');
+            sink.begin_table(&name, column).await?;
+            // Streamed: each row is handed on as it arrives.
+            let mut rows = query.fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                sink.row(&row).await?;
             }
-            manifest.tables.push(ArchivedTable {
-                table: name.clone(),
-                tenant_column: column,
-                rows: rows.len() as u64,
-                sha256: sha256_hex(data.as_bytes()),
-            });
-            files.insert(name, data);
+            drop(rows);
+            sink.end_table().await?;
         }
         tx.commit().await?;
         conn.close().await?;
-        Ok(TenantArchive { manifest, files })
+        Ok(())
     }
 
     /// Imports an archive into the (empty) tenant of `ctx`, whatever its
@@ -130,9 +179,39 @@ impl PgTenancy {
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
+        let mut rows = MemoryChunks::new(archive);
+        self.import_chunks(ctx, &archive.manifest, &mut rows).await
+    }
+
+    /// Imports the archive in `dir` (written by
+    /// [`PgTenancy::export_tenant_to_dir`] or [`TenantArchive::write_to_dir`])
+    /// as [`PgTenancy::import_tenant`] does — streamed: the files are
+    /// verified a line at a time, then inserted in chunks of
+    /// [`IMPORT_CHUNK_ROWS`] rows, so memory stays flat whatever the
+    /// tenant's size. Still one transaction: any failure imports nothing.
+    /// The directory must not change while the import runs.
+    ///
+    /// # Errors
+    /// As [`PgTenancy::import_tenant`].
+    pub async fn import_tenant_from_dir(
+        &self,
+        ctx: &TenantContext,
+        dir: &Path,
+    ) -> Result<u64, TenancyError> {
+        let manifest = verify_dir(dir).await?;
+        let mut rows = DirChunks::new(dir);
+        self.import_chunks(ctx, &manifest, &mut rows).await
+    }
+
+    async fn import_chunks(
+        &self,
+        ctx: &TenantContext,
+        manifest: &ArchiveManifest,
+        rows: &mut dyn ChunkReader,
+    ) -> Result<u64, TenancyError> {
         let (lock, record) = self.lock_tenant(ctx.tenant_id()).await?;
         let result = match crate::catalog::check_servable(record) {
-            Ok(record) => self.import_locked(&record, archive).await,
+            Ok(record) => self.import_locked(&record, manifest, rows).await,
             Err(e) => Err(e),
         };
         lock.release().await;
@@ -142,7 +221,8 @@ impl PgTenancy {
     async fn import_locked(
         &self,
         record: &TenantRecord,
-        archive: &TenantArchive,
+        manifest: &ArchiveManifest,
+        reader: &mut dyn ChunkReader,
     ) -> Result<u64, TenancyError> {
         let target = record.id.to_string();
         let mut tx = self.begin_record(record, self.fences()).await?;
@@ -165,8 +245,8 @@ impl PgTenancy {
         .into_iter()
         .map(|(name, _, column)| (name, column))
         .collect();
-        let mut batches = Vec::new();
-        for table in &archive.manifest.tables {
+        let mut pending = Vec::new();
+        for table in &manifest.tables {
             let Some(tenant_column) = own.get(&table.table) else {
                 return Err(TenancyError::InvalidInput(format!(
                     "the archive's table {:?} is not one of this tenant's tables; \
@@ -174,51 +254,28 @@ impl PgTenancy {
                     table.table
                 )));
             };
-            let data = archive
-                .files
-                .get(&table.table)
-                .map(String::as_str)
-                .unwrap_or("");
-            // The rows go to PostgreSQL as the archive's own JSON text:
-            // parsed here, a numeric or bigint beyond an f64's 53 bits
-            // would change. `verify` checked every line is a JSON object.
-            let rows = format!("[{}]", data.lines().collect::<Vec<_>>().join(","));
-            batches.push((table.table.clone(), tenant_column.clone(), rows));
+            pending.push((table.table.clone(), tenant_column.clone()));
         }
-        let mut pending = batches;
         let mut imported = 0u64;
         for _ in 0..IMPORT_PASSES {
             let mut blocked = Vec::new();
-            for (table, tenant_column, rows) in pending {
-                let t = quote(&table);
-                // The tenant column (found in the catalog, bound as a
-                // value) is overwritten with the target tenant in SQL;
-                // jsonb keeps numbers as numeric, so nothing is rounded.
-                let sql = format!(
-                    "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, \
-                     (SELECT coalesce(jsonb_agg(CASE WHEN $2::text IS NULL THEN e \
-                        ELSE e || jsonb_build_object($2::text, $3::text) END ORDER BY n), \
-                      '[]'::jsonb) \
-                      FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, n)))"
-                );
+            for (table, tenant_column) in pending {
                 tx.execute("SAVEPOINT saas_import").await?;
-                match sqlx::query(AssertSqlSafe(sql))
-                    .bind(&rows)
-                    .bind(&tenant_column)
-                    .bind(&target)
-                    .execute(&mut *tx)
-                    .await
+                match import_table(&mut tx, reader, &table, tenant_column.as_deref(), &target).await
                 {
-                    Ok(done) => {
+                    Ok(rows) => {
                         tx.execute("RELEASE SAVEPOINT saas_import").await?;
-                        imported += done.rows_affected();
+                        imported += rows;
                         advance_sequences(&mut tx, &table).await?;
                     }
-                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                    Err(TenancyError::Database(e))
+                        if e.as_database_error()
+                            .is_some_and(|e| e.is_foreign_key_violation()) =>
+                    {
                         tx.execute("ROLLBACK TO SAVEPOINT saas_import").await?;
-                        blocked.push((table, tenant_column, rows));
+                        blocked.push((table, tenant_column));
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
             if blocked.is_empty() {
@@ -231,6 +288,40 @@ impl PgTenancy {
             "the archive's rows reference rows that are not in it".to_owned(),
         ))
     }
+}
+
+/// Inserts `table`'s rows from `reader`, a chunk per statement, the tenant
+/// column (found in the catalog, bound as a value) overwritten with
+/// `target` in SQL; jsonb keeps numbers as numeric, so nothing is rounded.
+/// The rows go to PostgreSQL as the archive's own JSON text: parsed here,
+/// a numeric or bigint beyond an f64's 53 bits would change.
+async fn import_table(
+    conn: &mut PgConnection,
+    reader: &mut dyn ChunkReader,
+    table: &str,
+    tenant_column: Option<&str>,
+    target: &str,
+) -> Result<u64, TenancyError> {
+    let t = quote(table);
+    let sql = format!(
+        "INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, \
+         (SELECT coalesce(jsonb_agg(CASE WHEN $2::text IS NULL THEN e \
+            ELSE e || jsonb_build_object($2::text, $3::text) END ORDER BY n), \
+          '[]'::jsonb) \
+          FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS a(e, n)))"
+    );
+    reader.open(table).await?;
+    let mut imported = 0;
+    while let Some(rows) = reader.next_chunk(IMPORT_CHUNK_ROWS).await? {
+        let done = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(&rows)
+            .bind(tenant_column)
+            .bind(target)
+            .execute(&mut *conn)
+            .await?;
+        imported += done.rows_affected();
+    }
+    Ok(imported)
 }
 
 /// Quotes an identifier validated by the archive (`[a-z0-9_]`).

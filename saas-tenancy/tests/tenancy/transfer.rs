@@ -211,3 +211,96 @@ async fn an_export_is_stamped_by_the_injected_clock() {
     assert_eq!(archive.manifest.exported_at, at);
     env.cleanup().await;
 }
+
+/// A streamed export of more rows than an import chunk holds: the
+/// directory is the archive the in-memory export gives, it imports (in
+/// chunks) into a row and a database tenant with every row and key, and a
+/// tampered file or a directory without its manifest (an export that did
+/// not finish) is refused with nothing imported.
+#[tokio::test]
+async fn a_streamed_export_imports_in_chunks_and_refuses_tampering() {
+    use saas_tenancy::postgres::IMPORT_CHUNK_ROWS;
+    let Some(mut env) = sandbox("transfer::streamed", ScopeMode::Shared).await else {
+        return;
+    };
+    let source = env.tenant("big-source", Strategy::Schema).await.unwrap();
+    let count = IMPORT_CHUNK_ROWS * 2 + 37;
+    let mut tx = env.tenancy.begin(&source).await.unwrap();
+    sqlx::query(
+        "INSERT INTO notes (tenant_id, body) \
+         SELECT $1, 'note ' || g || repeat('x', (g % 50)::int) FROM generate_series(1, $2) g",
+    )
+    .bind(source.tenant_id())
+    .bind(i64::try_from(count).unwrap())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let dir = std::env::temp_dir().join(saas_tenancy::testing::unique_name("streamed"));
+    let manifest = env
+        .tenancy
+        .export_tenant_to_dir(source.tenant_id(), &dir)
+        .await
+        .unwrap();
+    assert_eq!(manifest.tables.len(), 1);
+    assert_eq!(manifest.tables[0].rows, count as u64);
+    // The same archive as the in-memory export (the format is one).
+    let in_memory = env.tenancy.export_tenant(source.tenant_id()).await.unwrap();
+    let read_back = TenantArchive::read_from_dir(&dir).unwrap();
+    assert_eq!(read_back.files, in_memory.files);
+    assert_eq!(read_back.manifest.tables, in_memory.manifest.tables);
+
+    let expected = notes(&env, &source).await;
+    for strategy in [Strategy::Shared, Strategy::Database] {
+        let target = env
+            .tenant(&format!("streamed-{}", strategy.as_str()), strategy)
+            .await
+            .unwrap();
+        let imported = env
+            .tenancy
+            .import_tenant_from_dir(&target, &dir)
+            .await
+            .unwrap();
+        assert_eq!(imported, count as u64);
+        assert_eq!(notes(&env, &target).await, expected, "{strategy}");
+    }
+
+    // A changed byte in the middle of the file: refused, nothing written.
+    let victim = env
+        .tenant("streamed-victim", Strategy::Schema)
+        .await
+        .unwrap();
+    let path = dir.join("notes.jsonl");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let middle = original.len() / 2;
+    let tampered = format!(
+        "{}{}",
+        &original[..middle],
+        original[middle..].replacen("note", "nite", 1)
+    );
+    std::fs::write(&path, tampered).unwrap();
+    let err = env
+        .tenancy
+        .import_tenant_from_dir(&victim, &dir)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::CorruptArchive { reason } if reason.contains("checksum")),
+        "{err:?}"
+    );
+    std::fs::write(&path, original).unwrap();
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let err = env
+        .tenancy
+        .import_tenant_from_dir(&victim, &dir)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TenancyError::CorruptArchive { .. }),
+        "{err:?}"
+    );
+    assert!(notes(&env, &victim).await.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+    env.cleanup().await;
+}

@@ -157,3 +157,8 @@ impl TenantArchive {
         Ok(archive)
     }
 }
+
+mod stream;
+
+pub use stream::verify_dir;
+pub(crate) use stream::{ArchiveSink, ChunkReader, DirChunks, DirSink, MemoryChunks, MemorySink};
