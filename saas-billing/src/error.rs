@@ -4,6 +4,7 @@ use saas_core::ErrorKind;
 
 use crate::currency::Currency;
 use crate::ids::InvoiceId;
+use crate::invoice::PaymentStatus;
 use crate::subscription::{SubscriptionEvent, SubscriptionStatus};
 
 /// Everything that can go wrong in `saas-billing`.
@@ -121,6 +122,28 @@ pub enum BillingError {
         invoice: InvoiceId,
     },
 
+    /// The invoice is still a draft; payments and credit notes apply to
+    /// finalized invoices only. Finalize it first (the billing cycle does
+    /// once its grace period is over).
+    #[error("invoice {invoice} is a draft; finalize it first")]
+    InvoiceNotFinalized {
+        /// The invoice.
+        invoice: InvoiceId,
+    },
+
+    /// The invoice's payment status does not allow this change (a paid or
+    /// void invoice is settled; a partly paid one cannot be voided —
+    /// issue a credit note instead).
+    #[error("{change} is not allowed on {} invoice{}", .from, .invoice.map(|i| format!(" {i}")).unwrap_or_default())]
+    IllegalPaymentTransition {
+        /// The invoice, when known.
+        invoice: Option<InvoiceId>,
+        /// Its payment status (unchanged).
+        from: PaymentStatus,
+        /// The refused change ([`PaymentChange::name`](crate::PaymentChange::name)).
+        change: &'static str,
+    },
+
     /// A record was changed by someone else since it was read (optimistic
     /// concurrency); read it again and retry.
     #[error("{what} {id} changed concurrently: expected version {expected}, found {found}")]
@@ -189,6 +212,8 @@ impl BillingError {
             BillingError::IllegalTransition { .. }
             | BillingError::IdempotencyConflict { .. }
             | BillingError::InvoiceFinalized { .. }
+            | BillingError::InvoiceNotFinalized { .. }
+            | BillingError::IllegalPaymentTransition { .. }
             | BillingError::StaleVersion { .. } => ErrorKind::Conflict,
             BillingError::NotFound { .. } => ErrorKind::NotFound,
             BillingError::AlreadyExists { .. } => ErrorKind::AlreadyExists,

@@ -9,6 +9,7 @@ use saas_core::TenantId;
 use serde::Serialize;
 
 use crate::ids::{FeatureKey, InvoiceId, SubscriptionId};
+use crate::invoice::{InvoiceNumber, PaymentStatus};
 use crate::money::Money;
 use crate::plan::PlanRef;
 use crate::subscription::{ChangeDirection, ChangeTiming, SubscriptionStatus};
@@ -84,8 +85,30 @@ pub enum BillingEvent {
         invoice_id: InvoiceId,
         /// Its period.
         period_index: i64,
+        /// Its number (gapless per issuer).
+        number: Option<InvoiceNumber>,
         /// Its total.
         total: Money,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A finalized invoice's payment state changed (a payment, a failed
+    /// attempt, voided, marked uncollectible).
+    InvoicePaymentChanged {
+        /// The tenant.
+        tenant_id: TenantId,
+        /// The subscription.
+        subscription_id: SubscriptionId,
+        /// The invoice.
+        invoice_id: InvoiceId,
+        /// What changed ([`PaymentChange::name`](crate::PaymentChange::name)).
+        change: &'static str,
+        /// Its payment status before.
+        from: PaymentStatus,
+        /// Its payment status after.
+        to: PaymentStatus,
+        /// What remains to be paid after.
+        amount_remaining: Money,
         /// When.
         at: DateTime<Utc>,
     },

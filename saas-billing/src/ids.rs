@@ -112,6 +112,14 @@ string_key!(
     "price key"
 );
 
+string_key!(
+    /// Who issues invoices and numbers them: one gapless sequence of
+    /// invoice numbers per issuer (a legal entity of the platform, or one
+    /// per tenant; see [`InvoiceIssuer`](crate::InvoiceIssuer)).
+    IssuerId,
+    "issuer id"
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -164,6 +172,14 @@ uuid_id!(
     /// An invoice.
     InvoiceId
 );
+
+impl IssuerId {
+    /// Wraps a key built by this crate from characters the rules allow.
+    pub(crate) fn from_checked(key: String) -> IssuerId {
+        debug_assert!(check_key("issuer id", &key).is_ok());
+        IssuerId(key)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -53,9 +53,12 @@ pub use engine::{
 pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, EntitlementValue};
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
-pub use ids::{FeatureKey, InvoiceId, MeterKey, PlanId, PriceKey, ProductId, SubscriptionId};
+pub use ids::{
+    FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId, SubscriptionId,
+};
 pub use invoice::{
-    Invoice, InvoiceDraft, InvoiceLine, InvoiceStatus, LicensedBasis, LineKind, RatingInput,
+    Finalization, Invoice, InvoiceDraft, InvoiceIssuer, InvoiceLine, InvoiceNumber, InvoicePayment,
+    InvoiceStatus, LicensedBasis, LineKind, PaymentChange, PaymentStatus, RatingInput,
     UsageCorrection, rate,
 };
 pub use metering::{

@@ -35,6 +35,8 @@ mod metrics;
 mod money;
 #[path = "billing/no_float.rs"]
 mod no_float;
+#[path = "billing/payments.rs"]
+mod payments;
 #[path = "billing/properties.rs"]
 mod properties;
 #[path = "billing/quotas.rs"]

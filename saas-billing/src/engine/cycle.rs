@@ -10,7 +10,7 @@ use crate::calendar::Period;
 use crate::error::BillingError;
 use crate::events::BillingEvent;
 use crate::ids::{InvoiceId, MeterKey, SubscriptionId};
-use crate::invoice::LineKind;
+use crate::invoice::{Finalization, LineKind};
 use crate::invoice::{
     Invoice, InvoiceLine, InvoiceStatus, LicensedBasis, RatingInput, UsageCorrection, rate,
 };
@@ -284,6 +284,8 @@ impl BillingEngine {
                 },
             )?,
             finalized_at: None,
+            number: None,
+            payment: None,
         })
     }
 
@@ -324,7 +326,11 @@ impl BillingEngine {
         match self
             .stores
             .invoices
-            .finalize(tenant, draft.id, rated.lines, now)
+            .finalize(
+                tenant,
+                draft.id,
+                Finalization::new(rated.lines, now, self.issuer.issuer_for(tenant)),
+            )
             .await
         {
             Ok(invoice) => {
@@ -335,6 +341,7 @@ impl BillingEngine {
                         subscription_id: id,
                         invoice_id: invoice.id,
                         period_index: invoice.period_index,
+                        number: invoice.number.clone(),
                         total: invoice.total,
                         at: now,
                     })

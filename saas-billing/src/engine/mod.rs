@@ -3,6 +3,7 @@
 
 mod cycle;
 mod entitlements;
+mod payments;
 mod preview;
 mod usage;
 
@@ -19,7 +20,7 @@ use crate::entitlement::{Decision, EntitlementChecker};
 use crate::error::BillingError;
 use crate::events::{BillingEvent, BillingEventSink, NoopEventSink};
 use crate::ids::SubscriptionId;
-use crate::invoice::Invoice;
+use crate::invoice::{Invoice, InvoiceIssuer};
 use crate::plan::Catalog;
 use crate::rounding::RoundingMode;
 use crate::store::{
@@ -144,6 +145,7 @@ pub struct BillingEngine {
     events: Arc<dyn BillingEventSink>,
     entitlements: Arc<EntitlementChecker>,
     config: BillingConfig,
+    issuer: InvoiceIssuer,
 }
 
 const RETRIES: usize = 5;
@@ -163,7 +165,16 @@ impl BillingEngine {
             clock,
             events: Arc::new(NoopEventSink),
             config: BillingConfig::default(),
+            issuer: InvoiceIssuer::default(),
         }
+    }
+
+    /// Sets whose sequence numbers the invoices at finalization (default:
+    /// one sequence, issuer `default`). Changing it later starts or
+    /// continues the new issuer's sequence; numbers already given stay.
+    pub fn with_invoice_issuer(mut self, issuer: InvoiceIssuer) -> Self {
+        self.issuer = issuer;
+        self
     }
 
     /// Sets the event sink.

@@ -1,8 +1,12 @@
 //! Invoices: lines that explain themselves, one invoice per subscription
 //! and period, draft until finalized and immutable after.
 
+mod number;
+mod payment;
 mod rating;
 
+pub use number::{InvoiceIssuer, InvoiceNumber};
+pub use payment::{InvoicePayment, PaymentChange, PaymentStatus};
 pub use rating::{InvoiceDraft, LicensedBasis, RatingInput, UsageCorrection, rate};
 
 use chrono::{DateTime, Utc};
@@ -13,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::charge::ChargeComponent;
 use crate::currency::Currency;
 use crate::error::BillingError;
-use crate::ids::{InvoiceId, MeterKey, PriceKey, SubscriptionId};
+use crate::ids::{InvoiceId, IssuerId, MeterKey, PriceKey, SubscriptionId};
 use crate::money::Money;
 use crate::plan::PlanRef;
 
@@ -121,6 +125,36 @@ pub struct Invoice {
     pub finalize_after: DateTime<Utc>,
     /// When it was finalized.
     pub finalized_at: Option<DateTime<Utc>>,
+    /// Its number, assigned at finalization (gapless per issuer).
+    /// `None` for a draft (and for an invoice finalized before numbering
+    /// existed).
+    #[serde(default)]
+    pub number: Option<InvoiceNumber>,
+    /// What is due and paid, from finalization on; `None` for a draft.
+    /// The only part of a finalized invoice that changes.
+    #[serde(default)]
+    pub payment: Option<InvoicePayment>,
+}
+
+/// What finalizing a draft takes: its final lines, the instant, and the
+/// issuer whose next number it gets (see
+/// [`InvoiceStore::finalize`](crate::InvoiceStore::finalize)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finalization {
+    /// The final lines (the total is recomputed from them).
+    pub lines: Vec<InvoiceLine>,
+    /// When it is finalized.
+    pub at: DateTime<Utc>,
+    /// The issuer whose sequence numbers it.
+    pub issuer: IssuerId,
+}
+
+impl Finalization {
+    /// Finalize with `lines` at `at`, numbered in `issuer`'s sequence.
+    pub fn new(lines: Vec<InvoiceLine>, at: DateTime<Utc>, issuer: IssuerId) -> Finalization {
+        Finalization { lines, at, issuer }
+    }
 }
 
 impl Invoice {
@@ -136,15 +170,52 @@ impl Invoice {
         Ok(())
     }
 
-    /// Marks the draft finalized at `at`.
+    /// Marks the draft finalized at `at` with `number`, its payment state
+    /// open for the total (paid at once when nothing is due). Stores call
+    /// this with the next number of the issuer's sequence, taken in the
+    /// same transaction.
     ///
     /// # Errors
     /// [`BillingError::InvoiceFinalized`] if already finalized.
-    pub fn finalize(&mut self, at: DateTime<Utc>) -> Result<(), BillingError> {
+    pub fn finalize(
+        &mut self,
+        at: DateTime<Utc>,
+        number: InvoiceNumber,
+    ) -> Result<(), BillingError> {
         self.ensure_draft()?;
         self.status = InvoiceStatus::Finalized;
         self.finalized_at = Some(at);
+        self.number = Some(number);
+        self.payment = Some(InvoicePayment::issued(self.total, at));
         Ok(())
+    }
+
+    /// Applies a payment change (see [`InvoicePayment::apply`]).
+    ///
+    /// # Errors
+    /// [`BillingError::InvoiceNotFinalized`] for a draft; otherwise as
+    /// [`InvoicePayment::apply`].
+    pub fn apply_payment(
+        &mut self,
+        change: &PaymentChange,
+        at: DateTime<Utc>,
+    ) -> Result<(), BillingError> {
+        let payment = self.payment_state()?;
+        self.payment = Some(payment.apply_to(Some(self.id), change, at)?);
+        Ok(())
+    }
+
+    /// The payment state: the stored one, or for an invoice finalized
+    /// before payment state existed, open for its total.
+    ///
+    /// # Errors
+    /// [`BillingError::InvoiceNotFinalized`] for a draft.
+    pub fn payment_state(&self) -> Result<InvoicePayment, BillingError> {
+        match (&self.payment, self.finalized_at) {
+            (Some(payment), _) => Ok(payment.clone()),
+            (None, Some(at)) if self.is_finalized() => Ok(InvoicePayment::issued(self.total, at)),
+            _ => Err(BillingError::InvoiceNotFinalized { invoice: self.id }),
+        }
     }
 
     /// Whether it is finalized.

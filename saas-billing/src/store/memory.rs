@@ -10,8 +10,10 @@ use saas_core::TenantId;
 
 use super::{IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore};
 use crate::error::BillingError;
-use crate::ids::{InvoiceId, SubscriptionId};
-use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus, total_of};
+use crate::ids::{InvoiceId, IssuerId, SubscriptionId};
+use crate::invoice::{
+    Finalization, Invoice, InvoiceLine, InvoiceNumber, InvoiceStatus, PaymentChange, total_of,
+};
 use crate::subscription::Subscription;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,6 +260,8 @@ fn select(
 struct InvoiceState {
     rows: HashMap<InvoiceId, Invoice>,
     by_period: BTreeMap<(SubscriptionId, i64), InvoiceId>,
+    /// The last number given per issuer.
+    numbers: HashMap<IssuerId, u64>,
 }
 
 /// Invoices in memory.
@@ -350,14 +354,46 @@ impl InvoiceStore for InMemoryInvoiceStore {
         &self,
         tenant: TenantId,
         id: InvoiceId,
-        lines: Vec<InvoiceLine>,
+        finalization: Finalization,
+    ) -> Result<Invoice, BillingError> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let last = state
+            .numbers
+            .get(&finalization.issuer)
+            .copied()
+            .unwrap_or(0);
+        let invoice = Self::draft_mut(state, tenant, id)?;
+        let sequence = last
+            .checked_add(1)
+            .ok_or_else(|| BillingError::overflow("an invoice number"))?;
+        let mut next = invoice.clone();
+        next.set_lines(finalization.lines)?;
+        next.finalize(
+            finalization.at,
+            InvoiceNumber::new(finalization.issuer.clone(), sequence),
+        )?;
+        // Only now, with nothing left to fail, is the number taken.
+        *invoice = next.clone();
+        state.numbers.insert(finalization.issuer, sequence);
+        Ok(next)
+    }
+
+    async fn apply_payment(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        change: PaymentChange,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BillingError> {
         let mut state = lock(&self.state);
-        let invoice = Self::draft_mut(&mut state, tenant, id)?;
+        let invoice = state
+            .rows
+            .get_mut(&id)
+            .filter(|i| i.tenant_id == tenant)
+            .ok_or_else(|| BillingError::not_found("invoice", id))?;
         let mut next = invoice.clone();
-        next.set_lines(lines)?;
-        next.finalize(at)?;
+        next.apply_payment(&change, at)?;
         *invoice = next.clone();
         Ok(next)
     }

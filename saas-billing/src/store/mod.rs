@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, SubscriptionId};
-use crate::invoice::{Invoice, InvoiceLine};
+use crate::invoice::{Finalization, Invoice, InvoiceLine, PaymentChange};
 use crate::metering::UsageEvent;
 use crate::subscription::Subscription;
 
@@ -219,14 +219,42 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
         lines: Vec<InvoiceLine>,
     ) -> Result<Invoice, BillingError>;
 
-    /// Replaces a draft's lines and finalizes it at `at`, atomically.
-    /// - `InvoiceFinalized` (no change) if it is already finalized.
+    /// Replaces a draft's lines and finalizes it at `finalization.at`
+    /// with the next number of `finalization.issuer`'s sequence, its
+    /// payment state open for the total (see [`Invoice::finalize`]), all
+    /// in one transaction.
+    /// - Numbers are gapless and sequential per issuer: the first is 1,
+    ///   each next one is the previous plus 1, whatever the concurrency
+    ///   (finalizers of one issuer are serialized on its counter) and
+    ///   whatever fails (a failed finalization takes no number).
+    /// - A number is never given twice (a unique constraint in SQL) and
+    ///   never freed: finalized invoices cannot be deleted.
+    /// - `InvoiceFinalized` (no change, no number taken) if it is already
+    ///   finalized.
     /// - `NotFound` as for `get`.
     async fn finalize(
         &self,
         tenant: TenantId,
         id: InvoiceId,
-        lines: Vec<InvoiceLine>,
+        finalization: Finalization,
+    ) -> Result<Invoice, BillingError>;
+
+    /// Applies a payment change to a finalized invoice (see
+    /// [`InvoicePayment::apply`](crate::InvoicePayment::apply)) in one
+    /// transaction, and returns the invoice. Only the payment state
+    /// changes; lines, totals and number never do.
+    /// - Changes of one invoice are serialized: two racing payments of
+    ///   the whole remaining amount are one success and one
+    ///   `InvalidInput`/`IllegalPaymentTransition`, never paid twice.
+    /// - `InvoiceNotFinalized` for a draft; `IllegalPaymentTransition`,
+    ///   `InvalidInput` or `CurrencyMismatch` (no change) as
+    ///   [`InvoicePayment::apply`](crate::InvoicePayment::apply).
+    /// - `NotFound` as for `get`.
+    async fn apply_payment(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        change: PaymentChange,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BillingError>;
 

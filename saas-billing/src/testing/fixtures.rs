@@ -11,6 +11,7 @@ use crate::{
     PlanRef, PlanVersion, Product, ProductId, Subscription, SubscriptionId, Trial, UsageEvent,
     UsageRecord, dec,
 };
+use crate::{Finalization, InvoiceLine, IssuerId, LineKind, PriceKey};
 
 /// 2024-01-01T00:00:00Z, where the fixtures start.
 pub fn start() -> DateTime<Utc> {
@@ -84,5 +85,34 @@ pub fn draft(tenant: TenantId, subscription: SubscriptionId, period: i64) -> Inv
         created_at: start(),
         finalize_after: start(),
         finalized_at: None,
+        number: None,
+        payment: None,
     }
+}
+
+/// A licensed line of `amount` USD.
+pub fn line(amount: rust_decimal::Decimal) -> InvoiceLine {
+    InvoiceLine {
+        kind: LineKind::Licensed,
+        description: "Basic".to_owned(),
+        price: Some(PriceKey::new("base").unwrap()),
+        quantity: dec!(1),
+        full_period_amount: None,
+        components: Vec::new(),
+        proration: None,
+        service_start: start(),
+        service_end: start(),
+        amount: Money::new(amount, Currency::USD),
+    }
+}
+
+/// An issuer of its own (`test-` and a random suffix), so that tests
+/// sharing a store never share a sequence.
+pub fn issuer() -> IssuerId {
+    IssuerId::new(format!("test-{}", uuid::Uuid::new_v4().simple())).unwrap()
+}
+
+/// A finalization with `lines` at `at`, numbered by `issuer`.
+pub fn finalization(lines: Vec<InvoiceLine>, at: DateTime<Utc>, issuer: &IssuerId) -> Finalization {
+    Finalization::new(lines, at, issuer.clone())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use saas_core::{ErrorKind, TenantId};
 
-use super::fixtures::{draft, start};
+use super::fixtures::{draft, finalization, issuer, start};
 use crate::{BillingError, InvoiceStatus, InvoiceStore, SubscriptionId};
 
 /// A created draft reads back by id and by (subscription, period).
@@ -59,7 +59,7 @@ pub async fn finalized_invoices_are_immutable(store: Arc<dyn InvoiceStore>) {
     let invoice = store.create(draft(tenant, sub, 0)).await.unwrap();
     let at = start() + TimeDelta::days(1);
     let done = store
-        .finalize(tenant, invoice.id, Vec::new(), at)
+        .finalize(tenant, invoice.id, finalization(Vec::new(), at, &issuer()))
         .await
         .unwrap();
     assert_eq!(done.status, InvoiceStatus::Finalized);
@@ -71,7 +71,7 @@ pub async fn finalized_invoices_are_immutable(store: Arc<dyn InvoiceStore>) {
     assert!(matches!(err, BillingError::InvoiceFinalized { .. }));
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let err = store
-        .finalize(tenant, invoice.id, Vec::new(), at)
+        .finalize(tenant, invoice.id, finalization(Vec::new(), at, &issuer()))
         .await
         .unwrap_err();
     assert!(matches!(err, BillingError::InvoiceFinalized { .. }));
@@ -89,7 +89,7 @@ pub async fn drafts_due_are_unfinalized_and_due(store: Arc<dyn InvoiceStore>) {
     assert!(due.iter().any(|i| i.id == now.id));
     assert!(!due.iter().any(|i| i.id == later.id));
     store
-        .finalize(tenant, now.id, Vec::new(), start())
+        .finalize(tenant, now.id, finalization(Vec::new(), start(), &issuer()))
         .await
         .unwrap();
     assert!(

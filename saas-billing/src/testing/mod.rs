@@ -18,6 +18,7 @@ mod cleanup;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
+pub mod numbering;
 pub mod quota;
 pub mod subscriptions;
 pub mod usage;
@@ -73,6 +74,12 @@ macro_rules! invoice_store_conformance {
             finalized_invoices_are_immutable,
             drafts_due_are_unfinalized_and_due,
             other_tenants_invoice_is_not_found
+        );
+        $crate::__conformance!($factory, numbering;
+            numbers_are_sequential_per_issuer,
+            racing_finalizations_number_without_gaps,
+            payment_changes_follow_the_rules,
+            racing_payments_pay_once
         );
     };
 }

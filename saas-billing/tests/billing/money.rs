@@ -157,7 +157,15 @@ async fn an_invoice_with_no_lines_totals_zero_with_minor_digits() {
         .await
         .unwrap();
     let finalized = store
-        .finalize(tenant, created.id, Vec::new(), start())
+        .finalize(
+            tenant,
+            created.id,
+            saas_billing::testing::fixtures::finalization(
+                Vec::new(),
+                start(),
+                &saas_billing::testing::fixtures::issuer(),
+            ),
+        )
         .await
         .unwrap();
     assert!(finalized.lines.is_empty());

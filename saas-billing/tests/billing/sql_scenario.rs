@@ -102,12 +102,20 @@ async fn sqlite_and_postgres_bill_like_memory() {
     }
 }
 
-/// Finalizes a draft through the store.
+/// Finalizes a draft of one 10.00 line through the store.
 async fn finalized(store: &dyn InvoiceStore) -> Invoice {
     let (tenant, sub) = (TenantId::new(), SubscriptionId::new());
     let invoice = store.create(fixtures::draft(tenant, sub, 0)).await.unwrap();
     store
-        .finalize(tenant, invoice.id, Vec::new(), fixtures::start())
+        .finalize(
+            tenant,
+            invoice.id,
+            fixtures::finalization(
+                vec![fixtures::line(saas_billing::dec!(10.00))],
+                fixtures::start(),
+                &fixtures::issuer(),
+            ),
+        )
         .await
         .unwrap()
 }
@@ -119,11 +127,28 @@ async fn postgres_refuses_sql_changes_to_finalized_invoices() {
         return;
     };
     let invoice = finalized(&pg.invoices()).await;
-    let update = sqlx::query("UPDATE billing_invoices SET total = 0 WHERE id = $1")
+    for change in [
+        "total = 0",
+        "number = number + 1",
+        "body = body || '{\"lines\": []}'::jsonb",
+    ] {
+        let update = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE billing_invoices SET {change} WHERE id = $1"
+        )))
         .bind(invoice.id.as_uuid())
         .execute(pg.pool())
         .await;
-    assert!(update.is_err(), "the trigger refuses the update");
+        assert!(update.is_err(), "the trigger refuses {change}");
+    }
+    // Its payment state alone may change.
+    sqlx::query(
+        "UPDATE billing_invoices SET payment_status = 'paid', \
+         body = jsonb_set(body, '{payment,status}', '\"paid\"') WHERE id = $1",
+    )
+    .bind(invoice.id.as_uuid())
+    .execute(pg.pool())
+    .await
+    .unwrap();
     let delete = sqlx::query("DELETE FROM billing_invoices WHERE id = $1")
         .bind(invoice.id.as_uuid())
         .execute(pg.pool())
@@ -136,11 +161,28 @@ async fn postgres_refuses_sql_changes_to_finalized_invoices() {
 async fn sqlite_refuses_sql_changes_to_finalized_invoices() {
     let (sqlite, cleanup) = sqlite_stores().await;
     let invoice = finalized(&sqlite.invoices()).await;
-    let update = sqlx::query("UPDATE billing_invoices SET total = '0' WHERE id = ?1")
+    for change in [
+        "total = '0'",
+        "number = number + 1",
+        "body = json_set(body, '$.lines', json('[]'))",
+    ] {
+        let update = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE billing_invoices SET {change} WHERE id = ?1"
+        )))
         .bind(invoice.id.to_string())
         .execute(sqlite.pool())
         .await;
-    assert!(update.is_err(), "the trigger refuses the update");
+        assert!(update.is_err(), "the trigger refuses {change}");
+    }
+    // Its payment state alone may change.
+    sqlx::query(
+        "UPDATE billing_invoices SET payment_status = 'paid', \
+         body = json_set(body, '$.payment.status', 'paid') WHERE id = ?1",
+    )
+    .bind(invoice.id.to_string())
+    .execute(sqlite.pool())
+    .await
+    .unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_invoices")
         .fetch_one(sqlite.pool())
         .await

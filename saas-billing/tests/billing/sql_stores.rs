@@ -170,3 +170,35 @@ async fn sqlite_migrate_is_idempotent() {
     stores.migrate().await.unwrap();
     cleanup.run().await;
 }
+
+/// Invoice numbering under load: 8 concurrent finalizers × 500 invoices
+/// of one issuer get exactly the numbers 1..=4,000, with no gap and no
+/// duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_numbers_4000_invoices_from_8_finalizers_without_gaps() {
+    let Some((stores, cleanup)) =
+        pg_stores("postgres_numbers_4000_invoices_from_8_finalizers_without_gaps").await
+    else {
+        return;
+    };
+    saas_billing::testing::numbering::concurrent_numbering(
+        std::sync::Arc::new(stores.invoices()),
+        8,
+        500,
+    )
+    .await;
+    cleanup.run().await;
+}
+
+/// As on PostgreSQL, on a SQLite file in WAL mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_numbers_4000_invoices_from_8_finalizers_without_gaps() {
+    let (stores, cleanup) = sqlite_stores().await;
+    saas_billing::testing::numbering::concurrent_numbering(
+        std::sync::Arc::new(stores.invoices()),
+        8,
+        500,
+    )
+    .await;
+    cleanup.run().await;
+}

@@ -26,6 +26,8 @@ impl Dialect for Postgres {
             Param::MaybeId(id) => statement.bind(id),
             Param::Tenant(tenant) => statement.bind(tenant),
             Param::Int(int) => statement.bind(int),
+            Param::MaybeInt(int) => statement.bind(int),
+            Param::MaybeText(text) => statement.bind(text),
             Param::Text(text) => statement.bind(text),
             Param::At(at) => statement.bind(at),
             Param::Amount(amount) => statement.bind(amount),

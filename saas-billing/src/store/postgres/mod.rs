@@ -26,7 +26,13 @@
 //!   `currency`, `total numeric`, a unique `(subscription_id,
 //!   period_index)` (of racing creations one commits, the others get a
 //!   unique violation → `AlreadyExists`), and a trigger refusing any
-//!   change to a finalized row, below the store's own check.
+//!   change to a finalized row but to its payment state, below the
+//!   store's own check; `issuer` and `number` (unique together) once
+//!   finalized.
+//! - `billing_invoice_numbers`: the last number per issuer, incremented by
+//!   an upsert in the finalizing transaction; its row lock serializes an
+//!   issuer's finalizers and a rollback returns the number, so numbers
+//!   have no gap.
 
 mod dialect;
 mod invoices;
@@ -125,11 +131,33 @@ CREATE INDEX IF NOT EXISTS billing_invoices_drafts_idx
 CREATE INDEX IF NOT EXISTS billing_invoices_tenant_idx
     ON billing_invoices (tenant_id, subscription_id, period_index);
 
+ALTER TABLE billing_invoices
+    ADD COLUMN IF NOT EXISTS issuer text,
+    ADD COLUMN IF NOT EXISTS number bigint CHECK (number >= 1),
+    ADD COLUMN IF NOT EXISTS payment_status text
+        CHECK (payment_status IN ('open', 'paid', 'void', 'uncollectible'));
+CREATE UNIQUE INDEX IF NOT EXISTS billing_invoices_number_key
+    ON billing_invoices (issuer, number);
+
+CREATE TABLE IF NOT EXISTS billing_invoice_numbers (
+    issuer text PRIMARY KEY,
+    last_number bigint NOT NULL CHECK (last_number >= 1)
+);
+
+-- A finalized invoice changes only in its payment state: the
+-- payment_status column and the body's "payment" key.
 CREATE OR REPLACE FUNCTION billing_invoices_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.status = 'finalized' THEN
-        RAISE EXCEPTION 'invoice % is finalized', OLD.id USING ERRCODE = 'check_violation';
+        IF TG_OP = 'DELETE' THEN
+            RAISE EXCEPTION 'invoice % is finalized', OLD.id USING ERRCODE = 'check_violation';
+        END IF;
+        IF (to_jsonb(NEW) - 'payment_status' - 'body') IS DISTINCT FROM
+               (to_jsonb(OLD) - 'payment_status' - 'body')
+           OR (NEW.body - 'payment') IS DISTINCT FROM (OLD.body - 'payment') THEN
+            RAISE EXCEPTION 'invoice % is finalized', OLD.id USING ERRCODE = 'check_violation';
+        END IF;
     END IF;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;

@@ -37,6 +37,10 @@ pub(crate) enum Param {
     Tenant(TenantId),
     /// An integer (`bigint` / `INTEGER`).
     Int(i64),
+    /// An integer or `NULL`.
+    MaybeInt(Option<i64>),
+    /// Text or `NULL`.
+    MaybeText(Option<String>),
     /// Text, JSON text included (its cast, if any, is in the SQL).
     Text(String),
     /// An instant or `NULL`: `timestamptz` (PostgreSQL), fixed-width

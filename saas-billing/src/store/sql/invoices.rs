@@ -3,7 +3,10 @@
 //! columns queries need; one invoice per subscription and period (a
 //! unique constraint: of racing creations one commits, the others get a
 //! unique violation → `AlreadyExists`); a finalized invoice is refused by
-//! the store and, below it, by a trigger.
+//! the store and, below it, by a trigger, except for its payment state
+//! (`payment_status` and the body's `payment`). Invoice numbers come from
+//! `billing_invoice_numbers`, one counter row per issuer, incremented in
+//! the finalizing transaction; `(issuer, number)` is unique.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,10 +14,12 @@ use saas_core::TenantId;
 use sqlx::Pool;
 
 use super::dialect::{Param, Sql, all, optional};
-use super::{from_json, to_json};
+use super::{corrupt, from_json, to_json};
 use crate::error::BillingError;
-use crate::ids::{InvoiceId, SubscriptionId};
-use crate::invoice::{Invoice, InvoiceLine, InvoiceStatus};
+use crate::ids::{InvoiceId, IssuerId, SubscriptionId};
+use crate::invoice::{
+    Finalization, Invoice, InvoiceLine, InvoiceNumber, InvoiceStatus, PaymentChange,
+};
 use crate::store::InvoiceStore;
 
 /// An invoice store on a pool of a [`Sql`] database: implementing it
@@ -83,14 +88,45 @@ async fn create<D: Sql>(pool: &Pool<D>, invoice: Invoice) -> Result<Invoice, Bil
     }
 }
 
-/// Changes a draft in one write transaction: reads the row (locked where
-/// the dialect locks rows), applies `change` to the stored invoice and
-/// writes the result.
-async fn change_draft<D: Sql>(
+/// What [`change`] does to the invoice it locked.
+enum Change {
+    /// Replace a draft's lines.
+    Lines(Vec<InvoiceLine>),
+    /// Finalize a draft, numbered in the issuer's sequence.
+    Finalize(Finalization),
+    /// Change a finalized invoice's payment state.
+    Payment(PaymentChange, DateTime<Utc>),
+}
+
+/// The next number of `issuer`'s sequence, taken on the counter row in
+/// the caller's transaction: the row stays locked until it ends, so
+/// finalizers of one issuer run one after the other, and a rollback gives
+/// the number back (no gap).
+async fn next_number<D: Sql>(
+    conn: &mut D::Connection,
+    issuer: &IssuerId,
+) -> Result<u64, BillingError> {
+    let sql = "INSERT INTO billing_invoice_numbers (issuer, last_number) VALUES ($1, 1) \
+               ON CONFLICT (issuer) DO UPDATE \
+               SET last_number = billing_invoice_numbers.last_number + 1 \
+               RETURNING last_number";
+    let row = D::fetch_optional(conn, sql.to_owned(), vec![Param::Text(issuer.to_string())])
+        .await
+        .map_err(D::error)?
+        .ok_or_else(|| corrupt(D::BACKEND, "no invoice number returned"))?;
+    let last = D::int(&row, "last_number").map_err(D::error)?;
+    u64::try_from(last).map_err(|_| corrupt(D::BACKEND, format!("invoice number {last}")))
+}
+
+/// Changes an invoice in one write transaction: reads the row (locked
+/// where the dialect locks rows), applies `change` to the stored invoice
+/// (taking an invoice number first when finalizing) and writes the
+/// result. Any error rolls everything back, the number included.
+async fn change<D: Sql>(
     pool: &Pool<D>,
     tenant: TenantId,
     id: InvoiceId,
-    change: impl FnOnce(&mut Invoice) -> Result<(), BillingError> + Send,
+    change: Change,
 ) -> Result<Invoice, BillingError> {
     let mut tx = D::begin_write(pool).await?;
     let rest = format!("WHERE id = $1 AND tenant_id = $2{}", D::FOR_UPDATE);
@@ -101,17 +137,42 @@ async fn change_draft<D: Sql>(
     let Some(mut invoice) = row.as_ref().map(read::<D>).transpose()? else {
         return Err(BillingError::not_found("invoice", id));
     };
-    change(&mut invoice)?;
+    match change {
+        Change::Lines(lines) => invoice.set_lines(lines)?,
+        Change::Finalize(finalization) => {
+            // Checked before the number is taken (a rollback would give it
+            // back anyway; this spares the counter's lock).
+            invoice.set_lines(finalization.lines)?;
+            let sequence = next_number::<D>(&mut tx, &finalization.issuer).await?;
+            let number = InvoiceNumber::new(finalization.issuer, sequence);
+            invoice.finalize(finalization.at, number)?;
+        }
+        Change::Payment(change, at) => invoice.apply_payment(&change, at)?,
+    }
     let sql = format!(
         "UPDATE billing_invoices SET status = $2, total = $3, finalized_at = $4, \
-         body = $5{} WHERE id = $1",
+         issuer = $5, number = $6, payment_status = $7, body = $8{} WHERE id = $1",
         D::JSON_PARAM
     );
+    let number = invoice.number.as_ref();
     let params = vec![
         Param::Id(*id.as_uuid()),
         Param::Text(status_text(invoice.status).to_owned()),
         Param::Amount(invoice.total.amount()),
         Param::At(invoice.finalized_at),
+        Param::MaybeText(number.map(|n| n.issuer.to_string())),
+        Param::MaybeInt(
+            number
+                .map(|n| i64::try_from(n.sequence))
+                .transpose()
+                .map_err(|_| BillingError::overflow("an invoice number"))?,
+        ),
+        Param::MaybeText(
+            invoice
+                .payment
+                .as_ref()
+                .map(|p| p.status.as_str().to_owned()),
+        ),
         Param::Text(to_json(D::BACKEND, &invoice)?),
     ];
     D::execute(&mut *tx, sql, params).await.map_err(D::error)?;
@@ -154,21 +215,26 @@ impl<S: InvoiceTable> InvoiceStore for S {
         id: InvoiceId,
         lines: Vec<InvoiceLine>,
     ) -> Result<Invoice, BillingError> {
-        change_draft(self.pool(), tenant, id, |invoice| invoice.set_lines(lines)).await
+        change(self.pool(), tenant, id, Change::Lines(lines)).await
     }
 
     async fn finalize(
         &self,
         tenant: TenantId,
         id: InvoiceId,
-        lines: Vec<InvoiceLine>,
+        finalization: Finalization,
+    ) -> Result<Invoice, BillingError> {
+        change(self.pool(), tenant, id, Change::Finalize(finalization)).await
+    }
+
+    async fn apply_payment(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        payment: PaymentChange,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BillingError> {
-        change_draft(self.pool(), tenant, id, |invoice| {
-            invoice.set_lines(lines)?;
-            invoice.finalize(at)
-        })
-        .await
+        change(self.pool(), tenant, id, Change::Payment(payment, at)).await
     }
 
     async fn drafts_due(

@@ -28,6 +28,8 @@ impl Dialect for Sqlite {
             Param::MaybeId(id) => statement.bind(id.map(|id| id.to_string())),
             Param::Tenant(tenant) => statement.bind(tenant),
             Param::Int(int) => statement.bind(int),
+            Param::MaybeInt(int) => statement.bind(int),
+            Param::MaybeText(text) => statement.bind(text),
             Param::Text(text) => statement.bind(text),
             Param::At(at) => statement.bind(at.map(sortable)),
             Param::Amount(amount) => statement.bind(amount.to_string()),

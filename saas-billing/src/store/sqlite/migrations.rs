@@ -13,6 +13,10 @@
 //!    included), drop the old one, rename, recreate its indexes and
 //!    triggers. The conversion uses `unhex` (SQLite ≥ 3.41; the bundled
 //!    SQLite that sqlx's `sqlite` feature links is newer).
+//! 3. Invoice numbers (`issuer`, `number`, unique together, and the
+//!    per-issuer counter `billing_invoice_numbers`) and payment state
+//!    (`payment_status`); the immutability trigger lets only the payment
+//!    state of a finalized invoice change.
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqlitePool, Transaction};
 
@@ -197,6 +201,36 @@ BEGIN
 END;
 "#;
 
+/// Version 3: invoice numbers and payment state. The immutability
+/// trigger now lets a finalized invoice's payment state change, and
+/// nothing else.
+const V3_NUMBERS_AND_PAYMENTS: &str = r#"
+ALTER TABLE billing_invoices ADD COLUMN issuer TEXT;
+ALTER TABLE billing_invoices ADD COLUMN number INTEGER CHECK (number >= 1);
+ALTER TABLE billing_invoices ADD COLUMN payment_status TEXT
+    CHECK (payment_status IN ('open', 'paid', 'void', 'uncollectible'));
+CREATE UNIQUE INDEX billing_invoices_number_key ON billing_invoices (issuer, number);
+CREATE TABLE billing_invoice_numbers (
+    issuer TEXT PRIMARY KEY NOT NULL,
+    last_number INTEGER NOT NULL CHECK (last_number >= 1)
+) STRICT, WITHOUT ROWID;
+DROP TRIGGER billing_invoices_immutable;
+CREATE TRIGGER billing_invoices_immutable
+    BEFORE UPDATE ON billing_invoices WHEN OLD.status = 'finalized' AND (
+        NEW.id IS NOT OLD.id OR NEW.tenant_id IS NOT OLD.tenant_id
+        OR NEW.subscription_id IS NOT OLD.subscription_id
+        OR NEW.period_index IS NOT OLD.period_index OR NEW.status IS NOT OLD.status
+        OR NEW.currency IS NOT OLD.currency OR NEW.total IS NOT OLD.total
+        OR NEW.created_at IS NOT OLD.created_at
+        OR NEW.finalize_after IS NOT OLD.finalize_after
+        OR NEW.finalized_at IS NOT OLD.finalized_at
+        OR NEW.issuer IS NOT OLD.issuer OR NEW.number IS NOT OLD.number
+        OR json_remove(NEW.body, '$.payment') IS NOT json_remove(OLD.body, '$.payment'))
+BEGIN
+    SELECT RAISE(ABORT, 'invoice is finalized');
+END;
+"#;
+
 /// What a migration does.
 enum Step {
     /// Runs this SQL.
@@ -207,9 +241,14 @@ enum Step {
 }
 
 /// The migrations in order: version, description, step.
-const MIGRATIONS: [(i64, &str, Step); 2] = [
+const MIGRATIONS: [(i64, &str, Step); 3] = [
     (1, "create billing tables", Step::Sql(V1_TABLES)),
     (2, "tenant ids as BLOB", Step::TenantIdsToBlobs),
+    (
+        3,
+        "invoice numbers and payment state",
+        Step::Sql(V3_NUMBERS_AND_PAYMENTS),
+    ),
 ];
 
 /// The schema version [`migrate_to`] reaches at most.
