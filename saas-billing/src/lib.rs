@@ -35,6 +35,7 @@ pub mod quota;
 mod rounding;
 pub mod store;
 mod subscription;
+mod tax;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -78,6 +79,10 @@ pub use subscription::{
     CancelMode, ChangeDirection, ChangeTiming, MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis,
     PlanChange, PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription,
     SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
+};
+
+pub use tax::{
+    LineTax, StaticTaxRates, TaxBehavior, TaxQuery, TaxRate, TaxResolver, TaxSummary, apply_taxes,
 };
 
 /// Re-exported so callers name the same `Decimal` and `Tz` types as the API.

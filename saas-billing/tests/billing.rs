@@ -59,3 +59,5 @@ mod sqlite_tenant_ids;
 mod stores;
 #[path = "billing/subscriptions.rs"]
 mod subscriptions;
+#[path = "billing/taxes.rs"]
+mod taxes;

@@ -10,7 +10,7 @@ use crate::calendar::Period;
 use crate::error::BillingError;
 use crate::events::BillingEvent;
 use crate::ids::{InvoiceId, MeterKey, SubscriptionId};
-use crate::invoice::{Finalization, LineKind};
+use crate::invoice::{Finalization, LineKind, total_of};
 use crate::invoice::{
     Invoice, InvoiceLine, InvoiceStatus, LicensedBasis, RatingInput, UsageCorrection, rate,
 };
@@ -264,7 +264,9 @@ impl BillingEngine {
             usage: &usage,
             corrections: &corrections,
         };
-        let draft = rate(&input, &*self.clock)?;
+        let mut draft = rate(&input, &*self.clock)?;
+        self.tax(&mut draft.lines, sub.tenant_id, sub.id, sub.currency)?;
+        let total = total_of(sub.currency, &draft.lines)?;
         Ok(Invoice {
             id: InvoiceId::new(),
             tenant_id: sub.tenant_id,
@@ -276,7 +278,7 @@ impl BillingEngine {
             currency: sub.currency,
             status: InvoiceStatus::Draft,
             lines: draft.lines,
-            total: draft.total,
+            total,
             created_at: now,
             finalize_after: end.checked_add_signed(self.config.late_usage_grace).ok_or(
                 BillingError::DateOutOfRange {
@@ -322,7 +324,8 @@ impl BillingEngine {
             usage: &usage,
             corrections: &corrections,
         };
-        let rated = rate(&input, &*self.clock)?;
+        let mut rated = rate(&input, &*self.clock)?;
+        self.tax(&mut rated.lines, tenant, id, draft.currency)?;
         match self
             .stores
             .invoices
@@ -441,4 +444,25 @@ fn metered(plan: &PlanVersion) -> Vec<&MeterKey> {
             _ => None,
         })
         .collect()
+}
+
+impl BillingEngine {
+    /// Sets the lines' taxes from the engine's resolver (see
+    /// [`apply_taxes`](crate::apply_taxes)).
+    fn tax(
+        &self,
+        lines: &mut [InvoiceLine],
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        currency: crate::currency::Currency,
+    ) -> Result<(), BillingError> {
+        crate::tax::apply_taxes(
+            lines,
+            &*self.taxes,
+            tenant,
+            subscription,
+            currency,
+            self.config.rounding,
+        )
+    }
 }

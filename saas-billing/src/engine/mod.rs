@@ -31,6 +31,7 @@ use crate::subscription::{
     CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, ProrationPolicy, Subscription,
     SubscriptionEvent,
 };
+use crate::tax::{StaticTaxRates, TaxResolver};
 
 /// Engine settings.
 ///
@@ -146,6 +147,7 @@ pub struct BillingEngine {
     entitlements: Arc<EntitlementChecker>,
     config: BillingConfig,
     issuer: InvoiceIssuer,
+    taxes: Arc<dyn TaxResolver>,
 }
 
 const RETRIES: usize = 5;
@@ -166,7 +168,17 @@ impl BillingEngine {
             events: Arc::new(NoopEventSink),
             config: BillingConfig::default(),
             issuer: InvoiceIssuer::default(),
+            taxes: Arc::new(StaticTaxRates::new()),
         }
+    }
+
+    /// Sets where invoice lines' tax rates come from (default: an empty
+    /// [`StaticTaxRates`], no tax). Taxes are computed on every draft and
+    /// again at finalization, per line, rounded per line with the
+    /// config's rounding mode.
+    pub fn with_tax_resolver(mut self, taxes: Arc<dyn TaxResolver>) -> Self {
+        self.taxes = taxes;
+        self
     }
 
     /// Sets whose sequence numbers the invoices at finalization (default:

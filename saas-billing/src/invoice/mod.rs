@@ -20,6 +20,7 @@ use crate::error::BillingError;
 use crate::ids::{InvoiceId, IssuerId, MeterKey, PriceKey, SubscriptionId};
 use crate::money::Money;
 use crate::plan::PlanRef;
+use crate::tax::{LineTax, TaxBehavior, TaxSummary};
 
 /// What an invoice line bills.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,8 +79,40 @@ pub struct InvoiceLine {
     pub service_start: DateTime<Utc>,
     /// End (exclusive) of the time this line pays for.
     pub service_end: DateTime<Utc>,
-    /// The line's amount, rounded to the minor unit (negative for credits).
+    /// The line's amount, rounded to the minor unit (negative for
+    /// credits): net of tax for exclusive rates, tax included for
+    /// inclusive ones.
     pub amount: Money,
+    /// Its taxes, one per rate, each rounded once (see
+    /// [`apply_taxes`](crate::apply_taxes)); empty when untaxed.
+    #[serde(default)]
+    pub taxes: Vec<LineTax>,
+}
+
+impl InvoiceLine {
+    /// The line's amount without tax: its amount less its inclusive
+    /// taxes.
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn net_amount(&self) -> Result<Money, BillingError> {
+        self.taxes
+            .iter()
+            .filter(|t| t.rate.behavior() == TaxBehavior::Inclusive)
+            .try_fold(self.amount, |net, t| net.checked_sub(t.amount))
+    }
+
+    /// What the customer pays for the line: its amount plus its exclusive
+    /// taxes.
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn amount_with_tax(&self) -> Result<Money, BillingError> {
+        self.taxes
+            .iter()
+            .filter(|t| t.rate.behavior() == TaxBehavior::Exclusive)
+            .try_fold(self.amount, |sum, t| sum.checked_add(t.amount))
+    }
 }
 
 /// Draft or finalized.
@@ -116,7 +149,8 @@ pub struct Invoice {
     pub status: InvoiceStatus,
     /// The lines.
     pub lines: Vec<InvoiceLine>,
-    /// The sum of the (rounded) line amounts.
+    /// What the invoice charges: the sum of the (rounded) line amounts
+    /// plus their exclusive taxes.
     pub total: Money,
     /// When the draft was created.
     pub created_at: DateTime<Utc>,
@@ -218,6 +252,41 @@ impl Invoice {
         }
     }
 
+    /// The sum of the lines' net amounts (before tax).
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn subtotal(&self) -> Result<Money, BillingError> {
+        let nets = self
+            .lines
+            .iter()
+            .map(InvoiceLine::net_amount)
+            .collect::<Result<Vec<_>, _>>()?;
+        Money::checked_sum(self.currency, nets)
+    }
+
+    /// The sum of every line's taxes (inclusive and exclusive):
+    /// `total = subtotal + tax_total`.
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn tax_total(&self) -> Result<Money, BillingError> {
+        Money::checked_sum(
+            self.currency,
+            self.lines
+                .iter()
+                .flat_map(|l| l.taxes.iter().map(|t| t.amount)),
+        )
+    }
+
+    /// The taxes per rate, in order of first appearance.
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn tax_summary(&self) -> Result<Vec<TaxSummary>, BillingError> {
+        crate::tax::summarize(self.currency, &self.lines)
+    }
+
     /// Whether it is finalized.
     pub fn is_finalized(&self) -> bool {
         self.status == InvoiceStatus::Finalized
@@ -232,7 +301,11 @@ impl Invoice {
     }
 }
 
-/// The sum of rounded line amounts.
+/// The sum of rounded line amounts plus their exclusive taxes.
 pub(crate) fn total_of(currency: Currency, lines: &[InvoiceLine]) -> Result<Money, BillingError> {
-    Money::checked_sum(currency, lines.iter().map(|l| l.amount))
+    let with_tax = lines
+        .iter()
+        .map(InvoiceLine::amount_with_tax)
+        .collect::<Result<Vec<_>, _>>()?;
+    Money::checked_sum(currency, with_tax)
 }

@@ -107,6 +107,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                 service_start: input.period.start(),
                 service_end: input.period.end(),
                 amount: line.amount(),
+                taxes: Vec::new(),
             });
         }
     }
@@ -146,6 +147,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                 service_start: input.period.start(),
                 service_end: input.period.end(),
                 amount: line.amount(),
+                taxes: Vec::new(),
             });
         }
     }
@@ -192,6 +194,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                     service_start: after.window_start,
                     service_end: after.window_end,
                     amount,
+                    taxes: Vec::new(),
                 });
             }
         }

@@ -162,6 +162,7 @@ pub(crate) fn proration_lines(
             service_start: at,
             service_end: period.end(),
             amount,
+            taxes: Vec::new(),
         });
     }
     Ok(lines)

@@ -103,6 +103,7 @@ pub fn line(amount: rust_decimal::Decimal) -> InvoiceLine {
         service_start: start(),
         service_end: start(),
         amount: Money::new(amount, Currency::USD),
+        taxes: Vec::new(),
     }
 }
 

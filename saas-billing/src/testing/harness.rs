@@ -48,6 +48,14 @@ impl BillingHarness {
         }
     }
 
+    /// The harness with its engine changed by `f` (a tax resolver, an
+    /// invoice issuer…); the engine keeps the harness's clock and event
+    /// recorder.
+    pub fn map_engine(mut self, f: impl FnOnce(BillingEngine) -> BillingEngine) -> BillingHarness {
+        self.engine = f(self.engine);
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &BillingEngine {
         &self.engine
