@@ -144,6 +144,16 @@ pub enum BillingError {
         change: &'static str,
     },
 
+    /// The coupon cannot be redeemed any more: its `redeem_by` has passed
+    /// or it reached its `max_redemptions`. Nothing was recorded.
+    #[error("coupon {coupon} cannot be redeemed: {reason}")]
+    CouponNotRedeemable {
+        /// The coupon.
+        coupon: String,
+        /// Why (`"expired"`, `"fully redeemed"`).
+        reason: &'static str,
+    },
+
     /// A record was changed by someone else since it was read (optimistic
     /// concurrency); read it again and retry.
     #[error("{what} {id} changed concurrently: expected version {expected}, found {found}")]
@@ -214,6 +224,7 @@ impl BillingError {
             | BillingError::InvoiceFinalized { .. }
             | BillingError::InvoiceNotFinalized { .. }
             | BillingError::IllegalPaymentTransition { .. }
+            | BillingError::CouponNotRedeemable { .. }
             | BillingError::StaleVersion { .. } => ErrorKind::Conflict,
             BillingError::NotFound { .. } => ErrorKind::NotFound,
             BillingError::AlreadyExists { .. } => ErrorKind::AlreadyExists,

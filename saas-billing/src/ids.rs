@@ -120,6 +120,12 @@ string_key!(
     "issuer id"
 );
 
+string_key!(
+    /// A coupon (`"launch-20"`), chosen by whoever creates it.
+    CouponId,
+    "coupon id"
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

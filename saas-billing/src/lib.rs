@@ -20,6 +20,7 @@ mod allocate;
 mod calendar;
 mod charge;
 mod currency;
+pub mod discount;
 mod engine;
 mod entitlement;
 mod error;
@@ -55,7 +56,8 @@ pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, Ent
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
 pub use ids::{
-    FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId, SubscriptionId,
+    CouponId, FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId,
+    SubscriptionId,
 };
 pub use invoice::{
     Finalization, Invoice, InvoiceDraft, InvoiceIssuer, InvoiceLine, InvoiceNumber, InvoicePayment,
@@ -72,8 +74,8 @@ pub use plan::{
 };
 pub use rounding::RoundingMode;
 pub use store::{
-    IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore,
-    UsageWriter,
+    CouponStore, IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord,
+    UsageStore, UsageWriter,
 };
 pub use subscription::{
     CancelMode, ChangeDirection, ChangeTiming, MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis,
@@ -81,6 +83,9 @@ pub use subscription::{
     SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
 };
 
+pub use discount::{
+    Coupon, CouponAmount, CouponDuration, CouponScope, LineDiscount, Redemption, apply_discounts,
+};
 pub use tax::{
     LineTax, StaticTaxRates, TaxBehavior, TaxQuery, TaxRate, TaxResolver, TaxSummary, apply_taxes,
 };

@@ -265,7 +265,14 @@ impl BillingEngine {
             corrections: &corrections,
         };
         let mut draft = rate(&input, &*self.clock)?;
-        self.tax(&mut draft.lines, sub.tenant_id, sub.id, sub.currency)?;
+        self.discount_and_tax(
+            &mut draft.lines,
+            sub.tenant_id,
+            sub.id,
+            sub.currency,
+            period.index(),
+        )
+        .await?;
         let total = total_of(sub.currency, &draft.lines)?;
         Ok(Invoice {
             id: InvoiceId::new(),
@@ -325,7 +332,14 @@ impl BillingEngine {
             corrections: &corrections,
         };
         let mut rated = rate(&input, &*self.clock)?;
-        self.tax(&mut rated.lines, tenant, id, draft.currency)?;
+        self.discount_and_tax(
+            &mut rated.lines,
+            tenant,
+            id,
+            draft.currency,
+            draft.period_index,
+        )
+        .await?;
         match self
             .stores
             .invoices
@@ -447,15 +461,30 @@ fn metered(plan: &PlanVersion) -> Vec<&MeterKey> {
 }
 
 impl BillingEngine {
-    /// Sets the lines' taxes from the engine's resolver (see
+    /// Applies the subscription's coupons active in `period` (see
+    /// [`apply_discounts`](crate::apply_discounts)), then sets the lines'
+    /// taxes from the engine's resolver on the discounted amounts (see
     /// [`apply_taxes`](crate::apply_taxes)).
-    fn tax(
+    async fn discount_and_tax(
         &self,
         lines: &mut [InvoiceLine],
         tenant: TenantId,
         subscription: SubscriptionId,
         currency: crate::currency::Currency,
+        period: i64,
     ) -> Result<(), BillingError> {
+        let redemptions = self
+            .stores
+            .coupons
+            .redemptions(tenant, subscription)
+            .await?;
+        crate::discount::apply_discounts(
+            lines,
+            &redemptions,
+            period,
+            currency,
+            self.config.rounding,
+        )?;
         crate::tax::apply_taxes(
             lines,
             &*self.taxes,

@@ -1,6 +1,7 @@
 //! The billing engine: subscriptions, usage and the billing cycle over the
 //! stores, with time from an injected clock.
 
+mod coupons;
 mod cycle;
 mod entitlements;
 mod payments;
@@ -24,8 +25,8 @@ use crate::invoice::{Invoice, InvoiceIssuer};
 use crate::plan::Catalog;
 use crate::rounding::RoundingMode;
 use crate::store::{
-    InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore, InvoiceStore,
-    SubscriptionStore, UsageStore,
+    CouponStore, InMemoryCouponStore, InMemoryInvoiceStore, InMemorySubscriptionStore,
+    InMemoryUsageStore, InvoiceStore, SubscriptionStore, UsageStore,
 };
 use crate::subscription::{
     CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, ProrationPolicy, Subscription,
@@ -109,7 +110,7 @@ impl BillingConfig {
     }
 }
 
-/// The three stores the engine uses.
+/// The stores the engine uses.
 #[derive(Debug, Clone)]
 pub struct BillingStores {
     /// Subscriptions.
@@ -118,6 +119,8 @@ pub struct BillingStores {
     pub usage: Arc<dyn UsageStore>,
     /// Invoices.
     pub invoices: Arc<dyn InvoiceStore>,
+    /// Coupons and their redemptions.
+    pub coupons: Arc<dyn CouponStore>,
 }
 
 impl BillingStores {
@@ -127,6 +130,7 @@ impl BillingStores {
             subscriptions: Arc::new(InMemorySubscriptionStore::new()),
             usage: Arc::new(InMemoryUsageStore::new()),
             invoices: Arc::new(InMemoryInvoiceStore::new()),
+            coupons: Arc::new(InMemoryCouponStore::new()),
         }
     }
 }

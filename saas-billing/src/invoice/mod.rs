@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::charge::ChargeComponent;
 use crate::currency::Currency;
+use crate::discount::LineDiscount;
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, IssuerId, MeterKey, PriceKey, SubscriptionId};
 use crate::money::Money;
@@ -87,9 +88,23 @@ pub struct InvoiceLine {
     /// [`apply_taxes`](crate::apply_taxes)); empty when untaxed.
     #[serde(default)]
     pub taxes: Vec<LineTax>,
+    /// The coupons' discounts, already taken off `amount` (see
+    /// [`apply_discounts`](crate::apply_discounts)); empty when none.
+    #[serde(default)]
+    pub discounts: Vec<LineDiscount>,
 }
 
 impl InvoiceLine {
+    /// The line's amount before its discounts.
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` or `Overflow` (corrupt data).
+    pub fn amount_before_discounts(&self) -> Result<Money, BillingError> {
+        self.discounts
+            .iter()
+            .try_fold(self.amount, |sum, d| sum.checked_add(d.amount))
+    }
+
     /// The line's amount without tax: its amount less its inclusive
     /// taxes.
     ///

@@ -108,6 +108,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                 service_end: input.period.end(),
                 amount: line.amount(),
                 taxes: Vec::new(),
+                discounts: Vec::new(),
             });
         }
     }
@@ -148,6 +149,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                 service_end: input.period.end(),
                 amount: line.amount(),
                 taxes: Vec::new(),
+                discounts: Vec::new(),
             });
         }
     }
@@ -195,6 +197,7 @@ pub fn rate(input: &RatingInput<'_>, clock: &dyn Clock) -> Result<InvoiceDraft, 
                     service_end: after.window_end,
                     amount,
                     taxes: Vec::new(),
+                    discounts: Vec::new(),
                 });
             }
         }

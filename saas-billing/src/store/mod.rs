@@ -7,6 +7,7 @@
 //! in [`crate::testing`] (feature `testing`) checks exactly those points.
 
 mod memory;
+mod memory_coupons;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -17,14 +18,16 @@ pub(crate) mod sql;
 pub mod sqlite;
 
 pub use memory::{InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore};
+pub use memory_coupons::InMemoryCouponStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 use serde::Serialize;
 
+use crate::discount::{Coupon, Redemption};
 use crate::error::BillingError;
-use crate::ids::{InvoiceId, SubscriptionId};
+use crate::ids::{CouponId, InvoiceId, SubscriptionId};
 use crate::invoice::{Finalization, Invoice, InvoiceLine, PaymentChange};
 use crate::metering::UsageEvent;
 use crate::subscription::Subscription;
@@ -271,4 +274,44 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         subscription: SubscriptionId,
     ) -> Result<Vec<Invoice>, BillingError>;
+}
+
+/// Coupons and their redemptions.
+#[async_trait]
+pub trait CouponStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new coupon.
+    /// - `AlreadyExists` if the id is taken.
+    async fn create(&self, coupon: Coupon) -> Result<Coupon, BillingError>;
+
+    /// The coupon. `NotFound` if absent.
+    async fn get(&self, id: &CouponId) -> Result<Coupon, BillingError>;
+
+    /// Records that a subscription redeems a coupon from `start_period`
+    /// at `at`, and returns the redemption (with the coupon as stored).
+    /// - The checks and the write are one critical section: racing
+    ///   redemptions never exceed `max_redemptions`.
+    /// - `CouponNotRedeemable` (nothing recorded) if `at` is at or after
+    ///   its `redeem_by`, or it was redeemed `max_redemptions` times.
+    /// - `AlreadyExists` if this subscription redeemed it before (a
+    ///   refused redemption counts nothing).
+    /// - `NotFound` if the coupon is absent.
+    async fn redeem(
+        &self,
+        coupon: &CouponId,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        start_period: i64,
+        at: DateTime<Utc>,
+    ) -> Result<Redemption, BillingError>;
+
+    /// How many times the coupon was redeemed. `NotFound` if absent.
+    async fn times_redeemed(&self, id: &CouponId) -> Result<u32, BillingError>;
+
+    /// A subscription's redemptions, in redemption order (only this
+    /// tenant's).
+    async fn redemptions(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+    ) -> Result<Vec<Redemption>, BillingError>;
 }

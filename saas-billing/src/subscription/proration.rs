@@ -163,6 +163,7 @@ pub(crate) fn proration_lines(
             service_end: period.end(),
             amount,
             taxes: Vec::new(),
+            discounts: Vec::new(),
         });
     }
     Ok(lines)

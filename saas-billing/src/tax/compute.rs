@@ -31,6 +31,7 @@ use crate::rounding::RoundingMode;
 /// #     quantity: dec!(1), full_period_amount: None, components: Vec::new(),
 /// #     proration: None, service_start: at, service_end: at,
 /// #     amount: Money::new(amount, Currency::USD), taxes: Vec::new(),
+/// #     discounts: Vec::new(),
 /// # };
 ///
 /// let vat = TaxRate::new("DE", "VAT", dec!(19), TaxBehavior::Exclusive).unwrap();

@@ -104,6 +104,7 @@ pub fn line(amount: rust_decimal::Decimal) -> InvoiceLine {
         service_end: start(),
         amount: Money::new(amount, Currency::USD),
         taxes: Vec::new(),
+        discounts: Vec::new(),
     }
 }
 

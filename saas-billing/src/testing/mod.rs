@@ -15,6 +15,7 @@
 //! ```
 
 mod cleanup;
+pub mod coupons;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
@@ -80,6 +81,20 @@ macro_rules! invoice_store_conformance {
             racing_finalizations_number_without_gaps,
             payment_changes_follow_the_rules,
             racing_payments_pay_once
+        );
+    };
+}
+
+/// One `#[tokio::test]` per coupon-store behaviour, for the store
+/// returned by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`]).
+#[macro_export]
+macro_rules! coupon_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, coupons;
+            create_then_get,
+            limits_and_expiry_are_enforced,
+            racing_redemptions_respect_the_limit,
+            redemptions_are_listed_per_subscription
         );
     };
 }

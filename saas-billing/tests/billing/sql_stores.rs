@@ -130,6 +130,18 @@ macro_rules! conformance {
                 }
                 saas_billing::invoice_store_conformance!(store);
             }
+
+            mod coupons {
+
+                use saas_billing::CouponStore;
+                use saas_billing::testing::Cleanup;
+
+                async fn store() -> Option<(std::sync::Arc<dyn CouponStore>, Cleanup)> {
+                    let (stores, cleanup) = $make?;
+                    Some((std::sync::Arc::new(stores.coupons()), cleanup))
+                }
+                saas_billing::coupon_store_conformance!(store);
+            }
         }
     };
 }

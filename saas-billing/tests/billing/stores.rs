@@ -35,3 +35,15 @@ mod invoices {
     }
     saas_billing::invoice_store_conformance!(store);
 }
+
+mod coupons {
+    use std::sync::Arc;
+
+    use saas_billing::CouponStore;
+    use saas_billing::store::InMemoryCouponStore;
+
+    async fn store() -> Option<Arc<dyn CouponStore>> {
+        Some(Arc::new(InMemoryCouponStore::new()))
+    }
+    saas_billing::coupon_store_conformance!(store);
+}

@@ -29,16 +29,22 @@
 //!   change to a finalized row but to its payment state, below the
 //!   store's own check; `issuer` and `number` (unique together) once
 //!   finalized.
+//! - `billing_coupons` (the coupon as JSON and its redemption count) and
+//!   `billing_coupon_redemptions` (primary key `(coupon_id,
+//!   subscription_id)`); a redemption locks the coupon's row, so its
+//!   limit holds under concurrency.
 //! - `billing_invoice_numbers`: the last number per issuer, incremented by
 //!   an upsert in the finalizing transaction; its row lock serializes an
 //!   issuer's finalizers and a rollback returns the number, so numbers
 //!   have no gap.
 
+mod coupons;
 mod dialect;
 mod invoices;
 mod subscriptions;
 mod usage;
 
+pub use coupons::PgCouponStore;
 pub use invoices::PgInvoiceStore;
 pub use subscriptions::PgSubscriptionStore;
 pub use usage::PgUsageStore;
@@ -144,6 +150,24 @@ CREATE TABLE IF NOT EXISTS billing_invoice_numbers (
     last_number bigint NOT NULL CHECK (last_number >= 1)
 );
 
+CREATE TABLE IF NOT EXISTS billing_coupons (
+    id text PRIMARY KEY,
+    max_redemptions bigint,
+    redeem_by timestamptz,
+    times_redeemed bigint NOT NULL CHECK (times_redeemed >= 0),
+    body jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS billing_coupon_redemptions (
+    coupon_id text NOT NULL REFERENCES billing_coupons (id),
+    tenant_id uuid NOT NULL,
+    subscription_id uuid NOT NULL,
+    sequence bigint GENERATED ALWAYS AS IDENTITY,
+    body jsonb NOT NULL,
+    PRIMARY KEY (coupon_id, subscription_id)
+);
+CREATE INDEX IF NOT EXISTS billing_coupon_redemptions_subscription_idx
+    ON billing_coupon_redemptions (tenant_id, subscription_id, sequence);
+
 -- A finalized invoice changes only in its payment state: the
 -- payment_status column and the body's "payment" key.
 CREATE OR REPLACE FUNCTION billing_invoices_immutable() RETURNS trigger
@@ -169,7 +193,7 @@ CREATE OR REPLACE TRIGGER billing_invoices_immutable
     FOR EACH ROW EXECUTE FUNCTION billing_invoices_immutable();
 "#;
 
-/// The three PostgreSQL stores on one pool, and their migration.
+/// The PostgreSQL stores on one pool, and their migration.
 ///
 /// ```no_run
 /// use saas_billing::store::postgres::PgBillingStores;
@@ -222,12 +246,18 @@ impl PgBillingStores {
         PgInvoiceStore::new(self.pool.clone())
     }
 
-    /// The three stores, ready for [`BillingEngine::new`](crate::BillingEngine::new).
+    /// The coupon store.
+    pub fn coupons(&self) -> PgCouponStore {
+        PgCouponStore::new(self.pool.clone())
+    }
+
+    /// The stores, ready for [`BillingEngine::new`](crate::BillingEngine::new).
     pub fn billing_stores(&self) -> BillingStores {
         BillingStores {
             subscriptions: Arc::new(self.subscriptions()),
             usage: Arc::new(self.usage()),
             invoices: Arc::new(self.invoices()),
+            coupons: Arc::new(self.coupons()),
         }
     }
 }

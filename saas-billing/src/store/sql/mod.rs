@@ -3,6 +3,7 @@
 //! JSON form of stored values, exact timestamps and the plan of a batched
 //! ingestion.
 
+pub(crate) mod coupons;
 pub(crate) mod dialect;
 pub(crate) mod ingest;
 pub(crate) mod invoices;

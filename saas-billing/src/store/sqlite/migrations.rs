@@ -17,6 +17,8 @@
 //!    per-issuer counter `billing_invoice_numbers`) and payment state
 //!    (`payment_status`); the immutability trigger lets only the payment
 //!    state of a finalized invoice change.
+//! 4. Coupons (`billing_coupons`) and their redemptions
+//!    (`billing_coupon_redemptions`, unique per coupon and subscription).
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqlitePool, Transaction};
 
@@ -231,6 +233,27 @@ BEGIN
 END;
 "#;
 
+/// Version 4: coupons and their redemptions.
+const V4_COUPONS: &str = r#"
+CREATE TABLE billing_coupons (
+    id TEXT PRIMARY KEY NOT NULL,
+    max_redemptions INTEGER,
+    redeem_by TEXT,
+    times_redeemed INTEGER NOT NULL CHECK (times_redeemed >= 0),
+    body TEXT NOT NULL
+) STRICT;
+CREATE TABLE billing_coupon_redemptions (
+    sequence INTEGER PRIMARY KEY,
+    coupon_id TEXT NOT NULL REFERENCES billing_coupons (id),
+    tenant_id BLOB NOT NULL CHECK (length(tenant_id) = 16),
+    subscription_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (coupon_id, subscription_id)
+) STRICT;
+CREATE INDEX billing_coupon_redemptions_subscription_idx
+    ON billing_coupon_redemptions (tenant_id, subscription_id, sequence);
+"#;
+
 /// What a migration does.
 enum Step {
     /// Runs this SQL.
@@ -241,7 +264,7 @@ enum Step {
 }
 
 /// The migrations in order: version, description, step.
-const MIGRATIONS: [(i64, &str, Step); 3] = [
+const MIGRATIONS: [(i64, &str, Step); 4] = [
     (1, "create billing tables", Step::Sql(V1_TABLES)),
     (2, "tenant ids as BLOB", Step::TenantIdsToBlobs),
     (
@@ -249,6 +272,7 @@ const MIGRATIONS: [(i64, &str, Step); 3] = [
         "invoice numbers and payment state",
         Step::Sql(V3_NUMBERS_AND_PAYMENTS),
     ),
+    (4, "coupons and redemptions", Step::Sql(V4_COUPONS)),
 ];
 
 /// The schema version [`migrate_to`] reaches at most.

@@ -24,12 +24,14 @@
 //! connections; an in-memory database (`sqlite::memory:`) exists per
 //! connection, so give its pool a single connection.
 
+mod coupons;
 mod dialect;
 mod invoices;
 mod migrations;
 mod subscriptions;
 mod usage;
 
+pub use coupons::SqliteCouponStore;
 pub use invoices::SqliteInvoiceStore;
 pub use subscriptions::SqliteSubscriptionStore;
 pub use usage::SqliteUsageStore;
@@ -69,7 +71,7 @@ pub(crate) async fn begin_write_on(
     }
 }
 
-/// The three SQLite stores on one pool, and their migration.
+/// The SQLite stores on one pool, and their migration.
 ///
 /// ```no_run
 /// use std::str::FromStr;
@@ -150,12 +152,18 @@ impl SqliteBillingStores {
         SqliteInvoiceStore::new(self.pool.clone())
     }
 
-    /// The three stores, ready for [`BillingEngine::new`](crate::BillingEngine::new).
+    /// The coupon store.
+    pub fn coupons(&self) -> SqliteCouponStore {
+        SqliteCouponStore::new(self.pool.clone())
+    }
+
+    /// The stores, ready for [`BillingEngine::new`](crate::BillingEngine::new).
     pub fn billing_stores(&self) -> BillingStores {
         BillingStores {
             subscriptions: Arc::new(self.subscriptions()),
             usage: Arc::new(self.usage()),
             invoices: Arc::new(self.invoices()),
+            coupons: Arc::new(self.coupons()),
         }
     }
 }
