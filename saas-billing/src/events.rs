@@ -9,7 +9,7 @@ use saas_core::TenantId;
 use serde::Serialize;
 
 use crate::ids::{FeatureKey, InvoiceId, SubscriptionId};
-use crate::invoice::{InvoiceNumber, PaymentStatus};
+use crate::invoice::{CreditNote, InvoiceNumber, PaymentStatus};
 use crate::money::Money;
 use crate::plan::PlanRef;
 use crate::subscription::{ChangeDirection, ChangeTiming, SubscriptionStatus};
@@ -109,6 +109,19 @@ pub enum BillingEvent {
         to: PaymentStatus,
         /// What remains to be paid after.
         amount_remaining: Money,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A credit note was issued against an invoice.
+    CreditNoteIssued {
+        /// The tenant.
+        tenant_id: TenantId,
+        /// The subscription.
+        subscription_id: SubscriptionId,
+        /// The invoice credited.
+        invoice_id: InvoiceId,
+        /// The credit note (its number, amounts and refund).
+        credit_note: CreditNote,
         /// When.
         at: DateTime<Utc>,
     },

@@ -178,6 +178,10 @@ uuid_id!(
     /// An invoice.
     InvoiceId
 );
+uuid_id!(
+    /// A credit note.
+    CreditNoteId
+);
 
 impl IssuerId {
     /// Wraps a key built by this crate from characters the rules allow.

@@ -56,11 +56,12 @@ pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, Ent
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
 pub use ids::{
-    CouponId, FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId,
+    CouponId, CreditNoteId, FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId,
     SubscriptionId,
 };
 pub use invoice::{
-    Finalization, Invoice, InvoiceDraft, InvoiceIssuer, InvoiceLine, InvoiceNumber, InvoicePayment,
+    CreditAmount, CreditNote, CreditNoteLine, CreditNoteRequest, CreditReason, Finalization,
+    Invoice, InvoiceDraft, InvoiceIssuer, InvoiceLine, InvoiceNumber, InvoicePayment,
     InvoiceStatus, LicensedBasis, LineKind, PaymentChange, PaymentStatus, RatingInput,
     UsageCorrection, rate,
 };

@@ -15,6 +15,8 @@ mod batch;
 mod calendar;
 #[path = "billing/charge.rs"]
 mod charge;
+#[path = "billing/credit_notes.rs"]
+mod credit_notes;
 #[path = "billing/discounts.rs"]
 mod discounts;
 #[path = "billing/entitlements.rs"]

@@ -2,6 +2,7 @@
 //! stores, with time from an injected clock.
 
 mod coupons;
+mod credits;
 mod cycle;
 mod entitlements;
 mod payments;

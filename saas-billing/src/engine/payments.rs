@@ -161,7 +161,7 @@ impl BillingEngine {
 
     /// `paid_now`: an invoice just became paid, which alone may complete
     /// an `incomplete` subscription.
-    async fn settle_standing(
+    pub(super) async fn settle_standing(
         &self,
         tenant: TenantId,
         subscription: SubscriptionId,

@@ -1,10 +1,12 @@
 //! Invoices: lines that explain themselves, one invoice per subscription
 //! and period, draft until finalized and immutable after.
 
+mod credit;
 mod number;
 mod payment;
 mod rating;
 
+pub use credit::{CreditAmount, CreditNote, CreditNoteLine, CreditNoteRequest, CreditReason};
 pub use number::{InvoiceIssuer, InvoiceNumber};
 pub use payment::{InvoicePayment, PaymentChange, PaymentStatus};
 pub use rating::{InvoiceDraft, LicensedBasis, RatingInput, UsageCorrection, rate};
@@ -237,6 +239,30 @@ impl Invoice {
         self.number = Some(number);
         self.payment = Some(InvoicePayment::issued(self.total, at));
         Ok(())
+    }
+
+    /// The issuer whose credit-note sequence numbers this invoice's
+    /// credit notes: its own issuer.
+    ///
+    /// # Errors
+    /// `InvoiceNotFinalized` for a draft; `InvalidInput` for an invoice
+    /// finalized before numbering existed (no issuer known).
+    pub fn credit_note_issuer(&self) -> Result<IssuerId, BillingError> {
+        if !self.is_finalized() {
+            return Err(BillingError::InvoiceNotFinalized { invoice: self.id });
+        }
+        self.number
+            .as_ref()
+            .map(|n| n.issuer.clone())
+            .ok_or_else(|| {
+                BillingError::invalid(
+                    "invoice",
+                    format!(
+                        "{} has no number (finalized before numbering); it takes no credit note",
+                        self.id
+                    ),
+                )
+            })
     }
 
     /// Applies a payment change (see [`InvoicePayment::apply`]).

@@ -105,6 +105,9 @@ pub struct InvoicePayment {
     pub amount_due: Money,
     /// What was received so far.
     pub amount_paid: Money,
+    /// What credit notes took off what was due (`None`: nothing yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_credited: Option<Money>,
     /// Failed collection attempts so far.
     pub failed_attempts: u32,
     /// When the state last changed (the finalization, at first).
@@ -125,20 +128,33 @@ impl InvoicePayment {
             },
             amount_due,
             amount_paid: zero,
+            amount_credited: None,
             failed_attempts: 0,
             changed_at: at,
         }
     }
 
-    /// What is still to be paid: due minus paid (zero once void).
+    /// What is still to be paid: due minus paid minus credited, never
+    /// below zero (zero once void).
     ///
     /// # Errors
     /// `CurrencyMismatch` if the stored amounts disagree (corrupt data).
     pub fn amount_remaining(&self) -> Result<Money, BillingError> {
+        let zero = Money::zero(self.amount_due.currency());
         if self.status == PaymentStatus::Void {
-            return Ok(Money::zero(self.amount_due.currency()));
+            return Ok(zero);
         }
-        self.amount_due.checked_sub(self.amount_paid)
+        let left = self
+            .amount_due
+            .checked_sub(self.amount_paid)?
+            .checked_sub(self.credited())?;
+        Ok(if left.is_negative() { zero } else { left })
+    }
+
+    /// What credit notes took off what was due (zero when none).
+    pub fn credited(&self) -> Money {
+        self.amount_credited
+            .unwrap_or_else(|| Money::zero(self.amount_due.currency()))
     }
 
     /// Whether the invoice is in arrears: uncollectible, or open after a

@@ -12,7 +12,8 @@ use super::{IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRe
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, IssuerId, SubscriptionId};
 use crate::invoice::{
-    Finalization, Invoice, InvoiceLine, InvoiceNumber, InvoiceStatus, PaymentChange, total_of,
+    CreditNote, CreditNoteRequest, Finalization, Invoice, InvoiceLine, InvoiceNumber,
+    InvoiceStatus, PaymentChange, total_of,
 };
 use crate::subscription::Subscription;
 
@@ -262,6 +263,9 @@ struct InvoiceState {
     by_period: BTreeMap<(SubscriptionId, i64), InvoiceId>,
     /// The last number given per issuer.
     numbers: HashMap<IssuerId, u64>,
+    /// The last credit-note number given per issuer.
+    credit_numbers: HashMap<IssuerId, u64>,
+    credit_notes: Vec<CreditNote>,
 }
 
 /// Invoices in memory.
@@ -396,6 +400,57 @@ impl InvoiceStore for InMemoryInvoiceStore {
         next.apply_payment(&change, at)?;
         *invoice = next.clone();
         Ok(next)
+    }
+
+    async fn issue_credit_note(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        request: CreditNoteRequest,
+        at: DateTime<Utc>,
+    ) -> Result<(Invoice, CreditNote), BillingError> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let invoice = state
+            .rows
+            .get(&id)
+            .filter(|i| i.tenant_id == tenant)
+            .ok_or_else(|| BillingError::not_found("invoice", id))?;
+        let issuer = invoice.credit_note_issuer()?;
+        let sequence = state
+            .credit_numbers
+            .get(&issuer)
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| BillingError::overflow("a credit note number"))?;
+        let prior: Vec<CreditNote> = state
+            .credit_notes
+            .iter()
+            .filter(|n| n.invoice_id == id)
+            .cloned()
+            .collect();
+        let number = InvoiceNumber::new(issuer.clone(), sequence);
+        let (note, payment) = CreditNote::issue(invoice, &prior, &request, number, at)?;
+        let mut next = invoice.clone();
+        next.payment = Some(payment);
+        state.rows.insert(id, next.clone());
+        state.credit_numbers.insert(issuer, sequence);
+        state.credit_notes.push(note.clone());
+        Ok((next, note))
+    }
+
+    async fn credit_notes(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>, BillingError> {
+        Ok(lock(&self.state)
+            .credit_notes
+            .iter()
+            .filter(|n| n.invoice_id == invoice && n.tenant_id == tenant)
+            .cloned()
+            .collect())
     }
 
     async fn drafts_due(

@@ -28,7 +28,9 @@ use serde::Serialize;
 use crate::discount::{Coupon, Redemption};
 use crate::error::BillingError;
 use crate::ids::{CouponId, InvoiceId, SubscriptionId};
-use crate::invoice::{Finalization, Invoice, InvoiceLine, PaymentChange};
+use crate::invoice::{
+    CreditNote, CreditNoteRequest, Finalization, Invoice, InvoiceLine, PaymentChange,
+};
 use crate::metering::UsageEvent;
 use crate::subscription::Subscription;
 
@@ -260,6 +262,34 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
         change: PaymentChange,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BillingError>;
+
+    /// Issues a credit note against a finalized invoice (see
+    /// [`CreditNote::issue`](crate::CreditNote::issue)) in one
+    /// transaction: reads the invoice and its earlier credit notes, takes
+    /// the next number of the invoice issuer's credit-note sequence
+    /// (gapless, separate from the invoices'), stores the note and the
+    /// invoice's new payment state. The invoice's lines, total and number
+    /// never change; credit notes are never changed or deleted.
+    /// - Credit notes of one invoice are serialized: together they never
+    ///   credit more than the invoice charged.
+    /// - `InvoiceNotFinalized`, `IllegalPaymentTransition` (void),
+    ///   `InvalidInput` (more than remains creditable…), nothing stored.
+    /// - `NotFound` as for `get`.
+    async fn issue_credit_note(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        request: CreditNoteRequest,
+        at: DateTime<Utc>,
+    ) -> Result<(Invoice, CreditNote), BillingError>;
+
+    /// The credit notes of an invoice, by number (none for another
+    /// tenant's invoice).
+    async fn credit_notes(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>, BillingError>;
 
     /// Up to `limit` drafts with `finalize_after <= at`, oldest first.
     async fn drafts_due(

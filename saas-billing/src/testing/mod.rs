@@ -16,6 +16,7 @@
 
 mod cleanup;
 pub mod coupons;
+pub mod credit_notes;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
@@ -81,6 +82,11 @@ macro_rules! invoice_store_conformance {
             racing_finalizations_number_without_gaps,
             payment_changes_follow_the_rules,
             racing_payments_pay_once
+        );
+        $crate::__conformance!($factory, credit_notes;
+            credit_notes_never_exceed_what_remains,
+            credit_notes_after_payment_are_refunds,
+            racing_credit_notes_never_over_credit
         );
     };
 }

@@ -33,6 +33,9 @@
 //!   `billing_coupon_redemptions` (primary key `(coupon_id,
 //!   subscription_id)`); a redemption locks the coupon's row, so its
 //!   limit holds under concurrency.
+//! - `billing_credit_notes`: each note as JSON, `(issuer, number)` unique,
+//!   written in the transaction holding its invoice's row; a trigger
+//!   refuses any update or delete.
 //! - `billing_invoice_numbers`: the last number per issuer, incremented by
 //!   an upsert in the finalizing transaction; its row lock serializes an
 //!   issuer's finalizers and a rollback returns the number, so numbers
@@ -167,6 +170,28 @@ CREATE TABLE IF NOT EXISTS billing_coupon_redemptions (
 );
 CREATE INDEX IF NOT EXISTS billing_coupon_redemptions_subscription_idx
     ON billing_coupon_redemptions (tenant_id, subscription_id, sequence);
+
+CREATE TABLE IF NOT EXISTS billing_credit_notes (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    invoice_id uuid NOT NULL REFERENCES billing_invoices (id),
+    issuer text NOT NULL,
+    number bigint NOT NULL CHECK (number >= 1),
+    issued_at timestamptz NOT NULL,
+    body jsonb NOT NULL,
+    CONSTRAINT billing_credit_notes_number_key UNIQUE (issuer, number)
+);
+CREATE INDEX IF NOT EXISTS billing_credit_notes_invoice_idx
+    ON billing_credit_notes (tenant_id, invoice_id, number);
+CREATE OR REPLACE FUNCTION billing_credit_notes_immutable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'credit note % is issued and cannot change', OLD.id
+        USING ERRCODE = 'check_violation';
+END $$;
+CREATE OR REPLACE TRIGGER billing_credit_notes_immutable
+    BEFORE UPDATE OR DELETE ON billing_credit_notes
+    FOR EACH ROW EXECUTE FUNCTION billing_credit_notes_immutable();
 
 -- A finalized invoice changes only in its payment state: the
 -- payment_status column and the body's "payment" key.

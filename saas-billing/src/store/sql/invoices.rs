@@ -14,11 +14,12 @@ use saas_core::TenantId;
 use sqlx::Pool;
 
 use super::dialect::{Param, Sql, all, optional};
-use super::{corrupt, from_json, to_json};
+use super::{corrupt, credit_notes, from_json, to_json};
 use crate::error::BillingError;
-use crate::ids::{InvoiceId, IssuerId, SubscriptionId};
+use crate::ids::{InvoiceId, SubscriptionId};
 use crate::invoice::{
-    Finalization, Invoice, InvoiceLine, InvoiceNumber, InvoiceStatus, PaymentChange,
+    CreditNote, CreditNoteRequest, Finalization, Invoice, InvoiceLine, InvoiceNumber,
+    InvoiceStatus, PaymentChange,
 };
 use crate::store::InvoiceStore;
 
@@ -96,6 +97,8 @@ enum Change {
     Finalize(Finalization),
     /// Change a finalized invoice's payment state.
     Payment(PaymentChange, DateTime<Utc>),
+    /// Issue a credit note against a finalized invoice.
+    Credit(CreditNoteRequest, DateTime<Utc>),
 }
 
 /// The next number of `issuer`'s sequence, taken on the counter row in
@@ -104,13 +107,13 @@ enum Change {
 /// the number back (no gap).
 async fn next_number<D: Sql>(
     conn: &mut D::Connection,
-    issuer: &IssuerId,
+    counter: String,
 ) -> Result<u64, BillingError> {
     let sql = "INSERT INTO billing_invoice_numbers (issuer, last_number) VALUES ($1, 1) \
                ON CONFLICT (issuer) DO UPDATE \
                SET last_number = billing_invoice_numbers.last_number + 1 \
                RETURNING last_number";
-    let row = D::fetch_optional(conn, sql.to_owned(), vec![Param::Text(issuer.to_string())])
+    let row = D::fetch_optional(conn, sql.to_owned(), vec![Param::Text(counter)])
         .await
         .map_err(D::error)?
         .ok_or_else(|| corrupt(D::BACKEND, "no invoice number returned"))?;
@@ -127,7 +130,7 @@ async fn change<D: Sql>(
     tenant: TenantId,
     id: InvoiceId,
     change: Change,
-) -> Result<Invoice, BillingError> {
+) -> Result<(Invoice, Option<CreditNote>), BillingError> {
     let mut tx = D::begin_write(pool).await?;
     let rest = format!("WHERE id = $1 AND tenant_id = $2{}", D::FOR_UPDATE);
     let params = vec![Param::Id(*id.as_uuid()), Param::Tenant(tenant)];
@@ -137,17 +140,32 @@ async fn change<D: Sql>(
     let Some(mut invoice) = row.as_ref().map(read::<D>).transpose()? else {
         return Err(BillingError::not_found("invoice", id));
     };
+    let mut issued = None;
     match change {
         Change::Lines(lines) => invoice.set_lines(lines)?,
         Change::Finalize(finalization) => {
             // Checked before the number is taken (a rollback would give it
             // back anyway; this spares the counter's lock).
             invoice.set_lines(finalization.lines)?;
-            let sequence = next_number::<D>(&mut tx, &finalization.issuer).await?;
+            let counter = finalization.issuer.to_string();
+            let sequence = next_number::<D>(&mut tx, counter).await?;
             let number = InvoiceNumber::new(finalization.issuer, sequence);
             invoice.finalize(finalization.at, number)?;
         }
         Change::Payment(change, at) => invoice.apply_payment(&change, at)?,
+        Change::Credit(request, at) => {
+            let issuer = invoice.credit_note_issuer()?;
+            let prior = credit_notes::of_invoice_on::<D>(&mut tx, tenant, id).await?;
+            // Validated before the number is taken, as for finalization.
+            let probe = InvoiceNumber::new(issuer.clone(), 1);
+            CreditNote::issue(&invoice, &prior, &request, probe, at)?;
+            let sequence = next_number::<D>(&mut tx, credit_notes::counter_key(&issuer)).await?;
+            let number = InvoiceNumber::new(issuer, sequence);
+            let (note, payment) = CreditNote::issue(&invoice, &prior, &request, number, at)?;
+            credit_notes::insert::<D>(&mut tx, &note).await?;
+            invoice.payment = Some(payment);
+            issued = Some(note);
+        }
     }
     let sql = format!(
         "UPDATE billing_invoices SET status = $2, total = $3, finalized_at = $4, \
@@ -177,7 +195,7 @@ async fn change<D: Sql>(
     ];
     D::execute(&mut *tx, sql, params).await.map_err(D::error)?;
     tx.commit().await.map_err(D::error)?;
-    Ok(invoice)
+    Ok((invoice, issued))
 }
 
 #[async_trait]
@@ -215,7 +233,9 @@ impl<S: InvoiceTable> InvoiceStore for S {
         id: InvoiceId,
         lines: Vec<InvoiceLine>,
     ) -> Result<Invoice, BillingError> {
-        change(self.pool(), tenant, id, Change::Lines(lines)).await
+        Ok(change(self.pool(), tenant, id, Change::Lines(lines))
+            .await?
+            .0)
     }
 
     async fn finalize(
@@ -224,7 +244,11 @@ impl<S: InvoiceTable> InvoiceStore for S {
         id: InvoiceId,
         finalization: Finalization,
     ) -> Result<Invoice, BillingError> {
-        change(self.pool(), tenant, id, Change::Finalize(finalization)).await
+        Ok(
+            change(self.pool(), tenant, id, Change::Finalize(finalization))
+                .await?
+                .0,
+        )
     }
 
     async fn apply_payment(
@@ -234,7 +258,36 @@ impl<S: InvoiceTable> InvoiceStore for S {
         payment: PaymentChange,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BillingError> {
-        change(self.pool(), tenant, id, Change::Payment(payment, at)).await
+        Ok(
+            change(self.pool(), tenant, id, Change::Payment(payment, at))
+                .await?
+                .0,
+        )
+    }
+
+    async fn issue_credit_note(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        request: CreditNoteRequest,
+        at: DateTime<Utc>,
+    ) -> Result<(Invoice, CreditNote), BillingError> {
+        let (invoice, note) = change(self.pool(), tenant, id, Change::Credit(request, at)).await?;
+        let note = note.ok_or_else(|| {
+            corrupt(
+                <S::Db as super::dialect::Dialect>::BACKEND,
+                "no credit note issued",
+            )
+        })?;
+        Ok((invoice, note))
+    }
+
+    async fn credit_notes(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>, BillingError> {
+        credit_notes::of_invoice(self.pool(), tenant, invoice).await
     }
 
     async fn drafts_due(

@@ -4,6 +4,7 @@
 //! ingestion.
 
 pub(crate) mod coupons;
+pub(crate) mod credit_notes;
 pub(crate) mod dialect;
 pub(crate) mod ingest;
 pub(crate) mod invoices;

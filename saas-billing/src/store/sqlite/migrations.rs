@@ -19,6 +19,8 @@
 //!    state of a finalized invoice change.
 //! 4. Coupons (`billing_coupons`) and their redemptions
 //!    (`billing_coupon_redemptions`, unique per coupon and subscription).
+//! 5. Credit notes (`billing_credit_notes`, `(issuer, number)` unique),
+//!    which triggers keep from being changed or deleted.
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqlitePool, Transaction};
 
@@ -254,6 +256,32 @@ CREATE INDEX billing_coupon_redemptions_subscription_idx
     ON billing_coupon_redemptions (tenant_id, subscription_id, sequence);
 "#;
 
+/// Version 5: credit notes, immutable.
+const V5_CREDIT_NOTES: &str = r#"
+CREATE TABLE billing_credit_notes (
+    id TEXT PRIMARY KEY NOT NULL,
+    tenant_id BLOB NOT NULL CHECK (length(tenant_id) = 16),
+    invoice_id TEXT NOT NULL REFERENCES billing_invoices (id),
+    issuer TEXT NOT NULL,
+    number INTEGER NOT NULL CHECK (number >= 1),
+    issued_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (issuer, number)
+) STRICT;
+CREATE INDEX billing_credit_notes_invoice_idx
+    ON billing_credit_notes (tenant_id, invoice_id, number);
+CREATE TRIGGER billing_credit_notes_immutable
+    BEFORE UPDATE ON billing_credit_notes
+BEGIN
+    SELECT RAISE(ABORT, 'credit note is issued and cannot change');
+END;
+CREATE TRIGGER billing_credit_notes_undeletable
+    BEFORE DELETE ON billing_credit_notes
+BEGIN
+    SELECT RAISE(ABORT, 'credit note is issued and cannot change');
+END;
+"#;
+
 /// What a migration does.
 enum Step {
     /// Runs this SQL.
@@ -264,7 +292,7 @@ enum Step {
 }
 
 /// The migrations in order: version, description, step.
-const MIGRATIONS: [(i64, &str, Step); 4] = [
+const MIGRATIONS: [(i64, &str, Step); 5] = [
     (1, "create billing tables", Step::Sql(V1_TABLES)),
     (2, "tenant ids as BLOB", Step::TenantIdsToBlobs),
     (
@@ -273,6 +301,7 @@ const MIGRATIONS: [(i64, &str, Step); 4] = [
         Step::Sql(V3_NUMBERS_AND_PAYMENTS),
     ),
     (4, "coupons and redemptions", Step::Sql(V4_COUPONS)),
+    (5, "credit notes", Step::Sql(V5_CREDIT_NOTES)),
 ];
 
 /// The schema version [`migrate_to`] reaches at most.
