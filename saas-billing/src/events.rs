@@ -125,6 +125,20 @@ pub enum BillingEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// An invoice's finalization consumed prepaid credits and left the
+    /// tenant's available balance below the engine's threshold (see
+    /// [`BillingEngine::with_low_credit_threshold`](crate::BillingEngine::with_low_credit_threshold)):
+    /// time for a top-up.
+    CreditBalanceLow {
+        /// The tenant.
+        tenant_id: TenantId,
+        /// Its available balance now.
+        balance: Money,
+        /// The threshold crossed.
+        threshold: Money,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// Recorded usage went over a quota.
     QuotaExceeded {
         /// The tenant.

@@ -182,6 +182,10 @@ uuid_id!(
     /// A credit note.
     CreditNoteId
 );
+uuid_id!(
+    /// A grant of prepaid credit.
+    CreditGrantId
+);
 
 impl IssuerId {
     /// Wraps a key built by this crate from characters the rules allow.

@@ -19,6 +19,7 @@
 mod allocate;
 mod calendar;
 mod charge;
+pub mod credit;
 mod currency;
 pub mod discount;
 mod engine;
@@ -56,8 +57,8 @@ pub use entitlement::{Decision, DenyReason, Entitlement, EntitlementChecker, Ent
 pub use error::BillingError;
 pub use events::{BillingEvent, BillingEventSink, InMemoryEventRecorder, NoopEventSink};
 pub use ids::{
-    CouponId, CreditNoteId, FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId, PriceKey, ProductId,
-    SubscriptionId,
+    CouponId, CreditGrantId, CreditNoteId, FeatureKey, InvoiceId, IssuerId, MeterKey, PlanId,
+    PriceKey, ProductId, SubscriptionId,
 };
 pub use invoice::{
     CreditAmount, CreditNote, CreditNoteLine, CreditNoteRequest, CreditReason, Finalization,
@@ -84,6 +85,7 @@ pub use subscription::{
     SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
 };
 
+pub use credit::{CreditConsumption, CreditGrant, CreditGrantBalance};
 pub use discount::{
     Coupon, CouponAmount, CouponDuration, CouponScope, LineDiscount, Redemption, apply_discounts,
 };

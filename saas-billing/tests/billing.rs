@@ -41,6 +41,8 @@ mod money;
 mod no_float;
 #[path = "billing/payments.rs"]
 mod payments;
+#[path = "billing/prepaid.rs"]
+mod prepaid;
 #[path = "billing/properties.rs"]
 mod properties;
 #[path = "billing/quotas.rs"]

@@ -352,6 +352,7 @@ impl BillingEngine {
         {
             Ok(invoice) => {
                 report.finalized.push(invoice.id);
+                self.check_credit_threshold(&invoice).await?;
                 self.events
                     .publish(BillingEvent::InvoiceFinalized {
                         tenant_id: tenant,

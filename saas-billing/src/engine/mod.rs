@@ -3,6 +3,7 @@
 
 mod coupons;
 mod credits;
+mod credits_ledger;
 mod cycle;
 mod entitlements;
 mod payments;
@@ -153,6 +154,7 @@ pub struct BillingEngine {
     config: BillingConfig,
     issuer: InvoiceIssuer,
     taxes: Arc<dyn TaxResolver>,
+    credit_thresholds: Vec<crate::money::Money>,
 }
 
 const RETRIES: usize = 5;
@@ -174,6 +176,7 @@ impl BillingEngine {
             config: BillingConfig::default(),
             issuer: InvoiceIssuer::default(),
             taxes: Arc::new(StaticTaxRates::new()),
+            credit_thresholds: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use saas_core::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::charge::ChargeComponent;
+use crate::credit::CreditConsumption;
 use crate::currency::Currency;
 use crate::discount::LineDiscount;
 use crate::error::BillingError;
@@ -199,12 +200,26 @@ pub struct Finalization {
     pub at: DateTime<Utc>,
     /// The issuer whose sequence numbers it.
     pub issuer: IssuerId,
+    /// Whether the tenant's prepaid credits cover what it leaves due
+    /// (default `true`).
+    pub consume_credits: bool,
 }
 
 impl Finalization {
     /// Finalize with `lines` at `at`, numbered in `issuer`'s sequence.
     pub fn new(lines: Vec<InvoiceLine>, at: DateTime<Utc>, issuer: IssuerId) -> Finalization {
-        Finalization { lines, at, issuer }
+        Finalization {
+            lines,
+            at,
+            issuer,
+            consume_credits: true,
+        }
+    }
+
+    /// The same, leaving prepaid credits untouched.
+    pub fn without_credits(mut self) -> Finalization {
+        self.consume_credits = false;
+        self
     }
 }
 
@@ -263,6 +278,26 @@ impl Invoice {
                     ),
                 )
             })
+    }
+
+    /// Records prepaid credits consumed at finalization (from
+    /// [`credit::consume`](crate::credit::consume)): they reduce what
+    /// remains due; the invoice is paid when nothing remains.
+    ///
+    /// # Errors
+    /// `InvoiceNotFinalized` for a draft; `CurrencyMismatch`, `Overflow`.
+    pub fn apply_credits(&mut self, consumed: &[CreditConsumption]) -> Result<(), BillingError> {
+        if consumed.is_empty() {
+            return Ok(());
+        }
+        let mut payment = self.payment_state()?;
+        let total = Money::checked_sum(self.currency, consumed.iter().map(|c| c.amount))?;
+        payment.credits_applied = Some(payment.prepaid().checked_add(total)?);
+        if payment.status == PaymentStatus::Open && payment.amount_remaining()?.is_zero() {
+            payment.status = PaymentStatus::Paid;
+        }
+        self.payment = Some(payment);
+        Ok(())
     }
 
     /// Applies a payment change (see [`InvoicePayment::apply`]).

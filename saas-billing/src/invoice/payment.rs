@@ -108,6 +108,9 @@ pub struct InvoicePayment {
     /// What credit notes took off what was due (`None`: nothing yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount_credited: Option<Money>,
+    /// What prepaid credits covered at finalization (`None`: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits_applied: Option<Money>,
     /// Failed collection attempts so far.
     pub failed_attempts: u32,
     /// When the state last changed (the finalization, at first).
@@ -129,12 +132,14 @@ impl InvoicePayment {
             amount_due,
             amount_paid: zero,
             amount_credited: None,
+            credits_applied: None,
             failed_attempts: 0,
             changed_at: at,
         }
     }
 
-    /// What is still to be paid: due minus paid minus credited, never
+    /// What is still to be paid: due minus paid, credited and covered by
+    /// prepaid credits, never
     /// below zero (zero once void).
     ///
     /// # Errors
@@ -147,8 +152,15 @@ impl InvoicePayment {
         let left = self
             .amount_due
             .checked_sub(self.amount_paid)?
-            .checked_sub(self.credited())?;
+            .checked_sub(self.credited())?
+            .checked_sub(self.prepaid())?;
         Ok(if left.is_negative() { zero } else { left })
+    }
+
+    /// What prepaid credits covered (zero when none).
+    pub fn prepaid(&self) -> Money {
+        self.credits_applied
+            .unwrap_or_else(|| Money::zero(self.amount_due.currency()))
     }
 
     /// What credit notes took off what was due (zero when none).

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 
 use super::{IngestOutcome, InvoiceStore, StoredUsage, SubscriptionStore, UsageRecord, UsageStore};
+use crate::credit::{self, CreditConsumption, CreditGrant, CreditGrantBalance};
+use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, IssuerId, SubscriptionId};
 use crate::invoice::{
@@ -266,6 +268,8 @@ struct InvoiceState {
     /// The last credit-note number given per issuer.
     credit_numbers: HashMap<IssuerId, u64>,
     credit_notes: Vec<CreditNote>,
+    grants: Vec<CreditGrant>,
+    consumptions: Vec<CreditConsumption>,
 }
 
 /// Invoices in memory.
@@ -377,9 +381,25 @@ impl InvoiceStore for InMemoryInvoiceStore {
             finalization.at,
             InvoiceNumber::new(finalization.issuer.clone(), sequence),
         )?;
-        // Only now, with nothing left to fail, is the number taken.
-        *invoice = next.clone();
+        let consumed = if finalization.consume_credits {
+            let grants: Vec<CreditGrant> = state
+                .grants
+                .iter()
+                .filter(|g| g.tenant_id == tenant && g.currency() == next.currency)
+                .cloned()
+                .collect();
+            let available = credit::balances(&grants, &state.consumptions)?;
+            let due = next.payment_state()?.amount_remaining()?;
+            credit::consume(&available, id, due, finalization.at)?
+        } else {
+            Vec::new()
+        };
+        next.apply_credits(&consumed)?;
+        // Only now, with nothing left to fail, are the number and the
+        // credits taken.
+        state.rows.insert(id, next.clone());
         state.numbers.insert(finalization.issuer, sequence);
+        state.consumptions.extend(consumed);
         Ok(next)
     }
 
@@ -449,6 +469,46 @@ impl InvoiceStore for InMemoryInvoiceStore {
             .credit_notes
             .iter()
             .filter(|n| n.invoice_id == invoice && n.tenant_id == tenant)
+            .cloned()
+            .collect())
+    }
+
+    async fn grant_credit(&self, grant: CreditGrant) -> Result<CreditGrant, BillingError> {
+        let mut state = lock(&self.state);
+        if state.grants.iter().any(|g| g.id == grant.id) {
+            return Err(BillingError::AlreadyExists {
+                what: "credit grant",
+                id: grant.id.to_string(),
+            });
+        }
+        state.grants.push(grant.clone());
+        Ok(grant)
+    }
+
+    async fn credit_balances(
+        &self,
+        tenant: TenantId,
+        currency: Currency,
+    ) -> Result<Vec<CreditGrantBalance>, BillingError> {
+        let state = lock(&self.state);
+        let mut grants: Vec<CreditGrant> = state
+            .grants
+            .iter()
+            .filter(|g| g.tenant_id == tenant && g.currency() == currency)
+            .cloned()
+            .collect();
+        grants.sort_by_key(|g| (g.granted_at, g.id));
+        credit::balances(&grants, &state.consumptions)
+    }
+
+    async fn credit_consumptions(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<CreditConsumption>, BillingError> {
+        Ok(lock(&self.state)
+            .consumptions
+            .iter()
+            .filter(|c| c.tenant_id == tenant)
             .cloned()
             .collect())
     }

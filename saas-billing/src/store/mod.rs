@@ -25,6 +25,8 @@ use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 use serde::Serialize;
 
+use crate::credit::{CreditConsumption, CreditGrant, CreditGrantBalance};
+use crate::currency::Currency;
 use crate::discount::{Coupon, Redemption};
 use crate::error::BillingError;
 use crate::ids::{CouponId, InvoiceId, SubscriptionId};
@@ -234,6 +236,12 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
     ///   whatever fails (a failed finalization takes no number).
     /// - A number is never given twice (a unique constraint in SQL) and
     ///   never freed: finalized invoices cannot be deleted.
+    /// - With `consume_credits`, the tenant's prepaid credits in the
+    ///   invoice's currency cover what it leaves due, in the order of
+    ///   [`credit::consume`](crate::credit::consume), recorded as
+    ///   consumptions in the same transaction (finalizations of one
+    ///   tenant are serialized on its grants: a grant is never consumed
+    ///   beyond its amount).
     /// - `InvoiceFinalized` (no change, no number taken) if it is already
     ///   finalized.
     /// - `NotFound` as for `get`.
@@ -290,6 +298,25 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
         tenant: TenantId,
         invoice: InvoiceId,
     ) -> Result<Vec<CreditNote>, BillingError>;
+
+    /// Records a grant of prepaid credit (an append to the tenant's
+    /// ledger).
+    /// - `AlreadyExists` if its id is taken.
+    async fn grant_credit(&self, grant: CreditGrant) -> Result<CreditGrant, BillingError>;
+
+    /// The tenant's grants in `currency` with what remains of each
+    /// (expired ones included), by grant time then id.
+    async fn credit_balances(
+        &self,
+        tenant: TenantId,
+        currency: Currency,
+    ) -> Result<Vec<CreditGrantBalance>, BillingError>;
+
+    /// What the tenant's invoices consumed from its grants, in order.
+    async fn credit_consumptions(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<CreditConsumption>, BillingError>;
 
     /// Up to `limit` drafts with `finalize_after <= at`, oldest first.
     async fn drafts_due(

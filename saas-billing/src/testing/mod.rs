@@ -17,6 +17,7 @@
 mod cleanup;
 pub mod coupons;
 pub mod credit_notes;
+pub mod credits;
 pub mod fixtures;
 mod harness;
 pub mod invoices;
@@ -87,6 +88,10 @@ macro_rules! invoice_store_conformance {
             credit_notes_never_exceed_what_remains,
             credit_notes_after_payment_are_refunds,
             racing_credit_notes_never_over_credit
+        );
+        $crate::__conformance!($factory, credits;
+            finalization_consumes_credits_in_order,
+            racing_finalizations_never_overdraw_a_grant
         );
     };
 }

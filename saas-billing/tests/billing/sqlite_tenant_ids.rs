@@ -281,7 +281,7 @@ async fn sqlite_migration_converts_text_tenant_ids_keeping_every_row() {
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         assert_eq!(row_counts(pool).await, [2, 3, 1, 2], "every row kept");
         for table in TENANT_TABLES {
             let types: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(

@@ -36,6 +36,9 @@
 //! - `billing_credit_notes`: each note as JSON, `(issuer, number)` unique,
 //!   written in the transaction holding its invoice's row; a trigger
 //!   refuses any update or delete.
+//! - `billing_credit_grants` and `billing_credit_consumptions`: the
+//!   prepaid credit ledger, append-only (triggers); balances are computed
+//!   from it, never stored.
 //! - `billing_invoice_numbers`: the last number per issuer, incremented by
 //!   an upsert in the finalizing transaction; its row lock serializes an
 //!   issuer's finalizers and a rollback returns the number, so numbers
@@ -186,11 +189,37 @@ CREATE INDEX IF NOT EXISTS billing_credit_notes_invoice_idx
 CREATE OR REPLACE FUNCTION billing_credit_notes_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'credit note % is issued and cannot change', OLD.id
+    RAISE EXCEPTION '% rows are append-only', TG_TABLE_NAME
         USING ERRCODE = 'check_violation';
 END $$;
 CREATE OR REPLACE TRIGGER billing_credit_notes_immutable
     BEFORE UPDATE OR DELETE ON billing_credit_notes
+    FOR EACH ROW EXECUTE FUNCTION billing_credit_notes_immutable();
+
+CREATE TABLE IF NOT EXISTS billing_credit_grants (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    currency text NOT NULL,
+    granted_at timestamptz NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billing_credit_grants_tenant_idx
+    ON billing_credit_grants (tenant_id, currency, granted_at, id);
+CREATE TABLE IF NOT EXISTS billing_credit_consumptions (
+    sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    grant_id uuid NOT NULL REFERENCES billing_credit_grants (id),
+    tenant_id uuid NOT NULL,
+    currency text NOT NULL,
+    invoice_id uuid NOT NULL REFERENCES billing_invoices (id),
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billing_credit_consumptions_tenant_idx
+    ON billing_credit_consumptions (tenant_id, currency, sequence);
+CREATE OR REPLACE TRIGGER billing_credit_grants_append_only
+    BEFORE UPDATE OR DELETE ON billing_credit_grants
+    FOR EACH ROW EXECUTE FUNCTION billing_credit_notes_immutable();
+CREATE OR REPLACE TRIGGER billing_credit_consumptions_append_only
+    BEFORE UPDATE OR DELETE ON billing_credit_consumptions
     FOR EACH ROW EXECUTE FUNCTION billing_credit_notes_immutable();
 
 -- A finalized invoice changes only in its payment state: the

@@ -14,7 +14,9 @@ use saas_core::TenantId;
 use sqlx::Pool;
 
 use super::dialect::{Param, Sql, all, optional};
-use super::{corrupt, credit_notes, from_json, to_json};
+use super::{corrupt, credit_notes, credits, from_json, to_json};
+use crate::credit::{CreditConsumption, CreditGrant, CreditGrantBalance};
+use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::ids::{InvoiceId, SubscriptionId};
 use crate::invoice::{
@@ -151,6 +153,9 @@ async fn change<D: Sql>(
             let sequence = next_number::<D>(&mut tx, counter).await?;
             let number = InvoiceNumber::new(finalization.issuer, sequence);
             invoice.finalize(finalization.at, number)?;
+            if finalization.consume_credits {
+                credits::consume_on::<D>(&mut tx, &mut invoice, finalization.at).await?;
+            }
         }
         Change::Payment(change, at) => invoice.apply_payment(&change, at)?,
         Change::Credit(request, at) => {
@@ -288,6 +293,25 @@ impl<S: InvoiceTable> InvoiceStore for S {
         invoice: InvoiceId,
     ) -> Result<Vec<CreditNote>, BillingError> {
         credit_notes::of_invoice(self.pool(), tenant, invoice).await
+    }
+
+    async fn grant_credit(&self, grant: CreditGrant) -> Result<CreditGrant, BillingError> {
+        credits::grant(self.pool(), grant).await
+    }
+
+    async fn credit_balances(
+        &self,
+        tenant: TenantId,
+        currency: Currency,
+    ) -> Result<Vec<CreditGrantBalance>, BillingError> {
+        credits::balances(self.pool(), tenant, currency).await
+    }
+
+    async fn credit_consumptions(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<CreditConsumption>, BillingError> {
+        credits::consumptions(self.pool(), tenant).await
     }
 
     async fn drafts_due(

@@ -5,6 +5,7 @@
 
 pub(crate) mod coupons;
 pub(crate) mod credit_notes;
+pub(crate) mod credits;
 pub(crate) mod dialect;
 pub(crate) mod ingest;
 pub(crate) mod invoices;

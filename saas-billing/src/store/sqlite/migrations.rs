@@ -21,6 +21,8 @@
 //!    (`billing_coupon_redemptions`, unique per coupon and subscription).
 //! 5. Credit notes (`billing_credit_notes`, `(issuer, number)` unique),
 //!    which triggers keep from being changed or deleted.
+//! 6. The prepaid credit ledger (`billing_credit_grants`,
+//!    `billing_credit_consumptions`), append-only.
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqlitePool, Transaction};
 
@@ -282,6 +284,39 @@ BEGIN
 END;
 "#;
 
+/// Version 6: the prepaid credit ledger, append-only.
+const V6_CREDIT_LEDGER: &str = r#"
+CREATE TABLE billing_credit_grants (
+    id TEXT PRIMARY KEY NOT NULL,
+    tenant_id BLOB NOT NULL CHECK (length(tenant_id) = 16),
+    currency TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX billing_credit_grants_tenant_idx
+    ON billing_credit_grants (tenant_id, currency, granted_at, id);
+CREATE TABLE billing_credit_consumptions (
+    sequence INTEGER PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES billing_credit_grants (id),
+    tenant_id BLOB NOT NULL CHECK (length(tenant_id) = 16),
+    currency TEXT NOT NULL,
+    invoice_id TEXT NOT NULL REFERENCES billing_invoices (id),
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX billing_credit_consumptions_tenant_idx
+    ON billing_credit_consumptions (tenant_id, currency, sequence);
+CREATE TRIGGER billing_credit_grants_append_only BEFORE UPDATE ON billing_credit_grants
+BEGIN SELECT RAISE(ABORT, 'credit grants are append-only'); END;
+CREATE TRIGGER billing_credit_grants_undeletable BEFORE DELETE ON billing_credit_grants
+BEGIN SELECT RAISE(ABORT, 'credit grants are append-only'); END;
+CREATE TRIGGER billing_credit_consumptions_append_only
+    BEFORE UPDATE ON billing_credit_consumptions
+BEGIN SELECT RAISE(ABORT, 'credit consumptions are append-only'); END;
+CREATE TRIGGER billing_credit_consumptions_undeletable
+    BEFORE DELETE ON billing_credit_consumptions
+BEGIN SELECT RAISE(ABORT, 'credit consumptions are append-only'); END;
+"#;
+
 /// What a migration does.
 enum Step {
     /// Runs this SQL.
@@ -292,7 +327,7 @@ enum Step {
 }
 
 /// The migrations in order: version, description, step.
-const MIGRATIONS: [(i64, &str, Step); 5] = [
+const MIGRATIONS: [(i64, &str, Step); 6] = [
     (1, "create billing tables", Step::Sql(V1_TABLES)),
     (2, "tenant ids as BLOB", Step::TenantIdsToBlobs),
     (
@@ -302,6 +337,7 @@ const MIGRATIONS: [(i64, &str, Step); 5] = [
     ),
     (4, "coupons and redemptions", Step::Sql(V4_COUPONS)),
     (5, "credit notes", Step::Sql(V5_CREDIT_NOTES)),
+    (6, "prepaid credit ledger", Step::Sql(V6_CREDIT_LEDGER)),
 ];
 
 /// The schema version [`migrate_to`] reaches at most.
