@@ -67,3 +67,5 @@ mod stores;
 mod subscriptions;
 #[path = "billing/taxes.rs"]
 mod taxes;
+#[path = "billing/year.rs"]
+mod year;
