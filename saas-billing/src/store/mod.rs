@@ -8,6 +8,7 @@
 
 mod memory;
 mod memory_coupons;
+mod memory_invoices;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -17,8 +18,9 @@ pub(crate) mod sql;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
-pub use memory::{InMemoryInvoiceStore, InMemorySubscriptionStore, InMemoryUsageStore};
+pub use memory::{InMemorySubscriptionStore, InMemoryUsageStore};
 pub use memory_coupons::InMemoryCouponStore;
+pub use memory_invoices::InMemoryInvoiceStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

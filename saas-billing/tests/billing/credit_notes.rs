@@ -178,3 +178,45 @@ async fn sql_refuses_changes_to_credit_notes() {
         cleanup.run().await;
     }
 }
+
+/// A credit note that settles a failed invoice brings a past_due
+/// subscription back to active, as a payment would.
+#[tokio::test]
+async fn a_settling_credit_note_restores_the_subscription() {
+    let mut h = harness(at(2024, 1, 1, 0));
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 1), Currency::USD).trial(Trial::None);
+    let sub = h.engine().create_subscription(new).await.unwrap();
+    h.advance_to(at(2024, 2, 3, 0)).await.unwrap();
+    let invoice = h
+        .engine()
+        .invoices(tenant, sub.id())
+        .await
+        .unwrap()
+        .remove(0);
+    h.engine()
+        .record_payment_failure(tenant, invoice.id)
+        .await
+        .unwrap();
+    let status = h
+        .engine()
+        .subscription(tenant, sub.id())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, saas_billing::SubscriptionStatus::PastDue);
+    let request = CreditNoteRequest::whole(CreditReason::Goodwill);
+    let (after, _) = h
+        .engine()
+        .issue_credit_note(tenant, invoice.id, request)
+        .await
+        .unwrap();
+    assert_eq!(after.payment_state().unwrap().status, PaymentStatus::Paid);
+    let status = h
+        .engine()
+        .subscription(tenant, sub.id())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, saas_billing::SubscriptionStatus::Active);
+}
