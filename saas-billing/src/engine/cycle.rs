@@ -346,7 +346,8 @@ impl BillingEngine {
             .finalize(
                 tenant,
                 draft.id,
-                Finalization::new(rated.lines, now, self.issuer.issuer_for(tenant)),
+                Finalization::new(rated.lines, now, self.issuer.issuer_for(tenant))
+                    .with_credits_at(draft.finalize_after.min(now)),
             )
             .await
         {

@@ -203,6 +203,11 @@ pub struct Finalization {
     /// Whether the tenant's prepaid credits cover what it leaves due
     /// (default `true`).
     pub consume_credits: bool,
+    /// The instant at which grants must be available to be consumed
+    /// (default `at`). The engine passes the invoice's `finalize_after`,
+    /// so a lagging billing cycle consumes the same grants as a punctual
+    /// one (a grant expiring in between is still drawn).
+    pub credits_at: DateTime<Utc>,
 }
 
 impl Finalization {
@@ -213,7 +218,14 @@ impl Finalization {
             at,
             issuer,
             consume_credits: true,
+            credits_at: at,
         }
+    }
+
+    /// Sets the instant at which grants must be available.
+    pub fn with_credits_at(mut self, at: DateTime<Utc>) -> Finalization {
+        self.credits_at = at;
+        self
     }
 
     /// The same, leaving prepaid credits untouched.

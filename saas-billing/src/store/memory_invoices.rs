@@ -152,7 +152,7 @@ impl InvoiceStore for InMemoryInvoiceStore {
                 .collect();
             let available = credit::balances(&grants, &state.consumptions)?;
             let due = next.payment_state()?.amount_remaining()?;
-            credit::consume(&available, id, due, finalization.at)?
+            credit::consume(&available, id, due, finalization.credits_at)?
         } else {
             Vec::new()
         };

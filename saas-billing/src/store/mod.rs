@@ -239,7 +239,8 @@ pub trait InvoiceStore: Send + Sync + std::fmt::Debug {
     /// - A number is never given twice (a unique constraint in SQL) and
     ///   never freed: finalized invoices cannot be deleted.
     /// - With `consume_credits`, the tenant's prepaid credits in the
-    ///   invoice's currency cover what it leaves due, in the order of
+    ///   invoice's currency available at `credits_at` cover what it
+    ///   leaves due, in the order of
     ///   [`credit::consume`](crate::credit::consume), recorded as
     ///   consumptions in the same transaction (finalizations of one
     ///   tenant are serialized on its grants: a grant is never consumed

@@ -158,3 +158,33 @@ async fn sql_credit_ledgers_are_append_only() {
         cleanup.run().await;
     }
 }
+
+/// A lagging billing cycle draws the same grants as a punctual one: a
+/// grant expiring Feb 10 still covers January when the cycle first runs
+/// on Feb 20, since January was due for finalization on Feb 2.
+#[tokio::test]
+async fn a_lagging_cycle_draws_the_grants_a_punctual_one_would() {
+    for run_on in [at(2024, 2, 2, 0), at(2024, 2, 20, 0)] {
+        let mut h = harness(at(2024, 1, 1, 0));
+        let tenant = TenantId::new();
+        let new = NewSubscription::new(tenant, plan("basic", 1), Currency::USD).trial(Trial::None);
+        let sub = h.engine().create_subscription(new).await.unwrap();
+        let grant = CreditGrant::new(tenant, usd(dec!(30.00)), h.now())
+            .unwrap()
+            .expiring_at(at(2024, 2, 10, 0));
+        h.engine().grant_credit(grant).await.unwrap();
+        h.advance_to(run_on).await.unwrap();
+        let january = h
+            .engine()
+            .invoices(tenant, sub.id())
+            .await
+            .unwrap()
+            .remove(0);
+        let state = january.payment_state().unwrap();
+        assert_eq!(
+            (state.status, state.prepaid()),
+            (PaymentStatus::Paid, usd(dec!(30.00))),
+            "cycle run on {run_on}"
+        );
+    }
+}

@@ -154,7 +154,7 @@ async fn change<D: Sql>(
             let number = InvoiceNumber::new(finalization.issuer, sequence);
             invoice.finalize(finalization.at, number)?;
             if finalization.consume_credits {
-                credits::consume_on::<D>(&mut tx, &mut invoice, finalization.at).await?;
+                credits::consume_on::<D>(&mut tx, &mut invoice, finalization.credits_at).await?;
             }
         }
         Change::Payment(change, at) => invoice.apply_payment(&change, at)?,
