@@ -9,7 +9,10 @@
 //! column declared `BLOB` or `UUID` becomes a blob again.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
+
+use futures_util::TryStreamExt;
 
 use saas_core::{TenantContext, TenantId, TenantStatus};
 use serde_json::value::RawValue;
@@ -22,7 +25,10 @@ use sqlx::{
 
 use super::SqliteTenancy;
 use super::guard::tenant_literal;
-use crate::archive::{ARCHIVE_FORMAT, ArchiveManifest, ArchivedTable, TenantArchive, sha256_hex};
+use crate::archive::{
+    ARCHIVE_FORMAT, ArchiveManifest, ArchiveSink, ChunkReader, DirChunks, DirSink, MemoryChunks,
+    MemorySink, TenantArchive, verify_dir,
+};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 
@@ -49,6 +55,45 @@ impl SqliteTenancy {
     /// the migration ledger. One read transaction, so the archive is a
     /// consistent snapshot; serialised with the tenant's other operations.
     pub async fn export_tenant(&self, id: TenantId) -> Result<TenantArchive, TenancyError> {
+        let mut sink = MemorySink::new(self.manifest_for(id));
+        self.export_into(id, &mut sink).await?;
+        Ok(sink.into_archive())
+    }
+
+    /// Exports a tenant's data, as [`SqliteTenancy::export_tenant`] does,
+    /// into the directory `dir` in the format
+    /// [`TenantArchive::write_to_dir`] writes — streamed: each row goes to
+    /// its table's file as it is read, so memory stays flat whatever the
+    /// tenant's size. The manifest is written last: until this returns
+    /// `Ok`, `dir` holds no readable archive. Returns the manifest.
+    ///
+    /// # Errors
+    /// As [`SqliteTenancy::export_tenant`], or
+    /// [`TenancyError::InvalidInput`] when a file cannot be written.
+    pub async fn export_tenant_to_dir(
+        &self,
+        id: TenantId,
+        dir: &Path,
+    ) -> Result<ArchiveManifest, TenancyError> {
+        let mut sink = DirSink::create(dir, self.manifest_for(id)).await?;
+        self.export_into(id, &mut sink).await?;
+        sink.finish().await
+    }
+
+    fn manifest_for(&self, id: TenantId) -> ArchiveManifest {
+        ArchiveManifest {
+            format: ARCHIVE_FORMAT,
+            source_tenant: id,
+            exported_at: self.inner.clock.now(),
+            tables: Vec::new(),
+        }
+    }
+
+    async fn export_into(
+        &self,
+        id: TenantId,
+        sink: &mut dyn ArchiveSink,
+    ) -> Result<(), TenancyError> {
         let (_guard, record) = self.lock_tenant(id).await?;
         if matches!(
             record.status,
@@ -78,19 +123,10 @@ impl SqliteTenancy {
             .busy_timeout(Duration::from_secs(5));
         let mut conn = SqliteConnection::connect_with(&options).await?;
         conn.execute("BEGIN").await?;
-        let exported = self.export_tables(&mut conn, id, shared).await;
+        let exported = self.export_tables(&mut conn, id, shared, sink).await;
         let _ = conn.execute("COMMIT").await;
         conn.close().await?;
-        let (tables, files) = exported?;
-        Ok(TenantArchive {
-            manifest: ArchiveManifest {
-                format: ARCHIVE_FORMAT,
-                source_tenant: id,
-                exported_at: self.inner.clock.now(),
-                tables,
-            },
-            files,
-        })
+        exported
     }
 
     async fn export_tables(
@@ -98,10 +134,9 @@ impl SqliteTenancy {
         conn: &mut SqliteConnection,
         id: TenantId,
         shared: bool,
-    ) -> Result<(Vec<ArchivedTable>, BTreeMap<String, String>), TenancyError> {
+        sink: &mut dyn ArchiveSink,
+    ) -> Result<(), TenancyError> {
         let me = tenant_literal(id);
-        let mut manifest = Vec::new();
-        let mut files = BTreeMap::new();
         for table in file_tables(conn, &self.inner.tenant_columns()).await? {
             if shared && table.tenant_column.is_none() {
                 continue;
@@ -121,24 +156,18 @@ impl SqliteTenancy {
                 ),
                 None => format!("SELECT * FROM {}", quote(&table.name)),
             };
-            let rows = sqlx::query(AssertSqlSafe(sql))
-                .fetch_all(&mut *conn)
+            sink.begin_table(&logical, table.tenant_column.clone())
                 .await?;
-            let mut data = String::new();
-            for row in &rows {
-                let object = row_to_json(row, &table)?;
-                data.push_str(&Value::Object(object).to_string());
-                data.push('\n');
+            // Streamed: each row is handed on as it is read.
+            let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                let object = row_to_json(&row, &table)?;
+                sink.row(&Value::Object(object).to_string()).await?;
             }
-            manifest.push(ArchivedTable {
-                table: logical.clone(),
-                tenant_column: table.tenant_column.clone(),
-                rows: rows.len() as u64,
-                sha256: sha256_hex(data.as_bytes()),
-            });
-            files.insert(logical, data);
+            drop(rows);
+            sink.end_table().await?;
         }
-        Ok((manifest, files))
+        Ok(())
     }
 
     /// Imports an archive (from a SQLite or PostgreSQL tenant of any
@@ -156,54 +185,72 @@ impl SqliteTenancy {
         archive: &TenantArchive,
     ) -> Result<u64, TenancyError> {
         archive.verify()?;
+        let mut rows = MemoryChunks::new(archive);
+        self.import_chunks(ctx, &archive.manifest, &mut rows).await
+    }
+
+    /// Imports the archive in `dir` (written by an `export_tenant_to_dir`
+    /// of either backend or by [`TenantArchive::write_to_dir`]) as
+    /// [`SqliteTenancy::import_tenant`] does — streamed: the files are
+    /// verified a line at a time, then read and inserted a chunk at a
+    /// time, so memory stays flat whatever the tenant's size. Still one
+    /// transaction: any failure imports nothing. The directory must not
+    /// change while the import runs.
+    ///
+    /// # Errors
+    /// As [`SqliteTenancy::import_tenant`].
+    pub async fn import_tenant_from_dir(
+        &self,
+        ctx: &TenantContext,
+        dir: &Path,
+    ) -> Result<u64, TenancyError> {
+        let manifest = verify_dir(dir).await?;
+        let mut rows = DirChunks::new(dir);
+        self.import_chunks(ctx, &manifest, &mut rows).await
+    }
+
+    async fn import_chunks(
+        &self,
+        ctx: &TenantContext,
+        manifest: &ArchiveManifest,
+        reader: &mut dyn ChunkReader,
+    ) -> Result<u64, TenancyError> {
         let (_guard, record) = self.lock_tenant(ctx.tenant_id()).await?;
         let shared = matches!(record.placement, Placement::Shared { .. });
         let mut tx = self.begin(ctx).await?;
         let target = ctx.tenant_id().as_uuid().as_bytes().to_vec();
         let mut pending = Vec::new();
-        for table in &archive.manifest.tables {
+        for table in &manifest.tables {
             let columns = target_columns(&mut tx, &table.table).await?;
             let mut tenant_columns = self.inner.tenant_columns();
             if shared {
                 self.check_shared_target(&table.table, &columns, &tenant_columns)?;
             }
             tenant_columns.extend(table.tenant_column.clone());
-            let data = archive
-                .files
-                .get(&table.table)
-                .map(String::as_str)
-                .unwrap_or("");
-            let mut rows = Vec::new();
-            for line in data.lines() {
-                // Raw values: a number keeps its digits (see `number_cell`).
-                let row: BTreeMap<String, Box<RawValue>> = serde_json::from_str(line)
-                    .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
-                rows.push(insert_for(
-                    &table.table,
-                    &columns,
-                    &tenant_columns,
-                    &target,
-                    row,
-                )?);
-            }
-            pending.push(rows);
+            pending.push(ImportTable {
+                name: table.table.clone(),
+                columns,
+                tenant_columns,
+            });
         }
         let mut imported = 0u64;
         for _ in 0..IMPORT_PASSES {
             let mut blocked = Vec::new();
-            for rows in pending {
+            for table in pending {
                 tx.execute("SAVEPOINT saas_import").await?;
-                match insert_all(&mut tx, &rows).await {
-                    Ok(()) => {
+                match import_table(&mut tx, reader, &table, &target).await {
+                    Ok(rows) => {
                         tx.execute("RELEASE SAVEPOINT saas_import").await?;
-                        imported += rows.len() as u64;
+                        imported += rows;
                     }
-                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                    Err(TenancyError::Database(sqlx::Error::Database(e)))
+                        if e.is_foreign_key_violation() =>
+                    {
                         tx.execute("ROLLBACK TO SAVEPOINT saas_import").await?;
                         tx.execute("RELEASE SAVEPOINT saas_import").await?;
-                        blocked.push(rows);
+                        blocked.push(table);
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
             if blocked.is_empty() {
@@ -216,6 +263,47 @@ impl SqliteTenancy {
             "the archive's rows reference rows that are not in it".to_owned(),
         ))
     }
+}
+
+/// A table an import fills: its columns as the target sees them, and the
+/// columns rewritten to the target tenant.
+struct ImportTable {
+    name: String,
+    columns: Vec<(String, String)>,
+    tenant_columns: Vec<String>,
+}
+
+/// Rows an import reads, checks and inserts at a time.
+const IMPORT_CHUNK_ROWS: usize = 2_000;
+
+/// Inserts `table`'s rows from `reader`, a chunk at a time; the first row
+/// a column of which the target lacks fails the whole import.
+async fn import_table(
+    conn: &mut SqliteConnection,
+    reader: &mut dyn ChunkReader,
+    table: &ImportTable,
+    target: &[u8],
+) -> Result<u64, TenancyError> {
+    reader.open(&table.name).await?;
+    let mut imported = 0;
+    while let Some(chunk) = reader.next_chunk(IMPORT_CHUNK_ROWS).await? {
+        // Raw values: a number keeps its digits (see `number_cell`).
+        let rows: Vec<BTreeMap<String, Box<RawValue>>> = serde_json::from_str(&chunk)
+            .map_err(|e| TenancyError::InvalidInput(format!("archive row: {e}")))?;
+        let mut inserts = Vec::with_capacity(rows.len());
+        for row in rows {
+            inserts.push(insert_for(
+                &table.name,
+                &table.columns,
+                &table.tenant_columns,
+                target,
+                row,
+            )?);
+        }
+        insert_all(conn, &inserts).await?;
+        imported += inserts.len() as u64;
+    }
+    Ok(imported)
 }
 
 impl SqliteTenancy {

@@ -322,3 +322,75 @@ async fn a_postgres_row_tenant_round_trips_through_a_sqlite_file_tenant() {
     lite.cleanup().await;
     pg.cleanup().await;
 }
+
+/// A streamed export of a SQLite tenant file bigger than an import chunk
+/// (2,000 rows) imports, streamed, into a shared-file tenant and into a
+/// PostgreSQL schema tenant with every row; the PostgreSQL tenant's own
+/// streamed export comes back into another SQLite file tenant the same.
+#[tokio::test]
+async fn streamed_archives_move_between_sqlite_and_postgres() {
+    let sandbox = SqliteSandbox::new().await.unwrap();
+    let source = sandbox
+        .tenant("big-file", Strategy::Database)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> = (1..=4_100).map(|i| (i, format!("note {i}"))).collect();
+    let borrowed: Vec<(i64, &str)> = rows.iter().map(|(i, b)| (*i, b.as_str())).collect();
+    write(&sandbox, &source, &borrowed).await;
+    let expected = notes(&sandbox, &source).await;
+
+    let dir = std::env::temp_dir().join(saas_tenancy::testing::unique_name("sqlite-streamed"));
+    let manifest = sandbox
+        .tenancy
+        .export_tenant_to_dir(source.tenant_id(), &dir)
+        .await
+        .unwrap();
+    assert_eq!(manifest.tables[0].rows, 4_100);
+    let shared = sandbox
+        .tenant("into-shared", Strategy::Shared)
+        .await
+        .unwrap();
+    let imported = sandbox
+        .tenancy
+        .import_tenant_from_dir(&shared, &dir)
+        .await
+        .unwrap();
+    assert_eq!(imported, 4_100);
+    assert_eq!(notes(&sandbox, &shared).await, expected);
+
+    let Some(mut pg) = sandbox_pg().await else {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    };
+    let schema = pg.tenant("from-sqlite", Strategy::Schema).await.unwrap();
+    assert_eq!(
+        pg.tenancy
+            .import_tenant_from_dir(&schema, &dir)
+            .await
+            .unwrap(),
+        4_100
+    );
+    let back = std::env::temp_dir().join(saas_tenancy::testing::unique_name("pg-streamed"));
+    pg.tenancy
+        .export_tenant_to_dir(schema.tenant_id(), &back)
+        .await
+        .unwrap();
+    let file = sandbox
+        .tenant("back-to-file", Strategy::Database)
+        .await
+        .unwrap();
+    sandbox
+        .tenancy
+        .import_tenant_from_dir(&file, &back)
+        .await
+        .unwrap();
+    assert_eq!(notes(&sandbox, &file).await, expected);
+    for d in [&dir, &back] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    pg.cleanup().await;
+}
+
+async fn sandbox_pg() -> Option<saas_tenancy::testing::pg::PgSandbox> {
+    sandbox("sqlite_transfer::streamed", ScopeMode::Shared).await
+}
