@@ -28,6 +28,10 @@ pub enum Service {
     /// RabbitMQ (`SAAS_TEST_RABBITMQ_URL`, e.g.
     /// `amqp://guest:guest@127.0.0.1:5672/%2f`).
     RabbitMq,
+    /// PgBouncer in transaction pooling in front of the first PostgreSQL
+    /// server (`SAAS_TEST_PGBOUNCER_URL`, e.g.
+    /// `postgres://postgres@127.0.0.1:6432/test`; `.ci/run` starts it).
+    PgBouncer,
 }
 
 impl Service {
@@ -39,6 +43,7 @@ impl Service {
             Service::Nats => "SAAS_TEST_NATS_URL",
             Service::Redis => "SAAS_TEST_REDIS_URL",
             Service::RabbitMq => "SAAS_TEST_RABBITMQ_URL",
+            Service::PgBouncer => "SAAS_TEST_PGBOUNCER_URL",
         }
     }
 }
@@ -51,6 +56,7 @@ impl fmt::Display for Service {
             Service::Nats => "NATS",
             Service::Redis => "Redis",
             Service::RabbitMq => "RabbitMQ",
+            Service::PgBouncer => "PgBouncer (transaction pooling)",
         })
     }
 }
@@ -163,6 +169,10 @@ mod tests {
         assert!(matches!(
             decide(Service::Redis, None, Some("1".into()), "t"),
             Availability::Fail(m) if m.contains("SAAS_TEST_REDIS_URL")
+        ));
+        assert!(matches!(
+            decide(Service::PgBouncer, None, Some("1".into()), "t"),
+            Availability::Fail(m) if m.contains("SAAS_TEST_PGBOUNCER_URL")
         ));
     }
 

@@ -28,7 +28,9 @@ pub struct PgTenancyBuilder {
     core: BuilderCore<PgClusterConfig>,
     mode: ScopeMode,
     record_ttl: Duration,
-    affinity: Duration,
+    /// `None`: the default window (off in transaction-pooling mode).
+    affinity: Option<Duration>,
+    transaction_pooling: bool,
 }
 
 impl ClusterConfig for PgClusterConfig {
@@ -44,7 +46,8 @@ impl PgTenancy {
             core: BuilderCore::new(catalog, PoolLimits::default()),
             mode: ScopeMode::default(),
             record_ttl: Duration::from_secs(1),
-            affinity: super::affinity::DEFAULT_AFFINITY,
+            affinity: None,
+            transaction_pooling: false,
         }
     }
 }
@@ -188,7 +191,61 @@ impl PgTenancyBuilder {
     /// # }
     /// ```
     pub fn connection_affinity(mut self, window: Duration) -> Self {
-        self.affinity = window;
+        self.affinity = Some(window);
+        self
+    }
+
+    /// Runs row and schema tenants behind a transaction pooler —
+    /// PgBouncer with `pool_mode = transaction`, as most PostgreSQL SaaS
+    /// deploy it — where each transaction may run on another server
+    /// connection and each server connection serves every client in turn.
+    /// Every scope is then transaction-local, set in the `BEGIN` round
+    /// trip together with an in-band reset of what earlier clients left on
+    /// the server connection; runtime connections keep no prepared
+    /// statements; [`PgTenancy::acquire`] (a session scope) is refused and
+    /// connection affinity is off. Point each cluster's runtime pool at the
+    /// pooler with [`PgClusterConfig::with_transaction_pooler`]; setup,
+    /// provisioning and migrations keep the direct admin connection.
+    ///
+    /// [`build`](Self::build) refuses a cluster with a pooler without
+    /// this mode (session scopes would leak through it), this mode with
+    /// [`ScopeMode::TenantPools`] (its scopes live in startup options,
+    /// which PgBouncer does not pass on) or with a non-zero
+    /// [`connection_affinity`](Self::connection_affinity). Plain use of
+    /// [`PgTenancy::runtime_pool`] must stay inside transactions.
+    ///
+    /// The PgBouncer settings it is tested with (`pgbouncer.ini`):
+    ///
+    /// ```ini
+    /// pool_mode = transaction
+    /// ; every server connection starts each transaction clean, for every client
+    /// server_reset_query = DISCARD ALL
+    /// server_reset_query_always = 1
+    /// ; sqlx sends it at startup; PgBouncer 1.18 refuses unknown parameters
+    /// ignore_startup_parameters = extra_float_digits
+    /// ```
+    ///
+    /// ```
+    /// # fn run(catalog: saas_tenancy::DynCatalog) -> Result<(), Box<dyn std::error::Error>> {
+    /// use saas_tenancy::ClusterName;
+    /// use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent};
+    ///
+    /// let cluster = PgClusterConfig::new(
+    ///     ClusterName::new("main")?,
+    ///     "postgres://admin@db.internal:5432/app".parse()?,
+    ///     SqlIdent::new("app_runtime")?,
+    /// )
+    /// .with_transaction_pooler("postgres://app_runtime@pgbouncer.internal:6432/app".parse()?);
+    /// let tenancy = PgTenancy::builder(catalog)
+    ///     .cluster(cluster)
+    ///     .transaction_pooling(true)
+    ///     .build()?;
+    /// assert!(tenancy.transaction_pooling());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.transaction_pooling = on;
         self
     }
 
@@ -207,7 +264,30 @@ impl PgTenancyBuilder {
             ))
         })?;
         crate::catalog::check_deletion_grace(self.core.deletion_grace)?;
-        super::affinity::check_window(self.affinity)?;
+        let pooled = self.transaction_pooling;
+        let affinity = match self.affinity {
+            Some(window) if pooled && !window.is_zero() => {
+                return Err(TenancyError::InvalidInput(format!(
+                    "connection affinity ({window:?}) keeps a session for its tenant, which \
+                     a transaction pooler cannot: leave it unset with transaction_pooling"
+                )));
+            }
+            Some(window) => window,
+            None if pooled => Duration::ZERO,
+            None => super::affinity::DEFAULT_AFFINITY,
+        };
+        super::affinity::check_window(affinity)?;
+        if pooled && self.mode == ScopeMode::TenantPools {
+            return Err(TenancyError::InvalidInput(
+                "ScopeMode::TenantPools scopes connections in their startup options, which a \
+                 transaction pooler does not pass on: use ScopeMode::Shared with \
+                 transaction_pooling"
+                    .to_owned(),
+            ));
+        }
+        for cluster in &self.core.clusters {
+            super::pooling::check_cluster(cluster, pooled)?;
+        }
         // Scoped handles use the shared runtime pool in both modes (in
         // TenantPools mode, the tenants past the budget): connections are
         // kept for their tenant's next handle in both.
@@ -215,15 +295,18 @@ impl PgTenancyBuilder {
             let admin = PgPoolOptions::new()
                 .max_connections(4)
                 .connect_lazy_with(config.admin.clone());
-            let runtime = session::runtime_pool_options(config.max_connections)
-                .connect_lazy_with(super::runtime_options(&config));
-            let affinity = Some(Affinity::new(
-                runtime.clone(),
-                config.max_connections,
-                self.affinity,
-            ));
+            let options = match pooled {
+                true => super::pooling::runtime_options(&config),
+                false => super::runtime_options(&config),
+            };
+            let runtime = session::runtime_pool_options(config.max_connections, pooled)
+                .connect_lazy_with(options);
+            // Affinity keeps sessions, which a transaction pooler has not.
+            let affinity =
+                (!pooled).then(|| Affinity::new(runtime.clone(), config.max_connections, affinity));
             Cluster {
                 config,
+                search_path: tokio::sync::OnceCell::new(),
                 admin,
                 runtime,
                 affinity,
@@ -231,6 +314,7 @@ impl PgTenancyBuilder {
         };
         let state = PgState {
             mode: self.mode,
+            transaction_pooling: pooled,
             records: RecordCache::new(record_ttl, Arc::clone(&self.core.clock)),
             fences: AtomicU64::new(0),
         };

@@ -10,6 +10,7 @@ mod conn;
 mod fence;
 mod lifecycle;
 mod migrate;
+mod pooling;
 mod provision;
 mod redact;
 mod session;
@@ -65,6 +66,13 @@ pub struct PgClusterConfig {
     pub runtime_role: SqlIdent,
     /// Connections of the shared runtime pool (row and schema tenants).
     pub max_connections: u32,
+    /// Where the shared runtime pool connects when the cluster sits behind
+    /// a transaction pooler (PgBouncer `pool_mode = transaction`): host,
+    /// port and database of the pooler, the runtime role as user, no
+    /// startup `options`. `None`: the runtime pool connects as `admin`
+    /// does. Requires [`PgTenancyBuilder::transaction_pooling`]; see
+    /// [`PgClusterConfig::with_transaction_pooler`].
+    pub transaction_pooler: Option<PgConnectOptions>,
 }
 
 impl PgClusterConfig {
@@ -76,7 +84,32 @@ impl PgClusterConfig {
             admin,
             runtime_role,
             max_connections: 10,
+            transaction_pooler: None,
         }
+    }
+
+    /// Serves row and schema tenants through a transaction pooler reached
+    /// with `pooler` (its user must be the runtime role; no startup
+    /// `options`), while setup, provisioning and migrations keep using
+    /// `admin`, which must reach PostgreSQL directly (they hold session
+    /// advisory locks). Database tenants' pools also connect directly.
+    ///
+    /// ```
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use saas_tenancy::ClusterName;
+    /// use saas_tenancy::postgres::{PgClusterConfig, SqlIdent};
+    /// use sqlx::postgres::PgConnectOptions;
+    ///
+    /// let admin: PgConnectOptions = "postgres://admin@db.internal:5432/app".parse()?;
+    /// let pgbouncer: PgConnectOptions = "postgres://app_runtime@pgbouncer.internal:6432/app".parse()?;
+    /// let cluster = PgClusterConfig::new(ClusterName::new("main")?, admin, SqlIdent::new("app_runtime")?)
+    ///     .with_transaction_pooler(pgbouncer);
+    /// # let _ = cluster; Ok(())
+    /// # }
+    /// ```
+    pub fn with_transaction_pooler(mut self, pooler: PgConnectOptions) -> Self {
+        self.transaction_pooler = Some(pooler);
+        self
     }
 }
 
@@ -115,6 +148,10 @@ pub enum ScopeMode {
 
 struct Cluster {
     config: PgClusterConfig,
+    /// The search path of the admin connection, read once: what the runtime
+    /// connections' startup options give them, set per transaction in
+    /// transaction-pooling mode (a pooler does not pass startup options).
+    search_path: tokio::sync::OnceCell<String>,
     admin: PgPool,
     runtime: PgPool,
     /// Connections of `runtime` kept for their tenant (a non-zero affinity
@@ -130,6 +167,19 @@ impl Cluster {
     /// holds reaches a new one.
     fn may_retry(&self, reused: bool, error: &TenancyError, attempts: u32) -> bool {
         (reused || session::is_dead_connection(error)) && attempts < self.config.max_connections + 1
+    }
+
+    /// The admin connection's search path (read once; see `search_path`).
+    async fn search_path(&self) -> Result<&str, TenancyError> {
+        let path = self
+            .search_path
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT pg_catalog.current_setting('search_path')")
+                    .fetch_one(&self.admin)
+                    .await
+            })
+            .await?;
+        Ok(path.as_str())
     }
 
     /// Where a handle on `checkout` may keep its connection afterwards.
@@ -155,6 +205,8 @@ type Inner = crate::tenancy_core::Core<Cluster, Postgres, PgState>;
 /// What only PostgreSQL tenancies hold.
 struct PgState {
     mode: ScopeMode,
+    /// Every scope transaction-local (see `pooling`).
+    transaction_pooling: bool,
     records: RecordCache,
     /// Bumped whenever a deletion in this process fences a tenant: a
     /// request that read its tenant's record before and then waited for a
@@ -251,13 +303,28 @@ impl PgTenancy {
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(record).await? {
             let conn = self.checkout(lease.pool(), tenant, fences).await?;
-            return PgTenantTx::begin(conn, None, tenant, placement, Some(lease), None, false)
-                .await;
+            return PgTenantTx::begin(
+                conn,
+                None,
+                tenant,
+                placement,
+                Some(lease),
+                None,
+                false,
+                false,
+            )
+            .await;
         }
         let cluster = self.cluster(placement.cluster())?;
-        let begin = |reused: bool| match &placement {
-            Placement::Schema { schema, .. } => sql::begin_schema(schema, tenant, reused),
-            _ => sql::begin_row(tenant, reused),
+        let pooled_path = match self.inner.backend.transaction_pooling {
+            true => Some(cluster.search_path().await?),
+            false => None,
+        };
+        let begin = |reused: bool| match (&placement, pooled_path) {
+            (Placement::Schema { schema, .. }, Some(_)) => pooling::begin_schema(schema, tenant),
+            (_, Some(path)) => pooling::begin_row(tenant, path),
+            (Placement::Schema { schema, .. }, None) => sql::begin_schema(schema, tenant, reused),
+            (_, None) => sql::begin_row(tenant, reused),
         };
         let mut attempts = 0;
         let mut may_reuse = true;
@@ -277,9 +344,21 @@ impl PgTenancy {
                 None,
                 affinity,
                 reused,
+                pooled_path.is_some(),
             )
             .await
             {
+                // Behind a transaction pooler, a connection whose exchange
+                // raw SQL left out of step (see `pooling::out_of_step`)
+                // shows it here at the latest, before any of the request's
+                // SQL: it is closed, another is taken.
+                Err(e) if pooled_path.is_some() && pooling::out_of_step(&e) => {
+                    attempts += 1;
+                    if attempts > cluster.config.max_connections {
+                        return Err(e);
+                    }
+                    may_reuse = false;
+                }
                 // A connection that died while idle in the pool (see
                 // `session`), or a kept one whose first round trip failed
                 // (it is closed): nothing ran on it; take another one from
@@ -297,6 +376,11 @@ impl PgTenancy {
 
     /// A scoped connection for single statements, each committing on its
     /// own (see [`PgTenantConn`] for how the scope is kept and removed).
+    ///
+    /// # Errors
+    /// [`TenancyError::Unsupported`] in transaction-pooling mode
+    /// ([`PgTenancyBuilder::transaction_pooling`]): a session scope cannot
+    /// survive a transaction pooler; use [`begin`](Self::begin).
     #[tracing::instrument(name = "tenancy.acquire", level = "debug", skip_all, fields(tenant_id = %ctx.tenant_id(), backend = "postgres"))]
     pub async fn acquire(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
         let timer = observe::Scope::start("acquire", "postgres");
@@ -306,6 +390,13 @@ impl PgTenancy {
     }
 
     async fn acquire_scoped(&self, ctx: &TenantContext) -> Result<PgTenantConn, TenancyError> {
+        if self.inner.backend.transaction_pooling {
+            return Err(TenancyError::Unsupported(
+                "acquire() scopes a session, which a transaction pooler hands to other \
+                 clients between statements; with transaction_pooling use begin() and commit()"
+                    .to_owned(),
+            ));
+        }
         let fences = self.fences();
         let record = self.servable(ctx.tenant_id()).await?;
         let tenant = record.id;
@@ -371,6 +462,13 @@ impl PgTenancy {
                 }
             }
         }
+    }
+
+    /// Whether every scope is transaction-local, for a transaction pooler
+    /// ([`PgTenancyBuilder::transaction_pooling`]): then
+    /// [`acquire`](Self::acquire) is refused.
+    pub fn transaction_pooling(&self) -> bool {
+        self.inner.backend.transaction_pooling
     }
 
     /// How many deletions this process has started: read before a

@@ -35,6 +35,10 @@ impl fmt::Debug for PgClusterConfig {
             .field("admin", &RedactedPgOptions(&self.admin))
             .field("runtime_role", &self.runtime_role)
             .field("max_connections", &self.max_connections)
+            .field(
+                "transaction_pooler",
+                &self.transaction_pooler.as_ref().map(RedactedPgOptions),
+            )
             .finish()
     }
 }

@@ -74,6 +74,24 @@ fn reset_statement(nonce: Uuid) -> String {
     )
 }
 
+/// The release reset of a runtime connection in transaction-pooling mode
+/// (see `pooling`): the same reset, with every prepared statement
+/// deallocated instead of counted — its connection keeps no statement
+/// cache, and behind a pooler the server connection it reaches is not
+/// the one its last transaction ran on, whose statements say nothing of
+/// this client. Directly on PostgreSQL it leaves the session as clean as
+/// `DISCARD ALL` would; through PgBouncer, `server_reset_query` does that
+/// for the server connection the transaction used.
+fn pooled_reset_statement(nonce: Uuid) -> String {
+    format!(
+        "CLOSE ALL; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; UNLISTEN *; \
+         DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL; \
+         SELECT '{nonce}'::pg_catalog.uuid, \
+         pg_catalog.transaction_timestamp() = pg_catalog.statement_timestamp(), \
+         0::int8, 0::int8, pg_catalog.pg_advisory_unlock_all() IS NULL"
+    )
+}
+
 /// Why a released connection is closed instead of going back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Distrust {
@@ -106,7 +124,10 @@ impl Distrust {
 
 /// Resets `conn` (see [`reset_statement`]); `Ok(None)` when it may serve
 /// the next user, `Ok(Some(why))` when it must be closed.
-pub(crate) async fn reset(conn: &mut PgConnection) -> Result<Option<Distrust>, sqlx::Error> {
+pub(crate) async fn reset(
+    conn: &mut PgConnection,
+    pooled: bool,
+) -> Result<Option<Distrust>, sqlx::Error> {
     if PgTransactionManager::get_transaction_depth(conn) != 0 {
         return Ok(Some(Distrust::DepthLeftOver));
     }
@@ -114,7 +135,11 @@ pub(crate) async fn reset(conn: &mut PgConnection) -> Result<Option<Distrust>, s
     let nonce = Uuid::new_v4();
     // `raw_sql`: the simple query protocol, one round trip, nothing
     // prepared (the census must count only what was there before).
-    let rows = sqlx::raw_sql(AssertSqlSafe(reset_statement(nonce)))
+    let statement = match pooled {
+        true => pooled_reset_statement(nonce),
+        false => reset_statement(nonce),
+    };
+    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
         .fetch_all(&mut *conn)
         .await?;
     let [row] = rows.as_slice() else {
@@ -144,8 +169,9 @@ const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 /// Options of a shared runtime pool of `size` connections: reset on
 /// release (closed when the reset fails or distrusts them); checkouts ping
 /// only connections idle for [`TRUSTED_IDLE`] or longer, and
-/// `begin`/`acquire` skip a connection found dead.
-pub(crate) fn runtime_pool_options(size: u32) -> PgPoolOptions {
+/// `begin`/`acquire` skip a connection found dead. `pooled`: the
+/// transaction-pooling reset (see [`pooled_reset_statement`]).
+pub(crate) fn runtime_pool_options(size: u32, pooled: bool) -> PgPoolOptions {
     let options = PgPoolOptions::new()
         .max_connections(size)
         .test_before_acquire(false)
@@ -157,9 +183,9 @@ pub(crate) fn runtime_pool_options(size: u32) -> PgPoolOptions {
                 Ok(true)
             })
         });
-    options.after_release(|conn, _| {
+    options.after_release(move |conn, _| {
         Box::pin(async move {
-            match reset(conn).await {
+            match reset(conn, pooled).await {
                 Ok(None) => Ok(true),
                 Ok(Some(why)) => {
                     // Host code did something unusual on a scoped handle.

@@ -148,7 +148,7 @@ pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId, reused: 
 /// A call of the advisory-lock function `function` on the tenant's
 /// handle-lock key. Each key is cast: PostgreSQL reads `-2147483648` as
 /// the negation of a `bigint`, which no two-`int4` lock function takes.
-fn handle_lock(tenant: TenantId, function: &str) -> String {
+pub(super) fn handle_lock(tenant: TenantId, function: &str) -> String {
     let (k1, k2) = super::fence::handle_lock_key(tenant);
     format!("pg_catalog.{function}(({k1})::pg_catalog.int4, ({k2})::pg_catalog.int4)")
 }

@@ -74,6 +74,9 @@ pub struct PgTenantTx {
     // Where a committed shared connection may be kept for the tenant,
     // and when it last left the pool (see `affinity`).
     affinity: Option<(Affinity, Instant)>,
+    // Behind a transaction pooler, a transaction dropped open closes its
+    // connection instead of queuing a `ROLLBACK` (see `Drop`).
+    pooled: bool,
 }
 
 /// Where the transaction is, for what dropping it must do.
@@ -95,6 +98,8 @@ impl PgTenantTx {
     /// Begins a transaction on `conn` (with `statement` instead of `BEGIN`
     /// when given). The handle owns the connection before `BEGIN` is sent,
     /// so a cancellation at any point is handled by its `Drop`.
+    // Each argument is a separate part of the handle's state, set once.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn begin(
         conn: PoolConnection<Postgres>,
         statement: Option<SqlStr>,
@@ -107,6 +112,7 @@ impl PgTenantTx {
         // was kept for this tenant already (its caches are the tenant's).
         affinity: Option<(Affinity, Instant)>,
         reused: bool,
+        pooled: bool,
     ) -> Result<Self, TenancyError> {
         // Only a shared connection moves between schemas (see `PgTenantConn`).
         let clear_caches = lease.is_none() && matches!(placement, Placement::Schema { .. });
@@ -118,6 +124,7 @@ impl PgTenantTx {
             placement,
             lease,
             affinity,
+            pooled,
         };
         PgTransactionManager::begin(tx.conn_mut(), statement).await?;
         // sqlx's transaction manager keeps its transaction depth, so a
@@ -213,6 +220,14 @@ impl Drop for PgTenantTx {
             // The server may or may not be in the transaction, with the
             // tenant's scope: never hand such a connection back.
             State::Beginning => {
+                conn.close_on_drop();
+                return;
+            }
+            // Behind a transaction pooler: raw SQL may have left the
+            // exchange out of step (a refused raw `COPY`), which PgBouncer
+            // turns into replies lost or misread; closing hands the server
+            // connection back to PgBouncer, which rolls it back.
+            State::Open if self.pooled => {
                 conn.close_on_drop();
                 return;
             }

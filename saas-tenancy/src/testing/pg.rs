@@ -33,6 +33,8 @@ pub struct PgSandbox {
     config: PgClusterConfig,
     catalog: DynCatalog,
     clock: saas_core::SharedClock,
+    /// Row and schema tenants served through a transaction pooler.
+    pooled: bool,
 }
 
 /// The `notes` table of row tenants.
@@ -93,12 +95,48 @@ impl PgSandbox {
         Self::build(url, mode, limits, clock, runtime_connections).await
     }
 
+    /// A sandbox whose row and schema tenants are served through the
+    /// transaction pooler at `pooler_url` (PgBouncer in `pool_mode =
+    /// transaction` in front of the server at `url`), in
+    /// transaction-pooling mode (see
+    /// [`PgTenancyBuilder::transaction_pooling`]); the sandbox's runtime
+    /// role and database replace the URL's user and database.
+    pub async fn behind_transaction_pooler(
+        url: &str,
+        pooler_url: &str,
+        runtime_connections: u32,
+    ) -> Result<Self, crate::TenancyError> {
+        let clock = Arc::new(saas_core::SystemClock);
+        let limits = PoolLimits::default();
+        let pooler = Some(pooler_url);
+        Self::build_with(
+            url,
+            ScopeMode::Shared,
+            limits,
+            clock,
+            runtime_connections,
+            pooler,
+        )
+        .await
+    }
+
     async fn build(
         url: &str,
         mode: ScopeMode,
         limits: PoolLimits,
         clock: saas_core::SharedClock,
         runtime_connections: u32,
+    ) -> Result<Self, crate::TenancyError> {
+        Self::build_with(url, mode, limits, clock, runtime_connections, None).await
+    }
+
+    async fn build_with(
+        url: &str,
+        mode: ScopeMode,
+        limits: PoolLimits,
+        clock: saas_core::SharedClock,
+        runtime_connections: u32,
+        pooler: Option<&str>,
     ) -> Result<Self, crate::TenancyError> {
         let shared_schema = super::unique_name("saas_shared");
         let runtime_role = super::unique_name("saas_rt");
@@ -132,8 +170,16 @@ impl PgSandbox {
             SqlIdent::new(runtime_role.clone())?,
         );
         config.max_connections = runtime_connections;
+        if let Some(pooler) = pooler {
+            let database = base.get_database().unwrap_or("postgres");
+            let options = PgConnectOptions::from_str(pooler)?
+                .username(&runtime_role)
+                .database(database);
+            config = config.with_transaction_pooler(options);
+        }
         let tenancy = PgTenancy::builder(Arc::clone(&catalog))
             .cluster(config.clone())
+            .transaction_pooling(pooler.is_some())
             .tenant_table(TenantTable::new("notes")?)
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
             .pool_limits(limits)
@@ -151,6 +197,7 @@ impl PgSandbox {
             config,
             catalog,
             clock,
+            pooled: pooler.is_some(),
         })
     }
 
@@ -184,6 +231,7 @@ impl PgSandbox {
             .cluster(self.config.clone())
             .tenant_table(TenantTable::new("notes")?)
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
+            .transaction_pooling(self.pooled)
             .clock(Arc::clone(&self.clock));
         configure(builder).build()
     }

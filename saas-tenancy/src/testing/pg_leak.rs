@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use super::leak::{LeakRow, LeakStatements, LeakTarget, SessionTamper};
 use crate::placement::{ClusterName, Placement};
-use crate::postgres::{PgTenancy, SqlIdent};
+use crate::postgres::{PgTenancy, PgTenantConn, PgTenantTx, SqlIdent};
 
 /// Drives a [`PgTenancy`] on a table with a `uuid` tenant column, a
 /// `bigint` key and a `text` value (names given by the host, validated).
@@ -51,6 +51,76 @@ fn text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// A step's scoped handle: a connection — or, in transaction-pooling mode
+/// (where `acquire` is refused), a transaction committed by `finish`. Raw
+/// SQL in that transaction leaves the same session state on the server
+/// connection as through a connection.
+enum StepHandle {
+    Conn(PgTenantConn),
+    Tx(PgTenantTx),
+}
+
+impl StepHandle {
+    async fn open(tenancy: &PgTenancy, ctx: &TenantContext) -> Result<Self, String> {
+        if tenancy.transaction_pooling() {
+            return tenancy.begin(ctx).await.map(Self::Tx).map_err(text);
+        }
+        tenancy.acquire(ctx).await.map(Self::Conn).map_err(text)
+    }
+
+    fn on_shared_connection(&self) -> bool {
+        match self {
+            Self::Conn(c) => c.on_shared_connection(),
+            Self::Tx(t) => t.on_shared_connection(),
+        }
+    }
+
+    fn placement(&self) -> &Placement {
+        match self {
+            Self::Conn(c) => c.placement(),
+            Self::Tx(t) => t.placement(),
+        }
+    }
+
+    async fn finish(self) -> Result<(), String> {
+        match self {
+            Self::Conn(_) => Ok(()),
+            Self::Tx(t) => t.commit().await.map_err(text),
+        }
+    }
+}
+
+impl std::ops::Deref for StepHandle {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Conn(c) => c,
+            Self::Tx(t) => t,
+        }
+    }
+}
+
+impl std::ops::DerefMut for StepHandle {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Conn(c) => c,
+            Self::Tx(t) => t,
+        }
+    }
+}
+
+/// Runs a tenant-less count in a transaction of its own: behind a
+/// transaction pooler, a statement outside one may be prepared on one
+/// server connection and run on another.
+async fn count_in_transaction(pool: &sqlx::PgPool, sql: &str) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let counted = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut *tx)
+        .await;
+    tx.rollback().await?;
+    counted
+}
+
 /// Runs `sql` on a tenant-less runtime connection and expects PostgreSQL
 /// to refuse it with `code`: 0 rows seen. Rows read instead are an error.
 async fn expect_refused(
@@ -59,10 +129,7 @@ async fn expect_refused(
     code: &str,
     what: &str,
 ) -> Result<i64, String> {
-    match sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.clone()))
-        .fetch_one(pool)
-        .await
-    {
+    match count_in_transaction(pool, &sql).await {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(code) => Ok(0),
         Ok(n) => Err(format!(
             "a connection without a tenant ran `{sql}` ({n} rows) instead of getting {what}"
@@ -99,7 +166,7 @@ impl LeakTarget for PgLeakTarget {
     }
 
     async fn read_all(&self, ctx: &TenantContext) -> Result<Vec<LeakRow>, String> {
-        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        let mut conn = StepHandle::open(&self.tenancy, ctx).await?;
         let role = match conn.placement() {
             Placement::Schema { schema, .. } => Some(schema.as_str().to_owned()),
             _ => None,
@@ -115,10 +182,12 @@ impl LeakTarget for PgLeakTarget {
                 ctx.slug()
             ));
         }
-        sqlx::query_as(AssertSqlSafe(self.sql.read_all.as_str()))
+        let rows = sqlx::query_as(AssertSqlSafe(self.sql.read_all.as_str()))
             .fetch_all(&mut *conn)
             .await
-            .map_err(text)
+            .map_err(text)?;
+        conn.finish().await?;
+        Ok(rows)
     }
 
     async fn tamper(
@@ -143,13 +212,18 @@ impl LeakTarget for PgLeakTarget {
                 tx.commit().await.map_err(text)?;
             }
         } else {
-            let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+            let mut conn = StepHandle::open(&self.tenancy, ctx).await?;
             if !conn.on_shared_connection() {
                 return Ok(());
             }
             let placement = conn.placement().clone();
-            self.tamper_on(&mut conn, ctx, &placement, tamper, false)
+            let in_transaction = matches!(conn, StepHandle::Tx(_));
+            let ended = self
+                .tamper_on(&mut conn, ctx, &placement, tamper, in_transaction)
                 .await?;
+            if !ended {
+                conn.finish().await?;
+            }
         }
         if matches!(
             tamper,
@@ -179,12 +253,13 @@ impl LeakTarget for PgLeakTarget {
     }
 
     async fn update_all(&self, ctx: &TenantContext, value: &str) -> Result<u64, String> {
-        let mut conn = self.tenancy.acquire(ctx).await.map_err(text)?;
+        let mut conn = StepHandle::open(&self.tenancy, ctx).await?;
         let done = sqlx::query(AssertSqlSafe(self.sql.update_all.as_str()))
             .bind(value)
             .execute(&mut *conn)
             .await
             .map_err(text)?;
+        conn.finish().await?;
         Ok(done.rows_affected())
     }
 
@@ -202,10 +277,7 @@ impl LeakTarget for PgLeakTarget {
     async fn unscoped_count(&self, tenants: &[TenantContext]) -> Result<i64, String> {
         let pool = self.tenancy.runtime_pool(&self.cluster).map_err(text)?;
         // Row tenants: the shared table, under RLS with no tenant setting.
-        let mut seen = match sqlx::query_scalar(AssertSqlSafe(self.sql.count.as_str()))
-            .fetch_one(pool)
-            .await
-        {
+        let mut seen = match count_in_transaction(pool, &self.sql.count).await {
             Ok(n) => n,
             // No such table where a tenant-less connection looks: nothing seen.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
@@ -237,13 +309,15 @@ impl LeakTarget for PgLeakTarget {
                     let refused =
                         expect_refused(pool, sql, "0A000", "cross-database reference").await?;
                     // ...and no role without a grant may connect to it.
+                    let mut tx = pool.begin().await.map_err(text)?;
                     let public: bool = sqlx::query_scalar(
                         "SELECT has_database_privilege('public', $1, 'CONNECT')",
                     )
                     .bind(database.as_str())
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(text)?;
+                    tx.rollback().await.map_err(text)?;
                     if public {
                         return Err(format!("PUBLIC may connect to tenant database {database}"));
                     }

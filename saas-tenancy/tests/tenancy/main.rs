@@ -22,6 +22,7 @@ mod migrate;
 mod model;
 mod numbers;
 mod pg_affinity;
+mod pg_bouncer;
 mod pg_cancel;
 mod pg_env;
 mod pg_isolation;
