@@ -305,6 +305,7 @@ impl PgTenancyBuilder {
             let affinity =
                 (!pooled).then(|| Affinity::new(runtime.clone(), config.max_connections, affinity));
             Cluster {
+                locks: super::tenant_lock::lock_pool(&config.admin),
                 config,
                 search_path: tokio::sync::OnceCell::new(),
                 admin,

@@ -148,6 +148,8 @@ pub enum ScopeMode {
 
 struct Cluster {
     config: PgClusterConfig,
+    /// Connections that hold tenant locks (see `tenant_lock`).
+    locks: PgPool,
     /// The search path of the admin connection, read once: what the runtime
     /// connections' startup options give them, set per transaction in
     /// transaction-pooling mode (a pooler does not pass startup options).

@@ -112,20 +112,24 @@ impl PgTenancy {
         // The caller holds the tenant's lock: no other operation on this
         // tenant runs meanwhile.
         let mut tx = conn.begin().await?;
-        for statement in sql::create_schema_statements(schema, &cluster.config.runtime_role) {
-            tx.execute(AssertSqlSafe(statement)).await?;
-        }
+        // The library's own statements go in one round trip (simple
+        // protocol, several statements): provisioning is a chain of round
+        // trips, and these were ten of them. The tenant role's privileges
+        // on what the migrations create come from default privileges set
+        // first (see `sql::default_privileges`); the transaction makes
+        // schema, grants and migrations appear together or not at all.
         let s = schema.quoted();
-        tx.execute(AssertSqlSafe(format!("SET LOCAL search_path TO {s}")))
+        let mut setup = sql::create_schema_statements(schema, &cluster.config.runtime_role);
+        setup.extend(sql::default_privileges(&s, &s));
+        setup.push(format!("SET LOCAL search_path TO {s}"));
+        sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
+            .execute(&mut *tx)
             .await?;
         if let Some(migrator) = &self.inner.tenant_migrator {
             migrator
                 .run_direct(None, &mut *tx, false)
                 .await
                 .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
-        }
-        for statement in sql::grant_schema_objects(&s, &s) {
-            tx.execute(AssertSqlSafe(statement)).await?;
         }
         tx.commit().await?;
         Ok(())

