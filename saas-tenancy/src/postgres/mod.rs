@@ -645,6 +645,13 @@ impl PgTenancy {
     /// without sqlx's liveness ping (it was just reset and pinged), in
     /// both scope modes; scoped handles skip one that died meanwhile (a
     /// server restart), plain use of this pool sees the error.
+    ///
+    /// In transaction-pooling mode ([`PgTenancyBuilder::transaction_pooling`])
+    /// this pool reaches PgBouncer: run plain statements only inside a
+    /// transaction (`pool.begin()`), since outside one a statement's prepare
+    /// and execute may reach two server connections; that its sessions start
+    /// clean rests on PgBouncer's `server_reset_query = DISCARD ALL` with
+    /// `server_reset_query_always = 1` (the documented configuration).
     pub fn runtime_pool(&self, cluster: &ClusterName) -> Result<&PgPool, TenancyError> {
         Ok(&self.cluster(cluster)?.runtime)
     }
