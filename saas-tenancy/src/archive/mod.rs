@@ -161,4 +161,5 @@ impl TenantArchive {
 mod stream;
 
 pub use stream::verify_dir;
+#[cfg(feature = "_sql")]
 pub(crate) use stream::{ArchiveSink, ChunkReader, DirChunks, DirSink, MemoryChunks, MemorySink};
