@@ -13,7 +13,12 @@ use crate::error::EventError;
 /// through [`Delivery`].
 #[async_trait]
 pub trait Acknowledger: Send + Sync + fmt::Debug {
-    /// The event was handled; it must not be delivered to this group again.
+    /// The event was handled; it must not be delivered to this group again
+    /// — except after a crash: a backend may settle locally, return, and
+    /// tell the broker in a later batch, and acks not yet sent when the
+    /// process dies are lost, so those events come again (in order, for a
+    /// backend with [`ordering_per_key`](crate::Capabilities::ordering_per_key)).
+    /// At least once either way: consumers deduplicate by event id.
     async fn ack(self: Box<Self>) -> Result<(), EventError>;
 
     /// The event was not handled; deliver it again (to any consumer of the
@@ -74,6 +79,10 @@ impl Delivery {
     }
 
     /// Marks the event handled.
+    ///
+    /// `Ok` may come before the broker has recorded it (the NATS and Redis
+    /// backends send acks in batches): a crash before the next batch
+    /// delivers the event again. Deduplicate by [`Event::id`].
     ///
     /// # Errors
     /// A backend error; the event may then be delivered again.

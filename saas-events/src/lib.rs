@@ -28,6 +28,8 @@ mod otel;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod outbox_core;
 mod partition;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod partitioned;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod pool_lease;
 mod receipt;

@@ -1,34 +1,29 @@
 //! JetStream pull consumers behind [`Subscription`]s: one per partition,
-//! each with at most one unsettled delivery.
+//! read in batches by the member holding the partition's lease.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{AckKind, Message, stream};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 
+use super::leases::{KvLeases, bucket};
 use super::{NatsConfig, nats_error};
-use crate::delivery::{Acknowledger, Delivery, DeliveryStream, Subscription};
+use crate::delivery::Subscription;
 use crate::envelope::Event;
 use crate::error::EventError;
+use crate::partitioned::{self, BATCH, Fetched, PartitionSource, Settings};
 use crate::traits::{StartFrom, SubscribeOptions};
 
-/// How long the first look at a partition waits for a message; doubled
-/// after every round that found nothing, up to [`PROBE_MAX`].
-const PROBE_MIN: Duration = Duration::from_millis(5);
-/// The longest look at one partition: bounds how long an idle subscription
-/// takes to notice a message on a partition it is not looking at.
-const PROBE_MAX: Duration = Duration::from_millis(80);
-
-/// A durable consumer's name: the group, escaped, its tenant filter and
-/// the partition.
-fn durable_name(group: &str, tenant: &str, partition: u16) -> String {
+/// The escaped group with its tenant scope, the common part of its
+/// consumer names and lease keys. `kind` is `o` for the batched consumers;
+/// `g` named the one-at-a-time consumers of earlier versions.
+fn group_base(kind: &str, group: &str, scope: &str) -> String {
     // The same bijective escape as stream names (`_` → `__`, `.` → `_d`);
     // consumer names may not contain dots.
-    let mut name = String::from("g_");
+    let mut name = format!("{kind}_");
     for c in group.chars() {
         match c {
             '_' => name.push_str("__"),
@@ -36,15 +31,28 @@ fn durable_name(group: &str, tenant: &str, partition: u16) -> String {
             c => name.push(c),
         }
     }
-    format!("{name}-{tenant}-p{partition}")
+    format!("{name}-{scope}")
+}
+
+pub(super) struct Target<'a> {
+    pub(super) js: &'a async_nats::jetstream::Context,
+    pub(super) config: &'a NatsConfig,
+    pub(super) stream: stream::Stream,
+    pub(super) stream_name: String,
+    pub(super) topic: &'a str,
 }
 
 pub(super) async fn subscribe(
-    config: &NatsConfig,
-    stream: stream::Stream,
-    topic: &str,
+    target: Target<'_>,
     options: SubscribeOptions,
 ) -> Result<Subscription, EventError> {
+    let Target {
+        js,
+        config,
+        stream,
+        stream_name,
+        topic,
+    } = target;
     let tenant = options
         .tenant
         .map_or_else(|| "*".to_owned(), |t| t.simple());
@@ -52,234 +60,268 @@ pub(super) async fn subscribe(
         StartFrom::Earliest => DeliverPolicy::All,
         _ => DeliverPolicy::New,
     };
+    let partitions = config.partitions.max(1);
+    let scope = if tenant == "*" { "all" } else { &tenant };
+    let member = uuid::Uuid::now_v7().simple().to_string();
     let mut consumers = Vec::new();
-    let mut ephemeral = Vec::new();
-    for partition in 0..config.partitions.max(1) {
+    let mut configs = Vec::new();
+    for partition in 0..partitions {
         let base = pull::Config {
             filter_subject: super::partition_subject(&config.prefix, partition, topic, &tenant),
             deliver_policy,
-            ack_policy: AckPolicy::Explicit,
+            // Cumulative acks: one ack settles a partition's batch.
+            ack_policy: AckPolicy::All,
             ack_wait: config.ack_wait,
-            // One unsettled delivery per partition and group: what keeps
-            // each key's events in order, nacks included.
-            max_ack_pending: 1,
+            max_ack_pending: i64::try_from(BATCH).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let consumer: PullConsumer = match &options.group {
+        let consumer = match &options.group {
             Some(group) => {
-                let scope = if tenant == "*" { "all" } else { &tenant };
-                let name = durable_name(group, scope, partition);
-                let config_for = pull::Config {
+                let name = format!("{}-p{partition}", group_base("o", group, scope));
+                let old = format!("{}-p{partition}", group_base("g", group, scope));
+                let durable = pull::Config {
                     durable_name: Some(name.clone()),
                     ..base
                 };
-                stream
-                    .get_or_create_consumer(&name, config_for)
-                    .await
-                    .map_err(|e| nats_error(true, e))?
+                let consumer = durable_consumer(&stream, &name, &old, durable.clone()).await?;
+                configs.push(durable);
+                consumer
             }
             None => {
-                let config_for = pull::Config {
+                let ephemeral = pull::Config {
                     inactive_threshold: Duration::from_secs(60),
                     ..base
                 };
-                let consumer: PullConsumer = stream
-                    .create_consumer(config_for)
+                configs.push(ephemeral.clone());
+                stream
+                    .create_consumer(ephemeral)
                     .await
-                    .map_err(|e| nats_error(true, e))?;
-                ephemeral.push(consumer.cached_info().name.clone());
-                consumer
+                    .map_err(|e| nats_error(true, e))?
             }
         };
-        consumers.push(consumer);
+        consumers.push(Mutex::new(consumer));
     }
-    Ok(Subscription::new(Box::new(NatsStream {
-        topic: Arc::from(topic),
-        consumers,
-        next_partition: 0,
-        probe: PROBE_MIN,
-        probing: None,
+    let (leases, lease_ttl): (Option<Arc<dyn partitioned::Leases>>, Duration) = match &options.group
+    {
+        Some(group) => {
+            let (store, ttl) = bucket(js, &config.prefix, config.lease_ttl).await?;
+            let leases = KvLeases {
+                store,
+                base: format!("{stream_name}.{}", group_base("o", group, scope)),
+                ttl,
+            };
+            (Some(Arc::new(leases)), ttl)
+        }
+        None => (None, config.lease_ttl),
+    };
+    let source = NatsSource {
         stream,
-        ephemeral,
-        closed: false,
-    })))
+        private: options.group.is_none(),
+        consumers,
+        configs,
+    };
+    Ok(partitioned::subscribe(
+        source,
+        Settings {
+            topic: Arc::from(topic),
+            partitions,
+            leases,
+            member,
+            lease_ttl,
+            ack_wait: config.ack_wait,
+        },
+    ))
 }
 
-struct NatsStream {
-    topic: Arc<str>,
-    consumers: Vec<PullConsumer>,
-    /// Where the next look starts, so every partition gets its turn.
-    next_partition: usize,
-    probe: Duration,
-    /// A look in progress, kept across cancelled `next_delivery` calls.
-    probing: Option<Probe>,
-    stream: stream::Stream,
-    ephemeral: Vec<String>,
-    closed: bool,
-}
-
-impl std::fmt::Debug for NatsStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsStream")
-            .field("topic", &self.topic)
-            .field("partitions", &self.consumers.len())
-            .field("ephemeral", &self.ephemeral)
-            .finish_non_exhaustive()
+/// The group's batched durable for one partition; a new one starts after
+/// the ack floor of the one-at-a-time durable of earlier versions, if
+/// there is one (an ack policy cannot be changed in place).
+async fn durable_consumer(
+    stream: &stream::Stream,
+    name: &str,
+    old: &str,
+    mut config: pull::Config,
+) -> Result<PullConsumer, EventError> {
+    if let Ok(consumer) = stream.get_consumer::<pull::Config>(name).await {
+        return Ok(consumer);
     }
+    if let Ok(mut previous) = stream.get_consumer::<pull::Config>(old).await
+        && let Ok(info) = previous.info().await
+    {
+        config.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: info.ack_floor.stream_sequence + 1,
+        };
+    }
+    stream
+        .get_or_create_consumer(name, config)
+        .await
+        .map_err(|e| nats_error(true, e))
 }
 
-type Probe = BoxFuture<'static, Result<Option<Message>, EventError>>;
+struct NatsSource {
+    stream: stream::Stream,
+    private: bool,
+    consumers: Vec<Mutex<PullConsumer>>,
+    configs: Vec<pull::Config>,
+}
 
-/// Asks one partition for one message, waiting up to `wait`.
-fn probe(consumer: PullConsumer, wait: Duration) -> Probe {
-    Box::pin(async move {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
+impl NatsSource {
+    fn consumer(&self, partition: u16) -> Option<PullConsumer> {
+        self.consumers
+            .get(usize::from(partition))
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// Reads what `partition` has now, up to `max`, without waiting.
+    async fn fetch_one(
+        &self,
+        partition: u16,
+        max: usize,
+    ) -> Result<Vec<Fetched<Message>>, EventError> {
+        let Some(consumer) = self.consumer(partition) else {
+            return Ok(Vec::new());
+        };
+        let mut messages = consumer
+            .fetch()
+            .max_messages(max)
             .messages()
             .await
             .map_err(|e| nats_error(true, e))?;
-        match batch.next().await {
-            Some(Ok(message)) => Ok(Some(message)),
-            Some(Err(error)) => Err(nats_error(true, error)),
-            None => Ok(None),
-        }
-    })
-}
-
-impl NatsStream {
-    /// The next look at a partition: the one a cancelled `next_delivery`
-    /// left running (its message, if any, must not be lost), or a new one.
-    /// One request at a time per subscription: a message is only pulled
-    /// when it is about to be handed out, so an idle consumer of a group
-    /// holds nothing another consumer could be working on.
-    async fn look(&mut self) -> Result<Option<Message>, EventError> {
-        if self.probing.is_none() {
-            let count = self.consumers.len().max(1);
-            let Some(consumer) = self.consumers.get(self.next_partition % count) else {
-                return Ok(None);
+        let mut fetched = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| nats_error(true, e))?;
+            let Ok(info) = message.info() else {
+                continue;
             };
-            self.next_partition = (self.next_partition + 1) % count;
-            self.probing = Some(probe(consumer.clone(), self.probe));
-        }
-        // Awaited in place: if this call is cancelled the look stays in
-        // `self` and the next call finishes it.
-        let found = match self.probing.as_mut() {
-            Some(look) => look.await,
-            None => Ok(None),
-        };
-        self.probing = None;
-        found
-    }
-}
-
-#[async_trait]
-impl DeliveryStream for NatsStream {
-    async fn next_delivery(&mut self) -> Option<Result<Delivery, EventError>> {
-        let mut empty_looks = 0;
-        loop {
-            if self.closed {
-                return None;
-            }
-            let message = match self.look().await {
-                Ok(Some(message)) => message,
-                Ok(None) => {
-                    empty_looks += 1;
-                    if empty_looks >= self.consumers.len() {
-                        // A whole round found nothing: look longer next time.
-                        empty_looks = 0;
-                        self.probe = (self.probe * 2).min(PROBE_MAX);
-                    }
-                    continue;
-                }
-                Err(error) => return Some(Err(error)),
-            };
-            self.probe = PROBE_MIN;
-            let attempt = message
-                .info()
-                .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
-                .unwrap_or(1);
-            match Event::from_json_slice(&message.payload) {
-                Ok(event) => {
-                    let acker = Box::new(NatsAcker { message });
-                    return Some(Ok(Delivery::new(
-                        Arc::new(event),
-                        Arc::clone(&self.topic),
-                        attempt,
-                        acker,
-                    )));
-                }
+            let position = (info.stream_sequence, 0);
+            let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+            let event = match Event::from_json_slice(&message.payload) {
+                Ok(event) => Some(event),
                 Err(error) => {
-                    // Not ours to handle: terminate it so it does not loop.
-                    tracing::warn!(%error, "NATS message is not a CloudEvent; terminated");
-                    let _ = message.ack_with(AckKind::Term).await;
+                    // Not ours to handle: settled unseen so it does not loop.
+                    tracing::warn!(%error, "NATS message is not a CloudEvent; skipped");
+                    None
                 }
-            }
-        }
-    }
-
-    async fn close(&mut self) {
-        self.closed = true;
-        for name in std::mem::take(&mut self.ephemeral) {
-            let _ = self.stream.delete_consumer(&name).await;
-        }
-    }
-}
-
-impl Drop for NatsStream {
-    fn drop(&mut self) {
-        let names = std::mem::take(&mut self.ephemeral);
-        if names.is_empty() {
-            return;
-        }
-        let stream = self.stream.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                for name in names {
-                    let _ = stream.delete_consumer(&name).await;
-                }
+            };
+            fetched.push(Fetched {
+                msg: message,
+                position,
+                attempt,
+                event,
             });
         }
-    }
-}
-
-struct NatsAcker {
-    message: Message,
-}
-
-impl std::fmt::Debug for NatsAcker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsAcker")
-            .field("subject", &self.message.subject)
-            .finish_non_exhaustive()
+        Ok(fetched)
     }
 }
 
 #[async_trait]
-impl Acknowledger for NatsAcker {
-    /// Waits for the server to confirm: the partition stays blocked until
-    /// the ack is recorded, so an ack lost in a crash would hold the key's
-    /// next event back for the ack wait.
-    async fn ack(self: Box<Self>) -> Result<(), EventError> {
-        self.message
-            .double_ack()
+impl PartitionSource for NatsSource {
+    type Msg = Message;
+
+    /// After a clean handover the previous holder nak'ed what it held, and
+    /// JetStream redelivers those before anything newer. Otherwise its
+    /// messages wait out their ack wait, and newer ones would overtake
+    /// them: the durable is then made again, from its ack floor, so the
+    /// partition resumes in order (their attempt numbers start again at 1).
+    async fn take_over(
+        &self,
+        partition: u16,
+        clean: bool,
+    ) -> Result<Vec<Fetched<Message>>, EventError> {
+        if clean || self.private {
+            return Ok(Vec::new());
+        }
+        let Some(mut consumer) = self.consumer(partition) else {
+            return Ok(Vec::new());
+        };
+        let info = consumer
+            .info()
             .await
-            .map_err(|e| nats_error(true, e))
+            .map_err(|e| nats_error(true, e))?
+            .clone();
+        if info.num_ack_pending == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(config) = self.configs.get(usize::from(partition)) else {
+            return Ok(Vec::new());
+        };
+        let config = pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: info.ack_floor.stream_sequence + 1,
+            },
+            ..config.clone()
+        };
+        self.stream
+            .delete_consumer(&info.name)
+            .await
+            .map_err(|e| nats_error(true, e))?;
+        let fresh: PullConsumer = self
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| nats_error(true, e))?;
+        if let Some(slot) = self.consumers.get(usize::from(partition)) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        }
+        Ok(Vec::new())
     }
 
-    async fn nack(self: Box<Self>, delay: Option<Duration>) -> Result<(), EventError> {
-        self.message
-            .double_ack_with(AckKind::Nak(delay))
-            .await
-            .map_err(|e| nats_error(true, e))
+    /// Asks each partition for what it has (no waiting on the server, so
+    /// no pull request outlives a handover); pauses `wait` if none had
+    /// anything.
+    async fn fetch(
+        &self,
+        wants: &[(u16, usize)],
+        wait: Duration,
+    ) -> Result<Vec<(u16, Vec<Fetched<Message>>)>, EventError> {
+        let reads = wants.iter().map(|&(partition, max)| async move {
+            (partition, self.fetch_one(partition, max).await)
+        });
+        let results = futures_util::future::join_all(reads).await;
+        let mut batches = Vec::new();
+        let mut last_error = None;
+        for (partition, result) in results {
+            match result {
+                Ok(batch) => batches.push((partition, batch)),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if batches.iter().all(|(_, b)| b.is_empty()) {
+            if let Some(error) = last_error {
+                return Err(error);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Ok(batches)
     }
 
-    fn abandon(self: Box<Self>) {
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = self.message.ack_with(AckKind::Nak(None)).await;
-            });
+    /// One cumulative ack: the last settled message settles the rest.
+    async fn ack(&self, _partition: u16, settled: Vec<Message>) -> Result<(), EventError> {
+        match settled.last() {
+            Some(last) => last.ack().await.map_err(|e| nats_error(true, e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn give_back(&self, _partition: u16, held: Vec<Message>, delay: Option<Duration>) {
+        for message in held {
+            if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
+                tracing::warn!(%error, "nak failed; the message returns after the ack wait");
+            }
+        }
+    }
+
+    async fn finish(&self) {
+        if self.private {
+            for consumer in &self.consumers {
+                let name = consumer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .cached_info()
+                    .name
+                    .clone();
+                let _ = self.stream.delete_consumer(&name).await;
+            }
         }
     }
 }

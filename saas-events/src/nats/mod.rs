@@ -9,23 +9,35 @@
 //! - Publishing waits for the stream's ack; the `Nats-Msg-Id` header is the
 //!   event id, so a publish retried within the duplicate window is stored
 //!   once.
-//! - A consumer group is one durable pull consumer per partition, named
-//!   after the group, its tenant filter and the partition, each with
-//!   `max_ack_pending = 1`: a partition has at most one unsettled delivery
-//!   per group, so each key's events are handled in publish order (a
-//!   nak'ed one first), while consumers of the group work on different
-//!   partitions in parallel. A subscription without a group is the same
-//!   with ephemeral consumers, deleted when closed.
-//! - A subscription pulls one message at a time, looking at its
-//!   partitions in turn (a look waits 5–80 ms on an empty or busy
-//!   partition), so a consumer never holds messages it has not handed
-//!   out; an idle subscription sends a few requests a second.
-//! - `ack` acks and `nack(delay)` naks with that delay, both waiting for
-//!   the server's confirmation; a dropped delivery is nak'ed at once; the
-//!   attempt number is JetStream's delivery count. A delivery whose
-//!   settlement never reaches the server (a crashed consumer, or a
-//!   confirmed ack the server loses in a crash) holds its partition for
-//!   [`NatsConfig::ack_wait`], as order requires.
+//! - A consumer group is one durable pull consumer per partition
+//!   (`o_<group>-<tenant|all>-p<N>`, cumulative acks, at most 256
+//!   unacknowledged messages), read only by the group member holding the
+//!   partition's lease. Members heartbeat and lease partitions in a
+//!   key-value bucket per prefix (`<prefix>_leases`, whose `max_age` is
+//!   [`NatsConfig::lease_ttl`]; nats-server 2.9 has no per-key TTL); the
+//!   partitions are dealt round the live members, and a member nobody
+//!   polls for a second gives its partitions to the others. A private
+//!   subscription is the same with ephemeral consumers it owns outright,
+//!   deleted when closed.
+//! - The holder fetches a batch per partition (no waiting on the server,
+//!   pausing 5–80 ms when every partition is empty) and hands a
+//!   partition's events out one at a time, the next once the previous is
+//!   settled, while events of different partitions may be in hand at once:
+//!   each key's events are handled in publish order, nacks included.
+//! - `ack` settles locally and returns; one cumulative ack per partition
+//!   goes to the server in the next batch. Acks not yet sent when a
+//!   process dies are lost: those events are delivered again, in order.
+//!   `nack(delay)` redelivers locally after the delay with the attempt
+//!   number increased (the partition waits meanwhile); a dropped delivery
+//!   is a nack. The attempt number is JetStream's delivery count plus
+//!   local redeliveries.
+//! - Closing (or dropping) a subscription acks what was settled, naks
+//!   what it held so the next holder gets it at once, and frees its
+//!   leases; a partition whose delivery is still in the caller's hands is
+//!   kept until it is settled, or for [`NatsConfig::ack_wait`]. A member
+//!   that dies keeps its partitions for the lease TTL; the next holder
+//!   then remakes the durable from its ack floor, so the partition resumes
+//!   in order (attempt numbers of those messages start again at 1).
 //!
 //! The encoded event (JSON, binary data base64-encoded) must fit the
 //! server's `max_payload` (1 MB unless configured up to 64 MB); a larger
@@ -35,9 +47,14 @@
 //!
 //! Streams made by earlier versions (subjects `<prefix>.<topic>.<tenant>`)
 //! are switched to the partitioned subjects on first use; messages stored
-//! under the old subjects are not delivered to the new consumers.
+//! under the old subjects are not delivered to the new consumers. Groups
+//! made by versions with one unsettled message per partition (durables
+//! `g_…`; an ack policy cannot be changed in place) get new durables
+//! starting after the old ones' ack floors; stop a group's old consumers
+//! before starting new ones, and delete the `g_…` durables afterwards.
 
 mod consumer;
+mod leases;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -71,8 +88,10 @@ pub struct NatsConfig {
     /// Prefix of subjects (`<prefix>.<topic>.<tenant>`) and stream names
     /// (default `saas_events`; letters, digits, `_` and `-`).
     pub prefix: String,
-    /// How long a delivery may stay unsettled before JetStream redelivers
-    /// it (default 30 s).
+    /// How long a message may stay unacknowledged before JetStream
+    /// redelivers it (default 30 s); a partition's holder ignores
+    /// redeliveries of messages it still holds. Also how long a closed
+    /// subscription keeps a partition whose delivery is still in hand.
     pub ack_wait: Duration,
     /// The window in which a repeated event id is dropped (default 2 min).
     pub duplicate_window: Duration,
@@ -84,6 +103,12 @@ pub struct NatsConfig {
     /// it for a topic with unsettled messages moves keys between
     /// partitions, so their order holds only from then on.
     pub partitions: u16,
+    /// How long a group member's partition leases and heartbeat last
+    /// unless renewed (default 5 s): how long a crashed member's
+    /// partitions wait before another member takes them over. It is the
+    /// `max_age` of the prefix's lease bucket, fixed when the bucket is
+    /// made; an existing bucket's own value wins.
+    pub lease_ttl: Duration,
     /// Stamps events published without a time.
     pub clock: SharedClock,
 }
@@ -96,6 +121,7 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(120),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             partitions: 4,
+            lease_ttl: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
         }
     }
@@ -140,6 +166,12 @@ impl NatsConfig {
         self.partitions = partitions.max(1);
         self
     }
+
+    /// Sets the lease TTL (at least 100 ms).
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
+    }
 }
 
 /// The subject of `topic`'s partition `partition` for `tenant` (a tenant id,
@@ -158,6 +190,7 @@ impl fmt::Debug for NatsConfig {
             .field("duplicate_window", &self.duplicate_window)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("partitions", &self.partitions)
+            .field("lease_ttl", &self.lease_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -396,7 +429,14 @@ impl Subscriber for NatsBus {
             validate_name(group)?;
         }
         let stream = self.stream(topic).await?;
-        consumer::subscribe(&self.inner.config, stream, topic, options).await
+        let target = consumer::Target {
+            js: &self.inner.js,
+            config: &self.inner.config,
+            stream,
+            stream_name: self.stream_name(topic),
+            topic,
+        };
+        consumer::subscribe(target, options).await
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -9,26 +9,39 @@
 //!   every partition: a named group `g:<group>:<tenant|all>` outlives its
 //!   consumers; a private subscription gets a group of its own, destroyed
 //!   when it closes.
-//! - Per-key order with parallel consumers: a group has at most one
-//!   unsettled entry per partition. One Lua script checks the partition's
-//!   pending list and reads its next entry (or takes over its pending one)
-//!   as one atomic step, so two consumers cannot both read a partition;
-//!   consumers of one group work on different partitions in parallel.
-//! - A tenant filter is applied inside that script: entries of other
-//!   tenants are acknowledged for that group on the server and never sent
-//!   to the consuming process.
-//! - The pending entry of a dead consumer is taken over (by the same
-//!   script, with `XAUTOCLAIM`) once idle for the ack wait, before
-//!   anything newer in its partition. `nack(delay)` hands the entry to a
-//!   parking consumer with `XCLAIM … IDLE`, back-dated so it becomes
-//!   claimable after `delay` — delays up to the ack wait are supported;
-//!   it stays pending meanwhile, so its partition waits for it. The
-//!   attempt number is Redis's delivery count.
+//! - Per-key order with parallel consumers: each partition is read only by
+//!   the group member holding its lease (`<prefix>:<topic>:<group>:lease:p<N>`,
+//!   `SET NX PX` [`RedisConfig::lease_ttl`], renewed and released by
+//!   scripts that check the holder). Members heartbeat in a sorted set
+//!   scored by expiry; the partitions are dealt round the live members,
+//!   and a member nobody polls for a second gives its partitions to the
+//!   others.
+//! - The holder reads a batch of every partition it holds with one
+//!   blocking `XREADGROUP` and hands a partition's events out one at a
+//!   time, the next once the previous is settled, while events of
+//!   different partitions may be in hand at once. A tenant filter is
+//!   applied as entries are read: other tenants' entries are acknowledged
+//!   for the group and never handed out.
+//! - `ack` settles locally and returns; the settled ids go to the server
+//!   in one `XACK` per partition in the next batch. Acks not yet sent
+//!   when a process dies are lost: those entries are delivered again, in
+//!   order. `nack(delay)` redelivers locally after the delay (any delay)
+//!   with the attempt number increased; the partition waits meanwhile. A
+//!   dropped delivery is a nack.
+//! - A partition's new holder first claims (`XPENDING` + `XCLAIM`) every
+//!   entry still pending there — a dead member's after its lease expired,
+//!   or a closed one's at once — oldest first, each as its next attempt
+//!   (Redis's delivery count).
+//! - Closing (or dropping) a subscription acknowledges what was settled
+//!   and frees its leases; a partition whose delivery is still in the
+//!   caller's hands is kept until it is settled, or for
+//!   [`RedisConfig::ack_wait`].
 //!
 //! Durability is the server's: with `appendonly yes` and `appendfsync
 //! always` an acknowledged publish survives a restart.
 
 mod consumer;
+mod leases;
 mod script;
 
 use std::fmt;
@@ -45,9 +58,6 @@ use crate::error::EventError;
 use crate::names::validate_name;
 use crate::partition::partition_of;
 use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
-
-/// The consumer name nacked entries are parked under.
-pub(crate) const PARKING: &str = "saas-events-parking";
 
 pub(crate) fn redis_error(error: redis::RedisError) -> EventError {
     let retryable = error.is_io_error()
@@ -75,8 +85,8 @@ fn connection_config() -> redis::AsyncConnectionConfig {
 pub struct RedisConfig {
     /// Key prefix (default `saas_events`).
     pub prefix: String,
-    /// How long an entry may stay unsettled before another consumer of the
-    /// group takes it over (default 30 s); also the longest nack delay.
+    /// How long a closed subscription keeps a partition whose delivery is
+    /// still in the caller's hands (default 30 s).
     pub ack_wait: Duration,
     /// Streams per topic (default 8): how many keys a group works on in
     /// parallel. Changing it for a topic with unsettled entries moves keys
@@ -84,6 +94,10 @@ pub struct RedisConfig {
     pub partitions: u16,
     /// Largest payload accepted (default 1 MiB).
     pub max_payload_bytes: usize,
+    /// How long a group member's partition leases and heartbeat last
+    /// unless renewed (default 5 s): how long a crashed member's
+    /// partitions wait before another member takes them over.
+    pub lease_ttl: Duration,
     /// Stamps events published without a time.
     pub clock: SharedClock,
 }
@@ -95,6 +109,7 @@ impl Default for RedisConfig {
             ack_wait: Duration::from_secs(30),
             partitions: 8,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            lease_ttl: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
         }
     }
@@ -122,6 +137,12 @@ impl RedisConfig {
         self.partitions = partitions.max(1);
         self
     }
+
+    /// Sets the lease TTL (at least 100 ms).
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
+    }
 }
 
 impl fmt::Debug for RedisConfig {
@@ -131,6 +152,7 @@ impl fmt::Debug for RedisConfig {
             .field("ack_wait", &self.ack_wait)
             .field("partitions", &self.partitions)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("lease_ttl", &self.lease_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -285,15 +307,14 @@ impl Subscriber for RedisBus {
             .get_multiplexed_async_connection_with_config(&connection_config())
             .await
             .map_err(redis_error)?;
-        consumer::subscribe(
-            self.inner.config.clone(),
+        let target = consumer::Target {
+            config: self.inner.config.clone(),
             reader,
-            self.inner.conn.clone(),
-            self.stream_keys(topic),
-            topic,
-            options,
-        )
-        .await
+            conn: self.inner.conn.clone(),
+            keys: self.stream_keys(topic),
+            base: format!("{}:{topic}", self.inner.config.prefix),
+        };
+        consumer::subscribe(target, topic, options).await
     }
 
     fn capabilities(&self) -> Capabilities {

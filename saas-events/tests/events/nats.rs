@@ -27,7 +27,8 @@ async fn nats_backend() -> Option<(Arc<dyn Publisher>, Arc<dyn Subscriber>)> {
         let mut names = js.stream_names();
         let mut doomed = Vec::new();
         while let Some(Ok(name)) = futures_util::StreamExt::next(&mut names).await {
-            if name.starts_with(&format!("{prefix}_")) {
+            // The topics' streams, and the bucket of group leases.
+            if name.starts_with(&format!("{prefix}_")) || name == format!("KV_{prefix}_leases") {
                 doomed.push(name);
             }
         }

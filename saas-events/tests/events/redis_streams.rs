@@ -54,9 +54,10 @@ mod conformance {
     saas_events::conformance_tests!(super::redis_backend());
 }
 
-/// A consumer that dies holding an entry (never acks, never drops it
-/// cleanly): after the ack wait another consumer of the group takes it
-/// over with XAUTOCLAIM, as the next attempt.
+/// A consumer that goes away holding an entry it never settles (the
+/// delivery forgotten, the subscription dropped): its partition is kept
+/// for the ack wait, then the next holder claims the entry with XCLAIM,
+/// as the next attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_consumers_entries_are_reclaimed() {
     let config = RedisConfig::default().with_ack_wait(Duration::from_millis(300));
