@@ -63,7 +63,6 @@ pub(super) async fn subscribe(
     let partitions = config.partitions.max(1);
     let scope = if tenant == "*" { "all" } else { &tenant };
     let member = uuid::Uuid::now_v7().simple().to_string();
-    let mut consumers = Vec::new();
     let mut configs = Vec::new();
     for partition in 0..partitions {
         let base = pull::Config {
@@ -75,31 +74,42 @@ pub(super) async fn subscribe(
             max_ack_pending: i64::try_from(BATCH).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let consumer = match &options.group {
-            Some(group) => {
-                let name = format!("{}-p{partition}", group_base("o", group, scope));
-                let old = format!("{}-p{partition}", group_base("g", group, scope));
-                let durable = pull::Config {
-                    durable_name: Some(name.clone()),
-                    ..base
-                };
-                let consumer = durable_consumer(&stream, &name, &old, durable.clone()).await?;
-                configs.push(durable);
-                consumer
+        configs.push(match &options.group {
+            Some(group) => pull::Config {
+                durable_name: Some(format!("{}-p{partition}", group_base("o", group, scope))),
+                ..base
+            },
+            None => pull::Config {
+                inactive_threshold: Duration::from_secs(60),
+                ..base
+            },
+        });
+    }
+    // Every partition's consumer at once: one round trip's wait, not one
+    // per partition.
+    let made = futures_util::future::join_all(configs.iter().zip(0u16..).map(
+        |(consumer_config, partition)| {
+            let stream = &stream;
+            let group = options.group.as_deref();
+            async move {
+                match group {
+                    Some(group) => {
+                        let name = format!("{}-p{partition}", group_base("o", group, scope));
+                        let old = format!("{}-p{partition}", group_base("g", group, scope));
+                        durable_consumer(stream, &name, &old, consumer_config.clone()).await
+                    }
+                    None => stream
+                        .create_consumer(consumer_config.clone())
+                        .await
+                        .map_err(|e| nats_error(true, e)),
+                }
             }
-            None => {
-                let ephemeral = pull::Config {
-                    inactive_threshold: Duration::from_secs(60),
-                    ..base
-                };
-                configs.push(ephemeral.clone());
-                stream
-                    .create_consumer(ephemeral)
-                    .await
-                    .map_err(|e| nats_error(true, e))?
-            }
-        };
-        consumers.push(Mutex::new(consumer));
+        },
+    ))
+    .await;
+    let mut consumers = Vec::new();
+    for consumer in made {
+        consumers.push(Mutex::new(consumer?));
     }
     let (leases, lease_ttl): (Option<Arc<dyn partitioned::Leases>>, Duration) = match &options.group
     {

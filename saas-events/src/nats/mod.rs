@@ -30,7 +30,8 @@
 //!   `nack(delay)` redelivers locally after the delay with the attempt
 //!   number increased (the partition waits meanwhile); a dropped delivery
 //!   is a nack. The attempt number is JetStream's delivery count plus
-//!   local redeliveries.
+//!   local redeliveries; a message fetched but not yet handed out when its
+//!   partition moves to another member counts one delivery more.
 //! - Closing (or dropping) a subscription acks what was settled, naks
 //!   what it held so the next holder gets it at once, and frees its
 //!   leases; a partition whose delivery is still in the caller's hands is

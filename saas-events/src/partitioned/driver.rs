@@ -22,6 +22,7 @@ pub(super) async fn run<S: PartitionSource>(shared: Arc<Shared<S>>) {
         shared,
         joined: false,
         next_upkeep: Instant::now(),
+        next_renewal: Instant::now(),
         quiet: QUIET_MIN,
         close_deadline: None,
     };
@@ -32,14 +33,23 @@ struct Driver<S: PartitionSource> {
     shared: Arc<Shared<S>>,
     joined: bool,
     next_upkeep: Instant,
+    /// When the held leases are next renewed.
+    next_renewal: Instant,
     quiet: Duration,
     /// Set on close: how long partitions with a delivery in hand are kept.
     close_deadline: Option<Instant>,
 }
 
 impl<S: PartitionSource> Driver<S> {
+    /// How often membership is refreshed and shares recomputed: often, so
+    /// a member joining gets its share soon.
     fn upkeep_every(&self) -> Duration {
-        (self.shared.settings.lease_ttl / 4).max(Duration::from_millis(50))
+        self.renew_every().min(Duration::from_millis(250))
+    }
+
+    /// How often held leases are renewed: well within their TTL.
+    fn renew_every(&self) -> Duration {
+        (self.shared.settings.lease_ttl / 4).max(Duration::from_millis(25))
     }
 
     async fn run(&mut self) {
@@ -194,7 +204,12 @@ impl<S: PartitionSource> Driver<S> {
             }
             None
         };
+        let renew = Instant::now() >= self.next_renewal;
+        if renew {
+            self.next_renewal = Instant::now() + self.renew_every();
+        }
         let partitions = self.shared.settings.partitions.max(1);
+        let mut holds = Vec::new();
         for partition in 0..partitions {
             let (owned, outstanding) = {
                 let state = self.shared.lock();
@@ -215,10 +230,14 @@ impl<S: PartitionSource> Driver<S> {
                     continue;
                 }
             }
-            if owned || mine {
-                self.hold(partition, owned).await;
+            // Held leases are renewed when due; free ones of the share
+            // are tried every time.
+            if (owned && renew) || (!owned && mine) {
+                holds.push(self.hold(partition, owned));
             }
         }
+        // One round trip's wait for all of them, not one per partition.
+        futures_util::future::join_all(holds).await;
     }
 
     async fn hold(&self, partition: u16, owned: bool) {

@@ -229,13 +229,15 @@ impl PartitionSource for RedisSource {
         Ok(taken)
     }
 
-    /// One `XREADGROUP` over every partition wanted, blocking up to `wait`.
+    /// One `XREADGROUP` over every partition wanted, blocking up to `wait`;
+    /// one `COUNT` (the largest wanted) serves all, as Redis keeps no limit
+    /// of its own that a few more could break.
     async fn fetch(
         &self,
         wants: &[(u16, usize)],
         wait: Duration,
     ) -> Result<Vec<(u16, Vec<Fetched<EntryId>>)>, EventError> {
-        let count = wants.iter().map(|&(_, n)| n).min().unwrap_or(BATCH).max(1);
+        let count = wants.iter().map(|&(_, n)| n).max().unwrap_or(BATCH).max(1);
         let keys: Vec<(u16, &String)> = wants
             .iter()
             .filter_map(|&(partition, _)| Some((partition, self.key(partition)?)))
