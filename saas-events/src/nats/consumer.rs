@@ -71,7 +71,10 @@ pub(super) async fn subscribe(
             // Cumulative acks: one ack settles a partition's batch.
             ack_policy: AckPolicy::All,
             ack_wait: config.ack_wait,
-            max_ack_pending: i64::try_from(BATCH).unwrap_or(i64::MAX),
+            // The holder keeps at most `BATCH` unacknowledged; twice that
+            // leaves room for acks the server has not processed yet when
+            // the next fetch arrives, so the limit never holds a fetch.
+            max_ack_pending: i64::try_from(2 * BATCH).unwrap_or(i64::MAX),
             ..Default::default()
         };
         configs.push(match &options.group {

@@ -10,7 +10,7 @@
 //!   event id, so a publish retried within the duplicate window is stored
 //!   once.
 //! - A consumer group is one durable pull consumer per partition
-//!   (`o_<group>-<tenant|all>-p<N>`, cumulative acks, at most 256
+//!   (`o_<group>-<tenant|all>-p<N>`, cumulative acks, at most 512
 //!   unacknowledged messages), read only by the group member holding the
 //!   partition's lease. Members heartbeat and lease partitions in a
 //!   key-value bucket per prefix (`<prefix>_leases`, whose `max_age` is
@@ -73,6 +73,9 @@ use crate::error::EventError;
 use crate::names::validate_name;
 use crate::partition::partition_of;
 use crate::traits::{Capabilities, Publisher, SubscribeOptions, Subscriber};
+
+/// Publishes of one batch sent ahead of their acks.
+const ACK_WINDOW: usize = 1_000;
 
 pub(crate) fn nats_error(retryable: bool, error: impl Into<crate::BoxError>) -> EventError {
     EventError::Backend {
@@ -386,15 +389,25 @@ impl Publisher for NatsBus {
             encoded.push(self.encode(topic, event)?);
         }
         self.ensure_stream(topic).await?;
-        let mut acks = Vec::with_capacity(encoded.len());
+        let mut acks: std::collections::VecDeque<jetstream::context::PublishAckFuture> =
+            std::collections::VecDeque::with_capacity(encoded.len().min(ACK_WINDOW));
         for (subject, headers, body) in encoded {
+            // The client admits a bounded number of publishes awaiting
+            // their ack (5,000 by default) and a publish past it waits
+            // for one: await the oldest ack first, or a large batch
+            // would wait for acks it never awaits.
+            if acks.len() >= ACK_WINDOW
+                && let Some(oldest) = acks.pop_front()
+            {
+                oldest.await.map_err(|e| nats_error(true, e))?;
+            }
             let ack = self
                 .inner
                 .js
                 .publish_with_headers(subject, headers, body)
                 .await
                 .map_err(|e| nats_error(true, e))?;
-            acks.push(ack);
+            acks.push_back(ack);
         }
         for ack in acks {
             ack.await.map_err(|e| nats_error(true, e))?;

@@ -229,3 +229,38 @@ async fn duplicate_event_ids_are_stored_once() {
     }
     assert_eq!(ids, vec![event.id().to_owned(), sentinel.id().to_owned()]);
 }
+
+/// A batch larger than the client's limit of publishes awaiting their ack
+/// (5,000) is published whole, not left waiting for acks it never awaits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_past_the_clients_ack_limit_is_published() {
+    let Some((p, s)) = nats_backend().await else {
+        return;
+    };
+    let topic = unique_topic("big-batch");
+    let mut sub = s.subscribe(&topic, SubscribeOptions::new()).await.unwrap();
+    let events: Vec<Event> = (0..6_000)
+        .map(|n| Event::new(None, "test.big", "/tests", &n).unwrap())
+        .collect();
+    let last = events.last().unwrap().id().to_owned();
+    tokio::time::timeout(Duration::from_secs(60), p.publish_batch(&topic, events))
+        .await
+        .expect("publishing 6,000 events in one batch")
+        .unwrap();
+    // Every event arrives, in order, up to the last one.
+    let mut received = 0;
+    loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        received += 1;
+        let id = delivery.event().id().to_owned();
+        delivery.ack().await.unwrap();
+        if id == last {
+            break;
+        }
+    }
+    assert_eq!(received, 6_000);
+}
