@@ -165,12 +165,14 @@ impl<S: PartitionSource> Driver<S> {
                 })
                 .collect()
         };
-        for (partition, settled) in batches {
+        // Every partition's batch at once: one round trip's wait.
+        let acks = batches.into_iter().map(|(partition, settled)| async move {
             if let Err(error) = self.shared.source.ack(partition, settled).await {
                 // Unacknowledged events are delivered again: at least once.
                 tracing::warn!(%error, partition, "acknowledging a batch failed");
             }
-        }
+        });
+        futures_util::future::join_all(acks).await;
     }
 
     /// Heartbeat, then claim, renew or release each partition.
