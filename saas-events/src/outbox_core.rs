@@ -26,6 +26,7 @@ pub struct OutboxSettings {
     pub(crate) clock: SharedClock,
     /// PostgreSQL only: the insert also notifies waiting relays (see
     /// `crate::postgres::WAKE_CHANNEL`).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) notify: bool,
 }
 
