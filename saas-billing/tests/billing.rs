@@ -45,6 +45,8 @@ mod payments;
 mod prepaid;
 #[path = "billing/properties.rs"]
 mod properties;
+#[path = "billing/quota_grants.rs"]
+mod quota_grants;
 #[path = "billing/quotas.rs"]
 mod quotas;
 #[path = "billing/quotas_in_transaction.rs"]

@@ -9,10 +9,10 @@ use saas_core::{Clock, SharedClock, TenantId};
 
 use super::{Decision, DenyReason, Entitlement, EntitlementValue};
 use crate::calendar::BillingCalendar;
-use crate::error::BillingError;
 use crate::ids::{FeatureKey, MeterKey};
-use crate::quota::{Consumption, QuotaKey, QuotaStore};
 use crate::subscription::SubscriptionStatus;
+
+mod stored;
 
 /// Answers `check(tenant, feature, amount)` from memory.
 ///
@@ -28,9 +28,12 @@ use crate::subscription::SubscriptionStatus;
 /// [`set_used`](Self::set_used) from the usage store), so a quota enforced
 /// across servers is approximate by the replication delay. For a limit
 /// exact across servers and restarts, consume through a shared
-/// [`QuotaStore`] with [`try_consume_with`](Self::try_consume_with):
-/// flags, suspension and the plan's limits are still read from memory,
-/// the count is the store's.
+/// [`QuotaStore`](crate::quota::QuotaStore) with
+/// [`try_consume_with`](Self::try_consume_with) (or, with one-off
+/// top-ups on top of the plan,
+/// [`try_consume_with_grants`](Self::try_consume_with_grants)): flags,
+/// suspension and the plan's limits are still read from memory, the
+/// count is the store's.
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
@@ -166,111 +169,6 @@ impl EntitlementChecker {
         });
         crate::observe::decided(tenant, feature, &decision);
         decision
-    }
-
-    /// Like [`try_consume`](Self::try_consume), but counted in `store`,
-    /// shared by every server: of racing servers, together exactly the
-    /// limit is granted, and a restarted server sees the used amount.
-    ///
-    /// Unknown tenants and features, suspended tenants and flags are
-    /// answered from memory, as by `try_consume`, without touching the
-    /// store. A quota counts under [`QuotaKey::new`]`(tenant, feature,
-    /// period)` with the current billing period's start (Unix seconds) as
-    /// the period label, so a new period starts from zero once across
-    /// servers; a static limit counts under [`QuotaKey::standing`]`(tenant,
-    /// feature)` (for "3 projects" style limits that must go back when a
-    /// creation fails, use the store's `reserve`/`commit`/`release` with
-    /// that key). The plan's limit is rounded down to a whole number.
-    /// The in-memory counters are not changed.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use chrono::{TimeZone, Utc};
-    /// use saas_billing::quota::InMemoryQuotaStore;
-    /// use saas_billing::{dec, BillingCalendar, Cadence, Entitlement, EntitlementChecker, FeatureKey, MeterKey};
-    /// use saas_core::{ManualClock, TenantId};
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    /// let clock = Arc::new(ManualClock::new(start));
-    /// let calendar = BillingCalendar::new(start, chrono_tz::UTC, Cadence::monthly());
-    /// let quota = Entitlement::quota(FeatureKey::new("calls")?, MeterKey::new("calls")?, dec!(2));
-    /// let tenant = TenantId::new();
-    /// // Two servers, one shared store (PgQuotaStore in production).
-    /// let store = InMemoryQuotaStore::new();
-    /// let (a, b) = (EntitlementChecker::new(clock.clone()), EntitlementChecker::new(clock));
-    /// a.set_plan(tenant, &[quota.clone()], calendar);
-    /// b.set_plan(tenant, &[quota], calendar);
-    /// assert!(a.try_consume_with(&store, tenant, "calls", 1).await?.is_allowed());
-    /// assert!(b.try_consume_with(&store, tenant, "calls", 1).await?.is_allowed());
-    /// let third = a.try_consume_with(&store, tenant, "calls", 1).await?;
-    /// assert!(!third.is_allowed());
-    /// assert_eq!(third.remaining(), Some(dec!(0)));
-    /// # Ok::<(), saas_billing::BillingError>(())
-    /// # }).unwrap();
-    /// ```
-    ///
-    /// # Errors
-    /// What the store returns (`Backend`: nothing is known to be consumed;
-    /// deny or retry), or `DateOutOfRange` if the billing period cannot be
-    /// computed.
-    pub async fn try_consume_with(
-        &self,
-        store: &dyn QuotaStore,
-        tenant: TenantId,
-        feature: &str,
-        amount: u64,
-    ) -> Result<Decision, BillingError> {
-        let decision = self.consume_with(store, tenant, feature, amount).await;
-        if let Ok(decision) = &decision {
-            crate::observe::decided(tenant, feature, decision);
-        }
-        decision
-    }
-
-    async fn consume_with(
-        &self,
-        store: &dyn QuotaStore,
-        tenant: TenantId,
-        feature: &str,
-        amount: u64,
-    ) -> Result<Decision, BillingError> {
-        let (entitlement, calendar) = {
-            let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(grants) = tenants.get(&tenant) else {
-                return Ok(Decision::deny(DenyReason::UnknownTenant));
-            };
-            if let Some(status) = grants.suspended {
-                return Ok(Decision::deny(DenyReason::NotServed(status)));
-            }
-            let Some(grant) = grants.features.get(feature) else {
-                return Ok(Decision::deny(DenyReason::UnknownFeature));
-            };
-            (grant.entitlement.clone(), grants.calendar)
-        };
-        let (key, limit) = match &entitlement.value {
-            EntitlementValue::Flag => {
-                return Ok(entitlement.decide(Decimal::ZERO, Decimal::from(amount)));
-            }
-            EntitlementValue::Limit { limit } => {
-                (QuotaKey::standing(tenant, feature)?, whole(*limit))
-            }
-            EntitlementValue::Quota { per_period, .. } => {
-                let period = calendar.period_containing(self.clock.now())?;
-                let label = period.start().timestamp().to_string();
-                (QuotaKey::new(tenant, feature, label)?, whole(*per_period))
-            }
-        };
-        let (allowed, remaining) = match store.try_consume(&key, amount, limit).await? {
-            Consumption::Granted { remaining } => (true, remaining),
-            Consumption::Denied { remaining } => (false, remaining),
-        };
-        Ok(Decision {
-            allowed,
-            remaining: Some(Decimal::from(remaining)),
-            limit: Some(Decimal::from(limit)),
-            reason: (!allowed).then_some(DenyReason::OverLimit),
-        })
     }
 
     /// Sets the counted amount (a limit's current holding, or a quota's
@@ -419,7 +317,7 @@ fn roll(
     }
 }
 
-/// A plan limit as a whole number of units for a [`QuotaStore`]: rounded
+/// A plan limit as a whole number of units for a [`QuotaStore`](crate::quota::QuotaStore): rounded
 /// down, negative as 0, beyond the store's range as its maximum.
 fn whole(limit: Decimal) -> u64 {
     use rust_decimal::prelude::ToPrimitive;

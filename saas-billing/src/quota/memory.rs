@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use saas_core::{SharedClock, SystemClock};
+use saas_core::{SharedClock, SystemClock, TenantId};
 use uuid::Uuid;
 
+use super::grants::grant_conflict;
 use super::{
-    Consumption, QuotaKey, QuotaStore, Reservation, ReserveOutcome, check_amount, expiry,
-    give_back_too_much, reservation_not_found,
+    Consumption, QuotaGrant, QuotaGrantStore, QuotaKey, QuotaStore, Reservation, ReserveOutcome,
+    check_amount, expiry, give_back_too_much, reservation_not_found,
 };
 use crate::error::BillingError;
 
@@ -28,6 +29,7 @@ pub struct InMemoryQuotaStore {
 struct State {
     used: HashMap<QuotaKey, u64>,
     reservations: HashMap<Uuid, Reservation>,
+    grants: HashMap<Uuid, QuotaGrant>,
 }
 
 impl Default for InMemoryQuotaStore {
@@ -185,5 +187,30 @@ impl QuotaStore for InMemoryQuotaStore {
         let mut state = self.lock();
         self.reclaim(&mut state, key);
         Ok(state.used.get(key).copied().unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl QuotaGrantStore for InMemoryQuotaStore {
+    async fn add_grant(&self, grant: &QuotaGrant) -> Result<(), BillingError> {
+        let mut state = self.lock();
+        match state.grants.get(&grant.id()) {
+            Some(held) if held == grant => Ok(()),
+            Some(_) => Err(grant_conflict(grant)),
+            None => {
+                state.grants.insert(grant.id(), grant.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn grants(&self, tenant: TenantId, name: &str) -> Result<Vec<QuotaGrant>, BillingError> {
+        let state = self.lock();
+        Ok(state
+            .grants
+            .values()
+            .filter(|g| g.tenant() == tenant && g.name() == name)
+            .cloned()
+            .collect())
     }
 }

@@ -32,6 +32,10 @@
 //! over any of them: never over the limit, under-grant bounded by the
 //! lease.
 //!
+//! One-off top-ups on top of a plan's quota are [`QuotaGrant`]s, which
+//! every store also records ([`QuotaGrantStore`]); [`GrantedQuota`]
+//! spends the plan's quota first, then the grants.
+//!
 //! ```
 //! use saas_billing::quota::{Consumption, InMemoryQuotaStore, QuotaKey, QuotaStore};
 //! use saas_billing::TenantId;
@@ -46,6 +50,7 @@
 //! # }).unwrap();
 //! ```
 
+mod grants;
 mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -60,6 +65,10 @@ mod sqlite;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{MAX_REDIS_PREFIX_LEN, RedisQuotaConfig, RedisQuotaStore};
+pub use grants::{
+    GRANT_PERIOD_PREFIX, GrantedLease, GrantedQuota, GrantingQuotaStore, QuotaGrant,
+    QuotaGrantStore,
+};
 pub use lease::LeasedQuota;
 pub use memory::InMemoryQuotaStore;
 #[cfg(feature = "postgres")]

@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saas_core::{SharedClock, SystemClock};
+use saas_core::{SharedClock, SystemClock, TenantId};
+use sqlx::Row;
 use sqlx::{PgConnection, PgPool, Postgres};
+use uuid::Uuid;
 
+use super::grants::grant_conflict;
 use super::sql::{self, Op, QuotaDialect};
+use super::{QuotaGrant, QuotaGrantStore, check_amount};
 use crate::error::BillingError;
-use crate::store::postgres::migrate_locked;
+use crate::store::postgres::{db_error, migrate_locked};
 use crate::store::sql::dialect::Param;
 
 const MIGRATION: &str = r#"
@@ -42,6 +46,18 @@ CREATE TABLE IF NOT EXISTS billing_quota_reservations (
 );
 CREATE INDEX IF NOT EXISTS billing_quota_reservations_key_idx
     ON billing_quota_reservations (tenant_id, name, period, expires_at);
+
+CREATE TABLE IF NOT EXISTS billing_quota_grants (
+    id uuid PRIMARY KEY,
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    period text,
+    expires_at timestamptz,
+    CHECK (period IS NOT NULL OR expires_at IS NOT NULL)
+);
+CREATE INDEX IF NOT EXISTS billing_quota_grants_tenant_idx
+    ON billing_quota_grants (tenant_id, name);
 "#;
 
 #[async_trait]
@@ -155,4 +171,69 @@ sql::quota_methods_in! {
     fn release_in;
     fn give_back_in;
     fn used_in;
+}
+
+fn grant_from_row(row: &sqlx::postgres::PgRow) -> Result<QuotaGrant, BillingError> {
+    let amount: i64 = row.try_get("amount").map_err(db_error)?;
+    QuotaGrant::from_parts(
+        row.try_get::<Uuid, _>("id").map_err(db_error)?,
+        row.try_get("tenant_id").map_err(db_error)?,
+        row.try_get("name").map_err(db_error)?,
+        // CHECK (amount > 0)
+        u64::try_from(amount).unwrap_or(0),
+        row.try_get("period").map_err(db_error)?,
+        row.try_get("expires_at").map_err(db_error)?,
+    )
+}
+
+#[async_trait]
+impl QuotaGrantStore for PgQuotaStore {
+    async fn add_grant(&self, grant: &QuotaGrant) -> Result<(), BillingError> {
+        let amount = check_amount("quota grant amount", grant.amount())?;
+        // Insert or keep the first: a retry of the same grant is a no-op,
+        // and a conflicting one is told apart by reading what is stored.
+        let inserted = sqlx::query(
+            "INSERT INTO billing_quota_grants (id, tenant_id, name, amount, period, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(grant.id())
+        .bind(grant.tenant())
+        .bind(grant.name())
+        .bind(amount)
+        .bind(grant.period())
+        .bind(grant.expires_at())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(());
+        }
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, amount, period, expires_at \
+                 FROM billing_quota_grants WHERE id = $1",
+        )
+        .bind(grant.id())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if &grant_from_row(&row)? == grant {
+            Ok(())
+        } else {
+            Err(grant_conflict(grant))
+        }
+    }
+
+    async fn grants(&self, tenant: TenantId, name: &str) -> Result<Vec<QuotaGrant>, BillingError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, amount, period, expires_at \
+             FROM billing_quota_grants WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(grant_from_row).collect()
+    }
 }

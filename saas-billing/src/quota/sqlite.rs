@@ -10,10 +10,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use saas_core::{SharedClock, SystemClock};
+use saas_core::{SharedClock, SystemClock, TenantId};
+use sqlx::Row;
 use sqlx::{Executor, Sqlite, SqliteConnection, SqlitePool};
+use uuid::Uuid;
 
+use super::grants::grant_conflict;
 use super::sql::{self, Op, QuotaDialect};
+use super::{QuotaGrant, QuotaGrantStore, check_amount};
 use crate::error::BillingError;
 use crate::store::sql::dialect::Param;
 use crate::store::sqlite::{begin_write, begin_write_on, db_error};
@@ -37,6 +41,18 @@ CREATE TABLE IF NOT EXISTS billing_quota_reservations (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS billing_quota_reservations_key_idx
     ON billing_quota_reservations (tenant_id, name, period, expires_at);
+
+CREATE TABLE IF NOT EXISTS billing_quota_grants (
+    id TEXT PRIMARY KEY NOT NULL,
+    tenant_id BLOB NOT NULL,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    period TEXT,
+    expires_at INTEGER,
+    CHECK (period IS NOT NULL OR expires_at IS NOT NULL)
+) STRICT;
+CREATE INDEX IF NOT EXISTS billing_quota_grants_tenant_idx
+    ON billing_quota_grants (tenant_id, name);
 "#;
 
 #[async_trait]
@@ -149,4 +165,90 @@ sql::quota_methods_in! {
     fn release_in;
     fn give_back_in;
     fn used_in;
+}
+
+fn grant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<QuotaGrant, BillingError> {
+    let id: String = row.try_get("id").map_err(db_error)?;
+    let id = Uuid::parse_str(&id).map_err(|error| BillingError::Backend {
+        backend: "sqlite",
+        retryable: false,
+        message: format!("quota grant id {id:?} is not a UUID: {error}"),
+    })?;
+    let amount: i64 = row.try_get("amount").map_err(db_error)?;
+    let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_error)?;
+    QuotaGrant::from_parts(
+        id,
+        row.try_get("tenant_id").map_err(db_error)?,
+        row.try_get("name").map_err(db_error)?,
+        // CHECK (amount > 0)
+        u64::try_from(amount).unwrap_or(0),
+        row.try_get("period").map_err(db_error)?,
+        expires_at.map(DateTime::from_timestamp_nanos),
+    )
+}
+
+#[async_trait]
+impl QuotaGrantStore for SqliteQuotaStore {
+    async fn add_grant(&self, grant: &QuotaGrant) -> Result<(), BillingError> {
+        let amount = check_amount("quota grant amount", grant.amount())?;
+        let expires_at = grant
+            .expires_at()
+            .map(|at| {
+                at.timestamp_nanos_opt()
+                    .ok_or_else(|| BillingError::InvalidInput {
+                        field: "quota grant expiry",
+                        reason: format!("{at} is outside the years 1677-2262 SQLite stores"),
+                    })
+            })
+            .transpose()?;
+        // One write transaction: the insert and, if the id is taken, the
+        // read telling a retry from a conflict see the same row.
+        let mut tx = begin_write(&self.pool).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO billing_quota_grants (id, tenant_id, name, amount, period, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(grant.id().to_string())
+        .bind(grant.tenant())
+        .bind(grant.name())
+        .bind(amount)
+        .bind(grant.period())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        let outcome = if inserted == 1 {
+            Ok(())
+        } else {
+            let row = sqlx::query(
+                "SELECT id, tenant_id, name, amount, period, expires_at \
+                 FROM billing_quota_grants WHERE id = $1",
+            )
+            .bind(grant.id().to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if &grant_from_row(&row)? == grant {
+                Ok(())
+            } else {
+                Err(grant_conflict(grant))
+            }
+        };
+        tx.commit().await.map_err(db_error)?;
+        outcome
+    }
+
+    async fn grants(&self, tenant: TenantId, name: &str) -> Result<Vec<QuotaGrant>, BillingError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, amount, period, expires_at \
+             FROM billing_quota_grants WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(grant_from_row).collect()
+    }
 }

@@ -23,6 +23,7 @@ mod harness;
 pub mod invoices;
 pub mod numbering;
 pub mod quota;
+pub mod quota_grants;
 pub mod subscriptions;
 pub mod usage;
 
@@ -124,6 +125,24 @@ macro_rules! quota_store_conformance {
             expired_reservations_go_back,
             give_back_returns_units_and_refuses_more,
             out_of_range_amounts_are_invalid_input
+        );
+    };
+}
+
+/// One `#[tokio::test]` per quota-grant behaviour, for the store returned
+/// by `$factory` (`async fn() -> Option<F>`, `F:` [`StoreFixture`] of an
+/// `Arc<dyn` [`GrantingQuotaStore`](crate::quota::GrantingQuotaStore)`>`).
+#[macro_export]
+macro_rules! quota_grant_conformance {
+    ($factory:path) => {
+        $crate::__conformance!($factory, quota_grants;
+            plan_quota_is_spent_before_grants,
+            a_grant_lapses_at_its_expiry,
+            a_period_grant_ends_with_its_period,
+            racing_consumers_never_exceed_plan_plus_grants,
+            a_tenants_grant_is_never_another_tenants,
+            recording_a_grant_is_idempotent,
+            a_lease_spends_the_plan_then_grants
         );
     };
 }

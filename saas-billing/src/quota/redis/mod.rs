@@ -22,6 +22,7 @@
 //! The connection is a single-node `MultiplexedConnection`; Redis Cluster
 //! is not supported (the hash tag only keeps the layout ready for it).
 
+mod grants;
 mod scripts;
 
 use std::fmt;
