@@ -12,7 +12,7 @@ use crate::ids::{FeatureKey, InvoiceId, SubscriptionId};
 use crate::invoice::{CreditNote, InvoiceNumber, PaymentStatus};
 use crate::money::Money;
 use crate::plan::PlanRef;
-use crate::subscription::{ChangeDirection, ChangeTiming, SubscriptionStatus};
+use crate::subscription::{AddOn, ChangeDirection, ChangeTiming, SubscriptionStatus};
 
 /// Something that happened in billing, for other parts of the host
 /// (emails, provisioning, analytics).
@@ -109,6 +109,22 @@ pub enum BillingEvent {
         to: PaymentStatus,
         /// What remains to be paid after.
         amount_remaining: Money,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// An add-on was attached, detached (quantity 0) or its quantity
+    /// changed (now or, by the timing, at the period's end).
+    AddOnChanged {
+        /// The tenant.
+        tenant_id: TenantId,
+        /// The subscription.
+        subscription_id: SubscriptionId,
+        /// The add-on with the quantity asked for.
+        addon: AddOn,
+        /// Upgrade or downgrade.
+        direction: ChangeDirection,
+        /// Now (prorated or not) or at period end.
+        timing: ChangeTiming,
         /// When.
         at: DateTime<Utc>,
     },

@@ -80,9 +80,10 @@ pub use store::{
     UsageStore, UsageWriter,
 };
 pub use subscription::{
-    CancelMode, ChangeDirection, ChangeTiming, MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis,
-    PlanChange, PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription,
-    SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
+    AddOn, CancelMode, ChangeDirection, ChangeTiming, MAX_ADDON_QUANTITY, MAX_ADDONS,
+    MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis, PlanChange, PlanChangeOutcome,
+    ProrationPolicy, ScheduledChange, Subscription, SubscriptionEvent, SubscriptionStatus,
+    TRANSITIONS, Trial, proration_fraction,
 };
 
 pub use credit::{CreditConsumption, CreditGrant, CreditGrantBalance};

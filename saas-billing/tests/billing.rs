@@ -5,6 +5,8 @@
 // Helpers outside #[test] functions unwrap too; a panic is a test failure.
 #![allow(clippy::unwrap_used)]
 
+#[path = "billing/addons.rs"]
+mod addons;
 #[path = "billing/aggregation.rs"]
 mod aggregation;
 #[path = "billing/anchor.rs"]

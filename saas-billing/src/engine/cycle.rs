@@ -16,7 +16,7 @@ use crate::invoice::{
 };
 use crate::metering::{Aggregate, UsageEvent, Window, aggregate};
 use crate::plan::{PlanVersion, PriceKind};
-use crate::subscription::{Subscription, SubscriptionStatus, proration_lines};
+use crate::subscription::{Subscription, SubscriptionStatus, addon_period_lines, proration_lines};
 
 const BATCH: usize = 100;
 
@@ -249,6 +249,15 @@ impl BillingEngine {
                 );
                 line
             }));
+        }
+        if sub.basis.billable {
+            adjustments.extend(addon_period_lines(
+                sub,
+                &self.catalog,
+                &period,
+                stub,
+                self.config.rounding,
+            )?);
         }
         adjustments.extend(sub.pending_lines.iter().cloned());
         let input = RatingInput {

@@ -18,11 +18,14 @@
 //! operations refuse it, and [`crate::BillingEngine`] invoices the ended
 //! periods before every operation, whatever the billing cycle's lag.
 
+mod addons;
 mod ops;
 mod proration;
 mod requests;
 mod status;
 
+pub(crate) use addons::addon_period_lines;
+pub use addons::{AddOn, MAX_ADDON_QUANTITY, MAX_ADDONS};
 pub(crate) use proration::proration_lines;
 pub use proration::{ChangeDirection, ChangeTiming, ProrationPolicy, proration_fraction};
 pub use requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
@@ -97,6 +100,16 @@ pub struct Subscription {
     pub(crate) ended_at: Option<DateTime<Utc>>,
     pub(crate) closed: bool,
     pub(crate) version: u64,
+    /// The add-ons now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) addons: Vec<AddOn>,
+    /// The add-ons the current period started on (billed in whole), the
+    /// add-on half of `basis`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) basis_addons: Vec<AddOn>,
+    /// Add-on changes for the period's end (quantity 0: detach).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) scheduled_addons: Vec<AddOn>,
 }
 
 impl Subscription {

@@ -139,6 +139,9 @@ impl Subscription {
             ended_at: None,
             closed: false,
             version: 0,
+            addons: Vec::new(),
+            basis_addons: Vec::new(),
+            scheduled_addons: Vec::new(),
         })
     }
 
@@ -186,7 +189,7 @@ impl Subscription {
                 let next = self.status.apply(SubscriptionEvent::Cancel)?;
                 self.check_period_open(now)?;
                 if prorate {
-                    self.prorate(catalog, now, true, rounding)?;
+                    self.prorate(catalog, now, true, true, rounding)?;
                 }
                 self.status = next;
                 self.accruing = false;
@@ -229,7 +232,7 @@ impl Subscription {
     ) -> Result<(), BillingError> {
         let next = self.status.apply(SubscriptionEvent::Pause)?;
         self.check_period_open(now)?;
-        self.prorate(catalog, now, true, rounding)?;
+        self.prorate(catalog, now, true, true, rounding)?;
         self.accruing = false;
         self.status = next;
         Ok(())
@@ -249,7 +252,7 @@ impl Subscription {
         let next = self.status.apply(SubscriptionEvent::Resume)?;
         self.check_period_open(now)?;
         self.accruing = true;
-        self.prorate(catalog, now, false, rounding)?;
+        self.prorate(catalog, now, false, true, rounding)?;
         self.status = next;
         Ok(())
     }
@@ -297,9 +300,9 @@ impl Subscription {
                 });
             }
             ChangeTiming::ImmediateWithProration => {
-                self.prorate(catalog, now, true, rounding)?;
+                self.prorate(catalog, now, true, false, rounding)?;
                 self.switch(change.plan, change.seats, now)?;
-                self.prorate(catalog, now, false, rounding)?;
+                self.prorate(catalog, now, false, false, rounding)?;
             }
             ChangeTiming::ImmediateWithoutProration => {
                 self.switch(change.plan, change.seats, now)?
@@ -314,7 +317,7 @@ impl Subscription {
     /// ended period is billed on (issue 15 §1); the engine invoices the
     /// ended periods before every operation, so only direct callers of the
     /// pure operations meet this.
-    fn check_period_open(&self, now: DateTime<Utc>) -> Result<(), BillingError> {
+    pub(super) fn check_period_open(&self, now: DateTime<Utc>) -> Result<(), BillingError> {
         if self.closed {
             return Ok(());
         }
@@ -350,13 +353,15 @@ impl Subscription {
         Ok(())
     }
 
-    /// Adds credit (or debit) lines for the current plan over the rest of
-    /// the current period, if it is accruing and the period has started.
+    /// Adds credit (or debit) lines for the current plan (and, when
+    /// `with_addons`, its add-ons) over the rest of the current period, if
+    /// it is accruing and the period has started.
     fn prorate(
         &mut self,
         catalog: &Catalog,
         now: DateTime<Utc>,
         credit: bool,
+        with_addons: bool,
         rounding: RoundingMode,
     ) -> Result<(), BillingError> {
         let period = self.current_period()?;
@@ -381,7 +386,13 @@ impl Subscription {
             credit,
             rounding,
         )?;
+        let addons = if with_addons {
+            self.addons_proration(catalog, now, credit, rounding)?
+        } else {
+            Vec::new()
+        };
         self.pending_lines.extend(lines);
+        self.pending_lines.extend(addons);
         Ok(())
     }
 
@@ -428,6 +439,7 @@ impl Subscription {
             seats: self.seats,
             billable: self.accruing,
         };
+        self.roll_addons();
         self.pending_lines.clear();
         Ok(())
     }

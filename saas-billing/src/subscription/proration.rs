@@ -8,7 +8,7 @@ use crate::calendar::Period;
 use crate::currency::Currency;
 use crate::error::BillingError;
 use crate::invoice::{InvoiceLine, LineKind};
-use crate::plan::{PlanVersion, price_quantity};
+use crate::plan::{PlanVersion, Price, price_quantity};
 use crate::rounding::RoundingMode;
 
 /// When a plan change takes effect and whether it is prorated.
@@ -115,56 +115,92 @@ pub(crate) fn proration_lines(
     credit: bool,
     rounding: RoundingMode,
 ) -> Result<Vec<InvoiceLine>, BillingError> {
+    plan.prices()
+        .iter()
+        .filter(|p| p.is_licensed())
+        .filter_map(|price| {
+            let quantity = price_quantity(price, seats);
+            let what = Prorated {
+                plan,
+                price,
+                quantity,
+                label: "",
+            };
+            prorated_line(&what, currency, period, at, credit, rounding).transpose()
+        })
+        .collect()
+}
+
+/// One licensed price to prorate: `quantity` of `price` of `plan`;
+/// `label` ends its description (`" add-on"`).
+pub(crate) struct Prorated<'a> {
+    pub(crate) plan: &'a PlanVersion,
+    pub(crate) price: &'a Price,
+    pub(crate) quantity: Decimal,
+    pub(crate) label: &'a str,
+}
+
+/// The proration line of one licensed price over the rest of `period`
+/// from `at` (see [`proration_lines`]); `None` when no time is left.
+pub(crate) fn prorated_line(
+    what: &Prorated<'_>,
+    currency: Currency,
+    period: &Period,
+    at: DateTime<Utc>,
+    credit: bool,
+    rounding: RoundingMode,
+) -> Result<Option<InvoiceLine>, BillingError> {
+    let Prorated {
+        plan,
+        price,
+        quantity,
+        label,
+    } = *what;
     let (remaining, total) = remaining_seconds(period, at);
     if remaining.is_zero() || total.is_zero() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let fraction = remaining / total;
-    let mut lines = Vec::new();
-    for price in plan.prices().iter().filter(|p| p.is_licensed()) {
-        let charge = price.charge(currency).ok_or_else(|| {
-            BillingError::invalid(
-                "currency",
-                format!("{} is not sold in {currency}", plan.reference()),
-            )
-        })?;
-        let quantity = price_quantity(price, seats);
-        let full = charge.compute(quantity, rounding)?;
-        let exact = full
-            .limited_subtotal()
-            .checked_mul(remaining)?
-            .amount()
-            .checked_div(total)
-            .ok_or_else(|| BillingError::overflow("a prorated amount"))?;
-        let prorated = crate::money::Money::new(exact, currency).round(rounding);
-        let (amount, what) = if credit {
-            (prorated.negate(), "Unused time on")
+    let charge = price.charge(currency).ok_or_else(|| {
+        BillingError::invalid(
+            "currency",
+            format!("{} is not sold in {currency}", plan.reference()),
+        )
+    })?;
+    let full = charge.compute(quantity, rounding)?;
+    let exact = full
+        .limited_subtotal()
+        .checked_mul(remaining)?
+        .amount()
+        .checked_div(total)
+        .ok_or_else(|| BillingError::overflow("a prorated amount"))?;
+    let prorated = crate::money::Money::new(exact, currency).round(rounding);
+    let (amount, verb) = if credit {
+        (prorated.negate(), "Unused time on")
+    } else {
+        (prorated, "Remaining time on")
+    };
+    Ok(Some(InvoiceLine {
+        kind: if credit {
+            LineKind::ProrationCredit
         } else {
-            (prorated, "Remaining time on")
-        };
-        lines.push(InvoiceLine {
-            kind: if credit {
-                LineKind::ProrationCredit
-            } else {
-                LineKind::ProrationDebit
-            },
-            description: format!(
-                "{what} {} ({}) after {}",
-                price.description(),
-                plan.reference(),
-                at.to_rfc3339()
-            ),
-            price: Some(price.key().clone()),
-            quantity,
-            full_period_amount: Some(full.limited_subtotal()),
-            components: full.components().to_vec(),
-            proration: Some(fraction),
-            service_start: at,
-            service_end: period.end(),
-            amount,
-            taxes: Vec::new(),
-            discounts: Vec::new(),
-        });
-    }
-    Ok(lines)
+            LineKind::ProrationDebit
+        },
+        description: format!(
+            "{verb} {} ({}){label} after {}",
+            price.description(),
+            plan.reference(),
+            at.to_rfc3339()
+        ),
+        price: Some(price.key().clone()),
+        quantity,
+        full_period_amount: Some(full.limited_subtotal()),
+        components: full.components().to_vec(),
+        proration: Some(fraction),
+        service_start: at,
+        service_end: period.end(),
+        amount,
+        taxes: Vec::new(),
+        discounts: Vec::new(),
+    }))
 }

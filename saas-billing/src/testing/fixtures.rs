@@ -18,7 +18,8 @@ pub fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
 }
 
-/// A catalog with plan `basic` v1 (10.00 USD a month) and meter `calls`.
+/// A catalog with plan `basic` v1 (10.00 USD a month), add-on plan
+/// `addons` v1 (`storage`, 5.00 USD a unit a month) and meter `calls`.
 pub fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
     Catalog::builder()
@@ -28,11 +29,21 @@ pub fn catalog() -> Catalog {
             Aggregation::Count,
         ))
         .plan(
-            PlanVersion::builder(PlanId::new("basic").unwrap(), 1, app)
+            PlanVersion::builder(PlanId::new("basic").unwrap(), 1, app.clone())
                 .recurring(
                     "base",
                     "Basic",
                     [Charge::flat(Money::new(dec!(10), Currency::USD)).unwrap()],
+                )
+                .build()
+                .unwrap(),
+        )
+        .plan(
+            PlanVersion::builder(PlanId::new("addons").unwrap(), 1, app)
+                .recurring(
+                    "storage",
+                    "Extra storage",
+                    [Charge::per_unit(Money::new(dec!(5), Currency::USD)).unwrap()],
                 )
                 .build()
                 .unwrap(),

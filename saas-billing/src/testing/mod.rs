@@ -37,6 +37,7 @@ macro_rules! subscription_store_conformance {
     ($factory:path) => {
         $crate::__conformance!($factory, subscriptions;
             insert_then_get,
+            addons_round_trip,
             duplicate_insert_is_already_exists,
             other_tenants_subscription_is_not_found,
             update_bumps_version_and_refuses_stale,

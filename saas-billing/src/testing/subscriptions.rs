@@ -7,8 +7,11 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use saas_core::{ErrorKind, TenantId};
 
-use super::fixtures::{start, subscription};
-use crate::{BillingError, SubscriptionStore};
+use super::fixtures::{catalog, start, subscription};
+use crate::{
+    AddOn, BillingError, PlanId, PlanRef, PriceKey, ProrationPolicy, RoundingMode,
+    SubscriptionStore,
+};
 
 /// Inserted subscriptions read back equal, with version 1.
 pub async fn insert_then_get(store: Arc<dyn SubscriptionStore>) {
@@ -17,6 +20,42 @@ pub async fn insert_then_get(store: Arc<dyn SubscriptionStore>) {
     let saved = store.insert(sub.clone()).await.unwrap();
     assert_eq!(saved.version(), 1);
     assert_eq!(store.get(tenant, sub.id()).await.unwrap(), saved);
+}
+
+/// Add-ons, the period's add-ons and scheduled add-on changes read back
+/// as written, through insert and update.
+pub async fn addons_round_trip(store: Arc<dyn SubscriptionStore>) {
+    let tenant = TenantId::new();
+    let catalog = catalog();
+    let storage = |quantity| {
+        AddOn::new(
+            PlanRef::new(PlanId::new("addons").unwrap(), 1),
+            PriceKey::new("storage").unwrap(),
+            quantity,
+        )
+    };
+    let mut sub = subscription(tenant, start());
+    let mid = start() + TimeDelta::days(10);
+    let policy = ProrationPolicy::default();
+    sub.set_addon(storage(3), &catalog, policy, mid, RoundingMode::HalfEven)
+        .unwrap();
+    assert_eq!(sub.addons(), [storage(3)]);
+    assert_eq!(sub.pending_lines().len(), 1, "the attach's proration debit");
+    let saved = store.insert(sub).await.unwrap();
+    let read = store.get(tenant, saved.id()).await.unwrap();
+    assert_eq!(read, saved);
+    assert_eq!(read.addons(), [storage(3)]);
+
+    let mut changed = read;
+    changed
+        .set_addon(storage(0), &catalog, policy, mid, RoundingMode::HalfEven)
+        .unwrap();
+    assert_eq!(changed.scheduled_addons(), [storage(0)]);
+    let updated = store.update(changed).await.unwrap();
+    let read = store.get(tenant, updated.id()).await.unwrap();
+    assert_eq!(read, updated);
+    assert_eq!(read.addons(), [storage(3)]);
+    assert_eq!(read.scheduled_addons(), [storage(0)]);
 }
 
 /// A second insert of one id is `AlreadyExists`.

@@ -23,6 +23,9 @@ pub(crate) fn plan(id: &str, version: u32) -> PlanRef {
 /// - `basic` v2: 35.00 USD a month (published later).
 /// - `pro` v1: 90.00 USD a month + 5.00 USD a seat; calls 0.005 each; `sso`.
 /// - `payg` v1: calls 0.10 USD each, nothing else.
+/// - `addons` v1, add-on prices: `storage` 10.00 USD a unit a month,
+///   `support` 50.00 USD flat a month, `extra_calls` metered (refused as
+///   an add-on).
 pub(crate) fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
     let calls_tiers = TierTable::builder()
@@ -77,6 +80,27 @@ pub(crate) fn catalog() -> Catalog {
                     [Charge::per_unit(usd(dec!(0.005))).unwrap()],
                 )
                 .flag("sso")
+                .build()
+                .unwrap(),
+        )
+        .plan(
+            PlanVersion::builder(PlanId::new("addons").unwrap(), 1, app.clone())
+                .recurring(
+                    "storage",
+                    "Extra storage",
+                    [Charge::per_unit(usd(dec!(10))).unwrap()],
+                )
+                .recurring(
+                    "support",
+                    "Priority support",
+                    [Charge::flat(usd(dec!(50))).unwrap()],
+                )
+                .metered(
+                    "extra_calls",
+                    "Extra calls",
+                    "calls",
+                    [Charge::per_unit(usd(dec!(0.01))).unwrap()],
+                )
                 .build()
                 .unwrap(),
         )
