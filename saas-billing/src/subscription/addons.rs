@@ -112,7 +112,9 @@ impl AddOn {
         Ok((version, price))
     }
 
-    /// What the add-on costs per period, rounded by `rounding`.
+    /// What the add-on costs per period (half-even, as
+    /// `PlanVersion::licensed_amount` compares plans): what tells an
+    /// upgrade from a downgrade.
     fn amount(
         &self,
         catalog: &Catalog,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use saas_billing::testing::BillingHarness;
 use saas_billing::{
-    AddOn, BillingConfig, CancelMode, ChangeDirection, ChangeTiming, Currency, ErrorKind, Invoice,
-    LineKind, NewSubscription, PriceKey, ProrationPolicy, StaticTaxRates, SubscriptionId,
-    TaxBehavior, TaxRate, TenantId, Trial, dec,
+    AddOn, BillingConfig, CancelMode, ChangeDirection, ChangeTiming, Coupon, CouponDuration,
+    CouponId, Currency, ErrorKind, Invoice, LineKind, NewSubscription, PriceKey, ProrationPolicy,
+    StaticTaxRates, SubscriptionId, TaxBehavior, TaxRate, TenantId, Trial, dec,
 };
 
 use crate::fixtures::{at, catalog, plan, usd};
@@ -262,4 +262,97 @@ async fn an_immediate_cancel_credits_the_addons_unused_time() {
         ]
     );
     assert_eq!(april.total, usd(dec!(27.50)));
+}
+
+/// A coupon scoped to the add-on's price discounts the add-on's lines
+/// (the proration debit and the whole-period line), not the plan's:
+/// April 35.00 + 10.00 − 5.00 = 40.00; May 35.00 + 20.00 − 10.00 = 45.00.
+#[tokio::test]
+async fn a_coupon_scoped_to_the_addon_discounts_its_lines() {
+    let mut h = harness_with(ProrationPolicy::default());
+    let tenant = TenantId::new();
+    let sub = subscribe(&h, tenant).await;
+    let id = CouponId::new("storage-half").unwrap();
+    let coupon = Coupon::percent(id.clone(), "Storage half price", dec!(50))
+        .unwrap()
+        .with_prices([PriceKey::new("storage").unwrap()])
+        .unwrap()
+        .with_duration(CouponDuration::Forever)
+        .unwrap();
+    h.engine().create_coupon(coupon).await.unwrap();
+    h.engine().redeem_coupon(tenant, sub, &id).await.unwrap();
+    h.set_time(at(2024, 4, 16, 0));
+    h.engine()
+        .set_addon(tenant, sub, addon("storage", 2))
+        .await
+        .unwrap();
+    h.advance_to(at(2024, 6, 1, 0)).await.unwrap();
+    let april = invoice(&h, tenant, sub, 0).await;
+    assert_eq!(
+        lines(&april),
+        [
+            (LineKind::Licensed, "base".into(), dec!(35.00)),
+            (LineKind::ProrationDebit, "storage".into(), dec!(5.00)),
+        ]
+    );
+    assert_eq!(april.lines[1].discounts[0].amount, usd(dec!(5.00)));
+    let may = invoice(&h, tenant, sub, 1).await;
+    assert_eq!(may.total, usd(dec!(45.00)));
+    assert!(may.lines[0].discounts.is_empty());
+}
+
+/// Attached during a 14-day trial: nothing is prorated, and the first
+/// paid period (from April 15) bills the add-on in whole.
+#[tokio::test]
+async fn an_addon_attached_in_a_trial_is_billed_from_the_first_paid_period() {
+    let mut h = harness_with(ProrationPolicy::default());
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 2), Currency::USD).trial(Trial::Days(14));
+    let sub = h.engine().create_subscription(new).await.unwrap().id();
+    h.set_time(at(2024, 4, 5, 0));
+    let (s, _) = h
+        .engine()
+        .set_addon(tenant, sub, addon("storage", 1))
+        .await
+        .unwrap();
+    assert!(s.pending_lines().is_empty());
+    assert_eq!(s.period_addons(), [addon("storage", 1)]);
+    h.advance_to(at(2024, 5, 16, 0)).await.unwrap();
+    let first = invoice(&h, tenant, sub, 0).await;
+    assert_eq!(
+        lines(&first),
+        [
+            (LineKind::Licensed, "base".into(), dec!(35.00)),
+            (LineKind::Licensed, "storage".into(), dec!(10.00)),
+        ]
+    );
+}
+
+/// Created April 1 with its billing anchored on April 16 and an add-on
+/// attached at once: the stub [April 1, April 16) bills plan and add-on
+/// prorated over the calendar's full period [March 16, April 16), 15 of
+/// 31 days: 35.00 × 15/31 = 16.935… → 16.94 and 10.00 × 15/31 = 4.838…
+/// → 4.84.
+#[tokio::test]
+async fn a_stub_period_prorates_its_addons_as_its_plan() {
+    let mut h = harness_with(ProrationPolicy::default());
+    let tenant = TenantId::new();
+    let new = NewSubscription::new(tenant, plan("basic", 2), Currency::USD)
+        .trial(Trial::None)
+        .billing_cycle_anchor(at(2024, 4, 16, 0));
+    let sub = h.engine().create_subscription(new).await.unwrap().id();
+    h.engine()
+        .set_addon(tenant, sub, addon("storage", 1))
+        .await
+        .unwrap();
+    h.advance_to(at(2024, 4, 17, 0)).await.unwrap();
+    let stub = invoice(&h, tenant, sub, 0).await;
+    assert_eq!(
+        lines(&stub),
+        [
+            (LineKind::Licensed, "base".into(), dec!(16.94)),
+            (LineKind::Licensed, "storage".into(), dec!(4.84)),
+        ]
+    );
+    assert_eq!(stub.total, usd(dec!(21.78)));
 }
