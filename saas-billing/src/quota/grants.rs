@@ -266,6 +266,12 @@ pub(crate) fn grant_conflict(grant: &QuotaGrant) -> BillingError {
 /// expires keeps what was spent from it; a tenant's grants are looked up
 /// by the key's tenant only.
 ///
+/// Grants are for consumption (calls, tokens): there is no give-back
+/// through grants, so for a count limit whose units go back
+/// ([`QuotaStore::give_back`] on the plan's key) raise the limit itself
+/// instead. Reservations are not spread over grants either: reserve on
+/// the plan's key.
+///
 /// ```
 /// use std::sync::Arc;
 /// use saas_billing::quota::{Consumption, GrantedQuota, InMemoryQuotaStore, QuotaGrant, QuotaKey};

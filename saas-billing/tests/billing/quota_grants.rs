@@ -254,3 +254,64 @@ async fn checkers_spend_the_plan_then_the_periods_grant() {
     store.pool().close().await;
     cleanup.run().await;
 }
+
+/// Three servers (stores on their own pools) racing with leases of 7
+/// over a plan of 40 and grants of 25 and 15: exactly 80 granted in all;
+/// after every lease is released the counters hold what was granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_servers_with_leases_grant_exactly_plan_plus_grants() {
+    use chrono::{TimeDelta, Utc};
+    use saas_billing::quota::QuotaStore;
+
+    let Some((stores, cleanup)) = crate::quotas::pg_servers(
+        "postgres_servers_with_leases_grant_exactly_plan_plus_grants",
+        3,
+    )
+    .await
+    else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let key = QuotaKey::new(tenant, "api_calls", "2026-12").unwrap();
+    let first = GrantedQuota::over(Arc::new(stores[0].clone()), Arc::new(SystemClock));
+    let a = QuotaGrant::for_period(tenant, "api_calls", "2026-12", 25).unwrap();
+    let b = QuotaGrant::until(tenant, "api_calls", 15, Utc::now() + TimeDelta::days(1)).unwrap();
+    first.grant(&a).await.unwrap();
+    first.grant(&b).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for store in &stores {
+        let quotas = GrantedQuota::over(Arc::new(store.clone()), Arc::new(SystemClock));
+        let lease = Arc::new(quotas.lease(&key, 40, 7).await.unwrap());
+        for _ in 0..3 {
+            let lease = lease.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut granted = 0u64;
+                // 3 × 40 tries per server, more than there is to grant, so
+                // no server can stop while its blocks still hold units.
+                for _ in 0..40 {
+                    granted += u64::from(lease.try_consume(1).await.unwrap());
+                }
+                (granted, lease)
+            }));
+        }
+    }
+    let mut granted = 0;
+    let mut leases = Vec::new();
+    for task in tasks {
+        let (n, lease) = task.await.unwrap();
+        granted += n;
+        leases.push(lease);
+    }
+    assert_eq!(granted, 80);
+    for lease in &leases {
+        lease.release().await.unwrap();
+    }
+    let used = stores[1].used(&key).await.unwrap()
+        + stores[1].used(&a.counter()).await.unwrap()
+        + stores[1].used(&b.counter()).await.unwrap();
+    assert_eq!(used, 80);
+    assert_eq!(stores[2].used(&key).await.unwrap(), 40);
+    crate::quotas::close(stores).await;
+    cleanup.run().await;
+}
