@@ -356,3 +356,40 @@ async fn a_stub_period_prorates_its_addons_as_its_plan() {
     );
     assert_eq!(stub.total, usd(dec!(21.78)));
 }
+
+/// The same add-on changes give the same invoices whether the billing
+/// cycle ran at every period's end or only once at the end.
+#[tokio::test]
+async fn addon_invoices_do_not_depend_on_the_cycles_lag() {
+    async fn run(punctual: bool) -> Vec<Vec<(LineKind, String, saas_billing::Decimal)>> {
+        let immediate = ChangeTiming::ImmediateWithProration;
+        let mut h = harness_with(ProrationPolicy::new(immediate, ChangeTiming::AtPeriodEnd));
+        let tenant = TenantId::new();
+        let sub = subscribe(&h, tenant).await;
+        let steps = [
+            (at(2024, 4, 16, 0), addon("storage", 2)),
+            (at(2024, 5, 11, 0), addon("support", 1)),
+            (at(2024, 5, 20, 0), addon("storage", 1)),
+            (at(2024, 6, 3, 0), addon("storage", 4)),
+        ];
+        for (when, change) in steps {
+            if punctual {
+                h.advance_to(when).await.unwrap();
+            } else {
+                h.set_time(when);
+            }
+            h.engine().set_addon(tenant, sub, change).await.unwrap();
+        }
+        h.advance_to(at(2024, 7, 1, 0)).await.unwrap();
+        h.engine()
+            .invoices(tenant, sub)
+            .await
+            .unwrap()
+            .iter()
+            .map(lines)
+            .collect()
+    }
+    let punctual = run(true).await;
+    assert_eq!(punctual.len(), 3);
+    assert_eq!(run(false).await, punctual);
+}
