@@ -34,8 +34,12 @@ use saas_tenancy::testing::pg::PgSandbox;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
-/// The tenant-pool budget of TenantPools: 25 pools of 2.
-const BUDGET: u32 = 50;
+/// The tenant-pool budget of TenantPools: 16 pools of 2.
+const BUDGET: u32 = 32;
+/// Connections of the shared runtime pool and of the baseline's pool: with
+/// the budget, the admin and the sandbox's own, within PostgreSQL's
+/// default 100 connections.
+const POOL: u32 = 16;
 const PER_TENANT: u32 = 2;
 const ZIPF_S: f64 = 1.1;
 /// Requests per phase, over all clients.
@@ -166,6 +170,26 @@ fn sample_connections(
     (stop, task)
 }
 
+/// Waits (up to 10 s) until `role` holds at most a pool's worth of server
+/// connections (a dropped tenancy's tenant pools close as they drop).
+async fn wait_for_no_connections(admin: &PgPool, role: &str) {
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND usename = $1",
+        )
+        .bind(role)
+        .fetch_one(admin)
+        .await
+        .unwrap_or(0);
+        if n <= i64::from(POOL) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("scale: connections of the last cell still open after 10 s");
+}
+
 /// A fleet of `n` tenants of one strategy, five notes each, and the plain
 /// copy the baseline reads.
 struct Fleet {
@@ -176,14 +200,10 @@ struct Fleet {
 
 async fn fleet(url: &str, strategy: Strategy, n: usize, max_clients: usize) -> Fleet {
     let limits = PoolLimits::new(BUDGET, PER_TENANT);
-    let mut sandbox = PgSandbox::with_runtime_pool(
-        url,
-        ScopeMode::Shared,
-        limits,
-        u32::try_from(max_clients).unwrap(),
-    )
-    .await
-    .unwrap();
+    let _ = max_clients;
+    let mut sandbox = PgSandbox::with_runtime_pool(url, ScopeMode::Shared, limits, POOL)
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut tenants = Vec::with_capacity(n);
     for i in 0..n {
@@ -196,6 +216,10 @@ async fn fleet(url: &str, strategy: Strategy, n: usize, max_clients: usize) -> F
             .unwrap();
         tx.commit().await.unwrap();
         tenants.push(ctx);
+    }
+    // The seeding tenancy's connections are not the measured ones.
+    if let Ok(pool) = sandbox.tenancy.runtime_pool(&sandbox.cluster) {
+        pool.close().await;
     }
     eprintln!(
         "scale: {n} {strategy:?} tenants provisioned and seeded in {:.1} s",
@@ -222,7 +246,7 @@ async fn fleet(url: &str, strategy: Strategy, n: usize, max_clients: usize) -> F
     }
     let options: PgConnectOptions = url.parse().unwrap();
     let plain = PgPoolOptions::new()
-        .max_connections(u32::try_from(max_clients).unwrap())
+        .max_connections(POOL)
         .connect_with(options.options([("search_path", sandbox.shared_schema.as_str())]))
         .await
         .unwrap();
@@ -237,19 +261,19 @@ async fn fleet(url: &str, strategy: Strategy, n: usize, max_clients: usize) -> F
 async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut Vec<Cell>) {
     let n = fleet.tenants.len();
     for mode in [ScopeMode::Shared, ScopeMode::TenantPools] {
+        // One tenancy per mode, its pools kept from cell to cell (each
+        // cell warms up first); closed before the next mode's.
+        let tenancy: Arc<PgTenancy> = Arc::new(
+            fleet
+                .sandbox
+                .tenancy_with(|b| {
+                    b.scope_mode(mode)
+                        .pool_limits(PoolLimits::new(BUDGET, PER_TENANT))
+                })
+                .unwrap(),
+        );
         for access in [Access::Uniform, Access::Zipf] {
             for &c in clients {
-                // A tenancy of its own per cell: fresh pools, nothing kept
-                // from the cell before.
-                let tenancy: Arc<PgTenancy> = Arc::new(
-                    fleet
-                        .sandbox
-                        .tenancy_with(|b| {
-                            b.scope_mode(mode)
-                                .pool_limits(PoolLimits::new(BUDGET, PER_TENANT))
-                        })
-                        .unwrap(),
-                );
                 let baseline = {
                     let (plain, tenants) = (fleet.plain.clone(), Arc::clone(&fleet.tenants));
                     move |i: usize| {
@@ -302,8 +326,6 @@ async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut 
                 stop.store(true, Ordering::Relaxed);
                 let connections = sampler.await.unwrap();
                 let rss = rss_mib();
-                tenancy.release_kept_connections();
-                drop(tenancy);
                 base.sort_unstable();
                 cand.sort_unstable();
                 let cell = Cell {
@@ -329,6 +351,12 @@ async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut 
                 out.push(cell);
             }
         }
+        tenancy.release_kept_connections();
+        if let Ok(pool) = tenancy.runtime_pool(&fleet.sandbox.cluster) {
+            pool.close().await;
+        }
+        drop(tenancy);
+        wait_for_no_connections(&fleet.sandbox.admin, &fleet.sandbox.runtime_role).await;
     }
 }
 
@@ -362,8 +390,8 @@ fn report(cells: &[Cell], date: &str, server: &str) -> String {
          (see the header of `benches/scale.rs` for what is measured and how to change the grid).\n\n\
          Request: `acquire` + `SELECT count(*)` of the tenant's five notes. Baseline: the same \
          query filtered by hand on a plain pool, same concurrency. TenantPools: budget {BUDGET} \
-         connections ({} pools of {PER_TENANT}); the shared runtime pool has one connection per \
-         client at the largest concurrency. Connections: the most server connections the \
+         connections ({} pools of {PER_TENANT}); the shared runtime pool and the baseline's pool \
+         have {POOL} connections each (so 32 clients queue for them on both sides). Connections: the most server connections the \
          tenancy held while measured. Memory: the benchmark process's resident set after the \
          cell.\n\n\
          ![p50 ratio](scale-p50.svg) ![p99 ratio](scale-p99.svg) ![connections](scale-connections.svg)\n\n\
