@@ -22,7 +22,8 @@
 //! lost notification, and where locations that are gone are forgotten. An
 //! announcement from a table not listed yet (a tenant provisioned since)
 //! lists the locations again, at most once per [`RELIST_GAP`], and visits
-//! the new ones.
+//! the new ones; so does a listing every [`LIST_EVERY`], for tenants that
+//! cannot announce themselves.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +35,12 @@ use tracing::Instrument;
 
 use crate::relay_core::{PassOutcome, RelayBackend, relay_each, relay_once};
 use crate::relay_wake::{WakeSignals, Wakeups};
+
+/// How often a relay with wake-ups lists its locations (and visits the new
+/// ones) without being asked: a tenant whose outbox cannot announce itself
+/// (a database lent per pass) is found this soon, not at the next sweep.
+/// One `locations()` call, no visit to the locations already known.
+const LIST_EVERY: Duration = Duration::from_secs(1);
 
 /// The shortest time between two listings asked for by announcements of
 /// unknown tables (an outbox in a schema this relay does not serve would
@@ -141,7 +148,9 @@ impl<R: RelayBackend> Schedule<R> {
         targets.extend(self.unannounced.iter().cloned());
         self.lingering.retain(|_, until| *until > now);
         targets.extend(self.lingering.keys().cloned());
-        if self.relist && self.last_listing.is_none_or(|at| now - at >= RELIST_GAP) {
+        let listing_due = self.last_listing.is_none_or(|at| now - at >= LIST_EVERY);
+        if listing_due || (self.relist && self.last_listing.is_none_or(|at| now - at >= RELIST_GAP))
+        {
             self.relist = false;
             let before: HashSet<String> = self.known.keys().cloned().collect();
             if self.list(relay, now).await {
@@ -240,6 +249,11 @@ impl<R: RelayBackend> Schedule<R> {
         {
             return relay.idle_wait();
         }
-        next_full.saturating_duration_since(Instant::now())
+        let next_listing = self
+            .last_listing
+            .map_or_else(Instant::now, |at| at + LIST_EVERY);
+        next_full
+            .min(next_listing)
+            .saturating_duration_since(Instant::now())
     }
 }

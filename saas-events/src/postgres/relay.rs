@@ -293,9 +293,10 @@ impl OutboxRelay {
 
     /// The commit listeners of a spawned relay, if it wakes on commit.
     fn start_wakeups(&self, signals: Arc<WakeSignals>) -> Option<Box<dyn Wakeups<OutboxLocation>>> {
-        self.config
-            .wake_on_commit
-            .then(|| Box::new(PgWakeups::new(signals)) as Box<dyn Wakeups<OutboxLocation>>)
+        self.config.wake_on_commit.then(|| {
+            Box::new(PgWakeups::new(signals, &self.config.table))
+                as Box<dyn Wakeups<OutboxLocation>>
+        })
     }
 }
 

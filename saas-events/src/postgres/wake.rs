@@ -100,15 +100,33 @@ struct Listener {
 pub(crate) struct PgWakeups {
     signals: Arc<WakeSignals>,
     listeners: HashMap<String, Listener>,
+    /// The outbox table's name (the relay's).
+    table: String,
 }
 
 impl PgWakeups {
-    pub(crate) fn new(signals: Arc<WakeSignals>) -> Self {
+    pub(crate) fn new(signals: Arc<WakeSignals>, table: &str) -> Self {
         Self {
             signals,
             listeners: HashMap::new(),
+            table: table.to_owned(),
         }
     }
+}
+
+/// The schema `table` resolves to through `pool`'s search path, `None` if
+/// it cannot be told (no such table yet, the database unreachable).
+async fn resolve_schema(pool: &PgPool, table: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = to_regclass(quote_ident($1))",
+    )
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
 }
 
 impl std::fmt::Debug for PgWakeups {
@@ -153,10 +171,18 @@ impl Wakeups<OutboxLocation> for PgWakeups {
                 .entry(database_key(pool))
                 .or_insert_with(|| (pool.clone(), Routes::default()));
             let name = location.name().to_owned();
-            match location.schema() {
+            // A location without a schema is where its pool's search path
+            // puts the table: asked once per listing, so that it does not
+            // catch every notification of the database (which would hide
+            // new tenants' schemas from the relist).
+            let schema = match location.schema() {
+                Some(schema) => Some(schema.to_owned()),
+                None => resolve_schema(pool, &self.table).await,
+            };
+            match schema {
                 Some(schema) => routes
                     .by_schema
-                    .entry(schema.to_owned())
+                    .entry(schema)
                     .or_default()
                     .push(name.clone()),
                 None => routes.unqualified.push(name.clone()),
