@@ -81,9 +81,9 @@ pub use store::{
 };
 pub use subscription::{
     AddOn, CancelMode, ChangeDirection, ChangeTiming, MAX_ADDON_QUANTITY, MAX_ADDONS,
-    MAX_BACKDATE_DAYS, NewSubscription, PeriodBasis, PlanChange, PlanChangeOutcome,
-    ProrationPolicy, ScheduledChange, Subscription, SubscriptionEvent, SubscriptionStatus,
-    TRANSITIONS, Trial, proration_fraction,
+    MAX_BACKDATE_DAYS, MAX_METERED_ADDON_SPANS, MeteredAddOnSpan, NewSubscription, PeriodBasis,
+    PlanChange, PlanChangeOutcome, ProrationPolicy, ScheduledChange, Subscription,
+    SubscriptionEvent, SubscriptionStatus, TRANSITIONS, Trial, proration_fraction,
 };
 
 pub use credit::{CreditConsumption, CreditGrant, CreditGrantBalance};

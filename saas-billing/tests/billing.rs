@@ -33,6 +33,8 @@ mod invoicing;
 mod lagging_cycle;
 #[path = "billing/leases.rs"]
 mod leases;
+#[path = "billing/metered_addons.rs"]
+mod metered_addons;
 #[path = "billing/metering.rs"]
 mod metering;
 #[path = "billing/metrics.rs"]

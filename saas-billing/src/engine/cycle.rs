@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use saas_core::TenantId;
 
 use super::BillingEngine;
+use super::addon_usage::{Span, SpanRating, billed_spans, open_spans};
 use crate::calendar::Period;
 use crate::error::BillingError;
 use crate::events::BillingEvent;
@@ -219,7 +220,10 @@ impl BillingEngine {
     ) -> Result<Invoice, BillingError> {
         let basis_plan = self.catalog.plan(&sub.basis.plan)?;
         let usage_plan = self.catalog.plan(&sub.plan)?;
-        let (usage, corrections) = self.usage_inputs(sub, period.index(), usage_plan).await?;
+        let spans = open_spans(sub, &period, end);
+        let (usage, corrections, addon_lines) = self
+            .usage_inputs(sub, period.index(), usage_plan, &spans)
+            .await?;
         let stub = sub.is_stub(&period)?;
         // A stub period bills its licensed prices prorated over the
         // calendar's full period, by the same rule as any proration.
@@ -274,6 +278,7 @@ impl BillingEngine {
             corrections: &corrections,
         };
         let mut draft = rate(&input, &*self.clock)?;
+        draft.lines.extend(addon_lines);
         self.discount_and_tax(
             &mut draft.lines,
             sub.tenant_id,
@@ -320,8 +325,10 @@ impl BillingEngine {
             .seal(tenant, id, draft.period_index)
             .await?;
         let usage_plan = self.catalog.plan(&draft.plan)?;
-        let (usage, corrections) = self
-            .usage_inputs(&sub, draft.period_index, usage_plan)
+        // The spans the draft billed, whatever is attached now.
+        let spans = billed_spans(&draft.lines);
+        let (usage, corrections, addon_lines) = self
+            .usage_inputs(&sub, draft.period_index, usage_plan, &spans)
             .await?;
         let kept: Vec<InvoiceLine> = draft
             .lines
@@ -341,6 +348,7 @@ impl BillingEngine {
             corrections: &corrections,
         };
         let mut rated = rate(&input, &*self.clock)?;
+        rated.lines.extend(addon_lines);
         self.discount_and_tax(
             &mut rated.lines,
             tenant,
@@ -382,19 +390,28 @@ impl BillingEngine {
     }
 
     /// The usage billed in period `n`'s invoice: aggregates of period `n`
-    /// and corrections for late usage of earlier periods.
+    /// and corrections for late usage of earlier periods; and the lines of
+    /// metered add-ons: the usage of `spans` in period `n`, and late usage
+    /// in the spans earlier invoices billed.
     async fn usage_inputs(
         &self,
         sub: &Subscription,
         n: i64,
         plan: &PlanVersion,
-    ) -> Result<(BTreeMap<MeterKey, Vec<Aggregate>>, Vec<UsageCorrection>), BillingError> {
+        spans: &[Span],
+    ) -> Result<UsageInputs, BillingError> {
         let stored = self
             .stores
             .usage
             .billed_in(sub.tenant_id, sub.id, n)
             .await?;
         let window = Window::BillingPeriod(sub.calendar);
+        let addons = SpanRating {
+            catalog: &self.catalog,
+            window,
+            currency: sub.currency,
+            rounding: self.config.rounding,
+        };
         let meters = metered(plan);
         let mut usage = BTreeMap::new();
         // Trial usage is recorded, not billed, even when it falls in the
@@ -412,6 +429,7 @@ impl BillingEngine {
                 aggregate(meter, current.iter().copied(), window)?,
             );
         }
+        let mut addon_lines = addons.usage_lines(spans, &current)?;
         let mut late: BTreeMap<i64, Vec<&UsageEvent>> = BTreeMap::new();
         for u in stored
             .iter()
@@ -437,6 +455,15 @@ impl BillingEngine {
                 Some(invoice) => self.catalog.plan(&invoice.plan)?,
                 None => plan,
             };
+            if let Some(invoice) = &billed {
+                let prior: Vec<&UsageEvent> = prior.iter().map(|u| &u.event).collect();
+                addon_lines.extend(addons.correction_lines(
+                    period,
+                    &billed_spans(&invoice.lines),
+                    &prior,
+                    &events,
+                )?);
+            }
             for key in metered(late_plan) {
                 let meter = self.catalog.meter(key)?;
                 let before = aggregate(meter, prior.iter().map(|u| &u.event), window)?;
@@ -456,9 +483,17 @@ impl BillingEngine {
                 }
             }
         }
-        Ok((usage, corrections))
+        Ok((usage, corrections, addon_lines))
     }
 }
+
+/// What [`BillingEngine::usage_inputs`] returns: the plan's usage and
+/// corrections, and the metered add-ons' lines.
+type UsageInputs = (
+    BTreeMap<MeterKey, Vec<Aggregate>>,
+    Vec<UsageCorrection>,
+    Vec<InvoiceLine>,
+);
 
 /// The meters `plan` has metered prices on.
 fn metered(plan: &PlanVersion) -> Vec<&MeterKey> {

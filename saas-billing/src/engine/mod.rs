@@ -1,6 +1,7 @@
 //! The billing engine: subscriptions, usage and the billing cycle over the
 //! stores, with time from an injected clock.
 
+mod addon_usage;
 mod addons;
 mod coupons;
 mod credits;

@@ -9,6 +9,7 @@ mod rating;
 pub use credit::{CreditAmount, CreditNote, CreditNoteLine, CreditNoteRequest, CreditReason};
 pub use number::{InvoiceIssuer, InvoiceNumber};
 pub use payment::{InvoicePayment, PaymentChange, PaymentStatus};
+pub(crate) use rating::group_label;
 pub use rating::{InvoiceDraft, LicensedBasis, RatingInput, UsageCorrection, rate};
 
 use chrono::{DateTime, Utc};
@@ -50,6 +51,26 @@ pub enum LineKind {
         /// The index of the period the usage belongs to.
         period: i64,
     },
+    /// Usage of a meter while a metered add-on was attached: the line's
+    /// service span is the time billed, and the record finalization and
+    /// late usage re-rate it from.
+    AddOnUsage {
+        /// The meter.
+        meter: MeterKey,
+        /// The plan version of the add-on's price (the line's `price`).
+        plan: PlanRef,
+    },
+    /// Late usage of an earlier, already finalized period in the span a
+    /// metered add-on billed there (the line's service span): the
+    /// difference its rating makes to that period.
+    AddOnUsageCorrection {
+        /// The meter.
+        meter: MeterKey,
+        /// The plan version of the add-on's price (the line's `price`).
+        plan: PlanRef,
+        /// The index of the period the usage belongs to.
+        period: i64,
+    },
 }
 
 impl LineKind {
@@ -57,7 +78,10 @@ impl LineKind {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            LineKind::Usage { .. } | LineKind::UsageCorrection { .. }
+            LineKind::Usage { .. }
+                | LineKind::UsageCorrection { .. }
+                | LineKind::AddOnUsage { .. }
+                | LineKind::AddOnUsageCorrection { .. }
         )
     }
 }

@@ -223,7 +223,7 @@ fn charge<'p>(
     })
 }
 
-fn group_label(aggregate: &Aggregate) -> String {
+pub(crate) fn group_label(aggregate: &Aggregate) -> String {
     if aggregate.group.is_empty() {
         return String::new();
     }

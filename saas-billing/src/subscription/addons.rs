@@ -12,9 +12,10 @@
 //! them as to any line (a coupon scoped to prices can name the add-on's
 //! price key).
 //!
-//! Metered add-ons are refused (`InvalidInput`): a metered price belongs
-//! in the plan, whose usage lines, late-usage corrections and
-//! finalization re-rating are driven by the plan version.
+//! A metered price attached as an add-on (quantity 1; 0 detaches it)
+//! costs nothing per period: it bills its meter's usage of the time it is
+//! attached, from the instant the policy gives the change (see
+//! `metered_addons`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -84,12 +85,12 @@ impl AddOn {
                 what: "add-on price",
                 id: format!("{} in {}", self.price, self.plan),
             })?;
-        if !price.is_licensed() {
+        if !price.is_licensed() && self.quantity > 1 {
             return Err(BillingError::invalid(
-                "add-on price",
+                "add-on quantity",
                 format!(
-                    "{} is metered; add-ons are recurring or per-seat prices (put metered \
-                     prices in the plan)",
+                    "{} is metered: a metered add-on is attached (1) or detached (0), its \
+                     usage sets what it bills",
                     self.price
                 ),
             ));
@@ -162,6 +163,11 @@ impl Subscription {
     /// on the new add-ons, as with a plan change. Setting an add-on to the
     /// quantity it has cancels a change scheduled for it.
     ///
+    /// A metered add-on (attaching is the upgrade) bills its meter's
+    /// usage from the instant the change takes effect: `now` with
+    /// proration, the period's end otherwise (see
+    /// [`metered_addon_spans`](Self::metered_addon_spans)).
+    ///
     /// ```
     /// use chrono::{TimeZone, Utc};
     /// use saas_billing::{
@@ -194,7 +200,8 @@ impl Subscription {
     /// # Errors
     /// `IllegalTransition` where a plan change is not allowed (canceled,
     /// incomplete…); `NotFound` for an unknown plan version or price;
-    /// `InvalidInput` for a metered price, another currency or cadence, a
+    /// `InvalidInput` for a metered price with a quantity above 1 (its
+    /// usage is what it bills), another currency or cadence, a
     /// quantity above [`MAX_ADDON_QUANTITY`], more than [`MAX_ADDONS`]
     /// add-ons, or while the current period has ended and is not
     /// invoiced yet (field `now`). Nothing changes on error.
@@ -215,7 +222,7 @@ impl Subscription {
             ));
         }
         let plan = catalog.plan(&self.plan)?;
-        addon.resolve(catalog, self.currency, plan)?;
+        let metered = !addon.resolve(catalog, self.currency, plan)?.1.is_licensed();
         let old = self
             .addons
             .iter()
@@ -228,25 +235,36 @@ impl Subscription {
                 format!("a subscription has at most {MAX_ADDONS} add-ons"),
             ));
         }
-        let before = AddOn {
-            quantity: old,
-            ..addon.clone()
-        }
-        .amount(catalog, self.currency, plan)?;
-        let after = addon.amount(catalog, self.currency, plan)?;
-        let direction = if after.amount() > before.amount() {
+        let upgrade = if metered {
+            // A metered add-on costs nothing per period: attaching it is
+            // the upgrade.
+            addon.quantity > old
+        } else {
+            let before = AddOn {
+                quantity: old,
+                ..addon.clone()
+            }
+            .amount(catalog, self.currency, plan)?;
+            let after = addon.amount(catalog, self.currency, plan)?;
+            after.amount() > before.amount()
+        };
+        let direction = if upgrade {
             ChangeDirection::Upgrade
         } else {
             ChangeDirection::Downgrade
         };
         let timing = policy.timing(direction);
+        let period = self.current_period()?;
+        let before_start = now <= period.start();
+        if metered {
+            // Computed first: nothing changes on error.
+            self.metered_spans = self.metered_spans_after(&addon, timing, &period, now)?;
+        }
         // Whatever the timing, a later decision replaces a scheduled one.
         self.scheduled_addons.retain(|a| !a.same_price(&addon));
         if old == addon.quantity {
             return Ok(PlanChangeOutcome { direction, timing });
         }
-        let period = self.current_period()?;
-        let before_start = now <= period.start();
         match timing {
             ChangeTiming::AtPeriodEnd if !before_start => {
                 self.scheduled_addons.push(addon);
@@ -300,6 +318,10 @@ impl Subscription {
         let full = self.calendar.period(self.current_period()?.index())?;
         let plan = catalog.plan(&self.plan)?;
         let (version, price) = addon.resolve(catalog, self.currency, plan)?;
+        if !price.is_licensed() {
+            // Usage bills it, for the time it was attached.
+            return Ok(None);
+        }
         let what = Prorated {
             plan: version,
             price,
@@ -332,6 +354,7 @@ impl Subscription {
             self.put_addon(addon);
         }
         self.basis_addons = self.addons.clone();
+        self.roll_metered_spans();
     }
 }
 
@@ -357,6 +380,10 @@ pub(crate) fn addon_period_lines(
     let mut lines = Vec::new();
     for addon in &sub.basis_addons {
         let (version, price) = addon.resolve(catalog, sub.currency, plan)?;
+        if !price.is_licensed() {
+            // Billed from usage (see `metered_addons`).
+            continue;
+        }
         let quantity = Decimal::from(addon.quantity);
         if stub {
             let full = sub.calendar.period(period.index())?;

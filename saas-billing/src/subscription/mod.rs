@@ -11,7 +11,8 @@
 //! made during it, and the period's metered usage (in arrears). A
 //! mid-period upgrade therefore shows the old plan's full price, a credit
 //! for its unused time and a debit for the new plan's remaining time, as
-//! Stripe's invoices do.
+//! Stripe's invoices do. A metered add-on bills the usage of the time it
+//! was attached ([`MeteredAddOnSpan`]).
 //!
 //! An operation acts on the current period (the oldest not yet invoiced),
 //! so it must not run once that period has ended: the time-dependent
@@ -19,6 +20,7 @@
 //! periods before every operation, whatever the billing cycle's lag.
 
 mod addons;
+mod metered_addons;
 mod ops;
 mod proration;
 mod requests;
@@ -26,6 +28,7 @@ mod status;
 
 pub(crate) use addons::addon_period_lines;
 pub use addons::{AddOn, MAX_ADDON_QUANTITY, MAX_ADDONS};
+pub use metered_addons::{MAX_METERED_ADDON_SPANS, MeteredAddOnSpan};
 pub(crate) use proration::proration_lines;
 pub use proration::{ChangeDirection, ChangeTiming, ProrationPolicy, proration_fraction};
 pub use requests::{CancelMode, NewSubscription, PlanChange, PlanChangeOutcome, Trial};
@@ -110,6 +113,9 @@ pub struct Subscription {
     /// Add-on changes for the period's end (quantity 0: detach).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) scheduled_addons: Vec<AddOn>,
+    /// When the current period bills each metered add-on's usage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) metered_spans: Vec<MeteredAddOnSpan>,
 }
 
 impl Subscription {

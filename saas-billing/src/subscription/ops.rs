@@ -142,6 +142,7 @@ impl Subscription {
             addons: Vec::new(),
             basis_addons: Vec::new(),
             scheduled_addons: Vec::new(),
+            metered_spans: Vec::new(),
         })
     }
 

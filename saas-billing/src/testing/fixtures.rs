@@ -19,7 +19,8 @@ pub fn start() -> DateTime<Utc> {
 }
 
 /// A catalog with plan `basic` v1 (10.00 USD a month), add-on plan
-/// `addons` v1 (`storage`, 5.00 USD a unit a month) and meter `calls`.
+/// `addons` v1 (`storage`, 5.00 USD a unit a month; `extra_calls`, 0.01
+/// USD a call) and meter `calls`.
 pub fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
     Catalog::builder()
@@ -44,6 +45,12 @@ pub fn catalog() -> Catalog {
                     "storage",
                     "Extra storage",
                     [Charge::per_unit(Money::new(dec!(5), Currency::USD)).unwrap()],
+                )
+                .metered(
+                    "extra_calls",
+                    "Extra calls",
+                    "calls",
+                    [Charge::per_unit(Money::new(dec!(0.01), Currency::USD)).unwrap()],
                 )
                 .build()
                 .unwrap(),

@@ -56,6 +56,23 @@ pub async fn addons_round_trip(store: Arc<dyn SubscriptionStore>) {
     assert_eq!(read, updated);
     assert_eq!(read.addons(), [storage(3)]);
     assert_eq!(read.scheduled_addons(), [storage(0)]);
+
+    // A metered add-on's billed span reads back as written.
+    let calls = AddOn::new(
+        PlanRef::new(PlanId::new("addons").unwrap(), 1),
+        PriceKey::new("extra_calls").unwrap(),
+        1,
+    );
+    let mut metered = read;
+    metered
+        .set_addon(calls, &catalog, policy, mid, RoundingMode::HalfEven)
+        .unwrap();
+    assert_eq!(metered.metered_addon_spans().len(), 1);
+    assert_eq!(metered.metered_addon_spans()[0].from, Some(mid));
+    let updated = store.update(metered).await.unwrap();
+    let read = store.get(tenant, updated.id()).await.unwrap();
+    assert_eq!(read, updated);
+    assert_eq!(read.metered_addon_spans(), updated.metered_addon_spans());
 }
 
 /// A second insert of one id is `AlreadyExists`.

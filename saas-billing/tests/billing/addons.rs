@@ -199,8 +199,8 @@ async fn addon_lines_are_taxed() {
     assert_eq!(april.total, usd(dec!(65.45)));
 }
 
-/// A metered price, an unknown price and a canceled subscription are
-/// refused, and nothing changes.
+/// A metered add-on with a quantity above 1, an unknown price and
+/// another tenant's subscription are refused, and nothing changes.
 #[tokio::test]
 async fn addons_that_cannot_be_billed_are_refused() {
     let h = harness_with(ProrationPolicy::default());
@@ -208,7 +208,7 @@ async fn addons_that_cannot_be_billed_are_refused() {
     let sub = subscribe(&h, tenant).await;
     let engine = h.engine();
     let err = engine
-        .set_addon(tenant, sub, addon("extra_calls", 1))
+        .set_addon(tenant, sub, addon("extra_calls", 2))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);

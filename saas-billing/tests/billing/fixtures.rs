@@ -24,8 +24,8 @@ pub(crate) fn plan(id: &str, version: u32) -> PlanRef {
 /// - `pro` v1: 90.00 USD a month + 5.00 USD a seat; calls 0.005 each; `sso`.
 /// - `payg` v1: calls 0.10 USD each, nothing else.
 /// - `addons` v1, add-on prices: `storage` 10.00 USD a unit a month,
-///   `support` 50.00 USD flat a month, `extra_calls` metered (refused as
-///   an add-on).
+///   `support` 50.00 USD flat a month; metered on `calls`: `extra_calls`
+///   0.01 USD a call, `call_audit` 0.002 USD a call.
 pub(crate) fn catalog() -> Catalog {
     let app = ProductId::new("app").unwrap();
     let calls_tiers = TierTable::builder()
@@ -100,6 +100,12 @@ pub(crate) fn catalog() -> Catalog {
                     "Extra calls",
                     "calls",
                     [Charge::per_unit(usd(dec!(0.01))).unwrap()],
+                )
+                .metered(
+                    "call_audit",
+                    "Call audit",
+                    "calls",
+                    [Charge::per_unit(usd(dec!(0.002))).unwrap()],
                 )
                 .build()
                 .unwrap(),
