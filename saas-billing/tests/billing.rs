@@ -35,6 +35,8 @@ mod lagging_cycle;
 mod leases;
 #[path = "billing/metered_addons.rs"]
 mod metered_addons;
+#[path = "billing/metered_addons_timing.rs"]
+mod metered_addons_timing;
 #[path = "billing/metering.rs"]
 mod metering;
 #[path = "billing/metrics.rs"]

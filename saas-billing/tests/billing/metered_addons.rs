@@ -17,31 +17,31 @@ use saas_billing::{
 use crate::fixtures::{at, catalog, plan, usd};
 use crate::sql_stores::{pg_stores, sqlite_stores};
 
-fn addon(price: &str, quantity: u32) -> AddOn {
+pub(crate) fn addon(price: &str, quantity: u32) -> AddOn {
     AddOn::new(plan("addons", 1), PriceKey::new(price).unwrap(), quantity)
 }
 
-fn immediate() -> ProrationPolicy {
+pub(crate) fn immediate() -> ProrationPolicy {
     let now = ChangeTiming::ImmediateWithProration;
     ProrationPolicy::new(now, now)
 }
 
-fn harness(stores: BillingStores, policy: ProrationPolicy) -> BillingHarness {
+pub(crate) fn harness(stores: BillingStores, policy: ProrationPolicy) -> BillingHarness {
     let config = BillingConfig::default().with_proration(policy);
     BillingHarness::with_stores(catalog(), at(2024, 4, 1, 0), config, stores)
 }
 
-async fn subscribe(h: &BillingHarness, tenant: TenantId, on: PlanRef) -> SubscriptionId {
+pub(crate) async fn subscribe(h: &BillingHarness, tenant: TenantId, on: PlanRef) -> SubscriptionId {
     let new = NewSubscription::new(tenant, on, Currency::USD).trial(Trial::None);
     h.engine().create_subscription(new).await.unwrap().id()
 }
 
-async fn set(h: &BillingHarness, tenant: TenantId, sub: SubscriptionId, addon: AddOn) {
+pub(crate) async fn set(h: &BillingHarness, tenant: TenantId, sub: SubscriptionId, addon: AddOn) {
     h.engine().set_addon(tenant, sub, addon).await.unwrap();
 }
 
 /// Records `n` calls of `sub` at `t` (keys `{key}-0`…).
-async fn calls(
+pub(crate) async fn calls(
     h: &BillingHarness,
     tenant: TenantId,
     sub: SubscriptionId,
@@ -57,12 +57,17 @@ async fn calls(
     assert!(out.iter().all(Result::is_ok), "{out:?}");
 }
 
-async fn invoice(h: &BillingHarness, tenant: TenantId, sub: SubscriptionId, n: usize) -> Invoice {
+pub(crate) async fn invoice(
+    h: &BillingHarness,
+    tenant: TenantId,
+    sub: SubscriptionId,
+    n: usize,
+) -> Invoice {
     h.engine().invoices(tenant, sub).await.unwrap().remove(n)
 }
 
 /// The add-on lines (usage and corrections) of `price`.
-fn addon_lines<'i>(invoice: &'i Invoice, price: &str) -> Vec<&'i InvoiceLine> {
+pub(crate) fn addon_lines<'i>(invoice: &'i Invoice, price: &str) -> Vec<&'i InvoiceLine> {
     invoice
         .lines
         .iter()
@@ -76,7 +81,7 @@ fn addon_lines<'i>(invoice: &'i Invoice, price: &str) -> Vec<&'i InvoiceLine> {
 }
 
 /// `(quantity, amount, service start, service end)` of a line.
-fn figures(line: &InvoiceLine) -> (Decimal, Decimal, DateTime<Utc>, DateTime<Utc>) {
+pub(crate) fn figures(line: &InvoiceLine) -> (Decimal, Decimal, DateTime<Utc>, DateTime<Utc>) {
     (
         line.quantity,
         line.amount.amount(),
