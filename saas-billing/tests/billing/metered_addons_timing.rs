@@ -2,8 +2,9 @@
 //! proration, in a trial, and whatever the billing cycle's lag.
 
 use saas_billing::{
-    BillingStores, ChangeTiming, Currency, Decimal, LineKind, NewSubscription, ProrationPolicy,
-    TenantId, Trial, dec,
+    BillingStores, CancelMode, ChangeTiming, Currency, Decimal, ErrorKind, LineKind,
+    MAX_METERED_ADDON_SPANS, MeterKey, NewSubscription, ProrationPolicy, TenantId, TimeDelta,
+    Trial, UsageEvent, dec,
 };
 
 use crate::fixtures::{at, plan, usd};
@@ -141,4 +142,63 @@ async fn metered_addon_invoices_do_not_depend_on_the_cycles_lag() {
         ]
     );
     assert_eq!(lag_scenario(false).await, punctual);
+}
+
+/// Canceled immediately on April 20: the final invoice bills the add-on's
+/// usage until then (10 calls, 0.10), and later usage is refused.
+#[tokio::test]
+async fn an_immediate_cancel_ends_a_metered_addons_span() {
+    let mut h = harness(BillingStores::in_memory(), ProrationPolicy::default());
+    let tenant = TenantId::new();
+    let sub = subscribe(&h, tenant, plan("basic", 2)).await;
+    set(&h, tenant, sub, addon("extra_calls", 1)).await;
+    h.set_time(at(2024, 4, 20, 0));
+    calls(&h, tenant, sub, 10, at(2024, 4, 10, 0), "a").await;
+    h.engine()
+        .cancel(tenant, sub, CancelMode::Immediately { prorate: true })
+        .await
+        .unwrap();
+    let after = UsageEvent::new(
+        tenant,
+        sub,
+        MeterKey::new("calls").unwrap(),
+        dec!(1),
+        at(2024, 4, 20, 0),
+        "after",
+    );
+    let err = h.engine().record_usage(after).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    h.advance_to(at(2024, 4, 22, 0)).await.unwrap();
+    let last = invoice(&h, tenant, sub, 0).await;
+    assert_eq!(
+        figures(addon_lines(&last, "extra_calls")[0]),
+        (dec!(10), dec!(0.10), at(2024, 4, 1, 0), at(2024, 4, 20, 0))
+    );
+}
+
+/// Each attachment in a period opens a span; the one past
+/// [`MAX_METERED_ADDON_SPANS`] is refused and changes nothing.
+#[tokio::test]
+async fn a_period_keeps_at_most_max_metered_addon_spans() {
+    let now = ChangeTiming::ImmediateWithProration;
+    let h = harness(BillingStores::in_memory(), ProrationPolicy::new(now, now));
+    let tenant = TenantId::new();
+    let sub = subscribe(&h, tenant, plan("basic", 2)).await;
+    let minutes = |m: usize| at(2024, 4, 2, 0) + TimeDelta::minutes(i64::try_from(m).unwrap());
+    for i in 0..MAX_METERED_ADDON_SPANS {
+        h.set_time(minutes(2 * i));
+        set(&h, tenant, sub, addon("extra_calls", 1)).await;
+        h.set_time(minutes(2 * i + 1));
+        set(&h, tenant, sub, addon("extra_calls", 0)).await;
+    }
+    h.set_time(minutes(2 * MAX_METERED_ADDON_SPANS));
+    let err = h
+        .engine()
+        .set_addon(tenant, sub, addon("extra_calls", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let s = h.engine().subscription(tenant, sub).await.unwrap();
+    assert_eq!(s.metered_addon_spans().len(), MAX_METERED_ADDON_SPANS);
+    assert!(s.addons().is_empty());
 }
