@@ -198,9 +198,8 @@ struct Fleet {
     plain: PgPool,
 }
 
-async fn fleet(url: &str, strategy: Strategy, n: usize, max_clients: usize) -> Fleet {
+async fn fleet(url: &str, strategy: Strategy, n: usize) -> Fleet {
     let limits = PoolLimits::new(BUDGET, PER_TENANT);
-    let _ = max_clients;
     let mut sandbox = PgSandbox::with_runtime_pool(url, ScopeMode::Shared, limits, POOL)
         .await
         .unwrap();
@@ -442,7 +441,7 @@ async fn main() {
             strategies.push(("database", Strategy::Database));
         }
         for (label, strategy) in strategies {
-            let fleet = fleet(&url, strategy, n, max_clients).await;
+            let fleet = fleet(&url, strategy, n).await;
             cells(&fleet, label, &clients, &mut cells_out).await;
             fleet.plain.close().await;
             fleet.sandbox.cleanup().await;

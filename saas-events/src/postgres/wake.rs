@@ -102,6 +102,10 @@ pub(crate) struct PgWakeups {
     listeners: HashMap<String, Listener>,
     /// The outbox table's name (the relay's).
     table: String,
+    /// The schemas of locations without one, as resolved once (by name):
+    /// the relay lists its locations every second, and asking the
+    /// database again each time would be work per listing for nothing.
+    resolved: HashMap<String, String>,
 }
 
 impl PgWakeups {
@@ -110,6 +114,7 @@ impl PgWakeups {
             signals,
             listeners: HashMap::new(),
             table: table.to_owned(),
+            resolved: HashMap::new(),
         }
     }
 }
@@ -177,7 +182,16 @@ impl Wakeups<OutboxLocation> for PgWakeups {
             // new tenants' schemas from the relist).
             let schema = match location.schema() {
                 Some(schema) => Some(schema.to_owned()),
-                None => resolve_schema(pool, &self.table).await,
+                None => match self.resolved.get(&name) {
+                    Some(schema) => Some(schema.clone()),
+                    None => {
+                        let found = resolve_schema(pool, &self.table).await;
+                        if let Some(schema) = &found {
+                            self.resolved.insert(name.clone(), schema.clone());
+                        }
+                        found
+                    }
+                },
             };
             match schema {
                 Some(schema) => routes
@@ -189,6 +203,7 @@ impl Wakeups<OutboxLocation> for PgWakeups {
             }
             covered.insert(name);
         }
+        self.resolved.retain(|name, _| covered.contains(name));
         self.listeners.retain(|key, listener| {
             let keep = wanted.contains_key(key);
             if !keep {
