@@ -170,14 +170,15 @@ impl PgTenancyBuilder {
     /// A connection a tenant's handle has finished with (a committed
     /// [`PgTenantTx`](super::PgTenantTx), or a dropped
     /// [`PgTenantConn`](super::PgTenantConn)) is kept for that tenant instead
-    /// of going back to the pool, and its next handle takes it again with
-    /// only a cheap reset of the session in the same round trip as its
-    /// scope: no full reset, no release ping, and a schema tenant keeps
-    /// its statement cache. Another tenant never gets it without the full
-    /// reset. Within the window the tenant's own next handles can meet
-    /// what its raw SQL `PREPARE`d or `DEALLOCATE`d on that connection, or
-    /// a transaction it left open on a `PgTenantConn` — never another
-    /// tenant. At most half the pool is kept, and only while the pool can
+    /// of going back to the pool, and its next handle takes it again: no
+    /// full reset, no release ping, and a schema tenant keeps its statement
+    /// cache. A transaction resets the session in its `BEGIN` round trip;
+    /// a session handle only sets its scope (role, schema, tenant, handle
+    /// lock) with a statement prepared once per connection, and otherwise
+    /// meets the session as the tenant's last handle left it (settings,
+    /// temporary objects, a transaction raw SQL left open…), as on a
+    /// tenant pool or any plain sqlx pool. Another tenant never gets the
+    /// connection without the full reset. At most half the pool is kept, and only while the pool can
     /// still serve others at once; see the `affinity` notes in
     /// [`ScopeMode::Shared`].
     ///

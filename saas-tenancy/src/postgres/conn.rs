@@ -35,13 +35,12 @@ use crate::placement::Placement;
 /// session, the next tenant starts clean. With tenant affinity (on by
 /// default, see [`PgTenancyBuilder::connection_affinity`](super::PgTenancyBuilder::connection_affinity))
 /// the connection is first kept for this tenant, for at most a short
-/// window: the tenant's next handle takes it again and the same reset,
-/// minus the census of prepared statements, runs in the round trip of
-/// its scope; what raw SQL `PREPARE`d or `DEALLOCATE`d can meet that
-/// tenant's own next handles within the window, never another tenant. A
-/// raw transaction left open, changed session transaction
-/// characteristics or a reply out of step on a kept connection make it
-/// closed and another taken. A connection of a tenant's own
+/// window, and the tenant's next handle takes it again: a transaction
+/// resets the session in its `BEGIN` round trip (the same reset, minus
+/// the census of prepared statements), a session handle only sets its
+/// scope and otherwise meets the session as this handle left it —
+/// settings, temporary objects, a transaction raw SQL left open — as on
+/// the tenant's own pool; never another tenant. A connection of a tenant's own
 /// pool goes back as it is, like any sqlx pooled connection: it never
 /// serves another tenant, so what raw SQL leaves on it (a transaction
 /// begun and never ended included) meets only the same tenant's later

@@ -120,12 +120,14 @@ pub enum ScopeMode {
     /// Row and schema tenants share one runtime pool per cluster; the scope
     /// is set per transaction (in the `BEGIN` round trip) or per checkout
     /// (reset before reuse). Scales to any number of active tenants; a
-    /// scoped single statement costs one extra round trip. A connection
-    /// goes back to the pool through a full reset (one more round trip,
-    /// off the request path: see [`PgTenantConn`]) — unless it is kept for
-    /// its tenant's next handle ([`PgTenancyBuilder::connection_affinity`],
-    /// on by default), which then resets it in the round trip of its own
-    /// scope. Schema tenants give up sqlx's per-connection statement and
+    /// scoped single statement costs one round trip for the scope, which
+    /// replaces sqlx's liveness ping (a prepared statement, about as cheap).
+    /// A connection goes back to the pool through a full reset (one more
+    /// round trip, off the request path: see [`PgTenantConn`]) — unless it
+    /// is kept for its tenant's next handle
+    /// ([`PgTenancyBuilder::connection_affinity`], on by default): then a
+    /// transaction resets it in its `BEGIN` round trip and a session
+    /// handle only sets its scope. Schema tenants give up sqlx's per-connection statement and
     /// type caches whenever a connection comes from the pool (same-named
     /// types in two schemas would clash there), so their statements are
     /// prepared again; on a kept connection the caches are their own.
@@ -415,10 +417,6 @@ impl PgTenancy {
             ));
         }
         let cluster = self.cluster(placement.cluster())?;
-        let scope = |reused: bool| match &placement {
-            Placement::Schema { schema, .. } => sql::scope_session_schema(schema, tenant, reused),
-            _ => sql::scope_session_row(tenant, reused),
-        };
         let mut attempts = 0;
         let mut may_reuse = true;
         loop {
@@ -437,16 +435,20 @@ impl PgTenancy {
                 None,
                 affinity,
             );
-            // A kept connection's caches are this tenant's already.
-            let cleared = if reused {
-                Ok(())
-            } else {
-                conn.clear_caches_if_shared().await
-            };
-            let scoped = match cleared {
-                Ok(()) if reused => scope_kept(&mut conn, scope(true), tenant).await,
-                Ok(()) => conn.execute(AssertSqlSafe(scope(false))).await.map(drop),
-                Err(e) => Err(e),
+            // A kept connection's caches are this tenant's already; a
+            // schema tenant's connection from the pool has just had them
+            // emptied, so its scope is not prepared (see `sql`).
+            let scoped = match (&placement, reused) {
+                (Placement::Schema { schema, .. }, false) => {
+                    match conn.clear_caches_if_shared().await {
+                        Ok(()) => conn
+                            .execute(AssertSqlSafe(sql::scope_session_schema(schema, tenant)))
+                            .await
+                            .map(drop),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => scope_prepared(&mut conn, tenant, &placement).await,
             };
             match scoped.map_err(TenancyError::from) {
                 Ok(()) => return Ok(conn),
@@ -763,28 +765,41 @@ impl std::fmt::Debug for PgTenancy {
     }
 }
 
-/// Puts the scope on a connection kept for `tenant` and checks that the
-/// reply is this statement's: on an exchange left out of step (a refused
-/// `COPY … TO STDOUT` through sqlx's raw copy API leaves a reply unread)
-/// sqlx would take an earlier reply for it and report success.
-async fn scope_kept(
+/// Puts `tenant`'s scope on a shared session with the prepared statement
+/// of its placement (`sql::SCOPE_SESSION_ROW` or `_SCHEMA`) and checks
+/// that the reply is this statement's: on an exchange left out of step (a
+/// refused `COPY … TO STDOUT` through sqlx's raw copy API leaves a reply
+/// unread) sqlx could take an earlier reply for it and report success.
+async fn scope_prepared(
     conn: &mut sqlx::PgConnection,
-    statement: String,
     tenant: TenantId,
+    placement: &Placement,
 ) -> Result<(), sqlx::Error> {
     use sqlx::Row;
-    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
-        .fetch_all(&mut *conn)
-        .await?;
-    let echoed: Option<String> = match rows.last() {
-        Some(row) => row.try_get(sql::SCOPE_COLUMN).ok(),
-        None => None,
+    let (k1, k2) = fence::handle_lock_key(tenant);
+    let id = tenant.to_string();
+    let query = match placement {
+        Placement::Schema { schema, .. } => sqlx::query(sql::SCOPE_SESSION_SCHEMA)
+            .bind(k1)
+            .bind(k2)
+            .bind(schema.as_str())
+            .bind(schema.quoted())
+            .bind(&id),
+        _ => sqlx::query(sql::SCOPE_SESSION_ROW)
+            .bind(k1)
+            .bind(k2)
+            .bind(&id),
     };
-    if echoed == Some(tenant.to_string()) {
+    let rows = query.fetch_all(&mut *conn).await?;
+    let echoed: Option<String> = match rows.as_slice() {
+        [row] => row.try_get(sql::SCOPE_COLUMN).ok(),
+        _ => None,
+    };
+    if echoed.as_deref() == Some(id.as_str()) {
         Ok(())
     } else {
         Err(sqlx::Error::Protocol(
-            "a kept connection's reply to its scope was not its own".to_owned(),
+            "a shared connection's reply to its scope was not its own".to_owned(),
         ))
     }
 }

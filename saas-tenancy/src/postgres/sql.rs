@@ -67,9 +67,10 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What a tenant's handle sends before its scope when it reuses a
+/// What a tenant's transaction sends before its `BEGIN` when it reuses a
 /// connection kept for its tenant (see `affinity`), in the same round
-/// trip: closes cursors, returns the role to the login's, resets every
+/// trip (a simple query, as `BEGIN` always is, so these few utility
+/// statements cost the server microseconds): closes cursors, returns the role to the login's, resets every
 /// setting, unlistens, drops temporary objects and sequence state. The
 /// scope's own `SELECT` then releases session advisory locks first (a
 /// kept session handle's handle lock included; the scope takes it again
@@ -217,41 +218,68 @@ pub(super) fn create_runtime_role(runtime: &SqlIdent) -> String {
     )
 }
 
-/// The column of a session scope's last row that echoes the tenant id,
-/// so that a kept connection's reply can be checked to be its own.
+/// The column of a session scope's row that echoes the tenant id, so
+/// that a reply can be checked to be its own.
 pub(super) const SCOPE_COLUMN: &str = "saas_scope";
 
-/// Puts a row tenant's scope on a shared session and takes its handle
-/// lock shared for the session (both undone when the connection goes back
-/// to its pool); on a connection kept for this tenant (`reused`), after
-/// resetting it in the same round trip.
-pub(super) fn scope_session_row(tenant: TenantId, reused: bool) -> String {
-    let lock = handle_lock(tenant, "pg_advisory_lock_shared");
-    let set = format!("set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}");
-    if reused {
-        format!("{REUSE_RESET}SELECT {UNLOCK_ALL}, {lock}, {set}, {KEPT_SESSION_CHECK}")
-    } else {
-        format!("SELECT {lock}, {set}")
-    }
-}
+/// Puts a row tenant's scope on a shared session: releases the session's
+/// advisory locks, takes the tenant's handle lock shared for the session,
+/// returns the role to the login's (`set_config('role', 'none', …)` is
+/// `RESET ROLE`: a role raw SQL left on a kept connection — another
+/// tenant's schema role — must not outlive its handle) and sets the
+/// tenant — all undone when the connection goes back to its pool. (A
+/// search path raw SQL left is not reset here: the runtime role reaches
+/// no schema tenant's tables without its role, so it can only make the
+/// tenant's own statements fail, on a connection kept for it.) A statement sqlx prepares once per
+/// connection and caches, so each checkout is one `Bind`/`Execute` round
+/// trip costing the server about what sqlx's liveness ping does (which a
+/// trusted connection skips, see `session`); on a connection kept for the
+/// tenant (see `affinity`) it is all the tenant's next session handle
+/// sends. Parameters: the two keys of [`handle_lock`], the tenant id. The last column echoes the id ([`SCOPE_COLUMN`]).
+pub(super) const SCOPE_SESSION_ROW: &str = "SELECT \
+    pg_catalog.pg_advisory_unlock_all() IS NULL AS saas_unlock, \
+    pg_catalog.pg_advisory_lock_shared($1, $2) IS NULL AS saas_lock, \
+    pg_catalog.set_config('role', 'none', false) IS NULL AS saas_role, \
+    pg_catalog.set_config('saas.tenant_id', $3, false) AS saas_scope";
 
-/// Puts a schema tenant's scope on a shared session, after taking its
-/// handle lock shared for the session (all undone when the connection
-/// goes back to its pool); after resetting it when `reused`, as for rows.
-pub(super) fn scope_session_schema(
-    schema: &TenantObjectName,
-    tenant: TenantId,
-    reused: bool,
-) -> String {
+/// [`SCOPE_SESSION_ROW`] for a schema tenant on a connection whose caches
+/// are already the tenant's (kept for it, see `affinity`): the handle lock
+/// before the tenant's role (`set_config('role', …)` is `SET ROLE`,
+/// membership checked alike), so a scope that had to wait for a deletion
+/// finds the role gone and fails; then the tenant's schema and id.
+/// Parameters: the two lock keys, the role's bare name, the quoted schema
+/// as a search path, the tenant id.
+pub(super) const SCOPE_SESSION_SCHEMA: &str = "SELECT \
+    pg_catalog.pg_advisory_unlock_all() IS NULL AS saas_unlock, \
+    pg_catalog.pg_advisory_lock_shared($1, $2) IS NULL AS saas_lock, \
+    pg_catalog.set_config('role', $3, false) IS NULL AS saas_role, \
+    pg_catalog.set_config('search_path', $4, false) IS NULL AS saas_path, \
+    pg_catalog.set_config('saas.tenant_id', $5, false) AS saas_scope";
+
+/// Puts a schema tenant's scope on a shared session whose caches were just
+/// emptied (a connection from the pool), as one simple query: a prepared
+/// statement would cost a `Parse` round trip on every such checkout.
+/// Takes the handle lock shared for the session first (all undone when the
+/// connection goes back to its pool).
+pub(super) fn scope_session_schema(schema: &TenantObjectName, tenant: TenantId) -> String {
     let s = schema.quoted();
     let lock = handle_lock(tenant, "pg_advisory_lock_shared");
-    let scope = format!(
-        "SET ROLE {s}; SET search_path TO {s}; \
+    format!(
+        "SELECT {lock}; SET ROLE {s}; SET search_path TO {s}; \
          SELECT set_config('{TENANT_SETTING}', '{tenant}', false) AS {SCOPE_COLUMN}"
-    );
-    if reused {
-        format!("{REUSE_RESET}SELECT {UNLOCK_ALL}, {lock}, {KEPT_SESSION_CHECK}; {scope}")
-    } else {
-        format!("SELECT {lock}; {scope}")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepared_scopes_set_the_tenant_setting_policies_read() {
+        let set = format!("set_config('{TENANT_SETTING}', ");
+        for scope in [SCOPE_SESSION_ROW, SCOPE_SESSION_SCHEMA] {
+            assert!(scope.contains(&set), "{scope}");
+            assert!(scope.ends_with(&format!("AS {SCOPE_COLUMN}")), "{scope}");
+        }
     }
 }

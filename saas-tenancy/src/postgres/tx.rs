@@ -25,8 +25,7 @@ use crate::placement::Placement;
 /// (see [`PgTenantConn`](super::PgTenantConn) for the list, for tenant
 /// pools, and for tenant affinity: a committed transaction's shared
 /// connection may first be kept for the same tenant's next handle; a
-/// rolled-back one never is, since the rollback undoes the reset its
-/// `BEGIN` round trip made): no tenant's state reaches another tenant.
+/// rolled-back one never is): no tenant's state reaches another tenant.
 ///
 /// What the database enforces: on row placements, RLS policies admit only
 /// this tenant's rows, for reads and writes; on schema placements the

@@ -225,19 +225,12 @@ impl LeakTarget for PgLeakTarget {
                 conn.finish().await?;
             }
         }
-        if matches!(
-            tamper,
-            SessionTamper::Prepare
-                | SessionTamper::DeallocateAll
-                | SessionTamper::ReplaceCachedStatements
-        ) {
-            // What raw SQL prepares or deallocates stays with its tenant on
-            // a connection kept for it, by design (see
-            // `PgTenancyBuilder::connection_affinity`): hand the kept
-            // connections back, through the full reset, so that they are
-            // checked the way another tenant would meet them.
-            self.tenancy.release_kept_connections();
-        }
+        // What raw SQL leaves on a session handle's connection stays with
+        // its tenant while the connection is kept for it, by design (see
+        // `PgTenancyBuilder::connection_affinity`): hand the kept
+        // connections back, through the full reset, so that they are
+        // checked the way another tenant would meet them.
+        self.tenancy.release_kept_connections();
         Ok(())
     }
 

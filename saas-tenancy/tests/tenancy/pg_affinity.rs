@@ -1,20 +1,20 @@
 //! Tenant affinity on the shared runtime pool (`ScopeMode::Shared`): a
 //! finished handle's connection is kept for its tenant and taken again by
-//! that tenant's next handle, which resets it in the round trip of its
-//! scope. What must hold: the reuse really happens; the in-band reset
+//! that tenant's next handle, after a reset as it was kept (off the
+//! request path). What must hold: the reuse really happens; the keep reset
 //! leaves nothing the full reset would have removed, except what is
 //! documented (statements raw SQL prepared); another tenant meets a kept
-//! connection only through the full reset; what the in-band reset cannot
-//! undo (a rolled-back transaction, a transaction left open, session
-//! transaction characteristics, a broken exchange) sends the connection
-//! through the full reset instead; the window and a deletion bound how
+//! connection only through the full reset; what the keep reset cannot
+//! undo (a transaction left open, a broken exchange) closes the
+//! connection, a rolled-back transaction is never kept; the window and a
+//! deletion bound how
 //! long a connection stays kept.
 
 use std::time::Duration;
 
 use saas_core::TenantContext;
 use saas_tenancy::postgres::{PgTenancy, ScopeMode};
-use saas_tenancy::{Strategy, TenancyError};
+use saas_tenancy::{Placement, Strategy, TenancyError};
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use crate::pg_cancel::settle;
@@ -46,9 +46,10 @@ async fn run_all(conn: &mut PgConnection, statements: &[String]) {
     }
 }
 
-/// Session-level state honest or buggy code may leave, which the in-band
-/// reset must remove (the names `leftovers` looks for).
-fn session_state(tenant: &TenantContext, in_transaction: bool) -> Vec<String> {
+/// Session-level state honest or buggy code may leave (the names
+/// `leftovers` looks for), plus `role`: a role raw SQL switches to, which
+/// must never outlive its handle.
+fn session_state(tenant: &TenantContext, in_transaction: bool, role: &str) -> Vec<String> {
     let mut sql = vec![
         "SET saas_attack.mark = 'left'".to_owned(),
         "SET TIME ZONE 'Pacific/Chatham'".to_owned(),
@@ -64,65 +65,98 @@ fn session_state(tenant: &TenantContext, in_transaction: bool) -> Vec<String> {
     if in_transaction {
         sql.push("DECLARE kept_cursor CURSOR WITH HOLD FOR SELECT 1".to_owned());
     }
+    sql.push(format!("SET ROLE {role}"));
     sql
 }
 
 /// How the first handle ends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Ending {
     Commit,
     DropConnection,
 }
 
+/// Whether the handle runs as its tenant: the login role for a row
+/// tenant, the schema's role on its own schema for a schema tenant.
+async fn runs_as_its_tenant(conn: &mut PgConnection, schema_tenant: bool) -> bool {
+    let sql = if schema_tenant {
+        "SELECT current_user::text = current_schema()::text"
+    } else {
+        "SELECT current_user = session_user"
+    };
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+/// A tenant's next handle gets the connection kept for it. A transaction
+/// resets the session in its `BEGIN` round trip: it meets nothing an
+/// earlier handle left. A session handle sets only its scope (a prepared
+/// statement, see `sql::SCOPE_SESSION_ROW`): it runs as its tenant and
+/// holds the handle lock, whatever role raw SQL switched to and whatever
+/// advisory locks it took, and otherwise meets the session as the
+/// tenant's last handle left it (settings, listeners, temporary objects,
+/// cursors, sequence state), as on a tenant pool — documented, and never
+/// another tenant's (see the next test).
 #[tokio::test]
-async fn a_tenants_next_handle_reuses_its_connection_reset() {
+async fn a_tenants_next_handle_reuses_its_connection() {
     let Some(mut env) = sandbox("affinity::reuse", ScopeMode::Shared).await else {
         return;
     };
     let a = env.tenant("kept-a", Strategy::Shared).await.unwrap();
     let s = env.tenant("kept-s", Strategy::Schema).await.unwrap();
+    let schema_role = {
+        let conn = env.tenancy.acquire(&s).await.unwrap();
+        match conn.placement() {
+            Placement::Schema { schema, .. } => schema.quoted(),
+            other => panic!("a schema tenant placed at {other:?}"),
+        }
+    };
     for ctx in [&a, &s] {
+        let schema_tenant = ctx.tenant_id() == s.tenant_id();
+        // A row tenant's raw SQL switches to the schema tenant's role; the
+        // schema tenant's back to the login role.
+        let role = if schema_tenant { "NONE" } else { &schema_role };
         for ending in [Ending::Commit, Ending::DropConnection] {
             for next_in_transaction in [true, false] {
                 settle(&env).await;
                 let first = match ending {
                     Ending::DropConnection => {
                         let mut conn = env.tenancy.acquire(ctx).await.unwrap();
-                        run_all(&mut conn, &session_state(ctx, false)).await;
+                        run_all(&mut conn, &session_state(ctx, false, role)).await;
                         pid(&mut conn).await
                     }
                     Ending::Commit => {
                         let mut tx = env.tenancy.begin(ctx).await.unwrap();
-                        run_all(&mut tx, &session_state(ctx, true)).await;
+                        run_all(&mut tx, &session_state(ctx, true, role)).await;
                         let p = pid(&mut tx).await;
                         tx.commit().await.unwrap();
                         p
                     }
                 };
                 wait_kept(&env.tenancy, 1).await;
-                let (again, handle_lock, left) = if next_in_transaction {
+                let (again, handle_lock, own_role, left) = if next_in_transaction {
                     let mut tx = env.tenancy.begin(ctx).await.unwrap();
                     let found = (
                         pid(&mut tx).await,
                         holds_handle_lock(&mut tx, ctx).await,
+                        runs_as_its_tenant(&mut tx, schema_tenant).await,
                         leftovers(&mut tx, Some(ctx.tenant_id())).await,
                     );
-                    tx.commit().await.unwrap();
+                    // `leftovers` ends the transaction in error (its
+                    // `lastval()` probe fails on a clean session): it is
+                    // rolled back, in-band reset and all.
+                    drop(tx);
                     // `UNLISTEN` (in the reset) takes effect when the
                     // transaction that ran it commits: the listener shows
-                    // inside it, and is gone after.
-                    let (p, lock, mut left) = found;
+                    // inside it.
+                    let (p, lock, own_role, mut left) = found;
                     left.retain(|l| l != "listener");
-                    wait_kept(&env.tenancy, 1).await;
-                    let mut conn = env.tenancy.acquire(ctx).await.unwrap();
-                    assert_eq!(pid(&mut conn).await, p);
-                    left.extend(leftovers(&mut conn, Some(ctx.tenant_id())).await);
-                    (p, lock, left)
+                    (p, lock, own_role, left)
                 } else {
                     let mut conn = env.tenancy.acquire(ctx).await.unwrap();
                     (
                         pid(&mut conn).await,
                         holds_handle_lock(&mut conn, ctx).await,
+                        runs_as_its_tenant(&mut conn, schema_tenant).await,
                         leftovers(&mut conn, Some(ctx.tenant_id())).await,
                     )
                 };
@@ -134,12 +168,28 @@ async fn a_tenants_next_handle_reuses_its_connection_reset() {
                     again, first,
                     "{what}: the next handle did not get the kept connection"
                 );
-                assert!(
-                    left.is_empty(),
-                    "{what}: met {left:?} on the kept connection"
-                );
-                // The in-band reset releases session advisory locks before
-                // the scope takes the handle lock again.
+                let expected: Vec<&str> = match (next_in_transaction, ending) {
+                    (true, _) => vec![],
+                    (false, Ending::DropConnection) => vec![
+                        "custom setting",
+                        "time zone",
+                        "listener",
+                        "temporary table",
+                        "sequence state",
+                    ],
+                    (false, Ending::Commit) => vec![
+                        "custom setting",
+                        "time zone",
+                        "listener",
+                        "held cursor",
+                        "temporary table",
+                        "sequence state",
+                    ],
+                };
+                assert_eq!(left, expected, "{what}: the session the next handle met");
+                assert!(own_role, "{what}: the handle does not run as its tenant");
+                // Session advisory locks are released before the scope
+                // takes the handle lock again.
                 assert!(handle_lock, "{what}: the handle holds no handle lock");
                 settle(&env).await;
             }
@@ -148,7 +198,6 @@ async fn a_tenants_next_handle_reuses_its_connection_reset() {
     env.cleanup().await;
 }
 
-/// Whether the handle's session holds its tenant's handle lock.
 async fn holds_handle_lock(conn: &mut PgConnection, ctx: &TenantContext) -> bool {
     let (k1, k2) = saas_tenancy::postgres::handle_lock_key(ctx.tenant_id());
     sqlx::query_scalar(
@@ -163,8 +212,7 @@ async fn holds_handle_lock(conn: &mut PgConnection, ctx: &TenantContext) -> bool
     .unwrap()
 }
 
-/// A rollback undoes the in-band reset of its own `BEGIN` round trip, so
-/// a rolled-back connection is never kept: it goes through the full
+/// A rolled-back connection is never kept: it goes through the full
 /// reset, which closes one with statements prepared by SQL.
 #[tokio::test]
 async fn a_rolled_back_transaction_is_not_kept() {
@@ -293,12 +341,12 @@ async fn a_kept_connection_reaches_another_tenant_only_through_the_full_reset() 
     env.cleanup().await;
 }
 
-/// What the in-band reset cannot undo makes the kept connection fail its
-/// first round trip, and the handle takes a pool connection instead (the
-/// kept one is closed): a transaction raw SQL left open on a `PgTenantConn`,
-/// session transaction characteristics (fixed when that round trip
-/// began), an exchange left out of step by a refused raw COPY. The
-/// tenant's next handles work either way.
+/// What a transaction's in-band reset cannot undo makes the kept
+/// connection fail the `BEGIN` round trip, and the transaction takes a
+/// pool connection instead (the kept one is closed): a transaction raw SQL
+/// left open on a `PgTenantConn`, session transaction characteristics
+/// (fixed when that round trip began), an exchange left out of step by a
+/// refused raw COPY. The tenant's next handles work either way.
 #[tokio::test]
 async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
     let Some(mut env) = sandbox("affinity::undoable", ScopeMode::Shared).await else {
@@ -366,6 +414,23 @@ async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
     env.cleanup().await;
 }
 
+/// Waits until the server session `pid` has ended (10 s at most).
+async fn wait_gone(admin: &sqlx::PgPool, pid: i32) {
+    for _ in 0..200 {
+        let alive: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(pid)
+                .fetch_one(admin)
+                .await
+                .unwrap();
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("session {pid} outlived its connection by 10 s");
+}
+
 async fn characteristics(conn: &mut PgConnection) -> (String, String) {
     sqlx::query_as(
         "SELECT current_setting('transaction_isolation'), \
@@ -405,21 +470,7 @@ async fn what_raw_sql_prepared_stays_with_its_tenant_for_the_window_only() {
         assert_eq!(left, vec!["prepared statement".to_owned()]);
     }
     // The sweeper hands it back after the window; the reset closes it.
-    let mut gone = false;
-    for _ in 0..200 {
-        let alive: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
-                .bind(first)
-                .fetch_one(&env.admin)
-                .await
-                .unwrap();
-        if !alive {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the kept connection outlived its window by 10 s");
+    wait_gone(&env.admin, first).await;
     let mut conn = tenancy.acquire(&a).await.unwrap();
     let left = leftovers(&mut conn, Some(a.tenant_id())).await;
     assert!(left.is_empty(), "met {left:?} after the window");
