@@ -470,3 +470,80 @@ async fn fan_out_is_bounded_by_the_connection_budget() {
     assert_eq!(most, 2, "tenants migrating at once, with a budget of 2");
     env.cleanup().await;
 }
+
+/// A table a fleet migration adds is usable by its tenant: through the
+/// default privileges provisioning set (no `GRANT … ON ALL`, which scans
+/// the whole catalog), and for a tenant provisioned before those existed
+/// (simulated by revoking them) through the grants the migration then
+/// runs — which also restore its default privileges.
+#[tokio::test]
+async fn tables_a_fleet_migration_adds_are_granted_to_their_tenant() {
+    let Some(mut env) = sandbox("migrate::grants", ScopeMode::Shared).await else {
+        return;
+    };
+    let fresh = env.tenant("g-fresh", Strategy::Schema).await.unwrap();
+    let old = env.tenant("g-old", Strategy::Schema).await.unwrap();
+    let database = env.tenant("g-db", Strategy::Database).await.unwrap();
+    let default_acls = |schema: String| {
+        let admin = env.admin.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_default_acl WHERE defaclnamespace = $1::regnamespace",
+            )
+            .bind(schema)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            n
+        }
+    };
+    let old_schema = saas_tenancy::TenantObjectName::for_tenant(old.tenant_id()).quoted();
+    assert_eq!(default_acls(old_schema.clone()).await, 2);
+    for kind in ["TABLES", "SEQUENCES"] {
+        let privileges = if kind == "TABLES" {
+            "SELECT, INSERT, UPDATE, DELETE"
+        } else {
+            "USAGE, SELECT, UPDATE"
+        };
+        let revoke = format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {old_schema} REVOKE {privileges} ON {kind} FROM {old_schema}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(revoke))
+            .execute(&env.admin)
+            .await
+            .unwrap();
+    }
+    assert_eq!(default_acls(old_schema.clone()).await, 0);
+
+    let mut v2 = tenant_migrations();
+    v2.push(migration(
+        2,
+        "CREATE TABLE labels (id bigserial PRIMARY KEY, name text)",
+    ));
+    let fleet = env.tenancy_with_migrations(v2).unwrap();
+    let report = fleet
+        .migrate_tenants(MigrationOptions::default())
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.migrated.len(), 3, "{report:?}");
+    for ctx in [&fresh, &old, &database] {
+        let mut tx = fleet.begin(ctx).await.unwrap();
+        sqlx::query("INSERT INTO labels (name) VALUES ('granted')")
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", ctx.slug()));
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM labels")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{}", ctx.slug());
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        default_acls(old_schema).await,
+        2,
+        "the old tenant's default privileges are back"
+    );
+    env.cleanup().await;
+}
