@@ -87,6 +87,48 @@ pub enum TenancyError {
         /// What is still open, and how to end it.
         detail: String,
     },
+    /// The tenant is being moved to another placement: new handles waited
+    /// for the move's fence (see `PgTenancyBuilder::move_wait`) and it had
+    /// not ended, or a handle's placement changed while it waited for a
+    /// connection. Retry shortly: the tenant is served from its new
+    /// placement once the move has cut over.
+    #[error("tenant {tenant} is being moved ({detail}); retry shortly")]
+    TenantMoving {
+        /// The tenant.
+        tenant: TenantId,
+        /// What was waited for.
+        detail: String,
+    },
+    /// A table of the tenant has neither a primary key nor a replica
+    /// identity, so a move could not replicate its updates and deletes.
+    /// Refused before anything was created.
+    #[error(
+        "table {table} has no primary key and no replica identity, so its updates and \
+         deletes cannot be replicated; add a primary key (or ALTER TABLE … REPLICA IDENTITY \
+         FULL) and move again — nothing was changed"
+    )]
+    NoReplicaIdentity {
+        /// The table, schema-qualified.
+        table: String,
+    },
+    /// A tenant move stopped before it finished; its ledger says where.
+    /// Until it is resumed or aborted the tenant keeps being served from
+    /// the placement the catalog names (its source before the cut-over,
+    /// its target after it).
+    #[error(
+        "the move {move_id} of tenant {tenant} stopped in phase {phase}: {detail}; call \
+         resume_move to finish it, or abort_move to undo it (before its cut-over)"
+    )]
+    MoveStopped {
+        /// The move (its ledger row).
+        move_id: uuid::Uuid,
+        /// The tenant.
+        tenant: TenantId,
+        /// The last phase recorded in the ledger.
+        phase: String,
+        /// What stopped it.
+        detail: String,
+    },
     /// The database role the library acts as lacks a privilege the
     /// operation needs; the message names the grant to make.
     #[error("insufficient privilege: {0}")]
@@ -114,6 +156,10 @@ impl TenancyError {
             TenancyError::Unsupported(_) => ErrorKind::Unsupported,
             TenancyError::Timeout(_) | TenancyError::TenantInUse { .. } => ErrorKind::Timeout,
             TenancyError::InsufficientPrivilege(_) => ErrorKind::Forbidden,
+            TenancyError::TenantMoving { .. } | TenancyError::MoveStopped { .. } => {
+                ErrorKind::Unavailable
+            }
+            TenancyError::NoReplicaIdentity { .. } => ErrorKind::InvalidInput,
             #[cfg(feature = "_sql")]
             TenancyError::Database(e) => database_kind(e),
         }

@@ -71,6 +71,15 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError>;
+
+    /// The PostgreSQL pool holding the records, when the catalog is a
+    /// PostgreSQL table ([`PgCatalog`]): tenant moves keep their ledger
+    /// next to the records and announce cut-overs on it (`NOTIFY`).
+    /// `None` (the default) for other catalogs.
+    #[cfg(feature = "postgres")]
+    fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        None
+    }
 }
 
 /// A shareable catalog.

@@ -86,4 +86,8 @@ impl CatalogTable for PgCatalog {
     fn clock(&self) -> &SharedClock {
         &self.clock
     }
+
+    fn postgres_pool(&self) -> Option<&PgPool> {
+        Some(&self.pool)
+    }
 }

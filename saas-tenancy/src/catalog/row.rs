@@ -144,6 +144,12 @@ pub(crate) trait CatalogTable: std::fmt::Debug + Send + Sync {
 
     /// The clock of `created_at` and `updated_at`.
     fn clock(&self) -> &SharedClock;
+
+    /// The PostgreSQL pool of the table, for a PostgreSQL catalog.
+    #[cfg(feature = "postgres")]
+    fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        None
+    }
 }
 
 #[async_trait]
@@ -173,6 +179,11 @@ impl<T: CatalogTable> Catalog for T {
     ) -> Result<TenantRecord, TenancyError> {
         let now = crate::record::catalog_time(self.clock().now());
         T::Db::change_status(self.table_pool(), id, to, now).await
+    }
+
+    #[cfg(feature = "postgres")]
+    fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        CatalogTable::postgres_pool(self)
     }
 }
 

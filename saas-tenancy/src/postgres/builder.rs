@@ -31,6 +31,8 @@ pub struct PgTenancyBuilder {
     /// `None`: the default window (off in transaction-pooling mode).
     affinity: Option<Duration>,
     transaction_pooling: bool,
+    move_wait: Duration,
+    follow_moves: bool,
 }
 
 impl ClusterConfig for PgClusterConfig {
@@ -48,6 +50,8 @@ impl PgTenancy {
             record_ttl: Duration::from_secs(1),
             affinity: None,
             transaction_pooling: false,
+            move_wait: Duration::from_secs(10),
+            follow_moves: true,
         }
     }
 }
@@ -250,6 +254,29 @@ impl PgTenancyBuilder {
         self
     }
 
+    /// How long a new scoped handle of a tenant that a move has fenced
+    /// waits for the move to cut over (then it runs on the new placement)
+    /// or to be aborted, before it fails with
+    /// [`TenancyError::TenantMoving`] (default 10 s; at most an hour).
+    /// See [`PgTenancy::move_tenant`].
+    pub fn move_wait(mut self, wait: Duration) -> Self {
+        self.move_wait = wait;
+        self
+    }
+
+    /// Whether this tenancy listens for other processes' moves (default
+    /// on, when the catalog is a [`PgCatalog`](crate::PgCatalog)): one
+    /// connection to the catalog's server, `LISTEN`ing on
+    /// [`MOVE_CHANNEL`](super::MOVE_CHANNEL), drops a tenant's cached
+    /// record at a move's fence and cut-over, so this process follows the
+    /// move at once rather than after [`record_ttl`](Self::record_ttl).
+    /// Turned off, a cached record can name the old placement for up to
+    /// the TTL — and is refused there (a move locks its source out).
+    pub fn follow_moves(mut self, on: bool) -> Self {
+        self.follow_moves = on;
+        self
+    }
+
     /// The clock the record cache and export timestamps read.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.core.clock = clock;
@@ -265,6 +292,12 @@ impl PgTenancyBuilder {
             ))
         })?;
         crate::catalog::check_deletion_grace(self.core.deletion_grace)?;
+        if self.move_wait > Duration::from_secs(3600) {
+            return Err(TenancyError::InvalidInput(format!(
+                "move wait {:?} is longer than the hour allowed",
+                self.move_wait
+            )));
+        }
         let pooled = self.transaction_pooling;
         let affinity = match self.affinity {
             Some(window) if pooled && !window.is_zero() => {
@@ -317,8 +350,10 @@ impl PgTenancyBuilder {
         let state = PgState {
             mode: self.mode,
             transaction_pooling: pooled,
-            records: RecordCache::new(record_ttl, Arc::clone(&self.core.clock)),
-            fences: AtomicU64::new(0),
+            records: Arc::new(RecordCache::new(record_ttl, Arc::clone(&self.core.clock))),
+            fences: Arc::new(AtomicU64::new(0)),
+            follower: super::moving::Follower::new(self.follow_moves),
+            move_wait: self.move_wait,
         };
         Ok(PgTenancy {
             inner: Arc::new(self.core.build(open, state)?),

@@ -74,6 +74,11 @@ impl RecordCache {
         self.state().records.remove(&id);
     }
 
+    /// Drops every cached record (after missing notifications).
+    pub(super) fn clear(&self) {
+        self.state().records.clear();
+    }
+
     /// Drops `id`'s record and keeps it out of the cache until
     /// [`unfence`](Self::unfence).
     pub(super) fn fence(&self, id: TenantId) {

@@ -244,7 +244,10 @@ impl PgTenancy {
 
 /// Drops a schema tenant's schema (`CASCADE`) and role, in the
 /// transaction open on `tx`.
-async fn drop_schema(tx: &mut PgConnection, schema: &TenantObjectName) -> Result<(), TenancyError> {
+pub(super) async fn drop_schema(
+    tx: &mut PgConnection,
+    schema: &TenantObjectName,
+) -> Result<(), TenancyError> {
     let s = schema.quoted();
     tx.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {s} CASCADE")))
         .await?;

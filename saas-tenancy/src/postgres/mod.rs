@@ -10,6 +10,7 @@ mod conn;
 mod fence;
 mod lifecycle;
 mod migrate;
+mod moving;
 mod pooling;
 mod provision;
 mod redact;
@@ -35,6 +36,9 @@ pub use audit::{AuditFinding, AuditObject, Weakness};
 pub use builder::PgTenancyBuilder;
 pub use conn::PgTenantConn;
 pub use fence::handle_lock_key;
+pub use moving::{
+    MOVE_CHANNEL, MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveProgressFn, MoveReport,
+};
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
@@ -211,11 +215,16 @@ struct PgState {
     mode: ScopeMode,
     /// Every scope transaction-local (see `pooling`).
     transaction_pooling: bool,
-    records: RecordCache,
-    /// Bumped whenever a deletion in this process fences a tenant: a
-    /// request that read its tenant's record before and then waited for a
-    /// connection checks the record again (see [`PgTenancy::checkout`]).
-    fences: AtomicU64,
+    records: Arc<RecordCache>,
+    /// Bumped whenever a deletion or move in this process fences a tenant,
+    /// and whenever another process announces a move (see `moving/follow.rs`):
+    /// a request that read its tenant's record before and then waited for
+    /// a connection checks the record again (see [`PgTenancy::checkout`]).
+    fences: Arc<AtomicU64>,
+    /// The listener that learns other processes' moves.
+    follower: moving::Follower,
+    /// How long a new handle of a tenant in a move's fence waits.
+    move_wait: std::time::Duration,
 }
 
 impl PgTenancy {
@@ -306,7 +315,9 @@ impl PgTenancy {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(record).await? {
-            let conn = self.checkout(lease.pool(), tenant, fences).await?;
+            let conn = self
+                .checkout(lease.pool(), tenant, &placement, fences)
+                .await?;
             return PgTenantTx::begin(
                 conn,
                 None,
@@ -339,12 +350,11 @@ impl PgTenancy {
             let reused = checkout.reused;
             let statement = AssertSqlSafe(begin(reused)).into_sql_str();
             let affinity = cluster.keep_for(&checkout);
-            let placement = placement.clone();
             match PgTenantTx::begin(
                 checkout.conn,
                 Some(statement),
                 tenant,
-                placement,
+                placement.clone(),
                 None,
                 affinity,
                 reused,
@@ -371,7 +381,8 @@ impl PgTenancy {
                 Err(e) if cluster.may_retry(reused, &e, attempts) => {
                     attempts += 1;
                     may_reuse = false;
-                    self.recheck(tenant).await?;
+                    self.forget_record(tenant);
+                    self.recheck_placement(tenant, &placement).await?;
                 }
                 result => return result,
             }
@@ -406,7 +417,9 @@ impl PgTenancy {
         let tenant = record.id;
         let placement = record.placement.clone();
         if let Some(lease) = self.tenant_pool(&record).await? {
-            let conn = self.checkout(lease.pool(), tenant, fences).await?;
+            let conn = self
+                .checkout(lease.pool(), tenant, &placement, fences)
+                .await?;
             return Ok(PgTenantConn::new(
                 conn,
                 false,
@@ -458,7 +471,8 @@ impl PgTenancy {
                     conn.abandon(reused);
                     attempts += 1;
                     may_reuse = false;
-                    self.recheck(tenant).await?;
+                    self.forget_record(tenant);
+                    self.recheck_placement(tenant, &placement).await?;
                 }
                 Err(e) => {
                     conn.abandon(reused);
@@ -481,13 +495,6 @@ impl PgTenancy {
         self.inner.backend.fences.load(Ordering::Acquire)
     }
 
-    /// Reads `tenant`'s record from the catalog again (not the cache) and
-    /// refuses it unless it may still be served.
-    async fn recheck(&self, tenant: TenantId) -> Result<(), TenancyError> {
-        self.forget_record(tenant);
-        self.servable(tenant).await.map(drop)
-    }
-
     /// A connection of `pool` for `tenant`, whose record was found
     /// servable when [`fences`](Self::fences) said `fences`. Waiting for
     /// the connection can take long; if a deletion started here meanwhile
@@ -498,13 +505,32 @@ impl PgTenancy {
         &self,
         pool: &PgPool,
         tenant: TenantId,
+        placement: &Placement,
         fences: u64,
     ) -> Result<PoolConnection<Postgres>, TenancyError> {
         let conn = pool.acquire().await;
         if self.fences() != fences {
-            self.servable(tenant).await?;
+            self.recheck_placement(tenant, placement).await?;
         }
         Ok(conn?)
+    }
+
+    /// Reads `tenant`'s record again (after a fence or a notification) and
+    /// refuses it if a move changed its placement meanwhile.
+    async fn recheck_placement(
+        &self,
+        tenant: TenantId,
+        placement: &Placement,
+    ) -> Result<(), TenancyError> {
+        let record = self.servable_now(tenant).await?;
+        if record.placement == *placement {
+            Ok(())
+        } else {
+            Err(TenancyError::TenantMoving {
+                tenant,
+                detail: "it was moved while this request waited for a connection".to_owned(),
+            })
+        }
     }
 
     /// A shared runtime connection for `tenant`: one kept for it (when
@@ -524,7 +550,9 @@ impl PgTenancy {
             }
             affinity.make_room();
         }
-        let conn = self.checkout(&cluster.runtime, tenant, fences).await?;
+        let conn = self
+            .checkout(&cluster.runtime, tenant, placement, fences)
+            .await?;
         Ok(SharedCheckout::from_pool(conn))
     }
 
@@ -580,7 +608,60 @@ impl PgTenancy {
         registry.try_lease(record.id, open).await
     }
 
+    /// The tenant's record if it may be served; while a move fences the
+    /// tenant, waits (up to [`PgTenancyBuilder::move_wait`]) for the
+    /// move to cut over or be aborted.
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        let state = &self.inner.backend;
+        state.follower.ensure(
+            self.inner.catalog.postgres_pool(),
+            &state.records,
+            &state.fences,
+        );
+        match self.servable_now(id).await {
+            Err(TenancyError::TenantNotServable {
+                status: saas_core::TenantStatus::Moving,
+                ..
+            }) => self.wait_for_move(id).await,
+            other => other,
+        }
+    }
+
+    /// Waits for `id`'s move to leave its fence: woken by the move's
+    /// notification, reading the catalog at least every 50 ms meanwhile.
+    async fn wait_for_move(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
+        let state = &self.inner.backend;
+        let deadline = tokio::time::Instant::now() + state.move_wait;
+        loop {
+            let woken = state.follower.wake.notified();
+            let pause = std::time::Duration::from_millis(50);
+            let _ = tokio::time::timeout(pause, woken).await;
+            self.forget_record(id);
+            match self.servable_now(id).await {
+                Err(TenancyError::TenantNotServable {
+                    status: saas_core::TenantStatus::Moving,
+                    ..
+                }) if tokio::time::Instant::now() < deadline => {}
+                Err(TenancyError::TenantNotServable {
+                    status: saas_core::TenantStatus::Moving,
+                    ..
+                }) => {
+                    return Err(TenancyError::TenantMoving {
+                        tenant: id,
+                        detail: format!(
+                            "its move's fence lasted longer than the {:?} a new handle waits",
+                            state.move_wait
+                        ),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The tenant's record if it may be served now (a moving tenant is
+    /// [`TenancyError::TenantNotServable`]).
+    async fn servable_now(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let cached = self.inner.backend.records.get(id);
         observe::record_cache(cached.is_some());
         if let Some(record) = cached {

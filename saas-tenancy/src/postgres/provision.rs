@@ -103,7 +103,7 @@ impl PgTenancy {
         }
     }
 
-    async fn provision_schema(
+    pub(super) async fn provision_schema(
         &self,
         cluster: &Cluster,
         schema: &TenantObjectName,
@@ -135,7 +135,7 @@ impl PgTenancy {
         Ok(())
     }
 
-    async fn provision_database(
+    pub(super) async fn provision_database(
         &self,
         cluster: &Cluster,
         database: &TenantObjectName,

@@ -15,13 +15,18 @@ pub const POLICY_NAME: &str = "saas_tenant_isolation";
 
 /// Tables the library creates next to tenant data: the catalog
 /// (`saas_tenants`, when it is in the same database), the fleet-migration
-/// ledger (`saas_tenant_migrations`, which has a `tenant_id` column) and
+/// ledger (`saas_tenant_migrations`, which has a `tenant_id` column), the
+/// move ledger (`saas_tenant_moves`, likewise) and
 /// sqlx's migration ledger. Its bookkeeping, never tenant data, whatever
 /// their columns: table discovery for delete, export and import, and the
 /// audit's search for undeclared tenant tables, leave them out by these
 /// names — this list is the one place that says so.
-pub(super) const LIBRARY_TABLES: &[&str] =
-    &["saas_tenants", "saas_tenant_migrations", "_sqlx_migrations"];
+pub(super) const LIBRARY_TABLES: &[&str] = &[
+    "saas_tenants",
+    "saas_tenant_migrations",
+    "saas_tenant_moves",
+    "_sqlx_migrations",
+];
 
 /// The expression policies compare the tenant column with.
 ///

@@ -20,6 +20,7 @@ mod manifest;
 mod metrics;
 mod migrate;
 mod model;
+mod moving;
 mod numbers;
 mod pg_affinity;
 mod pg_bouncer;

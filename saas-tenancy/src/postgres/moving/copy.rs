@@ -1,0 +1,202 @@
+//! Row work on both sides: clearing the target, copying under the fence
+//! (`COPY … TO STDOUT` on the source streamed into `COPY … FROM STDIN` on
+//! the target, chunk by chunk: memory stays flat), counting rows and
+//! carrying sequences over.
+
+use std::collections::BTreeMap;
+
+use futures_util::TryStreamExt;
+use saas_core::TenantId;
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
+
+use super::plan::Table;
+use crate::error::TenancyError;
+use crate::postgres::sql::quote_ident;
+
+/// Pairs each source table with the target's table of the same name; a
+/// source table the target lacks is refused.
+pub(super) fn pair<'a>(
+    source: &'a [Table],
+    target: &'a [Table],
+) -> Result<Vec<(&'a Table, &'a Table)>, TenancyError> {
+    source
+        .iter()
+        .map(|s| {
+            target
+                .iter()
+                .find(|t| t.name == s.name)
+                .map(|t| (s, t))
+                .ok_or_else(|| {
+                    TenancyError::InvalidInput(format!(
+                        "the target placement has no table {:?} (the source's {}); migrate it \
+                         to the same version first — nothing was moved",
+                        s.name,
+                        s.qualified()
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Deletes the tenant's rows from the target's tables (all rows of a
+/// schema or database target: it is the tenant's own and not yet served).
+pub(super) async fn clear(
+    dst: &mut PgConnection,
+    tables: &[Table],
+    tenant: TenantId,
+) -> Result<(), TenancyError> {
+    // Replica mode: no foreign-key triggers, so the order does not matter.
+    dst.execute("SET session_replication_role = replica")
+        .await?;
+    for table in tables {
+        dst.execute(AssertSqlSafe(format!(
+            "DELETE FROM {}{}",
+            table.qualified(),
+            table.filter(tenant)
+        )))
+        .await?;
+    }
+    dst.execute("SET session_replication_role = DEFAULT")
+        .await?;
+    Ok(())
+}
+
+/// The columns of `table` on `conn`, in order.
+async fn columns(conn: &mut PgConnection, table: &Table) -> Result<Vec<String>, TenancyError> {
+    Ok(sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_attribute a \
+         WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attgenerated = '' ORDER BY a.attnum",
+    )
+    .bind(table.qualified())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Copies the tenant's rows of each pair, source to target; returns the
+/// rows copied per table.
+pub(super) async fn copy(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    pairs: &[(&Table, &Table)],
+    tenant: TenantId,
+) -> Result<BTreeMap<String, u64>, TenancyError> {
+    let mut copied = BTreeMap::new();
+    dst.execute("SET session_replication_role = replica")
+        .await?;
+    for (s, t) in pairs {
+        let names = columns(dst, t).await?;
+        let list = names
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let out = format!(
+            "COPY (SELECT {list} FROM {}{}) TO STDOUT",
+            s.qualified(),
+            s.filter(tenant)
+        );
+        let into = format!("COPY {} ({list}) FROM STDIN", t.qualified());
+        let mut sink = dst.copy_in_raw(&into).await?;
+        let mut stream = src.copy_out_raw(&out).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            sink.send(chunk).await?;
+        }
+        drop(stream);
+        let rows = sink.finish().await?;
+        copied.insert(t.name.clone(), rows);
+    }
+    dst.execute("SET session_replication_role = DEFAULT")
+        .await?;
+    Ok(copied)
+}
+
+/// The tenant's rows in `table`.
+pub(super) async fn count(
+    conn: &mut PgConnection,
+    table: &Table,
+    tenant: TenantId,
+) -> Result<u64, TenancyError> {
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}{}",
+        table.qualified(),
+        table.filter(tenant)
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Compares the tenant's row counts per table; the first table that
+/// differs, as `(name, source, target)`, or the target's counts.
+pub(super) async fn verify(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    pairs: &[(&Table, &Table)],
+    tenant: TenantId,
+) -> Result<Result<BTreeMap<String, u64>, (String, u64, u64)>, TenancyError> {
+    let mut counts = BTreeMap::new();
+    for (s, t) in pairs {
+        let (a, b) = (count(src, s, tenant).await?, count(dst, t, tenant).await?);
+        if a != b {
+            return Ok(Err((t.qualified(), a, b)));
+        }
+        counts.insert(t.name.clone(), b);
+    }
+    Ok(Ok(counts))
+}
+
+/// The serial/identity sequences of `table`: (column, sequence).
+async fn sequences(
+    conn: &mut PgConnection,
+    table: &Table,
+) -> Result<Vec<(String, String)>, TenancyError> {
+    Ok(sqlx::query_as(
+        "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname) \
+         FROM pg_attribute a WHERE a.attrelid = $1::text::regclass \
+           AND a.attnum > 0 AND NOT a.attisdropped \
+           AND pg_get_serial_sequence($1, a.attname) IS NOT NULL",
+    )
+    .bind(table.qualified())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Moves each target sequence to at least the source's value and past
+/// the largest key on the target (never backwards: a shared sequence
+/// serves other tenants too), so new ids do not collide.
+pub(super) async fn carry_sequences(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    pairs: &[(&Table, &Table)],
+) -> Result<(), TenancyError> {
+    for (s, t) in pairs {
+        let source: BTreeMap<String, String> = sequences(src, s).await?.into_iter().collect();
+        for (column, target_seq) in sequences(dst, t).await? {
+            let from = match source.get(&column) {
+                // Names from pg_get_serial_sequence, quoted by PostgreSQL.
+                Some(seq) => {
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+                        "SELECT last_value FROM {seq}"
+                    )))
+                    .fetch_one(&mut *src)
+                    .await?
+                }
+                None => 1,
+            };
+            let sql = format!(
+                "SELECT setval($1::regclass, greatest($2::int8, \
+                 (SELECT last_value FROM {target_seq}), \
+                 (SELECT coalesce(max({}), 1) FROM {})::int8))",
+                quote_ident(&column),
+                t.qualified()
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(&target_seq)
+                .bind(from)
+                .execute(&mut *dst)
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The fence's second half: the source placement made unwritable for the
+//! moving tenant, durably, for every process — including one whose cached
+//! record still names the source (it missed the notification and its TTL
+//! has not run out):
+//!
+//! - **row**: a restrictive policy per shared table, for the runtime role,
+//!   `USING/WITH CHECK (<tenant column> <> '<tenant>')`: the tenant's rows
+//!   can be neither read nor written through any scoped handle (other
+//!   tenants' rows are untouched). It stays until the source is purged.
+//! - **schema**: the tenant role is revoked from the runtime role, so the
+//!   `SET ROLE` of every scope (and a tenant pool's startup) fails.
+//! - **database**: `CONNECT` on the tenant database is revoked from the
+//!   runtime role.
+//!
+//! Before the change, the tenant's open handles are waited for (the
+//! move's fence grace) and then cut, as a deletion does (see `fence.rs`):
+//! the handle lock is taken exclusively — in the same transaction as the
+//! row policies or the revoke, so nothing starts in between — and
+//! sessions queued for it are terminated before it is released; tenant
+//! pool connections of every process are waited for while busy and then
+//! terminated. In-flight transactions thus either commit before the
+//! fence (and are replicated or copied) or are cut (their client sees an
+//! error: nothing of them was acknowledged).
+
+use std::time::Duration;
+
+use saas_core::TenantId;
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
+
+use super::plan::Table;
+use crate::error::TenancyError;
+use crate::placement::Placement;
+use crate::postgres::PgTenancy;
+use crate::postgres::fence::Cutter;
+use crate::postgres::sql::quote_ident;
+
+/// The name of the policy that locks `tenant` out of a shared table.
+fn policy(tenant: TenantId) -> String {
+    format!("saas_moved_{}", tenant.simple())
+}
+
+/// Waits for and cuts the tenant's handles on the source, then locks the
+/// source out for it.
+pub(super) async fn lock_out(
+    tenancy: &PgTenancy,
+    from: &Placement,
+    tables: &[Table],
+    tenant: TenantId,
+    grace: Duration,
+) -> Result<(), TenancyError> {
+    let cluster = tenancy.cluster(from.cluster())?;
+    let runtime = cluster.config.runtime_role.quoted();
+    let cutter = Cutter::new(tenant, grace, cluster.config.admin.get_username());
+    // This process first: kept connections back through their reset, its
+    // tenant pool closed and waited for.
+    if let Some(affinity) = &cluster.affinity {
+        affinity.release_tenant(tenant);
+    }
+    tenancy
+        .inner
+        .registry
+        .close_within(tenant, cutter.remaining())
+        .await;
+    let admin = &cluster.admin;
+    if let Placement::Database { database, .. } = from {
+        admin
+            .execute(AssertSqlSafe(format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {runtime}",
+                database.quoted()
+            )))
+            .await?;
+        cutter.wait_for_pool_sessions(admin).await?;
+        cutter.cut_pool_sessions(admin).await?;
+        // Any other session of the runtime role there (a pool of an older
+        // version without the application name).
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND usename = $2 AND pid <> pg_backend_pid()",
+        )
+        .bind(database.as_str())
+        .bind(cluster.config.runtime_role.as_str())
+        .execute(admin)
+        .await?;
+        return Ok(());
+    }
+    let mut tx = admin.begin().await?;
+    cutter.hold_handle_lock(&mut tx, admin).await?;
+    // The policies' DDL waits for other tenants' transactions on the
+    // table; bounded like the rest of the fence.
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", grace.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
+    match from {
+        Placement::Schema { schema, .. } => {
+            tx.execute(AssertSqlSafe(format!(
+                "REVOKE {} FROM {runtime}",
+                schema.quoted()
+            )))
+            .await?;
+        }
+        _ => {
+            for statement in policy_statements(tables, tenant, &runtime) {
+                tx.execute(AssertSqlSafe(statement)).await?;
+            }
+        }
+    }
+    cutter.cut_lock_sessions(&mut tx, false).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn policy_statements(tables: &[Table], tenant: TenantId, runtime: &str) -> Vec<String> {
+    let p = quote_ident(&policy(tenant));
+    let mut statements = Vec::new();
+    for table in tables {
+        let Some(column) = &table.column else {
+            continue;
+        };
+        let t = table.qualified();
+        let c = quote_ident(column);
+        statements.push(format!("DROP POLICY IF EXISTS {p} ON {t}"));
+        statements.push(format!(
+            "CREATE POLICY {p} ON {t} AS RESTRICTIVE FOR ALL TO {runtime} \
+             USING ({c} <> '{tenant}'::uuid) WITH CHECK ({c} <> '{tenant}'::uuid)"
+        ));
+    }
+    statements
+}
+
+/// Undoes [`lock_out`] (an abort): the tenant is served on its source
+/// again.
+pub(super) async fn restore(
+    tenancy: &PgTenancy,
+    from: &Placement,
+    tables: &[Table],
+    tenant: TenantId,
+) -> Result<(), TenancyError> {
+    let cluster = tenancy.cluster(from.cluster())?;
+    let runtime = cluster.config.runtime_role.quoted();
+    let admin = &cluster.admin;
+    match from {
+        Placement::Database { database, .. } => {
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "GRANT CONNECT, TEMPORARY ON DATABASE {} TO {runtime}",
+                    database.quoted()
+                )))
+                .await?;
+        }
+        Placement::Schema { schema, .. } => {
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "GRANT {} TO {runtime}",
+                    schema.quoted()
+                )))
+                .await?;
+        }
+        Placement::Shared { .. } => {
+            let mut conn = admin.acquire().await?;
+            drop_policies(&mut conn, tables, tenant).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the row lock-out policies (after an abort, or once the source's
+/// rows are purged).
+pub(super) async fn drop_policies(
+    conn: &mut PgConnection,
+    tables: &[Table],
+    tenant: TenantId,
+) -> Result<(), TenancyError> {
+    let p = quote_ident(&policy(tenant));
+    for table in tables.iter().filter(|t| t.column.is_some()) {
+        conn.execute(AssertSqlSafe(format!(
+            "DROP POLICY IF EXISTS {p} ON {}",
+            table.qualified()
+        )))
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! PostgreSQL logical replication for one move: a publication and a
+//! logical slot on the source database, a subscription on the target
+//! database, all named after the move (`saas_mv_<move id>`).
+//!
+//! The slot is created by the mover (`pg_create_logical_replication_slot`)
+//! and the subscription told not to create one (`create_slot = false`):
+//! `CREATE SUBSCRIPTION` creating a slot on its own cluster waits for its
+//! own transaction and hangs. For the same reason the subscription is
+//! detached from its slot (`slot_name = NONE`) before it is dropped, and
+//! the mover drops the slots itself — the main one and any table-sync
+//! slot (`pg_<subscription oid>_sync_…`) an interrupted initial copy left.
+
+use std::time::{Duration, Instant};
+
+use saas_core::TenantId;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Executor, PgConnection};
+
+use super::plan::Table;
+use crate::error::TenancyError;
+use crate::postgres::sql::quote_ident;
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// The publication's, slot's and subscription's name.
+pub(super) fn name(move_id: uuid::Uuid) -> String {
+    format!("saas_mv_{}", move_id.simple())
+}
+
+/// Creates the publication of the tenant's tables on the source (a row
+/// filter on the tenant column of shared tables), if missing.
+pub(super) async fn publish(
+    src: &mut PgConnection,
+    name: &str,
+    tables: &[Table],
+    tenant: TenantId,
+) -> Result<(), TenancyError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+            .bind(name)
+            .fetch_one(&mut *src)
+            .await?;
+    if exists {
+        return Ok(());
+    }
+    let list = tables
+        .iter()
+        .map(|t| match &t.column {
+            Some(c) => format!(
+                "TABLE ONLY {} WHERE ({} = '{tenant}'::uuid)",
+                t.qualified(),
+                quote_ident(c)
+            ),
+            None => format!("TABLE ONLY {}", t.qualified()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    src.execute(AssertSqlSafe(format!(
+        "CREATE PUBLICATION {} FOR {list}",
+        quote_ident(name)
+    )))
+    .await?;
+    Ok(())
+}
+
+/// Creates the logical slot on the source database, if missing.
+pub(super) async fn create_slot(src: &mut PgConnection, name: &str) -> Result<(), TenancyError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+    )
+    .bind(name)
+    .fetch_one(&mut *src)
+    .await?;
+    if !exists {
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(name)
+            .execute(&mut *src)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A libpq connection string reaching the source database as the
+/// cluster's admin (host, port, user, database; trust or a `.pgpass` on
+/// the target server for the password).
+pub(super) fn conninfo(admin: &PgConnectOptions, database: &str) -> String {
+    let value = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let host = match admin.get_socket() {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => admin.get_host().to_owned(),
+    };
+    format!(
+        "host={} port={} user={} dbname={}",
+        value(&host),
+        admin.get_port(),
+        value(admin.get_username()),
+        value(database)
+    )
+}
+
+/// Whether the subscription exists on the target database.
+pub(super) async fn exists(dst: &mut PgConnection, name: &str) -> Result<bool, TenancyError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)")
+            .bind(name)
+            .fetch_one(&mut *dst)
+            .await?,
+    )
+}
+
+/// Creates the subscription on the target database (copying the
+/// tables' rows first), if missing.
+pub(super) async fn subscribe(
+    dst: &mut PgConnection,
+    name: &str,
+    conninfo: &str,
+) -> Result<(), TenancyError> {
+    if exists(dst, name).await? {
+        return Ok(());
+    }
+    let n = quote_ident(name);
+    let literal = format!("'{}'", conninfo.replace('\'', "''"));
+    let slot = format!("'{}'", name.replace('\'', "''"));
+    dst.execute(AssertSqlSafe(format!(
+        "CREATE SUBSCRIPTION {n} CONNECTION {literal} PUBLICATION {n} \
+         WITH (create_slot = false, slot_name = {slot}, copy_data = true)"
+    )))
+    .await?;
+    Ok(())
+}
+
+/// How many of the subscription's tables are ready (`r`), of how many.
+pub(super) async fn tables_ready(
+    dst: &mut PgConnection,
+    name: &str,
+) -> Result<(usize, usize), TenancyError> {
+    let (ready, all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE r.srsubstate = 'r'), count(*) \
+         FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid \
+         WHERE s.subname = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *dst)
+    .await?;
+    Ok((
+        usize::try_from(ready).unwrap_or(0),
+        usize::try_from(all).unwrap_or(0),
+    ))
+}
+
+/// The slot's lag: WAL bytes the subscriber has not confirmed.
+pub(super) async fn lag(src: &mut PgConnection, name: &str) -> Result<Option<u64>, TenancyError> {
+    let lag: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+         FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *src)
+    .await?
+    .flatten();
+    Ok(lag.map(|l| u64::try_from(l).unwrap_or(0)))
+}
+
+/// The source's current WAL position (the fence's, once locked out).
+pub(super) async fn current_lsn(src: &mut PgConnection) -> Result<String, TenancyError> {
+    Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut *src)
+        .await?)
+}
+
+/// Waits until the subscription has applied everything up to `lsn` on
+/// the source: its worker reports a position past it (`latest_end_lsn`:
+/// what the source's WAL sender sent and the worker, applying in order,
+/// has taken). A small logical message nudges the sender along.
+pub(super) async fn wait_for_lsn(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    name: &str,
+    lsn: &str,
+    timeout: Duration,
+) -> Result<bool, TenancyError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done: Option<bool> = sqlx::query_scalar(
+            "SELECT bool_or(latest_end_lsn >= $2::text::pg_lsn) FROM pg_stat_subscription \
+             WHERE subname = $1 AND relid IS NULL",
+        )
+        .bind(name)
+        .bind(lsn)
+        .fetch_one(&mut *dst)
+        .await?;
+        if done == Some(true) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_logical_emit_message(false, 'saas_move', '')")
+            .execute(&mut *src)
+            .await?;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Drops the subscription (target side), if it is there; returns its oid
+/// so the caller can drop the table-sync slots it may have left.
+pub(super) async fn drop_subscription(
+    dst: &mut PgConnection,
+    name: &str,
+) -> Result<Option<i64>, TenancyError> {
+    let oid: Option<i64> =
+        sqlx::query_scalar("SELECT oid::int8 FROM pg_subscription WHERE subname = $1")
+            .bind(name)
+            .fetch_optional(&mut *dst)
+            .await?;
+    if oid.is_some() {
+        let n = quote_ident(name);
+        for statement in [
+            format!("ALTER SUBSCRIPTION {n} DISABLE"),
+            format!("ALTER SUBSCRIPTION {n} SET (slot_name = NONE)"),
+            format!("DROP SUBSCRIPTION {n}"),
+        ] {
+            dst.execute(AssertSqlSafe(statement)).await?;
+        }
+    }
+    Ok(oid)
+}
+
+/// Drops the move's slot, the table-sync slots of subscription `oid`
+/// and the publication on the source, if there; a slot still held by an
+/// exiting WAL sender is waited for, then its sender terminated.
+pub(super) async fn drop_source_objects(
+    src: &mut PgConnection,
+    name: &str,
+    subscription: Option<i64>,
+) -> Result<(), TenancyError> {
+    let sync = subscription.map(|oid| format!("pg\\_{oid}\\_sync\\_%"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let slots: Vec<(String, Option<i32>)> = sqlx::query_as(
+            "SELECT slot_name::text, active_pid FROM pg_replication_slots \
+             WHERE database = current_database() \
+               AND (slot_name = $1 OR ($2::text IS NOT NULL AND slot_name LIKE $2))",
+        )
+        .bind(name)
+        .bind(sync.as_deref())
+        .fetch_all(&mut *src)
+        .await?;
+        if slots.is_empty() {
+            break;
+        }
+        for (slot, pid) in slots {
+            match pid {
+                None => {
+                    sqlx::query("SELECT pg_drop_replication_slot($1)")
+                        .bind(&slot)
+                        .execute(&mut *src)
+                        .await?;
+                }
+                Some(pid) if Instant::now() >= deadline => {
+                    sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(pid)
+                        .execute(&mut *src)
+                        .await?;
+                }
+                Some(_) => {}
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    src.execute(AssertSqlSafe(format!(
+        "DROP PUBLICATION IF EXISTS {}",
+        quote_ident(name)
+    )))
+    .await?;
+    Ok(())
+}
+
+/// Renames schema `from` to `to` on `conn` if `from` exists (staging a
+/// target's schema under the source's name, and back).
+pub(super) async fn rename_schema(
+    conn: &mut PgConnection,
+    from: &str,
+    to: &str,
+) -> Result<(), TenancyError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(from)
+            .fetch_one(&mut *conn)
+            .await?;
+    if exists {
+        conn.execute(AssertSqlSafe(format!(
+            "ALTER SCHEMA {} RENAME TO {}",
+            quote_ident(from),
+            quote_ident(to)
+        )))
+        .await?;
+    }
+    Ok(())
+}

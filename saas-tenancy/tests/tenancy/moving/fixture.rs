@@ -1,0 +1,303 @@
+//! The move tests' world: a fresh database on each server as clusters
+//! `one` (5432) and `two` (5433), the shared `notes` in their `public`
+//! schema, the catalog in `one`; everything dropped at the end, including
+//! replication objects a failed test left.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use saas_core::{TenantContext, TenantId, TenantSlug};
+use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
+use saas_tenancy::testing::pg::{NOTES_SHARED, tenant_migrations};
+use saas_tenancy::testing::unique_name;
+use saas_tenancy::{ClusterName, DynCatalog, NewTenant, PgCatalog, Placement, Strategy};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+pub(crate) struct Server {
+    pub(crate) name: ClusterName,
+    root: PgPool,
+    pub(crate) db: String,
+    pub(crate) admin: PgPool,
+    pub(crate) options: PgConnectOptions,
+}
+
+pub(crate) struct MoveEnv {
+    pub(crate) one: Server,
+    pub(crate) two: Server,
+    role: String,
+    pub(crate) catalog: DynCatalog,
+    tenants: Mutex<Vec<TenantId>>,
+}
+
+async fn server(url: &str, name: &str) -> Server {
+    let base = PgConnectOptions::from_str(url).unwrap();
+    let root = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(base.clone())
+        .await
+        .unwrap();
+    let db = unique_name("saas_mv");
+    root.execute(AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .await
+        .unwrap();
+    let options = base.database(&db);
+    let admin = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    admin.execute(NOTES_SHARED).await.unwrap();
+    Server {
+        name: ClusterName::new(name).unwrap(),
+        root,
+        db,
+        admin,
+        options,
+    }
+}
+
+/// Both servers prepared, or `None` when skipped.
+pub(crate) async fn env(test: &str) -> Option<MoveEnv> {
+    let (url1, url2) = crate::two_servers::urls(test)?;
+    let one = server(&url1, "one").await;
+    let two = server(&url2, "two").await;
+    let catalog = PgCatalog::new(one.admin.clone());
+    catalog.migrate().await.unwrap();
+    let env = MoveEnv {
+        one,
+        two,
+        role: unique_name("saas_mvrt"),
+        catalog: Arc::new(catalog),
+        tenants: Mutex::new(Vec::new()),
+    };
+    env.tenancy(Duration::from_secs(1), true)
+        .setup()
+        .await
+        .unwrap();
+    Some(env)
+}
+
+impl MoveEnv {
+    /// A tenancy over both clusters ("a process"): records cached for
+    /// `ttl`, following moves by notification when `follow`.
+    pub(crate) fn tenancy(&self, ttl: Duration, follow: bool) -> PgTenancy {
+        let mut builder = PgTenancy::builder(Arc::clone(&self.catalog))
+            .tenant_table(TenantTable::new("notes").unwrap())
+            .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
+            .record_ttl(ttl)
+            .follow_moves(follow)
+            .move_wait(Duration::from_secs(20));
+        for s in [&self.one, &self.two] {
+            let mut config = PgClusterConfig::new(
+                s.name.clone(),
+                s.options.clone(),
+                SqlIdent::new(&self.role).unwrap(),
+            );
+            config.max_connections = 12;
+            builder = builder.cluster(config);
+        }
+        builder.build().unwrap()
+    }
+
+    pub(crate) fn server(&self, cluster: &ClusterName) -> &Server {
+        if *cluster == self.one.name {
+            &self.one
+        } else {
+            &self.two
+        }
+    }
+
+    /// Provisions an active tenant placed by `strategy` on `cluster`.
+    pub(crate) async fn tenant(
+        &self,
+        tenancy: &PgTenancy,
+        slug: &str,
+        strategy: Strategy,
+        cluster: &ClusterName,
+    ) -> TenantContext {
+        let new = NewTenant::new(
+            TenantSlug::parse(slug).unwrap(),
+            slug,
+            strategy,
+            cluster.clone(),
+        )
+        .unwrap();
+        let record = tenancy.provision(new).await.unwrap();
+        self.tenants.lock().unwrap().push(record.id);
+        TenantContext::new(record.id, record.slug)
+    }
+
+    /// The tenant's `(id, body)` rows as stored at `placement`, read as the
+    /// admin (not through the tenancy), sorted.
+    pub(crate) async fn stored(
+        &self,
+        placement: &Placement,
+        tenant: TenantId,
+    ) -> Vec<(i64, String)> {
+        let server = self.server(placement.cluster());
+        let (pool, sql) = match placement {
+            Placement::Shared { .. } => (
+                server.admin.clone(),
+                "SELECT id, body FROM public.notes WHERE tenant_id = $1 ORDER BY id".to_owned(),
+            ),
+            Placement::Schema { schema, .. } => (
+                server.admin.clone(),
+                format!(
+                    "SELECT id, body FROM {}.notes WHERE $1::uuid IS NOT NULL ORDER BY id",
+                    schema.quoted()
+                ),
+            ),
+            // A database placement.
+            _ => {
+                let database = placement.object_name().unwrap();
+                let options = server.options.clone().database(database.as_str());
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .unwrap();
+                (
+                    pool,
+                    "SELECT id, body FROM public.notes WHERE $1::uuid IS NOT NULL ORDER BY id"
+                        .to_owned(),
+                )
+            }
+        };
+        let rows = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        if placement.strategy() == Strategy::Database {
+            pool.close().await;
+        }
+        rows
+    }
+
+    /// Publications, subscriptions and slots of moves left on either
+    /// server's databases (a clean move leaves none).
+    pub(crate) async fn replication_leftovers(&self) -> i64 {
+        let mut n = 0;
+        for s in [&self.one, &self.two] {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM pg_replication_slots \
+                         WHERE slot_name LIKE 'saas\\_mv\\_%' AND database IN \
+                         (SELECT datname FROM pg_database WHERE datname = $1 OR datname ~ '^t_')) \
+                      + (SELECT count(*) FROM pg_subscription WHERE subname LIKE 'saas\\_mv\\_%' \
+                         AND subdbid IN (SELECT oid FROM pg_database WHERE datname = $1 \
+                                         OR datname = ANY($2))) \
+                      + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'saas\\_mv\\_%')",
+            )
+            .bind(&s.db)
+            .bind(self.tenant_databases())
+            .fetch_one(&s.admin)
+            .await
+            .unwrap();
+            n += count;
+        }
+        n
+    }
+
+    fn tenant_databases(&self) -> Vec<String> {
+        self.tenants
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| format!("t_{}", id.simple()))
+            .collect()
+    }
+
+    /// Drops both databases, the tenants' databases and roles, and any
+    /// subscription or slot left in them.
+    pub(crate) async fn cleanup(self) {
+        let mut databases = self.tenant_databases();
+        databases.sort();
+        for s in [&self.one, &self.two] {
+            let mut all = databases.clone();
+            all.push(s.db.clone());
+            for db in &all {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(db)
+                .fetch_one(&s.root)
+                .await
+                .unwrap();
+                if !exists {
+                    continue;
+                }
+                if let Ok(pool) = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(s.options.clone().database(db))
+                    .await
+                {
+                    let subs: Vec<String> = sqlx::query_scalar(
+                        "SELECT subname::text FROM pg_subscription \
+                         WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    )
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                    for sub in subs {
+                        for sql in [
+                            format!("ALTER SUBSCRIPTION \"{sub}\" DISABLE"),
+                            format!("ALTER SUBSCRIPTION \"{sub}\" SET (slot_name = NONE)"),
+                            format!("DROP SUBSCRIPTION \"{sub}\""),
+                        ] {
+                            let _ = pool.execute(AssertSqlSafe(sql)).await;
+                        }
+                    }
+                    pool.close().await;
+                }
+                for _ in 0..50 {
+                    let left: Vec<(String, Option<i32>)> = sqlx::query_as(
+                        "SELECT slot_name::text, active_pid FROM pg_replication_slots WHERE database = $1",
+                    )
+                    .bind(db)
+                    .fetch_all(&s.root)
+                    .await
+                    .unwrap();
+                    if left.is_empty() {
+                        break;
+                    }
+                    for (slot, pid) in left {
+                        match pid {
+                            Some(pid) => {
+                                let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+                                    .bind(pid)
+                                    .execute(&s.root)
+                                    .await;
+                            }
+                            None => {
+                                let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+                                    .bind(&slot)
+                                    .execute(&s.root)
+                                    .await;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                s.root
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                    )))
+                    .await
+                    .unwrap();
+            }
+            for role in databases
+                .iter()
+                .map(String::as_str)
+                .chain([self.role.as_str()])
+            {
+                let _ = s
+                    .root
+                    .execute(AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"")))
+                    .await;
+            }
+        }
+    }
+}
