@@ -229,6 +229,7 @@ async fn move_while_writing(
     for t in tasks {
         t.await.unwrap();
     }
+    eprintln!("{test}: {report:?}");
     assert_eq!(report.method, method);
     assert_eq!(report.to, target);
     assert_eq!(placement(&mover, &ctx).await, target);
