@@ -84,12 +84,21 @@ impl MoveEnv {
     /// A tenancy over both clusters ("a process"): records cached for
     /// `ttl`, following moves by notification when `follow`.
     pub(crate) fn tenancy(&self, ttl: Duration, follow: bool) -> PgTenancy {
+        self.build(ttl, follow, Duration::from_secs(20))
+    }
+
+    /// A tenancy whose new handles wait `wait` at most for a move's fence.
+    pub(crate) fn tenancy_with_wait(&self, wait: Duration) -> PgTenancy {
+        self.build(Duration::from_secs(1), true, wait)
+    }
+
+    fn build(&self, ttl: Duration, follow: bool, wait: Duration) -> PgTenancy {
         let mut builder = PgTenancy::builder(Arc::clone(&self.catalog))
             .tenant_table(TenantTable::new("notes").unwrap())
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
             .record_ttl(ttl)
             .follow_moves(follow)
-            .move_wait(Duration::from_secs(20));
+            .move_wait(wait);
         for s in [&self.one, &self.two] {
             let mut config = PgClusterConfig::new(
                 s.name.clone(),
