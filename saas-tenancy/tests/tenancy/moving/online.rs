@@ -75,7 +75,7 @@ pub(crate) fn writers(
                 let mut n = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
-                    if n % 3 == 0 && !mine.is_empty() {
+                    if n.is_multiple_of(3) && !mine.is_empty() {
                         let id = mine[(n as usize / 3) % mine.len()];
                         let body = format!("w{w}-u{n}");
                         loop {
@@ -238,7 +238,7 @@ async fn move_while_writing(
 
     // Every acknowledged write, exactly once, on the target.
     let on_target = env.stored(&target, ctx.tenant_id()).await;
-    let acked = acked.lock().unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.rows.len() > 200, "writers wrote throughout");
     check_acked(&acked, &on_target);
     // The source holds what it held at the fence and nothing later.
@@ -301,7 +301,6 @@ async fn move_while_writing(
     // New ids continue past the moved ones.
     let max = on_target.iter().map(|(id, _)| *id).max().unwrap_or(0);
     assert!(insert(&mover, &ctx, "after").await.unwrap() > max);
-    drop(acked);
     mover.purge_moved_source(ctx.tenant_id()).await.unwrap();
     env.cleanup().await;
 }
