@@ -81,7 +81,14 @@ pub(super) async fn lock_out(
         .bind(cluster.config.runtime_role.as_str())
         .execute(admin)
         .await?;
-        return Ok(());
+        // A terminated session may still be finishing a commit: the fence's
+        // WAL position is read only once every one has exited.
+        return wait_for_exit(
+            admin,
+            database.as_str(),
+            cluster.config.runtime_role.as_str(),
+        )
+        .await;
     }
     let mut tx = admin.begin().await?;
     cutter.hold_handle_lock(&mut tx, admin).await?;
@@ -108,6 +115,31 @@ pub(super) async fn lock_out(
     cutter.cut_lock_sessions(&mut tx, false).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Waits (up to 10 s) until no session of `role` is left on `database`.
+async fn wait_for_exit(
+    admin: &sqlx::PgPool,
+    database: &str,
+    role: &str,
+) -> Result<(), TenancyError> {
+    for _ in 0..400 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+        )
+        .bind(database)
+        .bind(role)
+        .fetch_one(admin)
+        .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(TenancyError::Timeout(format!(
+        "sessions of {role} on database {database} did not end within 10 s of being \
+         terminated; resume the move to try again"
+    )))
 }
 
 fn policy_statements(tables: &[Table], tenant: TenantId, runtime: &str) -> Vec<String> {

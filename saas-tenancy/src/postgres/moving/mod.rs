@@ -7,6 +7,7 @@
 //! replication, `copy.rs` copies under the fence, `lockout.rs` makes the
 //! source unwritable for the tenant, `follow.rs` tells other processes.
 
+mod api;
 mod copy;
 mod follow;
 mod ledger;

@@ -38,7 +38,7 @@ impl PgTenancy {
         let (lock, _) = self.lock_tenant(tenant).await?;
         let result = match ledger::open_for(pool, tenant).await {
             Ok(Some(row)) => self.abort_row(pool, row).await,
-            Ok(None) => Err(super::run::no_open_move(tenant)),
+            Ok(None) => Err(super::api::no_open_move(tenant)),
             Err(e) => Err(e),
         };
         lock.release().await;

@@ -1,0 +1,238 @@
+//! The move operations' entry points: checks, the ledger row, and the
+//! resumption of an unfinished move.
+
+use saas_core::{TenantId, TenantStatus};
+use sqlx::{PgConnection, PgPool};
+
+use super::ledger::{self, MoveRow};
+use super::plan::{self, Table};
+use super::{MoveOptions, MovePhase, MoveReport};
+use crate::error::TenancyError;
+use crate::placement::{Placement, TenantObjectName};
+use crate::postgres::PgTenancy;
+use crate::record::TenantRecord;
+
+impl PgTenancy {
+    /// Moves a tenant to placement `to` — another strategy (row, schema,
+    /// database), another cluster, or both — while it keeps being served.
+    /// Phases: prepare the target → copy and catch up (PostgreSQL logical
+    /// replication: a publication, with a row filter for a row tenant, and
+    /// a subscription with its initial copy) → fence → wait for the last
+    /// changes and verify row counts per table → carry sequences over →
+    /// cut over in the catalog → clean up. Each phase is recorded in the
+    /// move ledger (`saas_tenant_moves`, next to `saas_tenants`), so a move
+    /// that stops anywhere is finished by [`resume_move`](Self::resume_move)
+    /// or undone, before its cut-over, by [`abort_move`](Self::abort_move).
+    ///
+    /// **The fence.** The tenant is marked `moving` in the catalog and every
+    /// listening tenancy is told (see [`PgTenancyBuilder::follow_moves`](crate::postgres::PgTenancyBuilder::follow_moves)):
+    /// new handles wait, up to [`PgTenancyBuilder::move_wait`](crate::postgres::PgTenancyBuilder::move_wait),
+    /// and then run on the new placement. Open handles get
+    /// [`MoveOptions::fence_grace`] to end and are then cut (their
+    /// sessions terminated: nothing they had not committed is kept). The
+    /// source is then locked out for the tenant durably — row: a
+    /// restrictive policy per shared table; schema: its role revoked from
+    /// the runtime role; database: `CONNECT` revoked — so even a process
+    /// serving it from a stale cached record cannot write there. The fence
+    /// lasts for the last changes' replication, the count checks and the
+    /// cut-over — or, for moves that copy under the fence
+    /// ([`MoveMethod::CopyUnderFence`]: row ↔ schema on one cluster and
+    /// database → schema, see the module notes), for the copy.
+    ///
+    /// Requirements: the catalog is a [`PgCatalog`](crate::PgCatalog);
+    /// `wal_level = logical` on the source server; the clusters' admin
+    /// role is a superuser (it creates slots, subscriptions and bypasses
+    /// row-level security to copy); the target server reaches the source
+    /// as the source's admin options say (host, port, user — a password
+    /// must come from the target server's `.pgpass`); both sides at the
+    /// same tenant migration version. A table with neither primary key
+    /// nor replica identity is refused before anything starts
+    /// ([`TenancyError::NoReplicaIdentity`]).
+    ///
+    /// ```no_run
+    /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy, id: saas_core::TenantId)
+    /// #     -> Result<(), saas_tenancy::TenancyError> {
+    /// use saas_tenancy::{ClusterName, Placement, Strategy};
+    /// use saas_tenancy::postgres::MoveOptions;
+    ///
+    /// let to = Placement::derive(Strategy::Database, ClusterName::new("big")?, id);
+    /// let report = tenancy.move_tenant(id, to, MoveOptions::default()).await?;
+    /// println!("fenced for {:?}, rows {:?}", report.fence, report.rows);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TenancyError::Unsupported`] without a PostgreSQL catalog,
+    /// [`TenancyError::InvalidInput`] for a target that is the tenant's
+    /// placement already, names storage not derived from its id, or a
+    /// tenant that is not active or has an unfinished move,
+    /// [`TenancyError::NoReplicaIdentity`], and
+    /// [`TenancyError::MoveStopped`] once the ledger row exists.
+    #[tracing::instrument(name = "tenancy.move", skip_all, fields(tenant_id = %tenant))]
+    pub async fn move_tenant(
+        &self,
+        tenant: TenantId,
+        to: Placement,
+        options: MoveOptions,
+    ) -> Result<MoveReport, TenancyError> {
+        let pool = self.ledger_pool()?;
+        ledger::migrate(pool).await?;
+        let (lock, record) = self.lock_tenant(tenant).await?;
+        let result = match self.start(pool, &record, to, &options).await {
+            Ok(row) => self.drive(pool, row, &options).await,
+            Err(e) => Err(e),
+        };
+        lock.release().await;
+        result
+    }
+
+    /// Finishes the tenant's unfinished move from the phase its ledger
+    /// recorded last (after a crash, an error or a
+    /// [`MoveOptions::stop_after`]).
+    ///
+    /// # Errors
+    /// [`TenancyError::InvalidInput`] when the tenant has no unfinished
+    /// move; otherwise as [`move_tenant`](Self::move_tenant).
+    pub async fn resume_move(
+        &self,
+        tenant: TenantId,
+        options: MoveOptions,
+    ) -> Result<MoveReport, TenancyError> {
+        let pool = self.ledger_pool()?;
+        ledger::migrate(pool).await?;
+        let (lock, _) = self.lock_tenant(tenant).await?;
+        let result = match ledger::open_for(pool, tenant).await {
+            Ok(Some(row)) => self.drive(pool, row, &options).await,
+            Ok(None) => Err(no_open_move(tenant)),
+            Err(e) => Err(e),
+        };
+        lock.release().await;
+        result
+    }
+
+    /// The tenant's unfinished move, if any: its id and last phase.
+    pub async fn open_move(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<(uuid::Uuid, MovePhase)>, TenancyError> {
+        let pool = self.ledger_pool()?;
+        ledger::migrate(pool).await?;
+        Ok(ledger::open_for(pool, tenant)
+            .await?
+            .map(|r| (r.id, r.phase)))
+    }
+
+    pub(super) fn ledger_pool(&self) -> Result<&PgPool, TenancyError> {
+        self.inner.catalog.postgres_pool().ok_or_else(|| {
+            TenancyError::Unsupported(
+                "moving a tenant keeps its ledger next to the tenant records: the catalog \
+                 must be a PgCatalog"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// The source's tenant tables.
+    pub(super) async fn source_tables(
+        &self,
+        src: &mut PgConnection,
+        from: &Placement,
+    ) -> Result<Vec<Table>, TenancyError> {
+        let columns = self.inner.tenant_columns();
+        plan::tables(src, plan::private_schema(from).as_deref(), &columns).await
+    }
+
+    /// The target's tenant tables, in `schema` (its private schema, or the
+    /// staging name) or shared.
+    pub(super) async fn target_tables(
+        &self,
+        dst: &mut PgConnection,
+        schema: Option<&str>,
+    ) -> Result<Vec<Table>, TenancyError> {
+        let columns = self.inner.tenant_columns();
+        plan::tables(dst, schema, &columns).await
+    }
+
+    /// Checks the request and writes the ledger row.
+    async fn start(
+        &self,
+        pool: &PgPool,
+        record: &TenantRecord,
+        to: Placement,
+        options: &MoveOptions,
+    ) -> Result<MoveRow, TenancyError> {
+        let tenant = record.id;
+        if let Some(open) = ledger::open_for(pool, tenant).await? {
+            return Err(TenancyError::InvalidInput(format!(
+                "tenant {tenant} has an unfinished move {} (phase {}); resume_move or \
+                 abort_move it first",
+                open.id, open.phase
+            )));
+        }
+        if record.status != TenantStatus::Active {
+            return Err(TenancyError::InvalidInput(format!(
+                "tenant {tenant} is {}; only an active tenant can be moved",
+                record.status
+            )));
+        }
+        if to
+            .object_name()
+            .is_some_and(|n| *n != TenantObjectName::for_tenant(tenant))
+        {
+            return Err(TenancyError::InvalidInput(format!(
+                "the target placement's name is not derived from tenant {tenant}; build it \
+                 with Placement::derive"
+            )));
+        }
+        if to == record.placement {
+            return Err(TenancyError::InvalidInput(format!(
+                "tenant {tenant} is already placed there"
+            )));
+        }
+        self.cluster(to.cluster())?;
+        let from = record.placement.clone();
+        let mut src = plan::connect(self, &from).await?;
+        let source = self.source_tables(&mut src, &from).await?;
+        plan::check_identity(&source)?;
+        let mut dst = plan::connect(
+            self,
+            &Placement::Shared {
+                cluster: to.cluster().clone(),
+            },
+        )
+        .await?;
+        let target_tables = match &to {
+            Placement::Shared { .. } => self.target_tables(&mut dst, None).await?,
+            _ => Vec::new(),
+        };
+        let source_schema = source.first().map(|t| t.schema.clone());
+        let schema_taken = match (&to, source_schema) {
+            (Placement::Schema { .. }, Some(s)) => {
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(s)
+                    .fetch_one(&mut dst)
+                    .await?
+            }
+            _ => false,
+        };
+        let (method, staging) = plan::decide(&from, &to, &source, &target_tables, schema_taken);
+        let row = MoveRow {
+            id: uuid::Uuid::new_v4(),
+            tenant,
+            from,
+            to,
+            method,
+            staging,
+            phase: MovePhase::Started,
+            fence_lsn: None,
+            keep_source: options.keep_source,
+        };
+        ledger::insert(pool, &row, self.inner.clock.now()).await?;
+        Ok(row)
+    }
+}
+
+pub(super) fn no_open_move(tenant: TenantId) -> TenancyError {
+    TenancyError::InvalidInput(format!("tenant {tenant} has no unfinished move"))
+}
