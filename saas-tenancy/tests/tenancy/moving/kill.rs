@@ -237,3 +237,56 @@ async fn a_table_without_a_key_is_refused_before_anything_starts() {
     served(&env, &ctx).await.unwrap();
     env.cleanup().await;
 }
+
+/// The mover's future dropped while it works on `phase` (its process
+/// killed there): a resume finishes the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_dropped_mid_phase_is_resumed() {
+    let Some(env) = env("moving::kill::dropped").await else {
+        return;
+    };
+    let tenancy = env.tenancy(Duration::from_secs(1), true);
+    for (i, phase) in [MovePhase::Copying, MovePhase::Fenced, MovePhase::Synced]
+        .into_iter()
+        .enumerate()
+    {
+        let ctx = env
+            .tenant(
+                &tenancy,
+                &format!("dropped-{i}"),
+                Strategy::Shared,
+                &env.one.name,
+            )
+            .await;
+        for i in 0..50 {
+            write(&tenancy, &ctx, &format!("before {i}")).await.unwrap();
+        }
+        let target = Placement::derive(Strategy::Shared, env.two.name.clone(), ctx.tenant_id());
+        let (reached, mut at) = tokio::sync::watch::channel(false);
+        let options = MoveOptions::default().on_progress(move |p| {
+            if p.phase == phase {
+                let _ = reached.send(true);
+            }
+        });
+        tokio::select! {
+            moved = tenancy.move_tenant(ctx.tenant_id(), target.clone(), options) => {
+                panic!("the move ended before it was dropped: {moved:?}")
+            }
+            _ = at.wait_for(|r| *r) => {}
+        }
+        assert!(tenancy.open_move(ctx.tenant_id()).await.unwrap().is_some());
+        let report = tenancy
+            .resume_move(ctx.tenant_id(), MoveOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.to, target, "{phase}");
+        assert_eq!(
+            env.stored(&target, ctx.tenant_id()).await.len(),
+            50,
+            "{phase}"
+        );
+        write(&tenancy, &ctx, "after").await.unwrap();
+    }
+    assert_eq!(env.replication_leftovers().await, 0);
+    env.cleanup().await;
+}
