@@ -45,7 +45,7 @@ async fn server(url: &str, name: &str) -> Server {
         .unwrap();
     let options = base.database(&db);
     let admin = PgPoolOptions::new()
-        .max_connections(4)
+        .max_connections(2)
         .connect_with(options.clone())
         .await
         .unwrap();
@@ -105,7 +105,7 @@ impl MoveEnv {
                 s.options.clone(),
                 SqlIdent::new(&self.role).unwrap(),
             );
-            config.max_connections = 12;
+            config.max_connections = 8;
             builder = builder.cluster(config);
         }
         builder.build().unwrap()
@@ -193,8 +193,8 @@ impl MoveEnv {
         for s in [&self.one, &self.two] {
             let count: i64 = sqlx::query_scalar(
                 "SELECT (SELECT count(*) FROM pg_replication_slots \
-                         WHERE slot_name LIKE 'saas\\_mv\\_%' AND database IN \
-                         (SELECT datname FROM pg_database WHERE datname = $1 OR datname ~ '^t_')) \
+                         WHERE slot_name LIKE 'saas\\_mv\\_%' \
+                         AND (database = $1 OR database = ANY($2))) \
                       + (SELECT count(*) FROM pg_subscription WHERE subname LIKE 'saas\\_mv\\_%' \
                          AND subdbid IN (SELECT oid FROM pg_database WHERE datname = $1 \
                                          OR datname = ANY($2))) \
