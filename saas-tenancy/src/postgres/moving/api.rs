@@ -33,11 +33,29 @@ impl PgTenancy {
     /// source is then locked out for the tenant durably — row: a
     /// restrictive policy per shared table; schema: its role revoked from
     /// the runtime role; database: `CONNECT` revoked — so even a process
-    /// serving it from a stale cached record cannot write there. The fence
-    /// lasts for the last changes' replication, the count checks and the
-    /// cut-over — or, for moves that copy under the fence
-    /// ([`MoveMethod::CopyUnderFence`]: row ↔ schema on one cluster and
-    /// database → schema, see the module notes), for the copy.
+    /// serving it from a stale cached record cannot write there (the row
+    /// policies stay after the cut-over; moving the tenant back removes
+    /// them). The fence lasts for the last changes' replication, the count
+    /// checks and the cut-over: about 0.1 s in the tests, with 8 writers.
+    ///
+    /// **Which moves replicate.** A subscription applies each change to
+    /// the table of the same schema-qualified name. Row tenants' tables
+    /// are shared (`public.notes`), a schema tenant's are in its schema, a
+    /// database tenant's in its database's `public`. Moves between
+    /// databases whose names match (row → row on another cluster, row or
+    /// database → database, database → row, schema → schema on another
+    /// cluster) replicate directly; a schema or database target whose
+    /// database has no schema of the source's name is *staged*: its schema
+    /// carries the source's name while it replicates and gets its own back
+    /// under the fence (schema → database). The other moves — row ↔ schema
+    /// (on one cluster both live in one database, where no subscription
+    /// can tell the two tables apart; across clusters a schema target's
+    /// database has a `public` already, and a row target's shared tables
+    /// cannot be renamed) and database → schema — copy the
+    /// tenant's rows under the fence instead
+    /// ([`MoveMethod::CopyUnderFence`](super::MoveMethod::CopyUnderFence),
+    /// server to server with `COPY`): the write window is the copy's
+    /// duration, proportional to the tenant's size.
     ///
     /// Requirements: the catalog is a [`PgCatalog`](crate::PgCatalog);
     /// `wal_level = logical` on the source server; the clusters' admin
