@@ -354,6 +354,7 @@ impl PgTenancyBuilder {
             fences: Arc::new(AtomicU64::new(0)),
             follower: super::moving::Follower::new(self.follow_moves),
             move_wait: self.move_wait,
+            pool_placements: Default::default(),
         };
         Ok(PgTenancy {
             inner: Arc::new(self.core.build(open, state)?),

@@ -225,6 +225,10 @@ struct PgState {
     follower: moving::Follower,
     /// How long a new handle of a tenant in a move's fence waits.
     move_wait: std::time::Duration,
+    /// The placement each tenant's pool in the registry was opened for:
+    /// a pool of a placement the tenant has been moved away from is
+    /// closed before the tenant gets one for its new placement.
+    pool_placements: std::sync::Mutex<std::collections::HashMap<TenantId, Placement>>,
 }
 
 impl PgTenancy {
@@ -602,6 +606,13 @@ impl PgTenancy {
             limits.pg_pool(options)
         };
         let registry = &self.inner.registry;
+        if self.pool_moved(record) {
+            // Its connections reach the old placement, which the move
+            // locked out and cut: nothing to wait for long.
+            registry
+                .close_within(record.id, std::time::Duration::from_secs(1))
+                .await;
+        }
         if matches!(placement, Placement::Database { .. }) {
             return Ok(Some(registry.lease(record.id, open).await?));
         }
@@ -611,6 +622,29 @@ impl PgTenancy {
     /// The tenant's record if it may be served; while a move fences the
     /// tenant, waits (up to [`PgTenancyBuilder::move_wait`]) for the
     /// move to cut over or be aborted.
+    /// Whether the tenant's pool in the registry (if any) was opened for
+    /// another placement than `record`'s; remembers `record`'s.
+    fn pool_moved(&self, record: &TenantRecord) -> bool {
+        let mut known = self
+            .inner
+            .backend
+            .pool_placements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match known.get(&record.id) {
+            Some(placement) if *placement == record.placement => false,
+            before => {
+                let moved = before.is_some();
+                // Bounded: forgotten entries only cost a close of nothing.
+                if known.len() >= 100_000 {
+                    known.clear();
+                }
+                known.insert(record.id, record.placement.clone());
+                moved
+            }
+        }
+    }
+
     async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let state = &self.inner.backend;
         state.follower.ensure(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use saas_core::{TenantContext, TenantId, TenantSlug};
-use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, SqlIdent, TenantTable};
+use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, ScopeMode, SqlIdent, TenantTable};
 use saas_tenancy::testing::pg::{NOTES_SHARED, tenant_migrations};
 use saas_tenancy::testing::unique_name;
 use saas_tenancy::{ClusterName, DynCatalog, NewTenant, PgCatalog, Placement, Strategy};
@@ -84,21 +84,27 @@ impl MoveEnv {
     /// A tenancy over both clusters ("a process"): records cached for
     /// `ttl`, following moves by notification when `follow`.
     pub(crate) fn tenancy(&self, ttl: Duration, follow: bool) -> PgTenancy {
-        self.build(ttl, follow, Duration::from_secs(20))
+        self.build(ttl, follow, Duration::from_secs(20), ScopeMode::Shared)
+    }
+
+    /// As [`tenancy`](Self::tenancy), in scope mode `mode`.
+    pub(crate) fn tenancy_in(&self, ttl: Duration, follow: bool, mode: ScopeMode) -> PgTenancy {
+        self.build(ttl, follow, Duration::from_secs(20), mode)
     }
 
     /// A tenancy whose new handles wait `wait` at most for a move's fence.
     pub(crate) fn tenancy_with_wait(&self, wait: Duration) -> PgTenancy {
-        self.build(Duration::from_secs(1), true, wait)
+        self.build(Duration::from_secs(1), true, wait, ScopeMode::Shared)
     }
 
-    fn build(&self, ttl: Duration, follow: bool, wait: Duration) -> PgTenancy {
+    fn build(&self, ttl: Duration, follow: bool, wait: Duration, mode: ScopeMode) -> PgTenancy {
         let mut builder = PgTenancy::builder(Arc::clone(&self.catalog))
             .tenant_table(TenantTable::new("notes").unwrap())
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
             .record_ttl(ttl)
             .follow_moves(follow)
-            .move_wait(wait);
+            .move_wait(wait)
+            .scope_mode(mode);
         for s in [&self.one, &self.two] {
             let mut config = PgClusterConfig::new(
                 s.name.clone(),
