@@ -402,3 +402,29 @@ async fn row_to_database_with_tenant_pools() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schema_to_row() {
+    move_while_writing(
+        "moving::schema_to_row",
+        Strategy::Schema,
+        false,
+        Strategy::Shared,
+        false,
+        MoveMethod::CopyUnderFence,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schema_to_schema_on_another_server() {
+    move_while_writing(
+        "moving::schema_to_schema",
+        Strategy::Schema,
+        false,
+        Strategy::Schema,
+        true,
+        MoveMethod::LogicalReplication,
+    )
+    .await;
+}
