@@ -212,7 +212,7 @@ impl PgTenancy {
         let from = record.placement.clone();
         let mut src = plan::connect(self, &from).await?;
         let source = self.source_tables(&mut src, &from).await?;
-        plan::check_identity(&source)?;
+        plan::check_identity(&options.split(source.clone()).0)?;
         let mut dst = plan::connect(
             self,
             &Placement::Shared {

@@ -200,3 +200,77 @@ pub(super) async fn carry_sequences(
     }
     Ok(())
 }
+
+/// Moves the tenant's rows of queue table `s` into `t`: the target's
+/// rows of the tenant (an earlier, interrupted attempt's) are deleted,
+/// the source's copied in key order without their serial keys (the
+/// target's sequence numbers them) and with the tenant column set to the
+/// tenant, then deleted from the source. Returns the rows moved.
+pub(super) async fn move_queue(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    s: &Table,
+    t: &Table,
+    tenant: TenantId,
+    tenant_columns: &[String],
+) -> Result<u64, TenancyError> {
+    let serial: Vec<String> = sequences(dst, t)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let names: Vec<String> = columns(dst, t)
+        .await?
+        .into_iter()
+        .filter(|c| !serial.contains(c))
+        .collect();
+    let select = names
+        .iter()
+        .map(|c| match tenant_columns.contains(c) {
+            // Formatted from a TenantId: hex digits and hyphens.
+            true => format!("'{tenant}'::uuid"),
+            false => quote_ident(c),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = match sequences(src, s).await?.first() {
+        Some((key, _)) => format!(" ORDER BY {}", quote_ident(key)),
+        None => String::new(),
+    };
+    let list = names
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut tx_dst = sqlx::Connection::begin(&mut *dst).await?;
+    tx_dst
+        .execute(AssertSqlSafe(format!(
+            "DELETE FROM {}{}",
+            t.qualified(),
+            t.filter(tenant)
+        )))
+        .await?;
+    let out = format!(
+        "COPY (SELECT {select} FROM {}{}{order}) TO STDOUT",
+        s.qualified(),
+        s.filter(tenant)
+    );
+    let into = format!("COPY {} ({list}) FROM STDIN", t.qualified());
+    let moved = {
+        let mut sink = tx_dst.copy_in_raw(&into).await?;
+        let mut stream = src.copy_out_raw(&out).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            sink.send(chunk).await?;
+        }
+        drop(stream);
+        sink.finish().await?
+    };
+    tx_dst.commit().await?;
+    src.execute(AssertSqlSafe(format!(
+        "DELETE FROM {}{}",
+        s.qualified(),
+        s.filter(tenant)
+    )))
+    .await?;
+    Ok(moved)
+}

@@ -184,6 +184,17 @@ pub struct MoveOptions {
     /// stays locked out for the tenant; remove it with
     /// [`PgTenancy::purge_moved_source`](super::PgTenancy::purge_moved_source).
     pub keep_source: bool,
+    /// Tables whose rows are a queue keyed by a sequence that is not the
+    /// tenant's — by default `saas_events_outbox`, the `saas-events`
+    /// outbox (its `seq` is shared by every tenant of a location, so
+    /// replicating it would collide with the target's own rows). They are
+    /// not replicated: under the fence the tenant's rows are copied into
+    /// the target's table with new keys from its sequence, in order, the
+    /// tenant column set to the tenant, then deleted from the source — so
+    /// pending events are relayed from the target, with their event ids
+    /// (inside the payload) kept for the consumers' inbox deduplication.
+    /// Pass the same list to `resume_move`.
+    pub queue_tables: Vec<String>,
     progress: Option<MoveProgressFn>,
     stop_after: Option<MovePhase>,
 }
@@ -195,6 +206,7 @@ impl Default for MoveOptions {
             catch_up_timeout: Duration::from_secs(600),
             max_lag_bytes: 1 << 20,
             keep_source: false,
+            queue_tables: vec!["saas_events_outbox".to_owned()],
             progress: None,
             stop_after: None,
         }
@@ -208,6 +220,7 @@ impl fmt::Debug for MoveOptions {
             .field("catch_up_timeout", &self.catch_up_timeout)
             .field("max_lag_bytes", &self.max_lag_bytes)
             .field("keep_source", &self.keep_source)
+            .field("queue_tables", &self.queue_tables)
             .field("stop_after", &self.stop_after)
             .finish_non_exhaustive()
     }
@@ -236,6 +249,19 @@ impl MoveOptions {
     pub fn keep_source(mut self, keep: bool) -> Self {
         self.keep_source = keep;
         self
+    }
+
+    /// Sets [`queue_tables`](Self::queue_tables) (bare table names).
+    pub fn queue_tables<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.queue_tables = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Splits `tables` into those moved as rows and the queue tables.
+    fn split(&self, tables: Vec<plan::Table>) -> (Vec<plan::Table>, Vec<plan::Table>) {
+        tables
+            .into_iter()
+            .partition(|t| !self.queue_tables.contains(&t.name))
     }
 
     /// Calls `progress` at each phase and while replication catches up.
@@ -269,8 +295,12 @@ pub struct MoveReport {
     pub to: Placement,
     /// How its rows were brought over.
     pub method: MoveMethod,
-    /// Rows on the target per table (bare name), counted under the fence.
+    /// Rows on the target per table (bare name), counted under the fence
+    /// (empty when this run resumed a move past that point).
     pub rows: BTreeMap<String, u64>,
+    /// Rows of queue tables ([`MoveOptions::queue_tables`]) moved under
+    /// the fence, per table.
+    pub queued: BTreeMap<String, u64>,
     /// The replication lag (bytes of WAL) when the fence went up.
     pub lag_at_fence_bytes: Option<u64>,
     /// How long the tenant was fenced (new handles waited), as this run

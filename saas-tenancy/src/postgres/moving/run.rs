@@ -29,6 +29,7 @@ impl PgTenancy {
             to: row.to.clone(),
             method: row.method,
             rows: Default::default(),
+            queued: Default::default(),
             lag_at_fence_bytes: None,
             fence: Duration::ZERO,
             phases: Vec::new(),
@@ -54,7 +55,8 @@ impl PgTenancy {
     ) -> Result<(), TenancyError> {
         let (tenant, move_id) = (row.tenant, row.id);
         let mut src = plan::connect(self, &row.from).await?;
-        let source = self.source_tables(&mut src, &row.from).await?;
+        let all = self.source_tables(&mut src, &row.from).await?;
+        let (source, queues) = options.split(all.clone());
         let progress = |phase: MovePhase, ready: usize, lag: Option<u64>| {
             if let Some(f) = &options.progress {
                 f(&MoveProgress {
@@ -70,7 +72,7 @@ impl PgTenancy {
         let mut step = Step::new(row.phase);
         if step.due(MovePhase::Prepared) {
             progress(MovePhase::Prepared, 0, None);
-            self.prepare_target(tenant, &row.to).await?;
+            self.prepare_target(tenant, &row.to, &all).await?;
             self.done(pool, row, MovePhase::Prepared, options, &mut step, report)
                 .await?;
         }
@@ -119,7 +121,7 @@ impl PgTenancy {
             }
             ledger::fence(pool, tenant, self.inner.clock.now()).await?;
             self.bump_fences();
-            lockout::lock_out(self, &row.from, &source, tenant, options.fence_grace).await?;
+            lockout::lock_out(self, &row.from, &all, tenant, options.fence_grace).await?;
             row.fence_lsn = Some(replicate::current_lsn(&mut src).await?);
             self.done(pool, row, MovePhase::Fenced, options, &mut step, report)
                 .await?;
@@ -127,6 +129,7 @@ impl PgTenancy {
         if step.due(MovePhase::Synced) {
             progress(MovePhase::Synced, source.len(), None);
             report.rows = self.sync(&mut src, row, &source, options).await?;
+            report.queued = self.move_queues(&mut src, row, &queues).await?;
             self.done(pool, row, MovePhase::Synced, options, &mut step, report)
                 .await?;
         }
@@ -143,7 +146,7 @@ impl PgTenancy {
         drop(_guard);
         if step.due(MovePhase::Done) {
             progress(MovePhase::Done, source.len(), None);
-            self.clean_up(&mut src, row, &source).await?;
+            self.clean_up(&mut src, row, &all).await?;
             self.done(pool, row, MovePhase::Done, options, &mut step, report)
                 .await?;
         }

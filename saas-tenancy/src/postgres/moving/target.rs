@@ -19,10 +19,13 @@ impl PgTenancy {
     /// the catalog says the tenant is not there, so anything found is a
     /// leftover. A row target's lock-out policies of an earlier move away
     /// from it are dropped: the tenant is coming back.
+    /// Every table of `source` must exist on the target (same tenant
+    /// migrations): checked here, before the fence.
     pub(super) async fn prepare_target(
         &self,
         tenant: saas_core::TenantId,
         to: &Placement,
+        source: &[Table],
     ) -> Result<(), TenancyError> {
         match to {
             Placement::Schema { cluster, schema } => {
@@ -39,6 +42,7 @@ impl PgTenancy {
         let tables = self
             .target_tables(&mut dst, plan::private_schema(to).as_deref())
             .await?;
+        copy::pair(source, &tables)?;
         copy::clear(&mut dst, &tables, tenant).await?;
         if let Placement::Shared { .. } = to {
             super::lockout::drop_policies(&mut dst, &tables, tenant).await?;
@@ -103,6 +107,32 @@ impl PgTenancy {
         let pairs = copy::pair(source, &target)?;
         copy::carry_sequences(src, &mut dst, &pairs).await?;
         Ok(rows)
+    }
+}
+
+impl PgTenancy {
+    /// Moves the tenant's rows of each queue table to the target, under
+    /// the fence (see [`MoveOptions::queue_tables`]); returns the rows
+    /// moved per table.
+    pub(super) async fn move_queues(
+        &self,
+        src: &mut PgConnection,
+        row: &MoveRow,
+        queues: &[Table],
+    ) -> Result<BTreeMap<String, u64>, TenancyError> {
+        if queues.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut dst = plan::connect(self, &row.to).await?;
+        let own = plan::private_schema(&row.to);
+        let target = self.target_tables(&mut dst, own.as_deref()).await?;
+        let columns = self.inner.tenant_columns();
+        let mut moved = BTreeMap::new();
+        for (s, t) in copy::pair(queues, &target)? {
+            let n = copy::move_queue(src, &mut dst, s, t, row.tenant, &columns).await?;
+            moved.insert(t.name.clone(), n);
+        }
+        Ok(moved)
     }
 }
 

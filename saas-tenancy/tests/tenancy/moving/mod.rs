@@ -4,3 +4,4 @@ mod fixture;
 mod isolation;
 mod kill;
 mod online;
+mod queues;
