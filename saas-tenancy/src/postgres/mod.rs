@@ -13,6 +13,7 @@ mod migrate;
 mod moving;
 mod pooling;
 mod provision;
+mod records;
 mod redact;
 mod session;
 mod shared;
@@ -519,24 +520,6 @@ impl PgTenancy {
         Ok(conn?)
     }
 
-    /// Reads `tenant`'s record again (after a fence or a notification) and
-    /// refuses it if a move changed its placement meanwhile.
-    async fn recheck_placement(
-        &self,
-        tenant: TenantId,
-        placement: &Placement,
-    ) -> Result<(), TenancyError> {
-        let record = self.servable_now(tenant).await?;
-        if record.placement == *placement {
-            Ok(())
-        } else {
-            Err(TenancyError::TenantMoving {
-                tenant,
-                detail: "it was moved while this request waited for a connection".to_owned(),
-            })
-        }
-    }
-
     /// A shared runtime connection for `tenant`: one kept for it (when
     /// `may_reuse`), else one from the pool — after handing back the
     /// oldest kept connection if the pool has nothing idle.
@@ -622,100 +605,6 @@ impl PgTenancy {
     /// The tenant's record if it may be served; while a move fences the
     /// tenant, waits (up to [`PgTenancyBuilder::move_wait`]) for the
     /// move to cut over or be aborted.
-    /// Whether the tenant's pool in the registry (if any) was opened for
-    /// another placement than `record`'s; remembers `record`'s.
-    fn pool_moved(&self, record: &TenantRecord) -> bool {
-        let mut known = self
-            .inner
-            .backend
-            .pool_placements
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match known.get(&record.id) {
-            Some(placement) if *placement == record.placement => false,
-            before => {
-                let moved = before.is_some();
-                // Bounded: forgotten entries only cost a close of nothing.
-                if known.len() >= 100_000 {
-                    known.clear();
-                }
-                known.insert(record.id, record.placement.clone());
-                moved
-            }
-        }
-    }
-
-    async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let state = &self.inner.backend;
-        state.follower.ensure(
-            self.inner.catalog.postgres_pool(),
-            &state.records,
-            &state.fences,
-        );
-        match self.servable_now(id).await {
-            Err(TenancyError::TenantNotServable {
-                status: saas_core::TenantStatus::Moving,
-                ..
-            }) => self.wait_for_move(id).await,
-            other => other,
-        }
-    }
-
-    /// Waits for `id`'s move to leave its fence: woken by the move's
-    /// notification, reading the catalog at least every 50 ms meanwhile.
-    async fn wait_for_move(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let state = &self.inner.backend;
-        let deadline = tokio::time::Instant::now() + state.move_wait;
-        loop {
-            let woken = state.follower.wake.notified();
-            let pause = std::time::Duration::from_millis(50);
-            let _ = tokio::time::timeout(pause, woken).await;
-            self.forget_record(id);
-            match self.servable_now(id).await {
-                Err(TenancyError::TenantNotServable {
-                    status: saas_core::TenantStatus::Moving,
-                    ..
-                }) if tokio::time::Instant::now() < deadline => {}
-                Err(TenancyError::TenantNotServable {
-                    status: saas_core::TenantStatus::Moving,
-                    ..
-                }) => {
-                    return Err(TenancyError::TenantMoving {
-                        tenant: id,
-                        detail: format!(
-                            "its move's fence lasted longer than the {:?} a new handle waits",
-                            state.move_wait
-                        ),
-                    });
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The tenant's record if it may be served now (a moving tenant is
-    /// [`TenancyError::TenantNotServable`]).
-    async fn servable_now(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
-        let cached = self.inner.backend.records.get(id);
-        observe::record_cache(cached.is_some());
-        if let Some(record) = cached {
-            return crate::catalog::check_servable(record);
-        }
-        let fences = self.fences();
-        let record = self
-            .inner
-            .catalog
-            .get(id)
-            .await?
-            .ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
-        // A deletion that started here while the catalog was read may have
-        // ended by now: a record read before it must not be cached after it.
-        if self.fences() == fences {
-            self.inner.backend.records.put(record.clone());
-        }
-        crate::catalog::check_servable(record)
-    }
-
     /// Drops the cached catalog record of `id` (after changing it elsewhere).
     pub fn forget_record(&self, id: TenantId) {
         self.inner.backend.records.forget(id);

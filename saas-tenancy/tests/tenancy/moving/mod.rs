@@ -5,3 +5,4 @@ mod isolation;
 mod kill;
 mod online;
 mod queues;
+mod writers;
