@@ -187,7 +187,38 @@ async fn move_while_writing_in(
     // New ids continue past the moved ones.
     let max = on_target.iter().map(|(id, _)| *id).max().unwrap_or(0);
     assert!(insert(&mover, &ctx, "after").await.unwrap() > max);
+    // The kept source goes when asked; the target stays.
     mover.purge_moved_source(ctx.tenant_id()).await.unwrap();
+    let admin = &env.server(source.cluster()).admin;
+    let exists = |sql: &'static str, name: String| async move {
+        sqlx::query_scalar::<_, bool>(sql)
+            .bind(name)
+            .fetch_one(admin)
+            .await
+            .unwrap()
+    };
+    match &source {
+        Placement::Schema { schema, .. } => assert!(
+            !exists(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                schema.as_str().to_owned()
+            )
+            .await
+        ),
+        Placement::Database { database, .. } => assert!(
+            !exists(
+                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                database.as_str().to_owned()
+            )
+            .await
+        ),
+        _ => assert!(env.stored(&source, ctx.tenant_id()).await.is_empty()),
+    }
+    assert!(!env.stored(&target, ctx.tenant_id()).await.is_empty());
+    assert!(
+        mover.purge_moved_source(ctx.tenant_id()).await.is_err(),
+        "nothing left to purge"
+    );
     env.cleanup().await;
 }
 
