@@ -78,6 +78,15 @@ pub struct PgClusterConfig {
     /// does. Requires [`PgTenancyBuilder::transaction_pooling`]; see
     /// [`PgClusterConfig::with_transaction_pooler`].
     pub transaction_pooler: Option<PgConnectOptions>,
+    /// How another server's subscription reaches this cluster when a
+    /// tenant moves away from it ([`PgTenancy::move_tenant`]): libpq
+    /// connection keywords (`host=… port=… user=… password=… sslmode=…`),
+    /// the database added per move. `None`: host, port and user of
+    /// `admin`, with no password (trust, or a `.pgpass` on the target
+    /// server). Shown redacted by `Debug`; PostgreSQL keeps it in the
+    /// subscription (`pg_subscription.subconninfo`, readable by superusers)
+    /// while the move runs.
+    pub replication_conninfo: Option<String>,
 }
 
 impl PgClusterConfig {
@@ -90,7 +99,30 @@ impl PgClusterConfig {
             runtime_role,
             max_connections: 10,
             transaction_pooler: None,
+            replication_conninfo: None,
         }
+    }
+
+    /// Sets [`replication_conninfo`](Self::replication_conninfo).
+    ///
+    /// ```
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use saas_tenancy::ClusterName;
+    /// use saas_tenancy::postgres::{PgClusterConfig, SqlIdent};
+    ///
+    /// let cluster = PgClusterConfig::new(
+    ///     ClusterName::new("main")?,
+    ///     "postgres://admin@db.internal:5432/app".parse()?,
+    ///     SqlIdent::new("app_runtime")?,
+    /// )
+    /// .with_replication_conninfo("host=db.internal port=5432 user=replicator password=secret");
+    /// assert!(!format!("{cluster:?}").contains("secret"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_replication_conninfo(mut self, conninfo: impl Into<String>) -> Self {
+        self.replication_conninfo = Some(conninfo.into());
+        self
     }
 
     /// Serves row and schema tenants through a transaction pooler reached

@@ -39,6 +39,10 @@ impl fmt::Debug for PgClusterConfig {
                 "transaction_pooler",
                 &self.transaction_pooler.as_ref().map(RedactedPgOptions),
             )
+            .field(
+                "replication_conninfo",
+                &self.replication_conninfo.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }

@@ -13,11 +13,11 @@
 use std::time::{Duration, Instant};
 
 use saas_core::TenantId;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use super::plan::Table;
 use crate::error::TenancyError;
+use crate::postgres::PgClusterConfig;
 use crate::postgres::sql::quote_ident;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -80,21 +80,26 @@ pub(super) async fn create_slot(src: &mut PgConnection, name: &str) -> Result<()
     Ok(())
 }
 
-/// A libpq connection string reaching the source database as the
-/// cluster's admin (host, port, user, database; trust or a `.pgpass` on
-/// the target server for the password).
-pub(super) fn conninfo(admin: &PgConnectOptions, database: &str) -> String {
+/// A libpq connection string reaching the source database: the
+/// cluster's [`replication_conninfo`](crate::postgres::PgClusterConfig::replication_conninfo)
+/// or, without one, host, port and user of its admin options (trust or a
+/// `.pgpass` on the target server for the password); `dbname` added.
+pub(super) fn conninfo(config: &PgClusterConfig, database: &str) -> String {
     let value = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let dbname = format!("dbname={}", value(database));
+    if let Some(base) = &config.replication_conninfo {
+        return format!("{base} {dbname}");
+    }
+    let admin = &config.admin;
     let host = match admin.get_socket() {
         Some(dir) => dir.to_string_lossy().into_owned(),
         None => admin.get_host().to_owned(),
     };
     format!(
-        "host={} port={} user={} dbname={}",
+        "host={} port={} user={} {dbname}",
         value(&host),
         admin.get_port(),
         value(admin.get_username()),
-        value(database)
     )
 }
 
@@ -297,4 +302,41 @@ pub(super) async fn rename_schema(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::ClusterName;
+    use crate::postgres::SqlIdent;
+
+    fn config(url: &str) -> PgClusterConfig {
+        let (Ok(name), Ok(admin), Ok(role)) = (
+            ClusterName::new("main"),
+            url.parse(),
+            SqlIdent::new("app_runtime"),
+        ) else {
+            panic!("test configuration");
+        };
+        PgClusterConfig::new(name, admin, role)
+    }
+
+    #[test]
+    fn conninfo_quotes_values_and_names_the_database() {
+        let info = conninfo(&config("postgres://o%27neil@db.internal:6543/app"), "t_1");
+        assert_eq!(
+            info,
+            "host='db.internal' port=6543 user='o\\'neil' dbname='t_1'"
+        );
+    }
+
+    #[test]
+    fn a_configured_conninfo_is_used_with_the_database_added() {
+        let config = config("postgres://admin@db.internal/app")
+            .with_replication_conninfo("host=10.0.0.5 user=replicator password=s3cret");
+        assert_eq!(
+            conninfo(&config, "app"),
+            "host=10.0.0.5 user=replicator password=s3cret dbname='app'"
+        );
+    }
 }

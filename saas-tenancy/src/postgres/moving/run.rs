@@ -87,8 +87,8 @@ impl PgTenancy {
             let database: String = sqlx::query_scalar("SELECT current_database()::text")
                 .fetch_one(&mut src)
                 .await?;
-            let admin = &self.cluster(row.from.cluster())?.config.admin;
-            let conninfo = replicate::conninfo(admin, &database);
+            let config = &self.cluster(row.from.cluster())?.config;
+            let conninfo = replicate::conninfo(config, &database);
             replicate::subscribe(&mut dst, &name, &conninfo).await?;
             let deadline = Instant::now() + options.catch_up_timeout;
             loop {
