@@ -61,8 +61,9 @@ impl PgTenancy {
     /// `wal_level = logical` on the source server; the clusters' admin
     /// role is a superuser (it creates slots, subscriptions and bypasses
     /// row-level security to copy); the target server reaches the source
-    /// as the source's admin options say (host, port, user — a password
-    /// must come from the target server's `.pgpass`); both sides at the
+    /// as the source cluster's
+    /// [`replication_conninfo`](crate::postgres::PgClusterConfig::replication_conninfo)
+    /// says (by default the admin options' host, port and user); both sides at the
     /// same tenant migration version. A table with neither primary key
     /// nor replica identity is refused before anything starts
     /// ([`TenancyError::NoReplicaIdentity`]).
