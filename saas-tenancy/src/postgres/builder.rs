@@ -271,7 +271,10 @@ impl PgTenancyBuilder {
     /// record at a move's fence and cut-over, so this process follows the
     /// move at once rather than after [`record_ttl`](Self::record_ttl).
     /// Turned off, a cached record can name the old placement for up to
-    /// the TTL — and is refused there (a move locks its source out).
+    /// the TTL — and is refused there (a move locks its source out). The
+    /// catalog's pool must reach PostgreSQL directly: a transaction
+    /// pooler does not deliver notifications (moves stay safe, through
+    /// the lock-out, but are followed only after the TTL).
     pub fn follow_moves(mut self, on: bool) -> Self {
         self.follow_moves = on;
         self

@@ -177,8 +177,10 @@ pub struct MoveOptions {
     /// 10 minutes); also bounds the wait for the last changes under the
     /// fence.
     pub catch_up_timeout: Duration,
-    /// The replication lag (bytes of WAL) under which the move fences
-    /// (default 1 MiB).
+    /// The replication lag (bytes of WAL not yet confirmed by the target)
+    /// under which the move fences (default 8 MiB: on a busy server the
+    /// slot's position trails the WAL by what other databases write; what
+    /// is left is decoded under the fence, in well under a second).
     pub max_lag_bytes: u64,
     /// Keeps the source's data after the cut-over (default: purged). It
     /// stays locked out for the tenant; remove it with
@@ -204,7 +206,7 @@ impl Default for MoveOptions {
         Self {
             fence_grace: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(600),
-            max_lag_bytes: 1 << 20,
+            max_lag_bytes: 8 << 20,
             keep_source: false,
             queue_tables: vec!["saas_events_outbox".to_owned()],
             progress: None,
