@@ -146,25 +146,8 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
         let single = compare_paired(
             ROUNDS,
             PER_ROUND,
-            || async {
-                let rows: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT id, body FROM notes_plain WHERE tenant_id = $1 ORDER BY id LIMIT 10",
-                )
-                .bind(tenant)
-                .fetch_all(&plain)
-                .await
-                .unwrap();
-                assert_eq!(rows.len(), 10);
-            },
-            || async {
-                let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
-                let rows: Vec<(i64, String)> =
-                    sqlx::query_as("SELECT id, body FROM notes ORDER BY id LIMIT 10")
-                        .fetch_all(&mut *conn)
-                        .await
-                        .unwrap();
-                assert_eq!(rows.len(), 10);
-            },
+            || plain_single(&plain, tenant),
+            || scoped_single(&sandbox, ctx),
         )
         .await;
         rows.push(Row {
@@ -179,25 +162,8 @@ async fn run_mode(url: &str, mode: ScopeMode, rows: &mut Vec<Row>) {
             let against_no_ping = compare_paired(
                 ROUNDS,
                 PER_ROUND,
-                || async {
-                    let rows: Vec<(i64, String)> = sqlx::query_as(
-                        "SELECT id, body FROM notes_plain WHERE tenant_id = $1 ORDER BY id LIMIT 10",
-                    )
-                    .bind(tenant)
-                    .fetch_all(&no_ping)
-                    .await
-                    .unwrap();
-                    assert_eq!(rows.len(), 10);
-                },
-                || async {
-                    let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
-                    let rows: Vec<(i64, String)> =
-                        sqlx::query_as("SELECT id, body FROM notes ORDER BY id LIMIT 10")
-                            .fetch_all(&mut *conn)
-                            .await
-                            .unwrap();
-                    assert_eq!(rows.len(), 10);
-                },
+                || plain_single(&no_ping, tenant),
+                || scoped_single(&sandbox, ctx),
             )
             .await;
             rows.push(Row {
@@ -315,6 +281,29 @@ async fn shared_in_turn(sandbox: &mut PgSandbox, plain: &PgPool, tenant: TenantI
         result,
         target: "(none: shows the reset between tenants)",
     }
+}
+
+/// The baseline single statement: ten of the tenant's notes, filtered by hand.
+async fn plain_single(plain: &PgPool, tenant: TenantId) {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, body FROM notes_plain WHERE tenant_id = $1 ORDER BY id LIMIT 10",
+    )
+    .bind(tenant)
+    .fetch_all(plain)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 10);
+}
+
+/// The scoped single statement: the same, filtered by the scope.
+async fn scoped_single(sandbox: &PgSandbox, ctx: &TenantContext) {
+    let mut conn = sandbox.tenancy.acquire(ctx).await.unwrap();
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, body FROM notes ORDER BY id LIMIT 10")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 10);
 }
 
 /// The baseline transaction: three statements filtered by hand.
