@@ -10,39 +10,33 @@
 //! and the census's server time per use, measured in `BENCHMARKS.md`).
 //! None of it is needed when the next user is the same tenant: nothing
 //! its earlier handle left can reach another tenant, and another tenant
-//! never gets the connection without the full reset. So on a kept
-//! connection:
-//! - a transaction ([`PgTenantTx`](super::PgTenantTx)) resets the session
-//!   in its `BEGIN` round trip, a simple query anyway (settings, role,
-//!   listeners, temporary objects, cursors, sequences, session advisory
-//!   locks: [`super::sql::REUSE_RESET`]; the server's cost is a few
-//!   microseconds), and fails over to a pool connection when it finds a
-//!   transaction raw SQL left open or changed session transaction
-//!   characteristics;
-//! - a session handle ([`PgTenantConn`](super::PgTenantConn)) only puts
-//!   its scope on: a statement prepared once per connection
-//!   ([`super::sql::SCOPE_SESSION_ROW`] / `_SCHEMA`) that releases session
-//!   advisory locks, takes the handle lock, sets the role (a row tenant's
-//!   back to the login's) and a schema tenant's search path, and the
-//!   tenant. One `Bind`/`Execute` round trip, about what the liveness ping
-//!   of a plain pool costs — where a simple query carrying the reset would
-//!   cost a parse and plan on every checkout, the larger part of a scoped
-//!   statement's overhead on a loopback server (measured 2026-12-06:
-//!   30 µs against 18 µs on a warm connection, 1.6× against 1.14× a plain
-//!   pool's acquire and statement).
+//! never gets the connection without the full reset. So the tenant's next
+//! handle on a kept connection only puts its scope on, in the round trip
+//! it needs anyway: a session handle ([`PgTenantConn`](super::PgTenantConn))
+//! with a statement prepared once per connection
+//! ([`super::sql::SCOPE_SESSION_ROW`] / `_SCHEMA`), a transaction
+//! ([`PgTenantTx`](super::PgTenantTx)) in its `BEGIN` — session advisory
+//! locks released, the handle lock taken, the role set (a row tenant's
+//! back to the login's), a schema tenant's search path, the tenant; a
+//! transaction also refuses a transaction raw SQL left open, and takes a
+//! pool connection instead. Resetting the session there as well (the
+//! `RESET ALL`, `DISCARD TEMP`… of the full reset, as a simple query)
+//! cost a scoped statement about 100 µs more on a loopback server —
+//! measured 2026-12-06: a schema tenant's `acquire` and statement 1.81×
+//! the plain pool's without it, 2.24× with it.
 //!
-//! What a kept connection can carry to the same tenant's next handles,
-//! and only to them: statements its raw SQL `PREPARE`d or `DEALLOCATE`d
-//! (the census that finds them is the expensive part); and, to a session
-//! handle, the session as the tenant's last handle left it — settings,
-//! listeners, temporary objects, held cursors, sequence state, session
-//! transaction characteristics, a transaction raw SQL left open on a
-//! `PgTenantConn` (whose statements then run inside it) — as on a tenant's
-//! own pool in [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools)
-//! or on any plain sqlx pool. All of it lasts at most the window: a
-//! connection is kept for at most `window` after it last left the pool,
-//! however often it is reused, then goes back through the full reset
-//! (which closes one left in a transaction, rolling it back).
+//! What a kept connection carries to the same tenant's next handles, and
+//! only to them, for at most the window: the session as the tenant's
+//! last handle left it — settings, session transaction characteristics,
+//! listeners, temporary objects, held cursors, sequence state, statements
+//! raw SQL `PREPARE`d or `DEALLOCATE`d, and for a session handle a
+//! transaction raw SQL left open on a `PgTenantConn` (its statements then
+//! run inside it) — as on a tenant's own pool in
+//! [`ScopeMode::TenantPools`](super::ScopeMode::TenantPools) or on any
+//! plain sqlx pool. A connection is kept for at most `window` after it
+//! last left the pool, however often it is reused, then goes back through
+//! the full reset (which closes one left in a transaction, rolling it
+//! back).
 //!
 //! Bounds, so that keeping never starves anyone: at most half the pool is
 //! kept; a connection is kept only while the pool can still hand one out
@@ -50,10 +44,7 @@
 //! checkout that finds the pool exhausted hands the oldest kept connection
 //! back first; a sweeper task hands back what outlived the window; a
 //! deletion hands back the tenant's kept connections before it waits for
-//! handles. A transaction is kept only if it committed (a rollback
-//! undoes the in-band reset of its own `BEGIN` round trip; a `COMMIT` of
-//! a transaction an error had aborted is a rollback too, which leaves the
-//! session as the tenant's earlier handles left it — see above).
+//! handles. A transaction is kept only if it committed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +86,7 @@ pub(crate) struct SharedCheckout {
     /// When it last left the pool, i.e. when it was last fully reset.
     pub(crate) left_pool: Instant,
     /// Whether it comes from this tenant's kept connections (its session
-    /// needs only the in-band reset, its caches are this tenant's).
+    /// needs only its scope, its caches are this tenant's).
     pub(crate) reused: bool,
 }
 

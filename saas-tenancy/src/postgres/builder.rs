@@ -176,13 +176,11 @@ impl PgTenancyBuilder {
     /// [`PgTenantConn`](super::PgTenantConn)) is kept for that tenant instead
     /// of going back to the pool, and its next handle takes it again: no
     /// full reset, no release ping, and a schema tenant keeps its statement
-    /// cache. A transaction resets the session in its `BEGIN` round trip;
-    /// a session handle only sets its scope (role, schema, tenant, handle
-    /// lock) with a statement prepared once per connection, and otherwise
-    /// meets the session as the tenant's last handle left it (settings,
-    /// temporary objects, a transaction raw SQL left open…), as on a
-    /// tenant pool or any plain sqlx pool. Another tenant never gets the
-    /// connection without the full reset. At most half the pool is kept, and only while the pool can
+    /// cache. The handle only sets its scope (role, schema, tenant, handle
+    /// lock) in the round trip it needs anyway, and otherwise meets the
+    /// session as the tenant's last handle left it (settings, temporary
+    /// objects…), as on a tenant pool or any plain sqlx pool. Another
+    /// tenant never gets the connection without the full reset. At most half the pool is kept, and only while the pool can
     /// still serve others at once; see the `affinity` notes in
     /// [`ScopeMode::Shared`].
     ///

@@ -35,9 +35,7 @@ use crate::placement::Placement;
 /// session, the next tenant starts clean. With tenant affinity (on by
 /// default, see [`PgTenancyBuilder::connection_affinity`](super::PgTenancyBuilder::connection_affinity))
 /// the connection is first kept for this tenant, for at most a short
-/// window, and the tenant's next handle takes it again: a transaction
-/// resets the session in its `BEGIN` round trip (the same reset, minus
-/// the census of prepared statements), a session handle only sets its
+/// window, and the tenant's next handle takes it again: it only sets its
 /// scope and otherwise meets the session as this handle left it —
 /// settings, temporary objects, a transaction raw SQL left open — as on
 /// the tenant's own pool; never another tenant. A connection of a tenant's own

@@ -162,9 +162,8 @@ pub enum ScopeMode {
     /// A connection goes back to the pool through a full reset (one more
     /// round trip, off the request path: see [`PgTenantConn`]) — unless it
     /// is kept for its tenant's next handle
-    /// ([`PgTenancyBuilder::connection_affinity`], on by default): then a
-    /// transaction resets it in its `BEGIN` round trip and a session
-    /// handle only sets its scope. Schema tenants give up sqlx's per-connection statement and
+    /// ([`PgTenancyBuilder::connection_affinity`], on by default), which
+    /// then only sets its scope. Schema tenants give up sqlx's per-connection statement and
     /// type caches whenever a connection comes from the pool (same-named
     /// types in two schemas would clash there), so their statements are
     /// prepared again; on a kept connection the caches are their own.

@@ -72,48 +72,21 @@ pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What a tenant's transaction sends before its `BEGIN` when it reuses a
-/// connection kept for its tenant (see `affinity`), in the same round
-/// trip (a simple query, as `BEGIN` always is, so these few utility
-/// statements cost the server microseconds): closes cursors, returns the role to the login's, resets every
-/// setting, unlistens, drops temporary objects and sequence state. The
-/// scope's own `SELECT` then releases session advisory locks first (a
-/// kept session handle's handle lock included; the scope takes it again
-/// in the same target list, evaluated in order). Left out of the full
-/// reset (`session`): `RESET SESSION AUTHORIZATION` (only a superuser
-/// login can change it, and the runtime role is none — `audit()` says so)
-/// and the census of prepared statements (what it finds cannot reach
-/// another tenant from a kept connection). Before a `BEGIN` these run in
-/// the transaction it opens: a listener is removed when that transaction
-/// commits (`UNLISTEN` is transactional), and a rollback would undo the
-/// whole reset — so a rolled-back connection is never kept.
-pub(super) const REUSE_RESET: &str =
-    "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; ";
-
-/// Releases the session's advisory locks; first in a reused handle's
-/// scope `SELECT` (see [`REUSE_RESET`]).
+/// Releases the session's advisory locks; first in a scope that reuses a
+/// connection kept for its tenant (see `affinity`): a kept session
+/// handle's handle lock included, which the scope then takes again (a
+/// target list is evaluated in order).
 const UNLOCK_ALL: &str = "pg_catalog.pg_advisory_unlock_all()";
 
-/// Checked in the first round trip of a handle on a connection kept for
-/// its tenant, after [`REUSE_RESET`]: that round trip fails — by reading
-/// a setting that does not exist, evaluated only in that case — and the
-/// handle takes a pool connection instead (see `PgTenancy::begin_record`)
-/// when the tenant's raw SQL left what the in-band reset cannot undo:
-/// - a transaction open (a raw `BEGIN` on a `PgTenantConn`): the round
-///   trip then runs inside it, and its transaction began earlier;
-/// - session-level transaction characteristics (`SET SESSION
-///   CHARACTERISTICS`, `default_transaction_*`): a transaction's are fixed
-///   when the round trip begins, before the reset restores the defaults
-///   they come from.
-const KEPT_SESSION_CHECK: &str = "CASE WHEN \
+/// Checked in the `BEGIN` round trip of a transaction on a connection
+/// kept for its tenant: that round trip fails — by reading a setting that
+/// does not exist, evaluated only in that case — and the transaction takes
+/// a pool connection instead (see `PgTenancy::begin_record`) when raw SQL
+/// left a transaction open (a raw `BEGIN` on a `PgTenantConn`): the
+/// `BEGIN` then only warns, and the transaction began earlier.
+const LEFT_OPEN_CHECK: &str = "CASE WHEN \
     pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp() \
-    OR pg_catalog.current_setting('transaction_read_only') \
-        <> pg_catalog.current_setting('default_transaction_read_only') \
-    OR pg_catalog.current_setting('transaction_isolation') \
-        <> pg_catalog.current_setting('default_transaction_isolation') \
-    OR pg_catalog.current_setting('transaction_deferrable') \
-        <> pg_catalog.current_setting('default_transaction_deferrable') \
-    THEN pg_catalog.current_setting('saas.kept_session_left_a_transaction_or_its_characteristics') \
+    THEN pg_catalog.current_setting('saas.kept_session_left_a_transaction_open') \
     END";
 
 /// The `BEGIN` of a row-strategy transaction on a shared connection:
@@ -121,14 +94,19 @@ const KEPT_SESSION_CHECK: &str = "CASE WHEN \
 /// (see `fence.rs`) and sets the tenant transaction-locally, in one round
 /// trip. The id and keys are formatted from a [`TenantId`] (hex digits,
 /// hyphens and integers only), never from input. What earlier users left
-/// on the session was reset when the connection went back to the pool —
-/// or, on a connection kept for this tenant (`reused`), is reset in this
-/// same round trip.
+/// on the session was reset when the connection went back to the pool; on
+/// a connection kept for this tenant (`reused`) the round trip also
+/// releases session advisory locks, returns the role to the login's for
+/// the transaction and refuses a transaction left open (see `affinity`
+/// for what else the tenant's earlier handles may have left).
 pub(super) fn begin_row(tenant: TenantId, reused: bool) -> String {
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
     let set = format!("set_config('{TENANT_SETTING}', '{tenant}', true)");
     if reused {
-        format!("{REUSE_RESET}BEGIN; SELECT {UNLOCK_ALL}, {lock}, {set}, {KEPT_SESSION_CHECK}")
+        format!(
+            "BEGIN; SELECT {UNLOCK_ALL}, {lock}, {set}, \
+             pg_catalog.set_config('role', 'none', true), {LEFT_OPEN_CHECK}"
+        )
     } else {
         format!("BEGIN; SELECT {lock}, {set}")
     }
@@ -137,7 +115,7 @@ pub(super) fn begin_row(tenant: TenantId, reused: bool) -> String {
 /// The `BEGIN` of a schema-strategy transaction on a shared connection:
 /// takes the tenant's handle lock shared for the transaction, then
 /// switches to the tenant's role and schema transaction-locally, in one
-/// round trip (after [`REUSE_RESET`] when `reused`, as for rows). The lock
+/// round trip (with the checks of [`begin_row`] when `reused`). The lock
 /// comes first: a `BEGIN` that had to wait for a deletion finds the role
 /// gone and fails.
 pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId, reused: bool) -> String {
@@ -145,7 +123,7 @@ pub(super) fn begin_schema(schema: &TenantObjectName, tenant: TenantId, reused: 
     let lock = handle_lock(tenant, "pg_advisory_xact_lock_shared");
     let scope = format!("SET LOCAL ROLE {s}; SET LOCAL search_path TO {s}");
     if reused {
-        format!("{REUSE_RESET}BEGIN; SELECT {UNLOCK_ALL}, {lock}, {KEPT_SESSION_CHECK}; {scope}")
+        format!("BEGIN; SELECT {UNLOCK_ALL}, {lock}, {LEFT_OPEN_CHECK}; {scope}")
     } else {
         format!("BEGIN; SELECT {lock}; {scope}")
     }

@@ -1,13 +1,12 @@
 //! Tenant affinity on the shared runtime pool (`ScopeMode::Shared`): a
 //! finished handle's connection is kept for its tenant and taken again by
-//! that tenant's next handle, after a reset as it was kept (off the
-//! request path). What must hold: the reuse really happens; the keep reset
-//! leaves nothing the full reset would have removed, except what is
-//! documented (statements raw SQL prepared); another tenant meets a kept
-//! connection only through the full reset; what the keep reset cannot
-//! undo (a transaction left open, a broken exchange) closes the
-//! connection, a rolled-back transaction is never kept; the window and a
-//! deletion bound how
+//! that tenant's next handle, which only sets its scope. What must hold:
+//! the reuse really happens; the next handle runs as its tenant and holds
+//! the handle lock whatever raw SQL left, and meets only what is
+//! documented (the tenant's own session state); another tenant meets a
+//! kept connection only through the full reset; a transaction refuses a
+//! kept connection left in a transaction or out of step, and a
+//! rolled-back one is never kept; the window and a deletion bound how
 //! long a connection stays kept.
 
 use std::time::Duration;
@@ -87,15 +86,14 @@ async fn runs_as_its_tenant(conn: &mut PgConnection, schema_tenant: bool) -> boo
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
 
-/// A tenant's next handle gets the connection kept for it. A transaction
-/// resets the session in its `BEGIN` round trip: it meets nothing an
-/// earlier handle left. A session handle sets only its scope (a prepared
-/// statement, see `sql::SCOPE_SESSION_ROW`): it runs as its tenant and
-/// holds the handle lock, whatever role raw SQL switched to and whatever
-/// advisory locks it took, and otherwise meets the session as the
-/// tenant's last handle left it (settings, listeners, temporary objects,
-/// cursors, sequence state), as on a tenant pool — documented, and never
-/// another tenant's (see the next test).
+/// A tenant's next handle gets the connection kept for it and sets only
+/// its scope (in its `BEGIN`, or a prepared statement): it runs as its
+/// tenant and holds the handle lock, whatever role raw SQL switched to and
+/// whatever advisory locks it took, and otherwise meets the session as
+/// the tenant's last handle left it (settings, listeners, temporary
+/// objects, cursors, sequence state), as on a tenant pool — documented,
+/// and never another tenant's (see
+/// `a_kept_connection_reaches_another_tenant_only_through_the_full_reset`).
 #[tokio::test]
 async fn a_tenants_next_handle_reuses_its_connection() {
     let Some(mut env) = sandbox("affinity::reuse", ScopeMode::Shared).await else {
@@ -141,16 +139,8 @@ async fn a_tenants_next_handle_reuses_its_connection() {
                         runs_as_its_tenant(&mut tx, schema_tenant).await,
                         leftovers(&mut tx, Some(ctx.tenant_id())).await,
                     );
-                    // `leftovers` ends the transaction in error (its
-                    // `lastval()` probe fails on a clean session): it is
-                    // rolled back, in-band reset and all.
-                    drop(tx);
-                    // `UNLISTEN` (in the reset) takes effect when the
-                    // transaction that ran it commits: the listener shows
-                    // inside it.
-                    let (p, lock, own_role, mut left) = found;
-                    left.retain(|l| l != "listener");
-                    (p, lock, own_role, left)
+                    tx.commit().await.unwrap();
+                    found
                 } else {
                     let mut conn = env.tenancy.acquire(ctx).await.unwrap();
                     (
@@ -168,16 +158,15 @@ async fn a_tenants_next_handle_reuses_its_connection() {
                     again, first,
                     "{what}: the next handle did not get the kept connection"
                 );
-                let expected: Vec<&str> = match (next_in_transaction, ending) {
-                    (true, _) => vec![],
-                    (false, Ending::DropConnection) => vec![
+                let expected: Vec<&str> = match ending {
+                    Ending::DropConnection => vec![
                         "custom setting",
                         "time zone",
                         "listener",
                         "temporary table",
                         "sequence state",
                     ],
-                    (false, Ending::Commit) => vec![
+                    Ending::Commit => vec![
                         "custom setting",
                         "time zone",
                         "listener",
@@ -341,32 +330,20 @@ async fn a_kept_connection_reaches_another_tenant_only_through_the_full_reset() 
     env.cleanup().await;
 }
 
-/// What a transaction's in-band reset cannot undo makes the kept
-/// connection fail the `BEGIN` round trip, and the transaction takes a
-/// pool connection instead (the kept one is closed): a transaction raw SQL
-/// left open on a `PgTenantConn`, session transaction characteristics
-/// (fixed when that round trip began), an exchange left out of step by a
-/// refused raw COPY. The tenant's next handles work either way.
+/// A transaction cannot run on a kept connection where raw SQL left a
+/// transaction open on a `PgTenantConn` (its `BEGIN` would only warn) or
+/// left the exchange out of step (a refused raw COPY): its `BEGIN` round
+/// trip fails, the kept connection is closed and the transaction runs on
+/// a pool connection. The tenant's next handles work either way.
 #[tokio::test]
-async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
+async fn a_transaction_takes_another_connection_where_one_was_left_open() {
     let Some(mut env) = sandbox("affinity::undoable", ScopeMode::Shared).await else {
         return;
     };
     let a = env.tenant("undo-a", Strategy::Shared).await.unwrap();
     let s = env.tenant("undo-s", Strategy::Schema).await.unwrap();
     for ctx in [&a, &s] {
-        for (what, sql) in [
-            ("a transaction left open", "BEGIN"),
-            ("a refused COPY", ""),
-            (
-                "read-only characteristics",
-                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-            ),
-            (
-                "serializable characteristics",
-                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-            ),
-        ] {
+        for (what, sql) in [("a transaction left open", "BEGIN"), ("a refused COPY", "")] {
             settle(&env).await;
             let first = {
                 let mut conn = env.tenancy.acquire(ctx).await.unwrap();
@@ -383,24 +360,15 @@ async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
                 p
             };
             wait_kept(&env.tenancy, 1).await;
-            for in_transaction in [true, false] {
-                let (again, isolation, read_only) = if in_transaction {
-                    let mut tx = env.tenancy.begin(ctx).await.unwrap();
-                    insert_note(&mut tx, ctx, what).await;
-                    let found = characteristics(&mut tx).await;
-                    let p = pid(&mut tx).await;
-                    tx.commit().await.unwrap();
-                    (p, found.0, found.1)
-                } else {
-                    let mut conn = env.tenancy.acquire(ctx).await.unwrap();
-                    insert_note(&mut conn, ctx, what).await;
-                    let found = characteristics(&mut conn).await;
-                    (pid(&mut conn).await, found.0, found.1)
-                };
-                assert_ne!(again, first, "{what}: the kept connection was reused");
-                assert_eq!(isolation, "read committed", "{what}");
-                assert_eq!(read_only, "off", "{what}");
-            }
+            let mut tx = env.tenancy.begin(ctx).await.unwrap();
+            insert_note(&mut tx, ctx, what).await;
+            let again = pid(&mut tx).await;
+            tx.commit().await.unwrap();
+            assert_ne!(again, first, "{what}: the kept connection was reused");
+            wait_gone(&env.admin, first).await;
+            let mut conn = env.tenancy.acquire(ctx).await.unwrap();
+            insert_note(&mut conn, ctx, what).await;
+            drop(conn);
             settle(&env).await;
         }
         // Every note written went through and is visible to a new handle.
@@ -409,7 +377,54 @@ async fn what_the_in_band_reset_cannot_undo_closes_the_connection() {
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        assert_eq!(n, 8, "{}", ctx.slug());
+        assert_eq!(n, 4, "{}", ctx.slug());
+    }
+    env.cleanup().await;
+}
+
+/// Session transaction characteristics raw SQL set stay with their
+/// tenant's kept connection (documented: as on a tenant pool), and never
+/// reach another tenant: handed back, the connection goes through the
+/// full reset.
+#[tokio::test]
+async fn session_characteristics_stay_with_their_tenant() {
+    let Some(mut env) = sandbox("affinity::characteristics", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("chars-a", Strategy::Shared).await.unwrap();
+    let b = env.tenant("chars-b", Strategy::Shared).await.unwrap();
+    settle(&env).await;
+    let first = {
+        let mut conn = env.tenancy.acquire(&a).await.unwrap();
+        conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .await
+            .unwrap();
+        pid(&mut conn).await
+    };
+    wait_kept(&env.tenancy, 1).await;
+    {
+        let mut tx = env.tenancy.begin(&a).await.unwrap();
+        assert_eq!(
+            pid(&mut tx).await,
+            first,
+            "the kept connection was not reused"
+        );
+        let (_, read_only) = characteristics(&mut tx).await;
+        assert_eq!(read_only, "on", "the tenant's own setting");
+        tx.commit().await.unwrap();
+    }
+    wait_kept(&env.tenancy, 1).await;
+    assert_eq!(env.tenancy.release_kept_connections(), 1);
+    settle(&env).await;
+    for _ in 0..4 {
+        let mut tx = env.tenancy.begin(&b).await.unwrap();
+        let (isolation, read_only) = characteristics(&mut tx).await;
+        assert_eq!(
+            (isolation.as_str(), read_only.as_str()),
+            ("read committed", "off")
+        );
+        insert_note(&mut tx, &b, "writable").await;
+        tx.commit().await.unwrap();
     }
     env.cleanup().await;
 }
