@@ -63,21 +63,54 @@ pub(super) async fn publish(
     Ok(())
 }
 
-/// Creates the logical slot on the source database, if missing.
-pub(super) async fn create_slot(src: &mut PgConnection, name: &str) -> Result<(), TenancyError> {
+/// Creates the logical slot on the source database, if missing. Its
+/// consistent starting point waits for every transaction open on the
+/// source *server* at that moment to end: bounded by `wait`, then refused
+/// with the transactions that held it up.
+pub(super) async fn create_slot(
+    src: &mut PgConnection,
+    name: &str,
+    wait: Duration,
+) -> Result<(), TenancyError> {
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
     )
     .bind(name)
     .fetch_one(&mut *src)
     .await?;
-    if !exists {
-        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-            .bind(name)
-            .execute(&mut *src)
-            .await?;
+    if exists {
+        return Ok(());
     }
-    Ok(())
+    let millis = wait.as_millis().clamp(1, u128::from(u32::MAX));
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(format!("{millis}ms"))
+        .execute(&mut *src)
+        .await?;
+    let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(name)
+        .execute(&mut *src)
+        .await;
+    src.execute("RESET lock_timeout").await?;
+    match created {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            let open: Vec<String> = sqlx::query_scalar(
+                "SELECT format('pid %s (%s, %s, open since %s)', pid, datname, \
+                        coalesce(nullif(application_name, ''), usename), xact_start) \
+                 FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+                   AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 5",
+            )
+            .fetch_all(&mut *src)
+            .await?;
+            Err(TenancyError::Timeout(format!(
+                "creating the move's replication slot waits for every transaction open on the \
+                 source server to end, and after {wait:?} these were still open: {}; end them \
+                 (or wait for a quieter moment) and resume the move",
+                open.join("; ")
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A libpq connection string reaching the source database: the

@@ -83,7 +83,7 @@ impl PgTenancy {
             if let (Some(staging), Some(own)) = (&row.staging, plan::private_schema(&row.to)) {
                 replicate::rename_schema(&mut dst, &own, staging).await?;
             }
-            replicate::create_slot(&mut src, &name).await?;
+            replicate::create_slot(&mut src, &name, options.catch_up_timeout).await?;
             let database: String = sqlx::query_scalar("SELECT current_database()::text")
                 .fetch_one(&mut src)
                 .await?;
