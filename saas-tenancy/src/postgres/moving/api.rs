@@ -64,7 +64,10 @@ impl PgTenancy {
     /// as the source cluster's
     /// [`replication_conninfo`](crate::postgres::PgClusterConfig::replication_conninfo)
     /// says (by default the admin options' host, port and user); both sides at the
-    /// same tenant migration version. A table with neither primary key
+    /// same tenant migration version. Creating the replication slot waits
+    /// for every transaction open on the source server at that moment
+    /// (PostgreSQL's consistent starting point) — a long one stops the move
+    /// after [`MoveOptions::catch_up_timeout`], naming it. A table with neither primary key
     /// nor replica identity is refused before anything starts
     /// ([`TenancyError::NoReplicaIdentity`]).
     ///
