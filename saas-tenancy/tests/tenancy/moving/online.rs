@@ -65,18 +65,10 @@ async fn move_while_writing_in(
             insert(&mover, n, &format!("neighbour {i}")).await.unwrap();
         }
     }
-    let before = [
-        env.stored(
-            &placement(&mover, &neighbours[0]).await,
-            neighbours[0].tenant_id(),
-        )
-        .await,
-        env.stored(
-            &placement(&mover, &neighbours[1]).await,
-            neighbours[1].tenant_id(),
-        )
-        .await,
-    ];
+    let mut before = Vec::new();
+    for n in &neighbours {
+        before.push(env.stored(&placement(&mover, n).await, n.tenant_id()).await);
+    }
     let source = placement(&mover, &ctx).await;
     // Warm both caches.
     insert(&follower, &ctx, "follower warm-up").await.unwrap();
@@ -167,22 +159,12 @@ async fn move_while_writing_in(
         "old placement unchanged"
     );
     // Other tenants untouched.
-    assert_eq!(
-        env.stored(
-            &placement(&mover, &neighbours[0]).await,
-            neighbours[0].tenant_id()
-        )
-        .await,
-        before[0]
-    );
-    assert_eq!(
-        env.stored(
-            &placement(&mover, &neighbours[1]).await,
-            neighbours[1].tenant_id()
-        )
-        .await,
-        before[1]
-    );
+    for (neighbour, before) in neighbours.iter().zip(&before) {
+        let stored = env
+            .stored(&placement(&mover, neighbour).await, neighbour.tenant_id())
+            .await;
+        assert_eq!(&stored, before, "{} changed", neighbour.slug());
+    }
     assert_eq!(env.replication_leftovers().await, 0);
     // New ids continue past the moved ones.
     let max = on_target.iter().map(|(id, _)| *id).max().unwrap_or(0);
