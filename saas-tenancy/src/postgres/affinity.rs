@@ -22,8 +22,9 @@
 //! pool connection instead. Resetting the session there as well (the
 //! `RESET ALL`, `DISCARD TEMP`… of the full reset, as a simple query)
 //! cost a scoped statement about 100 µs more on a loopback server —
-//! measured 2026-12-06: a schema tenant's `acquire` and statement 1.81×
-//! the plain pool's without it, 2.24× with it.
+//! one A/B on 2026-12-06 (quiet machine, 3 runs per side, ranges in
+//! BENCHMARKS.md): a schema tenant's `acquire` and statement 1.81× the
+//! plain pool's without it, 2.24× with it.
 //!
 //! What a kept connection carries to the same tenant's next handles, and
 //! only to them, for at most the window: the session as the tenant's

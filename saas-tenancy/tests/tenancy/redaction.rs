@@ -48,6 +48,20 @@ fn cluster_config_debug_hides_the_admin_password() {
     }
 }
 
+/// A move's replication connection string carries its own password.
+#[test]
+fn cluster_config_debug_hides_the_replication_conninfo() {
+    for admin in admin_options() {
+        let config = cluster(admin).with_replication_conninfo(format!(
+            "host=replica.internal user=replicator password={PASSWORD}"
+        ));
+        for text in [format!("{config:?}"), format!("{config:#?}")] {
+            assert_redacted(&text);
+            assert!(!text.contains("replicator"), "conninfo shown: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn tenancy_builder_and_tenancy_debug_hide_the_admin_password() {
     for admin in admin_options() {
