@@ -11,7 +11,8 @@
 //!   copied them (replication's initial copy and catch-up, or the copy
 //!   under the fence), next to the same rows streamed by hand with
 //!   `COPY (SELECT … WHERE tenant_id = …) TO STDOUT` into `COPY … FROM
-//!   STDIN` on the same target server, in the same run (median of three);
+//!   STDIN` on the other server, in the same run, while the same writers
+//!   write (median of three);
 //! - the mover's memory: the process's peak heap during the move above
 //!   what it held when the move started (writers included), from a
 //!   counting allocator — flat in the tenant's size when nothing is held
@@ -213,7 +214,11 @@ impl World {
     async fn copy_baseline(&self, ctx: &TenantContext) -> f64 {
         let mut rates = Vec::new();
         for _ in 0..3 {
-            self.two.admin.execute("TRUNCATE baseline.notes_copy").await.unwrap();
+            self.two
+                .admin
+                .execute("TRUNCATE baseline.notes_copy")
+                .await
+                .unwrap();
             let mut src = self.one.admin.acquire().await.unwrap();
             let mut dst = self.two.admin.acquire().await.unwrap();
             let start = Instant::now();
@@ -233,7 +238,11 @@ impl World {
             let rows = sink.finish().await.unwrap();
             rates.push(rows as f64 / start.elapsed().as_secs_f64());
         }
-        self.two.admin.execute("TRUNCATE baseline.notes_copy").await.unwrap();
+        self.two
+            .admin
+            .execute("TRUNCATE baseline.notes_copy")
+            .await
+            .unwrap();
         rates.sort_by(f64::total_cmp);
         rates[1]
     }
@@ -323,7 +332,9 @@ fn writers(
                 Arc::clone(log),
             );
             tokio::spawn(async move {
-                let mut mine: Vec<i64> = Vec::new();
+                // Room for every write of a long move, so the writers do not
+                // count against the mover's heap.
+                let mut mine: Vec<i64> = Vec::with_capacity(200_000);
                 let mut n = 0usize;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
@@ -416,18 +427,24 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
         .execute("VACUUM ANALYZE notes")
         .await
         .unwrap();
-    let baseline_rate = world.copy_baseline(&ctx).await;
-
     let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Vec::with_capacity(2_000_000)));
     let tasks = writers(&world.tenancy, &ctx, &stop, &log);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let marks: Arc<Mutex<Vec<(MovePhase, Instant)>>> = Arc::default();
+    // The baseline copies while the writers write, as the move will.
+    let baseline_rate = world.copy_baseline(&ctx).await;
+    let marks: Arc<Mutex<Vec<(MovePhase, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(64)));
     let seen = Arc::clone(&marks);
+    let copied_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let copied = Arc::clone(&copied_at);
     let options = MoveOptions::default().on_progress(move |p| {
         let mut seen = seen.lock().unwrap();
         if seen.last().is_none_or(|(phase, _)| *phase != p.phase) {
             seen.push((p.phase, Instant::now()));
+        }
+        let mut copied = copied.lock().unwrap();
+        if p.tables > 0 && p.tables_ready == p.tables && copied.is_none() {
+            *copied = Some(Instant::now());
         }
     });
     let held = HELD.load(Ordering::Relaxed);
@@ -445,6 +462,16 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
     }
 
     let marks = marks.lock().unwrap().clone();
+    let start = marks.first().map(|(_, t)| *t).unwrap();
+    let mut timeline: Vec<String> = report
+        .phases
+        .iter()
+        .map(|(p, d)| format!("{p} {}", ms(*d)))
+        .collect();
+    if let Some(at) = *copied_at.lock().unwrap() {
+        timeline.push(format!("initial copy done at {}", ms(at - start)));
+    }
+    eprintln!("moving: {kind}, {rows} rows: {}", timeline.join(", "));
     let at = |phase: MovePhase| marks.iter().find(|(p, _)| *p == phase).map(|(_, t)| *t);
     let fence_start = at(MovePhase::Fenced).unwrap();
     let fence_end = at(MovePhase::Done).unwrap();

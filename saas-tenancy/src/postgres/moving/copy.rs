@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
+use futures_util::future::try_join;
 use saas_core::TenantId;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
@@ -111,6 +112,20 @@ pub(super) async fn copy(
     Ok(copied)
 }
 
+/// Vacuums and analyzes a private target's tables once replication has
+/// copied them: the counts under the fence then read the primary key's
+/// index alone instead of every fresh heap page.
+pub(super) async fn vacuum(dst: &mut PgConnection, tables: &[Table]) -> Result<(), TenancyError> {
+    for table in tables {
+        dst.execute(AssertSqlSafe(format!(
+            "VACUUM (ANALYZE) {}",
+            table.qualified()
+        )))
+        .await?;
+    }
+    Ok(())
+}
+
 /// The tenant's rows in `table`.
 pub(super) async fn count(
     conn: &mut PgConnection,
@@ -137,7 +152,9 @@ pub(super) async fn verify(
 ) -> Result<Result<BTreeMap<String, u64>, (String, u64, u64)>, TenancyError> {
     let mut counts = BTreeMap::new();
     for (s, t) in pairs {
-        let (a, b) = (count(src, s, tenant).await?, count(dst, t, tenant).await?);
+        // Both servers count at once: under the fence, this is the
+        // longest step after the last changes' arrival.
+        let (a, b) = try_join(count(src, s, tenant), count(dst, t, tenant)).await?;
         if a != b {
             return Ok(Err((t.qualified(), a, b)));
         }
@@ -163,12 +180,15 @@ async fn sequences(
 }
 
 /// Moves each target sequence to at least the source's value and past
-/// the largest key on the target (never backwards: a shared sequence
-/// serves other tenants too), so new ids do not collide.
+/// the tenant's largest key on the target (never backwards: a shared
+/// sequence serves other tenants too), so new ids do not collide. The
+/// other tenants' keys on a shared target came from its own sequence; the
+/// tenant filter lets the shared table's `(tenant, key)` index answer.
 pub(super) async fn carry_sequences(
     src: &mut PgConnection,
     dst: &mut PgConnection,
     pairs: &[(&Table, &Table)],
+    tenant: TenantId,
 ) -> Result<(), TenancyError> {
     for (s, t) in pairs {
         let source: BTreeMap<String, String> = sequences(src, s).await?.into_iter().collect();
@@ -187,9 +207,10 @@ pub(super) async fn carry_sequences(
             let sql = format!(
                 "SELECT setval($1::regclass, greatest($2::int8, \
                  (SELECT last_value FROM {target_seq}), \
-                 (SELECT coalesce(max({}), 1) FROM {})::int8))",
+                 (SELECT coalesce(max({}), 1) FROM {}{})::int8))",
                 quote_ident(&column),
-                t.qualified()
+                t.qualified(),
+                t.filter(tenant)
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(&target_seq)

@@ -9,7 +9,9 @@ use sqlx::PgPool;
 
 use super::ledger::{self, MoveRow};
 use super::plan;
-use super::{MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, lockout, replicate};
+use super::{
+    MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, copy, lockout, replicate,
+};
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
 
@@ -106,6 +108,16 @@ impl PgTenancy {
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A private target's tables are the tenant's alone: vacuumed
+            // now, outside the fence, they are counted from their index.
+            if plan::private_schema(&row.to).is_some() {
+                let schema = row
+                    .staging
+                    .clone()
+                    .or_else(|| plan::private_schema(&row.to));
+                let tables = self.target_tables(&mut dst, schema.as_deref()).await?;
+                copy::vacuum(&mut dst, &tables).await?;
             }
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;

@@ -105,7 +105,7 @@ impl PgTenancy {
         };
         let target = self.target_tables(&mut dst, own.as_deref()).await?;
         let pairs = copy::pair(source, &target)?;
-        copy::carry_sequences(src, &mut dst, &pairs).await?;
+        copy::carry_sequences(src, &mut dst, &pairs, tenant).await?;
         Ok(rows)
     }
 }
