@@ -19,6 +19,7 @@ mod fleet;
 mod hooks;
 mod ident;
 pub mod migration;
+mod moving;
 #[cfg(feature = "_sql")]
 mod observe;
 mod placement;
@@ -52,6 +53,7 @@ pub use error::TenancyError;
 pub use error::database_kind;
 pub use hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use ident::{SqlIdent, TenantTable};
+pub use moving::{MoveMethod, MovePhase, MoveProgress, MoveProgressFn, MoveReport};
 pub use placement::{ClusterName, Placement, PlacementPolicy, Strategy, TenantObjectName};
 pub use record::{
     ListOptions, MAX_DISPLAY_NAME_LEN, NewTenant, TenantPage, TenantRecord, transition_allowed,

@@ -1,0 +1,172 @@
+//! The backend-neutral vocabulary of tenant moves: phases, methods,
+//! progress and the report. PostgreSQL's mover is in
+//! `postgres/moving/`, SQLite's in `sqlite/moving/`; both record these
+//! phases in their move ledgers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use saas_core::TenantId;
+
+#[cfg(feature = "postgres")]
+use crate::error::TenancyError;
+use crate::placement::Placement;
+
+/// A phase of a tenant move, as its ledger records it once done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum MovePhase {
+    /// The ledger row exists; nothing else is done yet.
+    Started,
+    /// The target is prepared (schema or
+    /// database provisioned and empty, or no rows of the tenant left in
+    /// shared tables).
+    Prepared,
+    /// Logical replication copied the tenant's tables and caught up
+    /// (skipped when the move copies under the fence).
+    Copying,
+    /// The tenant is `moving` in the catalog and its source placement is
+    /// locked out: no write lands there any more.
+    Fenced,
+    /// The target holds every row the source held at the fence (counts
+    /// checked per table), sequences carried over, replication removed.
+    Synced,
+    /// The catalog names the target: the tenant is served there.
+    CutOver,
+    /// The source was purged (unless kept) and the move is finished.
+    Done,
+    /// The move was undone before its cut-over.
+    Aborted,
+}
+
+impl MovePhase {
+    /// The ledger's name of the phase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovePhase::Started => "started",
+            MovePhase::Prepared => "prepared",
+            MovePhase::Copying => "copying",
+            MovePhase::Fenced => "fenced",
+            MovePhase::Synced => "synced",
+            MovePhase::CutOver => "cut_over",
+            MovePhase::Done => "done",
+            MovePhase::Aborted => "aborted",
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn parse(s: &str) -> Result<Self, TenancyError> {
+        Ok(match s {
+            "started" => MovePhase::Started,
+            "prepared" => MovePhase::Prepared,
+            "copying" => MovePhase::Copying,
+            "fenced" => MovePhase::Fenced,
+            "synced" => MovePhase::Synced,
+            "cut_over" => MovePhase::CutOver,
+            "done" => MovePhase::Done,
+            "aborted" => MovePhase::Aborted,
+            other => {
+                return Err(TenancyError::Corrupt(format!(
+                    "unknown move phase {other:?} in saas_tenant_moves"
+                )));
+            }
+        })
+    }
+}
+
+impl fmt::Display for MovePhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a move brings the tenant's rows to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MoveMethod {
+    /// PostgreSQL logical replication (a publication, with a row filter
+    /// for a row tenant, and a subscription with its initial copy) while
+    /// the tenant keeps writing; the fence lasts only for the last
+    /// changes. Used by PostgreSQL moves whose target's tables can carry
+    /// the source's schema-qualified names (see `PgTenancy::move_tenant`).
+    LogicalReplication,
+    /// A copy of the tenant's rows while the tenant is fenced (PostgreSQL
+    /// `COPY` server to server; SQLite `INSERT … SELECT` through `ATTACH`,
+    /// or bounded chunks into PostgreSQL): the write window lasts as long
+    /// as the copy. Every move from or to SQLite uses it.
+    CopyUnderFence,
+}
+
+impl MoveMethod {
+    #[cfg(feature = "postgres")]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MoveMethod::LogicalReplication => "replication",
+            MoveMethod::CopyUnderFence => "fence_copy",
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn parse(s: &str) -> Result<Self, TenancyError> {
+        match s {
+            "replication" => Ok(MoveMethod::LogicalReplication),
+            "fence_copy" => Ok(MoveMethod::CopyUnderFence),
+            other => Err(TenancyError::Corrupt(format!(
+                "unknown move method {other:?} in saas_tenant_moves"
+            ))),
+        }
+    }
+}
+
+/// Where a move is, for a progress callback.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MoveProgress {
+    /// The move.
+    pub move_id: uuid::Uuid,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The phase the move is working on (the next one to be recorded).
+    pub phase: MovePhase,
+    /// Tables whose initial copy is done (replication), of `tables`.
+    pub tables_ready: usize,
+    /// The tenant's tables.
+    pub tables: usize,
+    /// Bytes of WAL the target still has to receive, when known.
+    pub lag_bytes: Option<u64>,
+}
+
+/// A progress callback: called at each phase and while replication
+/// catches up. Keep it quick; it runs on the mover's task.
+pub type MoveProgressFn = Arc<dyn Fn(&MoveProgress) + Send + Sync>;
+
+/// What a finished move did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MoveReport {
+    /// The move (its ledger row in `saas_tenant_moves`).
+    pub move_id: uuid::Uuid,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Where it was.
+    pub from: Placement,
+    /// Where it is now.
+    pub to: Placement,
+    /// How its rows were brought over.
+    pub method: MoveMethod,
+    /// Rows on the target per table (bare name), counted under the fence
+    /// (empty when this run resumed a move past that point).
+    pub rows: BTreeMap<String, u64>,
+    /// Rows of queue tables (PostgreSQL's `MoveOptions::queue_tables`)
+    /// moved under the fence, per table.
+    pub queued: BTreeMap<String, u64>,
+    /// The replication lag (bytes of WAL) when the fence went up.
+    pub lag_at_fence_bytes: Option<u64>,
+    /// How long the tenant was fenced (new handles waited), as this run
+    /// of the mover saw it.
+    pub fence: Duration,
+    /// How long each phase took in this run of the mover.
+    pub phases: Vec<(MovePhase, Duration)>,
+}
