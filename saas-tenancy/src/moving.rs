@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use saas_core::TenantId;
 
-#[cfg(feature = "postgres")]
+#[cfg(feature = "_sql")]
 use crate::error::TenancyError;
 use crate::placement::Placement;
 
@@ -56,7 +56,7 @@ impl MovePhase {
         }
     }
 
-    #[cfg(feature = "postgres")]
+    #[cfg(feature = "_sql")]
     pub(crate) fn parse(s: &str) -> Result<Self, TenancyError> {
         Ok(match s {
             "started" => MovePhase::Started,

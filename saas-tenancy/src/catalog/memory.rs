@@ -4,8 +4,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use saas_core::{SharedClock, SystemClock, TenantId, TenantSlug, TenantStatus};
 
-use super::{Catalog, check_transition};
+use super::{Catalog, check_transition, cut_over_outcome};
 use crate::error::TenancyError;
+use crate::placement::Placement;
 use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord};
 
 /// A catalog held in memory: for tests, examples and single-process tools.
@@ -92,5 +93,25 @@ impl Catalog for InMemoryCatalog {
             record.updated_at = now;
         }
         Ok(record.clone())
+    }
+
+    async fn cut_over(
+        &self,
+        id: TenantId,
+        from: &Placement,
+        to: &Placement,
+    ) -> Result<TenantRecord, TenancyError> {
+        let now = crate::record::catalog_time(self.clock.now());
+        let mut s = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(record) = s.by_id.get_mut(&id) else {
+            return cut_over_outcome(None, id, from, to);
+        };
+        if record.status == TenantStatus::Moving && record.placement == *from {
+            record.status = TenantStatus::Active;
+            record.placement = to.clone();
+            record.updated_at = now;
+            return Ok(record.clone());
+        }
+        cut_over_outcome(Some(record.clone()), id, from, to)
     }
 }

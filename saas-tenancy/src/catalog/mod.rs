@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use saas_core::{TenantId, TenantKey, TenantLookup, TenantSlug, TenantStatus, TenantSummary};
 
 use crate::error::TenancyError;
+use crate::placement::Placement;
 use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord};
 
 pub use memory::InMemoryCatalog;
@@ -71,6 +72,30 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         id: TenantId,
         to: TenantStatus,
     ) -> Result<TenantRecord, TenancyError>;
+
+    /// Cuts a moving tenant over to its new placement: status `moving` →
+    /// `active` and placement `from` → `to`, in one atomic change (a
+    /// record not `moving` at `from` is not touched). Idempotent: a
+    /// tenant already `active` at `to` is returned as is, so a mover that
+    /// died right after the change finishes on resume.
+    ///
+    /// Used by the SQLite mover; the default refuses with
+    /// [`TenancyError::Unsupported`] (a third-party catalog opts in).
+    ///
+    /// # Errors
+    /// [`TenancyError::TenantNotFound`], or [`TenancyError::InvalidInput`]
+    /// when the tenant is neither moving at `from` nor active at `to`.
+    async fn cut_over(
+        &self,
+        id: TenantId,
+        from: &Placement,
+        to: &Placement,
+    ) -> Result<TenantRecord, TenancyError> {
+        let _ = (id, from, to);
+        Err(TenancyError::Unsupported(
+            "this catalog cannot change a tenant's placement (Catalog::cut_over)".to_owned(),
+        ))
+    }
 
     /// The PostgreSQL pool holding the records, when the catalog is a
     /// PostgreSQL table ([`PgCatalog`]): tenant moves keep their ledger
@@ -228,6 +253,24 @@ pub(crate) fn check_servable(record: TenantRecord) -> Result<TenantRecord, Tenan
             status: record.status,
         })
     }
+}
+
+/// What [`Catalog::cut_over`] found when it changed nothing: the record
+/// already cut over (returned), or an error saying why not.
+pub(crate) fn cut_over_outcome(
+    current: Option<TenantRecord>,
+    id: TenantId,
+    from: &Placement,
+    to: &Placement,
+) -> Result<TenantRecord, TenancyError> {
+    let current = current.ok_or_else(|| TenancyError::TenantNotFound(format!("with id {id}")))?;
+    if current.status == TenantStatus::Active && current.placement == *to {
+        return Ok(current);
+    }
+    Err(TenancyError::InvalidInput(format!(
+        "tenant {id} is {} at {:?}; a cut-over needs it moving at {from:?} (or active at {to:?})",
+        current.status, current.placement
+    )))
 }
 
 /// Applies the transition rule, shared by every backend.

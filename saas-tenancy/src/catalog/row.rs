@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
-use super::{Catalog, check_transition};
+use super::{Catalog, check_transition, cut_over_outcome};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::record::{ListOptions, NewTenant, TenantPage, TenantRecord, allowed_from, parse_status};
@@ -130,6 +130,16 @@ pub(crate) trait SqlCatalog: CatalogSql {
         to: TenantStatus,
         now: DateTime<Utc>,
     ) -> Result<TenantRecord, TenancyError>;
+
+    /// Changes `id` from `moving` at `from` to `active` at `to`, stamping
+    /// `now`; see [`Catalog::cut_over`].
+    async fn change_placement(
+        pool: &Pool<Self>,
+        id: TenantId,
+        from: &Placement,
+        to: &Placement,
+        now: DateTime<Utc>,
+    ) -> Result<TenantRecord, TenancyError>;
 }
 
 /// A catalog table on a pool of a [`SqlCatalog`] database: implementing
@@ -179,6 +189,16 @@ impl<T: CatalogTable> Catalog for T {
     ) -> Result<TenantRecord, TenancyError> {
         let now = crate::record::catalog_time(self.clock().now());
         T::Db::change_status(self.table_pool(), id, to, now).await
+    }
+
+    async fn cut_over(
+        &self,
+        id: TenantId,
+        from: &Placement,
+        to: &Placement,
+    ) -> Result<TenantRecord, TenancyError> {
+        let now = crate::record::catalog_time(self.clock().now());
+        T::Db::change_placement(self.table_pool(), id, from, to, now).await
     }
 
     #[cfg(feature = "postgres")]
@@ -332,5 +352,40 @@ where
             from: current.status,
             to,
         })
+    }
+
+    async fn change_placement(
+        pool: &Pool<DB>,
+        id: TenantId,
+        from: &Placement,
+        to: &Placement,
+        now: DateTime<Utc>,
+    ) -> Result<TenantRecord, TenancyError> {
+        // One statement checks the status and the placement and writes.
+        let sql = concat!(
+            "UPDATE saas_tenants SET status = 'active', strategy = $2, cluster = $3, \
+             object_name = $4, updated_at = $5 \
+             WHERE id = $1 AND status = 'moving' AND strategy = $6 AND cluster = $7 \
+               AND COALESCE(object_name, '') = $8 RETURNING ",
+            tenant_columns!()
+        );
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(to.strategy().as_str().to_owned())
+            .bind(to.cluster().as_str().to_owned())
+            .bind(to.object_name().map(|n| n.as_str().to_owned()))
+            .bind(now)
+            .bind(from.strategy().as_str().to_owned())
+            .bind(from.cluster().as_str().to_owned())
+            .bind(
+                from.object_name()
+                    .map_or_else(String::new, |n| n.as_str().to_owned()),
+            )
+            .fetch_optional(pool)
+            .await?;
+        match row {
+            Some(row) => record_of(&row),
+            None => cut_over_outcome(Self::by_id(pool, id).await?, id, from, to),
+        }
     }
 }

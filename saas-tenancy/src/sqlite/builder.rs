@@ -20,6 +20,7 @@ use crate::tenancy_core::{BuilderCore, ClusterConfig};
 pub struct SqliteTenancyBuilder {
     /// The settings every backend's builder has (see `tenancy_core.rs`).
     core: BuilderCore<SqliteClusterConfig>,
+    move_wait: Duration,
 }
 
 impl ClusterConfig for SqliteClusterConfig {
@@ -33,6 +34,7 @@ impl SqliteTenancy {
     pub fn builder(catalog: DynCatalog) -> SqliteTenancyBuilder {
         SqliteTenancyBuilder {
             core: BuilderCore::new(catalog, PoolLimits::new(20, 2)),
+            move_wait: super::moving::DEFAULT_MOVE_WAIT,
         }
     }
 }
@@ -113,11 +115,29 @@ impl SqliteTenancyBuilder {
         self
     }
 
+    /// How long a new scoped handle of a tenant that is being moved waits
+    /// for the move's cut-over before it is refused with
+    /// [`TenancyError::TenantMoving`] (default 5 s, at most an hour). A
+    /// handle that waited runs on the tenant's new placement. See
+    /// [`SqliteTenancy::move_tenant`].
+    pub fn move_wait(mut self, wait: Duration) -> Self {
+        self.move_wait = wait;
+        self
+    }
+
     /// Validates the configuration.
     pub fn build(self) -> Result<SqliteTenancy, TenancyError> {
+        if self.move_wait > Duration::from_secs(3600) {
+            return Err(TenancyError::InvalidInput(format!(
+                "move_wait {:?} is longer than the hour allowed",
+                self.move_wait
+            )));
+        }
         let state = SqliteState {
             locks: lock::TenantLocks::new(),
             gates: gate::Gates::default(),
+            move_wait: self.move_wait,
+            pool_placements: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         Ok(SqliteTenancy {
             inner: Arc::new(self.core.build(|config| config, state)?),

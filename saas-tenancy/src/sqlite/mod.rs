@@ -34,6 +34,7 @@ mod ledger;
 mod lifecycle;
 mod lock;
 mod migrate;
+mod moving;
 mod ops;
 mod shared;
 mod transfer;
@@ -41,13 +42,14 @@ mod transfer;
 pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use builder::SqliteTenancyBuilder;
+pub use moving::SqliteMoveOptions;
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saas_core::{TenantContext, TenantId};
+use saas_core::{TenantContext, TenantId, TenantStatus};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqliteConnection, Transaction};
@@ -185,6 +187,11 @@ type Inner = crate::tenancy_core::Core<SqliteClusterConfig, Sqlite, SqliteState>
 struct SqliteState {
     locks: lock::TenantLocks,
     gates: gate::Gates,
+    /// How long a new handle of a moving tenant waits for the cut-over.
+    move_wait: Duration,
+    /// The placement each tenant's pool in the registry was opened on: a
+    /// pool opened before a move is never used after it.
+    pool_placements: std::sync::Mutex<std::collections::HashMap<TenantId, Placement>>,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -218,16 +225,54 @@ impl SqliteTenancy {
     /// deletion that closes the gate after it waits for the handle, and
     /// one that closed it before marked the tenant `deleting`, which the
     /// record read after says.
+    ///
+    /// A tenant being moved (`moving`, or its gate held by this process's
+    /// mover) is waited for, up to the builder's `move_wait`, and then
+    /// served from the placement the catalog names after the cut-over.
     async fn admit(&self, tenant: TenantId) -> Result<(TenantRecord, gate::Pass), TenancyError> {
-        let pass = match self.inner.backend.gates.enter(tenant) {
-            gate::Entry::Open(pass) => pass,
-            gate::Entry::Closing(gate) => {
-                // A deletion holds or awaits the gate: refused at once.
-                self.servable(tenant).await?;
-                gate::enter_after(gate).await
+        let deadline = tokio::time::Instant::now() + self.inner.backend.move_wait;
+        loop {
+            let pass = match self.inner.backend.gates.enter(tenant) {
+                gate::Entry::Open(pass) => pass,
+                gate::Entry::Closing(gate) => {
+                    // A deletion holds or awaits the gate: refused at once.
+                    // A move holds it: wait for the cut-over.
+                    match self.servable(tenant).await {
+                        Err(TenancyError::TenantNotServable {
+                            status: TenantStatus::Moving,
+                            ..
+                        })
+                        | Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                    tokio::time::timeout_at(deadline, gate::enter_after(gate))
+                        .await
+                        .map_err(|_| self.still_moving(tenant))?
+                }
+            };
+            let record = self.inner.record(tenant).await?;
+            if record.status != TenantStatus::Moving {
+                return Ok((crate::catalog::check_servable(record)?, pass));
             }
-        };
-        Ok((self.servable(tenant).await?, pass))
+            drop(pass);
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(self.still_moving(tenant));
+            }
+            // Other processes' movers are seen through the catalog only.
+            tokio::time::sleep_until((now + moving::MOVE_POLL).min(deadline)).await;
+        }
+    }
+
+    fn still_moving(&self, tenant: TenantId) -> TenancyError {
+        TenancyError::TenantMoving {
+            tenant,
+            detail: format!(
+                "the move had not cut over after the {:?} a new handle waits \
+                 (SqliteTenancyBuilder::move_wait)",
+                self.inner.backend.move_wait
+            ),
+        }
     }
 
     async fn lease(&self, record: &TenantRecord) -> Result<PoolLease<Sqlite>, TenancyError> {
@@ -244,6 +289,7 @@ impl SqliteTenancy {
             }
         };
         let tenant = record.id;
+        self.forget_stale_pool(record).await;
         let tables: Vec<guard::ViewSpec> = if shared {
             self.view_specs()?
         } else {
@@ -274,6 +320,32 @@ impl SqliteTenancy {
                     .connect_lazy_with(options)
             })
             .await
+    }
+
+    /// Closes `record`'s tenant pool if it was opened on another
+    /// placement (before a move), so no connection of it is used again:
+    /// new connections open on the placement the record names.
+    async fn forget_stale_pool(&self, record: &TenantRecord) {
+        let stale = {
+            let mut placements = self
+                .inner
+                .backend
+                .pool_placements
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match placements.insert(record.id, record.placement.clone()) {
+                Some(before) => before != record.placement,
+                None => false,
+            }
+        };
+        if stale {
+            // Checked-out connections finish on their own (the source's
+            // lock-out refuses their writes); the pool hands out no more.
+            self.inner
+                .registry
+                .close_within(record.id, Duration::ZERO)
+                .await;
+        }
     }
 
     fn view_specs(&self) -> Result<Vec<guard::ViewSpec>, TenancyError> {

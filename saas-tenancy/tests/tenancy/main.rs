@@ -43,6 +43,7 @@ mod sqlite_foreign_keys;
 mod sqlite_isolation;
 mod sqlite_lifecycle;
 mod sqlite_migrate;
+mod sqlite_moving;
 mod sqlite_pools;
 mod sqlite_transfer;
 mod suspended;
