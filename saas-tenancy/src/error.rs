@@ -111,6 +111,22 @@ pub enum TenancyError {
         /// The table, schema-qualified.
         table: String,
     },
+    /// The catalog places the tenant where this tenancy does not serve it:
+    /// on another backend (a SQLite tenant moved to a PostgreSQL schema),
+    /// or on a cluster this tenancy has not configured. Nothing was
+    /// opened on the old placement. Route the tenant by its record's
+    /// placement to the tenancy that serves it.
+    #[error(
+        "tenant {tenant} is placed at {placement:?}, which this tenancy does not serve (moved \
+         to another backend, or a cluster not configured here); route it to the tenancy \
+         serving that placement"
+    )]
+    PlacementNotServedHere {
+        /// The tenant.
+        tenant: TenantId,
+        /// Where the catalog places it.
+        placement: crate::placement::Placement,
+    },
     /// A tenant move stopped before it finished; its ledger says where.
     /// Until it is resumed or aborted the tenant keeps being served from
     /// the placement the catalog names (its source before the cut-over,
@@ -145,7 +161,8 @@ impl TenancyError {
         match self {
             TenancyError::TenantNotFound(_) => ErrorKind::NotFound,
             TenancyError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            TenancyError::InvalidTransition { .. } => ErrorKind::Conflict,
+            TenancyError::InvalidTransition { .. }
+            | TenancyError::PlacementNotServedHere { .. } => ErrorKind::Conflict,
             TenancyError::TenantNotServable { .. } => ErrorKind::Forbidden,
             TenancyError::InvalidInput(_)
             | TenancyError::UnknownCluster(_)

@@ -8,6 +8,8 @@ mod cache;
 mod clusters;
 mod conn;
 mod fence;
+#[cfg(feature = "sqlite")]
+mod incoming;
 mod lifecycle;
 mod migrate;
 mod moving;

@@ -252,7 +252,16 @@ impl SqliteTenancy {
             };
             let record = self.inner.record(tenant).await?;
             if record.status != TenantStatus::Moving {
-                return Ok((crate::catalog::check_servable(record)?, pass));
+                let record = crate::catalog::check_servable(record)?;
+                if matches!(record.placement, Placement::Schema { .. })
+                    || !self.inner.clusters.contains_key(record.placement.cluster())
+                {
+                    return Err(TenancyError::PlacementNotServedHere {
+                        tenant,
+                        placement: record.placement,
+                    });
+                }
+                return Ok((record, pass));
             }
             drop(pass);
             let now = tokio::time::Instant::now();

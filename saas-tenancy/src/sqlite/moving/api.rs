@@ -12,6 +12,7 @@ use crate::moving::{MovePhase, MoveReport};
 use crate::placement::{Placement, TenantObjectName};
 use crate::record::TenantRecord;
 use crate::sqlite::SqliteTenancy;
+use crate::sqlite::lock::TenantGuard;
 
 impl SqliteTenancy {
     /// Moves a tenant between a shared file (row placement) and a tenant
@@ -159,7 +160,7 @@ impl SqliteTenancy {
     ) -> Result<MoveReport, TenancyError> {
         crate::catalog::check_deletion_grace(options.fence_grace)?;
         let (_guard, record) = self.lock_tenant(tenant).await?;
-        let row = self.start_move(&record, to, &options).await?;
+        let row = self.start_move(&record, to, &options, false).await?;
         self.drive_move(row, &options).await
     }
 
@@ -175,8 +176,9 @@ impl SqliteTenancy {
         tenant: TenantId,
         options: SqliteMoveOptions,
     ) -> Result<MoveReport, TenancyError> {
-        let (_guard, _) = self.lock_tenant(tenant).await?;
-        match ledger::open_for(self.ledger_dirs().iter().map(PathBuf::as_path), tenant).await? {
+        let (_guard, _, open) = self.lock_move(tenant).await?;
+        match open {
+            Some(row) if row.to_postgres => Err(to_postgres(&row)),
             Some(row) => self.drive_move(row, &options).await,
             None => Err(no_open_move(tenant)),
         }
@@ -193,8 +195,9 @@ impl SqliteTenancy {
     /// move, or its move has cut over already (finish it with
     /// [`resume_move`](Self::resume_move), then move the tenant back).
     pub async fn abort_move(&self, tenant: TenantId) -> Result<(), TenancyError> {
-        let (_guard, record) = self.lock_tenant(tenant).await?;
-        match ledger::open_for(self.ledger_dirs().iter().map(PathBuf::as_path), tenant).await? {
+        let (_guard, record, open) = self.lock_move(tenant).await?;
+        match open {
+            Some(row) if row.to_postgres => Err(to_postgres(&row)),
             Some(row) => self.abort_row(row, &record).await,
             None => Err(no_open_move(tenant)),
         }
@@ -211,6 +214,27 @@ impl SqliteTenancy {
                 .await?
                 .map(|r| (r.id, r.phase)),
         )
+    }
+
+    /// Takes the tenant's lock for resuming or undoing its move: on the
+    /// move's source cluster (after a cut-over to PostgreSQL the record
+    /// names no SQLite cluster), then reads the record and the open move
+    /// again under it.
+    pub(super) async fn lock_move(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(TenantGuard<'_>, TenantRecord, Option<MoveRow>), TenancyError> {
+        let dirs = self.ledger_dirs();
+        let Some(open) = ledger::open_for(dirs.iter().map(PathBuf::as_path), tenant).await? else {
+            let (guard, record) = self.lock_tenant(tenant).await?;
+            let open = ledger::open_for(dirs.iter().map(PathBuf::as_path), tenant).await?;
+            return Ok((guard, record, open));
+        };
+        let dir = &self.cluster(open.from.cluster())?.tenant_dir;
+        let guard = self.inner.backend.locks.lock(tenant, dir).await?;
+        let record = self.inner.record(tenant).await?;
+        let open = ledger::open_for(dirs.iter().map(PathBuf::as_path), tenant).await?;
+        Ok((guard, record, open))
     }
 
     /// Every configured cluster's tenant directory, in name order.
@@ -242,11 +266,12 @@ impl SqliteTenancy {
     }
 
     /// Checks the request and writes the ledger row.
-    async fn start_move(
+    pub(super) async fn start_move(
         &self,
         record: &TenantRecord,
         to: Placement,
         options: &SqliteMoveOptions,
+        to_postgres: bool,
     ) -> Result<MoveRow, TenancyError> {
         let tenant = record.id;
         let dirs = self.ledger_dirs();
@@ -277,8 +302,10 @@ impl SqliteTenancy {
                 "tenant {tenant} is already placed there"
             )));
         }
-        self.placement_file(&to)?;
-        let (_, _) = self.placement_file(&record.placement)?;
+        if !to_postgres {
+            self.placement_file(&to)?;
+        }
+        self.placement_file(&record.placement)?;
         let dir: &Path = &self.cluster(record.placement.cluster())?.tenant_dir;
         let row = MoveRow {
             id: uuid::Uuid::new_v4(),
@@ -287,11 +314,20 @@ impl SqliteTenancy {
             to,
             phase: MovePhase::Started,
             keep_source: options.keep_source,
+            to_postgres,
             dir: dir.to_path_buf(),
         };
         ledger::insert(&row, self.inner.clock.now()).await?;
         Ok(row)
     }
+}
+
+fn to_postgres(row: &MoveRow) -> TenancyError {
+    TenancyError::InvalidInput(format!(
+        "the move {} of tenant {} goes to PostgreSQL: finish or undo it with \
+         resume_move_to_postgres or abort_move_to_postgres, given the PgTenancy",
+        row.id, row.tenant
+    ))
 }
 
 pub(super) fn no_open_move(tenant: TenantId) -> TenancyError {

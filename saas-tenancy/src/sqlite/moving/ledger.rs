@@ -30,6 +30,7 @@ const MIGRATION: &str = "CREATE TABLE IF NOT EXISTS saas_tenant_moves (
     target_strategy TEXT NOT NULL,
     target_cluster TEXT NOT NULL,
     target_object TEXT,
+    target_backend TEXT NOT NULL CHECK (target_backend IN ('sqlite', 'postgres')),
     phase TEXT NOT NULL,
     keep_source INTEGER NOT NULL,
     started_at TEXT NOT NULL,
@@ -47,6 +48,8 @@ pub(super) struct MoveRow {
     pub(super) to: Placement,
     pub(super) phase: MovePhase,
     pub(super) keep_source: bool,
+    /// The target is a PostgreSQL placement (a move across backends).
+    pub(super) to_postgres: bool,
     pub(super) dir: PathBuf,
 }
 
@@ -74,7 +77,8 @@ pub(super) async fn insert(row: &MoveRow, now: DateTime<Utc>) -> Result<(), Tena
     let inserted = sqlx::query(
         "INSERT INTO saas_tenant_moves (id, tenant_id, source_strategy, source_cluster, \
          source_object, target_strategy, target_cluster, target_object, phase, keep_source, \
-         started_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+         started_at, updated_at, target_backend) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
     )
     .bind(row.id.to_string())
     .bind(row.tenant.to_string())
@@ -87,6 +91,11 @@ pub(super) async fn insert(row: &MoveRow, now: DateTime<Utc>) -> Result<(), Tena
     .bind(row.phase.as_str())
     .bind(row.keep_source)
     .bind(now.to_rfc3339())
+    .bind(if row.to_postgres {
+        "postgres"
+    } else {
+        "sqlite"
+    })
     .execute(&mut conn)
     .await;
     conn.close().await?;
@@ -113,7 +122,7 @@ pub(super) async fn open_for(
         };
         let row = sqlx::query(
             "SELECT id, source_strategy, source_cluster, source_object, target_strategy, \
-             target_cluster, target_object, phase, keep_source FROM saas_tenant_moves \
+             target_cluster, target_object, phase, keep_source, target_backend FROM saas_tenant_moves \
              WHERE tenant_id = ?1 AND phase NOT IN ('done', 'aborted')",
         )
         .bind(tenant.to_string())
@@ -133,6 +142,7 @@ pub(super) async fn open_for(
             to: placement(row.try_get(4)?, row.try_get(5)?, row.try_get(6)?)?,
             phase: MovePhase::parse(row.try_get(7)?)?,
             keep_source: row.try_get(8)?,
+            to_postgres: row.try_get::<String, _>(9)? == "postgres",
             dir: dir.to_path_buf(),
         }));
     }

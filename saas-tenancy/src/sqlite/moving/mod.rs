@@ -12,6 +12,8 @@ mod copy;
 mod ledger;
 mod lockout;
 mod run;
+#[cfg(feature = "postgres")]
+mod to_postgres;
 
 use std::fmt;
 use std::time::Duration;

@@ -19,7 +19,7 @@ use crate::sqlite::SqliteTenancy;
 use crate::sqlite::transfer::FileTable;
 
 /// Opens a connection on an existing file, waiting `busy` for its locks.
-async fn connect(file: &Path, busy: Duration) -> Result<SqliteConnection, TenancyError> {
+pub(super) async fn connect(file: &Path, busy: Duration) -> Result<SqliteConnection, TenancyError> {
     let options = SqliteConnectOptions::new()
         .filename(file)
         .create_if_missing(false)
@@ -27,10 +27,10 @@ async fn connect(file: &Path, busy: Duration) -> Result<SqliteConnection, Tenanc
     Ok(SqliteConnection::connect_with(&options).await?)
 }
 
-const BUSY: Duration = Duration::from_secs(5);
+pub(super) const BUSY: Duration = Duration::from_secs(5);
 
 /// Removes a tenant file and its WAL and shared-memory files.
-fn remove_file(file: &Path) -> Result<(), TenancyError> {
+pub(super) fn remove_file(file: &Path) -> Result<(), TenancyError> {
     for suffix in ["", "-wal", "-shm"] {
         let path = PathBuf::from(format!("{}{suffix}", file.display()));
         match std::fs::remove_file(&path) {
@@ -115,33 +115,9 @@ impl SqliteTenancy {
         let mut gate = None;
         if step.due(MovePhase::Fenced) {
             progress(MovePhase::Fenced, 0, 0);
-            self.inner
-                .catalog
-                .set_status(tenant, TenantStatus::Moving)
-                .await?;
             gate = self
-                .inner
-                .backend
-                .gates
-                .close(tenant, options.fence_grace)
-                .await;
-            if gate.is_none() {
-                tracing::warn!(
-                    tenant_id = %tenant,
-                    grace = ?options.fence_grace,
-                    "scoped handles still open after the fence grace; their writes are refused \
-                     from the lock-out on"
-                );
-            }
-            let mut src = connect(&source_file, BUSY + options.fence_grace).await?;
-            let tables = copy::schema_tables(&mut src, "main", &columns).await?;
-            let locked = if source_shared {
-                lockout::lock_out_shared(&mut src, &tables, tenant, row.id).await
-            } else {
-                lockout::lock_out_file(&mut src, &tables).await
-            };
-            src.close().await?;
-            locked?;
+                .raise_fence(row, &source_file, source_shared, options)
+                .await?;
             self.move_done(row, MovePhase::Fenced, options, &mut step, report)
                 .await?;
         }
@@ -187,6 +163,48 @@ impl SqliteTenancy {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The fence: the tenant `moving` in the catalog, this process's open
+    /// handles given the grace (the gate, returned, held until the
+    /// cut-over), then the source locked out.
+    pub(super) async fn raise_fence(
+        &self,
+        row: &MoveRow,
+        source_file: &Path,
+        source_shared: bool,
+        options: &SqliteMoveOptions,
+    ) -> Result<Option<tokio::sync::OwnedRwLockWriteGuard<()>>, TenancyError> {
+        let tenant = row.tenant;
+        let columns = self.inner.tenant_columns();
+        self.inner
+            .catalog
+            .set_status(tenant, TenantStatus::Moving)
+            .await?;
+        let gate = self
+            .inner
+            .backend
+            .gates
+            .close(tenant, options.fence_grace)
+            .await;
+        if gate.is_none() {
+            tracing::warn!(
+                tenant_id = %tenant,
+                grace = ?options.fence_grace,
+                "scoped handles still open after the fence grace; their writes are refused \
+                 from the lock-out on"
+            );
+        }
+        let mut src = connect(source_file, BUSY + options.fence_grace).await?;
+        let tables = copy::schema_tables(&mut src, "main", &columns).await?;
+        let locked = if source_shared {
+            lockout::lock_out_shared(&mut src, &tables, tenant, row.id).await
+        } else {
+            lockout::lock_out_file(&mut src, &tables).await
+        };
+        src.close().await?;
+        locked?;
+        Ok(gate)
     }
 
     /// A tenant file created and migrated, or the tenant's fence lifted
@@ -298,7 +316,7 @@ impl SqliteTenancy {
 
     /// Removes the source's data after the cut-over: the tenant's rows of
     /// a shared file (its fence row stays), or its tenant file.
-    async fn purge_source(
+    pub(super) async fn purge_source(
         &self,
         row: &MoveRow,
         file: &Path,
@@ -319,7 +337,7 @@ impl SqliteTenancy {
     }
 
     /// Records `phase` as done, times it, and stops if the options ask.
-    async fn move_done(
+    pub(super) async fn move_done(
         &self,
         row: &mut MoveRow,
         phase: MovePhase,
@@ -403,24 +421,24 @@ impl SqliteTenancy {
 }
 
 /// Which phases are still to run, and how long each took.
-struct Step {
+pub(super) struct Step {
     last: MovePhase,
     started: Instant,
 }
 
 impl Step {
-    fn new(last: MovePhase) -> Self {
+    pub(super) fn new(last: MovePhase) -> Self {
         Self {
             last,
             started: Instant::now(),
         }
     }
 
-    fn due(&self, phase: MovePhase) -> bool {
+    pub(super) fn due(&self, phase: MovePhase) -> bool {
         self.last < phase
     }
 
-    fn finish(&mut self, phase: MovePhase, report: &mut MoveReport) {
+    pub(super) fn finish(&mut self, phase: MovePhase, report: &mut MoveReport) {
         report.phases.push((phase, self.started.elapsed()));
         self.last = phase;
         self.started = Instant::now();

@@ -62,6 +62,12 @@ fn builder_for(
 
 impl Fixture {
     pub(crate) async fn new() -> Self {
+        Self::over(None).await
+    }
+
+    /// A fixture whose tenancies use `catalog` (e.g. a PostgreSQL
+    /// tenancy's), or a SQLite catalog file of its own.
+    pub(crate) async fn over(catalog: Option<DynCatalog>) -> Self {
         let dir = std::env::temp_dir().join(format!("saas_sqlite_move_{}", uuid::Uuid::new_v4()));
         for cluster in ["a", "b"] {
             std::fs::create_dir_all(dir.join(cluster)).unwrap();
@@ -72,14 +78,19 @@ impl Fixture {
             conn.execute(SHARED).await.unwrap();
             conn.close().await.unwrap();
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(file(&dir.join("catalog.sqlite")))
-            .await
-            .unwrap();
-        let catalog = SqliteCatalog::new(pool);
-        catalog.migrate().await.unwrap();
-        let catalog: DynCatalog = Arc::new(catalog);
+        let catalog = match catalog {
+            Some(catalog) => catalog,
+            None => {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(file(&dir.join("catalog.sqlite")))
+                    .await
+                    .unwrap();
+                let catalog = SqliteCatalog::new(pool);
+                catalog.migrate().await.unwrap();
+                Arc::new(catalog)
+            }
+        };
         let (a, b) = (
             ClusterName::new("a").unwrap(),
             ClusterName::new("b").unwrap(),

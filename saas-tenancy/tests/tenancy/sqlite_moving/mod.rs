@@ -5,4 +5,5 @@
 mod fixture;
 mod kill;
 mod online;
+mod to_postgres;
 mod writers;

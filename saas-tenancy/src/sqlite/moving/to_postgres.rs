@@ -1,0 +1,634 @@
+//! Moving a SQLite tenant (shared file or tenant file) to a PostgreSQL
+//! schema: the SQLite side fenced and locked out as for a SQLite move,
+//! the rows streamed into the schema with `COPY … FROM STDIN` (text
+//! format, sent in bounded chunks, so memory does not grow with the
+//! tenant), row counts compared, sequences advanced past the copied
+//! keys, and the shared catalog's record cut over to the schema.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use saas_core::{TenantId, TenantStatus};
+use sqlx::{
+    AssertSqlSafe, Connection, Executor, PgConnection, Row, SqliteConnection, TypeInfo, ValueRef,
+};
+
+use super::SqliteMoveOptions;
+use super::copy::schema_tables;
+use super::ledger::{self, MoveRow};
+use super::run::{BUSY, Step, connect};
+use crate::error::TenancyError;
+use crate::moving::{MoveMethod, MovePhase, MoveProgress, MoveReport};
+use crate::placement::{Placement, TenantObjectName};
+use crate::postgres::PgTenancy;
+use crate::sqlite::SqliteTenancy;
+use crate::sqlite::transfer::{FileTable, quote};
+
+/// Bytes of `COPY` data buffered before they are sent.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+impl SqliteTenancy {
+    /// Moves a SQLite tenant (row or database placement) to a schema on
+    /// PostgreSQL, served from then on by `pg`, while it keeps being
+    /// served until the fence.
+    ///
+    /// Both tenancies must **share one catalog** (a [`PgCatalog`](crate::PgCatalog)
+    /// given to both builders, or the same [`Catalog`](crate::Catalog)
+    /// object): the tenant's one record is cut over from its SQLite
+    /// placement to `to`, a [`Placement::Schema`] on one of `pg`'s
+    /// clusters (build it with [`Placement::derive`]). `pg` has the tenant
+    /// migrations that create the schema's tables; columns are matched by
+    /// name (a source column the target lacks stops the move before its
+    /// cut-over).
+    ///
+    /// Phases and the fence are those of
+    /// [`move_tenant`](Self::move_tenant) — the ledger is in the source
+    /// cluster's tenant directory, new SQLite handles wait for the
+    /// cut-over, the source is locked out in the file — with the copy
+    /// streamed into PostgreSQL: per table, `COPY … FROM STDIN` in text
+    /// format, sent in chunks of 256 KiB, in one PostgreSQL transaction
+    /// that also compares the row counts and advances every sequence owned
+    /// by a column (`serial`, `bigserial`, identity) past the copied
+    /// maximum. SQLite values go as their text: integers, reals, text;
+    /// a 16-byte blob into a `uuid` column as a UUID, other blobs as
+    /// `bytea`.
+    ///
+    /// **Routing afterwards.** The record names the schema: every
+    /// [`SqliteTenancy`] refuses the tenant with
+    /// [`TenancyError::PlacementNotServedHere`] (which carries the
+    /// placement) instead of serving stale data, and `pg` serves it. A
+    /// host running both backends picks the tenancy by the record's
+    /// placement — its cluster is a PostgreSQL or a SQLite cluster of its
+    /// configuration — and treats `PlacementNotServedHere` as "read the
+    /// record again and route there".
+    ///
+    /// ```no_run
+    /// # async fn run(
+    /// #     sqlite: saas_tenancy::sqlite::SqliteTenancy,
+    /// #     pg: saas_tenancy::postgres::PgTenancy,
+    /// #     id: saas_core::TenantId,
+    /// # ) -> Result<(), saas_tenancy::TenancyError> {
+    /// use saas_tenancy::sqlite::SqliteMoveOptions;
+    /// use saas_tenancy::{ClusterName, Placement, Strategy, TenancyError};
+    ///
+    /// let to = Placement::derive(Strategy::Schema, ClusterName::new("main")?, id);
+    /// let report = sqlite
+    ///     .move_tenant_to_postgres(id, &pg, to, SqliteMoveOptions::default())
+    ///     .await?;
+    /// println!("fenced for {:?}, rows {:?}", report.fence, report.rows);
+    ///
+    /// // Afterwards the SQLite side says where the tenant went.
+    /// # let ctx = saas_core::TenantContext::new(id, saas_core::TenantSlug::parse("acme").unwrap());
+    /// match sqlite.acquire(&ctx).await {
+    ///     Err(TenancyError::PlacementNotServedHere { placement, .. }) => {
+    ///         assert_eq!(placement.strategy(), Strategy::Schema); // serve it with `pg`
+    ///     }
+    ///     _ => unreachable!(),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`move_tenant`](Self::move_tenant), and
+    /// [`TenancyError::InvalidInput`] when the catalogs are not shared,
+    /// [`TenancyError::Unsupported`] for a target that is not a schema.
+    #[tracing::instrument(name = "tenancy.move", skip_all, fields(tenant_id = %tenant, backend = "sqlite", target = "postgres"))]
+    pub async fn move_tenant_to_postgres(
+        &self,
+        tenant: TenantId,
+        pg: &PgTenancy,
+        to: Placement,
+        options: SqliteMoveOptions,
+    ) -> Result<MoveReport, TenancyError> {
+        crate::catalog::check_deletion_grace(options.fence_grace)?;
+        let (_guard, record) = self.lock_tenant(tenant).await?;
+        if !matches!(to, Placement::Schema { .. }) {
+            return Err(TenancyError::Unsupported(
+                "a move from SQLite to PostgreSQL targets a schema placement (Placement::derive \
+                 with Strategy::Schema)"
+                    .to_owned(),
+            ));
+        }
+        if to
+            .object_name()
+            .is_some_and(|n| *n != TenantObjectName::for_tenant(tenant))
+        {
+            return Err(TenancyError::InvalidInput(format!(
+                "the target placement's name is not derived from tenant {tenant}; build it \
+                 with Placement::derive"
+            )));
+        }
+        let seen = pg.catalog().get(tenant).await?;
+        if seen.as_ref().map(|r| (&r.placement, r.status))
+            != Some((&record.placement, record.status))
+        {
+            return Err(TenancyError::InvalidInput(format!(
+                "tenant {tenant}'s record is not the same in both tenancies' catalogs: a move \
+                 from SQLite to PostgreSQL cuts over one record, so give both builders the \
+                 same catalog"
+            )));
+        }
+        let row = self.start_move(&record, to, &options, true).await?;
+        self.drive_to_postgres(row, pg, &options).await
+    }
+
+    /// Finishes an unfinished move to PostgreSQL (see
+    /// [`move_tenant_to_postgres`](Self::move_tenant_to_postgres)) from
+    /// the phase its ledger recorded last.
+    ///
+    /// # Errors
+    /// [`TenancyError::InvalidInput`] when the tenant has no unfinished
+    /// move to PostgreSQL.
+    pub async fn resume_move_to_postgres(
+        &self,
+        tenant: TenantId,
+        pg: &PgTenancy,
+        options: SqliteMoveOptions,
+    ) -> Result<MoveReport, TenancyError> {
+        let (_guard, _, open) = self.lock_move(tenant).await?;
+        match open {
+            Some(row) if row.to_postgres => self.drive_to_postgres(row, pg, &options).await,
+            _ => Err(super::api::no_open_move(tenant)),
+        }
+    }
+
+    /// Undoes an unfinished move to PostgreSQL that has not cut over: the
+    /// target schema (and its role) dropped, the SQLite source's lock-out
+    /// lifted, the tenant active again on its source, untouched.
+    ///
+    /// # Errors
+    /// As [`abort_move`](Self::abort_move).
+    pub async fn abort_move_to_postgres(
+        &self,
+        tenant: TenantId,
+        pg: &PgTenancy,
+    ) -> Result<(), TenancyError> {
+        let (_guard, record, open) = self.lock_move(tenant).await?;
+        let Some(mut row) = open else {
+            return Err(super::api::no_open_move(tenant));
+        };
+        if !row.to_postgres {
+            return Err(super::api::no_open_move(tenant));
+        }
+        if row.phase >= MovePhase::CutOver || record.placement == row.to {
+            return Err(TenancyError::InvalidInput(format!(
+                "the move {} of tenant {tenant} has cut over: the tenant is served from \
+                 PostgreSQL; finish it with resume_move_to_postgres",
+                row.id
+            )));
+        }
+        pg.drop_incoming_schema(&row.to).await?;
+        let (source_file, source_shared) = self.placement_file(&row.from)?;
+        let mut src = connect(&source_file, BUSY).await?;
+        let lifted = async {
+            if source_shared {
+                super::lockout::lift_shared(&mut src, tenant).await
+            } else {
+                let columns = self.inner.tenant_columns();
+                let tables = schema_tables(&mut src, "main", &columns).await?;
+                super::lockout::lift_file(&mut src, &tables).await
+            }
+        }
+        .await;
+        src.close().await?;
+        lifted?;
+        if record.status == TenantStatus::Moving {
+            self.inner
+                .catalog
+                .set_status(tenant, TenantStatus::Active)
+                .await?;
+        }
+        row.phase = MovePhase::Aborted;
+        ledger::record(&row, self.inner.clock.now()).await
+    }
+
+    async fn drive_to_postgres(
+        &self,
+        mut row: MoveRow,
+        pg: &PgTenancy,
+        options: &SqliteMoveOptions,
+    ) -> Result<MoveReport, TenancyError> {
+        let mut report = MoveReport {
+            move_id: row.id,
+            tenant: row.tenant,
+            from: row.from.clone(),
+            to: row.to.clone(),
+            method: MoveMethod::CopyUnderFence,
+            rows: Default::default(),
+            queued: Default::default(),
+            lag_at_fence_bytes: None,
+            fence: Duration::ZERO,
+            phases: Vec::new(),
+        };
+        match self
+            .phases_to_postgres(&mut row, pg, options, &mut report)
+            .await
+        {
+            Ok(()) => Ok(report),
+            Err(e @ TenancyError::MoveStopped { .. }) => Err(e),
+            Err(e) => Err(TenancyError::MoveStopped {
+                move_id: row.id,
+                tenant: row.tenant,
+                phase: row.phase.to_string(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    async fn phases_to_postgres(
+        &self,
+        row: &mut MoveRow,
+        pg: &PgTenancy,
+        options: &SqliteMoveOptions,
+        report: &mut MoveReport,
+    ) -> Result<(), TenancyError> {
+        let (tenant, move_id) = (row.tenant, row.id);
+        let (source_file, source_shared) = self.placement_file(&row.from)?;
+        let progress = |phase: MovePhase, ready: usize, tables: usize| {
+            if let Some(f) = &options.progress {
+                f(&MoveProgress {
+                    move_id,
+                    tenant,
+                    phase,
+                    tables_ready: ready,
+                    tables,
+                    lag_bytes: None,
+                });
+            }
+        };
+        let mut step = Step::new(row.phase);
+        if step.due(MovePhase::Prepared) {
+            progress(MovePhase::Prepared, 0, 0);
+            pg.incoming_schema(&row.to).await?;
+            self.move_done(row, MovePhase::Prepared, options, &mut step, report)
+                .await?;
+        }
+        let fenced_at = Instant::now();
+        let mut gate = None;
+        if step.due(MovePhase::Fenced) {
+            progress(MovePhase::Fenced, 0, 0);
+            gate = self
+                .raise_fence(row, &source_file, source_shared, options)
+                .await?;
+            self.move_done(row, MovePhase::Fenced, options, &mut step, report)
+                .await?;
+        }
+        if step.due(MovePhase::Synced) {
+            let schema = pg.incoming_schema(&row.to).await?;
+            let mut dst = pg.incoming_admin(&row.to).await?;
+            let mut src = connect(&source_file, BUSY).await?;
+            let copied = self
+                .stream_to_postgres(
+                    &mut src,
+                    &mut dst,
+                    &schema,
+                    source_shared,
+                    tenant,
+                    &progress,
+                )
+                .await;
+            src.close().await?;
+            report.rows = copied?;
+            self.move_done(row, MovePhase::Synced, options, &mut step, report)
+                .await?;
+        }
+        if step.due(MovePhase::CutOver) {
+            progress(MovePhase::CutOver, report.rows.len(), report.rows.len());
+            self.inner
+                .catalog
+                .cut_over(tenant, &row.from, &row.to)
+                .await?;
+            pg.forget_record(tenant);
+            report.fence = fenced_at.elapsed();
+            drop(gate.take());
+            self.inner
+                .registry
+                .close_within(tenant, Duration::ZERO)
+                .await;
+            self.move_done(row, MovePhase::CutOver, options, &mut step, report)
+                .await?;
+        }
+        drop(gate);
+        if step.due(MovePhase::Done) {
+            progress(MovePhase::Done, report.rows.len(), report.rows.len());
+            if !row.keep_source {
+                self.purge_source(row, &source_file, source_shared).await?;
+            }
+            self.move_done(row, MovePhase::Done, options, &mut step, report)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Streams the tenant's tables from `src` into `schema` on `dst`, in
+    /// one PostgreSQL transaction (the schema emptied first, so a repeat
+    /// after a crash starts clean), comparing counts and advancing
+    /// sequences.
+    async fn stream_to_postgres(
+        &self,
+        src: &mut SqliteConnection,
+        dst: &mut PgConnection,
+        schema: &TenantObjectName,
+        source_shared: bool,
+        tenant: TenantId,
+        progress: &impl Fn(MovePhase, usize, usize),
+    ) -> Result<BTreeMap<String, u64>, TenancyError> {
+        let tenant_columns = self.inner.tenant_columns();
+        let source: Vec<FileTable> = schema_tables(src, "main", &tenant_columns)
+            .await?
+            .into_iter()
+            .filter(|t| !source_shared || t.tenant_column.is_some())
+            .collect();
+        let target = pg_tables(dst, schema.as_str()).await?;
+        let mut rows = BTreeMap::new();
+        let mut tx = dst.begin().await?;
+        src.execute("BEGIN").await?;
+        let result = async {
+            for (i, table) in source.iter().enumerate() {
+                progress(MovePhase::Synced, i, source.len());
+                let logical = if source_shared {
+                    self.inner
+                        .tables
+                        .iter()
+                        .find(|t| t.physical().is_ok_and(|p| p.as_str() == table.name))
+                        .map_or_else(|| table.name.clone(), |t| t.table.as_str().to_owned())
+                } else {
+                    table.name.clone()
+                };
+                let Some(columns) = target.get(&logical) else {
+                    return Err(TenancyError::InvalidInput(format!(
+                        "the schema has no table {logical} for the SQLite table {}: migrate \
+                         both sides to the same version; nothing was moved",
+                        table.name
+                    )));
+                };
+                let job = TableCopy {
+                    schema,
+                    logical: &logical,
+                    target: columns,
+                    table,
+                };
+                let copied = copy_table(src, &mut tx, &job, tenant, &tenant_columns).await?;
+                rows.insert(logical, copied);
+            }
+            advance_sequences(&mut tx, schema.as_str()).await?;
+            Ok(())
+        }
+        .await;
+        let _ = src.execute("COMMIT").await;
+        result?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+}
+
+/// The schema's tables: name → columns (name, type name).
+async fn pg_tables(
+    dst: &mut PgConnection,
+    schema: &str,
+) -> Result<BTreeMap<String, Vec<(String, String)>>, TenancyError> {
+    let rows = sqlx::query(
+        "SELECT c.relname::text, a.attname::text, t.typname::text \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 \
+           AND NOT a.attisdropped AND a.attgenerated = '' AND c.relname <> '_sqlx_migrations' \
+         ORDER BY c.relname, a.attnum",
+    )
+    .bind(schema)
+    .fetch_all(&mut *dst)
+    .await?;
+    let mut tables: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for row in rows {
+        tables
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push((row.try_get(1)?, row.try_get(2)?));
+    }
+    Ok(tables)
+}
+
+fn pg_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One SQLite table and the PostgreSQL table it goes to.
+struct TableCopy<'a> {
+    schema: &'a TenantObjectName,
+    /// The table's name in the schema.
+    logical: &'a str,
+    /// The schema table's columns (name, type name).
+    target: &'a [(String, String)],
+    table: &'a FileTable,
+}
+
+/// Copies one table's rows of the tenant, returns how many, after
+/// checking the target holds exactly that many.
+async fn copy_table(
+    src: &mut SqliteConnection,
+    dst: &mut PgConnection,
+    job: &TableCopy<'_>,
+    tenant: TenantId,
+    tenant_columns: &[String],
+) -> Result<u64, TenancyError> {
+    let TableCopy {
+        schema,
+        logical,
+        target,
+        table,
+    } = *job;
+    let qualified = format!("{}.{}", schema.quoted(), pg_quote(logical));
+    for (column, _) in &table.columns {
+        let carried = target.iter().any(|(c, _)| c == column);
+        if !carried && table.tenant_column.as_deref() != Some(column.as_str()) {
+            return Err(TenancyError::InvalidInput(format!(
+                "the table {qualified} has no column {column} that the SQLite table {} has: \
+                 migrate both sides to the same version; nothing was moved",
+                table.name
+            )));
+        }
+    }
+    // Target columns fed: those the source has, plus a tenant column the
+    // source lacks (filled with the tenant).
+    let mut fed: Vec<(&str, &str, Option<usize>)> = Vec::new();
+    for (column, kind) in target {
+        if let Some(i) = table.columns.iter().position(|(c, _)| c == column) {
+            fed.push((column, kind, Some(i)));
+        } else if tenant_columns.iter().any(|c| c == column) {
+            fed.push((column, kind, None));
+        }
+    }
+    dst.execute(AssertSqlSafe(format!("DELETE FROM {qualified}")))
+        .await?;
+    let list: Vec<String> = fed.iter().map(|(c, _, _)| pg_quote(c)).collect();
+    let select: Vec<String> = fed
+        .iter()
+        .filter_map(|(_, _, i)| i.map(|i| quote(&table.columns[i].0)))
+        .collect();
+    let filter = match &table.tenant_column {
+        Some(c) => format!(
+            " WHERE {} = {}",
+            quote(c),
+            super::super::guard::tenant_literal(tenant)
+        ),
+        None => String::new(),
+    };
+    let read = if select.is_empty() {
+        format!("SELECT NULL FROM {}{filter}", quote(&table.name))
+    } else {
+        format!(
+            "SELECT {} FROM {}{filter}",
+            select.join(", "),
+            quote(&table.name)
+        )
+    };
+    let tenant_text = tenant.as_uuid().hyphenated().to_string();
+    let mut sink = dst
+        .copy_in_raw(&format!(
+            "COPY {qualified} ({}) FROM STDIN",
+            list.join(", ")
+        ))
+        .await?;
+    let mut buffer = Vec::with_capacity(CHUNK_BYTES + 4096);
+    let mut sent = 0u64;
+    let streamed = async {
+        let mut rows = sqlx::query(AssertSqlSafe(read)).fetch(&mut *src);
+        while let Some(row) = rows.try_next().await? {
+            let mut at = 0;
+            for (n, (_, kind, index)) in fed.iter().enumerate() {
+                if n > 0 {
+                    buffer.push(b'\t');
+                }
+                match index {
+                    None => buffer.extend_from_slice(tenant_text.as_bytes()),
+                    Some(_) => {
+                        encode(&row, at, kind, &mut buffer)?;
+                        at += 1;
+                    }
+                }
+            }
+            buffer.push(b'\n');
+            sent += 1;
+            if buffer.len() >= CHUNK_BYTES {
+                sink.send(std::mem::take(&mut buffer)).await?;
+            }
+        }
+        Ok::<(), TenancyError>(())
+    }
+    .await;
+    if let Err(e) = streamed {
+        let _ = sink.abort(e.to_string()).await;
+        return Err(e);
+    }
+    if !buffer.is_empty() {
+        sink.send(buffer).await?;
+    }
+    let copied = sink.finish().await?;
+    let held: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {qualified}")))
+        .fetch_one(&mut *dst)
+        .await?;
+    if copied != sent || u64::try_from(held).unwrap_or(0) != sent {
+        return Err(TenancyError::Corrupt(format!(
+            "table {logical}: {sent} rows read from SQLite, {copied} copied, {held} in \
+             PostgreSQL; the move stopped before its cut-over (abort_move_to_postgres leaves \
+             the source serving)"
+        )));
+    }
+    Ok(sent)
+}
+
+/// Writes SQLite value `i` of `row` as `COPY` text for a column of type
+/// `kind`.
+fn encode(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    kind: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), TenancyError> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        out.extend_from_slice(b"\\N");
+        return Ok(());
+    }
+    let storage = raw.type_info().name().to_owned();
+    match storage.as_str() {
+        "INTEGER" => {
+            out.extend_from_slice(row.try_get_unchecked::<i64, _>(i)?.to_string().as_bytes())
+        }
+        "REAL" => {
+            let real = row.try_get_unchecked::<f64, _>(i)?;
+            let text = if real.is_nan() {
+                "NaN".to_owned()
+            } else if real.is_infinite() {
+                if real > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+            } else {
+                real.to_string()
+            };
+            out.extend_from_slice(text.as_bytes());
+        }
+        "BLOB" => {
+            let bytes = row.try_get_unchecked::<Vec<u8>, _>(i)?;
+            if kind == "uuid" {
+                let id = uuid::Uuid::from_slice(&bytes).map_err(|_| {
+                    TenancyError::InvalidInput(format!(
+                        "a {}-byte blob cannot go into a uuid column",
+                        bytes.len()
+                    ))
+                })?;
+                out.extend_from_slice(id.hyphenated().to_string().as_bytes());
+            } else {
+                // bytea hex, its backslash escaped for COPY text.
+                out.extend_from_slice(b"\\\\x");
+                for b in bytes {
+                    out.extend_from_slice(format!("{b:02x}").as_bytes());
+                }
+            }
+        }
+        _ => {
+            let text = row.try_get_unchecked::<String, _>(i)?;
+            for c in text.bytes() {
+                match c {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    b'\r' => out.extend_from_slice(b"\\r"),
+                    b'\t' => out.extend_from_slice(b"\\t"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Advances every sequence owned by a column of the schema's tables past
+/// the column's maximum.
+async fn advance_sequences(dst: &mut PgConnection, schema: &str) -> Result<(), TenancyError> {
+    let owned: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, \
+                pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 \
+           AND NOT a.attisdropped \
+           AND pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) IS NOT NULL",
+    )
+    .bind(schema)
+    .fetch_all(&mut *dst)
+    .await?;
+    for (table, column, sequence) in owned {
+        let sql = format!(
+            "SELECT setval($1::regclass, m) FROM (SELECT max({})::bigint AS m FROM {}.{}) s \
+             WHERE m IS NOT NULL",
+            pg_quote(&column),
+            pg_quote(schema),
+            pg_quote(&table)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(sequence)
+            .execute(&mut *dst)
+            .await?;
+    }
+    Ok(())
+}
