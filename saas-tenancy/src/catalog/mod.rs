@@ -36,7 +36,9 @@ pub use sqlite::SqliteCatalog;
 /// - `set_status` applies [`transition_allowed`](crate::transition_allowed)
 ///   atomically against the stored status (a concurrent change cannot be
 ///   overwritten by a stale decision), updates `updated_at`, and returns
-///   the new record; unknown tenants are [`TenancyError::TenantNotFound`].
+///   the new record; unknown tenants are [`TenancyError::TenantNotFound`];
+/// - `cut_over` (optional) changes a `moving` tenant's placement and
+///   status together, once, as its own docs say.
 #[async_trait]
 pub trait Catalog: Send + Sync + fmt::Debug {
     /// Adds a tenant.

@@ -222,6 +222,57 @@ pub async fn status_follows_the_transition_table(catalog: DynCatalog) {
     assert!(matches!(err, TenancyError::TenantNotFound(_)));
 }
 
+/// `cut_over` changes a `moving` tenant's placement and makes it active
+/// in one step, is idempotent once done, and touches no tenant that is
+/// not moving at the given placement. A catalog that keeps the default
+/// (refusing with [`TenancyError::Unsupported`]) passes if the record is
+/// left as it was.
+pub async fn cut_over_moves_only_a_moving_tenant(catalog: DynCatalog) {
+    use TenantStatus::*;
+    let t = catalog
+        .create(new_tenant("acme", Strategy::Shared))
+        .await
+        .expect("create");
+    catalog.set_status(t.id, Active).await.expect("active");
+    let from = t.placement.clone();
+    let to = Placement::derive(
+        Strategy::Database,
+        ClusterName::new("other").expect("cluster"),
+        t.id,
+    );
+    // Not moving: refused, unchanged (or not supported at all).
+    match catalog.cut_over(t.id, &from, &to).await {
+        Err(TenancyError::Unsupported(_)) => {
+            let r = catalog.get(t.id).await.expect("get").expect("kept");
+            assert_eq!((r.status, r.placement), (Active, from));
+            return;
+        }
+        Err(TenancyError::InvalidInput(_)) => {}
+        other => panic!("cut-over of an active tenant: {other:?}"),
+    }
+    catalog.set_status(t.id, Moving).await.expect("moving");
+    // Moving, but from another placement: refused.
+    let err = catalog
+        .cut_over(t.id, &to, &from)
+        .await
+        .expect_err("wrong source");
+    assert!(matches!(err, TenancyError::InvalidInput(_)), "{err:?}");
+    let r = catalog.get(t.id).await.expect("get").expect("kept");
+    assert_eq!((r.status, r.placement.clone()), (Moving, from.clone()));
+    // The cut-over, then its repeat.
+    for _ in 0..2 {
+        let r = catalog.cut_over(t.id, &from, &to).await.expect("cut over");
+        assert_eq!((r.status, r.placement), (Active, to.clone()));
+    }
+    let r = catalog.get(t.id).await.expect("get").expect("kept");
+    assert_eq!((r.status, r.placement), (Active, to));
+    let err = catalog
+        .cut_over(saas_core::TenantId::new(), &from, &from)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, TenancyError::TenantNotFound(_)), "{err:?}");
+}
+
 /// The catalog serves the request layer, with the placement attached.
 pub async fn serves_as_tenant_lookup(catalog: DynCatalog) {
     let t = catalog
@@ -266,6 +317,7 @@ macro_rules! catalog_conformance {
             list_pages_in_id_order,
             list_filters,
             status_follows_the_transition_table,
+            cut_over_moves_only_a_moving_tenant,
             serves_as_tenant_lookup
         );
     };
