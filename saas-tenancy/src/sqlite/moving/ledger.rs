@@ -116,15 +116,48 @@ pub(super) async fn open_for(
     dirs: impl IntoIterator<Item = &Path>,
     tenant: TenantId,
 ) -> Result<Option<MoveRow>, TenancyError> {
+    find(dirs, tenant, "phase NOT IN ('done', 'aborted')").await
+}
+
+/// The tenant's finished moves that kept their source, looked for in
+/// each of `dirs` (the newest first in each).
+pub(super) async fn kept_for(
+    dirs: impl IntoIterator<Item = &Path>,
+    tenant: TenantId,
+) -> Result<Option<MoveRow>, TenancyError> {
+    find(dirs, tenant, "phase = 'done' AND keep_source").await
+}
+
+/// Records that a kept source was purged.
+pub(super) async fn source_purged(row: &MoveRow) -> Result<(), TenancyError> {
+    let Some(mut conn) = open(&row.dir, false).await? else {
+        return Ok(());
+    };
+    let result = sqlx::query("UPDATE saas_tenant_moves SET keep_source = 0 WHERE id = ?1")
+        .bind(row.id.to_string())
+        .execute(&mut conn)
+        .await;
+    conn.close().await?;
+    result?;
+    Ok(())
+}
+
+/// The first row of `tenant` matching `filter` (one of the constants
+/// above) in each of `dirs`.
+async fn find(
+    dirs: impl IntoIterator<Item = &Path>,
+    tenant: TenantId,
+    filter: &str,
+) -> Result<Option<MoveRow>, TenancyError> {
     for dir in dirs {
         let Some(mut conn) = open(dir, false).await? else {
             continue;
         };
-        let row = sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, source_strategy, source_cluster, source_object, target_strategy, \
              target_cluster, target_object, phase, keep_source, target_backend FROM saas_tenant_moves \
-             WHERE tenant_id = ?1 AND phase NOT IN ('done', 'aborted')",
-        )
+             WHERE tenant_id = ?1 AND {filter} ORDER BY updated_at DESC LIMIT 1"
+        )))
         .bind(tenant.to_string())
         .fetch_optional(&mut conn)
         .await;

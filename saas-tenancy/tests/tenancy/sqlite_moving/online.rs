@@ -143,6 +143,23 @@ async fn sqlite_shared_to_own_file_keeps_every_acknowledged_write_and_refuses_th
     writers::check(&stored, &acked, SEEDED);
     assert!(second.open_move(mover.tenant_id()).await.unwrap().is_none());
 
+    // The kept source, purged on request; its lock-out stays.
+    assert!(
+        fx.tenancy
+            .purge_moved_source(mover.tenant_id())
+            .await
+            .unwrap()
+    );
+    assert!(fx.raw_rows(&from, mover.tenant_id()).await.is_empty());
+    assert!(raw_insert(&fx, &from, mover.tenant_id()).await.is_err());
+    assert!(
+        !fx.tenancy
+            .purge_moved_source(mover.tenant_id())
+            .await
+            .unwrap()
+    );
+    assert_eq!(fx.rows(&second, &mover).await, stored);
+
     // Neighbours untouched, and still writable.
     assert_eq!(
         neighbours_before,
@@ -229,6 +246,10 @@ async fn sqlite_own_file_to_shared_file_on_another_cluster_keeps_every_acknowled
         )
         .await
         .unwrap();
+    eprintln!(
+        "shared file → own file, no writers: {} rows copied, fence {:?}",
+        report.rows["notes"], report.fence
+    );
     assert_eq!(report.rows["notes"], stored.len() as u64);
     assert_eq!(fx.rows(&second, &mover).await, stored);
     assert!(fx.raw_rows(&to, mover.tenant_id()).await.is_empty());

@@ -119,6 +119,14 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
     );
     drop(conn);
     assert_eq!(fx.rows(&fx.tenancy, &neighbour).await, neighbour_before);
+    // The kept SQLite source, purged on request.
+    assert!(
+        fx.tenancy
+            .purge_moved_source(mover.tenant_id())
+            .await
+            .unwrap()
+    );
+    assert!(fx.raw_rows(&from, mover.tenant_id()).await.is_empty());
 
     pg.tenancy.delete_tenant(mover.tenant_id()).await.unwrap();
     fx.cleanup().await;
