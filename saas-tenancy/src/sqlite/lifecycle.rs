@@ -23,9 +23,22 @@ impl SqliteTenancy {
         id: TenantId,
     ) -> Result<(TenantGuard<'_>, TenantRecord), TenancyError> {
         let locks = &self.inner.backend.locks;
-        self.inner
+        let locked = self
+            .inner
             .lock_tenant(id, |cluster| locks.lock(id, &cluster.tenant_dir))
-            .await
+            .await;
+        match locked {
+            // Moved to a placement this tenancy does not serve (another
+            // backend): say where, rather than naming a missing cluster.
+            Err(TenancyError::UnknownCluster(_)) => match self.inner.record(id).await {
+                Ok(record) => Err(TenancyError::PlacementNotServedHere {
+                    tenant: id,
+                    placement: record.placement,
+                }),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// Adds a tenant to the catalog, creates its database file (database

@@ -11,6 +11,8 @@ mod api;
 mod copy;
 mod ledger;
 mod lockout;
+#[cfg(feature = "postgres")]
+mod pg_copy;
 mod run;
 #[cfg(feature = "postgres")]
 mod to_postgres;

@@ -95,6 +95,17 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
             other => panic!("expected PlacementNotServedHere, got {other:?}"),
         }
     }
+    // Nor does it operate on it (a SQLite deletion never touches the schema).
+    let refused = second.delete_tenant(mover.tenant_id()).await.unwrap_err();
+    assert!(
+        matches!(refused, TenancyError::PlacementNotServedHere { .. }),
+        "{refused}"
+    );
+    let refused = second.export_tenant(mover.tenant_id()).await.unwrap_err();
+    assert!(
+        matches!(refused, TenancyError::PlacementNotServedHere { .. }),
+        "{refused}"
+    );
 
     // PostgreSQL serves every acknowledged write, once.
     let stored = pg_rows(&pg, &mover).await;
