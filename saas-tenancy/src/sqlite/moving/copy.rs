@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Executor, SqliteConnection};
 
 use super::super::guard::tenant_literal;
 use super::super::transfer::{FileTable, quote};
-use super::lockout::{in_write_tx, is_library_table};
+use super::lockout::{in_tx, is_library_table};
 use crate::error::TenancyError;
 
 /// The schema name the target is attached as.
@@ -98,7 +98,10 @@ pub(super) async fn copy(
 ) -> Result<BTreeMap<String, u64>, TenancyError> {
     let me = tenant_literal(tenant);
     let mut rows = BTreeMap::new();
-    in_write_tx(conn, async |conn: &mut SqliteConnection| {
+    // Deferred: the source is read from a snapshot (the tenant is locked
+    // out there), so its other tenants keep writing; the target's write
+    // lock is taken by the first statement, a write.
+    in_tx(conn, "BEGIN", async |conn: &mut SqliteConnection| {
         conn.execute("PRAGMA defer_foreign_keys = ON").await?;
         for pair in pairs {
             let target = format!("{TARGET}.{}", quote(&pair.target.name));
@@ -184,7 +187,7 @@ pub(super) async fn clear_target(
     tenant: TenantId,
 ) -> Result<(), TenancyError> {
     let me = tenant_literal(tenant);
-    in_write_tx(conn, async |conn: &mut SqliteConnection| {
+    in_tx(conn, "BEGIN", async |conn: &mut SqliteConnection| {
         conn.execute("PRAGMA defer_foreign_keys = ON").await?;
         for table in tables {
             if let Some(c) = &table.tenant_column {

@@ -200,12 +200,26 @@ pub(super) async fn purge_shared(
     .await
 }
 
-/// Runs `work` in a `BEGIN IMMEDIATE` transaction, rolled back on error.
+/// Runs `work` in a `BEGIN IMMEDIATE` transaction (the file's write lock
+/// from the start), rolled back on error.
 pub(super) async fn in_write_tx<F>(conn: &mut SqliteConnection, work: F) -> Result<(), TenancyError>
 where
     F: AsyncFnOnce(&mut SqliteConnection) -> Result<(), TenancyError>,
 {
-    conn.execute("BEGIN IMMEDIATE").await?;
+    in_tx(conn, "BEGIN IMMEDIATE", work).await
+}
+
+/// Runs `work` in a transaction begun with `begin` (one of our two
+/// constants), rolled back on error.
+pub(super) async fn in_tx<F>(
+    conn: &mut SqliteConnection,
+    begin: &'static str,
+    work: F,
+) -> Result<(), TenancyError>
+where
+    F: AsyncFnOnce(&mut SqliteConnection) -> Result<(), TenancyError>,
+{
+    conn.execute(begin).await?;
     let result = match work(&mut *conn).await {
         Ok(()) => conn.execute("COMMIT").await.map(drop).map_err(Into::into),
         Err(e) => Err(e),
