@@ -164,6 +164,7 @@ impl SqliteTenancy {
         crate::catalog::check_deletion_grace(options.fence_grace)?;
         let (_guard, record) = self.lock_tenant(tenant).await?;
         let row = self.start_move(&record, to, &options, false).await?;
+        stop_if_started(&row, &options)?;
         self.drive_move(row, &options).await
     }
 
@@ -353,6 +354,23 @@ impl SqliteTenancy {
         ledger::insert(&row, self.inner.clock.now()).await?;
         Ok(row)
     }
+}
+
+/// [`SqliteMoveOptions::stop_after`] with [`MovePhase::Started`]: the
+/// ledger row exists, nothing else was done.
+pub(super) fn stop_if_started(
+    row: &MoveRow,
+    options: &SqliteMoveOptions,
+) -> Result<(), TenancyError> {
+    if options.stop_after == Some(MovePhase::Started) {
+        return Err(TenancyError::MoveStopped {
+            move_id: row.id,
+            tenant: row.tenant,
+            phase: MovePhase::Started.to_string(),
+            detail: "stopped as SqliteMoveOptions::stop_after asked".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn to_postgres(row: &MoveRow) -> TenancyError {

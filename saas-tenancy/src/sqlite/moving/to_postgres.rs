@@ -126,6 +126,7 @@ impl SqliteTenancy {
             )));
         }
         let row = self.start_move(&record, to, &options, true).await?;
+        super::api::stop_if_started(&row, &options)?;
         self.drive_to_postgres(row, pg, &options).await
     }
 

@@ -8,7 +8,12 @@ use saas_tenancy::{MovePhase, Placement, Strategy, TenancyError};
 
 use super::fixture::Fixture;
 
-const BEFORE_CUT_OVER: [MovePhase; 3] = [MovePhase::Prepared, MovePhase::Fenced, MovePhase::Synced];
+const BEFORE_CUT_OVER: [MovePhase; 4] = [
+    MovePhase::Started,
+    MovePhase::Prepared,
+    MovePhase::Fenced,
+    MovePhase::Synced,
+];
 
 async fn stop_at(fx: &Fixture, ctx: &TenantContext, to: &Placement, phase: MovePhase) {
     let stopped = fx

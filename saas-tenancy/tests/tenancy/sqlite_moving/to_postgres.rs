@@ -151,6 +151,7 @@ async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
     };
     let fx = Fixture::over(Some(Arc::clone(pg.tenancy.catalog()))).await;
     let phases = [
+        MovePhase::Started,
         MovePhase::Prepared,
         MovePhase::Fenced,
         MovePhase::Synced,
