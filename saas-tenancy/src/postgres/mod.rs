@@ -40,7 +40,8 @@ pub use builder::PgTenancyBuilder;
 pub use conn::PgTenantConn;
 pub use fence::handle_lock_key;
 pub use moving::{
-    MOVE_CHANNEL, MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveProgressFn, MoveReport,
+    KeptSource, MOVE_CHANNEL, MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveProgressFn,
+    MoveReport, SourcePurge,
 };
 
 /// A PostgreSQL tenant pool checked out of the registry.

@@ -100,6 +100,39 @@ impl TenantLock {
         Ok(lock)
     }
 
+    /// Holds `tenant`'s lock if no other session holds it; `None` (and
+    /// nothing held) otherwise.
+    async fn try_acquire(
+        pool: &PgPool,
+        admin: &PgConnectOptions,
+        tenant: TenantId,
+    ) -> Result<Option<Self>, TenancyError> {
+        let holder = match pool.acquire().await {
+            Ok(conn) => Holder::Pooled(conn),
+            Err(_) => Holder::Own(PgConnection::connect_with(admin).await?),
+        };
+        let mut lock = Self {
+            holder: Some(holder),
+            key: format!("{KEY_PREFIX}{tenant}"),
+        };
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(lock.key.clone())
+            .fetch_one(lock.conn())
+            .await?;
+        if held {
+            return Ok(Some(lock));
+        }
+        // Nothing held: the connection goes back as it came.
+        match lock.holder.take() {
+            Some(Holder::Own(conn)) => {
+                let _ = conn.close().await;
+            }
+            Some(Holder::Pooled(conn)) => drop(conn),
+            None => {}
+        }
+        Ok(None)
+    }
+
     fn conn(&mut self) -> &mut PgConnection {
         match &mut self.holder {
             Some(Holder::Pooled(c)) => c,
@@ -148,6 +181,39 @@ impl HeldLock for TenantLock {
 }
 
 impl PgTenancy {
+    /// As [`lock_tenant`](Self::lock_tenant), but `None` at once when
+    /// another operation holds the lock (for maintenance that can wait for
+    /// its next round).
+    pub(super) async fn try_lock_tenant(
+        &self,
+        id: TenantId,
+    ) -> Result<Option<(TenantLock, TenantRecord)>, TenancyError> {
+        let listed = self.inner.record(id).await?;
+        let cluster = self.cluster(listed.placement.cluster())?;
+        let Some(held) = TenantLock::try_acquire(&cluster.locks, &cluster.config.admin, id).await?
+        else {
+            return Ok(None);
+        };
+        match self.inner.record(id).await {
+            Ok(record) => Ok(Some((held, record))),
+            Err(e) => {
+                held.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `id`'s lock on cluster `cluster`, without reading its record (a
+    /// tenant whose record is gone); `None` when another session holds it.
+    pub(super) async fn try_lock_on(
+        &self,
+        cluster: &crate::ClusterName,
+        id: TenantId,
+    ) -> Result<Option<TenantLock>, TenancyError> {
+        let cluster = self.cluster(cluster)?;
+        TenantLock::try_acquire(&cluster.locks, &cluster.config.admin, id).await
+    }
+
     /// Takes `id`'s lock on its cluster's admin database, then reads its
     /// record again (see `Core::lock_tenant`).
     pub(super) async fn lock_tenant(

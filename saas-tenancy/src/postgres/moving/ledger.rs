@@ -2,6 +2,13 @@
 //! (in the catalog's database), one row per move, its phase written as
 //! each phase ends — and the catalog changes of the fence and the
 //! cut-over, each in one transaction with its `NOTIFY`.
+//!
+//! A kept source (see `MoveOptions::keep_source_for`) is the `done` row
+//! with `keep_source` set: `keep_until` (from the tenancy's clock, set at
+//! the cut-over) says when it may be purged, `NULL` meaning only when
+//! asked. It stops being kept — `keep_source` cleared, `source_released`
+//! saying why — when it is purged, or when a move *to* that placement
+//! starts (the move back reuses it as its target).
 
 use chrono::{DateTime, Utc};
 use saas_core::TenantId;
@@ -29,7 +36,13 @@ const MIGRATION: &str = "CREATE TABLE IF NOT EXISTS saas_tenant_moves (
     updated_at timestamptz NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS saas_tenant_moves_open
-    ON saas_tenant_moves (tenant_id) WHERE phase NOT IN ('done', 'aborted')";
+    ON saas_tenant_moves (tenant_id) WHERE phase NOT IN ('done', 'aborted');
+ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS keep_for_ms bigint;
+ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS keep_until timestamptz;
+ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS source_released text;
+ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS source_released_at timestamptz;
+CREATE INDEX IF NOT EXISTS saas_tenant_moves_kept
+    ON saas_tenant_moves (keep_until) WHERE keep_source AND phase = 'done'";
 
 /// One move as the ledger holds it.
 #[derive(Debug, Clone)]
@@ -45,6 +58,11 @@ pub(super) struct MoveRow {
     pub(super) phase: MovePhase,
     pub(super) fence_lsn: Option<String>,
     pub(super) keep_source: bool,
+    /// How long a kept source is kept after the cut-over (`None`: until
+    /// purged by hand).
+    pub(super) keep_for: Option<chrono::Duration>,
+    /// When a kept source may be purged (set at the cut-over).
+    pub(super) keep_until: Option<DateTime<Utc>>,
 }
 
 /// Creates the ledger if missing (serialised between processes).
@@ -58,17 +76,25 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), TenancyError> {
     Ok(())
 }
 
-/// Records a new move; a tenant with an open move is refused.
+/// Records a new move; a tenant with an open move is refused. In the same
+/// transaction, a source an earlier move kept at the new move's target is
+/// no longer kept: the move clears it and moves the tenant back into it.
 pub(super) async fn insert(
     pool: &PgPool,
     row: &MoveRow,
     now: DateTime<Utc>,
 ) -> Result<(), TenancyError> {
+    let now = crate::record::catalog_time(now);
+    let mut tx = pool.begin().await?;
+    let keep_for_ms = row
+        .keep_for
+        .map(|d| d.num_milliseconds())
+        .filter(|_| row.keep_source);
     let inserted = sqlx::query(
         "INSERT INTO saas_tenant_moves (id, tenant_id, source_strategy, source_cluster, \
          source_object, target_strategy, target_cluster, target_object, method, staging_schema, \
-         phase, keep_source, started_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+         phase, keep_source, started_at, updated_at, keep_for_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
     )
     .bind(row.id)
     .bind(row.tenant)
@@ -83,10 +109,28 @@ pub(super) async fn insert(
     .bind(row.phase.as_str())
     .bind(row.keep_source)
     .bind(now)
-    .execute(pool)
+    .bind(keep_for_ms)
+    .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            sqlx::query(
+                "UPDATE saas_tenant_moves SET keep_source = false, source_released = 'reused', \
+                 source_released_at = $5 \
+                 WHERE tenant_id = $1 AND phase = 'done' AND keep_source \
+                   AND source_strategy = $2 AND source_cluster = $3 \
+                   AND source_object IS NOT DISTINCT FROM $4",
+            )
+            .bind(row.tenant)
+            .bind(row.to.strategy().as_str())
+            .bind(row.to.cluster().as_str())
+            .bind(row.to.object_name().map(|n| n.as_str()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(TenancyError::InvalidInput(format!(
                 "tenant {} has a move that is not finished; resume_move or abort_move it first",
@@ -99,7 +143,7 @@ pub(super) async fn insert(
 
 const COLUMNS: &str = "SELECT id, tenant_id, source_strategy, source_cluster, source_object, \
     target_strategy, target_cluster, target_object, method, staging_schema, phase, \
-    fence_lsn::text, keep_source FROM saas_tenant_moves ";
+    fence_lsn::text, keep_source, keep_for_ms, keep_until FROM saas_tenant_moves ";
 
 /// The tenant's unfinished move, if any.
 pub(super) async fn open_for(
@@ -110,24 +154,67 @@ pub(super) async fn open_for(
     read(pool, &sql, tenant).await
 }
 
-/// The tenant's last finished move that kept its source, if any.
-pub(super) async fn last_kept(
-    pool: &PgPool,
-    tenant: TenantId,
-) -> Result<Option<MoveRow>, TenancyError> {
+/// The tenant's finished moves whose source is kept, oldest first.
+pub(super) async fn kept(pool: &PgPool, tenant: TenantId) -> Result<Vec<MoveRow>, TenancyError> {
     let sql = format!(
-        "{COLUMNS} WHERE tenant_id = $1 AND phase = 'done' AND keep_source \
-         ORDER BY updated_at DESC LIMIT 1"
+        "{COLUMNS} WHERE tenant_id = $1 AND phase = 'done' AND keep_source ORDER BY updated_at"
     );
-    read(pool, &sql, tenant).await
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(parse).collect()
 }
 
-/// Records that a kept source was purged.
-pub(super) async fn source_purged(pool: &PgPool, id: uuid::Uuid) -> Result<(), TenancyError> {
-    sqlx::query("UPDATE saas_tenant_moves SET keep_source = false WHERE id = $1")
+/// The move `id` if its source is still kept.
+pub(super) async fn kept_by_id(
+    pool: &PgPool,
+    id: uuid::Uuid,
+) -> Result<Option<MoveRow>, TenancyError> {
+    let sql = format!("{COLUMNS} WHERE id = $1 AND phase = 'done' AND keep_source");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .execute(pool)
+        .fetch_optional(pool)
         .await?;
+    row.as_ref().map(parse).transpose()
+}
+
+/// Finished moves whose kept source's retention ended at or before `now`,
+/// oldest first, at most `limit`.
+pub(super) async fn expired(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<MoveRow>, TenancyError> {
+    let sql = format!(
+        "{COLUMNS} WHERE phase = 'done' AND keep_source AND keep_until <= $1 \
+         ORDER BY keep_until LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(parse).collect()
+}
+
+/// Records that a kept source is no longer kept: `how` is `purged` or
+/// `reused` (the tenant is served from it again).
+pub(super) async fn source_released(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    how: &'static str,
+    now: DateTime<Utc>,
+) -> Result<(), TenancyError> {
+    sqlx::query(
+        "UPDATE saas_tenant_moves SET keep_source = false, source_released = $3, \
+         source_released_at = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(crate::record::catalog_time(now))
+    .bind(how)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -136,9 +223,13 @@ async fn read(pool: &PgPool, sql: &str, tenant: TenantId) -> Result<Option<MoveR
         .bind(tenant)
         .fetch_optional(pool)
         .await?;
-    let Some(row) = row else { return Ok(None) };
+    row.as_ref().map(parse).transpose()
+}
+
+fn parse(row: &sqlx::postgres::PgRow) -> Result<MoveRow, TenancyError> {
     let placement = |s: &str, c: &str, o: Option<String>| Placement::from_parts(s, c, o.as_deref());
-    Ok(Some(MoveRow {
+    let keep_for_ms: Option<i64> = row.try_get(13)?;
+    Ok(MoveRow {
         id: row.try_get(0)?,
         tenant: row.try_get(1)?,
         from: placement(row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)?,
@@ -148,7 +239,9 @@ async fn read(pool: &PgPool, sql: &str, tenant: TenantId) -> Result<Option<MoveR
         phase: MovePhase::parse(row.try_get(10)?)?,
         fence_lsn: row.try_get(11)?,
         keep_source: row.try_get(12)?,
-    }))
+        keep_for: keep_for_ms.map(chrono::Duration::milliseconds),
+        keep_until: row.try_get(14)?,
+    })
 }
 
 /// Records that `row.phase` is done.
@@ -223,11 +316,18 @@ async fn set_status(
         .await?
         .rows_affected(),
         Some(row) => {
+            // The retention of a kept source runs from the cut-over.
+            let keep_until = row
+                .keep_for
+                .filter(|_| row.keep_source)
+                .and_then(|d| now.checked_add_signed(d));
             sqlx::query(
-                "UPDATE saas_tenant_moves SET phase = 'cut_over', updated_at = $2 WHERE id = $1",
+                "UPDATE saas_tenant_moves SET phase = 'cut_over', updated_at = $2, \
+                 keep_until = $3 WHERE id = $1",
             )
             .bind(row.id)
             .bind(now)
+            .bind(keep_until)
             .execute(&mut *tx)
             .await?;
             sqlx::query(

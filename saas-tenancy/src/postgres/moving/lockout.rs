@@ -6,7 +6,8 @@
 //! - **row**: a restrictive policy per shared table, for the runtime role,
 //!   `USING/WITH CHECK (<tenant column> <> '<tenant>')`: the tenant's rows
 //!   can be neither read nor written through any scoped handle (other
-//!   tenants' rows are untouched). It stays until the source is purged.
+//!   tenants' rows are untouched). It stays after the source is purged,
+//!   until the tenant is moved back there.
 //! - **schema**: the tenant role is revoked from the runtime role, so the
 //!   `SET ROLE` of every scope (and a tenant pool's startup) fails.
 //! - **database**: `CONNECT` on the tenant database is revoked from the
@@ -160,8 +161,30 @@ fn policy_statements(tables: &[Table], tenant: TenantId, runtime: &str) -> Vec<S
     statements
 }
 
-/// Undoes [`lock_out`] (an abort): the tenant is served on its source
-/// again.
+/// Keeps a move's target closed to the runtime role until the cut-over:
+/// a schema target's role is revoked, a database target's `CONNECT`. A row
+/// target keeps the lock-out policies an earlier move away from it left
+/// (a process whose record is that old must not write into the rows the
+/// move is bringing). So a kept source the tenant moves back into stays
+/// locked out while the move clears and fills it; [`restore`] opens it
+/// under the fence, just before the catalog names it.
+pub(super) async fn seal(tenancy: &PgTenancy, to: &Placement) -> Result<(), TenancyError> {
+    let cluster = tenancy.cluster(to.cluster())?;
+    let runtime = cluster.config.runtime_role.quoted();
+    let statement = match to {
+        Placement::Database { database, .. } => format!(
+            "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {runtime}",
+            database.quoted()
+        ),
+        Placement::Schema { schema, .. } => format!("REVOKE {} FROM {runtime}", schema.quoted()),
+        Placement::Shared { .. } => return Ok(()),
+    };
+    cluster.admin.execute(AssertSqlSafe(statement)).await?;
+    Ok(())
+}
+
+/// Undoes [`lock_out`] (an abort: the tenant is served on its source
+/// again) or [`seal`] (a cut-over: the tenant is served on its target).
 pub(super) async fn restore(
     tenancy: &PgTenancy,
     from: &Placement,
@@ -196,15 +219,26 @@ pub(super) async fn restore(
     Ok(())
 }
 
-/// Drops the row lock-out policies (after an abort, or once the source's
-/// rows are purged).
+/// Drops the tenant's row lock-out policies where they exist (after an
+/// abort, or when the tenant is moved back). Tables without one are not
+/// touched: `DROP POLICY` locks its table, which other tenants are using.
 pub(super) async fn drop_policies(
     conn: &mut PgConnection,
     tables: &[Table],
     tenant: TenantId,
 ) -> Result<(), TenancyError> {
-    let p = quote_ident(&policy(tenant));
-    for table in tables.iter().filter(|t| t.column.is_some()) {
+    let name = policy(tenant);
+    let with: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, tablename::text FROM pg_policies WHERE policyname = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let p = quote_ident(&name);
+    for table in tables
+        .iter()
+        .filter(|t| t.column.is_some() && with.contains(&(t.schema.clone(), t.name.clone())))
+    {
         conn.execute(AssertSqlSafe(format!(
             "DROP POLICY IF EXISTS {p} ON {}",
             table.qualified()

@@ -5,7 +5,8 @@
 //! `ledger.rs` records them next to the tenant records, `plan.rs` finds
 //! both sides' tables and picks the method, `replicate.rs` runs logical
 //! replication, `copy.rs` copies under the fence, `lockout.rs` makes the
-//! source unwritable for the tenant, `follow.rs` tells other processes.
+//! source unwritable for the tenant, `follow.rs` tells other processes,
+//! `retention.rs` purges kept sources.
 
 mod api;
 mod copy;
@@ -14,6 +15,7 @@ mod ledger;
 mod lockout;
 mod plan;
 mod replicate;
+mod retention;
 mod run;
 mod target;
 mod undo;
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub use crate::moving::{MoveMethod, MovePhase, MoveProgress, MoveProgressFn, MoveReport};
 pub use follow::CHANNEL as MOVE_CHANNEL;
 pub(super) use follow::Follower;
+pub use retention::{KeptSource, SourcePurge};
 
 /// Options of [`PgTenancy::move_tenant`](super::PgTenancy::move_tenant).
 ///
@@ -56,8 +59,18 @@ pub struct MoveOptions {
     pub max_lag_bytes: u64,
     /// Keeps the source's data after the cut-over (default: purged). It
     /// stays locked out for the tenant; remove it with
-    /// [`PgTenancy::purge_moved_source`](super::PgTenancy::purge_moved_source).
+    /// [`PgTenancy::purge_moved_source`](super::PgTenancy::purge_moved_source),
+    /// or give it a retention with [`keep_source_for`](Self::keep_source_for).
+    /// Moving the tenant back to the kept placement reuses it: see
+    /// [`PgTenancy::move_tenant`](super::PgTenancy::move_tenant).
     pub keep_source: bool,
+    /// How long a kept source is kept after the cut-over (default `None`:
+    /// until purged by hand). Its end is recorded in the move ledger, read
+    /// from the tenancy's clock
+    /// ([`PgTenancyBuilder::clock`](crate::postgres::PgTenancyBuilder::clock)),
+    /// and [`PgTenancy::purge_expired_sources`](super::PgTenancy::purge_expired_sources)
+    /// purges the source once it has passed.
+    pub keep_source_for: Option<Duration>,
     /// Tables whose rows are a queue keyed by a sequence that is not the
     /// tenant's — by default `saas_events_outbox`, the `saas-events`
     /// outbox (its `seq` is shared by every tenant of a location, so
@@ -80,6 +93,7 @@ impl Default for MoveOptions {
             catch_up_timeout: Duration::from_secs(600),
             max_lag_bytes: 8 << 20,
             keep_source: false,
+            keep_source_for: None,
             queue_tables: vec!["saas_events_outbox".to_owned()],
             progress: None,
             stop_after: None,
@@ -94,6 +108,7 @@ impl fmt::Debug for MoveOptions {
             .field("catch_up_timeout", &self.catch_up_timeout)
             .field("max_lag_bytes", &self.max_lag_bytes)
             .field("keep_source", &self.keep_source)
+            .field("keep_source_for", &self.keep_source_for)
             .field("queue_tables", &self.queue_tables)
             .field("stop_after", &self.stop_after)
             .finish_non_exhaustive()
@@ -119,9 +134,31 @@ impl MoveOptions {
         self
     }
 
-    /// Sets [`keep_source`](Self::keep_source).
+    /// Sets [`keep_source`](Self::keep_source) (kept until purged by hand
+    /// unless [`keep_source_for`](Self::keep_source_for) gives a retention).
     pub fn keep_source(mut self, keep: bool) -> Self {
         self.keep_source = keep;
+        self
+    }
+
+    /// Keeps the source for `retention` after the cut-over: sets
+    /// [`keep_source`](Self::keep_source) and
+    /// [`keep_source_for`](Self::keep_source_for). Within it the tenant can
+    /// be moved back into the kept placement; after it,
+    /// [`PgTenancy::purge_expired_sources`](super::PgTenancy::purge_expired_sources)
+    /// removes it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saas_tenancy::postgres::MoveOptions;
+    ///
+    /// let options = MoveOptions::default().keep_source_for(Duration::from_secs(7 * 86_400));
+    /// assert!(options.keep_source);
+    /// assert_eq!(options.keep_source_for, Some(Duration::from_secs(7 * 86_400)));
+    /// ```
+    pub fn keep_source_for(mut self, retention: Duration) -> Self {
+        self.keep_source = true;
+        self.keep_source_for = Some(retention);
         self
     }
 

@@ -147,6 +147,14 @@ impl PgTenancy {
         }
         if step.due(MovePhase::CutOver) {
             progress(MovePhase::CutOver, source.len(), None);
+            // The target opens to the runtime role (a kept source the
+            // tenant comes back to: its lock-out lifted) just before the
+            // catalog names it; the tenant is fenced meanwhile.
+            let mut dst = plan::connect(self, &row.to).await?;
+            let own = plan::private_schema(&row.to);
+            let target = self.target_tables(&mut dst, own.as_deref()).await?;
+            drop(dst);
+            lockout::restore(self, &row.to, &target, tenant).await?;
             ledger::cut_over(pool, row, self.inner.clock.now()).await?;
             self.forget_record(tenant);
             self.bump_fences();

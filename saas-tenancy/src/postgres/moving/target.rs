@@ -17,8 +17,10 @@ impl PgTenancy {
     /// Creates the target's storage (a schema or database provisioned
     /// with the tenant migrations) and empties it of the tenant's rows —
     /// the catalog says the tenant is not there, so anything found is a
-    /// leftover. A row target's lock-out policies of an earlier move away
-    /// from it are dropped: the tenant is coming back.
+    /// leftover, such as the data an earlier move kept there. The target
+    /// stays closed to the runtime role until the cut-over (see
+    /// `lockout::seal`): a row target keeps the lock-out policies of an
+    /// earlier move away from it, a schema or database target is sealed.
     /// Every table of `source` must exist on the target (same tenant
     /// migrations): checked here, before the fence.
     pub(super) async fn prepare_target(
@@ -43,10 +45,8 @@ impl PgTenancy {
             .target_tables(&mut dst, plan::private_schema(to).as_deref())
             .await?;
         copy::pair(source, &tables)?;
+        super::lockout::seal(self, to).await?;
         copy::clear(&mut dst, &tables, tenant).await?;
-        if let Placement::Shared { .. } = to {
-            super::lockout::drop_policies(&mut dst, &tables, tenant).await?;
-        }
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Undoing a move before its cut-over, and removing its source after it.
+//! Undoing a move before its cut-over, and removing its source after it
+//! (a kept source's purge is in `retention.rs`).
 
 use saas_core::TenantId;
 use sqlx::{AssertSqlSafe, Executor, PgConnection};
@@ -103,38 +104,10 @@ impl PgTenancy {
         Ok(())
     }
 
-    /// Removes the data a finished move kept on its source
-    /// ([`MoveOptions::keep_source`](super::MoveOptions::keep_source)): the
-    /// tenant's rows from the shared tables, its schema and role, or its
-    /// database. Nothing is done unless the tenant's last finished move
-    /// kept its source and the tenant is not placed there now.
-    ///
-    /// # Errors
-    /// [`TenancyError::InvalidInput`] when there is no kept source.
-    pub async fn purge_moved_source(&self, tenant: TenantId) -> Result<(), TenancyError> {
-        let pool = self.ledger_pool()?;
-        ledger::migrate(pool).await?;
-        let (lock, record) = self.lock_tenant(tenant).await?;
-        let result = async {
-            let row = ledger::last_kept(pool, tenant).await?.ok_or_else(|| {
-                TenancyError::InvalidInput(format!("tenant {tenant} has no kept move source"))
-            })?;
-            if row.from == record.placement {
-                return Err(TenancyError::InvalidInput(format!(
-                    "tenant {tenant} is placed on its kept source again; nothing to purge"
-                )));
-            }
-            let mut src = plan::connect(self, &row.from).await?;
-            let source = self.source_tables(&mut src, &row.from).await?;
-            self.purge_source(&mut src, &row, &source).await?;
-            ledger::source_purged(pool, row.id).await
-        }
-        .await;
-        lock.release().await;
-        result
-    }
-
-    async fn purge_source(
+    /// Removes a move's source data: the tenant's rows from the shared
+    /// tables (`src` is the source database), its schema and role, or its
+    /// database.
+    pub(super) async fn purge_source(
         &self,
         src: &mut PgConnection,
         row: &MoveRow,
@@ -164,7 +137,7 @@ impl PgTenancy {
 
     /// Drops a schema (and its role) or a database of the tenant; nothing
     /// for a row placement.
-    async fn remove_storage(&self, placement: &Placement) -> Result<(), TenancyError> {
+    pub(super) async fn remove_storage(&self, placement: &Placement) -> Result<(), TenancyError> {
         let cluster = self.cluster(placement.cluster())?;
         match placement {
             Placement::Schema { schema, .. } => {

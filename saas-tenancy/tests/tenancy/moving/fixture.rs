@@ -7,8 +7,10 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saas_core::{TenantContext, TenantId, TenantSlug};
-use saas_tenancy::postgres::{PgClusterConfig, PgTenancy, ScopeMode, SqlIdent, TenantTable};
+use saas_core::{SharedClock, TenantContext, TenantId, TenantSlug};
+use saas_tenancy::postgres::{
+    PgClusterConfig, PgTenancy, PgTenancyBuilder, ScopeMode, SqlIdent, TenantTable,
+};
 use saas_tenancy::testing::pg::{NOTES_SHARED, tenant_migrations};
 use saas_tenancy::testing::unique_name;
 use saas_tenancy::{ClusterName, DynCatalog, NewTenant, PgCatalog, Placement, Strategy};
@@ -97,7 +99,30 @@ impl MoveEnv {
         self.build(Duration::from_secs(1), true, wait, ScopeMode::Shared)
     }
 
+    /// A following tenancy reading time from `clock`.
+    pub(crate) fn tenancy_with_clock(&self, clock: SharedClock) -> PgTenancy {
+        self.builder(
+            Duration::from_secs(1),
+            true,
+            Duration::from_secs(20),
+            ScopeMode::Shared,
+        )
+        .clock(clock)
+        .build()
+        .unwrap()
+    }
+
     fn build(&self, ttl: Duration, follow: bool, wait: Duration, mode: ScopeMode) -> PgTenancy {
+        self.builder(ttl, follow, wait, mode).build().unwrap()
+    }
+
+    fn builder(
+        &self,
+        ttl: Duration,
+        follow: bool,
+        wait: Duration,
+        mode: ScopeMode,
+    ) -> PgTenancyBuilder {
         let mut builder = PgTenancy::builder(Arc::clone(&self.catalog))
             .tenant_table(TenantTable::new("notes").unwrap())
             .tenant_migrations(Migrator::with_migrations(tenant_migrations()))
@@ -114,7 +139,7 @@ impl MoveEnv {
             config.max_connections = 8;
             builder = builder.cluster(config);
         }
-        builder.build().unwrap()
+        builder
     }
 
     pub(crate) fn server(&self, cluster: &ClusterName) -> &Server {

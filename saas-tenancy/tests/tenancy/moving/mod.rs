@@ -6,4 +6,5 @@ mod isolation;
 mod kill;
 mod online;
 mod queues;
+mod retention;
 mod writers;
