@@ -16,6 +16,8 @@ mod config;
 mod consumers;
 mod host;
 mod metering;
+#[cfg(all(feature = "nats", feature = "postgres"))]
+mod move_events;
 #[cfg(all(feature = "otel", feature = "nats", feature = "postgres"))]
 mod otel_trace;
 mod outboxes;

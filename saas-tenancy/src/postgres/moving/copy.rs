@@ -226,7 +226,8 @@ pub(super) async fn carry_sequences(
 /// rows of the tenant (an earlier, interrupted attempt's) are deleted,
 /// the source's copied in key order without their serial keys (the
 /// target's sequence numbers them) and with the tenant column set to the
-/// tenant, then deleted from the source. Returns the rows moved.
+/// tenant, announced on `wake` (payload: the target table's schema) when
+/// they commit, then deleted from the source. Returns the rows moved.
 pub(super) async fn move_queue(
     src: &mut PgConnection,
     dst: &mut PgConnection,
@@ -234,6 +235,7 @@ pub(super) async fn move_queue(
     t: &Table,
     tenant: TenantId,
     tenant_columns: &[String],
+    wake: Option<&str>,
 ) -> Result<u64, TenancyError> {
     let serial: Vec<String> = sequences(dst, t)
         .await?
@@ -286,6 +288,13 @@ pub(super) async fn move_queue(
         drop(stream);
         sink.finish().await?
     };
+    if let Some(channel) = wake.filter(|_| moved > 0) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(&t.schema)
+            .execute(&mut *tx_dst)
+            .await?;
+    }
     tx_dst.commit().await?;
     src.execute(AssertSqlSafe(format!(
         "DELETE FROM {}{}",

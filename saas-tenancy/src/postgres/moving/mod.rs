@@ -82,6 +82,15 @@ pub struct MoveOptions {
     /// (inside the payload) kept for the consumers' inbox deduplication.
     /// Pass the same list to `resume_move`.
     pub queue_tables: Vec<String>,
+    /// The notification channel on which the moved queue rows are
+    /// announced, with the target table's schema as payload, when the copy
+    /// commits (default `saas_events_outbox`, the `saas-events` relays'
+    /// wake-up channel `saas_events::postgres::WAKE_CHANNEL`): a relay
+    /// that wakes on commit visits only announced or recently busy
+    /// outboxes, and nothing else announces rows copied into an outbox
+    /// that was quiet — they would wait for its next full sweep. `None`
+    /// announces nothing.
+    pub queue_wake_channel: Option<String>,
     progress: Option<MoveProgressFn>,
     stop_after: Option<MovePhase>,
 }
@@ -95,6 +104,7 @@ impl Default for MoveOptions {
             keep_source: false,
             keep_source_for: None,
             queue_tables: vec!["saas_events_outbox".to_owned()],
+            queue_wake_channel: Some("saas_events_outbox".to_owned()),
             progress: None,
             stop_after: None,
         }
@@ -110,6 +120,7 @@ impl fmt::Debug for MoveOptions {
             .field("keep_source", &self.keep_source)
             .field("keep_source_for", &self.keep_source_for)
             .field("queue_tables", &self.queue_tables)
+            .field("queue_wake_channel", &self.queue_wake_channel)
             .field("stop_after", &self.stop_after)
             .finish_non_exhaustive()
     }
@@ -165,6 +176,12 @@ impl MoveOptions {
     /// Sets [`queue_tables`](Self::queue_tables) (bare table names).
     pub fn queue_tables<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.queue_tables = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`queue_wake_channel`](Self::queue_wake_channel).
+    pub fn queue_wake_channel(mut self, channel: Option<impl Into<String>>) -> Self {
+        self.queue_wake_channel = channel.map(Into::into);
         self
     }
 

@@ -141,7 +141,14 @@ impl PgTenancy {
         if step.due(MovePhase::Synced) {
             progress(MovePhase::Synced, source.len(), None);
             report.rows = self.sync(&mut src, row, &source, options).await?;
-            report.queued = self.move_queues(&mut src, row, &queues).await?;
+            report.queued = self
+                .move_queues(
+                    &mut src,
+                    row,
+                    &queues,
+                    options.queue_wake_channel.as_deref(),
+                )
+                .await?;
             self.done(pool, row, MovePhase::Synced, options, &mut step, report)
                 .await?;
         }

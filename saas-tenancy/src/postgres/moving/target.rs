@@ -112,13 +112,15 @@ impl PgTenancy {
 
 impl PgTenancy {
     /// Moves the tenant's rows of each queue table to the target, under
-    /// the fence (see [`MoveOptions::queue_tables`]); returns the rows
+    /// the fence (see [`MoveOptions::queue_tables`]), announcing them on
+    /// `wake` (see [`MoveOptions::queue_wake_channel`]); returns the rows
     /// moved per table.
     pub(super) async fn move_queues(
         &self,
         src: &mut PgConnection,
         row: &MoveRow,
         queues: &[Table],
+        wake: Option<&str>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
         if queues.is_empty() {
             return Ok(BTreeMap::new());
@@ -129,7 +131,7 @@ impl PgTenancy {
         let columns = self.inner.tenant_columns();
         let mut moved = BTreeMap::new();
         for (s, t) in copy::pair(queues, &target)? {
-            let n = copy::move_queue(src, &mut dst, s, t, row.tenant, &columns).await?;
+            let n = copy::move_queue(src, &mut dst, s, t, row.tenant, &columns, wake).await?;
             moved.insert(t.name.clone(), n);
         }
         Ok(moved)

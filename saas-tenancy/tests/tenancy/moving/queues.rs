@@ -1,7 +1,8 @@
 //! The tenant's pending outbox rows move with it: the `saas-events`
 //! outbox is keyed by a sequence every tenant of a location shares, so its
 //! rows are moved under the fence with the target's keys, in order, and
-//! leave the source — no collision with the target's other tenants.
+//! leave the source — no collision with the target's other tenants — and
+//! are announced to relays that wake on commit.
 
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ async fn write(tenancy: &PgTenancy, ctx: &TenantContext) {
 }
 
 #[tokio::test]
-async fn pending_outbox_rows_move_with_the_tenant_without_key_collisions() {
+async fn pending_outbox_rows_move_with_the_tenant_without_key_collisions_and_are_announced() {
     let Some(env) = env("moving::queues").await else {
         return;
     };
@@ -74,6 +75,11 @@ async fn pending_outbox_rows_move_with_the_tenant_without_key_collisions() {
             .any(|(seq, _)| neighbour.iter().any(|(s, _)| s == seq))
     );
 
+    // A relay woken on commit listens on the target's database.
+    let mut relay = sqlx::postgres::PgListener::connect_with(&env.two.admin)
+        .await
+        .unwrap();
+    relay.listen("saas_events_outbox").await.unwrap();
     let to = Placement::derive(Strategy::Shared, env.two.name.clone(), mover.tenant_id());
     let report = tenancy
         .move_tenant(mover.tenant_id(), to, MoveOptions::default())
@@ -84,6 +90,11 @@ async fn pending_outbox_rows_move_with_the_tenant_without_key_collisions() {
         !report.rows.contains_key("saas_events_outbox"),
         "not replicated"
     );
+    let wake = tokio::time::timeout(Duration::from_secs(10), relay.recv())
+        .await
+        .expect("the moved rows are announced to relays")
+        .unwrap();
+    assert_eq!(wake.payload(), "public", "the schema of the outbox written");
     let after = pending(&env.two.admin, &mover).await;
     let events = |rows: &[(i64, String)]| rows.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>();
     assert_eq!(
