@@ -19,7 +19,8 @@
 //! location. Every `full_scan_interval` a sweep lists every location and
 //! visits them all, [`SWEEP_SLICE`] per pass beside those with work (so a
 //! sweep over thousands never holds up a busy one): the safety net for a
-//! lost notification, and where locations that are gone are forgotten. An
+//! lost notification. Every listing forgets what was forwarded from
+//! locations no longer listed (see `Schedule::list`). An
 //! announcement from a table not listed yet (a tenant provisioned since)
 //! lists the locations again, at most once per [`RELIST_GAP`], and visits
 //! the new ones; so does a listing every [`LIST_EVERY`], for tenants that
@@ -175,8 +176,7 @@ impl<R: RelayBackend> Schedule<R> {
         self.settle(outcome, now) || !self.sweep.is_empty()
     }
 
-    /// Lists every location and starts a sweep over them all; forgets the
-    /// state of those gone.
+    /// Lists every location and starts a sweep over them all.
     async fn start_sweep(&mut self, relay: &R, now: Instant) {
         let interval = relay.full_scan_interval().min(LONGEST_SLEEP);
         if !self.list(relay, now).await {
@@ -188,9 +188,6 @@ impl<R: RelayBackend> Schedule<R> {
         self.next_full = Some(now + interval);
         self.relist = false;
         self.sweep = self.known.keys().cloned().collect();
-        relay
-            .unconfirmed()
-            .keep_only(&self.known.keys().cloned().collect());
         self.lingering
             .retain(|name, _| self.known.contains_key(name));
     }
@@ -215,6 +212,15 @@ impl<R: RelayBackend> Schedule<R> {
             .into_iter()
             .map(|location| (R::location_name(&location).to_owned(), location))
             .collect();
+        // What was forwarded from a location no longer listed is forgotten
+        // at once, not at the next sweep: its sequence numbers belong to
+        // that table, and a location listed again under the name later (a
+        // tenant moved away and back into storage created anew) numbers
+        // its rows afresh — remembered numbers would skip or delete rows
+        // never forwarded. Forgetting costs at most a repeat.
+        relay
+            .unconfirmed()
+            .keep_only(&self.known.keys().cloned().collect());
         self.unannounced = self
             .known
             .keys()

@@ -5,6 +5,7 @@
 //! event once, in order.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use saas_core::TenantId;
 use saas_events::postgres::{
     OutboxLocation, OutboxLocations, OutboxRelay, PgOutbox, RelayConfig, RelayHandle,
 };
-use saas_events::{Event, EventError};
+use saas_events::{
+    Event, EventError, InMemoryBus, InMemoryConfig, SubscribeOptions, Subscriber, Subscription,
+};
 use saas_test_support::{Service, service_url, unique_name};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool};
@@ -27,11 +30,14 @@ struct Schemas {
     prefix: String,
     pool: PgPool,
     listed: Arc<Mutex<Vec<OutboxLocation>>>,
+    /// Times the relay asked for the locations.
+    listings: Arc<AtomicUsize>,
 }
 
 #[async_trait]
 impl OutboxLocations for Schemas {
     async fn locations(&self) -> Result<Vec<OutboxLocation>, EventError> {
+        self.listings.fetch_add(1, Ordering::AcqRel);
         Ok(self.listed.lock().unwrap().clone())
     }
 }
@@ -47,6 +53,7 @@ impl Schemas {
             prefix: unique_name("wake"),
             pool,
             listed: Arc::default(),
+            listings: Arc::default(),
         };
         for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
             let mut sql = String::new();
@@ -306,4 +313,95 @@ async fn several_woken_relays_share_many_locations_once_in_order() {
         }
     }
     schemas.cleanup(SCHEMAS).await;
+}
+
+/// Receives `n` deliveries (within 30 s each), acknowledging them or
+/// holding them; returns their numbers and the held ones.
+async fn receive(
+    sub: &mut Subscription,
+    n: usize,
+    ack: bool,
+) -> (Vec<u32>, Vec<saas_events::Delivery>) {
+    let (mut numbers, mut held) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("a delivery within 30 s; got {numbers:?}"))
+            .unwrap()
+            .unwrap();
+        numbers.push(delivery.event().data_as::<u32>().unwrap());
+        if ack {
+            delivery.ack().await.unwrap();
+        } else {
+            held.push(delivery);
+        }
+    }
+    (numbers, held)
+}
+
+/// A location no longer listed is forgotten at the next listing, not at
+/// the next sweep: listed again under its name but elsewhere (a tenant
+/// moved away and back into storage made anew), its table numbers rows
+/// afresh, and the sequence numbers the relay remembered from the old
+/// table (forwarded, awaiting confirmation) must neither skip nor delete
+/// rows there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_listed_again_elsewhere_is_not_drained_with_the_old_numbers() {
+    let test = "outbox_wake::listed_again_elsewhere";
+    let Some(url) = service_url(Service::Postgres, test) else {
+        return;
+    };
+    let schemas = Schemas::new(&url, 2).await;
+    let at = |n: usize| {
+        OutboxLocation::new("tenant", schemas.pool.clone(), Some(schemas.schema(n))).unwrap()
+    };
+    *schemas.listed.lock().unwrap() = vec![at(0)];
+    let bus = InMemoryBus::with_config(InMemoryConfig::default().with_ordering_per_key(false));
+    let mut sub = bus
+        .subscribe("wake", SubscribeOptions::new().with_group("audit"))
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(
+        Arc::new(schemas.clone()),
+        Arc::new(bus.clone()),
+        RelayConfig::default()
+            .with_poll_interval(Duration::from_millis(20))
+            .with_max_unconfirmed(20)
+            .with_full_scan_interval(Duration::from_secs(3600)),
+    )
+    .spawn();
+    let outbox = PgOutbox::new();
+    let tenant = TenantId::new();
+    // Sequence numbers 1..=20 of the first table, forwarded and held.
+    schemas
+        .publish(&outbox, 0, (0..20).map(|n| event(tenant, n)).collect())
+        .await;
+    let (_, held) = receive(&mut sub, 20, false).await;
+    // The location goes; a listing sees it gone.
+    schemas.listed.lock().unwrap().clear();
+    let before = schemas.listings.load(Ordering::Acquire);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while schemas.listings.load(Ordering::Acquire) < before + 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the relay lists its locations every second");
+    // Back under its name, in the other table: numbers 1..=40 again.
+    *schemas.listed.lock().unwrap() = vec![at(1)];
+    for delivery in held {
+        delivery.ack().await.unwrap();
+    }
+    schemas
+        .publish(&outbox, 1, (20..60).map(|n| event(tenant, n)).collect())
+        .await;
+    let (mut got, _) = receive(&mut sub, 40, true).await;
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (20..60).collect::<Vec<_>>(),
+        "every row of the new table"
+    );
+    relay.shutdown().await;
+    schemas.cleanup(2).await;
 }

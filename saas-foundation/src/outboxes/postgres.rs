@@ -18,13 +18,19 @@ use super::{Roster, TenantDatabase, tenancy_error};
 ///   cluster, when the outbox table is one of the tenancy's declared tenant
 ///   tables; drained through the cluster's administrator pool (row-level
 ///   security must not hide rows from the relay);
-/// - `schema:<tenant id>` — a schema tenant's outbox in its schema, through
-///   the same pool;
-/// - `database:<tenant id>` — a database tenant's outbox, through the
+/// - `schema:<cluster>:<tenant id>` — a schema tenant's outbox in its
+///   schema, through the same pool;
+/// - `database:<cluster>:<tenant id>` — a database tenant's outbox, through the
 ///   tenant's pool lent by the tenancy's pool registry for one pass at a
 ///   time ([`PgTenancy::lease_database_pool`]), so that draining ten
 ///   thousand tenant databases never holds more connections than the
 ///   registry's budget allows, and requests keep their share.
+///
+/// A relay remembers what it forwarded from each location by its name, as
+/// sequence numbers of that location's table; the cluster is part of the
+/// name so that a tenant moved to another server (whose outbox numbers
+/// the moved rows from its own sequence) is a new location, never read or
+/// deleted from with the old one's numbers.
 ///
 /// ```no_run
 /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy) -> Result<(), Box<dyn std::error::Error>> {
@@ -112,13 +118,13 @@ impl OutboxLocations for PgTenantOutboxes {
                 Placement::Schema { cluster, schema } => {
                     let admin = self.tenancy.admin_pool(cluster).map_err(tenancy_error)?;
                     found.push(OutboxLocation::new(
-                        format!("schema:{}", tenant.id),
+                        format!("schema:{cluster}:{}", tenant.id),
                         admin.clone(),
                         Some(schema.as_str().to_owned()),
                     )?);
                 }
-                Placement::Database { .. } => found.push(OutboxLocation::lent(
-                    format!("database:{}", tenant.id),
+                Placement::Database { cluster, .. } => found.push(OutboxLocation::lent(
+                    format!("database:{cluster}:{}", tenant.id),
                     Arc::new(TenantDatabase {
                         tenancy: self.tenancy.clone(),
                         tenant: tenant.id,

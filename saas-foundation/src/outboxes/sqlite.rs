@@ -149,13 +149,14 @@ impl OutboxLocations for SqliteTenantOutboxes {
             }
         }
         for tenant in self.roster.active().await?.iter() {
-            if let Placement::Database { .. } = &tenant.placement {
+            // The cluster in the name: see `PgTenantOutboxes`.
+            if let Placement::Database { cluster, .. } = &tenant.placement {
                 let source = Arc::new(TenantDatabase {
                     tenancy: self.tenancy.clone(),
                     tenant: tenant.id,
                 });
                 found.push(
-                    OutboxLocation::lent(format!("database:{}", tenant.id), source)
+                    OutboxLocation::lent(format!("database:{cluster}:{}", tenant.id), source)
                         .with_table(&self.table)?
                         .with_tenant(tenant.id),
                 );

@@ -18,7 +18,8 @@ use saas_events::middleware::InboxClaim;
 use saas_events::nats::{NatsBus, NatsConfig};
 use saas_events::postgres::{DEFAULT_OUTBOX_TABLE, OutboxRelay, PgInbox, PgOutbox, RelayConfig};
 use saas_events::{
-    Capabilities, Event, EventError, PublishReceipt, Publisher, SubscribeOptions, Subscriber,
+    Capabilities, Event, EventError, InMemoryBus, InMemoryConfig, PublishReceipt, Publisher,
+    SubscribeOptions, Subscriber,
 };
 use saas_foundation::outboxes::PgTenantOutboxes;
 use saas_tenancy::postgres::{MoveMethod, MoveOptions, PgClusterConfig, PgTenancy, SqlIdent};
@@ -668,4 +669,122 @@ async fn events_moved_into_a_quiet_outbox_are_delivered_once() {
         MoveMethod::LogicalReplication,
     )
     .await;
+}
+
+/// A database tenant moved to another server while the relay waits for
+/// its sink to confirm forwarded events: the target database's outbox
+/// numbers the moved rows from its own sequence, so the source's
+/// sequence numbers the relay remembers (forwarded, awaiting
+/// confirmation) name other rows there. None of them may be skipped or
+/// deleted for it: the location of the target is not the source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_awaiting_confirmation_loses_nothing_when_the_tenant_changes_server() {
+    let test = "move_events::awaiting_confirmation";
+    let Some(url1) = service_url(Service::Postgres, test) else {
+        return;
+    };
+    let Some(url2) = service_url(Service::Postgres2, test) else {
+        return;
+    };
+    let one = server(&url1, "one").await;
+    let two = server(&url2, "two").await;
+    let catalog = PgCatalog::new(one.admin.clone());
+    catalog.migrate().await.unwrap();
+    let world = World {
+        one,
+        two,
+        role: unique_name("saas_mvevrt"),
+        catalog: Arc::new(catalog),
+    };
+    let tenancy = world.tenancy();
+    tenancy.setup().await.unwrap();
+    let new = NewTenant::new(
+        TenantSlug::parse("wanders").unwrap(),
+        "wanders",
+        Strategy::Database,
+        world.one.name.clone(),
+    )
+    .unwrap();
+    let record = tenancy.provision(new).await.unwrap();
+    let ctx = TenantContext::new(record.id, record.slug);
+    let outbox = PgOutbox::new();
+    let publish = async |from: u32| {
+        let mut tx = tenancy.begin(&ctx).await.unwrap();
+        let events = (from..from + 20)
+            .map(|n| Event::new(ctx.tenant_id(), "note.added", "/tests/move", &n).unwrap())
+            .collect();
+        outbox.publish_batch(&mut tx, TOPIC, events).await.unwrap();
+        tx.commit().await.unwrap();
+    };
+
+    // An in-memory sink confirms once its consumer has acknowledged; the
+    // relay holds at most 20 forwarded, unconfirmed rows per location.
+    // (Unordered, so the consumer can hold 20 at once.)
+    let bus = InMemoryBus::with_config(InMemoryConfig::default().with_ordering_per_key(false));
+    let mut sub = bus
+        .subscribe(TOPIC, SubscribeOptions::new().with_group("audit"))
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(
+        Arc::new(PgTenantOutboxes::new(&tenancy)),
+        Arc::new(bus.clone()),
+        RelayConfig::default()
+            .with_poll_interval(Duration::from_millis(20))
+            .with_max_unconfirmed(20),
+    )
+    .spawn();
+    let mut got: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut receive = async |n: usize| {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let delivery = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("a delivery within 30 s; got {got:?}"))
+                .unwrap()
+                .unwrap();
+            *got.entry(delivery.event().data_as().unwrap()).or_default() += 1;
+            held.push(delivery);
+        }
+        held
+    };
+    // Events 0..20 go through; the source's sequence is now past 20.
+    publish(0).await;
+    for d in receive(20).await {
+        d.ack().await.unwrap();
+    }
+    // Events 20..40 are forwarded and held unacknowledged (sequence
+    // numbers 21..40 await confirmation); 40..60 wait in the outbox.
+    publish(20).await;
+    let held = receive(20).await;
+    publish(40).await;
+    assert_eq!(relay.relay().stats().relayed(), 40, "room for no more");
+
+    let to = Placement::derive(Strategy::Database, world.two.name.clone(), ctx.tenant_id());
+    let report = tenancy
+        .move_tenant(ctx.tenant_id(), to, MoveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.queued.get(DEFAULT_OUTBOX_TABLE), Some(&40));
+    // On the target the 40 rows are numbered 1..=40: 21..=40 are events
+    // 40..60, never forwarded.
+    for d in held {
+        d.ack().await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (0..60).any(|n| !got.contains_key(&n)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(Some(delivery)) = tokio::time::timeout(left, sub.next()).await else {
+            break;
+        };
+        let delivery = delivery.unwrap();
+        *got.entry(delivery.event().data_as().unwrap()).or_default() += 1;
+        delivery.ack().await.unwrap();
+    }
+    let missing: Vec<u32> = (0..60).filter(|n| !got.contains_key(n)).collect();
+    assert!(missing.is_empty(), "events never delivered: {missing:?}");
+    let again: u32 = got.values().map(|n| n - 1).sum();
+    eprintln!("{test}: 60 events delivered, {again} delivered again");
+    relay.shutdown().await;
+    drop(tenancy);
+    world.cleanup(&[ctx]).await;
 }
