@@ -522,3 +522,66 @@ async fn a_stale_process_cannot_write_into_a_kept_schema_during_the_move_back() 
     )
     .await;
 }
+
+/// A move back into a kept source that is aborted: the tenant stays where
+/// it is, the kept source is no longer counted as kept (the move emptied
+/// it), and moving back again works.
+#[tokio::test]
+async fn an_aborted_move_back_leaves_the_tenant_served_and_can_be_done_again() {
+    let Some(env) = env("moving::retention_abort_back").await else {
+        return;
+    };
+    let mover = env.tenancy(Duration::from_secs(1), true);
+    let ctx = env
+        .tenant(&mover, "tries-back", Strategy::Shared, &env.one.name)
+        .await;
+    for i in 0..10 {
+        insert(&mover, &ctx, &format!("row {i}")).await.unwrap();
+    }
+    let row = placement(&mover, &ctx).await;
+    let schema = Placement::derive(Strategy::Schema, env.one.name.clone(), ctx.tenant_id());
+    mover
+        .move_tenant(
+            ctx.tenant_id(),
+            schema.clone(),
+            MoveOptions::default().keep_source_for(DAY),
+        )
+        .await
+        .unwrap();
+    insert(&mover, &ctx, "on the schema").await.unwrap();
+    let stopped = mover
+        .move_tenant(
+            ctx.tenant_id(),
+            row.clone(),
+            MoveOptions::default()
+                .keep_source_for(DAY)
+                .stop_after(saas_tenancy::postgres::MovePhase::Prepared),
+        )
+        .await;
+    assert!(stopped.is_err());
+    assert!(
+        mover
+            .kept_sources(ctx.tenant_id())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the move back took the kept source over"
+    );
+    mover.abort_move(ctx.tenant_id()).await.unwrap();
+    assert_eq!(placement(&mover, &ctx).await, schema);
+    assert_eq!(env.stored(&schema, ctx.tenant_id()).await.len(), 11);
+    insert(&mover, &ctx, "still on the schema").await.unwrap();
+    assert!(
+        mover
+            .purge_expired_sources()
+            .await
+            .unwrap()
+            .purged
+            .is_empty()
+    );
+    move_keeping(&env, &mover, &ctx, &row, MoveMethod::CopyUnderFence).await;
+    // 12 rows, and the fresh process's one.
+    assert_eq!(env.stored(&row, ctx.tenant_id()).await.len(), 13);
+    assert_eq!(kept(&mover, &ctx).await, vec![schema]);
+    env.cleanup().await;
+}
