@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use saas_core::{TenantId, TenantStatus};
 use saas_events::{EventError, LeasedPool, PoolSource};
-use saas_tenancy::{DynCatalog, ListOptions, Tenancy, TenancyError, TenantRecord};
+use saas_tenancy::{DynCatalog, ListOptions, Placement, Tenancy, TenancyError, TenantRecord};
 use tokio::sync::Mutex;
 
 #[cfg(feature = "postgres")]
@@ -74,11 +74,16 @@ impl Roster {
     }
 }
 
-/// A database tenant's pool, lent by the tenancy's registry per pass.
+/// A database tenant's pool, lent by the tenancy's registry per pass —
+/// only while the tenant is still at `placement`, the database its
+/// location names: after a move the tenant's lease reaches the target,
+/// whose outbox numbers the moved rows anew, and a relay confirming rows
+/// it read at the source would delete others there.
 #[derive(Debug)]
 struct TenantDatabase<T> {
     tenancy: T,
     tenant: TenantId,
+    placement: Placement,
 }
 
 #[async_trait]
@@ -89,6 +94,18 @@ impl<T: Tenancy + Clone> PoolSource<T::Database> for TenantDatabase<T> {
             .lease_database_pool(self.tenant)
             .await
             .map_err(tenancy_error)?;
+        if lease.placement() != Some(&self.placement) {
+            // Retryable: the next listing names the new location, and
+            // this one is forgotten.
+            return Err(tenancy_error(TenancyError::TenantMoving {
+                tenant: self.tenant,
+                detail: format!(
+                    "its outbox location at {:?} is no longer its placement; the relay reads \
+                     it at the new one",
+                    self.placement
+                ),
+            }));
+        }
         Ok(LeasedPool::holding(lease.pool().clone(), lease))
     }
 }

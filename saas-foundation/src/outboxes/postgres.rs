@@ -128,6 +128,7 @@ impl OutboxLocations for PgTenantOutboxes {
                     Arc::new(TenantDatabase {
                         tenancy: self.tenancy.clone(),
                         tenant: tenant.id,
+                        placement: tenant.placement.clone(),
                     }),
                     None,
                 )?),

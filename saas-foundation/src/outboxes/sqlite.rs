@@ -154,6 +154,7 @@ impl OutboxLocations for SqliteTenantOutboxes {
                 let source = Arc::new(TenantDatabase {
                     tenancy: self.tenancy.clone(),
                     tenant: tenant.id,
+                    placement: tenant.placement.clone(),
                 });
                 found.push(
                     OutboxLocation::lent(format!("database:{cluster}:{}", tenant.id), source)

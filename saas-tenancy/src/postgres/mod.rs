@@ -751,9 +751,10 @@ impl PgTenancy {
                 record.placement
             )));
         }
-        self.tenant_pool(&record).await?.ok_or_else(|| {
+        let lease = self.tenant_pool(&record).await?.ok_or_else(|| {
             TenancyError::Unsupported(format!("tenant {tenant} has no pool of its own"))
-        })
+        })?;
+        Ok(lease.at(record.placement))
     }
 
     /// Gauges of the tenant-database pool registry.

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, Notify};
 use self::heat::Heat;
 use crate::error::TenancyError;
 use crate::observe;
+use crate::placement::Placement;
 
 /// Limits of the [`PoolRegistry`].
 #[derive(Debug, Clone)]
@@ -166,12 +167,29 @@ pub struct PoolLease<DB: Database> {
     freed: Arc<Notify>,
     /// Whatever else the lease keeps (a pass through the tenant's gate).
     hold: Option<Box<dyn Send + Sync>>,
+    /// The placement the pool reaches, when the lender set it.
+    placement: Option<Placement>,
 }
 
 impl<DB: Database> PoolLease<DB> {
     /// The pool.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// The tenant placement this pool reaches, as the tenant's record said
+    /// when the lease was granted (set by `lease_database_pool`). Work that
+    /// was started against one placement — an outbox relay confirming rows
+    /// it read there — checks it: after a move the same tenant's lease
+    /// reaches another database, whose rows are numbered differently.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
+    }
+
+    /// Records the placement the pool reaches.
+    pub(crate) fn at(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
     }
 
     /// Keeps `hold` as long as the lease.
@@ -504,6 +522,7 @@ impl<DB: Database> PoolRegistry<DB> {
             leases: Arc::clone(&entry.leases),
             freed: Arc::clone(&self.freed),
             hold: None,
+            placement: None,
         }
     }
 

@@ -515,7 +515,11 @@ impl SqliteTenancy {
                  through unscoped_admin_connection"
             )));
         }
-        Ok(self.lease(&record).await?.holding(pass))
+        Ok(self
+            .lease(&record)
+            .await?
+            .holding(pass)
+            .at(record.placement.clone()))
     }
 
     /// Closes tenant pools unused for longer than
