@@ -170,3 +170,43 @@ pub struct MoveReport {
     /// How long each phase took in this run of the mover.
     pub phases: Vec<(MovePhase, Duration)>,
 }
+
+#[cfg(feature = "_sql")]
+/// The checks every backend makes before a move starts: no unfinished
+/// move (`open`: its id and phase), an active tenant, a target whose
+/// storage name is derived from the tenant's id, and not where the tenant
+/// is already.
+pub(crate) fn check_request(
+    record: &crate::record::TenantRecord,
+    to: &Placement,
+    open: Option<(uuid::Uuid, MovePhase)>,
+) -> Result<(), TenancyError> {
+    let tenant = record.id;
+    if let Some((id, phase)) = open {
+        return Err(TenancyError::InvalidInput(format!(
+            "tenant {tenant} has an unfinished move {id} (phase {phase}); resume_move or \
+             abort_move it first"
+        )));
+    }
+    if record.status != saas_core::TenantStatus::Active {
+        return Err(TenancyError::InvalidInput(format!(
+            "tenant {tenant} is {}; only an active tenant can be moved",
+            record.status
+        )));
+    }
+    if to
+        .object_name()
+        .is_some_and(|n| *n != crate::placement::TenantObjectName::for_tenant(tenant))
+    {
+        return Err(TenancyError::InvalidInput(format!(
+            "the target placement's name is not derived from tenant {tenant}; build it \
+             with Placement::derive"
+        )));
+    }
+    if *to == record.placement {
+        return Err(TenancyError::InvalidInput(format!(
+            "tenant {tenant} is already placed there"
+        )));
+    }
+    Ok(())
+}

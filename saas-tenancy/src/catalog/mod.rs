@@ -113,7 +113,7 @@ pub trait Catalog: Send + Sync + fmt::Debug {
 pub type DynCatalog = Arc<dyn Catalog>;
 
 /// Makes any [`Catalog`] the [`TenantLookup`] of the request layer. The
-/// resolved context carries the tenant's [`Placement`](crate::Placement) in
+/// resolved context carries the tenant's [`Placement`] in
 /// its extensions.
 #[derive(Debug, Clone)]
 pub struct CatalogLookup {

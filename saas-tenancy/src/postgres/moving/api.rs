@@ -1,14 +1,14 @@
 //! The move operations' entry points: checks, the ledger row, and the
 //! resumption of an unfinished move.
 
-use saas_core::{TenantId, TenantStatus};
+use saas_core::TenantId;
 use sqlx::{PgConnection, PgPool};
 
 use super::ledger::{self, MoveRow};
 use super::plan::{self, Table};
 use super::{MoveOptions, MovePhase, MoveReport};
 use crate::error::TenancyError;
-use crate::placement::{Placement, TenantObjectName};
+use crate::placement::Placement;
 use crate::postgres::PgTenancy;
 use crate::record::TenantRecord;
 
@@ -203,33 +203,8 @@ impl PgTenancy {
         options: &MoveOptions,
     ) -> Result<MoveRow, TenancyError> {
         let tenant = record.id;
-        if let Some(open) = ledger::open_for(pool, tenant).await? {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} has an unfinished move {} (phase {}); resume_move or \
-                 abort_move it first",
-                open.id, open.phase
-            )));
-        }
-        if record.status != TenantStatus::Active {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} is {}; only an active tenant can be moved",
-                record.status
-            )));
-        }
-        if to
-            .object_name()
-            .is_some_and(|n| *n != TenantObjectName::for_tenant(tenant))
-        {
-            return Err(TenancyError::InvalidInput(format!(
-                "the target placement's name is not derived from tenant {tenant}; build it \
-                 with Placement::derive"
-            )));
-        }
-        if to == record.placement {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} is already placed there"
-            )));
-        }
+        let open = ledger::open_for(pool, tenant).await?;
+        crate::moving::check_request(record, &to, open.map(|o| (o.id, o.phase)))?;
         self.cluster(to.cluster())?;
         let from = record.placement.clone();
         let mut src = plan::connect(self, &from).await?;

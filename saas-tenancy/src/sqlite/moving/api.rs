@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use saas_core::{TenantId, TenantStatus};
+use saas_core::TenantId;
 
 use super::SqliteMoveOptions;
 use super::ledger::{self, MoveRow};
+use super::run::Destination;
 use crate::error::TenancyError;
 use crate::moving::{MovePhase, MoveReport};
-use crate::placement::{Placement, TenantObjectName};
+use crate::placement::Placement;
 use crate::record::TenantRecord;
 use crate::sqlite::SqliteTenancy;
 use crate::sqlite::lock::TenantGuard;
@@ -165,7 +166,7 @@ impl SqliteTenancy {
         let (_guard, record) = self.lock_tenant(tenant).await?;
         let row = self.start_move(&record, to, &options, false).await?;
         stop_if_started(&row, &options)?;
-        self.drive_move(row, &options).await
+        self.drive_move(row, &Destination::Sqlite, &options).await
     }
 
     /// Finishes the tenant's unfinished move from the phase its ledger
@@ -183,7 +184,7 @@ impl SqliteTenancy {
         let (_guard, _, open) = self.lock_move(tenant).await?;
         match open {
             Some(row) if row.to_postgres => Err(to_postgres(&row)),
-            Some(row) => self.drive_move(row, &options).await,
+            Some(row) => self.drive_move(row, &Destination::Sqlite, &options).await,
             None => Err(no_open_move(tenant)),
         }
     }
@@ -309,33 +310,8 @@ impl SqliteTenancy {
     ) -> Result<MoveRow, TenancyError> {
         let tenant = record.id;
         let dirs = self.ledger_dirs();
-        if let Some(open) = ledger::open_for(dirs.iter().map(PathBuf::as_path), tenant).await? {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} has an unfinished move {} (phase {}); resume_move or \
-                 abort_move it first",
-                open.id, open.phase
-            )));
-        }
-        if record.status != TenantStatus::Active {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} is {}; only an active tenant can be moved",
-                record.status
-            )));
-        }
-        if to
-            .object_name()
-            .is_some_and(|n| *n != TenantObjectName::for_tenant(tenant))
-        {
-            return Err(TenancyError::InvalidInput(format!(
-                "the target placement's name is not derived from tenant {tenant}; build it \
-                 with Placement::derive"
-            )));
-        }
-        if to == record.placement {
-            return Err(TenancyError::InvalidInput(format!(
-                "tenant {tenant} is already placed there"
-            )));
-        }
+        let open = ledger::open_for(dirs.iter().map(PathBuf::as_path), tenant).await?;
+        crate::moving::check_request(record, &to, open.map(|o| (o.id, o.phase)))?;
         if !to_postgres {
             self.placement_file(&to)?;
         }

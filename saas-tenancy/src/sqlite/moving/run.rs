@@ -2,6 +2,7 @@
 //! a run that stops anywhere is finished by `resume_move` from the phase
 //! it recorded last — and the undoing of a move before its cut-over.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,12 +48,30 @@ pub(super) fn remove_file(file: &Path) -> Result<(), TenancyError> {
     Ok(())
 }
 
+/// Where a move's rows go. The phases are the same for both; preparing
+/// the target, copying into it and announcing the cut-over differ.
+#[derive(Clone)]
+pub(super) enum Destination {
+    /// Another placement of this tenancy: the shared file or a tenant
+    /// file, on this cluster or another.
+    Sqlite,
+    /// A schema served by a PostgreSQL tenancy on the same catalog (see
+    /// `move_tenant_to_postgres`).
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::PgTenancy),
+}
+
+/// A move's progress callback, as the phases call it: phase, tables
+/// done, tables.
+pub(super) type Progress<'a> = &'a (dyn Fn(MovePhase, usize, usize) + Sync);
+
 impl SqliteTenancy {
     /// Runs the phases after the one `row` recorded; an error becomes
     /// [`TenancyError::MoveStopped`] naming the phase reached.
     pub(super) async fn drive_move(
         &self,
         mut row: MoveRow,
+        to: &Destination,
         options: &SqliteMoveOptions,
     ) -> Result<MoveReport, TenancyError> {
         let mut report = MoveReport {
@@ -67,7 +86,7 @@ impl SqliteTenancy {
             fence: Duration::ZERO,
             phases: Vec::new(),
         };
-        match self.move_phases(&mut row, options, &mut report).await {
+        match self.move_phases(&mut row, to, options, &mut report).await {
             Ok(()) => Ok(report),
             Err(e @ TenancyError::MoveStopped { .. }) => Err(e),
             Err(e) => Err(TenancyError::MoveStopped {
@@ -82,13 +101,12 @@ impl SqliteTenancy {
     async fn move_phases(
         &self,
         row: &mut MoveRow,
+        to: &Destination,
         options: &SqliteMoveOptions,
         report: &mut MoveReport,
     ) -> Result<(), TenancyError> {
         let (tenant, move_id) = (row.tenant, row.id);
         let (source_file, source_shared) = self.placement_file(&row.from)?;
-        let (target_file, target_shared) = self.placement_file(&row.to)?;
-        let columns = self.inner.tenant_columns();
         let progress = |phase: MovePhase, ready: usize, tables: usize| {
             if let Some(f) = &options.progress {
                 f(&MoveProgress {
@@ -104,8 +122,17 @@ impl SqliteTenancy {
         let mut step = Step::new(row.phase);
         if step.due(MovePhase::Prepared) {
             progress(MovePhase::Prepared, 0, 0);
-            self.prepare_target(row, &target_file, target_shared)
-                .await?;
+            match to {
+                Destination::Sqlite => {
+                    let (target_file, target_shared) = self.placement_file(&row.to)?;
+                    self.prepare_target(row, &target_file, target_shared)
+                        .await?;
+                }
+                #[cfg(feature = "postgres")]
+                Destination::Postgres(pg) => {
+                    pg.incoming_schema(&row.to).await?;
+                }
+            }
             self.move_done(row, MovePhase::Prepared, options, &mut step, report)
                 .await?;
         }
@@ -123,15 +150,17 @@ impl SqliteTenancy {
         }
         if step.due(MovePhase::Synced) {
             let mut src = connect(&source_file, BUSY).await?;
-            let copied = async {
-                copy::attach(&mut src, &target_file).await?;
-                let source = copy::schema_tables(&mut src, "main", &columns).await?;
-                let target = copy::target_tables(&mut src, &columns).await?;
-                let pairs = self.pairs(&source, source_shared, &target, target_shared)?;
-                progress(MovePhase::Synced, 0, pairs.len());
-                copy::copy(&mut src, &pairs, tenant).await
-            }
-            .await;
+            let copied = match to {
+                Destination::Sqlite => {
+                    self.copy_to_file(&mut src, row, source_shared, &progress)
+                        .await
+                }
+                #[cfg(feature = "postgres")]
+                Destination::Postgres(pg) => {
+                    self.copy_to_postgres(&mut src, pg, row, source_shared, &progress)
+                        .await
+                }
+            };
             src.close().await?;
             report.rows = copied?;
             self.move_done(row, MovePhase::Synced, options, &mut step, report)
@@ -143,6 +172,10 @@ impl SqliteTenancy {
                 .catalog
                 .cut_over(tenant, &row.from, &row.to)
                 .await?;
+            #[cfg(feature = "postgres")]
+            if let Destination::Postgres(pg) = to {
+                self.announce_cut_over(pg, tenant).await?;
+            }
             report.fence = fenced_at.elapsed();
             drop(gate.take());
             // This process's pool on the source hands out nothing more.
@@ -163,6 +196,25 @@ impl SqliteTenancy {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Copies the tenant's tables from `src` into the target file (shared
+    /// or the tenant's), attached to `src`, and counts them.
+    async fn copy_to_file(
+        &self,
+        src: &mut SqliteConnection,
+        row: &MoveRow,
+        source_shared: bool,
+        progress: Progress<'_>,
+    ) -> Result<BTreeMap<String, u64>, TenancyError> {
+        let columns = self.inner.tenant_columns();
+        let (target_file, target_shared) = self.placement_file(&row.to)?;
+        copy::attach(src, &target_file).await?;
+        let source = copy::schema_tables(src, "main", &columns).await?;
+        let target = copy::target_tables(src, &columns).await?;
+        let pairs = self.pairs(&source, source_shared, &target, target_shared)?;
+        progress(MovePhase::Synced, 0, pairs.len());
+        copy::copy(src, &pairs, row.tenant).await
     }
 
     /// The fence: the tenant `moving` in the catalog, this process's open

@@ -6,7 +6,6 @@
 //! keys, and the shared catalog's record cut over to the schema.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use saas_core::{TenantId, TenantStatus};
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
@@ -15,9 +14,9 @@ use super::SqliteMoveOptions;
 use super::copy::schema_tables;
 use super::ledger::{self, MoveRow};
 use super::pg_copy::{TableCopy, advance_sequences, copy_table, pg_tables};
-use super::run::{BUSY, Step, connect};
+use super::run::{BUSY, Destination, Progress, connect};
 use crate::error::TenancyError;
-use crate::moving::{MoveMethod, MovePhase, MoveProgress, MoveReport};
+use crate::moving::{MovePhase, MoveReport};
 use crate::placement::{Placement, TenantObjectName};
 use crate::postgres::PgTenancy;
 use crate::sqlite::SqliteTenancy;
@@ -127,7 +126,8 @@ impl SqliteTenancy {
         }
         let row = self.start_move(&record, to, &options, true).await?;
         super::api::stop_if_started(&row, &options)?;
-        self.drive_to_postgres(row, pg, &options).await
+        self.drive_move(row, &Destination::Postgres(pg.clone()), &options)
+            .await
     }
 
     /// Finishes an unfinished move to PostgreSQL (see
@@ -145,7 +145,10 @@ impl SqliteTenancy {
     ) -> Result<MoveReport, TenancyError> {
         let (_guard, _, open) = self.lock_move(tenant).await?;
         match open {
-            Some(row) if row.to_postgres => self.drive_to_postgres(row, pg, &options).await,
+            Some(row) if row.to_postgres => {
+                self.drive_move(row, &Destination::Postgres(pg.clone()), &options)
+                    .await
+            }
             _ => Err(super::api::no_open_move(tenant)),
         }
     }
@@ -200,128 +203,36 @@ impl SqliteTenancy {
         ledger::record(&row, self.inner.clock.now()).await
     }
 
-    async fn drive_to_postgres(
+    /// The copy of a move to PostgreSQL: the tenant's tables streamed
+    /// from `src` into the target schema.
+    pub(super) async fn copy_to_postgres(
         &self,
-        mut row: MoveRow,
+        src: &mut SqliteConnection,
         pg: &PgTenancy,
-        options: &SqliteMoveOptions,
-    ) -> Result<MoveReport, TenancyError> {
-        let mut report = MoveReport {
-            move_id: row.id,
-            tenant: row.tenant,
-            from: row.from.clone(),
-            to: row.to.clone(),
-            method: MoveMethod::CopyUnderFence,
-            rows: Default::default(),
-            queued: Default::default(),
-            lag_at_fence_bytes: None,
-            fence: Duration::ZERO,
-            phases: Vec::new(),
-        };
-        match self
-            .phases_to_postgres(&mut row, pg, options, &mut report)
+        row: &MoveRow,
+        source_shared: bool,
+        progress: Progress<'_>,
+    ) -> Result<BTreeMap<String, u64>, TenancyError> {
+        let schema = pg.incoming_schema(&row.to).await?;
+        let mut dst = pg.incoming_admin(&row.to).await?;
+        self.stream_to_postgres(src, &mut dst, &schema, source_shared, row.tenant, progress)
             .await
-        {
-            Ok(()) => Ok(report),
-            Err(e @ TenancyError::MoveStopped { .. }) => Err(e),
-            Err(e) => Err(TenancyError::MoveStopped {
-                move_id: row.id,
-                tenant: row.tenant,
-                phase: row.phase.to_string(),
-                detail: e.to_string(),
-            }),
-        }
     }
 
-    async fn phases_to_postgres(
+    /// Tells PostgreSQL processes of the cut-over: `pg` forgets the
+    /// tenant's record, and processes following moves drop a cached one
+    /// now rather than at the cache's TTL.
+    pub(super) async fn announce_cut_over(
         &self,
-        row: &mut MoveRow,
         pg: &PgTenancy,
-        options: &SqliteMoveOptions,
-        report: &mut MoveReport,
+        tenant: TenantId,
     ) -> Result<(), TenancyError> {
-        let (tenant, move_id) = (row.tenant, row.id);
-        let (source_file, source_shared) = self.placement_file(&row.from)?;
-        let progress = |phase: MovePhase, ready: usize, tables: usize| {
-            if let Some(f) = &options.progress {
-                f(&MoveProgress {
-                    move_id,
-                    tenant,
-                    phase,
-                    tables_ready: ready,
-                    tables,
-                    lag_bytes: None,
-                });
-            }
-        };
-        let mut step = Step::new(row.phase);
-        if step.due(MovePhase::Prepared) {
-            progress(MovePhase::Prepared, 0, 0);
-            pg.incoming_schema(&row.to).await?;
-            self.move_done(row, MovePhase::Prepared, options, &mut step, report)
-                .await?;
-        }
-        let fenced_at = Instant::now();
-        let mut gate = None;
-        if step.due(MovePhase::Fenced) {
-            progress(MovePhase::Fenced, 0, 0);
-            gate = self
-                .raise_fence(row, &source_file, source_shared, options)
-                .await?;
-            self.move_done(row, MovePhase::Fenced, options, &mut step, report)
-                .await?;
-        }
-        if step.due(MovePhase::Synced) {
-            let schema = pg.incoming_schema(&row.to).await?;
-            let mut dst = pg.incoming_admin(&row.to).await?;
-            let mut src = connect(&source_file, BUSY).await?;
-            let copied = self
-                .stream_to_postgres(
-                    &mut src,
-                    &mut dst,
-                    &schema,
-                    source_shared,
-                    tenant,
-                    &progress,
-                )
-                .await;
-            src.close().await?;
-            report.rows = copied?;
-            self.move_done(row, MovePhase::Synced, options, &mut step, report)
-                .await?;
-        }
-        if step.due(MovePhase::CutOver) {
-            progress(MovePhase::CutOver, report.rows.len(), report.rows.len());
-            self.inner
-                .catalog
-                .cut_over(tenant, &row.from, &row.to)
-                .await?;
-            pg.forget_record(tenant);
-            if let Some(pool) = self.inner.catalog.postgres_pool() {
-                // PostgreSQL processes following moves drop a cached record
-                // of the tenant now rather than at the cache's TTL.
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(crate::postgres::MOVE_CHANNEL)
-                    .bind(tenant.to_string())
-                    .execute(pool)
-                    .await?;
-            }
-            report.fence = fenced_at.elapsed();
-            drop(gate.take());
-            self.inner
-                .registry
-                .close_within(tenant, Duration::ZERO)
-                .await;
-            self.move_done(row, MovePhase::CutOver, options, &mut step, report)
-                .await?;
-        }
-        drop(gate);
-        if step.due(MovePhase::Done) {
-            progress(MovePhase::Done, report.rows.len(), report.rows.len());
-            if !row.keep_source {
-                self.purge_source(row, &source_file, source_shared).await?;
-            }
-            self.move_done(row, MovePhase::Done, options, &mut step, report)
+        pg.forget_record(tenant);
+        if let Some(pool) = self.inner.catalog.postgres_pool() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::postgres::MOVE_CHANNEL)
+                .bind(tenant.to_string())
+                .execute(pool)
                 .await?;
         }
         Ok(())
@@ -338,7 +249,7 @@ impl SqliteTenancy {
         schema: &TenantObjectName,
         source_shared: bool,
         tenant: TenantId,
-        progress: &impl Fn(MovePhase, usize, usize),
+        progress: Progress<'_>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
         let tenant_columns = self.inner.tenant_columns();
         let source: Vec<FileTable> = schema_tables(src, "main", &tenant_columns)
