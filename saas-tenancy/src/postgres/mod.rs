@@ -263,7 +263,7 @@ struct PgState {
     /// The placement each tenant's pool in the registry was opened for:
     /// a pool of a placement the tenant has been moved away from is
     /// closed before the tenant gets one for its new placement.
-    pool_placements: std::sync::Mutex<std::collections::HashMap<TenantId, Placement>>,
+    pool_placements: crate::registry::PoolPlacements,
 }
 
 impl PgTenancy {
@@ -623,7 +623,12 @@ impl PgTenancy {
             limits.pg_pool(options)
         };
         let registry = &self.inner.registry;
-        if self.pool_moved(record) {
+        if self
+            .inner
+            .backend
+            .pool_placements
+            .moved(record.id, &record.placement)
+        {
             // Its connections reach the old placement, which the move
             // locked out and cut: nothing to wait for long.
             registry

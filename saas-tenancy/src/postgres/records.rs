@@ -29,29 +29,6 @@ impl PgTenancy {
         }
     }
 
-    /// Whether the tenant's pool in the registry (if any) was opened for
-    /// another placement than `record`'s; remembers `record`'s.
-    pub(super) fn pool_moved(&self, record: &TenantRecord) -> bool {
-        let mut known = self
-            .inner
-            .backend
-            .pool_placements
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match known.get(&record.id) {
-            Some(placement) if *placement == record.placement => false,
-            before => {
-                let moved = before.is_some();
-                // Bounded: forgotten entries only cost a close of nothing.
-                if known.len() >= 100_000 {
-                    known.clear();
-                }
-                known.insert(record.id, record.placement.clone());
-                moved
-            }
-        }
-    }
-
     pub(super) async fn servable(&self, id: TenantId) -> Result<TenantRecord, TenancyError> {
         let state = &self.inner.backend;
         state.follower.ensure(

@@ -1,6 +1,7 @@
 //! Per-tenant pools under one connection budget, for any sqlx database.
 
 mod heat;
+mod placements;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use sqlx::{Database, Pool};
 use tokio::sync::{Mutex, Notify};
 
 use self::heat::Heat;
+pub(crate) use self::placements::PoolPlacements;
 use crate::error::TenancyError;
 use crate::observe;
 use crate::placement::Placement;

@@ -137,7 +137,7 @@ impl SqliteTenancyBuilder {
             locks: lock::TenantLocks::new(),
             gates: gate::Gates::default(),
             move_wait: self.move_wait,
-            pool_placements: std::sync::Mutex::new(std::collections::HashMap::new()),
+            pool_placements: Default::default(),
         };
         Ok(SqliteTenancy {
             inner: Arc::new(self.core.build(|config| config, state)?),

@@ -191,7 +191,7 @@ struct SqliteState {
     move_wait: Duration,
     /// The placement each tenant's pool in the registry was opened on: a
     /// pool opened before a move is never used after it.
-    pool_placements: std::sync::Mutex<std::collections::HashMap<TenantId, Placement>>,
+    pool_placements: crate::registry::PoolPlacements,
 }
 
 /// A scoped SQLite connection (statements commit on their own).
@@ -335,18 +335,11 @@ impl SqliteTenancy {
     /// placement (before a move), so no connection of it is used again:
     /// new connections open on the placement the record names.
     async fn forget_stale_pool(&self, record: &TenantRecord) {
-        let stale = {
-            let mut placements = self
-                .inner
-                .backend
-                .pool_placements
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match placements.insert(record.id, record.placement.clone()) {
-                Some(before) => before != record.placement,
-                None => false,
-            }
-        };
+        let stale = self
+            .inner
+            .backend
+            .pool_placements
+            .moved(record.id, &record.placement);
         if stale {
             // Checked-out connections finish on their own (the source's
             // lock-out refuses their writes); the pool hands out no more.
