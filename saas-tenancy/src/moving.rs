@@ -172,6 +172,31 @@ pub struct MoveReport {
 }
 
 #[cfg(feature = "_sql")]
+impl MoveReport {
+    /// The report of a run of the mover that has done nothing yet.
+    pub(crate) fn started(
+        move_id: uuid::Uuid,
+        tenant: TenantId,
+        from: Placement,
+        to: Placement,
+        method: MoveMethod,
+    ) -> Self {
+        MoveReport {
+            move_id,
+            tenant,
+            from,
+            to,
+            method,
+            rows: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            lag_at_fence_bytes: None,
+            fence: Duration::ZERO,
+            phases: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "_sql")]
 /// The checks every backend makes before a move starts: no unfinished
 /// move (`open`: its id and phase), an active tenant, a target whose
 /// storage name is derived from the tenant's id, and not where the tenant

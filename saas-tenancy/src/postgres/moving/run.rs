@@ -24,18 +24,13 @@ impl PgTenancy {
         mut row: MoveRow,
         options: &MoveOptions,
     ) -> Result<MoveReport, TenancyError> {
-        let mut report = MoveReport {
-            move_id: row.id,
-            tenant: row.tenant,
-            from: row.from.clone(),
-            to: row.to.clone(),
-            method: row.method,
-            rows: Default::default(),
-            queued: Default::default(),
-            lag_at_fence_bytes: None,
-            fence: Duration::ZERO,
-            phases: Vec::new(),
-        };
+        let mut report = MoveReport::started(
+            row.id,
+            row.tenant,
+            row.from.clone(),
+            row.to.clone(),
+            row.method,
+        );
         match self.phases(pool, &mut row, options, &mut report).await {
             Ok(()) => Ok(report),
             Err(e @ TenancyError::MoveStopped { .. }) => Err(e),

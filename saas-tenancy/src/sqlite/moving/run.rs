@@ -74,18 +74,13 @@ impl SqliteTenancy {
         to: &Destination,
         options: &SqliteMoveOptions,
     ) -> Result<MoveReport, TenancyError> {
-        let mut report = MoveReport {
-            move_id: row.id,
-            tenant: row.tenant,
-            from: row.from.clone(),
-            to: row.to.clone(),
-            method: MoveMethod::CopyUnderFence,
-            rows: Default::default(),
-            queued: Default::default(),
-            lag_at_fence_bytes: None,
-            fence: Duration::ZERO,
-            phases: Vec::new(),
-        };
+        let mut report = MoveReport::started(
+            row.id,
+            row.tenant,
+            row.from.clone(),
+            row.to.clone(),
+            MoveMethod::CopyUnderFence,
+        );
         match self.move_phases(&mut row, to, options, &mut report).await {
             Ok(()) => Ok(report),
             Err(e @ TenancyError::MoveStopped { .. }) => Err(e),
