@@ -1,6 +1,6 @@
-//! The leak harness against real PostgreSQL, for every placement in both
-//! scope modes and for mixed placements: at least 1,000 generated cases
-//! each (`SAAS_LEAK_CASES` raises it), with session-level raw SQL
+//! The leak harness against real PostgreSQL, in both scope modes with
+//! two tenants of every placement side by side: at least 1,000 generated
+//! cases per run, so per placement and mode (`SAAS_LEAK_CASES` raises it), with session-level raw SQL
 //! (settings, role, search path, PREPARE/DEALLOCATE, LISTEN, advisory
 //! locks, temporary tables, held cursors, a refused COPY, a transaction
 //! left open) between the scoped uses.
@@ -21,17 +21,29 @@ pub(crate) fn cases() -> u32 {
         .max(1000)
 }
 
-fn harness(strategy: Strategy, mode: ScopeMode) {
-    harness_mixed([strategy; 3], mode);
-}
+/// Two tenants of every placement, side by side: each case meets row,
+/// schema and database tenants on the same runtime connections, so one
+/// run covers every placement in a mode, a placement against itself
+/// (two row tenants share a table) and against the others.
+pub(crate) const EVERY_PLACEMENT: [Strategy; 6] = [
+    Strategy::Shared,
+    Strategy::Schema,
+    Strategy::Database,
+    Strategy::Shared,
+    Strategy::Schema,
+    Strategy::Database,
+];
 
-/// Three tenants with these placements, one table, `cases()` cases.
-fn harness_mixed(strategies: [Strategy; 3], mode: ScopeMode) {
+/// Slugs of the harness's tenants, one per placement given.
+pub(crate) const SLUGS: [&str; 6] = ["leak-a", "leak-b", "leak-c", "leak-d", "leak-e", "leak-f"];
+
+/// Tenants with these placements, one table, `cases()` cases.
+fn harness_mixed(strategies: &[Strategy], mode: ScopeMode) {
     harness_with_limits(strategies, mode, PoolLimits::default());
 }
 
 /// As [`harness_mixed`], with these pool limits.
-fn harness_with_limits(strategies: [Strategy; 3], mode: ScopeMode, limits: PoolLimits) {
+fn harness_with_limits(strategies: &[Strategy], mode: ScopeMode, limits: PoolLimits) {
     let runtime = crate::fixtures::harness_runtime();
     let test = format!("leak::{strategies:?}::{mode:?}::{}", limits.budget);
     let sandbox = crate::pg_env::sandbox_with_limits(&test, mode, limits);
@@ -40,8 +52,8 @@ fn harness_with_limits(strategies: [Strategy; 3], mode: ScopeMode, limits: PoolL
     };
     let tenants = runtime.block_on(async {
         let mut tenants = Vec::new();
-        for (slug, strategy) in ["leak-a", "leak-b", "leak-c"].into_iter().zip(strategies) {
-            tenants.push(env.tenant(slug, strategy).await.unwrap());
+        for (slug, strategy) in SLUGS.into_iter().zip(strategies) {
+            tenants.push(env.tenant(slug, *strategy).await.unwrap());
         }
         tenants
     });
@@ -61,42 +73,16 @@ fn harness_with_limits(strategies: [Strategy; 3], mode: ScopeMode, limits: PoolL
     }
 }
 
+/// The default mode: row and schema tenants share the runtime
+/// connections, database tenants have pools of their own.
 #[test]
-fn row_placement_never_leaks_shared_mode() {
-    harness(Strategy::Shared, ScopeMode::Shared);
+fn every_placement_never_leaks_shared_mode() {
+    harness_mixed(&EVERY_PLACEMENT, ScopeMode::Shared);
 }
 
 #[test]
-fn schema_placement_never_leaks_shared_mode() {
-    harness(Strategy::Schema, ScopeMode::Shared);
-}
-
-#[test]
-fn row_placement_never_leaks_tenant_pools() {
-    harness(Strategy::Shared, ScopeMode::TenantPools);
-}
-
-#[test]
-fn schema_placement_never_leaks_tenant_pools() {
-    harness(Strategy::Schema, ScopeMode::TenantPools);
-}
-
-/// Row and schema tenants on the same runtime connections: what one
-/// placement's scope or raw SQL leaves on a session would reach the other.
-#[test]
-fn mixed_placements_never_leak_shared_mode() {
-    harness_mixed(
-        [Strategy::Shared, Strategy::Schema, Strategy::Shared],
-        ScopeMode::Shared,
-    );
-}
-
-#[test]
-fn mixed_placements_never_leak_tenant_pools() {
-    harness_mixed(
-        [Strategy::Schema, Strategy::Shared, Strategy::Database],
-        ScopeMode::TenantPools,
-    );
+fn every_placement_never_leaks_tenant_pools() {
+    harness_mixed(&EVERY_PLACEMENT, ScopeMode::TenantPools);
 }
 
 /// TenantPools past its budget (one pool for three tenants): the tenants
@@ -110,15 +96,10 @@ fn row_and_schema_tenants_past_the_budget_never_leak() {
         std::time::Duration::from_millis(50),
     );
     harness_with_limits(
-        [Strategy::Shared, Strategy::Schema, Strategy::Shared],
+        &[Strategy::Shared, Strategy::Schema, Strategy::Shared],
         ScopeMode::TenantPools,
         limits,
     );
-}
-
-#[test]
-fn database_placement_never_leaks() {
-    harness(Strategy::Database, ScopeMode::Shared);
 }
 
 /// The tenant-less check is not vacuous for schema and database tenants:

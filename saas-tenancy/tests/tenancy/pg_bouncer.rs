@@ -28,9 +28,9 @@ async fn pooled_sandbox(test: &str, clients: u32) -> Option<PgSandbox> {
     )
 }
 
-/// The leak harness through PgBouncer: three tenants with these
-/// placements, `leak::cases()` cases (at least 1,000).
-fn harness_through_pgbouncer(strategies: [Strategy; 3]) {
+/// The leak harness through PgBouncer: tenants with these placements,
+/// `leak::cases()` cases (at least 1,000).
+fn harness_through_pgbouncer(strategies: &[Strategy]) {
     let runtime = crate::fixtures::harness_runtime();
     let test = format!("pg_bouncer::leak::{strategies:?}");
     let Some(mut env) = runtime.block_on(pooled_sandbox(&test, 2)) else {
@@ -39,8 +39,8 @@ fn harness_through_pgbouncer(strategies: [Strategy; 3]) {
     assert!(env.tenancy.transaction_pooling());
     let tenants = runtime.block_on(async {
         let mut tenants = Vec::new();
-        for (slug, strategy) in ["leak-a", "leak-b", "leak-c"].into_iter().zip(strategies) {
-            tenants.push(env.tenant(slug, strategy).await.unwrap());
+        for (slug, strategy) in crate::leak::SLUGS.into_iter().zip(strategies) {
+            tenants.push(env.tenant(slug, *strategy).await.unwrap());
         }
         tenants
     });
@@ -61,21 +61,13 @@ fn harness_through_pgbouncer(strategies: [Strategy; 3]) {
     }
 }
 
+/// Two tenants of every placement: row and schema tenants on the same
+/// server connections (a row tenant's neighbour shares its table), and
+/// database tenants beside them (their pools connect to PostgreSQL
+/// directly) — at least 1,000 cases, so per placement.
 #[test]
-fn row_placement_never_leaks_through_pgbouncer() {
-    harness_through_pgbouncer([Strategy::Shared; 3]);
-}
-
-#[test]
-fn schema_placement_never_leaks_through_pgbouncer() {
-    harness_through_pgbouncer([Strategy::Schema; 3]);
-}
-
-/// Row and schema tenants on the same server connections, and a database
-/// tenant beside them (its own pool connects to PostgreSQL directly).
-#[test]
-fn mixed_placements_never_leak_through_pgbouncer() {
-    harness_through_pgbouncer([Strategy::Shared, Strategy::Schema, Strategy::Database]);
+fn every_placement_never_leaks_through_pgbouncer() {
+    harness_through_pgbouncer(&crate::leak::EVERY_PLACEMENT);
 }
 
 /// sqlx prepares every statement under a name of its own counter; behind

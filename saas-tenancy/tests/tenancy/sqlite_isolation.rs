@@ -160,12 +160,21 @@ async fn schemas_do_not_exist_and_suspended_tenants_are_refused() {
     sandbox.cleanup().await;
 }
 
-fn harness(strategy: Strategy) {
+/// Two row tenants in the shared file and two with files of their own,
+/// side by side: at least 1,000 cases, so per placement.
+#[test]
+fn leak_harness_shared_file_and_tenant_files() {
     let runtime = crate::fixtures::harness_runtime();
     let sandbox = runtime.block_on(SqliteSandbox::new()).unwrap();
     let tenants = runtime.block_on(async {
         let mut tenants = Vec::new();
-        for slug in ["leak-a", "leak-b", "leak-c"] {
+        let placements = [
+            Strategy::Shared,
+            Strategy::Database,
+            Strategy::Shared,
+            Strategy::Database,
+        ];
+        for (slug, strategy) in crate::leak::SLUGS.into_iter().zip(placements) {
             tenants.push(sandbox.tenant(slug, strategy).await.unwrap());
         }
         tenants
@@ -178,16 +187,6 @@ fn harness(strategy: Strategy) {
     if let Err(failure) = result {
         panic!("{failure}");
     }
-}
-
-#[test]
-fn leak_harness_shared_file() {
-    harness(Strategy::Shared);
-}
-
-#[test]
-fn leak_harness_database_files() {
-    harness(Strategy::Database);
 }
 
 #[tokio::test]
