@@ -7,9 +7,12 @@
 //!
 //! - the writers' stall: latency of every write that overlapped the fence
 //!   (p50 / p99 / max, retries included), next to the writes' p50 outside;
-//! - copy throughput: the tenant's rows over the time of the phase that
-//!   copied them (replication's initial copy and catch-up, or the copy
-//!   under the fence), next to the same rows streamed by hand with
+//! - copy throughput: the tenant's rows over the time their copy took —
+//!   replication's initial copy (`MoveReport::initial_copy`: publication,
+//!   slot, subscription and table sync until every table's rows are
+//!   copied), or the copy under the fence — and, for replication, over
+//!   the whole copy phase (initial copy and catch-up with the writes made
+//!   meanwhile, until the lag is small: "copy + catch-up"), next to the same rows streamed by hand with
 //!   `COPY (SELECT … WHERE tenant_id = …) TO STDOUT` into `COPY … FROM
 //!   STDIN` on the other server, in the same run, while the same writers
 //!   write (median of three);
@@ -17,6 +20,9 @@
 //!   what it held when the move started (writers included), from a
 //!   counting allocator — flat in the tenant's size when nothing is held
 //!   whole.
+//!
+//! `SAAS_BENCH_MOVE_ONLY=database` (or `server 2`, `schema`) runs only the
+//! moves whose name contains it.
 //!
 //! Run: `cargo bench -p saas-benches --bench moving` with
 //! `SAAS_TEST_POSTGRES_URL` and `SAAS_TEST_POSTGRES2_URL` (both servers
@@ -406,6 +412,8 @@ struct Measured {
     stalled: Vec<Duration>,
     outside_p50: Duration,
     copy_rate: f64,
+    /// Replication: over the initial copy and the catch-up.
+    copy_and_catch_up_rate: Option<f64>,
     baseline_rate: f64,
     heap_peak: usize,
 }
@@ -468,8 +476,11 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
         .iter()
         .map(|(p, d)| format!("{p} {}", ms(*d)))
         .collect();
+    if let Some(took) = report.initial_copy {
+        timeline.push(format!("initial copy {}", ms(took)));
+    }
     if let Some(at) = *copied_at.lock().unwrap() {
-        timeline.push(format!("initial copy done at {}", ms(at - start)));
+        timeline.push(format!("tables ready at {}", ms(at - start)));
     }
     eprintln!("moving: {kind}, {rows} rows: {}", timeline.join(", "));
     let at = |phase: MovePhase| marks.iter().find(|(p, _)| *p == phase).map(|(_, t)| *t);
@@ -485,22 +496,49 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
     }
     stalled.sort_unstable();
     outside.sort_unstable();
-    let copy_phase = match report.method {
-        saas_tenancy::postgres::MoveMethod::LogicalReplication => MovePhase::Copying,
-        _ => MovePhase::Synced,
+    // The slowest writes, against the fence: when they started and how
+    // long they took (what a stall past the cut-over waited for shows here).
+    let mut slowest: Vec<(Instant, Duration)> = log.lock().unwrap().clone();
+    slowest.sort_unstable_by_key(|(_, took)| std::cmp::Reverse(*took));
+    let offset = |t: Instant| {
+        t.checked_duration_since(fence_start).map_or_else(
+            || format!("-{}", ms(fence_start - t)),
+            |d| format!("+{}", ms(d)),
+        )
     };
-    let copied = report
-        .phases
-        .iter()
-        .find(|(p, _)| *p == copy_phase)
-        .map(|(_, d)| *d)
-        .unwrap();
+    eprintln!(
+        "moving: {kind}, {rows} rows: fence ends at {}; slowest writes (start: took) {}",
+        offset(fence_end),
+        slowest
+            .iter()
+            .take(3)
+            .map(|(start, took)| format!("{}: {}", offset(*start), ms(*took)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let phase = |phase: MovePhase| {
+        report
+            .phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
+            .unwrap()
+    };
+    let moved = report.rows.values().sum::<u64>() as f64;
+    let (copied, copy_and_catch_up_rate) = match report.method {
+        saas_tenancy::postgres::MoveMethod::LogicalReplication => (
+            report.initial_copy.unwrap(),
+            Some(moved / phase(MovePhase::Copying).as_secs_f64()),
+        ),
+        _ => (phase(MovePhase::Synced), None),
+    };
     Measured {
         kind,
         rows,
         stalled,
         outside_p50: percentile(&outside, 50),
-        copy_rate: report.rows.values().sum::<u64>() as f64 / copied.as_secs_f64(),
+        copy_rate: moved / copied.as_secs_f64(),
+        copy_and_catch_up_rate,
         baseline_rate,
         heap_peak,
         report,
@@ -527,7 +565,11 @@ async fn main() {
     }
     let mut all = Vec::new();
     for &rows in &sizes {
+        let only = std::env::var("SAAS_BENCH_MOVE_ONLY").unwrap_or_default();
         for kind in ["row → row (server 2)", "row → database", "row → schema"] {
+            if !kind.contains(only.as_str()) {
+                continue;
+            }
             let m = measure(&mut world, kind, rows).await;
             eprintln!(
                 "moving: {kind}, {rows} rows: fence {} (stall p99 {}), copy {:.0} rows/s vs COPY {:.0}",
@@ -543,12 +585,13 @@ async fn main() {
 
     println!(
         "| move | tenant rows | method | fence | writes in the fence | stall p50 | stall p99 | \
-         stall max | writes' p50 outside | copy rows/s | COPY rows/s | copy / COPY | mover heap peak |"
+         stall max | writes' p50 outside | copy rows/s | COPY rows/s | copy / COPY | \
+         copy + catch-up / COPY | mover heap peak |"
     );
-    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in &all {
         println!(
-            "| {} | {} | {:?} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2}× | {:.1} MiB |",
+            "| {} | {} | {:?} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2}× | {} | {:.1} MiB |",
             m.kind,
             m.rows,
             m.report.method,
@@ -561,6 +604,10 @@ async fn main() {
             m.copy_rate,
             m.baseline_rate,
             m.copy_rate / m.baseline_rate,
+            m.copy_and_catch_up_rate.map_or_else(
+                || "—".to_owned(),
+                |r| format!("{:.2}×", r / m.baseline_rate)
+            ),
             m.heap_peak as f64 / (1024.0 * 1024.0),
         );
     }

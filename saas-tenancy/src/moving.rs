@@ -130,7 +130,7 @@ pub struct MoveProgress {
     pub tenant: TenantId,
     /// The phase the move is working on (the next one to be recorded).
     pub phase: MovePhase,
-    /// Tables whose initial copy is done (replication), of `tables`.
+    /// Tables copied and caught up (replication), of `tables`.
     pub tables_ready: usize,
     /// The tenant's tables.
     pub tables: usize,
@@ -167,6 +167,13 @@ pub struct MoveReport {
     /// How long the tenant was fenced (new handles waited), as this run
     /// of the mover saw it.
     pub fence: Duration,
+    /// Replication only: how long the initial copy took, from the start
+    /// of the copy phase (publication, slot, subscription) until every
+    /// table's rows were copied. The rest of the copy phase
+    /// ([`MovePhase::Copying`] in [`phases`](Self::phases)) is the catch-up
+    /// with what the tenant wrote meanwhile. `None` for a copy under the
+    /// fence, or when this run resumed past the copy.
+    pub initial_copy: Option<Duration>,
     /// How long each phase took in this run of the mover.
     pub phases: Vec<(MovePhase, Duration)>,
 }
@@ -191,6 +198,7 @@ impl MoveReport {
             queued: BTreeMap::new(),
             lag_at_fence_bytes: None,
             fence: Duration::ZERO,
+            initial_copy: None,
             phases: Vec::new(),
         }
     }

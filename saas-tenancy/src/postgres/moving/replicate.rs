@@ -167,23 +167,38 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-/// How many of the subscription's tables are ready (`r`), of how many.
-pub(super) async fn tables_ready(
+/// How far the subscription's tables are, by their state in
+/// `pg_subscription_rel`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TableStates {
+    /// Copied and caught up (`r`).
+    pub(super) ready: usize,
+    /// Initial copy finished (`f`, `s` or `r`), maybe still catching up.
+    pub(super) copied: usize,
+    /// All of the subscription's tables.
+    pub(super) all: usize,
+}
+
+/// Where the subscription's tables are.
+pub(super) async fn table_states(
     dst: &mut PgConnection,
     name: &str,
-) -> Result<(usize, usize), TenancyError> {
-    let (ready, all): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE r.srsubstate = 'r'), count(*) \
+) -> Result<TableStates, TenancyError> {
+    let (ready, copied, all): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE r.srsubstate = 'r'), \
+                count(*) FILTER (WHERE r.srsubstate IN ('f', 's', 'r')), count(*) \
          FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid \
          WHERE s.subname = $1",
     )
     .bind(name)
     .fetch_one(&mut *dst)
     .await?;
-    Ok((
-        usize::try_from(ready).unwrap_or(0),
-        usize::try_from(all).unwrap_or(0),
-    ))
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    Ok(TableStates {
+        ready: count(ready),
+        copied: count(copied),
+        all: count(all),
+    })
 }
 
 /// The slot's lag: WAL bytes the subscriber has not confirmed.

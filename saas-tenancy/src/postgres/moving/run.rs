@@ -75,6 +75,7 @@ impl PgTenancy {
         }
         let name = replicate::name(row.id);
         if row.method == MoveMethod::LogicalReplication && step.due(MovePhase::Copying) {
+            let copy_started = Instant::now();
             let mut dst = plan::connect(self, &row.to).await?;
             replicate::publish(&mut src, &name, &source, tenant).await?;
             if let (Some(staging), Some(own)) = (&row.staging, plan::private_schema(&row.to)) {
@@ -89,7 +90,11 @@ impl PgTenancy {
             replicate::subscribe(&mut dst, &name, &conninfo).await?;
             let deadline = Instant::now() + options.catch_up_timeout;
             loop {
-                let (ready, all) = replicate::tables_ready(&mut dst, &name).await?;
+                let tables = replicate::table_states(&mut dst, &name).await?;
+                let (ready, all) = (tables.ready, tables.all);
+                if report.initial_copy.is_none() && all > 0 && tables.copied == all {
+                    report.initial_copy = Some(copy_started.elapsed());
+                }
                 let lag = replicate::lag(&mut src, &name).await?;
                 progress(MovePhase::Copying, ready, lag);
                 if all > 0 && ready == all && lag.is_some_and(|l| l <= options.max_lag_bytes) {
