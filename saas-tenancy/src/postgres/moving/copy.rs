@@ -46,20 +46,50 @@ pub(super) async fn clear(
     tables: &[Table],
     tenant: TenantId,
 ) -> Result<(), TenancyError> {
-    // Replica mode: no foreign-key triggers, so the order does not matter.
-    dst.execute("SET session_replication_role = replica")
-        .await?;
     for table in tables {
-        dst.execute(AssertSqlSafe(format!(
-            "DELETE FROM {}{}",
-            table.qualified(),
-            table.filter(tenant)
-        )))
-        .await?;
+        delete_in_batches(dst, table, tenant).await?;
     }
-    dst.execute("SET session_replication_role = DEFAULT")
-        .await?;
     Ok(())
+}
+
+/// Rows deleted per transaction by [`delete_in_batches`].
+const DELETE_BATCH: u64 = 5_000;
+
+/// Deletes the tenant's rows from `table` (all of them for a table without
+/// a tenant column) in transactions of [`DELETE_BATCH`] rows, in replica
+/// mode (no foreign-key triggers, so the order of tables does not
+/// matter), pausing after each batch as long as it took. A million rows
+/// leave a shared table while the server goes on serving: one statement
+/// would hold a core and write its WAL in one burst — right after a
+/// cut-over, next to the moved tenant's first writes at their new place
+/// when both are on one server. Stopped halfway, it is simply run again.
+pub(super) async fn delete_in_batches(
+    conn: &mut PgConnection,
+    table: &Table,
+    tenant: TenantId,
+) -> Result<u64, TenancyError> {
+    let name = table.qualified();
+    let statement = format!(
+        "DELETE FROM {name} WHERE ctid = ANY (ARRAY (SELECT ctid FROM {name}{} LIMIT {DELETE_BATCH}))",
+        table.filter(tenant)
+    );
+    let mut deleted = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        tx.execute("SET LOCAL session_replication_role = replica")
+            .await?;
+        let done = tx
+            .execute(AssertSqlSafe(statement.as_str()))
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        deleted += done;
+        if done < DELETE_BATCH {
+            return Ok(deleted);
+        }
+        tokio::time::sleep(started.elapsed()).await;
+    }
 }
 
 /// The columns of `table` on `conn`, in order.

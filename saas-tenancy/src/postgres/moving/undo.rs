@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use super::ledger::{self, MoveRow};
 use super::plan::{self, Table};
-use super::{MovePhase, lockout, replicate};
+use super::{MovePhase, copy, lockout, replicate};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::postgres::PgTenancy;
@@ -116,19 +116,11 @@ impl PgTenancy {
         match &row.from {
             Placement::Shared { .. } => {
                 // As the owner (the lock-out policies are the runtime
-                // role's), in replica mode (no foreign-key order).
-                src.execute("BEGIN").await?;
-                src.execute("SET LOCAL session_replication_role = replica")
-                    .await?;
+                // role's); the tenant is locked out of these rows, so a
+                // purge stopped halfway shows nothing and is run again.
                 for table in source {
-                    src.execute(AssertSqlSafe(format!(
-                        "DELETE FROM {}{}",
-                        table.qualified(),
-                        table.filter(row.tenant)
-                    )))
-                    .await?;
+                    copy::delete_in_batches(src, table, row.tenant).await?;
                 }
-                src.execute("COMMIT").await?;
                 Ok(())
             }
             placement => self.remove_storage(placement).await,

@@ -5,6 +5,7 @@ mod fixture;
 mod isolation;
 mod kill;
 mod online;
+mod purge;
 mod queues;
 mod retention;
 mod writers;
