@@ -97,6 +97,14 @@ pub enum MoveMethod {
     /// or bounded chunks into PostgreSQL): the write window lasts as long
     /// as the copy. Every move from or to SQLite uses it.
     CopyUnderFence,
+    /// PostgreSQL moves that replication cannot carry (row ↔ schema, both
+    /// in one database; database → schema): triggers on the source record
+    /// the key of every row the tenant writes, its rows are copied while
+    /// it keeps writing, and the recorded keys are replayed — the target's
+    /// row replaced by the source's current one — until few are left;
+    /// under the fence only the last ones are. The write window does not
+    /// grow with the tenant's size.
+    CapturedCopy,
 }
 
 impl MoveMethod {
@@ -105,6 +113,7 @@ impl MoveMethod {
         match self {
             MoveMethod::LogicalReplication => "replication",
             MoveMethod::CopyUnderFence => "fence_copy",
+            MoveMethod::CapturedCopy => "captured_copy",
         }
     }
 
@@ -113,6 +122,7 @@ impl MoveMethod {
         match s {
             "replication" => Ok(MoveMethod::LogicalReplication),
             "fence_copy" => Ok(MoveMethod::CopyUnderFence),
+            "captured_copy" => Ok(MoveMethod::CapturedCopy),
             other => Err(TenancyError::Corrupt(format!(
                 "unknown move method {other:?} in saas_tenant_moves"
             ))),

@@ -627,7 +627,7 @@ async fn events_of_a_tenant_moved_from_row_to_schema_are_delivered_once() {
         Strategy::Schema,
         false,
         true,
-        MoveMethod::CopyUnderFence,
+        MoveMethod::CapturedCopy,
     )
     .await;
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::ledger::{self, MoveRow};
 use super::plan::{self, Table};
-use super::{MoveOptions, MovePhase, MoveReport};
+use super::{MoveMethod, MoveOptions, MovePhase, MoveReport};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::postgres::PgTenancy;
@@ -69,11 +69,21 @@ impl PgTenancy {
     /// (on one cluster both live in one database, where no subscription
     /// can tell the two tables apart; across clusters a schema target's
     /// database has a `public` already, and a row target's shared tables
-    /// cannot be renamed) and database → schema — copy the
-    /// tenant's rows under the fence instead
-    /// ([`MoveMethod::CopyUnderFence`](super::MoveMethod::CopyUnderFence),
-    /// server to server with `COPY`): the write window is the copy's
-    /// duration, proportional to the tenant's size.
+    /// cannot be renamed) and database → schema — copy the tenant's rows
+    /// with `COPY` while it keeps writing, and catch up from triggers
+    /// ([`MoveMethod::CapturedCopy`](super::MoveMethod::CapturedCopy)):
+    /// two triggers per source table record the key of every row the
+    /// tenant writes from before the copy on (in schema
+    /// `saas_tenancy_capture` of the source database, out of the tenant
+    /// roles' reach), and rounds of recorded keys are replayed — the
+    /// target's row replaced by the source's current one — until few are
+    /// left; under the fence only the last round runs. Creating and
+    /// dropping the triggers takes each shared table's lock for a moment
+    /// (waiting at most half a second at a time, so a long transaction on
+    /// it does not queue other tenants' writes behind the mover). A
+    /// replay inserts rows in key order within a round: a unique
+    /// constraint besides the key that two of the tenant's rows swap
+    /// values of between rounds can stop the move (resume it).
     ///
     /// Requirements: the catalog is a [`PgCatalog`](crate::PgCatalog);
     /// `wal_level = logical` on the source server; the clusters' admin
@@ -87,7 +97,9 @@ impl PgTenancy {
     /// (PostgreSQL's consistent starting point) — a long one stops the move
     /// after [`MoveOptions::catch_up_timeout`], naming it. A table with neither primary key
     /// nor replica identity is refused before anything starts
-    /// ([`TenancyError::NoReplicaIdentity`]).
+    /// ([`TenancyError::NoReplicaIdentity`]) — for a captured copy, one
+    /// without a primary key or replica identity *index* (its replay
+    /// finds rows by key).
     ///
     /// ```no_run
     /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy, id: saas_core::TenantId)
@@ -232,6 +244,12 @@ impl PgTenancy {
             _ => false,
         };
         let (method, staging) = plan::decide(&from, &to, &source, &target_tables, schema_taken);
+        if method == MoveMethod::CapturedCopy {
+            // Its replay finds rows by key: refused now, not mid-move.
+            for table in &options.split(source.clone()).0 {
+                super::capture::key_columns(&mut src, table).await?;
+            }
+        }
         let keep_for = options
             .keep_source_for
             .map(|d| {

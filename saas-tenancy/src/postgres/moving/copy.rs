@@ -93,7 +93,10 @@ pub(super) async fn delete_in_batches(
 }
 
 /// The columns of `table` on `conn`, in order.
-async fn columns(conn: &mut PgConnection, table: &Table) -> Result<Vec<String>, TenancyError> {
+pub(super) async fn columns(
+    conn: &mut PgConnection,
+    table: &Table,
+) -> Result<Vec<String>, TenancyError> {
     Ok(sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_attribute a \
          WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \

@@ -4,11 +4,13 @@
 //! Files: `run.rs` drives the phases, `undo.rs` aborts and cleans up,
 //! `ledger.rs` records them next to the tenant records, `plan.rs` finds
 //! both sides' tables and picks the method, `replicate.rs` runs logical
-//! replication, `copy.rs` copies under the fence, `lockout.rs` makes the
+//! replication, `capture.rs` copies online where replication cannot
+//! (triggers record the keys written meanwhile), `copy.rs` copies, `lockout.rs` makes the
 //! source unwritable for the tenant, `follow.rs` tells other processes,
 //! `retention.rs` purges kept sources.
 
 mod api;
+mod capture;
 mod copy;
 mod follow;
 mod ledger;

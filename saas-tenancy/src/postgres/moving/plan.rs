@@ -1,7 +1,7 @@
 //! Both sides of a move: how to reach each database, the tenant's tables
 //! there, and which method can carry the rows over.
 //!
-//! **Why some moves copy under the fence.** A subscription applies each
+//! **Why some moves do not replicate.** A subscription applies each
 //! change to the table with the *same schema-qualified name* as the
 //! published one. A row tenant's tables are shared (`public.notes`), a
 //! schema tenant's live in its schema (`t_….notes`), a database tenant's
@@ -15,8 +15,8 @@
 //! cluster), or a schema target in a database that already has the
 //! source's schema (`public`: row → schema, database → schema), or a row
 //! target whose shared schema is named differently — the rows are copied
-//! under the fence, server to server with `COPY` (the write window is
-//! the copy's duration).
+//! with `COPY` while the tenant writes and the changes made meanwhile
+//! caught up from triggers (`capture.rs`).
 
 use saas_core::TenantId;
 use sqlx::postgres::PgConnectOptions;
@@ -152,7 +152,7 @@ pub(super) fn decide(
     target_tables: &[Table],
     schema_taken: bool,
 ) -> (MoveMethod, Option<String>) {
-    let copy = (MoveMethod::CopyUnderFence, None);
+    let copy = (MoveMethod::CapturedCopy, None);
     let same_database = from.cluster() == to.cluster()
         && !matches!(from, Placement::Database { .. })
         && !matches!(to, Placement::Database { .. });

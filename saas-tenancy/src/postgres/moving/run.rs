@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use super::ledger::{self, MoveRow};
 use super::plan;
 use super::{
-    MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, copy, lockout, replicate,
+    MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, capture, copy, lockout, replicate,
 };
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
@@ -118,6 +118,38 @@ impl PgTenancy {
                     .or_else(|| plan::private_schema(&row.to));
                 let tables = self.target_tables(&mut dst, schema.as_deref()).await?;
                 copy::vacuum(&mut dst, &tables).await?;
+            }
+            self.done(pool, row, MovePhase::Copying, options, &mut step, report)
+                .await?;
+        }
+        if row.method == MoveMethod::CapturedCopy && step.due(MovePhase::Copying) {
+            progress(MovePhase::Copying, 0, None);
+            let copy_started = Instant::now();
+            let mut dst = plan::connect(self, &row.to).await?;
+            let own = plan::private_schema(&row.to);
+            let target = self.target_tables(&mut dst, own.as_deref()).await?;
+            let pairs = copy::pair(&source, &target)?;
+            let tables = capture::prepare(&mut src, &mut dst, &pairs).await?;
+            capture::install(&mut src, row.id, &tables, tenant, options.catch_up_timeout).await?;
+            // A run stopped during the copy left part of it: start over
+            // (the keys recorded since are replayed all the same).
+            copy::clear(&mut dst, &target, tenant).await?;
+            copy::copy(&mut src, &mut dst, &pairs, tenant).await?;
+            report.initial_copy = Some(copy_started.elapsed());
+            progress(MovePhase::Copying, source.len(), None);
+            let deadline = Instant::now() + options.catch_up_timeout;
+            capture::drain(
+                &mut src,
+                &mut dst,
+                row.id,
+                &tables,
+                tenant,
+                capture::SETTLED,
+                deadline,
+            )
+            .await?;
+            if own.is_some() {
+                copy::vacuum(&mut dst, &target).await?;
             }
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;

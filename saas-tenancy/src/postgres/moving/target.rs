@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use super::ledger::MoveRow;
 use super::plan::{self, Table};
-use super::{MoveMethod, MoveOptions, copy, replicate};
+use super::{MoveMethod, MoveOptions, capture, copy, replicate};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::postgres::PgTenancy;
@@ -70,6 +70,15 @@ impl PgTenancy {
                 let pairs = copy::pair(source, &target)?;
                 copy::clear(&mut dst, &target, tenant).await?;
                 copy::copy(src, &mut dst, &pairs, tenant).await?;
+                checked(copy::verify(src, &mut dst, &pairs, tenant).await?)?
+            }
+            MoveMethod::CapturedCopy => {
+                let target = self.target_tables(&mut dst, own.as_deref()).await?;
+                let pairs = copy::pair(source, &target)?;
+                let tables = capture::prepare(src, &mut dst, &pairs).await?;
+                // The tenant's writes are locked out: the log only shrinks.
+                let deadline = Instant::now() + options.catch_up_timeout;
+                capture::drain(src, &mut dst, row.id, &tables, tenant, 0, deadline).await?;
                 checked(copy::verify(src, &mut dst, &pairs, tenant).await?)?
             }
             MoveMethod::LogicalReplication => {

@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Executor, PgConnection};
 
 use super::ledger::{self, MoveRow};
 use super::plan::{self, Table};
-use super::{MovePhase, copy, lockout, replicate};
+use super::{MovePhase, capture, copy, lockout, replicate};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::postgres::PgTenancy;
@@ -75,6 +75,7 @@ impl PgTenancy {
             Err(e) => return Err(e),
         };
         replicate::drop_source_objects(&mut src, &name, subscription).await?;
+        capture::remove(&mut src, row.id, &source).await?;
         self.remove_storage(&row.to).await?;
         // The source serves again.
         lockout::restore(self, &row.from, &source, row.tenant).await?;
@@ -98,6 +99,7 @@ impl PgTenancy {
         let mut dst = plan::connect(self, &row.to).await?;
         let subscription = replicate::drop_subscription(&mut dst, &name).await?;
         replicate::drop_source_objects(src, &name, subscription).await?;
+        capture::remove(src, row.id, source).await?;
         if !row.keep_source {
             self.purge_source(src, row, source).await?;
         }

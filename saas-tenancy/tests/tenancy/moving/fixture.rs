@@ -229,7 +229,8 @@ impl MoveEnv {
                       + (SELECT count(*) FROM pg_subscription WHERE subname LIKE 'saas\\_mv\\_%' \
                          AND subdbid IN (SELECT oid FROM pg_database WHERE datname = $1 \
                                          OR datname = ANY($2))) \
-                      + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'saas\\_mv\\_%')",
+                      + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'saas\\_mv\\_%') \
+                      + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'saas\\_mv\\_%')",
             )
             .bind(&s.db)
             .bind(self.tenant_databases())
@@ -237,6 +238,21 @@ impl MoveEnv {
             .await
             .unwrap();
             n += count;
+            // Keys a capture left in its log.
+            let logged: bool = sqlx::query_scalar(
+                "SELECT to_regclass('saas_tenancy_capture.changes') IS NOT NULL",
+            )
+            .fetch_one(&s.admin)
+            .await
+            .unwrap();
+            if logged {
+                let keys: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM saas_tenancy_capture.changes")
+                        .fetch_one(&s.admin)
+                        .await
+                        .unwrap();
+                n += keys;
+            }
         }
         n
     }

@@ -1,5 +1,6 @@
 //! Moving tenants between placements and servers while they keep writing.
 
+mod capture;
 mod fence;
 mod fixture;
 mod isolation;

@@ -261,7 +261,7 @@ async fn row_to_schema() {
         false,
         Strategy::Schema,
         false,
-        MoveMethod::CopyUnderFence,
+        MoveMethod::CapturedCopy,
     )
     .await;
 }
@@ -288,7 +288,7 @@ async fn schema_to_row() {
         false,
         Strategy::Shared,
         false,
-        MoveMethod::CopyUnderFence,
+        MoveMethod::CapturedCopy,
     )
     .await;
 }

@@ -186,7 +186,7 @@ async fn row_to_schema_and_back_to_row_and_back_again_within_retention() {
 
     let running = Running::start(&mover, &ctx);
     running.advance().await;
-    move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CopyUnderFence).await;
+    move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CapturedCopy).await;
     assert_eq!(kept(&mover, &ctx).await, vec![row.clone()]);
     running.advance().await;
     for id in &doomed {
@@ -201,7 +201,7 @@ async fn row_to_schema_and_back_to_row_and_back_again_within_retention() {
     );
 
     // Back into the kept row placement.
-    let back = move_keeping(&env, &mover, &ctx, &row, MoveMethod::CopyUnderFence).await;
+    let back = move_keeping(&env, &mover, &ctx, &row, MoveMethod::CapturedCopy).await;
     assert_eq!(
         kept(&mover, &ctx).await,
         vec![schema.clone()],
@@ -216,7 +216,7 @@ async fn row_to_schema_and_back_to_row_and_back_again_within_retention() {
     assert!(on_row.len() as u64 >= back.rows["notes"]);
 
     // And back into the schema the last move kept.
-    let again = move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CopyUnderFence).await;
+    let again = move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CapturedCopy).await;
     assert_eq!(kept(&mover, &ctx).await, vec![row.clone()]);
     running.advance().await;
     let acked = running.stop().await;
@@ -272,7 +272,7 @@ async fn schema_to_database_and_back_to_the_kept_schema() {
         "the kept schema still holds the row deleted since"
     );
 
-    let back = move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CopyUnderFence).await;
+    let back = move_keeping(&env, &mover, &ctx, &schema, MoveMethod::CapturedCopy).await;
     assert_eq!(kept(&mover, &ctx).await, vec![database.clone()]);
     running.advance().await;
     // Once more to the database the last move kept (replication again).
@@ -579,7 +579,7 @@ async fn an_aborted_move_back_leaves_the_tenant_served_and_can_be_done_again() {
             .purged
             .is_empty()
     );
-    move_keeping(&env, &mover, &ctx, &row, MoveMethod::CopyUnderFence).await;
+    move_keeping(&env, &mover, &ctx, &row, MoveMethod::CapturedCopy).await;
     // 12 rows, and the fresh process's one.
     assert_eq!(env.stored(&row, ctx.tenant_id()).await.len(), 13);
     assert_eq!(kept(&mover, &ctx).await, vec![schema]);

@@ -1,0 +1,100 @@
+//! The capture log of a move replication cannot carry (row → schema on
+//! one server): the tenant writing through it cannot read or change it,
+//! and an abort leaves neither triggers nor keys behind.
+
+use std::time::Duration;
+
+use saas_tenancy::postgres::{MoveOptions, MovePhase};
+use saas_tenancy::{Placement, Strategy, TenancyError};
+
+use super::fixture::env;
+
+#[tokio::test]
+async fn the_tenant_cannot_touch_the_capture_log_and_an_abort_removes_it() {
+    let Some(env) = env("moving::capture").await else {
+        return;
+    };
+    let tenancy = env.tenancy(Duration::from_secs(1), false);
+    let one = env.one.name.clone();
+    let ctx = env.tenant(&tenancy, "cap", Strategy::Shared, &one).await;
+    let to = Placement::derive(Strategy::Schema, one.clone(), ctx.tenant_id());
+    let stopped = tenancy
+        .move_tenant(
+            ctx.tenant_id(),
+            to,
+            MoveOptions::default().stop_after(MovePhase::Copying),
+        )
+        .await;
+    assert!(matches!(stopped, Err(TenancyError::MoveStopped { .. })));
+    let open = tenancy.open_move(ctx.tenant_id()).await.unwrap();
+    assert!(open.is_some());
+
+    // Before the fence the tenant writes; its write is captured...
+    let mut tx = tenancy.begin(&ctx).await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'captured')")
+        .bind(ctx.tenant_id())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenancy_capture.changes")
+        .fetch_one(&env.one.admin)
+        .await
+        .unwrap();
+    assert!(captured >= 1, "the tenant's write left no key");
+
+    // ...but the log is not the tenant's to read, change or empty.
+    for statement in [
+        "SELECT count(*) FROM saas_tenancy_capture.changes",
+        "DELETE FROM saas_tenancy_capture.changes",
+        "INSERT INTO saas_tenancy_capture.changes (move_id, relid, key) \
+         VALUES (gen_random_uuid(), 0, '{}')",
+    ] {
+        let mut tx = tenancy.begin(&ctx).await.unwrap();
+        let err = sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .expect_err(statement);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
+    }
+
+    tenancy.abort_move(ctx.tenant_id()).await.unwrap();
+    assert_eq!(env.replication_leftovers().await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_table_without_a_key_is_refused_before_a_captured_copy_starts() {
+    let Some(env) = env("moving::capture_keyless").await else {
+        return;
+    };
+    // Replica identity FULL passes replication's check, but a replay
+    // needs a key to find its row.
+    sqlx::raw_sql(
+        "CREATE TABLE public.tags (tenant_id uuid NOT NULL, tag text NOT NULL); \
+         ALTER TABLE public.tags REPLICA IDENTITY FULL",
+    )
+    .execute(&env.one.admin)
+    .await
+    .unwrap();
+    let tenancy = env.tenancy(Duration::from_secs(1), false);
+    let one = env.one.name.clone();
+    let ctx = env
+        .tenant(&tenancy, "keyless", Strategy::Shared, &one)
+        .await;
+    let to = Placement::derive(Strategy::Schema, one.clone(), ctx.tenant_id());
+    let err = tenancy
+        .move_tenant(ctx.tenant_id(), to, MoveOptions::default())
+        .await
+        .unwrap_err();
+    match err {
+        TenancyError::NoReplicaIdentity { table } => assert!(table.contains("tags"), "{table}"),
+        other => panic!("expected NoReplicaIdentity, got {other:?}"),
+    }
+    assert!(tenancy.open_move(ctx.tenant_id()).await.unwrap().is_none());
+    env.cleanup().await;
+}
