@@ -71,7 +71,7 @@ impl PgTenancy {
     /// database has a `public` already, and a row target's shared tables
     /// cannot be renamed) and database → schema — copy the tenant's rows
     /// with `COPY` while it keeps writing, and catch up from triggers
-    /// ([`MoveMethod::CapturedCopy`](super::MoveMethod::CapturedCopy)):
+    /// ([`MoveMethod::CapturedCopy`]):
     /// two triggers per source table record the key of every row the
     /// tenant writes from before the copy on (in schema
     /// `saas_tenancy_capture` of the source database, out of the tenant
