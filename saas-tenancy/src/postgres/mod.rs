@@ -8,8 +8,6 @@ mod cache;
 mod clusters;
 mod conn;
 mod fence;
-#[cfg(feature = "sqlite")]
-mod incoming;
 mod lifecycle;
 mod migrate;
 mod moving;
@@ -39,6 +37,8 @@ pub use audit::{AuditFinding, AuditObject, Weakness};
 pub use builder::PgTenancyBuilder;
 pub use conn::PgTenantConn;
 pub use fence::handle_lock_key;
+#[cfg(feature = "sqlite")]
+pub(crate) use moving::IncomingTable;
 pub use moving::{
     KeptSource, MOVE_CHANNEL, MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveProgressFn,
     MoveReport, SourcePurge,

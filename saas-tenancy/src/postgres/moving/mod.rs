@@ -7,12 +7,15 @@
 //! replication, `capture.rs` copies online where replication cannot
 //! (triggers record the keys written meanwhile), `copy.rs` copies, `lockout.rs` makes the
 //! source unwritable for the tenant, `follow.rs` tells other processes,
-//! `retention.rs` purges kept sources.
+//! `retention.rs` purges kept sources, `incoming.rs` lends the target
+//! side of this machinery to moves from SQLite.
 
 mod api;
 mod capture;
 mod copy;
 mod follow;
+#[cfg(feature = "sqlite")]
+mod incoming;
 mod ledger;
 mod lockout;
 mod plan;
@@ -29,6 +32,8 @@ use std::time::Duration;
 pub use crate::moving::{MoveMethod, MovePhase, MoveProgress, MoveProgressFn, MoveReport};
 pub use follow::CHANNEL as MOVE_CHANNEL;
 pub(super) use follow::Follower;
+#[cfg(feature = "sqlite")]
+pub(crate) use incoming::IncomingTable;
 pub use retention::{KeptSource, SourcePurge};
 
 /// Options of [`PgTenancy::move_tenant`](super::PgTenancy::move_tenant).

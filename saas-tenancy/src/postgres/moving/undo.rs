@@ -64,10 +64,6 @@ impl PgTenancy {
                 if let (Some(staging), Some(own)) = (&row.staging, plan::private_schema(&row.to)) {
                     replicate::rename_schema(&mut dst, staging, &own).await?;
                 }
-                if let Placement::Shared { .. } = row.to {
-                    let tables = self.target_tables(&mut dst, None).await?;
-                    super::copy::clear(&mut dst, &tables, row.tenant).await?;
-                }
                 oid
             }
             // A target database never created (or already dropped).
@@ -76,13 +72,30 @@ impl PgTenancy {
         };
         replicate::drop_source_objects(&mut src, &name, subscription).await?;
         capture::remove(&mut src, row.id, &source).await?;
-        self.remove_storage(&row.to).await?;
+        self.undo_target(row.tenant, &row.to).await?;
         // The source serves again.
         lockout::restore(self, &row.from, &source, row.tenant).await?;
         ledger::unfence(pool, row.tenant, self.inner.clock.now()).await?;
         self.forget_record(row.tenant);
         row.phase = MovePhase::Aborted;
         ledger::record(pool, &row, self.inner.clock.now()).await
+    }
+
+    /// Removes what a move put on its target before the cut-over: the
+    /// tenant's rows from a row target's shared tables (other tenants'
+    /// rows untouched), a schema target with its role, a database target.
+    /// Also the undo of a move from SQLite (see `incoming.rs`).
+    pub(super) async fn undo_target(
+        &self,
+        tenant: TenantId,
+        to: &Placement,
+    ) -> Result<(), TenancyError> {
+        if let Placement::Shared { .. } = to {
+            let mut dst = plan::connect(self, to).await?;
+            let tables = self.target_tables(&mut dst, None).await?;
+            super::copy::clear(&mut dst, &tables, tenant).await?;
+        }
+        self.remove_storage(to).await
     }
 
     /// After the cut-over: drops what is left of the replication and,

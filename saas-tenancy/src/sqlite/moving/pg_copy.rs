@@ -1,45 +1,38 @@
-//! Streaming a SQLite tenant's tables into a PostgreSQL schema: the
-//! schema's tables read from the catalog, each table's rows sent as
-//! `COPY … FROM STDIN` text in bounded chunks, the counts compared, the
-//! owned sequences advanced.
+//! Streaming a SQLite tenant's tables into a PostgreSQL target (a
+//! schema, a tenant database, or the shared tables of row tenants): each
+//! table's rows sent as `COPY … FROM STDIN` text in bounded chunks, the
+//! counts compared, the owned sequences advanced. On a row target every
+//! statement carries the tenant filter, so other tenants' rows are never
+//! read, deleted or counted.
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use saas_core::TenantId;
 use sqlx::{AssertSqlSafe, Executor, PgConnection, Row, SqliteConnection, TypeInfo, ValueRef};
 
 use crate::error::TenancyError;
-use crate::placement::TenantObjectName;
+use crate::postgres::IncomingTable;
 use crate::sqlite::transfer::{FileTable, quote};
 
 /// Bytes of `COPY` data buffered before they are sent.
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// The schema's tables: name → columns (name, type name).
-pub(super) async fn pg_tables(
+/// A target table's columns, in order: (name, type name).
+pub(super) async fn pg_columns(
     dst: &mut PgConnection,
-    schema: &str,
-) -> Result<BTreeMap<String, Vec<(String, String)>>, TenancyError> {
-    let rows = sqlx::query(
-        "SELECT c.relname::text, a.attname::text, t.typname::text \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         JOIN pg_attribute a ON a.attrelid = c.oid JOIN pg_type t ON t.oid = a.atttypid \
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 \
-           AND NOT a.attisdropped AND a.attgenerated = '' AND c.relname <> '_sqlx_migrations' \
-         ORDER BY c.relname, a.attnum",
+    table: &IncomingTable,
+) -> Result<Vec<(String, String)>, TenancyError> {
+    Ok(sqlx::query_as(
+        "SELECT a.attname::text, t.typname::text \
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
+           AND NOT a.attisdropped AND a.attgenerated = '' \
+         ORDER BY a.attnum",
     )
-    .bind(schema)
+    .bind(&table.qualified)
     .fetch_all(&mut *dst)
-    .await?;
-    let mut tables: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for row in rows {
-        tables
-            .entry(row.try_get(0)?)
-            .or_default()
-            .push((row.try_get(1)?, row.try_get(2)?));
-    }
-    Ok(tables)
+    .await?)
 }
 
 fn pg_quote(name: &str) -> String {
@@ -48,11 +41,10 @@ fn pg_quote(name: &str) -> String {
 
 /// One SQLite table and the PostgreSQL table it goes to.
 pub(super) struct TableCopy<'a> {
-    pub(super) schema: &'a TenantObjectName,
-    /// The table's name in the schema.
-    pub(super) logical: &'a str,
-    /// The schema table's columns (name, type name).
-    pub(super) target: &'a [(String, String)],
+    /// The target table.
+    pub(super) target: &'a IncomingTable,
+    /// The target table's columns (name, type name).
+    pub(super) columns: &'a [(String, String)],
     pub(super) table: &'a FileTable,
 }
 
@@ -66,14 +58,13 @@ pub(super) async fn copy_table(
     tenant_columns: &[String],
 ) -> Result<u64, TenancyError> {
     let TableCopy {
-        schema,
-        logical,
         target,
+        columns,
         table,
     } = *job;
-    let qualified = format!("{}.{}", schema.quoted(), pg_quote(logical));
+    let qualified = &target.qualified;
     for (column, _) in &table.columns {
-        let carried = target.iter().any(|(c, _)| c == column);
+        let carried = columns.iter().any(|(c, _)| c == column);
         if !carried && table.tenant_column.as_deref() != Some(column.as_str()) {
             return Err(TenancyError::InvalidInput(format!(
                 "the table {qualified} has no column {column} that the SQLite table {} has: \
@@ -83,17 +74,26 @@ pub(super) async fn copy_table(
         }
     }
     // Target columns fed: those the source has, plus a tenant column the
-    // source lacks (filled with the tenant).
+    // source lacks (filled with the tenant). A shared table's tenant
+    // column always gets the tenant, whatever the source holds there:
+    // the rows land in the tenant's share and nobody else's.
     let mut fed: Vec<(&str, &str, Option<usize>)> = Vec::new();
-    for (column, kind) in target {
-        if let Some(i) = table.columns.iter().position(|(c, _)| c == column) {
+    for (column, kind) in columns {
+        if target.tenant_column.as_deref() == Some(column.as_str()) {
+            fed.push((column, kind, None));
+        } else if let Some(i) = table.columns.iter().position(|(c, _)| c == column) {
             fed.push((column, kind, Some(i)));
         } else if tenant_columns.iter().any(|c| c == column) {
             fed.push((column, kind, None));
         }
     }
-    dst.execute(AssertSqlSafe(format!("DELETE FROM {qualified}")))
-        .await?;
+    // A repeat after a crash starts clean: the tenant's rows only (all
+    // rows of a schema or database target, which are the tenant's).
+    dst.execute(AssertSqlSafe(format!(
+        "DELETE FROM {qualified}{}",
+        target.filter
+    )))
+    .await?;
     let list: Vec<String> = fed.iter().map(|(c, _, _)| pg_quote(c)).collect();
     let select: Vec<String> = fed
         .iter()
@@ -158,14 +158,18 @@ pub(super) async fn copy_table(
         sink.send(buffer).await?;
     }
     let copied = sink.finish().await?;
-    let held: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {qualified}")))
-        .fetch_one(&mut *dst)
-        .await?;
+    let held: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {qualified}{}",
+        target.filter
+    )))
+    .fetch_one(&mut *dst)
+    .await?;
     if copied != sent || u64::try_from(held).unwrap_or(0) != sent {
         return Err(TenancyError::Corrupt(format!(
-            "table {logical}: {sent} rows read from SQLite, {copied} copied, {held} in \
+            "table {}: {sent} rows read from SQLite, {copied} copied, {held} in \
              PostgreSQL; the move stopped before its cut-over (abort_move_to_postgres leaves \
-             the source serving)"
+             the source serving)",
+            target.name
         )));
     }
     Ok(sent)
@@ -234,36 +238,58 @@ fn encode(
     Ok(())
 }
 
-/// Advances every sequence owned by a column of the schema's tables past
-/// the column's maximum.
+/// Advances every sequence owned by a column of `tables` past the
+/// tenant's largest key there, never backwards: on a row target the
+/// sequence also serves other tenants, whose inserts are held off
+/// (`SHARE ROW EXCLUSIVE` on the table, waiting at most `lock_wait` for
+/// their open transactions) while it is read and set, so no value they
+/// drew is handed out again. The lock lasts until the copy's transaction
+/// commits, right after.
 pub(super) async fn advance_sequences(
     dst: &mut PgConnection,
-    schema: &str,
+    tables: &[IncomingTable],
+    lock_wait: Duration,
 ) -> Result<(), TenancyError> {
-    let owned: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, a.attname::text, \
-                pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         JOIN pg_attribute a ON a.attrelid = c.oid \
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 \
-           AND NOT a.attisdropped \
-           AND pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) IS NOT NULL",
-    )
-    .bind(schema)
-    .fetch_all(&mut *dst)
-    .await?;
-    for (table, column, sequence) in owned {
-        let sql = format!(
-            "SELECT setval($1::regclass, m) FROM (SELECT max({})::bigint AS m FROM {}.{}) s \
-             WHERE m IS NOT NULL",
-            pg_quote(&column),
-            pg_quote(schema),
-            pg_quote(&table)
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(sequence)
-            .execute(&mut *dst)
+    for table in tables {
+        let owned: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname) \
+             FROM pg_attribute a WHERE a.attrelid = $1::text::regclass \
+               AND a.attnum > 0 AND NOT a.attisdropped \
+               AND pg_get_serial_sequence($1, a.attname) IS NOT NULL",
+        )
+        .bind(&table.qualified)
+        .fetch_all(&mut *dst)
+        .await?;
+        if owned.is_empty() {
+            continue;
+        }
+        if table.tenant_column.is_some() {
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", lock_wait.as_millis().max(1)))
+                .execute(&mut *dst)
+                .await?;
+            dst.execute(AssertSqlSafe(format!(
+                "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+                table.qualified
+            )))
             .await?;
+        }
+        for (column, sequence) in owned {
+            // The sequence's name comes from pg_get_serial_sequence,
+            // quoted by PostgreSQL. `>=`: a sequence never drawn from
+            // (`is_called` false) would hand out `last_value` itself.
+            let sql = format!(
+                "SELECT setval($1::regclass, m) FROM (SELECT max({})::bigint AS m FROM {}{}) s \
+                 WHERE m IS NOT NULL AND m >= (SELECT last_value FROM {sequence})",
+                pg_quote(&column),
+                table.qualified,
+                table.filter
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(&sequence)
+                .execute(&mut *dst)
+                .await?;
+        }
     }
     Ok(())
 }

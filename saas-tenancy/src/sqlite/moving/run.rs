@@ -55,8 +55,8 @@ pub(super) enum Destination {
     /// Another placement of this tenancy: the shared file or a tenant
     /// file, on this cluster or another.
     Sqlite,
-    /// A schema served by a PostgreSQL tenancy on the same catalog (see
-    /// `move_tenant_to_postgres`).
+    /// A placement (row, schema or database) served by a PostgreSQL
+    /// tenancy on the same catalog (see `move_tenant_to_postgres`).
     #[cfg(feature = "postgres")]
     Postgres(crate::postgres::PgTenancy),
 }
@@ -125,7 +125,7 @@ impl SqliteTenancy {
                 }
                 #[cfg(feature = "postgres")]
                 Destination::Postgres(pg) => {
-                    pg.incoming_schema(&row.to).await?;
+                    pg.prepare_incoming(row.tenant, &row.to).await?;
                 }
             }
             self.move_done(row, MovePhase::Prepared, options, &mut step, report)
@@ -152,7 +152,7 @@ impl SqliteTenancy {
                 }
                 #[cfg(feature = "postgres")]
                 Destination::Postgres(pg) => {
-                    self.copy_to_postgres(&mut src, pg, row, source_shared, &progress)
+                    self.copy_to_postgres(&mut src, pg, row, source_shared, options, &progress)
                         .await
                 }
             };
@@ -163,6 +163,12 @@ impl SqliteTenancy {
         }
         if step.due(MovePhase::CutOver) {
             progress(MovePhase::CutOver, report.rows.len(), report.rows.len());
+            // A PostgreSQL target opens to the runtime role just before
+            // the catalog names it (sealed since it was prepared).
+            #[cfg(feature = "postgres")]
+            if let Destination::Postgres(pg) = to {
+                pg.open_incoming(tenant, &row.to).await?;
+            }
             self.inner
                 .catalog
                 .cut_over(tenant, &row.from, &row.to)

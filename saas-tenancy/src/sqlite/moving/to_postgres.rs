@@ -1,9 +1,11 @@
-//! Moving a SQLite tenant (shared file or tenant file) to a PostgreSQL
-//! schema: the SQLite side fenced and locked out as for a SQLite move,
-//! the rows streamed into the schema with `COPY … FROM STDIN` (text
+//! Moving a SQLite tenant (shared file or tenant file) to PostgreSQL (the
+//! shared tables of row tenants, a schema, or a database): the SQLite
+//! side fenced and locked out as for a SQLite move, the target prepared,
+//! opened and undone by the PostgreSQL mover's own code, the rows
+//! streamed into it with `COPY … FROM STDIN` (text
 //! format, sent in bounded chunks, so memory does not grow with the
 //! tenant), row counts compared, sequences advanced past the copied
-//! keys, and the shared catalog's record cut over to the schema.
+//! keys, and the shared catalog's record cut over to the target.
 
 use std::collections::BTreeMap;
 
@@ -13,28 +15,42 @@ use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use super::SqliteMoveOptions;
 use super::copy::schema_tables;
 use super::ledger::{self, MoveRow};
-use super::pg_copy::{TableCopy, advance_sequences, copy_table, pg_tables};
+use super::pg_copy::{TableCopy, advance_sequences, copy_table, pg_columns};
 use super::run::{BUSY, Destination, Progress, connect};
 use crate::error::TenancyError;
 use crate::moving::{MovePhase, MoveReport};
 use crate::placement::{Placement, TenantObjectName};
-use crate::postgres::PgTenancy;
+use crate::postgres::{IncomingTable, PgTenancy};
 use crate::sqlite::SqliteTenancy;
 use crate::sqlite::transfer::FileTable;
 
 impl SqliteTenancy {
-    /// Moves a SQLite tenant (row or database placement) to a schema on
-    /// PostgreSQL, served from then on by `pg`, while it keeps being
-    /// served until the fence.
+    /// Moves a SQLite tenant (row or database placement) to PostgreSQL —
+    /// into the shared tables of row tenants, a schema of its own or a
+    /// database of its own — served from then on by `pg`, while it keeps
+    /// being served until the fence.
     ///
     /// Both tenancies must **share one catalog** (a [`PgCatalog`](crate::PgCatalog)
     /// given to both builders, or the same [`Catalog`](crate::Catalog)
     /// object): the tenant's one record is cut over from its SQLite
-    /// placement to `to`, a [`Placement::Schema`] on one of `pg`'s
-    /// clusters (build it with [`Placement::derive`]). `pg` has the tenant
-    /// migrations that create the schema's tables; columns are matched by
-    /// name (a source column the target lacks stops the move before its
-    /// cut-over).
+    /// placement to `to`, a placement on one of `pg`'s clusters (build it
+    /// with [`Placement::derive`]; PostgreSQL cluster names must differ
+    /// from this tenancy's SQLite ones). Columns are matched by name (a
+    /// source column the target lacks stops the move before its cut-over).
+    /// The target, by strategy:
+    ///
+    /// - [`Strategy::Shared`](crate::Strategy::Shared): the cluster's
+    ///   shared tables (as `pg` lays out row tenants: each table with a
+    ///   tenant column, under RLS). The rows go in with the tenant column
+    ///   set to the tenant; every statement of the move there — the
+    ///   clearing of an earlier attempt, the count, an abort's delete —
+    ///   is filtered by the tenant, so other tenants' rows are never
+    ///   touched. A target table without a tenant column stops the move.
+    /// - [`Strategy::Schema`](crate::Strategy::Schema) /
+    ///   [`Strategy::Database`](crate::Strategy::Database): the schema or
+    ///   database is provisioned as `pg` provisions tenants (its tenant
+    ///   migrations, its grants) and kept closed to the runtime role until
+    ///   the cut-over, as a move between PostgreSQL placements does.
     ///
     /// Phases and the fence are those of
     /// [`move_tenant`](Self::move_tenant) — the ledger is in the source
@@ -44,12 +60,15 @@ impl SqliteTenancy {
     /// format, sent in chunks of 256 KiB, in one PostgreSQL transaction
     /// that also compares the row counts and advances every sequence owned
     /// by a column (`serial`, `bigserial`, identity) past the copied
-    /// maximum. SQLite values go as their text: integers, reals, text;
-    /// a 16-byte blob into a `uuid` column as a UUID, other blobs as
-    /// `bytea`.
+    /// maximum, never backwards (a shared table's sequence serves other
+    /// tenants: their inserts into that table wait, for at most
+    /// [`fence_grace`](SqliteMoveOptions::fence_grace), while it is set,
+    /// until the copy commits). SQLite values go as their text: integers,
+    /// reals, text; a 16-byte blob into a `uuid` column as a UUID, other
+    /// blobs as `bytea`.
     ///
-    /// **Routing afterwards.** The record names the schema: every
-    /// [`SqliteTenancy`] refuses the tenant with
+    /// **Routing afterwards.** The record names the PostgreSQL placement:
+    /// every [`SqliteTenancy`] refuses the tenant with
     /// [`TenancyError::PlacementNotServedHere`] (which carries the
     /// placement) instead of serving stale data, and `pg` serves it. A
     /// host running both backends picks the tenancy by the record's
@@ -66,7 +85,9 @@ impl SqliteTenancy {
     /// use saas_tenancy::sqlite::SqliteMoveOptions;
     /// use saas_tenancy::{ClusterName, Placement, Strategy, TenancyError};
     ///
-    /// let to = Placement::derive(Strategy::Schema, ClusterName::new("main")?, id);
+    /// // Into the PostgreSQL cluster's shared tables (Strategy::Schema or
+    /// // Strategy::Database: a schema or database of the tenant's own).
+    /// let to = Placement::derive(Strategy::Shared, ClusterName::new("pg-main")?, id);
     /// let report = sqlite
     ///     .move_tenant_to_postgres(id, &pg, to, SqliteMoveOptions::default())
     ///     .await?;
@@ -76,7 +97,7 @@ impl SqliteTenancy {
     /// # let ctx = saas_core::TenantContext::new(id, saas_core::TenantSlug::parse("acme").unwrap());
     /// match sqlite.acquire(&ctx).await {
     ///     Err(TenancyError::PlacementNotServedHere { placement, .. }) => {
-    ///         assert_eq!(placement.strategy(), Strategy::Schema); // serve it with `pg`
+    ///         assert_eq!(placement.strategy(), Strategy::Shared); // serve it with `pg`
     ///     }
     ///     _ => unreachable!(),
     /// }
@@ -86,8 +107,13 @@ impl SqliteTenancy {
     ///
     /// # Errors
     /// As [`move_tenant`](Self::move_tenant), and
-    /// [`TenancyError::InvalidInput`] when the catalogs are not shared,
-    /// [`TenancyError::Unsupported`] for a target that is not a schema.
+    /// [`TenancyError::InvalidInput`] when the catalogs are not shared, or
+    /// `to`'s cluster is also a SQLite cluster of this tenancy;
+    /// [`TenancyError::UnknownCluster`] when `pg` has no cluster of that
+    /// name. Errors in a phase (a target table missing or without a tenant
+    /// column, counts that differ) come as [`TenancyError::MoveStopped`]:
+    /// the source still serves; [`abort_move_to_postgres`](Self::abort_move_to_postgres)
+    /// or [`resume_move_to_postgres`](Self::resume_move_to_postgres).
     #[tracing::instrument(name = "tenancy.move", skip_all, fields(tenant_id = %tenant, backend = "sqlite", target = "postgres"))]
     pub async fn move_tenant_to_postgres(
         &self,
@@ -98,13 +124,6 @@ impl SqliteTenancy {
     ) -> Result<MoveReport, TenancyError> {
         crate::catalog::check_deletion_grace(options.fence_grace)?;
         let (_guard, record) = self.lock_tenant(tenant).await?;
-        if !matches!(to, Placement::Schema { .. }) {
-            return Err(TenancyError::Unsupported(
-                "a move from SQLite to PostgreSQL targets a schema placement (Placement::derive \
-                 with Strategy::Schema)"
-                    .to_owned(),
-            ));
-        }
         if to
             .object_name()
             .is_some_and(|n| *n != TenantObjectName::for_tenant(tenant))
@@ -114,6 +133,18 @@ impl SqliteTenancy {
                  with Placement::derive"
             )));
         }
+        if self.inner.clusters.contains_key(to.cluster()) {
+            // Fails closed: after the cut-over this tenancy would serve the
+            // tenant from its own shared file or tenant file of that name
+            // instead of refusing it.
+            return Err(TenancyError::InvalidInput(format!(
+                "cluster {} is a SQLite cluster of this tenancy too: name the PostgreSQL \
+                 clusters differently from the SQLite ones, so each placement has one \
+                 tenancy serving it; nothing was moved",
+                to.cluster()
+            )));
+        }
+        pg.check_incoming_cluster(&to)?;
         let seen = pg.catalog().get(tenant).await?;
         if seen.as_ref().map(|r| (&r.placement, r.status))
             != Some((&record.placement, record.status))
@@ -153,9 +184,12 @@ impl SqliteTenancy {
         }
     }
 
-    /// Undoes an unfinished move to PostgreSQL that has not cut over: the
-    /// target schema (and its role) dropped, the SQLite source's lock-out
-    /// lifted, the tenant active again on its source, untouched.
+    /// Undoes an unfinished move to PostgreSQL that has not cut over, as
+    /// [`PgTenancy::abort_move`] undoes its target: the target schema (and
+    /// its role) or database dropped, or the tenant's rows deleted from the
+    /// shared tables of a row target (other tenants' rows untouched); the
+    /// SQLite source's lock-out lifted, the tenant active again on its
+    /// source, untouched.
     ///
     /// # Errors
     /// As [`abort_move`](Self::abort_move).
@@ -178,7 +212,7 @@ impl SqliteTenancy {
                 row.id
             )));
         }
-        pg.drop_incoming_schema(&row.to).await?;
+        pg.undo_incoming(tenant, &row.to).await?;
         let (source_file, source_shared) = self.placement_file(&row.from)?;
         let mut src = connect(&source_file, BUSY).await?;
         let lifted = async {
@@ -204,19 +238,34 @@ impl SqliteTenancy {
     }
 
     /// The copy of a move to PostgreSQL: the tenant's tables streamed
-    /// from `src` into the target schema.
+    /// from `src` into the target (its schema, its database, or the
+    /// shared tables).
     pub(super) async fn copy_to_postgres(
         &self,
         src: &mut SqliteConnection,
         pg: &PgTenancy,
         row: &MoveRow,
         source_shared: bool,
+        options: &SqliteMoveOptions,
         progress: Progress<'_>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
-        let schema = pg.incoming_schema(&row.to).await?;
-        let mut dst = pg.incoming_admin(&row.to).await?;
-        self.stream_to_postgres(src, &mut dst, &schema, source_shared, row.tenant, progress)
+        let mut dst = pg.incoming_connection(&row.to).await?;
+        let streamed = async {
+            let target = pg.incoming_tables(&mut dst, &row.to, row.tenant).await?;
+            self.stream_to_postgres(
+                src,
+                &mut dst,
+                &target,
+                source_shared,
+                row,
+                options,
+                progress,
+            )
             .await
+        }
+        .await;
+        dst.close().await?;
+        streamed
     }
 
     /// Tells PostgreSQL processes of the cut-over: `pg` forgets the
@@ -238,30 +287,33 @@ impl SqliteTenancy {
         Ok(())
     }
 
-    /// Streams the tenant's tables from `src` into `schema` on `dst`, in
-    /// one PostgreSQL transaction (the schema emptied first, so a repeat
-    /// after a crash starts clean), comparing counts and advancing
-    /// sequences.
+    /// Streams the tenant's tables from `src` into `target` on `dst`, in
+    /// one PostgreSQL transaction (the tenant's rows there deleted first,
+    /// so a repeat after a crash starts clean), comparing counts and
+    /// advancing sequences.
+    #[allow(clippy::too_many_arguments)]
     async fn stream_to_postgres(
         &self,
         src: &mut SqliteConnection,
         dst: &mut PgConnection,
-        schema: &TenantObjectName,
+        target: &[IncomingTable],
         source_shared: bool,
-        tenant: TenantId,
+        row: &MoveRow,
+        options: &SqliteMoveOptions,
         progress: Progress<'_>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
+        let tenant = row.tenant;
         let tenant_columns = self.inner.tenant_columns();
         let source: Vec<FileTable> = schema_tables(src, "main", &tenant_columns)
             .await?
             .into_iter()
             .filter(|t| !source_shared || t.tenant_column.is_some())
             .collect();
-        let target = pg_tables(dst, schema.as_str()).await?;
         let mut rows = BTreeMap::new();
         let mut tx = dst.begin().await?;
         src.execute("BEGIN").await?;
         let result = async {
+            let mut filled = Vec::with_capacity(source.len());
             for (i, table) in source.iter().enumerate() {
                 progress(MovePhase::Synced, i, source.len());
                 let logical = if source_shared {
@@ -273,23 +325,25 @@ impl SqliteTenancy {
                 } else {
                     table.name.clone()
                 };
-                let Some(columns) = target.get(&logical) else {
+                let Some(into) = target.iter().find(|t| t.name == logical) else {
                     return Err(TenancyError::InvalidInput(format!(
-                        "the schema has no table {logical} for the SQLite table {}: migrate \
-                         both sides to the same version; nothing was moved",
+                        "the PostgreSQL target has no tenant table {logical} for the SQLite \
+                         table {} (a row target's table needs a tenant column): migrate both \
+                         sides to the same version; nothing was moved",
                         table.name
                     )));
                 };
+                let columns = pg_columns(&mut tx, into).await?;
                 let job = TableCopy {
-                    schema,
-                    logical: &logical,
-                    target: columns,
+                    target: into,
+                    columns: &columns,
                     table,
                 };
                 let copied = copy_table(src, &mut tx, &job, tenant, &tenant_columns).await?;
                 rows.insert(logical, copied);
+                filled.push(into.clone());
             }
-            advance_sequences(&mut tx, schema.as_str()).await?;
+            advance_sequences(&mut tx, &filled, options.fence_grace).await?;
             Ok(())
         }
         .await;

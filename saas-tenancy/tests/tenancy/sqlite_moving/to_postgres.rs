@@ -1,12 +1,16 @@
-//! SQLite row tenant → PostgreSQL schema, the two tenancies sharing the
-//! PostgreSQL catalog: eight writers throughout, the SQLite side refusing
-//! the tenant afterwards with the placement it went to, the schema's
-//! sequence past the copied keys; stopped moves resumed or aborted.
+//! SQLite tenant → PostgreSQL (a schema, the shared tables of row
+//! tenants, a database), the two tenancies sharing the PostgreSQL
+//! catalog: eight writers throughout, the SQLite side refusing the tenant
+//! afterwards with the placement it went to, the target's sequence past
+//! the copied keys (a shared one never lowered), a PostgreSQL row tenant
+//! next door untouched; stopped moves resumed or aborted. Each test is
+//! one target (and source) of the same body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use saas_core::{TenantContext, TenantId};
 use saas_tenancy::postgres::ScopeMode;
 use saas_tenancy::sqlite::SqliteMoveOptions;
 use saas_tenancy::testing::pg::PgSandbox;
@@ -14,11 +18,12 @@ use saas_tenancy::{MovePhase, Placement, Strategy, TenancyError};
 
 use super::fixture::Fixture;
 use super::writers;
-use crate::pg_env::sandbox;
+use crate::pg_env::{add_note, sandbox};
 
 const SEEDED: i64 = 3_000;
 
-async fn pg_rows(pg: &PgSandbox, ctx: &saas_core::TenantContext) -> Vec<(i64, String)> {
+/// The tenant's rows through a `PgTenancy` scoped handle.
+async fn pg_rows(pg: &PgSandbox, ctx: &TenantContext) -> Vec<(i64, String)> {
     let mut conn = pg.tenancy.acquire(ctx).await.unwrap();
     sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
         .fetch_all(&mut *conn)
@@ -26,21 +31,91 @@ async fn pg_rows(pg: &PgSandbox, ctx: &saas_core::TenantContext) -> Vec<(i64, St
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() {
-    let Some(pg) = sandbox("sqlite_moving::to_postgres", ScopeMode::Shared).await else {
+/// The tenant's rows in the shared `notes` table, read as the admin
+/// (no RLS, no library).
+async fn shared_rows(pg: &PgSandbox, tenant: TenantId) -> Vec<(i64, String)> {
+    sqlx::query_as("SELECT id, body FROM notes WHERE tenant_id = $1 ORDER BY id")
+        .bind(tenant)
+        .fetch_all(&pg.admin)
+        .await
+        .unwrap()
+}
+
+/// Whether anything of the move is left on `to`: its schema or database,
+/// or the tenant's rows in the shared tables.
+async fn target_left(pg: &PgSandbox, to: &Placement, tenant: TenantId) -> bool {
+    let sql = match to.strategy() {
+        Strategy::Shared => return !shared_rows(pg, tenant).await.is_empty(),
+        Strategy::Schema => "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        Strategy::Database => "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+        other => panic!("no such target in these tests: {other:?}"),
+    };
+    sqlx::query_scalar(sql)
+        .bind(to.object_name().unwrap().as_str())
+        .fetch_one(&pg.admin)
+        .await
+        .unwrap()
+}
+
+/// A PostgreSQL row tenant with rows of its own in the shared tables the
+/// moves write into (or next to).
+struct Neighbour {
+    ctx: TenantContext,
+    rows: Vec<(i64, String)>,
+}
+
+impl Neighbour {
+    async fn new(pg: &mut PgSandbox) -> Self {
+        let ctx = pg.tenant("pg-neighbour", Strategy::Shared).await.unwrap();
+        for n in 0..25 {
+            add_note(pg, &ctx, &format!("neighbour {n}")).await;
+        }
+        let rows = shared_rows(pg, ctx.tenant_id()).await;
+        assert_eq!(rows.len(), 25);
+        Neighbour { ctx, rows }
+    }
+
+    /// Its rows are what they were, as stored and as it sees them.
+    async fn check(&self, pg: &PgSandbox, when: &str) {
+        assert_eq!(
+            shared_rows(pg, self.ctx.tenant_id()).await,
+            self.rows,
+            "{when}"
+        );
+        assert_eq!(pg_rows(pg, &self.ctx).await, self.rows, "{when}");
+    }
+}
+
+/// The id the target's sequence hands out next, drawn through a scoped
+/// handle.
+async fn next_id(pg: &PgSandbox, ctx: &TenantContext) -> i64 {
+    let mut conn = pg.tenancy.acquire(ctx).await.unwrap();
+    sqlx::query_scalar("INSERT INTO notes (tenant_id, body) VALUES ($1, 'next') RETURNING id")
+        .bind(ctx.tenant_id())
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+async fn moves_while_eight_writers_run(test: &str, source: Strategy, target: Strategy) {
+    let Some(mut pg) = sandbox(test, ScopeMode::Shared).await else {
         return;
     };
+    let next_door = Neighbour::new(&mut pg).await;
     let fx = Fixture::over(Some(Arc::clone(pg.tenancy.catalog()))).await;
-    let mover = fx.tenant("sqlite-mover", Strategy::Shared, &fx.a).await;
+    let mover = fx.tenant("sqlite-mover", source, &fx.a).await;
     let neighbour = fx.tenant("sqlite-neighbour", Strategy::Shared, &fx.a).await;
     fx.seed(&mover, SEEDED).await;
     fx.seed(&neighbour, 50).await;
     let neighbour_before = fx.rows(&fx.tenancy, &neighbour).await;
-    let from = Placement::Shared {
-        cluster: fx.a.clone(),
-    };
-    let to = Placement::derive(Strategy::Schema, pg.cluster.clone(), mover.tenant_id());
+    let from = fx
+        .catalog
+        .get(mover.tenant_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .placement;
+    let to = Placement::derive(target, pg.cluster.clone(), mover.tenant_id());
 
     let second = fx.builder().build().unwrap();
     assert_eq!(fx.rows(&second, &mover).await.len(), SEEDED as usize);
@@ -63,8 +138,8 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
     stop.store(true, Ordering::Release);
     let acked = writers::join(handles).await;
     eprintln!(
-        "SQLite row → PostgreSQL schema: {} rows copied, fence {:?}, phases {:?}, writers \
-         acknowledged {} and were refused {} times",
+        "SQLite {source:?} → PostgreSQL {target:?}: {} rows copied, fence {:?}, phases {:?}, \
+         writers acknowledged {} and were refused {} times",
         report.rows["notes"],
         report.fence,
         report.phases,
@@ -72,6 +147,7 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
         acked.iter().map(|a| a.refused).sum::<usize>()
     );
     assert_eq!(report.rows["notes"], source_at_cut_over.len() as u64);
+    assert!(acked.iter().map(|a| a.acked).sum::<usize>() > 0);
 
     // The old placement: the held handle is cut, nothing changed there.
     let refused =
@@ -95,7 +171,7 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
             other => panic!("expected PlacementNotServedHere, got {other:?}"),
         }
     }
-    // Nor does it operate on it (a SQLite deletion never touches the schema).
+    // Nor does it operate on it (a SQLite deletion never touches PostgreSQL).
     let refused = second.delete_tenant(mover.tenant_id()).await.unwrap_err();
     assert!(
         matches!(refused, TenancyError::PlacementNotServedHere { .. }),
@@ -107,9 +183,14 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
         "{refused}"
     );
 
-    // PostgreSQL serves every acknowledged write, once.
+    // PostgreSQL serves every acknowledged write, once, and to the
+    // tenant's scoped handles exactly its rows.
     let stored = pg_rows(&pg, &mover).await;
+    assert_eq!(stored, source_at_cut_over);
     writers::check(&stored, &acked, SEEDED);
+    if target == Strategy::Shared {
+        assert_eq!(shared_rows(&pg, mover.tenant_id()).await, stored);
+    }
     let mut conn = pg.tenancy.acquire(&mover).await.unwrap();
     let foreign: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE tenant_id <> $1")
         .bind(mover.tenant_id())
@@ -117,18 +198,14 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
         .await
         .unwrap();
     assert_eq!(foreign, 0);
+    drop(conn);
     // The sequence continues past the copied keys.
-    let next: i64 =
-        sqlx::query_scalar("INSERT INTO notes (tenant_id, body) VALUES ($1, 'next') RETURNING id")
-            .bind(mover.tenant_id())
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+    let next = next_id(&pg, &mover).await;
     assert!(
         next > stored.iter().map(|(id, _)| *id).max().unwrap(),
         "{next}"
     );
-    drop(conn);
+    next_door.check(&pg, "after the move").await;
     assert_eq!(fx.rows(&fx.tenancy, &neighbour).await, neighbour_before);
     // The kept SQLite source, purged on request.
     assert!(
@@ -140,15 +217,61 @@ async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() 
     assert!(fx.raw_rows(&from, mover.tenant_id()).await.is_empty());
 
     pg.tenancy.delete_tenant(mover.tenant_id()).await.unwrap();
+    next_door
+        .check(&pg, "after the moved tenant's deletion")
+        .await;
     fx.cleanup().await;
     pg.cleanup().await;
 }
 
-#[tokio::test]
-async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
-    let Some(pg) = sandbox("sqlite_moving::to_postgres_kill", ScopeMode::Shared).await else {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_row_tenant_moves_to_a_postgres_schema_while_eight_writers_run() {
+    moves_while_eight_writers_run(
+        "sqlite_moving::to_postgres",
+        Strategy::Shared,
+        Strategy::Schema,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_row_tenant_moves_into_postgres_shared_tables_while_eight_writers_run() {
+    moves_while_eight_writers_run(
+        "sqlite_moving::to_postgres_row",
+        Strategy::Shared,
+        Strategy::Shared,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_database_tenant_moves_to_a_postgres_database_while_eight_writers_run() {
+    moves_while_eight_writers_run(
+        "sqlite_moving::to_postgres_database",
+        Strategy::Database,
+        Strategy::Database,
+    )
+    .await;
+}
+
+/// The mover stopped after each phase, then resumed or (before the
+/// cut-over) aborted; the SQLite source alternates between a row tenant
+/// and a tenant file.
+async fn stopped_in_each_phase_resumes_or_aborts(test: &str, target: Strategy) {
+    let Some(mut pg) = sandbox(test, ScopeMode::Shared).await else {
         return;
     };
+    let next_door = Neighbour::new(&mut pg).await;
+    // Other tenants have drawn the shared sequence far past the keys
+    // moved here: a move must not lower it.
+    const DRAWN: i64 = 5_000_000;
+    if target == Strategy::Shared {
+        sqlx::query("SELECT setval(pg_get_serial_sequence('notes', 'id'), $1)")
+            .bind(DRAWN)
+            .execute(&pg.admin)
+            .await
+            .unwrap();
+    }
     let fx = Fixture::over(Some(Arc::clone(pg.tenancy.catalog()))).await;
     let phases = [
         MovePhase::Started,
@@ -162,15 +285,25 @@ async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
             if abort && phase == MovePhase::CutOver {
                 continue;
             }
+            let source = if (i + usize::from(abort)) % 2 == 0 {
+                Strategy::Shared
+            } else {
+                Strategy::Database
+            };
             let ctx = fx
-                .tenant(&format!("pg-kill-{i}-{abort}"), Strategy::Shared, &fx.a)
+                .tenant(&format!("pg-kill-{i}-{abort}"), source, &fx.a)
                 .await;
             fx.seed(&ctx, 100).await;
-            let from = Placement::Shared {
-                cluster: fx.a.clone(),
-            };
-            let to = Placement::derive(Strategy::Schema, pg.cluster.clone(), ctx.tenant_id());
+            let from = fx
+                .catalog
+                .get(ctx.tenant_id())
+                .await
+                .unwrap()
+                .unwrap()
+                .placement;
+            let to = Placement::derive(target, pg.cluster.clone(), ctx.tenant_id());
             let before = fx.raw_rows(&from, ctx.tenant_id()).await;
+            let when = format!("{source:?} → {target:?}, stopped after {phase}, abort {abort}");
             let stopped = fx
                 .tenancy
                 .move_tenant_to_postgres(
@@ -183,7 +316,7 @@ async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
                 .unwrap_err();
             assert!(
                 matches!(stopped, TenancyError::MoveStopped { .. }),
-                "{stopped}"
+                "{when}: {stopped}"
             );
             assert_eq!(
                 fx.tenancy
@@ -201,31 +334,27 @@ async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
                     .await
                     .is_err()
             );
+            // Until the cut-over the source is intact.
+            if phase < MovePhase::CutOver {
+                assert_eq!(fx.raw_rows(&from, ctx.tenant_id()).await, before, "{when}");
+            }
             if abort {
                 fx.tenancy
                     .abort_move_to_postgres(ctx.tenant_id(), &pg.tenancy)
                     .await
                     .unwrap();
-                assert_eq!(
-                    fx.raw_rows(&from, ctx.tenant_id()).await,
-                    before,
-                    "after {phase}"
-                );
+                assert_eq!(fx.raw_rows(&from, ctx.tenant_id()).await, before, "{when}");
                 let mut conn = fx.tenancy.acquire(&ctx).await.unwrap();
                 sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, 1000, 'after')")
                     .bind(ctx.tenant_id())
                     .execute(&mut *conn)
                     .await
                     .unwrap();
-                let schema = to.object_name().unwrap().as_str().to_owned();
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                )
-                .bind(schema)
-                .fetch_one(&pg.admin)
-                .await
-                .unwrap();
-                assert!(!exists, "after {phase}: the target schema was left");
+                drop(conn);
+                assert!(
+                    !target_left(&pg, &to, ctx.tenant_id()).await,
+                    "{when}: the target was left"
+                );
             } else {
                 fx.tenancy
                     .resume_move_to_postgres(
@@ -235,12 +364,47 @@ async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
                     )
                     .await
                     .unwrap();
-                assert_eq!(pg_rows(&pg, &ctx).await, before, "after {phase}");
+                assert_eq!(pg_rows(&pg, &ctx).await, before, "{when}");
+                if target == Strategy::Shared {
+                    assert_eq!(shared_rows(&pg, ctx.tenant_id()).await, before, "{when}");
+                }
                 assert!(fx.raw_rows(&from, ctx.tenant_id()).await.is_empty());
+                let next = next_id(&pg, &ctx).await;
+                let floor = if target == Strategy::Shared {
+                    DRAWN
+                } else {
+                    100
+                };
+                assert!(next > floor, "{when}: next id {next}");
                 pg.tenancy.delete_tenant(ctx.tenant_id()).await.unwrap();
             }
+            next_door.check(&pg, &when).await;
         }
     }
     fx.cleanup().await;
     pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_to_postgres_move_stopped_in_each_phase_resumes_or_aborts() {
+    stopped_in_each_phase_resumes_or_aborts("sqlite_moving::to_postgres_kill", Strategy::Schema)
+        .await;
+}
+
+#[tokio::test]
+async fn sqlite_to_postgres_row_move_stopped_in_each_phase_resumes_or_aborts() {
+    stopped_in_each_phase_resumes_or_aborts(
+        "sqlite_moving::to_postgres_row_kill",
+        Strategy::Shared,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_to_postgres_database_move_stopped_in_each_phase_resumes_or_aborts() {
+    stopped_in_each_phase_resumes_or_aborts(
+        "sqlite_moving::to_postgres_database_kill",
+        Strategy::Database,
+    )
+    .await;
 }
