@@ -493,3 +493,60 @@ async fn sqlite_to_postgres_row_copy_failing_half_way_leaves_nothing_and_resumes
     fx.cleanup().await;
     pg.cleanup().await;
 }
+
+/// A target on a cluster that is also one of the SQLite tenancy's is
+/// refused (the SQLite side would serve the tenant from a file of that
+/// cluster after the cut-over), as is one on a cluster PostgreSQL does
+/// not have; nothing starts.
+#[tokio::test]
+async fn sqlite_to_postgres_move_refuses_a_target_cluster_it_cannot_route() {
+    let Some(pg) = sandbox("sqlite_moving::to_postgres_routing", ScopeMode::Shared).await else {
+        return;
+    };
+    let fx = Fixture::over(Some(Arc::clone(pg.tenancy.catalog()))).await;
+    let ctx = fx.tenant("unroutable", Strategy::Shared, &fx.a).await;
+    fx.seed(&ctx, 10).await;
+    let elsewhere = saas_tenancy::ClusterName::new("elsewhere").unwrap();
+    for strategy in [Strategy::Shared, Strategy::Database] {
+        let on_sqlite = Placement::derive(strategy, fx.b.clone(), ctx.tenant_id());
+        let refused = fx
+            .tenancy
+            .move_tenant_to_postgres(
+                ctx.tenant_id(),
+                &pg.tenancy,
+                on_sqlite,
+                SqliteMoveOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, TenancyError::InvalidInput(m) if m.contains("SQLite cluster")),
+            "{refused}"
+        );
+        let unknown = Placement::derive(strategy, elsewhere.clone(), ctx.tenant_id());
+        let refused = fx
+            .tenancy
+            .move_tenant_to_postgres(
+                ctx.tenant_id(),
+                &pg.tenancy,
+                unknown,
+                SqliteMoveOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, TenancyError::UnknownCluster(_)),
+            "{refused}"
+        );
+    }
+    assert!(
+        fx.tenancy
+            .open_move(ctx.tenant_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(fx.rows(&fx.tenancy, &ctx).await.len(), 10);
+    fx.cleanup().await;
+    pg.cleanup().await;
+}
