@@ -112,7 +112,7 @@ pub enum TenancyError {
         table: String,
     },
     /// The catalog places the tenant where this tenancy does not serve it:
-    /// on another backend (a SQLite tenant moved to a PostgreSQL schema),
+    /// on another backend (a SQLite tenant moved to PostgreSQL),
     /// or on a cluster this tenancy has not configured. Nothing was
     /// opened on the old placement. Route the tenant by its record's
     /// placement to the tenancy that serves it.

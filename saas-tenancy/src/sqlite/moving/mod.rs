@@ -50,6 +50,9 @@ pub struct SqliteMoveOptions {
     /// transaction holding the source file's write lock. A handle still
     /// open after it is cut: its writes are refused from then on (see
     /// [`SqliteTenancy::move_tenant`](super::SqliteTenancy::move_tenant)).
+    /// A move into PostgreSQL shared tables also waits at most this long
+    /// for the table lock under which it advances a shared sequence (see
+    /// `SqliteTenancy::move_tenant_to_postgres`, feature `postgres`).
     pub fence_grace: Duration,
     /// Keeps the source's rows (or file) after the cut-over, locked out
     /// (default: purged).

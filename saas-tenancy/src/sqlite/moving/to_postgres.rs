@@ -106,7 +106,8 @@ impl SqliteTenancy {
     /// ```
     ///
     /// # Errors
-    /// As [`move_tenant`](Self::move_tenant), and
+    /// As [`move_tenant`](Self::move_tenant) (where a schema target is
+    /// valid here: every PostgreSQL strategy is), and
     /// [`TenancyError::InvalidInput`] when the catalogs are not shared, or
     /// `to`'s cluster is also a SQLite cluster of this tenancy;
     /// [`TenancyError::UnknownCluster`] when `pg` has no cluster of that
