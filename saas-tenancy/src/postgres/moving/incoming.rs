@@ -45,6 +45,13 @@ impl PgTenancy {
         tenant: TenantId,
         to: &Placement,
     ) -> Result<(), TenancyError> {
+        if let Placement::Shared { .. } = to {
+            // Before anything is fenced: the shared tables must be able
+            // to take the tenant's rows in isolation (checked again at
+            // the copy).
+            let mut dst = plan::connect(self, to).await?;
+            self.incoming_tables(&mut dst, to, tenant).await?;
+        }
         // The SQLite source's tables are paired with these at the copy,
         // by their SQLite names: nothing to pair here.
         self.prepare_target(tenant, to, &[]).await
@@ -61,7 +68,8 @@ impl PgTenancy {
 
     /// The tenant tables of `to` as `dst` (see
     /// [`incoming_connection`](Self::incoming_connection)) sees them:
-    /// the shared tables carrying a tenant column for a row target, the
+    /// the shared tables carrying a tenant column for a row target (each
+    /// must force row-level security, or the move is refused), the
     /// schema's (or the database's `public`) tables otherwise.
     pub(crate) async fn incoming_tables(
         &self,
@@ -84,6 +92,26 @@ impl PgTenancy {
                      moved rows; nothing was moved",
                     table.qualified()
                 )));
+            }
+            if shared {
+                // The database is what keeps row tenants apart on
+                // PostgreSQL: a shared table without forced RLS would not.
+                let (enabled, forced): (bool, bool) = sqlx::query_as(
+                    "SELECT relrowsecurity, relforcerowsecurity FROM pg_class \
+                     WHERE oid = $1::text::regclass",
+                )
+                .bind(table.qualified())
+                .fetch_one(&mut *dst)
+                .await?;
+                if !(enabled && forced) {
+                    return Err(TenancyError::InvalidInput(format!(
+                        "the shared table {} does not force row-level security: declare it as \
+                         a tenant table (PgTenancyBuilder::tenant_table) and run \
+                         PgTenancy::setup before moving a row tenant into it; nothing was \
+                         moved",
+                        table.qualified()
+                    )));
+                }
             }
             incoming.push(IncomingTable {
                 qualified: table.qualified(),

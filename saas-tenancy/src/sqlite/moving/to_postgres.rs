@@ -45,7 +45,8 @@ impl SqliteTenancy {
     ///   set to the tenant; every statement of the move there — the
     ///   clearing of an earlier attempt, the count, an abort's delete —
     ///   is filtered by the tenant, so other tenants' rows are never
-    ///   touched. A target table without a tenant column stops the move.
+    ///   touched. A target table without a tenant column, or without
+    ///   forced row-level security, stops the move before its fence.
     /// - [`Strategy::Schema`](crate::Strategy::Schema) /
     ///   [`Strategy::Database`](crate::Strategy::Database): the schema or
     ///   database is provisioned as `pg` provisions tenants (its tenant
@@ -111,8 +112,8 @@ impl SqliteTenancy {
     /// [`TenancyError::InvalidInput`] when the catalogs are not shared, or
     /// `to`'s cluster is also a SQLite cluster of this tenancy;
     /// [`TenancyError::UnknownCluster`] when `pg` has no cluster of that
-    /// name. Errors in a phase (a target table missing or without a tenant
-    /// column, counts that differ) come as [`TenancyError::MoveStopped`]:
+    /// name. Errors in a phase (a target table missing, a shared one
+    /// without a tenant column or forced RLS, counts that differ) come as [`TenancyError::MoveStopped`]:
     /// the source still serves; [`abort_move_to_postgres`](Self::abort_move_to_postgres)
     /// or [`resume_move_to_postgres`](Self::resume_move_to_postgres).
     #[tracing::instrument(name = "tenancy.move", skip_all, fields(tenant_id = %tenant, backend = "sqlite", target = "postgres"))]

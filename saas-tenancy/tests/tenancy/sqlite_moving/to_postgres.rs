@@ -15,6 +15,7 @@ use saas_tenancy::postgres::ScopeMode;
 use saas_tenancy::sqlite::SqliteMoveOptions;
 use saas_tenancy::testing::pg::PgSandbox;
 use saas_tenancy::{MovePhase, Placement, Strategy, TenancyError};
+use sqlx::Executor;
 
 use super::fixture::Fixture;
 use super::writers;
@@ -497,7 +498,8 @@ async fn sqlite_to_postgres_row_copy_failing_half_way_leaves_nothing_and_resumes
 /// A target on a cluster that is also one of the SQLite tenancy's is
 /// refused (the SQLite side would serve the tenant from a file of that
 /// cluster after the cut-over), as is one on a cluster PostgreSQL does
-/// not have; nothing starts.
+/// not have; nothing starts. Shared tables without forced RLS stop the
+/// move before its fence.
 #[tokio::test]
 async fn sqlite_to_postgres_move_refuses_a_target_cluster_it_cannot_route() {
     let Some(pg) = sandbox("sqlite_moving::to_postgres_routing", ScopeMode::Shared).await else {
@@ -546,6 +548,42 @@ async fn sqlite_to_postgres_move_refuses_a_target_cluster_it_cannot_route() {
             .unwrap()
             .is_none()
     );
+    assert_eq!(fx.rows(&fx.tenancy, &ctx).await.len(), 10);
+
+    // Shared tables whose row-level security is not forced cannot keep
+    // the tenant apart: the move stops before its fence.
+    pg.admin
+        .execute("ALTER TABLE notes NO FORCE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    let to = Placement::derive(Strategy::Shared, pg.cluster.clone(), ctx.tenant_id());
+    let stopped = fx
+        .tenancy
+        .move_tenant_to_postgres(
+            ctx.tenant_id(),
+            &pg.tenancy,
+            to.clone(),
+            SqliteMoveOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    match &stopped {
+        TenancyError::MoveStopped { phase, detail, .. } => {
+            assert_eq!(*phase, MovePhase::Started.to_string());
+            assert!(detail.contains("row-level security"), "{detail}");
+        }
+        other => panic!("expected MoveStopped, got {other:?}"),
+    }
+    assert_eq!(fx.rows(&fx.tenancy, &ctx).await.len(), 10);
+    fx.tenancy
+        .abort_move_to_postgres(ctx.tenant_id(), &pg.tenancy)
+        .await
+        .unwrap();
+    pg.admin
+        .execute("ALTER TABLE notes FORCE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    assert!(!target_left(&pg, &to, ctx.tenant_id()).await);
     assert_eq!(fx.rows(&fx.tenancy, &ctx).await.len(), 10);
     fx.cleanup().await;
     pg.cleanup().await;
