@@ -3,7 +3,8 @@
 //! catalog: eight writers throughout, the SQLite side refusing the tenant
 //! afterwards with the placement it went to, the target's sequence past
 //! the copied keys (a shared one never lowered), a PostgreSQL row tenant
-//! next door untouched; stopped moves resumed or aborted. Each test is
+//! next door untouched (and, during the writers' moves, writing through
+//! it all); stopped moves resumed or aborted. Each test is
 //! one target (and source) of the same body.
 
 use std::sync::Arc;
@@ -76,6 +77,37 @@ impl Neighbour {
         Neighbour { ctx, rows }
     }
 
+    /// Writes a row at a time through its scoped transactions until
+    /// `stop`, each of which must succeed (it is never fenced; its keys
+    /// come from the shared sequence a move into the shared tables
+    /// advances meanwhile); returns the rows written.
+    fn write_until(
+        &self,
+        pg: &PgSandbox,
+        stop: &Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<Vec<(i64, String)>> {
+        let (tenancy, ctx, stop) = (pg.tenancy.clone(), self.ctx.clone(), Arc::clone(stop));
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                let body = format!("neighbour during {}", written.len());
+                let mut tx = tenancy.begin(&ctx).await.unwrap();
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO notes (tenant_id, body) VALUES ($1, $2) RETURNING id",
+                )
+                .bind(ctx.tenant_id())
+                .bind(&body)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                written.push((id, body));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            written
+        })
+    }
+
     /// Its rows are what they were, as stored and as it sees them.
     async fn check(&self, pg: &PgSandbox, when: &str) {
         assert_eq!(
@@ -102,7 +134,7 @@ async fn moves_while_eight_writers_run(test: &str, source: Strategy, target: Str
     let Some(mut pg) = sandbox(test, ScopeMode::Shared).await else {
         return;
     };
-    let next_door = Neighbour::new(&mut pg).await;
+    let mut next_door = Neighbour::new(&mut pg).await;
     let fx = Fixture::over(Some(Arc::clone(pg.tenancy.catalog()))).await;
     let mover = fx.tenant("sqlite-mover", source, &fx.a).await;
     let neighbour = fx.tenant("sqlite-neighbour", Strategy::Shared, &fx.a).await;
@@ -123,6 +155,7 @@ async fn moves_while_eight_writers_run(test: &str, source: Strategy, target: Str
     let mut held_elsewhere = second.acquire(&mover).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers::spawn(&[fx.tenancy.clone(), second.clone()], &mover, &stop);
+    let neighbour_writer = next_door.write_until(&pg, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = fx
         .tenancy
@@ -138,6 +171,10 @@ async fn moves_while_eight_writers_run(test: &str, source: Strategy, target: Str
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Release);
     let acked = writers::join(handles).await;
+    let during = neighbour_writer.await.unwrap();
+    assert!(!during.is_empty(), "the neighbour wrote nothing meanwhile");
+    next_door.rows.extend(during);
+    next_door.rows.sort();
     eprintln!(
         "SQLite {source:?} → PostgreSQL {target:?}: {} rows copied, fence {:?}, phases {:?}, \
          writers acknowledged {} and were refused {} times",
