@@ -152,7 +152,7 @@ impl SqliteTenancy {
                 }
                 #[cfg(feature = "postgres")]
                 Destination::Postgres(pg) => {
-                    self.copy_to_postgres(&mut src, pg, row, source_shared, options, &progress)
+                    self.copy_to_postgres(&mut src, pg, row, options, &progress)
                         .await
                 }
             };

@@ -247,23 +247,14 @@ impl SqliteTenancy {
         src: &mut SqliteConnection,
         pg: &PgTenancy,
         row: &MoveRow,
-        source_shared: bool,
         options: &SqliteMoveOptions,
         progress: Progress<'_>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
         let mut dst = pg.incoming_connection(&row.to).await?;
         let streamed = async {
             let target = pg.incoming_tables(&mut dst, &row.to, row.tenant).await?;
-            self.stream_to_postgres(
-                src,
-                &mut dst,
-                &target,
-                source_shared,
-                row,
-                options,
-                progress,
-            )
-            .await
+            self.stream_to_postgres(src, &mut dst, &target, row, options, progress)
+                .await
         }
         .await;
         dst.close().await?;
@@ -293,18 +284,17 @@ impl SqliteTenancy {
     /// one PostgreSQL transaction (the tenant's rows there deleted first,
     /// so a repeat after a crash starts clean), comparing counts and
     /// advancing sequences.
-    #[allow(clippy::too_many_arguments)]
     async fn stream_to_postgres(
         &self,
         src: &mut SqliteConnection,
         dst: &mut PgConnection,
         target: &[IncomingTable],
-        source_shared: bool,
         row: &MoveRow,
         options: &SqliteMoveOptions,
         progress: Progress<'_>,
     ) -> Result<BTreeMap<String, u64>, TenancyError> {
         let tenant = row.tenant;
+        let source_shared = matches!(row.from, Placement::Shared { .. });
         let tenant_columns = self.inner.tenant_columns();
         let source: Vec<FileTable> = schema_tables(src, "main", &tenant_columns)
             .await?
