@@ -5,5 +5,7 @@
 mod fixture;
 mod kill;
 mod online;
+mod pg_side;
 mod to_postgres;
+mod to_postgres_refused;
 mod writers;
