@@ -46,7 +46,10 @@ impl SqliteTenancy {
     ///   clearing of an earlier attempt, the count, an abort's delete —
     ///   is filtered by the tenant, so other tenants' rows are never
     ///   touched. A target table without a tenant column, or without
-    ///   forced row-level security, stops the move before its fence.
+    ///   forced row-level security, stops the move before its fence. The
+    ///   cluster's admin connection writes the rows past RLS, as the
+    ///   PostgreSQL mover's copies do: it must be a superuser (the
+    ///   clearing runs in `session_replication_role = replica`).
     /// - [`Strategy::Schema`](crate::Strategy::Schema) /
     ///   [`Strategy::Database`](crate::Strategy::Database): the schema or
     ///   database is provisioned as `pg` provisions tenants (its tenant
