@@ -3,16 +3,16 @@
 //! four other tenants, moved while eight writers keep inserting and
 //! updating its rows — row on one server → row on another (logical
 //! replication), row → its own database (replication), row → schema
-//! (copy under the fence). Reports, per move:
+//! (one database: a copy caught up from triggers). Reports, per move:
 //!
 //! - the writers' stall: latency of every write that overlapped the fence
 //!   (p50 / p99 / max, retries included), next to the writes' p50 outside;
 //! - copy throughput: the tenant's rows over the time their copy took —
-//!   replication's initial copy (`MoveReport::initial_copy`: publication,
-//!   slot, subscription and table sync until every table's rows are
-//!   copied), or the copy under the fence — and, for replication, over
-//!   the whole copy phase (initial copy and catch-up with the writes made
-//!   meanwhile, until the lag is small: "copy + catch-up"), next to the same rows streamed by hand with
+//!   the initial copy (`MoveReport::initial_copy`: for replication the
+//!   publication, slot, subscription and table sync until every table's
+//!   rows are copied; for a captured copy the triggers and the `COPY`) —
+//!   and over the whole copy phase (initial copy and catch-up with the
+//!   writes made meanwhile: "copy + catch-up"), next to the same rows streamed by hand with
 //!   `COPY (SELECT … WHERE tenant_id = …) TO STDOUT` into `COPY … FROM
 //!   STDIN` on the other server, in the same run, while the same writers
 //!   write (median of three);
@@ -525,12 +525,14 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
             .unwrap()
     };
     let moved = report.rows.values().sum::<u64>() as f64;
-    let (copied, copy_and_catch_up_rate) = match report.method {
-        saas_tenancy::postgres::MoveMethod::LogicalReplication => (
-            report.initial_copy.unwrap(),
+    // An online copy (replication, or a captured copy) reports its
+    // initial copy; a copy under the fence is the synced phase.
+    let (copied, copy_and_catch_up_rate) = match report.initial_copy {
+        Some(initial) => (
+            initial,
             Some(moved / phase(MovePhase::Copying).as_secs_f64()),
         ),
-        _ => (phase(MovePhase::Synced), None),
+        None => (phase(MovePhase::Synced), None),
     };
     Measured {
         kind,

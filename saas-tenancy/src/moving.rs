@@ -177,9 +177,10 @@ pub struct MoveReport {
     /// How long the tenant was fenced (new handles waited), as this run
     /// of the mover saw it.
     pub fence: Duration,
-    /// Replication only: how long the initial copy took, from the start
-    /// of the copy phase (publication, slot, subscription) until every
-    /// table's rows were copied. The rest of the copy phase
+    /// Online copies only (replication, captured copy): how long the
+    /// initial copy took, from the start of the copy phase (replication:
+    /// publication, slot, subscription; captured copy: the triggers) until
+    /// every table's rows were copied. The rest of the copy phase
     /// ([`MovePhase::Copying`] in [`phases`](Self::phases)) is the catch-up
     /// with what the tenant wrote meanwhile. `None` for a copy under the
     /// fence, or when this run resumed past the copy.
