@@ -124,6 +124,21 @@ fn trigger(move_id: uuid::Uuid, side: &str) -> String {
     format!("saas_mv_{}_{side}", move_id.simple())
 }
 
+async fn trigger_exists(
+    conn: &mut PgConnection,
+    table: &Table,
+    name: &str,
+) -> Result<bool, TenancyError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger \
+         WHERE tgrelid = $1::text::regclass AND tgname = $2)",
+    )
+    .bind(table.qualified())
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -153,15 +168,7 @@ pub(super) async fn install(
             ("old", "UPDATE OR DELETE", "OLD"),
         ] {
             let name = trigger(move_id, side);
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_trigger \
-                 WHERE tgrelid = $1::text::regclass AND tgname = $2)",
-            )
-            .bind(s.qualified())
-            .bind(&name)
-            .fetch_one(&mut *src)
-            .await?;
-            if exists {
+            if trigger_exists(src, s, &name).await? {
                 continue;
             }
             let when = match &s.column {
@@ -226,15 +233,7 @@ pub(super) async fn remove(
     for table in tables {
         for side in ["new", "old"] {
             let name = trigger(move_id, side);
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_trigger \
-                 WHERE tgrelid = $1::text::regclass AND tgname = $2)",
-            )
-            .bind(table.qualified())
-            .bind(&name)
-            .fetch_one(&mut *src)
-            .await?;
-            if exists {
+            if trigger_exists(src, table, &name).await? {
                 let statement = format!(
                     "DROP TRIGGER {} ON {}",
                     quote_ident(&name),
