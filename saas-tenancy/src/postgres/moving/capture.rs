@@ -19,11 +19,12 @@
 //! tenant's writes and the log is empty, the target holds the source's
 //! rows.
 //!
-//! The log and the trigger function live in schema
-//! `saas_tenancy_capture` of the source database, owned by the admin: the
-//! function runs as its owner (`SECURITY DEFINER`, fixed `search_path`),
-//! so the tenant's roles, which write the rows, need no privilege on the
-//! log — and cannot read or change it.
+//! The log and the move's trigger functions (one per table, reading the
+//! key columns only) live in schema `saas_tenancy_capture` of the source
+//! database, owned by the admin: the functions run as their owner
+//! (`SECURITY DEFINER`, fixed `search_path`), so the tenant's roles, which
+//! write the rows, need no privilege on the log — and cannot read or
+//! change it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -42,27 +43,15 @@ const BATCH: i64 = 2_000;
 /// what is left is replayed under the fence in one or two rounds.
 pub(super) const SETTLED: usize = 200;
 
-/// The log, its index and the trigger function, created once per source
-/// database.
+/// The log and its index, created once per source database.
 const SETUP: &str = "CREATE SCHEMA IF NOT EXISTS saas_tenancy_capture; \
     REVOKE ALL ON SCHEMA saas_tenancy_capture FROM PUBLIC; \
     CREATE TABLE IF NOT EXISTS saas_tenancy_capture.changes ( \
         id bigserial PRIMARY KEY, move_id uuid NOT NULL, relid oid NOT NULL, key jsonb NOT NULL); \
-    CREATE INDEX IF NOT EXISTS changes_move ON saas_tenancy_capture.changes (move_id, id); \
-    CREATE OR REPLACE FUNCTION saas_tenancy_capture.capture() RETURNS trigger \
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $f$ \
-    DECLARE \
-        r jsonb := CASE WHEN TG_ARGV[1] = 'new' THEN to_jsonb(NEW) ELSE to_jsonb(OLD) END; \
-        k jsonb := '{}'; \
-    BEGIN \
-        FOR i IN 2 .. TG_NARGS - 1 LOOP \
-            k := k || jsonb_build_object(TG_ARGV[i], r -> TG_ARGV[i]); \
-        END LOOP; \
-        INSERT INTO saas_tenancy_capture.changes (move_id, relid, key) \
-            VALUES (TG_ARGV[0]::uuid, TG_RELID, k); \
-        RETURN NULL; \
-    END $f$; \
-    REVOKE ALL ON FUNCTION saas_tenancy_capture.capture() FROM PUBLIC";
+    CREATE INDEX IF NOT EXISTS changes_move ON saas_tenancy_capture.changes (move_id, id)";
+
+/// The dollar-quote tag of the trigger functions' bodies.
+const BODY: &str = "$saas_capture$";
 
 /// A source table and what its replay needs.
 pub(super) struct Captured<'a> {
@@ -156,13 +145,18 @@ pub(super) async fn install(
     wait: Duration,
 ) -> Result<(), TenancyError> {
     let mut tx = src.begin().await?;
-    // Two movers creating the function at once would collide.
+    // Two movers creating the log at once would collide.
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('saas_tenancy_capture'))")
         .await?;
     tx.execute(SETUP).await?;
     tx.commit().await?;
     for table in tables {
         let s = table.source;
+        let function = function(move_id, table.relid);
+        src.execute(AssertSqlSafe(capture_function(
+            &function, move_id, &table.key,
+        )?))
+        .await?;
         for (side, events, row) in [
             ("new", "INSERT OR UPDATE", "NEW"),
             ("old", "UPDATE OR DELETE", "OLD"),
@@ -175,21 +169,66 @@ pub(super) async fn install(
                 Some(c) => format!(" WHEN ({row}.{} = '{tenant}'::uuid)", quote_ident(c)),
                 None => String::new(),
             };
-            let args = [literal(&move_id.to_string()), literal(side)]
-                .into_iter()
-                .chain(table.key.iter().map(|k| literal(k)))
-                .collect::<Vec<_>>();
             let statement = format!(
                 "CREATE TRIGGER {} AFTER {events} ON {} FOR EACH ROW{when} \
-                 EXECUTE FUNCTION saas_tenancy_capture.capture({})",
+                 EXECUTE FUNCTION {function}({})",
                 quote_ident(&name),
                 s.qualified(),
-                args.join(", ")
+                literal(side)
             );
             ddl(src, &statement, wait).await?;
         }
     }
     Ok(())
+}
+
+/// The trigger function of one source table of a move, schema-qualified.
+fn function(move_id: uuid::Uuid, relid: i64) -> String {
+    format!(
+        "saas_tenancy_capture.{}",
+        quote_ident(&format!("mv_{}_{relid}", move_id.simple()))
+    )
+}
+
+/// The trigger function that logs the key of the row written (`NEW`, or
+/// `OLD` for the trigger whose argument says `old`), built from the key
+/// columns alone: the rest of the row, however large, is not read. It
+/// runs as its owner, the admin (`SECURITY DEFINER`, fixed
+/// `search_path`): the tenant's roles write the rows but hold no
+/// privilege on the log.
+fn capture_function(
+    function: &str,
+    move_id: uuid::Uuid,
+    key: &[String],
+) -> Result<String, TenancyError> {
+    let key_of = |row: &str| {
+        key.iter()
+            .map(|k| format!("{}, {row}.{}", literal(k), quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (new, old) = (key_of("NEW"), key_of("OLD"));
+    if new.contains(BODY) || old.contains(BODY) {
+        return Err(TenancyError::InvalidInput(format!(
+            "a key column's name contains {BODY}, which quotes the capture trigger's body; \
+             rename the column to move this tenant"
+        )));
+    }
+    Ok(format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
+         SECURITY DEFINER SET search_path = pg_catalog AS {BODY} \
+         BEGIN \
+             IF TG_ARGV[0] = 'new' THEN \
+                 INSERT INTO saas_tenancy_capture.changes (move_id, relid, key) \
+                 VALUES ('{move_id}'::uuid, TG_RELID, jsonb_build_object({new})); \
+             ELSE \
+                 INSERT INTO saas_tenancy_capture.changes (move_id, relid, key) \
+                 VALUES ('{move_id}'::uuid, TG_RELID, jsonb_build_object({old})); \
+             END IF; \
+             RETURN NULL; \
+         END {BODY}; \
+         REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"
+    ))
 }
 
 /// Runs one DDL statement with a short lock timeout, again until `wait`.
@@ -242,6 +281,19 @@ pub(super) async fn remove(
                 ddl(src, &statement, DROP_WAIT).await?;
             }
         }
+    }
+    let functions: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p \
+         JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = 'saas_tenancy_capture' AND p.proname LIKE $1",
+    )
+    .bind(format!("mv\\_{}\\_%", move_id.simple()))
+    .fetch_all(&mut *src)
+    .await?;
+    for function in functions {
+        // Named by PostgreSQL (`regprocedure`), quoted where needed.
+        src.execute(AssertSqlSafe(format!("DROP FUNCTION IF EXISTS {function}")))
+            .await?;
     }
     sqlx::query("DELETE FROM saas_tenancy_capture.changes WHERE move_id = $1")
         .bind(move_id)

@@ -230,7 +230,9 @@ impl MoveEnv {
                          AND subdbid IN (SELECT oid FROM pg_database WHERE datname = $1 \
                                          OR datname = ANY($2))) \
                       + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'saas\\_mv\\_%') \
-                      + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'saas\\_mv\\_%')",
+                      + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'saas\\_mv\\_%') \
+                      + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n \
+                         ON n.oid = p.pronamespace WHERE n.nspname = 'saas_tenancy_capture')",
             )
             .bind(&s.db)
             .bind(self.tenant_databases())
