@@ -111,6 +111,24 @@ pub enum TenancyError {
         /// The table, schema-qualified.
         table: String,
     },
+    /// A column of the tenant's has a type a move to another backend
+    /// cannot carry faithfully (a PostgreSQL → SQLite move maps booleans,
+    /// integers, floats, text, uuid, dates and times, numeric, json and
+    /// bytea). Refused before the fence: nothing was copied, the tenant is
+    /// served where it was.
+    #[error(
+        "column {column} of table {table} has type {type_name}, which a move to another \
+         backend cannot carry faithfully; change the column to a supported type (or cast it \
+         into a new column) and move again — the tenant was not fenced"
+    )]
+    UnsupportedColumnType {
+        /// The table, schema-qualified.
+        table: String,
+        /// The column.
+        column: String,
+        /// The column's type as the source database names it.
+        type_name: String,
+    },
     /// The catalog places the tenant where this tenancy does not serve it:
     /// on another backend (a SQLite tenant moved to PostgreSQL),
     /// or on a cluster this tenancy has not configured. Nothing was
@@ -177,6 +195,7 @@ impl TenancyError {
                 ErrorKind::Unavailable
             }
             TenancyError::NoReplicaIdentity { .. } => ErrorKind::InvalidInput,
+            TenancyError::UnsupportedColumnType { .. } => ErrorKind::Unsupported,
             #[cfg(feature = "_sql")]
             TenancyError::Database(e) => database_kind(e),
         }

@@ -83,7 +83,7 @@ impl PgTenancy {
         let cached = self.inner.backend.records.get(id);
         observe::record_cache(cached.is_some());
         if let Some(record) = cached {
-            return crate::catalog::check_servable(record);
+            return self.served_here(crate::catalog::check_servable(record)?);
         }
         let fences = self.fences();
         let record = self
@@ -97,6 +97,18 @@ impl PgTenancy {
         if self.fences() == fences {
             self.inner.backend.records.put(record.clone());
         }
-        crate::catalog::check_servable(record)
+        self.served_here(crate::catalog::check_servable(record)?)
+    }
+
+    /// Refuses a record placed on a cluster this tenancy does not have — a
+    /// tenant moved to SQLite (`move_tenant_to_sqlite`) — with where it is.
+    fn served_here(&self, record: TenantRecord) -> Result<TenantRecord, TenancyError> {
+        if self.inner.clusters.contains_key(record.placement.cluster()) {
+            return Ok(record);
+        }
+        Err(TenancyError::PlacementNotServedHere {
+            tenant: record.id,
+            placement: record.placement,
+        })
     }
 }

@@ -220,10 +220,35 @@ impl PgTenancy {
         &self,
         id: TenantId,
     ) -> Result<(TenantLock, TenantRecord), TenancyError> {
-        self.inner
+        let locked = self
+            .inner
             .lock_tenant(id, |cluster| {
                 TenantLock::acquire(&cluster.locks, &cluster.config.admin, id)
             })
-            .await
+            .await;
+        match locked {
+            // Moved to a placement this tenancy does not serve (a SQLite
+            // placement): say where, rather than naming a missing cluster.
+            Err(TenancyError::UnknownCluster(_)) => match self.inner.record(id).await {
+                Ok(record) => Err(TenancyError::PlacementNotServedHere {
+                    tenant: id,
+                    placement: record.placement,
+                }),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// `id`'s lock on cluster `cluster`, waited for, without reading its
+    /// record: the lock of a move whose tenant the catalog may place on
+    /// another backend by now (`moving/to_sqlite.rs`).
+    pub(super) async fn lock_on(
+        &self,
+        cluster: &crate::ClusterName,
+        id: TenantId,
+    ) -> Result<TenantLock, TenancyError> {
+        let cluster = self.cluster(cluster)?;
+        TenantLock::acquire(&cluster.locks, &cluster.config.admin, id).await
     }
 }

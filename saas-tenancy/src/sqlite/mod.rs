@@ -43,6 +43,8 @@ pub use crate::audit::{AuditFinding, AuditObject, Weakness};
 pub use crate::hooks::{LifecycleEvent, LifecycleHooks, NoHooks};
 pub use builder::SqliteTenancyBuilder;
 pub use moving::SqliteMoveOptions;
+#[cfg(feature = "postgres")]
+pub(crate) use moving::{Cell, Incoming, IncomingTable};
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;

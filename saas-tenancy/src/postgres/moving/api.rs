@@ -153,8 +153,17 @@ impl PgTenancy {
     ) -> Result<MoveReport, TenancyError> {
         let pool = self.ledger_pool()?;
         ledger::migrate(pool).await?;
+        // After its cut-over the tenant's record names no cluster of
+        // this tenancy: say which entry point finishes it.
+        if let Some(row) = ledger::open_for(pool, tenant)
+            .await?
+            .filter(|r| r.to_sqlite)
+        {
+            return Err(to_sqlite(&row));
+        }
         let (lock, _) = self.lock_tenant(tenant).await?;
         let result = match ledger::open_for(pool, tenant).await {
+            Ok(Some(row)) if row.to_sqlite => Err(to_sqlite(&row)),
             Ok(Some(row)) => self.drive(pool, row, &options).await,
             Ok(None) => Err(no_open_move(tenant)),
             Err(e) => Err(e),
@@ -206,6 +215,28 @@ impl PgTenancy {
         plan::tables(dst, schema, &columns).await
     }
 
+    /// [`MoveOptions::keep_source_for`] as the ledger records it; a
+    /// retention past any date is refused.
+    pub(super) fn retention(
+        &self,
+        options: &MoveOptions,
+    ) -> Result<Option<chrono::Duration>, TenancyError> {
+        options
+            .keep_source_for
+            .map(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .filter(|d| self.inner.clock.now().checked_add_signed(*d).is_some())
+                    .ok_or_else(|| {
+                        TenancyError::InvalidInput(format!(
+                            "a source retention of {d:?} is past any date; keep it for days \
+                             to months, or use keep_source(true) to keep it until purged"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
     /// Checks the request and writes the ledger row.
     async fn start(
         &self,
@@ -250,20 +281,7 @@ impl PgTenancy {
                 super::capture::key_columns(&mut src, table).await?;
             }
         }
-        let keep_for = options
-            .keep_source_for
-            .map(|d| {
-                chrono::Duration::from_std(d)
-                    .ok()
-                    .filter(|d| self.inner.clock.now().checked_add_signed(*d).is_some())
-                    .ok_or_else(|| {
-                        TenancyError::InvalidInput(format!(
-                            "a source retention of {d:?} is past any date; keep it for days \
-                             to months, or use keep_source(true) to keep it until purged"
-                        ))
-                    })
-            })
-            .transpose()?;
+        let keep_for = self.retention(options)?;
         let row = MoveRow {
             id: uuid::Uuid::new_v4(),
             tenant,
@@ -276,10 +294,20 @@ impl PgTenancy {
             keep_source: options.keep_source,
             keep_for,
             keep_until: None,
+            to_sqlite: false,
         };
         ledger::insert(pool, &row, self.inner.clock.now()).await?;
         Ok(row)
     }
+}
+
+/// A move to SQLite is driven with the SQLite tenancy in hand.
+pub(super) fn to_sqlite(row: &MoveRow) -> TenancyError {
+    TenancyError::InvalidInput(format!(
+        "the move {} of tenant {} goes to SQLite: finish or undo it with \
+         resume_move_to_sqlite or abort_move_to_sqlite, given the SqliteTenancy",
+        row.id, row.tenant
+    ))
 }
 
 pub(super) fn no_open_move(tenant: TenantId) -> TenancyError {

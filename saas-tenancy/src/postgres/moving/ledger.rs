@@ -42,7 +42,8 @@ ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS keep_until timestamptz;
 ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS source_released text;
 ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS source_released_at timestamptz;
 CREATE INDEX IF NOT EXISTS saas_tenant_moves_kept
-    ON saas_tenant_moves (keep_until) WHERE keep_source AND phase = 'done'";
+    ON saas_tenant_moves (keep_until) WHERE keep_source AND phase = 'done';
+ALTER TABLE saas_tenant_moves ADD COLUMN IF NOT EXISTS target_backend text";
 
 /// One move as the ledger holds it.
 #[derive(Debug, Clone)]
@@ -63,6 +64,9 @@ pub(super) struct MoveRow {
     pub(super) keep_for: Option<chrono::Duration>,
     /// When a kept source may be purged (set at the cut-over).
     pub(super) keep_until: Option<DateTime<Utc>>,
+    /// The target is a SQLite placement (`target_backend = 'sqlite'`; see
+    /// `to_sqlite.rs`); `NULL` in the ledger: a PostgreSQL placement.
+    pub(super) to_sqlite: bool,
 }
 
 /// Creates the ledger if missing (serialised between processes).
@@ -93,8 +97,8 @@ pub(super) async fn insert(
     let inserted = sqlx::query(
         "INSERT INTO saas_tenant_moves (id, tenant_id, source_strategy, source_cluster, \
          source_object, target_strategy, target_cluster, target_object, method, staging_schema, \
-         phase, keep_source, started_at, updated_at, keep_for_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+         phase, keep_source, started_at, updated_at, keep_for_ms, target_backend) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)",
     )
     .bind(row.id)
     .bind(row.tenant)
@@ -110,6 +114,7 @@ pub(super) async fn insert(
     .bind(row.keep_source)
     .bind(now)
     .bind(keep_for_ms)
+    .bind(row.to_sqlite.then_some("sqlite"))
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -143,7 +148,8 @@ pub(super) async fn insert(
 
 const COLUMNS: &str = "SELECT id, tenant_id, source_strategy, source_cluster, source_object, \
     target_strategy, target_cluster, target_object, method, staging_schema, phase, \
-    fence_lsn::text, keep_source, keep_for_ms, keep_until FROM saas_tenant_moves ";
+    fence_lsn::text, keep_source, keep_for_ms, keep_until, target_backend \
+    FROM saas_tenant_moves ";
 
 /// The tenant's unfinished move, if any.
 pub(super) async fn open_for(
@@ -241,6 +247,7 @@ fn parse(row: &sqlx::postgres::PgRow) -> Result<MoveRow, TenancyError> {
         keep_source: row.try_get(12)?,
         keep_for: keep_for_ms.map(chrono::Duration::milliseconds),
         keep_until: row.try_get(14)?,
+        to_sqlite: row.try_get::<Option<String>, _>(15)?.as_deref() == Some("sqlite"),
     })
 }
 

@@ -8,7 +8,9 @@
 //! (triggers record the keys written meanwhile), `copy.rs` copies, `lockout.rs` makes the
 //! source unwritable for the tenant, `follow.rs` tells other processes,
 //! `retention.rs` purges kept sources, `incoming.rs` lends the target
-//! side of this machinery to moves from SQLite.
+//! side of this machinery to moves from SQLite; `to_sqlite.rs` moves a
+//! tenant to a SQLite placement with the same machinery,
+//! `to_sqlite_copy.rs` maps and copies its rows.
 
 mod api;
 mod capture;
@@ -23,6 +25,10 @@ mod replicate;
 mod retention;
 mod run;
 mod target;
+#[cfg(feature = "sqlite")]
+mod to_sqlite;
+#[cfg(feature = "sqlite")]
+mod to_sqlite_copy;
 mod undo;
 
 use std::fmt;

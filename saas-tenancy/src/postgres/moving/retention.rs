@@ -94,17 +94,26 @@ impl PgTenancy {
     ) -> Result<Vec<KeptSource>, TenancyError> {
         let pool = self.ledger_pool()?;
         ledger::migrate(pool).await?;
-        let (lock, record) = self.lock_tenant(tenant).await?;
+        let (lock, placed) = match self.lock_tenant(tenant).await {
+            Ok((lock, record)) => (lock, record.placement),
+            // Served by another backend since (`move_tenant_to_sqlite`):
+            // the lock its move held, on the kept source's cluster.
+            Err(TenancyError::PlacementNotServedHere { placement, .. }) => {
+                match ledger::kept(pool, tenant).await?.first() {
+                    Some(row) => (self.lock_on(row.from.cluster(), tenant).await?, placement),
+                    None => return Err(no_kept_source(tenant)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let result = async {
             let kept = ledger::kept(pool, tenant).await?;
             if kept.is_empty() {
-                return Err(TenancyError::InvalidInput(format!(
-                    "tenant {tenant} has no kept move source"
-                )));
+                return Err(no_kept_source(tenant));
             }
             let mut purged = Vec::new();
             for row in &kept {
-                if self.purge_kept(pool, row, Some(&record.placement)).await? {
+                if self.purge_kept(pool, row, Some(&placed)).await? {
                     purged.push(KeptSource::of(row));
                 }
             }
@@ -175,8 +184,10 @@ impl PgTenancy {
         let (lock, placed) = match self.try_lock_tenant(row.tenant).await {
             Ok(Some((lock, record))) => (lock, Some(record.placement)),
             Ok(None) => return Ok(None),
-            // The tenant's record is gone: nobody is served from the source.
-            Err(TenancyError::TenantNotFound(_)) => {
+            // The tenant's record is gone, or names a cluster this
+            // tenancy does not have (moved to SQLite): nobody is served
+            // from the source.
+            Err(TenancyError::TenantNotFound(_) | TenancyError::UnknownCluster(_)) => {
                 match self.try_lock_on(row.from.cluster(), row.tenant).await? {
                     Some(lock) => (lock, None),
                     None => return Ok(None),
@@ -225,4 +236,8 @@ impl PgTenancy {
         ledger::source_released(pool, row.id, "purged", now).await?;
         Ok(true)
     }
+}
+
+fn no_kept_source(tenant: TenantId) -> TenancyError {
+    TenancyError::InvalidInput(format!("tenant {tenant} has no kept move source"))
 }

@@ -213,7 +213,7 @@ impl PgTenancy {
     }
 
     /// Records `phase` as done, times it, and stops if the options ask.
-    async fn done(
+    pub(super) async fn done(
         &self,
         pool: &PgPool,
         row: &mut MoveRow,
@@ -228,7 +228,11 @@ impl PgTenancy {
         self.stop_if_asked(row, options)
     }
 
-    fn stop_if_asked(&self, row: &MoveRow, options: &MoveOptions) -> Result<(), TenancyError> {
+    pub(super) fn stop_if_asked(
+        &self,
+        row: &MoveRow,
+        options: &MoveOptions,
+    ) -> Result<(), TenancyError> {
         if options.stop_after == Some(row.phase) {
             return Err(TenancyError::MoveStopped {
                 move_id: row.id,
@@ -240,7 +244,7 @@ impl PgTenancy {
         Ok(())
     }
 
-    fn bump_fences(&self) {
+    pub(super) fn bump_fences(&self) {
         self.inner
             .backend
             .fences
@@ -249,24 +253,24 @@ impl PgTenancy {
 }
 
 /// Which phases are still to run, and how long each took.
-struct Step {
+pub(super) struct Step {
     last: MovePhase,
     started: Instant,
 }
 
 impl Step {
-    fn new(last: MovePhase) -> Self {
+    pub(super) fn new(last: MovePhase) -> Self {
         Self {
             last,
             started: Instant::now(),
         }
     }
 
-    fn due(&self, phase: MovePhase) -> bool {
+    pub(super) fn due(&self, phase: MovePhase) -> bool {
         self.last < phase
     }
 
-    fn finish(&mut self, phase: MovePhase, report: &mut MoveReport) {
+    pub(super) fn finish(&mut self, phase: MovePhase, report: &mut MoveReport) {
         report.phases.push((phase, self.started.elapsed()));
         self.last = phase;
         self.started = Instant::now();
@@ -275,13 +279,13 @@ impl Step {
 
 /// The move's fence in this process: the tenant's record is not cached
 /// until the cut-over (lowered on drop, also on error).
-struct LocalFence<'a> {
+pub(super) struct LocalFence<'a> {
     tenancy: &'a PgTenancy,
     tenant: TenantId,
 }
 
 impl<'a> LocalFence<'a> {
-    fn raise(tenancy: &'a PgTenancy, tenant: TenantId) -> Self {
+    pub(super) fn raise(tenancy: &'a PgTenancy, tenant: TenantId) -> Self {
         tenancy.inner.backend.records.fence(tenant);
         tenancy.bump_fences();
         Self { tenancy, tenant }

@@ -36,8 +36,15 @@ impl PgTenancy {
     pub async fn abort_move(&self, tenant: TenantId) -> Result<(), TenancyError> {
         let pool = self.ledger_pool()?;
         ledger::migrate(pool).await?;
+        if let Some(row) = ledger::open_for(pool, tenant)
+            .await?
+            .filter(|r| r.to_sqlite)
+        {
+            return Err(super::api::to_sqlite(&row));
+        }
         let (lock, _) = self.lock_tenant(tenant).await?;
         let result = match ledger::open_for(pool, tenant).await {
+            Ok(Some(row)) if row.to_sqlite => Err(super::api::to_sqlite(&row)),
             Ok(Some(row)) => self.abort_row(pool, row).await,
             Ok(None) => Err(super::api::no_open_move(tenant)),
             Err(e) => Err(e),

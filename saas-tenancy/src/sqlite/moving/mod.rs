@@ -5,10 +5,13 @@
 //! Files: `api.rs` holds the entry points, `run.rs` drives the phases
 //! and undoes them, `ledger.rs` records them, `lockout.rs` makes the
 //! source unwritable for the tenant in every process, `copy.rs` copies
-//! under the fence.
+//! under the fence; `from_postgres.rs` is the SQLite side of a move
+//! from PostgreSQL (`PgTenancy::move_tenant_to_sqlite`).
 
 mod api;
 mod copy;
+#[cfg(feature = "postgres")]
+mod from_postgres;
 mod ledger;
 mod lockout;
 #[cfg(feature = "postgres")]
@@ -21,6 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::moving::{MovePhase, MoveProgress, MoveProgressFn};
+#[cfg(feature = "postgres")]
+pub(crate) use from_postgres::{Cell, Incoming, IncomingTable};
 
 /// How long a new handle of a moving tenant waits, by default.
 pub(super) const DEFAULT_MOVE_WAIT: Duration = Duration::from_secs(5);

@@ -9,4 +9,5 @@ mod online;
 mod purge;
 mod queues;
 mod retention;
+mod to_sqlite;
 mod writers;
