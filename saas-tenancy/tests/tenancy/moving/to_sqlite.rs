@@ -22,8 +22,9 @@ use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
 use saas_tenancy::testing::pg::{PgSandbox, tenant_migrations};
 use saas_tenancy::{ClusterName, DynCatalog, MovePhase, NewTenant, Placement, Strategy};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sqlx::{AssertSqlSafe, Connection, Executor, SqlSafeStr, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgPool, SqlSafeStr, SqliteConnection};
 
 use crate::pg_env::sandbox;
 
@@ -186,24 +187,53 @@ async fn provision(pg: &PgSandbox, tenancy: &PgTenancy, slug: &str, s: Strategy)
     TenantContext::new(record.id, record.slug)
 }
 
-/// The qualified `table` of `ctx` on PostgreSQL, and the filter on it.
-async fn pg_table(pg: &PgSandbox, ctx: &TenantContext, table: &str) -> String {
+/// Where `ctx`'s PostgreSQL `table` is, as the admin reaches it: a pool
+/// on its database, the table, and the filter on the tenant (`$1`).
+struct At {
+    pool: PgPool,
+    table: String,
+    filter: &'static str,
+}
+
+async fn pg_at(pg: &PgSandbox, ctx: &TenantContext, table: &str) -> At {
     let record = pg.tenancy.catalog().get(ctx.tenant_id()).await.unwrap();
+    let own = "WHERE $1::uuid IS NOT NULL";
     match record.map(|r| r.placement) {
-        Some(Placement::Schema { schema, .. }) => {
-            format!("{}.{table} WHERE $1::uuid IS NOT NULL", schema.quoted())
+        Some(Placement::Schema { schema, .. }) => At {
+            pool: pg.admin.clone(),
+            table: format!("{}.{table}", schema.quoted()),
+            filter: own,
+        },
+        Some(Placement::Database { database, .. }) => {
+            let options = (*pg.admin.connect_options())
+                .clone()
+                .database(database.as_str());
+            At {
+                pool: PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .unwrap(),
+                table: format!("public.{table}"),
+                filter: own,
+            }
         }
-        _ => format!("{table} WHERE tenant_id = $1"),
+        _ => At {
+            pool: pg.admin.clone(),
+            table: table.to_owned(),
+            filter: "WHERE tenant_id = $1",
+        },
     }
 }
 
 /// The tenant's notes on its PostgreSQL placement, read as the admin.
-async fn pg_notes(pg: &PgSandbox, ctx: &TenantContext, at: &str) -> Vec<(i64, String)> {
+async fn pg_notes(ctx: &TenantContext, at: &At) -> Vec<(i64, String)> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT id, body FROM {at} ORDER BY id"
+        "SELECT id, body FROM {} {} ORDER BY id",
+        at.table, at.filter
     )))
     .bind(ctx.tenant_id())
-    .fetch_all(&pg.admin)
+    .fetch_all(&at.pool)
     .await
     .unwrap()
 }
@@ -211,8 +241,8 @@ async fn pg_notes(pg: &PgSandbox, ctx: &TenantContext, at: &str) -> Vec<(i64, St
 /// Writes three `kinds` rows on PostgreSQL (every value kind, edge values
 /// and NULLs) and returns them as PostgreSQL reads them back.
 async fn write_kinds(pg: &PgSandbox, ctx: &TenantContext) -> Vec<Kinds> {
-    let at = pg_table(pg, ctx, "kinds").await;
-    let into = at.split(" WHERE").next().unwrap().to_owned();
+    let at = pg_at(pg, ctx, "kinds").await;
+    let into = at.table.clone();
     let moment: DateTime<Utc> = "2026-12-06T13:55:53.123456Z".parse().unwrap();
     let old: DateTime<Utc> = "1901-01-01T00:00:00Z".parse().unwrap();
     let rows: [Kinds; 3] = [
@@ -252,15 +282,16 @@ async fn write_kinds(pg: &PgSandbox, ctx: &TenantContext) -> Vec<Kinds> {
         .bind(r.5)
         .bind(r.6)
         .bind(r.7)
-        .execute(&pg.admin)
+        .execute(&at.pool)
         .await
         .unwrap();
     }
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT id, flag, ref, at, amount::text, raw, label, big FROM {at} ORDER BY id"
+        "SELECT id, flag, ref, at, amount::text, raw, label, big FROM {} {} ORDER BY id",
+        at.table, at.filter
     )))
     .bind(ctx.tenant_id())
-    .fetch_all(&pg.admin)
+    .fetch_all(&at.pool)
     .await
     .unwrap()
 }
@@ -470,9 +501,9 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
     seed(&mover, &ctx, SEEDED).await;
     seed(&mover, &neighbour, 20).await;
     let kinds = write_kinds(&pg, &ctx).await;
-    let neighbour_at = pg_table(&pg, &neighbour, "notes").await;
-    let neighbour_before = pg_notes(&pg, &neighbour, &neighbour_at).await;
-    let source_at = pg_table(&pg, &ctx, "notes").await;
+    let neighbour_at = pg_at(&pg, &neighbour, "notes").await;
+    let neighbour_before = pg_notes(&neighbour, &neighbour_at).await;
+    let source_at = pg_at(&pg, &ctx, "notes").await;
     for (tenancy, body) in [(&follower, "follower warm-up"), (&deaf, "deaf warm-up")] {
         let mut tx = tenancy.begin(&ctx).await.unwrap();
         sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES ($1, $2, $3)")
@@ -503,7 +534,7 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
         )
         .await
         .unwrap();
-    let source_at_cut_over = pg_notes(&pg, &ctx, &source_at).await;
+    let source_at_cut_over = pg_notes(&ctx, &source_at).await;
     progress(&ops, 200).await;
     stop.store(true, Ordering::Release);
     let mut seen = Vec::new();
@@ -569,35 +600,32 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
     .await;
     assert!(stale.is_err(), "a stale process wrote to the old placement");
     assert_eq!(
-        pg_notes(&pg, &ctx, &source_at).await,
+        pg_notes(&ctx, &source_at).await,
         source_at_cut_over,
         "no write on the old placement after the fence"
     );
     // The neighbour: untouched, still served by PostgreSQL.
-    assert_eq!(
-        pg_notes(&pg, &neighbour, &neighbour_at).await,
-        neighbour_before
-    );
+    assert_eq!(pg_notes(&neighbour, &neighbour_at).await, neighbour_before);
     assert!(mover.begin(&neighbour).await.is_ok());
     // The kept source goes when asked.
     assert_eq!(mover.kept_sources(ctx.tenant_id()).await.unwrap().len(), 1);
     mover.purge_moved_source(ctx.tenant_id()).await.unwrap();
     match from {
-        Strategy::Shared => assert!(pg_notes(&pg, &ctx, &source_at).await.is_empty()),
+        Strategy::Shared => assert!(pg_notes(&ctx, &source_at).await.is_empty()),
         _ => {
-            let name = source_at
-                .split('.')
-                .next()
-                .unwrap()
-                .trim_matches('"')
-                .to_owned();
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-                    .bind(name)
-                    .fetch_one(&pg.admin)
-                    .await
-                    .unwrap();
-            assert!(!exists, "the kept schema was purged");
+            if from == Strategy::Database {
+                source_at.pool.close().await;
+            }
+            let name = format!("t_{}", ctx.tenant_id().simple());
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+                 OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            )
+            .bind(name)
+            .fetch_one(&pg.admin)
+            .await
+            .unwrap();
+            assert!(!exists, "the kept schema or database was purged");
         }
     }
     // SQLite keeps serving it.
@@ -619,6 +647,16 @@ async fn pg_schema_tenant_moves_to_a_sqlite_tenant_file_while_eight_writers_run(
     move_while_writing(
         "moving::to_sqlite_schema",
         Strategy::Schema,
+        Strategy::Database,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_database_tenant_moves_to_a_sqlite_tenant_file_while_eight_writers_run() {
+    move_while_writing(
+        "moving::to_sqlite_database",
+        Strategy::Database,
         Strategy::Database,
     )
     .await;
@@ -650,8 +688,8 @@ async fn pg_to_sqlite_move_stopped_in_each_phase_resumes_or_aborts() {
             let ctx = provision(&pg, &mover, &format!("p2s-kill-{i}-{abort}"), from).await;
             seed(&mover, &ctx, 30).await;
             let kinds = write_kinds(&pg, &ctx).await;
-            let at = pg_table(&pg, &ctx, "notes").await;
-            let before = pg_notes(&pg, &ctx, &at).await;
+            let at = pg_at(&pg, &ctx, "notes").await;
+            let before = pg_notes(&ctx, &at).await;
             let target = edge.target(to, &ctx);
             let stopped = mover
                 .move_tenant_to_sqlite(
@@ -681,7 +719,7 @@ async fn pg_to_sqlite_move_stopped_in_each_phase_resumes_or_aborts() {
                     .abort_move_to_sqlite(ctx.tenant_id(), &edge.sqlite)
                     .await
                     .unwrap();
-                assert_eq!(pg_notes(&pg, &ctx, &at).await, before, "after {phase}");
+                assert_eq!(pg_notes(&ctx, &at).await, before, "after {phase}");
                 // The source serves and takes writes again.
                 let mut tx = mover.begin(&ctx).await.unwrap();
                 sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES ($1, 1000, 'after')")
@@ -711,7 +749,7 @@ async fn pg_to_sqlite_move_stopped_in_each_phase_resumes_or_aborts() {
                 assert_eq!(edge.kinds(&ctx).await, kinds, "after {phase}");
                 assert!(mover.open_move(ctx.tenant_id()).await.unwrap().is_none());
                 if from == Strategy::Shared {
-                    assert!(pg_notes(&pg, &ctx, &at).await.is_empty(), "source purged");
+                    assert!(pg_notes(&ctx, &at).await.is_empty(), "source purged");
                 }
                 edge.sqlite.delete_tenant(ctx.tenant_id()).await.unwrap();
             }
@@ -729,8 +767,8 @@ async fn pg_to_sqlite_refuses_unsupported_and_unmatched_columns_before_the_fence
     let mover = process(&pg, Duration::from_secs(1), true);
     let ctx = provision(&pg, &mover, "p2s-odd", Strategy::Shared).await;
     seed(&mover, &ctx, 5).await;
-    let at = pg_table(&pg, &ctx, "notes").await;
-    let before = pg_notes(&pg, &ctx, &at).await;
+    let at = pg_at(&pg, &ctx, "notes").await;
+    let before = pg_notes(&ctx, &at).await;
     let target = edge.target(Strategy::Database, &ctx);
 
     // An interval has no faithful SQLite form: refused, naming it.
@@ -795,7 +833,7 @@ async fn pg_to_sqlite_refuses_unsupported_and_unmatched_columns_before_the_fence
         .abort_move_to_sqlite(ctx.tenant_id(), &edge.sqlite)
         .await
         .unwrap();
-    assert_eq!(pg_notes(&pg, &ctx, &at).await, before);
+    assert_eq!(pg_notes(&ctx, &at).await, before);
     // A target on one of PostgreSQL's own clusters is refused.
     let own = Placement::derive(Strategy::Database, pg.cluster.clone(), ctx.tenant_id());
     let refused = mover
