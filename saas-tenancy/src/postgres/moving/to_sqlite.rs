@@ -85,11 +85,17 @@ impl PgTenancy {
     /// ([`MoveOptions::keep_source`], [`MoveOptions::keep_source_for`]):
     /// kept, it stays locked out, is listed by
     /// [`kept_sources`](Self::kept_sources) and removed by
-    /// [`purge_expired_sources`](Self::purge_expired_sources); moving the
-    /// tenant back from SQLite is [`SqliteTenancy::move_tenant_to_postgres`]
-    /// (a schema target). Queue tables ([`MoveOptions::queue_tables`], the
-    /// events outbox) are not carried: a tenant with rows in one is
-    /// refused until its relay has drained them.
+    /// [`purge_expired_sources`](Self::purge_expired_sources) (or
+    /// [`purge_moved_source`](Self::purge_moved_source)). Moving the tenant
+    /// back from SQLite is [`SqliteTenancy::move_tenant_to_postgres`] (a
+    /// schema target), which does not take a kept source over as
+    /// [`move_tenant`](Self::move_tenant) does: purge a kept source before
+    /// moving the tenant back into that placement. Queue tables
+    /// ([`MoveOptions::queue_tables`], the events outbox) are not carried:
+    /// a tenant with rows in one is refused until its relay has drained
+    /// them. No sequence is carried either: a SQLite `INTEGER PRIMARY KEY`
+    /// continues past the largest key copied (and an `AUTOINCREMENT`
+    /// table's counter follows explicit keys).
     ///
     /// ```no_run
     /// # async fn run(

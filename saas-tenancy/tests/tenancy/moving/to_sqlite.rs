@@ -58,7 +58,8 @@ type Kinds = (
     Option<i64>,
 );
 
-const SEEDED: i64 = 200;
+/// More than two of the copy's 1,000-row chunks.
+const SEEDED: i64 = 2_500;
 
 fn migration(version: i64, sql: &'static str) -> Migration {
     Migration::new(
@@ -568,8 +569,31 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
         .filter(|(id, _)| *id <= SEEDED || *id > SEEDED + 2)
         .collect();
     check(&stored, &seen);
-    // Every type round trip, read through the SQLite tenancy with sqlx.
+    // Every type round trip, read through the SQLite tenancy with sqlx,
+    // stored in the forms the mapping names.
     assert_eq!(edge.kinds(&ctx).await, kinds);
+    let mut conn = edge.sqlite.acquire(&ctx).await.unwrap();
+    let stored: (String, String, i64, String, String, String, String, String) = sqlx::query_as(
+        "SELECT typeof(flag), typeof(ref), length(ref), typeof(at), at, typeof(amount), \
+         typeof(raw), typeof(big) FROM kinds WHERE id = 1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(
+        stored,
+        (
+            "integer".into(),
+            "blob".into(),
+            16,
+            "text".into(),
+            "2026-12-06T13:55:53.123456+00:00".into(),
+            "text".into(),
+            "blob".into(),
+            "integer".into()
+        )
+    );
 
     // PostgreSQL refuses the tenant, saying where it is — the mover at
     // once, the follower once notified; the deaf process's write by its
