@@ -69,7 +69,8 @@ impl PgTenancy {
     /// chunks of 1,000 rows and written to SQLite in batches, one SQLite
     /// transaction per table whose row count is checked before it
     /// commits (memory holds one chunk; the write window is the copy's
-    /// duration) → cut over in the catalog (`NOTIFY`) → purge the source
+    /// duration; in a shared file, other tenants' writes wait for each
+    /// table's transaction, up to their busy timeout) → cut over in the catalog (`NOTIFY`) → purge the source
     /// unless kept. Each phase is recorded; a move that stops is finished
     /// by [`resume_move_to_sqlite`](Self::resume_move_to_sqlite) or, before
     /// its cut-over, undone by [`abort_move_to_sqlite`](Self::abort_move_to_sqlite).

@@ -1,12 +1,13 @@
 //! PostgreSQL → SQLite (`PgTenancy::move_tenant_to_sqlite`), the two
 //! tenancies sharing the PostgreSQL catalog: a row tenant into the SQLite
-//! shared file and a schema tenant into a tenant file, eight writers
-//! throughout (routed by the record: PostgreSQL until it refuses the
-//! tenant with `PlacementNotServedHere`, SQLite after), every type of the
-//! mapping read back through the SQLite tenancy, other PostgreSQL
+//! shared file, a schema and a database tenant into tenant files, eight
+//! writers throughout (routed by the record: PostgreSQL until it refuses
+//! the tenant with `PlacementNotServedHere`, SQLite after), every type of
+//! the mapping read back through the SQLite tenancy, other PostgreSQL
 //! processes — one following moves, one not — refused afterwards, the
-//! source unchanged after the fence, a neighbour untouched; stopped moves
-//! resumed or aborted; unsupported columns refused before the fence.
+//! source unchanged after the fence, neighbours (on PostgreSQL and in the
+//! SQLite shared file) untouched; stopped moves resumed or aborted;
+//! unsupported and unmatched columns refused before the fence.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -502,6 +503,25 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
     seed(&mover, &ctx, SEEDED).await;
     seed(&mover, &neighbour, 20).await;
     let kinds = write_kinds(&pg, &ctx).await;
+    // A SQLite neighbour in the shared file the row tenant moves into.
+    let sqlite_neighbour = {
+        let slug = TenantSlug::parse("p2s-sqlite-neighbour").unwrap();
+        let new = NewTenant::new(slug, "n", Strategy::Shared, edge.cluster.clone()).unwrap();
+        let record = edge.sqlite.provision(new).await.unwrap();
+        let ctx = TenantContext::new(record.id, record.slug);
+        let mut tx = edge.sqlite.begin_immediate(&ctx).await.unwrap();
+        for id in 1..=20i64 {
+            sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES (?, ?, 'sqlite')")
+                .bind(ctx.tenant_id())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        ctx
+    };
+    let sqlite_neighbour_before = edge.notes(&sqlite_neighbour).await;
     let neighbour_at = pg_at(&pg, &neighbour, "notes").await;
     let neighbour_before = pg_notes(&neighbour, &neighbour_at).await;
     let source_at = pg_at(&pg, &ctx, "notes").await;
@@ -631,6 +651,7 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
     // The neighbour: untouched, still served by PostgreSQL.
     assert_eq!(pg_notes(&neighbour, &neighbour_at).await, neighbour_before);
     assert!(mover.begin(&neighbour).await.is_ok());
+    assert_eq!(edge.notes(&sqlite_neighbour).await, sqlite_neighbour_before);
     // The kept source goes when asked.
     assert_eq!(mover.kept_sources(ctx.tenant_id()).await.unwrap().len(), 1);
     mover.purge_moved_source(ctx.tenant_id()).await.unwrap();
@@ -656,6 +677,10 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
     assert_eq!(edge.kinds(&ctx).await, kinds);
 
     edge.sqlite.delete_tenant(ctx.tenant_id()).await.unwrap();
+    edge.sqlite
+        .delete_tenant(sqlite_neighbour.tenant_id())
+        .await
+        .unwrap();
     mover.delete_tenant(neighbour.tenant_id()).await.unwrap();
     edge.cleanup();
     pg.cleanup().await;
