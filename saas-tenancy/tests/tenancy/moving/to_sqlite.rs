@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use saas_core::{TenantContext, TenantSlug};
+use saas_core::{ManualClock, TenantContext, TenantSlug};
 use saas_tenancy::TenancyError;
 use saas_tenancy::postgres::{MoveOptions, PgTenancy, ScopeMode};
 use saas_tenancy::sqlite::{SqliteClusterConfig, SqliteTenancy};
@@ -161,9 +161,13 @@ impl Edge {
 /// records for `ttl`, following moves if `follow`.
 async fn world(test: &str) -> Option<(PgSandbox, Edge)> {
     let pg = sandbox(test, ScopeMode::Shared).await?;
+    Some(world_over(pg).await)
+}
+
+async fn world_over(pg: PgSandbox) -> (PgSandbox, Edge) {
     pg.admin.execute(KINDS_PG).await.unwrap();
     let edge = Edge::new(pg.tenancy.catalog()).await;
-    Some((pg, edge))
+    (pg, edge)
 }
 
 fn process(pg: &PgSandbox, ttl: Duration, follow: bool) -> PgTenancy {
@@ -895,6 +899,67 @@ async fn pg_to_sqlite_refuses_unsupported_and_unmatched_columns_before_the_fence
     );
 
     mover.delete_tenant(ctx.tenant_id()).await.unwrap();
+    edge.cleanup();
+    pg.cleanup().await;
+}
+
+#[tokio::test]
+async fn pg_to_sqlite_kept_source_is_purged_once_its_retention_has_passed() {
+    let start = "2030-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+    let clock = ManualClock::new(start);
+    let Some(pg) = crate::pg_env::sandbox_with_clock(
+        "moving::to_sqlite_retention",
+        ScopeMode::Shared,
+        Arc::new(clock.clone()),
+    )
+    .await
+    else {
+        return;
+    };
+    let (pg, edge) = world_over(pg).await;
+    let mover = process(&pg, Duration::from_secs(1), true);
+    let ctx = provision(&pg, &mover, "p2s-kept", Strategy::Schema).await;
+    seed(&mover, &ctx, 10).await;
+    let schema = format!("t_{}", ctx.tenant_id().simple());
+    let schema_exists = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(&schema)
+        .fetch_one(&pg.admin)
+        .await
+        .unwrap()
+    };
+    mover
+        .move_tenant_to_sqlite(
+            ctx.tenant_id(),
+            &edge.sqlite,
+            edge.target(Strategy::Database, &ctx),
+            MoveOptions::default().keep_source_for(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let kept = mover.kept_sources(ctx.tenant_id()).await.unwrap();
+    assert_eq!(kept[0].kept_until, Some(start + chrono::Duration::hours(1)));
+    // Not before its retention has passed…
+    clock.advance(chrono::Duration::minutes(59));
+    assert!(
+        mover
+            .purge_expired_sources()
+            .await
+            .unwrap()
+            .purged
+            .is_empty()
+    );
+    assert!(schema_exists().await);
+    // …then purged, though the tenant is served by another backend now.
+    clock.advance(chrono::Duration::minutes(2));
+    let done = mover.purge_expired_sources().await.unwrap();
+    assert_eq!(done.purged.len(), 1, "{done:?}");
+    assert!(!schema_exists().await);
+    assert_eq!(edge.notes(&ctx).await.len(), 10);
+
+    edge.sqlite.delete_tenant(ctx.tenant_id()).await.unwrap();
     edge.cleanup();
     pg.cleanup().await;
 }
