@@ -185,6 +185,27 @@ impl PgTenancy {
     /// marked active again — served from its PostgreSQL source, whose
     /// data the move never changed.
     ///
+    /// ```no_run
+    /// # async fn run(
+    /// #     pg: saas_tenancy::postgres::PgTenancy,
+    /// #     sqlite: saas_tenancy::sqlite::SqliteTenancy,
+    /// #     id: saas_core::TenantId,
+    /// # ) -> Result<(), saas_tenancy::TenancyError> {
+    /// use saas_tenancy::MovePhase;
+    /// use saas_tenancy::postgres::MoveOptions;
+    ///
+    /// // After a crash: finish a move that cut over, undo one that did not.
+    /// match pg.open_move(id).await? {
+    ///     Some((_, phase)) if phase >= MovePhase::CutOver => {
+    ///         pg.resume_move_to_sqlite(id, &sqlite, MoveOptions::default()).await?;
+    ///     }
+    ///     Some(_) => pg.abort_move_to_sqlite(id, &sqlite).await?,
+    ///     None => {}
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`TenancyError::InvalidInput`] when the tenant has no unfinished
     /// move to SQLite, or it has cut over (finish it with

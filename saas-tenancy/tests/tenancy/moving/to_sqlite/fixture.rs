@@ -146,20 +146,23 @@ impl Edge {
     }
 }
 
-/// The sandbox with `kinds` shared, and a PostgreSQL tenancy ("a
-/// process") whose tenant migrations create `notes` and `kinds`, caching
-/// records for `ttl`, following moves if `follow`.
+/// A PostgreSQL sandbox and the SQLite side on its catalog, or `None`
+/// when skipped.
 pub(super) async fn world(test: &str) -> Option<(PgSandbox, Edge)> {
     let pg = sandbox(test, ScopeMode::Shared).await?;
     Some(world_over(pg).await)
 }
 
+/// `pg` with `kinds` shared, and the SQLite side on its catalog.
 pub(super) async fn world_over(pg: PgSandbox) -> (PgSandbox, Edge) {
     pg.admin.execute(KINDS_PG).await.unwrap();
     let edge = Edge::new(pg.tenancy.catalog()).await;
     (pg, edge)
 }
 
+/// A PostgreSQL tenancy ("a process") whose tenant migrations create
+/// `notes` and `kinds`, caching records for `ttl`, following moves if
+/// `follow`.
 pub(super) fn process(pg: &PgSandbox, ttl: Duration, follow: bool) -> PgTenancy {
     let mut migrations = tenant_migrations();
     migrations.push(migration(2, KINDS_PG));
