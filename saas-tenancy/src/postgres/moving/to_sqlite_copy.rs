@@ -25,7 +25,8 @@
 //! Any other type (arrays, enums, domains, ranges, intervals, geometric
 //! and network types, `timetz`, `money`…) is refused before the fence
 //! with [`TenancyError::UnsupportedColumnType`]; `infinity` timestamps
-//! have no chrono value and stop the copy (resumable, abortable).
+//! have no chrono value, and SQLite would store a float `NaN` as `NULL`:
+//! both stop the copy under the fence (resumable, abortable).
 
 use saas_core::TenantId;
 use sqlx::postgres::PgRow;
@@ -267,7 +268,15 @@ fn decode_row(row: &PgRow, columns: &[Column]) -> Result<Vec<Cell>, TenancyError
     columns
         .iter()
         .enumerate()
-        .map(|(i, c)| decode(row, i, c.kind))
+        .map(|(i, c)| match decode(row, i, c.kind)? {
+            // SQLite stores a NaN real as NULL: refused rather than lost.
+            Cell::Real(v) if v.is_nan() => Err(TenancyError::InvalidInput(format!(
+                "column {} holds NaN, which SQLite would store as NULL; replace it (or make \
+                 the column NULL there) and resume the move, or abort it",
+                c.name
+            ))),
+            cell => Ok(cell),
+        })
         .collect()
 }
 
