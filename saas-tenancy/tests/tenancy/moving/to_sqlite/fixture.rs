@@ -23,18 +23,18 @@ use crate::pg_env::sandbox;
 /// tenants: tenant migration 2).
 pub(super) const KINDS_PG: &str = "CREATE TABLE kinds (tenant_id uuid NOT NULL, id bigint NOT NULL, \
     flag boolean, ref uuid, at timestamptz, amount numeric(14,4), raw bytea, label text, \
-    big bigint, PRIMARY KEY (tenant_id, id))";
+    big bigint, ratio double precision, PRIMARY KEY (tenant_id, id))";
 pub(super) const SHARED_SQLITE: &str = "CREATE TABLE notes_rows (tenant_id BLOB NOT NULL, \
     id INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id)); \
     CREATE TABLE kinds_rows (tenant_id BLOB NOT NULL, id INTEGER NOT NULL, flag INTEGER, \
-    ref BLOB, at TEXT, amount TEXT, raw BLOB, label TEXT, big INTEGER, \
+    ref BLOB, at TEXT, amount TEXT, raw BLOB, label TEXT, big INTEGER, ratio REAL, \
     PRIMARY KEY (tenant_id, id))";
 /// A tenant file's tables: `kinds` without a tenant column (the copy
 /// leaves the source's out).
 pub(super) const TENANT_SQLITE: &str = "CREATE TABLE notes (tenant_id BLOB NOT NULL, \
     id INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant_id, id)); \
     CREATE TABLE kinds (id INTEGER PRIMARY KEY, flag INTEGER, ref BLOB, at TEXT, \
-    amount TEXT, raw BLOB, label TEXT, big INTEGER)";
+    amount TEXT, raw BLOB, label TEXT, big INTEGER, ratio REAL)";
 
 /// A row of `kinds` as both sides read it back with sqlx (the numeric as
 /// its text).
@@ -47,6 +47,7 @@ pub(super) type Kinds = (
     Option<Vec<u8>>,
     Option<String>,
     Option<i64>,
+    Option<f64>,
 );
 
 /// More than two of the copy's 1,000-row chunks.
@@ -118,10 +119,12 @@ impl Edge {
 
     pub(super) async fn kinds(&self, ctx: &TenantContext) -> Vec<Kinds> {
         let mut conn = self.sqlite.acquire(ctx).await.unwrap();
-        sqlx::query_as("SELECT id, flag, ref, at, amount, raw, label, big FROM kinds ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap()
+        sqlx::query_as(
+            "SELECT id, flag, ref, at, amount, raw, label, big, ratio FROM kinds ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
     }
 
     /// The tenant's rows in the shared file's `notes_rows`, read without
@@ -259,6 +262,7 @@ pub(super) async fn write_kinds(pg: &PgSandbox, ctx: &TenantContext) -> Vec<Kind
             Some(vec![0, 1, 2, 255, b'\n', b'\\']),
             Some("tab\there\nnewline 'quote' \"dq\" ü €".into()),
             Some(i64::MAX),
+            Some(1.5),
         ),
         (
             2,
@@ -269,13 +273,14 @@ pub(super) async fn write_kinds(pg: &PgSandbox, ctx: &TenantContext) -> Vec<Kind
             Some(Vec::new()),
             Some(String::new()),
             Some(i64::MIN),
+            Some(f64::NEG_INFINITY),
         ),
-        (3, None, None, None, None, None, None, None),
+        (3, None, None, None, None, None, None, None, None),
     ];
     for r in rows {
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {into} (tenant_id, id, flag, ref, at, amount, raw, label, big) \
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9)"
+            "INSERT INTO {into} (tenant_id, id, flag, ref, at, amount, raw, label, big, ratio) \
+             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9, $10)"
         )))
         .bind(ctx.tenant_id())
         .bind(r.0)
@@ -286,12 +291,13 @@ pub(super) async fn write_kinds(pg: &PgSandbox, ctx: &TenantContext) -> Vec<Kind
         .bind(r.5)
         .bind(r.6)
         .bind(r.7)
+        .bind(r.8)
         .execute(&at.pool)
         .await
         .unwrap();
     }
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT id, flag, ref, at, amount::text, raw, label, big FROM {} {} ORDER BY id",
+        "SELECT id, flag, ref, at, amount::text, raw, label, big, ratio FROM {} {} ORDER BY id",
         at.table, at.filter
     )))
     .bind(ctx.tenant_id())

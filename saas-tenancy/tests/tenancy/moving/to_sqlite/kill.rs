@@ -182,6 +182,48 @@ async fn pg_to_sqlite_refuses_unsupported_and_unmatched_columns_before_the_fence
         .await
         .unwrap();
     assert_eq!(pg_notes(&ctx, &at).await, before);
+    // A float NaN, which SQLite would store as NULL: the copy stops under
+    // the fence, and the abort leaves the source as it was.
+    pg.admin
+        .execute("ALTER TABLE notes DROP COLUMN extra")
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO kinds (tenant_id, id, ratio) VALUES ($1, 1, 'NaN')")
+        .bind(ctx.tenant_id())
+        .execute(&pg.admin)
+        .await
+        .unwrap();
+    let stopped = mover
+        .move_tenant_to_sqlite(
+            ctx.tenant_id(),
+            &edge.sqlite,
+            target.clone(),
+            MoveOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    match &stopped {
+        TenancyError::MoveStopped { phase, detail, .. } => {
+            assert_eq!(phase, "fenced");
+            assert!(
+                detail.contains("NaN") && detail.contains("ratio"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected MoveStopped, got {other}"),
+    }
+    mover
+        .abort_move_to_sqlite(ctx.tenant_id(), &edge.sqlite)
+        .await
+        .unwrap();
+    assert_eq!(pg_notes(&ctx, &at).await, before);
+    let nan: f64 = sqlx::query_scalar("SELECT ratio FROM kinds WHERE tenant_id = $1")
+        .bind(ctx.tenant_id())
+        .fetch_one(&pg.admin)
+        .await
+        .unwrap();
+    assert!(nan.is_nan());
+    assert!(mover.begin(&ctx).await.is_ok());
     // A target on one of PostgreSQL's own clusters is refused.
     let own = Placement::derive(Strategy::Database, pg.cluster.clone(), ctx.tenant_id());
     let refused = mover
