@@ -158,6 +158,18 @@ async fn move_while_writing(test: &str, from: Strategy, to: Strategy) {
         }
         assert_eq!(refused, Some(target.clone()));
     }
+    // Nor does it operate on it (a PostgreSQL deletion never touches the
+    // SQLite file).
+    let refused = mover.delete_tenant(ctx.tenant_id()).await.unwrap_err();
+    assert!(
+        matches!(refused, TenancyError::PlacementNotServedHere { .. }),
+        "{refused}"
+    );
+    let refused = mover.export_tenant(ctx.tenant_id()).await.unwrap_err();
+    assert!(
+        matches!(refused, TenancyError::PlacementNotServedHere { .. }),
+        "{refused}"
+    );
     let stale = async {
         let mut tx = deaf.begin(&ctx).await?;
         sqlx::query("INSERT INTO notes (tenant_id, id, body) VALUES ($1, 99999999, 'stale')")
