@@ -376,9 +376,13 @@ async fn write(
     let mut tx = tenancy.begin(ctx).await?;
     let id = match update {
         Some(id) => {
-            sqlx::query("UPDATE notes SET body = $2 WHERE id = $1")
+            // By the whole key: a schema or database tenant's `notes` has
+            // no row-level policy adding the tenant, and `id` alone would
+            // scan its table (what a row tenant's policy hides).
+            sqlx::query("UPDATE notes SET body = $2 WHERE tenant_id = $3 AND id = $1")
                 .bind(id)
                 .bind(body)
+                .bind(ctx.tenant_id())
                 .execute(&mut *tx)
                 .await?;
             None
