@@ -221,3 +221,26 @@ impl MoveOptions {
         self
     }
 }
+
+impl MoveOptions {
+    /// Tells the progress callback, if there is one, where `move_id` is.
+    pub(super) fn report(
+        &self,
+        move_id: uuid::Uuid,
+        tenant: saas_core::TenantId,
+        phase: MovePhase,
+        (tables_ready, tables): (usize, usize),
+        lag_bytes: Option<u64>,
+    ) {
+        if let Some(f) = &self.progress {
+            f(&MoveProgress {
+                move_id,
+                tenant,
+                phase,
+                tables_ready,
+                tables,
+                lag_bytes,
+            });
+        }
+    }
+}

@@ -9,9 +9,7 @@ use sqlx::PgPool;
 
 use super::ledger::{self, MoveRow};
 use super::plan;
-use super::{
-    MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, capture, copy, lockout, replicate,
-};
+use super::{MoveMethod, MoveOptions, MovePhase, MoveReport, capture, copy, lockout, replicate};
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
 
@@ -55,16 +53,7 @@ impl PgTenancy {
         let all = self.source_tables(&mut src, &row.from).await?;
         let (source, queues) = options.split(all.clone());
         let progress = |phase: MovePhase, ready: usize, lag: Option<u64>| {
-            if let Some(f) = &options.progress {
-                f(&MoveProgress {
-                    move_id,
-                    tenant,
-                    phase,
-                    tables_ready: ready,
-                    tables: source.len(),
-                    lag_bytes: lag,
-                });
-            }
+            options.report(move_id, tenant, phase, (ready, source.len()), lag);
         };
         let mut step = Step::new(row.phase);
         if step.due(MovePhase::Prepared) {

@@ -14,7 +14,7 @@ use super::ledger::{self, MoveRow};
 use super::plan::{self, Table};
 use super::run::{LocalFence, Step};
 use super::to_sqlite_copy::{self as copy, Job};
-use super::{MoveMethod, MoveOptions, MovePhase, MoveProgress, MoveReport, lockout};
+use super::{MoveMethod, MoveOptions, MovePhase, MoveReport, lockout};
 use crate::error::TenancyError;
 use crate::placement::Placement;
 use crate::postgres::PgTenancy;
@@ -348,16 +348,7 @@ impl PgTenancy {
         let all = self.source_tables(&mut src, &row.from).await?;
         let (source, queues) = options.split(all.clone());
         let progress = |phase: MovePhase, ready: usize| {
-            if let Some(f) = &options.progress {
-                f(&MoveProgress {
-                    move_id,
-                    tenant,
-                    phase,
-                    tables_ready: ready,
-                    tables: source.len(),
-                    lag_bytes: None,
-                });
-            }
+            options.report(move_id, tenant, phase, (ready, source.len()), None);
         };
         let mut step = Step::new(row.phase);
         if step.due(MovePhase::Prepared) {
