@@ -398,7 +398,9 @@ async fn round(
             .join(", ");
         tx.execute(
             sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {t} ({columns}) SELECT {columns} \
+                // The source's keys, also into a `GENERATED ALWAYS`
+                // identity (as `COPY` writes them).
+                "INSERT INTO {t} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} \
                  FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb)"
             )))
             .bind(rows),

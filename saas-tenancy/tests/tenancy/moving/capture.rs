@@ -98,3 +98,66 @@ async fn a_table_without_a_key_is_refused_before_a_captured_copy_starts() {
     assert!(tenancy.open_move(ctx.tenant_id()).await.unwrap().is_none());
     env.cleanup().await;
 }
+
+/// A row the tenant writes between the copy and the fence is replayed
+/// into a target whose key is a `GENERATED ALWAYS` identity: with its
+/// source key, not refused.
+#[tokio::test]
+async fn a_replayed_row_keeps_its_key_in_an_always_identity() {
+    let Some(env) = env("moving::capture_identity").await else {
+        return;
+    };
+    sqlx::raw_sql(
+        "ALTER TABLE public.notes ALTER COLUMN id DROP DEFAULT; \
+         ALTER TABLE public.notes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY",
+    )
+    .execute(&env.one.admin)
+    .await
+    .unwrap();
+    let tenancy = env.tenancy(Duration::from_secs(1), false);
+    let one = env.one.name.clone();
+    let ctx = env.tenant(&tenancy, "ident", Strategy::Schema, &one).await;
+    let write = |body: &'static str| {
+        let (tenancy, ctx) = (tenancy.clone(), ctx.clone());
+        async move {
+            let mut tx = tenancy.begin(&ctx).await.unwrap();
+            sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+                .bind(ctx.tenant_id())
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    write("copied").await;
+    let to = Placement::Shared {
+        cluster: one.clone(),
+    };
+    let stopped = tenancy
+        .move_tenant(
+            ctx.tenant_id(),
+            to.clone(),
+            MoveOptions::default().stop_after(MovePhase::Copying),
+        )
+        .await;
+    assert!(matches!(stopped, Err(TenancyError::MoveStopped { .. })));
+    // Served from its schema still; this row only reaches the target by
+    // the replay under the fence.
+    write("replayed").await;
+    let from = tenancy
+        .catalog()
+        .get(ctx.tenant_id())
+        .await
+        .unwrap()
+        .unwrap()
+        .placement;
+    let source = env.stored(&from, ctx.tenant_id()).await;
+    tenancy
+        .resume_move(ctx.tenant_id(), MoveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(env.stored(&to, ctx.tenant_id()).await, source);
+    assert_eq!(source.len(), 2);
+    env.cleanup().await;
+}
