@@ -71,7 +71,8 @@ pub(super) async fn key_columns(
     let key: Option<Vec<String>> = sqlx::query_scalar(
         "SELECT array_agg(a.attname::text ORDER BY k.ord) \
          FROM pg_index i \
-         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+         CROSS JOIN LATERAL unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) \
+             WITH ORDINALITY AS k(attnum, ord) \
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
          WHERE i.indrelid = $1::text::regclass AND (i.indisprimary OR i.indisreplident) \
          GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC LIMIT 1",
@@ -109,8 +110,10 @@ pub(super) async fn prepare<'a>(
     Ok(captured)
 }
 
+/// `…_a_old` sorts before `…_b_new`: see `install`.
 fn trigger(move_id: uuid::Uuid, side: &str) -> String {
-    format!("saas_mv_{}_{side}", move_id.simple())
+    let order = if side == "old" { "a" } else { "b" };
+    format!("saas_mv_{}_{order}_{side}", move_id.simple())
 }
 
 async fn trigger_exists(
@@ -157,9 +160,12 @@ pub(super) async fn install(
             &function, move_id, &table.key,
         )?))
         .await?;
+        // Triggers of one event fire in name order: the old key is logged
+        // before the new one, so a round that takes an update's first key
+        // deletes the old row before it inserts the new.
         for (side, events, row) in [
-            ("new", "INSERT OR UPDATE", "NEW"),
             ("old", "UPDATE OR DELETE", "OLD"),
+            ("new", "INSERT OR UPDATE", "NEW"),
         ] {
             let name = trigger(move_id, side);
             if trigger_exists(src, s, &name).await? {
@@ -216,7 +222,8 @@ fn capture_function(
     }
     Ok(format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
-         SECURITY DEFINER SET search_path = pg_catalog AS {BODY} \
+         SECURITY DEFINER SET search_path = pg_catalog SET standard_conforming_strings = on \
+         AS {BODY} \
          BEGIN \
              IF TG_ARGV[0] = 'new' THEN \
                  INSERT INTO saas_tenancy_capture.changes (move_id, relid, key) \
@@ -363,9 +370,11 @@ async fn round(
         };
         let keys = format!("[{}]", keys.iter().copied().collect::<Vec<_>>().join(","));
         let rows: String = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]')::text \
-             FROM jsonb_populate_recordset(NULL::{src}, $1::jsonb) k \
-             JOIN {src} s ON {on}{tenant}",
+            // A semi-join: one key logged in two spellings (a time zone,
+            // a case-insensitive text) still reads its row once.
+            "SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]')::text FROM {src} s \
+             WHERE EXISTS (SELECT 1 FROM jsonb_populate_recordset(NULL::{src}, $1::jsonb) k \
+                           WHERE {on}){tenant}",
             src = table.source.qualified(),
             on = matching(&table.key, "s", "k"),
             tenant = tenant_filter(table.source, "s", tenant),
@@ -396,11 +405,12 @@ async fn round(
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        let select = super::copy::select_list(&table.columns, table.target, tenant);
         tx.execute(
             sqlx::query(AssertSqlSafe(format!(
                 // The source's keys, also into a `GENERATED ALWAYS`
                 // identity (as `COPY` writes them).
-                "INSERT INTO {t} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} \
+                "INSERT INTO {t} ({columns}) OVERRIDING SYSTEM VALUE SELECT {select} \
                  FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb)"
             )))
             .bind(rows),

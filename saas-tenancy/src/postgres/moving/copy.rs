@@ -125,8 +125,9 @@ pub(super) async fn copy(
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        let select = select_list(&names, t, tenant);
         let out = format!(
-            "COPY (SELECT {list} FROM {}{}) TO STDOUT",
+            "COPY (SELECT {select} FROM {}{}) TO STDOUT",
             s.qualified(),
             s.filter(tenant)
         );
@@ -143,6 +144,21 @@ pub(super) async fn copy(
     dst.execute("SET session_replication_role = DEFAULT")
         .await?;
     Ok(copied)
+}
+
+/// The target's columns as read from the source, except a shared
+/// target's tenant column, which is the tenant: a schema or database
+/// tenant's own tables may hold any value there, and what it wrote under
+/// another tenant's id must not land in that tenant's rows.
+pub(super) fn select_list(columns: &[String], target: &Table, tenant: TenantId) -> String {
+    columns
+        .iter()
+        .map(|c| match &target.column {
+            Some(t) if t == c => format!("'{tenant}'::uuid AS {}", quote_ident(c)),
+            _ => quote_ident(c),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Vacuums and analyzes a private target's tables once replication has

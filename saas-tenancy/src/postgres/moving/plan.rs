@@ -34,6 +34,9 @@ pub(super) struct Table {
     pub(super) name: String,
     /// The tenant column (always set on a row placement).
     pub(super) column: Option<String>,
+    /// A tenant column the table has, also on a schema or database
+    /// placement (where it filters nothing: every row is the tenant's).
+    pub(super) tenant_column: Option<String>,
     /// Whether updates and deletes can be replicated (a primary key or a
     /// replica identity).
     pub(super) identity: bool,
@@ -124,7 +127,12 @@ pub(super) async fn tables(
             schema: schema_name,
             name,
             // A schema or database tenant's rows are all its own.
-            column: if schema.is_some() { None } else { column },
+            column: if schema.is_some() {
+                None
+            } else {
+                column.clone()
+            },
+            tenant_column: column,
             identity,
         })
         .collect())

@@ -28,12 +28,18 @@ pub(super) fn name(move_id: uuid::Uuid) -> String {
 }
 
 /// Creates the publication of the tenant's tables on the source (a row
-/// filter on the tenant column of shared tables), if missing.
+/// filter on the tenant column of shared tables), if missing. Into a
+/// shared target (`to_shared`) a private source's tables are filtered by
+/// their tenant column too: a schema or database tenant may have written
+/// another tenant's id there, and such a row must not arrive among that
+/// tenant's rows (the counts under the fence then differ and the move
+/// stops).
 pub(super) async fn publish(
     src: &mut PgConnection,
     name: &str,
     tables: &[Table],
     tenant: TenantId,
+    to_shared: bool,
 ) -> Result<(), TenancyError> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
@@ -45,13 +51,19 @@ pub(super) async fn publish(
     }
     let list = tables
         .iter()
-        .map(|t| match &t.column {
-            Some(c) => format!(
-                "TABLE ONLY {} WHERE ({} = '{tenant}'::uuid)",
-                t.qualified(),
-                quote_ident(c)
-            ),
-            None => format!("TABLE ONLY {}", t.qualified()),
+        .map(|t| {
+            match t
+                .column
+                .as_ref()
+                .or(t.tenant_column.as_ref().filter(|_| to_shared))
+            {
+                Some(c) => format!(
+                    "TABLE ONLY {} WHERE ({} = '{tenant}'::uuid)",
+                    t.qualified(),
+                    quote_ident(c)
+                ),
+                None => format!("TABLE ONLY {}", t.qualified()),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ");

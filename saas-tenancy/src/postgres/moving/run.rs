@@ -66,7 +66,8 @@ impl PgTenancy {
         if row.method == MoveMethod::LogicalReplication && step.due(MovePhase::Copying) {
             let copy_started = Instant::now();
             let mut dst = plan::connect(self, &row.to).await?;
-            replicate::publish(&mut src, &name, &source, tenant).await?;
+            let to_shared = plan::private_schema(&row.to).is_none();
+            replicate::publish(&mut src, &name, &source, tenant, to_shared).await?;
             if let (Some(staging), Some(own)) = (&row.staging, plan::private_schema(&row.to)) {
                 replicate::rename_schema(&mut dst, &own, staging).await?;
             }

@@ -161,3 +161,90 @@ async fn a_replayed_row_keeps_its_key_in_an_always_identity() {
     assert_eq!(source.len(), 2);
     env.cleanup().await;
 }
+
+/// A schema or database tenant may store any tenant id in its own
+/// tables. Moved into shared tables, such a row must not join another
+/// tenant's rows: a captured copy writes the tenant's id, replication
+/// filters the row out (its counts then differ and the move stops).
+#[tokio::test]
+async fn a_planted_tenant_id_never_reaches_another_tenants_rows() {
+    let Some(env) = env("moving::capture_planted").await else {
+        return;
+    };
+    let tenancy = env.tenancy(Duration::from_secs(1), false);
+    let (one, two) = (env.one.name.clone(), env.two.name.clone());
+    let victim_one = env
+        .tenant(&tenancy, "victim1", Strategy::Shared, &one)
+        .await;
+    let victim_two = env
+        .tenant(&tenancy, "victim2", Strategy::Shared, &two)
+        .await;
+    let schema = env
+        .tenant(&tenancy, "planter1", Strategy::Schema, &one)
+        .await;
+    let database = env
+        .tenant(&tenancy, "planter2", Strategy::Database, &one)
+        .await;
+    for (planter, victim) in [(&schema, &victim_one), (&database, &victim_two)] {
+        let mut tx = tenancy.begin(planter).await.unwrap();
+        for (owner, body) in [(planter, "own"), (victim, "planted")] {
+            sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
+                .bind(owner.tenant_id())
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let shared = |cluster: &saas_tenancy::ClusterName| Placement::Shared {
+        cluster: cluster.clone(),
+    };
+
+    // Captured copy (schema → row, one database): both rows arrive as the
+    // mover's own; the victim has none.
+    tenancy
+        .move_tenant(schema.tenant_id(), shared(&one), MoveOptions::default())
+        .await
+        .unwrap();
+    let moved = env.stored(&shared(&one), schema.tenant_id()).await;
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(
+        env.stored(&shared(&one), victim_one.tenant_id())
+            .await
+            .is_empty()
+    );
+
+    // Replication (database → row on the other server): the planted row
+    // is not replicated, so the fence's counts differ and the move stops;
+    // the abort leaves the victim without it.
+    let stopped = tenancy
+        .move_tenant(
+            database.tenant_id(),
+            shared(&two),
+            // The counts never agree: waiting for them is bounded by this.
+            MoveOptions::default().catch_up_timeout(Duration::from_secs(3)),
+        )
+        .await;
+    assert!(
+        matches!(stopped, Err(TenancyError::MoveStopped { .. })),
+        "{stopped:?}"
+    );
+    assert!(
+        env.stored(&shared(&two), victim_two.tenant_id())
+            .await
+            .is_empty()
+    );
+    tenancy.abort_move(database.tenant_id()).await.unwrap();
+    assert!(
+        env.stored(&shared(&two), victim_two.tenant_id())
+            .await
+            .is_empty()
+    );
+    assert!(
+        env.stored(&shared(&two), database.tenant_id())
+            .await
+            .is_empty()
+    );
+    env.cleanup().await;
+}
