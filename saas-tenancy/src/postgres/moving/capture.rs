@@ -240,7 +240,7 @@ fn capture_function(
 
 /// Runs one DDL statement with a short lock timeout, again until `wait`.
 async fn ddl(conn: &mut PgConnection, statement: &str, wait: Duration) -> Result<(), TenancyError> {
-    let deadline = Instant::now() + wait;
+    let deadline = super::deadline(wait);
     loop {
         let mut tx = conn.begin().await?;
         tx.execute("SET LOCAL lock_timeout = '500ms'").await?;

@@ -222,6 +222,15 @@ impl MoveOptions {
     }
 }
 
+/// `now + wait`, or a year from now for a wait past what an `Instant`
+/// holds (the options' durations are public fields: any value arrives).
+pub(super) fn deadline(wait: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
 impl MoveOptions {
     /// Tells the progress callback, if there is one, where `move_id` is.
     pub(super) fn report(

@@ -244,7 +244,7 @@ pub(super) async fn wait_for_lsn(
     lsn: &str,
     timeout: Duration,
 ) -> Result<bool, TenancyError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline(timeout);
     loop {
         let done: Option<bool> = sqlx::query_scalar(
             "SELECT bool_or(latest_end_lsn >= $2::text::pg_lsn) FROM pg_stat_subscription \

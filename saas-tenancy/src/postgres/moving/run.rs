@@ -78,7 +78,7 @@ impl PgTenancy {
             let config = &self.cluster(row.from.cluster())?.config;
             let conninfo = replicate::conninfo(config, &database);
             replicate::subscribe(&mut dst, &name, &conninfo).await?;
-            let deadline = Instant::now() + options.catch_up_timeout;
+            let deadline = super::deadline(options.catch_up_timeout);
             loop {
                 let tables = replicate::table_states(&mut dst, &name).await?;
                 let (ready, all) = (tables.ready, tables.all);
@@ -128,7 +128,7 @@ impl PgTenancy {
             copy::copy(&mut src, &mut dst, &pairs, tenant).await?;
             report.initial_copy = Some(copy_started.elapsed());
             progress(MovePhase::Copying, source.len(), None);
-            let deadline = Instant::now() + options.catch_up_timeout;
+            let deadline = super::deadline(options.catch_up_timeout);
             capture::drain(
                 &mut src,
                 &mut dst,

@@ -77,7 +77,7 @@ impl PgTenancy {
                 let pairs = copy::pair(source, &target)?;
                 let tables = capture::prepare(src, &mut dst, &pairs).await?;
                 // The tenant's writes are locked out: the log only shrinks.
-                let deadline = Instant::now() + options.catch_up_timeout;
+                let deadline = super::deadline(options.catch_up_timeout);
                 capture::drain(src, &mut dst, row.id, &tables, tenant, 0, deadline).await?;
                 checked(copy::verify(src, &mut dst, &pairs, tenant).await?)?
             }
@@ -87,7 +87,7 @@ impl PgTenancy {
                 let target = self.target_tables(&mut dst, schema.as_deref()).await?;
                 let pairs = copy::pair(source, &target)?;
                 let lsn = row.fence_lsn.clone().unwrap_or_default();
-                let deadline = Instant::now() + options.catch_up_timeout;
+                let deadline = super::deadline(options.catch_up_timeout);
                 let counts = if !replicate::exists(&mut dst, &name).await? {
                     // Dropped by an earlier run, after it had caught up.
                     checked(copy::verify(src, &mut dst, &pairs, tenant).await?)?
