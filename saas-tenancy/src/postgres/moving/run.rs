@@ -185,13 +185,8 @@ impl PgTenancy {
             let target = self.target_tables(&mut dst, own.as_deref()).await?;
             drop(dst);
             lockout::restore(self, &row.to, &target, tenant).await?;
-            ledger::cut_over(pool, row, self.inner.clock.now()).await?;
-            self.forget_record(tenant);
-            self.bump_fences();
-            report.fence = fenced_at.elapsed();
-            row.phase = MovePhase::CutOver;
-            step.finish(MovePhase::CutOver, report);
-            self.stop_if_asked(row, options)?;
+            self.cut_over(pool, row, fenced_at, options, &mut step, report)
+                .await?;
         }
         drop(_guard);
         if step.due(MovePhase::Done) {
@@ -201,6 +196,27 @@ impl PgTenancy {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Flips the catalog to the target (every process hears it), forgets
+    /// the cached record, and records the cut-over: the end of the fence
+    /// that went up at `fenced_at`.
+    pub(super) async fn cut_over(
+        &self,
+        pool: &PgPool,
+        row: &mut MoveRow,
+        fenced_at: Instant,
+        options: &MoveOptions,
+        step: &mut Step,
+        report: &mut MoveReport,
+    ) -> Result<(), TenancyError> {
+        ledger::cut_over(pool, row, self.inner.clock.now()).await?;
+        self.forget_record(row.tenant);
+        self.bump_fences();
+        report.fence = fenced_at.elapsed();
+        row.phase = MovePhase::CutOver;
+        step.finish(MovePhase::CutOver, report);
+        self.stop_if_asked(row, options)
     }
 
     /// Records `phase` as done, times it, and stops if the options ask.

@@ -402,13 +402,8 @@ impl PgTenancy {
         }
         if step.due(MovePhase::CutOver) {
             progress(MovePhase::CutOver, source.len());
-            ledger::cut_over(pool, row, self.inner.clock.now()).await?;
-            self.forget_record(tenant);
-            self.bump_fences();
-            report.fence = fenced_at.elapsed();
-            row.phase = MovePhase::CutOver;
-            step.finish(MovePhase::CutOver, report);
-            self.stop_if_asked(row, options)?;
+            self.cut_over(pool, row, fenced_at, options, &mut step, report)
+                .await?;
         }
         drop(guard);
         if step.due(MovePhase::Done) {
