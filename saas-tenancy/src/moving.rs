@@ -185,6 +185,14 @@ pub struct MoveReport {
     /// with what the tenant wrote meanwhile. `None` for a copy under the
     /// fence, or when this run resumed past the copy.
     pub initial_copy: Option<Duration>,
+    /// Logical replication only: why PostgreSQL's table sync copied the
+    /// rows rather than the mover under the replication slot's exported
+    /// snapshot (no replication connection to the source could be made —
+    /// it needs a password from
+    /// `PgClusterConfig::with_replication_conninfo` where the server asks
+    /// for one, and plain text). `None` when the mover copied them, for
+    /// other methods, or when this run resumed past the copy's start.
+    pub copied_by_table_sync: Option<String>,
     /// How long each phase took in this run of the mover.
     pub phases: Vec<(MovePhase, Duration)>,
 }
@@ -210,6 +218,7 @@ impl MoveReport {
             lag_at_fence_bytes: None,
             fence: Duration::ZERO,
             initial_copy: None,
+            copied_by_table_sync: None,
             phases: Vec::new(),
         }
     }

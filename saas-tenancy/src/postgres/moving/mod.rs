@@ -24,12 +24,14 @@ mod plan;
 mod replicate;
 mod retention;
 mod run;
+mod start;
 mod target;
 #[cfg(feature = "sqlite")]
 mod to_sqlite;
 #[cfg(feature = "sqlite")]
 mod to_sqlite_copy;
 mod undo;
+mod walsender;
 
 use std::fmt;
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! logical slot on the source database, a subscription on the target
 //! database, all named after the move (`saas_mv_<move id>`).
 //!
-//! The slot is created by the mover (`pg_create_logical_replication_slot`)
-//! and the subscription told not to create one (`create_slot = false`):
+//! The slot is created by the mover (over a replication connection with
+//! an exported snapshot, `walsender.rs`, or else with
+//! `pg_create_logical_replication_slot`) and the subscription told not
+//! to create one (`create_slot = false`):
 //! `CREATE SUBSCRIPTION` creating a slot on its own cluster waits for its
 //! own transaction and hangs. For the same reason the subscription is
 //! detached from its slot (`slot_name = NONE`) before it is dropped, and
@@ -49,21 +51,16 @@ pub(super) async fn publish(
     if exists {
         return Ok(());
     }
-    let list = tables
+    let list = published(tables, to_shared)
         .iter()
-        .map(|t| {
-            match t
-                .column
-                .as_ref()
-                .or(t.tenant_column.as_ref().filter(|_| to_shared))
-            {
-                Some(c) => format!(
-                    "TABLE ONLY {} WHERE ({} = '{tenant}'::uuid)",
-                    t.qualified(),
-                    quote_ident(c)
-                ),
-                None => format!("TABLE ONLY {}", t.qualified()),
-            }
+        .map(|t| match &t.column {
+            // The row filter must be parenthesised.
+            Some(c) => format!(
+                "TABLE ONLY {} WHERE ({} = '{tenant}'::uuid)",
+                t.qualified(),
+                quote_ident(c)
+            ),
+            None => format!("TABLE ONLY {}", t.qualified()),
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -73,6 +70,23 @@ pub(super) async fn publish(
     )))
     .await?;
     Ok(())
+}
+
+/// The source's tables as the publication filters them: a shared table
+/// by its tenant column, and into a shared target (`to_shared`) a
+/// private table by its tenant column too (see [`publish`]). A copy of
+/// the rows the subscription will follow filters the same way.
+pub(super) fn published(tables: &[Table], to_shared: bool) -> Vec<Table> {
+    tables
+        .iter()
+        .map(|t| Table {
+            column: t
+                .column
+                .clone()
+                .or(t.tenant_column.clone().filter(|_| to_shared)),
+            ..t.clone()
+        })
+        .collect()
 }
 
 /// Creates the logical slot on the source database, if missing. Its
@@ -106,23 +120,32 @@ pub(super) async fn create_slot(
     match created {
         Ok(_) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-            let open: Vec<String> = sqlx::query_scalar(
-                "SELECT format('pid %s (%s, %s, open since %s)', pid, datname, \
-                        coalesce(nullif(application_name, ''), usename), xact_start) \
-                 FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
-                   AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 5",
-            )
-            .fetch_all(&mut *src)
-            .await?;
-            Err(TenancyError::Timeout(format!(
-                "creating the move's replication slot waits for every transaction open on the \
-                 source server to end, and after {wait:?} these were still open: {}; end them \
-                 (or wait for a quieter moment) and resume the move",
-                open.join("; ")
-            )))
+            Err(slot_wait_timeout(src, wait).await?)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The error for a slot whose consistent point waited longer than
+/// `wait`, naming the transactions open on the source server.
+pub(super) async fn slot_wait_timeout(
+    src: &mut PgConnection,
+    wait: Duration,
+) -> Result<TenancyError, TenancyError> {
+    let open: Vec<String> = sqlx::query_scalar(
+        "SELECT format('pid %s (%s, %s, open since %s)', pid, datname, \
+                coalesce(nullif(application_name, ''), usename), xact_start) \
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+           AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 5",
+    )
+    .fetch_all(&mut *src)
+    .await?;
+    Ok(TenancyError::Timeout(format!(
+        "creating the move's replication slot waits for every transaction open on the \
+         source server to end, and after {wait:?} these were still open: {}; end them \
+         (or wait for a quieter moment) and resume the move",
+        open.join("; ")
+    )))
 }
 
 /// A libpq connection string reaching the source database: the
@@ -158,12 +181,15 @@ pub(super) async fn exists(dst: &mut PgConnection, name: &str) -> Result<bool, T
     )
 }
 
-/// Creates the subscription on the target database (copying the
-/// tables' rows first), if missing.
+/// Creates the subscription on the target database, if missing:
+/// copying the tables' rows first (`copy_data`: PostgreSQL's table sync)
+/// or, when the mover copied them under the slot's snapshot, streaming
+/// from the slot's starting point only.
 pub(super) async fn subscribe(
     dst: &mut PgConnection,
     name: &str,
     conninfo: &str,
+    copy_data: bool,
 ) -> Result<(), TenancyError> {
     if exists(dst, name).await? {
         return Ok(());
@@ -173,7 +199,7 @@ pub(super) async fn subscribe(
     let slot = format!("'{}'", name.replace('\'', "''"));
     dst.execute(AssertSqlSafe(format!(
         "CREATE SUBSCRIPTION {n} CONNECTION {literal} PUBLICATION {n} \
-         WITH (create_slot = false, slot_name = {slot}, copy_data = true)"
+         WITH (create_slot = false, slot_name = {slot}, copy_data = {copy_data})"
     )))
     .await?;
     Ok(())
@@ -189,6 +215,11 @@ pub(super) struct TableStates {
     pub(super) copied: usize,
     /// All of the subscription's tables.
     pub(super) all: usize,
+    /// Whether its apply worker is streaming from the slot (it has heard
+    /// from the source's WAL sender). A subscription made after the
+    /// mover's own copy has every table ready at once, while PostgreSQL's
+    /// launcher may start its worker only seconds later.
+    pub(super) streaming: bool,
 }
 
 /// Where the subscription's tables are.
@@ -196,9 +227,11 @@ pub(super) async fn table_states(
     dst: &mut PgConnection,
     name: &str,
 ) -> Result<TableStates, TenancyError> {
-    let (ready, copied, all): (i64, i64, i64) = sqlx::query_as(
+    let (ready, copied, all, streaming): (i64, i64, i64, bool) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE r.srsubstate = 'r'), \
-                count(*) FILTER (WHERE r.srsubstate IN ('f', 's', 'r')), count(*) \
+                count(*) FILTER (WHERE r.srsubstate IN ('f', 's', 'r')), count(*), \
+                EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subname = $1 \
+                        AND w.relid IS NULL AND w.latest_end_lsn IS NOT NULL) \
          FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid \
          WHERE s.subname = $1",
     )
@@ -210,6 +243,7 @@ pub(super) async fn table_states(
         ready: count(ready),
         copied: count(copied),
         all: count(all),
+        streaming,
     })
 }
 
@@ -299,6 +333,22 @@ pub(super) async fn drop_source_objects(
     name: &str,
     subscription: Option<i64>,
 ) -> Result<(), TenancyError> {
+    drop_slots(src, name, subscription).await?;
+    src.execute(AssertSqlSafe(format!(
+        "DROP PUBLICATION IF EXISTS {}",
+        quote_ident(name)
+    )))
+    .await?;
+    Ok(())
+}
+
+/// Drops the move's slot and the table-sync slots of subscription `oid`,
+/// if there.
+pub(super) async fn drop_slots(
+    src: &mut PgConnection,
+    name: &str,
+    subscription: Option<i64>,
+) -> Result<(), TenancyError> {
     let sync = subscription.map(|oid| format!("pg\\_{oid}\\_sync\\_%"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -333,11 +383,6 @@ pub(super) async fn drop_source_objects(
         }
         tokio::time::sleep(POLL).await;
     }
-    src.execute(AssertSqlSafe(format!(
-        "DROP PUBLICATION IF EXISTS {}",
-        quote_ident(name)
-    )))
-    .await?;
     Ok(())
 }
 

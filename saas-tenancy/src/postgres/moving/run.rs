@@ -71,13 +71,16 @@ impl PgTenancy {
             if let (Some(staging), Some(own)) = (&row.staging, plan::private_schema(&row.to)) {
                 replicate::rename_schema(&mut dst, &own, staging).await?;
             }
-            replicate::create_slot(&mut src, &name, options.catch_up_timeout).await?;
-            let database: String = sqlx::query_scalar("SELECT current_database()::text")
-                .fetch_one(&mut src)
-                .await?;
-            let config = &self.cluster(row.from.cluster())?.config;
-            let conninfo = replicate::conninfo(config, &database);
-            replicate::subscribe(&mut dst, &name, &conninfo).await?;
+            // The subscription is made once the rows are copied (or to
+            // copy them): a run that finds it resumes the catch-up.
+            if !replicate::exists(&mut dst, &name).await? {
+                report.copied_by_table_sync = self
+                    .start_replication(&mut src, &mut dst, row, &source, options)
+                    .await?;
+                if report.copied_by_table_sync.is_none() {
+                    report.initial_copy = Some(copy_started.elapsed());
+                }
+            }
             let deadline = super::deadline(options.catch_up_timeout);
             loop {
                 let tables = replicate::table_states(&mut dst, &name).await?;
@@ -87,13 +90,18 @@ impl PgTenancy {
                 }
                 let lag = replicate::lag(&mut src, &name).await?;
                 progress(MovePhase::Copying, ready, lag);
-                if all > 0 && ready == all && lag.is_some_and(|l| l <= options.max_lag_bytes) {
+                let caught_up = lag.is_some_and(|l| l <= options.max_lag_bytes);
+                if all > 0 && ready == all && tables.streaming && caught_up {
                     break;
                 }
                 if Instant::now() >= deadline {
+                    let worker = match tables.streaming {
+                        true => "",
+                        false => " (its apply worker has not started streaming)",
+                    };
                     return Err(TenancyError::Timeout(format!(
                         "replication copied {ready} of {all} tables and lags {lag:?} bytes \
-                         after {:?}",
+                         after {:?}{worker}",
                         options.catch_up_timeout
                     )));
                 }

@@ -32,6 +32,11 @@ pub(crate) struct MoveEnv {
     role: String,
     pub(crate) catalog: DynCatalog,
     tenants: Mutex<Vec<TenantId>>,
+    /// Tenancies built from now on give each cluster a replication
+    /// connection info asking for TLS (`sslmode=require`; both local
+    /// servers have TLS on): subscriptions use it, the mover's own
+    /// replication connection cannot.
+    pub(crate) tls_replication: bool,
 }
 
 async fn server(url: &str, name: &str) -> Server {
@@ -74,6 +79,7 @@ pub(crate) async fn env(test: &str) -> Option<MoveEnv> {
         role: unique_name("saas_mvrt"),
         catalog: Arc::new(catalog),
         tenants: Mutex::new(Vec::new()),
+        tls_replication: false,
     };
     env.tenancy(Duration::from_secs(1), true)
         .setup()
@@ -137,6 +143,15 @@ impl MoveEnv {
                 SqlIdent::new(&self.role).unwrap(),
             );
             config.max_connections = 8;
+            if self.tls_replication {
+                let o = &s.options;
+                config = config.with_replication_conninfo(format!(
+                    "host={} port={} user={} sslmode=require",
+                    o.get_host(),
+                    o.get_port(),
+                    o.get_username()
+                ));
+            }
             builder = builder.cluster(config);
         }
         builder

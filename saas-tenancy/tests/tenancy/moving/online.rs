@@ -24,12 +24,16 @@ async fn move_while_writing(
     to_two: bool,
     method: MoveMethod,
 ) {
-    move_while_writing_in(test, from, on_two, to, to_two, method, ScopeMode::Shared).await;
+    let plain = ScopeMode::Shared;
+    move_while_writing_in(test, from, on_two, to, to_two, method, plain, false).await;
 }
 
 /// Moves a tenant of `from` (on server two if `on_two`) to `to` (on two
 /// if `to_two`) while 8 writers write, every tenancy in scope mode
-/// `mode`, then checks everything the issue asks.
+/// `mode`, then checks everything the issue asks. With `tls_replication`
+/// the clusters' replication connection info asks for TLS, which the
+/// mover's own replication connection cannot speak: PostgreSQL's table
+/// sync copies instead.
 #[allow(clippy::too_many_arguments)]
 async fn move_while_writing_in(
     test: &str,
@@ -39,8 +43,12 @@ async fn move_while_writing_in(
     to_two: bool,
     method: MoveMethod,
     mode: ScopeMode,
+    tls_replication: bool,
 ) {
-    let Some(env) = env(test).await else { return };
+    let Some(mut env) = env(test).await else {
+        return;
+    };
+    env.tls_replication = tls_replication;
     let cluster = |two: bool| {
         if two {
             env.two.name.clone()
@@ -101,6 +109,15 @@ async fn move_while_writing_in(
     }
     eprintln!("{test}: {report:?}");
     assert_eq!(report.method, method);
+    if method == MoveMethod::LogicalReplication {
+        // Who copied: the mover under the slot's snapshot, or (asked for
+        // TLS) PostgreSQL's table sync — either way every write once.
+        match &report.copied_by_table_sync {
+            Some(why) => assert!(tls_replication && why.contains("TLS"), "{why}"),
+            None => assert!(!tls_replication, "the mover cannot speak TLS"),
+        }
+        assert!(report.initial_copy.is_some());
+    }
     assert_eq!(report.to, target);
     assert_eq!(placement(&mover, &ctx).await, target);
     assert!(phases.lock().unwrap().contains(&MovePhase::Fenced));
@@ -276,6 +293,22 @@ async fn row_to_database_with_tenant_pools() {
         true,
         MoveMethod::LogicalReplication,
         ScopeMode::TenantPools,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row_to_row_copied_by_the_table_sync_when_replication_needs_tls() {
+    move_while_writing_in(
+        "moving::row_to_row_tls",
+        Strategy::Shared,
+        false,
+        Strategy::Shared,
+        true,
+        MoveMethod::LogicalReplication,
+        ScopeMode::Shared,
+        true,
     )
     .await;
 }
