@@ -9,8 +9,11 @@
 //!   (p50 / p99 / max, retries included), next to the writes' p50 outside;
 //! - copy throughput: the tenant's rows over the time their copy took —
 //!   the initial copy (`MoveReport::initial_copy`: for replication the
-//!   publication, slot, subscription and table sync until every table's
-//!   rows are copied; for a captured copy the triggers and the `COPY`) —
+//!   publication, the slot over a replication connection, the mover's
+//!   `COPY` under the slot's exported snapshot and the subscription — or,
+//!   where no replication connection can be made, PostgreSQL's table sync
+//!   until every table's rows are copied; for a captured copy the
+//!   triggers and the `COPY`) —
 //!   and over the whole copy phase (initial copy and catch-up with the
 //!   writes made meanwhile: "copy + catch-up"), next to the same rows streamed by hand with
 //!   `COPY (SELECT … WHERE tenant_id = …) TO STDOUT` into `COPY … FROM
@@ -482,6 +485,9 @@ async fn measure(world: &mut World, kind: &'static str, rows: u64) -> Measured {
         .collect();
     if let Some(took) = report.initial_copy {
         timeline.push(format!("initial copy {}", ms(took)));
+    }
+    if let Some(why) = &report.copied_by_table_sync {
+        timeline.push(format!("copied by PostgreSQL's table sync ({why})"));
     }
     if let Some(at) = *copied_at.lock().unwrap() {
         timeline.push(format!("tables ready at {}", ms(at - start)));

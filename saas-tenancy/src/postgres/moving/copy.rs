@@ -161,13 +161,21 @@ pub(super) fn select_list(columns: &[String], target: &Table, tenant: TenantId) 
         .join(", ")
 }
 
-/// Vacuums and analyzes a private target's tables once replication has
-/// copied them: the counts under the fence then read the primary key's
-/// index alone instead of every fresh heap page.
+/// Vacuums the target's tables once the rows are copied: the counts
+/// under the fence then read the key's index alone instead of every
+/// fresh heap page (setting its hint bits: 0.3 s more fence for a
+/// million rows). A private target's tables are the tenant's alone and
+/// analyzed too; a shared table serves other tenants, so its indexes are
+/// left alone (`INDEX_CLEANUP OFF`: no pass over everyone's index entries,
+/// only the heap pages not yet all-visible, mostly the copied ones).
 pub(super) async fn vacuum(dst: &mut PgConnection, tables: &[Table]) -> Result<(), TenancyError> {
     for table in tables {
+        let how = match table.column {
+            Some(_) => "INDEX_CLEANUP OFF",
+            None => "ANALYZE",
+        };
         dst.execute(AssertSqlSafe(format!(
-            "VACUUM (ANALYZE) {}",
+            "VACUUM ({how}) {}",
             table.qualified()
         )))
         .await?;

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use super::ledger::{self, MoveRow};
 use super::plan;
+use super::start::InitialCopy;
 use super::{MoveMethod, MoveOptions, MovePhase, MoveReport, capture, copy, lockout, replicate};
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
@@ -74,11 +75,12 @@ impl PgTenancy {
             // The subscription is made once the rows are copied (or to
             // copy them): a run that finds it resumes the catch-up.
             if !replicate::exists(&mut dst, &name).await? {
-                report.copied_by_table_sync = self
+                match self
                     .start_replication(&mut src, &mut dst, row, &source, options)
-                    .await?;
-                if report.copied_by_table_sync.is_none() {
-                    report.initial_copy = Some(copy_started.elapsed());
+                    .await?
+                {
+                    InitialCopy::ByMover(at) => report.initial_copy = Some(at - copy_started),
+                    InitialCopy::ByTableSync(why) => report.copied_by_table_sync = Some(why),
                 }
             }
             let deadline = super::deadline(options.catch_up_timeout);
@@ -108,16 +110,24 @@ impl PgTenancy {
                 // Often: the loop decides when the fence may start.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // A private target's tables are the tenant's alone: vacuumed
-            // now, outside the fence, they are counted from their index.
-            if plan::private_schema(&row.to).is_some() {
-                let schema = row
-                    .staging
-                    .clone()
-                    .or_else(|| plan::private_schema(&row.to));
-                let tables = self.target_tables(&mut dst, schema.as_deref()).await?;
-                copy::vacuum(&mut dst, &tables).await?;
+            // What was written until now is applied before the fence, not
+            // under it: the lag above can be megabytes of the copy's time.
+            let now = replicate::current_lsn(&mut src).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !replicate::wait_for_lsn(&mut src, &mut dst, &name, &now, left).await? {
+                return Err(TenancyError::Timeout(format!(
+                    "replication did not apply the source's changes up to {now} within {:?}",
+                    options.catch_up_timeout
+                )));
             }
+            // Vacuumed now, outside the fence, the target's fresh rows are
+            // counted under it from their index.
+            let schema = row
+                .staging
+                .clone()
+                .or_else(|| plan::private_schema(&row.to));
+            let tables = self.target_tables(&mut dst, schema.as_deref()).await?;
+            copy::vacuum(&mut dst, &tables).await?;
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;
         }
@@ -147,9 +157,7 @@ impl PgTenancy {
                 deadline,
             )
             .await?;
-            if own.is_some() {
-                copy::vacuum(&mut dst, &target).await?;
-            }
+            copy::vacuum(&mut dst, &target).await?;
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;
         }

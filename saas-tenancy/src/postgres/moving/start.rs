@@ -8,6 +8,8 @@
 //! (the same result, a few hundred milliseconds of PostgreSQL's workers
 //! and a second consistent point later).
 
+use std::time::Instant;
+
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use super::ledger::MoveRow;
@@ -17,12 +19,20 @@ use super::{MoveOptions, copy, replicate};
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
 
+/// Who copied a replicated move's rows.
+pub(super) enum InitialCopy {
+    /// The mover, under the slot's snapshot; its `COPY` ended then.
+    ByMover(Instant),
+    /// PostgreSQL's table sync, because no replication connection could
+    /// be made (why).
+    ByTableSync(String),
+}
+
 impl PgTenancy {
     /// Creates the move's slot, copies the tenant's rows and subscribes
     /// the target; called while the subscription does not exist. A run
     /// stopped before subscribing left a slot whose snapshot is gone and
-    /// part of a copy: both are redone. Returns why the table sync
-    /// copied, if it did.
+    /// part of a copy: both are redone. Returns who copied.
     pub(super) async fn start_replication(
         &self,
         src: &mut PgConnection,
@@ -30,7 +40,7 @@ impl PgTenancy {
         row: &MoveRow,
         source: &[Table],
         options: &MoveOptions,
-    ) -> Result<Option<String>, TenancyError> {
+    ) -> Result<InitialCopy, TenancyError> {
         let name = replicate::name(row.id);
         replicate::drop_slots(src, &name, None).await?;
         let own = row
@@ -73,7 +83,7 @@ impl PgTenancy {
                 );
                 replicate::create_slot(src, &name, wait).await?;
                 replicate::subscribe(dst, &name, &conninfo, true).await?;
-                return Ok(Some(why));
+                return Ok(InitialCopy::ByTableSync(why));
             }
         };
         // Snapshot names are hex digits and hyphens (`00000003-0000001B-1`).
@@ -102,8 +112,9 @@ impl PgTenancy {
             .await?;
         copy::copy(&mut snapshot, dst, &pairs, row.tenant).await?;
         snapshot.commit().await?;
+        let copied = Instant::now();
         repl.close().await;
         replicate::subscribe(dst, &name, &conninfo, false).await?;
-        Ok(None)
+        Ok(InitialCopy::ByMover(copied))
     }
 }
