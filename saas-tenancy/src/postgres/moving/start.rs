@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use super::ledger::MoveRow;
 use super::plan::{self, Table};
 use super::walsender::{Endpoint, ReplicationConnection, SlotError};
-use super::{MoveOptions, copy, replicate};
+use super::{MoveOptions, MovePhase, copy, replicate};
 use crate::error::TenancyError;
 use crate::postgres::PgTenancy;
 
@@ -98,6 +98,9 @@ impl PgTenancy {
                 slot.snapshot
             )));
         }
+        // The slot holds WAL from here on; the copy starts.
+        let tables = (0, source.len());
+        options.report(row.id, row.tenant, MovePhase::Copying, tables, None);
         let pairs_source = replicate::published(source, plan::private_schema(&row.to).is_none());
         let pairs = copy::pair(&pairs_source, &target)?;
         let mut reader = plan::connect(self, &row.from).await?;

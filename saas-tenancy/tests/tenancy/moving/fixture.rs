@@ -232,6 +232,29 @@ impl MoveEnv {
         rows
     }
 
+    /// Move slots and move subscriptions on either server's databases.
+    pub(crate) async fn slots_and_subscriptions(&self) -> (i64, i64) {
+        let (mut slots, mut subscriptions) = (0, 0);
+        for s in [&self.one, &self.two] {
+            let (a, b): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM pg_replication_slots \
+                         WHERE slot_name LIKE 'saas\\_mv\\_%' \
+                         AND (database = $1 OR database = ANY($2))), \
+                        (SELECT count(*) FROM pg_subscription WHERE subname LIKE 'saas\\_mv\\_%' \
+                         AND subdbid IN (SELECT oid FROM pg_database WHERE datname = $1 \
+                                         OR datname = ANY($2)))",
+            )
+            .bind(&s.db)
+            .bind(self.tenant_databases())
+            .fetch_one(&s.admin)
+            .await
+            .unwrap();
+            slots += a;
+            subscriptions += b;
+        }
+        (slots, subscriptions)
+    }
+
     /// Publications, subscriptions and slots of moves left on either
     /// server's databases (a clean move leaves none).
     pub(crate) async fn replication_leftovers(&self) -> i64 {

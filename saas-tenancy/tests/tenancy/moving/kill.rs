@@ -239,16 +239,25 @@ async fn a_table_without_a_key_is_refused_before_anything_starts() {
 }
 
 /// The mover's future dropped while it works on `phase` (its process
-/// killed there): a resume finishes the move.
+/// killed there): a resume finishes the move. Twice in the copy: during
+/// the mover's own `COPY` under the slot's snapshot (the slot exists, the
+/// subscription not yet: the resume drops the slot, empties the target
+/// and copies again under a new one — no row twice), and once the
+/// subscription follows the slot (it reports a lag).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mover_dropped_mid_phase_is_resumed() {
     let Some(env) = env("moving::kill::dropped").await else {
         return;
     };
     let tenancy = env.tenancy(Duration::from_secs(1), true);
-    for (i, phase) in [MovePhase::Copying, MovePhase::Fenced, MovePhase::Synced]
-        .into_iter()
-        .enumerate()
+    for (i, (phase, subscribed)) in [
+        (MovePhase::Copying, false),
+        (MovePhase::Copying, true),
+        (MovePhase::Fenced, true),
+        (MovePhase::Synced, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let ctx = env
             .tenant(
@@ -264,7 +273,9 @@ async fn a_mover_dropped_mid_phase_is_resumed() {
         let target = Placement::derive(Strategy::Shared, env.two.name.clone(), ctx.tenant_id());
         let (reached, mut at) = tokio::sync::watch::channel(false);
         let options = MoveOptions::default().on_progress(move |p| {
-            if p.phase == phase {
+            // In the copy, a lag is reported once the subscription follows.
+            let copying = p.phase == MovePhase::Copying;
+            if p.phase == phase && (!copying || p.lag_bytes.is_some() == subscribed) {
                 let _ = reached.send(true);
             }
         });
@@ -275,6 +286,13 @@ async fn a_mover_dropped_mid_phase_is_resumed() {
             _ = at.wait_for(|r| *r) => {}
         }
         assert!(tenancy.open_move(ctx.tenant_id()).await.unwrap().is_some());
+        if !subscribed {
+            assert_eq!(
+                env.slots_and_subscriptions().await,
+                (1, 0),
+                "dropped with the move's slot made and no subscription yet"
+            );
+        }
         let report = tenancy
             .resume_move(ctx.tenant_id(), MoveOptions::default())
             .await
