@@ -33,10 +33,10 @@ pub(crate) struct MoveEnv {
     pub(crate) catalog: DynCatalog,
     tenants: Mutex<Vec<TenantId>>,
     /// Tenancies built from now on give each cluster a replication
-    /// connection info asking for TLS (`sslmode=require`; both local
-    /// servers have TLS on): subscriptions use it, the mover's own
-    /// replication connection cannot.
-    pub(crate) tls_replication: bool,
+    /// connection info: its host and port and these keywords (a user and
+    /// password, or `sslmode=require`, which subscriptions can use and
+    /// the mover's own replication connection cannot).
+    pub(crate) replication_login: Option<String>,
 }
 
 async fn server(url: &str, name: &str) -> Server {
@@ -79,7 +79,7 @@ pub(crate) async fn env(test: &str) -> Option<MoveEnv> {
         role: unique_name("saas_mvrt"),
         catalog: Arc::new(catalog),
         tenants: Mutex::new(Vec::new()),
-        tls_replication: false,
+        replication_login: None,
     };
     env.tenancy(Duration::from_secs(1), true)
         .setup()
@@ -143,13 +143,12 @@ impl MoveEnv {
                 SqlIdent::new(&self.role).unwrap(),
             );
             config.max_connections = 8;
-            if self.tls_replication {
+            if let Some(login) = &self.replication_login {
                 let o = &s.options;
                 config = config.with_replication_conninfo(format!(
-                    "host={} port={} user={} sslmode=require",
+                    "host={} port={} {login}",
                     o.get_host(),
                     o.get_port(),
-                    o.get_username()
                 ));
             }
             builder = builder.cluster(config);

@@ -12,6 +12,9 @@ use std::time::Duration;
 use saas_core::TenantContext;
 use saas_tenancy::postgres::{MoveMethod, MoveOptions, MovePhase, PgTenancy, ScopeMode};
 use saas_tenancy::{Placement, Strategy};
+use saas_test_support::{Service, service_url};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::fixture::env;
 use super::writers::{Acked, check_acked, insert, progress, writers};
@@ -25,15 +28,16 @@ async fn move_while_writing(
     method: MoveMethod,
 ) {
     let plain = ScopeMode::Shared;
-    move_while_writing_in(test, from, on_two, to, to_two, method, plain, false).await;
+    move_while_writing_in(test, from, on_two, to, to_two, method, plain, None).await;
 }
 
 /// Moves a tenant of `from` (on server two if `on_two`) to `to` (on two
 /// if `to_two`) while 8 writers write, every tenancy in scope mode
-/// `mode`, then checks everything the issue asks. With `tls_replication`
-/// the clusters' replication connection info asks for TLS, which the
-/// mover's own replication connection cannot speak: PostgreSQL's table
-/// sync copies instead.
+/// `mode`, then checks everything the issue asks. With a `login`, the
+/// clusters' replication connection info carries it (see
+/// `MoveEnv::replication_login`); one asking for TLS, which the mover's
+/// own replication connection cannot speak, has PostgreSQL's table sync
+/// copy instead.
 #[allow(clippy::too_many_arguments)]
 async fn move_while_writing_in(
     test: &str,
@@ -43,12 +47,15 @@ async fn move_while_writing_in(
     to_two: bool,
     method: MoveMethod,
     mode: ScopeMode,
-    tls_replication: bool,
+    login: Option<String>,
 ) {
     let Some(mut env) = env(test).await else {
         return;
     };
-    env.tls_replication = tls_replication;
+    let tls_replication = login
+        .as_deref()
+        .is_some_and(|l| l.contains("sslmode=require"));
+    env.replication_login = login;
     let cluster = |two: bool| {
         if two {
             env.two.name.clone()
@@ -293,7 +300,7 @@ async fn row_to_database_with_tenant_pools() {
         true,
         MoveMethod::LogicalReplication,
         ScopeMode::TenantPools,
-        false,
+        None,
     )
     .await;
 }
@@ -308,9 +315,69 @@ async fn row_to_row_copied_by_the_table_sync_when_replication_needs_tls() {
         true,
         MoveMethod::LogicalReplication,
         ScopeMode::Shared,
-        true,
+        Some("user=postgres sslmode=require".to_owned()),
     )
     .await;
+}
+
+/// The mover's replication connection logs in with a password, as a
+/// role `.ci/run` makes authenticate by SCRAM-SHA-256 (then MD5) — and
+/// still copies under the slot's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row_to_row_with_password_replication_logins() {
+    for (role, encryption) in [("saas_pw_scram", "scram-sha-256"), ("saas_pw_md5", "md5")] {
+        let Some(password) = password_login(role, encryption).await else {
+            return;
+        };
+        move_while_writing_in(
+            &format!("moving::row_to_row_{role}"),
+            Strategy::Shared,
+            false,
+            Strategy::Shared,
+            true,
+            MoveMethod::LogicalReplication,
+            ScopeMode::Shared,
+            Some(format!("user={role} password='{password}'")),
+        )
+        .await;
+    }
+}
+
+/// Makes `role` a replication login with a fresh password stored by
+/// `encryption`, and checks the server asks for it (a wrong password is
+/// refused — else the test would prove nothing); `None` when skipped.
+async fn password_login(role: &str, encryption: &str) -> Option<String> {
+    let url = service_url(Service::Postgres, role)?;
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let create = format!("CREATE ROLE {role} LOGIN REPLICATION");
+    if let Err(e) = sqlx::query(AssertSqlSafe(create)).execute(&admin).await {
+        // Another run made it first.
+        let code = e.as_database_error().and_then(|d| d.code());
+        assert_eq!(code.as_deref(), Some("42710"), "{e}");
+    }
+    let mut conn = admin.acquire().await.unwrap();
+    sqlx::query("SELECT set_config('password_encryption', $1, false)")
+        .bind(encryption)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER ROLE {role} PASSWORD '{password}'"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let options: PgConnectOptions = url.parse().unwrap();
+    let wrong = options.username(role).password("wrong");
+    assert!(
+        PgConnection::connect_with(&wrong).await.is_err(),
+        "the server let {role} in with a wrong password: its pg_hba.conf lacks the lines \
+         .ci/run's ensure_password_logins puts first"
+    );
+    admin.close().await;
+    Some(password)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
