@@ -87,7 +87,8 @@ impl fmt::Display for MovePhase {
 #[non_exhaustive]
 pub enum MoveMethod {
     /// PostgreSQL logical replication (a publication, with a row filter
-    /// for a row tenant, and a subscription with its initial copy) while
+    /// for a row tenant, a slot, the rows copied under the slot's
+    /// snapshot, and a subscription) while
     /// the tenant keeps writing; the fence lasts only for the last
     /// changes. Used by PostgreSQL moves whose target's tables can carry
     /// the source's schema-qualified names (see `PgTenancy::move_tenant`).
@@ -179,8 +180,9 @@ pub struct MoveReport {
     pub fence: Duration,
     /// Online copies only (replication, captured copy): how long the
     /// initial copy took, from the start of the copy phase (replication:
-    /// publication, slot, subscription; captured copy: the triggers) until
-    /// every table's rows were copied. The rest of the copy phase
+    /// publication, slot and the mover's `COPY` under its snapshot — or
+    /// subscription and PostgreSQL's table sync; captured copy: the
+    /// triggers and the `COPY`) until every table's rows were copied. The rest of the copy phase
     /// ([`MovePhase::Copying`] in [`phases`](Self::phases)) is the catch-up
     /// with what the tenant wrote meanwhile. `None` for a copy under the
     /// fence, or when this run resumed past the copy.

@@ -81,14 +81,22 @@ pub struct PgClusterConfig {
     /// does. Requires [`PgTenancyBuilder::transaction_pooling`]; see
     /// [`PgClusterConfig::with_transaction_pooler`].
     pub transaction_pooler: Option<PgConnectOptions>,
-    /// How another server's subscription reaches this cluster when a
-    /// tenant moves away from it ([`PgTenancy::move_tenant`]): libpq
-    /// connection keywords (`host=… port=… user=… password=… sslmode=…`),
-    /// the database added per move. `None`: host, port and user of
-    /// `admin`, with no password (trust, or a `.pgpass` on the target
-    /// server). Shown redacted by `Debug`; PostgreSQL keeps it in the
-    /// subscription (`pg_subscription.subconninfo`, readable by superusers)
-    /// while the move runs.
+    /// How a replication client reaches this cluster when a tenant moves
+    /// away from it ([`PgTenancy::move_tenant`]): another server's
+    /// subscription, and the mover's own replication connection (which
+    /// creates the move's slot and exports the snapshot the rows are
+    /// copied under). libpq connection keywords (`host=… port=… user=…
+    /// password=… sslmode=…`), the database added per move. `None`: host,
+    /// port and user of `admin`, with no password (trust, or a `.pgpass`
+    /// on the target server). The mover's connection speaks plain text and
+    /// SCRAM-SHA-256, MD5 or cleartext passwords; where it cannot connect
+    /// (`sslmode=require`, a password it is not given) the subscription's
+    /// table sync copies instead ([`MoveReport::copied_by_table_sync`](crate::postgres::MoveReport::copied_by_table_sync)
+    /// says why), a few hundred milliseconds slower to start. The role
+    /// needs `REPLICATION` (or is a superuser). Shown redacted by `Debug`;
+    /// PostgreSQL keeps it in the subscription
+    /// (`pg_subscription.subconninfo`, readable by superusers) while the
+    /// move runs.
     pub replication_conninfo: Option<String>,
 }
 

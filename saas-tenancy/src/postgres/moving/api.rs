@@ -16,8 +16,9 @@ impl PgTenancy {
     /// Moves a tenant to placement `to` — another strategy (row, schema,
     /// database), another cluster, or both — while it keeps being served.
     /// Phases: prepare the target → copy and catch up (PostgreSQL logical
-    /// replication: a publication, with a row filter for a row tenant, and
-    /// a subscription with its initial copy) → fence → wait for the last
+    /// replication: a publication, with a row filter for a row tenant, a
+    /// slot whose exported snapshot the mover `COPY`s the rows under, and a
+    /// subscription streaming every later change) → fence → wait for the last
     /// changes and verify row counts per table → carry sequences over →
     /// cut over in the catalog → clean up. Each phase is recorded in the
     /// move ledger (`saas_tenant_moves`, next to `saas_tenants`), so a move
