@@ -189,11 +189,12 @@ pub struct MoveReport {
     pub initial_copy: Option<Duration>,
     /// Logical replication only: why PostgreSQL's table sync copied the
     /// rows rather than the mover under the replication slot's exported
-    /// snapshot (no replication connection to the source could be made —
-    /// it needs a password from
+    /// snapshot — the mover's replication connection to the source could
+    /// not be made or could not create the slot (it speaks plain text
+    /// and needs the password from
     /// `PgClusterConfig::with_replication_conninfo` where the server asks
-    /// for one, and plain text). `None` when the mover copied them, for
-    /// other methods, or when this run resumed past the copy's start.
+    /// for one). `None` when the mover copied them, for other methods, or
+    /// when this run resumed past the copy's start.
     pub copied_by_table_sync: Option<String>,
     /// How long each phase took in this run of the mover.
     pub phases: Vec<(MovePhase, Duration)>,

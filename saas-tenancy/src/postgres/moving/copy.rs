@@ -39,6 +39,31 @@ pub(super) fn pair<'a>(
         .collect()
 }
 
+/// Pairs each source table with the target's table of the same schema
+/// and name — the one a subscription applies its changes to; a source
+/// table the target lacks is refused.
+pub(super) fn pair_same_schema<'a>(
+    source: &'a [Table],
+    target: &'a [Table],
+) -> Result<Vec<(&'a Table, &'a Table)>, TenancyError> {
+    source
+        .iter()
+        .map(|s| {
+            target
+                .iter()
+                .find(|t| t.name == s.name && t.schema == s.schema)
+                .map(|t| (s, t))
+                .ok_or_else(|| {
+                    TenancyError::InvalidInput(format!(
+                        "the target placement has no table {} (the source's, under the same \
+                         schema); migrate it to the same version first — nothing was moved",
+                        s.qualified()
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Deletes the tenant's rows from the target's tables (all rows of a
 /// schema or database target: it is the tenant's own and not yet served).
 pub(super) async fn clear(
@@ -119,7 +144,7 @@ pub(super) async fn copy(
     dst.execute("SET session_replication_role = replica")
         .await?;
     for (s, t) in pairs {
-        let names = columns(dst, t).await?;
+        let names = shared_columns(src, dst, s, t).await?;
         let list = names
             .iter()
             .map(|c| quote_ident(c))
@@ -127,7 +152,7 @@ pub(super) async fn copy(
             .join(", ");
         let select = select_list(&names, t, tenant);
         let out = format!(
-            "COPY (SELECT {select} FROM {}{}) TO STDOUT",
+            "COPY (SELECT {select} FROM ONLY {}{}) TO STDOUT",
             s.qualified(),
             s.filter(tenant)
         );
@@ -146,6 +171,28 @@ pub(super) async fn copy(
     Ok(copied)
 }
 
+/// The columns a copy of `s` into `t` carries: the target's that the
+/// source has (the target's others take their defaults, as replication
+/// leaves them). A source column the target lacks would be lost: refused.
+pub(super) async fn shared_columns(
+    src: &mut PgConnection,
+    dst: &mut PgConnection,
+    s: &Table,
+    t: &Table,
+) -> Result<Vec<String>, TenancyError> {
+    let source = columns(src, s).await?;
+    let target = columns(dst, t).await?;
+    if let Some(missing) = source.iter().find(|c| !target.contains(c)) {
+        return Err(TenancyError::InvalidInput(format!(
+            "the target's table {} has no column {missing:?} (the source's {} has): migrate the \
+             target to the source's version first; abort_move and move again",
+            t.qualified(),
+            s.qualified()
+        )));
+    }
+    Ok(target.into_iter().filter(|c| source.contains(c)).collect())
+}
+
 /// The target's columns as read from the source, except a shared
 /// target's tenant column, which is the tenant: a schema or database
 /// tenant's own tables may hold any value there, and what it wrote under
@@ -161,26 +208,31 @@ pub(super) fn select_list(columns: &[String], target: &Table, tenant: TenantId) 
         .join(", ")
 }
 
-/// Vacuums the target's tables once the rows are copied: the counts
-/// under the fence then read the key's index alone instead of every
-/// fresh heap page (setting its hint bits: 0.3 s more fence for a
-/// million rows). A private target's tables are the tenant's alone and
-/// analyzed too; a shared table serves other tenants, so its indexes are
-/// left alone (`INDEX_CLEANUP OFF`: no pass over everyone's index entries,
-/// only the heap pages not yet all-visible, mostly the copied ones).
-pub(super) async fn vacuum(dst: &mut PgConnection, tables: &[Table]) -> Result<(), TenancyError> {
+/// Vacuums the target tables a copy filled: the counts under the fence
+/// then read the key's index alone instead of every fresh heap page
+/// (setting its hint bits: 0.3 s more fence for a million rows). A
+/// private target's tables are the tenant's alone and analyzed too; a
+/// shared table serves other tenants, so only its heap pages not yet
+/// all-visible are visited (`INDEX_CLEANUP OFF`: no pass over everyone's
+/// index entries; `TRUNCATE OFF`: no exclusive lock to shorten the
+/// file). A table another vacuum holds is skipped (`SKIP_LOCKED`). Only
+/// an optimisation: a failure is logged, not returned.
+pub(super) async fn vacuum(dst: &mut PgConnection, tables: &[&Table]) {
     for table in tables {
         let how = match table.column {
-            Some(_) => "INDEX_CLEANUP OFF",
-            None => "ANALYZE",
+            Some(_) => "INDEX_CLEANUP OFF, TRUNCATE OFF, SKIP_LOCKED",
+            None => "ANALYZE, SKIP_LOCKED",
         };
-        dst.execute(AssertSqlSafe(format!(
-            "VACUUM ({how}) {}",
-            table.qualified()
-        )))
-        .await?;
+        let vacuumed = dst
+            .execute(AssertSqlSafe(format!(
+                "VACUUM ({how}) {}",
+                table.qualified()
+            )))
+            .await;
+        if let Err(e) = vacuumed {
+            tracing::warn!(table = %table.qualified(), error = %e, "vacuuming a move's target table failed; the fence's counts read its heap");
+        }
     }
-    Ok(())
 }
 
 /// The tenant's rows in `table`.
@@ -190,7 +242,7 @@ pub(super) async fn count(
     tenant: TenantId,
 ) -> Result<u64, TenancyError> {
     let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}{}",
+        "SELECT count(*) FROM ONLY {}{}",
         table.qualified(),
         table.filter(tenant)
     )))

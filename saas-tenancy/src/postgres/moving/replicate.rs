@@ -107,7 +107,8 @@ pub(super) async fn create_slot(
     if exists {
         return Ok(());
     }
-    let millis = wait.as_millis().clamp(1, u128::from(u32::MAX));
+    // PostgreSQL takes at most i32::MAX milliseconds.
+    let millis = wait.as_millis().clamp(1, i32::MAX as u128);
     sqlx::query("SELECT set_config('lock_timeout', $1, false)")
         .bind(format!("{millis}ms"))
         .execute(&mut *src)

@@ -87,7 +87,10 @@ impl PgTenancy {
             loop {
                 let tables = replicate::table_states(&mut dst, &name).await?;
                 let (ready, all) = (tables.ready, tables.all);
-                if report.initial_copy.is_none() && all > 0 && tables.copied == all {
+                // The table sync's copy, when it ran in this run (a run
+                // that resumed a subscription does not time it).
+                let syncing = report.copied_by_table_sync.is_some();
+                if syncing && report.initial_copy.is_none() && all > 0 && tables.copied == all {
                     report.initial_copy = Some(copy_started.elapsed());
                 }
                 let lag = replicate::lag(&mut src, &name).await?;
@@ -113,8 +116,8 @@ impl PgTenancy {
             // What was written until now is applied before the fence, not
             // under it: the lag above can be megabytes of the copy's time.
             let now = replicate::current_lsn(&mut src).await?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !replicate::wait_for_lsn(&mut src, &mut dst, &name, &now, left).await? {
+            let wait = options.catch_up_timeout;
+            if !replicate::wait_for_lsn(&mut src, &mut dst, &name, &now, wait).await? {
                 return Err(TenancyError::Timeout(format!(
                     "replication did not apply the source's changes up to {now} within {:?}",
                     options.catch_up_timeout
@@ -127,7 +130,10 @@ impl PgTenancy {
                 .clone()
                 .or_else(|| plan::private_schema(&row.to));
             let tables = self.target_tables(&mut dst, schema.as_deref()).await?;
-            copy::vacuum(&mut dst, &tables).await?;
+            let copied = replicate::published(&source, plan::private_schema(&row.to).is_none());
+            let pairs = copy::pair_same_schema(&copied, &tables)?;
+            let targets: Vec<&plan::Table> = pairs.iter().map(|(_, t)| *t).collect();
+            copy::vacuum(&mut dst, &targets).await;
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;
         }
@@ -157,7 +163,8 @@ impl PgTenancy {
                 deadline,
             )
             .await?;
-            copy::vacuum(&mut dst, &target).await?;
+            let targets: Vec<&plan::Table> = pairs.iter().map(|(_, t)| *t).collect();
+            copy::vacuum(&mut dst, &targets).await;
             self.done(pool, row, MovePhase::Copying, options, &mut step, report)
                 .await?;
         }

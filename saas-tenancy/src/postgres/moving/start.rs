@@ -3,8 +3,9 @@
 //! (`walsender.rs`), copies the tenant's rows with `COPY` under the
 //! snapshot the slot exported, and subscribes without a copy: the rows
 //! committed before the slot's starting point are in the copy, every
-//! later change arrives through the slot. Where it cannot open a
-//! replication connection, the subscription's table sync copies instead
+//! later change arrives through the slot. Where its replication
+//! connection cannot be made or cannot create the slot, the
+//! subscription's table sync copies instead
 //! (the same result, a few hundred milliseconds of PostgreSQL's workers
 //! and a second consistent point later).
 
@@ -48,26 +49,45 @@ impl PgTenancy {
             .clone()
             .or_else(|| plan::private_schema(&row.to));
         let target = self.target_tables(dst, own.as_deref()).await?;
+        // What the copy reads is what the publication publishes, into the
+        // tables the subscription applies to: checked before any slot.
+        let published = replicate::published(source, plan::private_schema(&row.to).is_none());
+        let pairs = copy::pair_same_schema(&published, &target)?;
+        for (s, t) in &pairs {
+            copy::shared_columns(src, dst, s, t).await?;
+        }
         copy::clear(dst, &target, row.tenant).await?;
-        let database: String = sqlx::query_scalar("SELECT current_database()::text")
-            .fetch_one(&mut *src)
-            .await?;
+        let (database, system): (String, String) = sqlx::query_as(
+            "SELECT current_database()::text, \
+                    (SELECT system_identifier::text FROM pg_control_system())",
+        )
+        .fetch_one(&mut *src)
+        .await?;
         let config = &self.cluster(row.from.cluster())?.config;
         let conninfo = replicate::conninfo(config, &database);
         let wait = options.catch_up_timeout;
+        let mut reader = plan::connect(self, &row.from).await?;
         let opened = match Endpoint::of(config, &database) {
             Ok(endpoint) => ReplicationConnection::connect(&endpoint, wait).await,
             Err(why) => Err(why),
         };
         let slot = match opened {
-            Ok(mut repl) => match repl.create_slot(&name).await {
-                Ok(slot) => Ok((repl, slot)),
-                Err(SlotError::LockTimeout) => {
-                    return Err(replicate::slot_wait_timeout(src, wait).await?);
-                }
-                // Refused (privilege, slots in use…): the path below
-                // meets the same refusal and reports it as sqlx does.
-                Err(SlotError::Failed(why)) => Err(format!("creating the slot failed: {why}")),
+            Ok(mut repl) => match repl.identify().await {
+                Ok(found) if found != (system.clone(), Some(database.clone())) => Err(format!(
+                    "the replication connection reaches database {:?} of server {} instead of \
+                     {database:?} of server {system} (check replication_conninfo's host and port)",
+                    found.1, found.0
+                )),
+                Err(why) => Err(why),
+                Ok(_) => match repl.create_slot(&name).await {
+                    Ok(slot) => Ok((repl, slot)),
+                    Err(SlotError::LockTimeout) => {
+                        return Err(replicate::slot_wait_timeout(src, wait).await?);
+                    }
+                    // Refused (privilege, slots in use…): the path below
+                    // meets the same refusal and reports it as sqlx does.
+                    Err(SlotError::Failed(why)) => Err(format!("creating the slot failed: {why}")),
+                },
             },
             Err(why) => Err(why),
         };
@@ -98,25 +118,31 @@ impl PgTenancy {
                 slot.snapshot
             )));
         }
-        // The slot holds WAL from here on; the copy starts.
-        let tables = (0, source.len());
-        options.report(row.id, row.tenant, MovePhase::Copying, tables, None);
-        let pairs_source = replicate::published(source, plan::private_schema(&row.to).is_none());
-        let pairs = copy::pair(&pairs_source, &target)?;
-        let mut reader = plan::connect(self, &row.from).await?;
         let mut snapshot = reader
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        snapshot
+        let imported = snapshot
             .execute(AssertSqlSafe(format!(
                 "SET TRANSACTION SNAPSHOT '{}'",
                 slot.snapshot
             )))
-            .await?;
+            .await;
+        // Imported, the snapshot is the reader's own: the replication
+        // connection (a WAL sender slot on the source) can go.
+        repl.close().await;
+        if let Err(e) = imported {
+            return Err(TenancyError::Unsupported(format!(
+                "the copy could not take the snapshot the move's slot exported ({e}); the \
+                 replication connection and the admin connection must reach the same server — \
+                 resume the move, or abort it"
+            )));
+        }
+        // The slot holds WAL from here on; the copy starts.
+        let tables = (0, source.len());
+        options.report(row.id, row.tenant, MovePhase::Copying, tables, None);
         copy::copy(&mut snapshot, dst, &pairs, row.tenant).await?;
         snapshot.commit().await?;
         let copied = Instant::now();
-        repl.close().await;
         replicate::subscribe(dst, &name, &conninfo, false).await?;
         Ok(InitialCopy::ByMover(copied))
     }

@@ -85,7 +85,7 @@ impl PgTenancy {
                 let name = replicate::name(row.id);
                 let schema = row.staging.clone().or_else(|| own.clone());
                 let target = self.target_tables(&mut dst, schema.as_deref()).await?;
-                let pairs = copy::pair(source, &target)?;
+                let pairs = copy::pair_same_schema(source, &target)?;
                 let lsn = row.fence_lsn.clone().unwrap_or_default();
                 let deadline = super::deadline(options.catch_up_timeout);
                 let counts = if !replicate::exists(&mut dst, &name).await? {

@@ -11,10 +11,11 @@
 //! sqlx cannot open such a connection (its startup message carries no
 //! `replication` parameter), so this speaks the few messages it needs —
 //! startup, authentication (trust, password, MD5, SCRAM-SHA-256), one
-//! simple query — with postgres-protocol's codec. No TLS: like the
-//! library's sqlx connections, it connects in plain text, and a
-//! `replication_conninfo` asking for TLS makes the mover fall back to the
-//! table sync.
+//! simple query — with postgres-protocol's codec. It speaks no TLS (the
+//! workspace builds sqlx without TLS too): a `replication_conninfo`
+//! asking for TLS, or setting a keyword it does not honour, makes the
+//! mover fall back to the table sync, and it sends a password in clear
+//! text only where the connection info says `sslmode=disable`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -38,7 +39,33 @@ pub(super) struct Endpoint {
     user: String,
     password: Option<String>,
     database: String,
+    /// Whether a password may be sent in clear text (the server asking
+    /// for `password` authentication): only where the connection info
+    /// says `sslmode=disable` — libpq would otherwise have tried TLS.
+    cleartext: bool,
 }
+
+/// Keywords of a connection info the mover's connection honours (or
+/// that do not change where and how it connects); any other one makes
+/// it fall back to the table sync rather than connect differently from
+/// the subscription.
+const KNOWN_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "sslmode",
+    "application_name",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "fallback_application_name",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Address {
@@ -75,11 +102,19 @@ impl Endpoint {
             user: admin.get_username().to_owned(),
             password: None,
             database: database.to_owned(),
+            cleartext: false,
         };
         let Some(conninfo) = &config.replication_conninfo else {
             return Ok(endpoint);
         };
         let keys = parse_conninfo(conninfo)?;
+        if let Some(key) = keys.keys().find(|k| !KNOWN_KEYWORDS.contains(&k.as_str())) {
+            return Err(format!(
+                "the replication connection info sets {key}, which the mover's own replication \
+                 connection does not honour"
+            ));
+        }
+        endpoint.cleartext = keys.get("sslmode").is_some_and(|m| m == "disable");
         if let Some(mode) = keys.get("sslmode")
             && !matches!(mode.as_str(), "disable" | "allow" | "prefer")
         {
@@ -88,13 +123,17 @@ impl Endpoint {
                  mover's own replication connection does not speak"
             ));
         }
+        let host = keys.get("hostaddr").or_else(|| keys.get("host"));
         let port = match keys.get("port") {
             Some(p) => p
                 .parse()
                 .map_err(|_| format!("the replication connection info's port {p:?} is no port"))?,
-            None => 5432,
+            // Another host on libpq's default port; the admin's host on
+            // the admin's port.
+            None if host.is_some() => 5432,
+            None => admin.get_port(),
         };
-        if let Some(host) = keys.get("hostaddr").or_else(|| keys.get("host")) {
+        if let Some(host) = host {
             endpoint.address = match host.starts_with('/') {
                 true => Address::Unix(PathBuf::from(host), port),
                 false => Address::Tcp(host.clone(), port),
@@ -179,6 +218,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub(super) struct ReplicationConnection {
     stream: Box<dyn Stream>,
     buf: BytesMut,
+    /// The server's bound on the slot's wait; the client's is a little
+    /// longer (a stalled server or network).
+    lock_timeout: Duration,
 }
 
 impl ReplicationConnection {
@@ -214,8 +256,10 @@ impl ReplicationConnection {
         let mut conn = ReplicationConnection {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
+            lock_timeout,
         };
-        let millis = lock_timeout.as_millis().clamp(1, u128::from(u32::MAX));
+        // PostgreSQL takes at most i32::MAX milliseconds.
+        let millis = lock_timeout.as_millis().clamp(1, i32::MAX as u128);
         let options = format!("-c lock_timeout={millis}");
         let params = [
             ("user", endpoint.user.as_str()),
@@ -224,9 +268,11 @@ impl ReplicationConnection {
             ("application_name", "saas_tenancy_move"),
             ("options", options.as_str()),
         ];
-        conn.login(&params, endpoint)
+        tokio::time::timeout(Duration::from_secs(10), conn.login(&params, endpoint))
             .await
+            .map_err(|_| format!("logging in as {:?} took over 10 s", endpoint.user))?
             .map_err(|e| format!("cannot log in as {:?}: {e}", endpoint.user))?;
+        conn.lock_timeout = lock_timeout;
         Ok(conn)
     }
 
@@ -242,9 +288,21 @@ impl ReplicationConnection {
             })
         };
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_verified = false;
         loop {
             match self.next().await? {
+                Message::AuthenticationOk if scram.is_some() && !scram_verified => {
+                    return Err(
+                        "the server ended SCRAM without proving it knows the password".to_owned(),
+                    );
+                }
                 Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword if !endpoint.cleartext => {
+                    return Err("the server asks for the password in clear text, and the \
+                                connection is not encrypted (say sslmode=disable in the \
+                                replication connection info to allow it)"
+                        .to_owned());
+                }
                 Message::AuthenticationCleartextPassword => {
                     let mut out = BytesMut::new();
                     frontend::password_message(password()?.as_bytes(), &mut out)
@@ -290,6 +348,7 @@ impl ReplicationConnection {
                 Message::AuthenticationSaslFinal(body) => {
                     let state = scram.as_mut().ok_or("an unexpected SASL message")?;
                     state.finish(body.data()).map_err(|e| e.to_string())?;
+                    scram_verified = true;
                 }
                 Message::ErrorResponse(body) => return Err(server_error(body.fields()).1),
                 Message::ReadyForQuery(_) => return Ok(()),
@@ -301,52 +360,87 @@ impl ReplicationConnection {
         }
     }
 
+    /// The server's system identifier and the connection's database
+    /// (`IDENTIFY_SYSTEM`): the caller checks they are the source's.
+    pub(super) async fn identify(&mut self) -> Result<(String, Option<String>), String> {
+        let rows = self
+            .command("IDENTIFY_SYSTEM", Duration::from_secs(10))
+            .await
+            .map_err(|(_, message)| format!("IDENTIFY_SYSTEM failed: {message}"))?;
+        let row = rows.first().ok_or("IDENTIFY_SYSTEM returned no row")?;
+        let system = row.first().cloned().flatten().unwrap_or_default();
+        Ok((system, row.get(3).cloned().flatten()))
+    }
+
     /// Creates the logical slot `name` (pgoutput) and exports its
     /// snapshot; the connection must then stay open and idle until the
     /// snapshot is imported.
     pub(super) async fn create_slot(&mut self, name: &str) -> Result<ExportedSlot, SlotError> {
-        // Slot names are the mover's own: `saas_mv_` and hex digits.
-        let mut out = BytesMut::new();
-        frontend::query(
-            &format!("CREATE_REPLICATION_SLOT \"{name}\" LOGICAL pgoutput EXPORT_SNAPSHOT"),
-            &mut out,
-        )
-        .map_err(|e| SlotError::Failed(e.to_string()))?;
-        self.send(&out).await.map_err(SlotError::Failed)?;
-        let mut snapshot = None;
-        let mut failure = None;
-        loop {
-            match self.next().await.map_err(SlotError::Failed)? {
-                Message::DataRow(body) => {
-                    // slot_name, consistent_point, snapshot_name, output_plugin
-                    let buffer = body.buffer();
-                    let fields: Vec<Option<String>> = body
-                        .ranges()
-                        .map(|r| {
-                            Ok(r.and_then(|r| buffer.get(r))
-                                .map(|b| String::from_utf8_lossy(b).into_owned()))
-                        })
-                        .collect()
-                        .map_err(|e: io::Error| SlotError::Failed(e.to_string()))?;
-                    snapshot = fields.get(2).cloned().flatten();
-                }
-                Message::ErrorResponse(body) => {
-                    let (code, message) = server_error(body.fields());
-                    failure = Some(match code.as_str() {
-                        "55P03" => SlotError::LockTimeout,
-                        _ => SlotError::Failed(message),
-                    });
-                }
-                Message::ReadyForQuery(_) => break,
-                _ => {}
-            }
-        }
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
-        snapshot
+        // Slot names are the mover's own: `saas_mv_` and hex digits. The
+        // server's lock timeout bounds the wait; this, a stalled server.
+        let sql = format!("CREATE_REPLICATION_SLOT \"{name}\" LOGICAL pgoutput EXPORT_SNAPSHOT");
+        let within = self.lock_timeout.saturating_add(Duration::from_secs(30));
+        let rows = self
+            .command(&sql, within)
+            .await
+            .map_err(|(code, message)| match code.as_str() {
+                "55P03" => SlotError::LockTimeout,
+                _ => SlotError::Failed(message),
+            })?;
+        // slot_name, consistent_point, snapshot_name, output_plugin
+        rows.first()
+            .and_then(|row| row.get(2).cloned().flatten())
             .map(|snapshot| ExportedSlot { snapshot })
             .ok_or_else(|| SlotError::Failed("the server exported no snapshot".to_owned()))
+    }
+
+    /// Runs one replication command (simple query) within `within`: its
+    /// rows as text, or the server's SQLSTATE and message (the error the
+    /// server reported before closing, when it closed).
+    async fn command(
+        &mut self,
+        sql: &str,
+        within: Duration,
+    ) -> Result<Vec<Vec<Option<String>>>, (String, String)> {
+        let run = async {
+            let mut out = BytesMut::new();
+            frontend::query(sql, &mut out).map_err(|e| (String::new(), e.to_string()))?;
+            self.send(&out).await.map_err(|e| (String::new(), e))?;
+            let (mut rows, mut failure) = (Vec::new(), None);
+            loop {
+                let message = match self.next().await {
+                    Ok(message) => message,
+                    Err(e) => return Err(failure.unwrap_or((String::new(), e))),
+                };
+                match message {
+                    Message::DataRow(body) => {
+                        let buffer = body.buffer();
+                        let fields: Vec<Option<String>> = body
+                            .ranges()
+                            .map(|r| {
+                                Ok(r.and_then(|r| buffer.get(r))
+                                    .map(|b| String::from_utf8_lossy(b).into_owned()))
+                            })
+                            .collect()
+                            .map_err(|e: io::Error| (String::new(), e.to_string()))?;
+                        rows.push(fields);
+                    }
+                    Message::ErrorResponse(body) => failure = Some(server_error(body.fields())),
+                    Message::ReadyForQuery(_) => break,
+                    _ => {}
+                }
+            }
+            match failure {
+                Some(failure) => Err(failure),
+                None => Ok(rows),
+            }
+        };
+        tokio::time::timeout(within, run).await.map_err(|_| {
+            (
+                String::new(),
+                format!("no answer to {sql} within {within:?}"),
+            )
+        })?
     }
 
     /// Says goodbye (the snapshot ends with the connection).
@@ -469,12 +563,28 @@ mod tests {
     }
 
     #[test]
-    fn a_conninfo_asking_for_tls_or_with_a_bad_port_gives_no_endpoint() {
+    fn without_a_host_the_admin_port_is_kept_and_clear_text_needs_sslmode_disable() {
+        let base = config("postgres://admin@db.internal:6543/app");
+        let Ok(e) = Endpoint::of(&base.clone().with_replication_conninfo("user=r"), "app") else {
+            panic!("an endpoint");
+        };
+        assert_eq!(e.address, Address::Tcp("db.internal".into(), 6543));
+        assert!(!e.cleartext);
+        let Ok(e) = Endpoint::of(&base.with_replication_conninfo("sslmode=disable"), "app") else {
+            panic!("an endpoint");
+        };
+        assert!(e.cleartext);
+    }
+
+    #[test]
+    fn a_conninfo_asking_for_tls_with_a_bad_port_or_an_unknown_keyword_gives_no_endpoint() {
         let base = config("postgres://admin@db.internal/app");
         for (conninfo, says) in [
             ("host=db sslmode=require", "TLS"),
             ("host=db sslmode=verify-full", "TLS"),
             ("host=db port=x", "port"),
+            ("host=db channel_binding=require", "channel_binding"),
+            ("service=prod", "service"),
         ] {
             match Endpoint::of(&base.clone().with_replication_conninfo(conninfo), "app") {
                 Err(why) => assert!(why.contains(says), "{conninfo}: {why}"),

@@ -1,6 +1,7 @@
 //! Moving tenants between placements and servers while they keep writing.
 
 mod capture;
+mod columns;
 mod fence;
 mod fixture;
 mod isolation;

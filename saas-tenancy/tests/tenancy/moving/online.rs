@@ -305,19 +305,26 @@ async fn row_to_database_with_tenant_pools() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn row_to_row_copied_by_the_table_sync_when_replication_needs_tls() {
+/// A row tenant on server one moved to rows on server two by
+/// replication, the clusters' replication connection info carrying `login`.
+async fn row_to_row_with_replication_login(test: &str, login: String) {
     move_while_writing_in(
-        "moving::row_to_row_tls",
+        test,
         Strategy::Shared,
         false,
         Strategy::Shared,
         true,
         MoveMethod::LogicalReplication,
         ScopeMode::Shared,
-        Some("user=postgres sslmode=require".to_owned()),
+        Some(login),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row_to_row_copied_by_the_table_sync_when_replication_needs_tls() {
+    let login = "user=postgres sslmode=require".to_owned();
+    row_to_row_with_replication_login("moving::row_to_row_tls", login).await;
 }
 
 /// The mover's replication connection logs in with a password, as a
@@ -329,17 +336,8 @@ async fn row_to_row_with_password_replication_logins() {
         let Some(password) = password_login(role, encryption).await else {
             return;
         };
-        move_while_writing_in(
-            &format!("moving::row_to_row_{role}"),
-            Strategy::Shared,
-            false,
-            Strategy::Shared,
-            true,
-            MoveMethod::LogicalReplication,
-            ScopeMode::Shared,
-            Some(format!("user={role} password='{password}'")),
-        )
-        .await;
+        let login = format!("user={role} password='{password}'");
+        row_to_row_with_replication_login(&format!("moving::row_to_row_{role}"), login).await;
     }
 }
 
