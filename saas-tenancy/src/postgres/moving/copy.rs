@@ -20,23 +20,7 @@ pub(super) fn pair<'a>(
     source: &'a [Table],
     target: &'a [Table],
 ) -> Result<Vec<(&'a Table, &'a Table)>, TenancyError> {
-    source
-        .iter()
-        .map(|s| {
-            target
-                .iter()
-                .find(|t| t.name == s.name)
-                .map(|t| (s, t))
-                .ok_or_else(|| {
-                    TenancyError::InvalidInput(format!(
-                        "the target placement has no table {:?} (the source's {}); migrate it \
-                         to the same version first — nothing was moved",
-                        s.name,
-                        s.qualified()
-                    ))
-                })
-        })
-        .collect()
+    pair_matching(source, target, false)
 }
 
 /// Pairs each source table with the target's table of the same schema
@@ -46,17 +30,31 @@ pub(super) fn pair_same_schema<'a>(
     source: &'a [Table],
     target: &'a [Table],
 ) -> Result<Vec<(&'a Table, &'a Table)>, TenancyError> {
+    pair_matching(source, target, true)
+}
+
+fn pair_matching<'a>(
+    source: &'a [Table],
+    target: &'a [Table],
+    same_schema: bool,
+) -> Result<Vec<(&'a Table, &'a Table)>, TenancyError> {
     source
         .iter()
         .map(|s| {
             target
                 .iter()
-                .find(|t| t.name == s.name && t.schema == s.schema)
+                .find(|t| t.name == s.name && (!same_schema || t.schema == s.schema))
                 .map(|t| (s, t))
                 .ok_or_else(|| {
+                    let under = if same_schema {
+                        " under the same schema"
+                    } else {
+                        ""
+                    };
                     TenancyError::InvalidInput(format!(
-                        "the target placement has no table {} (the source's, under the same \
-                         schema); migrate it to the same version first — nothing was moved",
+                        "the target placement has no table {:?}{under} (the source's {}); \
+                         migrate it to the same version first — nothing was moved",
+                        s.name,
                         s.qualified()
                     ))
                 })
