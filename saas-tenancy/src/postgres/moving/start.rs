@@ -24,8 +24,8 @@ use crate::postgres::PgTenancy;
 pub(super) enum InitialCopy {
     /// The mover, under the slot's snapshot; its `COPY` ended then.
     ByMover(Instant),
-    /// PostgreSQL's table sync, because no replication connection could
-    /// be made (why).
+    /// PostgreSQL's table sync, because the mover's replication
+    /// connection could not be made or could not create the slot (why).
     ByTableSync(String),
 }
 
