@@ -8,6 +8,7 @@ use saas_tenancy::postgres::{MoveOptions, MovePhase};
 use saas_tenancy::{Placement, Strategy, TenancyError};
 
 use super::fixture::env;
+use super::writers::insert;
 
 #[tokio::test]
 async fn the_tenant_cannot_touch_the_capture_log_and_an_abort_removes_it() {
@@ -30,13 +31,7 @@ async fn the_tenant_cannot_touch_the_capture_log_and_an_abort_removes_it() {
     assert!(open.is_some());
 
     // Before the fence the tenant writes; its write is captured...
-    let mut tx = tenancy.begin(&ctx).await.unwrap();
-    sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, 'captured')")
-        .bind(ctx.tenant_id())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    insert(&tenancy, &ctx, "captured").await.unwrap();
     let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenancy_capture.changes")
         .fetch_one(&env.one.admin)
         .await
@@ -117,20 +112,7 @@ async fn a_replayed_row_keeps_its_key_in_an_always_identity() {
     let tenancy = env.tenancy(Duration::from_secs(1), false);
     let one = env.one.name.clone();
     let ctx = env.tenant(&tenancy, "ident", Strategy::Schema, &one).await;
-    let write = |body: &'static str| {
-        let (tenancy, ctx) = (tenancy.clone(), ctx.clone());
-        async move {
-            let mut tx = tenancy.begin(&ctx).await.unwrap();
-            sqlx::query("INSERT INTO notes (tenant_id, body) VALUES ($1, $2)")
-                .bind(ctx.tenant_id())
-                .bind(body)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-        }
-    };
-    write("copied").await;
+    insert(&tenancy, &ctx, "copied").await.unwrap();
     let to = Placement::Shared {
         cluster: one.clone(),
     };
@@ -144,7 +126,7 @@ async fn a_replayed_row_keeps_its_key_in_an_always_identity() {
     assert!(matches!(stopped, Err(TenancyError::MoveStopped { .. })));
     // Served from its schema still; this row only reaches the target by
     // the replay under the fence.
-    write("replayed").await;
+    insert(&tenancy, &ctx, "replayed").await.unwrap();
     let from = tenancy
         .catalog()
         .get(ctx.tenant_id())
