@@ -16,7 +16,10 @@
 //! without row-level security, through a plain pool of one connection per
 //! client — what an application without tenancy would run. Phases of
 //! baseline and scoped requests alternate (two each, after a warm-up of
-//! both).
+//! both), of 2,400 requests over all clients (600 for database tenants,
+//! whose requests past the budget connect). Schema fleets also time the
+//! runtime role's first `SET ROLE` on a new connection, and after a
+//! sign-up (see `Membership`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -44,6 +47,10 @@ const PER_TENANT: u32 = 2;
 const ZIPF_S: f64 = 1.1;
 /// Requests per phase, over all clients.
 const PER_PHASE: usize = 2_400;
+/// Requests per phase for database tenants: past the budget each request
+/// may open a connection (tens of milliseconds), so fewer requests keep
+/// the full grid within an hour.
+const PER_PHASE_DATABASE: usize = 600;
 
 fn list(var: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(var)
@@ -103,11 +110,11 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Runs `clients` clients over `PER_PHASE` requests; returns every
+/// Runs `clients` clients over `per_phase` requests; returns every
 /// latency and the phase's wall time.
 async fn phase<F, Fut>(
     seed: u64,
-    clients: usize,
+    (clients, per_phase): (usize, usize),
     tenants: usize,
     access: Access,
     request: F,
@@ -116,7 +123,7 @@ where
     F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let each = (PER_PHASE / clients).max(50);
+    let each = (per_phase / clients).max(50);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -196,6 +203,7 @@ struct Fleet {
     sandbox: PgSandbox,
     tenants: Arc<Vec<TenantContext>>,
     plain: PgPool,
+    membership: Option<Membership>,
 }
 
 async fn fleet(url: &str, strategy: Strategy, n: usize) -> Fleet {
@@ -205,24 +213,32 @@ async fn fleet(url: &str, strategy: Strategy, n: usize) -> Fleet {
         .unwrap();
     let started = Instant::now();
     let mut tenants = Vec::with_capacity(n);
+    // Every tenant first, then their notes: on PostgreSQL 15 each schema
+    // tenant's `GRANT` makes every backend rebuild its list of the runtime
+    // role's memberships at its next `SET ROLE` (see `membership_cost`),
+    // so seeding each tenant right after its sign-up would pay that
+    // rebuild once per tenant — what stopped the first 10,000-tenant run.
     for i in 0..n {
-        let ctx = sandbox.tenant(&format!("s{i}"), strategy).await.unwrap();
-        let mut tx = sandbox.tenancy.begin(&ctx).await.unwrap();
+        tenants.push(sandbox.tenant(&format!("s{i}"), strategy).await.unwrap());
+    }
+    let provisioned = started.elapsed();
+    for ctx in &tenants {
+        let mut tx = sandbox.tenancy.begin(ctx).await.unwrap();
         sqlx::query("INSERT INTO notes (tenant_id, body) SELECT $1, 'note ' || g FROM generate_series(1, 5) g")
             .bind(ctx.tenant_id())
             .execute(&mut *tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        tenants.push(ctx);
     }
     // The seeding tenancy's connections are not the measured ones.
     if let Ok(pool) = sandbox.tenancy.runtime_pool(&sandbox.cluster) {
         pool.close().await;
     }
     eprintln!(
-        "scale: {n} {strategy:?} tenants provisioned and seeded in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "scale: {n} {strategy:?} tenants provisioned in {:.1} s, seeded in {:.1} s",
+        provisioned.as_secs_f64(),
+        (started.elapsed() - provisioned).as_secs_f64()
     );
     sandbox
         .admin
@@ -249,16 +265,82 @@ async fn fleet(url: &str, strategy: Strategy, n: usize) -> Fleet {
         .connect_with(options.options([("search_path", sandbox.shared_schema.as_str())]))
         .await
         .unwrap();
+    let membership = match strategy {
+        Strategy::Schema => Some(membership_cost(url, &mut sandbox, n).await),
+        _ => None,
+    };
     Fleet {
         sandbox,
         tenants: Arc::new(tenants),
         plain,
+        membership,
     }
+}
+
+/// What PostgreSQL's role membership costs a fleet of schema tenants:
+/// each tenant has a role the runtime role is a member of (so that it can
+/// `SET ROLE`), and a backend builds the list of the runtime role's
+/// memberships the first time it checks one — on a new connection, and
+/// again after any `CREATE ROLE` or `GRANT` anywhere on the server.
+#[derive(Debug, Clone)]
+pub(crate) struct Membership {
+    pub(crate) tenants: usize,
+    pub(crate) memberships: i64,
+    /// The first `SET ROLE` on a new connection of the runtime role.
+    pub(crate) first: Duration,
+    /// The next one on that connection.
+    pub(crate) warm: Duration,
+    /// The next one after another tenant signed up (its `GRANT`).
+    pub(crate) after_signup: Duration,
+}
+
+async fn membership_cost(url: &str, sandbox: &mut PgSandbox, n: usize) -> Membership {
+    use sqlx::Connection;
+    let (memberships, role): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid),                 (SELECT quote_ident(t.rolname) FROM pg_auth_members m \
+                 JOIN pg_roles t ON t.oid = m.roleid WHERE m.member = r.oid LIMIT 1)          FROM pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(&sandbox.runtime_role)
+    .fetch_one(&sandbox.admin)
+    .await
+    .unwrap();
+    let options: PgConnectOptions = url.parse().unwrap();
+    let mut conn = sqlx::PgConnection::connect_with(&options.username(&sandbox.runtime_role))
+        .await
+        .unwrap();
+    let set_role = format!("SET ROLE {role}");
+    let timed = async |conn: &mut sqlx::PgConnection| {
+        conn.execute("RESET ROLE").await.unwrap();
+        let at = Instant::now();
+        conn.execute(AssertSqlSafe(set_role.clone())).await.unwrap();
+        at.elapsed()
+    };
+    let first = timed(&mut conn).await;
+    let warm = timed(&mut conn).await;
+    sandbox
+        .tenant("signed-up-late", Strategy::Schema)
+        .await
+        .unwrap();
+    let after_signup = timed(&mut conn).await;
+    conn.close().await.unwrap();
+    let m = Membership {
+        tenants: n,
+        memberships,
+        first,
+        warm,
+        after_signup,
+    };
+    eprintln!("scale: {m:?}");
+    m
 }
 
 /// Every (mode, access, clients) cell over one fleet.
 async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut Vec<Cell>) {
     let n = fleet.tenants.len();
+    let per_phase = match label {
+        "database" => PER_PHASE_DATABASE,
+        _ => PER_PHASE,
+    };
     for mode in [ScopeMode::Shared, ScopeMode::TenantPools] {
         // One tenancy per mode, its pools kept from cell to cell (each
         // cell warms up first); closed before the next mode's.
@@ -303,8 +385,8 @@ async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut 
                         }
                     }
                 };
-                phase(99, c, n, access, baseline.clone()).await;
-                phase(99, c, n, access, scoped.clone()).await;
+                phase(99, (c, per_phase), n, access, baseline.clone()).await;
+                phase(99, (c, per_phase), n, access, scoped.clone()).await;
                 let (stop, sampler) = sample_connections(
                     fleet.sandbox.admin.clone(),
                     fleet.sandbox.runtime_role.clone(),
@@ -313,11 +395,11 @@ async fn cells(fleet: &Fleet, label: &'static str, clients: &[usize], out: &mut 
                 let (mut base_time, mut cand_time) = (Duration::ZERO, Duration::ZERO);
                 for p in 0..4u64 {
                     if (p % 2 == 0) == (p < 2) {
-                        let (l, t) = phase(p, c, n, access, baseline.clone()).await;
+                        let (l, t) = phase(p, (c, per_phase), n, access, baseline.clone()).await;
                         base.extend(l);
                         base_time += t;
                     } else {
-                        let (l, t) = phase(p, c, n, access, scoped.clone()).await;
+                        let (l, t) = phase(p, (c, per_phase), n, access, scoped.clone()).await;
                         cand.extend(l);
                         cand_time += t;
                     }
@@ -382,13 +464,15 @@ fn machine() -> String {
     )
 }
 
-fn report(cells: &[Cell], date: &str, server: &str) -> String {
+fn report(cells: &[Cell], memberships: &[Membership], date: &str, server: &str) -> String {
     let mut text = format!(
         "# Tenancy at scale\n\n\
          Measured {date} on {}; {server}. Written by `cargo bench -p saas-benches --bench scale` \
          (see the header of `benches/scale.rs` for what is measured and how to change the grid).\n\n\
          Request: `acquire` + `SELECT count(*)` of the tenant's five notes. Baseline: the same \
-         query filtered by hand on a plain pool, same concurrency. TenantPools: budget {BUDGET} \
+         query filtered by hand on a plain pool, same concurrency; per cell a warm-up phase \
+         per side, then two phases per side alternating, of {PER_PHASE} requests over all \
+         clients ({PER_PHASE_DATABASE} for database tenants). TenantPools: budget {BUDGET} \
          connections ({} pools of {PER_TENANT}); the shared runtime pool and the baseline's pool \
          have {POOL} connections each (so 32 clients queue for them on both sides). Connections: the most server connections the \
          tenancy held while measured. Memory: the benchmark process's resident set after the \
@@ -419,6 +503,29 @@ fn report(cells: &[Cell], date: &str, server: &str) -> String {
             c.rss_mib,
         ));
     }
+    if !memberships.is_empty() {
+        text.push_str(
+            "\n## Schema tenants: the cost of role membership\n\n\
+             Each schema tenant has a role the runtime role is a member of, so that a \
+             connection can `SET ROLE` to it. PostgreSQL builds a backend's list of the \
+             runtime role's memberships the first time it checks one, and builds it again \
+             after any `CREATE ROLE` or `GRANT` on the server (a sign-up). Timed with one \
+             connection of the runtime role once the fleet is provisioned: its first `SET ROLE`, \
+             the next one, and the next one after one more tenant signed up.\n\n\
+             | tenants | memberships | first `SET ROLE`, new connection ms | next ms | after a sign-up ms |\n\
+             |---:|---:|---:|---:|---:|\n",
+        );
+        for m in memberships {
+            text.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} |\n",
+                m.tenants,
+                m.memberships,
+                m.first.as_secs_f64() * 1e3,
+                m.warm.as_secs_f64() * 1e3,
+                m.after_signup.as_secs_f64() * 1e3,
+            ));
+        }
+    }
     text
 }
 
@@ -435,6 +542,7 @@ async fn main() {
     let databases = std::env::var("SAAS_SCALE_DATABASES").is_ok_and(|v| v == "1");
     let max_databases = list("SAAS_SCALE_MAX_DATABASES", &[100])[0];
     let mut cells_out = Vec::new();
+    let mut memberships = Vec::new();
     for &n in &sizes {
         let mut strategies = vec![("row", Strategy::Shared), ("schema", Strategy::Schema)];
         if databases && n <= max_databases {
@@ -443,6 +551,7 @@ async fn main() {
         for (label, strategy) in strategies {
             let fleet = fleet(&url, strategy, n).await;
             cells(&fleet, label, &clients, &mut cells_out).await;
+            memberships.extend(fleet.membership.clone());
             fleet.plain.close().await;
             fleet.sandbox.cleanup().await;
         }
@@ -461,7 +570,7 @@ async fn main() {
         .fetch_one(&admin)
         .await
         .unwrap();
-    let text = report(&cells_out, &date, &server);
+    let text = report(&cells_out, &memberships, &date, &server);
     println!("{text}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports");
     std::fs::create_dir_all(&dir).unwrap();

@@ -140,6 +140,25 @@ impl TenantObjectName {
     }
 }
 
+/// A name the library made for storage (a tenant's schema, role or
+/// database, a spare schema): checked on construction to carry no SQL.
+pub(crate) trait SqlName {
+    /// The bare name.
+    fn as_str(&self) -> &str;
+
+    /// The name as a quoted SQL identifier.
+    fn quoted(&self) -> String {
+        // The shape is checked on construction; quoting is defence in depth.
+        format!("\"{}\"", self.as_str())
+    }
+}
+
+impl SqlName for TenantObjectName {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for TenantObjectName {
     type Error = TenancyError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

@@ -346,6 +346,7 @@ impl PgTenancyBuilder {
                 admin,
                 runtime,
                 affinity,
+                spares: Default::default(),
             }
         };
         let state = PgState {

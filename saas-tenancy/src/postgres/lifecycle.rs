@@ -8,7 +8,7 @@ use super::fence::Cutter;
 use super::{PgTenancy, TENANT_SETTING};
 use crate::error::TenancyError;
 use crate::hooks::LifecycleEvent;
-use crate::placement::{Placement, TenantObjectName};
+use crate::placement::{Placement, SqlName};
 use crate::record::TenantRecord;
 
 /// How many passes a row delete makes when foreign keys between tenant
@@ -246,7 +246,7 @@ impl PgTenancy {
 /// transaction open on `tx`.
 pub(super) async fn drop_schema(
     tx: &mut PgConnection,
-    schema: &TenantObjectName,
+    schema: &impl SqlName,
 ) -> Result<(), TenancyError> {
     let s = schema.quoted();
     tx.execute(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {s} CASCADE")))

@@ -17,6 +17,7 @@ mod records;
 mod redact;
 mod session;
 mod shared;
+mod spares;
 mod sql;
 mod tenant_lock;
 mod transfer;
@@ -46,6 +47,7 @@ pub use moving::{
 
 /// A PostgreSQL tenant pool checked out of the registry.
 pub type PgPoolLease = crate::registry::PoolLease<Postgres>;
+pub use spares::SpareReport;
 pub use sql::{POLICY_NAME, TENANT_SETTING, current_tenant_expr, row_security_statements};
 pub use transfer::IMPORT_CHUNK_ROWS;
 pub use tx::PgTenantTx;
@@ -208,6 +210,8 @@ struct Cluster {
     /// Connections of `runtime` kept for their tenant (a non-zero affinity
     /// window).
     affinity: Option<Affinity>,
+    /// Whether the cluster's list of spare schemas exists (see `spares`).
+    spares: spares::SpareTable,
 }
 
 impl Cluster {

@@ -3,7 +3,7 @@
 use saas_core::TenantStatus;
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
-use super::{Cluster, PgTenancy, sql, tenant_database_options};
+use super::{Cluster, PgTenancy, spares, sql, tenant_database_options};
 use crate::error::TenancyError;
 use crate::hooks::LifecycleEvent;
 use crate::placement::{Placement, TenantObjectName};
@@ -112,15 +112,26 @@ impl PgTenancy {
         // The caller holds the tenant's lock: no other operation on this
         // tenant runs meanwhile.
         let mut tx = conn.begin().await?;
-        // The library's own statements go in one round trip (simple
-        // protocol, several statements): provisioning is a chain of round
-        // trips, and these were ten of them. The tenant role's privileges
-        // on what the migrations create come from default privileges set
-        // first (see `sql::default_privileges`); the transaction makes
-        // schema, grants and migrations appear together or not at all.
+        // A spare schema made ahead of time (see `spares`) becomes the
+        // tenant's by two renames; the migrations below then find it up
+        // to date. Without one, the library's own statements go in one
+        // round trip (simple protocol, several statements): provisioning
+        // is a chain of round trips, and these were ten of them. The
+        // tenant role's privileges on what the migrations create come from
+        // default privileges set first (see `sql::default_privileges`);
+        // the transaction makes schema, grants and migrations appear
+        // together or not at all.
+        let version = spares::migration_version(self.inner.tenant_migrator.as_deref());
         let s = schema.quoted();
-        let mut setup = sql::create_schema_statements(schema, &cluster.config.runtime_role);
-        setup.extend(sql::default_privileges(&s, &s));
+        let mut setup = match spares::claim(&cluster.spares, &mut tx, schema, version).await? {
+            Some(renames) => renames,
+            None => {
+                let mut create =
+                    sql::create_schema_statements(schema, &cluster.config.runtime_role);
+                create.extend(sql::default_privileges(&s, &s));
+                create
+            }
+        };
         setup.push(format!("SET LOCAL search_path TO {s}"));
         sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
             .execute(&mut *tx)

@@ -5,7 +5,7 @@
 use saas_core::TenantId;
 
 use crate::ident::{SqlIdent, TenantTable};
-use crate::placement::TenantObjectName;
+use crate::placement::{SqlName, TenantObjectName};
 
 /// The setting that carries the current tenant on a scoped transaction.
 pub const TENANT_SETTING: &str = "saas.tenant_id";
@@ -16,7 +16,8 @@ pub const POLICY_NAME: &str = "saas_tenant_isolation";
 /// Tables the library creates next to tenant data: the catalog
 /// (`saas_tenants`, when it is in the same database), the fleet-migration
 /// ledger (`saas_tenant_migrations`, which has a `tenant_id` column), the
-/// move ledger (`saas_tenant_moves`, likewise) and
+/// move ledger (`saas_tenant_moves`, likewise), the list of spare schemas
+/// (`saas_spare_schemas`) and
 /// sqlx's migration ledger. Its bookkeeping, never tenant data, whatever
 /// their columns: table discovery for delete, export and import, and the
 /// audit's search for undeclared tenant tables, leave them out by these
@@ -25,6 +26,7 @@ pub(super) const LIBRARY_TABLES: &[&str] = &[
     "saas_tenants",
     "saas_tenant_migrations",
     "saas_tenant_moves",
+    "saas_spare_schemas",
     "_sqlx_migrations",
 ];
 
@@ -140,10 +142,7 @@ pub(super) fn handle_lock(tenant: TenantId, function: &str) -> String {
 /// Statements that create a schema tenant's role and schema (idempotent).
 /// The role has the schema's name, cannot log in, and is granted to the
 /// runtime role, which must `SET ROLE` to use it (it does not inherit).
-pub(super) fn create_schema_statements(
-    schema: &TenantObjectName,
-    runtime: &SqlIdent,
-) -> Vec<String> {
+pub(super) fn create_schema_statements(schema: &impl SqlName, runtime: &SqlIdent) -> Vec<String> {
     let s = schema.quoted();
     let bare = schema.as_str();
     vec![

@@ -254,6 +254,13 @@ impl PgSandbox {
         Ok(TenantContext::new(record.id, record.slug))
     }
 
+    /// Has [`cleanup`](Self::cleanup) drop the storage of a tenant the
+    /// test provisioned some other way (through another tenancy over the
+    /// sandbox, or concurrently).
+    pub fn track(&mut self, record: TenantRecord) {
+        self.tenants.push(record);
+    }
+
     /// Drops everything the test created.
     pub async fn cleanup(self) {
         let Self {
@@ -269,6 +276,7 @@ impl PgSandbox {
         if let Ok(pool) = tenancy.runtime_pool(&cluster) {
             pool.close().await;
         }
+        let _ = tenancy.drop_spare_schemas(&cluster).await;
         for t in &tenants {
             if let Some(name) = t.placement.object_name() {
                 let q = name.quoted();

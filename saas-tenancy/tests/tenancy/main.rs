@@ -30,6 +30,7 @@ mod pg_isolation;
 mod pg_leftovers;
 mod pg_past_budget;
 mod pg_session_state;
+mod pg_spares;
 mod placement_tamper;
 mod redaction;
 mod registry;

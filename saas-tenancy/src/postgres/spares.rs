@@ -1,0 +1,346 @@
+//! Spare schemas: a schema tenant's storage made before anyone signs up.
+//!
+//! Why: provisioning a schema tenant is mostly DDL — its role, schema,
+//! grants, sqlx's ledger table and every table of the tenant migrations —
+//! about 8 ms of server time per tenant at 10,000 tenants (BENCHMARKS.md),
+//! all of it on the sign-up path. A spare is exactly that storage, made
+//! ahead of time under a neutral name (`saas_spare_<32 hex digits>`, its
+//! role of the same name granted to the runtime role, default privileges
+//! and migrations applied) and recorded in `saas_spare_schemas`. A sign-up
+//! then claims the oldest spare made by the same migrations and renames
+//! schema and role to the tenant's names, in the provisioning transaction:
+//! two catalog updates instead of the DDL. Renaming keeps everything that
+//! refers to them by OID — the grants, the default privileges, the
+//! runtime role's membership, sqlx's ledger inside the schema.
+//!
+//! Safety: a spare is never in the catalog, so no handle can reach it
+//! before it is claimed (it holds only what the migrations put there); a
+//! claim and the rename commit together with the tenant's migrations, or
+//! not at all (the spare stays a spare); concurrent sign-ups skip each
+//! other's spares (`FOR UPDATE SKIP LOCKED`); a spare is only claimed for
+//! a tenant whose schema and role do not exist yet. A spare made by other
+//! migrations than the tenancy's (an older version) is never claimed: the
+//! sign-up provisions from scratch, and the next
+//! [`PgTenancy::prepare_spare_schemas`] replaces it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sqlx::migrate::Migrator;
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use uuid::Uuid;
+
+use super::{Cluster, PgTenancy, lifecycle, sql};
+use crate::error::TenancyError;
+use crate::placement::{ClusterName, SqlName, TenantObjectName};
+
+/// The table that lists a cluster's spares, in the admin connection's
+/// schema (next to the catalog and the migration ledger).
+pub(super) const SPARES_TABLE: &str = "saas_spare_schemas";
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS saas_spare_schemas (\
+    name text PRIMARY KEY, version bigint NOT NULL, created_at timestamptz NOT NULL)";
+
+/// Takes the oldest spare of migration version `$1` for the tenant schema
+/// `$2`, unless that schema or role exists already (a retried
+/// provisioning): the row is deleted in the provisioning transaction, so
+/// a rollback returns the spare.
+const CLAIM: &str = "DELETE FROM saas_spare_schemas WHERE name = (\
+    SELECT name FROM saas_spare_schemas WHERE version = $1 \
+    ORDER BY created_at, name LIMIT 1 FOR UPDATE SKIP LOCKED) \
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $2) \
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2) \
+    RETURNING name";
+
+/// Serialises preparations of spares between processes (a session lock on
+/// the preparing connection).
+const PREPARE_LOCK: &str =
+    "SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext('saas_tenancy.spares'))";
+
+/// A spare's name (schema and role): only ever made from a fresh UUID or
+/// parsed back from that exact shape, so it never carries SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SpareName(String);
+
+impl SpareName {
+    const PREFIX: &'static str = "saas_spare_";
+
+    fn new() -> Self {
+        Self(format!("{}{}", Self::PREFIX, Uuid::new_v4().simple()))
+    }
+
+    fn parse(s: &str) -> Result<Self, TenancyError> {
+        let valid = s.strip_prefix(Self::PREFIX).is_some_and(|hex| {
+            hex.len() == 32
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        });
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(TenancyError::Corrupt(format!(
+                "{SPARES_TABLE} lists {s:?}, which is not of the form {}<32 hex digits>",
+                Self::PREFIX
+            )))
+        }
+    }
+}
+
+impl SqlName for SpareName {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether a cluster's spares table has been seen (it is never dropped,
+/// so once seen a provisioning goes straight to the claim).
+#[derive(Debug, Default)]
+pub(super) struct SpareTable {
+    seen: AtomicBool,
+}
+
+/// What [`PgTenancy::prepare_spare_schemas`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SpareReport {
+    /// Spares made by this call.
+    pub created: usize,
+    /// Spares of other migrations than the tenancy's, dropped.
+    pub dropped_stale: usize,
+    /// Spares ready for sign-ups when the call returned.
+    pub ready: usize,
+}
+
+/// The version a spare made by `migrator` has: its latest migration's.
+pub(super) fn migration_version(migrator: Option<&Migrator>) -> i64 {
+    migrator
+        .and_then(|m| {
+            m.iter()
+                .filter(|m| m.migration_type.is_up_migration())
+                .map(|m| m.version)
+                .max()
+        })
+        .unwrap_or(0)
+}
+
+/// Claims a spare for `schema` in the provisioning transaction open on
+/// `tx` (before its search path is set) and returns the statements that
+/// rename it to the tenant's schema and role, or `None` when there is no
+/// spare of `version` (or the tenant's storage exists already).
+pub(super) async fn claim(
+    table: &SpareTable,
+    tx: &mut PgConnection,
+    schema: &TenantObjectName,
+    version: i64,
+) -> Result<Option<Vec<String>>, TenancyError> {
+    if !table.seen.load(Ordering::Acquire) {
+        let present: bool =
+            sqlx::query_scalar("SELECT pg_catalog.to_regclass('saas_spare_schemas') IS NOT NULL")
+                .fetch_one(&mut *tx)
+                .await?;
+        if !present {
+            return Ok(None);
+        }
+        table.seen.store(true, Ordering::Release);
+    }
+    let claimed: Option<String> = sqlx::query_scalar(CLAIM)
+        .bind(version)
+        .bind(schema.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(claimed) = claimed else {
+        return Ok(None);
+    };
+    let spare = SpareName::parse(&claimed)?;
+    let (from, to) = (spare.quoted(), schema.quoted());
+    Ok(Some(vec![
+        format!("ALTER SCHEMA {from} RENAME TO {to}"),
+        format!("ALTER ROLE {from} RENAME TO {to}"),
+    ]))
+}
+
+impl PgTenancy {
+    /// Makes spare schemas on `cluster` until `count` are ready for
+    /// sign-ups, so that [`provision`](Self::provision) of a schema tenant
+    /// claims one and renames it to the tenant's schema and role instead
+    /// of creating role, schema, grants and tables on the sign-up path.
+    ///
+    /// A spare is the storage a schema tenant's provisioning makes —
+    /// schema and role `saas_spare_<32 hex digits>`, the role granted to
+    /// the runtime role, default privileges, the tenant migrations applied
+    /// — listed in `saas_spare_schemas` (in the admin connection's schema)
+    /// and in no tenant's record, so no handle reaches it. The claim and
+    /// the rename commit with the tenant's provisioning or not at all;
+    /// concurrent sign-ups take different spares; a spare is claimed only
+    /// by a tenancy with the same latest tenant migration, and only for a
+    /// tenant whose schema and role do not exist yet. Spares made by other
+    /// migrations are dropped here first. Returns what it did.
+    ///
+    /// Run it from a periodic job (like
+    /// [`migrate_tenants`](Self::migrate_tenants)), sized to the sign-ups
+    /// expected between two runs: a sign-up that finds no spare
+    /// provisions from scratch, as without spares. Each spare costs what a
+    /// schema tenant's provisioning costs, off the sign-up path, and holds
+    /// a role the runtime role is a member of (see README "Known gaps" for
+    /// what memberships cost on PostgreSQL 15). Concurrent calls on one
+    /// cluster take turns (an advisory lock on a connection of their own).
+    ///
+    /// ```no_run
+    /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy)
+    /// # -> Result<(), saas_tenancy::TenancyError> {
+    /// let main = saas_tenancy::ClusterName::new("main")?;
+    /// // Every minute, say: keep 50 sign-ups' worth of schemas ready.
+    /// let report = tenancy.prepare_spare_schemas(&main, 50).await?;
+    /// assert!(report.ready >= 50);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TenancyError::UnknownCluster`]; a failing tenant migration as
+    /// [`TenancyError::InvalidInput`] (the spare being made is rolled
+    /// back, those made before it stay).
+    pub async fn prepare_spare_schemas(
+        &self,
+        cluster: &ClusterName,
+        count: usize,
+    ) -> Result<SpareReport, TenancyError> {
+        let c = self.cluster(cluster)?;
+        // A connection of its own: the session lock goes with it.
+        let mut conn = PgConnection::connect_with(&c.config.admin).await?;
+        let result = self.prepare_on(c, &mut conn, count).await;
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn prepare_on(
+        &self,
+        cluster: &Cluster,
+        conn: &mut PgConnection,
+        count: usize,
+    ) -> Result<SpareReport, TenancyError> {
+        conn.execute(PREPARE_LOCK).await?;
+        conn.execute(CREATE_TABLE).await?;
+        cluster.spares.seen.store(true, Ordering::Release);
+        let migrator = self.inner.tenant_migrator.as_deref();
+        let version = migration_version(migrator);
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM saas_spare_schemas WHERE version <> $1")
+                .bind(version)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut report = SpareReport::default();
+        for name in stale {
+            drop_spare(conn, &SpareName::parse(&name)?).await?;
+            report.dropped_stale += 1;
+        }
+        let ready: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM saas_spare_schemas WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *conn)
+                .await?;
+        report.ready = usize::try_from(ready).unwrap_or(0);
+        while report.ready < count {
+            let spare = SpareName::new();
+            let mut tx = conn.begin().await?;
+            sqlx::query(
+                "INSERT INTO saas_spare_schemas (name, version, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(spare.as_str())
+            .bind(version)
+            .bind(self.inner.clock.now())
+            .execute(&mut *tx)
+            .await?;
+            let s = spare.quoted();
+            let mut setup = sql::create_schema_statements(&spare, &cluster.config.runtime_role);
+            setup.extend(sql::default_privileges(&s, &s));
+            setup.push(format!("SET LOCAL search_path TO {s}"));
+            sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
+                .execute(&mut *tx)
+                .await?;
+            if let Some(migrator) = migrator {
+                migrator
+                    .run_direct(None, &mut *tx, false)
+                    .await
+                    .map_err(|e| {
+                        TenancyError::InvalidInput(format!(
+                            "tenant migration failed on a spare schema: {e}"
+                        ))
+                    })?;
+            }
+            tx.commit().await?;
+            report.created += 1;
+            report.ready += 1;
+        }
+        Ok(report)
+    }
+
+    /// Drops every spare schema of `cluster` (and its role); returns how
+    /// many. A sign-up running meanwhile either claimed its spare before
+    /// (it is the tenant's now) or finds none and provisions from scratch.
+    ///
+    /// # Errors
+    /// [`TenancyError::UnknownCluster`]; a database error (the spares
+    /// dropped before it stay dropped).
+    pub async fn drop_spare_schemas(&self, cluster: &ClusterName) -> Result<usize, TenancyError> {
+        let c = self.cluster(cluster)?;
+        let mut conn = c.admin.acquire().await?;
+        let present: bool =
+            sqlx::query_scalar("SELECT pg_catalog.to_regclass('saas_spare_schemas') IS NOT NULL")
+                .fetch_one(&mut *conn)
+                .await?;
+        if !present {
+            return Ok(0);
+        }
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM saas_spare_schemas")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut dropped = 0;
+        for name in names {
+            if drop_spare(&mut conn, &SpareName::parse(&name)?).await? {
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// Drops one spare — its row, schema and role — in one transaction;
+/// `false` when a sign-up claimed it first (its row is gone or locked).
+async fn drop_spare(conn: &mut PgConnection, spare: &SpareName) -> Result<bool, TenancyError> {
+    let mut tx = conn.begin().await?;
+    let taken: Option<String> = sqlx::query_scalar(
+        "DELETE FROM saas_spare_schemas WHERE name = (SELECT name FROM saas_spare_schemas \
+         WHERE name = $1 FOR UPDATE SKIP LOCKED) RETURNING name",
+    )
+    .bind(spare.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if taken.is_none() {
+        return Ok(false);
+    }
+    lifecycle::drop_schema(&mut tx, spare).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_names_have_one_shape() {
+        let made = SpareName::new();
+        assert_eq!(SpareName::parse(made.as_str()).unwrap(), made);
+        assert_eq!(made.quoted(), format!("\"{}\"", made.as_str()));
+        for bad in [
+            "saas_spare_",
+            "t_0123456789abcdef0123456789abcdef",
+            "saas_spare_0123456789ABCDEF0123456789abcdef",
+            "saas_spare_0123456789abcdef0123456789abcde\"",
+            "saas_spare_0123456789abcdef0123456789abcdef0",
+        ] {
+            assert!(SpareName::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
