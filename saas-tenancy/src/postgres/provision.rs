@@ -123,15 +123,17 @@ impl PgTenancy {
         // together or not at all.
         let version = spares::migration_version(self.inner.tenant_migrator.as_deref());
         let s = schema.quoted();
-        let mut setup = match spares::claim(&cluster.spares, &mut tx, schema, version).await? {
-            Some(renames) => renames,
-            None => {
-                let mut create =
-                    sql::create_schema_statements(schema, &cluster.config.runtime_role);
-                create.extend(sql::default_privileges(&s, &s));
-                create
-            }
-        };
+        let runtime = &cluster.config.runtime_role;
+        let mut setup =
+            match spares::claim(&cluster.spares, &mut tx, schema, runtime, version).await? {
+                Some(renames) => renames,
+                None => {
+                    let mut create =
+                        sql::create_schema_statements(schema, Some(&cluster.config.runtime_role));
+                    create.extend(sql::default_privileges(&s, &s));
+                    create
+                }
+            };
         setup.push(format!("SET LOCAL search_path TO {s}"));
         sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
             .execute(&mut *tx)

@@ -4,17 +4,19 @@
 //! grants, sqlx's ledger table and every table of the tenant migrations —
 //! about 8 ms of server time per tenant at 10,000 tenants (BENCHMARKS.md),
 //! all of it on the sign-up path. A spare is exactly that storage, made
-//! ahead of time under a neutral name (`saas_spare_<32 hex digits>`, its
-//! role of the same name granted to the runtime role, default privileges
-//! and migrations applied) and recorded in `saas_spare_schemas`. A sign-up
-//! then claims the oldest spare made by the same migrations and renames
-//! schema and role to the tenant's names, in the provisioning transaction:
-//! two catalog updates instead of the DDL. Renaming keeps everything that
-//! refers to them by OID — the grants, the default privileges, the
-//! runtime role's membership, sqlx's ledger inside the schema.
+//! ahead of time under a neutral name (`saas_spare_<32 hex digits>`, a
+//! role of the same name, default privileges and migrations applied) and
+//! recorded in `saas_spare_schemas`. A sign-up then claims the oldest
+//! spare made by the same migrations, renames schema and role to the
+//! tenant's names and grants the role to the runtime role, in the
+//! provisioning transaction: three catalog updates instead of the DDL.
+//! Renaming keeps everything that refers to them by OID — the grants, the
+//! default privileges, sqlx's ledger inside the schema.
 //!
-//! Safety: a spare is never in the catalog, so no handle can reach it
-//! before it is claimed (it holds only what the migrations put there); a
+//! Safety: a spare is in no tenant's record and its role is granted to
+//! nobody until claimed, so nothing can reach it — not even SQL injected
+//! into a handle, which can `SET ROLE` to any role the runtime role is a
+//! member of — and it holds only what the migrations put there; a
 //! claim and the rename commit together with the tenant's migrations, or
 //! not at all (the spare stays a spare); concurrent sign-ups skip each
 //! other's spares (`FOR UPDATE SKIP LOCKED`); a spare is only claimed for
@@ -31,6 +33,7 @@ use uuid::Uuid;
 
 use super::{Cluster, PgTenancy, lifecycle, sql};
 use crate::error::TenancyError;
+use crate::ident::SqlIdent;
 use crate::placement::{ClusterName, SqlName, TenantObjectName};
 
 /// The table that lists a cluster's spares, in the admin connection's
@@ -131,6 +134,7 @@ pub(super) async fn claim(
     table: &SpareTable,
     tx: &mut PgConnection,
     schema: &TenantObjectName,
+    runtime: &SqlIdent,
     version: i64,
 ) -> Result<Option<Vec<String>>, TenancyError> {
     if !table.seen.load(Ordering::Acquire) {
@@ -156,6 +160,7 @@ pub(super) async fn claim(
     Ok(Some(vec![
         format!("ALTER SCHEMA {from} RENAME TO {to}"),
         format!("ALTER ROLE {from} RENAME TO {to}"),
+        sql::grant_tenant_role(schema, runtime),
     ]))
 }
 
@@ -166,11 +171,13 @@ impl PgTenancy {
     /// of creating role, schema, grants and tables on the sign-up path.
     ///
     /// A spare is the storage a schema tenant's provisioning makes —
-    /// schema and role `saas_spare_<32 hex digits>`, the role granted to
-    /// the runtime role, default privileges, the tenant migrations applied
-    /// — listed in `saas_spare_schemas` (in the admin connection's schema)
-    /// and in no tenant's record, so no handle reaches it. The claim and
-    /// the rename commit with the tenant's provisioning or not at all;
+    /// schema and role `saas_spare_<32 hex digits>`, default privileges,
+    /// the tenant migrations applied — listed in `saas_spare_schemas` (in
+    /// the admin connection's schema), in no tenant's record, its role
+    /// granted to the runtime role only when a sign-up claims it: nothing
+    /// reaches it before, not even SQL injected into a handle. The claim,
+    /// the renames and the grant commit with the tenant's provisioning or
+    /// not at all;
     /// concurrent sign-ups take different spares; a spare is claimed only
     /// by a tenancy with the same latest tenant migration, and only for a
     /// tenant whose schema and role do not exist yet. Spares made by other
@@ -180,10 +187,9 @@ impl PgTenancy {
     /// [`migrate_tenants`](Self::migrate_tenants)), sized to the sign-ups
     /// expected between two runs: a sign-up that finds no spare
     /// provisions from scratch, as without spares. Each spare costs what a
-    /// schema tenant's provisioning costs, off the sign-up path, and holds
-    /// a role the runtime role is a member of (see README "Known gaps" for
-    /// what memberships cost on PostgreSQL 15). Concurrent calls on one
-    /// cluster take turns (an advisory lock on a connection of their own).
+    /// schema tenant's provisioning costs, off the sign-up path (and about
+    /// as much disk). Concurrent calls on one cluster take turns (an
+    /// advisory lock on a connection of their own).
     ///
     /// ```no_run
     /// # async fn run(tenancy: saas_tenancy::postgres::PgTenancy)
@@ -252,7 +258,10 @@ impl PgTenancy {
             .execute(&mut *tx)
             .await?;
             let s = spare.quoted();
-            let mut setup = sql::create_schema_statements(&spare, &cluster.config.runtime_role);
+            // Not granted to the runtime role until claimed: nothing reaches
+            // a spare, and spares do not lengthen the runtime role's list of
+            // memberships (see README "Known gaps").
+            let mut setup = sql::create_schema_statements(&spare, None);
             setup.extend(sql::default_privileges(&s, &s));
             setup.push(format!("SET LOCAL search_path TO {s}"));
             sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))

@@ -141,20 +141,31 @@ pub(super) fn handle_lock(tenant: TenantId, function: &str) -> String {
 
 /// Statements that create a schema tenant's role and schema (idempotent).
 /// The role has the schema's name, cannot log in, and is granted to the
-/// runtime role, which must `SET ROLE` to use it (it does not inherit).
-pub(super) fn create_schema_statements(schema: &impl SqlName, runtime: &SqlIdent) -> Vec<String> {
+/// runtime role (when given: a spare schema's role is granted only when a
+/// tenant claims it), which must `SET ROLE` to use it (it does not inherit).
+pub(super) fn create_schema_statements(
+    schema: &impl SqlName,
+    runtime: Option<&SqlIdent>,
+) -> Vec<String> {
     let s = schema.quoted();
     let bare = schema.as_str();
-    vec![
-        format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{bare}') \
-             THEN CREATE ROLE {s} NOLOGIN NOINHERIT; END IF; END $$"
-        ),
-        format!("GRANT {s} TO {}", runtime.quoted()),
+    let mut statements = vec![format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{bare}') \
+         THEN CREATE ROLE {s} NOLOGIN NOINHERIT; END IF; END $$"
+    )];
+    statements.extend(runtime.map(|runtime| grant_tenant_role(schema, runtime)));
+    statements.extend([
         format!("CREATE SCHEMA IF NOT EXISTS {s}"),
         format!("REVOKE ALL ON SCHEMA {s} FROM PUBLIC"),
         format!("GRANT USAGE ON SCHEMA {s} TO {s}"),
-    ]
+    ]);
+    statements
+}
+
+/// Makes the runtime role a member of a schema tenant's role (so that it
+/// can `SET ROLE` to it).
+pub(super) fn grant_tenant_role(schema: &impl SqlName, runtime: &SqlIdent) -> String {
+    format!("GRANT {} TO {}", schema.quoted(), runtime.quoted())
 }
 
 /// Grants a tenant role (or the runtime role, for tenant databases) use of

@@ -104,6 +104,27 @@ async fn a_sign_up_takes_a_spare_that_then_serves_only_its_tenant() {
     let names = spare_names(&env).await;
     let spares = schema_oids(&env, &names).await;
     assert_eq!(spares.len(), 2);
+    // Unclaimed, a spare's role is nobody's: the runtime role (and so SQL
+    // injected into any handle) cannot SET ROLE to it.
+    let members: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+         WHERE r.rolname = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_one(&env.admin)
+    .await
+    .unwrap();
+    assert_eq!(members, 0);
+    let neighbour = env.tenant("row-neighbour", Strategy::Shared).await.unwrap();
+    let mut tx = env.tenancy.begin(&neighbour).await.unwrap();
+    let reached = sqlx::query(sqlx::AssertSqlSafe(format!("SET ROLE \"{}\"", names[0])))
+        .execute(&mut *tx)
+        .await;
+    match reached {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("42501")),
+        other => panic!("a handle reached a spare's role: {other:?}"),
+    }
+    drop(tx);
 
     let a = env.tenant("spare-a", Strategy::Schema).await.unwrap();
     let b = env.tenant("spare-b", Strategy::Schema).await.unwrap();
