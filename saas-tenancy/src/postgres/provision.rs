@@ -113,36 +113,29 @@ impl PgTenancy {
         // tenant runs meanwhile.
         let mut tx = conn.begin().await?;
         // A spare schema made ahead of time (see `spares`) becomes the
-        // tenant's by two renames; the migrations below then find it up
-        // to date. Without one, the library's own statements go in one
-        // round trip (simple protocol, several statements): provisioning
-        // is a chain of round trips, and these were ten of them. The
-        // tenant role's privileges on what the migrations create come from
-        // default privileges set first (see `sql::default_privileges`);
-        // the transaction makes schema, grants and migrations appear
-        // together or not at all.
-        let version = spares::migration_version(self.inner.tenant_migrator.as_deref());
+        // tenant's by two renames and a grant, its migrations already
+        // applied.
+        let migrator = self.inner.tenant_migrator.as_deref();
+        if spares::claim(cluster, &mut tx, schema, migrator).await? {
+            tx.commit().await?;
+            return Ok(());
+        }
+        // Without one, the library's own statements go in one round trip
+        // (simple protocol, several statements): provisioning is a chain
+        // of round trips, and these were ten of them. The tenant role's
+        // privileges on what the migrations create come from default
+        // privileges set first (see `sql::default_privileges`); the
+        // transaction makes schema, grants and migrations appear together
+        // or not at all.
         let s = schema.quoted();
-        let runtime = &cluster.config.runtime_role;
-        let mut setup =
-            match spares::claim(&cluster.spares, &mut tx, schema, runtime, version).await? {
-                Some(renames) => renames,
-                None => {
-                    let mut create =
-                        sql::create_schema_statements(schema, Some(&cluster.config.runtime_role));
-                    create.extend(sql::default_privileges(&s, &s));
-                    create
-                }
-            };
+        let mut setup = sql::create_schema_statements(schema, Some(&cluster.config.runtime_role));
+        setup.extend(sql::default_privileges(&s, &s));
         setup.push(format!("SET LOCAL search_path TO {s}"));
         sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
             .execute(&mut *tx)
             .await?;
-        if let Some(migrator) = &self.inner.tenant_migrator {
-            migrator
-                .run_direct(None, &mut *tx, false)
-                .await
-                .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))?;
+        if let Some(migrator) = migrator {
+            migrate_schema(migrator, &mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -201,4 +194,16 @@ impl PgTenancy {
         conn.close().await?;
         Ok(())
     }
+}
+
+/// Applies the tenant migrations in the transaction open on `tx`, whose
+/// search path is the tenant's schema.
+pub(super) async fn migrate_schema(
+    migrator: &sqlx::migrate::Migrator,
+    tx: &mut sqlx::PgConnection,
+) -> Result<(), TenancyError> {
+    migrator
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))
 }

@@ -6,12 +6,15 @@
 //! all of it on the sign-up path. A spare is exactly that storage, made
 //! ahead of time under a neutral name (`saas_spare_<32 hex digits>`, a
 //! role of the same name, default privileges and migrations applied) and
-//! recorded in `saas_spare_schemas`. A sign-up then claims the oldest
-//! spare made by the same migrations, renames schema and role to the
-//! tenant's names and grants the role to the runtime role, in the
+//! recorded in `saas_spare_schemas` with a fingerprint of the migrations
+//! that made it (every version and checksum). A sign-up then claims the
+//! oldest spare with the tenancy's fingerprint, renames schema and role to
+//! the tenant's names and grants the role to the runtime role, in the
 //! provisioning transaction: three catalog updates instead of the DDL.
 //! Renaming keeps everything that refers to them by OID — the grants, the
-//! default privileges, sqlx's ledger inside the schema.
+//! default privileges, sqlx's ledger inside the schema. (What a migration
+//! stored as text keeps the spare's name: a `SET search_path FROM
+//! CURRENT` function, a `current_schema()` saved in a row.)
 //!
 //! Safety: a spare is in no tenant's record and its role is granted to
 //! nobody until claimed, so nothing can reach it — not even SQL injected
@@ -21,9 +24,12 @@
 //! not at all (the spare stays a spare); concurrent sign-ups skip each
 //! other's spares (`FOR UPDATE SKIP LOCKED`); a spare is only claimed for
 //! a tenant whose schema and role do not exist yet. A spare made by other
-//! migrations than the tenancy's (an older version) is never claimed: the
-//! sign-up provisions from scratch, and the next
-//! [`PgTenancy::prepare_spare_schemas`] replaces it.
+//! migrations than the tenancy's (an older version, an edited one) is
+//! never claimed: the sign-up provisions from scratch, and the next
+//! [`PgTenancy::prepare_spare_schemas`] replaces it. A claim that fails
+//! all the same (a spare's schema dropped by hand, sqlx refusing its
+//! ledger) is undone to a savepoint, the spare dropped, and the tenant
+//! provisioned from scratch in the same transaction.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,7 +37,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use uuid::Uuid;
 
-use super::{Cluster, PgTenancy, lifecycle, sql};
+use super::{Cluster, PgTenancy, lifecycle, provision, sql};
 use crate::error::TenancyError;
 use crate::ident::SqlIdent;
 use crate::placement::{ClusterName, SqlName, TenantObjectName};
@@ -40,15 +46,19 @@ use crate::placement::{ClusterName, SqlName, TenantObjectName};
 /// schema (next to the catalog and the migration ledger).
 pub(super) const SPARES_TABLE: &str = "saas_spare_schemas";
 
+/// The list, and the index a claim reads it by (without it every claim
+/// sorts the whole list: 2 ms of a sign-up with 10,000 spares).
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS saas_spare_schemas (\
-    name text PRIMARY KEY, version bigint NOT NULL, created_at timestamptz NOT NULL)";
+    name text PRIMARY KEY, migrations bigint NOT NULL, created_at timestamptz NOT NULL); \
+    CREATE INDEX IF NOT EXISTS saas_spare_schemas_claim \
+    ON saas_spare_schemas (migrations, created_at, name)";
 
-/// Takes the oldest spare of migration version `$1` for the tenant schema
-/// `$2`, unless that schema or role exists already (a retried
-/// provisioning): the row is deleted in the provisioning transaction, so
-/// a rollback returns the spare.
+/// Takes the oldest spare made by the migrations of fingerprint `$1` for
+/// the tenant schema `$2`, unless that schema or role exists already (a
+/// retried provisioning): the row is deleted in the provisioning
+/// transaction, so a rollback returns the spare.
 const CLAIM: &str = "DELETE FROM saas_spare_schemas WHERE name = (\
-    SELECT name FROM saas_spare_schemas WHERE version = $1 \
+    SELECT name FROM saas_spare_schemas WHERE migrations = $1 \
     ORDER BY created_at, name LIMIT 1 FOR UPDATE SKIP LOCKED) \
     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $2) \
     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2) \
@@ -114,54 +124,113 @@ pub struct SpareReport {
     pub ready: usize,
 }
 
-/// The version a spare made by `migrator` has: its latest migration's.
-pub(super) fn migration_version(migrator: Option<&Migrator>) -> i64 {
-    migrator
-        .and_then(|m| {
-            m.iter()
-                .filter(|m| m.migration_type.is_up_migration())
-                .map(|m| m.version)
-                .max()
-        })
-        .unwrap_or(0)
+/// A fingerprint of the tenant migrations a spare is made by: FNV-1a over
+/// every up migration's version and checksum, in order — so an added,
+/// removed or edited migration changes it (sqlx would refuse the spare's
+/// ledger), and it is the same in every process and build.
+pub(super) fn fingerprint(migrator: Option<&Migrator>) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(PRIME);
+        }
+    };
+    for m in migrator
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter(|m| m.migration_type.is_up_migration())
+    {
+        feed(&m.version.to_le_bytes());
+        feed(&m.checksum);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// Claims a spare for `schema` in the provisioning transaction open on
-/// `tx` (before its search path is set) and returns the statements that
-/// rename it to the tenant's schema and role, or `None` when there is no
-/// spare of `version` (or the tenant's storage exists already).
+/// Provisions `schema` from a spare, in the provisioning transaction open
+/// on `tx` (its search path not set yet): claims the oldest spare made by
+/// `migrator`, renames it to the tenant's schema and role, grants the role
+/// to the runtime role and runs the migrations (which find nothing to
+/// apply). `false` when there is no such spare or the tenant's storage
+/// exists already — or when the claim failed: then it is undone to a
+/// savepoint, the spare dropped (the next sign-up would fail on it too),
+/// and the caller provisions from scratch in the same transaction.
 pub(super) async fn claim(
-    table: &SpareTable,
+    cluster: &Cluster,
     tx: &mut PgConnection,
     schema: &TenantObjectName,
-    runtime: &SqlIdent,
-    version: i64,
-) -> Result<Option<Vec<String>>, TenancyError> {
-    if !table.seen.load(Ordering::Acquire) {
+    migrator: Option<&Migrator>,
+) -> Result<bool, TenancyError> {
+    if !cluster.spares.seen.load(Ordering::Acquire) {
         let present: bool =
             sqlx::query_scalar("SELECT pg_catalog.to_regclass('saas_spare_schemas') IS NOT NULL")
                 .fetch_one(&mut *tx)
                 .await?;
         if !present {
-            return Ok(None);
+            return Ok(false);
         }
-        table.seen.store(true, Ordering::Release);
+        cluster.spares.seen.store(true, Ordering::Release);
     }
+    tx.execute("SAVEPOINT saas_spare").await?;
     let claimed: Option<String> = sqlx::query_scalar(CLAIM)
-        .bind(version)
+        .bind(fingerprint(migrator))
         .bind(schema.as_str())
         .fetch_optional(&mut *tx)
         .await?;
     let Some(claimed) = claimed else {
-        return Ok(None);
+        tx.execute("RELEASE SAVEPOINT saas_spare").await?;
+        return Ok(false);
     };
-    let spare = SpareName::parse(&claimed)?;
+    let renamed = match SpareName::parse(&claimed) {
+        Ok(spare) => match rename(&spare, schema, &cluster.config.runtime_role, migrator, tx).await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err((Some(spare), e)),
+        },
+        Err(e) => Err((None, e)),
+    };
+    let Err((spare, error)) = renamed else {
+        tx.execute("RELEASE SAVEPOINT saas_spare").await?;
+        return Ok(true);
+    };
+    tracing::warn!(spare = %claimed, %error,
+        "a spare schema could not be claimed: dropped, provisioning from scratch");
+    tx.execute("ROLLBACK TO SAVEPOINT saas_spare").await?;
+    sqlx::query("DELETE FROM saas_spare_schemas WHERE name = $1")
+        .bind(&claimed)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(spare) = spare {
+        lifecycle::drop_schema(tx, &spare).await?;
+    }
+    tx.execute("RELEASE SAVEPOINT saas_spare").await?;
+    Ok(false)
+}
+
+/// Renames `spare` to the tenant's schema and role, grants the role to
+/// `runtime`, sets the search path and runs the migrations.
+async fn rename(
+    spare: &SpareName,
+    schema: &TenantObjectName,
+    runtime: &SqlIdent,
+    migrator: Option<&Migrator>,
+    tx: &mut PgConnection,
+) -> Result<(), TenancyError> {
     let (from, to) = (spare.quoted(), schema.quoted());
-    Ok(Some(vec![
+    let statements = [
         format!("ALTER SCHEMA {from} RENAME TO {to}"),
         format!("ALTER ROLE {from} RENAME TO {to}"),
         sql::grant_tenant_role(schema, runtime),
-    ]))
+        format!("SET LOCAL search_path TO {to}"),
+    ];
+    sqlx::raw_sql(AssertSqlSafe(statements.join("; ")))
+        .execute(&mut *tx)
+        .await?;
+    if let Some(migrator) = migrator {
+        provision::migrate_schema(migrator, tx).await?;
+    }
+    Ok(())
 }
 
 impl PgTenancy {
@@ -204,8 +273,8 @@ impl PgTenancy {
     ///
     /// # Errors
     /// [`TenancyError::UnknownCluster`]; a failing tenant migration as
-    /// [`TenancyError::InvalidInput`] (the spare being made is rolled
-    /// back, those made before it stay).
+    /// [`TenancyError::InvalidInput`], or a database error (the spare being
+    /// made is rolled back, those made before it stay).
     pub async fn prepare_spare_schemas(
         &self,
         cluster: &ClusterName,
@@ -226,23 +295,24 @@ impl PgTenancy {
         count: usize,
     ) -> Result<SpareReport, TenancyError> {
         conn.execute(PREPARE_LOCK).await?;
-        conn.execute(CREATE_TABLE).await?;
+        sqlx::raw_sql(CREATE_TABLE).execute(&mut *conn).await?;
         cluster.spares.seen.store(true, Ordering::Release);
         let migrator = self.inner.tenant_migrator.as_deref();
-        let version = migration_version(migrator);
+        let made_by = fingerprint(migrator);
         let stale: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM saas_spare_schemas WHERE version <> $1")
-                .bind(version)
+            sqlx::query_scalar("SELECT name FROM saas_spare_schemas WHERE migrations <> $1")
+                .bind(made_by)
                 .fetch_all(&mut *conn)
                 .await?;
         let mut report = SpareReport::default();
         for name in stale {
-            drop_spare(conn, &SpareName::parse(&name)?).await?;
-            report.dropped_stale += 1;
+            if drop_spare(conn, &SpareName::parse(&name)?).await? {
+                report.dropped_stale += 1;
+            }
         }
         let ready: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM saas_spare_schemas WHERE version = $1")
-                .bind(version)
+            sqlx::query_scalar("SELECT count(*) FROM saas_spare_schemas WHERE migrations = $1")
+                .bind(made_by)
                 .fetch_one(&mut *conn)
                 .await?;
         report.ready = usize::try_from(ready).unwrap_or(0);
@@ -250,10 +320,10 @@ impl PgTenancy {
             let spare = SpareName::new();
             let mut tx = conn.begin().await?;
             sqlx::query(
-                "INSERT INTO saas_spare_schemas (name, version, created_at) VALUES ($1, $2, $3)",
+                "INSERT INTO saas_spare_schemas (name, migrations, created_at) VALUES ($1, $2, $3)",
             )
             .bind(spare.as_str())
-            .bind(version)
+            .bind(made_by)
             .bind(self.inner.clock.now())
             .execute(&mut *tx)
             .await?;
@@ -268,14 +338,7 @@ impl PgTenancy {
                 .execute(&mut *tx)
                 .await?;
             if let Some(migrator) = migrator {
-                migrator
-                    .run_direct(None, &mut *tx, false)
-                    .await
-                    .map_err(|e| {
-                        TenancyError::InvalidInput(format!(
-                            "tenant migration failed on a spare schema: {e}"
-                        ))
-                    })?;
+                provision::migrate_schema(migrator, &mut tx).await?;
             }
             tx.commit().await?;
             report.created += 1;
@@ -284,34 +347,44 @@ impl PgTenancy {
         Ok(report)
     }
 
-    /// Drops every spare schema of `cluster` (and its role); returns how
-    /// many. A sign-up running meanwhile either claimed its spare before
-    /// (it is the tenant's now) or finds none and provisions from scratch.
+    /// Drops the spare schemas of `cluster` (and their roles); returns
+    /// how many. It waits for a preparation running elsewhere to end; a
+    /// spare a sign-up is claiming at that moment is left to the sign-up
+    /// (it becomes the tenant's, or stays a spare if the sign-up fails).
     ///
     /// # Errors
     /// [`TenancyError::UnknownCluster`]; a database error (the spares
     /// dropped before it stay dropped).
     pub async fn drop_spare_schemas(&self, cluster: &ClusterName) -> Result<usize, TenancyError> {
         let c = self.cluster(cluster)?;
-        let mut conn = c.admin.acquire().await?;
-        let present: bool =
-            sqlx::query_scalar("SELECT pg_catalog.to_regclass('saas_spare_schemas') IS NOT NULL")
-                .fetch_one(&mut *conn)
-                .await?;
-        if !present {
-            return Ok(0);
-        }
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM saas_spare_schemas")
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut dropped = 0;
-        for name in names {
-            if drop_spare(&mut conn, &SpareName::parse(&name)?).await? {
-                dropped += 1;
-            }
-        }
-        Ok(dropped)
+        // A connection of its own: the preparation lock goes with it.
+        let mut conn = PgConnection::connect_with(&c.config.admin).await?;
+        let result = drop_all(&mut conn).await;
+        let _ = conn.close().await;
+        result
     }
+}
+
+/// Drops every spare not being claimed, under the preparation lock.
+async fn drop_all(conn: &mut PgConnection) -> Result<usize, TenancyError> {
+    conn.execute(PREPARE_LOCK).await?;
+    let present: bool =
+        sqlx::query_scalar("SELECT pg_catalog.to_regclass('saas_spare_schemas') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !present {
+        return Ok(0);
+    }
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM saas_spare_schemas")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut dropped = 0;
+    for name in names {
+        if drop_spare(conn, &SpareName::parse(&name)?).await? {
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
 }
 
 /// Drops one spare — its row, schema and role — in one transaction;

@@ -267,11 +267,14 @@ async fn spares_of_other_migrations_are_never_claimed_and_are_replaced() {
         (1, 0, 0),
         "the v1 spare is gone"
     );
-    let version: i64 = sqlx::query_scalar("SELECT version FROM saas_spare_schemas")
-        .fetch_one(&env.admin)
-        .await
-        .unwrap();
-    assert_eq!(version, 2);
+    let schema = format!("\"{}\"", v2_names[0]);
+    let ledger: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {schema}._sqlx_migrations ORDER BY version"
+    )))
+    .fetch_all(&env.admin)
+    .await
+    .unwrap();
+    assert_eq!(ledger, vec![1, 2]);
 
     // …which the next sign-up takes, at v2: the new column is there.
     let claimed = newer.provision(new_tenant(&env, "v2-spare")).await.unwrap();
@@ -317,5 +320,128 @@ async fn dropping_spares_leaves_no_schema_or_role() {
         2
     );
     assert_eq!(spares_left(&env, &names).await, (0, 0, 0));
+    env.cleanup().await;
+}
+
+/// v1 of the sandbox's migrations with its text edited: the same version,
+/// another checksum (sqlx refuses a ledger that applied the other text).
+fn edited_v1() -> Vec<Migration> {
+    vec![Migration::new(
+        1,
+        "notes".into(),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe(format!(
+            "{}; COMMENT ON TABLE notes IS 'edited'",
+            saas_tenancy::testing::pg::NOTES_TENANT
+        ))
+        .into_sql_str(),
+        false,
+    )]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_of_an_edited_migration_is_never_claimed() {
+    let Some(mut env) = sandbox("pg_spares::edited", ScopeMode::Shared).await else {
+        return;
+    };
+    env.tenancy
+        .prepare_spare_schemas(&env.cluster, 1)
+        .await
+        .unwrap();
+    let names = spare_names(&env).await;
+    let edited = env.tenancy_with_migrations(edited_v1()).unwrap();
+    let fresh = edited.provision(new_tenant(&env, "edited")).await.unwrap();
+    env.track(fresh.clone());
+    assert_eq!(spare_names(&env).await, names, "the spare was not claimed");
+    let report = edited.prepare_spare_schemas(&env.cluster, 1).await.unwrap();
+    assert_eq!((report.dropped_stale, report.created), (1, 1));
+    assert_eq!(spares_left(&env, &names).await, (1, 0, 0));
+    drop(edited);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_that_cannot_be_claimed_is_dropped_and_the_sign_up_provisions_from_scratch() {
+    let Some(mut env) = sandbox("pg_spares::broken", ScopeMode::Shared).await else {
+        return;
+    };
+    env.tenancy
+        .prepare_spare_schemas(&env.cluster, 2)
+        .await
+        .unwrap();
+    let names = spare_names(&env).await;
+    // The oldest spare's schema dropped by hand: its rename fails.
+    let oldest: String =
+        sqlx::query_scalar("SELECT name FROM saas_spare_schemas ORDER BY created_at, name LIMIT 1")
+            .fetch_one(&env.admin)
+            .await
+            .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{oldest}\" CASCADE"
+    )))
+    .execute(&env.admin)
+    .await
+    .unwrap();
+    let a = env.tenant("after-broken", Strategy::Schema).await.unwrap();
+    add_note(&env, &a, "a's note").await;
+    assert_eq!(
+        notes_seen(&env.tenancy, &a).await,
+        vec!["a's note".to_owned()]
+    );
+    let left = spare_names(&env).await;
+    assert_eq!(left.len(), 1, "the broken spare is gone, the other stays");
+    assert!(!left.contains(&oldest));
+    let role_left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(&oldest)
+            .fetch_one(&env.admin)
+            .await
+            .unwrap();
+    assert!(!role_left, "its role is dropped too");
+    // The next sign-up takes the good one.
+    let b = env
+        .tenant("after-broken-b", Strategy::Schema)
+        .await
+        .unwrap();
+    assert!(schema_oids(&env, &left).await.is_empty());
+    assert_eq!(spares_left(&env, &names).await.0, 0);
+    add_note(&env, &b, "b's note").await;
+    assert_eq!(
+        notes_seen(&env.tenancy, &b).await,
+        vec!["b's note".to_owned()]
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_provisioning_never_claims_over_existing_storage() {
+    let Some(mut env) = sandbox("pg_spares::retry", ScopeMode::Shared).await else {
+        return;
+    };
+    let a = env.tenant("retried", Strategy::Schema).await.unwrap();
+    let ra = record(&env, &a).await;
+    let before = schema_oid(&env, &ra).await;
+    add_note(&env, &a, "kept").await;
+    env.tenancy
+        .prepare_spare_schemas(&env.cluster, 1)
+        .await
+        .unwrap();
+    let names = spare_names(&env).await;
+    // As if the process died after the storage committed and before the
+    // tenant was marked active.
+    sqlx::query("UPDATE saas_tenants SET status = 'provisioning' WHERE id = $1")
+        .bind(a.tenant_id())
+        .execute(&env.admin)
+        .await
+        .unwrap();
+    env.tenancy.retry_provisioning(a.tenant_id()).await.unwrap();
+    assert_eq!(
+        schema_oid(&env, &ra).await,
+        before,
+        "the tenant's own schema"
+    );
+    assert_eq!(spare_names(&env).await, names, "the spare stays a spare");
+    assert_eq!(spares_left(&env, &names).await, (1, 1, 1));
+    assert_eq!(notes_seen(&env.tenancy, &a).await, vec!["kept".to_owned()]);
     env.cleanup().await;
 }
