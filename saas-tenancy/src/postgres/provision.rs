@@ -6,7 +6,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor};
 use super::{Cluster, PgTenancy, spares, sql, tenant_database_options};
 use crate::error::TenancyError;
 use crate::hooks::LifecycleEvent;
-use crate::placement::{Placement, TenantObjectName};
+use crate::ident::SqlIdent;
+use crate::placement::{Placement, SqlName, TenantObjectName};
 use crate::record::{NewTenant, TenantRecord};
 
 impl PgTenancy {
@@ -120,23 +121,13 @@ impl PgTenancy {
             tx.commit().await?;
             return Ok(());
         }
-        // Without one, the library's own statements go in one round trip
-        // (simple protocol, several statements): provisioning is a chain
-        // of round trips, and these were ten of them. The tenant role's
-        // privileges on what the migrations create come from default
-        // privileges set first (see `sql::default_privileges`); the
-        // transaction makes schema, grants and migrations appear together
-        // or not at all.
-        let s = schema.quoted();
-        let mut setup = sql::create_schema_statements(schema, Some(&cluster.config.runtime_role));
-        setup.extend(sql::default_privileges(&s, &s));
-        setup.push(format!("SET LOCAL search_path TO {s}"));
-        sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
-            .execute(&mut *tx)
-            .await?;
-        if let Some(migrator) = migrator {
-            migrate_schema(migrator, &mut tx).await?;
-        }
+        create_schema(
+            &mut tx,
+            schema,
+            Some(&cluster.config.runtime_role),
+            migrator,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -206,4 +197,32 @@ pub(super) async fn migrate_schema(
         .run_direct(None, &mut *tx, false)
         .await
         .map_err(|e| TenancyError::InvalidInput(format!("tenant migration failed: {e}")))
+}
+
+/// Creates a schema and its role (granted to `runtime` when given), sets
+/// the role's default privileges and applies the tenant migrations, in
+/// the transaction open on `tx` (its search path left at the schema). The
+/// library's own statements go in one round trip (simple protocol,
+/// several statements): provisioning is a chain of round trips, and these
+/// were ten of them. The role's privileges on what the migrations create
+/// come from the default privileges set first (see
+/// `sql::default_privileges`); the transaction makes schema, grants and
+/// migrations appear together or not at all.
+pub(super) async fn create_schema(
+    tx: &mut sqlx::PgConnection,
+    schema: &impl SqlName,
+    runtime: Option<&SqlIdent>,
+    migrator: Option<&sqlx::migrate::Migrator>,
+) -> Result<(), TenancyError> {
+    let s = schema.quoted();
+    let mut setup = sql::create_schema_statements(schema, runtime);
+    setup.extend(sql::default_privileges(&s, &s));
+    setup.push(format!("SET LOCAL search_path TO {s}"));
+    sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
+        .execute(&mut *tx)
+        .await?;
+    if let Some(migrator) = migrator {
+        migrate_schema(migrator, tx).await?;
+    }
+    Ok(())
 }

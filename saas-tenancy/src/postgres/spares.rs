@@ -327,19 +327,10 @@ impl PgTenancy {
             .bind(self.inner.clock.now())
             .execute(&mut *tx)
             .await?;
-            let s = spare.quoted();
             // Not granted to the runtime role until claimed: nothing reaches
             // a spare, and spares do not lengthen the runtime role's list of
             // memberships (see README "Known gaps").
-            let mut setup = sql::create_schema_statements(&spare, None);
-            setup.extend(sql::default_privileges(&s, &s));
-            setup.push(format!("SET LOCAL search_path TO {s}"));
-            sqlx::raw_sql(AssertSqlSafe(setup.join("; ")))
-                .execute(&mut *tx)
-                .await?;
-            if let Some(migrator) = migrator {
-                provision::migrate_schema(migrator, &mut tx).await?;
-            }
+            provision::create_schema(&mut tx, &spare, None, migrator).await?;
             tx.commit().await?;
             report.created += 1;
             report.ready += 1;
