@@ -142,6 +142,7 @@ impl TenantObjectName {
 
 /// A name the library made for storage (a tenant's schema, role or
 /// database, a spare schema): checked on construction to carry no SQL.
+#[cfg(feature = "postgres")]
 pub(crate) trait SqlName {
     /// The bare name.
     fn as_str(&self) -> &str;
@@ -153,6 +154,7 @@ pub(crate) trait SqlName {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl SqlName for TenantObjectName {
     fn as_str(&self) -> &str {
         &self.0
