@@ -246,10 +246,10 @@ impl PgTenancy {
     /// granted to the runtime role only when a sign-up claims it: nothing
     /// reaches it before, not even SQL injected into a handle. The claim,
     /// the renames and the grant commit with the tenant's provisioning or
-    /// not at all;
-    /// concurrent sign-ups take different spares; a spare is claimed only
-    /// by a tenancy with the same latest tenant migration, and only for a
-    /// tenant whose schema and role do not exist yet. Spares made by other
+    /// not at all; concurrent sign-ups take different spares; a spare is
+    /// claimed only by a tenancy with the same tenant migrations (a
+    /// fingerprint of every version and checksum), and only for a tenant
+    /// whose schema and role do not exist yet. Spares made by other
     /// migrations are dropped here first. Returns what it did.
     ///
     /// Run it from a periodic job (like
