@@ -172,44 +172,37 @@ pub(super) async fn claim(
         }
         cluster.spares.seen.store(true, Ordering::Release);
     }
-    tx.execute("SAVEPOINT saas_spare").await?;
     let claimed: Option<String> = sqlx::query_scalar(CLAIM)
         .bind(fingerprint(migrator))
         .bind(schema.as_str())
         .fetch_optional(&mut *tx)
         .await?;
     let Some(claimed) = claimed else {
-        tx.execute("RELEASE SAVEPOINT saas_spare").await?;
         return Ok(false);
     };
-    let renamed = match SpareName::parse(&claimed) {
-        Ok(spare) => match rename(&spare, schema, &cluster.config.runtime_role, migrator, tx).await
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err((Some(spare), e)),
-        },
-        Err(e) => Err((None, e)),
+    // Its row is deleted already: whatever happens next, no other sign-up
+    // takes this spare.
+    let spare = match SpareName::parse(&claimed) {
+        Ok(spare) => spare,
+        Err(error) => {
+            tracing::warn!(spare = %claimed, %error, "a listed spare schema was skipped");
+            return Ok(false);
+        }
     };
-    let Err((spare, error)) = renamed else {
-        tx.execute("RELEASE SAVEPOINT saas_spare").await?;
+    let Err(error) = rename(&spare, schema, &cluster.config.runtime_role, migrator, tx).await
+    else {
         return Ok(true);
     };
     tracing::warn!(spare = %claimed, %error,
         "a spare schema could not be claimed: dropped, provisioning from scratch");
     tx.execute("ROLLBACK TO SAVEPOINT saas_spare").await?;
-    sqlx::query("DELETE FROM saas_spare_schemas WHERE name = $1")
-        .bind(&claimed)
-        .execute(&mut *tx)
-        .await?;
-    if let Some(spare) = spare {
-        lifecycle::drop_schema(tx, &spare).await?;
-    }
-    tx.execute("RELEASE SAVEPOINT saas_spare").await?;
+    lifecycle::drop_schema(tx, &spare).await?;
     Ok(false)
 }
 
 /// Renames `spare` to the tenant's schema and role, grants the role to
-/// `runtime`, sets the search path and runs the migrations.
+/// `runtime`, sets the search path and runs the migrations, after a
+/// savepoint `saas_spare` (left open: the commit releases it).
 async fn rename(
     spare: &SpareName,
     schema: &TenantObjectName,
@@ -218,7 +211,10 @@ async fn rename(
     tx: &mut PgConnection,
 ) -> Result<(), TenancyError> {
     let (from, to) = (spare.quoted(), schema.quoted());
+    // The savepoint goes in the same round trip: a failure after it is
+    // undone to it (the transaction is left as the claim left it).
     let statements = [
+        "SAVEPOINT saas_spare".to_owned(),
         format!("ALTER SCHEMA {from} RENAME TO {to}"),
         format!("ALTER ROLE {from} RENAME TO {to}"),
         sql::grant_tenant_role(schema, runtime),
