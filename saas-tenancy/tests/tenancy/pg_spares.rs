@@ -23,6 +23,20 @@ async fn spare_names(env: &PgSandbox) -> Vec<String> {
         .unwrap()
 }
 
+/// A sandbox with `count` spares prepared, and their names.
+async fn sandbox_with_spares(test: &str, count: usize) -> Option<(PgSandbox, Vec<String>)> {
+    let env = sandbox(test, ScopeMode::Shared).await?;
+    let report = env
+        .tenancy
+        .prepare_spare_schemas(&env.cluster, count)
+        .await
+        .unwrap();
+    assert_eq!((report.created, report.ready), (count, count));
+    let names = spare_names(&env).await;
+    assert_eq!(names.len(), count);
+    Some((env, names))
+}
+
 /// The OIDs of the schemas named `names` that exist now.
 async fn schema_oids(env: &PgSandbox, names: &[String]) -> BTreeSet<i64> {
     let oids: Vec<i64> =
@@ -177,14 +191,9 @@ async fn a_sign_up_takes_a_spare_that_then_serves_only_its_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sign_ups_take_different_spares() {
-    let Some(mut env) = sandbox("pg_spares::concurrent", ScopeMode::Shared).await else {
+    let Some((mut env, names)) = sandbox_with_spares("pg_spares::concurrent", 3).await else {
         return;
     };
-    env.tenancy
-        .prepare_spare_schemas(&env.cluster, 3)
-        .await
-        .unwrap();
-    let names = spare_names(&env).await;
     let spares = schema_oids(&env, &names).await;
     let signups: Vec<_> = (0..4)
         .map(|i| {
@@ -226,14 +235,9 @@ async fn concurrent_sign_ups_take_different_spares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spares_of_other_migrations_are_never_claimed_and_are_replaced() {
-    let Some(mut env) = sandbox("pg_spares::stale", ScopeMode::Shared).await else {
+    let Some((mut env, v1_names)) = sandbox_with_spares("pg_spares::stale", 1).await else {
         return;
     };
-    env.tenancy
-        .prepare_spare_schemas(&env.cluster, 1)
-        .await
-        .unwrap();
-    let v1_names = spare_names(&env).await;
     let v1_spare = schema_oids(&env, &v1_names).await;
     let mut v2 = tenant_migrations();
     v2.push(Migration::new(
@@ -341,14 +345,9 @@ fn edited_v1() -> Vec<Migration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_of_an_edited_migration_is_never_claimed() {
-    let Some(mut env) = sandbox("pg_spares::edited", ScopeMode::Shared).await else {
+    let Some((mut env, names)) = sandbox_with_spares("pg_spares::edited", 1).await else {
         return;
     };
-    env.tenancy
-        .prepare_spare_schemas(&env.cluster, 1)
-        .await
-        .unwrap();
-    let names = spare_names(&env).await;
     let edited = env.tenancy_with_migrations(edited_v1()).unwrap();
     let fresh = edited.provision(new_tenant(&env, "edited")).await.unwrap();
     env.track(fresh.clone());
@@ -362,14 +361,9 @@ async fn a_spare_of_an_edited_migration_is_never_claimed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_that_cannot_be_claimed_is_dropped_and_the_sign_up_provisions_from_scratch() {
-    let Some(mut env) = sandbox("pg_spares::broken", ScopeMode::Shared).await else {
+    let Some((mut env, names)) = sandbox_with_spares("pg_spares::broken", 2).await else {
         return;
     };
-    env.tenancy
-        .prepare_spare_schemas(&env.cluster, 2)
-        .await
-        .unwrap();
-    let names = spare_names(&env).await;
     // The oldest spare's schema dropped by hand: its rename fails.
     let oldest: String =
         sqlx::query_scalar("SELECT name FROM saas_spare_schemas ORDER BY created_at, name LIMIT 1")
